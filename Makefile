@@ -1,0 +1,98 @@
+# ocrpool: a memory-bounded OCR job system.
+#
+#   make            build build/ocrpool
+#   make demo       install what is missing, build, OCR the bundled sample
+#   make test       install what is missing, build, run every test
+#   make asan       the tests under AddressSanitizer + UBSan (build-asan/)
+#   make bench      benchmarks against the peers (bench/)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BUILD    ?= build
+PKGS     := tesseract lept vips jansson
+VERSION  := 0.1.0
+
+CC       ?= cc
+OPT      ?= -O2 -g
+CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wno-unused-parameter \
+            -D_GNU_SOURCE -DOCP_VERSION='"$(VERSION)"' -MMD -MP -Isrc $(OPT)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LDLIBS   += $(PKG_LIBS) -lm
+
+SRC      := $(sort $(shell find src -name '*.c'))
+LIBSRC   := $(filter-out src/cli/%,$(SRC))
+CLISRC   := $(filter src/cli/%,$(SRC))
+LIBOBJ   := $(LIBSRC:%.c=$(BUILD)/%.o)
+CLIOBJ   := $(CLISRC:%.c=$(BUILD)/%.o)
+UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
+UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps demo test unit integration asan bench install clean format
+
+all: $(BUILD)/ocrpool
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libocrpool.a: $(LIBOBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(BUILD)/ocrpool: $(CLIOBJ) $(BUILD)/libocrpool.a
+	@echo "  LD $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libocrpool.a
+	@mkdir -p $(dir $@)
+	@echo "  LD $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+deps:
+	@scripts/install-deps.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@echo "== ocrpool ocr -l san+eng samples/sample.pdf =="
+	@$(BUILD)/ocrpool ocr -l san+eng samples/sample.pdf
+
+# `make test` = install deps, build the binary and the unit tests, run all.
+test: deps
+	@$(MAKE) --no-print-directory all $(UNITBIN)
+	@BUILD=$(BUILD) tests/run.sh
+
+unit: all $(UNITBIN)
+	@BUILD=$(BUILD) tests/run.sh unit
+
+integration: all
+	@BUILD=$(BUILD) tests/run.sh integration
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan \
+	    OPT='-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
+	    LDFLAGS='-fsanitize=address,undefined' all build-asan/tests/test_config build-asan/tests/test_image build-asan/tests/test_result
+	@BUILD=build-asan OCP_ASAN=1 tests/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/ocrpool $(DESTDIR)$(PREFIX)/bin/ocrpool
+
+format:
+	clang-format -i $(SRC) $(UNITSRC) $(shell find src -name '*.h')
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -1,0 +1,66 @@
+/*
+ * main.c: ocrpool's entry point: global set-up and the subcommand table.
+ */
+#include "cli/cli.h"
+#include "core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef OCP_VERSION
+#define OCP_VERSION "0.1.0"
+#endif
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"ocr", ocp_cmd_ocr, "OCR images and PDFs"},
+    {"config", ocp_cmd_config, "show every setting and where its value came from"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ocrpool COMMAND [options] [args]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  version  print the version\n\n`ocrpool COMMAND --help` for each.\n");
+}
+
+int main(int argc, char **argv)
+{
+    /*
+     * libgomp (under libtesseract) reads OMP_THREAD_LIMIT once, when it is
+     * loaded, before main. Tesseract with OpenMP's default threads is 4x
+     * slower per page on a loaded machine (bench/), and the pool gives
+     * parallelism by processes. So when the user has not chosen, set it and
+     * start again with it in effect.
+     */
+    if (!getenv("OMP_THREAD_LIMIT")) {
+        setenv("OMP_THREAD_LIMIT", "1", 1);
+        execv("/proc/self/exe", argv);
+        /* No /proc: go on with OpenMP's default. */
+    }
+    if (argc < 2) {
+        usage(stderr);
+        return OCP_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return OCP_EXIT_OK;
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("ocrpool %s\n", OCP_VERSION);
+        return OCP_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "ocrpool: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return OCP_EXIT_USAGE;
+}

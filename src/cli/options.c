@@ -1,0 +1,169 @@
+/*
+ * options.c: command-line flags over the settings table (cli.h).
+ *
+ * Every setting is a flag of the same name (--max-image-size 2048 or
+ * --max-image-size=2048; booleans also --acks-late / --no-acks-late);
+ * commands add their own options (-o, --sidecar, ...).
+ */
+#include "cli/cli.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ocp_cli_opt *find_opt(const ocp_cli_opt *opts, const char *name, size_t n, char sc)
+{
+    for (; opts && opts->name; opts++) {
+        if (sc ? opts->shortc == sc : (strlen(opts->name) == n && strncmp(opts->name, name, n) == 0))
+            return opts;
+    }
+    return NULL;
+}
+
+static int usage_error(const char *what, const char *arg)
+{
+    fprintf(stderr, "ocrpool: %s '%s' (see --help)\n", what, arg);
+    return OCP_EXIT_USAGE;
+}
+
+int ocp_cli_parse(int argc, char **argv, const ocp_cli_opt *opts, ocp_cli_handler handler,
+                  void *ctx, void (*help)(void), ocp_config **cfgp, char ***posp, int *npos)
+{
+    ocp_config *cfg = ocp_config_create();
+    char **pos = ocp_xcalloc((size_t)argc + 1, sizeof *pos);
+    int np = 0, rc = 0, only_pos = 0;
+    const char *cfile = NULL;
+
+    /* The config file comes first whatever its place on the line. */
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                rc = usage_error("missing file after", "--config");
+                goto fail;
+            }
+            cfile = argv[i + 1];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            cfile = argv[i] + 9;
+        }
+    }
+    if (cfile && ocp_config_load_file(cfg, cfile)) {
+        fprintf(stderr, "ocrpool: %s\n", ocp_config_errmsg(cfg));
+        rc = OCP_EXIT_USAGE;
+        goto fail;
+    }
+    if (ocp_config_load_env(cfg)) {
+        fprintf(stderr, "ocrpool: %s\n", ocp_config_errmsg(cfg));
+        rc = OCP_EXIT_USAGE;
+        goto fail;
+    }
+
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
+            pos[np++] = argv[i];
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = 1;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            help();
+            rc = -1;
+            goto fail;
+        }
+        const char *name, *val = NULL;
+        size_t nlen;
+        char flag[80];
+        const ocp_cli_opt *o;
+        int id = -1, neg = 0;
+        if (a[1] == '-') {
+            name = a + 2;
+            const char *eq = strchr(name, '=');
+            nlen = eq ? (size_t)(eq - name) : strlen(name);
+            if (eq)
+                val = eq + 1;
+            if (nlen == 6 && strncmp(name, "config", 6) == 0) {
+                if (!val)
+                    i++;
+                continue;
+            }
+            o = find_opt(opts, name, nlen, 0);
+            if (!o) {
+                char key[64];
+                snprintf(key, sizeof key, "%.*s", (int)(nlen < 63 ? nlen : 63), name);
+                id = strcmp(key, "jobs") == 0 ? (int)OCP_S_CONCURRENCY : ocp_config_find(key);
+                if (id < 0 && strncmp(key, "no-", 3) == 0) {
+                    id = ocp_config_find(key + 3);
+                    if (id >= 0 && ocp_config_type((ocp_setting_id)id) == OCP_T_BOOL && !val)
+                        neg = 1;
+                    else
+                        id = -1;
+                }
+                if (id < 0) {
+                    rc = usage_error("unknown option", a);
+                    goto fail;
+                }
+            }
+            snprintf(flag, sizeof flag, "flag --%.*s", (int)(nlen < 60 ? nlen : 60), name);
+        } else {
+            o = find_opt(opts, NULL, 0, a[1]);
+            if (!o) {
+                /* -j N is the usual spelling of concurrency for batch jobs (make, xargs). */
+                id = a[1] == 'j' ? (int)OCP_S_CONCURRENCY : ocp_config_find_short(a[1]);
+                if (id < 0) {
+                    rc = usage_error("unknown option", a);
+                    goto fail;
+                }
+            }
+            if (a[2])
+                val = a + 2;
+            snprintf(flag, sizeof flag, "flag -%c", a[1]);
+        }
+        int needs_arg = o ? o->has_arg
+                          : !(ocp_config_type((ocp_setting_id)id) == OCP_T_BOOL);
+        if (!val && needs_arg) {
+            if (i + 1 >= argc) {
+                rc = usage_error("missing value after", a);
+                goto fail;
+            }
+            val = argv[++i];
+        }
+        if (o) {
+            if (!o->has_arg && val) {
+                rc = usage_error("no value is taken by", a);
+                goto fail;
+            }
+            if (handler(ctx, o->key, val)) {
+                rc = OCP_EXIT_USAGE;
+                goto fail;
+            }
+            continue;
+        }
+        if (!val)
+            val = neg ? "false" : "true";
+        if (ocp_config_set(cfg, (ocp_setting_id)id, val, OCP_SRC_FLAG, flag)) {
+            fprintf(stderr, "ocrpool: %s\n", ocp_config_errmsg(cfg));
+            rc = OCP_EXIT_USAGE;
+            goto fail;
+        }
+    }
+    if (ocp_config_finish(cfg)) {
+        fprintf(stderr, "ocrpool: %s\n", ocp_config_errmsg(cfg));
+        rc = OCP_EXIT_USAGE;
+        goto fail;
+    }
+    ocp_log_level = ocp_log_parse_level(ocp_config_str(cfg, OCP_S_LOG_LEVEL));
+    *cfgp = cfg;
+    *posp = pos;
+    *npos = np;
+    return 0;
+fail:
+    ocp_config_destroy(cfg);
+    free(pos);
+    return rc;
+}

@@ -1,0 +1,380 @@
+/*
+ * util.c: allocation, string buffers, file and process helpers (util.h).
+ */
+#include "core/util.h"
+#include "core/error.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+static void oom(size_t n)
+{
+    OCP_LOG(OCP_LOG_ERROR, "out of memory allocating %zu bytes", n);
+    abort();
+}
+
+void *ocp_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *ocp_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom(n * size);
+    return p;
+}
+
+void *ocp_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom(n);
+    return q;
+}
+
+char *ocp_xstrdup(const char *s)
+{
+    return ocp_xstrndup(s, strlen(s));
+}
+
+char *ocp_xstrndup(const char *s, size_t n)
+{
+    char *p = ocp_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *ocp_xasprintf(const char *fmt, ...)
+{
+    ocp_sb sb;
+    va_list ap;
+    ocp_sb_init(&sb);
+    va_start(ap, fmt);
+    ocp_sb_vprintf(&sb, fmt, ap);
+    va_end(ap);
+    return ocp_sb_steal(&sb);
+}
+
+void ocp_sb_init(ocp_sb *sb)
+{
+    sb->cap = 64;
+    sb->len = 0;
+    sb->buf = ocp_xmalloc(sb->cap);
+    sb->buf[0] = '\0';
+}
+
+void ocp_sb_fini(ocp_sb *sb)
+{
+    free(sb->buf);
+    sb->buf = NULL;
+    sb->len = sb->cap = 0;
+}
+
+void ocp_sb_reset(ocp_sb *sb)
+{
+    sb->len = 0;
+    sb->buf[0] = '\0';
+}
+
+static void sb_reserve(ocp_sb *sb, size_t extra)
+{
+    if (sb->len + extra + 1 <= sb->cap)
+        return;
+    size_t cap = sb->cap;
+    while (cap < sb->len + extra + 1)
+        cap *= 2;
+    sb->buf = ocp_xrealloc(sb->buf, cap);
+    sb->cap = cap;
+}
+
+void ocp_sb_append(ocp_sb *sb, const char *s, size_t n)
+{
+    sb_reserve(sb, n);
+    memcpy(sb->buf + sb->len, s, n);
+    sb->len += n;
+    sb->buf[sb->len] = '\0';
+}
+
+void ocp_sb_puts(ocp_sb *sb, const char *s)
+{
+    ocp_sb_append(sb, s, strlen(s));
+}
+
+void ocp_sb_putc(ocp_sb *sb, char c)
+{
+    ocp_sb_append(sb, &c, 1);
+}
+
+void ocp_sb_vprintf(ocp_sb *sb, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(sb->buf + sb->len, sb->cap - sb->len, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sb->cap - sb->len) {
+        sb_reserve(sb, (size_t)n);
+        vsnprintf(sb->buf + sb->len, sb->cap - sb->len, fmt, ap);
+    }
+    sb->len += (size_t)n;
+}
+
+void ocp_sb_printf(ocp_sb *sb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ocp_sb_vprintf(sb, fmt, ap);
+    va_end(ap);
+}
+
+void ocp_sb_put_xml(ocp_sb *sb, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '&':
+            ocp_sb_puts(sb, "&amp;");
+            break;
+        case '<':
+            ocp_sb_puts(sb, "&lt;");
+            break;
+        case '>':
+            ocp_sb_puts(sb, "&gt;");
+            break;
+        case '"':
+            ocp_sb_puts(sb, "&quot;");
+            break;
+        case '\'':
+            ocp_sb_puts(sb, "&#39;");
+            break;
+        default:
+            /* Control characters other than tab/newline are not allowed in XML 1.0. */
+            if ((unsigned char)*s < 0x20 && *s != '\t' && *s != '\n' && *s != '\r')
+                break;
+            ocp_sb_putc(sb, *s);
+        }
+    }
+}
+
+char *ocp_sb_steal(ocp_sb *sb)
+{
+    char *p = sb->buf;
+    sb->buf = NULL;
+    sb->len = sb->cap = 0;
+    return p;
+}
+
+int ocp_read_fd(int fd, size_t max, char **out, size_t *outlen)
+{
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    for (;;) {
+        if (len == cap) {
+            if (cap > max) {
+                free(buf);
+                return OCP_E_INPUT_SIZE;
+            }
+            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                return -ENOMEM;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = -errno;
+            free(buf);
+            return e;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > max) {
+            free(buf);
+            return OCP_E_INPUT_SIZE;
+        }
+    }
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+int ocp_write_file(const char *path, const void *buf, size_t len)
+{
+    char *tmp = ocp_xasprintf("%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int err = 0;
+    if (fd < 0) {
+        err = -errno;
+        goto out;
+    }
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            err = -errno;
+            break;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    if (close(fd) < 0 && !err)
+        err = -errno;
+    if (!err && rename(tmp, path) < 0)
+        err = -errno;
+    if (err)
+        unlink(tmp);
+out:
+    free(tmp);
+    return err;
+}
+
+double ocp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long status_field_kb(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    size_t fl = strlen(field);
+    long v = -1;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, field, fl) == 0 && line[fl] == ':') {
+            v = strtol(line + fl + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+long ocp_self_rss_kb(void)
+{
+    return status_field_kb("VmRSS");
+}
+
+long ocp_self_peak_rss_kb(void)
+{
+    return status_field_kb("VmHWM");
+}
+
+int ocp_self_reset_peak_rss(void)
+{
+    int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int err = write(fd, "5", 1) == 1 ? 0 : -errno;
+    close(fd);
+    return err;
+}
+
+void ocp_uuid4(char out[37])
+{
+    unsigned char b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t r = getrandom(b + got, sizeof b - got, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            /* No entropy source: fall back to time and pid, still unique enough per host. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            for (size_t i = got; i < sizeof b; i++)
+                b[i] = (unsigned char)((ts.tv_nsec >> (i % 4 * 8)) ^ getpid() ^ i * 131);
+            break;
+        }
+        got += (size_t)r;
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+char *ocp_path_stem(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    if (!dot || dot == base)
+        return ocp_xstrdup(base);
+    return ocp_xstrndup(base, (size_t)(dot - base));
+}
+
+bool ocp_parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    long long v;
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || *end || end == s)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool ocp_parse_double(const char *s, double *out)
+{
+    char *end;
+    double v;
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || *end || end == s || !isfinite(v))
+        return false;
+    *out = v;
+    return true;
+}
+
+bool ocp_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}

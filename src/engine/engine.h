@@ -1,0 +1,62 @@
+/*
+ * engine.h: the OCR engine interface. Engines are sibling files behind one
+ * table of function pointers (ocp_engine_ops), chosen by name at run time:
+ * engine_tesseract.c now, our own recognizer and a GPU engine later.
+ *
+ *   ocp_engine_open()   load the engine and its models (once per process;
+ *                       later the zygote does it before forking workers)
+ *   ocp_engine_ocr()    one page of pixels -> ocp_result, boxes in the
+ *                       pixels' own coordinates (the caller rescales)
+ *   ocp_engine_close()
+ */
+#ifndef OCP_ENGINE_ENGINE_H
+#define OCP_ENGINE_ENGINE_H
+
+#include <stddef.h>
+
+#include "engine/result.h"
+#include "image/image.h"
+
+/* What opening an engine needs. Open type, filled by the caller. */
+typedef struct ocp_engine_params {
+    const char *lang;         /* "san+eng" */
+    const char *tessdata_dir; /* NULL or "" = the default */
+    int psm;                  /* page segmentation mode */
+} ocp_engine_params;
+
+/* Per page. Open type. */
+typedef struct ocp_ocr_params {
+    double timeout_s; /* soft deadline; 0 = none */
+} ocp_ocr_params;
+
+typedef struct ocp_engine_ops {
+    const char *name;
+    unsigned features; /* OCP_FEAT_* of config.h the engine uses */
+    int (*open)(const ocp_engine_params *p, void **state, char *err, size_t errlen);
+    int (*ocr)(void *state, const ocp_page_image *img, const ocp_ocr_params *p, ocp_result *res,
+               char *err, size_t errlen);
+    void (*close)(void *state);
+    const char *(*version)(void);
+} ocp_engine_ops;
+
+typedef struct ocp_engine ocp_engine;
+
+/* The ops of the engine called name, or NULL. */
+const ocp_engine_ops *ocp_engine_find(const char *name);
+
+/* Opens an engine; *out is new (ocp_engine_close frees it). On failure the
+ * reason is in err (one line). */
+int ocp_engine_open(const char *name, const ocp_engine_params *p, ocp_engine **out, char *err,
+                    size_t errlen);
+/* OCRs one page into res (which the caller inits). The reason of a failure
+ * is in ocp_engine_errmsg(). */
+int ocp_engine_ocr(ocp_engine *e, const ocp_page_image *img, const ocp_ocr_params *p,
+                   ocp_result *res);
+const char *ocp_engine_errmsg(const ocp_engine *e);
+const char *ocp_engine_name(const ocp_engine *e);
+void ocp_engine_close(ocp_engine *e);
+
+/* The Tesseract engine's table (engine_tesseract.c). */
+extern const ocp_engine_ops ocp_engine_tesseract;
+
+#endif

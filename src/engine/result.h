@@ -1,0 +1,90 @@
+/*
+ * result.h: the result of one page, whatever engine made it, and its
+ * renderings (JSON, plain text, hOCR, ALTO, TSV).
+ *
+ * Open types: engines fill them through ocp_result_add_line/_add_word.
+ * Boxes are [x1, y1, x2, y2) in pixels, x2/y2 exclusive. An engine reports
+ * them on the pixels it saw; ocp_result_rescale() maps them to the original
+ * page, which is what every rendering shows.
+ */
+#ifndef OCP_ENGINE_RESULT_H
+#define OCP_ENGINE_RESULT_H
+
+#include <stddef.h>
+
+#include "core/util.h"
+
+typedef struct ocp_box {
+    int x1, y1, x2, y2;
+} ocp_box;
+
+typedef struct ocp_word {
+    ocp_box bbox;
+    char *text;
+    float conf; /* 0..100 */
+} ocp_word;
+
+typedef struct ocp_line {
+    ocp_box bbox;
+    char *text; /* without the trailing newline */
+    float conf;
+    int block, par;   /* 0-based numbers of the block and paragraph holding the line */
+    size_t first_word; /* index into ocp_result.words */
+    size_t n_words;
+} ocp_line;
+
+typedef struct ocp_result {
+    char *id;     /* task id */
+    char *source; /* file name or "-" */
+    int page;     /* 1-based */
+    int width, height; /* of the original page */
+    char *lang;
+    char *engine;
+    char *text; /* the engine's full text of the page */
+    float mean_conf;
+    ocp_line *lines;
+    size_t n_lines, cap_lines;
+    ocp_word *words;
+    size_t n_words, cap_words;
+    double elapsed_ms;
+    long peak_rss_kb;
+} ocp_result;
+
+/* Renderings a result can have; a bit mask of these is a "format set". */
+enum ocp_format {
+    OCP_FMT_TXT = 1,
+    OCP_FMT_JSON = 2,
+    OCP_FMT_HOCR = 4,
+    OCP_FMT_ALTO = 8,
+    OCP_FMT_TSV = 16,
+};
+
+void ocp_result_init(ocp_result *r);
+void ocp_result_fini(ocp_result *r);
+/* Sets a string field: frees the old value, copies s (NULL allowed). */
+void ocp_result_set(char **field, const char *s);
+/* Appends a line (text copied) and returns it; its words follow with add_word. */
+ocp_line *ocp_result_add_line(ocp_result *r, ocp_box bbox, const char *text, float conf,
+                              int block, int par);
+/* Appends a word to the last line (text copied). */
+void ocp_result_add_word(ocp_result *r, ocp_box bbox, const char *text, float conf);
+
+/*
+ * Maps a box from resized pixels back to the original page: x * sx, y * sy,
+ * widening to whole pixels (floor for the start, ceil for the end) and
+ * clipping to [0, w] x [0, h].
+ */
+ocp_box ocp_box_rescale(ocp_box b, double sx, double sy, int w, int h);
+/* Rescales every box of r and sets r->width/height to w/h. */
+void ocp_result_rescale(ocp_result *r, double sx, double sy, int w, int h);
+
+/* Parses "txt,json,..." into a format mask; -1 on an unknown name. */
+int ocp_format_parse(const char *list);
+/* File extension of one format ("txt", "json", "hocr", "xml", "tsv"). */
+const char *ocp_format_ext(int fmt);
+const char *ocp_format_name(int fmt);
+
+/* Appends the rendering fmt (one format) of r to out. */
+void ocp_result_render(const ocp_result *r, int fmt, ocp_sb *out);
+
+#endif

@@ -1,0 +1,361 @@
+/*
+ * image.c: decoding, limits and resizing with libvips (image.h).
+ *
+ * The flow for one page:
+ *
+ *   source --sniff--> loader (whitelist) --header--> w x h <= max_pixels?
+ *     --decode (fail on errors and truncation, in memory)--> autorot
+ *     --> 8-bit sRGB or grey --> flatten alpha on white --> resize (Lanczos3)
+ *     --> contiguous pixels for the engine
+ *
+ * libvips evaluates lazily: opening an image reads only its header, so the
+ * pixel check runs before a single row is decoded.
+ */
+#include "image/image.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <vips/vips.h>
+
+struct ocp_doc {
+    VipsSource *src;
+    const char *format;
+    int pages;
+    ocp_image_limits lim;
+};
+
+typedef struct loader_name {
+    const char *prefix; /* of the libvips loader's class name */
+    const char *format;
+    int paged; /* takes "page" and counts pages */
+} loader_name;
+
+/* The formats we accept. Every other loader libvips has (SVG, ImageMagick,
+ * FITS, matrix/CSV text, ...) is refused: a smaller attack surface. */
+static const loader_name loaders[] = {
+    {"VipsForeignLoadPng", "png", 0},   {"VipsForeignLoadJpeg", "jpeg", 0},
+    {"VipsForeignLoadTiff", "tiff", 1}, {"VipsForeignLoadWebp", "webp", 0},
+    {"VipsForeignLoadPpm", "pnm", 0},   {"VipsForeignLoadNsgif", "gif", 0},
+    {"VipsForeignLoadGif", "gif", 0},   {"VipsForeignLoadPdf", "pdf", 1},
+};
+
+static void vips_log_handler(const gchar *domain, GLogLevelFlags level, const gchar *msg,
+                             gpointer data)
+{
+    (void)level;
+    (void)data;
+    OCP_LOG(OCP_LOG_DEBUG, "%s: %s", domain ? domain : "glib", msg);
+}
+
+int ocp_image_global_init(const char *argv0)
+{
+    static int done;
+    if (done)
+        return 0;
+    if (VIPS_INIT(argv0 ? argv0 : "ocrpool"))
+        return OCP_E_DECODE;
+    vips_concurrency_set(1);
+    vips_cache_set_max(0);
+    vips_cache_set_max_mem(0);
+    vips_block_untrusted_set(TRUE);
+    vips_leak_set(FALSE);
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
+                      vips_log_handler, NULL);
+    done = 1;
+    return 0;
+}
+
+/* The first line of libvips's error buffer, cleaned, into err; then clears it. */
+static int vips_reason(int code, const char *what, char *err, size_t errlen)
+{
+    const char *buf = vips_error_buffer();
+    char line[240];
+    size_t n = 0;
+    while (*buf == '\n' || *buf == ' ')
+        buf++;
+    while (buf[n] && buf[n] != '\n' && n < sizeof line - 1) {
+        line[n] = (unsigned char)buf[n] < 0x20 ? ' ' : buf[n];
+        n++;
+    }
+    line[n] = '\0';
+    vips_error_clear();
+    if (n == 0)
+        return ocp_errf(code, err, errlen, "%s", what);
+    return ocp_errf(code, err, errlen, "%s: %s", what, line);
+}
+
+int ocp_image_check_pixels(int64_t w, int64_t h, int64_t max_pixels)
+{
+    if (w <= 0 || h <= 0)
+        return OCP_E_DECODE;
+    if (w > INT32_MAX || h > INT32_MAX || w * h > max_pixels)
+        return OCP_E_TOOBIG;
+    return 0;
+}
+
+void ocp_image_fit(int w, int h, int max_side, int *nw, int *nh)
+{
+    int longest = w > h ? w : h;
+    if (max_side <= 0 || longest <= max_side) {
+        *nw = w;
+        *nh = h;
+        return;
+    }
+    double f = (double)max_side / (double)longest;
+    *nw = w >= h ? max_side : (int)lround(w * f);
+    *nh = h >= w ? max_side : (int)lround(h * f);
+    if (*nw < 1)
+        *nw = 1;
+    if (*nh < 1)
+        *nh = 1;
+}
+
+static const loader_name *find_loader(const char *nick)
+{
+    for (size_t i = 0; i < sizeof loaders / sizeof loaders[0]; i++)
+        if (strncmp(nick, loaders[i].prefix, strlen(loaders[i].prefix)) == 0)
+            return &loaders[i];
+    return NULL;
+}
+
+/* Opens page of the doc lazily: only the header is read. */
+static VipsImage *open_page(ocp_doc *doc, int page, char *err, size_t errlen, int *rc)
+{
+    VipsImage *img;
+    if (strcmp(doc->format, "pdf") == 0)
+        img = vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "dpi",
+                                         (double)doc->lim.pdf_dpi, "fail_on", VIPS_FAIL_ON_ERROR,
+                                         "memory", TRUE, NULL);
+    else if (strcmp(doc->format, "tiff") == 0)
+        img = vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "fail_on",
+                                         VIPS_FAIL_ON_ERROR, "memory", TRUE, NULL);
+    else
+        img = vips_image_new_from_source(doc->src, "", "fail_on", VIPS_FAIL_ON_ERROR, "memory",
+                                         TRUE, NULL);
+    if (!img)
+        *rc = vips_reason(OCP_E_DECODE, "cannot read the header", err, errlen);
+    return img;
+}
+
+static int doc_open(VipsSource *src, const ocp_image_limits *lim, ocp_doc **out, char *err,
+                    size_t errlen)
+{
+    const char *nick = vips_foreign_find_load_source(src);
+    const loader_name *ln;
+    ocp_doc *doc;
+    VipsImage *img;
+    int rc = 0;
+
+    if (!nick) {
+        vips_error_clear();
+        g_object_unref(src);
+        return ocp_errf(OCP_E_FORMAT, err, errlen,
+                        "not a supported image or PDF (PNG, JPEG, TIFF, WebP, PNM, GIF, PDF)");
+    }
+    ln = find_loader(nick);
+    if (!ln) {
+        g_object_unref(src);
+        return ocp_errf(OCP_E_FORMAT, err, errlen,
+                        "format of loader %s is not accepted (PNG, JPEG, TIFF, WebP, PNM, GIF, "
+                        "PDF are)",
+                        nick);
+    }
+    doc = ocp_xcalloc(1, sizeof *doc);
+    doc->src = src;
+    doc->format = ln->format;
+    doc->lim = *lim;
+    doc->pages = 1;
+    img = open_page(doc, 0, err, errlen, &rc);
+    if (!img) {
+        ocp_doc_destroy(doc);
+        return rc;
+    }
+    if (ln->paged)
+        doc->pages = vips_image_get_n_pages(img);
+    g_object_unref(img);
+    if (doc->pages < 1)
+        doc->pages = 1;
+    if (doc->pages > lim->max_pages) {
+        rc = ocp_errf(OCP_E_PAGES, err, errlen, "document has %d pages, more than max-pages %d",
+                      doc->pages, lim->max_pages);
+        ocp_doc_destroy(doc);
+        return rc;
+    }
+    *out = doc;
+    return 0;
+}
+
+int ocp_doc_open_file(const char *path, const ocp_image_limits *lim, ocp_doc **out, char *err,
+                      size_t errlen)
+{
+    struct stat st;
+    VipsSource *src;
+    if (stat(path, &st) < 0)
+        return ocp_errf(-errno, err, errlen, "cannot open: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return ocp_errf(OCP_E_FORMAT, err, errlen, "not a regular file");
+    if (st.st_size == 0)
+        return ocp_errf(OCP_E_EMPTY, err, errlen, "empty file");
+    src = vips_source_new_from_file(path);
+    if (!src)
+        return vips_reason(-EIO, "cannot open", err, errlen);
+    return doc_open(src, lim, out, err, errlen);
+}
+
+int ocp_doc_open_buffer(const void *buf, size_t len, const ocp_image_limits *lim, ocp_doc **out,
+                        char *err, size_t errlen)
+{
+    VipsSource *src;
+    if (len == 0)
+        return ocp_errf(OCP_E_EMPTY, err, errlen, "empty input");
+    src = vips_source_new_from_memory(buf, len);
+    if (!src)
+        return vips_reason(-ENOMEM, "cannot open", err, errlen);
+    return doc_open(src, lim, out, err, errlen);
+}
+
+void ocp_doc_destroy(ocp_doc *doc)
+{
+    if (!doc)
+        return;
+    if (doc->src)
+        g_object_unref(doc->src);
+    free(doc);
+}
+
+int ocp_doc_pages(const ocp_doc *doc)
+{
+    return doc->pages;
+}
+
+const char *ocp_doc_format(const ocp_doc *doc)
+{
+    return doc->format;
+}
+
+/* Replaces *img by next (taking next's reference), or fails with the libvips reason. */
+static int step(VipsImage **img, VipsImage **next, int ok, const char *what, char *err,
+                size_t errlen)
+{
+    /* *next is read here, after the operation (an argument) has run and set it. */
+    if (ok != 0)
+        return vips_reason(OCP_E_DECODE, what, err, errlen);
+    g_object_unref(*img);
+    *img = *next;
+    *next = NULL;
+    return 0;
+}
+
+/* libvips says 72 dpi (2.835 px/mm) or 1 px/mm when a file names no resolution. */
+static int dpi_of(VipsImage *img)
+{
+    double res = vips_image_get_yres(img);
+    int dpi = (int)lround(res * 25.4);
+    if (dpi < 70 || dpi == 72 || dpi > 2400)
+        return 0;
+    return dpi;
+}
+
+int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, size_t errlen)
+{
+    VipsImage *img, *t = NULL;
+    int rc = 0, w, h, nw, nh, dpi;
+    size_t size;
+    void *mem;
+
+    memset(out, 0, sizeof *out);
+    if (page < 0 || page >= doc->pages)
+        return ocp_errf(OCP_E_NOPAGE, err, errlen, "no page %d (document has %d)", page + 1,
+                        doc->pages);
+    img = open_page(doc, page, err, errlen, &rc);
+    if (!img)
+        return rc;
+    w = vips_image_get_width(img);
+    h = vips_image_get_height(img);
+    rc = ocp_image_check_pixels(w, h, doc->lim.max_pixels);
+    if (rc == OCP_E_TOOBIG) {
+        ocp_errf(rc, err, errlen,
+                 "page is %d x %d = %.1f megapixels, over the limit of %.1f (max-pixels)", w, h,
+                 (double)w * h / 1e6, (double)doc->lim.max_pixels / 1e6);
+        goto fail;
+    } else if (rc) {
+        ocp_errf(rc, err, errlen, "page has no pixels (%d x %d)", w, h);
+        goto fail;
+    }
+    dpi = strcmp(doc->format, "pdf") == 0 ? doc->lim.pdf_dpi : dpi_of(img);
+
+    if ((rc = step(&img, &t, vips_autorot(img, &t, NULL), "cannot decode", err, errlen)))
+        goto fail;
+    {
+        int bands = vips_image_get_bands(img);
+        int colour = bands >= 3;
+        VipsInterpretation want = colour ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_B_W;
+        if (vips_image_get_interpretation(img) != want ||
+            vips_image_get_format(img) != VIPS_FORMAT_UCHAR) {
+            if (vips_colourspace(img, &t, want, NULL) == 0) {
+                g_object_unref(img);
+                img = t;
+            } else {
+                vips_error_clear();
+            }
+        }
+        if (vips_image_hasalpha(img)) {
+            VipsArrayDouble *bg = vips_array_double_newv(1, 255.0);
+            int ok = vips_flatten(img, &t, "background", bg, NULL);
+            vips_area_unref(VIPS_AREA(bg));
+            if ((rc = step(&img, &t, ok, "cannot decode", err, errlen)))
+                goto fail;
+        }
+        if (vips_image_get_format(img) != VIPS_FORMAT_UCHAR &&
+            (rc = step(&img, &t, vips_cast_uchar(img, &t, NULL), "cannot decode", err, errlen)))
+            goto fail;
+        /* Anything still not 1 or 3 bands (2-band grey without alpha flag, CMYK left over). */
+        bands = vips_image_get_bands(img);
+        if (bands != 1 && bands != 3) {
+            int n = bands >= 3 ? 3 : 1;
+            if ((rc = step(&img, &t, vips_extract_band(img, &t, 0, "n", n, NULL), "cannot decode",
+                           err, errlen)))
+                goto fail;
+        }
+    }
+    out->orig_width = vips_image_get_width(img);
+    out->orig_height = vips_image_get_height(img);
+    ocp_image_fit(out->orig_width, out->orig_height, doc->lim.max_image_size, &nw, &nh);
+    if (nw != out->orig_width || nh != out->orig_height) {
+        double hs = (double)nw / out->orig_width, vs = (double)nh / out->orig_height;
+        if ((rc = step(&img, &t,
+                       vips_resize(img, &t, hs, "vscale", vs, "kernel", VIPS_KERNEL_LANCZOS3,
+                                   NULL),
+                       "cannot resize", err, errlen)))
+            goto fail;
+    }
+    mem = vips_image_write_to_memory(img, &size);
+    if (!mem) {
+        rc = vips_reason(OCP_E_DECODE, "cannot decode", err, errlen);
+        goto fail;
+    }
+    out->pixels = mem;
+    out->width = vips_image_get_width(img);
+    out->height = vips_image_get_height(img);
+    out->bands = vips_image_get_bands(img);
+    out->scale_x = (double)out->orig_width / out->width;
+    out->scale_y = (double)out->orig_height / out->height;
+    out->dpi = dpi ? (int)lround(dpi / out->scale_y) : 0;
+    g_object_unref(img);
+    return 0;
+fail:
+    g_object_unref(img);
+    return rc;
+}
+
+void ocp_page_image_fini(ocp_page_image *img)
+{
+    if (img->pixels)
+        g_free(img->pixels);
+    memset(img, 0, sizeof *img);
+}

@@ -1,0 +1,52 @@
+/*
+ * page.c: one page task in this process (page.h).
+ */
+#include "pool/page.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <malloc.h>
+#include <stdio.h>
+#include <string.h>
+
+int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res,
+                 char *err, size_t errlen)
+{
+    ocp_page_image img;
+    ocp_ocr_params op = {.timeout_s = t->timeout_s};
+    char uuid[37];
+    double t0;
+    int rc;
+
+    ocp_self_reset_peak_rss();
+    t0 = ocp_now();
+    if (!t->id)
+        ocp_uuid4(uuid);
+    ocp_result_set(&res->id, t->id ? t->id : uuid);
+    ocp_result_set(&res->source, t->source);
+    ocp_result_set(&res->lang, t->lang);
+    res->page = t->page + 1;
+
+    rc = ocp_doc_load_page(doc, t->page, &img, err, errlen);
+    if (rc)
+        goto out;
+    OCP_LOG(OCP_LOG_DEBUG, "%s page %d: %dx%d -> %dx%d, %d bands, %d dpi", t->source, t->page + 1,
+            img.orig_width, img.orig_height, img.width, img.height, img.bands, img.dpi);
+    res->width = img.orig_width;
+    res->height = img.orig_height;
+    rc = ocp_engine_ocr(eng, &img, &op, res);
+    if (rc) {
+        snprintf(err, errlen, "%s", ocp_engine_errmsg(eng));
+    } else {
+        ocp_result_rescale(res, img.scale_x, img.scale_y, img.orig_width, img.orig_height);
+    }
+    ocp_page_image_fini(&img);
+out:
+    /* Give freed page buffers back to the system: a worker's size between
+     * pages should be its models, not its biggest page so far. */
+    malloc_trim(0);
+    res->elapsed_ms = (ocp_now() - t0) * 1000.0;
+    res->peak_rss_kb = ocp_self_peak_rss_kb();
+    return rc;
+}

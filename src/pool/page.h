@@ -1,0 +1,32 @@
+/*
+ * page.h: running one page task, start to end, in the calling process:
+ * decode -> resize -> OCR -> boxes back to original pixels -> result.
+ * The command line runs it in-process; pool workers will run it too.
+ */
+#ifndef OCP_POOL_PAGE_H
+#define OCP_POOL_PAGE_H
+
+#include <stddef.h>
+
+#include "engine/engine.h"
+#include "image/image.h"
+
+/* One page to do. Open type; strings are borrowed. */
+typedef struct ocp_page_task {
+    const char *id;     /* task id; NULL = a new UUID */
+    const char *source; /* shown in results ("book.pdf", "-") */
+    int page;           /* 0-based */
+    const char *lang;
+    double timeout_s;
+} ocp_page_task;
+
+/*
+ * Runs t on doc with eng into res (initialised by the caller, filled here
+ * also on failure with what is known). Returns 0, or a negative code with
+ * a one-line reason in err. Resets this process's peak RSS first, so
+ * res->peak_rss_kb is the peak of this page.
+ */
+int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res,
+                 char *err, size_t errlen);
+
+#endif
