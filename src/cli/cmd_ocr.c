@@ -110,19 +110,22 @@ static void progress(int done, int total, double t0, int failed)
     fflush(stderr);
 }
 
-/* Gives inputs that share a stem distinct stems: a.png, x/a.png -> a, a-2. */
+/* Gives inputs that share a stem distinct stems: a.png, x/a.png, a.jpg -> a, a-2, a-3. */
 static void unique_stems(input *in, int n)
 {
-    for (int i = 0; i < n; i++) {
-        int k = 1;
-        for (int j = 0; j < i; j++)
-            if (strcmp(in[j].stem, in[i].stem) == 0)
-                k++;
-        if (k > 1) {
-            char *s = ocp_xasprintf("%s-%d", in[i].stem, k);
-            free(in[i].stem);
-            in[i].stem = s;
+    for (int i = 1; i < n; i++) {
+        char *base = in[i].stem, *cand = ocp_xstrdup(base);
+        for (int k = 2;; k++) {
+            int taken = 0;
+            for (int j = 0; j < i && !taken; j++)
+                taken = strcmp(in[j].stem, cand) == 0;
+            if (!taken)
+                break;
+            free(cand);
+            cand = ocp_xasprintf("%s-%d", base, k);
         }
+        free(base);
+        in[i].stem = cand;
     }
 }
 
@@ -295,7 +298,12 @@ int ocp_cmd_ocr(int argc, char **argv)
                 first_text = 0;
                 if (!rc && res.text)
                     fputs(res.text, tf);
-                fflush(tf);
+                if (fflush(tf) != 0 || ferror(tf)) {
+                    fprintf(stderr, "ocrpool: cannot write %s: %s\n",
+                            tf == sidecar ? c.sidecar : "standard output", strerror(errno));
+                    status = OCP_EXIT_FAILED;
+                    clearerr(tf);
+                }
             }
             done++;
             if (show_progress)
@@ -314,6 +322,10 @@ int ocp_cmd_ocr(int argc, char **argv)
     if (failed)
         status = OCP_EXIT_FAILED;
 out:
+    if (status == OCP_EXIT_OK && fflush(stdout) != 0) {
+        fprintf(stderr, "ocrpool: cannot write standard output: %s\n", strerror(errno));
+        status = OCP_EXIT_FAILED;
+    }
     if (sidecar && fclose(sidecar) != 0) {
         fprintf(stderr, "ocrpool: cannot write %s: %s\n", c.sidecar, strerror(errno));
         status = OCP_EXIT_FAILED;

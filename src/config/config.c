@@ -481,7 +481,7 @@ static void unused_note(const setting_def *d, const char *engine, unsigned feats
     buf[0] = '\0';
     if (d->feature && !(d->feature & feats))
         snprintf(buf, len, "accepted, not used by engine %s%s", engine,
-                 d->feature == OCP_FEAT_GPU ? " (it has no GPU path; auto resolves to cpu)" : "");
+                 d->feature == OCP_FEAT_GPU ? " (no GPU path: auto means cpu)" : "");
 }
 
 static json_t *json_value(const setting_def *d, const value *v)

@@ -62,7 +62,14 @@ int ocp_image_global_init(const char *argv0)
     vips_concurrency_set(1);
     vips_cache_set_max(0);
     vips_cache_set_max_mem(0);
-    vips_block_untrusted_set(TRUE);
+    /*
+     * libvips marks PDF and PNM loading "untrusted" along with the loaders we
+     * never want; so block every loader, then allow back the ones we accept.
+     * find_loader() refuses any other format by name as well.
+     */
+    vips_operation_block_set("VipsForeignLoad", TRUE);
+    for (size_t i = 0; i < sizeof loaders / sizeof loaders[0]; i++)
+        vips_operation_block_set(loaders[i].prefix, FALSE);
     vips_leak_set(FALSE);
     g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO,
                       vips_log_handler, NULL);

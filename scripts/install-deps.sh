@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what ocrpool needs to build, run and test, from Debian's
+# packages. Idempotent, and quiet when everything is there already.
+# Runs apt as root (directly, or through sudo when not root).
+set -euo pipefail
+
+pkgs=(
+    # build
+    build-essential pkg-config
+    libtesseract-dev libleptonica-dev libvips-dev libjansson-dev libcmocka-dev
+    # OCR engine and language data: English, Sanskrit, Tamil, Hindi, scripts, orientation
+    tesseract-ocr tesseract-ocr-eng tesseract-ocr-san tesseract-ocr-tam tesseract-ocr-hin
+    tesseract-ocr-script-deva tesseract-ocr-script-taml tesseract-ocr-osd
+    # test fixtures and tools: Noto fonts, pango-view, vips CLI, pdfunite, /usr/bin/time
+    fonts-noto-core pango1.0-tools libvips-tools poppler-utils time python3
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then
+        sudo=(sudo)
+    else
+        echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+echo "install-deps: done"

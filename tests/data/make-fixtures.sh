@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Makes the test fixtures in $1 (default build/fixtures) from the texts in
+# tests/data/text: pages rendered with Noto fonts by pango-view, converted
+# by the vips CLI into every accepted format, a page whose line positions
+# are known, and the bad inputs (mkbad.py). Idempotent: does nothing when
+# the fixtures are newer than this script and the texts.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-build/fixtures}
+mkdir -p "$out"
+stamp="$out/.stamp"
+if [ -f "$stamp" ] && [ -z "$(find "$here" -newer "$stamp" -type f | head -1)" ]; then
+    exit 0
+fi
+
+font_of() {
+    case $1 in
+    eng) echo "Noto Serif 12" ;;
+    san | hin) echo "Noto Serif Devanagari 12" ;;
+    tam) echo "Noto Serif Tamil 12" ;;
+    esac
+}
+
+render() { # render LANG OUT [extra pango-view args]: 300 dpi, black on white
+    local lang=$1 dst=$2
+    shift 2
+    pango-view --font="$(font_of "$lang")" --dpi=300 --margin=150 --background=white \
+        --foreground=black -q "$@" -o "$dst" "$here/text/$lang.txt"
+}
+
+for l in eng san tam hin; do
+    render "$l" "$out/$l.rgb.png"
+    # Grey, as a scanner gives; the RGB original stays for the colour path.
+    vips colourspace "$out/$l.rgb.png" "$out/$l.png" b-w
+    render "$l" "$out/$l.pdf"
+done
+vips copy "$out/eng.png" "$out/eng.jpg[Q=92]"
+vips copy "$out/eng.png" "$out/eng.webp[Q=95]"
+vips copy "$out/eng.png" "$out/eng.pnm"
+vips copy "$out/eng.png" "$out/eng.tif"
+vips copy "$out/eng.png" "$out/eng.gif"
+vips copy "$out/tam.png" "$out/tam.tif[compression=deflate]"
+# RGBA with a transparent background: must be flattened on white.
+vips bandjoin_const "$out/eng.rgb.png" "$out/eng.rgba.png" 255
+# 16-bit grey.
+vips colourspace "$out/eng.png" "$out/eng16.png" grey16
+
+# A two-page TIFF (English, Sanskrit) on pages of the same size.
+w=1700 h=700
+vips gravity "$out/eng.png" "$out/_p1.v" north-west $w $h --extend white
+vips gravity "$out/san.png" "$out/_p2.v" north-west $w $h --extend white
+vips join "$out/_p1.v" "$out/_p2.v" "$out/_tall.v" vertical
+vips copy "$out/_tall.v" "$out/two.tif[page-height=$h,compression=deflate]"
+# A two-page PDF: English, then Sanskrit.
+pdfunite "$out/eng.pdf" "$out/san.pdf" "$out/two.pdf"
+
+# EXIF orientation 6 (rotate 90 clockwise to view): the pixels are stored
+# turned 90 degrees anticlockwise.
+vips rot "$out/eng.png" "$out/_rot.v" d270
+vips copy "$out/_rot.v" "$out/_rot.jpg[Q=92]"
+python3 "$here/mkbad.py" exif "$out/_rot.jpg" "$out/eng-exif6.jpg" 6
+
+# Known line positions: each line of eng.txt rendered alone, placed on a
+# white A4-ish canvas at known offsets; lines.tsv gives each line's ink box.
+canvas_w=2480 canvas_h=1754
+vips black "$out/_canvas.v" $canvas_w $canvas_h --bands 1
+vips linear "$out/_canvas.v" "$out/_white.v" 1 255 --uchar
+cp "$out/_white.v" "$out/_acc.v"
+: >"$out/lines.tsv"
+y=220
+i=0
+while IFS= read -r line; do
+    i=$((i + 1))
+    printf '%s\n' "$line" >"$out/_line.txt"
+    pango-view --font="Noto Serif 12" --dpi=300 --margin=0 --background=white \
+        --foreground=black -q -o "$out/_line.png" "$out/_line.txt"
+    vips colourspace "$out/_line.png" "$out/_line.v" b-w
+    read -r left top width height <<<"$(vips find_trim "$out/_line.v" --background 255 | tr '\n' ' ')"
+    x=$((180 + 60 * i))
+    vips insert "$out/_acc.v" "$out/_line.v" "$out/_acc2.v" $x $y
+    mv "$out/_acc2.v" "$out/_acc.v"
+    printf '%d\t%d\t%d\t%d\t%s\n' $((x + left)) $((y + top)) $((x + left + width)) \
+        $((y + top + height)) "$line" >>"$out/lines.tsv"
+    y=$((y + 260))
+done <"$here/text/eng.txt"
+vips copy "$out/_acc.v" "$out/lines.png"
+
+python3 "$here/mkbad.py" all "$out"
+rm -f "$out"/_*
+touch "$stamp"

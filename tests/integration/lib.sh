@@ -1,0 +1,37 @@
+# Shared by the integration tests: checks that print TAP-ish lines
+# ("ok - name" / "not ok - name"), a scratch folder, and helpers.
+set -uo pipefail
+: "${OCRPOOL:?}" "${FIXTURES:?}"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+_failed=0
+
+ok() { echo "ok - $*"; }
+not_ok() {
+    echo "not ok - $*"
+    _failed=1
+}
+
+# check NAME CMD...: passes when CMD exits 0.
+check() {
+    local name=$1
+    shift
+    if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+
+# cer REF HYP: character error rate of HYP against REF (files), whitespace normalised.
+cer() { python3 "$here/cer.py" "$1" "$2"; }
+
+# cer_below REF HYP MAX: passes when the CER is at most MAX.
+cer_below() {
+    local v
+    v=$(cer "$1" "$2") || return 1
+    echo "# CER $(basename "$2") vs $(basename "$1"): $v (max $3)"
+    python3 -c "import sys; sys.exit(0 if float('$v') <= float('$3') else 1)"
+}
+
+# peak_rss_kb FILE: the peak RSS that /usr/bin/time -f %M wrote as FILE's last line.
+peak_rss_kb() { tail -1 "$1"; }
+
+finish() { exit $_failed; }

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# `ocrpool ocr` on every accepted input format, multi-page inputs, standard
+# input, the sidecar and every rendering, checked against the rendered text.
+source "$(dirname "$0")/lib.sh"
+T=$here/../data/text
+F=$FIXTURES
+
+# Every format, the same English page: text within 2 % CER of what was rendered.
+for f in eng.png eng.rgb.png eng.jpg eng.webp eng.pnm eng.tif eng.gif eng.rgba.png eng16.png \
+    eng-exif6.jpg jpeg-named.png eng.pdf; do
+    if "$OCRPOOL" ocr -l eng "$F/$f" >"$TMP/$f.txt" 2>"$TMP/$f.err"; then
+        check "$f: English text" cer_below "$T/eng.txt" "$TMP/$f.txt" 0.02
+    else
+        not_ok "$f: exit status $? ($(cat "$TMP/$f.err"))"
+    fi
+done
+
+# The other languages.
+check "san.png: Sanskrit text" bash -c "'$OCRPOOL' ocr -l san '$F/san.png' >'$TMP/san.txt'"
+check "san.png: CER" cer_below "$T/san.txt" "$TMP/san.txt" 0.03
+check "tam.png: Tamil text" bash -c "'$OCRPOOL' ocr -l tam '$F/tam.png' >'$TMP/tam.txt'"
+check "tam.png: CER" cer_below "$T/tam.txt" "$TMP/tam.txt" 0.03
+check "hin.png: Hindi text" bash -c "'$OCRPOOL' ocr -l hin '$F/hin.png' >'$TMP/hin.txt'"
+check "hin.png: CER" cer_below "$T/hin.txt" "$TMP/hin.txt" 0.03
+check "tam.tif: Tamil TIFF" bash -c "'$OCRPOOL' ocr -l tam '$F/tam.tif' >'$TMP/tamtif.txt'"
+check "tam.tif: CER" cer_below "$T/tam.txt" "$TMP/tamtif.txt" 0.03
+
+# EXIF orientation 6: the page is made upright, and its size is the upright size.
+"$OCRPOOL" ocr -l eng --format json -o "$TMP/exif" "$F/eng-exif6.jpg"
+read -r w h < <(python3 -c "import json,sys; d=json.load(open('$TMP/exif/eng-exif6.json')); print(d['width'], d['height'])")
+read -r ew eh < <(echo "$(vipsheader -f width "$F/eng.png") $(vipsheader -f height "$F/eng.png")")
+check "EXIF orientation: upright size ${w}x${h} = ${ew}x${eh}" test "$w $h" = "$ew $eh"
+
+# A two-page TIFF: two pages, named -p1 and -p2, each with its own text.
+check "two.tif: exit 0" "$OCRPOOL" ocr -l eng+san -o "$TMP/tif" "$F/two.tif"
+check "two.tif: page files" test -f "$TMP/tif/two-p1.txt" -a -f "$TMP/tif/two-p2.txt" -a ! -e "$TMP/tif/two.txt"
+check "two.tif: page 1 English" cer_below "$T/eng.txt" "$TMP/tif/two-p1.txt" 0.03
+check "two.tif: page 2 Sanskrit" cer_below "$T/san.txt" "$TMP/tif/two-p2.txt" 0.05
+
+# A two-page PDF with a sidecar: all text, pages in order, a form feed between.
+check "two.pdf: sidecar run" "$OCRPOOL" ocr -l eng+san --pdf-dpi 300 --sidecar "$TMP/side.txt" "$F/two.pdf"
+python3 - "$TMP/side.txt" "$TMP/side" <<'PY'
+import sys
+pages = open(sys.argv[1], encoding="utf-8").read().split("\f")
+for i, p in enumerate(pages, 1):
+    open("%s-%d.txt" % (sys.argv[2], i), "w", encoding="utf-8").write(p)
+print("# sidecar pages:", len(pages))
+PY
+check "two.pdf: sidecar has 2 pages" test -f "$TMP/side-2.txt" -a ! -f "$TMP/side-3.txt"
+check "two.pdf: sidecar page 1 English" cer_below "$T/eng.txt" "$TMP/side-1.txt" 0.03
+check "two.pdf: sidecar page 2 Sanskrit" cer_below "$T/san.txt" "$TMP/side-2.txt" 0.03
+
+# Standard input, text on standard output.
+check "stdin: exit 0" bash -c "'$OCRPOOL' ocr -l eng - <'$F/eng.png' >'$TMP/stdin.txt'"
+check "stdin: text" cer_below "$T/eng.txt" "$TMP/stdin.txt" 0.02
+
+# Every rendering, each well-formed and consistent with the JSON.
+check "all formats: exit 0" "$OCRPOOL" ocr -l eng --format txt,json,hocr,alto,tsv -o "$TMP/all" "$F/eng.png"
+for ext in txt json hocr xml tsv; do
+    check "all formats: eng.$ext written" test -s "$TMP/all/eng.$ext"
+done
+check "renderings agree with the JSON" python3 - "$TMP/all" <<'PY'
+import json, sys, xml.etree.ElementTree as ET
+d = sys.argv[1]
+j = json.load(open(d + "/eng.json", encoding="utf-8"))
+for k in ("id", "source", "page", "width", "height", "lang", "engine", "text",
+          "mean_confidence", "lines", "elapsed_ms", "peak_rss_kb"):
+    assert k in j, "json lacks " + k
+assert j["engine"] == "tesseract" and j["lang"] == "eng" and j["page"] == 1
+words = [w for l in j["lines"] for w in l["words"]]
+assert len(j["lines"]) == 5, len(j["lines"])
+for l in j["lines"]:
+    x1, y1, x2, y2 = l["bbox"]
+    assert 0 <= x1 < x2 <= j["width"] and 0 <= y1 < y2 <= j["height"], l["bbox"]
+    assert 0 <= l["confidence"] <= 100
+    assert " ".join(w["text"] for w in l["words"]) == l["text"], (l["text"],)
+assert open(d + "/eng.txt", encoding="utf-8").read() == j["text"]
+h = ET.parse(d + "/eng.hocr").getroot()
+ns = {"h": "http://www.w3.org/1999/xhtml"}
+hw = [s for s in h.iter("{http://www.w3.org/1999/xhtml}span") if s.get("class") == "ocrx_word"]
+assert [s.text for s in hw] == [w["text"] for w in words]
+assert hw[0].get("title").startswith("bbox %d %d %d %d" % tuple(words[0]["bbox"]))
+a = ET.parse(d + "/eng.xml").getroot()
+strings = [e for e in a.iter("{http://www.loc.gov/standards/alto/ns-v3#}String")]
+assert [s.get("CONTENT") for s in strings] == [w["text"] for w in words]
+s0 = strings[0]
+x1, y1, x2, y2 = words[0]["bbox"]
+assert (int(s0.get("HPOS")), int(s0.get("VPOS")), int(s0.get("WIDTH")), int(s0.get("HEIGHT"))) == (x1, y1, x2 - x1, y2 - y1)
+rows = [r.split("\t") for r in open(d + "/eng.tsv", encoding="utf-8").read().splitlines()]
+assert rows[0][0] == "level" and all(len(r) == 12 for r in rows), "tsv columns"
+assert [r[11] for r in rows[1:] if r[0] == "5"] == [w["text"] for w in words]
+print("# %d lines, %d words agree in json, hocr, alto, tsv, txt" % (len(j["lines"]), len(words)))
+PY
+
+# Several inputs in one run, output names from their stems; same stems kept apart.
+mkdir -p "$TMP/a"
+cp "$F/eng.png" "$TMP/a/eng.png"
+check "several inputs: exit 0" "$OCRPOOL" ocr -l eng -o "$TMP/many" "$F/eng.png" "$TMP/a/eng.png" "$F/eng.jpg"
+check "several inputs: distinct names" test -f "$TMP/many/eng.txt" -a -f "$TMP/many/eng-2.txt" -a -f "$TMP/many/eng-3.txt"
+finish

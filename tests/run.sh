@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs ocrpool's tests: the cmocka unit binaries, then the integration
+# scripts against the real binary. Each runs under a timeout. Prints one
+# closing line, "N passed, N failed".
+#   tests/run.sh [unit|integration]     (BUILD=build by default)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export BUILD=${BUILD:-build}
+export OCRPOOL="$PWD/$BUILD/ocrpool"
+export FIXTURES="$PWD/$BUILD/fixtures"
+what=${1:-all}
+passed=0
+failed=0
+failures=()
+
+if [ -n "${OCP_ASAN:-}" ]; then
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
+    export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=98
+fi
+
+count() { # count NAME LOG RC: adds the ok/not ok lines of a TAP-ish log
+    local name=$1 log=$2 rc=$3 ok nok
+    ok=$(grep -c '^ok ' "$log")
+    nok=$(grep -c '^not ok ' "$log")
+    # cmocka: "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)"
+    if grep -q '^\[==========\]' "$log"; then
+        ok=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+        nok=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+        ok=${ok:-0}
+        nok=${nok:-0}
+    fi
+    if [ "$rc" -ne 0 ] && [ "$nok" -eq 0 ]; then
+        nok=1 # crashed, timed out or failed outside a check
+        echo "not ok - $name exited with status $rc" >>"$log"
+    fi
+    passed=$((passed + ok))
+    failed=$((failed + nok))
+    if [ "$nok" -gt 0 ]; then
+        failures+=("$name")
+        grep -E '^not ok|^\[  (FAILED|ERROR)|ERROR|runtime error|Sanitizer' "$log" | head -20 | sed 's/^/    /'
+    fi
+    printf '%-40s %3d passed, %d failed\n' "$name" "$ok" "$nok"
+}
+
+logdir="$BUILD/test-logs"
+mkdir -p "$logdir"
+
+if [ "$what" = all ] || [ "$what" = unit ]; then
+    for t in "$BUILD"/tests/test_*; do
+        [ -x "$t" ] || continue
+        name=unit/$(basename "$t")
+        log="$logdir/$(basename "$t").log"
+        timeout 120 "$t" >"$log" 2>&1
+        count "$name" "$log" $?
+    done
+fi
+
+if [ "$what" = all ] || [ "$what" = integration ]; then
+    tests/data/make-fixtures.sh "$FIXTURES" || { echo "fixtures could not be made"; exit 1; }
+    for t in tests/integration/test_*.sh; do
+        name=integration/$(basename "$t" .sh)
+        log="$logdir/$(basename "$t" .sh).log"
+        timeout 600 bash "$t" >"$log" 2>&1
+        count "$name" "$log" $?
+    done
+fi
+
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]} (logs in $logdir)"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
