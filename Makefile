@@ -19,7 +19,7 @@ CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wno-unused-param
             -D_GNU_SOURCE -DOCP_VERSION='"$(VERSION)"' -MMD -MP -Isrc $(OPT)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LDLIBS   += $(PKG_LIBS) -lm
+LDLIBS   += $(PKG_LIBS) -lz -lm
 
 SRC      := $(sort $(shell find src -name '*.c'))
 LIBSRC   := $(filter-out src/cli/%,$(SRC))
@@ -29,7 +29,8 @@ CLIOBJ   := $(CLISRC:%.c=$(BUILD)/%.o)
 UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps demo test unit integration asan bench install clean format
+.SECONDARY:
+.PHONY: all deps demo test unit unit-bins integration asan bench install clean format
 
 all: $(BUILD)/ocrpool
 
@@ -69,6 +70,8 @@ test: deps
 	@$(MAKE) --no-print-directory all $(UNITBIN)
 	@BUILD=$(BUILD) tests/run.sh
 
+unit-bins: $(UNITBIN)
+
 unit: all $(UNITBIN)
 	@BUILD=$(BUILD) tests/run.sh unit
 
@@ -78,7 +81,7 @@ integration: all
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan \
 	    OPT='-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
-	    LDFLAGS='-fsanitize=address,undefined' all build-asan/tests/test_config build-asan/tests/test_image build-asan/tests/test_result
+	    LDFLAGS='-fsanitize=address,undefined' all unit-bins
 	@BUILD=build-asan OCP_ASAN=1 tests/run.sh
 
 bench: deps

@@ -48,13 +48,14 @@ static const struct {
 /* The Debian package that ships lang's traineddata, into buf. */
 static void debian_package(const char *lang, char *buf, size_t len)
 {
-    if (strncmp(lang, "script/", 7) == 0) {
-        for (size_t i = 0; i < sizeof script_codes / sizeof script_codes[0]; i++) {
-            if (strcmp(script_codes[i].script, lang + 7) == 0) {
-                snprintf(buf, len, "tesseract-ocr-script-%s", script_codes[i].code);
-                return;
-            }
+    const char *script = strncmp(lang, "script/", 7) == 0 ? lang + 7 : lang;
+    for (size_t i = 0; i < sizeof script_codes / sizeof script_codes[0]; i++) {
+        if (strcmp(script_codes[i].script, script) == 0) {
+            snprintf(buf, len, "tesseract-ocr-script-%s", script_codes[i].code);
+            return;
         }
+    }
+    if (script != lang) {
         snprintf(buf, len, "a tesseract-ocr-script-* package");
         return;
     }
@@ -64,33 +65,62 @@ static void debian_package(const char *lang, char *buf, size_t len)
     buf[n] = '\0';
 }
 
-/* Checks that every language of "a+b+c" (and osd when psm needs it) has its file. */
-static int check_langs(const char *dir, const char *langs, int psm, char *err, size_t errlen)
+static int readable(const char *dir, const char *lang)
+{
+    char *path = ocp_xasprintf("%s/%s.traineddata", dir, lang);
+    int ok = access(path, R_OK) == 0;
+    free(path);
+    return ok;
+}
+
+/*
+ * Checks that every language of "a+b+c" (and osd when psm needs it) has its
+ * file, and returns in *resolved (new) the names to load: Tesseract's docs
+ * say script/Devanagari where Debian installs tessdata/Devanagari, so a
+ * script/X that is missing falls back to X.
+ */
+static int check_langs(const char *dir, const char *langs, int psm, char **resolved, char *err,
+                       size_t errlen)
 {
     char *copy = ocp_xstrdup(langs), *save = NULL;
+    ocp_sb out;
     int rc = 0;
     char *extra = (psm == 0 || psm == 1) ? "osd" : NULL;
+    ocp_sb_init(&out);
     for (char *l = strtok_r(copy, "+", &save);; l = strtok_r(NULL, "+", &save)) {
+        int is_extra = 0;
         if (!l) {
             if (!extra)
                 break;
             l = extra;
             extra = NULL;
+            is_extra = 1;
         }
-        char *path = ocp_xasprintf("%s/%s.traineddata", dir, l);
-        int ok = access(path, R_OK) == 0;
-        free(path);
-        if (!ok) {
-            char pkg[96];
-            debian_package(l, pkg, sizeof pkg);
-            rc = ocp_errf(OCP_E_LANG, err, errlen,
-                          "language '%s' is not installed (no %s/%s.traineddata): install the "
-                          "Debian package %s",
-                          l, dir, l, pkg);
-            break;
+        const char *use = l;
+        if (!readable(dir, l)) {
+            if (strncmp(l, "script/", 7) == 0 && readable(dir, l + 7)) {
+                use = l + 7;
+            } else {
+                char pkg[96];
+                debian_package(l, pkg, sizeof pkg);
+                rc = ocp_errf(OCP_E_LANG, err, errlen,
+                              "language '%s' is not installed (no %s/%s.traineddata): install "
+                              "the Debian package %s",
+                              l, dir, l, pkg);
+                break;
+            }
+        }
+        if (!is_extra) {
+            if (out.len)
+                ocp_sb_putc(&out, '+');
+            ocp_sb_puts(&out, use);
         }
     }
     free(copy);
+    if (rc)
+        ocp_sb_fini(&out);
+    else
+        *resolved = ocp_sb_steal(&out);
     return rc;
 }
 
@@ -109,7 +139,8 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
     size_t n = strlen(dirbuf);
     while (n > 1 && dirbuf[n - 1] == '/')
         dirbuf[--n] = '\0';
-    if ((rc = check_langs(dirbuf, p->lang, p->psm, err, errlen)))
+    char *langs = NULL;
+    if ((rc = check_langs(dirbuf, p->lang, p->psm, &langs, err, errlen)))
         return rc;
 
     /* Leptonica's own messages would go to stderr; our reasons say enough. */
@@ -117,12 +148,12 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
         setMsgSeverity(L_SEVERITY_NONE);
     st = ocp_xcalloc(1, sizeof *st);
     st->api = TessBaseAPICreate();
-    st->lang = ocp_xstrdup(p->lang);
+    st->lang = langs;
     /* tprintf output ("Estimating resolution as ...") goes to the log only when debugging. */
     if (ocp_log_level < OCP_LOG_DEBUG)
         TessBaseAPISetVariable(st->api, "debug_file", "/dev/null");
-    if (TessBaseAPIInit3(st->api, dirbuf, p->lang) != 0) {
-        rc = ocp_errf(OCP_E_LANG, err, errlen, "tesseract could not load '%s' from %s", p->lang,
+    if (TessBaseAPIInit3(st->api, dirbuf, st->lang) != 0) {
+        rc = ocp_errf(OCP_E_LANG, err, errlen, "tesseract could not load '%s' from %s", st->lang,
                       dirbuf);
         TessBaseAPIDelete(st->api);
         free(st->lang);
@@ -130,7 +161,7 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
         return rc;
     }
     TessBaseAPISetPageSegMode(st->api, (TessPageSegMode)p->psm);
-    OCP_LOG(OCP_LOG_INFO, "tesseract %s loaded %s from %s, psm %d", TessVersion(), p->lang, dirbuf,
+    OCP_LOG(OCP_LOG_INFO, "tesseract %s loaded %s from %s, psm %d", TessVersion(), st->lang, dirbuf,
             p->psm);
     *state = st;
     return 0;

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The command line as a user meets it: config show and its sources,
+# refused values, usage errors, missing language data, exit codes.
+source "$(dirname "$0")/lib.sh"
+unset OCRPOOL_MAX_IMAGE_SIZE SURYA_MAX_IMAGE_SIZE SURYA_GPU_MEMORY_FRACTION OCRPOOL_CONCURRENCY
+
+show() { "$OCRPOOL" config show "$@" 2>&1; }
+row() { grep "^$1 " <<<"$2"; }
+
+out=$(show)
+check "config show: every setting listed" test "$(wc -l <<<"$out")" -ge 25
+check "config show: pool defaults" bash -c "grep -q '^concurrency  *2 workers  *default' <<<'$out' && grep -q '^max-memory-per-child  *200000 KiB' <<<'$out' && grep -q '^max-tasks-per-child  *50 ' <<<'$out' && grep -q '^acks-late  *true' <<<'$out' && grep -q '^prefetch-multiplier  *1 ' <<<'$out'"
+check "config show: unused by tesseract" bash -c "grep '^math-mode ' <<<'$out' | grep -q 'accepted, not used by engine tesseract' && grep '^compile-table-rec ' <<<'$out' | grep -q 'accepted, not used by engine tesseract'"
+
+printf 'max_image_size = 1500\nconcurrency = 3\n' >"$TMP/ocrpool.ini"
+out=$(SURYA_MAX_IMAGE_SIZE=1200 show --config "$TMP/ocrpool.ini" -c 4)
+check "precedence: env alias over file" bash -c "grep -q '^max-image-size  *1200 px  *environment SURYA_MAX_IMAGE_SIZE' <<<'$out'"
+check "precedence: flag over file" bash -c "grep -q '^concurrency  *4 workers  *flag -c' <<<'$out'"
+out=$(SURYA_MAX_IMAGE_SIZE=1200 OCRPOOL_MAX_IMAGE_SIZE=1100 show --config "$TMP/ocrpool.ini" --max-image-size=1000)
+check "precedence: flag over env" bash -c "grep -q '^max-image-size  *1000 px  *flag --max-image-size' <<<'$out'"
+out=$(SURYA_MAX_IMAGE_SIZE=1200 OCRPOOL_MAX_IMAGE_SIZE=1100 show)
+check "precedence: OCRPOOL_ name over the SURYA_ alias" bash -c "grep -q '^max-image-size  *1100 px  *environment OCRPOOL_MAX_IMAGE_SIZE' <<<'$out'"
+out=$(show --config "$TMP/ocrpool.ini")
+check "precedence: file over default, with file and line" bash -c "grep -q '^max-image-size  *1500 px  *file .*ocrpool.ini:1' <<<'$out'"
+out=$(show --preset conservative --no-gpu-allow-growth)
+check "preset conservative" bash -c "grep -q '^gpu-memory-fraction  *0.5  *preset conservative' <<<'$out' && grep -q '^gpu-max-memory-mb  *4096 MB' <<<'$out'"
+check "config show --json parses" bash -c "'$OCRPOOL' config show --json | python3 -c 'import json,sys; d=json.load(sys.stdin); m={s[\"name\"]: s for s in d}; assert m[\"concurrency\"][\"value\"] == 2; assert m[\"math-mode\"][\"used\"] is False; assert \"not used by engine tesseract\" in m[\"math-mode\"][\"note\"]; assert m[\"max-image-size\"][\"source\"] == \"default\"'"
+
+# Refused values: exit 2, one line naming setting, origin and what is allowed.
+refused() { # refused NAME EXPECTED-SUBSTRING CMD...
+    local name=$1 want=$2
+    shift 2
+    "$@" >"$TMP/r.out" 2>"$TMP/r.err"
+    local rc=$?
+    check "$name: exit 2 (got $rc)" test $rc -eq 2
+    check "$name: one line on stderr" test "$(wc -l <"$TMP/r.err")" -eq 1
+    check "$name: says: $want" grep -qF -- "$want" "$TMP/r.err"
+}
+refused "fraction 1.5" "setting gpu-memory-fraction: value '1.5' from flag --gpu-memory-fraction is not allowed: a number from 0.01 to 1" \
+    "$OCRPOOL" config show --gpu-memory-fraction 1.5
+refused "negative size" "setting gpu-max-memory-mb: value '-5' from environment SURYA_GPU_MAX_MEMORY_MB" \
+    env SURYA_GPU_MAX_MEMORY_MB=-5 "$OCRPOOL" config show
+refused "unknown preset" "one of none,conservative,balanced,performance,cpu" \
+    "$OCRPOOL" ocr --preset turbo x.png
+refused "cuda:x" "value 'cuda:x' from environment SURYA_GPU_DEVICE" \
+    env SURYA_GPU_DEVICE=cuda:x "$OCRPOOL" ocr x.png
+refused "bad value in a file" "ocrpool.ini:2" \
+    bash -c "printf 'psm = 3\nmax-pixels = lots\n' >'$TMP/ocrpool.ini'; '$OCRPOOL' config show --config '$TMP/ocrpool.ini'"
+refused "unknown option" "unknown option '--frobnicate'" "$OCRPOOL" ocr --frobnicate x.png
+refused "no input" "no input files" "$OCRPOOL" ocr
+refused "unknown command" "unknown command" "$OCRPOOL" frobnicate
+
+# Missing language data: one line naming the language and the Debian package.
+"$OCRPOOL" ocr -l kat "$FIXTURES/eng.png" 2>"$TMP/lang.err"
+rc=$?
+check "missing language: exit 1 (got $rc)" test $rc -eq 1
+check "missing language: names the package" grep -q "language 'kat' is not installed.*install the Debian package tesseract-ocr-kat" "$TMP/lang.err"
+"$OCRPOOL" ocr -l eng+script/Cyrillic "$FIXTURES/eng.png" 2>"$TMP/lang2.err"
+check "missing script: names the package" grep -q "tesseract-ocr-script-cyrl" "$TMP/lang2.err"
+check "script/Devanagari works" bash -c "'$OCRPOOL' ocr -l script/Devanagari '$FIXTURES/hin.png' | grep -q 'भारत'"
+check "Devanagari (Debian's file name) works" bash -c "'$OCRPOOL' ocr -l Devanagari '$FIXTURES/hin.png' | grep -q 'भारत'"
+
+check "--help exits 0" bash -c "'$OCRPOOL' ocr --help >/dev/null"
+check "version" bash -c "'$OCRPOOL' version | grep -q '^ocrpool '"
+# OpenMP limited to one thread unless the user chose otherwise.
+check "OMP_THREAD_LIMIT=1 in effect" bash -c "'$OCRPOOL' ocr -l eng '$FIXTURES/eng.png' >/dev/null & pid=\$!; sleep 0.3; tr '\\0' '\\n' </proc/\$pid/environ | grep -qx OMP_THREAD_LIMIT=1; r=\$?; wait \$pid; exit \$r"
+finish

@@ -1,0 +1,224 @@
+/*
+ * test_image.c: pixel limits and resize geometry, and decoding of images
+ * made in memory: resize, bands, alpha, 16-bit, resolution, refusals.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+#include <vips/vips.h>
+#include <zlib.h>
+
+#include "core/error.h"
+#include "image/image.h"
+
+static const ocp_image_limits lim = {
+    .max_pixels = 80000000, .max_pages = 100, .pdf_dpi = 200, .max_image_size = 2048};
+
+static void test_fit(void **state)
+{
+    (void)state;
+    int w, h;
+    ocp_image_fit(2480, 3508, 2048, &w, &h); /* A4 at 300 dpi */
+    assert_int_equal(h, 2048);
+    assert_int_equal(w, 1448);
+    ocp_image_fit(3508, 2480, 2048, &w, &h);
+    assert_int_equal(w, 2048);
+    assert_int_equal(h, 1448);
+    ocp_image_fit(1000, 500, 2048, &w, &h);
+    assert_int_equal(w, 1000);
+    assert_int_equal(h, 500);
+    ocp_image_fit(5000, 5000, 2048, &w, &h);
+    assert_int_equal(w, 2048);
+    assert_int_equal(h, 2048);
+    ocp_image_fit(4000, 10, 100, &w, &h);
+    assert_int_equal(w, 100);
+    assert_int_equal(h, 1); /* never 0 */
+    ocp_image_fit(9000, 7000, 0, &w, &h); /* 0 = never resize */
+    assert_int_equal(w, 9000);
+    assert_int_equal(h, 7000);
+}
+
+static void test_check_pixels(void **state)
+{
+    (void)state;
+    assert_int_equal(ocp_image_check_pixels(7016, 9921, 80000000), 0); /* A3 at 600 dpi */
+    assert_int_equal(ocp_image_check_pixels(30000, 30000, 80000000), OCP_E_TOOBIG);
+    assert_int_equal(ocp_image_check_pixels(65535, 65535, 80000000), OCP_E_TOOBIG);
+    assert_int_equal(ocp_image_check_pixels(INT64_C(1) << 40, 1, INT64_MAX), OCP_E_TOOBIG);
+    assert_int_equal(ocp_image_check_pixels(0, 10, 80000000), OCP_E_DECODE);
+    assert_int_equal(ocp_image_check_pixels(8000, 10000, 80000000), 0);
+    assert_int_equal(ocp_image_check_pixels(8000, 10001, 80000000), OCP_E_TOOBIG);
+}
+
+/* A PNG of w x h with bands and 8 or 16 bits, grey value v, resolution dpi (0 = none). */
+static void *make_png(int w, int h, int bands, int bits, double v, double alpha, int dpi,
+                      size_t *len)
+{
+    VipsImage *img, *t;
+    void *buf = NULL;
+    assert_int_equal(vips_black(&img, w, h, "bands", bands, NULL), 0);
+    double vals[4] = {v, v, v, alpha};
+    double ones[4] = {0, 0, 0, 0};
+    assert_int_equal(vips_linear(img, &t, ones, vals, bands, NULL), 0);
+    g_object_unref(img);
+    img = t;
+    VipsInterpretation in = bands >= 3 ? (bits == 16 ? VIPS_INTERPRETATION_RGB16
+                                                     : VIPS_INTERPRETATION_sRGB)
+                                       : (bits == 16 ? VIPS_INTERPRETATION_GREY16
+                                                     : VIPS_INTERPRETATION_B_W);
+    assert_int_equal(vips_cast(img, &t, bits == 16 ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR, NULL),
+                     0);
+    g_object_unref(img);
+    img = t;
+    assert_int_equal(vips_copy(img, &t, "interpretation", in, "xres", dpi ? dpi / 25.4 : 72 / 25.4,
+                               "yres", dpi ? dpi / 25.4 : 72 / 25.4, NULL),
+                     0);
+    g_object_unref(img);
+    img = t;
+    assert_int_equal(vips_pngsave_buffer(img, &buf, len, NULL), 0);
+    g_object_unref(img);
+    return buf;
+}
+
+static void test_decode_resize(void **state)
+{
+    (void)state;
+    size_t len;
+    void *png = make_png(3000, 1000, 3, 8, 200, 0, 300, &len);
+    ocp_doc *doc = NULL;
+    ocp_page_image img;
+    char err[256];
+    assert_int_equal(ocp_doc_open_buffer(png, len, &lim, &doc, err, sizeof err), 0);
+    assert_string_equal(ocp_doc_format(doc), "png");
+    assert_int_equal(ocp_doc_pages(doc), 1);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), 0);
+    assert_int_equal(img.width, 2048);
+    assert_int_equal(img.height, 683);
+    assert_int_equal(img.orig_width, 3000);
+    assert_int_equal(img.orig_height, 1000);
+    assert_int_equal(img.bands, 3);
+    assert_true(img.scale_x > 1.464 && img.scale_x < 1.466);
+    /* The resolution follows the resize: 300 dpi shrunk by 1.46 is about 205 dpi. */
+    assert_int_equal(img.dpi, 205);
+    assert_int_equal(img.pixels[0], 200);
+    assert_int_equal(img.pixels[(size_t)img.width * img.height * 3 - 1], 200);
+    ocp_page_image_fini(&img);
+    assert_int_equal(ocp_doc_load_page(doc, 1, &img, err, sizeof err), OCP_E_NOPAGE);
+    ocp_doc_destroy(doc);
+    g_free(png);
+}
+
+static void test_decode_kinds(void **state)
+{
+    (void)state;
+    size_t len;
+    ocp_doc *doc = NULL;
+    ocp_page_image img;
+    char err[256];
+    ocp_image_limits nolim = lim;
+    nolim.max_image_size = 0;
+
+    /* 16-bit grey becomes 8-bit grey; no resolution in the file: unknown (0). */
+    void *png = make_png(50, 40, 1, 16, 65535 * 0.5, 0, 0, &len);
+    assert_int_equal(ocp_doc_open_buffer(png, len, &nolim, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), 0);
+    assert_int_equal(img.bands, 1);
+    assert_int_equal(img.width, 50);
+    assert_true(img.pixels[0] >= 126 && img.pixels[0] <= 129);
+    assert_int_equal(img.dpi, 0);
+    ocp_page_image_fini(&img);
+    ocp_doc_destroy(doc);
+    g_free(png);
+
+    /* RGBA fully transparent black is flattened on white. */
+    png = make_png(20, 20, 4, 8, 0, 0, 300, &len);
+    assert_int_equal(ocp_doc_open_buffer(png, len, &nolim, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), 0);
+    assert_int_equal(img.bands, 3);
+    assert_int_equal(img.pixels[0], 255);
+    assert_int_equal(img.dpi, 300);
+    ocp_page_image_fini(&img);
+    ocp_doc_destroy(doc);
+    g_free(png);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* Appends a PNG chunk at buf + n; returns the new length. */
+static size_t chunk(unsigned char *buf, size_t n, const char *type, const unsigned char *data,
+                    size_t len)
+{
+    put32(buf + n, (uint32_t)len);
+    memcpy(buf + n + 4, type, 4);
+    if (len)
+        memcpy(buf + n + 8, data, len);
+    put32(buf + n + 8 + len, (uint32_t)crc32(0, buf + n + 4, (uInt)(len + 4)));
+    return n + 12 + len;
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    ocp_doc *doc = NULL;
+    ocp_page_image img;
+    char err[256];
+
+    /* A PNG header claiming 65535 x 65535 with a few bytes of data: refused from the header. */
+    unsigned char png[128];
+    size_t n = 0;
+    unsigned char ihdr[13] = {0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff, 8, 0, 0, 0, 0};
+    unsigned char raw[64] = {0}, z[128];
+    uLongf zlen = sizeof z;
+    assert_int_equal(compress(z, &zlen, raw, sizeof raw), Z_OK);
+    memcpy(png, "\x89PNG\r\n\x1a\n", 8);
+    n = 8;
+    n = chunk(png, n, "IHDR", ihdr, sizeof ihdr);
+    n = chunk(png, n, "IDAT", z, zlen);
+    n = chunk(png, n, "IEND", NULL, 0);
+    int orc = ocp_doc_open_buffer(png, n, &lim, &doc, err, sizeof err);
+    if (orc)
+        print_error("%s\n", err);
+    assert_int_equal(orc, 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), OCP_E_TOOBIG);
+    assert_non_null(strstr(err, "65535 x 65535"));
+    assert_null(img.pixels);
+    ocp_doc_destroy(doc);
+
+    const char text[] = "just some text, not an image at all\n";
+    assert_int_equal(ocp_doc_open_buffer(text, sizeof text - 1, &lim, &doc, err, sizeof err),
+                     OCP_E_FORMAT);
+    assert_int_equal(ocp_doc_open_buffer(text, 0, &lim, &doc, err, sizeof err), OCP_E_EMPTY);
+    /* An SVG is a format libvips reads, but not one we accept. */
+    const char svg[] = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>";
+    assert_true(ocp_doc_open_buffer(svg, sizeof svg - 1, &lim, &doc, err, sizeof err) ==
+                OCP_E_FORMAT);
+    assert_int_equal(ocp_doc_open_file("/nonexistent/x.png", &lim, &doc, err, sizeof err), -ENOENT);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return ocp_image_global_init("test_image");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fit),
+        cmocka_unit_test(test_check_pixels),
+        cmocka_unit_test(test_decode_resize),
+        cmocka_unit_test(test_decode_kinds),
+        cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
