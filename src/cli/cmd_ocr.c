@@ -24,8 +24,10 @@
 enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET };
 
 static const ocp_cli_opt ocr_opts[] = {
-    {"output-dir", 'o', 1, K_OUT}, {"sidecar", 0, 1, K_SIDECAR},
-    {"verbose", 'v', 0, K_VERBOSE}, {"quiet", 'q', 0, K_QUIET},
+    {"output-dir", 'o', 1, K_OUT},
+    {"sidecar", 0, 1, K_SIDECAR},
+    {"verbose", 'v', 0, K_VERBOSE},
+    {"quiet", 'q', 0, K_QUIET},
     {NULL, 0, 0, 0},
 };
 
@@ -40,7 +42,7 @@ typedef struct input {
     char *stem;       /* output file names start with it */
     char *buf;        /* standard input's bytes */
     size_t len;
-    int pages;        /* 0 when it could not be opened */
+    int pages; /* 0 when it could not be opened */
 } input;
 
 static void ocr_help(void)
@@ -147,10 +149,10 @@ static int write_outputs(const ocr_ctx *c, const input *in, const ocp_result *re
     for (int f = 1; f <= OCP_FMT_TSV; f <<= 1) {
         if (!(fmts & f))
             continue;
-        char *path = in->pages > 1 ? ocp_xasprintf("%s/%s-p%d.%s", c->outdir, in->stem, res->page,
-                                                   ocp_format_ext(f))
-                                   : ocp_xasprintf("%s/%s.%s", c->outdir, in->stem,
-                                                   ocp_format_ext(f));
+        char *path =
+            in->pages > 1
+                ? ocp_xasprintf("%s/%s-p%d.%s", c->outdir, in->stem, res->page, ocp_format_ext(f))
+                : ocp_xasprintf("%s/%s.%s", c->outdir, in->stem, ocp_format_ext(f));
         ocp_sb_reset(&sb);
         ocp_result_render(res, f, &sb);
         rc = ocp_write_file(path, sb.buf, sb.len);
@@ -287,8 +289,7 @@ int ocp_cmd_ocr(int argc, char **argv)
                 failed++;
             } else if (c.verbose) {
                 fprintf(stderr, "ocrpool: %s page %d: %zu lines, %.2f s, peak RSS %ld KiB\n",
-                        in[i].path, p + 1, res.n_lines, res.elapsed_ms / 1000.0,
-                        res.peak_rss_kb);
+                        in[i].path, p + 1, res.n_lines, res.elapsed_ms / 1000.0, res.peak_rss_kb);
             }
             /* Text in page order; a failed page stays as an empty page. */
             FILE *tf = sidecar ? sidecar : (!c.outdir ? stdout : NULL);

@@ -16,7 +16,8 @@
 static const ocp_cli_opt *find_opt(const ocp_cli_opt *opts, const char *name, size_t n, char sc)
 {
     for (; opts && opts->name; opts++) {
-        if (sc ? opts->shortc == sc : (strlen(opts->name) == n && strncmp(opts->name, name, n) == 0))
+        if (sc ? opts->shortc == sc
+               : (strlen(opts->name) == n && strncmp(opts->name, name, n) == 0))
             return opts;
     }
     return NULL;
@@ -124,8 +125,7 @@ int ocp_cli_parse(int argc, char **argv, const ocp_cli_opt *opts, ocp_cli_handle
                 val = a + 2;
             snprintf(flag, sizeof flag, "flag -%c", a[1]);
         }
-        int needs_arg = o ? o->has_arg
-                          : !(ocp_config_type((ocp_setting_id)id) == OCP_T_BOOL);
+        int needs_arg = o ? o->has_arg : !(ocp_config_type((ocp_setting_id)id) == OCP_T_BOOL);
         if (!val && needs_arg) {
             if (i + 1 >= argc) {
                 rc = usage_error("missing value after", a);

@@ -27,8 +27,8 @@ typedef struct setting_def {
 
 static const setting_def defs[OCP_S__COUNT] = {
 #define X(id, name, type, def, min, max, choices, unit, sf, aliases, feat, help)                   \
-    [OCP_S_##id] = {name, type, def, (double)(min), (double)(max), choices, unit, sf, aliases,     \
-                    feat, help},
+    [OCP_S_##id] = {name, type, def,     (double)(min), (double)(max), choices,                    \
+                    unit, sf,   aliases, feat,          help},
 #include "config/settings.def"
 #undef X
 };
@@ -498,8 +498,7 @@ static json_t *json_value(const setting_def *d, const value *v)
     }
 }
 
-void ocp_config_show(const ocp_config *c, FILE *out, bool json, const char *engine,
-                     unsigned feats)
+void ocp_config_show(const ocp_config *c, FILE *out, bool json, const char *engine, unsigned feats)
 {
     char note[160];
     if (json) {
@@ -534,8 +533,7 @@ void ocp_config_show(const ocp_config *c, FILE *out, bool json, const char *engi
         unused_note(d, engine, feats, note, sizeof note);
         snprintf(shown, sizeof shown, "%s%s%s", v->s[0] ? v->s : "\"\"", d->unit ? " " : "",
                  d->unit ? d->unit : "");
-        fprintf(out, "%-22s %-18s %s%s%s\n", d->name, shown, v->origin, note[0] ? "; " : "",
-                note);
+        fprintf(out, "%-22s %-18s %s%s%s\n", d->name, shown, v->origin, note[0] ? "; " : "", note);
     }
 }
 

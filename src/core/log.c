@@ -50,10 +50,12 @@ void ocp_log_write(int level, int err, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ %d %c %s%s%s%s: ",
-                          (long)(tv.tv_usec / 1000), (int)getpid(), log_role,
-                          log_task[0] ? "[" : "", log_task, log_task[0] ? "] " : "",
-                          level_names[level < 0 ? 0 : level > 3 ? 3 : level]);
+    n += (size_t)snprintf(line + n, sizeof line - n,
+                          ".%03ldZ %d %c %s%s%s%s: ", (long)(tv.tv_usec / 1000), (int)getpid(),
+                          log_role, log_task[0] ? "[" : "", log_task, log_task[0] ? "] " : "",
+                          level_names[level < 0   ? 0
+                                      : level > 3 ? 3
+                                                  : level]);
     if (n < sizeof line) {
         va_list ap;
         va_start(ap, fmt);

@@ -34,14 +34,22 @@ typedef struct tess_state {
 static const struct {
     const char *script, *code;
 } script_codes[] = {
-    {"Arabic", "arab"},     {"Armenian", "armn"},  {"Bengali", "beng"},   {"Canadian_Aboriginal", "cans"},
-    {"Cherokee", "cher"},   {"Cyrillic", "cyrl"},  {"Devanagari", "deva"}, {"Ethiopic", "ethi"},
-    {"Fraktur", "frak"},    {"Georgian", "geor"},  {"Greek", "grek"},     {"Gujarati", "gujr"},
-    {"Gurmukhi", "guru"},   {"HanS", "hans"},      {"HanT", "hant"},      {"Hangul", "hang"},
-    {"Hebrew", "hebr"},     {"Japanese", "jpan"},  {"Kannada", "knda"},   {"Khmer", "khmr"},
-    {"Lao", "laoo"},        {"Latin", "latn"},     {"Malayalam", "mlym"}, {"Myanmar", "mymr"},
-    {"Oriya", "orya"},      {"Sinhala", "sinh"},   {"Syriac", "syrc"},    {"Tamil", "taml"},
-    {"Telugu", "telu"},     {"Thaana", "thaa"},    {"Thai", "thai"},      {"Tibetan", "tibt"},
+    {"Arabic", "arab"},     {"Armenian", "armn"},
+    {"Bengali", "beng"},    {"Canadian_Aboriginal", "cans"},
+    {"Cherokee", "cher"},   {"Cyrillic", "cyrl"},
+    {"Devanagari", "deva"}, {"Ethiopic", "ethi"},
+    {"Fraktur", "frak"},    {"Georgian", "geor"},
+    {"Greek", "grek"},      {"Gujarati", "gujr"},
+    {"Gurmukhi", "guru"},   {"HanS", "hans"},
+    {"HanT", "hant"},       {"Hangul", "hang"},
+    {"Hebrew", "hebr"},     {"Japanese", "jpan"},
+    {"Kannada", "knda"},    {"Khmer", "khmr"},
+    {"Lao", "laoo"},        {"Latin", "latn"},
+    {"Malayalam", "mlym"},  {"Myanmar", "mymr"},
+    {"Oriya", "orya"},      {"Sinhala", "sinh"},
+    {"Syriac", "syrc"},     {"Tamil", "taml"},
+    {"Telugu", "telu"},     {"Thaana", "thaa"},
+    {"Thai", "thai"},       {"Tibetan", "tibt"},
     {"Vietnamese", "viet"},
 };
 
@@ -161,8 +169,9 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
         return rc;
     }
     TessBaseAPISetPageSegMode(st->api, (TessPageSegMode)p->psm);
-    OCP_LOG(OCP_LOG_INFO, "tesseract %s loaded %s from %s, psm %d", TessVersion(), st->lang, dirbuf,
-            p->psm);
+    const char *omp = getenv("OMP_THREAD_LIMIT");
+    OCP_LOG(OCP_LOG_INFO, "tesseract %s loaded %s from %s, psm %d, OMP_THREAD_LIMIT=%s",
+            TessVersion(), st->lang, dirbuf, p->psm, omp ? omp : "(unset)");
     *state = st;
     return 0;
 }
@@ -239,13 +248,14 @@ static int tess_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
     if (img->dpi > 0)
         TessBaseAPISetSourceResolution(st->api, img->dpi);
     if (p->timeout_s > 0)
-        TessMonitorSetDeadlineMSecs(mon, (int)(p->timeout_s * 1000.0 > 2e9 ? 2e9
-                                                                             : p->timeout_s * 1000.0));
+        TessMonitorSetDeadlineMSecs(
+            mon, (int)(p->timeout_s * 1000.0 > 2e9 ? 2e9 : p->timeout_s * 1000.0));
     int r = TessBaseAPIRecognize(st->api, mon);
     double dt = ocp_now() - t0;
     if (p->timeout_s > 0 && dt >= p->timeout_s) {
-        rc = ocp_errf(OCP_E_TIMEOUT, err, errlen, "page timeout: OCR stopped after %.1f s (page-timeout %g s)",
-                      dt, p->timeout_s);
+        rc = ocp_errf(OCP_E_TIMEOUT, err, errlen,
+                      "page timeout: OCR stopped after %.1f s (page-timeout %g s)", dt,
+                      p->timeout_s);
         goto out;
     }
     if (r != 0) {

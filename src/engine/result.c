@@ -42,8 +42,8 @@ void ocp_result_set(char **field, const char *s)
     *field = s ? ocp_xstrdup(s) : NULL;
 }
 
-ocp_line *ocp_result_add_line(ocp_result *r, ocp_box bbox, const char *text, float conf,
-                              int block, int par)
+ocp_line *ocp_result_add_line(ocp_result *r, ocp_box bbox, const char *text, float conf, int block,
+                              int par)
 {
     if (r->n_lines == r->cap_lines) {
         r->cap_lines = r->cap_lines ? r->cap_lines * 2 : 32;
@@ -104,7 +104,7 @@ static const struct {
     int fmt;
     const char *name, *ext;
 } formats[] = {
-    {OCP_FMT_TXT, "txt", "txt"},    {OCP_FMT_JSON, "json", "json"}, {OCP_FMT_HOCR, "hocr", "hocr"},
+    {OCP_FMT_TXT, "txt", "txt"},   {OCP_FMT_JSON, "json", "json"}, {OCP_FMT_HOCR, "hocr", "hocr"},
     {OCP_FMT_ALTO, "alto", "xml"}, {OCP_FMT_TSV, "tsv", "tsv"},
 };
 
@@ -183,9 +183,9 @@ static void render_json(const ocp_result *r, ocp_sb *out)
         json_object_set_new(lo, "confidence", conf_json(l->conf));
         for (size_t k = 0; k < l->n_words; k++) {
             const ocp_word *w = &r->words[l->first_word + k];
-            json_array_append_new(words, json_pack("{s:o, s:s, s:o}", "bbox", box_json(w->bbox),
-                                                   "text", w->text, "confidence",
-                                                   conf_json(w->conf)));
+            json_array_append_new(words,
+                                  json_pack("{s:o, s:s, s:o}", "bbox", box_json(w->bbox), "text",
+                                            w->text, "confidence", conf_json(w->conf)));
         }
         json_object_set_new(lo, "words", words);
         json_array_append_new(lines, lo);
@@ -254,8 +254,9 @@ static void render_tsv(const ocp_result *r, ocp_sb *out)
                 for (size_t k = 0; k < l->n_words; k++) {
                     const ocp_word *w = &r->words[l->first_word + k];
                     ocp_sb_printf(out, "5\t%d\t%d\t%d\t%d\t%zu\t%d\t%d\t%d\t%d\t%.6f\t", r->page,
-                                  bn, pn, ln, k + 1, w->bbox.x1, w->bbox.y1, w->bbox.x2 - w->bbox.x1,
-                                  w->bbox.y2 - w->bbox.y1, (double)w->conf);
+                                  bn, pn, ln, k + 1, w->bbox.x1, w->bbox.y1,
+                                  w->bbox.x2 - w->bbox.x1, w->bbox.y2 - w->bbox.y1,
+                                  (double)w->conf);
                     /* TSV text cannot hold tabs or newlines. */
                     for (const char *c = w->text; *c; c++)
                         ocp_sb_putc(out, (*c == '\t' || *c == '\n') ? ' ' : *c);
@@ -310,8 +311,9 @@ static void render_hocr(const ocp_result *r, ocp_sb *out)
                 ocp_sb_puts(out, "\">");
                 for (size_t k = 0; k < l->n_words; k++) {
                     const ocp_word *w = &r->words[l->first_word + k];
-                    ocp_sb_printf(out, "\n      <span class=\"ocrx_word\" id=\"word_%d_%d\" title=\"",
-                                  p, ++wn);
+                    ocp_sb_printf(out,
+                                  "\n      <span class=\"ocrx_word\" id=\"word_%d_%d\" title=\"", p,
+                                  ++wn);
                     hocr_bbox(out, w->bbox);
                     ocp_sb_printf(out, "; x_wconf %d\">", (int)lroundf(w->conf));
                     ocp_sb_put_xml(out, w->text);

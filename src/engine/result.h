@@ -28,15 +28,15 @@ typedef struct ocp_line {
     ocp_box bbox;
     char *text; /* without the trailing newline */
     float conf;
-    int block, par;   /* 0-based numbers of the block and paragraph holding the line */
+    int block, par;    /* 0-based numbers of the block and paragraph holding the line */
     size_t first_word; /* index into ocp_result.words */
     size_t n_words;
 } ocp_line;
 
 typedef struct ocp_result {
-    char *id;     /* task id */
-    char *source; /* file name or "-" */
-    int page;     /* 1-based */
+    char *id;          /* task id */
+    char *source;      /* file name or "-" */
+    int page;          /* 1-based */
     int width, height; /* of the original page */
     char *lang;
     char *engine;
@@ -64,8 +64,8 @@ void ocp_result_fini(ocp_result *r);
 /* Sets a string field: frees the old value, copies s (NULL allowed). */
 void ocp_result_set(char **field, const char *s);
 /* Appends a line (text copied) and returns it; its words follow with add_word. */
-ocp_line *ocp_result_add_line(ocp_result *r, ocp_box bbox, const char *text, float conf,
-                              int block, int par);
+ocp_line *ocp_result_add_line(ocp_result *r, ocp_box bbox, const char *text, float conf, int block,
+                              int par);
 /* Appends a word to the last line (text copied). */
 void ocp_result_add_word(ocp_result *r, ocp_box bbox, const char *text, float conf);
 

@@ -336,8 +336,7 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     if (nw != out->orig_width || nh != out->orig_height) {
         double hs = (double)nw / out->orig_width, vs = (double)nh / out->orig_height;
         if ((rc = step(&img, &t,
-                       vips_resize(img, &t, hs, "vscale", vs, "kernel", VIPS_KERNEL_LANCZOS3,
-                                   NULL),
+                       vips_resize(img, &t, hs, "vscale", vs, "kernel", VIPS_KERNEL_LANCZOS3, NULL),
                        "cannot resize", err, errlen)))
             goto fail;
     }

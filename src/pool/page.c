@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res,
-                 char *err, size_t errlen)
+int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res, char *err,
+                 size_t errlen)
 {
     ocp_page_image img;
     ocp_ocr_params op = {.timeout_s = t->timeout_s};

@@ -26,7 +26,7 @@ typedef struct ocp_page_task {
  * a one-line reason in err. Resets this process's peak RSS first, so
  * res->peak_rss_kb is the peak of this page.
  */
-int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res,
-                 char *err, size_t errlen);
+int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res, char *err,
+                 size_t errlen);
 
 #endif

@@ -63,5 +63,6 @@ check "Devanagari (Debian's file name) works" bash -c "'$OCRPOOL' ocr -l Devanag
 check "--help exits 0" bash -c "'$OCRPOOL' ocr --help >/dev/null"
 check "version" bash -c "'$OCRPOOL' version | grep -q '^ocrpool '"
 # OpenMP limited to one thread unless the user chose otherwise.
-check "OMP_THREAD_LIMIT=1 in effect" bash -c "'$OCRPOOL' ocr -l eng '$FIXTURES/eng.png' >/dev/null & pid=\$!; sleep 0.3; tr '\\0' '\\n' </proc/\$pid/environ | grep -qx OMP_THREAD_LIMIT=1; r=\$?; wait \$pid; exit \$r"
+check "OMP_THREAD_LIMIT=1 in effect" bash -c "env -u OMP_THREAD_LIMIT '$OCRPOOL' ocr --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=1\$'"
+check "OMP_THREAD_LIMIT of the user kept" bash -c "OMP_THREAD_LIMIT=2 '$OCRPOOL' ocr --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=2\$'"
 finish

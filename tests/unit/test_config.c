@@ -83,9 +83,8 @@ static void test_precedence(void **state)
     assert_int_equal(ocp_config_int(c, OCP_S_MAX_IMAGE_SIZE), 1100);
 
     /* A flag beats the environment; a later file value cannot undo it. */
-    assert_int_equal(ocp_config_set(c, OCP_S_MAX_IMAGE_SIZE, "900", OCP_SRC_FLAG,
-                                    "flag --max-image-size"),
-                     0);
+    assert_int_equal(
+        ocp_config_set(c, OCP_S_MAX_IMAGE_SIZE, "900", OCP_SRC_FLAG, "flag --max-image-size"), 0);
     assert_int_equal(ocp_config_set(c, OCP_S_MAX_IMAGE_SIZE, "800", OCP_SRC_FILE, "file x:1"), 0);
     assert_int_equal(ocp_config_int(c, OCP_S_MAX_IMAGE_SIZE), 900);
     assert_int_equal(ocp_config_source(c, OCP_S_MAX_IMAGE_SIZE), OCP_SRC_FLAG);
@@ -229,7 +228,8 @@ static void test_show(void **state)
     free(buf);
 
     f = open_memstream(&buf, &len);
-    ocp_config_show(c, f, false, "future-gpu-engine", OCP_FEAT_GPU | OCP_FEAT_MATH | OCP_FEAT_COMPILE);
+    ocp_config_show(c, f, false, "future-gpu-engine",
+                    OCP_FEAT_GPU | OCP_FEAT_MATH | OCP_FEAT_COMPILE);
     fclose(f);
     assert_null(strstr(buf, "not used"));
     free(buf);
@@ -249,9 +249,9 @@ static void test_find(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_aliases),    cmocka_unit_test(test_validation),
-        cmocka_unit_test(test_presets),    cmocka_unit_test(test_show),
+        cmocka_unit_test(test_defaults), cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_aliases),  cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_presets),  cmocka_unit_test(test_show),
         cmocka_unit_test(test_find),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,7 +36,7 @@ static void test_fit(void **state)
     assert_int_equal(h, 2048);
     ocp_image_fit(4000, 10, 100, &w, &h);
     assert_int_equal(w, 100);
-    assert_int_equal(h, 1); /* never 0 */
+    assert_int_equal(h, 1);               /* never 0 */
     ocp_image_fit(9000, 7000, 0, &w, &h); /* 0 = never resize */
     assert_int_equal(w, 9000);
     assert_int_equal(h, 7000);
@@ -66,10 +66,9 @@ static void *make_png(int w, int h, int bands, int bits, double v, double alpha,
     assert_int_equal(vips_linear(img, &t, ones, vals, bands, NULL), 0);
     g_object_unref(img);
     img = t;
-    VipsInterpretation in = bands >= 3 ? (bits == 16 ? VIPS_INTERPRETATION_RGB16
-                                                     : VIPS_INTERPRETATION_sRGB)
-                                       : (bits == 16 ? VIPS_INTERPRETATION_GREY16
-                                                     : VIPS_INTERPRETATION_B_W);
+    VipsInterpretation in =
+        bands >= 3 ? (bits == 16 ? VIPS_INTERPRETATION_RGB16 : VIPS_INTERPRETATION_sRGB)
+                   : (bits == 16 ? VIPS_INTERPRETATION_GREY16 : VIPS_INTERPRETATION_B_W);
     assert_int_equal(vips_cast(img, &t, bits == 16 ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR, NULL),
                      0);
     g_object_unref(img);
@@ -214,10 +213,8 @@ static int setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fit),
-        cmocka_unit_test(test_check_pixels),
-        cmocka_unit_test(test_decode_resize),
-        cmocka_unit_test(test_decode_kinds),
+        cmocka_unit_test(test_fit),           cmocka_unit_test(test_check_pixels),
+        cmocka_unit_test(test_decode_resize), cmocka_unit_test(test_decode_kinds),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -106,8 +106,9 @@ static void test_json(void **state)
     assert_string_equal(json_string_value(json_object_get(w1, "text")), "\"x\"");
     assert_int_equal(json_integer_value(json_array_get(json_object_get(w1, "bbox"), 0)), 120);
     /* Keys in the documented order. */
-    const char *keys[] = {"id", "source", "page", "width", "height", "lang", "engine", "text",
-                          "mean_confidence", "lines", "elapsed_ms", "peak_rss_kb"};
+    const char *keys[] = {"id",         "source",     "page", "width",           "height",
+                          "lang",       "engine",     "text", "mean_confidence", "lines",
+                          "elapsed_ms", "peak_rss_kb"};
     const char *prev = sb.buf;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char k[40];
@@ -141,7 +142,8 @@ static void test_markup_escaping(void **state)
     ocp_sb_reset(&sb);
     ocp_result_render(&r, OCP_FMT_ALTO, &sb);
     assert_non_null(strstr(sb.buf, "CONTENT=\"&lt;&amp;&gt;\""));
-    assert_non_null(strstr(sb.buf, "HPOS=\"150\" VPOS=\"60\" WIDTH=\"150\" HEIGHT=\"30\" WC=\"0.70\""));
+    assert_non_null(
+        strstr(sb.buf, "HPOS=\"150\" VPOS=\"60\" WIDTH=\"150\" HEIGHT=\"30\" WC=\"0.70\""));
     assert_non_null(strstr(sb.buf, "<SP WIDTH=\"50\""));
 
     ocp_sb_reset(&sb);
