@@ -55,7 +55,8 @@ static void ocr_help(void)
            "  -v, --verbose                a line per page, also on a pipe\n"
            "  -q, --quiet                  no progress line\n"
            "      --config FILE            settings file (name = value)\n\n"
-           "Without -o or --sidecar the text goes to standard output.\n"
+           "Without -o or --sidecar the text goes to standard output; --format with more\n"
+           "than txt and no -o writes the files into the current folder.\n"
            "Exit status: 0 all pages done, 1 some failed (listed on stderr), 2 usage error.\n\n"
            "Settings (also OCRPOOL_<NAME> in the environment, or name = value in --config):\n");
     ocp_config_print_help(stdout);
@@ -200,6 +201,9 @@ int ocp_cmd_ocr(int argc, char **argv)
         .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
         .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
     };
+    /* Renderings other than text need files: without -o they go to the current folder. */
+    if (!c.outdir && fmts != OCP_FMT_TXT)
+        c.outdir = ".";
     if (c.outdir && (rc = mkdir_p(c.outdir)) != 0) {
         fprintf(stderr, "ocrpool: cannot create %s: %s\n", c.outdir, ocp_strerror(rc));
         status = OCP_EXIT_FAILED;

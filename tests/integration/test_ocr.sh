@@ -92,6 +92,22 @@ assert [r[11] for r in rows[1:] if r[0] == "5"] == [w["text"] for w in words]
 print("# %d lines, %d words agree in json, hocr, alto, tsv, txt" % (len(j["lines"]), len(words)))
 PY
 
+# --format beyond txt without -o: files in the current folder, nothing on stdout.
+mkdir -p "$TMP/cwd"
+(cd "$TMP/cwd" && "$OCRPOOL" ocr -l tam --format txt,json,hocr,alto,tsv "$F/tam.tif" >"$TMP/cwd.out")
+check "--format without -o: files in the current folder" \
+    test -s "$TMP/cwd/tam.txt" -a -s "$TMP/cwd/tam.json" -a -s "$TMP/cwd/tam.hocr" -a -s "$TMP/cwd/tam.xml" -a -s "$TMP/cwd/tam.tsv"
+check "--format without -o: nothing on stdout" test ! -s "$TMP/cwd.out"
+
+# Progress: one line on a terminal (script gives a pty), nothing on a pipe, lines with -v.
+script -qec "'$OCRPOOL' ocr -l eng -o '$TMP/prog' '$F/two.tif'" /dev/null >"$TMP/tty.out" 2>&1
+check "progress on a terminal" grep -q '2/2 pages .*pages/s.*ETA' "$TMP/tty.out"
+"$OCRPOOL" ocr -l eng -o "$TMP/prog" "$F/two.tif" 2>"$TMP/pipe.err"
+check "no progress on a pipe" test ! -s "$TMP/pipe.err"
+"$OCRPOOL" ocr -v -l eng -o "$TMP/prog" "$F/two.tif" 2>"$TMP/v.err"
+check "-v: a line per page and a summary" \
+    bash -c "[ \$(grep -c 'page [12]: .* lines, .* s, peak RSS' '$TMP/v.err') -eq 2 ] && grep -q '2 pages, 0 failed' '$TMP/v.err'"
+
 # Several inputs in one run, output names from their stems; same stems kept apart.
 mkdir -p "$TMP/a"
 cp "$F/eng.png" "$TMP/a/eng.png"

@@ -1,0 +1,163 @@
+/*
+ * test_core.c: the error table, string buffers and XML escaping, capped
+ * reads, number parsing, UUIDs, path stems, atomic writes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/util.h"
+
+static void test_errors(void **state)
+{
+    (void)state;
+    assert_string_equal(ocp_strerror(OCP_E_TOOBIG), "image exceeds the pixel limit");
+    assert_string_equal(ocp_err_name(OCP_E_TOOBIG), "OCP_E_TOOBIG");
+    assert_string_equal(ocp_strerror(-ENOENT), strerror(ENOENT));
+    assert_string_equal(ocp_err_name(-ENOSPC), "ENOSPC");
+    assert_string_equal(ocp_strerror(-4999), "unknown error");
+    char buf[16];
+    assert_int_equal(ocp_errf(OCP_E_DECODE, buf, sizeof buf, "%s", "a long message here"),
+                     OCP_E_DECODE);
+    assert_int_equal(strlen(buf), sizeof buf - 1); /* truncated, terminated */
+}
+
+static void test_sb(void **state)
+{
+    (void)state;
+    ocp_sb sb;
+    ocp_sb_init(&sb);
+    for (int i = 0; i < 1000; i++)
+        ocp_sb_printf(&sb, "%d,", i);
+    assert_int_equal(sb.len, strlen(sb.buf));
+    assert_memory_equal(sb.buf, "0,1,2,", 6);
+    assert_non_null(strstr(sb.buf, ",999,"));
+    ocp_sb_reset(&sb);
+    ocp_sb_put_xml(&sb, "a<b>&\"c'\x01\td");
+    assert_string_equal(sb.buf, "a&lt;b&gt;&amp;&quot;c&#39;\td");
+    char *s = ocp_sb_steal(&sb);
+    assert_string_equal(s, "a&lt;b&gt;&amp;&quot;c&#39;\td");
+    free(s);
+    ocp_sb_fini(&sb);
+}
+
+static void test_read_fd(void **state)
+{
+    (void)state;
+    int p[2];
+    char *buf;
+    size_t len;
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], "hello", 5), 5);
+    close(p[1]);
+    assert_int_equal(ocp_read_fd(p[0], 5, &buf, &len), 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(buf, "hello", 5);
+    free(buf);
+    close(p[0]);
+    /* One byte over the cap is refused. */
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], "hello!", 6), 6);
+    close(p[1]);
+    assert_int_equal(ocp_read_fd(p[0], 5, &buf, &len), OCP_E_INPUT_SIZE);
+    close(p[0]);
+}
+
+static void test_parse(void **state)
+{
+    (void)state;
+    int64_t i;
+    double d;
+    bool b;
+    assert_true(ocp_parse_i64("-42", &i) && i == -42);
+    assert_false(ocp_parse_i64("42x", &i));
+    assert_false(ocp_parse_i64("", &i));
+    assert_false(ocp_parse_i64("99999999999999999999", &i));
+    assert_true(ocp_parse_double("0.25", &d) && d == 0.25);
+    assert_false(ocp_parse_double("nan", &d));
+    assert_false(ocp_parse_double("1e999", &d));
+    assert_true(ocp_parse_bool("Yes", &b) && b);
+    assert_true(ocp_parse_bool("off", &b) && !b);
+    assert_false(ocp_parse_bool("maybe", &b));
+}
+
+static void test_uuid_and_stem(void **state)
+{
+    (void)state;
+    char a[37], b[37];
+    ocp_uuid4(a);
+    ocp_uuid4(b);
+    assert_int_equal(strlen(a), 36);
+    assert_true(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+    assert_int_equal(a[14], '4');
+    assert_non_null(strchr("89ab", a[19]));
+    assert_string_not_equal(a, b);
+    char *s = ocp_path_stem("dir.x/book.v2.pdf");
+    assert_string_equal(s, "book.v2");
+    free(s);
+    s = ocp_path_stem(".hidden");
+    assert_string_equal(s, ".hidden");
+    free(s);
+}
+
+static void test_write_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ocp-test-core-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *path = ocp_xasprintf("%s/out.txt", dir);
+    assert_int_equal(ocp_write_file(path, "abc", 3), 0);
+    FILE *f = fopen(path, "r");
+    char buf[8] = {0};
+    assert_non_null(f);
+    assert_int_equal(fread(buf, 1, sizeof buf, f), 3);
+    fclose(f);
+    assert_string_equal(buf, "abc");
+    /* A folder that does not exist: an error, and no stray temporary file. */
+    char *bad = ocp_xasprintf("%s/missing/out.txt", dir);
+    assert_int_equal(ocp_write_file(bad, "abc", 3), -ENOENT);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+    free(path);
+    free(bad);
+}
+
+static void test_peak_rss(void **state)
+{
+    (void)state;
+    long before = ocp_self_peak_rss_kb();
+    assert_true(before > 0);
+    /* Touch 64 MiB, free it, reset: the peak comes back to the current size. */
+    size_t n = 64u << 20;
+    char *p = malloc(n);
+    assert_non_null(p);
+    memset(p, 1, n);
+    long high = ocp_self_peak_rss_kb();
+    assert_true(high >= before + 60000);
+    free(p);
+    if (ocp_self_reset_peak_rss() == 0) {
+        long now = ocp_self_rss_kb();
+        long peak = ocp_self_peak_rss_kb();
+        assert_true(peak >= now && peak <= now + 2048);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_sb),
+        cmocka_unit_test(test_read_fd),       cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_uuid_and_stem), cmocka_unit_test(test_write_file),
+        cmocka_unit_test(test_peak_rss),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
