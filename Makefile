@@ -19,7 +19,7 @@ CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wno-unused-param
             -D_GNU_SOURCE -DOCP_VERSION='"$(VERSION)"' -MMD -MP -Isrc $(OPT)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LDLIBS   += $(PKG_LIBS) -lz -lm
+LDLIBS   += $(PKG_LIBS) -lz -lm -ldl
 
 SRC      := $(sort $(shell find src -name '*.c'))
 LIBSRC   := $(filter-out src/cli/%,$(SRC))
@@ -30,7 +30,7 @@ UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps demo test unit unit-bins integration asan bench install clean format
+.PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test
 
 all: $(BUILD)/ocrpool
 
@@ -43,7 +43,12 @@ $(BUILD)/libocrpool.a: $(LIBOBJ)
 	@rm -f $@
 	@ar rcs $@ $^
 
-$(BUILD)/ocrpool: $(CLIOBJ) $(BUILD)/libocrpool.a
+# The sample document, linked in for `ocrpool gpu-test` (symbols _binary_samples_sample_pdf_*).
+$(BUILD)/sample.o: samples/sample.pdf
+	@mkdir -p $(dir $@)
+	@ld -r -b binary -z noexecstack -o $@ $<
+
+$(BUILD)/ocrpool: $(CLIOBJ) $(BUILD)/sample.o $(BUILD)/libocrpool.a
 	@echo "  LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -91,6 +96,13 @@ bench: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/ocrpool $(DESTDIR)$(PREFIX)/bin/ocrpool
+
+# The reference system's names.
+list-gpus: all
+	@$(BUILD)/ocrpool gpus
+
+gpu-test: all
+	@$(BUILD)/ocrpool gpu-test
 
 format:
 	clang-format -i $(SRC) $(UNITSRC) $(shell find src -name '*.h')

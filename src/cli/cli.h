@@ -33,7 +33,16 @@ typedef int (*ocp_cli_handler)(void *ctx, int key, const char *arg);
 int ocp_cli_parse(int argc, char **argv, const ocp_cli_opt *opts, ocp_cli_handler handler,
                   void *ctx, void (*help)(void), ocp_config **cfg, char ***pos, int *npos);
 
+/*
+ * Validates the device settings against the GPUs present and the engine's
+ * needs (NVML is loaded only when a GPU could be used or is named). Returns
+ * 0, or prints one line and returns OCP_EXIT_USAGE.
+ */
+int ocp_cli_check_device(const ocp_config *cfg);
+
 int ocp_cmd_ocr(int argc, char **argv);
 int ocp_cmd_config(int argc, char **argv);
+int ocp_cmd_gpus(int argc, char **argv);
+int ocp_cmd_gpu_test(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "engine/engine.h"
+#include "gpu/gpu.h"
 #include "image/image.h"
 #include "pool/page.h"
 
@@ -184,6 +185,10 @@ int ocp_cmd_ocr(int argc, char **argv)
     if (npos == 0) {
         fprintf(stderr, "ocrpool: ocr: no input files (see ocrpool ocr --help)\n");
         status = OCP_EXIT_USAGE;
+        goto out;
+    }
+    if ((rc = ocp_cli_check_device(cfg)) != 0) {
+        status = rc;
         goto out;
     }
     int fmts = ocp_format_parse(ocp_config_str(cfg, OCP_S_FORMAT));

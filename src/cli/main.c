@@ -20,14 +20,16 @@ static const struct {
 } commands[] = {
     {"ocr", ocp_cmd_ocr, "OCR images and PDFs"},
     {"config", ocp_cmd_config, "show every setting and where its value came from"},
+    {"gpus", ocp_cmd_gpus, "list the NVIDIA GPUs with memory, use and processes"},
+    {"gpu-test", ocp_cmd_gpu_test, "check a GPU configuration: resolve, assign, OCR a test page"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ocrpool COMMAND [options] [args]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "  version  print the version\n\n`ocrpool COMMAND --help` for each.\n");
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  version   print the version\n\n`ocrpool COMMAND --help` for each.\n");
 }
 
 int main(int argc, char **argv)

@@ -7,6 +7,8 @@
  */
 #include "cli/cli.h"
 #include "core/log.h"
+#include "engine/engine.h"
+#include "gpu/gpu.h"
 #include "core/util.h"
 
 #include <stdio.h>
@@ -97,7 +99,10 @@ int ocp_cli_parse(int argc, char **argv, const ocp_cli_opt *opts, ocp_cli_handle
             if (!o) {
                 char key[64];
                 snprintf(key, sizeof key, "%.*s", (int)(nlen < 63 ? nlen : 63), name);
-                id = strcmp(key, "jobs") == 0 ? (int)OCP_S_CONCURRENCY : ocp_config_find(key);
+                /* Other spellings: --jobs (as make), --memory-fraction (gpu-test's). */
+                id = strcmp(key, "jobs") == 0              ? (int)OCP_S_CONCURRENCY
+                     : strcmp(key, "memory-fraction") == 0 ? (int)OCP_S_GPU_MEMORY_FRACTION
+                                                           : ocp_config_find(key);
                 if (id < 0 && strncmp(key, "no-", 3) == 0) {
                     id = ocp_config_find(key + 3);
                     if (id >= 0 && ocp_config_type((ocp_setting_id)id) == OCP_T_BOOL && !val)
@@ -166,4 +171,28 @@ fail:
     ocp_config_destroy(cfg);
     free(pos);
     return rc;
+}
+
+int ocp_cli_check_device(const ocp_config *cfg)
+{
+    const ocp_engine_ops *ops = ocp_engine_find(ocp_config_str(cfg, OCP_S_ENGINE));
+    const char *device = ocp_config_str(cfg, OCP_S_DEVICE);
+    int uses_gpu = (ops->features & OCP_FEAT_GPU) != 0;
+    ocp_gpu_plan plan;
+    char err[600];
+    int rc;
+
+    if (strcmp(device, "cpu") == 0 || (strcmp(device, "auto") == 0 && !uses_gpu))
+        return 0;
+    ocp_gpu_list *gpus = ocp_xcalloc(1, sizeof *gpus);
+    ocp_gpu_discover(gpus);
+    rc = ocp_gpu_resolve(device, ops->name, uses_gpu, gpus, &plan, err, sizeof err);
+    free(gpus);
+    if (rc) {
+        fprintf(stderr, "ocrpool: setting device: '%s' from %s: %s\n", device,
+                ocp_config_origin(cfg, OCP_S_DEVICE), err);
+        return OCP_EXIT_USAGE;
+    }
+    OCP_LOG(OCP_LOG_INFO, "device %s: %s", device, plan.why);
+    return 0;
 }

@@ -1,0 +1,313 @@
+/*
+ * cmd_gpu_test.c: `ocrpool gpu-test`: checks a GPU configuration end to end.
+ *
+ * It validates the device settings against the devices present, prints
+ * what they resolve to (devices, each worker's device and GPU memory
+ * budget), then runs one worker process per --concurrency, each with its
+ * CUDA_VISIBLE_DEVICES set as the pool will set it, each loading the engine
+ * and OCRing the test page (the built-in sample, or --image FILE). It
+ * reports seconds per page, peak RSS and peak GPU memory per worker (from
+ * NVML's process list, sampled while they run), with a pass or fail mark
+ * for each check. Exit status 0 when every check passed, 1 otherwise.
+ *
+ * The parent loads neither libvips nor an engine: the workers do, after
+ * fork, as pool workers will.
+ */
+#include "cli/cli.h"
+#include "core/error.h"
+#include "core/util.h"
+#include "engine/engine.h"
+#include "gpu/gpu.h"
+#include "image/image.h"
+#include "pool/page.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The bundled sample document, linked into the binary (Makefile: ld -b binary). */
+extern const unsigned char _binary_samples_sample_pdf_start[];
+extern const unsigned char _binary_samples_sample_pdf_end[];
+
+enum { K_IMAGE = 1 };
+
+static const ocp_cli_opt gt_opts[] = {{"image", 0, 1, K_IMAGE}, {NULL, 0, 0, 0}};
+
+typedef struct gt_ctx {
+    const char *image;
+} gt_ctx;
+
+/* What a worker sends back. */
+typedef struct gt_report {
+    int rc;
+    double load_s, page_s;
+    long peak_rss_kb;
+    long chars;
+    double mean_conf;
+    char err[300];
+} gt_report;
+
+static void gt_help(void)
+{
+    printf("usage: ocrpool gpu-test [--preset P] [--device D] [--memory-fraction F]\n"
+           "                        [--gpu-max-memory-mb N] [-c WORKERS] [--image FILE]\n\n"
+           "Validates the device settings against the GPUs present, prints what they\n"
+           "resolve to, OCRs a test page in each worker (the built-in sample, or FILE)\n"
+           "and reports seconds per page, peak RSS and peak GPU memory per worker, with\n"
+           "PASS or FAIL for each check. Exit status 0 when all pass.\n");
+}
+
+static int gt_handler(void *vctx, int key, const char *arg)
+{
+    gt_ctx *c = vctx;
+    if (key == K_IMAGE)
+        c->image = arg;
+    return 0;
+}
+
+static int checks_failed, checks_run;
+
+static void mark(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mark(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    checks_run++;
+    checks_failed += !ok;
+    printf("[%s] ", ok ? "PASS" : "FAIL");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+}
+
+/* A worker: set its device, load the engine, OCR page 1 of the test input, report. */
+static void worker(int fd, const ocp_config *cfg, const char *visible, const char *image)
+{
+    gt_report rep = {0};
+    ocp_engine *eng = NULL;
+    ocp_doc *doc = NULL;
+    double t0;
+
+    setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+    t0 = ocp_now();
+    ocp_image_limits lim = {
+        .max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS),
+        .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
+        .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
+        .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
+    };
+    ocp_engine_params ep = {
+        .lang = ocp_config_str(cfg, OCP_S_LANG),
+        .tessdata_dir = ocp_config_str(cfg, OCP_S_TESSDATA_DIR),
+        .psm = (int)ocp_config_int(cfg, OCP_S_PSM),
+    };
+    if ((rep.rc = ocp_image_global_init("ocrpool")) != 0) {
+        snprintf(rep.err, sizeof rep.err, "cannot start libvips");
+        goto out;
+    }
+    rep.rc = ocp_engine_open(ocp_config_str(cfg, OCP_S_ENGINE), &ep, &eng, rep.err,
+                             sizeof rep.err);
+    if (rep.rc)
+        goto out;
+    rep.load_s = ocp_now() - t0;
+    if (image)
+        rep.rc = ocp_doc_open_file(image, &lim, &doc, rep.err, sizeof rep.err);
+    else
+        rep.rc = ocp_doc_open_buffer(
+            _binary_samples_sample_pdf_start,
+            (size_t)(_binary_samples_sample_pdf_end - _binary_samples_sample_pdf_start), &lim,
+            &doc, rep.err, sizeof rep.err);
+    if (rep.rc)
+        goto out;
+    ocp_result res;
+    ocp_result_init(&res);
+    ocp_page_task t = {.source = image ? image : "sample.pdf",
+                       .page = 0,
+                       .lang = ep.lang,
+                       .timeout_s = ocp_config_double(cfg, OCP_S_PAGE_TIMEOUT)};
+    rep.rc = ocp_page_run(eng, doc, &t, &res, rep.err, sizeof rep.err);
+    rep.page_s = res.elapsed_ms / 1000.0;
+    rep.peak_rss_kb = res.peak_rss_kb;
+    rep.chars = res.text ? (long)strlen(res.text) : 0;
+    rep.mean_conf = res.mean_conf;
+    ocp_result_fini(&res);
+out:
+    ocp_doc_destroy(doc);
+    ocp_engine_close(eng);
+    ssize_t w = write(fd, &rep, sizeof rep);
+    _exit(w == (ssize_t)sizeof rep ? 0 : 3);
+}
+
+int ocp_cmd_gpu_test(int argc, char **argv)
+{
+    gt_ctx c = {0};
+    ocp_config *cfg = NULL;
+    char **pos = NULL, err[600];
+    int npos, rc, status = OCP_EXIT_OK;
+    ocp_gpu_list *gpus = NULL, *sample = NULL;
+    ocp_gpu_plan plan;
+
+    rc = ocp_cli_parse(argc, argv, gt_opts, gt_handler, &c, gt_help, &cfg, &pos, &npos);
+    if (rc)
+        return rc < 0 ? OCP_EXIT_OK : rc;
+    const ocp_engine_ops *ops = ocp_engine_find(ocp_config_str(cfg, OCP_S_ENGINE));
+    int uses_gpu = (ops->features & OCP_FEAT_GPU) != 0;
+    int workers = (int)ocp_config_int(cfg, OCP_S_CONCURRENCY);
+    double fraction = ocp_config_double(cfg, OCP_S_GPU_MEMORY_FRACTION);
+    long long max_mb = ocp_config_int(cfg, OCP_S_GPU_MAX_MEMORY_MB);
+
+    gpus = ocp_xcalloc(1, sizeof *gpus);
+    sample = ocp_xcalloc(1, sizeof *sample);
+    ocp_gpu_discover(gpus);
+
+    printf("ocrpool gpu-test\n");
+    printf("  engine      %s (%s)\n", ops->name, uses_gpu ? "uses a GPU" : "no GPU path");
+    printf("  device      %s (%s)\n", ocp_config_str(cfg, OCP_S_DEVICE),
+           ocp_config_origin(cfg, OCP_S_DEVICE));
+    printf("  preset      %s (%s)\n", ocp_config_str(cfg, OCP_S_PRESET),
+           ocp_config_origin(cfg, OCP_S_PRESET));
+    printf("  memory      fraction %s, max %lld MB%s, allow growth %s\n",
+           ocp_config_str(cfg, OCP_S_GPU_MEMORY_FRACTION), max_mb, max_mb ? "" : " (none)",
+           ocp_config_str(cfg, OCP_S_GPU_ALLOW_GROWTH));
+    if (gpus->n == 0) {
+        printf("  GPUs        no NVIDIA GPU found (%s)\n", gpus->why);
+    } else {
+        printf("  GPUs        driver %s\n", gpus->driver);
+        for (int i = 0; i < gpus->n; i++)
+            printf("              cuda:%d %s, %llu MiB total, %llu MiB free\n", gpus->dev[i].index,
+                   gpus->dev[i].name, gpus->dev[i].mem_total >> 20, gpus->dev[i].mem_free >> 20);
+    }
+
+    rc = ocp_gpu_resolve(ocp_config_str(cfg, OCP_S_DEVICE), ops->name, uses_gpu, gpus, &plan, err,
+                         sizeof err);
+    if (rc) {
+        mark(0, "settings valid for the devices present: %s", err);
+        goto done;
+    }
+    printf("  resolved    %s\n", plan.why);
+    ocp_gpu_assignment *as = ocp_xcalloc((size_t)workers, sizeof *as);
+    ocp_gpu_assign(&plan, gpus, workers, fraction, max_mb, as);
+    for (int w = 0; w < workers; w++) {
+        const ocp_gpu_device *d = ocp_gpu_find(gpus, as[w].device);
+        if (d)
+            printf("  worker %-4d cuda:%d %s (%s), GPU memory budget %llu MiB (device shared "
+                   "by %d)\n",
+                   w + 1, d->index, d->name, d->uuid, as[w].budget_bytes >> 20, as[w].sharing);
+        else
+            printf("  worker %-4d cpu\n", w + 1);
+    }
+    printf("  test page   %s, page 1\n", c.image ? c.image : "built-in sample.pdf");
+    mark(1, "settings valid for the devices present");
+    if (plan.n) {
+        int fits = 1;
+        for (int w = 0; w < workers; w++)
+            fits &= as[w].budget_bytes > 0;
+        mark(fits, "every worker has a GPU memory budget");
+    }
+
+    /* The workers, each in its own process as in the pool. */
+    pid_t *pids = ocp_xcalloc((size_t)workers, sizeof *pids);
+    int *fds = ocp_xcalloc((size_t)workers, sizeof *fds);
+    unsigned long long *gpu_peak = ocp_xcalloc((size_t)workers, sizeof *gpu_peak);
+    fflush(stdout);
+    for (int w = 0; w < workers; w++) {
+        int p[2];
+        char visible[128];
+        if (pipe(p) < 0) {
+            mark(0, "worker %d: cannot create a pipe: %s", w + 1, strerror(errno));
+            fds[w] = -1;
+            continue;
+        }
+        ocp_gpu_visible_devices(gpus, as[w].device, visible, sizeof visible);
+        pids[w] = fork();
+        if (pids[w] == 0) {
+            close(p[0]);
+            worker(p[1], cfg, visible, c.image);
+        }
+        close(p[1]);
+        fds[w] = p[0];
+        if (pids[w] < 0) {
+            mark(0, "worker %d: cannot fork: %s", w + 1, strerror(errno));
+            close(fds[w]);
+            fds[w] = -1;
+        }
+    }
+    /* Sample the GPU memory of each worker while they run. */
+    int running = workers;
+    while (running > 0) {
+        running = 0;
+        for (int w = 0; w < workers; w++) {
+            if (pids[w] <= 0)
+                continue;
+            int st;
+            pid_t r = waitpid(pids[w], &st, WNOHANG);
+            if (r == 0)
+                running++;
+        }
+        if (gpus->n) {
+            ocp_gpu_discover(sample);
+            for (int w = 0; w < workers; w++) {
+                unsigned long long b = pids[w] > 0 ? ocp_gpu_proc_bytes(sample, (unsigned)pids[w])
+                                                   : 0;
+                if (b > gpu_peak[w])
+                    gpu_peak[w] = b;
+            }
+        }
+        if (running)
+            poll(NULL, 0, 50);
+    }
+    long rss_limit = (long)ocp_config_int(cfg, OCP_S_MAX_MEMORY_PER_CHILD);
+    double total_s = 0;
+    int done = 0;
+    for (int w = 0; w < workers; w++) {
+        gt_report rep;
+        if (fds[w] < 0)
+            continue;
+        ssize_t n = read(fds[w], &rep, sizeof rep);
+        close(fds[w]);
+        if (n != (ssize_t)sizeof rep) {
+            mark(0, "worker %d: died without a report", w + 1);
+            continue;
+        }
+        if (rep.rc) {
+            mark(0, "worker %d: %s", w + 1, rep.err);
+            continue;
+        }
+        done++;
+        total_s += rep.page_s;
+        mark(rep.chars > 0, "worker %d: engine loaded in %.2f s, page OCRed in %.2f s, %ld characters, "
+             "mean confidence %.0f",
+             w + 1, rep.load_s, rep.page_s, rep.chars, rep.mean_conf);
+        mark(rss_limit == 0 || rep.peak_rss_kb <= rss_limit,
+             "worker %d: peak RSS %ld KiB within max-memory-per-child %ld KiB", w + 1,
+             rep.peak_rss_kb, rss_limit);
+        if (as[w].device >= 0)
+            mark(gpu_peak[w] <= as[w].budget_bytes,
+                 "worker %d: peak GPU memory %llu MiB within its budget of %llu MiB%s", w + 1,
+                 gpu_peak[w] >> 20, as[w].budget_bytes >> 20,
+                 uses_gpu ? "" : " (the engine uses no GPU memory)");
+        else
+            printf("[ -- ] worker %d: peak GPU memory: none (runs on the CPU)\n", w + 1);
+    }
+    if (done)
+        printf("  seconds per page: %.2f (mean of %d workers)\n", total_s / done, done);
+    free(pids);
+    free(fds);
+    free(gpu_peak);
+    free(as);
+done:
+    printf("result: %s (%d of %d checks passed)\n", checks_failed ? "FAIL" : "PASS",
+           checks_run - checks_failed, checks_run);
+    if (checks_failed)
+        status = OCP_EXIT_FAILED;
+    free(gpus);
+    free(sample);
+    ocp_config_destroy(cfg);
+    free(pos);
+    return status;
+}
