@@ -110,8 +110,7 @@ static void worker(int fd, const ocp_config *cfg, const char *visible, const cha
         snprintf(rep.err, sizeof rep.err, "cannot start libvips");
         goto out;
     }
-    rep.rc = ocp_engine_open(ocp_config_str(cfg, OCP_S_ENGINE), &ep, &eng, rep.err,
-                             sizeof rep.err);
+    rep.rc = ocp_engine_open(ocp_config_str(cfg, OCP_S_ENGINE), &ep, &eng, rep.err, sizeof rep.err);
     if (rep.rc)
         goto out;
     rep.load_s = ocp_now() - t0;
@@ -120,8 +119,8 @@ static void worker(int fd, const ocp_config *cfg, const char *visible, const cha
     else
         rep.rc = ocp_doc_open_buffer(
             _binary_samples_sample_pdf_start,
-            (size_t)(_binary_samples_sample_pdf_end - _binary_samples_sample_pdf_start), &lim,
-            &doc, rep.err, sizeof rep.err);
+            (size_t)(_binary_samples_sample_pdf_end - _binary_samples_sample_pdf_start), &lim, &doc,
+            rep.err, sizeof rep.err);
     if (rep.rc)
         goto out;
     ocp_result res;
@@ -252,8 +251,8 @@ int ocp_cmd_gpu_test(int argc, char **argv)
         if (gpus->n) {
             ocp_gpu_discover(sample);
             for (int w = 0; w < workers; w++) {
-                unsigned long long b = pids[w] > 0 ? ocp_gpu_proc_bytes(sample, (unsigned)pids[w])
-                                                   : 0;
+                unsigned long long b =
+                    pids[w] > 0 ? ocp_gpu_proc_bytes(sample, (unsigned)pids[w]) : 0;
                 if (b > gpu_peak[w])
                     gpu_peak[w] = b;
             }
@@ -280,7 +279,8 @@ int ocp_cmd_gpu_test(int argc, char **argv)
         }
         done++;
         total_s += rep.page_s;
-        mark(rep.chars > 0, "worker %d: engine loaded in %.2f s, page OCRed in %.2f s, %ld characters, "
+        mark(rep.chars > 0,
+             "worker %d: engine loaded in %.2f s, page OCRed in %.2f s, %ld characters, "
              "mean confidence %.0f",
              w + 1, rep.load_s, rep.page_s, rep.chars, rep.mean_conf);
         mark(rss_limit == 0 || rep.peak_rss_kb <= rss_limit,

@@ -42,11 +42,10 @@ static void print_json(const ocp_gpu_list *g)
         const ocp_gpu_device *d = &g->dev[i];
         json_t *procs = json_array();
         for (int k = 0; k < d->n_procs; k++)
-            json_array_append_new(procs, json_pack("{s:i, s:I, s:I}", "pid", (int)d->procs[k].pid,
-                                                   "used_memory_bytes",
-                                                   (json_int_t)d->procs[k].used_bytes,
-                                                   "used_memory_mib",
-                                                   (json_int_t)(d->procs[k].used_bytes >> 20)));
+            json_array_append_new(
+                procs, json_pack("{s:i, s:I, s:I}", "pid", (int)d->procs[k].pid,
+                                 "used_memory_bytes", (json_int_t)d->procs[k].used_bytes,
+                                 "used_memory_mib", (json_int_t)(d->procs[k].used_bytes >> 20)));
         json_t *dj = json_object();
         json_object_set_new(dj, "index", json_integer(d->index));
         json_object_set_new(dj, "device", json_sprintf("cuda:%d", d->index));

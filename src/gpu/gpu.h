@@ -61,9 +61,9 @@ const ocp_gpu_device *ocp_gpu_find(const ocp_gpu_list *l, int idx);
 
 /* What the device settings resolve to. Open type. */
 typedef struct ocp_gpu_plan {
-    int n;                         /* devices chosen; 0 = run on the CPU */
-    int idx[OCP_GPU_MAX_DEVICES];  /* their NVML indexes, in the order given */
-    char why[512];                 /* how it was resolved, for people */
+    int n;                        /* devices chosen; 0 = run on the CPU */
+    int idx[OCP_GPU_MAX_DEVICES]; /* their NVML indexes, in the order given */
+    char why[512];                /* how it was resolved, for people */
 } ocp_gpu_plan;
 
 /*

@@ -33,8 +33,8 @@ static void describe_found(const ocp_gpu_list *g, char *buf, size_t len)
                               g->dev[i].index, g->dev[i].name, g->dev[i].mem_total >> 20);
 }
 
-int ocp_gpu_resolve(const char *device, const char *engine, bool uses_gpu,
-                    const ocp_gpu_list *gpus, ocp_gpu_plan *plan, char *err, size_t errlen)
+int ocp_gpu_resolve(const char *device, const char *engine, bool uses_gpu, const ocp_gpu_list *gpus,
+                    ocp_gpu_plan *plan, char *err, size_t errlen)
 {
     char found[400];
     memset(plan, 0, sizeof *plan);
@@ -59,8 +59,8 @@ int ocp_gpu_resolve(const char *device, const char *engine, bool uses_gpu,
         return 0;
     }
     if (strncmp(device, "cuda:", 5) != 0)
-        return ocp_errf(OCP_E_CONFIG, err, errlen,
-                        "device '%s' is not auto, cpu or cuda:N[,M...]", device);
+        return ocp_errf(OCP_E_CONFIG, err, errlen, "device '%s' is not auto, cpu or cuda:N[,M...]",
+                        device);
     int idx[OCP_GPU_MAX_DEVICES], n = 0;
     const char *p = device + 5;
     while (*p) {
@@ -86,8 +86,8 @@ int ocp_gpu_resolve(const char *device, const char *engine, bool uses_gpu,
     }
     if (!uses_gpu) {
         snprintf(plan->why, sizeof plan->why,
-                 "cpu: engine %s has no GPU path (%s is present, but pages run on the CPU)",
-                 engine, device);
+                 "cpu: engine %s has no GPU path (%s is present, but pages run on the CPU)", engine,
+                 device);
         return 0;
     }
     memcpy(plan->idx, idx, sizeof idx[0] * (size_t)n);

@@ -79,8 +79,7 @@ static void test_resolve_named(void **state)
     assert_int_equal(ocp_gpu_resolve("cuda:3", "x", true, g1, &p, err, sizeof err), OCP_E_CONFIG);
     assert_non_null(strstr(err, "cuda:3 is not present"));
     assert_non_null(strstr(err, "found 1: cuda:0 Fake GPU 80 GB (81920 MiB)"));
-    assert_int_equal(ocp_gpu_resolve("cuda:0", "x", true, none, &p, err, sizeof err),
-                     OCP_E_CONFIG);
+    assert_int_equal(ocp_gpu_resolve("cuda:0", "x", true, none, &p, err, sizeof err), OCP_E_CONFIG);
     assert_non_null(strstr(err, "no NVIDIA GPU found (NVML not available)"));
     /* Several, in the order given. */
     assert_int_equal(ocp_gpu_resolve("cuda:3,1", "x", true, g4, &p, err, sizeof err), 0);
@@ -89,9 +88,9 @@ static void test_resolve_named(void **state)
     assert_int_equal(p.idx[1], 1);
     assert_int_equal(ocp_gpu_resolve("cuda:0,1,2", "x", true, g2, &p, err, sizeof err),
                      OCP_E_CONFIG);
-    assert_non_null(strstr(err, "found 2: cuda:0 Fake GPU 24 GB (24576 MiB), cuda:1 Fake GPU 48 GB"));
-    assert_int_equal(ocp_gpu_resolve("cuda:1,1", "x", true, g2, &p, err, sizeof err),
-                     OCP_E_CONFIG);
+    assert_non_null(
+        strstr(err, "found 2: cuda:0 Fake GPU 24 GB (24576 MiB), cuda:1 Fake GPU 48 GB"));
+    assert_int_equal(ocp_gpu_resolve("cuda:1,1", "x", true, g2, &p, err, sizeof err), OCP_E_CONFIG);
     assert_non_null(strstr(err, "twice"));
     assert_int_equal(ocp_gpu_resolve("cuda:a", "x", true, g2, &p, err, sizeof err), OCP_E_CONFIG);
     assert_int_equal(ocp_gpu_resolve("gpu", "x", true, g2, &p, err, sizeof err), OCP_E_CONFIG);
@@ -199,8 +198,10 @@ static void test_discover_without_driver(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_resolve_cpu_and_auto), cmocka_unit_test(test_resolve_named),
-        cmocka_unit_test(test_assign),               cmocka_unit_test(test_visible_and_procs),
+        cmocka_unit_test(test_resolve_cpu_and_auto),
+        cmocka_unit_test(test_resolve_named),
+        cmocka_unit_test(test_assign),
+        cmocka_unit_test(test_visible_and_procs),
         cmocka_unit_test(test_discover_without_driver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
