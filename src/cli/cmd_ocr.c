@@ -1,63 +1,83 @@
 /*
- * cmd_ocr.c: `ocrpool ocr FILES...`, the main job: OCR images and PDFs,
- * write one file per page and format, a sidecar of all text, or the text
- * on standard output.
+ * cmd_ocr.c: `ocrpool ocr FILES...`, the main job: OCR images and PDFs
+ * through a pool of workers on a queue of its own, write one file per page
+ * and format as pages finish, then a sidecar of all text, or the text on
+ * standard output.
  *
- * Pages run one after another in this process for now; the worker pool
- * slots in under the same command (it will hand ocp_page_run to workers).
+ * The queue is a SQLite file under the output folder (or --queue FILE);
+ * task ids come from each file's path, size, time, page and settings, so
+ * running the same command again after an interruption resumes: finished
+ * pages are kept, the rest (and failed ones) are done.
  */
 #include "cli/cli.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "engine/engine.h"
-#include "gpu/gpu.h"
 #include "image/image.h"
-#include "pool/page.h"
+#include "pool/pool.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET };
+enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET, K_QUEUE };
 
 static const ocp_cli_opt ocr_opts[] = {
-    {"output-dir", 'o', 1, K_OUT},
-    {"sidecar", 0, 1, K_SIDECAR},
-    {"verbose", 'v', 0, K_VERBOSE},
-    {"quiet", 'q', 0, K_QUIET},
-    {NULL, 0, 0, 0},
+    {"output-dir", 'o', 1, K_OUT}, {"sidecar", 0, 1, K_SIDECAR}, {"verbose", 'v', 0, K_VERBOSE},
+    {"quiet", 'q', 0, K_QUIET},    {"queue", 0, 1, K_QUEUE},     {NULL, 0, 0, 0},
 };
-
-typedef struct ocr_ctx {
-    const char *outdir;
-    const char *sidecar;
-    int verbose, quiet;
-} ocr_ctx;
 
 typedef struct input {
     const char *path; /* "-" = standard input */
+    char *file;       /* what the workers read (a copy of standard input) */
     char *stem;       /* output file names start with it */
-    char *buf;        /* standard input's bytes */
-    size_t len;
-    int pages; /* 0 when it could not be opened */
+    int pages;        /* 0 when it could not be queued */
+    int first;        /* index of its first page in ocr_ctx.pages */
+    char err[600];
 } input;
+
+typedef struct page_ref {
+    char id[64];
+    int input, page;
+    int finished; /* 0 no, 1 done, 2 failed */
+} page_ref;
+
+typedef struct ocr_ctx {
+    const char *outdir, *sidecar, *queue;
+    int verbose, quiet;
+    ocp_config *cfg;
+    int fmts;
+    input *in;
+    int nin;
+    page_ref *pages, **by_id;
+    int npages, cap;
+    int done, failed, resumed, show_progress;
+    double t0;
+    ocp_submit_opts so;
+    int io_failed;
+} ocr_ctx;
 
 static void ocr_help(void)
 {
     printf("usage: ocrpool ocr [options] FILE...   (FILE may be - for standard input)\n\n"
-           "OCR images (PNG, JPEG, TIFF, WebP, PNM, GIF) and PDFs.\n\n"
+           "OCR images (PNG, JPEG, TIFF, WebP, PNM, GIF) and PDFs with a pool of workers.\n\n"
            "  -o, --output-dir DIR         write DIR/<stem>.<ext> per page and format\n"
            "                               (<stem>-p<N>.<ext> for multi-page inputs)\n"
            "      --sidecar FILE           all text, pages in order, separated by form feeds\n"
+           "  -j, --concurrency N          workers (default 2)\n"
+           "      --queue FILE             the queue (default DIR/.ocrpool-queue.db with -o)\n"
            "  -v, --verbose                a line per page, also on a pipe\n"
            "  -q, --quiet                  no progress line\n"
            "      --config FILE            settings file (name = value)\n\n"
            "Without -o or --sidecar the text goes to standard output; --format with more\n"
-           "than txt and no -o writes the files into the current folder.\n"
+           "than txt and no -o writes the files into the current folder. With -o, running\n"
+           "the same command again resumes where an interrupted run stopped.\n"
            "Exit status: 0 all pages done, 1 some failed (listed on stderr), 2 usage error.\n\n"
            "Settings (also OCRPOOL_<NAME> in the environment, or name = value in --config):\n");
     ocp_config_print_help(stdout);
@@ -79,6 +99,9 @@ static int ocr_handler(void *vctx, int key, const char *arg)
     case K_QUIET:
         c->quiet = 1;
         break;
+    case K_QUEUE:
+        c->queue = arg;
+        break;
     }
     return 0;
 }
@@ -89,29 +112,19 @@ static int mkdir_p(const char *dir)
     int rc = 0;
     for (char *s = p + 1;; s++) {
         if (*s == '/' || *s == '\0') {
-            char c = *s;
+            char ch = *s;
             *s = '\0';
             if (mkdir(p, 0755) < 0 && errno != EEXIST) {
                 rc = -errno;
                 break;
             }
-            *s = c;
-            if (!c)
+            *s = ch;
+            if (!ch)
                 break;
         }
     }
     free(p);
     return rc;
-}
-
-static void progress(int done, int total, double t0, int failed)
-{
-    double dt = ocp_now() - t0;
-    double rate = dt > 0 ? done / dt : 0;
-    int eta = rate > 0 ? (int)((total - done) / rate + 0.5) : 0;
-    fprintf(stderr, "\r\033[K%d/%d pages  %.2f pages/s  ETA %d:%02d%s", done, total, rate, eta / 60,
-            eta % 60, failed ? "  (some failed)" : "");
-    fflush(stderr);
 }
 
 /* Gives inputs that share a stem distinct stems: a.png, x/a.png, a.jpg -> a, a-2, a-3. */
@@ -133,30 +146,65 @@ static void unique_stems(input *in, int n)
     }
 }
 
-static int open_input(input *in, const ocp_image_limits *lim, ocp_doc **doc, char *err,
-                      size_t errlen)
+static int cmp_ref(const void *a, const void *b)
 {
-    if (strcmp(in->path, "-") == 0)
-        return ocp_doc_open_buffer(in->buf, in->len, lim, doc, err, errlen);
-    return ocp_doc_open_file(in->path, lim, doc, err, errlen);
+    return strcmp((*(page_ref *const *)a)->id, (*(page_ref *const *)b)->id);
 }
 
-/* Writes the renderings of one page. Returns 0 or a code with the reason in err. */
-static int write_outputs(const ocr_ctx *c, const input *in, const ocp_result *res, int fmts,
+static page_ref *find_ref(ocr_ctx *c, const char *id)
+{
+    page_ref key, *kp = &key;
+    snprintf(key.id, sizeof key.id, "%s", id);
+    page_ref **r = bsearch(&kp, c->by_id, (size_t)c->npages, sizeof *c->by_id, cmp_ref);
+    return r ? *r : NULL;
+}
+
+static void progress(ocr_ctx *c)
+{
+    if (!c->show_progress)
+        return;
+    double dt = ocp_now() - c->t0;
+    int fin = c->done + c->failed;
+    double rate = dt > 0 ? (fin - c->resumed) / dt : 0;
+    int eta = rate > 0 ? (int)((c->npages - fin) / rate + 0.5) : 0;
+    fprintf(stderr, "\r\033[K%d/%d pages  %.2f pages/s  ETA %d:%02d%s", fin, c->npages, rate,
+            eta / 60, eta % 60, c->failed ? "  (some failed)" : "");
+    fflush(stderr);
+}
+
+/* Writes the renderings of one page; returns 0 or a code with the reason in err. */
+static int write_outputs(ocr_ctx *c, const page_ref *pr, const char *json, int only_missing,
                          char *err, size_t errlen)
 {
+    const input *in = &c->in[pr->input];
+    ocp_result res;
     ocp_sb sb;
-    int rc = 0;
+    int rc = 0, parsed = 0;
+    ocp_result_init(&res);
     ocp_sb_init(&sb);
     for (int f = 1; f <= OCP_FMT_TSV; f <<= 1) {
-        if (!(fmts & f))
+        if (!(c->fmts & f))
             continue;
-        char *path =
-            in->pages > 1
-                ? ocp_xasprintf("%s/%s-p%d.%s", c->outdir, in->stem, res->page, ocp_format_ext(f))
-                : ocp_xasprintf("%s/%s.%s", c->outdir, in->stem, ocp_format_ext(f));
+        char *path = in->pages > 1 ? ocp_xasprintf("%s/%s-p%d.%s", c->outdir, in->stem,
+                                                   pr->page + 1, ocp_format_ext(f))
+                                   : ocp_xasprintf("%s/%s.%s", c->outdir, in->stem,
+                                                   ocp_format_ext(f));
+        if (only_missing && access(path, F_OK) == 0) {
+            free(path);
+            continue;
+        }
         ocp_sb_reset(&sb);
-        ocp_result_render(res, f, &sb);
+        if (f == OCP_FMT_JSON) {
+            ocp_sb_puts(&sb, json);
+        } else {
+            if (!parsed && ocp_result_from_json(&res, json) != 0) {
+                rc = ocp_errf(OCP_E_DECODE, err, errlen, "stored result is not a page result");
+                free(path);
+                break;
+            }
+            parsed = 1;
+            ocp_result_render(&res, f, &sb);
+        }
         rc = ocp_write_file(path, sb.buf, sb.len);
         if (rc)
             ocp_errf(rc, err, errlen, "cannot write %s: %s", path, ocp_strerror(rc));
@@ -165,21 +213,142 @@ static int write_outputs(const ocr_ctx *c, const input *in, const ocp_result *re
             break;
     }
     ocp_sb_fini(&sb);
+    ocp_result_fini(&res);
     return rc;
+}
+
+static void report_failure(ocr_ctx *c, const page_ref *pr, const char *reason)
+{
+    const input *in = &c->in[pr->input];
+    if (c->show_progress)
+        fprintf(stderr, "\r\033[K");
+    if (in->pages > 1)
+        fprintf(stderr, "ocrpool: %s page %d: %s\n", in->path, pr->page + 1, reason);
+    else
+        fprintf(stderr, "ocrpool: %s: %s\n", in->path, reason);
+}
+
+static void on_result(void *vctx, const char *id, int ok, const char *text)
+{
+    ocr_ctx *c = vctx;
+    page_ref *pr = find_ref(c, id);
+    char err[600];
+    if (!pr || pr->finished)
+        return;
+    if (ok && c->outdir && write_outputs(c, pr, text, 0, err, sizeof err) != 0) {
+        ok = 0;
+        text = err;
+        c->io_failed = 1;
+    }
+    pr->finished = ok ? 1 : 2;
+    if (ok) {
+        c->done++;
+        if (c->verbose) {
+            json_t *r = json_loads(text, 0, NULL);
+            fprintf(stderr, "ocrpool: %s page %d: %zu lines, %.2f s, peak RSS %lld KiB\n",
+                    c->in[pr->input].path, pr->page + 1,
+                    json_array_size(json_object_get(r, "lines")),
+                    json_number_value(json_object_get(r, "elapsed_ms")) / 1000.0,
+                    (long long)json_integer_value(json_object_get(r, "peak_rss_kb")));
+            json_decref(r);
+        }
+    } else {
+        c->failed++;
+        report_failure(c, pr, text);
+    }
+    progress(c);
+}
+
+static void add_ref(void *vctx, const char *id, int page, int pages, int inserted)
+{
+    (void)pages;
+    (void)inserted;
+    ocr_ctx *c = vctx;
+    if (c->npages == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 64;
+        c->pages = ocp_xrealloc(c->pages, (size_t)c->cap * sizeof *c->pages);
+    }
+    page_ref *r = &c->pages[c->npages++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->id, sizeof r->id, "%s", id);
+    r->page = page;
+    r->input = -1; /* set by the caller */
+}
+
+/* In the master, after the zygote is forked: queue every page, find what is done already. */
+static int prepare(void *vctx, ocp_broker *b)
+{
+    ocr_ctx *c = vctx;
+    char err[600];
+    if (ocp_image_global_init("ocrpool"))
+        return OCP_E_ENGINE;
+    ocp_image_limits lim = ocp_cli_limits(c->cfg);
+    for (int i = 0; i < c->nin; i++) {
+        input *in = &c->in[i];
+        int before = c->npages;
+        in->first = before;
+        if (!in->file)
+            continue;
+        if (ocp_cli_submit_file(b, in->file, &lim, &c->so, add_ref, c, err, sizeof err)) {
+            snprintf(in->err, sizeof in->err, "%s", err);
+            fprintf(stderr, "ocrpool: %s: %s\n", in->path, err);
+            c->npages = before;
+            continue;
+        }
+        in->pages = c->npages - before;
+        for (int k = before; k < c->npages; k++)
+            c->pages[k].input = i;
+    }
+    c->by_id = ocp_xcalloc((size_t)c->npages + 1, sizeof *c->by_id);
+    for (int k = 0; k < c->npages; k++)
+        c->by_id[k] = &c->pages[k];
+    qsort(c->by_id, (size_t)c->npages, sizeof *c->by_id, cmp_ref);
+    /* Resuming: failed pages get another chance; done ones are kept. */
+    long n = 0;
+    ocp_broker_requeue(b, c->so.group, (1u << OCP_TASK_FAILED) | (1u << OCP_TASK_BURIED), &n);
+    for (int k = 0; k < c->npages; k++) {
+        ocp_task_info info;
+        if (ocp_broker_get(b, c->pages[k].id, &info) == 0) {
+            if (info.state == OCP_TASK_DONE) {
+                c->pages[k].finished = 1;
+                c->done++;
+                if (c->outdir && info.result)
+                    write_outputs(c, &c->pages[k], info.result, 1, err, sizeof err);
+            }
+            ocp_task_info_fini(&info);
+        }
+    }
+    c->resumed = c->done;
+    if (c->done && (c->verbose || c->show_progress))
+        fprintf(stderr, "ocrpool: resuming: %d of %d pages done already\n", c->done, c->npages);
+    c->t0 = ocp_now();
+    progress(c);
+    return 0;
+}
+
+/* A group name for this run: the same inputs and settings give the same group. */
+static char *run_group(ocr_ctx *c)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (int i = 0; i < c->nin; i++)
+        for (const char *p = c->in[i].file ? c->in[i].file : ""; ; p++) {
+            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+            if (!*p)
+                break;
+        }
+    return ocp_xasprintf("ocr-%016llx", (unsigned long long)h);
 }
 
 int ocp_cmd_ocr(int argc, char **argv)
 {
-    ocr_ctx c = {0};
-    ocp_config *cfg = NULL;
-    char **pos = NULL, err[512];
-    int npos = 0, rc, total = 0, done = 0, failed = 0, status = OCP_EXIT_OK;
-    input *in = NULL;
-    ocp_engine *eng = NULL;
+    ocr_ctx c;
+    char **pos = NULL, err[600], qdir[4096] = "", qpath[4200];
+    int npos = 0, rc, status = OCP_EXIT_OK;
     FILE *sidecar = NULL;
-    int first_text = 1;
+    char *group = NULL;
 
-    rc = ocp_cli_parse(argc, argv, ocr_opts, ocr_handler, &c, ocr_help, &cfg, &pos, &npos);
+    memset(&c, 0, sizeof c);
+    rc = ocp_cli_parse(argc, argv, ocr_opts, ocr_handler, &c, ocr_help, &c.cfg, &pos, &npos);
     if (rc)
         return rc < 0 ? OCP_EXIT_OK : rc;
     if (npos == 0) {
@@ -187,11 +356,11 @@ int ocp_cmd_ocr(int argc, char **argv)
         status = OCP_EXIT_USAGE;
         goto out;
     }
-    if ((rc = ocp_cli_check_device(cfg)) != 0) {
+    if ((rc = ocp_cli_check_device(c.cfg)) != 0) {
         status = rc;
         goto out;
     }
-    int fmts = ocp_format_parse(ocp_config_str(cfg, OCP_S_FORMAT));
+    c.fmts = ocp_format_parse(ocp_config_str(c.cfg, OCP_S_FORMAT));
     int stdin_used = 0;
     for (int i = 0; i < npos; i++)
         stdin_used += strcmp(pos[i], "-") == 0;
@@ -200,14 +369,8 @@ int ocp_cmd_ocr(int argc, char **argv)
         status = OCP_EXIT_USAGE;
         goto out;
     }
-    ocp_image_limits lim = {
-        .max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS),
-        .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
-        .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
-        .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
-    };
     /* Renderings other than text need files: without -o they go to the current folder. */
-    if (!c.outdir && fmts != OCP_FMT_TXT)
+    if (!c.outdir && c.fmts != OCP_FMT_TXT)
         c.outdir = ".";
     if (c.outdir && (rc = mkdir_p(c.outdir)) != 0) {
         fprintf(stderr, "ocrpool: cannot create %s: %s\n", c.outdir, ocp_strerror(rc));
@@ -219,136 +382,164 @@ int ocp_cmd_ocr(int argc, char **argv)
         status = OCP_EXIT_FAILED;
         goto out;
     }
-    if (ocp_image_global_init(argv[0])) {
-        fprintf(stderr, "ocrpool: cannot start libvips\n");
-        status = OCP_EXIT_FAILED;
-        goto out;
+    /* The queue: given, under the output folder (resumable), or a temporary one. */
+    if (c.queue) {
+        snprintf(qpath, sizeof qpath, "%s", c.queue);
+    } else if (c.outdir && strcmp(c.outdir, ".") != 0) {
+        snprintf(qpath, sizeof qpath, "%s/.ocrpool-queue.db", c.outdir);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(qdir, sizeof qdir, "%s/ocrpool-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(qdir)) {
+            fprintf(stderr, "ocrpool: cannot make a temporary queue: %s\n", strerror(errno));
+            status = OCP_EXIT_FAILED;
+            goto out;
+        }
+        snprintf(qpath, sizeof qpath, "%s/queue.db", qdir);
     }
-    ocp_engine_params ep = {
-        .lang = ocp_config_str(cfg, OCP_S_LANG),
-        .tessdata_dir = ocp_config_str(cfg, OCP_S_TESSDATA_DIR),
-        .psm = (int)ocp_config_int(cfg, OCP_S_PSM),
+
+    c.nin = npos;
+    c.in = ocp_xcalloc((size_t)npos, sizeof *c.in);
+    for (int i = 0; i < npos; i++) {
+        input *in = &c.in[i];
+        in->path = pos[i];
+        in->stem = ocp_path_stem(strcmp(pos[i], "-") == 0 ? "stdin" : pos[i]);
+        if (strcmp(pos[i], "-") != 0) {
+            in->file = ocp_xstrdup(pos[i]);
+            continue;
+        }
+        /* Standard input: the workers read a copy kept beside the queue. */
+        char *buf;
+        size_t len;
+        size_t max = (size_t)ocp_config_int(c.cfg, OCP_S_MAX_INPUT_SIZE) << 20;
+        rc = ocp_read_fd(STDIN_FILENO, max, &buf, &len);
+        if (rc == 0 && len == 0)
+            rc = OCP_E_EMPTY;
+        if (rc == 0) {
+            in->file = ocp_xasprintf("%s.stdin", qpath);
+            rc = ocp_write_file(in->file, buf, len);
+            free(buf);
+        }
+        if (rc) {
+            fprintf(stderr, "ocrpool: -: %s\n",
+                    rc == OCP_E_EMPTY ? "empty input" : ocp_strerror(rc));
+            free(in->file);
+            in->file = NULL;
+            c.failed++;
+        }
+    }
+    unique_stems(c.in, npos);
+    group = run_group(&c);
+    c.so = (ocp_submit_opts){
+        .lang = ocp_config_str(c.cfg, OCP_S_LANG),
+        .group = group,
+        .priority = 0,
+        .max_image_size = (int)ocp_config_int(c.cfg, OCP_S_MAX_IMAGE_SIZE),
+        .stable_ids = 1,
     };
-    if ((rc = ocp_engine_open(ocp_config_str(cfg, OCP_S_ENGINE), &ep, &eng, err, sizeof err))) {
+    c.show_progress = !c.quiet && !c.verbose && isatty(STDERR_FILENO);
+
+    ocp_pool_conf pc;
+    ocp_pool_conf_from_config(&pc, c.cfg);
+    pc.only_group = group;
+    ocp_pool_hooks hooks = {
+        .ctx = &c, .on_result = on_result, .exit_when_idle = true, .prepare = prepare};
+    char url[4300];
+    snprintf(url, sizeof url, "sqlite://%s", qpath);
+    rc = ocp_pool_run(&pc, url, &hooks, err, sizeof err);
+    if (c.show_progress)
+        fprintf(stderr, "\r\033[K");
+    if (rc) {
         fprintf(stderr, "ocrpool: %s\n", err);
         status = OCP_EXIT_FAILED;
         goto out;
     }
 
-    /* First pass: what each input holds, so progress can count pages. */
-    in = ocp_xcalloc((size_t)npos, sizeof *in);
-    for (int i = 0; i < npos; i++) {
-        ocp_doc *doc = NULL;
-        in[i].path = pos[i];
-        in[i].stem = ocp_path_stem(strcmp(pos[i], "-") == 0 ? "stdin" : pos[i]);
-        if (strcmp(pos[i], "-") == 0) {
-            size_t max = (size_t)ocp_config_int(cfg, OCP_S_MAX_INPUT_SIZE) << 20;
-            rc = ocp_read_fd(STDIN_FILENO, max, &in[i].buf, &in[i].len);
-            if (rc) {
-                fprintf(stderr, "ocrpool: -: cannot read standard input: %s\n", ocp_strerror(rc));
-                failed++;
+    /* Text in page order, from the queue; a failed page stays as an empty page. */
+    int unfinished = 0;
+    FILE *tf = sidecar ? sidecar : (!c.outdir ? stdout : NULL);
+    ocp_broker *b = NULL;
+    if (ocp_broker_open(url, &b, err, sizeof err) == 0) {
+        int first = 1;
+        for (int k = 0; k < c.npages; k++) {
+            page_ref *pr = &c.pages[k];
+            ocp_task_info info;
+            const char *text = NULL;
+            json_t *r = NULL;
+            if (ocp_broker_get(b, pr->id, &info) != 0)
                 continue;
+            if (info.state == OCP_TASK_DONE && info.result) {
+                r = json_loads(info.result, 0, NULL);
+                text = json_string_value(json_object_get(r, "text"));
+            } else if (info.state == OCP_TASK_READY || info.state == OCP_TASK_LEASED) {
+                unfinished++;
+            } else if (!pr->finished) {
+                /* Failed before this run saw it (a budget refusal, or buried on lease). */
+                report_failure(&c, pr, info.error ? info.error : "failed");
+                c.failed++;
             }
-        }
-        rc = open_input(&in[i], &lim, &doc, err, sizeof err);
-        if (rc) {
-            fprintf(stderr, "ocrpool: %s: %s\n", in[i].path, err);
-            failed++;
-            continue;
-        }
-        in[i].pages = ocp_doc_pages(doc);
-        total += in[i].pages;
-        ocp_doc_destroy(doc);
-    }
-    unique_stems(in, npos);
-
-    int show_progress = !c.quiet && isatty(STDERR_FILENO) && !c.verbose;
-    double t0 = ocp_now();
-    for (int i = 0; i < npos; i++) {
-        ocp_doc *doc = NULL;
-        if (in[i].pages == 0)
-            continue;
-        rc = open_input(&in[i], &lim, &doc, err, sizeof err);
-        if (rc) {
-            /* It opened a moment ago: the file changed under us. Its pages fail. */
-            fprintf(stderr, "ocrpool: %s: %s\n", in[i].path, err);
-            failed += in[i].pages;
-            done += in[i].pages;
-            continue;
-        }
-        for (int p = 0; p < in[i].pages; p++) {
-            ocp_result res;
-            ocp_page_task t = {
-                .source = in[i].path,
-                .page = p,
-                .lang = ep.lang,
-                .timeout_s = ocp_config_double(cfg, OCP_S_PAGE_TIMEOUT),
-            };
-            ocp_result_init(&res);
-            rc = ocp_page_run(eng, doc, &t, &res, err, sizeof err);
-            if (!rc && c.outdir)
-                rc = write_outputs(&c, &in[i], &res, fmts, err, sizeof err);
-            if (show_progress)
-                fprintf(stderr, "\r\033[K");
-            if (rc) {
-                if (in[i].pages > 1)
-                    fprintf(stderr, "ocrpool: %s page %d: %s\n", in[i].path, p + 1, err);
-                else
-                    fprintf(stderr, "ocrpool: %s: %s\n", in[i].path, err);
-                failed++;
-            } else if (c.verbose) {
-                fprintf(stderr, "ocrpool: %s page %d: %zu lines, %.2f s, peak RSS %ld KiB\n",
-                        in[i].path, p + 1, res.n_lines, res.elapsed_ms / 1000.0, res.peak_rss_kb);
-            }
-            /* Text in page order; a failed page stays as an empty page. */
-            FILE *tf = sidecar ? sidecar : (!c.outdir ? stdout : NULL);
             if (tf) {
-                if (!first_text)
+                if (!first)
                     fputc('\f', tf);
-                first_text = 0;
-                if (!rc && res.text)
-                    fputs(res.text, tf);
-                if (fflush(tf) != 0 || ferror(tf)) {
-                    fprintf(stderr, "ocrpool: cannot write %s: %s\n",
-                            tf == sidecar ? c.sidecar : "standard output", strerror(errno));
-                    status = OCP_EXIT_FAILED;
-                    clearerr(tf);
-                }
+                first = 0;
+                if (text)
+                    fputs(text, tf);
             }
-            done++;
-            if (show_progress)
-                progress(done, total, t0, failed);
-            ocp_result_fini(&res);
+            json_decref(r);
+            ocp_task_info_fini(&info);
         }
-        ocp_doc_destroy(doc);
+        ocp_broker_close(b);
+    } else {
+        fprintf(stderr, "ocrpool: %s\n", err);
+        status = OCP_EXIT_FAILED;
     }
-    if (show_progress)
-        fprintf(stderr, "\r\033[K");
-    if (c.verbose || show_progress) {
-        double dt = ocp_now() - t0;
-        fprintf(stderr, "ocrpool: %d pages, %d failed, %.1f s (%.2f pages/s)\n", total, failed, dt,
-                dt > 0 ? total / dt : 0.0);
+    if (tf && (fflush(tf) != 0 || ferror(tf))) {
+        fprintf(stderr, "ocrpool: cannot write %s: %s\n",
+                tf == sidecar ? c.sidecar : "standard output", strerror(errno));
+        status = OCP_EXIT_FAILED;
     }
-    if (failed)
+    if (unfinished)
+        fprintf(stderr, "ocrpool: stopped with %d pages not done: run the same command again "
+                        "to resume\n",
+                unfinished);
+    if (c.verbose || c.show_progress) {
+        double dt = ocp_now() - c.t0;
+        fprintf(stderr, "ocrpool: %d pages, %d failed, %.1f s (%.2f pages/s)\n", c.npages,
+                c.failed, dt, dt > 0 ? (c.done + c.failed - c.resumed) / dt : 0.0);
+    }
+    for (int i = 0; i < c.nin; i++)
+        if (!c.in[i].file || c.in[i].err[0])
+            status = OCP_EXIT_FAILED;
+    if (c.failed || unfinished || c.io_failed)
         status = OCP_EXIT_FAILED;
 out:
-    if (status == OCP_EXIT_OK && fflush(stdout) != 0) {
-        fprintf(stderr, "ocrpool: cannot write standard output: %s\n", strerror(errno));
-        status = OCP_EXIT_FAILED;
-    }
     if (sidecar && fclose(sidecar) != 0) {
         fprintf(stderr, "ocrpool: cannot write %s: %s\n", c.sidecar, strerror(errno));
         status = OCP_EXIT_FAILED;
     }
-    if (in) {
-        for (int i = 0; i < npos; i++) {
-            free(in[i].stem);
-            free(in[i].buf);
+    if (c.in) {
+        for (int i = 0; i < c.nin; i++) {
+            if (c.in[i].file && strcmp(c.in[i].path, "-") == 0 && qdir[0])
+                unlink(c.in[i].file);
+            free(c.in[i].stem);
+            free(c.in[i].file);
         }
-        free(in);
+        free(c.in);
     }
-    ocp_engine_close(eng);
-    ocp_config_destroy(cfg);
+    if (qdir[0]) {
+        /* The temporary queue: nothing to resume without -o. */
+        char *f[] = {"queue.db", "queue.db-wal", "queue.db-shm"};
+        for (int i = 0; i < 3; i++) {
+            char *p = ocp_xasprintf("%s/%s", qdir, f[i]);
+            unlink(p);
+            free(p);
+        }
+        rmdir(qdir);
+    }
+    free(c.pages);
+    free(c.by_id);
+    free(group);
+    ocp_config_destroy(c.cfg);
     free(pos);
     return status;
 }

@@ -19,6 +19,11 @@ static const struct {
     const char *help;
 } commands[] = {
     {"ocr", ocp_cmd_ocr, "OCR images and PDFs"},
+    {"worker", ocp_cmd_worker, "run a pool on a broker until stopped"},
+    {"submit", ocp_cmd_submit, "queue pages of images and PDFs; prints task ids"},
+    {"status", ocp_cmd_status, "counts of a group's pages by state, failures with reasons"},
+    {"result", ocp_cmd_result, "the result of a page in a format"},
+    {"requeue", ocp_cmd_requeue, "give buried or failed pages another chance"},
     {"config", ocp_cmd_config, "show every setting and where its value came from"},
     {"gpus", ocp_cmd_gpus, "list the NVIDIA GPUs with memory, use and processes"},
     {"gpu-test", ocp_cmd_gpu_test, "check a GPU configuration: resolve, assign, OCR a test page"},

@@ -102,6 +102,7 @@ int ocp_cli_parse(int argc, char **argv, const ocp_cli_opt *opts, ocp_cli_handle
                 /* Other spellings: --jobs (as make), --memory-fraction (gpu-test's). */
                 id = strcmp(key, "jobs") == 0              ? (int)OCP_S_CONCURRENCY
                      : strcmp(key, "memory-fraction") == 0 ? (int)OCP_S_GPU_MEMORY_FRACTION
+                     : strcmp(key, "soft-time-limit") == 0 ? (int)OCP_S_PAGE_TIMEOUT
                                                            : ocp_config_find(key);
                 if (id < 0 && strncmp(key, "no-", 3) == 0) {
                     id = ocp_config_find(key + 3);
@@ -195,4 +196,15 @@ int ocp_cli_check_device(const ocp_config *cfg)
     }
     OCP_LOG(OCP_LOG_INFO, "device %s: %s", device, plan.why);
     return 0;
+}
+
+ocp_image_limits ocp_cli_limits(const ocp_config *cfg)
+{
+    ocp_image_limits lim = {
+        .max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS),
+        .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
+        .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
+        .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
+    };
+    return lim;
 }

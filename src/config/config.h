@@ -23,6 +23,8 @@
 #define OCP_FEAT_GPU     1u
 #define OCP_FEAT_MATH    2u
 #define OCP_FEAT_COMPILE 4u
+/* Not a setting's feature: the engine needs no pixels (the null engine). */
+#define OCP_FEAT_NO_PIXELS 0x100u
 
 typedef enum ocp_setting_type {
     OCP_T_INT,

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const ocp_engine_ops *const engines[] = {&ocp_engine_tesseract};
+static const ocp_engine_ops *const engines[] = {&ocp_engine_tesseract, &ocp_engine_null};
 
 struct ocp_engine {
     const ocp_engine_ops *ops;
@@ -67,4 +67,9 @@ void ocp_engine_close(ocp_engine *e)
         return;
     e->ops->close(e->state);
     free(e);
+}
+
+unsigned ocp_engine_features(const ocp_engine *e)
+{
+    return e->ops->features;
 }

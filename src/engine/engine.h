@@ -58,5 +58,9 @@ void ocp_engine_close(ocp_engine *e);
 
 /* The Tesseract engine's table (engine_tesseract.c). */
 extern const ocp_engine_ops ocp_engine_tesseract;
+/* The null engine's (engine_null.c). */
+extern const ocp_engine_ops ocp_engine_null;
+/* The features of an open engine (OCP_FEAT_*). */
+unsigned ocp_engine_features(const ocp_engine *e);
 
 #endif

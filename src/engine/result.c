@@ -8,6 +8,7 @@
  * union of their lines' boxes.
  */
 #include "engine/result.h"
+#include "core/error.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -181,6 +182,8 @@ static void render_json(const ocp_result *r, ocp_sb *out)
         json_object_set_new(lo, "bbox", box_json(l->bbox));
         json_object_set_new(lo, "text", json_string(l->text));
         json_object_set_new(lo, "confidence", conf_json(l->conf));
+        json_object_set_new(lo, "block", json_integer(l->block));
+        json_object_set_new(lo, "par", json_integer(l->par));
         for (size_t k = 0; k < l->n_words; k++) {
             const ocp_word *w = &r->words[l->first_word + k];
             json_array_append_new(words,
@@ -409,4 +412,57 @@ void ocp_result_render(const ocp_result *r, int fmt, ocp_sb *out)
     default:
         break;
     }
+}
+
+static ocp_box box_from(json_t *a)
+{
+    ocp_box b = {0, 0, 0, 0};
+    if (json_is_array(a) && json_array_size(a) == 4) {
+        b.x1 = (int)json_integer_value(json_array_get(a, 0));
+        b.y1 = (int)json_integer_value(json_array_get(a, 1));
+        b.x2 = (int)json_integer_value(json_array_get(a, 2));
+        b.y2 = (int)json_integer_value(json_array_get(a, 3));
+    }
+    return b;
+}
+
+static const char *str_of(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+int ocp_result_from_json(ocp_result *r, const char *text)
+{
+    json_t *o = json_loads(text, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return OCP_E_DECODE;
+    }
+    ocp_result_set(&r->id, str_of(o, "id"));
+    ocp_result_set(&r->source, str_of(o, "source"));
+    ocp_result_set(&r->lang, str_of(o, "lang"));
+    ocp_result_set(&r->engine, str_of(o, "engine"));
+    ocp_result_set(&r->text, str_of(o, "text"));
+    r->page = (int)json_integer_value(json_object_get(o, "page"));
+    r->width = (int)json_integer_value(json_object_get(o, "width"));
+    r->height = (int)json_integer_value(json_object_get(o, "height"));
+    r->mean_conf = (float)json_number_value(json_object_get(o, "mean_confidence"));
+    r->elapsed_ms = json_number_value(json_object_get(o, "elapsed_ms"));
+    r->peak_rss_kb = (long)json_integer_value(json_object_get(o, "peak_rss_kb"));
+    size_t i, k;
+    json_t *l, *w;
+    json_array_foreach(json_object_get(o, "lines"), i, l)
+    {
+        ocp_result_add_line(r, box_from(json_object_get(l, "bbox")), str_of(l, "text"),
+                            (float)json_number_value(json_object_get(l, "confidence")),
+                            (int)json_integer_value(json_object_get(l, "block")),
+                            (int)json_integer_value(json_object_get(l, "par")));
+        json_array_foreach(json_object_get(l, "words"), k, w)
+        {
+            ocp_result_add_word(r, box_from(json_object_get(w, "bbox")), str_of(w, "text"),
+                                (float)json_number_value(json_object_get(w, "confidence")));
+        }
+    }
+    json_decref(o);
+    return 0;
 }

@@ -84,6 +84,12 @@ int ocp_format_parse(const char *list);
 const char *ocp_format_ext(int fmt);
 const char *ocp_format_name(int fmt);
 
+/*
+ * Fills r (initialised by the caller) from the JSON rendering of a result.
+ * Returns 0, or OCP_E_DECODE when json is not a page result.
+ */
+int ocp_result_from_json(ocp_result *r, const char *json);
+
 /* Appends the rendering fmt (one format) of r to out. */
 void ocp_result_render(const ocp_result *r, int fmt, ocp_sb *out);
 

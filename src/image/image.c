@@ -268,6 +268,21 @@ static int dpi_of(VipsImage *img)
     return dpi;
 }
 
+int ocp_doc_page_size(ocp_doc *doc, int page, int *w, int *h, char *err, size_t errlen)
+{
+    int rc = 0;
+    if (page < 0 || page >= doc->pages)
+        return ocp_errf(OCP_E_NOPAGE, err, errlen, "no page %d (document has %d)", page + 1,
+                        doc->pages);
+    VipsImage *img = open_page(doc, page, err, errlen, &rc);
+    if (!img)
+        return rc;
+    *w = vips_image_get_width(img);
+    *h = vips_image_get_height(img);
+    g_object_unref(img);
+    return 0;
+}
+
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, size_t errlen)
 {
     VipsImage *img, *t = NULL;

@@ -64,6 +64,9 @@ int ocp_doc_pages(const ocp_doc *doc);
 /* "png", "jpeg", "tiff", "webp", "pnm", "gif" or "pdf". */
 const char *ocp_doc_format(const ocp_doc *doc);
 
+/* The size of page (0-based) from its header, before any decoding or resize. */
+int ocp_doc_page_size(ocp_doc *doc, int page, int *w, int *h, char *err, size_t errlen);
+
 /* Loads page (0-based) into img. img is overwritten; fini it after use. */
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *img, char *err, size_t errlen);
 void ocp_page_image_fini(ocp_page_image *img);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "config/config.h"
 
 #include <malloc.h>
 #include <stdio.h>
@@ -28,6 +29,11 @@ int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_resu
     ocp_result_set(&res->lang, t->lang);
     res->page = t->page + 1;
 
+    if (ocp_engine_features(eng) & OCP_FEAT_NO_PIXELS) {
+        /* The null engine: no decoding, an empty page. */
+        rc = ocp_engine_ocr(eng, &(ocp_page_image){0}, &op, res);
+        goto out;
+    }
     rc = ocp_doc_load_page(doc, t->page, &img, err, errlen);
     if (rc)
         goto out;

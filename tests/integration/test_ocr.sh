@@ -102,9 +102,9 @@ check "--format without -o: nothing on stdout" test ! -s "$TMP/cwd.out"
 # Progress: one line on a terminal (script gives a pty), nothing on a pipe, lines with -v.
 script -qec "'$OCRPOOL' ocr -l eng -o '$TMP/prog' '$F/two.tif'" /dev/null >"$TMP/tty.out" 2>&1
 check "progress on a terminal" grep -q '2/2 pages .*pages/s.*ETA' "$TMP/tty.out"
-"$OCRPOOL" ocr -l eng -o "$TMP/prog" "$F/two.tif" 2>"$TMP/pipe.err"
+"$OCRPOOL" ocr -l eng -o "$TMP/prog2" "$F/two.tif" 2>"$TMP/pipe.err"
 check "no progress on a pipe" test ! -s "$TMP/pipe.err"
-"$OCRPOOL" ocr -v -l eng -o "$TMP/prog" "$F/two.tif" 2>"$TMP/v.err"
+"$OCRPOOL" ocr -v -l eng -o "$TMP/prog3" "$F/two.tif" 2>"$TMP/v.err"
 check "-v: a line per page and a summary" \
     bash -c "[ \$(grep -c 'page [12]: .* lines, .* s, peak RSS' '$TMP/v.err') -eq 2 ] && grep -q '2 pages, 0 failed' '$TMP/v.err'"
 

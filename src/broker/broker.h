@@ -1,0 +1,157 @@
+/*
+ * broker.h: where page tasks wait, are leased, and their results are kept.
+ *
+ * Backends are sibling files behind one table of function pointers
+ * (ocp_broker_ops): broker_sqlite.c now (one machine, a file), Redis with
+ * Celery's protocol next. Task lifecycle:
+ *
+ *   submit --> READY --lease--> LEASED --ack (result stored)--> DONE
+ *                ^                 |  '--fail (bad input)-----> FAILED
+ *                |                 |--release (worker lost, lease
+ *                |                 |   expired)--> READY, deliveries kept
+ *                '-----------------'--deliveries >= max --> BURIED
+ *
+ * Every lease counts a delivery. A lease expires unless its owner renews
+ * it; an expired lease is leased again by anyone. Results are idempotent
+ * per task id: the first ack stores the result, later ones change nothing.
+ * Times are seconds since the epoch (leases are shared between processes).
+ */
+#ifndef OCP_BROKER_BROKER_H
+#define OCP_BROKER_BROKER_H
+
+#include <stddef.h>
+
+typedef enum ocp_task_state {
+    OCP_TASK_READY = 0,
+    OCP_TASK_LEASED = 1,
+    OCP_TASK_DONE = 2,
+    OCP_TASK_FAILED = 3,
+    OCP_TASK_BURIED = 4,
+} ocp_task_state;
+
+/* A leased task. Open type; strings are owned (ocp_task_fini frees them). */
+typedef struct ocp_task {
+    char *id;
+    char *group;
+    int priority;
+    int deliveries; /* including this one */
+    char *payload;  /* JSON: what the page is (source, page, lang, size, settings) */
+} ocp_task;
+
+void ocp_task_fini(ocp_task *t);
+
+/* Counts of a group's (or all) tasks by state. Open type. */
+typedef struct ocp_counts {
+    long ready, leased, done, failed, buried;
+} ocp_counts;
+
+/* One task as seen by status and result. Open type; strings owned (fini). */
+typedef struct ocp_task_info {
+    char *id, *group, *payload, *result, *error, *lease_owner;
+    int state, priority, deliveries, worker_pid;
+    double created, started, finished, lease_expires;
+    long peak_rss_kb;
+} ocp_task_info;
+
+void ocp_task_info_fini(ocp_task_info *i);
+const char *ocp_task_state_name(int state);
+
+/* A new task. Open type; strings borrowed. */
+typedef struct ocp_task_spec {
+    const char *id; /* NULL = a new UUID */
+    const char *group;
+    int priority; /* 0..9, higher first */
+    const char *payload;
+} ocp_task_spec;
+
+typedef struct ocp_broker ocp_broker;
+
+/*
+ * Opens the broker of url ("sqlite:///abs/path.db", "sqlite://rel.db", or a
+ * plain path). *out is new (ocp_broker_close frees it); on failure the
+ * reason is in err.
+ */
+int ocp_broker_open(const char *url, ocp_broker **out, char *err, size_t errlen);
+void ocp_broker_close(ocp_broker *b);
+/* The reason of the last failure on b. Borrowed. */
+const char *ocp_broker_errmsg(const ocp_broker *b);
+
+/* Producer. id_out (37 bytes) receives the task id; *inserted is 0 when
+ * a task with that id existed already (then nothing changes). */
+int ocp_broker_submit(ocp_broker *b, const ocp_task_spec *spec, char id_out[64], int *inserted);
+
+/*
+ * Consumer. Leases up to max tasks for owner (READY ones whose time has
+ * come, and LEASED ones whose lease expired), highest priority first, then
+ * oldest; only group's when group is not NULL. A task found with
+ * deliveries >= max_deliveries is buried instead.
+ * out has room for max; *n receives the count. The caller finis each.
+ */
+int ocp_broker_lease(ocp_broker *b, const char *owner, const char *group, int max, double lease_s,
+                     int max_deliveries, ocp_task *out, int *n);
+/* Extends owner's leases of ids by lease_s from now. */
+int ocp_broker_renew(ocp_broker *b, const char *owner, char *const *ids, int n, double lease_s);
+/* Stores the result and marks the task DONE, once. */
+int ocp_broker_ack(ocp_broker *b, const char *id, const char *result, double started,
+                   double finished, long peak_rss_kb, int worker_pid);
+/* Marks the task FAILED with reason (bad input: retrying will not help). */
+int ocp_broker_fail(ocp_broker *b, const char *id, const char *reason, double started,
+                    double finished, int worker_pid);
+/*
+ * Gives a leased task back: READY again after delay_s, or BURIED when it has
+ * had max_deliveries deliveries. uncount gives back the delivery (a
+ * shutdown, not the page's fault). *buried tells which happened.
+ */
+int ocp_broker_release(ocp_broker *b, const char *id, const char *reason, double delay_s,
+                       int uncount, int max_deliveries, int *buried);
+
+/* Queries and maintenance. group NULL = all groups. */
+int ocp_broker_counts(ocp_broker *b, const char *group, ocp_counts *c);
+/* Calls fn for each task of group in submission order (with its result only if want_result). */
+int ocp_broker_list(ocp_broker *b, const char *group, int want_result,
+                    int (*fn)(void *ctx, const ocp_task_info *i), void *ctx);
+/* Fills info for id; returns OCP_E_NOPAGE when there is no such task. */
+int ocp_broker_get(ocp_broker *b, const char *id, ocp_task_info *info);
+/* Puts the tasks of group in any state of states_mask (1 << state) back to READY with
+ * no deliveries. *n receives how many. */
+int ocp_broker_requeue(ocp_broker *b, const char *group, unsigned states_mask, long *n);
+/* Deletes finished (DONE, FAILED, BURIED) tasks older than older_than. */
+int ocp_broker_expire(ocp_broker *b, double older_than, long *n);
+/* Makes LEASED tasks whose owner is a process of this host that no longer
+ * exists READY again at once (instead of waiting for the lease to expire). */
+int ocp_broker_reclaim_dead(ocp_broker *b, long *n);
+
+/* This process's lease owner name: "host:pid:starttime". */
+void ocp_broker_owner_name(char *buf, size_t len);
+
+/* Backend table (broker_sqlite.c fills one). */
+typedef struct ocp_broker_ops {
+    const char *scheme;
+    int (*open)(const char *target, void **st, char *err, size_t errlen);
+    void (*close)(void *st);
+    const char *(*errmsg)(void *st);
+    int (*submit)(void *st, const ocp_task_spec *spec, const char *id, int *inserted);
+    int (*lease)(void *st, const char *owner, const char *group, int max, double lease_s,
+                 int max_deliveries, ocp_task *out, int *n);
+    int (*renew)(void *st, const char *owner, char *const *ids, int n, double lease_s);
+    int (*ack)(void *st, const char *id, const char *result, double started, double finished,
+               long peak_rss_kb, int worker_pid);
+    int (*fail)(void *st, const char *id, const char *reason, double started, double finished,
+                int worker_pid);
+    int (*release)(void *st, const char *id, const char *reason, double delay_s, int uncount,
+                   int max_deliveries, int *buried);
+    int (*counts)(void *st, const char *group, ocp_counts *c);
+    int (*list)(void *st, const char *group, int want_result,
+                int (*fn)(void *ctx, const ocp_task_info *i), void *ctx);
+    int (*get)(void *st, const char *id, ocp_task_info *info);
+    int (*requeue)(void *st, const char *group, unsigned states_mask, long *n);
+    int (*expire)(void *st, double older_than, long *n);
+    int (*reclaim_dead)(void *st, long *n);
+} ocp_broker_ops;
+
+extern const ocp_broker_ops ocp_broker_sqlite;
+
+/* Seconds since the epoch, as a double. */
+double ocp_wall_now(void);
+
+#endif

@@ -1,0 +1,624 @@
+/*
+ * broker_sqlite.c: the embedded broker, one SQLite file (WAL) that several
+ * nodes of one machine may share (broker.h).
+ *
+ * Schema version OCP_SQLITE_SCHEMA, kept in PRAGMA user_version. Migration
+ * rule: a file of an older version is brought up step by step by
+ * migrate(), each step in one transaction; a file of a newer version is
+ * refused (an older ocrpool must not write it).
+ *
+ * All writes that must be atomic (lease, ack) run in BEGIN IMMEDIATE
+ * transactions; readers and writers wait up to busy_timeout for each other.
+ */
+#include "broker/broker.h"
+#include "core/error.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OCP_SQLITE_SCHEMA 1
+
+int ocp__owner_is_dead(const char *owner);
+
+typedef struct sq {
+    sqlite3 *db;
+    char errmsg[512];
+} sq;
+
+static const char *const schema_v1 =
+    "CREATE TABLE tasks ("
+    " id TEXT PRIMARY KEY,"
+    " grp TEXT NOT NULL DEFAULT '',"
+    " priority INTEGER NOT NULL DEFAULT 0,"
+    " state INTEGER NOT NULL DEFAULT 0," /* ocp_task_state */
+    " deliveries INTEGER NOT NULL DEFAULT 0,"
+    " lease_owner TEXT,"
+    " lease_expires REAL,"
+    " not_before REAL NOT NULL DEFAULT 0,"
+    " payload TEXT NOT NULL,"
+    " result TEXT,"
+    " error TEXT,"
+    " created REAL NOT NULL,"
+    " started REAL,"
+    " finished REAL,"
+    " peak_rss_kb INTEGER,"
+    " worker_pid INTEGER);"
+    "CREATE INDEX tasks_queue ON tasks(state, priority DESC, not_before);"
+    "CREATE INDEX tasks_group ON tasks(grp, state);"
+    "CREATE INDEX tasks_lease ON tasks(state, lease_expires);";
+
+static int fail_db(sq *s, const char *what)
+{
+    int code = sqlite3_errcode(s->db);
+    snprintf(s->errmsg, sizeof s->errmsg, "%s: %s", what, sqlite3_errmsg(s->db));
+    if (code == SQLITE_FULL)
+        return -ENOSPC;
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+        return -EBUSY;
+    if (code == SQLITE_NOMEM)
+        return -ENOMEM;
+    return -EIO;
+}
+
+static int exec(sq *s, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        return sqlite3_errcode(s->db) == SQLITE_FULL ? -ENOSPC : -EIO;
+    }
+    return 0;
+}
+
+static int migrate(sq *s)
+{
+    sqlite3_stmt *st;
+    int version = 0, rc;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return fail_db(s, "cannot read the schema version");
+    if (sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > OCP_SQLITE_SCHEMA) {
+        snprintf(s->errmsg, sizeof s->errmsg,
+                 "queue schema version %d is newer than this ocrpool's (%d)", version,
+                 OCP_SQLITE_SCHEMA);
+        return OCP_E_CONFIG;
+    }
+    if (version == OCP_SQLITE_SCHEMA)
+        return 0;
+    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+        return rc;
+    /* Re-read under the lock: another node may have migrated meanwhile. */
+    sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version == 0 && (rc = exec(s, schema_v1)) == 0)
+        version = 1;
+    /* Future steps: if (version == 1) { ALTER ...; version = 2; } */
+    if (!rc) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version);
+        rc = exec(s, sql);
+    }
+    if (rc) {
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    return exec(s, "COMMIT");
+}
+
+static int sq_open(const char *target, void **out, char *err, size_t errlen)
+{
+    sq *s = ocp_xcalloc(1, sizeof *s);
+    int rc;
+    if (!*target) {
+        free(s);
+        return ocp_errf(OCP_E_CONFIG, err, errlen, "broker: no database file named");
+    }
+    if (sqlite3_open_v2(target, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        rc = ocp_errf(-EIO, err, errlen, "cannot open queue %s: %s", target,
+                      s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sqlite3_close(s->db);
+        free(s);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    if ((rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")) ||
+        (rc = migrate(s))) {
+        ocp_errf(rc, err, errlen, "queue %s: %s", target, s->errmsg);
+        sqlite3_close(s->db);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+static void sq_close(void *st)
+{
+    sq *s = st;
+    if (!s)
+        return;
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static const char *sq_errmsg(void *st)
+{
+    return ((sq *)st)->errmsg;
+}
+
+static int sq_submit(void *st, const ocp_task_spec *spec, const char *id, int *inserted)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    int rc = 0;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT OR IGNORE INTO tasks(id, grp, priority, payload, created) "
+                           "VALUES (?, ?, ?, ?, ?)",
+                           -1, &q, NULL) != SQLITE_OK)
+        return fail_db(s, "submit");
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, spec->group ? spec->group : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 3, spec->priority);
+    sqlite3_bind_text(q, 4, spec->payload, -1, SQLITE_STATIC);
+    sqlite3_bind_double(q, 5, ocp_wall_now());
+    if (sqlite3_step(q) != SQLITE_DONE)
+        rc = fail_db(s, "submit");
+    else if (inserted)
+        *inserted = sqlite3_changes(s->db) > 0;
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static char *col_text(sqlite3_stmt *q, int i)
+{
+    const unsigned char *t = sqlite3_column_text(q, i);
+    return t ? ocp_xstrdup((const char *)t) : NULL;
+}
+
+static int sq_lease(void *st, const char *owner, const char *group, int max, double lease_s,
+                    int max_deliveries, ocp_task *out, int *n)
+{
+    sq *s = st;
+    sqlite3_stmt *sel = NULL, *upd = NULL, *bury = NULL;
+    double now = ocp_wall_now();
+    int rc = 0, got = 0;
+    *n = 0;
+    if (max <= 0)
+        return 0;
+    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+        return rc;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id, grp, priority, deliveries, payload, state, error FROM tasks "
+                           "WHERE ((state = 0 AND not_before <= ?1) "
+                           "   OR (state = 1 AND lease_expires < ?1)) "
+                           "  AND (?3 IS NULL OR grp = ?3) "
+                           "ORDER BY priority DESC, rowid LIMIT ?2",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "UPDATE tasks SET state = 1, lease_owner = ?, lease_expires = ?, "
+                           "deliveries = deliveries + 1 WHERE id = ?",
+                           -1, &upd, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "UPDATE tasks SET state = 4, lease_owner = NULL, finished = ?, "
+                           "error = ? WHERE id = ?",
+                           -1, &bury, NULL) != SQLITE_OK) {
+        rc = fail_db(s, "lease");
+        goto out;
+    }
+    sqlite3_bind_double(sel, 1, now);
+    sqlite3_bind_int(sel, 2, max);
+    if (group)
+        sqlite3_bind_text(sel, 3, group, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(sel, 3);
+    while (got < max) {
+        int r = sqlite3_step(sel);
+        if (r == SQLITE_DONE)
+            break;
+        if (r != SQLITE_ROW) {
+            rc = fail_db(s, "lease");
+            goto out;
+        }
+        const char *id = (const char *)sqlite3_column_text(sel, 0);
+        int deliveries = sqlite3_column_int(sel, 3);
+        int was_leased = sqlite3_column_int(sel, 5) == 1;
+        if (deliveries >= max_deliveries) {
+            /* Handed out max times and never finished: bury, do not loop on it. */
+            const char *last = (const char *)sqlite3_column_text(sel, 6);
+            char reason[600];
+            snprintf(reason, sizeof reason, "buried after %d deliveries%s%s", deliveries,
+                     last ? ": " : (was_leased ? ": its lease expired (node lost)" : ""),
+                     last ? last : "");
+            sqlite3_bind_double(bury, 1, now);
+            sqlite3_bind_text(bury, 2, reason, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(bury, 3, id, -1, SQLITE_TRANSIENT);
+            if (sqlite3_step(bury) != SQLITE_DONE) {
+                rc = fail_db(s, "lease");
+                goto out;
+            }
+            sqlite3_reset(bury);
+            continue;
+        }
+        ocp_task *t = &out[got];
+        t->id = col_text(sel, 0);
+        t->group = col_text(sel, 1);
+        t->priority = sqlite3_column_int(sel, 2);
+        t->deliveries = deliveries + 1;
+        t->payload = col_text(sel, 4);
+        sqlite3_bind_text(upd, 1, owner, -1, SQLITE_STATIC);
+        sqlite3_bind_double(upd, 2, now + lease_s);
+        sqlite3_bind_text(upd, 3, t->id, -1, SQLITE_STATIC);
+        if (sqlite3_step(upd) != SQLITE_DONE) {
+            ocp_task_fini(t);
+            rc = fail_db(s, "lease");
+            goto out;
+        }
+        sqlite3_reset(upd);
+        got++;
+    }
+out:
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    sqlite3_finalize(bury);
+    if (rc) {
+        for (int i = 0; i < got; i++)
+            ocp_task_fini(&out[i]);
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    if ((rc = exec(s, "COMMIT"))) {
+        for (int i = 0; i < got; i++)
+            ocp_task_fini(&out[i]);
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    *n = got;
+    return 0;
+}
+
+static int sq_renew(void *st, const char *owner, char *const *ids, int n, double lease_s)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    int rc;
+    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+        return rc;
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE tasks SET lease_expires = ? WHERE id = ? AND state = 1 AND "
+                           "lease_owner = ?",
+                           -1, &q, NULL) != SQLITE_OK) {
+        rc = fail_db(s, "renew");
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    double until = ocp_wall_now() + lease_s;
+    for (int i = 0; i < n && !rc; i++) {
+        sqlite3_bind_double(q, 1, until);
+        sqlite3_bind_text(q, 2, ids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 3, owner, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) != SQLITE_DONE)
+            rc = fail_db(s, "renew");
+        sqlite3_reset(q);
+    }
+    sqlite3_finalize(q);
+    if (rc) {
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    return exec(s, "COMMIT");
+}
+
+/* Sets a finished state once: a task already DONE/FAILED/BURIED is left as it is. */
+static int finish(sq *s, const char *id, int state, const char *result, const char *error,
+                  double started, double finished, long peak, int pid)
+{
+    sqlite3_stmt *q;
+    int rc = 0;
+    if (sqlite3_prepare_v2(s->db,
+                           "UPDATE tasks SET state = ?, result = ?, error = ?, started = ?, "
+                           "finished = ?, peak_rss_kb = ?, worker_pid = ?, lease_owner = NULL "
+                           "WHERE id = ? AND state IN (0, 1)",
+                           -1, &q, NULL) != SQLITE_OK)
+        return fail_db(s, "store result");
+    sqlite3_bind_int(q, 1, state);
+    if (result)
+        sqlite3_bind_text(q, 2, result, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 2);
+    if (error)
+        sqlite3_bind_text(q, 3, error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 3);
+    sqlite3_bind_double(q, 4, started);
+    sqlite3_bind_double(q, 5, finished);
+    sqlite3_bind_int64(q, 6, peak);
+    sqlite3_bind_int(q, 7, pid);
+    sqlite3_bind_text(q, 8, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) != SQLITE_DONE)
+        rc = fail_db(s, "store result");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_ack(void *st, const char *id, const char *result, double started, double finished,
+                  long peak, int pid)
+{
+    return finish(st, id, OCP_TASK_DONE, result, NULL, started, finished, peak, pid);
+}
+
+static int sq_fail(void *st, const char *id, const char *reason, double started, double finished,
+                   int pid)
+{
+    return finish(st, id, OCP_TASK_FAILED, NULL, reason, started, finished, -1, pid);
+}
+
+static int sq_release(void *st, const char *id, const char *reason, double delay_s, int uncount,
+                      int max_deliveries, int *buried)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    int rc;
+    double now = ocp_wall_now();
+    *buried = 0;
+    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+        return rc;
+    if (sqlite3_prepare_v2(s->db, "SELECT deliveries FROM tasks WHERE id = ? AND state = 1", -1,
+                           &q, NULL) != SQLITE_OK) {
+        rc = fail_db(s, "release");
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int deliveries = -1;
+    if (sqlite3_step(q) == SQLITE_ROW)
+        deliveries = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (deliveries < 0) /* not leased any more (finished, or taken over): nothing to do */
+        return exec(s, "COMMIT");
+    if (uncount && deliveries > 0)
+        deliveries--;
+    if (!uncount && deliveries >= max_deliveries) {
+        char why[600];
+        snprintf(why, sizeof why, "buried after %d deliveries: %s", deliveries,
+                 reason ? reason : "worker lost");
+        rc = sqlite3_prepare_v2(s->db,
+                                "UPDATE tasks SET state = 4, error = ?, finished = ?, "
+                                "lease_owner = NULL WHERE id = ?",
+                                -1, &q, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(q, 1, why, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_double(q, 2, now);
+            sqlite3_bind_text(q, 3, id, -1, SQLITE_STATIC);
+        }
+        *buried = 1;
+    } else {
+        rc = sqlite3_prepare_v2(s->db,
+                                "UPDATE tasks SET state = 0, deliveries = ?, error = ?, "
+                                "not_before = ?, lease_owner = NULL, lease_expires = NULL "
+                                "WHERE id = ?",
+                                -1, &q, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int(q, 1, deliveries);
+            if (reason)
+                sqlite3_bind_text(q, 2, reason, -1, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(q, 2);
+            sqlite3_bind_double(q, 3, now + delay_s);
+            sqlite3_bind_text(q, 4, id, -1, SQLITE_STATIC);
+        }
+    }
+    if (rc != SQLITE_OK || sqlite3_step(q) != SQLITE_DONE) {
+        rc = fail_db(s, "release");
+        if (q)
+            sqlite3_finalize(q);
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    sqlite3_finalize(q);
+    return exec(s, "COMMIT");
+}
+
+static int sq_counts(void *st, const char *group, ocp_counts *c)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    memset(c, 0, sizeof *c);
+    if (sqlite3_prepare_v2(s->db,
+                           group ? "SELECT state, count(*) FROM tasks WHERE grp = ? GROUP BY state"
+                                 : "SELECT state, count(*) FROM tasks GROUP BY state",
+                           -1, &q, NULL) != SQLITE_OK)
+        return fail_db(s, "count");
+    if (group)
+        sqlite3_bind_text(q, 1, group, -1, SQLITE_STATIC);
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        long v = (long)sqlite3_column_int64(q, 1);
+        switch (sqlite3_column_int(q, 0)) {
+        case OCP_TASK_READY:
+            c->ready = v;
+            break;
+        case OCP_TASK_LEASED:
+            c->leased = v;
+            break;
+        case OCP_TASK_DONE:
+            c->done = v;
+            break;
+        case OCP_TASK_FAILED:
+            c->failed = v;
+            break;
+        case OCP_TASK_BURIED:
+            c->buried = v;
+            break;
+        }
+    }
+    int rc = r == SQLITE_DONE ? 0 : fail_db(s, "count");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+#define INFO_COLS                                                                                  \
+    "id, grp, payload, error, lease_owner, state, priority, deliveries, worker_pid, created, "     \
+    "started, finished, lease_expires, peak_rss_kb"
+
+static void read_info(sqlite3_stmt *q, ocp_task_info *i, int with_result)
+{
+    memset(i, 0, sizeof *i);
+    i->id = col_text(q, 0);
+    i->group = col_text(q, 1);
+    i->payload = col_text(q, 2);
+    i->error = col_text(q, 3);
+    i->lease_owner = col_text(q, 4);
+    i->state = sqlite3_column_int(q, 5);
+    i->priority = sqlite3_column_int(q, 6);
+    i->deliveries = sqlite3_column_int(q, 7);
+    i->worker_pid = sqlite3_column_int(q, 8);
+    i->created = sqlite3_column_double(q, 9);
+    i->started = sqlite3_column_double(q, 10);
+    i->finished = sqlite3_column_double(q, 11);
+    i->lease_expires = sqlite3_column_double(q, 12);
+    i->peak_rss_kb = (long)sqlite3_column_int64(q, 13);
+    if (with_result)
+        i->result = col_text(q, 14);
+}
+
+static int sq_list(void *st, const char *group, int want_result,
+                   int (*fn)(void *ctx, const ocp_task_info *i), void *ctx)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT " INFO_COLS "%s FROM tasks %s ORDER BY rowid",
+             want_result ? ", result" : "", group ? "WHERE grp = ?" : "");
+    if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return fail_db(s, "list");
+    if (group)
+        sqlite3_bind_text(q, 1, group, -1, SQLITE_STATIC);
+    int r, rc = 0;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        ocp_task_info i;
+        read_info(q, &i, want_result);
+        rc = fn(ctx, &i);
+        ocp_task_info_fini(&i);
+        if (rc)
+            break;
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = fail_db(s, "list");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_get(void *st, const char *id, ocp_task_info *info)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    int rc = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT " INFO_COLS ", result FROM tasks WHERE id = ?", -1, &q,
+                           NULL) != SQLITE_OK)
+        return fail_db(s, "get");
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int r = sqlite3_step(q);
+    if (r == SQLITE_ROW)
+        read_info(q, info, 1);
+    else if (r == SQLITE_DONE) {
+        snprintf(s->errmsg, sizeof s->errmsg, "no task %s", id);
+        rc = OCP_E_NOPAGE;
+    } else
+        rc = fail_db(s, "get");
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_requeue(void *st, const char *group, unsigned mask, long *n)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "UPDATE tasks SET state = 0, deliveries = 0, not_before = 0, error = NULL, "
+             "result = NULL, lease_owner = NULL WHERE ((1 << state) & %u) != 0 %s",
+             mask, group ? "AND grp = ?" : "");
+    if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return fail_db(s, "requeue");
+    if (group)
+        sqlite3_bind_text(q, 1, group, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q) == SQLITE_DONE ? 0 : fail_db(s, "requeue");
+    *n = rc ? 0 : sqlite3_changes(s->db);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_expire(void *st, double older_than, long *n)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM tasks WHERE state >= 2 AND finished < ?", -1, &q,
+                           NULL) != SQLITE_OK)
+        return fail_db(s, "expire");
+    sqlite3_bind_double(q, 1, older_than);
+    int rc = sqlite3_step(q) == SQLITE_DONE ? 0 : fail_db(s, "expire");
+    *n = rc ? 0 : sqlite3_changes(s->db);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_reclaim_dead(void *st, long *n)
+{
+    sq *s = st;
+    sqlite3_stmt *q, *u;
+    int rc;
+    *n = 0;
+    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+        return rc;
+    if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT lease_owner FROM tasks WHERE state = 1", -1,
+                           &q, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db,
+                           "UPDATE tasks SET lease_expires = 0 WHERE state = 1 AND lease_owner = ?",
+                           -1, &u, NULL) != SQLITE_OK) {
+        rc = fail_db(s, "reclaim");
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const char *owner = (const char *)sqlite3_column_text(q, 0);
+        if (owner && ocp__owner_is_dead(owner)) {
+            /* An expired lease: the next lease() takes it, counting the delivery. */
+            sqlite3_bind_text(u, 1, owner, -1, SQLITE_TRANSIENT);
+            if (sqlite3_step(u) == SQLITE_DONE)
+                *n += sqlite3_changes(s->db);
+            sqlite3_reset(u);
+        }
+    }
+    sqlite3_finalize(q);
+    sqlite3_finalize(u);
+    return exec(s, "COMMIT");
+}
+
+const ocp_broker_ops ocp_broker_sqlite = {
+    .scheme = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .errmsg = sq_errmsg,
+    .submit = sq_submit,
+    .lease = sq_lease,
+    .renew = sq_renew,
+    .ack = sq_ack,
+    .fail = sq_fail,
+    .release = sq_release,
+    .counts = sq_counts,
+    .list = sq_list,
+    .get = sq_get,
+    .requeue = sq_requeue,
+    .expire = sq_expire,
+    .reclaim_dead = sq_reclaim_dead,
+};

@@ -1,0 +1,382 @@
+/*
+ * cmd_pool.c: the long-running worker and the queue's commands:
+ *   ocrpool worker  [--broker URL] [-c N] [pool settings]
+ *   ocrpool submit  [--broker URL] [-l LANG] [--group G] [--priority P] FILE...
+ *   ocrpool status  [--broker URL] [--json] [GROUP]
+ *   ocrpool result  [--broker URL] [--format F] TASK_ID
+ *   ocrpool requeue [--broker URL] [--buried] [--failed] [GROUP]
+ */
+#include "cli/cli.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "engine/result.h"
+#include "pool/pool.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { K_GROUP = 1, K_PRIORITY, K_JSON, K_BURIED, K_FAILED, K_TASKS };
+
+typedef struct pool_ctx {
+    const char *group;
+    int priority;
+    int json, buried, failed, tasks;
+    int argc;
+    char **argv;
+} pool_ctx;
+
+static int pool_handler(void *vctx, int key, const char *arg)
+{
+    pool_ctx *c = vctx;
+    int64_t v;
+    switch (key) {
+    case K_GROUP:
+        c->group = arg;
+        break;
+    case K_PRIORITY:
+        if (!ocp_parse_i64(arg, &v) || v < 0 || v > 9) {
+            fprintf(stderr, "ocrpool: --priority: '%s' is not allowed: a whole number from 0 to 9\n",
+                    arg);
+            return 1;
+        }
+        c->priority = (int)v;
+        break;
+    case K_JSON:
+        c->json = 1;
+        break;
+    case K_BURIED:
+        c->buried = 1;
+        break;
+    case K_FAILED:
+        c->failed = 1;
+        break;
+    case K_TASKS:
+        c->tasks = 1;
+        break;
+    }
+    return 0;
+}
+
+static const ocp_cli_opt pool_opts[] = {
+    {"group", 'g', 1, K_GROUP},   {"priority", 'p', 1, K_PRIORITY}, {"json", 0, 0, K_JSON},
+    {"buried", 0, 0, K_BURIED},   {"failed", 0, 0, K_FAILED},       {"tasks", 0, 0, K_TASKS},
+    {NULL, 0, 0, 0},
+};
+
+static void worker_help(void)
+{
+    printf("usage: ocrpool worker [--broker URL] [-c N] [--prefetch-multiplier M]\n"
+           "       [--max-tasks-per-child N] [--max-memory-per-child KIB]\n"
+           "       [--hard-memory-limit MB] [--memory-budget MB] [--time-limit S] ...\n\n"
+           "Runs a pool on the broker until SIGTERM (warm: running pages finish),\n"
+           "a second SIGTERM or SIGQUIT (cold: they go back to the queue). SIGHUP re-reads\n"
+           "the configuration and replaces the workers gracefully.\n\nSettings:\n");
+    ocp_config_print_help(stdout);
+}
+
+static void generic_help(void)
+{
+    printf("usage:\n"
+           "  ocrpool submit  [--broker URL] [-l LANG] [--group G] [--priority 0-9] FILE...\n"
+           "  ocrpool status  [--broker URL] [--json] [--tasks] [GROUP]\n"
+           "  ocrpool result  [--broker URL] [--format txt|json|hocr|alto|tsv] TASK_ID\n"
+           "  ocrpool requeue [--broker URL] [--buried] [--failed] [GROUP]\n"
+           "Priority: 9 runs first, 0 last; equal priorities in submission order.\n");
+}
+
+/* Shared by the commands: the config, and the broker URL in buf. */
+static int setup(int argc, char **argv, void (*help)(void), pool_ctx *c, ocp_config **cfg,
+                 char ***pos, int *npos, char *buf, size_t len, const char **url)
+{
+    memset(c, 0, sizeof *c);
+    c->argc = argc;
+    c->argv = argv;
+    int rc = ocp_cli_parse(argc, argv, pool_opts, pool_handler, c, help, cfg, pos, npos);
+    if (rc)
+        return rc < 0 ? -1 : rc;
+    *url = ocp_cli_broker_url(*cfg, buf, len);
+    return 0;
+}
+
+/* SIGHUP for `worker`: the same command line, over a fresh file and environment. */
+static int worker_reload(void *vctx, ocp_pool_conf *pc)
+{
+    static ocp_config *fresh; /* lives until the next reload: pc borrows its strings */
+    pool_ctx *c = vctx, tmp;
+    ocp_config *cfg;
+    char **pos;
+    int npos;
+    if (ocp_cli_parse(c->argc, c->argv, pool_opts, pool_handler, &tmp, worker_help, &cfg, &pos,
+                      &npos))
+        return -1;
+    free(pos);
+    ocp_pool_conf_from_config(pc, cfg);
+    ocp_config_destroy(fresh);
+    fresh = cfg;
+    return 0;
+}
+
+int ocp_cmd_worker(int argc, char **argv)
+{
+    pool_ctx c;
+    ocp_config *cfg;
+    char **pos, buf[4200], err[600];
+    int npos;
+    const char *url;
+    int rc = setup(argc, argv, worker_help, &c, &cfg, &pos, &npos, buf, sizeof buf, &url);
+    if (rc)
+        return rc < 0 ? OCP_EXIT_OK : rc;
+    if (npos) {
+        fprintf(stderr, "ocrpool: worker takes no files (submit them with ocrpool submit)\n");
+        rc = OCP_EXIT_USAGE;
+    } else if ((rc = ocp_cli_check_device(cfg)) == 0) {
+        if (ocp_log_level < OCP_LOG_INFO && ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
+            ocp_log_level = OCP_LOG_INFO; /* a service logs what it does */
+        ocp_pool_conf pc;
+        ocp_pool_conf_from_config(&pc, cfg);
+        ocp_pool_hooks hooks = {.ctx = &c, .reload = worker_reload};
+        if (ocp_pool_run(&pc, url, &hooks, err, sizeof err)) {
+            fprintf(stderr, "ocrpool: worker: %s\n", err);
+            rc = OCP_EXIT_FAILED;
+        }
+    }
+    ocp_config_destroy(cfg);
+    free(pos);
+    return rc;
+}
+
+static void print_id(void *ctx, const char *id, int page, int pages, int inserted)
+{
+    (void)ctx;
+    (void)page;
+    (void)pages;
+    (void)inserted;
+    printf("%s\n", id);
+}
+
+int ocp_cmd_submit(int argc, char **argv)
+{
+    pool_ctx c;
+    ocp_config *cfg;
+    char **pos, buf[4200], err[600];
+    int npos, failed = 0;
+    const char *url;
+    ocp_broker *b = NULL;
+    int rc = setup(argc, argv, generic_help, &c, &cfg, &pos, &npos, buf, sizeof buf, &url);
+    if (rc)
+        return rc < 0 ? OCP_EXIT_OK : rc;
+    if (npos == 0) {
+        fprintf(stderr, "ocrpool: submit: no input files\n");
+        rc = OCP_EXIT_USAGE;
+        goto out;
+    }
+    if (ocp_image_global_init(argv[0]) || ocp_broker_open(url, &b, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: %s\n", b ? "cannot start libvips" : err);
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    ocp_image_limits lim = ocp_cli_limits(cfg);
+    ocp_submit_opts so = {
+        .lang = ocp_config_str(cfg, OCP_S_LANG),
+        .group = c.group ? c.group : "default",
+        .priority = c.priority,
+        .max_image_size = ocp_config_source(cfg, OCP_S_MAX_IMAGE_SIZE) == OCP_SRC_DEFAULT
+                              ? -1
+                              : (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
+    };
+    for (int i = 0; i < npos; i++) {
+        if (ocp_cli_submit_file(b, pos[i], &lim, &so, print_id, NULL, err, sizeof err)) {
+            fprintf(stderr, "ocrpool: %s: %s\n", pos[i], err);
+            failed++;
+        }
+    }
+    rc = failed ? OCP_EXIT_FAILED : OCP_EXIT_OK;
+out:
+    ocp_broker_close(b);
+    ocp_config_destroy(cfg);
+    free(pos);
+    return rc;
+}
+
+typedef struct status_acc {
+    json_t *failures, *tasks;
+    int text;
+} status_acc;
+
+static int status_row(void *vctx, const ocp_task_info *i)
+{
+    status_acc *a = vctx;
+    json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
+    const char *src = p ? json_string_value(json_object_get(p, "source")) : NULL;
+    int page = p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0;
+    if (i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED) {
+        if (a->text)
+            printf("  %s %s %s page %d: %s\n", ocp_task_state_name(i->state), i->id,
+                   src ? src : "?", page, i->error ? i->error : "");
+        json_array_append_new(a->failures,
+                              json_pack("{s:s, s:s, s:s?, s:i, s:s?, s:i}", "id", i->id, "state",
+                                        ocp_task_state_name(i->state), "source", src, "page", page,
+                                        "reason", i->error, "deliveries", i->deliveries));
+    }
+    if (a->tasks) {
+        json_t *t = json_pack("{s:s, s:s, s:s, s:s?, s:i, s:i, s:i, s:i}", "id", i->id, "group",
+                              i->group, "state", ocp_task_state_name(i->state), "source", src,
+                              "page", page, "priority", i->priority, "deliveries", i->deliveries,
+                              "worker_pid", i->worker_pid);
+        json_object_set_new(t, "started", i->started > 0 ? json_real(i->started) : json_null());
+        json_object_set_new(t, "finished", i->finished > 0 ? json_real(i->finished) : json_null());
+        json_object_set_new(t, "peak_rss_kb", json_integer(i->peak_rss_kb));
+        json_object_set_new(t, "reason", i->error ? json_string(i->error) : json_null());
+        json_array_append_new(a->tasks, t);
+    }
+    json_decref(p);
+    return 0;
+}
+
+int ocp_cmd_status(int argc, char **argv)
+{
+    pool_ctx c;
+    ocp_config *cfg;
+    char **pos, buf[4200], err[600];
+    int npos;
+    const char *url;
+    ocp_broker *b = NULL;
+    int rc = setup(argc, argv, generic_help, &c, &cfg, &pos, &npos, buf, sizeof buf, &url);
+    if (rc)
+        return rc < 0 ? OCP_EXIT_OK : rc;
+    const char *group = npos ? pos[0] : NULL;
+    ocp_counts n;
+    if (ocp_broker_open(url, &b, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: %s\n", err);
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    if (ocp_broker_counts(b, group, &n)) {
+        fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(b));
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    status_acc a = {json_array(), c.tasks ? json_array() : NULL, !c.json};
+    if (!c.json)
+        printf("%s: %ld queued, %ld running, %ld done, %ld failed, %ld buried\n",
+               group ? group : "all groups", n.ready, n.leased, n.done, n.failed, n.buried);
+    ocp_broker_list(b, group, 0, status_row, &a);
+    if (c.json) {
+        json_t *o = json_pack("{s:s?, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "group", group, "queued",
+                              (json_int_t)n.ready, "running", (json_int_t)n.leased, "done",
+                              (json_int_t)n.done, "failed", (json_int_t)n.failed, "buried",
+                              (json_int_t)n.buried, "total",
+                              (json_int_t)(n.ready + n.leased + n.done + n.failed + n.buried),
+                              "failures", a.failures);
+        if (a.tasks)
+            json_object_set_new(o, "tasks", a.tasks);
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    } else {
+        json_decref(a.failures);
+        json_decref(a.tasks);
+    }
+out:
+    ocp_broker_close(b);
+    ocp_config_destroy(cfg);
+    free(pos);
+    return rc;
+}
+
+int ocp_cmd_result(int argc, char **argv)
+{
+    pool_ctx c;
+    ocp_config *cfg;
+    char **pos, buf[4200], err[600];
+    int npos;
+    const char *url;
+    ocp_broker *b = NULL;
+    int rc = setup(argc, argv, generic_help, &c, &cfg, &pos, &npos, buf, sizeof buf, &url);
+    if (rc)
+        return rc < 0 ? OCP_EXIT_OK : rc;
+    int fmt = ocp_format_parse(ocp_config_str(cfg, OCP_S_FORMAT));
+    if (npos != 1 || (fmt & (fmt - 1))) {
+        fprintf(stderr, "ocrpool: result: expected one TASK_ID and one --format\n");
+        rc = OCP_EXIT_USAGE;
+        goto out;
+    }
+    if (ocp_broker_open(url, &b, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: %s\n", err);
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    ocp_task_info info;
+    if ((rc = ocp_broker_get(b, pos[0], &info)) != 0) {
+        fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(b));
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    if (info.state != OCP_TASK_DONE || !info.result) {
+        fprintf(stderr, "ocrpool: task %s is %s%s%s\n", info.id, ocp_task_state_name(info.state),
+                info.error ? ": " : "", info.error ? info.error : "");
+        rc = OCP_EXIT_FAILED;
+    } else if (fmt == OCP_FMT_JSON) {
+        fputs(info.result, stdout);
+    } else {
+        ocp_result r;
+        ocp_sb sb;
+        ocp_result_init(&r);
+        ocp_sb_init(&sb);
+        if (ocp_result_from_json(&r, info.result) == 0) {
+            ocp_result_render(&r, fmt, &sb);
+            fwrite(sb.buf, 1, sb.len, stdout);
+        } else {
+            fprintf(stderr, "ocrpool: task %s: stored result is not a page result\n", info.id);
+            rc = OCP_EXIT_FAILED;
+        }
+        ocp_sb_fini(&sb);
+        ocp_result_fini(&r);
+    }
+    ocp_task_info_fini(&info);
+out:
+    ocp_broker_close(b);
+    ocp_config_destroy(cfg);
+    free(pos);
+    return rc;
+}
+
+int ocp_cmd_requeue(int argc, char **argv)
+{
+    pool_ctx c;
+    ocp_config *cfg;
+    char **pos, buf[4200], err[600];
+    int npos;
+    const char *url;
+    ocp_broker *b = NULL;
+    int rc = setup(argc, argv, generic_help, &c, &cfg, &pos, &npos, buf, sizeof buf, &url);
+    if (rc)
+        return rc < 0 ? OCP_EXIT_OK : rc;
+    unsigned mask = (c.buried ? 1u << OCP_TASK_BURIED : 0) | (c.failed ? 1u << OCP_TASK_FAILED : 0);
+    if (!mask) {
+        fprintf(stderr, "ocrpool: requeue: say which: --buried and/or --failed\n");
+        rc = OCP_EXIT_USAGE;
+        goto out;
+    }
+    if (ocp_broker_open(url, &b, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: %s\n", err);
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    long n = 0;
+    if (ocp_broker_requeue(b, npos ? pos[0] : NULL, mask, &n)) {
+        fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(b));
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    printf("%ld pages back in the queue\n", n);
+out:
+    ocp_broker_close(b);
+    ocp_config_destroy(cfg);
+    free(pos);
+    return rc;
+}

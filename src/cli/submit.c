@@ -1,0 +1,112 @@
+/*
+ * submit.c: turning input files into page tasks on a broker: one task per
+ * page, with the page's size read from its header (the master's memory
+ * budget estimates from it) and the per-page settings in the payload.
+ */
+#include "cli/cli.h"
+#include "core/error.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* A task id that is the same for the same file (path, size, time), page and settings. */
+static void stable_id(const char *key, char out[64])
+{
+    uint64_t a = fnv1a(14695981039346656037ULL, key, strlen(key));
+    uint64_t b = fnv1a(a ^ 0x9e3779b97f4a7c15ULL, key, strlen(key));
+    snprintf(out, 64, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xffff, (unsigned)(b >> 48),
+             (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+int ocp_cli_submit_file(ocp_broker *b, const char *path, const ocp_image_limits *lim,
+                        const ocp_submit_opts *o, ocp_submit_fn fn, void *ctx, char *err,
+                        size_t errlen)
+{
+    char abs[PATH_MAX];
+    struct stat st;
+    ocp_doc *doc = NULL;
+    int rc;
+    if (!realpath(path, abs) || stat(abs, &st) < 0)
+        return ocp_errf(OCP_E_FORMAT, err, errlen, "cannot open: %s", strerror(errno));
+    rc = ocp_doc_open_file(abs, lim, &doc, err, errlen);
+    if (rc)
+        return rc;
+    int pages = ocp_doc_pages(doc);
+    for (int p = 0; p < pages && !rc; p++) {
+        int w = 0, h = 0;
+        char perr[300] = "";
+        /* A page whose header cannot be read still becomes a task: the worker fails it
+         * with the reason, where its status can be seen. */
+        ocp_doc_page_size(doc, p, &w, &h, perr, sizeof perr);
+        json_t *pl = json_pack("{s:s, s:i, s:s, s:i, s:i}", "source", abs, "page", p, "lang",
+                               o->lang, "width", w, "height", h);
+        if (o->max_image_size >= 0)
+            json_object_set_new(pl, "max_image_size", json_integer(o->max_image_size));
+        char *payload = json_dumps(pl, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(pl);
+        char idbuf[64];
+        const char *id = NULL;
+        if (o->stable_ids) {
+            char *key = ocp_xasprintf("%s\n%lld\n%lld.%09ld\n%s", abs, (long long)st.st_size,
+                                      (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, payload);
+            stable_id(key, idbuf);
+            free(key);
+            id = idbuf;
+        }
+        ocp_task_spec spec = {.id = id, .group = o->group, .priority = o->priority,
+                              .payload = payload};
+        char out_id[64];
+        int inserted = 0;
+        rc = ocp_broker_submit(b, &spec, out_id, &inserted);
+        free(payload);
+        if (rc)
+            ocp_errf(rc, err, errlen, "cannot queue: %s", ocp_broker_errmsg(b));
+        else if (fn)
+            fn(ctx, out_id, p, pages, inserted);
+    }
+    ocp_doc_destroy(doc);
+    return rc;
+}
+
+const char *ocp_cli_broker_url(const ocp_config *cfg, char *buf, size_t len)
+{
+    const char *u = ocp_config_str(cfg, OCP_S_BROKER);
+    if (u && *u)
+        return u;
+    const char *x = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+    char dir[4096];
+    if (x && *x)
+        snprintf(dir, sizeof dir, "%s/ocrpool", x);
+    else
+        snprintf(dir, sizeof dir, "%s/.local/share/ocrpool", home && *home ? home : "/tmp");
+    /* Create it (and its parents) quietly; opening the queue says what went wrong. */
+    for (char *s = dir + 1; *s; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            mkdir(dir, 0755);
+            *s = '/';
+        }
+    }
+    mkdir(dir, 0755);
+    snprintf(buf, len, "sqlite://%s/queue.db", dir);
+    return buf;
+}

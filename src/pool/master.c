@@ -1,0 +1,839 @@
+/*
+ * master.c: the master of a node: one single-threaded poll loop (pool.h).
+ *
+ * A held page goes through:
+ *
+ *   lease() --> WAITING --admit (budget) + idle worker--> RUNNING
+ *                 |                                       |  done ok  --> ack (DONE)
+ *                 |                                       |  done err --> fail (FAILED)
+ *                 |                                       |  worker lost --> release
+ *                 |                                       |     (READY again, or BURIED
+ *                 |                                       |      after max deliveries)
+ *                 '--warm/cold stop--> release, delivery not counted
+ *
+ * The master renews the lease of every page it holds every lease_timeout/3,
+ * so a long page is never handed to a second node while its worker lives.
+ * Its watchdog samples each busy worker's RSS every 50 ms (hard memory
+ * limit) and the page's age (hard time limit), and kills the worker when
+ * either is crossed; the page is then retried or buried.
+ */
+#include "pool/memstat.h"
+#include "pool/pool.h"
+#include "pool/proto.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { H_WAITING, H_RUNNING };
+enum { W_STARTING, W_IDLE, W_BUSY, W_EXITING };
+
+typedef struct held {
+    ocp_task t;
+    int state;
+    double est_bytes; /* estimated peak memory of the page */
+    double started;
+    struct held *next;
+} held;
+
+typedef struct zyg {
+    int pid, fd, gen, ready, dead;
+    ocp_proto_reader rd;
+} zyg;
+
+typedef struct worker {
+    int slot, pid, fd, gen, state;
+    ocp_proto_reader rd;
+    held *task;
+    int tasks_done;
+    long baseline_kb; /* PSS when idle, for the budget */
+    long sampled_peak_kb;
+    char kill_reason[300];
+    int eof;
+    struct worker *next;
+} worker;
+
+typedef struct master {
+    ocp_pool_conf pc;
+    const ocp_pool_hooks *hooks;
+    ocp_broker *b;
+    char owner[160];
+    zyg z[2]; /* current and, during a reload, the previous */
+    int nz;
+    int gen;
+    worker *workers;
+    held *held;
+    int n_held;
+    int draining, cold;
+    double last_renew, last_lease, last_watch, last_expire;
+    int spawn_failures;
+    double spawn_backoff_until;
+    double lease_interval; /* grows while the queue is empty, up to 0.5 s */
+} master;
+
+static volatile sig_atomic_t sig_term, sig_quit, sig_hup;
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int s)
+{
+    int e = errno;
+    if (s == SIGTERM || s == SIGINT)
+        sig_term++;
+    else if (s == SIGQUIT)
+        sig_quit = 1;
+    else if (s == SIGHUP)
+        sig_hup = 1;
+    if (sig_pipe[1] >= 0) {
+        ssize_t w = write(sig_pipe[1], "x", 1);
+        (void)w;
+    }
+    errno = e;
+}
+
+void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
+{
+    memset(pc, 0, sizeof *pc);
+    pc->engine = ocp_config_str(cfg, OCP_S_ENGINE);
+    pc->ep.lang = ocp_config_str(cfg, OCP_S_LANG);
+    pc->ep.tessdata_dir = ocp_config_str(cfg, OCP_S_TESSDATA_DIR);
+    pc->ep.psm = (int)ocp_config_int(cfg, OCP_S_PSM);
+    pc->lim.max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS);
+    pc->lim.max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES);
+    pc->lim.pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI);
+    pc->lim.max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE);
+    pc->soft_timeout_s = ocp_config_double(cfg, OCP_S_PAGE_TIMEOUT);
+    pc->concurrency = (int)ocp_config_int(cfg, OCP_S_CONCURRENCY);
+    pc->prefetch_multiplier = (int)ocp_config_int(cfg, OCP_S_PREFETCH_MULTIPLIER);
+    pc->acks_late = ocp_config_bool(cfg, OCP_S_ACKS_LATE);
+    pc->max_tasks_per_child = (int)ocp_config_int(cfg, OCP_S_MAX_TASKS_PER_CHILD);
+    pc->max_memory_per_child = (long)ocp_config_int(cfg, OCP_S_MAX_MEMORY_PER_CHILD);
+    pc->hard_memory_limit_mb = (long)ocp_config_int(cfg, OCP_S_HARD_MEMORY_LIMIT);
+    pc->memory_budget_mb = (long)ocp_config_int(cfg, OCP_S_MEMORY_BUDGET);
+    pc->page_memory_factor = ocp_config_double(cfg, OCP_S_PAGE_MEMORY_FACTOR);
+    pc->max_deliveries = (int)ocp_config_int(cfg, OCP_S_MAX_DELIVERIES);
+    pc->lease_timeout_s = ocp_config_double(cfg, OCP_S_LEASE_TIMEOUT);
+    pc->time_limit_s = ocp_config_double(cfg, OCP_S_TIME_LIMIT);
+    pc->result_expires_s = ocp_config_double(cfg, OCP_S_RESULT_EXPIRES);
+    pc->cgroup_root = ocp_config_str(cfg, OCP_S_CGROUP_ROOT);
+}
+
+static int capacity(const master *m)
+{
+    return m->pc.prefetch_multiplier > 0 ? m->pc.concurrency * m->pc.prefetch_multiplier : 100000;
+}
+
+/* Estimated peak bytes of a page from the size its producer read from the header. */
+static double estimate(const ocp_pool_conf *pc, const char *payload)
+{
+    json_t *p = json_loads(payload, 0, NULL);
+    double est = 0;
+    if (p) {
+        json_int_t w = json_integer_value(json_object_get(p, "width"));
+        json_int_t h = json_integer_value(json_object_get(p, "height"));
+        json_t *jm = json_object_get(p, "max_image_size");
+        int max = json_is_integer(jm) ? (int)json_integer_value(jm) : pc->lim.max_image_size;
+        if (w > 0 && h > 0 && w < 1000000 && h < 1000000) {
+            int nw, nh;
+            ocp_image_fit((int)w, (int)h, max, &nw, &nh);
+            est = (double)nw * nh * pc->page_memory_factor;
+        }
+        json_decref(p);
+    }
+    return est;
+}
+
+static zyg *current_zyg(master *m)
+{
+    for (int i = 0; i < m->nz; i++)
+        if (m->z[i].gen == m->gen && !m->z[i].dead)
+            return &m->z[i];
+    return NULL;
+}
+
+static int start_zygote(master *m, char *err, size_t errlen)
+{
+    zyg *z = &m->z[m->nz];
+    memset(z, 0, sizeof *z);
+    int rc = ocp__zygote_start(&m->pc, &z->fd, &z->pid, err, errlen);
+    if (rc)
+        return rc;
+    z->gen = m->gen;
+    ocp_proto_reader_init(&z->rd);
+    /* Wait for the engine to load: the first message says whether it could. */
+    json_t *msg = NULL;
+    rc = ocp_proto_recv(z->fd, &z->rd, &msg);
+    const char *t = msg ? json_string_value(json_object_get(msg, "t")) : NULL;
+    if (rc || !t || strcmp(t, "ready") != 0) {
+        const char *e = msg ? json_string_value(json_object_get(msg, "error")) : NULL;
+        ocp_errf(OCP_E_ENGINE, err, errlen, "%s", e ? e : "the zygote died while loading the engine");
+        json_decref(msg);
+        close(z->fd);
+        ocp_proto_reader_fini(&z->rd);
+        waitpid(z->pid, NULL, 0);
+        return OCP_E_ENGINE;
+    }
+    json_decref(msg);
+    fcntl(z->fd, F_SETFL, fcntl(z->fd, F_GETFL) | O_NONBLOCK);
+    z->ready = 1;
+    m->nz++;
+    return 0;
+}
+
+static int live_workers(const master *m, int gen)
+{
+    int n = 0;
+    for (const worker *w = m->workers; w; w = w->next)
+        if (w->gen == gen && w->state != W_EXITING)
+            n++;
+    return n;
+}
+
+static void spawn_missing(master *m)
+{
+    zyg *z = current_zyg(m);
+    if (!z || m->draining || ocp_now() < m->spawn_backoff_until)
+        return;
+    int have = live_workers(m, m->gen);
+    for (int slot = 0; have < m->pc.concurrency && slot < 4 * m->pc.concurrency + 4; slot++) {
+        int used = 0;
+        for (worker *w = m->workers; w; w = w->next)
+            if (w->gen == m->gen && w->slot == slot && w->state != W_EXITING)
+                used = 1;
+        if (used)
+            continue;
+        worker *w = ocp_xcalloc(1, sizeof *w);
+        w->slot = slot;
+        w->gen = m->gen;
+        w->pid = -1;
+        w->fd = -1;
+        w->state = W_STARTING;
+        ocp_proto_reader_init(&w->rd);
+        w->next = m->workers;
+        m->workers = w;
+        const char *vis = m->pc.n_visible ? m->pc.visible[slot % m->pc.n_visible] : "";
+        json_t *msg = json_pack("{s:s, s:i, s:s}", "t", "spawn", "slot", slot, "visible", vis);
+        ocp_proto_send(z->fd, msg, -1);
+        json_decref(msg);
+        have++;
+    }
+}
+
+static void drop_held(master *m, held *h)
+{
+    for (held **pp = &m->held; *pp; pp = &(*pp)->next) {
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    }
+    ocp_task_fini(&h->t);
+    free(h);
+    m->n_held--;
+}
+
+static void release_task(master *m, held *h, const char *reason, int uncount)
+{
+    int buried = 0;
+    int rc = ocp_broker_release(m->b, h->t.id, reason, 0, uncount, m->pc.max_deliveries, &buried);
+    if (rc)
+        OCP_LOG(OCP_LOG_ERROR, "release %s: %s", h->t.id, ocp_broker_errmsg(m->b));
+    else if (buried) {
+        OCP_LOG(OCP_LOG_WARN, "page %s buried after %d deliveries: %s", h->t.id, h->t.deliveries,
+                reason);
+        if (m->hooks && m->hooks->on_result) {
+            char why[600];
+            snprintf(why, sizeof why, "buried after %d deliveries: %s", h->t.deliveries, reason);
+            m->hooks->on_result(m->hooks->ctx, h->t.id, 0, why);
+        }
+    } else if (!uncount)
+        OCP_LOG(OCP_LOG_WARN, "page %s goes back to the queue (delivery %d of %d): %s", h->t.id,
+                h->t.deliveries, m->pc.max_deliveries, reason);
+    drop_held(m, h);
+}
+
+static void free_worker(master *m, worker *w)
+{
+    for (worker **pp = &m->workers; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    ocp_proto_reader_fini(&w->rd);
+    free(w);
+}
+
+static worker *find_worker(master *m, int pid)
+{
+    for (worker *w = m->workers; w; w = w->next)
+        if (w->pid == pid)
+            return w;
+    return NULL;
+}
+
+static const char *signame(int s)
+{
+    const char *n = sigabbrev_np(s);
+    return n ? n : "?";
+}
+
+/* A worker ended (the zygote reaped it): its page goes back or is buried. */
+static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
+{
+    char reason[400];
+    if (w->kill_reason[0])
+        snprintf(reason, sizeof reason, "%s", w->kill_reason);
+    else if (WIFSIGNALED(status))
+        snprintf(reason, sizeof reason, "worker %d crashed: killed by signal %d (SIG%s) during the page",
+                 w->pid, WTERMSIG(status), signame(WTERMSIG(status)));
+    else
+        snprintf(reason, sizeof reason, "worker %d exited with status %d during the page", w->pid,
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (w->task) {
+        held *h = w->task;
+        if (m->cold)
+            release_task(m, h, "cold shutdown", 1);
+        else if (!m->pc.acks_late) {
+            /* Acknowledged on receipt (acks-late off): the page is not delivered again. */
+            ocp_broker_fail(m->b, h->t.id, reason, h->started, ocp_wall_now(), w->pid);
+            if (m->hooks && m->hooks->on_result)
+                m->hooks->on_result(m->hooks->ctx, h->t.id, 0, reason);
+            drop_held(m, h);
+        } else
+            release_task(m, h, reason, 0);
+        w->task = NULL;
+    } else if (w->state == W_STARTING && !m->draining) {
+        /* Died before it was ready: do not respawn in a tight loop. */
+        m->spawn_failures++;
+        double delay = fmin(30.0, 0.1 * pow(2, m->spawn_failures));
+        m->spawn_backoff_until = ocp_now() + delay;
+        OCP_LOG(OCP_LOG_ERROR, "worker %d died while starting (%s); next try in %.1f s", w->pid,
+                reason, delay);
+    }
+    if (w->state != W_EXITING || w->task)
+        OCP_LOG(OCP_LOG_INFO, "worker %d ended: %s (peak RSS %ld KiB)", w->pid,
+                WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "exited" : reason, maxrss_kb);
+    free_worker(m, w);
+}
+
+static void handle_zygote(master *m, zyg *z)
+{
+    int r;
+    while ((r = ocp_proto_fill(&z->rd, z->fd)) > 0) {
+    }
+    if (r == 0 || (r < 0 && r != -EAGAIN)) {
+        OCP_LOG(OCP_LOG_ERROR, "zygote %d is gone", z->pid);
+        z->dead = 1;
+    }
+    json_t *msg;
+    while (ocp_proto_next(&z->rd, &msg) == 0 && msg) {
+        const char *t = json_string_value(json_object_get(msg, "t"));
+        int pid = (int)json_integer_value(json_object_get(msg, "pid"));
+        if (t && strcmp(t, "spawned") == 0) {
+            int slot = (int)json_integer_value(json_object_get(msg, "slot"));
+            int fd = z->rd.passed_fd;
+            z->rd.passed_fd = -1;
+            worker *w = NULL;
+            for (worker *x = m->workers; x; x = x->next)
+                if (x->gen == z->gen && x->slot == slot && x->pid < 0)
+                    w = x;
+            if (!w || fd < 0) {
+                if (fd >= 0)
+                    close(fd);
+                kill(pid, SIGKILL);
+            } else {
+                w->pid = pid;
+                w->fd = fd;
+                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+                OCP_LOG(OCP_LOG_INFO, "worker %d started (slot %d)", pid, slot);
+            }
+        } else if (t && strcmp(t, "exited") == 0) {
+            worker *w = find_worker(m, pid);
+            if (w)
+                worker_exited(m, w, (int)json_integer_value(json_object_get(msg, "status")),
+                              (long)json_integer_value(json_object_get(msg, "maxrss_kb")));
+        }
+        json_decref(msg);
+    }
+}
+
+static void send_exit(worker *w)
+{
+    json_t *msg = json_pack("{s:s}", "t", "exit");
+    ocp_proto_send(w->fd, msg, -1);
+    json_decref(msg);
+    w->state = W_EXITING;
+}
+
+static void page_done(master *m, worker *w, json_t *msg)
+{
+    held *h = w->task;
+    const char *id = json_string_value(json_object_get(msg, "id"));
+    if (!h || !id || strcmp(id, h->t.id) != 0) {
+        OCP_LOG(OCP_LOG_ERROR, "worker %d answered for a page it was not given", w->pid);
+        return;
+    }
+    int ok = json_is_true(json_object_get(msg, "ok"));
+    double started = json_real_value(json_object_get(msg, "started"));
+    double finished = json_real_value(json_object_get(msg, "finished"));
+    long peak = (long)json_integer_value(json_object_get(msg, "peak_rss_kb"));
+    long after = (long)json_integer_value(json_object_get(msg, "rss_after_kb"));
+    const char *text = json_string_value(json_object_get(msg, ok ? "result" : "error"));
+    int rc = ok ? ocp_broker_ack(m->b, id, text ? text : "{}", started, finished, peak, w->pid)
+                : ocp_broker_fail(m->b, id, text ? text : "failed", started, finished, w->pid);
+    if (rc) {
+        /* Not stored: do not acknowledge; the lease runs out and the page is done again. */
+        OCP_LOG(OCP_LOG_ERROR, "page %s: cannot store its result: %s", id,
+                ocp_broker_errmsg(m->b));
+    } else {
+        OCP_LOG(OCP_LOG_INFO, "page %s %s by worker %d in %.2f s, peak RSS %ld KiB, %ld KiB after",
+                id, ok ? "done" : "failed", w->pid, finished - started, peak, after);
+        if (m->hooks && m->hooks->on_result)
+            m->hooks->on_result(m->hooks->ctx, id, ok, text ? text : "");
+    }
+    drop_held(m, h);
+    m->lease_interval = 0; /* room for one more: ask at once */
+    w->task = NULL;
+    w->tasks_done++;
+    w->state = W_IDLE;
+    /* Celery's rules for replacing a child, checked after the page. */
+    if (m->pc.max_memory_per_child > 0 && peak > m->pc.max_memory_per_child) {
+        OCP_LOG(OCP_LOG_WARN,
+                "replacing worker %d: peak RSS %ld KiB during page %s over max-memory-per-child "
+                "%ld KiB",
+                w->pid, peak, id, m->pc.max_memory_per_child);
+        send_exit(w);
+    } else if (m->pc.max_tasks_per_child > 0 && w->tasks_done >= m->pc.max_tasks_per_child) {
+        OCP_LOG(OCP_LOG_INFO, "replacing worker %d after %d pages (max-tasks-per-child)", w->pid,
+                w->tasks_done);
+        send_exit(w);
+    } else if (w->gen != m->gen || m->draining) {
+        send_exit(w);
+    }
+}
+
+static void handle_worker(master *m, worker *w)
+{
+    int r;
+    while ((r = ocp_proto_fill(&w->rd, w->fd)) > 0) {
+    }
+    if (r == 0 || (r < 0 && r != -EAGAIN))
+        w->eof = 1; /* the zygote's "exited" tells the rest */
+    json_t *msg;
+    int rc;
+    while ((rc = ocp_proto_next(&w->rd, &msg)) == 0 && msg) {
+        const char *t = json_string_value(json_object_get(msg, "t"));
+        if (t && strcmp(t, "ready") == 0) {
+            w->baseline_kb = (long)json_integer_value(json_object_get(msg, "pss_kb"));
+            if (w->baseline_kb <= 0)
+                w->baseline_kb = (long)json_integer_value(json_object_get(msg, "rss_kb"));
+            if (w->state == W_STARTING)
+                w->state = W_IDLE;
+            m->spawn_failures = 0;
+        } else if (t && strcmp(t, "done") == 0) {
+            page_done(m, w, msg);
+        }
+        json_decref(msg);
+    }
+    if (rc) {
+        OCP_LOG(OCP_LOG_ERROR, "worker %d sent a malformed message: killing it", w->pid);
+        snprintf(w->kill_reason, sizeof w->kill_reason, "worker %d sent a malformed message",
+                 w->pid);
+        kill(w->pid, SIGKILL);
+    }
+}
+
+static double in_flight_bytes(const master *m)
+{
+    double sum = 0;
+    for (const worker *w = m->workers; w; w = w->next) {
+        sum += (double)w->baseline_kb * 1024;
+        if (w->task)
+            sum += w->task->est_bytes;
+    }
+    return sum;
+}
+
+static void dispatch(master *m)
+{
+    double budget = (double)m->pc.memory_budget_mb * 1048576.0;
+    for (worker *w = m->workers; w; w = w->next) {
+        if (w->state != W_IDLE || w->gen != m->gen || m->draining)
+            continue;
+        held *pick = NULL;
+        for (held *h = m->held; h; h = h->next) {
+            if (h->state != H_WAITING)
+                continue;
+            if (budget > 0) {
+                double base = 0;
+                for (const worker *x = m->workers; x; x = x->next)
+                    base += (double)x->baseline_kb * 1024;
+                if (base + h->est_bytes > budget) {
+                    char why[300];
+                    snprintf(why, sizeof why,
+                             "page needs about %.0f MB, more than memory-budget %ld MB leaves "
+                             "beside the workers' %.0f MB",
+                             h->est_bytes / 1048576.0, m->pc.memory_budget_mb, base / 1048576.0);
+                    ocp_broker_fail(m->b, h->t.id, why, ocp_wall_now(), ocp_wall_now(), 0);
+                    if (m->hooks && m->hooks->on_result)
+                        m->hooks->on_result(m->hooks->ctx, h->t.id, 0, why);
+                    OCP_LOG(OCP_LOG_WARN, "page %s: %s", h->t.id, why);
+                    drop_held(m, h);
+                    return; /* the list changed: start again next turn */
+                }
+                if (in_flight_bytes(m) + h->est_bytes > budget)
+                    continue; /* waits; a smaller page may fit now */
+            }
+            pick = h;
+            break;
+        }
+        if (!pick)
+            return;
+        json_error_t je;
+        json_t *payload = json_loads(pick->t.payload, 0, &je);
+        if (!payload) {
+            char why[300];
+            snprintf(why, sizeof why, "malformed task payload: %s", je.text);
+            ocp_broker_fail(m->b, pick->t.id, why, ocp_wall_now(), ocp_wall_now(), 0);
+            drop_held(m, pick);
+            continue;
+        }
+        json_t *msg = json_pack("{s:s, s:s, s:o}", "t", "task", "id", pick->t.id, "payload",
+                                payload);
+        int rc = ocp_proto_send(w->fd, msg, -1);
+        json_decref(msg);
+        if (rc) {
+            OCP_LOG_ERR(OCP_LOG_WARN, rc, "worker %d: cannot send a page", w->pid);
+            continue;
+        }
+        pick->state = H_RUNNING;
+        pick->started = ocp_now();
+        w->task = pick;
+        w->state = W_BUSY;
+        w->sampled_peak_kb = 0;
+    }
+}
+
+static void lease_more(master *m)
+{
+    if (m->draining)
+        return;
+    int want = capacity(m) - m->n_held;
+    if (want <= 0)
+        return;
+    if (want > 256)
+        want = 256;
+    ocp_task *got = ocp_xcalloc((size_t)want, sizeof *got);
+    int n = 0;
+    if (ocp_broker_lease(m->b, m->owner, m->pc.only_group, want, m->pc.lease_timeout_s,
+                         m->pc.max_deliveries, got, &n)) {
+        OCP_LOG(OCP_LOG_ERROR, "lease: %s", ocp_broker_errmsg(m->b));
+        free(got);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        held *h = ocp_xcalloc(1, sizeof *h);
+        h->t = got[i];
+        h->state = H_WAITING;
+        h->est_bytes = estimate(&m->pc, h->t.payload);
+        /* Append: pages start in the order they were leased (priority, then age). */
+        held **pp = &m->held;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = h;
+        m->n_held++;
+        if (!m->pc.acks_late) {
+            /* Acknowledged on receipt: a lost page is not delivered again. */
+            ocp_broker_renew(m->b, m->owner, &h->t.id, 1, 1e9);
+        }
+    }
+    if (n)
+        OCP_LOG(OCP_LOG_INFO, "lease: %d more, holding %d (limit %d)", n, m->n_held, capacity(m));
+    /* An empty queue is asked less often (each ask takes the write lock). */
+    m->lease_interval = n ? 0.02 : fmin(0.5, m->lease_interval * 2 + 0.02);
+    free(got);
+}
+
+static void renew_all(master *m)
+{
+    if (!m->n_held)
+        return;
+    char **ids = ocp_xcalloc((size_t)m->n_held, sizeof *ids);
+    int n = 0;
+    for (held *h = m->held; h; h = h->next)
+        ids[n++] = h->t.id;
+    if (ocp_broker_renew(m->b, m->owner, ids, n, m->pc.lease_timeout_s))
+        OCP_LOG(OCP_LOG_ERROR, "renew: %s", ocp_broker_errmsg(m->b));
+    free(ids);
+}
+
+static void watchdog(master *m)
+{
+    double now = ocp_now();
+    for (worker *w = m->workers; w; w = w->next) {
+        if (w->state != W_BUSY || !w->task || w->kill_reason[0])
+            continue;
+        if (m->pc.hard_memory_limit_mb > 0) {
+            long rss = ocp_memstat_rss(w->pid);
+            if (rss > w->sampled_peak_kb)
+                w->sampled_peak_kb = rss;
+            if (rss > m->pc.hard_memory_limit_mb * 1024) {
+                snprintf(w->kill_reason, sizeof w->kill_reason,
+                         "memory limit: worker %d reached %ld MB RSS, over hard-memory-limit %ld MB",
+                         w->pid, rss / 1024, m->pc.hard_memory_limit_mb);
+                OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing it", w->task->t.id, w->kill_reason);
+                kill(w->pid, SIGKILL);
+                continue;
+            }
+        }
+        if (m->pc.time_limit_s > 0 && now - w->task->started > m->pc.time_limit_s) {
+            snprintf(w->kill_reason, sizeof w->kill_reason,
+                     "time limit: the page ran over %.1f s (time-limit)", m->pc.time_limit_s);
+            OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing worker %d", w->task->t.id,
+                    w->kill_reason, w->pid);
+            kill(w->pid, SIGKILL);
+        }
+    }
+}
+
+static int handle_signals(master *m)
+{
+    if (sig_hup) {
+        sig_hup = 0;
+        if (m->hooks && m->hooks->reload && !m->draining) {
+            ocp_pool_conf npc;
+            if (m->hooks->reload(m->hooks->ctx, &npc) == 0) {
+                char err[600];
+                int old = m->gen;
+                ocp_pool_conf saved = m->pc;
+                m->pc = npc;
+                m->gen++;
+                if (m->nz == 2) {
+                    /* A reload during a reload: the oldest zygote must have no workers left. */
+                    close(m->z[0].fd);
+                    ocp_proto_reader_fini(&m->z[0].rd);
+                    m->z[0] = m->z[1];
+                    m->nz = 1;
+                }
+                if (start_zygote(m, err, sizeof err)) {
+                    OCP_LOG(OCP_LOG_ERROR, "reload: %s; keeping the running configuration", err);
+                    m->pc = saved;
+                    m->gen = old;
+                } else {
+                    OCP_LOG(OCP_LOG_WARN, "reload: configuration re-read, replacing workers");
+                    for (worker *w = m->workers; w; w = w->next)
+                        if (w->gen == old && w->state == W_IDLE)
+                            send_exit(w);
+                }
+            } else {
+                OCP_LOG(OCP_LOG_ERROR, "reload: the configuration is not valid; keeping the "
+                                       "running one");
+            }
+        }
+    }
+    if ((sig_term >= 2 || sig_quit) && !m->cold) {
+        m->cold = m->draining = 1;
+        OCP_LOG(OCP_LOG_WARN, "cold shutdown: stopping running pages, they go back to the queue");
+        for (worker *w = m->workers; w; w = w->next)
+            if (w->pid > 0)
+                kill(w->pid, SIGKILL);
+    } else if (sig_term == 1 && !m->draining) {
+        m->draining = 1;
+        OCP_LOG(OCP_LOG_WARN, "warm shutdown: no new pages; running pages finish (again for cold)");
+    }
+    if (m->draining) {
+        /* Pages held but not started go back at once, not counted as deliveries. */
+        for (held *h = m->held, *next; h; h = next) {
+            next = h->next;
+            if (h->state == H_WAITING)
+                release_task(m, h, "node shutting down", 1);
+        }
+        for (worker *w = m->workers; w; w = w->next)
+            if (w->state == W_IDLE)
+                send_exit(w);
+    }
+    return 0;
+}
+
+int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks *hooks,
+                 char *err, size_t errlen)
+{
+    master mm, *m = &mm;
+    int rc;
+    memset(m, 0, sizeof *m);
+    m->pc = *pc;
+    m->hooks = hooks;
+    sig_term = sig_quit = sig_hup = 0;
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return ocp_errf(-errno, err, errlen, "pipe: %s", strerror(errno));
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    ocp_log_set_role('M');
+
+    /* The zygote first, before this process opens the broker or any library state. */
+    if ((rc = start_zygote(m, err, errlen)))
+        goto out;
+    if ((rc = ocp_broker_open(url, &m->b, err, errlen)))
+        goto out;
+    ocp_broker_owner_name(m->owner, sizeof m->owner);
+    long n = 0;
+    ocp_broker_reclaim_dead(m->b, &n);
+    if (n)
+        OCP_LOG(OCP_LOG_WARN, "%ld pages leased by nodes of this host that are gone: back in the queue", n);
+    if (hooks && hooks->prepare && (rc = hooks->prepare(hooks->ctx, m->b)) != 0) {
+        ocp_errf(rc, err, errlen, "stopped before starting");
+        goto out;
+    }
+    OCP_LOG(OCP_LOG_INFO, "node %s: %d workers, prefetch %d, broker %s", m->owner,
+            m->pc.concurrency, m->pc.prefetch_multiplier, url);
+    for (;;) {
+        double now = ocp_now();
+        spawn_missing(m);
+        if (now - m->last_lease >= m->lease_interval) {
+            lease_more(m);
+            m->last_lease = now;
+        }
+        dispatch(m);
+
+        /* The end: idle (ocr), or shut down with nothing running. */
+        int running = 0;
+        for (worker *w = m->workers; w; w = w->next)
+            running += w->task != NULL;
+        if (m->draining && !running) {
+            int alive = 0;
+            for (worker *w = m->workers; w; w = w->next)
+                alive++;
+            if (!alive || m->cold)
+                break;
+        }
+        if (hooks && hooks->exit_when_idle && m->n_held == 0 && !m->draining) {
+            ocp_counts c;
+            if (ocp_broker_counts(m->b, m->pc.only_group, &c) == 0 && c.ready == 0 &&
+                c.leased == 0)
+                break;
+        }
+
+        struct pollfd pf[2 + 2 + 1024];
+        worker *wmap[1024];
+        int np = 0;
+        pf[np++] = (struct pollfd){sig_pipe[0], POLLIN, 0};
+        int zbase = np;
+        for (int i = 0; i < m->nz; i++)
+            pf[np++] = (struct pollfd){m->z[i].dead ? -1 : m->z[i].fd, POLLIN, 0};
+        int wbase = np;
+        for (worker *w = m->workers; w && np < (int)(sizeof pf / sizeof pf[0]); w = w->next) {
+            wmap[np - wbase] = w;
+            pf[np++] = (struct pollfd){w->fd >= 0 && !w->eof ? w->fd : -1, POLLIN, 0};
+        }
+        int timeout = m->held && m->n_held < capacity(m) ? 50 : 100;
+        poll(pf, (nfds_t)np, timeout);
+        if (pf[0].revents & POLLIN) {
+            char buf[64];
+            while (read(sig_pipe[0], buf, sizeof buf) > 0) {
+            }
+        }
+        handle_signals(m);
+        for (int i = 0; i < m->nz; i++)
+            if (pf[zbase + i].revents)
+                handle_zygote(m, &m->z[i]);
+        for (int i = wbase; i < np; i++) {
+            worker *w = wmap[i - wbase];
+            /* A worker may have been freed by the zygote's "exited" above. */
+            int alive = 0;
+            for (worker *x = m->workers; x; x = x->next)
+                alive |= x == w;
+            if (alive && pf[i].revents)
+                handle_worker(m, w);
+        }
+        if (current_zyg(m) == NULL && !m->draining) {
+            OCP_LOG(OCP_LOG_ERROR, "the zygote died: starting a new one");
+            char e2[600];
+            m->gen++;
+            if (m->nz == 2) {
+                close(m->z[0].fd);
+                ocp_proto_reader_fini(&m->z[0].rd);
+                m->z[0] = m->z[1];
+                m->nz = 1;
+            }
+            if (start_zygote(m, e2, sizeof e2)) {
+                rc = ocp_errf(OCP_E_ENGINE, err, errlen, "%s", e2);
+                break;
+            }
+        }
+        /* An old zygote whose workers are all gone after a reload: let it go. */
+        for (int i = 0; i < m->nz; i++) {
+            if (m->z[i].gen != m->gen && live_workers(m, m->z[i].gen) == 0) {
+                int anyw = 0;
+                for (worker *w = m->workers; w; w = w->next)
+                    anyw |= w->gen == m->z[i].gen;
+                if (!anyw) {
+                    close(m->z[i].fd);
+                    ocp_proto_reader_fini(&m->z[i].rd);
+                    waitpid(m->z[i].pid, NULL, 0);
+                    m->z[i] = m->z[m->nz - 1];
+                    m->nz--;
+                    i--;
+                }
+            }
+        }
+        now = ocp_now();
+        if (now - m->last_watch >= 0.05) {
+            watchdog(m);
+            m->last_watch = now;
+        }
+        if (now - m->last_renew >= m->pc.lease_timeout_s / 3) {
+            renew_all(m);
+            m->last_renew = now;
+        }
+        if (m->pc.result_expires_s > 0 && now - m->last_expire >= 60) {
+            long gone = 0;
+            ocp_broker_expire(m->b, ocp_wall_now() - m->pc.result_expires_s, &gone);
+            if (gone)
+                OCP_LOG(OCP_LOG_INFO, "%ld finished pages expired (result-expires)", gone);
+            m->last_expire = now;
+        }
+    }
+    /* Cold: what is still held goes back, not counted. */
+    while (m->held)
+        release_task(m, m->held, "node stopped", 1);
+out:
+    for (worker *w = m->workers, *next; w; w = next) {
+        next = w->next;
+        if (w->pid > 0)
+            kill(w->pid, SIGKILL);
+        free_worker(m, w);
+    }
+    for (int i = 0; i < m->nz; i++) {
+        close(m->z[i].fd);
+        ocp_proto_reader_fini(&m->z[i].rd);
+        kill(m->z[i].pid, SIGTERM);
+        waitpid(m->z[i].pid, NULL, 0);
+    }
+    ocp_broker_close(m->b);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    sig_pipe[0] = sig_pipe[1] = -1;
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    return rc;
+}

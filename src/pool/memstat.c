@@ -1,0 +1,72 @@
+/*
+ * memstat.c: /proc readers (memstat.h).
+ */
+#include "pool/memstat.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static long field(const char *buf, const char *name)
+{
+    const char *p = buf;
+    size_t n = strlen(name);
+    while ((p = strstr(p, name)) != NULL) {
+        if ((p == buf || p[-1] == '\n') && p[n] == ':')
+            return strtol(p + n + 1, NULL, 10);
+        p += n;
+    }
+    return -1;
+}
+
+static int slurp(const char *path, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, len - 1);
+    int e = errno;
+    close(fd);
+    if (n < 0)
+        return -e;
+    buf[n] = '\0';
+    return 0;
+}
+
+long ocp_memstat_rss(pid_t pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    if (slurp(path, buf, sizeof buf))
+        return -1;
+    return field(buf, "VmRSS");
+}
+
+int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m)
+{
+    char path[64], buf[4096];
+    int rc;
+    m->rss_kb = m->peak_rss_kb = m->swap_kb = m->pss_kb = m->shared_kb = m->private_kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    if ((rc = slurp(path, buf, sizeof buf)))
+        return rc;
+    m->rss_kb = field(buf, "VmRSS");
+    m->peak_rss_kb = field(buf, "VmHWM");
+    m->swap_kb = field(buf, "VmSwap");
+    if (!with_pss)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    if (slurp(path, buf, sizeof buf))
+        return 0;
+    m->pss_kb = field(buf, "Pss");
+    long sc = field(buf, "Shared_Clean"), sd = field(buf, "Shared_Dirty");
+    long pc = field(buf, "Private_Clean"), pd = field(buf, "Private_Dirty");
+    if (sc >= 0 && sd >= 0)
+        m->shared_kb = sc + sd;
+    if (pc >= 0 && pd >= 0)
+        m->private_kb = pc + pd;
+    return 0;
+}

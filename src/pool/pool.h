@@ -1,0 +1,90 @@
+/*
+ * pool.h: the worker pool of one node.
+ *
+ *   master (ocp_pool_run, one per node, single-threaded poll loop)
+ *     |  leases pages from the broker, admits them under the memory budget,
+ *     |  dispatches them to idle workers, stores results, acknowledges,
+ *     |  renews leases, watches each worker's memory and time
+ *     |  socketpair
+ *   zygote (forked first, before the master opens its broker): loads the
+ *     |  engine and its models once, then forks workers on request, so the
+ *     |  model pages are shared copy-on-write
+ *     |  fork; the worker's socket goes back to the master (SCM_RIGHTS)
+ *   workers 1..N: one page at a time: decode -> resize -> OCR -> result
+ *
+ * The master opens no engine, image library or SQLite handle that crosses
+ * a fork: the zygote is forked before any of them exist. Children die with
+ * their parent (PR_SET_PDEATHSIG). Shutdown: SIGTERM or SIGINT = warm (no
+ * new leases, running pages finish), a second one or SIGQUIT = cold
+ * (workers killed, their pages go back to the queue without counting a
+ * delivery); SIGHUP = re-read the configuration and replace the workers
+ * gracefully (idle ones now, busy ones after their page).
+ */
+#ifndef OCP_POOL_POOL_H
+#define OCP_POOL_POOL_H
+
+#include <stdbool.h>
+
+#include "broker/broker.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "image/image.h"
+
+/* Everything the pool needs, resolved from the settings. Open type. */
+typedef struct ocp_pool_conf {
+    const char *engine;
+    ocp_engine_params ep;
+    ocp_image_limits lim;
+    double soft_timeout_s;
+    int concurrency;
+    int prefetch_multiplier; /* 0 = no limit */
+    bool acks_late;
+    int max_tasks_per_child;    /* 0 = never */
+    long max_memory_per_child;  /* KiB, 0 = never */
+    long hard_memory_limit_mb;  /* 0 = none */
+    long memory_budget_mb;      /* 0 = none */
+    double page_memory_factor;  /* bytes per pixel after resize */
+    int max_deliveries;
+    double lease_timeout_s;
+    double time_limit_s; /* 0 = none */
+    double result_expires_s;
+    const char *cgroup_root;
+    const char *only_group; /* lease only this group's pages (ocr); NULL = any */
+    /* CUDA_VISIBLE_DEVICES of worker slot i is visible[i % n_visible] ("" = none). */
+    char **visible;
+    int n_visible;
+} ocp_pool_conf;
+
+/* Fills pc from cfg; strings borrowed from cfg. */
+void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg);
+
+/* Hooks of the command that runs the pool. All optional. Open type. */
+typedef struct ocp_pool_hooks {
+    void *ctx;
+    /* A page finished: ok with its result JSON, or not with the reason. */
+    void (*on_result)(void *ctx, const char *id, int ok, const char *text);
+    /* Stop when nothing is ready or leased in the queue and nothing is held (ocr). */
+    bool exit_when_idle;
+    /* SIGHUP: rebuild *pc from a fresh configuration; 0 on success. */
+    int (*reload)(void *ctx, ocp_pool_conf *pc);
+    /* Runs once the zygote is forked and the broker open, before the loop (ocr submits
+     * its pages here); non-zero stops the pool. */
+    int (*prepare)(void *ctx, ocp_broker *b);
+} ocp_pool_hooks;
+
+/*
+ * Runs the pool on broker url until a shutdown signal (or, with
+ * exit_when_idle, until the queue is done). Returns 0, or a negative code
+ * with the reason in err. Call it before the process has started libvips,
+ * an engine or the broker: it forks the zygote first.
+ */
+int ocp_pool_run(const ocp_pool_conf *pc, const char *broker_url, const ocp_pool_hooks *hooks,
+                 char *err, size_t errlen);
+
+/* Exit status of a zygote or worker that must not be restarted (engine cannot load). */
+#define OCP_EXIT_FATAL 70
+
+/* The zygote's side (zygote.c). */
+int ocp__zygote_start(const ocp_pool_conf *pc, int *fd, int *pid, char *err, size_t errlen);
+
+#endif

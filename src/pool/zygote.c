@@ -1,0 +1,356 @@
+/*
+ * zygote.c: the zygote and the workers it forks (pool.h).
+ *
+ * Zygote: loads the engine once, then serves the master:
+ *   master -> {"t":"spawn","slot":K,"visible":"GPU-..."}
+ *   zygote -> {"t":"spawned","slot":K,"pid":P} + the master's end of the
+ *             new worker's socket (SCM_RIGHTS)
+ *   zygote -> {"t":"exited","pid":P,"status":S,"maxrss_kb":R} when a worker
+ *             ends (the zygote is its parent and reaps it)
+ *   zygote -> {"t":"ready","rss_kb":R} once, or {"t":"fatal","error":E}
+ * Worker, one page at a time:
+ *   master -> {"t":"task","id":I,"payload":{...}} | {"t":"exit"}
+ *   worker -> {"t":"ready","rss_kb":R,"pss_kb":P} once idle after start
+ *   worker -> {"t":"done","id":I,"ok":true,"result":"<page JSON>",
+ *              "started":T,"finished":T,"peak_rss_kb":K,"rss_after_kb":K}
+ *             | {"t":"done","id":I,"ok":false,"error":"reason",...}
+ *
+ * Test seam: OCRPOOL_FAULT=crash:TEXT | sleep:SECONDS:TEXT | alloc:MB:TEXT
+ * makes a worker crash (SIGSEGV), sleep, or allocate and touch memory on
+ * a page whose source contains TEXT; the tests use it to make poison
+ * pages and long pages on demand.
+ */
+#include "pool/memstat.h"
+#include "pool/page.h"
+#include "pool/pool.h"
+#include "pool/proto.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Engines a worker has open: the zygote's (shared) and any it opened for other languages. */
+#define MAX_ENGINES 3
+typedef struct engine_slot {
+    char *lang;
+    ocp_engine *eng;
+} engine_slot;
+
+static void fault(const char *source)
+{
+    const char *f = getenv("OCRPOOL_FAULT");
+    if (!f || !source)
+        return;
+    char kind[16] = "", text[256] = "";
+    double num = 0;
+    if (sscanf(f, "crash:%255s", text) == 1 && strstr(source, text)) {
+        OCP_LOG(OCP_LOG_WARN, "fault injection: crashing on %s", source);
+        raise(SIGSEGV);
+    }
+    if (sscanf(f, "%15[a-z]:%lf:%255s", kind, &num, text) == 3 && strstr(source, text)) {
+        if (strcmp(kind, "sleep") == 0) {
+            OCP_LOG(OCP_LOG_WARN, "fault injection: sleeping %.1f s on %s", num, source);
+            usleep((useconds_t)(num * 1e6));
+        } else if (strcmp(kind, "alloc") == 0) {
+            size_t n = (size_t)(num * 1048576);
+            OCP_LOG(OCP_LOG_WARN, "fault injection: touching %.0f MB on %s", num, source);
+            char *p = malloc(n);
+            if (p) {
+                for (size_t i = 0; i < n; i += 4096)
+                    p[i] = (char)i;
+                usleep(300000);
+                free(p);
+            }
+        }
+    }
+}
+
+static ocp_engine *engine_for(const ocp_pool_conf *pc, engine_slot *slots, const char *lang,
+                              char *err, size_t errlen)
+{
+    for (int i = 0; i < MAX_ENGINES; i++)
+        if (slots[i].lang && strcmp(slots[i].lang, lang) == 0)
+            return slots[i].eng;
+    /* Another language: open it here (private memory), evicting the last extra one. */
+    int k = 1;
+    while (k < MAX_ENGINES - 1 && slots[k].lang)
+        k++;
+    if (slots[k].lang) {
+        ocp_engine_close(slots[k].eng);
+        free(slots[k].lang);
+        slots[k].lang = NULL;
+    }
+    ocp_engine_params ep = pc->ep;
+    ep.lang = lang;
+    if (ocp_engine_open(pc->engine, &ep, &slots[k].eng, err, errlen))
+        return NULL;
+    slots[k].lang = ocp_xstrdup(lang);
+    return slots[k].eng;
+}
+
+static json_t *run_task(const ocp_pool_conf *pc, engine_slot *slots, const char *id,
+                        json_t *payload)
+{
+    const char *source = json_string_value(json_object_get(payload, "source"));
+    const char *lang = json_string_value(json_object_get(payload, "lang"));
+    json_t *jp = json_object_get(payload, "page");
+    int page = json_is_integer(jp) ? (int)json_integer_value(jp) : 0;
+    json_t *jm = json_object_get(payload, "max_image_size");
+    ocp_image_limits lim = pc->lim;
+    if (json_is_integer(jm) && json_integer_value(jm) >= 0 && json_integer_value(jm) <= 65535)
+        lim.max_image_size = (int)json_integer_value(jm);
+    char err[600] = "";
+    double started = ocp_wall_now();
+    int rc = 0;
+    ocp_result res;
+    ocp_result_init(&res);
+    ocp_doc *doc = NULL;
+    ocp_engine *eng = NULL;
+
+    if (!source || page < 0) {
+        rc = ocp_errf(OCP_E_DECODE, err, sizeof err, "malformed task: no source or bad page");
+        goto out;
+    }
+    if (!lang || !*lang)
+        lang = pc->ep.lang;
+    eng = engine_for(pc, slots, lang, err, sizeof err);
+    if (!eng) {
+        rc = OCP_E_LANG;
+        goto out;
+    }
+    fault(source);
+    if (!(ocp_engine_features(eng) & OCP_FEAT_NO_PIXELS)) {
+        rc = ocp_doc_open_file(source, &lim, &doc, err, sizeof err);
+        if (rc)
+            goto out;
+    }
+    ocp_page_task t = {
+        .id = id, .source = source, .page = page, .lang = lang, .timeout_s = pc->soft_timeout_s};
+    ocp_log_set_task(id);
+    rc = ocp_page_run(eng, doc, &t, &res, err, sizeof err);
+    ocp_log_set_task(NULL);
+out:;
+    json_t *msg = json_object();
+    json_object_set_new(msg, "t", json_string("done"));
+    json_object_set_new(msg, "id", json_string(id));
+    json_object_set_new(msg, "ok", json_boolean(rc == 0));
+    if (rc == 0) {
+        ocp_sb sb;
+        ocp_sb_init(&sb);
+        ocp_result_render(&res, OCP_FMT_JSON, &sb);
+        json_object_set_new(msg, "result", json_string(sb.buf));
+        ocp_sb_fini(&sb);
+    } else {
+        json_object_set_new(msg, "error", json_string(err[0] ? err : ocp_strerror(rc)));
+    }
+    json_object_set_new(msg, "started", json_real(started));
+    json_object_set_new(msg, "finished", json_real(ocp_wall_now()));
+    json_object_set_new(msg, "peak_rss_kb", json_integer(res.peak_rss_kb > 0 ? res.peak_rss_kb
+                                                                              : ocp_self_peak_rss_kb()));
+    json_object_set_new(msg, "rss_after_kb", json_integer(ocp_self_rss_kb()));
+    ocp_result_fini(&res);
+    ocp_doc_destroy(doc);
+    return msg;
+}
+
+/* Puts this worker in its own cgroup under the delegated root, with memory.max. */
+static void join_cgroup(const ocp_pool_conf *pc)
+{
+    if (!pc->cgroup_root || !*pc->cgroup_root || pc->hard_memory_limit_mb <= 0)
+        return;
+    char dir[4096], path[4200], val[64];
+    snprintf(dir, sizeof dir, "%s/ocrpool-worker-%d", pc->cgroup_root, (int)getpid());
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        OCP_LOG_ERR(OCP_LOG_WARN, -errno, "cgroup-root: cannot create %s", dir);
+        return;
+    }
+    const char *files[2] = {"memory.max", "cgroup.procs"};
+    snprintf(val, sizeof val, "%ld", pc->hard_memory_limit_mb << 20);
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, val, strlen(val)) < 0)
+            OCP_LOG_ERR(OCP_LOG_WARN, -errno, "cgroup-root: cannot write %s", path);
+        if (fd >= 0)
+            close(fd);
+        snprintf(val, sizeof val, "%d", (int)getpid());
+    }
+}
+
+static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const char *visible)
+{
+    engine_slot slots[MAX_ENGINES] = {{0}};
+    ocp_proto_reader rd;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ocp_log_set_role('W');
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the master, which decides */
+    signal(SIGQUIT, SIG_DFL);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    setenv("CUDA_VISIBLE_DEVICES", visible ? visible : "", 1);
+    if (pc->hard_memory_limit_mb > 0) {
+        /* A backstop under the master's RSS watchdog: the data segment may grow by the
+         * limit beyond what the worker has now. */
+        struct rlimit rl;
+        long vmdata = 0;
+        FILE *f = fopen("/proc/self/status", "re");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "VmData: %ld", &vmdata) == 1)
+                break;
+        if (f)
+            fclose(f);
+        rl.rlim_cur = rl.rlim_max = (rlim_t)(vmdata + pc->hard_memory_limit_mb * 1024) * 1024;
+        setrlimit(RLIMIT_DATA, &rl);
+    }
+    join_cgroup(pc);
+    slots[0].lang = ocp_xstrdup(pc->ep.lang);
+    slots[0].eng = eng;
+    ocp_proto_reader_init(&rd);
+    malloc_trim(0);
+    ocp_memstat ms;
+    ocp_memstat_read(getpid(), 1, &ms);
+    json_t *hello = json_pack("{s:s, s:i, s:I, s:I}", "t", "ready", "pid", (int)getpid(), "rss_kb",
+                              (json_int_t)ms.rss_kb, "pss_kb", (json_int_t)ms.pss_kb);
+    ocp_proto_send(fd, hello, -1);
+    json_decref(hello);
+    for (;;) {
+        json_t *m = NULL;
+        int rc = ocp_proto_recv(fd, &rd, &m);
+        if (rc) /* the master is gone or spoke nonsense */
+            _exit(rc == -EPIPE ? 0 : 1);
+        const char *t = json_string_value(json_object_get(m, "t"));
+        if (t && strcmp(t, "task") == 0) {
+            const char *id = json_string_value(json_object_get(m, "id"));
+            json_t *reply = run_task(pc, slots, id ? id : "?", json_object_get(m, "payload"));
+            rc = ocp_proto_send(fd, reply, -1);
+            json_decref(reply);
+            if (rc)
+                _exit(1);
+        } else if (t && strcmp(t, "exit") == 0) {
+            json_decref(m);
+            _exit(0);
+        }
+        json_decref(m);
+    }
+}
+
+static void zygote_main(const ocp_pool_conf *pc, int fd)
+{
+    char err[600] = "cannot start libvips";
+    ocp_engine *eng = NULL;
+    ocp_proto_reader rd;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ocp_log_set_role('Z');
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    if (ocp_image_global_init("ocrpool") ||
+        ocp_engine_open(pc->engine, &pc->ep, &eng, err, sizeof err)) {
+        json_t *m = json_pack("{s:s, s:s}", "t", "fatal", "error", err);
+        ocp_proto_send(fd, m, -1);
+        json_decref(m);
+        _exit(OCP_EXIT_FATAL);
+    }
+    malloc_trim(0);
+    json_t *ready = json_pack("{s:s, s:I}", "t", "ready", "rss_kb", (json_int_t)ocp_self_rss_kb());
+    ocp_proto_send(fd, ready, -1);
+    json_decref(ready);
+    OCP_LOG(OCP_LOG_INFO, "zygote ready: engine %s, %s, RSS %ld KiB", pc->engine, pc->ep.lang,
+            ocp_self_rss_kb());
+    ocp_proto_reader_init(&rd);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        poll(&p, 1, 100);
+        /* Reap workers and tell the master how they ended. */
+        for (;;) {
+            int st;
+            struct rusage ru;
+            pid_t w = wait4(-1, &st, WNOHANG, &ru);
+            if (w <= 0)
+                break;
+            json_t *m = json_pack("{s:s, s:i, s:i, s:I}", "t", "exited", "pid", (int)w, "status",
+                                  st, "maxrss_kb", (json_int_t)ru.ru_maxrss);
+            ocp_proto_send(fd, m, -1);
+            json_decref(m);
+        }
+        if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        int r = ocp_proto_fill(&rd, fd);
+        if (r == 0 || (r < 0 && r != -EAGAIN)) {
+            /* The master is gone: so are we, and our workers with us (PDEATHSIG). */
+            _exit(0);
+        }
+        json_t *m;
+        while (ocp_proto_next(&rd, &m) == 0 && m) {
+            const char *t = json_string_value(json_object_get(m, "t"));
+            if (t && strcmp(t, "spawn") == 0) {
+                int slot = (int)json_integer_value(json_object_get(m, "slot"));
+                const char *vis = json_string_value(json_object_get(m, "visible"));
+                int sp[2];
+                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+                    OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "socketpair");
+                } else {
+                    pid_t pid = fork();
+                    if (pid == 0) {
+                        close(fd);
+                        close(sp[0]);
+                        worker_main(pc, sp[1], eng, vis);
+                    }
+                    close(sp[1]);
+                    if (pid > 0) {
+                        json_t *r2 = json_pack("{s:s, s:i, s:i}", "t", "spawned", "slot", slot,
+                                               "pid", (int)pid);
+                        ocp_proto_send(fd, r2, sp[0]);
+                        json_decref(r2);
+                    } else {
+                        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "fork");
+                    }
+                    close(sp[0]);
+                }
+            }
+            json_decref(m);
+        }
+    }
+}
+
+int ocp__zygote_start(const ocp_pool_conf *pc, int *fd, int *pid, char *err, size_t errlen)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+        return ocp_errf(-errno, err, errlen, "socketpair: %s", strerror(errno));
+    fflush(NULL);
+    pid_t p = fork();
+    if (p < 0) {
+        int e = errno;
+        close(sp[0]);
+        close(sp[1]);
+        return ocp_errf(-e, err, errlen, "fork: %s", strerror(e));
+    }
+    if (p == 0) {
+        close(sp[0]);
+        zygote_main(pc, sp[1]);
+        _exit(0);
+    }
+    close(sp[1]);
+    *fd = sp[0];
+    *pid = (int)p;
+    return 0;
+}
