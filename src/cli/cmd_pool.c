@@ -113,6 +113,8 @@ static int worker_reload(void *vctx, ocp_pool_conf *pc)
                       &npos))
         return -1;
     free(pos);
+    if (ocp_log_level < OCP_LOG_INFO && ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
+        ocp_log_level = OCP_LOG_INFO;
     ocp_pool_conf_from_config(pc, cfg);
     ocp_config_destroy(fresh);
     fresh = cfg;

@@ -391,6 +391,15 @@ static void page_done(master *m, worker *w, json_t *msg)
     long peak = (long)json_integer_value(json_object_get(msg, "peak_rss_kb"));
     long after = (long)json_integer_value(json_object_get(msg, "rss_after_kb"));
     const char *text = json_string_value(json_object_get(msg, ok ? "result" : "error"));
+    if (!ok && json_is_true(json_object_get(msg, "retry"))) {
+        /* Not the page's content: deliver it again (or bury it after max deliveries). */
+        w->task = NULL;
+        release_task(m, h, text ? text : "failed", 0);
+        w->tasks_done++;
+        w->state = W_IDLE;
+        send_exit(w); /* a worker that hit its memory limit starts afresh */
+        return;
+    }
     int rc = ok ? ocp_broker_ack(m->b, id, text ? text : "{}", started, finished, peak, w->pid)
                 : ocp_broker_fail(m->b, id, text ? text : "failed", started, finished, w->pid);
     if (rc) {
@@ -442,6 +451,9 @@ static void handle_worker(master *m, worker *w)
             if (w->state == W_STARTING)
                 w->state = W_IDLE;
             m->spawn_failures = 0;
+            OCP_LOG(OCP_LOG_INFO, "worker %d ready: RSS %lld KiB, PSS %lld KiB", w->pid,
+                    (long long)json_integer_value(json_object_get(msg, "rss_kb")),
+                    (long long)json_integer_value(json_object_get(msg, "pss_kb")));
         } else if (t && strcmp(t, "done") == 0) {
             page_done(m, w, msg);
         }
@@ -787,6 +799,7 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
                 if (!anyw) {
                     close(m->z[i].fd);
                     ocp_proto_reader_fini(&m->z[i].rd);
+                    kill(m->z[i].pid, SIGTERM);
                     waitpid(m->z[i].pid, NULL, 0);
                     m->z[i] = m->z[m->nz - 1];
                     m->nz--;

@@ -20,7 +20,8 @@ int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_resu
     double t0;
     int rc;
 
-    ocp_self_reset_peak_rss();
+    if (!t->keep_peak)
+        ocp_self_reset_peak_rss();
     t0 = ocp_now();
     if (!t->id)
         ocp_uuid4(uuid);

@@ -18,6 +18,7 @@ typedef struct ocp_page_task {
     int page;           /* 0-based */
     const char *lang;
     double timeout_s;
+    int keep_peak; /* the caller reset the peak RSS already (do not reset it again) */
 } ocp_page_task;
 
 /*

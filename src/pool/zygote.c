@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -132,14 +133,20 @@ static json_t *run_task(const ocp_pool_conf *pc, engine_slot *slots, const char 
         rc = OCP_E_LANG;
         goto out;
     }
+    /* The page's peak RSS counts from here, the fault seam's allocation included. */
+    ocp_self_reset_peak_rss();
     fault(source);
     if (!(ocp_engine_features(eng) & OCP_FEAT_NO_PIXELS)) {
         rc = ocp_doc_open_file(source, &lim, &doc, err, sizeof err);
         if (rc)
             goto out;
     }
-    ocp_page_task t = {
-        .id = id, .source = source, .page = page, .lang = lang, .timeout_s = pc->soft_timeout_s};
+    ocp_page_task t = {.id = id,
+                       .source = source,
+                       .page = page,
+                       .lang = lang,
+                       .timeout_s = pc->soft_timeout_s,
+                       .keep_peak = 1};
     ocp_log_set_task(id);
     rc = ocp_page_run(eng, doc, &t, &res, err, sizeof err);
     ocp_log_set_task(NULL);
@@ -154,6 +161,17 @@ out:;
         ocp_result_render(&res, OCP_FMT_JSON, &sb);
         json_object_set_new(msg, "result", json_string(sb.buf));
         ocp_sb_fini(&sb);
+    } else if (pc->hard_memory_limit_mb > 0 &&
+               ocp_self_peak_rss_kb() >= pc->hard_memory_limit_mb * 1024 * 8 / 10) {
+        /* The data limit made an allocation fail near the hard limit: the page failed for
+         * memory, not for its content; the master retries it (and buries it after
+         * max-deliveries) as if its watchdog had stopped it. */
+        char why[700];
+        snprintf(why, sizeof why,
+                 "memory limit: the page failed at %ld MB RSS near hard-memory-limit %ld MB (%s)",
+                 ocp_self_peak_rss_kb() / 1024, pc->hard_memory_limit_mb, err);
+        json_object_set_new(msg, "error", json_string(why));
+        json_object_set_new(msg, "retry", json_true());
     } else {
         json_object_set_new(msg, "error", json_string(err[0] ? err : ocp_strerror(rc)));
     }
@@ -215,7 +233,10 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
                 break;
         if (f)
             fclose(f);
-        rl.rlim_cur = rl.rlim_max = (rlim_t)(vmdata + pc->hard_memory_limit_mb * 1024) * 1024;
+        /* Twice the limit: the data segment counts reserved, untouched memory too, and the
+         * master's watchdog on RSS, the real measure, should act first. */
+        rl.rlim_cur = rl.rlim_max =
+            (rlim_t)(vmdata + 2 * pc->hard_memory_limit_mb * 1024) * 1024;
         setrlimit(RLIMIT_DATA, &rl);
     }
     join_cgroup(pc);
@@ -259,6 +280,7 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
     ocp_log_set_role('Z');
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
     if (ocp_image_global_init("ocrpool") ||
@@ -345,8 +367,13 @@ int ocp__zygote_start(const ocp_pool_conf *pc, int *fd, int *pid, char *err, siz
         return ocp_errf(-e, err, errlen, "fork: %s", strerror(e));
     }
     if (p == 0) {
-        close(sp[0]);
-        zygote_main(pc, sp[1]);
+        /* Keep only stdio and our socket: the master's other descriptors (its broker,
+         * an older zygote's socket, workers' sockets) must not live on in here. */
+        int keep = sp[1];
+        if (keep > 3)
+            close_range(3, (unsigned)keep - 1, 0);
+        close_range((unsigned)keep + 1, ~0U, 0);
+        zygote_main(pc, keep);
         _exit(0);
     }
     close(sp[1]);

@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# The worker pool's semantics, each against real processes on a real
+# SQLite queue: concurrency and prefetch, late acknowledgement when a
+# worker is killed, master loss and lease renewal, recycling by count and
+# by memory, the hard memory limit, the global memory budget, time limits,
+# poison pages, shared models, priorities and groups, result expiry,
+# signals, and `ocr -j` resuming. OCRPOOL_FAULT (see src/pool/zygote.c)
+# makes chosen pages slow or crash.
+source "$(dirname "$0")/lib.sh"
+F=$FIXTURES
+CHECK="python3 $here/pool_check.py"
+export OCRPOOL_LOG_LEVEL=info
+
+# Pages with telling names (the fault seam matches on the source path).
+mkdir -p "$TMP/p"
+for i in 1 2 3 4 5 6 7 8; do cp "$F/eng.png" "$TMP/p/small$i.png"; done
+cp "$F/eng.png" "$TMP/p/slowpage.png"
+cp "$F/eng.png" "$TMP/p/poison.png"
+cp "$F/big.png" "$TMP/p/big1.png"
+cp "$F/big.png" "$TMP/p/big2.png"
+
+n=0
+fresh() { # fresh: a new queue URL in $Q
+    n=$((n + 1))
+    Q="sqlite://$TMP/q$n.db"
+}
+submit() { "$OCRPOOL" submit --broker "$Q" "$@"; }
+status_json() { "$OCRPOOL" status --broker "$Q" --json --tasks "$@" >"$TMP/status.json"; }
+start_worker() { # start_worker LOG [flags]: runs a node in the background, pid in $WPID
+    local log=$1
+    shift
+    "$OCRPOOL" worker --broker "$Q" "$@" >"$log" 2>&1 &
+    WPID=$!
+}
+wait_finished() { # wait_finished COUNT [SECONDS]: until COUNT pages are done/failed/buried
+    local want=$1 limit=${2:-60} t=0
+    while [ $t -lt $((limit * 10)) ]; do
+        if "$OCRPOOL" status --broker "$Q" --json 2>/dev/null |
+            python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if d['done']+d['failed']+d['buried'] >= $want else 1)"; then
+            return 0
+        fi
+        sleep 0.1
+        t=$((t + 1))
+    done
+    echo "# timed out waiting for $want finished pages"
+    return 1
+}
+stop_worker() { # warm stop of $WPID; returns its exit status
+    kill -TERM "$WPID" 2>/dev/null
+    wait "$WPID"
+}
+log_pid() { # log_pid LOG PATTERN: the pid of the first log line matching PATTERN
+    grep -m1 -- "$2" "$1" | awk '{print $2}'
+}
+wait_log() { # wait_log LOG PATTERN [SECONDS]
+    local t=0
+    while [ $t -lt $((${3:-30} * 10)) ]; do
+        grep -q -- "$2" "$1" && return 0
+        sleep 0.1
+        t=$((t + 1))
+    done
+    return 1
+}
+
+# --- Concurrency N and prefetch multiplier m -------------------------------
+fresh
+submit -l eng --group c "$TMP"/p/small*.png >/dev/null
+start_worker "$TMP/c.log" -c 2 --prefetch-multiplier 1
+wait_finished 8
+stop_worker
+status_json c
+check "concurrency 2: never more than 2 pages at once, and 2 at times" $CHECK overlap "$TMP/status.json" 2
+held=$(grep -o 'holding [0-9]*' "$TMP/c.log" | awk '{print $2}' | sort -n | tail -1)
+check "prefetch 1 x 2 workers: never more than 2 leases held (max $held)" test "$held" -le 2
+
+fresh
+submit -l eng --group c "$TMP"/p/small*.png >/dev/null
+start_worker "$TMP/c3.log" -c 1 --prefetch-multiplier 3
+wait_finished 8
+stop_worker
+status_json c
+check "concurrency 1: one page at a time" $CHECK overlap "$TMP/status.json" 1
+held=$(grep -o 'holding [0-9]*' "$TMP/c3.log" | awk '{print $2}' | sort -n | tail -1)
+check "prefetch 3 x 1 worker: at most 3 leases held, and 3 at times (max $held)" test "$held" -eq 3
+
+# --- Acks late: kill -9 a worker in the middle of a page --------------------
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_FAULT=sleep:2:slowpage start_worker "$TMP/ack.log" -c 1
+wait_log "$TMP/ack.log" "fault injection: sleeping" 30
+wpid=$(log_pid "$TMP/ack.log" "fault injection: sleeping")
+kill -9 "$wpid"
+wait_finished 1 30
+stop_worker
+status_json
+check "acks late: the killed worker's page is done again (2 deliveries)" $CHECK state "$TMP/status.json" "$id" done 2
+check "acks late: its result is stored once" test "$(grep -c "page $id done" "$TMP/ack.log")" -eq 1
+check "acks late: the result is there" bash -c "'$OCRPOOL' result --broker '$Q' $id | grep -q 'quick brown fox'"
+check "the log says why the page went back" grep -q "goes back to the queue (delivery 1 of 3): worker $wpid crashed: killed by signal 9 (SIGKILL)" "$TMP/ack.log"
+
+# --- Master loss: kill -9 the master; leases run out; nothing is lost --------
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+submit -l eng "$TMP/p/small1.png" >/dev/null
+OCRPOOL_FAULT=sleep:3:slowpage start_worker "$TMP/m1.log" -c 1 --lease-timeout 2
+wait_log "$TMP/m1.log" "fault injection: sleeping" 30
+wpid=$(log_pid "$TMP/m1.log" "fault injection: sleeping")
+kill -9 "$WPID"
+wait "$WPID" 2>/dev/null
+sleep 0.5
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+check "children die with the master (worker $wpid gone)" gone "$wpid"
+status_json
+check "the page stays leased to the dead node until its lease runs out" \
+    python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$id'][0]; assert t['state']=='leased', t"
+start_worker "$TMP/m2.log" -c 1 --lease-timeout 2
+wait_finished 2 30
+stop_worker
+status_json
+check "master loss: the page comes back and is done" $CHECK state "$TMP/status.json" "$id" done 2
+
+# A long page is never given to a second node while its worker lives.
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_FAULT=sleep:5:slowpage start_worker "$TMP/r1.log" -c 1 --lease-timeout 1.5
+first=$WPID
+wait_log "$TMP/r1.log" "fault injection: sleeping" 30
+OCRPOOL_FAULT=sleep:5:slowpage start_worker "$TMP/r2.log" -c 1 --lease-timeout 1.5
+wait_finished 1 30
+kill -TERM "$first" && wait "$first"
+stop_worker
+status_json
+check "lease renewal: a 5 s page under a 1.5 s lease is delivered once" $CHECK state "$TMP/status.json" "$id" done 1
+check "lease renewal: the second node never started it" bash -c "! grep -q 'fault injection' '$TMP/r2.log'"
+
+# --- Max tasks per child ---------------------------------------------------
+fresh
+submit -l eng "$TMP"/p/small[1-6].png >/dev/null
+start_worker "$TMP/mt.log" -c 1 --max-tasks-per-child 2
+wait_finished 6
+stop_worker
+status_json
+check "max-tasks-per-child 2: 6 pages by 3 worker processes" $CHECK pids "$TMP/status.json" 3
+check "max-tasks-per-child: the log says so" grep -q "after 2 pages (max-tasks-per-child)" "$TMP/mt.log"
+
+# --- Max memory per child (Celery's meaning: checked after the page) -------
+fresh
+big=$(submit -l eng --max-image-size 0 "$TMP/p/big1.png")
+submit -l eng "$TMP/p/small1.png" >/dev/null
+start_worker "$TMP/mm.log" -c 1 --max-memory-per-child 100000
+wait_finished 2
+stop_worker
+status_json
+check "max-memory-per-child: the big page is done" $CHECK state "$TMP/status.json" "$big" done 1
+check "max-memory-per-child: the log names the worker, the page and the peak" \
+    grep -Eq "replacing worker [0-9]+: peak RSS [0-9]+ KiB during page $big over max-memory-per-child 100000 KiB" "$TMP/mm.log"
+check "max-memory-per-child: the next page ran in a new worker" $CHECK pids "$TMP/status.json" 2
+
+# --- Hard memory limit: stopped during the page, retried, buried -------------
+fresh
+big=$(submit -l eng --max-image-size 0 "$TMP/p/big1.png")
+small=$(submit -l eng "$TMP/p/small1.png")
+start_worker "$TMP/hm.log" -c 1 --hard-memory-limit 100 --max-deliveries 2
+wait_finished 2 60
+stop_worker
+status_json
+check "hard memory limit: the big page is buried after 2 deliveries" $CHECK state "$TMP/status.json" "$big" buried 2
+check "hard memory limit: the reason is the memory limit" \
+    python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$big'][0]; assert 'memory limit' in t['reason'], t['reason']; print('#', t['reason'])"
+check "hard memory limit: the other page is done" $CHECK state "$TMP/status.json" "$small" done 1
+
+# --- Global memory budget ----------------------------------------------------
+# Estimates at 12 bytes/pixel: a big page (6000 x 6000, not resized) 432 MB, a small
+# one 12 MB; two workers' baselines about 70 MB. A 600 MB budget fits one big page
+# and small ones beside it, never two big ones.
+fresh
+submit -l eng --max-image-size 0 "$TMP/p/big1.png" "$TMP/p/big2.png" >/dev/null
+submit -l eng "$TMP"/p/small[1-6].png >/dev/null
+start_worker "$TMP/mb.log" -c 2 --prefetch-multiplier 4 --memory-budget 600
+wait_finished 8 90
+stop_worker
+status_json
+check "memory budget: big pages one after the other, small ones beside them" $CHECK serial "$TMP/status.json" big small
+fresh
+big=$(submit -l eng --max-image-size 0 "$TMP/p/big1.png")
+start_worker "$TMP/mb2.log" -c 1 --memory-budget 300
+wait_finished 1 30
+stop_worker
+status_json
+check "memory budget: a page larger than the budget fails with a reason" \
+    python3 -c "import json; t=json.load(open('$TMP/status.json'))['tasks'][0]; assert t['state']=='failed' and 'memory-budget 300 MB' in t['reason'], t; print('#', t['reason'])"
+
+# --- Time limits -------------------------------------------------------------
+fresh
+soft=$(submit -l eng "$F/lines.png")
+start_worker "$TMP/tl.log" -c 1 --soft-time-limit 0.01
+wait_finished 1 30
+stop_worker
+status_json
+check "soft time limit: the page fails with 'timeout'" \
+    python3 -c "import json; t=json.load(open('$TMP/status.json'))['tasks'][0]; assert t['state']=='failed' and 'timeout' in t['reason'], t"
+fresh
+hard=$(submit -l eng "$TMP/p/slowpage.png")
+submit -l eng "$TMP/p/small1.png" >/dev/null
+OCRPOOL_FAULT=sleep:5:slowpage start_worker "$TMP/th.log" -c 1 --time-limit 1 --max-deliveries 2
+wait_finished 2 40
+stop_worker
+status_json
+check "hard time limit: worker killed, page retried then buried" $CHECK state "$TMP/status.json" "$hard" buried 2
+check "hard time limit: the reason" grep -q "time limit: the page ran over 1.0 s" "$TMP/th.log"
+
+# --- Poison pages ------------------------------------------------------------
+fresh
+poison=$(submit -l eng "$TMP/p/poison.png")
+submit -l eng "$TMP"/p/small[1-3].png >/dev/null
+OCRPOOL_FAULT=crash:poison start_worker "$TMP/po.log" -c 2
+wait_finished 4 40
+sleep 0.5
+stop_worker
+rc=$?
+status_json
+check "poison page: buried after 3 deliveries, not looped on" $CHECK state "$TMP/status.json" "$poison" buried 3
+check "poison page: the reason names the signal" \
+    python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$poison'][0]; assert 'SIGSEGV' in t['reason'], t['reason']; print('#', t['reason'])"
+check "poison page: the other pages are done" python3 -c "import json; d=json.load(open('$TMP/status.json')); assert d['done'] == 3, d"
+check "poison page: the node is still healthy and stops cleanly (exit $rc)" test "$rc" -eq 0
+
+# --- Shared models, malloc_trim ------------------------------------------------
+fresh
+submit -l eng --max-image-size 0 "$TMP/p/big1.png" >/dev/null
+start_worker "$TMP/sh.log" -c 2 -l eng+san
+wait_finished 1 60
+pids=$(grep -o 'worker [0-9]* ready' "$TMP/sh.log" | awk '{print $2}')
+for p in $pids; do
+    sh=$(awk '/^Shared_(Clean|Dirty)/ {s += $2} END {print s}' /proc/$p/smaps_rollup)
+    echo "# worker $p: $(grep -E '^(Rss|Pss):' /proc/$p/smaps_rollup | tr -s ' ' | tr '\n' ' ') shared ${sh} kB"
+    check "shared models: worker $p shares over 20 MB with its siblings" test "$sh" -gt 20000
+done
+line=$(grep -m1 'done by worker' "$TMP/sh.log")
+peak=$(sed -n 's/.*peak RSS \([0-9]*\) KiB.*/\1/p' <<<"$line")
+after=$(sed -n 's/.*KiB, \([0-9]*\) KiB after.*/\1/p' <<<"$line")
+echo "# big page: peak RSS $peak KiB, $after KiB after malloc_trim"
+check "malloc_trim: the worker goes back near its idle size after a big page" test $((peak - after)) -gt 80000
+stop_worker
+
+# --- Priorities and groups, result expiry ---------------------------------------
+fresh
+submit -l eng --group low --priority 0 "$TMP"/p/small[1-3].png >/dev/null
+submit -l eng --group high --priority 9 "$TMP"/p/small[4-6].png >/dev/null
+start_worker "$TMP/pr.log" -c 1
+wait_finished 6
+stop_worker
+status_json
+check "priority 9 before priority 0" $CHECK order "$TMP/status.json" high low
+check "groups: counts per group" bash -c "'$OCRPOOL' status --broker '$Q' high | grep -q '^high: 0 queued, 0 running, 3 done, 0 failed, 0 buried'"
+sleep 1.2
+start_worker "$TMP/ex.log" -c 1 --result-expires 1
+wait_log "$TMP/ex.log" "finished pages expired" 10
+stop_worker
+check "result-expires: finished pages are gone" bash -c "'$OCRPOOL' status --broker '$Q' | grep -q '0 done'"
+
+# --- Requeue buried pages ---------------------------------------------------------
+fresh
+poison=$(submit -l eng --group book "$TMP/p/poison.png")
+OCRPOOL_FAULT=crash:poison start_worker "$TMP/rq.log" -c 1 --max-deliveries 1
+wait_finished 1 30
+stop_worker
+check "requeue --buried: puts it back" bash -c "'$OCRPOOL' requeue --broker '$Q' --buried book | grep -q '^1 pages back'"
+start_worker "$TMP/rq2.log" -c 1
+wait_finished 1 30
+stop_worker
+check "requeue: done on the next try" bash -c "'$OCRPOOL' status --broker '$Q' book | grep -q '1 done'"
+
+# --- Signals ---------------------------------------------------------------------
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_FAULT=sleep:2:slowpage start_worker "$TMP/sw.log" -c 1
+wait_log "$TMP/sw.log" "fault injection: sleeping" 30
+kill -TERM "$WPID"
+wait "$WPID"
+rc=$?
+status_json
+check "SIGTERM: warm, the running page finishes (exit $rc)" $CHECK state "$TMP/status.json" "$id" done 1
+
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_FAULT=sleep:20:slowpage start_worker "$TMP/sq.log" -c 1
+wait_log "$TMP/sq.log" "fault injection: sleeping" 30
+t0=$(date +%s.%N)
+kill -QUIT "$WPID"
+wait "$WPID"
+t1=$(date +%s.%N)
+status_json
+check "SIGQUIT: cold, at once ($(python3 -c "print(round($t1-$t0,2))") s)" python3 -c "import sys; sys.exit(0 if $t1 - $t0 < 5 else 1)"
+check "SIGQUIT: the page is back in the queue, its delivery not counted" $CHECK state "$TMP/status.json" "$id" ready 0
+
+fresh
+submit -l eng "$TMP"/p/small[1-2].png >/dev/null
+printf 'max-tasks-per-child = 50\n' >"$TMP/hup.ini"
+start_worker "$TMP/hup.log" -c 1 --config "$TMP/hup.ini"
+wait_finished 2 30
+before=$(grep -o 'worker [0-9]* started' "$TMP/hup.log" | wc -l)
+printf 'max-tasks-per-child = 1\n' >"$TMP/hup.ini"
+kill -HUP "$WPID"
+wait_log "$TMP/hup.log" "reload: configuration re-read" 20
+submit -l eng "$TMP"/p/small[3-5].png >/dev/null
+wait_finished 5 30
+stop_worker
+after=$(grep -o 'worker [0-9]* started' "$TMP/hup.log" | wc -l)
+check "SIGHUP: workers replaced, the new file's max-tasks-per-child 1 in force ($before -> $after starts)" test "$after" -ge $((before + 3))
+
+# --- ocr -j 2: interrupt it, run it again: it resumes ---------------------------------
+mkdir -p "$TMP/book"
+for i in $(seq -w 1 10); do cp "$F/eng.png" "$TMP/book/page$i.png"; done
+OCRPOOL_FAULT=sleep:0.4:page "$OCRPOOL" ocr -j 2 -l eng -o "$TMP/bookout" "$TMP"/book/*.png 2>"$TMP/int.err" &
+opid=$!
+for _ in $(seq 1 100); do [ "$(ls "$TMP/bookout"/*.txt 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 0.1; done
+kill -INT "$opid"
+wait "$opid"
+rc=$?
+got=$(ls "$TMP/bookout"/*.txt | wc -l)
+check "ocr interrupted: exit 1 (got $rc) with $got of 10 pages written" test $rc -eq 1 -a "$got" -lt 10
+check "ocr interrupted: says how to resume" grep -q "run the same command again to resume" "$TMP/int.err"
+"$OCRPOOL" ocr -v -j 2 -l eng -o "$TMP/bookout" "$TMP"/book/*.png 2>"$TMP/res.err"
+rc=$?
+check "ocr rerun: exit 0 (got $rc)" test $rc -eq 0
+check "ocr rerun: resumed from where it stopped" grep -q "resuming: $got of 10 pages done already" "$TMP/res.err"
+check "ocr rerun: every page written" test "$(ls "$TMP/bookout"/*.txt | wc -l)" -eq 10
+check "ocr rerun: only the missing pages were done" test "$(grep -c 'lines, ' "$TMP/res.err")" -eq $((10 - got))
+finish
