@@ -17,6 +17,8 @@ if [ -n "${OCP_ASAN:-}" ]; then
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
     export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=98
+    # AddressSanitizer's shadow memory puts every worker over the default 200000 KiB.
+    export OCRPOOL_MAX_MEMORY_PER_CHILD=0
 fi
 
 count() { # count NAME LOG RC: adds the ok/not ok lines of a TAP-ish log

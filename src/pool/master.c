@@ -203,6 +203,9 @@ static void spawn_missing(master *m)
     zyg *z = current_zyg(m);
     if (!z || m->draining || ocp_now() < m->spawn_backoff_until)
         return;
+    /* A run that ends when the queue is done (ocr) starts workers only for pages. */
+    if (m->hooks && m->hooks->exit_when_idle && m->n_held == 0)
+        return;
     int have = live_workers(m, m->gen);
     for (int slot = 0; have < m->pc.concurrency && slot < 4 * m->pc.concurrency + 4; slot++) {
         int used = 0;

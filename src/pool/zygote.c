@@ -253,8 +253,8 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
     for (;;) {
         json_t *m = NULL;
         int rc = ocp_proto_recv(fd, &rd, &m);
-        if (rc) /* the master is gone or spoke nonsense */
-            _exit(rc == -EPIPE ? 0 : 1);
+        if (rc) /* the master is gone (a clean end) or spoke nonsense */
+            _exit(rc == -EPIPE || rc == -ECONNRESET ? 0 : 1);
         const char *t = json_string_value(json_object_get(m, "t"));
         if (t && strcmp(t, "task") == 0) {
             const char *id = json_string_value(json_object_get(m, "id"));

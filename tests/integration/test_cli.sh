@@ -2,7 +2,8 @@
 # The command line as a user meets it: config show and its sources,
 # refused values, usage errors, missing language data, exit codes.
 source "$(dirname "$0")/lib.sh"
-unset OCRPOOL_MAX_IMAGE_SIZE SURYA_MAX_IMAGE_SIZE SURYA_GPU_MEMORY_FRACTION OCRPOOL_CONCURRENCY
+unset OCRPOOL_MAX_IMAGE_SIZE SURYA_MAX_IMAGE_SIZE SURYA_GPU_MEMORY_FRACTION OCRPOOL_CONCURRENCY \
+    OCRPOOL_MAX_MEMORY_PER_CHILD
 
 show() { "$OCRPOOL" config show "$@" 2>&1; }
 row() { grep "^$1 " <<<"$2"; }

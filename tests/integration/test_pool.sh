@@ -136,7 +136,7 @@ check "lease renewal: the second node never started it" bash -c "! grep -q 'faul
 # --- Max tasks per child ---------------------------------------------------
 fresh
 submit -l eng "$TMP"/p/small[1-6].png >/dev/null
-start_worker "$TMP/mt.log" -c 1 --max-tasks-per-child 2
+start_worker "$TMP/mt.log" -c 1 --max-tasks-per-child 2 --max-memory-per-child 0
 wait_finished 6
 stop_worker
 status_json
@@ -156,6 +156,9 @@ check "max-memory-per-child: the log names the worker, the page and the peak" \
     grep -Eq "replacing worker [0-9]+: peak RSS [0-9]+ KiB during page $big over max-memory-per-child 100000 KiB" "$TMP/mm.log"
 check "max-memory-per-child: the next page ran in a new worker" $CHECK pids "$TMP/status.json" 2
 
+# Memory figures under AddressSanitizer are its own (shadow memory, quarantine):
+# the memory-limit checks run in the normal build only.
+if [ -z "${OCP_ASAN:-}" ]; then
 # --- Hard memory limit: stopped during the page, retried, buried -------------
 fresh
 big=$(submit -l eng --max-image-size 0 "$TMP/p/big1.png")
@@ -190,6 +193,10 @@ status_json
 check "memory budget: a page larger than the budget fails with a reason" \
     python3 -c "import json; t=json.load(open('$TMP/status.json'))['tasks'][0]; assert t['state']=='failed' and 'memory-budget 300 MB' in t['reason'], t; print('#', t['reason'])"
 
+else
+    echo "# memory limit and budget checks skipped under AddressSanitizer"
+fi
+
 # --- Time limits -------------------------------------------------------------
 fresh
 soft=$(submit -l eng "$F/lines.png")
@@ -213,7 +220,8 @@ check "hard time limit: the reason" grep -q "time limit: the page ran over 1.0 s
 fresh
 poison=$(submit -l eng "$TMP/p/poison.png")
 submit -l eng "$TMP"/p/small[1-3].png >/dev/null
-OCRPOOL_FAULT=crash:poison start_worker "$TMP/po.log" -c 2
+# (AddressSanitizer would catch the SIGSEGV itself and exit 99: let it through.)
+OCRPOOL_FAULT=crash:poison ASAN_OPTIONS=${ASAN_OPTIONS:-}:handle_segv=0 start_worker "$TMP/po.log" -c 2
 wait_finished 4 40
 sleep 0.5
 stop_worker
@@ -228,7 +236,7 @@ check "poison page: the node is still healthy and stops cleanly (exit $rc)" test
 # --- Shared models, malloc_trim ------------------------------------------------
 fresh
 submit -l eng --max-image-size 0 "$TMP/p/big1.png" >/dev/null
-start_worker "$TMP/sh.log" -c 2 -l eng+san
+start_worker "$TMP/sh.log" -c 2 -l eng+san --max-memory-per-child 0
 wait_finished 1 60
 pids=$(grep -o 'worker [0-9]* ready' "$TMP/sh.log" | awk '{print $2}')
 for p in $pids; do
@@ -240,7 +248,8 @@ line=$(grep -m1 'done by worker' "$TMP/sh.log")
 peak=$(sed -n 's/.*peak RSS \([0-9]*\) KiB.*/\1/p' <<<"$line")
 after=$(sed -n 's/.*KiB, \([0-9]*\) KiB after.*/\1/p' <<<"$line")
 echo "# big page: peak RSS $peak KiB, $after KiB after malloc_trim"
-check "malloc_trim: the worker goes back near its idle size after a big page" test $((peak - after)) -gt 80000
+[ -n "${OCP_ASAN:-}" ] ||
+    check "malloc_trim: the worker goes back near its idle size after a big page" test $((peak - after)) -gt 80000
 stop_worker
 
 # --- Priorities and groups, result expiry ---------------------------------------
