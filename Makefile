@@ -92,6 +92,7 @@ asan: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
+	@BUILD=$(BUILD) bench/pool.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

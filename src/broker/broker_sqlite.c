@@ -372,8 +372,8 @@ static int sq_release(void *st, const char *id, const char *reason, double delay
     *buried = 0;
     if ((rc = exec(s, "BEGIN IMMEDIATE")))
         return rc;
-    if (sqlite3_prepare_v2(s->db, "SELECT deliveries FROM tasks WHERE id = ? AND state = 1", -1,
-                           &q, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db, "SELECT deliveries FROM tasks WHERE id = ? AND state = 1", -1, &q,
+                           NULL) != SQLITE_OK) {
         rc = fail_db(s, "release");
         exec(s, "ROLLBACK");
         return rc;
@@ -580,8 +580,8 @@ static int sq_reclaim_dead(void *st, long *n)
     *n = 0;
     if ((rc = exec(s, "BEGIN IMMEDIATE")))
         return rc;
-    if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT lease_owner FROM tasks WHERE state = 1", -1,
-                           &q, NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT lease_owner FROM tasks WHERE state = 1", -1, &q,
+                           NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(s->db,
                            "UPDATE tasks SET lease_expires = 0 WHERE state = 1 AND lease_owner = ?",
                            -1, &u, NULL) != SQLITE_OK) {

@@ -185,10 +185,10 @@ static int write_outputs(ocr_ctx *c, const page_ref *pr, const char *json, int o
     for (int f = 1; f <= OCP_FMT_TSV; f <<= 1) {
         if (!(c->fmts & f))
             continue;
-        char *path = in->pages > 1 ? ocp_xasprintf("%s/%s-p%d.%s", c->outdir, in->stem,
-                                                   pr->page + 1, ocp_format_ext(f))
-                                   : ocp_xasprintf("%s/%s.%s", c->outdir, in->stem,
-                                                   ocp_format_ext(f));
+        char *path = in->pages > 1
+                         ? ocp_xasprintf("%s/%s-p%d.%s", c->outdir, in->stem, pr->page + 1,
+                                         ocp_format_ext(f))
+                         : ocp_xasprintf("%s/%s.%s", c->outdir, in->stem, ocp_format_ext(f));
         if (only_missing && access(path, F_OK) == 0) {
             free(path);
             continue;
@@ -331,7 +331,7 @@ static char *run_group(ocr_ctx *c)
 {
     uint64_t h = 14695981039346656037ULL;
     for (int i = 0; i < c->nin; i++)
-        for (const char *p = c->in[i].file ? c->in[i].file : ""; ; p++) {
+        for (const char *p = c->in[i].file ? c->in[i].file : "";; p++) {
             h = (h ^ (unsigned char)*p) * 1099511628211ULL;
             if (!*p)
                 break;
@@ -499,13 +499,14 @@ int ocp_cmd_ocr(int argc, char **argv)
         status = OCP_EXIT_FAILED;
     }
     if (unfinished)
-        fprintf(stderr, "ocrpool: stopped with %d pages not done: run the same command again "
-                        "to resume\n",
+        fprintf(stderr,
+                "ocrpool: stopped with %d pages not done: run the same command again "
+                "to resume\n",
                 unfinished);
     if (c.verbose || c.show_progress) {
         double dt = ocp_now() - c.t0;
-        fprintf(stderr, "ocrpool: %d pages, %d failed, %.1f s (%.2f pages/s)\n", c.npages,
-                c.failed, dt, dt > 0 ? (c.done + c.failed - c.resumed) / dt : 0.0);
+        fprintf(stderr, "ocrpool: %d pages, %d failed, %.1f s (%.2f pages/s)\n", c.npages, c.failed,
+                dt, dt > 0 ? (c.done + c.failed - c.resumed) / dt : 0.0);
     }
     for (int i = 0; i < c.nin; i++)
         if (!c.in[i].file || c.in[i].err[0])

@@ -38,8 +38,8 @@ static int pool_handler(void *vctx, int key, const char *arg)
         break;
     case K_PRIORITY:
         if (!ocp_parse_i64(arg, &v) || v < 0 || v > 9) {
-            fprintf(stderr, "ocrpool: --priority: '%s' is not allowed: a whole number from 0 to 9\n",
-                    arg);
+            fprintf(stderr,
+                    "ocrpool: --priority: '%s' is not allowed: a whole number from 0 to 9\n", arg);
             return 1;
         }
         c->priority = (int)v;
@@ -61,8 +61,12 @@ static int pool_handler(void *vctx, int key, const char *arg)
 }
 
 static const ocp_cli_opt pool_opts[] = {
-    {"group", 'g', 1, K_GROUP},   {"priority", 'p', 1, K_PRIORITY}, {"json", 0, 0, K_JSON},
-    {"buried", 0, 0, K_BURIED},   {"failed", 0, 0, K_FAILED},       {"tasks", 0, 0, K_TASKS},
+    {"group", 'g', 1, K_GROUP},
+    {"priority", 'p', 1, K_PRIORITY},
+    {"json", 0, 0, K_JSON},
+    {"buried", 0, 0, K_BURIED},
+    {"failed", 0, 0, K_FAILED},
+    {"tasks", 0, 0, K_TASKS},
     {NULL, 0, 0, 0},
 };
 
@@ -135,7 +139,8 @@ int ocp_cmd_worker(int argc, char **argv)
         fprintf(stderr, "ocrpool: worker takes no files (submit them with ocrpool submit)\n");
         rc = OCP_EXIT_USAGE;
     } else if ((rc = ocp_cli_check_device(cfg)) == 0) {
-        if (ocp_log_level < OCP_LOG_INFO && ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
+        if (ocp_log_level < OCP_LOG_INFO &&
+            ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
             ocp_log_level = OCP_LOG_INFO; /* a service logs what it does */
         ocp_pool_conf pc;
         ocp_pool_conf_from_config(&pc, cfg);

@@ -71,8 +71,8 @@ int ocp_cli_submit_file(ocp_broker *b, const char *path, const ocp_image_limits 
             free(key);
             id = idbuf;
         }
-        ocp_task_spec spec = {.id = id, .group = o->group, .priority = o->priority,
-                              .payload = payload};
+        ocp_task_spec spec = {
+            .id = id, .group = o->group, .priority = o->priority, .payload = payload};
         char out_id[64];
         int inserted = 0;
         rc = ocp_broker_submit(b, &spec, out_id, &inserted);

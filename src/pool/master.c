@@ -175,7 +175,8 @@ static int start_zygote(master *m, char *err, size_t errlen)
     const char *t = msg ? json_string_value(json_object_get(msg, "t")) : NULL;
     if (rc || !t || strcmp(t, "ready") != 0) {
         const char *e = msg ? json_string_value(json_object_get(msg, "error")) : NULL;
-        ocp_errf(OCP_E_ENGINE, err, errlen, "%s", e ? e : "the zygote died while loading the engine");
+        ocp_errf(OCP_E_ENGINE, err, errlen, "%s",
+                 e ? e : "the zygote died while loading the engine");
         json_decref(msg);
         close(z->fd);
         ocp_proto_reader_fini(&z->rd);
@@ -299,8 +300,9 @@ static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
     if (w->kill_reason[0])
         snprintf(reason, sizeof reason, "%s", w->kill_reason);
     else if (WIFSIGNALED(status))
-        snprintf(reason, sizeof reason, "worker %d crashed: killed by signal %d (SIG%s) during the page",
-                 w->pid, WTERMSIG(status), signame(WTERMSIG(status)));
+        snprintf(reason, sizeof reason,
+                 "worker %d crashed: killed by signal %d (SIG%s) during the page", w->pid,
+                 WTERMSIG(status), signame(WTERMSIG(status)));
     else
         snprintf(reason, sizeof reason, "worker %d exited with status %d during the page", w->pid,
                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -333,42 +335,46 @@ static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
 
 static void handle_zygote(master *m, zyg *z)
 {
-    int r;
-    while ((r = ocp_proto_fill(&z->rd, z->fd)) > 0) {
-    }
-    if (r == 0 || (r < 0 && r != -EAGAIN)) {
-        OCP_LOG(OCP_LOG_ERROR, "zygote %d is gone", z->pid);
-        z->dead = 1;
-    }
-    json_t *msg;
-    while (ocp_proto_next(&z->rd, &msg) == 0 && msg) {
-        const char *t = json_string_value(json_object_get(msg, "t"));
-        int pid = (int)json_integer_value(json_object_get(msg, "pid"));
-        if (t && strcmp(t, "spawned") == 0) {
-            int slot = (int)json_integer_value(json_object_get(msg, "slot"));
-            int fd = z->rd.passed_fd;
-            z->rd.passed_fd = -1;
-            worker *w = NULL;
-            for (worker *x = m->workers; x; x = x->next)
-                if (x->gen == z->gen && x->slot == slot && x->pid < 0)
-                    w = x;
-            if (!w || fd < 0) {
-                if (fd >= 0)
-                    close(fd);
-                kill(pid, SIGKILL);
-            } else {
-                w->pid = pid;
-                w->fd = fd;
-                fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-                OCP_LOG(OCP_LOG_INFO, "worker %d started (slot %d)", pid, slot);
-            }
-        } else if (t && strcmp(t, "exited") == 0) {
-            worker *w = find_worker(m, pid);
-            if (w)
-                worker_exited(m, w, (int)json_integer_value(json_object_get(msg, "status")),
-                              (long)json_integer_value(json_object_get(msg, "maxrss_kb")));
+    /* One read at a time, then its messages: a passed descriptor belongs to the message
+     * it came with, and the kernel ends a read at a message that carries one. */
+    for (;;) {
+        int r = ocp_proto_fill(&z->rd, z->fd);
+        if (r == 0 || (r < 0 && r != -EAGAIN)) {
+            OCP_LOG(OCP_LOG_ERROR, "zygote %d is gone", z->pid);
+            z->dead = 1;
         }
-        json_decref(msg);
+        json_t *msg;
+        while (ocp_proto_next(&z->rd, &msg) == 0 && msg) {
+            const char *t = json_string_value(json_object_get(msg, "t"));
+            int pid = (int)json_integer_value(json_object_get(msg, "pid"));
+            if (t && strcmp(t, "spawned") == 0) {
+                int slot = (int)json_integer_value(json_object_get(msg, "slot"));
+                int fd = z->rd.passed_fd;
+                z->rd.passed_fd = -1;
+                worker *w = NULL;
+                for (worker *x = m->workers; x; x = x->next)
+                    if (x->gen == z->gen && x->slot == slot && x->pid < 0)
+                        w = x;
+                if (!w || fd < 0) {
+                    if (fd >= 0)
+                        close(fd);
+                    kill(pid, SIGKILL);
+                } else {
+                    w->pid = pid;
+                    w->fd = fd;
+                    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+                    OCP_LOG(OCP_LOG_INFO, "worker %d started (slot %d)", pid, slot);
+                }
+            } else if (t && strcmp(t, "exited") == 0) {
+                worker *w = find_worker(m, pid);
+                if (w)
+                    worker_exited(m, w, (int)json_integer_value(json_object_get(msg, "status")),
+                                  (long)json_integer_value(json_object_get(msg, "maxrss_kb")));
+            }
+            json_decref(msg);
+        }
+        if (r <= 0)
+            break;
     }
 }
 
@@ -407,8 +413,7 @@ static void page_done(master *m, worker *w, json_t *msg)
                 : ocp_broker_fail(m->b, id, text ? text : "failed", started, finished, w->pid);
     if (rc) {
         /* Not stored: do not acknowledge; the lease runs out and the page is done again. */
-        OCP_LOG(OCP_LOG_ERROR, "page %s: cannot store its result: %s", id,
-                ocp_broker_errmsg(m->b));
+        OCP_LOG(OCP_LOG_ERROR, "page %s: cannot store its result: %s", id, ocp_broker_errmsg(m->b));
     } else {
         OCP_LOG(OCP_LOG_INFO, "page %s %s by worker %d in %.2f s, peak RSS %ld KiB, %ld KiB after",
                 id, ok ? "done" : "failed", w->pid, finished - started, peak, after);
@@ -525,8 +530,8 @@ static void dispatch(master *m)
             drop_held(m, pick);
             continue;
         }
-        json_t *msg = json_pack("{s:s, s:s, s:o}", "t", "task", "id", pick->t.id, "payload",
-                                payload);
+        json_t *msg =
+            json_pack("{s:s, s:s, s:o}", "t", "task", "id", pick->t.id, "payload", payload);
         int rc = ocp_proto_send(w->fd, msg, -1);
         json_decref(msg);
         if (rc) {
@@ -605,9 +610,10 @@ static void watchdog(master *m)
             if (rss > w->sampled_peak_kb)
                 w->sampled_peak_kb = rss;
             if (rss > m->pc.hard_memory_limit_mb * 1024) {
-                snprintf(w->kill_reason, sizeof w->kill_reason,
-                         "memory limit: worker %d reached %ld MB RSS, over hard-memory-limit %ld MB",
-                         w->pid, rss / 1024, m->pc.hard_memory_limit_mb);
+                snprintf(
+                    w->kill_reason, sizeof w->kill_reason,
+                    "memory limit: worker %d reached %ld MB RSS, over hard-memory-limit %ld MB",
+                    w->pid, rss / 1024, m->pc.hard_memory_limit_mb);
                 OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing it", w->task->t.id, w->kill_reason);
                 kill(w->pid, SIGKILL);
                 continue;
@@ -616,8 +622,8 @@ static void watchdog(master *m)
         if (m->pc.time_limit_s > 0 && now - w->task->started > m->pc.time_limit_s) {
             snprintf(w->kill_reason, sizeof w->kill_reason,
                      "time limit: the page ran over %.1f s (time-limit)", m->pc.time_limit_s);
-            OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing worker %d", w->task->t.id,
-                    w->kill_reason, w->pid);
+            OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing worker %d", w->task->t.id, w->kill_reason,
+                    w->pid);
             kill(w->pid, SIGKILL);
         }
     }
@@ -682,8 +688,8 @@ static int handle_signals(master *m)
     return 0;
 }
 
-int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks *hooks,
-                 char *err, size_t errlen)
+int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks *hooks, char *err,
+                 size_t errlen)
 {
     master mm, *m = &mm;
     int rc;
@@ -712,7 +718,8 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     long n = 0;
     ocp_broker_reclaim_dead(m->b, &n);
     if (n)
-        OCP_LOG(OCP_LOG_WARN, "%ld pages leased by nodes of this host that are gone: back in the queue", n);
+        OCP_LOG(OCP_LOG_WARN,
+                "%ld pages leased by nodes of this host that are gone: back in the queue", n);
     if (hooks && hooks->prepare && (rc = hooks->prepare(hooks->ctx, m->b)) != 0) {
         ocp_errf(rc, err, errlen, "stopped before starting");
         goto out;
@@ -741,8 +748,7 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
         }
         if (hooks && hooks->exit_when_idle && m->n_held == 0 && !m->draining) {
             ocp_counts c;
-            if (ocp_broker_counts(m->b, m->pc.only_group, &c) == 0 && c.ready == 0 &&
-                c.leased == 0)
+            if (ocp_broker_counts(m->b, m->pc.only_group, &c) == 0 && c.ready == 0 && c.leased == 0)
                 break;
         }
 

@@ -39,11 +39,11 @@ typedef struct ocp_pool_conf {
     int concurrency;
     int prefetch_multiplier; /* 0 = no limit */
     bool acks_late;
-    int max_tasks_per_child;    /* 0 = never */
-    long max_memory_per_child;  /* KiB, 0 = never */
-    long hard_memory_limit_mb;  /* 0 = none */
-    long memory_budget_mb;      /* 0 = none */
-    double page_memory_factor;  /* bytes per pixel after resize */
+    int max_tasks_per_child;   /* 0 = never */
+    long max_memory_per_child; /* KiB, 0 = never */
+    long hard_memory_limit_mb; /* 0 = none */
+    long memory_budget_mb;     /* 0 = none */
+    double page_memory_factor; /* bytes per pixel after resize */
     int max_deliveries;
     double lease_timeout_s;
     double time_limit_s; /* 0 = none */

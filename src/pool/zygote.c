@@ -177,8 +177,9 @@ out:;
     }
     json_object_set_new(msg, "started", json_real(started));
     json_object_set_new(msg, "finished", json_real(ocp_wall_now()));
-    json_object_set_new(msg, "peak_rss_kb", json_integer(res.peak_rss_kb > 0 ? res.peak_rss_kb
-                                                                              : ocp_self_peak_rss_kb()));
+    json_object_set_new(
+        msg, "peak_rss_kb",
+        json_integer(res.peak_rss_kb > 0 ? res.peak_rss_kb : ocp_self_peak_rss_kb()));
     json_object_set_new(msg, "rss_after_kb", json_integer(ocp_self_rss_kb()));
     ocp_result_fini(&res);
     ocp_doc_destroy(doc);
@@ -235,8 +236,7 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
             fclose(f);
         /* Twice the limit: the data segment counts reserved, untouched memory too, and the
          * master's watchdog on RSS, the real measure, should act first. */
-        rl.rlim_cur = rl.rlim_max =
-            (rlim_t)(vmdata + 2 * pc->hard_memory_limit_mb * 1024) * 1024;
+        rl.rlim_cur = rl.rlim_max = (rlim_t)(vmdata + 2 * pc->hard_memory_limit_mb * 1024) * 1024;
         setrlimit(RLIMIT_DATA, &rl);
     }
     join_cgroup(pc);

@@ -37,6 +37,7 @@ check "mixed run: exit status 1" test $rc -eq 1
 check "mixed run: the good pages are written" \
     test -s "$TMP/mixed/eng.txt" -a -s "$TMP/mixed/two-p1.txt" -a -s "$TMP/mixed/two-p2.txt"
 check "mixed run: good page text" cer_below "$here/../data/text/eng.txt" "$TMP/mixed/eng.txt" 0.02
+sed 's/^/# /' "$TMP/mixed.err"
 check "mixed run: each bad input listed once" test "$(wc -l <"$TMP/mixed.err")" -eq 7
 # A limit set low refuses a page that is fine otherwise, and says which setting.
 "$OCRPOOL" ocr -l eng --max-pixels 100000 "$FIXTURES/eng.png" 2>"$TMP/lim.err"

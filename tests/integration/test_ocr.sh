@@ -103,6 +103,7 @@ check "--format without -o: nothing on stdout" test ! -s "$TMP/cwd.out"
 script -qec "'$OCRPOOL' ocr -l eng -o '$TMP/prog' '$F/two.tif'" /dev/null >"$TMP/tty.out" 2>&1
 check "progress on a terminal" grep -q '2/2 pages .*pages/s.*ETA' "$TMP/tty.out"
 "$OCRPOOL" ocr -l eng -o "$TMP/prog2" "$F/two.tif" 2>"$TMP/pipe.err"
+sed 's/^/# /' "$TMP/pipe.err"
 check "no progress on a pipe" test ! -s "$TMP/pipe.err"
 "$OCRPOOL" ocr -v -l eng -o "$TMP/prog3" "$F/two.tif" 2>"$TMP/v.err"
 check "-v: a line per page and a summary" \
