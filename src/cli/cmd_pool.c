@@ -155,6 +155,18 @@ int ocp_cmd_worker(int argc, char **argv)
     return rc;
 }
 
+/* Opens the broker or says why on stderr. */
+static ocp_broker *open_or_say(const char *url)
+{
+    ocp_broker *b = NULL;
+    char err[600];
+    if (ocp_broker_open(url, &b, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: %s\n", err);
+        return NULL;
+    }
+    return b;
+}
+
 static void print_id(void *ctx, const char *id, int page, int pages, int inserted)
 {
     (void)ctx;
@@ -247,7 +259,7 @@ int ocp_cmd_status(int argc, char **argv)
 {
     pool_ctx c;
     ocp_config *cfg;
-    char **pos, buf[4200], err[600];
+    char **pos, buf[4200];
     int npos;
     const char *url;
     ocp_broker *b = NULL;
@@ -256,8 +268,7 @@ int ocp_cmd_status(int argc, char **argv)
         return rc < 0 ? OCP_EXIT_OK : rc;
     const char *group = npos ? pos[0] : NULL;
     ocp_counts n;
-    if (ocp_broker_open(url, &b, err, sizeof err)) {
-        fprintf(stderr, "ocrpool: %s\n", err);
+    if (!(b = open_or_say(url))) {
         rc = OCP_EXIT_FAILED;
         goto out;
     }
@@ -299,7 +310,7 @@ int ocp_cmd_result(int argc, char **argv)
 {
     pool_ctx c;
     ocp_config *cfg;
-    char **pos, buf[4200], err[600];
+    char **pos, buf[4200];
     int npos;
     const char *url;
     ocp_broker *b = NULL;
@@ -312,8 +323,7 @@ int ocp_cmd_result(int argc, char **argv)
         rc = OCP_EXIT_USAGE;
         goto out;
     }
-    if (ocp_broker_open(url, &b, err, sizeof err)) {
-        fprintf(stderr, "ocrpool: %s\n", err);
+    if (!(b = open_or_say(url))) {
         rc = OCP_EXIT_FAILED;
         goto out;
     }
@@ -356,7 +366,7 @@ int ocp_cmd_requeue(int argc, char **argv)
 {
     pool_ctx c;
     ocp_config *cfg;
-    char **pos, buf[4200], err[600];
+    char **pos, buf[4200];
     int npos;
     const char *url;
     ocp_broker *b = NULL;
@@ -369,8 +379,7 @@ int ocp_cmd_requeue(int argc, char **argv)
         rc = OCP_EXIT_USAGE;
         goto out;
     }
-    if (ocp_broker_open(url, &b, err, sizeof err)) {
-        fprintf(stderr, "ocrpool: %s\n", err);
+    if (!(b = open_or_say(url))) {
         rc = OCP_EXIT_FAILED;
         goto out;
     }

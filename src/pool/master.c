@@ -279,6 +279,35 @@ static void free_worker(master *m, worker *w)
     free(w);
 }
 
+/*
+ * Lets zygote i go: its workers (its children, dead or dying with it) are
+ * forgotten and their pages go back to the queue, their delivery not
+ * counted (not the pages' fault); then it is stopped and reaped.
+ */
+static void retire_zygote(master *m, int i)
+{
+    zyg *z = &m->z[i];
+    for (worker *w = m->workers, *next; w; w = next) {
+        next = w->next;
+        if (w->gen != z->gen)
+            continue;
+        if (w->task) {
+            held *h = w->task;
+            w->task = NULL;
+            release_task(m, h, "its worker's zygote ended", 1);
+        }
+        if (w->pid > 0)
+            kill(w->pid, SIGKILL);
+        free_worker(m, w);
+    }
+    close(z->fd);
+    ocp_proto_reader_fini(&z->rd);
+    kill(z->pid, SIGTERM);
+    waitpid(z->pid, NULL, 0);
+    m->z[i] = m->z[m->nz - 1];
+    m->nz--;
+}
+
 static worker *find_worker(master *m, int pid)
 {
     for (worker *w = m->workers; w; w = w->next)
@@ -642,11 +671,8 @@ static int handle_signals(master *m)
                 m->pc = npc;
                 m->gen++;
                 if (m->nz == 2) {
-                    /* A reload during a reload: the oldest zygote must have no workers left. */
-                    close(m->z[0].fd);
-                    ocp_proto_reader_fini(&m->z[0].rd);
-                    m->z[0] = m->z[1];
-                    m->nz = 1;
+                    /* A reload during a reload: the oldest zygote goes now. */
+                    retire_zygote(m, m->z[0].gen < m->z[1].gen ? 0 : 1);
                 }
                 if (start_zygote(m, err, sizeof err)) {
                     OCP_LOG(OCP_LOG_ERROR, "reload: %s; keeping the running configuration", err);
@@ -784,16 +810,16 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
             if (alive && pf[i].revents)
                 handle_worker(m, w);
         }
+        for (int i = 0; i < m->nz; i++) {
+            if (m->z[i].dead) {
+                retire_zygote(m, i);
+                i--;
+            }
+        }
         if (current_zyg(m) == NULL && !m->draining) {
             OCP_LOG(OCP_LOG_ERROR, "the zygote died: starting a new one");
             char e2[600];
             m->gen++;
-            if (m->nz == 2) {
-                close(m->z[0].fd);
-                ocp_proto_reader_fini(&m->z[0].rd);
-                m->z[0] = m->z[1];
-                m->nz = 1;
-            }
             if (start_zygote(m, e2, sizeof e2)) {
                 rc = ocp_errf(OCP_E_ENGINE, err, errlen, "%s", e2);
                 break;
@@ -801,19 +827,12 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
         }
         /* An old zygote whose workers are all gone after a reload: let it go. */
         for (int i = 0; i < m->nz; i++) {
-            if (m->z[i].gen != m->gen && live_workers(m, m->z[i].gen) == 0) {
-                int anyw = 0;
-                for (worker *w = m->workers; w; w = w->next)
-                    anyw |= w->gen == m->z[i].gen;
-                if (!anyw) {
-                    close(m->z[i].fd);
-                    ocp_proto_reader_fini(&m->z[i].rd);
-                    kill(m->z[i].pid, SIGTERM);
-                    waitpid(m->z[i].pid, NULL, 0);
-                    m->z[i] = m->z[m->nz - 1];
-                    m->nz--;
-                    i--;
-                }
+            int anyw = 0;
+            for (worker *w = m->workers; w; w = w->next)
+                anyw |= w->gen == m->z[i].gen;
+            if (m->z[i].gen != m->gen && !anyw) {
+                retire_zygote(m, i);
+                i--;
             }
         }
         now = ocp_now();

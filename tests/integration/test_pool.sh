@@ -133,6 +133,18 @@ status_json
 check "lease renewal: a 5 s page under a 1.5 s lease is delivered once" $CHECK state "$TMP/status.json" "$id" done 1
 check "lease renewal: the second node never started it" bash -c "! grep -q 'fault injection' '$TMP/r2.log'"
 
+# The zygote dies (its workers with it): a new one starts, the page is done.
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_FAULT=sleep:2:slowpage start_worker "$TMP/z.log" -c 1
+wait_log "$TMP/z.log" "fault injection: sleeping" 30
+kill -9 "$(log_pid "$TMP/z.log" "zygote ready")"
+wait_finished 1 30
+stop_worker
+status_json
+check "zygote lost: a new zygote starts" grep -q "the zygote died: starting a new one" "$TMP/z.log"
+check "zygote lost: the page goes back, not counted against it, and is done" $CHECK state "$TMP/status.json" "$id" done 1
+
 # --- Max tasks per child ---------------------------------------------------
 fresh
 submit -l eng "$TMP"/p/small[1-6].png >/dev/null
