@@ -30,7 +30,7 @@ UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test
+.PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test worker worker-stop memory-monitor
 
 all: $(BUILD)/ocrpool
 
@@ -98,7 +98,17 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/ocrpool $(DESTDIR)$(PREFIX)/bin/ocrpool
 
-# The reference system's names.
+# The reference system's names (make celery / celery-stop / memory-monitor / list-gpus /
+# test-surya-gpu). WORKER_ARGS passes settings: make worker WORKER_ARGS='-c 2 --broker ...'.
+worker: all
+	@$(BUILD)/ocrpool worker $(WORKER_ARGS)
+
+worker-stop: all
+	@$(BUILD)/ocrpool stop
+
+memory-monitor: all
+	@$(BUILD)/ocrpool monitor --watch 2
+
 list-gpus: all
 	@$(BUILD)/ocrpool gpus
 

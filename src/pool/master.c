@@ -17,6 +17,7 @@
  * limit) and the page's age (hard time limit), and kills the worker when
  * either is crossed; the page is then retried or buried.
  */
+#include "pool/control.h"
 #include "pool/memstat.h"
 #include "pool/pool.h"
 #include "pool/proto.h"
@@ -32,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +45,8 @@ typedef struct held {
     int state;
     double est_bytes; /* estimated peak memory of the page */
     double started;
+    char *source; /* from the payload, for monitor */
+    int page;
     struct held *next;
 } held;
 
@@ -79,7 +83,19 @@ typedef struct master {
     int spawn_failures;
     double spawn_backoff_until;
     double lease_interval; /* grows while the queue is empty, up to 0.5 s */
+    /* The control socket and the figures it reports. */
+    int ctl_fd;
+    char ctl_path[256];
+    double started_wall, started_mono;
+    long pages_done, pages_failed;
+    double dur_sum;
+    long peak_max_kb; /* the highest page peak RSS seen */
+    long recycles[5];
 } master;
+
+enum { R_MAX_TASKS, R_MAX_MEMORY, R_HARD_MEMORY, R_TIME_LIMIT, R_CRASHED };
+static const char *const recycle_names[] = {"max_tasks_per_child", "max_memory_per_child",
+                                            "hard_memory_limit", "time_limit", "crashed"};
 
 static volatile sig_atomic_t sig_term, sig_quit, sig_hup;
 static int sig_pipe[2] = {-1, -1};
@@ -132,19 +148,23 @@ static int capacity(const master *m)
     return m->pc.prefetch_multiplier > 0 ? m->pc.concurrency * m->pc.prefetch_multiplier : 100000;
 }
 
-/* Estimated peak bytes of a page from the size its producer read from the header. */
-static double estimate(const ocp_pool_conf *pc, const char *payload)
+/* Estimated peak bytes of a page from the size its producer read from the header; also
+ * takes the page's source and number for monitor. */
+static double estimate(const ocp_pool_conf *pc, const char *payload, held *hd)
 {
     json_t *p = json_loads(payload, 0, NULL);
     double est = 0;
     if (p) {
-        json_int_t w = json_integer_value(json_object_get(p, "width"));
-        json_int_t h = json_integer_value(json_object_get(p, "height"));
+        const char *src = json_string_value(json_object_get(p, "source"));
+        hd->source = src ? ocp_xstrdup(src) : NULL;
+        hd->page = (int)json_integer_value(json_object_get(p, "page")) + 1;
+        json_int_t pw = json_integer_value(json_object_get(p, "width"));
+        json_int_t ph = json_integer_value(json_object_get(p, "height"));
         json_t *jm = json_object_get(p, "max_image_size");
         int max = json_is_integer(jm) ? (int)json_integer_value(jm) : pc->lim.max_image_size;
-        if (w > 0 && h > 0 && w < 1000000 && h < 1000000) {
+        if (pw > 0 && ph > 0 && pw < 1000000 && ph < 1000000) {
             int nw, nh;
-            ocp_image_fit((int)w, (int)h, max, &nw, &nh);
+            ocp_image_fit((int)pw, (int)ph, max, &nw, &nh);
             est = (double)nw * nh * pc->page_memory_factor;
         }
         json_decref(p);
@@ -241,6 +261,7 @@ static void drop_held(master *m, held *h)
         }
     }
     ocp_task_fini(&h->t);
+    free(h->source);
     free(h);
     m->n_held--;
 }
@@ -335,6 +356,10 @@ static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
     else
         snprintf(reason, sizeof reason, "worker %d exited with status %d during the page", w->pid,
                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (w->task && !m->cold)
+        m->recycles[w->kill_reason[0] ? (strncmp(w->kill_reason, "time", 4) == 0 ? R_TIME_LIMIT
+                                                                                 : R_HARD_MEMORY)
+                                      : R_CRASHED]++;
     if (w->task) {
         held *h = w->task;
         if (m->cold)
@@ -444,6 +469,14 @@ static void page_done(master *m, worker *w, json_t *msg)
         /* Not stored: do not acknowledge; the lease runs out and the page is done again. */
         OCP_LOG(OCP_LOG_ERROR, "page %s: cannot store its result: %s", id, ocp_broker_errmsg(m->b));
     } else {
+        if (peak > m->peak_max_kb)
+            m->peak_max_kb = peak;
+        if (ok) {
+            m->pages_done++;
+            m->dur_sum += finished - started;
+        } else {
+            m->pages_failed++;
+        }
         OCP_LOG(OCP_LOG_INFO, "page %s %s by worker %d in %.2f s, peak RSS %ld KiB, %ld KiB after",
                 id, ok ? "done" : "failed", w->pid, finished - started, peak, after);
         if (m->hooks && m->hooks->on_result)
@@ -460,13 +493,15 @@ static void page_done(master *m, worker *w, json_t *msg)
                 "replacing worker %d: peak RSS %ld KiB during page %s over max-memory-per-child "
                 "%ld KiB",
                 w->pid, peak, id, m->pc.max_memory_per_child);
+        m->recycles[R_MAX_MEMORY]++;
         send_exit(w);
     } else if (m->pc.max_tasks_per_child > 0 && w->tasks_done >= m->pc.max_tasks_per_child) {
         OCP_LOG(OCP_LOG_INFO, "replacing worker %d after %d pages (max-tasks-per-child)", w->pid,
                 w->tasks_done);
+        m->recycles[R_MAX_TASKS]++;
         send_exit(w);
-    } else if (w->gen != m->gen || m->draining) {
-        send_exit(w);
+    } else if (w->gen != m->gen || m->draining || live_workers(m, m->gen) > m->pc.concurrency) {
+        send_exit(w); /* a reload, a shutdown, or scaled down */
     }
 }
 
@@ -596,7 +631,7 @@ static void lease_more(master *m)
         held *h = ocp_xcalloc(1, sizeof *h);
         h->t = got[i];
         h->state = H_WAITING;
-        h->est_bytes = estimate(&m->pc, h->t.payload);
+        h->est_bytes = estimate(&m->pc, h->t.payload, h);
         /* Append: pages start in the order they were leased (priority, then age). */
         held **pp = &m->held;
         while (*pp)
@@ -655,6 +690,156 @@ static void watchdog(master *m)
                     w->pid);
             kill(w->pid, SIGKILL);
         }
+    }
+}
+
+static json_t *memjson(pid_t pid)
+{
+    ocp_memstat ms;
+    if (ocp_memstat_read(pid, 1, &ms))
+        return json_null();
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "rss_kb", (json_int_t)ms.rss_kb, "pss_kb",
+                     (json_int_t)ms.pss_kb, "swap_kb", (json_int_t)ms.swap_kb, "peak_rss_kb",
+                     (json_int_t)ms.peak_rss_kb, "shared_kb", (json_int_t)ms.shared_kb);
+}
+
+/* The node's figures for `ocrpool monitor` (and the HTTP API to come). */
+static json_t *build_stats(master *m)
+{
+    static const char *const states[] = {"starting", "idle", "busy", "exiting"};
+    double now = ocp_now();
+    json_t *o = json_object(), *ws = json_array(), *zs = json_array(), *rec = json_object();
+    json_object_set_new(o, "pid", json_integer(getpid()));
+    json_object_set_new(o, "owner", json_string(m->owner));
+    json_object_set_new(o, "started", json_real(m->started_wall));
+    json_object_set_new(o, "state", json_string(m->cold ? "stopping-cold"
+                                               : m->draining ? "stopping" : "running"));
+    json_object_set_new(
+        o, "settings",
+        json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:I, s:I, s:I, s:f, s:f, s:i}", "engine",
+                  m->pc.engine, "lang", m->pc.ep.lang, "concurrency", m->pc.concurrency,
+                  "prefetch_multiplier", m->pc.prefetch_multiplier, "acks_late", m->pc.acks_late,
+                  "max_tasks_per_child", m->pc.max_tasks_per_child, "max_memory_per_child_kb",
+                  (json_int_t)m->pc.max_memory_per_child, "hard_memory_limit_mb",
+                  (json_int_t)m->pc.hard_memory_limit_mb, "memory_budget_mb",
+                  (json_int_t)m->pc.memory_budget_mb, "time_limit_s", m->pc.time_limit_s,
+                  "lease_timeout_s", m->pc.lease_timeout_s, "max_deliveries",
+                  m->pc.max_deliveries));
+    for (int i = 0; i < m->nz; i++) {
+        json_t *z = json_pack("{s:i, s:i, s:b}", "pid", m->z[i].pid, "generation", m->z[i].gen,
+                              "current", m->z[i].gen == m->gen);
+        json_object_set_new(z, "memory", memjson(m->z[i].pid));
+        json_array_append_new(zs, z);
+    }
+    json_object_set_new(o, "zygotes", zs);
+    double in_flight = 0;
+    for (worker *w = m->workers; w; w = w->next) {
+        json_t *wj = json_pack("{s:i, s:i, s:s, s:i, s:I}", "pid", w->pid, "slot", w->slot,
+                               "state", states[w->state], "pages_done", w->tasks_done,
+                               "baseline_pss_kb", (json_int_t)w->baseline_kb);
+        json_object_set_new(wj, "memory", w->pid > 0 ? memjson(w->pid) : json_null());
+        if (w->task) {
+            json_object_set_new(wj, "task",
+                                json_pack("{s:s, s:s?, s:i, s:f, s:f}", "id", w->task->t.id,
+                                          "source", w->task->source, "page", w->task->page,
+                                          "age_s", now - w->task->started, "estimated_mb",
+                                          w->task->est_bytes / 1048576.0));
+            in_flight += w->task->est_bytes;
+        }
+        json_array_append_new(ws, wj);
+    }
+    json_object_set_new(o, "workers", ws);
+    for (int i = 0; i < 5; i++)
+        json_object_set_new(rec, recycle_names[i], json_integer(m->recycles[i]));
+    json_object_set_new(o, "recycles", rec);
+    double up = now - m->started_mono;
+    json_object_set_new(
+        o, "pages",
+        json_pack("{s:I, s:I, s:f, s:f, s:i, s:I}", "done", (json_int_t)m->pages_done, "failed",
+                  (json_int_t)m->pages_failed, "per_second",
+                  up > 0 ? (m->pages_done + m->pages_failed) / up : 0.0, "mean_seconds",
+                  m->pages_done ? m->dur_sum / m->pages_done : 0.0, "held", m->n_held,
+                  "peak_rss_kb_max", (json_int_t)m->peak_max_kb));
+    ocp_counts c;
+    if (ocp_broker_counts(m->b, m->pc.only_group, &c) == 0)
+        json_object_set_new(o, "queue",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "ready", (json_int_t)c.ready,
+                                      "leased", (json_int_t)c.leased, "done", (json_int_t)c.done,
+                                      "failed", (json_int_t)c.failed, "buried",
+                                      (json_int_t)c.buried));
+    double base = 0;
+    for (worker *w = m->workers; w; w = w->next)
+        base += (double)w->baseline_kb * 1024;
+    json_object_set_new(o, "budget",
+                        json_pack("{s:I, s:f, s:f}", "limit_mb",
+                                  (json_int_t)m->pc.memory_budget_mb, "in_use_mb",
+                                  (base + in_flight) / 1048576.0, "pages_mb",
+                                  in_flight / 1048576.0));
+    return o;
+}
+
+static void control_request(master *m, int fd)
+{
+    ocp_proto_reader rd;
+    json_t *req = NULL, *reply = NULL;
+    ocp_proto_reader_init(&rd);
+    if (ocp_proto_recv_timed(fd, &rd, &req, 1.0) != 0) {
+        ocp_proto_reader_fini(&rd);
+        return;
+    }
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    if (!cmd) {
+        reply = json_pack("{s:b, s:s}", "ok", 0, "error", "no cmd");
+    } else if (strcmp(cmd, "stats") == 0) {
+        reply = build_stats(m);
+        json_object_set_new(reply, "ok", json_true());
+    } else if (strcmp(cmd, "stop") == 0) {
+        if (sig_term < 1)
+            sig_term = 1;
+        reply = json_pack("{s:b, s:s}", "ok", 1, "state", "stopping");
+    } else if (strcmp(cmd, "stop-now") == 0) {
+        sig_quit = 1;
+        reply = json_pack("{s:b, s:s}", "ok", 1, "state", "stopping-cold");
+    } else if (strcmp(cmd, "reload") == 0) {
+        sig_hup = 1;
+        reply = json_pack("{s:b}", "ok", 1);
+    } else if (strcmp(cmd, "scale") == 0) {
+        json_int_t n = json_integer_value(json_object_get(req, "n"));
+        if (n < 1 || n > 1024) {
+            reply = json_pack("{s:b, s:s}", "ok", 0, "error", "scale: n must be 1 to 1024");
+        } else {
+            OCP_LOG(OCP_LOG_WARN, "scale: concurrency %d -> %d", m->pc.concurrency, (int)n);
+            m->pc.concurrency = (int)n;
+            /* Fewer: idle workers beyond n go now, busy ones after their page. */
+            int live = live_workers(m, m->gen);
+            for (worker *w = m->workers; w && live > n; w = w->next)
+                if (w->gen == m->gen && w->state == W_IDLE) {
+                    send_exit(w);
+                    live--;
+                }
+            reply = json_pack("{s:b, s:i}", "ok", 1, "concurrency", (int)n);
+        }
+    } else {
+        reply = json_pack("{s:b, s:s}", "ok", 0, "error", "unknown command");
+    }
+    ocp_proto_send(fd, reply, -1);
+    json_decref(reply);
+    json_decref(req);
+    ocp_proto_reader_fini(&rd);
+}
+
+static void control_accept(master *m)
+{
+    for (;;) {
+        int fd = accept4(m->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        /* Only this user may talk to the node (the socket is 0600 in a 0700 folder). */
+        struct ucred cr;
+        socklen_t cl = sizeof cr;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0 && cr.uid == geteuid())
+            control_request(m, fd);
+        close(fd);
     }
 }
 
@@ -720,6 +905,7 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     master mm, *m = &mm;
     int rc;
     memset(m, 0, sizeof *m);
+    m->ctl_fd = -1;
     m->pc = *pc;
     m->hooks = hooks;
     sig_term = sig_quit = sig_hup = 0;
@@ -741,6 +927,14 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     if ((rc = ocp_broker_open(url, &m->b, err, errlen)))
         goto out;
     ocp_broker_owner_name(m->owner, sizeof m->owner);
+    m->started_wall = ocp_wall_now();
+    m->started_mono = ocp_now();
+    m->ctl_fd = ocp_control_listen(m->ctl_path, sizeof m->ctl_path);
+    if (m->ctl_fd < 0) {
+        OCP_LOG_ERR(OCP_LOG_WARN, m->ctl_fd, "no control socket (monitor and stop cannot reach "
+                                             "this node)");
+        m->ctl_path[0] = '\0';
+    }
     long n = 0;
     ocp_broker_reclaim_dead(m->b, &n);
     if (n)
@@ -778,10 +972,11 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
                 break;
         }
 
-        struct pollfd pf[2 + 2 + 1024];
+        struct pollfd pf[3 + 2 + 1024];
         worker *wmap[1024];
         int np = 0;
         pf[np++] = (struct pollfd){sig_pipe[0], POLLIN, 0};
+        pf[np++] = (struct pollfd){m->ctl_fd, POLLIN, 0};
         int zbase = np;
         for (int i = 0; i < m->nz; i++)
             pf[np++] = (struct pollfd){m->z[i].dead ? -1 : m->z[i].fd, POLLIN, 0};
@@ -797,6 +992,8 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
             while (read(sig_pipe[0], buf, sizeof buf) > 0) {
             }
         }
+        if (pf[1].revents & POLLIN)
+            control_accept(m);
         handle_signals(m);
         for (int i = 0; i < m->nz; i++)
             if (pf[zbase + i].revents)
@@ -869,6 +1066,10 @@ out:
         waitpid(m->z[i].pid, NULL, 0);
     }
     ocp_broker_close(m->b);
+    if (m->ctl_fd >= 0) {
+        close(m->ctl_fd);
+        unlink(m->ctl_path);
+    }
     close(sig_pipe[0]);
     close(sig_pipe[1]);
     sig_pipe[0] = sig_pipe[1] = -1;

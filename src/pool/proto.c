@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/select.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -155,6 +157,13 @@ int ocp_proto_next(ocp_proto_reader *r, json_t **out)
 
 int ocp_proto_recv(int fd, ocp_proto_reader *r, json_t **out)
 {
+    return ocp_proto_recv_timed(fd, r, out, -1);
+}
+
+int ocp_proto_recv_timed(int fd, ocp_proto_reader *r, json_t **out, double timeout_s)
+{
+    struct timeval start;
+    gettimeofday(&start, NULL);
     for (;;) {
         int rc = ocp_proto_next(r, out);
         if (rc || *out)
@@ -163,10 +172,18 @@ int ocp_proto_recv(int fd, ocp_proto_reader *r, json_t **out)
         if (rc == 0)
             return -EPIPE;
         if (rc == -EAGAIN) {
-            fd_set rs;
-            FD_ZERO(&rs);
-            FD_SET(fd, &rs);
-            select(fd + 1, &rs, NULL, NULL, NULL);
+            struct pollfd p = {fd, POLLIN, 0};
+            int ms = -1;
+            if (timeout_s >= 0) {
+                struct timeval now;
+                gettimeofday(&now, NULL);
+                double left = timeout_s - ((double)(now.tv_sec - start.tv_sec) +
+                                           (now.tv_usec - start.tv_usec) / 1e6);
+                if (left <= 0)
+                    return -ETIMEDOUT;
+                ms = (int)(left * 1000) + 1;
+            }
+            poll(&p, 1, ms);
             continue;
         }
         if (rc < 0)

@@ -38,5 +38,7 @@ int ocp_proto_fill(ocp_proto_reader *r, int fd);
 int ocp_proto_next(ocp_proto_reader *r, json_t **out);
 /* Blocking: reads until one message arrives. 0, -EPIPE at end of stream, or an error. */
 int ocp_proto_recv(int fd, ocp_proto_reader *r, json_t **out);
+/* As ocp_proto_recv, giving up with -ETIMEDOUT after timeout_s seconds. */
+int ocp_proto_recv_timed(int fd, ocp_proto_reader *r, json_t **out, double timeout_s);
 
 #endif

@@ -1,0 +1,30 @@
+/*
+ * control.h: each node's control socket, and the client side that
+ * `ocrpool monitor` and `ocrpool stop` use.
+ *
+ * A node (master) listens on a Unix socket named after its pid, mode 0600,
+ * in a folder of mode 0700: $XDG_RUNTIME_DIR/ocrpool, else /run/ocrpool for
+ * root, else /tmp/ocrpool-UID. A client connects, sends one framed JSON
+ * request (proto.h) and reads one reply:
+ *   {"cmd":"stats"}           the node's figures (see master.c build_stats)
+ *   {"cmd":"stop"}            warm shutdown     {"cmd":"stop-now"}  cold
+ *   {"cmd":"reload"}          as SIGHUP         {"cmd":"scale","n":N} concurrency N
+ * Replies are {"ok":true,...} or {"ok":false,"error":"..."}.
+ */
+#ifndef OCP_POOL_CONTROL_H
+#define OCP_POOL_CONTROL_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* The control folder into buf; created (0700) when create. 0 or -errno. */
+int ocp_control_dir(char *buf, size_t len, int create);
+
+/* Listens on the folder's socket for this process; its path goes to path. Returns the
+ * listening fd (non-blocking) or -errno. */
+int ocp_control_listen(char *path, size_t len);
+
+/* One request to the node at path; *reply is new (json_decref). 0 or -errno. */
+int ocp_control_call(const char *path, json_t *req, json_t **reply, double timeout_s);
+
+#endif

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Seeing and steering nodes: the control socket, `monitor --json` figures
+# against /proc, flags and recommendations, scale, reload, and `stop` warm,
+# cold and by node. Nodes are found by their sockets, never by names.
+source "$(dirname "$0")/lib.sh"
+F=$FIXTURES
+export XDG_RUNTIME_DIR=$TMP/run # this test's own control folder
+mkdir -p "$XDG_RUNTIME_DIR" "$TMP/p"
+chmod 700 "$XDG_RUNTIME_DIR"
+for i in 1 2 3 4; do cp "$F/eng.png" "$TMP/p/small$i.png"; done
+cp "$F/eng.png" "$TMP/p/slowpage.png"
+Q="sqlite://$TMP/q.db"
+submit() { "$OCRPOOL" submit --broker "$Q" "$@"; }
+wait_log() {
+    local t=0
+    while [ $t -lt $((${3:-30} * 10)) ]; do
+        grep -q -- "$2" "$1" && return 0
+        sleep 0.1
+        t=$((t + 1))
+    done
+    return 1
+}
+workers_of() { # workers_of JSON: the count of workers of the first node
+    python3 -c "import json,sys; print(len(json.load(open('$1'))['nodes'][0]['workers']))"
+}
+
+check "monitor with no node: says so" bash -c "'$OCRPOOL' monitor | grep -q 'no ocrpool node is running'"
+
+OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "$Q" -c 2 --memory-budget 30 >"$TMP/w.log" 2>&1 &
+W=$!
+wait_log "$TMP/w.log" "worker [0-9]* ready" 30 || true
+submit -l eng "$TMP"/p/small*.png >/dev/null
+sleep 1.5
+check "the control socket is 0600 in a 0700 folder" \
+    bash -c "[ \$(stat -c %a '$XDG_RUNTIME_DIR/ocrpool') = 700 ] && [ \$(stat -c %a '$XDG_RUNTIME_DIR/ocrpool/$W.sock') = 600 ]"
+"$OCRPOOL" monitor --json >"$TMP/m.json"
+check "monitor --json: figures match /proc" python3 - "$TMP/m.json" "$W" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+n = [n for n in d["nodes"] if n["pid"] == int(sys.argv[2])][0]
+assert n["settings"]["concurrency"] == 2, n["settings"]
+assert len(n["workers"]) == 2 and len(n["zygotes"]) == 1
+def proc(pid, key, f="status"):
+    for line in open("/proc/%d/%s" % (pid, "smaps_rollup" if f == "smaps" else "status")):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+for p in n["workers"] + n["zygotes"]:
+    m = p["memory"]
+    rss, pss = proc(p["pid"], "VmRSS"), proc(p["pid"], "Pss", "smaps")
+    print("# pid %d: monitor RSS %d PSS %d, /proc RSS %d PSS %d" % (p["pid"], m["rss_kb"], m["pss_kb"], rss, pss))
+    assert abs(m["rss_kb"] - rss) <= 0.1 * rss + 512 and abs(m["pss_kb"] - pss) <= 0.15 * pss + 1024
+    assert 0 < m["pss_kb"] < m["rss_kb"], m  # shared model pages: PSS below RSS
+assert n["queue"]["done"] + n["queue"]["ready"] + n["queue"]["leased"] == 4, n["queue"]
+assert d["system"]["mem_total_kb"] > 0
+PY
+check "monitor: over the budget is flagged with a computed recommendation" python3 - "$TMP/m.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("#", d["flags"], d["recommendations"])
+assert any("over its memory budget 30 MB" in f for f in d["flags"])
+assert any("budget 30 MB: lower -c to 1 or raise --memory-budget to" in r for r in d["recommendations"])
+PY
+"$OCRPOOL" monitor >"$TMP/m.txt"
+sed 's/^/# /' "$TMP/m.txt"
+check "monitor: a table with the zygote and both workers" test "$(grep -cE '^  (zygote|worker) ' "$TMP/m.txt")" -eq 3
+check "monitor: totals, queue, system" bash -c "grep -q '^  total: RSS' '$TMP/m.txt' && grep -q '^  queue: ' '$TMP/m.txt' && grep -q '^system: ' '$TMP/m.txt'"
+
+"$OCRPOOL" control scale 3 >/dev/null
+sleep 1
+"$OCRPOOL" monitor --json >"$TMP/m3.json"
+check "scale 3: three workers" test "$(workers_of "$TMP/m3.json")" -eq 3
+"$OCRPOOL" control scale 1 >/dev/null
+sleep 1
+"$OCRPOOL" monitor --json >"$TMP/m1.json"
+check "scale 1: one worker" test "$(workers_of "$TMP/m1.json")" -eq 1
+"$OCRPOOL" control reload >/dev/null
+check "control reload: the node reloads" wait_log "$TMP/w.log" "reload: configuration re-read" 20
+
+# A page running far longer than the mean is flagged.
+OCRPOOL_FAULT=sleep:9:slowpage OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "sqlite://$TMP/q2.db" -c 1 >"$TMP/w2.log" 2>&1 &
+W2=$!
+"$OCRPOOL" submit --broker "sqlite://$TMP/q2.db" -l eng "$TMP/p/small1.png" "$TMP/p/small2.png" "$TMP/p/slowpage.png" >/dev/null
+wait_log "$TMP/w2.log" "fault injection: sleeping" 30
+sleep 6
+"$OCRPOOL" monitor --json --node "$W2" >"$TMP/slow.json"
+check "monitor --node: only that node" python3 -c "import json; d=json.load(open('$TMP/slow.json')); assert [n['pid'] for n in d['nodes']] == [$W2]"
+check "monitor: a page running longer than usual is flagged" \
+    python3 -c "import json; d=json.load(open('$TMP/slow.json')); print('#', d['flags']); assert any('the mean page' in f for f in d['flags'])"
+
+# stop --node: only that node (warm: its running page finishes first).
+"$OCRPOOL" stop --node "$W2" >"$TMP/stop2.txt"
+wait "$W2"
+rc=$?
+check "stop --node (warm): the node ends after its page (exit $rc)" \
+    bash -c "[ $rc -eq 0 ] && grep -q 'node $W2: stopped' '$TMP/stop2.txt' && [ \"\$('$OCRPOOL' status --broker sqlite://$TMP/q2.db | grep -o '3 done')\" = '3 done' ]"
+check "stop --node: the other node runs on" kill -0 "$W"
+
+# stop --now: cold; the running page goes back to the queue.
+OCRPOOL_FAULT=sleep:20:slowpage OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "sqlite://$TMP/q3.db" -c 1 >"$TMP/w3.log" 2>&1 &
+W3=$!
+"$OCRPOOL" submit --broker "sqlite://$TMP/q3.db" -l eng "$TMP/p/slowpage.png" >/dev/null
+wait_log "$TMP/w3.log" "fault injection: sleeping" 30
+"$OCRPOOL" stop --now --node "$W3" >/dev/null
+wait "$W3"
+check "stop --now: cold, the page is back in the queue" \
+    bash -c "'$OCRPOOL' status --broker sqlite://$TMP/q3.db | grep -q '1 queued, 0 running, 0 done'"
+
+# stop: every node.
+"$OCRPOOL" stop >"$TMP/stopall.txt"
+wait "$W"
+rc=$?
+check "stop: all nodes stop (exit $rc)" bash -c "[ $rc -eq 0 ] && grep -q 'node $W: stopped' '$TMP/stopall.txt'"
+check "stop: the control socket is gone" test ! -e "$XDG_RUNTIME_DIR/ocrpool/$W.sock"
+check "stop with no node left: exit 1" bash -c "! '$OCRPOOL' stop 2>/dev/null"
+finish
