@@ -1053,16 +1053,17 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     while (m->held)
         release_task(m, m->held, "node stopped", 1);
 out:
+    /* An orderly end: workers see their sockets close and exit; each zygote sees its
+     * socket close, reaps its workers (killing stragglers) and exits; we reap it. */
     for (worker *w = m->workers, *next; w; w = next) {
         next = w->next;
-        if (w->pid > 0)
-            kill(w->pid, SIGKILL);
+        if (w->pid > 0 && w->task)
+            kill(w->pid, SIGKILL); /* only after a cold stop or an error */
         free_worker(m, w);
     }
     for (int i = 0; i < m->nz; i++) {
         close(m->z[i].fd);
         ocp_proto_reader_fini(&m->z[i].rd);
-        kill(m->z[i].pid, SIGTERM);
         waitpid(m->z[i].pid, NULL, 0);
     }
     ocp_broker_close(m->b);

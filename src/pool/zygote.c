@@ -298,6 +298,8 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
             ocp_self_rss_kb());
     ocp_proto_reader_init(&rd);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    pid_t kids[1024];
+    int n_kids = 0;
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
         poll(&p, 1, 100);
@@ -308,6 +310,9 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
             pid_t w = wait4(-1, &st, WNOHANG, &ru);
             if (w <= 0)
                 break;
+            for (int i = 0; i < n_kids; i++)
+                if (kids[i] == w)
+                    kids[i] = kids[--n_kids];
             json_t *m = json_pack("{s:s, s:i, s:i, s:I}", "t", "exited", "pid", (int)w, "status",
                                   st, "maxrss_kb", (json_int_t)ru.ru_maxrss);
             ocp_proto_send(fd, m, -1);
@@ -317,7 +322,23 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
             continue;
         int r = ocp_proto_fill(&rd, fd);
         if (r == 0 || (r < 0 && r != -EAGAIN)) {
-            /* The master is gone: so are we, and our workers with us (PDEATHSIG). */
+            /* The master is gone or done: our workers see their sockets close and end;
+             * reap them (so their figures reach our parent's rusage), the stragglers
+             * after a grace period by SIGKILL, then go. */
+            for (int t = 0; t < 40; t++) {
+                pid_t w;
+                while ((w = waitpid(-1, NULL, WNOHANG)) > 0)
+                    for (int i = 0; i < n_kids; i++)
+                        if (kids[i] == w)
+                            kids[i] = kids[--n_kids];
+                if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD)
+                    _exit(0);
+                usleep(50000);
+            }
+            for (int i = 0; i < n_kids; i++)
+                kill(kids[i], SIGKILL);
+            while (waitpid(-1, NULL, 0) > 0) {
+            }
             _exit(0);
         }
         json_t *m;
@@ -337,6 +358,8 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
                         worker_main(pc, sp[1], eng, vis);
                     }
                     close(sp[1]);
+                    if (pid > 0 && n_kids < 1024)
+                        kids[n_kids++] = pid;
                     if (pid > 0) {
                         json_t *r2 = json_pack("{s:s, s:i, s:i}", "t", "spawned", "slot", slot,
                                                "pid", (int)pid);
