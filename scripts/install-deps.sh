@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(
     # build
     build-essential pkg-config
-    libtesseract-dev libleptonica-dev libvips-dev libjansson-dev libcmocka-dev libsqlite3-dev
+    libtesseract-dev libleptonica-dev libvips-dev libjansson-dev libcmocka-dev libsqlite3-dev libmicrohttpd-dev
     # OCR engine and language data: English, Sanskrit, Tamil, Hindi, scripts, orientation
     tesseract-ocr tesseract-ocr-eng tesseract-ocr-san tesseract-ocr-tam tesseract-ocr-hin
     tesseract-ocr-script-deva tesseract-ocr-script-taml tesseract-ocr-osd

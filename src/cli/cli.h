@@ -74,6 +74,7 @@ int ocp_cmd_requeue(int argc, char **argv);
 int ocp_cmd_monitor(int argc, char **argv);
 int ocp_cmd_stop(int argc, char **argv);
 int ocp_cmd_control(int argc, char **argv);
+int ocp_cmd_serve(int argc, char **argv);
 int ocp_cmd_config(int argc, char **argv);
 int ocp_cmd_gpus(int argc, char **argv);
 int ocp_cmd_gpu_test(int argc, char **argv);

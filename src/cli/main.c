@@ -24,6 +24,7 @@ static const struct {
     {"status", ocp_cmd_status, "counts of a group's pages by state, failures with reasons"},
     {"result", ocp_cmd_result, "the result of a page in a format"},
     {"requeue", ocp_cmd_requeue, "give buried or failed pages another chance"},
+    {"serve", ocp_cmd_serve, "the HTTP API, metrics and dashboard, with a pool"},
     {"monitor", ocp_cmd_monitor, "every node's workers with their memory, flags, advice"},
     {"stop", ocp_cmd_stop, "stop every node (warm; --now cold) through its control socket"},
     {"control", ocp_cmd_control, "send stats, stop, stop-now, reload or scale N to nodes"},

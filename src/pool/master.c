@@ -90,6 +90,7 @@ typedef struct master {
     long pages_done, pages_failed;
     double dur_sum;
     long peak_max_kb; /* the highest page peak RSS seen */
+    long dur_buckets[9]; /* page durations: <= 0.25 0.5 1 2 5 10 30 60 s, and more */
     long recycles[5];
 } master;
 
@@ -472,6 +473,11 @@ static void page_done(master *m, worker *w, json_t *msg)
         if (peak > m->peak_max_kb)
             m->peak_max_kb = peak;
         if (ok) {
+            static const double le[8] = {0.25, 0.5, 1, 2, 5, 10, 30, 60};
+            int bk = 0;
+            while (bk < 8 && finished - started > le[bk])
+                bk++;
+            m->dur_buckets[bk]++;
             m->pages_done++;
             m->dur_sum += finished - started;
         } else {
@@ -760,6 +766,11 @@ static json_t *build_stats(master *m)
                   up > 0 ? (m->pages_done + m->pages_failed) / up : 0.0, "mean_seconds",
                   m->pages_done ? m->dur_sum / m->pages_done : 0.0, "held", m->n_held,
                   "peak_rss_kb_max", (json_int_t)m->peak_max_kb));
+    json_t *hist = json_array();
+    for (int i = 0; i < 9; i++)
+        json_array_append_new(hist, json_integer(m->dur_buckets[i]));
+    json_object_set_new(o, "duration_buckets", hist);
+    json_object_set_new(o, "duration_sum", json_real(m->dur_sum));
     ocp_counts c;
     if (ocp_broker_counts(m->b, m->pc.only_group, &c) == 0)
         json_object_set_new(o, "queue",
