@@ -13,6 +13,8 @@ pkgs=(
     tesseract-ocr-script-deva tesseract-ocr-script-taml tesseract-ocr-osd
     # test fixtures and tools: Noto fonts, pango-view, vips CLI, pdfunite, /usr/bin/time
     fonts-noto-core pango1.0-tools libvips-tools poppler-utils time python3
+    # the dashboard test: a real browser
+    chromium
 )
 
 missing=()

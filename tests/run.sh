@@ -63,7 +63,7 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
     for t in tests/integration/test_*.sh; do
         name=integration/$(basename "$t" .sh)
         log="$logdir/$(basename "$t" .sh).log"
-        timeout 600 bash "$t" >"$log" 2>&1
+        OCP_TEST_OUT="$PWD/$logdir" timeout 600 bash "$t" >"$log" 2>&1
         count "$name" "$log" $?
     done
 fi

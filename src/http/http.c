@@ -601,7 +601,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         r = ocp_xcalloc(1, sizeof *r);
         r->hc = g_hc;
         *con_cls = r;
-        if (strcmp(url, "/healthz") != 0 && !bearer_ok(c)) {
+        /* /healthz, and the dashboard's page itself (static, no data: a browser cannot add a
+         * header to a navigation; the page sends the token, from #token=, on its calls). */
+        int open_path = strcmp(url, "/healthz") == 0 ||
+                        (strcmp(url, "/") == 0 && strcmp(method, "GET") == 0);
+        if (!open_path && !bearer_ok(c)) {
             r->refused = 1;
             return reply_error(c, 401, "missing or wrong bearer token");
         }

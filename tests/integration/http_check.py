@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""http_check.py BASE TOKEN FIXTURES: every endpoint of `ocrpool serve`, as a client
+would call it, including bad requests. Prints TAP-ish lines."""
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+BASE, TOKEN, F = sys.argv[1], sys.argv[2], sys.argv[3]
+failed = 0
+
+
+def call(method, path, body=None, headers=None, token=TOKEN):
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = "Bearer " + token
+    r = urllib.request.Request(BASE + path, data=body, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(r, timeout=60) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+
+
+def check(name, cond, detail=""):
+    global failed
+    print(("ok - " if cond else "not ok - ") + name + ("" if cond else "  # " + str(detail)[:300]))
+    failed |= not cond
+
+
+def multipart(files):
+    b = b"----ocrpooltestboundary"
+    out = b""
+    for name, data in files:
+        out += b"--" + b + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + \
+            name.encode() + b"\"\r\nContent-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
+    out += b"--" + b + b"--\r\n"
+    return out, {"Content-Type": "multipart/form-data; boundary=" + b.decode()}
+
+
+png = open(F + "/eng.png", "rb").read()
+s, _, b = call("GET", "/healthz", token=None)
+check("/healthz without a token: 200", s == 200 and b == b"ok\n", (s, b))
+for path in ("/readyz", "/metrics", "/v1/stats", "/v1/failures", "/v1/jobs/x", "/v1/groups/x"):
+    s, _, _ = call("GET", path, token=None)
+    check(path + " without a token: 401", s == 401, s)
+s, _, _ = call("GET", "/readyz", token="wrong")
+check("a wrong token: 401", s == 401, s)
+s, _, b = call("GET", "/readyz")
+check("/readyz: 200 ready", s == 200 and json.loads(b)["ready"] is True, (s, b))
+
+# OCR now: a raw body, and a multipart upload.
+s, ct, b = call("POST", "/v1/ocr?lang=eng", png, {"Content-Type": "image/png"})
+check("POST /v1/ocr raw: 200 with the page JSON",
+      s == 200 and ct.startswith("application/json") and "quick brown fox" in json.loads(b)["text"], (s, b[:200]))
+body, h = multipart([("page.png", png)])
+s, _, b = call("POST", "/v1/ocr", body, h)
+check("POST /v1/ocr multipart: 200", s == 200 and "quick brown fox" in json.loads(b)["text"], (s, b[:200]))
+s, _, b = call("POST", "/v1/ocr", b"not an image at all", {"Content-Type": "image/png"})
+check("POST /v1/ocr with a text body: 422 with the reason", s == 422 and b"not a supported image" in b, (s, b))
+
+# Jobs: multipart files, JSON paths under --allow-root.
+body, h = multipart([("a.png", png), ("two.tif", open(F + "/two.tif", "rb").read())])
+s, _, b = call("POST", "/v1/jobs", body, h)
+ok = s == 202
+j = json.loads(b) if ok else {}
+check("POST /v1/jobs multipart: 202 with a group and 3 page tasks", ok and len(j["tasks"]) == 3, (s, b[:300]))
+s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": [F + "/two.tif"]}).encode(),
+               {"Content-Type": "application/json"})
+j2 = json.loads(b) if s == 202 else {}
+check("POST /v1/jobs JSON paths: 202", s == 202 and len(j2.get("tasks", [])) == 2, (s, b[:300]))
+for _ in range(200):
+    s, _, b = call("GET", "/v1/groups/" + j["group"])
+    g = json.loads(b)
+    if g.get("done", 0) + g.get("failed", 0) == 3:
+        break
+    time.sleep(0.1)
+check("GET /v1/groups/ID: counts and per-page states", s == 200 and g["done"] == 3 and
+      [p["page"] for p in g["pages"]] == [1, 1, 2] and all(p["state"] == "done" for p in g["pages"]), g)
+tid = j["tasks"][0]["id"]
+s, _, b = call("GET", "/v1/jobs/" + tid)
+check("GET /v1/jobs/ID: state done", s == 200 and json.loads(b)["state"] == "done", (s, b))
+for fmt, ctype, mark in (("txt", "text/plain", b"quick brown fox"), ("json", "application/json", b'"lines"'),
+                         ("hocr", "text/html", b"ocrx_word"), ("alto", "application/xml", b"<String"),
+                         ("tsv", "text/tab-separated-values", b"level\tpage_num")):
+    s, ct, b = call("GET", "/v1/jobs/%s/result?format=%s" % (tid, fmt))
+    check("GET /v1/jobs/ID/result?format=" + fmt, s == 200 and ct.startswith(ctype) and mark in b, (s, ct, b[:100]))
+
+# Bad requests.
+s, _, b = call("POST", "/v1/jobs", b"{not json", {"Content-Type": "application/json"})
+check("bad JSON: 400", s == 400, (s, b))
+s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": ["/etc/passwd"]}).encode(), {"Content-Type": "application/json"})
+check("a path outside --allow-root: 403", s == 403 and b"outside --allow-root" in b, (s, b))
+s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": [F + "/../../../etc/passwd"]}).encode(),
+               {"Content-Type": "application/json"})
+check("a path escaping --allow-root with ..: 403", s == 403, (s, b))
+# Over the cap by its Content-Length: refused before the body is read.
+import http.client
+from urllib.parse import urlparse
+u = urlparse(BASE)
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+conn.putrequest("POST", "/v1/ocr")
+conn.putheader("Authorization", "Bearer " + TOKEN)
+conn.putheader("Content-Type", "image/png")
+conn.putheader("Content-Length", str(3 << 20))
+conn.endheaders()
+resp = conn.getresponse()
+check("a body over --max-body (by its length): 413 before it is sent", resp.status == 413, resp.status)
+conn.close()
+# Over the cap without a length (chunked): refused once the cap is crossed.
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+def chunks():
+    for _ in range(48):
+        yield b"x" * 65536
+try:
+    conn.request("POST", "/v1/ocr", body=chunks(), headers={"Authorization": "Bearer " + TOKEN,
+                 "Content-Type": "image/png", "Transfer-Encoding": "chunked"}, encode_chunked=True)
+    st = conn.getresponse().status
+except (BrokenPipeError, ConnectionResetError):
+    st = "reset"
+check("a chunked body over --max-body: 413", st == 413, st)
+conn.close()
+s, _, _ = call("GET", "/v1/jobs/no-such-id")
+check("unknown job: 404", s == 404, s)
+s, _, _ = call("GET", "/v1/groups/no-such-group")
+check("unknown group: 404", s == 404, s)
+s, _, _ = call("GET", "/nowhere")
+check("unknown path: 404", s == 404, s)
+s, _, _ = call("DELETE", "/v1/jobs/" + tid)
+check("a method not allowed: 405", s == 405, s)
+s, _, b = call("GET", "/v1/jobs/%s/result?format=pdf" % tid)
+check("an unknown format: 400", s == 400, (s, b))
+
+# Metrics: Prometheus text with the series the issue names.
+s, ct, b = call("GET", "/metrics")
+t = b.decode()
+names = ["ocrpool_tasks{state=\"done\"}", "ocrpool_pages_per_second", "ocrpool_page_duration_seconds_bucket{le=\"+Inf\"}",
+         "ocrpool_worker_rss_bytes{pid=", "ocrpool_worker_pss_bytes{pid=", "ocrpool_recycles_total{reason=\"crashed\"}",
+         "ocrpool_queue_depth", "ocrpool_memory_budget_bytes{kind=\"in_use\"}"]
+check("/metrics: Prometheus text format with every series", s == 200 and ct.startswith("text/plain; version=0.0.4")
+      and all(n in t for n in names), [n for n in names if n not in t])
+done = [l for l in t.splitlines() if l.startswith("ocrpool_tasks{state=\"done\"}")]
+check("/metrics: done tasks counted", done and int(done[0].split()[-1]) >= 5, done)
+s, ct, b = call("GET", "/")
+check("GET /: the dashboard page", s == 200 and ct.startswith("text/html") and b"<canvas id=\"chart\"" in b, (s, ct))
+sys.exit(failed)
