@@ -26,7 +26,7 @@ typedef struct mon_ctx {
 } mon_ctx;
 
 static const ocp_cli_opt mon_opts[] = {
-    {"json", 0, 0, K_JSON}, {"watch", 'w', 1, K_WATCH},   {"node", 'n', 1, K_NODE},
+    {"json", 0, 0, K_JSON}, {"watch", 'w', 1, K_WATCH},  {"node", 'n', 1, K_NODE},
     {"now", 0, 0, K_NOW},   {"no-wait", 0, 0, K_NOWAIT}, {NULL, 0, 0, 0},
 };
 
@@ -74,8 +74,7 @@ static void mon_help(void)
 }
 
 /* Calls fn for each node's socket (only --node's when given). Returns the count. */
-static int each_node(const mon_ctx *c, int (*fn)(void *ctx, long pid, const char *path),
-                     void *ctx)
+static int each_node(const mon_ctx *c, int (*fn)(void *ctx, long pid, const char *path), void *ctx)
 {
     char dir[200];
     int n = 0;
@@ -211,8 +210,8 @@ static void judge(json_t *nodes, json_t *flags, json_t *recs)
         }
         long rmax = (long)json_integer_value(
             json_object_get(json_object_get(n, "recycles"), "max_memory_per_child"));
-        long seen = (long)json_integer_value(json_object_get(json_object_get(n, "pages"),
-                                                             "peak_rss_kb_max"));
+        long seen = (long)json_integer_value(
+            json_object_get(json_object_get(n, "pages"), "peak_rss_kb_max"));
         if (seen > peak_max)
             peak_max = seen;
         if (rmax > 0 && peak_max > 0)
@@ -249,8 +248,9 @@ static void print_text(json_t *nodes, json_t *flags, json_t *recs)
                json_string_value(json_object_get(set, "lang")),
                (long long)json_integer_value(json_object_get(set, "concurrency")),
                (long long)json_integer_value(json_object_get(set, "prefetch_multiplier")));
-        printf("  %-7s %7s %-8s %-28s %7s %5s %8s %8s %6s %8s\n", "role", "pid", "state", "page",
-               "age", "done", "RSS MB", "PSS MB", "swap", "peak MB");
+        int gpus = json_array_size(json_object_get(n, "gpus")) > 0;
+        printf("  %-7s %7s %-8s %-28s %7s %5s %8s %8s %6s %8s%s\n", "role", "pid", "state", "page",
+               "age", "done", "RSS MB", "PSS MB", "swap", "peak MB", gpus ? "  GPU MiB" : "");
         long trss = 0, tpss = 0;
         json_array_foreach(json_object_get(n, "zygotes"), k, w)
         {
@@ -270,18 +270,26 @@ static void print_text(json_t *nodes, json_t *flags, json_t *recs)
             if (t) {
                 const char *src = json_string_value(json_object_get(t, "source"));
                 const char *base = src ? strrchr(src, '/') : NULL;
-                snprintf(page, sizeof page, "%.20s p%lld", base ? base + 1 : src ? src : "?",
+                snprintf(page, sizeof page, "%.20s p%lld",
+                         base  ? base + 1
+                         : src ? src
+                               : "?",
                          (long long)json_integer_value(json_object_get(t, "page")));
                 snprintf(age, sizeof age, "%.1fs", json_real_value(json_object_get(t, "age_s")));
             }
             trss += kb(m, "rss_kb");
             tpss += kb(m, "pss_kb");
-            printf("  %-7s %7lld %-8s %-28s %7s %5lld %8.1f %8.1f %6.1f %8.1f\n", "worker",
+            printf("  %-7s %7lld %-8s %-28s %7s %5lld %8.1f %8.1f %6.1f %8.1f", "worker",
                    (long long)json_integer_value(json_object_get(w, "pid")),
                    json_string_value(json_object_get(w, "state")), page, age,
                    (long long)json_integer_value(json_object_get(w, "pages_done")),
                    kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
                    kb(m, "peak_rss_kb") / 1024.0);
+            if (gpus)
+                printf(" %8.0f",
+                       (double)json_integer_value(json_object_get(w, "gpu_memory_bytes")) /
+                           1048576.0);
+            printf("\n");
         }
         printf("  total: RSS %.1f MB, PSS %.1f MB; pages %lld done, %lld failed, %.2f pages/s "
                "(mean %.2f s)\n",
@@ -306,6 +314,15 @@ static void print_text(json_t *nodes, json_t *flags, json_t *recs)
                    (long long)json_integer_value(json_object_get(q, "done")),
                    (long long)json_integer_value(json_object_get(q, "failed")),
                    (long long)json_integer_value(json_object_get(q, "buried")));
+        json_array_foreach(json_object_get(n, "gpus"), k, w)
+        {
+            printf("  gpu cuda:%lld %s: %.0f of %.0f MiB used, %lld%% busy\n",
+                   (long long)json_integer_value(json_object_get(w, "index")),
+                   json_string_value(json_object_get(w, "name")),
+                   (double)json_integer_value(json_object_get(w, "memory_used_bytes")) / 1048576.0,
+                   (double)json_integer_value(json_object_get(w, "memory_total_bytes")) / 1048576.0,
+                   (long long)json_integer_value(json_object_get(w, "utilization_gpu_percent")));
+        }
         json_t *b = json_object_get(n, "budget");
         if (json_integer_value(json_object_get(b, "limit_mb")) > 0)
             printf("  memory budget: %.0f of %lld MB in use\n",
@@ -424,7 +441,8 @@ int ocp_cmd_stop(int argc, char **argv)
             usleep(100000);
         }
         for (int i = 0; i < s.n; i++)
-            printf("node %ld: %s\n", s.pids[i], kill((pid_t)s.pids[i], 0) == 0 ? "still running" : "stopped");
+            printf("node %ld: %s\n", s.pids[i],
+                   kill((pid_t)s.pids[i], 0) == 0 ? "still running" : "stopped");
     }
     ocp_config_destroy(cfg);
     free(pos);

@@ -34,9 +34,10 @@ typedef struct serve_ctx {
 } serve_ctx;
 
 static const ocp_cli_opt serve_opts[] = {
-    {"listen", 0, 1, K_LISTEN},        {"token", 0, 1, K_TOKEN},    {"allow-root", 0, 1, K_ALLOW},
-    {"no-workers", 0, 0, K_NOWORK},    {"max-body", 0, 1, K_BODY},  {"max-connections", 0, 1, K_CONN},
-    {"spool-dir", 0, 1, K_SPOOL},      {NULL, 0, 0, 0},
+    {"listen", 0, 1, K_LISTEN},    {"token", 0, 1, K_TOKEN},
+    {"allow-root", 0, 1, K_ALLOW}, {"no-workers", 0, 0, K_NOWORK},
+    {"max-body", 0, 1, K_BODY},    {"max-connections", 0, 1, K_CONN},
+    {"spool-dir", 0, 1, K_SPOOL},  {NULL, 0, 0, 0},
 };
 
 static int serve_handler(void *vctx, int key, const char *arg)
@@ -90,8 +91,8 @@ int ocp_cmd_serve(int argc, char **argv)
     ocp_config *cfg;
     char **pos, buf[4200], err[600], spool[4200];
     int npos;
-    int rc = ocp_cli_parse(argc, argv, serve_opts, serve_handler, &c, serve_help, &cfg, &pos,
-                           &npos);
+    int rc =
+        ocp_cli_parse(argc, argv, serve_opts, serve_handler, &c, serve_help, &cfg, &pos, &npos);
     if (rc)
         return rc < 0 ? OCP_EXIT_OK : rc;
     if (!c.token && getenv("OCRPOOL_TOKEN"))
@@ -145,9 +146,9 @@ int ocp_cmd_serve(int argc, char **argv)
     if (api == 0) {
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         ocp_log_set_role('H');
-        _exit(ocp_http_serve(&hc, err, sizeof err) ? (fprintf(stderr, "ocrpool: serve: %s\n", err),
-                                                      OCP_EXIT_FATAL)
-                                                   : 0);
+        _exit(ocp_http_serve(&hc, err, sizeof err)
+                  ? (fprintf(stderr, "ocrpool: serve: %s\n", err), OCP_EXIT_FATAL)
+                  : 0);
     }
     if (api < 0) {
         fprintf(stderr, "ocrpool: serve: fork: %s\n", strerror(errno));

@@ -133,9 +133,9 @@ static int spool_file(const char *name, char **path)
     ocp_uuid4(uuid);
     const char *dot = name ? strrchr(name, '.') : NULL;
     char ext[12] = "";
-    if (dot && strlen(dot) < sizeof ext && strspn(dot + 1, "abcdefghijklmnopqrstuvwxyz"
-                                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") ==
-                                               strlen(dot + 1))
+    if (dot && strlen(dot) < sizeof ext &&
+        strspn(dot + 1, "abcdefghijklmnopqrstuvwxyz"
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == strlen(dot + 1))
         snprintf(ext, sizeof ext, "%s", dot);
     *path = ocp_xasprintf("%s/%s%s", g_hc->spool_dir, uuid, ext);
     int fd = open(*path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -221,8 +221,8 @@ static void note_task(void *ctx, const char *id, int page, int pages, int insert
     (void)pages;
     (void)inserted;
     queued *q = ctx;
-    json_array_append_new(q->tasks, json_pack("{s:s, s:s, s:i}", "id", id, "source", q->name,
-                                              "page", page + 1));
+    json_array_append_new(
+        q->tasks, json_pack("{s:s, s:s, s:i}", "id", id, "source", q->name, "page", page + 1));
 }
 
 static ocp_submit_opts submit_opts(struct MHD_Connection *c, const char *group, int priority)
@@ -335,16 +335,16 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
                           (long long)json_integer_value(json_object_get(pg, "done")),
                           (long long)json_integer_value(json_object_get(pg, "failed")),
                           json_real_value(json_object_get(pg, "per_second")));
-            static const char *const le[9] = {"0.25", "0.5", "1", "2", "5", "10", "30", "60",
-                                              "+Inf"};
+            static const char *const le[9] = {"0.25", "0.5", "1",  "2",   "5",
+                                              "10",   "30",  "60", "+Inf"};
             json_t *hb = json_object_get(st, "duration_buckets");
             long long cum = 0;
             ocp_sb_puts(&sb, "# HELP ocrpool_page_duration_seconds Time to OCR a page.\n"
                              "# TYPE ocrpool_page_duration_seconds histogram\n");
             for (int i = 0; i < 9; i++) {
                 cum += json_integer_value(json_array_get(hb, (size_t)i));
-                ocp_sb_printf(&sb, "ocrpool_page_duration_seconds_bucket{le=\"%s\"} %lld\n",
-                              le[i], cum);
+                ocp_sb_printf(&sb, "ocrpool_page_duration_seconds_bucket{le=\"%s\"} %lld\n", le[i],
+                              cum);
             }
             ocp_sb_printf(&sb,
                           "ocrpool_page_duration_seconds_sum %.6f\n"
@@ -380,6 +380,30 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
             json_object_foreach(json_object_get(st, "recycles"), k, v)
                 ocp_sb_printf(&sb, "ocrpool_recycles_total{reason=\"%s\"} %lld\n", k,
                               (long long)json_integer_value(v));
+            ocp_sb_puts(&sb,
+                        "# HELP ocrpool_worker_gpu_memory_bytes GPU memory of each worker "
+                        "(NVML's process list).\n# TYPE ocrpool_worker_gpu_memory_bytes gauge\n");
+            json_array_foreach(json_object_get(st, "workers"), i, w) ocp_sb_printf(
+                &sb, "ocrpool_worker_gpu_memory_bytes{pid=\"%lld\"} %lld\n",
+                (long long)json_integer_value(json_object_get(w, "pid")),
+                (long long)json_integer_value(json_object_get(w, "gpu_memory_bytes")));
+            ocp_sb_puts(&sb, "# HELP ocrpool_gpu_memory_used_bytes Memory used on each GPU.\n"
+                             "# TYPE ocrpool_gpu_memory_used_bytes gauge\n"
+                             "# HELP ocrpool_gpu_utilization_percent Each GPU's utilisation.\n"
+                             "# TYPE ocrpool_gpu_utilization_percent gauge\n");
+            json_array_foreach(json_object_get(st, "gpus"), i, w)
+            {
+                long long idx = (long long)json_integer_value(json_object_get(w, "index"));
+                ocp_sb_printf(
+                    &sb, "ocrpool_gpu_memory_used_bytes{gpu=\"%lld\"} %lld\n", idx,
+                    (long long)json_integer_value(json_object_get(w, "memory_used_bytes")));
+                ocp_sb_printf(
+                    &sb, "ocrpool_gpu_memory_total_bytes{gpu=\"%lld\"} %lld\n", idx,
+                    (long long)json_integer_value(json_object_get(w, "memory_total_bytes")));
+                ocp_sb_printf(
+                    &sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} %lld\n", idx,
+                    (long long)json_integer_value(json_object_get(w, "utilization_gpu_percent")));
+            }
             json_t *bg = json_object_get(st, "budget");
             ocp_sb_printf(&sb,
                           "# HELP ocrpool_memory_budget_bytes The memory budget and the "
@@ -390,8 +414,8 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
                           json_real_value(json_object_get(bg, "in_use_mb")) * 1048576.0);
             json_decref(st);
         }
-        enum MHD_Result ret = reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", sb.buf,
-                                    sb.len);
+        enum MHD_Result ret =
+            reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", sb.buf, sb.len);
         ocp_sb_fini(&sb);
         return ret;
     }
@@ -508,7 +532,8 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
                                   "state", ocp_task_state_name(info.state), "deliveries",
                                   info.deliveries, "priority", info.priority);
             json_object_set_new(o, "error", info.error ? json_string(info.error) : json_null());
-            json_object_set_new(o, "started", info.started > 0 ? json_real(info.started) : json_null());
+            json_object_set_new(o, "started",
+                                info.started > 0 ? json_real(info.started) : json_null());
             json_object_set_new(o, "finished",
                                 info.finished > 0 ? json_real(info.finished) : json_null());
             ret = reply_json(c, 200, o);
@@ -524,10 +549,23 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
             } else if (fmt == OCP_FMT_JSON) {
                 ret = reply(c, 200, "application/json", info.result, strlen(info.result));
             } else {
-                static const char *const types[] = {"", "text/plain; charset=utf-8", "",
-                                                    "", "text/html; charset=utf-8", "", "", "",
-                                                    "application/xml", "", "", "", "", "", "",
-                                                    "", "text/tab-separated-values; charset=utf-8"};
+                static const char *const types[] = {"",
+                                                    "text/plain; charset=utf-8",
+                                                    "",
+                                                    "",
+                                                    "text/html; charset=utf-8",
+                                                    "",
+                                                    "",
+                                                    "",
+                                                    "application/xml",
+                                                    "",
+                                                    "",
+                                                    "",
+                                                    "",
+                                                    "",
+                                                    "",
+                                                    "",
+                                                    "text/tab-separated-values; charset=utf-8"};
                 ocp_result res;
                 ocp_sb sb;
                 ocp_result_init(&res);
@@ -559,14 +597,14 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
             return reply_error(c, 404, "no such group");
         }
         return reply_json(c, 200,
-                          json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "group", g,
-                                    "total", (json_int_t)json_array_size(pages), "queued",
+                          json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "group", g, "total",
+                                    (json_int_t)json_array_size(pages), "queued",
                                     (json_int_t)n.ready, "running", (json_int_t)n.leased, "done",
                                     (json_int_t)n.done, "failed", (json_int_t)n.failed, "buried",
                                     (json_int_t)n.buried, "pages", pages));
     }
-    return reply_error(c, get || post ? 404 : 405, get || post ? "no such resource"
-                                                              : "method not allowed");
+    return reply_error(c, get || post ? 404 : 405,
+                       get || post ? "no such resource" : "method not allowed");
 }
 
 static int keep_failure(void *ctx, const ocp_task_info *i)
@@ -582,10 +620,9 @@ static int page_row(void *ctx, const ocp_task_info *i)
 {
     json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
     json_array_append_new(
-        ctx, json_pack("{s:s, s:s, s:i, s:s?}", "id", i->id, "state",
-                       ocp_task_state_name(i->state), "page",
-                       p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0, "reason",
-                       i->error));
+        ctx, json_pack("{s:s, s:s, s:i, s:s?}", "id", i->id, "state", ocp_task_state_name(i->state),
+                       "page", p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0,
+                       "reason", i->error));
     json_decref(p);
     return 0;
 }
@@ -603,8 +640,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         *con_cls = r;
         /* /healthz, and the dashboard's page itself (static, no data: a browser cannot add a
          * header to a navigation; the page sends the token, from #token=, on its calls). */
-        int open_path = strcmp(url, "/healthz") == 0 ||
-                        (strcmp(url, "/") == 0 && strcmp(method, "GET") == 0);
+        int open_path =
+            strcmp(url, "/healthz") == 0 || (strcmp(url, "/") == 0 && strcmp(method, "GET") == 0);
         if (!open_path && !bearer_ok(c)) {
             r->refused = 1;
             return reply_error(c, 401, "missing or wrong bearer token");
@@ -673,10 +710,9 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
         return ocp_errf(OCP_E_ENGINE, err, errlen, "cannot start libvips");
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-        ntohs(sa.sin_port), NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)hc->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_NOTIFY_COMPLETED, completed,
-        NULL, MHD_OPTION_END);
+        ntohs(sa.sin_port), NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)hc->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)120, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
     if (!d)
         return ocp_errf(-EADDRINUSE, err, errlen, "cannot listen on %s", hc->listen);
     OCP_LOG(OCP_LOG_WARN, "HTTP API on http://%s/ (%s)", hc->listen,

@@ -17,6 +17,7 @@
  * limit) and the page's age (hard time limit), and kills the worker when
  * either is crossed; the page is then retried or buried.
  */
+#include "gpu/gpu.h"
 #include "pool/control.h"
 #include "pool/memstat.h"
 #include "pool/pool.h"
@@ -89,7 +90,7 @@ typedef struct master {
     double started_wall, started_mono;
     long pages_done, pages_failed;
     double dur_sum;
-    long peak_max_kb; /* the highest page peak RSS seen */
+    long peak_max_kb;    /* the highest page peak RSS seen */
     long dur_buckets[9]; /* page durations: <= 0.25 0.5 1 2 5 10 30 60 s, and more */
     long recycles[5];
 } master;
@@ -358,9 +359,9 @@ static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
         snprintf(reason, sizeof reason, "worker %d exited with status %d during the page", w->pid,
                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     if (w->task && !m->cold)
-        m->recycles[w->kill_reason[0] ? (strncmp(w->kill_reason, "time", 4) == 0 ? R_TIME_LIMIT
-                                                                                 : R_HARD_MEMORY)
-                                      : R_CRASHED]++;
+        m->recycles[w->kill_reason[0]
+                        ? (strncmp(w->kill_reason, "time", 4) == 0 ? R_TIME_LIMIT : R_HARD_MEMORY)
+                        : R_CRASHED]++;
     if (w->task) {
         held *h = w->task;
         if (m->cold)
@@ -718,19 +719,21 @@ static json_t *build_stats(master *m)
     json_object_set_new(o, "pid", json_integer(getpid()));
     json_object_set_new(o, "owner", json_string(m->owner));
     json_object_set_new(o, "started", json_real(m->started_wall));
-    json_object_set_new(o, "state", json_string(m->cold ? "stopping-cold"
-                                               : m->draining ? "stopping" : "running"));
-    json_object_set_new(
-        o, "settings",
-        json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:I, s:I, s:I, s:f, s:f, s:i}", "engine",
-                  m->pc.engine, "lang", m->pc.ep.lang, "concurrency", m->pc.concurrency,
-                  "prefetch_multiplier", m->pc.prefetch_multiplier, "acks_late", m->pc.acks_late,
-                  "max_tasks_per_child", m->pc.max_tasks_per_child, "max_memory_per_child_kb",
-                  (json_int_t)m->pc.max_memory_per_child, "hard_memory_limit_mb",
-                  (json_int_t)m->pc.hard_memory_limit_mb, "memory_budget_mb",
-                  (json_int_t)m->pc.memory_budget_mb, "time_limit_s", m->pc.time_limit_s,
-                  "lease_timeout_s", m->pc.lease_timeout_s, "max_deliveries",
-                  m->pc.max_deliveries));
+    json_object_set_new(o, "state",
+                        json_string(m->cold       ? "stopping-cold"
+                                    : m->draining ? "stopping"
+                                                  : "running"));
+    json_object_set_new(o, "settings",
+                        json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:I, s:I, s:I, s:f, s:f, s:i}",
+                                  "engine", m->pc.engine, "lang", m->pc.ep.lang, "concurrency",
+                                  m->pc.concurrency, "prefetch_multiplier",
+                                  m->pc.prefetch_multiplier, "acks_late", m->pc.acks_late,
+                                  "max_tasks_per_child", m->pc.max_tasks_per_child,
+                                  "max_memory_per_child_kb", (json_int_t)m->pc.max_memory_per_child,
+                                  "hard_memory_limit_mb", (json_int_t)m->pc.hard_memory_limit_mb,
+                                  "memory_budget_mb", (json_int_t)m->pc.memory_budget_mb,
+                                  "time_limit_s", m->pc.time_limit_s, "lease_timeout_s",
+                                  m->pc.lease_timeout_s, "max_deliveries", m->pc.max_deliveries));
     for (int i = 0; i < m->nz; i++) {
         json_t *z = json_pack("{s:i, s:i, s:b}", "pid", m->z[i].pid, "generation", m->z[i].gen,
                               "current", m->z[i].gen == m->gen);
@@ -738,23 +741,40 @@ static json_t *build_stats(master *m)
         json_array_append_new(zs, z);
     }
     json_object_set_new(o, "zygotes", zs);
+    /* GPUs, when NVML is there: each device's memory and use, each worker's memory on it. */
+    ocp_gpu_list *gl = ocp_xcalloc(1, sizeof *gl);
+    ocp_gpu_discover(gl);
+    json_t *gj = json_array();
+    for (int i = 0; i < gl->n; i++) {
+        const ocp_gpu_device *d = &gl->dev[i];
+        json_array_append_new(
+            gj, json_pack("{s:i, s:s, s:s, s:I, s:I, s:i, s:i}", "index", d->index, "name", d->name,
+                          "uuid", d->uuid, "memory_total_bytes", (json_int_t)d->mem_total,
+                          "memory_used_bytes", (json_int_t)d->mem_used, "utilization_gpu_percent",
+                          d->util_gpu, "temperature_c", d->temp_c));
+    }
+    json_object_set_new(o, "gpus", gj);
     double in_flight = 0;
     for (worker *w = m->workers; w; w = w->next) {
-        json_t *wj = json_pack("{s:i, s:i, s:s, s:i, s:I}", "pid", w->pid, "slot", w->slot,
-                               "state", states[w->state], "pages_done", w->tasks_done,
-                               "baseline_pss_kb", (json_int_t)w->baseline_kb);
+        json_t *wj = json_pack("{s:i, s:i, s:s, s:i, s:I}", "pid", w->pid, "slot", w->slot, "state",
+                               states[w->state], "pages_done", w->tasks_done, "baseline_pss_kb",
+                               (json_int_t)w->baseline_kb);
         json_object_set_new(wj, "memory", w->pid > 0 ? memjson(w->pid) : json_null());
+        json_object_set_new(
+            wj, "gpu_memory_bytes",
+            json_integer(w->pid > 0 ? (json_int_t)ocp_gpu_proc_bytes(gl, (unsigned)w->pid) : 0));
         if (w->task) {
             json_object_set_new(wj, "task",
                                 json_pack("{s:s, s:s?, s:i, s:f, s:f}", "id", w->task->t.id,
-                                          "source", w->task->source, "page", w->task->page,
-                                          "age_s", now - w->task->started, "estimated_mb",
+                                          "source", w->task->source, "page", w->task->page, "age_s",
+                                          now - w->task->started, "estimated_mb",
                                           w->task->est_bytes / 1048576.0));
             in_flight += w->task->est_bytes;
         }
         json_array_append_new(ws, wj);
     }
     json_object_set_new(o, "workers", ws);
+    free(gl);
     for (int i = 0; i < 5; i++)
         json_object_set_new(rec, recycle_names[i], json_integer(m->recycles[i]));
     json_object_set_new(o, "recycles", rec);
@@ -782,9 +802,8 @@ static json_t *build_stats(master *m)
     for (worker *w = m->workers; w; w = w->next)
         base += (double)w->baseline_kb * 1024;
     json_object_set_new(o, "budget",
-                        json_pack("{s:I, s:f, s:f}", "limit_mb",
-                                  (json_int_t)m->pc.memory_budget_mb, "in_use_mb",
-                                  (base + in_flight) / 1048576.0, "pages_mb",
+                        json_pack("{s:I, s:f, s:f}", "limit_mb", (json_int_t)m->pc.memory_budget_mb,
+                                  "in_use_mb", (base + in_flight) / 1048576.0, "pages_mb",
                                   in_flight / 1048576.0));
     return o;
 }
@@ -942,8 +961,9 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     m->started_mono = ocp_now();
     m->ctl_fd = ocp_control_listen(m->ctl_path, sizeof m->ctl_path);
     if (m->ctl_fd < 0) {
-        OCP_LOG_ERR(OCP_LOG_WARN, m->ctl_fd, "no control socket (monitor and stop cannot reach "
-                                             "this node)");
+        OCP_LOG_ERR(OCP_LOG_WARN, m->ctl_fd,
+                    "no control socket (monitor and stop cannot reach "
+                    "this node)");
         m->ctl_path[0] = '\0';
     }
     long n = 0;

@@ -137,7 +137,8 @@ s, ct, b = call("GET", "/metrics")
 t = b.decode()
 names = ["ocrpool_tasks{state=\"done\"}", "ocrpool_pages_per_second", "ocrpool_page_duration_seconds_bucket{le=\"+Inf\"}",
          "ocrpool_worker_rss_bytes{pid=", "ocrpool_worker_pss_bytes{pid=", "ocrpool_recycles_total{reason=\"crashed\"}",
-         "ocrpool_queue_depth", "ocrpool_memory_budget_bytes{kind=\"in_use\"}"]
+         "ocrpool_queue_depth", "ocrpool_memory_budget_bytes{kind=\"in_use\"}",
+         "ocrpool_worker_gpu_memory_bytes{pid="]
 check("/metrics: Prometheus text format with every series", s == 200 and ct.startswith("text/plain; version=0.0.4")
       and all(n in t for n in names), [n for n in names if n not in t])
 done = [l for l in t.splitlines() if l.startswith("ocrpool_tasks{state=\"done\"}")]
