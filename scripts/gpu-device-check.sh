@@ -35,3 +35,13 @@ run gpu-test -c 2 --device cuda:0 --memory-fraction 0.25 $T | tee "$OUT/gpu-test
 run gpu-test -c 1 --device cuda:1 $T | tee "$OUT/gpu-test-cuda1.txt"
 run ocr --device cuda:3 --tessdata-dir "$kit/tessdata" -l eng "$kit/eng.png"; echo "exit $?"
 run ocr --device cuda:0 --tessdata-dir "$kit/tessdata" -l eng "$kit/eng.png" | tee "$OUT/ocr.txt"
+# A node on this machine: monitor shows the GPU beside the workers.
+export XDG_RUNTIME_DIR=$OUT/run
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+run worker --broker "sqlite://$OUT/q.db" -c 2 --tessdata-dir "$kit/tessdata" -l eng >"$OUT/worker.log" 2>&1 &
+sleep 2
+run submit --broker "sqlite://$OUT/q.db" --tessdata-dir "$kit/tessdata" -l eng "$kit/eng.png"
+sleep 2
+run monitor | tee "$OUT/monitor.txt"
+run monitor --json >"$OUT/monitor.json"
+run stop | tee "$OUT/stop.txt"
