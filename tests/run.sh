@@ -46,6 +46,11 @@ count() { # count NAME LOG RC: adds the ok/not ok lines of a TAP-ish log
 }
 
 logdir="$BUILD/test-logs"
+# The nodes the tests start keep their control sockets to themselves.
+export XDG_RUNTIME_DIR
+XDG_RUNTIME_DIR=$(mktemp -d)
+chmod 700 "$XDG_RUNTIME_DIR"
+trap 'rm -rf "$XDG_RUNTIME_DIR"' EXIT
 mkdir -p "$logdir"
 
 if [ "$what" = all ] || [ "$what" = unit ]; then

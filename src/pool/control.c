@@ -4,7 +4,9 @@
 #include "pool/control.h"
 #include "pool/proto.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,20 @@ int ocp_control_listen(char *path, size_t len)
     int rc = ocp_control_dir(dir, sizeof dir, 1);
     if (rc)
         return rc;
+    /* Sockets of nodes that are gone (killed with -9) are cleared away. */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (pid > 0 && strcmp(end, ".sock") == 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+            char stale[512];
+            snprintf(stale, sizeof stale, "%s/%s", dir, e->d_name);
+            unlink(stale);
+        }
+    }
+    if (d)
+        closedir(d);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(path, len, "%s/%d.sock", dir, (int)getpid());
     if (strlen(path) >= sizeof sa.sun_path)
