@@ -47,7 +47,13 @@ for path in ("/readyz", "/metrics", "/v1/stats", "/v1/failures", "/v1/jobs/x", "
     check(path + " without a token: 401", s == 401, s)
 s, _, _ = call("GET", "/readyz", token="wrong")
 check("a wrong token: 401", s == 401, s)
-s, _, b = call("GET", "/readyz")
+# Ready once the node's master answers (its engine loads first): 503 until then.
+for _ in range(600):
+    s, _, b = call("GET", "/readyz")
+    if s == 200:
+        break
+    assert s == 503, (s, b)
+    time.sleep(0.1)
 check("/readyz: 200 ready", s == 200 and json.loads(b)["ready"] is True, (s, b))
 
 # OCR now: a raw body, and a multipart upload.
