@@ -100,7 +100,7 @@ check "--format without -o: files in the current folder" \
 check "--format without -o: nothing on stdout" test ! -s "$TMP/cwd.out"
 
 # Progress: one line on a terminal (script gives a pty), nothing on a pipe, lines with -v.
-script -qec "'$OCRPOOL' ocr -l eng -o '$TMP/prog' '$F/two.tif'" /dev/null >"$TMP/tty.out" 2>&1
+script -qec "'$OCRPOOL' ocr -l eng -o '$TMP/prog' '$F/two.tif'" /dev/null </dev/null >"$TMP/tty.out" 2>&1
 check "progress on a terminal" grep -q '2/2 pages .*pages/s.*ETA' "$TMP/tty.out"
 "$OCRPOOL" ocr -l eng -o "$TMP/prog2" "$F/two.tif" 2>"$TMP/pipe.err"
 sed 's/^/# /' "$TMP/pipe.err"
