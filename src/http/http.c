@@ -23,6 +23,9 @@
 #include "pool/control.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -683,6 +686,52 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     return route(c, url, method, r);
 }
 
+static int note_source(void *ctx, const ocp_task_info *i)
+{
+    json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
+    const char *src = p ? json_string_value(json_object_get(p, "source")) : NULL;
+    if (src)
+        json_object_set_new(ctx, src, json_true());
+    json_decref(p);
+    return 0;
+}
+
+/* Deletes spool files no task refers to any more, once older than the result lifetime
+ * (a file just uploaded may not be queued yet). */
+static void sweep_spool(double expires)
+{
+    char err[600];
+    ocp_broker *b = broker(err, sizeof err);
+    if (!b)
+        return;
+    json_t *used = json_object();
+    int rc = ocp_broker_list(b, NULL, 0, note_source, used);
+    ocp_broker_close(b);
+    DIR *d = rc ? NULL : opendir(g_hc->spool_dir);
+    struct dirent *e;
+    time_t now = time(NULL);
+    long n = 0;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[PATH_MAX];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", g_hc->spool_dir, e->d_name);
+        char real[PATH_MAX];
+        if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || difftime(now, st.st_mtime) < expires)
+            continue;
+        if (realpath(path, real) && json_object_get(used, real))
+            continue;
+        if (unlink(path) == 0)
+            n++;
+    }
+    if (d)
+        closedir(d);
+    json_decref(used);
+    if (n)
+        OCP_LOG(OCP_LOG_INFO, "%ld uploads deleted: their pages expired", n);
+}
+
 static int parse_listen(const char *s, struct sockaddr_in *sa)
 {
     char host[64];
@@ -721,8 +770,16 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
     act.sa_handler = on_stop;
     sigaction(SIGTERM, &act, NULL);
     sigaction(SIGINT, &act, NULL);
-    while (!g_stop)
-        pause();
+    /* Uploads whose pages are gone from the queue (results expired) are deleted. */
+    double expires = ocp_config_double(hc->cfg, OCP_S_RESULT_EXPIRES);
+    double every =
+        expires > 0 ? (expires / 2 < 300 ? (expires / 2 < 1 ? 1 : expires / 2) : 300) : 300;
+    while (!g_stop) {
+        for (double t = 0; t < every && !g_stop; t += 0.2)
+            usleep(200000);
+        if (!g_stop && expires > 0)
+            sweep_spool(expires);
+    }
     MHD_stop_daemon(d);
     return 0;
 }

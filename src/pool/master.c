@@ -1072,7 +1072,8 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
             renew_all(m);
             m->last_renew = now;
         }
-        if (m->pc.result_expires_s > 0 && now - m->last_expire >= 60) {
+        if (m->pc.result_expires_s > 0 &&
+            now - m->last_expire >= fmin(60, fmax(0.5, m->pc.result_expires_s / 2))) {
             long gone = 0;
             ocp_broker_expire(m->b, ocp_wall_now() - m->pc.result_expires_s, &gone);
             if (gone)

@@ -40,6 +40,31 @@ rc=$?
 check "serve: stops on SIGTERM (exit $rc)" test $rc -eq 0
 check "serve: the API process is gone too" bash -c "! python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=1)\" 2>/dev/null"
 
+# Results expire, and with them the uploads kept for the workers.
+"$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/qe.db" --spool-dir "$TMP/spool2" \
+    -c 1 --result-expires 1 >"$TMP/exp.log" 2>&1 &
+E=$!
+for _ in $(seq 1 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=1)" 2>/dev/null && break
+    sleep 0.1
+done
+id=$(python3 -c "
+import json, urllib.request
+r = urllib.request.Request('http://127.0.0.1:$port/v1/ocr', data=open('$FIXTURES/eng.png', 'rb').read(), method='POST')
+d = json.load(urllib.request.urlopen(r, timeout=60)); print(d['id'])")
+
+check "an upload is kept while its page lives" test "$(ls "$TMP/spool2" | wc -l)" -eq 1
+for _ in $(seq 1 100); do [ "$(ls "$TMP/spool2" | wc -l)" -eq 0 ] && break; sleep 0.1; done
+check "result-expires: the page is gone (404)" python3 -c "
+import urllib.request, urllib.error
+try:
+    urllib.request.urlopen('http://127.0.0.1:$port/v1/jobs/$id', timeout=5); raise SystemExit(1)
+except urllib.error.HTTPError as e:
+    raise SystemExit(0 if e.code == 404 else 1)"
+check "result-expires: its upload is deleted" test "$(ls "$TMP/spool2" | wc -l)" -eq 0
+kill -TERM "$E"
+wait "$E"
+
 # API only: --no-workers answers on a queue that other nodes work.
 "$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port" --broker "sqlite://$TMP/q.db" >"$TMP/api.log" 2>&1 &
 A=$!
