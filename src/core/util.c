@@ -4,6 +4,7 @@
 #include "core/util.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memstat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -261,32 +262,15 @@ double ocp_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static long status_field_kb(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "re");
-    char line[256];
-    size_t fl = strlen(field);
-    long v = -1;
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, field, fl) == 0 && line[fl] == ':') {
-            v = strtol(line + fl + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
 long ocp_self_rss_kb(void)
 {
-    return status_field_kb("VmRSS");
+    return ocp_memstat_rss(getpid());
 }
 
 long ocp_self_peak_rss_kb(void)
 {
-    return status_field_kb("VmHWM");
+    ocp_memstat m;
+    return ocp_memstat_read(getpid(), 0, &m) ? -1 : m.peak_rss_kb;
 }
 
 int ocp_self_reset_peak_rss(void)

@@ -19,7 +19,7 @@
  */
 #include "gpu/gpu.h"
 #include "pool/control.h"
-#include "pool/memstat.h"
+#include "core/memstat.h"
 #include "pool/pool.h"
 #include "pool/proto.h"
 #include "core/error.h"

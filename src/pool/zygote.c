@@ -20,7 +20,7 @@
  * a page whose source contains TEXT; the tests use it to make poison
  * pages and long pages on demand.
  */
-#include "pool/memstat.h"
+#include "core/memstat.h"
 #include "pool/page.h"
 #include "pool/pool.h"
 #include "pool/proto.h"
@@ -226,14 +226,8 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
         /* A backstop under the master's RSS watchdog: the data segment may grow by the
          * limit beyond what the worker has now. */
         struct rlimit rl;
-        long vmdata = 0;
-        FILE *f = fopen("/proc/self/status", "re");
-        char line[256];
-        while (f && fgets(line, sizeof line, f))
-            if (sscanf(line, "VmData: %ld", &vmdata) == 1)
-                break;
-        if (f)
-            fclose(f);
+        ocp_memstat ms;
+        long vmdata = ocp_memstat_read(getpid(), 0, &ms) == 0 && ms.data_kb > 0 ? ms.data_kb : 0;
         /* Twice the limit: the data segment counts reserved, untouched memory too, and the
          * master's watchdog on RSS, the real measure, should act first. */
         rl.rlim_cur = rl.rlim_max = (rlim_t)(vmdata + 2 * pc->hard_memory_limit_mb * 1024) * 1024;

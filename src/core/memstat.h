@@ -5,14 +5,14 @@
  * PSS of a pool adds up to what it really costs; RSS counts shared model
  * pages once per worker).
  */
-#ifndef OCP_POOL_MEMSTAT_H
-#define OCP_POOL_MEMSTAT_H
+#ifndef OCP_CORE_MEMSTAT_H
+#define OCP_CORE_MEMSTAT_H
 
 #include <sys/types.h>
 
 /* Open type; every figure in KiB, -1 when unknown. */
 typedef struct ocp_memstat {
-    long rss_kb, peak_rss_kb, swap_kb;
+    long rss_kb, peak_rss_kb, swap_kb, data_kb; /* data_kb: VmData, the data segment */
     long pss_kb, shared_kb, private_kb;
 } ocp_memstat;
 

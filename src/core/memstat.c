@@ -1,7 +1,7 @@
 /*
- * memstat.c: /proc readers (memstat.h).
+ * memstat.c: the one reader of /proc/PID/status and smaps_rollup (memstat.h).
  */
-#include "pool/memstat.h"
+#include "core/memstat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,13 +49,15 @@ int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m)
 {
     char path[64], buf[4096];
     int rc;
-    m->rss_kb = m->peak_rss_kb = m->swap_kb = m->pss_kb = m->shared_kb = m->private_kb = -1;
+    m->rss_kb = m->peak_rss_kb = m->swap_kb = m->data_kb = -1;
+    m->pss_kb = m->shared_kb = m->private_kb = -1;
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     if ((rc = slurp(path, buf, sizeof buf)))
         return rc;
     m->rss_kb = field(buf, "VmRSS");
     m->peak_rss_kb = field(buf, "VmHWM");
     m->swap_kb = field(buf, "VmSwap");
+    m->data_kb = field(buf, "VmData");
     if (!with_pss)
         return 0;
     snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
