@@ -106,27 +106,6 @@ static int ocr_handler(void *vctx, int key, const char *arg)
     return 0;
 }
 
-static int mkdir_p(const char *dir)
-{
-    char *p = ocp_xstrdup(dir);
-    int rc = 0;
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char ch = *s;
-            *s = '\0';
-            if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-                rc = -errno;
-                break;
-            }
-            *s = ch;
-            if (!ch)
-                break;
-        }
-    }
-    free(p);
-    return rc;
-}
-
 /* Gives inputs that share a stem distinct stems: a.png, x/a.png, a.jpg -> a, a-2, a-3. */
 static void unique_stems(input *in, int n)
 {
@@ -372,7 +351,7 @@ int ocp_cmd_ocr(int argc, char **argv)
     /* Renderings other than text need files: without -o they go to the current folder. */
     if (!c.outdir && c.fmts != OCP_FMT_TXT)
         c.outdir = ".";
-    if (c.outdir && (rc = mkdir_p(c.outdir)) != 0) {
+    if (c.outdir && (rc = ocp_mkdir_p(c.outdir, 0755)) != 0) {
         fprintf(stderr, "ocrpool: cannot create %s: %s\n", c.outdir, ocp_strerror(rc));
         status = OCP_EXIT_FAILED;
         goto out;

@@ -109,8 +109,8 @@ int ocp_cmd_serve(int argc, char **argv)
         else
             snprintf(spool, sizeof spool, "spool");
     }
-    if (mkdir(spool, 0750) < 0 && errno != EEXIST) {
-        fprintf(stderr, "ocrpool: cannot create %s: %s\n", spool, strerror(errno));
+    if ((rc = ocp_mkdir_p(spool, 0750)) != 0) {
+        fprintf(stderr, "ocrpool: cannot create %s: %s\n", spool, ocp_strerror(rc));
         ocp_config_destroy(cfg);
         free(pos);
         return OCP_EXIT_FAILED;

@@ -98,15 +98,8 @@ const char *ocp_cli_broker_url(const ocp_config *cfg, char *buf, size_t len)
         snprintf(dir, sizeof dir, "%s/ocrpool", x);
     else
         snprintf(dir, sizeof dir, "%s/.local/share/ocrpool", home && *home ? home : "/tmp");
-    /* Create it (and its parents) quietly; opening the queue says what went wrong. */
-    for (char *s = dir + 1; *s; s++) {
-        if (*s == '/') {
-            *s = '\0';
-            mkdir(dir, 0755);
-            *s = '/';
-        }
-    }
-    mkdir(dir, 0755);
+    /* Created quietly: opening the queue says what went wrong. */
+    ocp_mkdir_p(dir, 0755);
     snprintf(buf, len, "sqlite://%s/queue.db", dir);
     return buf;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -253,6 +254,27 @@ int ocp_write_file(const char *path, const void *buf, size_t len)
 out:
     free(tmp);
     return err;
+}
+
+int ocp_mkdir_p(const char *dir, unsigned mode)
+{
+    char *p = ocp_xstrdup(dir);
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char ch = *s;
+            *s = '\0';
+            if (mkdir(p, (mode_t)mode) < 0 && errno != EEXIST) {
+                rc = -errno;
+                break;
+            }
+            *s = ch;
+            if (!ch)
+                break;
+        }
+    }
+    free(p);
+    return rc;
 }
 
 double ocp_now(void)

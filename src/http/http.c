@@ -767,8 +767,9 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
     OCP_LOG(OCP_LOG_WARN, "HTTP API on http://%s/ (%s)", hc->listen,
             hc->token && *hc->token ? "bearer token required" : "no token");
     if (ntohl(sa.sin_addr.s_addr) >> 24 != 127 && !(hc->token && *hc->token))
-        OCP_LOG(OCP_LOG_WARN, "listening beyond loopback without --token: anyone who can reach "
-                              "%s can submit pages and read results",
+        OCP_LOG(OCP_LOG_WARN,
+                "listening beyond loopback without --token: anyone who can reach "
+                "%s can submit pages and read results",
                 hc->listen);
     struct sigaction act = {0};
     act.sa_handler = on_stop;

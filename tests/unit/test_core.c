@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -131,6 +132,36 @@ static void test_write_file(void **state)
     free(bad);
 }
 
+static void test_mkdir_p(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ocp-test-mkdir-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *deep = ocp_xasprintf("%s/a/b/c", dir);
+    assert_int_equal(ocp_mkdir_p(deep, 0755), 0);
+    struct stat st;
+    assert_int_equal(stat(deep, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(ocp_mkdir_p(deep, 0755), 0); /* already there: fine */
+    /* A file in the way is an error. */
+    char *file = ocp_xasprintf("%s/f", dir), *under = ocp_xasprintf("%s/f/g", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(ocp_mkdir_p(under, 0755), -ENOTDIR);
+    unlink(file);
+    char *b = ocp_xasprintf("%s/a/b", dir), *a = ocp_xasprintf("%s/a", dir);
+    rmdir(deep);
+    rmdir(b);
+    rmdir(a);
+    assert_int_equal(rmdir(dir), 0);
+    free(deep);
+    free(file);
+    free(under);
+    free(b);
+    free(a);
+}
+
 static void test_peak_rss(void **state)
 {
     (void)state;
@@ -157,7 +188,7 @@ int main(void)
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_sb),
         cmocka_unit_test(test_read_fd),       cmocka_unit_test(test_parse),
         cmocka_unit_test(test_uuid_and_stem), cmocka_unit_test(test_write_file),
-        cmocka_unit_test(test_peak_rss),
+        cmocka_unit_test(test_mkdir_p),       cmocka_unit_test(test_peak_rss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
