@@ -353,28 +353,28 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
                           "ocrpool_page_duration_seconds_sum %.6f\n"
                           "ocrpool_page_duration_seconds_count %lld\n",
                           json_real_value(json_object_get(st, "duration_sum")), cum);
-            ocp_sb_puts(&sb, "# HELP ocrpool_worker_rss_bytes Resident size of each worker.\n"
-                             "# TYPE ocrpool_worker_rss_bytes gauge\n");
             size_t i;
             json_t *w;
-            json_array_foreach(json_object_get(st, "workers"), i, w)
-            {
-                json_t *m = json_object_get(w, "memory");
-                ocp_sb_printf(&sb, "ocrpool_worker_rss_bytes{pid=\"%lld\",slot=\"%lld\"} %lld\n",
-                              (long long)json_integer_value(json_object_get(w, "pid")),
-                              (long long)json_integer_value(json_object_get(w, "slot")),
-                              (long long)json_integer_value(json_object_get(m, "rss_kb")) * 1024);
-            }
-            ocp_sb_puts(&sb, "# HELP ocrpool_worker_pss_bytes Proportional size of each worker "
-                             "(shared pages divided among sharers).\n"
-                             "# TYPE ocrpool_worker_pss_bytes gauge\n");
-            json_array_foreach(json_object_get(st, "workers"), i, w)
-            {
-                json_t *m = json_object_get(w, "memory");
-                ocp_sb_printf(&sb, "ocrpool_worker_pss_bytes{pid=\"%lld\",slot=\"%lld\"} %lld\n",
-                              (long long)json_integer_value(json_object_get(w, "pid")),
-                              (long long)json_integer_value(json_object_get(w, "slot")),
-                              (long long)json_integer_value(json_object_get(m, "pss_kb")) * 1024);
+            static const struct {
+                const char *name, *help, *key;
+            } wm[] = {
+                {"ocrpool_worker_rss_bytes", "Resident size of each worker.", "rss_kb"},
+                {"ocrpool_worker_pss_bytes",
+                 "Proportional size of each worker (shared pages divided among sharers).",
+                 "pss_kb"},
+            };
+            for (size_t k = 0; k < sizeof wm / sizeof wm[0]; k++) {
+                ocp_sb_printf(&sb, "# HELP %s %s\n# TYPE %s gauge\n", wm[k].name, wm[k].help,
+                              wm[k].name);
+                json_array_foreach(json_object_get(st, "workers"), i, w)
+                {
+                    json_t *m = json_object_get(w, "memory");
+                    ocp_sb_printf(&sb, "%s{pid=\"%lld\",slot=\"%lld\"} %lld\n", wm[k].name,
+                                  (long long)json_integer_value(json_object_get(w, "pid")),
+                                  (long long)json_integer_value(json_object_get(w, "slot")),
+                                  (long long)json_integer_value(json_object_get(m, wm[k].key)) *
+                                      1024);
+                }
             }
             ocp_sb_puts(&sb, "# HELP ocrpool_recycles_total Workers replaced, by reason.\n"
                              "# TYPE ocrpool_recycles_total counter\n");

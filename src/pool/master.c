@@ -46,7 +46,8 @@ typedef struct held {
     int state;
     double est_bytes; /* estimated peak memory of the page */
     double started;
-    char *source; /* from the payload, for monitor */
+    json_t *payload; /* parsed once, at lease: sent to the worker as it is */
+    char *source;    /* from the payload, for monitor */
     int page;
     struct held *next;
 } held;
@@ -156,6 +157,7 @@ static double estimate(const ocp_pool_conf *pc, const char *payload, held *hd)
 {
     json_t *p = json_loads(payload, 0, NULL);
     double est = 0;
+    hd->payload = p;
     if (p) {
         const char *src = json_string_value(json_object_get(p, "source"));
         hd->source = src ? ocp_xstrdup(src) : NULL;
@@ -169,7 +171,6 @@ static double estimate(const ocp_pool_conf *pc, const char *payload, held *hd)
             ocp_image_fit((int)pw, (int)ph, max, &nw, &nh);
             est = (double)nw * nh * pc->page_memory_factor;
         }
-        json_decref(p);
     }
     return est;
 }
@@ -263,6 +264,7 @@ static void drop_held(master *m, held *h)
         }
     }
     ocp_task_fini(&h->t);
+    json_decref(h->payload);
     free(h->source);
     free(h);
     m->n_held--;
@@ -592,17 +594,15 @@ static void dispatch(master *m)
         }
         if (!pick)
             return;
-        json_error_t je;
-        json_t *payload = json_loads(pick->t.payload, 0, &je);
-        if (!payload) {
+        if (!json_is_object(pick->payload)) {
             char why[300];
-            snprintf(why, sizeof why, "malformed task payload: %s", je.text);
+            snprintf(why, sizeof why, "malformed task payload: not a JSON object");
             ocp_broker_fail(m->b, pick->t.id, why, ocp_wall_now(), ocp_wall_now(), 0);
             drop_held(m, pick);
             continue;
         }
         json_t *msg =
-            json_pack("{s:s, s:s, s:o}", "t", "task", "id", pick->t.id, "payload", payload);
+            json_pack("{s:s, s:s, s:O}", "t", "task", "id", pick->t.id, "payload", pick->payload);
         int rc = ocp_proto_send(w->fd, msg, -1);
         json_decref(msg);
         if (rc) {

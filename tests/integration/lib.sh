@@ -34,4 +34,15 @@ cer_below() {
 # peak_rss_kb FILE: the peak RSS that /usr/bin/time -f %M wrote as FILE's last line.
 peak_rss_kb() { tail -1 "$1"; }
 
+# wait_log LOG PATTERN [SECONDS]: until a line of LOG matches (default 30 s).
+wait_log() {
+    local t=0
+    while [ $t -lt $((${3:-30} * 10)) ]; do
+        grep -q -- "$2" "$1" && return 0
+        sleep 0.1
+        t=$((t + 1))
+    done
+    return 1
+}
+
 finish() { exit $_failed; }

@@ -11,15 +11,6 @@ for i in 1 2 3 4; do cp "$F/eng.png" "$TMP/p/small$i.png"; done
 cp "$F/eng.png" "$TMP/p/slowpage.png"
 Q="sqlite://$TMP/q.db"
 submit() { "$OCRPOOL" submit --broker "$Q" "$@"; }
-wait_log() {
-    local t=0
-    while [ $t -lt $((${3:-30} * 10)) ]; do
-        grep -q -- "$2" "$1" && return 0
-        sleep 0.1
-        t=$((t + 1))
-    done
-    return 1
-}
 workers_of() { # workers_of JSON: the count of workers of the first node
     python3 -c "import json,sys; print(len(json.load(open('$1'))['nodes'][0]['workers']))"
 }

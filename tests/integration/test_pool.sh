@@ -52,15 +52,6 @@ stop_worker() { # warm stop of $WPID; returns its exit status
 log_pid() { # log_pid LOG PATTERN: the pid of the first log line matching PATTERN
     grep -m1 -- "$2" "$1" | awk '{print $2}'
 }
-wait_log() { # wait_log LOG PATTERN [SECONDS]
-    local t=0
-    while [ $t -lt $((${3:-30} * 10)) ]; do
-        grep -q -- "$2" "$1" && return 0
-        sleep 0.1
-        t=$((t + 1))
-    done
-    return 1
-}
 
 # --- Concurrency N and prefetch multiplier m -------------------------------
 fresh
