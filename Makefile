@@ -10,7 +10,7 @@
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 BUILD    ?= build
-PKGS     := tesseract lept vips jansson sqlite3 libmicrohttpd
+PKGS     := tesseract lept vips jansson sqlite3 libmicrohttpd hiredis
 VERSION  := 0.1.0
 
 CC       ?= cc

@@ -8,6 +8,7 @@ pkgs=(
     # build
     build-essential pkg-config
     libtesseract-dev libleptonica-dev libvips-dev libjansson-dev libcmocka-dev libsqlite3-dev libmicrohttpd-dev
+    libhiredis-dev
     # OCR engine and language data: English, Sanskrit, Tamil, Hindi, scripts, orientation
     tesseract-ocr tesseract-ocr-eng tesseract-ocr-san tesseract-ocr-tam tesseract-ocr-hin
     tesseract-ocr-script-deva tesseract-ocr-script-taml tesseract-ocr-osd
@@ -15,6 +16,8 @@ pkgs=(
     fonts-noto-core pango1.0-tools libvips-tools poppler-utils time python3
     # the dashboard test: a real browser
     chromium
+    # several machines: a real Redis and the Python Celery client, for the tests and make bench
+    redis-server redis-tools python3-celery python3-redis python3-tesserocr
 )
 
 missing=()
@@ -36,6 +39,11 @@ if [ "$(id -u)" -ne 0 ]; then
     fi
 fi
 export DEBIAN_FRONTEND=noninteractive
+# In a container or chroot (no init system), a package's service is not started: the tests
+# start their own redis-server on a port of their own.
+if [ ! -d /run/systemd/system ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    export RUNLEVEL=1
+fi
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 echo "install-deps: done"

@@ -17,7 +17,7 @@ struct ocp_broker {
     void *st;
 };
 
-static const ocp_broker_ops *const backends[] = {&ocp_broker_sqlite};
+static const ocp_broker_ops *const backends[] = {&ocp_broker_sqlite, &ocp_broker_redis};
 
 double ocp_wall_now(void)
 {
@@ -51,7 +51,8 @@ const char *ocp_task_state_name(int state)
     return state >= 0 && state <= 4 ? names[state] : "unknown";
 }
 
-int ocp_broker_open(const char *url, ocp_broker **out, char *err, size_t errlen)
+int ocp_broker_open(const char *url, const ocp_broker_opts *opts, ocp_broker **out, char *err,
+                    size_t errlen)
 {
     const ocp_broker_ops *ops = NULL;
     const char *target = url;
@@ -65,11 +66,14 @@ int ocp_broker_open(const char *url, ocp_broker **out, char *err, size_t errlen)
     if (!ops) {
         if (strstr(url, "://"))
             return ocp_errf(OCP_E_CONFIG, err, errlen,
-                            "broker '%s': unknown scheme (sqlite:///path/to/queue.db)", url);
+                            "broker '%s': unknown scheme (sqlite:///path/to/queue.db or "
+                            "redis://host:6379/0)",
+                            url);
         ops = &ocp_broker_sqlite; /* a plain path */
     }
     void *st = NULL;
-    int rc = ops->open(target, &st, err, errlen);
+    static const ocp_broker_opts none;
+    int rc = ops->open(target, opts ? opts : &none, &st, err, errlen);
     if (rc)
         return rc;
     ocp_broker *b = ocp_xcalloc(1, sizeof *b);
@@ -113,6 +117,11 @@ int ocp_broker_lease(ocp_broker *b, const char *owner, const char *group, int ma
 int ocp_broker_renew(ocp_broker *b, const char *owner, char *const *ids, int n, double lease_s)
 {
     return n ? b->ops->renew(b->st, owner, ids, n, lease_s) : 0;
+}
+
+int ocp_broker_started(ocp_broker *b, const char *id, int worker_pid)
+{
+    return b->ops->started ? b->ops->started(b->st, id, worker_pid) : 0;
 }
 
 int ocp_broker_ack(ocp_broker *b, const char *id, const char *result, double started,

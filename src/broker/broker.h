@@ -2,8 +2,10 @@
  * broker.h: where page tasks wait, are leased, and their results are kept.
  *
  * Backends are sibling files behind one table of function pointers
- * (ocp_broker_ops): broker_sqlite.c now (one machine, a file), Redis with
- * Celery's protocol next. Task lifecycle:
+ * (ocp_broker_ops): broker_sqlite.c (one machine, a file) and
+ * broker_redis.c (several machines: Redis with Celery's protocol v2 and
+ * kombu's key layout, so Celery producers and consumers interoperate).
+ * Task lifecycle:
  *
  *   submit --> READY --lease--> LEASED --ack (result stored)--> DONE
  *                ^                 |  '--fail (bad input)-----> FAILED
@@ -19,6 +21,7 @@
 #ifndef OCP_BROKER_BROKER_H
 #define OCP_BROKER_BROKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef enum ocp_task_state {
@@ -66,12 +69,28 @@ typedef struct ocp_task_spec {
 
 typedef struct ocp_broker ocp_broker;
 
+/* What a backend may need beside its URL (Redis/Celery). Open type; strings borrowed.
+ * NULL or zero fields mean the defaults in brackets. */
+typedef struct ocp_broker_opts {
+    const char *queues;          /* Celery queues consumed, in order; the first is where
+                                  * submit writes ["celery"] */
+    const char *task_name;       /* ["ocrpool.ocr_page"] */
+    const char *lang;            /* language of a message that names none ["eng"] */
+    double visibility_timeout_s; /* kombu's visibility_timeout [3600] */
+    double result_expires_s;     /* result keys' time to live, <0 = never [86400] */
+    bool track_started;          /* store STARTED when a page starts */
+    size_t max_message_bytes;    /* larger messages are dead-lettered [512 MB] */
+    size_t max_inline_bytes;     /* inline page bytes ({"b64": ...}) [32 MB] */
+} ocp_broker_opts;
+
 /*
- * Opens the broker of url ("sqlite:///abs/path.db", "sqlite://rel.db", or a
- * plain path). *out is new (ocp_broker_close frees it); on failure the
- * reason is in err.
+ * Opens the broker of url ("sqlite:///abs/path.db", "sqlite://rel.db", a
+ * plain path, or "redis://[[user]:password@]host[:port][/db]"). opts may be
+ * NULL. *out is new (ocp_broker_close frees it); on failure the reason is in
+ * err.
  */
-int ocp_broker_open(const char *url, ocp_broker **out, char *err, size_t errlen);
+int ocp_broker_open(const char *url, const ocp_broker_opts *opts, ocp_broker **out, char *err,
+                    size_t errlen);
 void ocp_broker_close(ocp_broker *b);
 /* The reason of the last failure on b. Borrowed. */
 const char *ocp_broker_errmsg(const ocp_broker *b);
@@ -91,6 +110,8 @@ int ocp_broker_lease(ocp_broker *b, const char *owner, const char *group, int ma
                      int max_deliveries, ocp_task *out, int *n);
 /* Extends owner's leases of ids by lease_s from now. */
 int ocp_broker_renew(ocp_broker *b, const char *owner, char *const *ids, int n, double lease_s);
+/* A worker started the page (Celery's STARTED with track_started); optional. */
+int ocp_broker_started(ocp_broker *b, const char *id, int worker_pid);
 /* Stores the result and marks the task DONE, once. */
 int ocp_broker_ack(ocp_broker *b, const char *id, const char *result, double started,
                    double finished, long peak_rss_kb, int worker_pid);
@@ -127,13 +148,15 @@ void ocp_broker_owner_name(char *buf, size_t len);
 /* Backend table (broker_sqlite.c fills one). */
 typedef struct ocp_broker_ops {
     const char *scheme;
-    int (*open)(const char *target, void **st, char *err, size_t errlen);
+    int (*open)(const char *target, const ocp_broker_opts *opts, void **st, char *err,
+                size_t errlen);
     void (*close)(void *st);
     const char *(*errmsg)(void *st);
     int (*submit)(void *st, const ocp_task_spec *spec, const char *id, int *inserted);
     int (*lease)(void *st, const char *owner, const char *group, int max, double lease_s,
                  int max_deliveries, ocp_task *out, int *n);
     int (*renew)(void *st, const char *owner, char *const *ids, int n, double lease_s);
+    int (*started)(void *st, const char *id, int worker_pid); /* NULL: not recorded */
     int (*ack)(void *st, const char *id, const char *result, double started, double finished,
                long peak_rss_kb, int worker_pid);
     int (*fail)(void *st, const char *id, const char *reason, double started, double finished,
@@ -150,6 +173,10 @@ typedef struct ocp_broker_ops {
 } ocp_broker_ops;
 
 extern const ocp_broker_ops ocp_broker_sqlite;
+extern const ocp_broker_ops ocp_broker_redis;
+
+/* Whether owner ("host:pid:starttime") is a process of this host that is gone. */
+int ocp__owner_is_dead(const char *owner);
 
 /* Seconds since the epoch, as a double. */
 double ocp_wall_now(void);

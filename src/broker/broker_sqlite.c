@@ -22,7 +22,6 @@
 
 #define OCP_SQLITE_SCHEMA 1
 
-int ocp__owner_is_dead(const char *owner);
 
 typedef struct sq {
     sqlite3 *db;
@@ -114,7 +113,8 @@ static int migrate(sq *s)
     return exec(s, "COMMIT");
 }
 
-static int sq_open(const char *target, void **out, char *err, size_t errlen)
+static int sq_open(const char *target, const ocp_broker_opts *opts, void **out, char *err,
+                   size_t errlen)
 {
     sq *s = ocp_xcalloc(1, sizeof *s);
     int rc;

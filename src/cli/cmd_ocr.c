@@ -438,7 +438,7 @@ int ocp_cmd_ocr(int argc, char **argv)
     int unfinished = 0;
     FILE *tf = sidecar ? sidecar : (!c.outdir ? stdout : NULL);
     ocp_broker *b = NULL;
-    if (ocp_broker_open(url, &b, err, sizeof err) == 0) {
+    if (ocp_broker_open(url, NULL, &b, err, sizeof err) == 0) {
         int first = 1;
         for (int k = 0; k < c.npages; k++) {
             page_ref *pr = &c.pages[k];

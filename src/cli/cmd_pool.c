@@ -156,11 +156,13 @@ int ocp_cmd_worker(int argc, char **argv)
 }
 
 /* Opens the broker or says why on stderr. */
-static ocp_broker *open_or_say(const char *url)
+static ocp_broker *open_or_say(const char *url, const ocp_config *cfg)
 {
     ocp_broker *b = NULL;
+    ocp_broker_opts bo;
     char err[600];
-    if (ocp_broker_open(url, &b, err, sizeof err)) {
+    ocp_pool_broker_opts(&bo, cfg);
+    if (ocp_broker_open(url, &bo, &b, err, sizeof err)) {
         fprintf(stderr, "ocrpool: %s\n", err);
         return NULL;
     }
@@ -192,15 +194,20 @@ int ocp_cmd_submit(int argc, char **argv)
         rc = OCP_EXIT_USAGE;
         goto out;
     }
-    if (ocp_image_global_init(argv[0]) || ocp_broker_open(url, &b, err, sizeof err)) {
-        fprintf(stderr, "ocrpool: %s\n", b ? "cannot start libvips" : err);
+    if (ocp_image_global_init(argv[0])) {
+        fprintf(stderr, "ocrpool: cannot start libvips\n");
+        rc = OCP_EXIT_FAILED;
+        goto out;
+    }
+    if (!(b = open_or_say(url, cfg))) {
         rc = OCP_EXIT_FAILED;
         goto out;
     }
     ocp_image_limits lim = ocp_cli_limits(cfg);
     ocp_submit_opts so = {
         .lang = ocp_config_str(cfg, OCP_S_LANG),
-        .group = c.group ? c.group : "default",
+        /* On redis a page outside any group carries none (Celery's group header). */
+        .group = c.group ? c.group : strncmp(url, "redis", 5) == 0 ? NULL : "default",
         .priority = c.priority,
         .max_image_size = ocp_config_source(cfg, OCP_S_MAX_IMAGE_SIZE) == OCP_SRC_DEFAULT
                               ? -1
@@ -268,7 +275,7 @@ int ocp_cmd_status(int argc, char **argv)
         return rc < 0 ? OCP_EXIT_OK : rc;
     const char *group = npos ? pos[0] : NULL;
     ocp_counts n;
-    if (!(b = open_or_say(url))) {
+    if (!(b = open_or_say(url, cfg))) {
         rc = OCP_EXIT_FAILED;
         goto out;
     }
@@ -323,7 +330,7 @@ int ocp_cmd_result(int argc, char **argv)
         rc = OCP_EXIT_USAGE;
         goto out;
     }
-    if (!(b = open_or_say(url))) {
+    if (!(b = open_or_say(url, cfg))) {
         rc = OCP_EXIT_FAILED;
         goto out;
     }
@@ -379,7 +386,7 @@ int ocp_cmd_requeue(int argc, char **argv)
         rc = OCP_EXIT_USAGE;
         goto out;
     }
-    if (!(b = open_or_say(url))) {
+    if (!(b = open_or_say(url, cfg))) {
         rc = OCP_EXIT_FAILED;
         goto out;
     }

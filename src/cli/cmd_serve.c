@@ -100,8 +100,17 @@ int ocp_cmd_serve(int argc, char **argv)
     const char *url = ocp_cli_broker_url(cfg, buf, sizeof buf);
     if (c.spool) {
         snprintf(spool, sizeof spool, "%s", c.spool);
+    } else if (strstr(url, "://") && strncmp(url, "sqlite://", 9) != 0) {
+        /* A network broker: the data folder (workers elsewhere need --spool on shared
+         * storage). */
+        const char *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+        if (x && *x)
+            snprintf(spool, sizeof spool, "%s/ocrpool/spool", x);
+        else
+            snprintf(spool, sizeof spool, "%s/.local/share/ocrpool/spool",
+                     home && *home ? home : "/tmp");
     } else {
-        /* Beside a file queue; else the data folder. */
+        /* Beside a file queue. */
         const char *p = strncmp(url, "sqlite://", 9) == 0 ? url + 9 : url;
         const char *slash = strrchr(p, '/');
         if (slash)
@@ -118,9 +127,12 @@ int ocp_cmd_serve(int argc, char **argv)
     if (ocp_log_level < OCP_LOG_INFO && ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
         ocp_log_level = OCP_LOG_INFO;
     char ctl[300] = "", dir[200];
+    ocp_broker_opts bopts;
+    ocp_pool_broker_opts(&bopts, cfg);
     ocp_http_conf hc = {
         .listen = c.listen,
         .broker_url = url,
+        .broker_opts = &bopts,
         .token = c.token,
         .allow_root = c.allow_root,
         .spool_dir = spool,

@@ -25,7 +25,10 @@
     X(TIMEOUT, -4010, "page timed out")                                                            \
     X(RANGE, -4011, "value out of range")                                                          \
     X(NOPAGE, -4012, "no such page")                                                               \
-    X(INPUT_SIZE, -4013, "input exceeds the size limit")
+    X(INPUT_SIZE, -4013, "input exceeds the size limit")                                           \
+    X(BROKER, -4014, "broker unavailable")                                                         \
+    X(UNSUPPORTED, -4015, "not supported by this broker")                                          \
+    X(MESSAGE, -4016, "malformed message")
 
 enum {
 #define OCP_ERR_ENUM(name, code, text) OCP_E_##name = (code),

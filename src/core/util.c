@@ -384,3 +384,81 @@ bool ocp_parse_bool(const char *s, bool *out)
     }
     return false;
 }
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *ocp_b64_encode(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    char *out = ocp_xmalloc((len + 2) / 3 * 4 + 1), *o = out;
+    size_t i = 0;
+    for (; i + 2 < len; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
+        *o++ = b64_alphabet[v >> 18];
+        *o++ = b64_alphabet[v >> 12 & 63];
+        *o++ = b64_alphabet[v >> 6 & 63];
+        *o++ = b64_alphabet[v & 63];
+    }
+    if (i < len) {
+        unsigned v = (unsigned)p[i] << 16 | (i + 1 < len ? (unsigned)p[i + 1] << 8 : 0);
+        *o++ = b64_alphabet[v >> 18];
+        *o++ = b64_alphabet[v >> 12 & 63];
+        *o++ = i + 1 < len ? b64_alphabet[v >> 6 & 63] : '=';
+        *o++ = '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+unsigned char *ocp_b64_decode(const char *s, size_t len, size_t *outlen)
+{
+    unsigned char *out = ocp_xmalloc(len / 4 * 3 + 4), *o = out;
+    unsigned v = 0;
+    int n = 0, pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        int d;
+        if (c >= 'A' && c <= 'Z')
+            d = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            d = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            d = c - '0' + 52;
+        else if (c == '+' || c == '-')
+            d = 62;
+        else if (c == '/' || c == '_')
+            d = 63;
+        else if (c == '=') {
+            pad++;
+            continue;
+        } else if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+            continue;
+        else
+            goto bad;
+        if (pad)
+            goto bad; /* data after padding */
+        v = v << 6 | (unsigned)d;
+        if (++n == 4) {
+            *o++ = (unsigned char)(v >> 16);
+            *o++ = (unsigned char)(v >> 8);
+            *o++ = (unsigned char)v;
+            n = 0;
+            v = 0;
+        }
+    }
+    if (n == 1 || pad > 2)
+        goto bad;
+    if (n == 2) {
+        *o++ = (unsigned char)(v >> 4);
+    } else if (n == 3) {
+        *o++ = (unsigned char)(v >> 10);
+        *o++ = (unsigned char)(v >> 2);
+    }
+    *o = '\0';
+    *outlen = (size_t)(o - out);
+    return out;
+bad:
+    free(out);
+    return NULL;
+}

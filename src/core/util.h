@@ -69,6 +69,12 @@ int ocp_self_reset_peak_rss(void);
 /* A random RFC 4122 version-4 UUID in out (37 bytes with the NUL). */
 void ocp_uuid4(char out[37]);
 
+/* Base64 (RFC 4648, with padding). Encode: a new NUL-terminated string. Decode: a new
+ * buffer of *outlen bytes (NUL-terminated too), or NULL for text that is not base64
+ * (whitespace is skipped; missing padding is accepted). */
+char *ocp_b64_encode(const void *buf, size_t len);
+unsigned char *ocp_b64_decode(const char *s, size_t len, size_t *outlen);
+
 /* The last path component without its extension ("a/b.c.png" -> "b.c"). New string. */
 char *ocp_path_stem(const char *path);
 

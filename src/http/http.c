@@ -94,7 +94,7 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, co
 static ocp_broker *broker(char *err, size_t len)
 {
     ocp_broker *b = NULL;
-    if (ocp_broker_open(g_hc->broker_url, &b, err, len))
+    if (ocp_broker_open(g_hc->broker_url, g_hc->broker_opts, &b, err, len))
         return NULL;
     return b;
 }

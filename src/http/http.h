@@ -10,12 +10,14 @@
 #ifndef OCP_HTTP_HTTP_H
 #define OCP_HTTP_HTTP_H
 
+#include "broker/broker.h"
 #include "config/config.h"
 
 /* What the server needs. Open type; strings borrowed. */
 typedef struct ocp_http_conf {
     const char *listen; /* "127.0.0.1:8080" */
     const char *broker_url;
+    const ocp_broker_opts *broker_opts;
     const char *token;        /* NULL/"" = none */
     const char *allow_root;   /* NULL/"" = no paths accepted in JSON jobs */
     const char *spool_dir;    /* where uploads are kept for the workers */

@@ -49,6 +49,7 @@ typedef struct held {
     json_t *payload; /* parsed once, at lease: sent to the worker as it is */
     char *source;    /* from the payload, for monitor */
     int page;
+    double time_limit; /* the page's own hard limit (a Celery message's timelimit), 0 = none */
     struct held *next;
 } held;
 
@@ -85,6 +86,7 @@ typedef struct master {
     int spawn_failures;
     double spawn_backoff_until;
     double lease_interval; /* grows while the queue is empty, up to 0.5 s */
+    int lease_failing;     /* the last lease failed (said once, until it works again) */
     /* The control socket and the figures it reports. */
     int ctl_fd;
     char ctl_path[256];
@@ -144,6 +146,20 @@ void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
     pc->time_limit_s = ocp_config_double(cfg, OCP_S_TIME_LIMIT);
     pc->result_expires_s = ocp_config_double(cfg, OCP_S_RESULT_EXPIRES);
     pc->cgroup_root = ocp_config_str(cfg, OCP_S_CGROUP_ROOT);
+    ocp_pool_broker_opts(&pc->broker, cfg);
+}
+
+void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg)
+{
+    memset(o, 0, sizeof *o);
+    o->queues = ocp_config_str(cfg, OCP_S_QUEUES);
+    o->task_name = ocp_config_str(cfg, OCP_S_TASK_NAME);
+    o->lang = ocp_config_str(cfg, OCP_S_LANG);
+    o->visibility_timeout_s = ocp_config_double(cfg, OCP_S_VISIBILITY_TIMEOUT);
+    double ex = ocp_config_double(cfg, OCP_S_RESULT_EXPIRES);
+    o->result_expires_s = ex > 0 ? ex : -1;
+    o->track_started = ocp_config_bool(cfg, OCP_S_TRACK_STARTED);
+    o->max_message_bytes = (size_t)ocp_config_int(cfg, OCP_S_MAX_INPUT_SIZE) << 20;
 }
 
 static int capacity(const master *m)
@@ -162,6 +178,7 @@ static double estimate(const ocp_pool_conf *pc, const char *payload, held *hd)
         const char *src = json_string_value(json_object_get(p, "source"));
         hd->source = src ? ocp_xstrdup(src) : NULL;
         hd->page = (int)json_integer_value(json_object_get(p, "page")) + 1;
+        hd->time_limit = json_number_value(json_object_get(p, "time_limit"));
         json_int_t pw = json_integer_value(json_object_get(p, "width"));
         json_int_t ph = json_integer_value(json_object_get(p, "height"));
         json_t *jm = json_object_get(p, "max_image_size");
@@ -611,6 +628,7 @@ static void dispatch(master *m)
         }
         pick->state = H_RUNNING;
         pick->started = ocp_now();
+        ocp_broker_started(m->b, pick->t.id, w->pid);
         w->task = pick;
         w->state = W_BUSY;
         w->sampled_peak_kb = 0;
@@ -630,10 +648,17 @@ static void lease_more(master *m)
     int n = 0;
     if (ocp_broker_lease(m->b, m->owner, m->pc.only_group, want, m->pc.lease_timeout_s,
                          m->pc.max_deliveries, got, &n)) {
-        OCP_LOG(OCP_LOG_ERROR, "lease: %s", ocp_broker_errmsg(m->b));
+        if (!m->lease_failing)
+            OCP_LOG(OCP_LOG_ERROR, "lease: %s (running pages go on; asking again)",
+                    ocp_broker_errmsg(m->b));
+        m->lease_failing = 1;
+        m->lease_interval = fmin(2.0, m->lease_interval * 2 + 0.1);
         free(got);
         return;
     }
+    if (m->lease_failing)
+        OCP_LOG(OCP_LOG_WARN, "lease: the broker answers again");
+    m->lease_failing = 0;
     for (int i = 0; i < n; i++) {
         held *h = ocp_xcalloc(1, sizeof *h);
         h->t = got[i];
@@ -690,9 +715,13 @@ static void watchdog(master *m)
                 continue;
             }
         }
-        if (m->pc.time_limit_s > 0 && now - w->task->started > m->pc.time_limit_s) {
+        double limit = m->pc.time_limit_s;
+        if (w->task->time_limit > 0 && (limit <= 0 || w->task->time_limit < limit))
+            limit = w->task->time_limit;
+        if (limit > 0 && now - w->task->started > limit) {
             snprintf(w->kill_reason, sizeof w->kill_reason,
-                     "time limit: the page ran over %.1f s (time-limit)", m->pc.time_limit_s);
+                     "time limit: the page ran over %.1f s (%s)", limit,
+                     limit == m->pc.time_limit_s ? "time-limit" : "the task's time_limit");
             OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing worker %d", w->task->t.id, w->kill_reason,
                     w->pid);
             kill(w->pid, SIGKILL);
@@ -954,7 +983,7 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     /* The zygote first, before this process opens the broker or any library state. */
     if ((rc = start_zygote(m, err, errlen)))
         goto out;
-    if ((rc = ocp_broker_open(url, &m->b, err, errlen)))
+    if ((rc = ocp_broker_open(url, &m->pc.broker, &m->b, err, errlen)))
         goto out;
     ocp_broker_owner_name(m->owner, sizeof m->owner);
     m->started_wall = ocp_wall_now();

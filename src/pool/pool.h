@@ -50,6 +50,7 @@ typedef struct ocp_pool_conf {
     double result_expires_s;
     const char *cgroup_root;
     const char *only_group; /* lease only this group's pages (ocr); NULL = any */
+    ocp_broker_opts broker; /* queues, task name, visibility timeout (redis) */
     /* CUDA_VISIBLE_DEVICES of worker slot i is visible[i % n_visible] ("" = none). */
     char **visible;
     int n_visible;
@@ -57,6 +58,8 @@ typedef struct ocp_pool_conf {
 
 /* Fills pc from cfg; strings borrowed from cfg. */
 void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg);
+/* The broker's options from cfg; strings borrowed from cfg. */
+void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg);
 
 /* Hooks of the command that runs the pool. All optional. Open type. */
 typedef struct ocp_pool_hooks {

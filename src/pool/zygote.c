@@ -137,15 +137,33 @@ static json_t *run_task(const ocp_pool_conf *pc, engine_slot *slots, const char 
     ocp_self_reset_peak_rss();
     fault(source);
     if (!(ocp_engine_features(eng) & OCP_FEAT_NO_PIXELS)) {
-        rc = ocp_doc_open_file(source, &lim, &doc, err, sizeof err);
+        json_t *jb = json_object_get(payload, "data_b64");
+        if (json_is_string(jb)) {
+            /* Inline bytes from a message: decoded here, in the worker, not in the master. */
+            size_t n = 0;
+            unsigned char *bytes = ocp_b64_decode(json_string_value(jb), json_string_length(jb), &n);
+            if (!bytes) {
+                rc = ocp_errf(OCP_E_DECODE, err, sizeof err, "inline source: not base64");
+                goto out;
+            }
+            rc = ocp_doc_open_buffer(bytes, n, &lim, &doc, err, sizeof err);
+            free(bytes);
+        } else {
+            rc = ocp_doc_open_file(source, &lim, &doc, err, sizeof err);
+        }
         if (rc)
             goto out;
     }
+    double soft = pc->soft_timeout_s;
+    json_t *js = json_object_get(payload, "soft_time_limit");
+    if (json_is_number(js) && json_number_value(js) > 0 &&
+        (soft <= 0 || json_number_value(js) < soft))
+        soft = json_number_value(js);
     ocp_page_task t = {.id = id,
                        .source = source,
                        .page = page,
                        .lang = lang,
-                       .timeout_s = pc->soft_timeout_s,
+                       .timeout_s = soft,
                        .keep_peak = 1};
     ocp_log_set_task(id);
     rc = ocp_page_run(eng, doc, &t, &res, err, sizeof err);
@@ -159,6 +177,31 @@ out:;
         ocp_sb sb;
         ocp_sb_init(&sb);
         ocp_result_render(&res, OCP_FMT_JSON, &sb);
+        json_t *formats = json_object_get(payload, "formats");
+        if (json_array_size(formats) > 0) {
+            /* Renderings asked for by a message ride inside the result. */
+            json_t *r = json_loads(sb.buf, 0, NULL), *rend = json_object();
+            size_t i;
+            json_t *f;
+            json_array_foreach(formats, i, f)
+            {
+                const char *fs = json_string_value(f);
+                int fmt = fs ? ocp_format_parse(fs) : -1;
+                if (fmt <= 0 || (fmt & (fmt - 1)) != 0)
+                    continue;
+                ocp_sb one;
+                ocp_sb_init(&one);
+                ocp_result_render(&res, fmt, &one);
+                json_object_set_new(rend, fs, json_string(one.buf));
+                ocp_sb_fini(&one);
+            }
+            json_object_set_new(r, "renderings", rend);
+            ocp_sb_reset(&sb);
+            char *txt = json_dumps(r, JSON_COMPACT);
+            ocp_sb_puts(&sb, txt);
+            free(txt);
+            json_decref(r);
+        }
         json_object_set_new(msg, "result", json_string(sb.buf));
         ocp_sb_fini(&sb);
     } else if (pc->hard_memory_limit_mb > 0 &&

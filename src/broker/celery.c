@@ -1,0 +1,400 @@
+/*
+ * celery.c: Celery protocol v2 messages and result metas (celery.h).
+ */
+#include "broker/celery.h"
+#include "broker/broker.h"
+#include "core/error.h"
+#include "core/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void ocp_celery_msg_fini(ocp_celery_msg *m)
+{
+    json_decref(m->root);
+    json_decref(m->args);
+    json_decref(m->kwargs);
+    memset(m, 0, sizeof *m);
+}
+
+double ocp_iso8601_parse(const char *s)
+{
+    int Y, M, D, h, mi, n = 0;
+    double sec;
+    if (!s || sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%lf%n", &Y, &M, &D, &h, &mi, &sec, &n) != 6)
+        return -1;
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61)
+        return -1;
+    const char *z = s + n;
+    double off = 0;
+    if (*z == 'Z' || *z == 'z') {
+        z++;
+    } else if (*z == '+' || *z == '-') {
+        int oh, om = 0, k = 0;
+        if (sscanf(z + 1, "%2d:%2d%n", &oh, &om, &k) == 2 ||
+            sscanf(z + 1, "%2d%2d%n", &oh, &om, &k) == 2) {
+            off = (oh * 3600.0 + om * 60.0) * (*z == '-' ? -1 : 1);
+            z += 1 + k;
+        } else {
+            return -1;
+        }
+    }
+    if (*z)
+        return -1;
+    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h, .tm_min = mi};
+    double whole = floor(sec);
+    tm.tm_sec = (int)whole;
+    return (double)timegm(&tm) + (sec - whole) - off;
+}
+
+void ocp_iso8601_format(double t, char out[40])
+{
+    time_t s = (time_t)floor(t);
+    long us = lround((t - (double)s) * 1e6);
+    if (us >= 1000000) {
+        s++;
+        us -= 1000000;
+    }
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06d", (tm.tm_year + 1900) % 10000,
+             (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100,
+             tm.tm_sec % 100, (int)(us % 1000000));
+}
+
+/* A header that may be null or an ISO time; -1 when it is neither. */
+static double header_time(json_t *h, const char *key)
+{
+    json_t *v = json_object_get(h, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_number(v)) /* a few producers send epoch seconds */
+        return json_number_value(v) > 0 ? json_number_value(v) : -1;
+    return ocp_iso8601_parse(json_string_value(v));
+}
+
+static double limit_value(json_t *v)
+{
+    return json_is_number(v) && json_number_value(v) > 0 ? json_number_value(v) : 0;
+}
+
+int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, size_t errlen)
+{
+    json_error_t je;
+    memset(m, 0, sizeof *m);
+    m->root = json_loadb(raw, len, JSON_REJECT_DUPLICATES, &je);
+    if (!m->root)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "not JSON: %s", je.text);
+    json_t *hd = json_object_get(m->root, "headers");
+    json_t *pr = json_object_get(m->root, "properties");
+    json_t *body = json_object_get(m->root, "body");
+    if (!json_is_object(m->root) || !json_is_object(hd))
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "no headers object");
+    m->id = json_string_value(json_object_get(hd, "id"));
+    if (!m->id || !*m->id || strlen(m->id) > 255) {
+        m->id = NULL;
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.id: not a task id");
+    }
+    m->task = json_string_value(json_object_get(hd, "task"));
+    if (!m->task)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen,
+                        "headers.task missing: not a Celery protocol 2 message");
+    m->group = json_string_value(json_object_get(hd, "group"));
+    m->retries = (int)json_integer_value(json_object_get(hd, "retries"));
+    if ((m->eta = header_time(hd, "eta")) < 0)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.eta: not an ISO 8601 time");
+    if ((m->expires = header_time(hd, "expires")) < 0)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.expires: not an ISO 8601 time");
+    json_t *tl = json_object_get(hd, "timelimit");
+    if (json_is_array(tl)) {
+        m->time_limit = limit_value(json_array_get(tl, 0)); /* [hard, soft] */
+        m->soft_time_limit = limit_value(json_array_get(tl, 1));
+    }
+    if (pr && !json_is_object(pr))
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "properties: not an object");
+    m->priority = (int)json_integer_value(json_object_get(pr, "priority"));
+    const char *ct = json_string_value(json_object_get(m->root, "content-type"));
+    if (ct && strcmp(ct, "application/json") != 0)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen,
+                        "content-type %s: only application/json is accepted (task_serializer = "
+                        "'json')",
+                        ct);
+    if (!json_is_string(body))
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "body: not a string");
+    const char *enc = json_string_value(json_object_get(pr, "body_encoding"));
+    const char *btxt = json_string_value(body);
+    size_t blen = json_string_length(body);
+    unsigned char *dec = NULL;
+    if (enc && strcmp(enc, "base64") == 0) {
+        dec = ocp_b64_decode(btxt, blen, &blen);
+        if (!dec)
+            return ocp_errf(OCP_E_MESSAGE, err, errlen, "body: bad base64");
+        btxt = (const char *)dec;
+    } else if (enc) {
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "body_encoding %s: not base64", enc);
+    }
+    json_t *b = json_loadb(btxt, blen, 0, &je);
+    free(dec);
+    if (!b)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "body: not JSON: %s", je.text);
+    json_t *a = json_array_get(b, 0), *k = json_array_get(b, 1);
+    if (!json_is_array(b) || json_array_size(b) != 3 || !json_is_array(a) || !json_is_object(k)) {
+        json_decref(b);
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "body: not [args, kwargs, embed]");
+    }
+    m->args = json_incref(a);
+    m->kwargs = json_incref(k);
+    json_decref(b);
+    return 0;
+}
+
+/* Sets a TypeError or ValueError and returns OCP_E_MESSAGE. */
+static int arg_error(char exc_type[32], const char *type, char *err, size_t errlen, const char *fmt,
+                     const char *what) __attribute__((format(printf, 5, 0)));
+static int arg_error(char exc_type[32], const char *type, char *err, size_t errlen, const char *fmt,
+                     const char *what)
+{
+    snprintf(exc_type, 32, "%s", type);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    return ocp_errf(OCP_E_MESSAGE, err, errlen, fmt, what);
+#pragma GCC diagnostic pop
+}
+
+static int int_arg(json_t *v, const char *name, long lo, long hi, long *out, char exc_type[32],
+                   char *err, size_t errlen)
+{
+    if (!json_is_integer(v))
+        return arg_error(exc_type, "TypeError", err, errlen, "%s: not an integer", name);
+    if (json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return arg_error(exc_type, "ValueError", err, errlen, "%s: out of range", name);
+    *out = (long)json_integer_value(v);
+    return 0;
+}
+
+int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t max_inline,
+                       char **payload, char exc_type[32], char *err, size_t errlen)
+{
+    static const char *const known[] = {"source", "lang",   "page",  "formats",
+                                        "max_image_size",   "width", "height"};
+    json_t *src = NULL, *lang = NULL, *v;
+    const char *key;
+    long page = 1, n;
+    *payload = NULL;
+    size_t na = json_array_size(m->args);
+    if (na > 2) {
+        snprintf(exc_type, 32, "TypeError");
+        return ocp_errf(OCP_E_MESSAGE, err, errlen,
+                        "ocr_page() takes 2 positional arguments (source, lang) but %zu were "
+                        "given",
+                        na);
+    }
+    src = json_array_get(m->args, 0);
+    lang = json_array_get(m->args, 1);
+    json_object_foreach(m->kwargs, key, v)
+    {
+        size_t i = 0;
+        while (i < sizeof known / sizeof known[0] && strcmp(key, known[i]) != 0)
+            i++;
+        if (i == sizeof known / sizeof known[0])
+            return arg_error(exc_type, "TypeError", err, errlen,
+                             "ocr_page() got an unexpected keyword argument '%s'", key);
+        if ((i == 0 && src) || (i == 1 && lang))
+            return arg_error(exc_type, "TypeError", err, errlen,
+                             "ocr_page() got multiple values for argument '%s'", key);
+    }
+    if (!src)
+        src = json_object_get(m->kwargs, "source");
+    if (!lang)
+        lang = json_object_get(m->kwargs, "lang");
+    json_t *p = json_object();
+    int rc = 0;
+    if (json_is_string(src) && json_string_length(src) > 0) {
+        json_object_set(p, "source", src);
+    } else if (json_is_object(src) && json_is_string(json_object_get(src, "b64"))) {
+        json_t *b = json_object_get(src, "b64");
+        if (json_string_length(b) / 4 * 3 > max_inline) {
+            snprintf(exc_type, 32, "ValueError");
+            rc = ocp_errf(OCP_E_MESSAGE, err, errlen,
+                          "source: inline bytes over the %zu byte limit: put the page on "
+                          "shared storage and send its path",
+                          max_inline);
+            goto out;
+        }
+        json_object_set_new(p, "source", json_string("inline"));
+        json_object_set(p, "data_b64", b);
+    } else {
+        rc = arg_error(exc_type, "TypeError", err, errlen,
+                       "%s: a path or {\"b64\": \"...\"} is needed", "source");
+        goto out;
+    }
+    if (lang && !json_is_null(lang)) {
+        if (!json_is_string(lang) || json_string_length(lang) == 0 ||
+            json_string_length(lang) > 200) {
+            rc = arg_error(exc_type, "TypeError", err, errlen, "%s: not a language string",
+                           "lang");
+            goto out;
+        }
+        json_object_set(p, "lang", lang);
+    } else {
+        json_object_set_new(p, "lang", json_string(default_lang));
+    }
+    if ((v = json_object_get(m->kwargs, "page")) &&
+        (rc = int_arg(v, "page (1 = the first)", 1, 1000000, &page, exc_type, err, errlen)))
+        goto out;
+    json_object_set_new(p, "page", json_integer(page - 1));
+    if ((v = json_object_get(m->kwargs, "max_image_size"))) {
+        if ((rc = int_arg(v, "max_image_size", 0, 65535, &n, exc_type, err, errlen)))
+            goto out;
+        json_object_set_new(p, "max_image_size", json_integer(n));
+    }
+    static const char *const dims[2] = {"width", "height"};
+    for (int i = 0; i < 2; i++) {
+        if ((v = json_object_get(m->kwargs, dims[i]))) {
+            if ((rc = int_arg(v, dims[i], 1, 1000000, &n, exc_type, err, errlen)))
+                goto out;
+            json_object_set_new(p, dims[i], json_integer(n));
+        }
+    }
+    if ((v = json_object_get(m->kwargs, "formats")) && !json_is_null(v)) {
+        static const char *const names[] = {"txt", "json", "hocr", "alto", "tsv"};
+        json_t *list = json_array();
+        json_t *items = json_is_string(v) ? NULL : v;
+        char *copy = json_is_string(v) ? ocp_xstrdup(json_string_value(v)) : NULL;
+        char *save = NULL;
+        const char *f = copy ? strtok_r(copy, ",", &save) : NULL;
+        size_t idx = 0;
+        if (!copy && !json_is_array(items)) {
+            json_decref(list);
+            rc = arg_error(exc_type, "TypeError", err, errlen, "%s: a list of format names",
+                           "formats");
+            goto out;
+        }
+        for (;;) {
+            if (!copy) {
+                if (idx >= json_array_size(items))
+                    break;
+                f = json_string_value(json_array_get(items, idx++));
+            } else if (!f) {
+                break;
+            }
+            size_t i = 0;
+            while (f && i < 5 && strcmp(f, names[i]) != 0)
+                i++;
+            if (i == 5) {
+                json_decref(list);
+                free(copy);
+                rc = arg_error(exc_type, "ValueError", err, errlen,
+                               "formats: '%s' is not one of txt, json, hocr, alto, tsv",
+                               f ? f : "(not a string)");
+                goto out;
+            }
+            json_array_append_new(list, json_string(f));
+            if (copy)
+                f = strtok_r(NULL, ",", &save);
+        }
+        free(copy);
+        json_object_set_new(p, "formats", list);
+    }
+    *payload = json_dumps(p, JSON_COMPACT);
+out:
+    json_decref(p);
+    return rc;
+}
+
+int ocp_celery_args_from_payload(const char *payload, json_t **args, json_t **kwargs)
+{
+    json_t *p = json_loads(payload, 0, NULL);
+    json_t *src = json_object_get(p, "source");
+    if (!json_is_object(p) || !json_is_string(src)) {
+        json_decref(p);
+        return OCP_E_MESSAGE;
+    }
+    *args = json_pack("[O, O]", src, json_object_get(p, "lang"));
+    *kwargs = json_object();
+    json_t *pg = json_object_get(p, "page");
+    json_object_set_new(*kwargs, "page", json_integer(json_integer_value(pg) + 1));
+    static const char *const keep[] = {"max_image_size", "width", "height", "formats"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+        json_t *v = json_object_get(p, keep[i]);
+        if (v)
+            json_object_set(*kwargs, keep[i], v);
+    }
+    json_decref(p);
+    return 0;
+}
+
+void ocp_celery_queue_key(const char *queue, int priority, char *out, size_t len)
+{
+    /* kombu's priority_steps [0, 3, 6, 9]: a priority falls to the step at or below it. */
+    int step = priority >= 9 ? 9 : priority >= 6 ? 6 : priority >= 3 ? 3 : 0;
+    if (step == 0)
+        snprintf(out, len, "%s", queue);
+    else
+        snprintf(out, len, "%s%s%d", queue, OCP_CELERY_PRI_SEP, step);
+}
+
+char *ocp_celery_message(const ocp_celery_new *n)
+{
+    char host[128] = "localhost", origin[200], tag[37], reply[37];
+    gethostname(host, sizeof host - 1);
+    snprintf(origin, sizeof origin, "%d@%s", (int)getpid(), host);
+    ocp_uuid4(tag);
+    ocp_uuid4(reply);
+    json_t *embed = json_pack("{s:n, s:n, s:n, s:n}", "callbacks", "errbacks", "chain", "chord");
+    json_t *body = json_pack("[O, O, o]", n->args, n->kwargs, embed);
+    char *btxt = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *b64 = ocp_b64_encode(btxt, strlen(btxt));
+    char *argsrepr = json_dumps(n->args, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *kwrepr = json_dumps(n->kwargs, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *headers = json_pack(
+        "{s:s, s:s, s:s, s:n, s:n, s:n, s:o, s:n, s:i, s:[n, n], s:s, s:n, s:s, s:s, s:s, s:b}",
+        "lang", "py", "task", n->task, "id", n->id, "shadow", "eta", "expires", "group",
+        n->group ? json_string(n->group) : json_null(), "group_index", "retries", 0, "timelimit",
+        "root_id", n->id, "parent_id", "argsrepr", argsrepr, "kwargsrepr", kwrepr, "origin", origin,
+        "ignore_result", 0);
+    json_t *props = json_pack(
+        "{s:s, s:s, s:i, s:{s:s, s:s}, s:i, s:s, s:s}", "correlation_id", n->id, "reply_to", reply,
+        "delivery_mode", 2, "delivery_info", "exchange", "", "routing_key", n->queue, "priority",
+        n->priority, "body_encoding", "base64", "delivery_tag", tag);
+    json_t *msg = json_pack("{s:s, s:s, s:s, s:o, s:o}", "body", b64, "content-encoding", "utf-8",
+                            "content-type", "application/json", "headers", headers, "properties",
+                            props);
+    char *out = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    json_decref(body);
+    free(btxt);
+    free(b64);
+    free(argsrepr);
+    free(kwrepr);
+    return out;
+}
+
+char *ocp_celery_meta(const char *id, const char *status, json_t *result, const char *traceback,
+                      const char *group)
+{
+    char when[40];
+    int ready = strcmp(status, "SUCCESS") == 0 || strcmp(status, "FAILURE") == 0 ||
+                strcmp(status, "REVOKED") == 0;
+    ocp_iso8601_format(ocp_wall_now(), when);
+    json_t *m = json_pack("{s:s, s:o, s:o, s:[], s:o, s:s}", "status", status, "result",
+                          result ? result : json_null(),
+                          "traceback", traceback ? json_string(traceback) : json_null(),
+                          "children", "date_done", ready ? json_string(when) : json_null(),
+                          "task_id", id);
+    if (group)
+        json_object_set_new(m, "group_id", json_string(group));
+    char *out = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    return out;
+}
+
+json_t *ocp_celery_exc(const char *type, const char *module, const char *message)
+{
+    return json_pack("{s:s, s:[s], s:s}", "exc_type", type, "exc_message", message, "exc_module",
+                     module);
+}

@@ -1,0 +1,82 @@
+/*
+ * celery.h: Celery's protocol v2 task messages and its Redis result
+ * backend's task metas, as kombu's Redis transport stores them (see the
+ * wire notes in DESIGN.md). Pure functions on JSON text: no Redis here, so
+ * every rule is unit tested.
+ *
+ * The page task: name "ocrpool.ocr_page" (configurable), args [source,
+ * lang], kwargs page (1-based PDF page), formats, max_image_size, width,
+ * height (for the memory budget), lang, source. source is a path on storage
+ * the workers share, or inline bytes {"b64": "..."}.
+ */
+#ifndef OCP_BROKER_CELERY_H
+#define OCP_BROKER_CELERY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* kombu's separator of priority lists: queue, then "\x06\x16", then the step. */
+#define OCP_CELERY_PRI_SEP "\x06\x16"
+
+/* A parsed task message. Open type; the json_t fields are owned (fini). */
+typedef struct ocp_celery_msg {
+    json_t *root;            /* the envelope */
+    json_t *args, *kwargs;   /* from the body */
+    const char *id, *task;   /* borrowed from root */
+    const char *group;       /* NULL when not in a group */
+    double eta, expires;     /* seconds since the epoch, 0 = none */
+    double time_limit;       /* hard, from headers.timelimit[0]; 0 = none */
+    double soft_time_limit;  /* headers.timelimit[1]; 0 = none */
+    int retries, priority;
+} ocp_celery_msg;
+
+/*
+ * Parses a message as it sits in a queue list. On failure *m is empty and
+ * err says why; when the headers could be read, m->id is still set (a
+ * failure result can be stored for it) and the function returns
+ * OCP_E_MESSAGE either way.
+ */
+int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, size_t errlen);
+void ocp_celery_msg_fini(ocp_celery_msg *m);
+
+/*
+ * The page payload for ocrpool's workers (source or data_b64, page 0-based,
+ * lang, formats, max_image_size, width, height) from a message's args and
+ * kwargs. On bad arguments returns OCP_E_MESSAGE with Python's exception
+ * type in exc_type (TypeError, ValueError) and the message in err.
+ */
+int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t max_inline,
+                       char **payload, char exc_type[32], char *err, size_t errlen);
+
+/* A new task message. Open type; strings borrowed, args/kwargs borrowed. */
+typedef struct ocp_celery_new {
+    const char *id, *task, *queue, *group;
+    int priority; /* Celery's: 0 (first) .. 9 */
+    json_t *args, *kwargs;
+} ocp_celery_new;
+
+/* The message as JSON text (new string). */
+char *ocp_celery_message(const ocp_celery_new *n);
+/* The list a message of priority goes to: queue, or queue + sep + step (3, 6, 9). */
+void ocp_celery_queue_key(const char *queue, int priority, char *out, size_t len);
+/* The payload of an ocrpool page as Celery args and kwargs (new references). */
+int ocp_celery_args_from_payload(const char *payload, json_t **args, json_t **kwargs);
+
+/*
+ * A task meta of the Redis result backend: {status, result, traceback,
+ * children, date_done, task_id[, group_id]}. result is stolen (NULL = null).
+ * date_done is set for ready states (SUCCESS, FAILURE, REVOKED). New string.
+ */
+char *ocp_celery_meta(const char *id, const char *status, json_t *result, const char *traceback,
+                      const char *group);
+/* A FAILURE result: {exc_type, exc_message: [message], exc_module}. New reference. */
+json_t *ocp_celery_exc(const char *type, const char *module, const char *message);
+
+/* ISO 8601 ("2026-11-27T01:44:29.123456+00:00", "Z", or no zone = UTC) to seconds since
+ * the epoch; -1 when it is not one. */
+double ocp_iso8601_parse(const char *s);
+/* Seconds since the epoch as Celery writes date_done: "2026-11-27T01:44:29.123456" (UTC). */
+void ocp_iso8601_format(double t, char out[40]);
+
+#endif
