@@ -290,12 +290,14 @@ static int must_write(rs *s, int argc, const char **argv, const size_t *lens)
  * Lease: pops up to ARGV[1] messages, step 0 first, and records each in
  * unacked/unacked_index/owners in the same atomic step. Text that is not a
  * JSON object, or is over the size limit, goes to the dead-letter list
- * instead. Returns {tag1, msg1, queue1, tag2, ...}.
+ * instead. Returns {{tag1, msg1, queue1, tag2, ...}, {reason1, queue1, reason2, ...}}:
+ * the messages taken, and why any were dead-lettered.
  * KEYS: unacked, unacked_index, owners, deadletter, list 1..n
  * ARGV: max, now, owner, max bytes, queue name of list 1..n
  */
 static const char lease_lua[] =
     "local out = {}\n"
+    "local dead = {}\n"
     "local max = tonumber(ARGV[1])\n"
     "local cap = tonumber(ARGV[4])\n"
     "local n = 0\n"
@@ -315,6 +317,8 @@ static const char lease_lua[] =
     "    if why then\n"
     "      redis.call('LPUSH', KEYS[4], cjson.encode({reason = why, queue = q, time = "
     "tonumber(ARGV[2]), message = m}))\n"
+    "      dead[#dead + 1] = why\n"
+    "      dead[#dead + 1] = q\n"
     "    else\n"
     "      local tag = nil\n"
     "      if type(d.properties) == 'table' then tag = d.properties.delivery_tag end\n"
@@ -331,7 +335,7 @@ static const char lease_lua[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "return out\n";
+    "return {out, dead}\n";
 
 /*
  * Finish: stores a task meta unless a final one (SUCCESS, FAILURE, REVOKED)
@@ -917,12 +921,19 @@ static int rd_lease(void *st, const char *owner, const char *group, int max, dou
     free(lists);
     if (!r)
         return OCP_E_BROKER;
-    if (r->type != REDIS_REPLY_ARRAY) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_ARRAY || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        set_err(s, "redis: the lease script answered in an unexpected shape");
         freeReplyObject(r);
         return OCP_E_BROKER;
     }
-    for (size_t i = 0; i + 2 < r->elements; i += 3) {
-        redisReply *tag = r->element[i], *msg = r->element[i + 1], *q = r->element[i + 2];
+    redisReply *dead = r->element[1];
+    for (size_t i = 0; i + 1 < dead->elements; i += 2)
+        OCP_LOG(OCP_LOG_WARN, "message from queue %s dead-lettered (" K_DEAD "): %s",
+                dead->element[i + 1]->str, dead->element[i]->str);
+    redisReply *got = r->element[0];
+    for (size_t i = 0; i + 2 < got->elements; i += 3) {
+        redisReply *tag = got->element[i], *msg = got->element[i + 1], *q = got->element[i + 2];
         if (take(s, tag->str, msg->str, msg->len, q->str, max_deliveries, &out[*n]))
             (*n)++;
     }
@@ -1100,6 +1111,9 @@ static int meta_info(rs *s, const char *id, ocp_task_info *i)
         i->state = m ? OCP_TASK_LEASED : OCP_TASK_READY;
         if (m)
             i->payload = m->wait.payload ? ocp_xstrdup(m->wait.payload) : NULL;
+        if (!m)
+            set_err(s, "no task %s: Redis has no result for it (PENDING: not finished yet, "
+                       "unknown, or expired after result-expires)", id);
         return m ? 0 : OCP_E_NOPAGE;
     }
     const char *st = json_string_value(json_object_get(v, "status"));

@@ -285,7 +285,14 @@ int ocp_cmd_status(int argc, char **argv)
         goto out;
     }
     status_acc a = {json_array(), c.tasks ? json_array() : NULL, !c.json};
-    if (!c.json)
+    /* A broker that keeps finished pages only as expiring result keys (redis) does not
+     * count them without a group: they show as unknown, not as zero. */
+    int uncounted = n.done < 0;
+    if (!c.json && uncounted)
+        printf("%s: %ld queued, %ld running (finished pages are counted by group or looked up "
+               "by id on this broker)\n",
+               group ? group : "all queues", n.ready, n.leased);
+    else if (!c.json)
         printf("%s: %ld queued, %ld running, %ld done, %ld failed, %ld buried\n",
                group ? group : "all groups", n.ready, n.leased, n.done, n.failed, n.buried);
     ocp_broker_list(b, group, 0, status_row, &a);
@@ -296,6 +303,11 @@ int ocp_cmd_status(int argc, char **argv)
                               (json_int_t)n.buried, "total",
                               (json_int_t)(n.ready + n.leased + n.done + n.failed + n.buried),
                               "failures", a.failures);
+        if (uncounted) {
+            static const char *const unknown[] = {"done", "failed", "buried", "total"};
+            for (size_t k = 0; k < 4; k++)
+                json_object_set_new(o, unknown[k], json_null());
+        }
         if (a.tasks)
             json_object_set_new(o, "tasks", a.tasks);
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

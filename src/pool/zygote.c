@@ -121,6 +121,7 @@ static json_t *run_task(const ocp_pool_conf *pc, engine_slot *slots, const char 
     ocp_result_init(&res);
     ocp_doc *doc = NULL;
     ocp_engine *eng = NULL;
+    unsigned char *inline_bytes = NULL;
 
     if (!source || page < 0) {
         rc = ocp_errf(OCP_E_DECODE, err, sizeof err, "malformed task: no source or bad page");
@@ -141,13 +142,13 @@ static json_t *run_task(const ocp_pool_conf *pc, engine_slot *slots, const char 
         if (json_is_string(jb)) {
             /* Inline bytes from a message: decoded here, in the worker, not in the master. */
             size_t n = 0;
-            unsigned char *bytes = ocp_b64_decode(json_string_value(jb), json_string_length(jb), &n);
-            if (!bytes) {
+            inline_bytes = ocp_b64_decode(json_string_value(jb), json_string_length(jb), &n);
+            if (!inline_bytes) {
                 rc = ocp_errf(OCP_E_DECODE, err, sizeof err, "inline source: not base64");
                 goto out;
             }
-            rc = ocp_doc_open_buffer(bytes, n, &lim, &doc, err, sizeof err);
-            free(bytes);
+            /* The document reads from these bytes until it is destroyed. */
+            rc = ocp_doc_open_buffer(inline_bytes, n, &lim, &doc, err, sizeof err);
         } else {
             rc = ocp_doc_open_file(source, &lim, &doc, err, sizeof err);
         }
@@ -226,6 +227,7 @@ out:;
     json_object_set_new(msg, "rss_after_kb", json_integer(ocp_self_rss_kb()));
     ocp_result_fini(&res);
     ocp_doc_destroy(doc);
+    free(inline_bytes);
     return msg;
 }
 

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Several machines: ocrpool's worker on a real redis-server (started here,
+# on a loopback port, in a scratch folder), driven by Debian's Python Celery
+# client with no Python worker running: send_task/AsyncResult, a group's
+# progress, a worker killed mid-page on one of two nodes, a node lost, Redis
+# restarted mid-run, malformed messages, and `ocrpool submit` consumed by a
+# Python Celery worker.
+source "$(dirname "$0")/lib.sh"
+F=$FIXTURES
+PY=/usr/bin/python3 # Debian's, with python3-celery (not a python3 of another origin)
+CC="$PY $here/celery_check.py"
+export OCRPOOL_LOG_LEVEL=info
+
+if ! command -v redis-server >/dev/null || ! $PY -c 'import celery, redis' 2>/dev/null; then
+    not_ok "redis-server and python3-celery are installed (scripts/install-deps.sh)"
+    finish
+fi
+
+PIDS=()
+cleanup() { # only what this test started, by pid
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL="redis://127.0.0.1:$PORT/0"
+mkdir -p "$TMP/redis"
+start_redis() {
+    redis-server --port "$PORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" \
+        --appendonly yes --appendfsync always --daemonize no >>"$TMP/redis.log" 2>&1 &
+    RPID=$!
+    PIDS+=("$RPID")
+    for _ in $(seq 100); do
+        redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.1
+    done
+    return 1
+}
+rcli() { redis-cli -p "$PORT" "$@"; }
+start_node() { # start_node LOG [flags]: a worker node on Redis, pid in $WPID
+    local log=$1
+    shift
+    "$OCRPOOL" worker --broker "$URL" "$@" >"$log" 2>&1 &
+    WPID=$!
+    PIDS+=("$WPID")
+    wait_log "$log" "node .*workers" 30
+}
+stop_node() { kill -TERM "$1" 2>/dev/null && wait "$1"; }
+log_pid() { grep -m1 -- "$2" "$1" | awk '{print $2}'; }
+
+check "redis-server starts on a loopback port" start_redis
+
+mkdir -p "$TMP/p"
+for i in $(seq -w 1 12); do cp "$F/eng.png" "$TMP/p/page$i.png"; done
+for i in $(seq -w 1 10); do cp "$F/eng.png" "$TMP/p/slow$i.png"; done
+
+# --- 1. send_task -> ocrpool worker -> AsyncResult.get ----------------------
+start_node "$TMP/n1.log" -c 2
+N1=$WPID
+check "1. send_task; AsyncResult.get returns the page" $CC "$URL" one "$F/eng.png"
+check "1. inline bytes, formats, PDF page, eta, expires, bad arguments, unknown task" \
+    $CC "$URL" extras "$F/eng.png" "$F/two.pdf"
+check "the worker logged the unknown task name" grep -q "ocrpool.no_such_task is not registered here" "$TMP/n1.log"
+check "nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
+
+# --- 2. a group of 10 pages: GroupResult progress ----------------------------
+check "2. a group of 10: completed_count reaches 10" $CC "$URL" group 10 "$TMP"/p/page*.png
+grp=$(rcli --scan --pattern 'ocrpool.group.*' | head -1 | cut -d. -f3-)
+"$OCRPOOL" status --broker "$URL" --json "$grp" >"$TMP/st2.json"
+check "2. ocrpool status counts the group's 10 pages done" \
+    $PY -c "import json; d=json.load(open('$TMP/st2.json')); assert d['done'] == 10 and d['total'] == 10, d"
+stop_node "$N1"
+check "a warm stop exits 0" test $? -eq 0
+
+# --- track-started: STARTED, then SUCCESS -----------------------------------
+OCRPOOL_FAULT=sleep:1:slow01 start_node "$TMP/ts.log" -c 1 --track-started
+id=$($PY -c "
+from celery import Celery
+print(Celery(broker='$URL', backend='$URL').send_task('ocrpool.ocr_page', args=['$TMP/p/slow01.png']).id)")
+check "--track-started: the page is seen STARTED, then SUCCESS" $CC "$URL" started "$id" 60
+stop_node "$WPID"
+
+# --- 3. two nodes; kill -9 a worker of one mid-page; then lose a whole node ---
+$CC "$URL" send "$TMP/ids3" "$TMP"/p/slow*.png >/dev/null
+: >"$TMP/watch3"
+$CC "$URL" watch "$TMP/ids3" "$TMP/watch3" 180 >"$TMP/watch3.out" 2>&1 &
+WATCH=$!
+PIDS+=("$WATCH")
+wait_log "$TMP/watch3" subscribed 30
+OCRPOOL_FAULT=sleep:1.5:slow start_node "$TMP/a.log" -c 2 --visibility-timeout 3
+A=$WPID
+OCRPOOL_FAULT=sleep:1.5:slow start_node "$TMP/b.log" -c 1 --visibility-timeout 3
+B=$WPID
+wait_log "$TMP/a.log" "fault injection: sleeping" 30
+victim=$(log_pid "$TMP/a.log" "fault injection: sleeping")
+kill -9 "$victim"
+# Then node B dies whole (its master and workers), in the middle of a page.
+wait_log "$TMP/b.log" "fault injection: sleeping" 30
+kill -9 "$B"
+wait "$B" 2>/dev/null
+wait "$WATCH"
+check "3. every page completes, each result stored and published once" test $? -eq 0
+cat "$TMP/watch3.out"
+check "3. the killed worker's page went back to the queue" grep -q "worker $victim crashed: killed by signal 9" "$TMP/a.log"
+check "3. the lost node's page was restored after the visibility timeout" grep -q "restored an unacknowledged message" "$TMP/a.log"
+check "3. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
+stop_node "$A"
+
+# --- 4. redis-server (appendonly) restarted mid-run --------------------------
+$CC "$URL" send "$TMP/ids4" "$TMP"/p/slow0[1-8].png >/dev/null
+OCRPOOL_FAULT=sleep:1:slow start_node "$TMP/r.log" -c 2
+wait_log "$TMP/r.log" "fault injection: sleeping" 30
+rcli shutdown >/dev/null 2>&1
+wait "$RPID" 2>/dev/null
+sleep 2
+start_redis
+check "4. every page completes across the restart" $CC "$URL" wait "$TMP/ids4" 120
+check "4. the worker saw Redis go and come back" grep -q "connected again" "$TMP/r.log"
+check "4. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
+check "4. the node is alive" kill -0 "$WPID"
+stop_node "$WPID"
+
+# --- 5. malformed messages pushed raw ----------------------------------------
+start_node "$TMP/bad.log" -c 1 --max-input-size 1
+good=$($PY - "$URL" "$F/eng.png" <<'PYEOF'
+import base64, json, sys, uuid
+from celery import Celery
+url, png = sys.argv[1], sys.argv[2]
+def msg(body, headers=None, encoding="base64"):
+    h = {"lang": "py", "task": "ocrpool.ocr_page", "id": str(uuid.uuid4()), "retries": 0,
+         "timelimit": [None, None], "eta": None, "expires": None, "group": None}
+    h.update(headers or {})
+    return json.dumps({"body": body, "content-encoding": "utf-8", "content-type": "application/json",
+                       "headers": h, "properties": {"body_encoding": encoding, "delivery_tag": str(uuid.uuid4()),
+                       "delivery_info": {"exchange": "", "routing_key": "celery"}, "priority": 0}})
+bad = {
+    "junk": "this is not JSON {",
+    "array": "[1, 2, 3]",
+    "noheaders": json.dumps({"body": "e30="}),
+    "badb64": msg("!!!not base64!!!"),
+    "badbody": msg(base64.b64encode(b'{"args": 1}').decode()),
+    "wrongtypes": msg(base64.b64encode(json.dumps([{"a": 1}, [], {}]).encode()).decode()),
+    "v1": json.dumps({"body": "e30=", "headers": {"id": "x"}, "properties": {}}),
+    "oversize": msg(base64.b64encode(json.dumps([[png, "eng"], {"pad": "x" * 1500000}, {}]).encode()).decode()),
+}
+import redis
+r = redis.Redis.from_url(url)
+for name, m in bad.items():
+    r.lpush("celery", m)
+    if name == "badb64":
+        open("/dev/stderr", "w").write("")
+        print("BADB64", json.loads(m)["headers"]["id"])
+app = Celery(broker=url, backend=url)
+print("GOOD", app.send_task("ocrpool.ocr_page", args=[png, "eng"]).id)
+PYEOF
+)
+badid=$(echo "$good" | awk '/BADB64/ {print $2}')
+goodid=$(echo "$good" | awk '/GOOD/ {print $2}')
+echo "$goodid" >"$TMP/ids5"
+check "5. the good message after the bad ones is done" $CC "$URL" wait "$TMP/ids5" 60
+check "5. the worker survived" kill -0 "$WPID"
+check "5. eight malformed messages are in the dead-letter list" test "$(rcli llen ocrpool.deadletter)" -eq 8
+rcli lrange ocrpool.deadletter 0 -1 | $PY -c 'import json,sys
+for l in sys.stdin:
+    print("# dead letter:", json.loads(l)["reason"][:90])'
+check "5. each dead letter says why" bash -c "rcli() { redis-cli -p $PORT \"\$@\"; }; rcli lrange ocrpool.deadletter 0 -1 | grep -c '\"reason\"' | grep -qx 8"
+check "5. a malformed message with an id fails that id with the reason" bash -c \
+    "redis-cli -p $PORT get celery-task-meta-$badid | grep -q 'MalformedMessage.*bad base64'"
+check "5. the worker logged them" test "$(grep -c 'dead-lettered' "$TMP/bad.log")" -eq 8
+check "5. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
+stop_node "$WPID"
+
+# --- 6. ocrpool submit -> a Python Celery worker -----------------------------
+ids6=$("$OCRPOOL" submit --broker "$URL" -l san "$F/san.png" "$F/two.pdf")
+check "6. ocrpool submit writes to the celery list (3 pages)" test "$(echo "$ids6" | wc -l)" -eq 3
+(cd "$here" && PEER_BROKER="$URL" exec $PY -m celery -A celery_peer worker -c 1 -P solo \
+    --without-gossip --without-mingle --without-heartbeat -l warning >"$TMP/peer.log" 2>&1) &
+PEER=$!
+PIDS+=("$PEER")
+echo "$ids6" >"$TMP/ids6"
+check "6. the Python Celery worker consumed them all" $CC "$URL" wait "$TMP/ids6" 90
+last=$(echo "$ids6" | tail -1)
+"$OCRPOOL" result --broker "$URL" --format json "$last" >"$TMP/r6.json" 2>&1
+check "6. it saw the path, the language and page 2 as arguments" \
+    $PY -c "import json,sys; d=json.load(open('$TMP/r6.json')); sys.exit(0 if d['peer']=='python-celery' and d['source'].endswith('two.pdf') and d['lang']=='san' and d['page']==2 else 1)"
+kill -TERM "$PEER" 2>/dev/null
+wait "$PEER" 2>/dev/null
+finish
