@@ -17,7 +17,7 @@ pkgs=(
     # the dashboard test: a real browser
     chromium
     # several machines: a real Redis and the Python Celery client, for the tests and make bench
-    redis-server redis-tools python3-celery python3-redis python3-tesserocr
+    redis-server redis-tools python3-celery python3-redis python3-tesserocr python3-pil
 )
 
 missing=()

@@ -56,6 +56,11 @@ int ocp_broker_open(const char *url, const ocp_broker_opts *opts, ocp_broker **o
 {
     const ocp_broker_ops *ops = NULL;
     const char *target = url;
+    if (strncmp(url, "rediss://", 9) == 0)
+        return ocp_errf(OCP_E_CONFIG, err, errlen,
+                        "broker '%s': TLS (rediss://) is not supported: Debian 12's hiredis "
+                        "(0.14) has no TLS; reach Redis over a private network or a tunnel",
+                        url);
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         size_t n = strlen(backends[i]->scheme);
         if (strncmp(url, backends[i]->scheme, n) == 0 && strncmp(url + n, "://", 3) == 0) {

@@ -51,6 +51,12 @@ stop_node() { kill -TERM "$1" 2>/dev/null && wait "$1"; }
 log_pid() { grep -m1 -- "$2" "$1" | awk '{print $2}'; }
 
 check "redis-server starts on a loopback port" start_redis
+check "rediss:// is refused: no TLS in Debian's hiredis" bash -c \
+    "'$OCRPOOL' status --broker rediss://127.0.0.1:$PORT/0 2>&1 | grep -q 'TLS (rediss://) is not supported'"
+check "a Redis that is not there: a clear error" bash -c \
+    "'$OCRPOOL' status --broker redis://127.0.0.1:1/0 2>&1 | grep -q 'redis 127.0.0.1:1: cannot connect: Connection refused'"
+check "a bad database number: a clear error" bash -c \
+    "'$OCRPOOL' status --broker redis://127.0.0.1:$PORT/x 2>&1 | grep -q 'bad database number'"
 
 mkdir -p "$TMP/p"
 for i in $(seq -w 1 12); do cp "$F/eng.png" "$TMP/p/page$i.png"; done
