@@ -307,7 +307,11 @@ static void print_text(json_t *nodes, json_t *flags, json_t *recs)
                (long long)json_integer_value(json_object_get(r, "time_limit")),
                (long long)json_integer_value(json_object_get(r, "crashed")));
         json_t *q = json_object_get(n, "queue");
-        if (q)
+        if (q && json_integer_value(json_object_get(q, "done")) < 0)
+            printf("  queue: %lld ready, %lld unacknowledged (on all nodes)\n",
+                   (long long)json_integer_value(json_object_get(q, "ready")),
+                   (long long)json_integer_value(json_object_get(q, "leased")));
+        else if (q)
             printf("  queue: %lld ready, %lld leased, %lld done, %lld failed, %lld buried\n",
                    (long long)json_integer_value(json_object_get(q, "ready")),
                    (long long)json_integer_value(json_object_get(q, "leased")),

@@ -318,12 +318,19 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
         ocp_sb_printf(&sb,
                       "# HELP ocrpool_tasks Pages in the queue by state.\n"
                       "# TYPE ocrpool_tasks gauge\n"
-                      "ocrpool_tasks{state=\"ready\"} %ld\nocrpool_tasks{state=\"leased\"} %ld\n"
-                      "ocrpool_tasks{state=\"done\"} %ld\nocrpool_tasks{state=\"failed\"} %ld\n"
-                      "ocrpool_tasks{state=\"buried\"} %ld\n"
+                      "ocrpool_tasks{state=\"ready\"} %ld\nocrpool_tasks{state=\"leased\"} %ld\n",
+                      n.ready, n.leased);
+        /* A broker that does not count finished pages (redis: expiring result keys) leaves
+         * those series out rather than report a number it does not know. */
+        if (n.done >= 0)
+            ocp_sb_printf(&sb,
+                          "ocrpool_tasks{state=\"done\"} %ld\nocrpool_tasks{state=\"failed\"} "
+                          "%ld\nocrpool_tasks{state=\"buried\"} %ld\n",
+                          n.done, n.failed, n.buried);
+        ocp_sb_printf(&sb,
                       "# HELP ocrpool_queue_depth Pages waiting or running.\n"
                       "# TYPE ocrpool_queue_depth gauge\nocrpool_queue_depth %ld\n",
-                      n.ready, n.leased, n.done, n.failed, n.buried, n.ready + n.leased);
+                      n.ready + n.leased);
         json_t *st = master_stats();
         if (st) {
             json_t *pg = json_object_get(st, "pages");
