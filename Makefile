@@ -93,6 +93,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bench/run.sh
 	@BUILD=$(BUILD) bench/pool.sh
+	@BUILD=$(BUILD) bench/celery.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -102,8 +102,10 @@ static void set_err(rs *s, const char *fmt, ...)
     va_end(ap);
 }
 
-static void drop_conn(rs *s, const char *why)
+static void drop_conn(rs *s, const char *reason)
 {
+    char why[300];
+    snprintf(why, sizeof why, "%s", reason); /* reason may live in s->c, freed below */
     if (s->c) {
         redisFree(s->c);
         s->c = NULL;
@@ -127,6 +129,18 @@ static redisReply *raw_cmd(rs *s, int argc, const char **argv, const size_t *len
 }
 
 static int flush_outbox(rs *s);
+
+/* Errors that mean "not now" (a Redis loading its data after a restart, a replica
+ * without its master, a busy script): the write is kept and tried again. */
+static bool transient(const redisReply *r)
+{
+    static const char *const now_now[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN",
+                                          "READONLY"};
+    for (size_t i = 0; i < sizeof now_now / sizeof now_now[0]; i++)
+        if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, now_now[i], strlen(now_now[i])) == 0)
+            return true;
+    return false;
+}
 static void rd_close(void *st);
 static int renew_held(rs *s);
 
@@ -236,6 +250,13 @@ static int flush_outbox(rs *s)
         redisReply *r = raw_cmd(s, p->argc, (const char **)p->argv, p->lens);
         if (!r)
             return OCP_E_BROKER; /* still down: the rest waits */
+        if (transient(r)) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", r->str);
+            freeReplyObject(r);
+            drop_conn(s, why);
+            return OCP_E_BROKER;
+        }
         if (r->type == REDIS_REPLY_ERROR)
             OCP_LOG(OCP_LOG_ERROR, "redis: a delayed write failed: %s", r->str);
         freeReplyObject(r);
@@ -257,6 +278,13 @@ static int must_write(rs *s, int argc, const char **argv, const size_t *lens)
 {
     if (!s->outbox && conn(s) == 0) {
         redisReply *r = raw_cmd(s, argc, argv, lens);
+        if (r && transient(r)) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", r->str);
+            freeReplyObject(r);
+            drop_conn(s, why);
+            r = NULL;
+        }
         if (r) {
             int rc = r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER : 0;
             if (rc)

@@ -77,8 +77,7 @@ grp=$(rcli --scan --pattern 'ocrpool.group.*' | head -1 | cut -d. -f3-)
 "$OCRPOOL" status --broker "$URL" --json "$grp" >"$TMP/st2.json"
 check "2. ocrpool status counts the group's 10 pages done" \
     $PY -c "import json; d=json.load(open('$TMP/st2.json')); assert d['done'] == 10 and d['total'] == 10, d"
-stop_node "$N1"
-check "a warm stop exits 0" test $? -eq 0
+check "a warm stop exits 0" stop_node "$N1"
 
 # --- track-started: STARTED, then SUCCESS -----------------------------------
 OCRPOOL_FAULT=sleep:1:slow01 start_node "$TMP/ts.log" -c 1 --track-started
@@ -86,7 +85,7 @@ id=$($PY -c "
 from celery import Celery
 print(Celery(broker='$URL', backend='$URL').send_task('ocrpool.ocr_page', args=['$TMP/p/slow01.png']).id)")
 check "--track-started: the page is seen STARTED, then SUCCESS" $CC "$URL" started "$id" 60
-stop_node "$WPID"
+check "--track-started node: warm stop exits 0" stop_node "$WPID"
 
 # --- 3. two nodes; kill -9 a worker of one mid-page; then lose a whole node ---
 $CC "$URL" send "$TMP/ids3" "$TMP"/p/slow*.png >/dev/null
@@ -112,7 +111,7 @@ cat "$TMP/watch3.out"
 check "3. the killed worker's page went back to the queue" grep -q "worker $victim crashed: killed by signal 9" "$TMP/a.log"
 check "3. the lost node's page was restored after the visibility timeout" grep -q "restored an unacknowledged message" "$TMP/a.log"
 check "3. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
-stop_node "$A"
+check "3. node A: warm stop exits 0" stop_node "$A"
 
 # --- 4. redis-server (appendonly) restarted mid-run --------------------------
 $CC "$URL" send "$TMP/ids4" "$TMP"/p/slow0[1-8].png >/dev/null
@@ -126,7 +125,7 @@ check "4. every page completes across the restart" $CC "$URL" wait "$TMP/ids4" 1
 check "4. the worker saw Redis go and come back" grep -q "connected again" "$TMP/r.log"
 check "4. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
 check "4. the node is alive" kill -0 "$WPID"
-stop_node "$WPID"
+check "4. warm stop exits 0" stop_node "$WPID"
 
 # --- 5. malformed messages pushed raw ----------------------------------------
 start_node "$TMP/bad.log" -c 1 --max-input-size 1
@@ -156,7 +155,6 @@ r = redis.Redis.from_url(url)
 for name, m in bad.items():
     r.lpush("celery", m)
     if name == "badb64":
-        open("/dev/stderr", "w").write("")
         print("BADB64", json.loads(m)["headers"]["id"])
 app = Celery(broker=url, backend=url)
 print("GOOD", app.send_task("ocrpool.ocr_page", args=[png, "eng"]).id)
@@ -176,7 +174,7 @@ check "5. a malformed message with an id fails that id with the reason" bash -c 
     "redis-cli -p $PORT get celery-task-meta-$badid | grep -q 'MalformedMessage.*bad base64'"
 check "5. the worker logged them" test "$(grep -c 'dead-lettered' "$TMP/bad.log")" -eq 8
 check "5. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
-stop_node "$WPID"
+check "5. warm stop exits 0" stop_node "$WPID"
 
 # --- 6. ocrpool submit -> a Python Celery worker -----------------------------
 ids6=$("$OCRPOOL" submit --broker "$URL" -l san "$F/san.png" "$F/two.pdf")
