@@ -141,9 +141,13 @@ def main():
             "ocrpool worker" if r["name"] == "ocrpool" else "Python Celery + tesserocr",
             r["pps"], r["rss_peak"], r["pss_peak"], r["pss_mean"], r["idle_rss"], r["idle_pss"],
             r["after_rss"]))
-    print("ratios ocrpool/celery: speed x%.2f, peak PSS %.2f, mean PSS %.2f, idle PSS/worker %.2f"
+    print("idle, whole tree PSS: ocrpool %.0f MB, celery %.0f MB" % (o["idle_tree_pss"],
+                                                                  c["idle_tree_pss"]))
+    print("ratios ocrpool/celery: speed x%.2f, peak PSS %.2f, mean PSS %.2f, idle PSS/worker %.2f, "
+          "idle tree PSS %.2f"
           % (o["pps"] / c["pps"], o["pss_peak"] / c["pss_peak"], o["pss_mean"] / c["pss_mean"],
-             o["idle_pss"] / c["idle_pss"] if c["idle_pss"] else 0))
+             o["idle_pss"] / c["idle_pss"] if c["idle_pss"] else 0,
+             o["idle_tree_pss"] / c["idle_tree_pss"] if c["idle_tree_pss"] else 0))
     print("# characters read: ocrpool %d, celery %d" % (o["chars"], c["chars"]))
 
 

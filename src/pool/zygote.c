@@ -322,6 +322,14 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
     signal(SIGQUIT, SIG_DFL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
+    /* The heap, set before the model loads and inherited by every worker: one arena (libvips's
+     * threads would otherwise each keep one), and blocks of 128 KiB and more in their own
+     * mappings, given back when freed. The model's large arrays then sit apart from the
+     * heap that pages churn, so a worker's page does not copy the pages holding them, and a
+     * worker between pages keeps little of its last page. */
+    mallopt(M_ARENA_MAX, 1);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
     if (ocp_image_global_init("ocrpool") ||
         ocp_engine_open(pc->engine, &pc->ep, &eng, err, sizeof err)) {
         json_t *m = json_pack("{s:s, s:s}", "t", "fatal", "error", err);

@@ -33,7 +33,7 @@ failed = []
 
 
 def expect(cond, what):
-    print(("ok   " if cond else "FAIL ") + "# " + what)
+    print("# " + ("ok: " if cond else "FAIL: ") + what)
     if not cond:
         failed.append(what)
 
