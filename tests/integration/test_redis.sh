@@ -176,6 +176,46 @@ check "5. the worker logged them" test "$(grep -c 'dead-lettered' "$TMP/bad.log"
 check "5. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
 check "5. warm stop exits 0" stop_node "$WPID"
 
+# --- The HTTP API on Redis (as deploy/docker-compose.yml runs it) ------------
+HPORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$OCRPOOL" serve --no-workers --listen "127.0.0.1:$HPORT" --broker "$URL" --allow-root "$F" \
+    --spool-dir "$TMP/spool" >"$TMP/api.log" 2>&1 &
+API=$!
+PIDS+=("$API")
+start_node "$TMP/h.log" -c 2
+check "the API submits to Redis and reads results from it" $PY - "$HPORT" "$F" <<'PYEOF'
+import json, sys, time, urllib.request
+base, F = "http://127.0.0.1:%s" % sys.argv[1], sys.argv[2]
+def call(method, path, body=None):
+    r = urllib.request.Request(base + path, data=body, method=method,
+                               headers={"Content-Type": "application/json"})
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(r, timeout=30) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            time.sleep(0.1)  # the API is still starting
+    return 0, b""
+s, b = call("POST", "/v1/jobs", json.dumps({"paths": [F + "/eng.png", F + "/two.pdf"]}).encode())
+j = json.loads(b)
+assert s == 202 and len(j["tasks"]) == 3, (s, b)
+for _ in range(600):
+    s, b = call("GET", "/v1/groups/" + j["group"])
+    g = json.loads(b)
+    if s == 200 and g.get("done", 0) == 3:
+        break
+    time.sleep(0.1)
+assert g.get("done") == 3, g
+s, b = call("GET", "/v1/jobs/%s/result?format=txt" % j["tasks"][0]["id"])
+assert s == 200 and b"quick brown fox" in b, (s, b[:200])
+print("# ok: 3 pages through POST /v1/jobs, GET /v1/groups, GET /v1/jobs/ID/result on Redis")
+PYEOF
+check "HTTP node: warm stop exits 0" stop_node "$WPID"
+kill -TERM "$API" 2>/dev/null
+wait "$API" 2>/dev/null
+
 # --- 6. ocrpool submit -> a Python Celery worker -----------------------------
 ids6=$("$OCRPOOL" submit --broker "$URL" -l san "$F/san.png" "$F/two.pdf")
 check "6. ocrpool submit writes to the celery list (3 pages)" test "$(echo "$ids6" | wc -l)" -eq 3
