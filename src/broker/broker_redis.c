@@ -39,6 +39,7 @@
 #include "core/log.h"
 #include "core/util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <hiredis.h>
 #include <jansson.h>
@@ -541,6 +542,24 @@ static char *fail_meta(const char *id, const char *group, const char *type, cons
 
 /* ---- open, close --------------------------------------------------------------------- */
 
+/* A new string of n bytes of s with %XX escapes decoded, as redis-py reads URL passwords. */
+static char *unescape(const char *s, size_t n)
+{
+    char *out = ocp_xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], '\0'};
+            *o++ = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 static int parse_url(rs *s, const char *t, char *err, size_t errlen)
 {
     /* t is what follows "redis://": [[user]:password@]host[:port][/db][?...] */
@@ -550,10 +569,10 @@ static int parse_url(rs *s, const char *t, char *err, size_t errlen)
         const char *colon = memchr(t, ':', (size_t)(at - t));
         if (colon) {
             if (colon > t)
-                s->user = ocp_xstrndup(t, (size_t)(colon - t));
-            s->password = ocp_xstrndup(colon + 1, (size_t)(at - colon - 1));
+                s->user = unescape(t, (size_t)(colon - t));
+            s->password = unescape(colon + 1, (size_t)(at - colon - 1));
         } else {
-            s->password = ocp_xstrndup(t, (size_t)(at - t));
+            s->password = unescape(t, (size_t)(at - t));
         }
         hp = at + 1;
     }

@@ -231,4 +231,12 @@ check "6. it saw the path, the language and page 2 as arguments" \
     $PY -c "import json,sys; d=json.load(open('$TMP/r6.json')); sys.exit(0 if d['peer']=='python-celery' and d['source'].endswith('two.pdf') and d['lang']=='san' and d['page']==2 else 1)"
 kill -TERM "$PEER" 2>/dev/null
 wait "$PEER" 2>/dev/null
+
+# --- Password and database index from the URL --------------------------------
+rcli config set requirepass 's3cret pass' >/dev/null
+check "a password and a database index from the URL: submit lands in db 2" bash -c \
+    "'$OCRPOOL' submit --broker 'redis://:s3cret%20pass@127.0.0.1:$PORT/2' '$F/eng.png' >/dev/null &&
+     test \"\$(redis-cli -p $PORT -a 's3cret pass' --no-auth-warning -n 2 llen celery)\" -eq 1"
+check "a wrong password: a clear error" bash -c \
+    "'$OCRPOOL' status --broker 'redis://:wrong@127.0.0.1:$PORT/2' 2>&1 | grep -q 'AUTH: WRONGPASS'"
 finish
