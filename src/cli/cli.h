@@ -78,5 +78,6 @@ int ocp_cmd_serve(int argc, char **argv);
 int ocp_cmd_config(int argc, char **argv);
 int ocp_cmd_gpus(int argc, char **argv);
 int ocp_cmd_gpu_test(int argc, char **argv);
+int ocp_cmd_model_info(int argc, char **argv);
 
 #endif

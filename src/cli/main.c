@@ -31,14 +31,15 @@ static const struct {
     {"config", ocp_cmd_config, "show every setting and where its value came from"},
     {"gpus", ocp_cmd_gpus, "list the NVIDIA GPUs with memory, use and processes"},
     {"gpu-test", ocp_cmd_gpu_test, "check a GPU configuration: resolve, assign, OCR a test page"},
+    {"model-info", ocp_cmd_model_info, "what our LSTM model reader sees in a traineddata file"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ocrpool COMMAND [options] [args]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "  version   print the version\n\n`ocrpool COMMAND --help` for each.\n");
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  version    print the version\n\n`ocrpool COMMAND --help` for each.\n");
 }
 
 int main(int argc, char **argv)

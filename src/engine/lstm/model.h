@@ -1,0 +1,121 @@
+/*
+ * model.h: Tesseract's LSTM models as Debian 12 ships them (tessdata_fast,
+ * int8), read by our own code: the traineddata container, the network tree
+ * with its weight matrices, the unicharset and the recoder. The first step
+ * of the `lstm` engine (issue 7); the forward pass and the decoder build on
+ * these structures.
+ *
+ * Every size read from a file is checked against what is left before it is
+ * used: a truncated or corrupt file is an error with its reason, never a
+ * crash or an allocation of what the file claims (the unit test truncates
+ * and flips every part of a real model).
+ */
+#ifndef OCP_ENGINE_LSTM_MODEL_H
+#define OCP_ENGINE_LSTM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Components of a traineddata container that the recognizer uses. */
+enum {
+    OCP_TD_CONFIG = 0,
+    OCP_TD_LSTM = 17,
+    OCP_TD_LSTM_PUNC_DAWG = 18,
+    OCP_TD_LSTM_WORD_DAWG = 19,
+    OCP_TD_LSTM_NUMBER_DAWG = 20,
+    OCP_TD_LSTM_UNICHARSET = 21,
+    OCP_TD_LSTM_RECODER = 22,
+    OCP_TD_VERSION = 23,
+    OCP_TD_COUNT = 24,
+};
+
+/* A weight matrix in int8 mode: rows x cols (the last column is the bias), and one float
+ * scale per row (the file's double / 127). Open type. */
+typedef struct ocp_lstm_matrix {
+    int rows, cols;
+    int8_t *w;     /* rows * cols, row-major */
+    float *scales; /* rows */
+} ocp_lstm_matrix;
+
+typedef enum ocp_lstm_kind {
+    OCP_LSTM_INPUT,
+    OCP_LSTM_SERIES,   /* children one after the other */
+    OCP_LSTM_PARALLEL, /* children side by side, outputs stacked */
+    OCP_LSTM_WRAP,     /* one child seen through a transform: XYTranspose, RTLReversed,
+                          TTBReversed, Reversed */
+    OCP_LSTM_CONVOLVE,
+    OCP_LSTM_MAXPOOL,
+    OCP_LSTM_FC,   /* fully connected with an activation: Tanh, Logistic, Relu, Linear,
+                      Softmax, SoftmaxNoCTC */
+    OCP_LSTM_LSTM, /* LSTM and SummLSTM, 1-D or 2-D */
+} ocp_lstm_kind;
+
+/* One node of the network tree. Open type. */
+typedef struct ocp_lstm_node {
+    ocp_lstm_kind kind;
+    char type[24]; /* the file's type name ("Series", "SummLSTM", ...) */
+    char name[64]; /* the file's node name (the spec fragment, "Lfys48") */
+    int ni, no;    /* inputs and outputs per time step */
+    int32_t flags;
+    struct ocp_lstm_node *children;
+    int n_children;
+    int shape[5];       /* INPUT: batch, height, width, depth, loss type */
+    int half_x, half_y; /* CONVOLVE */
+    int x_scale, y_scale; /* MAXPOOL */
+    ocp_lstm_matrix fc;   /* FC */
+    int na;               /* LSTM: inputs of each gate (ni + state [+ state for 2-D]) */
+    int two_d;            /* LSTM: has the GFS gate (a 2-D LSTM) */
+    int summarise;        /* LSTM: SummLSTM (output at the last row only) */
+    ocp_lstm_matrix gate[5]; /* LSTM: CI, GI, GF1, GO, GFS (two_d only) */
+} ocp_lstm_node;
+
+/* The unicharset: unichar id -> UTF-8 text (id 0 = space, written NULL in the file). */
+typedef struct ocp_unicharset {
+    int n;
+    char **text;
+    char **script; /* the script property of each, or "" */
+} ocp_unicharset;
+
+/* The recoder: for each unichar id, the codes (network classes) that spell it (length 1
+ * in Debian's models). */
+typedef struct ocp_recoder {
+    int n;
+    int *length;
+    int **code;
+} ocp_recoder;
+
+/* A whole LSTM model. Open type; ocp_lstm_model_free frees it all. */
+typedef struct ocp_lstm_model {
+    ocp_lstm_node net;
+    char *spec; /* network_str: "[1,36,0,1Ct3,3,16Mp3,3Lfys48Lfx96Lrx96Lfx192O1c1]" */
+    int32_t training_flags, training_iteration, sample_iteration, null_char;
+    int input_height, classes;
+    ocp_unicharset unicharset;
+    ocp_recoder recoder;
+    char *version;
+    /* The dictionaries, kept as the file's bytes for the decoder (NULL when absent). */
+    unsigned char *dawg[3];
+    size_t dawg_len[3];
+} ocp_lstm_model;
+
+/*
+ * Reads a traineddata file's component table. *parts receives OCP_TD_COUNT
+ * (offset, size) pairs of the file's bytes (size 0 = absent). buf is the
+ * whole file; returns 0 or OCP_E_FORMAT with the reason.
+ */
+int ocp_tessdata_parts(const unsigned char *buf, size_t len, size_t off[OCP_TD_COUNT],
+                       size_t size[OCP_TD_COUNT], char *err, size_t errlen);
+
+/* Loads the LSTM model of a traineddata file in memory / on disk. */
+int ocp_lstm_model_load_buffer(const unsigned char *buf, size_t len, ocp_lstm_model **out,
+                               char *err, size_t errlen);
+int ocp_lstm_model_load(const char *path, ocp_lstm_model **out, char *err, size_t errlen);
+void ocp_lstm_model_free(ocp_lstm_model *m);
+
+/* Appends a one-line-per-node outline of the tree to out (indent by depth): for tests and
+ * `ocrpool model-info`. Returns the number of multiply-adds per time step of the
+ * matrices (a cost figure). */
+struct ocp_sb;
+long ocp_lstm_model_describe(const ocp_lstm_model *m, struct ocp_sb *out);
+
+#endif
