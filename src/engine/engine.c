@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const ocp_engine_ops *const engines[] = {&ocp_engine_tesseract, &ocp_engine_null};
+static const ocp_engine_ops *const engines[] = {&ocp_engine_tesseract, &ocp_engine_null,
+                                                &ocp_engine_lstm};
 
 struct ocp_engine {
     const ocp_engine_ops *ops;

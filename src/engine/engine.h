@@ -58,6 +58,8 @@ void ocp_engine_close(ocp_engine *e);
 
 /* The Tesseract engine's table (engine_tesseract.c). */
 extern const ocp_engine_ops ocp_engine_tesseract;
+/* Our own recognizer on Tesseract's models, Tesseract for layout (engine_lstm.c). */
+extern const ocp_engine_ops ocp_engine_lstm;
 /* The null engine's (engine_null.c). */
 extern const ocp_engine_ops ocp_engine_null;
 /* The features of an open engine (OCP_FEAT_*). */

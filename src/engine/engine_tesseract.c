@@ -27,8 +27,26 @@
 
 typedef struct tess_state {
     TessBaseAPI *api;
-    char *lang;
+    char *lang; /* the languages as loaded ("san+eng", script/ resolved) */
+    char *dir;  /* the tessdata folder they came from */
 } tess_state;
+
+/* For the lstm engine, which uses this one for page layout (engine_lstm.c). */
+TessBaseAPI *ocp__tess_api(void *state);
+const char *ocp__tess_langs(void *state);
+const char *ocp__tess_dir(void *state);
+TessBaseAPI *ocp__tess_api(void *state)
+{
+    return ((tess_state *)state)->api;
+}
+const char *ocp__tess_langs(void *state)
+{
+    return ((tess_state *)state)->lang;
+}
+const char *ocp__tess_dir(void *state)
+{
+    return ((tess_state *)state)->dir;
+}
 
 /* ISO 15924 codes of Debian's tesseract-ocr-script-* packages. */
 static const struct {
@@ -157,6 +175,7 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
     st = ocp_xcalloc(1, sizeof *st);
     st->api = TessBaseAPICreate();
     st->lang = langs;
+    st->dir = ocp_xstrdup(dirbuf);
     /* tprintf output ("Estimating resolution as ...") goes to the log only when debugging. */
     if (ocp_log_level < OCP_LOG_DEBUG)
         TessBaseAPISetVariable(st->api, "debug_file", "/dev/null");
@@ -165,6 +184,7 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
                       dirbuf);
         TessBaseAPIDelete(st->api);
         free(st->lang);
+        free(st->dir);
         free(st);
         return rc;
     }
@@ -184,6 +204,7 @@ static void tess_close(void *state)
     TessBaseAPIEnd(st->api);
     TessBaseAPIDelete(st->api);
     free(st->lang);
+    free(st->dir);
     free(st);
 }
 

@@ -1,0 +1,58 @@
+/*
+ * forward.h: the int8 forward pass of a Tesseract LSTM model (model.h) and
+ * a greedy decoder, written from the arithmetic in the project's reference:
+ * exact int32 dot products scaled per row, re-quantisation to int8 between
+ * layers, 4096-entry tanh/logistic tables with linear interpolation, the
+ * 3x3 convolution with pseudo-random borders, maxpool, 1-D and summarising
+ * LSTMs, reversal and transposition, softmax.
+ *
+ * One line at a time for now (the batched layout for CUDA comes next); the
+ * line image is the model's input height, int8 (-127 black .. 127 white),
+ * row-major.
+ */
+#ifndef OCP_ENGINE_LSTM_FORWARD_H
+#define OCP_ENGINE_LSTM_FORWARD_H
+
+#include "engine/lstm/model.h"
+
+#include <stdint.h>
+
+/* The activation tables (shared, built once): exposed for tests. */
+float ocp_lstm_tanh(float x);
+float ocp_lstm_logistic(float x);
+/* clip(round-half-away(x * 127), -127, 127). */
+int8_t ocp_lstm_quantise(float x);
+/* out[i] = (sum_j w[i][j] * x[j] + w[i][cols-1] * 127) * scale[i], for cols-1 inputs. */
+void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out);
+
+/*
+ * Runs the network over one line image of width w (height = m->input_height).
+ * *probs receives steps x m->classes softmax outputs (free()), *steps the
+ * number of time steps. Returns 0 or an error code with the reason.
+ */
+int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **probs,
+                     int *steps, char *err, size_t errlen);
+
+/* The best class at each step, repeats merged and nulls dropped, as UTF-8 (new string).
+ * *conf, when not NULL, receives the mean best probability. */
+char *ocp_lstm_greedy(const ocp_lstm_model *m, const float *probs, int steps, float *conf);
+
+/* One decoded character: its text (borrowed from the model), the time steps it spans, and
+ * its certainty (the lowest best probability over its steps). */
+typedef struct ocp_lstm_char {
+    const char *text;
+    int first, last;
+    float prob;
+} ocp_lstm_char;
+
+/* As ocp_lstm_greedy, with positions: *chars (free()) receives *n characters. */
+void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
+                           ocp_lstm_char **chars, int *n);
+
+/* A grey line image (8-bit, any height, row-major) scaled to the model's height with
+ * leptonica's pixScale and contrast-normalised as the reference describes: *out (free())
+ * receives the int8 image, *w its width. */
+int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, int h, int stride,
+                          int8_t **out, int *ow, char *err, size_t errlen);
+
+#endif
