@@ -28,6 +28,8 @@ LIBOBJ   := $(LIBSRC:%.c=$(BUILD)/%.o)
 CLIOBJ   := $(CLISRC:%.c=$(BUILD)/%.o)
 UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Helpers of the integration tests: ours in C, and the libtesseract side of the lstm parity.
+TOOLBIN  := $(BUILD)/tests/tools/lstm_line $(BUILD)/tests/tools/tess_timesteps
 
 .SECONDARY:
 .PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test worker worker-stop memory-monitor
@@ -57,6 +59,16 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libocrpool.a
 	@echo "  LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+$(BUILD)/tests/tools/lstm_line: tests/tools/lstm_line.c $(BUILD)/libocrpool.a
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libocrpool.a $(LDLIBS)
+
+$(BUILD)/tests/tools/tess_timesteps: tests/tools/tess_timesteps.cpp
+	@mkdir -p $(dir $@)
+	@echo "  CXX $<"
+	@$(CXX) -O1 -Wall -Werror $(LDFLAGS) -o $@ $< $(shell pkg-config --cflags --libs tesseract lept)
+
 $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
@@ -72,10 +84,10 @@ demo: deps
 
 # `make test` = install deps, build the binary and the unit tests, run all.
 test: deps
-	@$(MAKE) --no-print-directory all $(UNITBIN)
+	@$(MAKE) --no-print-directory all $(UNITBIN) $(TOOLBIN)
 	@BUILD=$(BUILD) tests/run.sh
 
-unit-bins: $(UNITBIN)
+unit-bins: $(UNITBIN) $(TOOLBIN)
 
 unit: all $(UNITBIN)
 	@BUILD=$(BUILD) tests/run.sh unit

@@ -9,6 +9,7 @@
 #include <leptonica/allheaders.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -448,9 +449,23 @@ void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int step
     *n = k;
 }
 
-static int cmp_u8(const void *a, const void *b)
+/* The frac-th percentile of a histogram of n values in buckets 0..255: the bucket where the
+ * running count reaches round(frac * n) (at least 1). (Tesseract's exact rule differs on
+ * grey lines: issue 7's next step.) */
+static float percentile(const long *hist, long n, double frac)
 {
-    return (int)*(const uint8_t *)a - (int)*(const uint8_t *)b;
+    long target = round_away(frac * (double)n);
+    if (target < 1)
+        target = 1;
+    if (target > n)
+        target = n;
+    long sum = 0;
+    for (int i = 0; i < 256; i++) {
+        sum += hist[i];
+        if (sum >= target)
+            return (float)i;
+    }
+    return 255.0f;
 }
 
 int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, int h, int stride,
@@ -480,30 +495,39 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
     }
     /* Black and white from the middle row: the 25th percentile of its local minima, the
      * 75th of its local maxima. */
-    uint8_t *row = ocp_xmalloc((size_t)W + 2), *mins = ocp_xmalloc((size_t)W + 2),
-            *maxs = ocp_xmalloc((size_t)W + 2);
-    int nmin = 0, nmax = 0;
-    for (int x = 0; x < W; x++) {
+    long hmin[256] = {0}, hmax[256] = {0}, nmin = 0, nmax = 0;
+    if (W >= 3) {
         l_uint32 v;
-        pixGetPixel(g8, x, H / 2, &v);
-        row[x] = (uint8_t)v;
+        int prev, cur, next;
+        pixGetPixel(g8, 0, H / 2, &v);
+        prev = (int)v;
+        pixGetPixel(g8, 1, H / 2, &v);
+        cur = (int)v;
+        for (int x = 1; x + 1 < W; x++) {
+            pixGetPixel(g8, x + 1, H / 2, &v);
+            next = (int)v;
+            if ((cur < prev && cur <= next) || (cur <= prev && cur < next)) {
+                hmin[cur]++;
+                nmin++;
+            }
+            if ((cur > prev && cur >= next) || (cur >= prev && cur > next)) {
+                hmax[cur]++;
+                nmax++;
+            }
+            prev = cur;
+            cur = next;
+        }
     }
-    for (int x = 1; x + 1 < W; x++) {
-        if (row[x] <= row[x - 1] && row[x] <= row[x + 1] && (row[x] < row[x - 1] || row[x] < row[x + 1]))
-            mins[nmin++] = row[x];
-        if (row[x] >= row[x - 1] && row[x] >= row[x + 1] && (row[x] > row[x - 1] || row[x] > row[x + 1]))
-            maxs[nmax++] = row[x];
+    if (!nmin) {
+        hmin[0] = 1;
+        nmin = 1;
     }
-    double black = 0, white = 255;
-    if (nmin) {
-        qsort(mins, (size_t)nmin, 1, cmp_u8);
-        black = mins[nmin * 25 / 100];
+    if (!nmax) {
+        hmax[255] = 1;
+        nmax = 1;
     }
-    if (nmax) {
-        qsort(maxs, (size_t)nmax, 1, cmp_u8);
-        white = maxs[nmax * 75 / 100];
-    }
-    double contrast = (white - black) / 2;
+    float black = percentile(hmin, nmin, 0.25), white = percentile(hmax, nmax, 0.75);
+    float contrast = (white - black) / 2.0f;
     if (contrast <= 0)
         contrast = 1;
     int8_t *img = ocp_xmalloc((size_t)W * H);
@@ -511,13 +535,10 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
         for (int x = 0; x < W; x++) {
             l_uint32 v;
             pixGetPixel(g8, x, y, &v);
-            int q = round_away(128.0 * (((double)v - black) / contrast - 1.0));
+            int q = round_away(128.0f * (((float)v - black) / contrast - 1.0f));
             img[(size_t)y * W + x] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
         }
     }
-    free(row);
-    free(mins);
-    free(maxs);
     pixDestroy(&g8);
     *out = img;
     *ow = W;

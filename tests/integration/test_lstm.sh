@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Our own recognizer on Tesseract's models (issue 7), against libtesseract
+# 5.3.0 on the same inputs:
+#  1. network outputs per time step (tess_timesteps reads libtesseract's
+#     raw LSTM time steps through its public C++ API), on lines of the four
+#     test texts rendered, cropped to the ink and scaled to the model's input
+#     height in black and white, so both sides see the same pixels: equal
+#     within 1e-5 on at least one whole line of each language, the share
+#     reported (libtesseract crops some lines differently); grey lines at
+#     other heights are reported (line preparation is not yet bit-exact);
+#  2. greedy text per line against libtesseract's, reported;
+#  3. pages: `ocrpool ocr --engine lstm` against the texts (CER) and the
+#     share of lines identical to `--engine tesseract`, per language;
+# and `--engine lstm` in the worker pool.
+source "$(dirname "$0")/lib.sh"
+F=$FIXTURES
+B=$(dirname "$OCRPOOL")
+LINE=$B/tests/tools/lstm_line
+TESS=$B/tests/tools/tess_timesteps
+TD=${TESSDATA_PREFIX:-/usr/share/tesseract-ocr/5/tessdata}
+export OMP_THREAD_LIMIT=1
+
+font_of() {
+    case $1 in
+    eng) echo "Noto Serif 12" ;;
+    san | hin) echo "Noto Serif Devanagari 12" ;;
+    tam) echo "Noto Serif Tamil 12" ;;
+    esac
+}
+
+for l in eng san tam hin; do
+    h=36
+    [ $l = hin ] && h=48
+    n=0 exact=0 same=0 total=0 worst=0
+    : >"$TMP/grey-$l.txt"
+    while IFS= read -r text; do
+        [ -n "$text" ] || continue
+        n=$((n + 1))
+        [ $n -le 4 ] || break # four lines a language keep the test short
+        png=$TMP/$l-$n.png
+        pango-view --font="$(font_of $l)" --dpi=300 --margin=8 --background=white \
+            --foreground=black -q -o "$png" --text "$text" 2>/dev/null
+        # Cropped to the ink, so that libtesseract takes the whole image as the line.
+        vips colourspace "$png" "$TMP/g0.v" b-w
+        read -r left top width height < <(vips find_trim "$TMP/g0.v" --background 255 | tr '\n' ' ')
+        vips crop "$TMP/g0.v" "$TMP/g.v" "$left" "$top" "$width" "$height"
+        vips resize "$TMP/g.v" "$TMP/s.v" "$(python3 -c "print($h / $height)")" --kernel lanczos3
+        vips relational_const "$TMP/s.v" "$TMP/t.v" more 128
+        vips cast "$TMP/t.v" "$TMP/bw-$l-$n.png" uchar
+        "$TESS" "$TMP/bw-$l-$n.png" $l "$TD" >"$TMP/ts.txt"
+        total=$((total + 1))
+        if "$LINE" "$TD/$l.traineddata" "$TMP/bw-$l-$n.png" "$TMP/ts.txt" >"$TMP/ours.txt" 2>"$TMP/cmp.txt"; then
+            exact=$((exact + 1))
+        else
+            echo "# $l line $n: $(cat "$TMP/cmp.txt")"
+        fi
+        # Greedy text on the grey line at its rendered height, against libtesseract's text.
+        vips copy "$TMP/g.v" "$TMP/grey.png"
+        "$TESS" "$TMP/grey.png" $l "$TD" >"$TMP/tsg.txt"
+        "$LINE" "$TD/$l.traineddata" "$TMP/grey.png" "$TMP/tsg.txt" >"$TMP/oursg.txt" 2>>"$TMP/grey-$l.txt" || true
+        tesseract "$TMP/grey.png" - --psm 13 -l $l --tessdata-dir "$TD" 2>/dev/null | head -1 >"$TMP/theirs.txt"
+        if [ "$(cat "$TMP/oursg.txt")" = "$(cat "$TMP/theirs.txt")" ]; then same=$((same + 1)); fi
+    done <"tests/data/text/$l.txt"
+    # Equal outputs over a whole line (100-300 steps of every layer) cannot happen by chance:
+    # one exact line shows the network right for the language. A line that differs does so
+    # from its first step: libtesseract cut its box from the image differently (its "combo
+    # word" box), which is line preparation, reported here, not the network.
+    check "$l: network outputs equal libtesseract's within 1e-5 (exact on $exact of $total black-and-white lines)" \
+        test "$exact" -ge 1
+    echo "# $l grey lines: $(sed -n 's/.*max |diff| //p' "$TMP/grey-$l.txt" | tr '\n' ' ')(largest probability difference per line)"
+    echo "# $l: greedy text on grey lines identical to libtesseract's (with its dictionary) on $same of $total"
+done
+
+# --- Pages: ocr --engine lstm against the texts and against --engine tesseract -------------
+for spec in eng:0.02 san:0.08 tam:0.03 hin:0.03; do
+    l=${spec%%:*} max=${spec#*:}
+    "$OCRPOOL" ocr --engine lstm -l $l -o "$TMP/ol" "$F/$l.png" 2>"$TMP/ol.err"
+    "$OCRPOOL" ocr --engine tesseract -l $l -o "$TMP/ot" "$F/$l.png" 2>/dev/null
+    check "$l page: --engine lstm reads the text (CER at most $max)" cer_below "tests/data/text/$l.txt" "$TMP/ol/$l.txt" "$max"
+    echo "# $l page: --engine tesseract CER $(cer "tests/data/text/$l.txt" "$TMP/ot/$l.txt")"
+    python3 - "$TMP/ol/$l.txt" "$TMP/ot/$l.txt" <<'PYEOF'
+import sys
+a = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+b = [l.strip() for l in open(sys.argv[2]) if l.strip()]
+same = sum(1 for x, y in zip(a, b) if x == y)
+print("# lines identical to --engine tesseract: %d of %d" % (same, max(len(a), len(b))))
+PYEOF
+done
+"$OCRPOOL" ocr --engine lstm -l eng --format json -o "$TMP/oj" "$F/eng.png" 2>/dev/null
+check "json of --engine lstm: engine named, words with boxes inside the page and confidences" python3 -c "
+import json; d = json.load(open('$TMP/oj/eng.json'))
+ws = [w for l in d['lines'] for w in l['words']]
+assert d['engine'] == 'lstm' and len(ws) > 20, d['engine']
+assert all(0 <= w['bbox'][0] < w['bbox'][2] <= d['width'] and 0 <= w['confidence'] <= 100 for w in ws)
+assert ws[1]['text'] == 'quick' and ws[0]['bbox'][2] <= ws[1]['bbox'][0] + 2
+"
+check "san+eng: each line read by both models, the surer kept" bash -c \
+    "'$OCRPOOL' ocr --engine lstm -l san+eng '$F/eng.png' 2>/dev/null | grep -q 'quick brown fox'"
+check "a float (tessdata_best) or legacy model is refused with the reason" bash -c \
+    "'$OCRPOOL' ocr --engine lstm -l osd '$F/eng.png' 2>&1 | grep -q 'no LSTM model'"
+
+# --- The worker pool with --engine lstm -------------------------------------------------------
+Q="sqlite://$TMP/q.db"
+id=$("$OCRPOOL" submit --broker "$Q" -l tam "$F/tam.png")
+"$OCRPOOL" worker --broker "$Q" --engine lstm -c 1 >"$TMP/w.log" 2>&1 &
+WPID=$!
+for _ in $(seq 300); do
+    "$OCRPOOL" status --broker "$Q" --json 2>/dev/null | python3 -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['done'] == 1 else 1)" && break
+    sleep 0.1
+done
+kill -TERM $WPID
+wait $WPID
+"$OCRPOOL" result --broker "$Q" "$id" >"$TMP/pool.txt"
+check "the pool runs --engine lstm: the Tamil page is read" cer_below tests/data/text/tam.txt "$TMP/pool.txt" 0.03
+finish

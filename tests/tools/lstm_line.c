@@ -1,0 +1,104 @@
+/*
+ * lstm_line MODEL IMAGE [STEPS]: our recognizer (src/engine/lstm) on IMAGE read as one text
+ * line: prints its greedy text. With STEPS (tess_timesteps's output for the same image), also
+ * compares, step by step, libtesseract's listed probabilities with ours (both sorted, so the
+ * two sides' symbol names need not agree) and prints the largest difference; exits 1 when
+ * it is over 1e-5 or the step counts differ.
+ */
+#include "engine/lstm/forward.h"
+
+#include <leptonica/allheaders.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    char err[400];
+    ocp_lstm_model *m = NULL;
+    if (argc < 3) {
+        fprintf(stderr, "usage: lstm_line MODEL IMAGE [STEPS]\n");
+        return 2;
+    }
+    if (ocp_lstm_model_load(argv[1], &m, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    PIX *p = pixRead(argv[2]);
+    PIX *g = p ? pixConvertTo8(p, 0) : NULL;
+    if (!g) {
+        fprintf(stderr, "%s: cannot read\n", argv[2]);
+        return 2;
+    }
+    int w = pixGetWidth(g), h = pixGetHeight(g);
+    unsigned char *grey = malloc((size_t)w * h);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            l_uint32 v;
+            pixGetPixel(g, x, y, &v);
+            grey[(size_t)y * w + x] = (unsigned char)v;
+        }
+    int8_t *img = NULL;
+    int ow = 0, steps = 0;
+    float *probs = NULL;
+    if (ocp_lstm_prepare_line(m, grey, w, h, w, &img, &ow, err, sizeof err) ||
+        ocp_lstm_forward(m, img, ow, &probs, &steps, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    char *text = ocp_lstm_greedy(m, probs, steps, NULL);
+    printf("%s\n", text);
+    int rc = 0;
+    if (argc > 3) {
+        FILE *f = fopen(argv[3], "r");
+        if (!f)
+            return 2;
+        char line[65536];
+        int t = 0, n = 0;
+        double maxd = 0;
+        float *mine = malloc(sizeof(float) * (size_t)m->classes);
+        while (fgets(line, sizeof line, f)) {
+            float tp[64];
+            int k = 0;
+            char *save = NULL;
+            for (char *tok = strtok_r(line, "\t\n", &save); tok && k < 64;
+                 tok = strtok_r(NULL, "\t\n", &save)) {
+                char *us = strchr(tok, '\x1f');
+                if (us)
+                    tp[k++] = (float)atof(us + 1);
+            }
+            if (t < steps) {
+                qsort(tp, (size_t)k, sizeof *tp, desc);
+                memcpy(mine, probs + (size_t)t * m->classes, sizeof(float) * (size_t)m->classes);
+                qsort(mine, (size_t)m->classes, sizeof *mine, desc);
+                for (int i = 0; i < k; i++) {
+                    double d = fabs(tp[i] - mine[i]);
+                    if (d > maxd)
+                        maxd = d;
+                    n++;
+                }
+            }
+            t++;
+        }
+        fclose(f);
+        free(mine);
+        fprintf(stderr, "steps: ours %d, libtesseract %d; %d probabilities compared, max |diff| %.3g\n",
+                steps, t, n, maxd);
+        rc = t != steps || n == 0 || maxd > 1e-5;
+    }
+    free(text);
+    free(probs);
+    free(img);
+    free(grey);
+    pixDestroy(&g);
+    pixDestroy(&p);
+    ocp_lstm_model_free(m);
+    return rc;
+}

@@ -1,0 +1,128 @@
+/*
+ * test_lstm_forward.c: the arithmetic of our LSTM forward pass
+ * (src/engine/lstm/forward.c): activation tables, re-quantisation, the
+ * int8 matrix-vector product, the greedy decoder, and the forward pass's
+ * refusals. The pass as a whole is compared with libtesseract in
+ * tests/integration/test_lstm.sh.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "engine/lstm/forward.h"
+
+static void test_tables(void **state)
+{
+    (void)state;
+    for (float x = 0; x < 20; x += 0.037f) {
+        assert_true(fabsf(ocp_lstm_tanh(x) - tanhf(x)) < 2e-5f);
+        assert_true(fabsf(ocp_lstm_logistic(x) - 1.0f / (1.0f + expf(-x))) < 2e-5f);
+        assert_true(ocp_lstm_tanh(-x) == -ocp_lstm_tanh(x));               /* odd */
+        assert_true(ocp_lstm_logistic(-x) == 1.0f - ocp_lstm_logistic(x)); /* 1 - L(-x) */
+    }
+    /* Entries are f(i / 256); between them, linear; from index 4095 on, 1. */
+    assert_true(ocp_lstm_tanh(1.0f) == (float)tanh(1.0));
+    float mid = ocp_lstm_tanh(1.5f / 256.0f);
+    assert_true(fabsf(mid - ((float)tanh(1 / 256.0) + (float)tanh(2 / 256.0)) / 2) < 1e-7f);
+    assert_true(ocp_lstm_tanh(4095.0f / 256.0f) == 1.0f);
+    assert_true(ocp_lstm_logistic(100.0f) == 1.0f);
+}
+
+static void test_quantise(void **state)
+{
+    (void)state;
+    assert_int_equal(ocp_lstm_quantise(0.0f), 0);
+    assert_int_equal(ocp_lstm_quantise(1.0f), 127);
+    assert_int_equal(ocp_lstm_quantise(5.0f), 127); /* clipped */
+    assert_int_equal(ocp_lstm_quantise(-5.0f), -127);
+    assert_int_equal(ocp_lstm_quantise(0.5f), 64); /* 63.5: half away from zero */
+    assert_int_equal(ocp_lstm_quantise(-0.5f), -64);
+    assert_int_equal(ocp_lstm_quantise(0.4f / 127.0f), 0);
+    assert_int_equal(ocp_lstm_quantise(0.6f / 127.0f), 1);
+}
+
+static void test_matvec(void **state)
+{
+    (void)state;
+    int8_t w[2 * 4] = {1, 2, 3, 4, -127, 127, -1, 0};
+    float scales[2] = {0.5f, 0.25f};
+    ocp_lstm_matrix m = {.rows = 2, .cols = 4, .w = w, .scales = scales};
+    int8_t x[3] = {10, -20, 127};
+    float out[2];
+    ocp_lstm_matvec(&m, x, out);
+    /* (1*10 + 2*-20 + 3*127 + 4*127) * 0.5 and (-1270 - 2540 - 127 + 0) * 0.25 */
+    assert_true(out[0] == (float)(10 - 40 + 381 + 508) * 0.5f);
+    assert_true(out[1] == (float)(-1270 - 2540 - 127) * 0.25f);
+}
+
+static void test_greedy(void **state)
+{
+    (void)state;
+    /* A model of 4 classes: unichars " ", "a", "b" with codes 0, 1, 2, and the null 3. */
+    char *text[3] = {" ", "a", "b"};
+    char *script[3] = {"", "", ""};
+    int len[3] = {1, 1, 1};
+    int c0[1] = {0}, c1[1] = {1}, c2[1] = {2};
+    int *codes[3] = {c0, c1, c2};
+    ocp_lstm_model m;
+    memset(&m, 0, sizeof m);
+    m.classes = 4;
+    m.null_char = 3;
+    m.unicharset = (ocp_unicharset){.n = 3, .text = text, .script = script};
+    m.recoder = (ocp_recoder){.n = 3, .length = len, .code = codes};
+    /* Steps: a a null a b null space b -> "aab b" */
+    static const int best[] = {1, 1, 3, 1, 2, 3, 0, 2};
+    float probs[8 * 4];
+    for (int s = 0; s < 8; s++)
+        for (int k = 0; k < 4; k++)
+            probs[s * 4 + k] = k == best[s] ? 0.9f : 0.1f / 3;
+    float conf;
+    char *t = ocp_lstm_greedy(&m, probs, 8, &conf);
+    assert_string_equal(t, "aab b");
+    assert_true(fabsf(conf - 0.9f) < 1e-6f);
+    free(t);
+    ocp_lstm_char *chars;
+    int n;
+    ocp_lstm_greedy_chars(&m, probs, 8, &chars, &n);
+    assert_int_equal(n, 5);
+    assert_int_equal(chars[0].first, 0);
+    assert_int_equal(chars[0].last, 1); /* "a" over steps 0-1 */
+    assert_int_equal(chars[1].first, 3);
+    assert_string_equal(chars[3].text, " ");
+    free(chars);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    ocp_lstm_model m;
+    memset(&m, 0, sizeof m);
+    m.input_height = 36;
+    float *probs;
+    int steps;
+    char err[200];
+    int8_t img[36] = {0};
+    assert_int_equal(ocp_lstm_forward(&m, img, 0, &probs, &steps, err, sizeof err), OCP_E_RANGE);
+    int8_t *out;
+    int ow;
+    uint8_t grey[4] = {0};
+    assert_int_equal(ocp_lstm_prepare_line(&m, grey, 0, 4, 1, &out, &ow, err, sizeof err),
+                     OCP_E_RANGE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tables),  cmocka_unit_test(test_quantise),
+        cmocka_unit_test(test_matvec),  cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
