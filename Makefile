@@ -106,6 +106,7 @@ bench: deps
 	@BUILD=$(BUILD) bench/run.sh
 	@BUILD=$(BUILD) bench/pool.sh
 	@BUILD=$(BUILD) bench/celery.sh
+	@BUILD=$(BUILD) bench/lstm.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

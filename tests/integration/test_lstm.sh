@@ -36,7 +36,7 @@ for l in eng san tam hin; do
     while IFS= read -r text; do
         [ -n "$text" ] || continue
         n=$((n + 1))
-        [ $n -le 4 ] || break # four lines a language keep the test short
+        [ $n -le "${LSTM_LINES:-4}" ] || break # four lines a language keep the test short
         png=$TMP/$l-$n.png
         pango-view --font="$(font_of $l)" --dpi=300 --margin=8 --background=white \
             --foreground=black -q -o "$png" --text "$text" 2>/dev/null

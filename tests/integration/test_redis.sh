@@ -87,6 +87,17 @@ print(Celery(broker='$URL', backend='$URL').send_task('ocrpool.ocr_page', args=[
 check "--track-started: the page is seen STARTED, then SUCCESS" $CC "$URL" started "$id" 60
 check "--track-started node: warm stop exits 0" stop_node "$WPID"
 
+# --- Our own recognizer through the Celery task ---------------------------------
+start_node "$TMP/lstm.log" -c 1 --engine lstm
+check "send_task to a node with --engine lstm: the page read by our recognizer" \
+    $PY -c "
+from celery import Celery
+app = Celery(broker='$URL', backend='$URL')
+r = app.send_task('ocrpool.ocr_page', args=['$F/eng.png', 'eng']).get(timeout=90)
+assert r['engine'] == 'lstm' and 'quick brown fox' in r['text'], r.get('engine')
+"
+check "--engine lstm node: warm stop exits 0" stop_node "$WPID"
+
 # --- 3. two nodes; kill -9 a worker of one mid-page; then lose a whole node ---
 $CC "$URL" send "$TMP/ids3" "$TMP"/p/slow*.png >/dev/null
 : >"$TMP/watch3"

@@ -535,8 +535,9 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
         for (int x = 0; x < W; x++) {
             l_uint32 v;
             pixGetPixel(g8, x, y, &v);
-            int q = round_away(128.0f * (((float)v - black) / contrast - 1.0f));
-            img[(size_t)y * W + x] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+            /* Into [-1, 1], then the network's own int8 quantisation (x 127): black-box
+             * tests against libtesseract show 127 here, where the reference says 128. */
+            img[(size_t)y * W + x] = ocp_lstm_quantise(((float)v - black) / contrast - 1.0f);
         }
     }
     pixDestroy(&g8);
