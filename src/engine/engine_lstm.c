@@ -2,8 +2,8 @@
  * engine_lstm.c: the `lstm` engine: Tesseract (its C API) finds the text
  * lines of the page; our own code (src/engine/lstm) crops and normalises
  * each line, runs the model's network and decodes it. With several
- * languages ("san+eng") each line is read by every model and the most
- * certain reading is kept.
+ * languages ("san+eng") each line is read by the models in order until one
+ * is sure of it, else the surest reading is kept.
  *
  * First version, CPU, one line at a time, greedy decoding without the
  * dictionaries, and RIL_TEXTLINE boxes padded by 4 px (the reference says
@@ -27,6 +27,7 @@ const char *ocp__tess_langs(void *state);
 const char *ocp__tess_dir(void *state);
 
 #define MAX_MODELS 4
+#define CONFIDENT 0.95
 
 typedef struct lstm_state {
     void *tess; /* the tesseract engine's state, for layout */
@@ -152,6 +153,11 @@ static void read_line(lstm_state *st, const ocp_page_image *img, ocp_box b, int 
         }
         free(probs);
         free(line);
+        /* A sure reading is kept without asking the other languages (as Tesseract tries
+         * its other languages only on doubtful words); CONFIDENT is the mean best
+         * probability over the line's steps. */
+        if (best_score >= CONFIDENT)
+            break;
     }
     free(grey);
     if (!best || !bm)

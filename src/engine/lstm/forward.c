@@ -48,9 +48,11 @@ float ocp_lstm_logistic(float x)
     return x < 0 ? 1.0f - lookup(logistic_t, -x) : lookup(logistic_t, x);
 }
 
+/* Round half away from zero (as floor(|v| + 0.5) with the sign), by truncation: |v| + 0.5
+ * is never negative, so the cast is the floor, without a call into libm. */
 static int round_away(double v)
 {
-    return (int)(v < 0 ? -floor(-v + 0.5) : floor(v + 0.5));
+    return v < 0 ? -(int)(-v + 0.5) : (int)(v + 0.5);
 }
 
 int8_t ocp_lstm_quantise(float x)
@@ -59,6 +61,14 @@ int8_t ocp_lstm_quantise(float x)
     return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 }
 
+/* The one hot loop: int8 x int8 sums into int32. Compiled twice, for AVX2 (where GCC
+ * vectorises the loop with widening multiply-adds) and for any x86-64, the CPU choosing at
+ * load time (an ifunc); the sums are exact either way. (A hand-written AVX2 kernel with
+ * maddubs, one row at a time, was slower than this: the next step is 8 rows at a time
+ * with interleaved weights.) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default"), optimize("O3")))
+#endif
 void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out)
 {
     int n = m->cols - 1;
@@ -166,9 +176,11 @@ static int convolve(const ocp_lstm_node *n, tens *t, run_ctx *c)
                 for (int dy = -n->half_y; dy <= n->half_y; dy++) {
                     int8_t *d = dst + ((dx + n->half_x) * ky + (dy + n->half_y)) * t->d;
                     int yy = y + dy, xx = x + dx;
-                    if (yy >= 0 && yy < t->h && xx >= 0 && xx < t->w)
-                        memcpy(d, at(t, yy, xx), (size_t)t->d);
-                    else
+                    if (yy >= 0 && yy < t->h && xx >= 0 && xx < t->w) {
+                        const int8_t *src = at(t, yy, xx);
+                        for (int k = 0; k < t->d; k++)
+                            d[k] = src[k];
+                    } else
                         for (int k = 0; k < t->d; k++)
                             d[k] = border_value(c);
                 }
@@ -204,6 +216,11 @@ static void maxpool(const ocp_lstm_node *n, tens *t)
 static int fully_connected(const ocp_lstm_node *n, tens *t, run_ctx *c)
 {
     int softmax = strncmp(n->type, "Softmax", 7) == 0;
+    /* The activation, named once here rather than at every element. */
+    int act = strcmp(n->type, "Tanh") == 0       ? 1
+              : strcmp(n->type, "Logistic") == 0 ? 2
+              : strcmp(n->type, "Relu") == 0     ? 3
+                                                 : 0;
     float *acc = ocp_xmalloc((size_t)n->no * sizeof *acc);
     tens o;
     tens_new(&o, t->h, t->w, n->no);
@@ -242,11 +259,11 @@ static int fully_connected(const ocp_lstm_node *n, tens *t, run_ctx *c)
             }
             for (int k = 0; k < n->no; k++) {
                 float v = acc[k];
-                if (strcmp(n->type, "Tanh") == 0)
+                if (act == 1)
                     v = ocp_lstm_tanh(v);
-                else if (strcmp(n->type, "Logistic") == 0)
+                else if (act == 2)
                     v = ocp_lstm_logistic(v);
-                else if (strcmp(n->type, "Relu") == 0)
+                else if (act == 3)
                     v = v < 0 ? 0 : v;
                 dst[k] = ocp_lstm_quantise(v);
             }
