@@ -94,7 +94,7 @@ assert d['engine'] == 'lstm' and len(ws) > 20, d['engine']
 assert all(0 <= w['bbox'][0] < w['bbox'][2] <= d['width'] and 0 <= w['confidence'] <= 100 for w in ws)
 assert ws[1]['text'] == 'quick' and ws[0]['bbox'][2] <= ws[1]['bbox'][0] + 2
 "
-check "san+eng: each line read by both models, the surer kept" bash -c \
+check "san+eng: the lines read by the models in order, a sure reading kept" bash -c \
     "'$OCRPOOL' ocr --engine lstm -l san+eng '$F/eng.png' 2>/dev/null | grep -q 'quick brown fox'"
 check "a float (tessdata_best) or legacy model is refused with the reason" bash -c \
     "'$OCRPOOL' ocr --engine lstm -l osd '$F/eng.png' 2>&1 | grep -q 'no LSTM model'"
