@@ -28,6 +28,7 @@ const char *ocp__tess_dir(void *state);
 
 #define MAX_MODELS 4
 #define CONFIDENT 0.95
+#define DOUBTFUL 0.7
 
 typedef struct lstm_state {
     void *tess; /* the tesseract engine's state, for layout */
@@ -97,6 +98,38 @@ static uint8_t *crop_grey(const ocp_page_image *img, ocp_box b)
     return out;
 }
 
+/* One model's greedy reading of a grey line: its characters, the normalised width, and the
+ * mean best probability over the steps. */
+static int read_with(const ocp_lstm_model *m, const uint8_t *grey, int gw, int gh,
+                     ocp_lstm_char **chars, int *n, int *w, double *score)
+{
+    char err[300];
+    int8_t *line = NULL;
+    int steps = 0;
+    float *probs = NULL;
+    *chars = NULL;
+    if (ocp_lstm_prepare_line(m, grey, gw, gh, gw, &line, w, err, sizeof err) ||
+        ocp_lstm_forward(m, line, *w, &probs, &steps, err, sizeof err)) {
+        OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", err);
+        free(line);
+        return OCP_E_ENGINE;
+    }
+    ocp_lstm_greedy_chars(m, probs, steps, chars, n);
+    double sum = 0;
+    for (int k = 0; k < steps; k++) {
+        const float *pr = probs + (size_t)k * m->classes;
+        float mx = 0;
+        for (int j = 0; j < m->classes; j++)
+            if (pr[j] > mx)
+                mx = pr[j];
+        sum += mx;
+    }
+    *score = steps ? sum / steps : 0;
+    free(probs);
+    free(line);
+    return 0;
+}
+
 /* Reads one line box; adds the line and its words to res and its text to sb. */
 static void read_line(lstm_state *st, const ocp_page_image *img, ocp_box b, int block, int par,
                       ocp_result *res, ocp_sb *text, double *conf_sum, int *n_words)
@@ -113,34 +146,48 @@ static void read_line(lstm_state *st, const ocp_page_image *img, ocp_box b, int 
     if (p.x2 - p.x1 < 2 || p.y2 - p.y1 < 2)
         return;
     uint8_t *grey = crop_grey(img, p);
+    /* A line is mostly ground: a dark crop is light text on a dark ground, which the
+     * models read after inverting it. */
+    size_t npx = (size_t)(p.x2 - p.x1) * (size_t)(p.y2 - p.y1);
+    uint64_t total = 0;
+    for (size_t k = 0; k < npx; k++)
+        total += grey[k];
+    if (total < npx * 128)
+        for (size_t k = 0; k < npx; k++)
+            grey[k] = (uint8_t)(255 - grey[k]);
     ocp_lstm_char *best = NULL;
     int nbest = 0, best_w = 0;
     double best_score = -1;
     const ocp_lstm_model *bm = NULL;
     for (int i = 0; i < st->n_models; i++) {
-        char err[300];
-        int8_t *line = NULL;
-        int w = 0, steps = 0, n = 0;
-        float *probs = NULL;
         ocp_lstm_char *chars = NULL;
-        if (ocp_lstm_prepare_line(st->model[i], grey, p.x2 - p.x1, p.y2 - p.y1, p.x2 - p.x1,
-                                  &line, &w, err, sizeof err) ||
-            ocp_lstm_forward(st->model[i], line, w, &probs, &steps, err, sizeof err)) {
-            OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", err);
-            free(line);
-            continue;
-        }
-        ocp_lstm_greedy_chars(st->model[i], probs, steps, &chars, &n);
+        int n = 0, w = 0;
         double score = 0;
-        for (int k = 0; k < steps; k++) {
-            const float *pr = probs + (size_t)k * st->model[i]->classes;
-            float mx = 0;
-            for (int j = 0; j < st->model[i]->classes; j++)
-                if (pr[j] > mx)
-                    mx = pr[j];
-            score += mx;
+        if (read_with(st->model[i], grey, p.x2 - p.x1, p.y2 - p.y1, &chars, &n, &w, &score))
+            continue;
+        if (score < DOUBTFUL) {
+            /* Light text on a dark ground, perhaps: read the line inverted too, keep the
+             * surer reading (as Tesseract does below the same mean probability). */
+            size_t np = (size_t)(p.x2 - p.x1) * (size_t)(p.y2 - p.y1);
+            uint8_t *inv = ocp_xmalloc(np);
+            for (size_t k = 0; k < np; k++)
+                inv[k] = (uint8_t)(255 - grey[k]);
+            ocp_lstm_char *ichars = NULL;
+            int in = 0, iw = 0;
+            double iscore = 0;
+            if (read_with(st->model[i], inv, p.x2 - p.x1, p.y2 - p.y1, &ichars, &in, &iw,
+                          &iscore) == 0 &&
+                iscore > score) {
+                free(chars);
+                chars = ichars;
+                n = in;
+                w = iw;
+                score = iscore;
+            } else {
+                free(ichars);
+            }
+            free(inv);
         }
-        score = steps ? score / steps : 0;
         if (score > best_score) {
             free(best);
             best = chars;
@@ -151,8 +198,6 @@ static void read_line(lstm_state *st, const ocp_page_image *img, ocp_box b, int 
         } else {
             free(chars);
         }
-        free(probs);
-        free(line);
         /* A sure reading is kept without asking the other languages (as Tesseract tries
          * its other languages only on doubtful words); CONFIDENT is the mean best
          * probability over the line's steps. */

@@ -120,6 +120,10 @@ assert ws[1]['text'] == 'quick' and ws[0]['bbox'][2] <= ws[1]['bbox'][0] + 2
 "
 check "san+eng: the lines read by the models in order, a sure reading kept" bash -c \
     "'$OCRPOOL' ocr --engine lstm -l san+eng '$F/eng.png' 2>/dev/null | grep -q 'quick brown fox'"
+pango-view --font="Noto Serif 12" --dpi=300 --margin=60 --background=black --foreground=white \
+    -q -o "$TMP/inverted.png" --text "White letters on a black ground"
+check "light text on a dark ground is read (the line inverted first)" bash -c \
+    "'$OCRPOOL' ocr --engine lstm -l eng '$TMP/inverted.png' 2>/dev/null | grep -qx 'White letters on a black ground'"
 check "a float (tessdata_best) or legacy model is refused with the reason" bash -c \
     "'$OCRPOOL' ocr --engine lstm -l osd '$F/eng.png' 2>&1 | grep -q 'no LSTM model'"
 
