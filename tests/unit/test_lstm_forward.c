@@ -62,6 +62,42 @@ static void test_matvec(void **state)
     assert_true(out[1] == (float)(-1270 - 2540 - 127) * 0.25f);
 }
 
+/* The AVX2 path (8 rows at a time) and the portable one give the same floats, bit for bit,
+ * on matrices of awkward sizes with extreme values. */
+static void test_matvec_paths(void **state)
+{
+    (void)state;
+    unsigned seed = 7;
+    static const int sizes[][2] = {{1, 2}, {7, 10}, {8, 5}, {9, 66}, {16, 10}, {111, 193},
+                                   {96, 145}, {13, 289}};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        int rows = sizes[t][0], cols = sizes[t][1];
+        ocp_lstm_matrix m = {.rows = rows, .cols = cols};
+        m.w = malloc((size_t)rows * cols);
+        m.scales = malloc(sizeof(float) * (size_t)rows);
+        int8_t *x = calloc((size_t)cols + OCP_LSTM_PAD, 1);
+        for (int i = 0; i < rows * cols; i++) {
+            seed = seed * 1103515245u + 12345u;
+            m.w[i] = (int8_t)((int)(seed >> 16) % 255 - 127); /* -127..127 */
+        }
+        for (int i = 0; i < rows; i++)
+            m.scales[i] = 0.001f * (float)(i + 1);
+        for (int j = 0; j < cols - 1; j++) {
+            seed = seed * 1103515245u + 12345u;
+            x[j] = (int8_t)(j % 5 == 0 ? (j % 2 ? 127 : -127) : (int)(seed >> 16) % 255 - 127);
+        }
+        float a[400], b[400];
+        ocp_lstm_matvec(&m, x, a); /* no w8 yet: the row-by-row path */
+        ocp_lstm_matrix_layout(&m);
+        ocp_lstm_matvec(&m, x, b); /* with w8: the AVX2 path where the CPU has it */
+        assert_memory_equal(a, b, sizeof(float) * (size_t)rows);
+        free(m.w);
+        free(m.scales);
+        free(m.w8);
+        free(x);
+    }
+}
+
 static void test_greedy(void **state)
 {
     (void)state;
@@ -121,7 +157,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tables),  cmocka_unit_test(test_quantise),
-        cmocka_unit_test(test_matvec),  cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_matvec),  cmocka_unit_test(test_matvec_paths),
+        cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

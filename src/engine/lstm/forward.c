@@ -61,15 +61,12 @@ int8_t ocp_lstm_quantise(float x)
     return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 }
 
-/* The one hot loop: int8 x int8 sums into int32. Compiled twice, for AVX2 (where GCC
- * vectorises the loop with widening multiply-adds) and for any x86-64, the CPU choosing at
- * load time (an ifunc); the sums are exact either way. (A hand-written AVX2 kernel with
- * maddubs, one row at a time, was slower than this: the next step is 8 rows at a time
- * with interleaved weights.) */
+/* The one hot loop: int8 x int8 sums into int32, exact on every path. The portable one is
+ * compiled twice (AVX2 and baseline x86-64, chosen at load time) for the vectoriser. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default"), optimize("O3")))
 #endif
-void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out)
+static void matvec_rows(const ocp_lstm_matrix *m, const int8_t *x, float *out)
 {
     int n = m->cols - 1;
     for (int i = 0; i < m->rows; i++) {
@@ -80,6 +77,57 @@ void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out)
         s += (int32_t)w[n] * 127;
         out[i] = (float)s * m->scales[i];
     }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* AVX2, 8 rows at once (the w8 layout): each group of 4 inputs is broadcast; |x| (unsigned)
+ * times the weights with x's signs (signed) gives 16-bit pair sums (at most 2 x 127 x 128,
+ * no saturation), summed again to one 32-bit sum per row: 32 products an instruction and no
+ * horizontal sums. */
+__attribute__((target("avx2"))) static void matvec_avx2(const ocp_lstm_matrix *m,
+                                                         const int8_t *x, float *out)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    int n = m->cols - 1;
+    for (int b = 0; b < m->blocks; b++) {
+        const int8_t *w = m->w8 + (size_t)b * m->groups * 32;
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < m->groups; g++) {
+            int32_t four;
+            memcpy(&four, x + 4 * g, 4);
+            __m256i xb = _mm256_set1_epi32(four);
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)g * 32));
+            __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb), _mm256_sign_epi8(wv, xb));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+        }
+        int32_t s[8];
+        _mm256_storeu_si256((__m256i *)s, acc);
+        for (int k = 0; k < 8 && b * 8 + k < m->rows; k++) {
+            int i = b * 8 + k;
+            s[k] += (int32_t)m->w[(size_t)i * m->cols + n] * 127;
+            out[i] = (float)s[k] * m->scales[i];
+        }
+    }
+}
+#endif
+
+void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    static int avx2 = -1;
+    if (avx2 < 0) {
+        const char *off = getenv("OCRPOOL_NO_AVX2"); /* to measure and test the other path */
+        __builtin_cpu_init();
+        avx2 = __builtin_cpu_supports("avx2") && !(off && *off);
+    }
+    if (avx2 && m->w8) {
+        matvec_avx2(m, x, out);
+        return;
+    }
+#endif
+    matvec_rows(m, x, out);
 }
 
 /* ---- tensors -------------------------------------------------------------------------- */
@@ -100,7 +148,7 @@ static void tens_new(tens *t, int h, int w, int d)
     t->h = h;
     t->w = w;
     t->d = d;
-    t->v = ocp_xcalloc((size_t)h * w * d + 1, 1);
+    t->v = ocp_xcalloc((size_t)h * w * d + OCP_LSTM_PAD, 1);
 }
 
 static void tens_replace(tens *t, tens *n)
@@ -288,7 +336,7 @@ static int lstm(const ocp_lstm_node *n, tens *t, run_ctx *c)
     int ns = n->no;
     tens o;
     tens_new(&o, t->h, n->summarise ? 1 : t->w, ns);
-    int8_t *src = ocp_xcalloc((size_t)n->na + 1, 1);
+    int8_t *src = ocp_xcalloc((size_t)n->na + OCP_LSTM_PAD, 1);
     float *g[4], *cell = ocp_xcalloc((size_t)ns, sizeof *cell);
     for (int i = 0; i < 4; i++)
         g[i] = ocp_xcalloc((size_t)ns, sizeof **g);

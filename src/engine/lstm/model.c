@@ -167,6 +167,7 @@ static void matrix_free(ocp_lstm_matrix *m)
 {
     free(m->w);
     free(m->scales);
+    free(m->w8);
     memset(m, 0, sizeof *m);
 }
 
@@ -206,7 +207,23 @@ static int read_matrix(rd *r, ocp_lstm_matrix *m, int want_rows, int want_cols, 
     m->scales = ocp_xmalloc((size_t)ns * sizeof *m->scales);
     for (uint32_t i = 0; i < ns; i++)
         m->scales[i] = (float)(rd_f64(r, what) / 127.0);
-    return r->bad ? OCP_E_FORMAT : 0;
+    if (r->bad)
+        return OCP_E_FORMAT;
+    ocp_lstm_matrix_layout(m);
+    return 0;
+}
+
+void ocp_lstm_matrix_layout(ocp_lstm_matrix *m)
+{
+    int n = m->cols - 1;
+    free(m->w8);
+    m->blocks = (m->rows + 7) / 8;
+    m->groups = (n + 3) / 4;
+    m->w8 = ocp_xcalloc((size_t)m->blocks * m->groups * 32 + 1, 1);
+    for (int i = 0; i < m->rows; i++)
+        for (int j = 0; j < n; j++)
+            m->w8[((size_t)(i / 8) * m->groups + j / 4) * 32 + (i % 8) * 4 + j % 4] =
+                m->w[(size_t)i * m->cols + j];
 }
 
 static void node_free(ocp_lstm_node *n)

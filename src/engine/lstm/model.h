@@ -35,7 +35,19 @@ typedef struct ocp_lstm_matrix {
     int rows, cols;
     int8_t *w;     /* rows * cols, row-major */
     float *scales; /* rows */
+    /* The same weights without the bias column, laid out for 8 rows at a time: for each
+     * block of 8 rows and each group of 4 inputs, 32 bytes (row 0's 4, row 1's 4, ...),
+     * zero-padded to whole blocks and groups. Built at load, so workers share it. */
+    int8_t *w8;
+    int blocks, groups;
 } ocp_lstm_matrix;
+
+/* Builds m->w8 from m->w (the model reader does it for every matrix). */
+void ocp_lstm_matrix_layout(ocp_lstm_matrix *m);
+
+/* Inputs handed to the forward pass's products are read in groups of 4: a buffer holding
+ * n inputs must have OCP_LSTM_PAD readable bytes after them. */
+#define OCP_LSTM_PAD 32
 
 typedef enum ocp_lstm_kind {
     OCP_LSTM_INPUT,
