@@ -514,9 +514,10 @@ void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int step
     *n = k;
 }
 
-/* The frac-th percentile of a histogram of n values in buckets 0..255: the bucket where the
- * running count reaches round(frac * n) (at least 1). (Tesseract's exact rule differs on
- * grey lines: issue 7's next step.) */
+/* The frac-th percentile of n values in a histogram of 255 buckets (0..254; a 255 counts
+ * in the last), interpolated within the bucket where the running count reaches
+ * round(frac * n) (at least 1): the bucket's index plus one, less the share of it beyond
+ * that count. Found by black-box tests against libtesseract (see test_lstm.sh). */
 static float percentile(const long *hist, long n, double frac)
 {
     long target = round_away(frac * (double)n);
@@ -525,12 +526,12 @@ static float percentile(const long *hist, long n, double frac)
     if (target > n)
         target = n;
     long sum = 0;
-    for (int i = 0; i < 256; i++) {
-        sum += hist[i];
-        if (sum >= target)
-            return (float)i;
-    }
-    return 255.0f;
+    int i = 0;
+    while (i < 255 && sum < target)
+        sum += hist[i++];
+    if (i == 0 || hist[i - 1] == 0)
+        return (float)i;
+    return (float)(i - (double)(sum - target) / (double)hist[i - 1]);
 }
 
 int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, int h, int stride,
@@ -559,7 +560,8 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
                         m->input_height);
     }
     /* Black and white from the middle row: the 25th percentile of its local minima, the
-     * 75th of its local maxima. */
+     * 75th of its local maxima, where a minimum is a pixel below the one before it and not
+     * above the one after it (a maximum the other way round): one per run of equal values. */
     long hmin[256] = {0}, hmax[256] = {0}, nmin = 0, nmax = 0;
     if (W >= 3) {
         l_uint32 v;
@@ -571,12 +573,12 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
         for (int x = 1; x + 1 < W; x++) {
             pixGetPixel(g8, x + 1, H / 2, &v);
             next = (int)v;
-            if ((cur < prev && cur <= next) || (cur <= prev && cur < next)) {
-                hmin[cur]++;
+            if (cur < prev && cur <= next) {
+                hmin[cur > 254 ? 254 : cur]++;
                 nmin++;
             }
-            if ((cur > prev && cur >= next) || (cur >= prev && cur > next)) {
-                hmax[cur]++;
+            if (cur > prev && cur >= next) {
+                hmax[cur > 254 ? 254 : cur]++;
                 nmax++;
             }
             prev = cur;
@@ -588,7 +590,7 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
         nmin = 1;
     }
     if (!nmax) {
-        hmax[255] = 1;
+        hmax[254] = 1;
         nmax = 1;
     }
     float black = percentile(hmin, nmin, 0.25), white = percentile(hmax, nmax, 0.75);
