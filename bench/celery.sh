@@ -3,7 +3,8 @@
 # pages on the same redis-server (started here, on a loopback port) through
 # `ocrpool worker -c 2` and through the reference Python Celery worker
 # (bench/celery_ref.py: prefork -c 2, prefetch 1, acks late, max tasks per
-# child 50, max memory per child 200000, tesserocr, 2048 px Lanczos).
+# child 50, max memory per child 200000, tesserocr, 2048 px Lanczos); once
+# with ocrpool's Tesseract engine, once with its own recognizer (--engine lstm).
 #   bench/celery.sh [pages]        (BUILD=build by default; pages 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,8 @@ redis-server --port "$port" --bind 127.0.0.1 --dir "$work/redis" --save "" --app
 rpid=$!
 trap 'kill "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null' EXIT
 for _ in $(seq 50); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-OCRPOOL=$PWD/$BUILD/ocrpool WORK=$work /usr/bin/python3 bench/celery_bench.py \
-    "redis://127.0.0.1:$port/0" "$n" san+eng "$work"/cpages/*.png
+for engine in tesseract lstm; do
+    BENCH_ENGINE=$engine OCRPOOL=$PWD/$BUILD/ocrpool WORK=$work /usr/bin/python3 bench/celery_bench.py \
+        "redis://127.0.0.1:$port/0" "$n" san+eng "$work"/cpages/*.png
+    echo
+done

@@ -103,7 +103,8 @@ def main():
     res = []
     # ocrpool: master, zygote (the model, shared), 2 workers.
     ocr_env = dict(env, OCRPOOL_LOG_LEVEL="info")
-    argv = [OCRPOOL, "worker", "--broker", URL, "-c", "2", "-l", LANG, "--max-image-size", "2048"]
+    argv = [OCRPOOL, "worker", "--broker", URL, "-c", "2", "-l", LANG, "--max-image-size", "2048",
+            "--engine", os.environ.get("BENCH_ENGINE", "tesseract")]
 
     def ocr_ready():
         try:
@@ -138,7 +139,8 @@ def main():
         "after RSS/w"))
     for r in res:
         print("%-34s %8.3f %8.0f MB %8.0f MB %8.0f MB %9.1f MB %9.1f MB %9.1f MB" % (
-            "ocrpool worker" if r["name"] == "ocrpool" else "Python Celery + tesserocr",
+            ("ocrpool worker --engine " + os.environ.get("BENCH_ENGINE", "tesseract"))
+            if r["name"] == "ocrpool" else "Python Celery + tesserocr",
             r["pps"], r["rss_peak"], r["pss_peak"], r["pss_mean"], r["idle_rss"], r["idle_pss"],
             r["after_rss"]))
     print("idle, whole tree PSS: ocrpool %.0f MB, celery %.0f MB" % (o["idle_tree_pss"],

@@ -20,18 +20,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <leptonica/allheaders.h>
 #include <tesseract/capi.h>
 
-TessBaseAPI *ocp__tess_api(void *state);
-const char *ocp__tess_langs(void *state);
-const char *ocp__tess_dir(void *state);
+int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
+                      size_t errlen);
 
 #define MAX_MODELS 4
 #define CONFIDENT 0.95
 #define DOUBTFUL 0.7
 
 typedef struct lstm_state {
-    void *tess; /* the tesseract engine's state, for layout */
+    TessBaseAPI *layout; /* Tesseract for page layout only: it loads no model */
     ocp_lstm_model *model[MAX_MODELS];
     int n_models;
 } lstm_state;
@@ -43,20 +43,27 @@ static void lstm_close(void *state)
         return;
     for (int i = 0; i < st->n_models; i++)
         ocp_lstm_model_free(st->model[i]);
-    if (st->tess)
-        ocp_engine_tesseract.close(st->tess);
+    if (st->layout) {
+        TessBaseAPIEnd(st->layout);
+        TessBaseAPIDelete(st->layout);
+    }
     free(st);
 }
 
 static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t errlen)
 {
-    lstm_state *st = ocp_xcalloc(1, sizeof *st);
-    int rc = ocp_engine_tesseract.open(p, &st->tess, err, errlen);
-    if (rc) {
-        free(st);
+    char dir[4096], *langs = NULL, *save = NULL;
+    int rc = ocp__tess_resolve(p, dir, &langs, err, errlen);
+    if (rc)
         return rc;
-    }
-    char *langs = ocp_xstrdup(ocp__tess_langs(st->tess)), *save = NULL;
+    /* Leptonica's own messages would go to stderr; our reasons say enough. */
+    if (ocp_log_level < OCP_LOG_DEBUG)
+        setMsgSeverity(L_SEVERITY_NONE);
+    lstm_state *st = ocp_xcalloc(1, sizeof *st);
+    st->layout = TessBaseAPICreate();
+    TessBaseAPISetVariable(st->layout, "debug_file", "/dev/null");
+    TessBaseAPIInitForAnalysePage(st->layout);
+    TessBaseAPISetPageSegMode(st->layout, (TessPageSegMode)p->psm);
     for (char *l = strtok_r(langs, "+", &save); l && !rc; l = strtok_r(NULL, "+", &save)) {
         if (st->n_models == MAX_MODELS) {
             rc = ocp_errf(OCP_E_LANG, err, errlen, "lstm engine: at most %d languages",
@@ -64,7 +71,7 @@ static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t
             break;
         }
         char path[4200];
-        snprintf(path, sizeof path, "%s/%s.traineddata", ocp__tess_dir(st->tess), l);
+        snprintf(path, sizeof path, "%s/%s.traineddata", dir, l);
         rc = ocp_lstm_model_load(path, &st->model[st->n_models], err, errlen);
         if (!rc)
             st->n_models++;
@@ -260,41 +267,72 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
                     ocp_result *res, char *err, size_t errlen)
 {
     lstm_state *st = state;
-    TessBaseAPI *api = ocp__tess_api(st->tess);
+    TessBaseAPI *api = st->layout;
     double t0 = ocp_now();
     TessBaseAPISetImage(api, img->pixels, img->width, img->height, img->bands,
                         img->width * img->bands);
     if (img->dpi > 0)
         TessBaseAPISetSourceResolution(api, img->dpi);
     TessPageIterator *pi = TessBaseAPIAnalyseLayout(api);
-    ocp_sb text;
-    ocp_sb_init(&text);
-    double conf_sum = 0;
-    int n_words = 0, block = -1, par = -1, rc = 0;
+    /* The page's lines first: a "line" far lower than the page's usual one is a fragment
+     * (the headline of Devanagari letters split off, a rule, specks), which Tesseract's
+     * own word grouping absorbs; it is left out. */
+    typedef struct lbox {
+        ocp_box b;
+        int block, par;
+    } lbox;
+    lbox *lines = NULL;
+    int nl = 0, cap = 0, block = -1, par = -1, rc = 0;
     if (pi) {
         do {
             if (TessPageIteratorIsAtBeginningOf(pi, RIL_BLOCK)) {
                 block++;
                 par = -1;
-                if (text.len)
-                    ocp_sb_putc(&text, '\n');
             }
             if (TessPageIteratorIsAtBeginningOf(pi, RIL_PARA))
                 par++;
             ocp_box b;
             if (!TessPageIteratorBoundingBox(pi, RIL_TEXTLINE, &b.x1, &b.y1, &b.x2, &b.y2))
                 continue;
-            read_line(st, img, b, block < 0 ? 0 : block, par < 0 ? 0 : par, res, &text,
-                      &conf_sum, &n_words);
-            if (op->timeout_s > 0 && ocp_now() - t0 > op->timeout_s) {
-                rc = ocp_errf(OCP_E_TIMEOUT, err, errlen,
-                              "page timeout: OCR stopped after %.1f s (page-timeout %g s)",
-                              ocp_now() - t0, op->timeout_s);
-                break;
+            if (nl == cap) {
+                cap = cap ? cap * 2 : 64;
+                lines = ocp_xrealloc(lines, (size_t)cap * sizeof *lines);
             }
+            lines[nl++] = (lbox){b, block < 0 ? 0 : block, par < 0 ? 0 : par};
         } while (TessPageIteratorNext(pi, RIL_TEXTLINE));
         TessPageIteratorDelete(pi);
     }
+    int *hs = ocp_xcalloc((size_t)nl + 1, sizeof *hs);
+    for (int i = 0; i < nl; i++)
+        hs[i] = lines[i].b.y2 - lines[i].b.y1;
+    for (int i = 1; i < nl; i++) /* insertion sort: a page has tens of lines */
+        for (int j = i; j > 0 && hs[j - 1] > hs[j]; j--) {
+            int t = hs[j];
+            hs[j] = hs[j - 1];
+            hs[j - 1] = t;
+        }
+    int median = nl ? hs[nl / 2] : 0;
+    free(hs);
+    ocp_sb text;
+    ocp_sb_init(&text);
+    double conf_sum = 0;
+    int n_words = 0, last_block = 0;
+    for (int i = 0; i < nl; i++) {
+        if ((lines[i].b.y2 - lines[i].b.y1) * 5 < median * 2)
+            continue; /* under 40 % of the usual height */
+        if (lines[i].block != last_block && text.len)
+            ocp_sb_putc(&text, '\n');
+        last_block = lines[i].block;
+        read_line(st, img, lines[i].b, lines[i].block, lines[i].par, res, &text, &conf_sum,
+                  &n_words);
+        if (op->timeout_s > 0 && ocp_now() - t0 > op->timeout_s) {
+            rc = ocp_errf(OCP_E_TIMEOUT, err, errlen,
+                          "page timeout: OCR stopped after %.1f s (page-timeout %g s)",
+                          ocp_now() - t0, op->timeout_s);
+            break;
+        }
+    }
+    free(lines);
     ocp_result_set(&res->text, text.buf ? text.buf : "");
     ocp_result_set(&res->engine, "lstm");
     res->mean_conf = n_words ? (float)(conf_sum / n_words) : 0;

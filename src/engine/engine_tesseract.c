@@ -28,25 +28,7 @@
 typedef struct tess_state {
     TessBaseAPI *api;
     char *lang; /* the languages as loaded ("san+eng", script/ resolved) */
-    char *dir;  /* the tessdata folder they came from */
 } tess_state;
-
-/* For the lstm engine, which uses this one for page layout (engine_lstm.c). */
-TessBaseAPI *ocp__tess_api(void *state);
-const char *ocp__tess_langs(void *state);
-const char *ocp__tess_dir(void *state);
-TessBaseAPI *ocp__tess_api(void *state)
-{
-    return ((tess_state *)state)->api;
-}
-const char *ocp__tess_langs(void *state)
-{
-    return ((tess_state *)state)->lang;
-}
-const char *ocp__tess_dir(void *state)
-{
-    return ((tess_state *)state)->dir;
-}
 
 /* ISO 15924 codes of Debian's tesseract-ocr-script-* packages. */
 static const struct {
@@ -150,23 +132,33 @@ static int check_langs(const char *dir, const char *langs, int psm, char **resol
     return rc;
 }
 
-static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t errlen)
+/* The tessdata folder of p (the setting, TESSDATA_PREFIX, or Debian's) and its languages
+ * as they will load ("script/X" resolved), or the reason one is missing. */
+int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
+                      size_t errlen);
+int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
+                      size_t errlen)
 {
     const char *dir = p->tessdata_dir && *p->tessdata_dir ? p->tessdata_dir : NULL;
-    char dirbuf[4096];
-    tess_state *st;
-    int rc;
-
     if (!dir) {
         const char *env = getenv("TESSDATA_PREFIX");
         dir = env && *env ? env : OCP_TESSDATA_DEFAULT;
     }
-    snprintf(dirbuf, sizeof dirbuf, "%s", dir);
+    snprintf(dirbuf, 4096, "%s", dir);
     size_t n = strlen(dirbuf);
     while (n > 1 && dirbuf[n - 1] == '/')
         dirbuf[--n] = '\0';
+    *langs = NULL;
+    return check_langs(dirbuf, p->lang, p->psm, langs, err, errlen);
+}
+
+static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t errlen)
+{
+    char dirbuf[4096];
+    tess_state *st;
+    int rc;
     char *langs = NULL;
-    if ((rc = check_langs(dirbuf, p->lang, p->psm, &langs, err, errlen)))
+    if ((rc = ocp__tess_resolve(p, dirbuf, &langs, err, errlen)))
         return rc;
 
     /* Leptonica's own messages would go to stderr; our reasons say enough. */
@@ -175,7 +167,6 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
     st = ocp_xcalloc(1, sizeof *st);
     st->api = TessBaseAPICreate();
     st->lang = langs;
-    st->dir = ocp_xstrdup(dirbuf);
     /* tprintf output ("Estimating resolution as ...") goes to the log only when debugging. */
     if (ocp_log_level < OCP_LOG_DEBUG)
         TessBaseAPISetVariable(st->api, "debug_file", "/dev/null");
@@ -184,7 +175,6 @@ static int tess_open(const ocp_engine_params *p, void **state, char *err, size_t
                       dirbuf);
         TessBaseAPIDelete(st->api);
         free(st->lang);
-        free(st->dir);
         free(st);
         return rc;
     }
@@ -204,7 +194,6 @@ static void tess_close(void *state)
     TessBaseAPIEnd(st->api);
     TessBaseAPIDelete(st->api);
     free(st->lang);
-    free(st->dir);
     free(st);
 }
 
