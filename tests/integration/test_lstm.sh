@@ -13,8 +13,9 @@
 #     made with combine_tessdata), our greedy decoding against libtesseract's
 #     beam, on the same black-and-white lines; and greedy text on grey lines
 #     against libtesseract with its dictionaries, reported;
-#  3. pages: `ocrpool ocr --engine lstm` against the texts (CER) and the
-#     share of lines identical to `--engine tesseract`, per language;
+#  3. pages, clean and degraded (blurred, with grain): `ocrpool ocr --engine
+#     lstm` against the texts (CER) and against `--engine tesseract` (its CER,
+#     lines identical), per language;
 # and `--engine lstm` in the worker pool.
 source "$(dirname "$0")/lib.sh"
 F=$FIXTURES
@@ -118,6 +119,22 @@ same = sum(1 for x, y in zip(a, b) if x == y)
 print("# lines identical to --engine tesseract: %d of %d" % (same, max(len(a), len(b))))
 PYEOF
 done
+# Degraded renders (blurred, with grain): CER of both engines, and lines identical, reported.
+for l in eng san tam hin; do
+    w=$(vipsheader -f width "$F/$l.png")
+    h=$(vipsheader -f height "$F/$l.png")
+    vips colourspace "$F/$l.png" "$TMP/d0.v" b-w
+    vips gaussblur "$TMP/d0.v" "$TMP/d1.v" 1.2
+    vips gaussnoise "$TMP/dn.v" "$w" "$h" --sigma 24 --mean 0
+    vips add "$TMP/d1.v" "$TMP/dn.v" "$TMP/d2.v"
+    vips cast "$TMP/d2.v" "$TMP/$l-degraded.png" uchar
+    "$OCRPOOL" ocr --engine lstm -l $l -o "$TMP/dl" "$TMP/$l-degraded.png" 2>/dev/null
+    "$OCRPOOL" ocr --engine tesseract -l $l -o "$TMP/dt" "$TMP/$l-degraded.png" 2>/dev/null
+    echo "# $l degraded page: CER --engine lstm $(cer "tests/data/text/$l.txt" "$TMP/dl/$l-degraded.txt"), --engine tesseract $(cer "tests/data/text/$l.txt" "$TMP/dt/$l-degraded.txt")"
+done
+check "a degraded English page is still read (CER at most 0.05)" \
+    cer_below tests/data/text/eng.txt "$TMP/dl/eng-degraded.txt" 0.05
+
 "$OCRPOOL" ocr --engine lstm -l eng --format json -o "$TMP/oj" "$F/eng.png" 2>/dev/null
 check "json of --engine lstm: engine named, words with boxes inside the page and confidences" python3 -c "
 import json; d = json.load(open('$TMP/oj/eng.json'))
