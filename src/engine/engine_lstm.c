@@ -121,17 +121,9 @@ static int read_with(const ocp_lstm_model *m, const uint8_t *grey, int gw, int g
         free(line);
         return OCP_E_ENGINE;
     }
-    ocp_lstm_greedy_chars(m, probs, steps, chars, n);
-    double sum = 0;
-    for (int k = 0; k < steps; k++) {
-        const float *pr = probs + (size_t)k * m->classes;
-        float mx = 0;
-        for (int j = 0; j < m->classes; j++)
-            if (pr[j] > mx)
-                mx = pr[j];
-        sum += mx;
-    }
-    *score = steps ? sum / steps : 0;
+    float mean = 0;
+    ocp_lstm_greedy_chars(m, probs, steps, chars, n, &mean);
+    *score = mean;
     free(probs);
     free(line);
     return 0;

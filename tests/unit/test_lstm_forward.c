@@ -126,7 +126,9 @@ static void test_greedy(void **state)
     free(t);
     ocp_lstm_char *chars;
     int n;
-    ocp_lstm_greedy_chars(&m, probs, 8, &chars, &n);
+    float mean = 0;
+    ocp_lstm_greedy_chars(&m, probs, 8, &chars, &n, &mean);
+    assert_true(fabsf(mean - 0.9f) < 1e-6f);
     assert_int_equal(n, 5);
     assert_int_equal(chars[0].first, 0);
     assert_int_equal(chars[0].last, 1); /* "a" over steps 0-1 */

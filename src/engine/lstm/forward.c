@@ -448,7 +448,8 @@ int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **
     return 0;
 }
 
-char *ocp_lstm_greedy(const ocp_lstm_model *m, const float *probs, int steps, float *conf)
+void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
+                           ocp_lstm_char **chars, int *n, float *mean)
 {
     /* Code (class) -> unichar id: the recoder spells each id with one code here. */
     int *inv = ocp_xmalloc((size_t)m->classes * sizeof *inv);
@@ -457,46 +458,16 @@ char *ocp_lstm_greedy(const ocp_lstm_model *m, const float *probs, int steps, fl
     for (int id = 0; id < m->recoder.n && id < m->unicharset.n; id++)
         if (m->recoder.length[id] == 1)
             inv[m->recoder.code[id][0]] = id;
-    ocp_sb sb;
-    ocp_sb_init(&sb);
-    int prev = -1;
-    double sum = 0;
-    for (int s = 0; s < steps; s++) {
-        const float *p = probs + (size_t)s * m->classes;
-        int best = 0;
-        for (int k = 1; k < m->classes; k++)
-            if (p[k] > p[best])
-                best = k;
-        sum += p[best];
-        if (best != prev && best != m->null_char && inv[best] >= 0)
-            ocp_sb_puts(&sb, m->unicharset.text[inv[best]]);
-        prev = best;
-    }
-    if (conf)
-        *conf = steps ? (float)(sum / steps) : 0;
-    free(inv);
-    if (!sb.buf)
-        ocp_sb_puts(&sb, "");
-    return ocp_sb_steal(&sb);
-}
-
-void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
-                           ocp_lstm_char **chars, int *n)
-{
-    int *inv = ocp_xmalloc((size_t)m->classes * sizeof *inv);
-    for (int k = 0; k < m->classes; k++)
-        inv[k] = -1;
-    for (int id = 0; id < m->recoder.n && id < m->unicharset.n; id++)
-        if (m->recoder.length[id] == 1)
-            inv[m->recoder.code[id][0]] = id;
     ocp_lstm_char *out = ocp_xcalloc((size_t)steps + 1, sizeof *out);
     int k = 0, prev = -1;
+    double sum = 0;
     for (int s = 0; s < steps; s++) {
         const float *p = probs + (size_t)s * m->classes;
         int best = 0;
         for (int j = 1; j < m->classes; j++)
             if (p[j] > p[best])
                 best = j;
+        sum += p[best];
         if (best == prev && k > 0 && out[k - 1].last == s - 1) {
             out[k - 1].last = s; /* the same character goes on */
             if (p[best] < out[k - 1].prob)
@@ -510,8 +481,24 @@ void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int step
         prev = best;
     }
     free(inv);
+    if (mean)
+        *mean = steps ? (float)(sum / steps) : 0;
     *chars = out;
     *n = k;
+}
+
+char *ocp_lstm_greedy(const ocp_lstm_model *m, const float *probs, int steps, float *conf)
+{
+    ocp_lstm_char *chars;
+    int n;
+    ocp_lstm_greedy_chars(m, probs, steps, &chars, &n, conf);
+    ocp_sb sb;
+    ocp_sb_init(&sb);
+    ocp_sb_puts(&sb, "");
+    for (int k = 0; k < n; k++)
+        ocp_sb_puts(&sb, chars[k].text);
+    free(chars);
+    return ocp_sb_steal(&sb);
 }
 
 /* The frac-th percentile of n values in a histogram of 255 buckets (0..254; a 255 counts

@@ -45,9 +45,10 @@ typedef struct ocp_lstm_char {
     float prob;
 } ocp_lstm_char;
 
-/* As ocp_lstm_greedy, with positions: *chars (free()) receives *n characters. */
+/* As ocp_lstm_greedy, with positions: *chars (free()) receives *n characters; *mean, when
+ * not NULL, the mean best probability over the steps. */
 void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
-                           ocp_lstm_char **chars, int *n);
+                           ocp_lstm_char **chars, int *n, float *mean);
 
 /* A grey line image (8-bit, any height, row-major) scaled to the model's height with
  * leptonica's pixScale and contrast-normalised as the reference describes: *out (free())
