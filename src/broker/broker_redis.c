@@ -367,15 +367,29 @@ static const char lease_lua[] =
     "return {out, dead}\n";
 
 /*
+ * Every script that acknowledges or restores a tag takes the same first three keys,
+ * unacked, unacked_index and the owners hash, and forgets the tag (ARGV[1]) in all three
+ * with this snippet, so no path can leave one of them behind.
+ */
+#define LUA_FORGET                                                                                 \
+    "redis.call('HDEL', KEYS[1], ARGV[1])\n"                                                      \
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"                                                      \
+    "redis.call('HDEL', KEYS[3], ARGV[1])\n"
+
+/* Forget: acknowledges a tag without a result (acks-late off, an unreadable record).
+ * KEYS: unacked, unacked_index, owners.  ARGV: tag */
+static const char forget_lua[] = LUA_FORGET "return 1\n";
+
+/*
  * Finish: stores a task meta unless a final one (SUCCESS, FAILURE, REVOKED)
  * is there already (results are stored once), publishes it, and
  * acknowledges the tag. Returns 1 when stored.
- * KEYS: meta, unacked, unacked_index, owners, deliveries
- * ARGV: meta json, expires (s, <= 0 = never), tag ("" = none)
+ * KEYS: unacked, unacked_index, owners, meta, deliveries
+ * ARGV: tag ("" = none), meta json, expires (s, <= 0 = never)
  */
 static const char finish_lua[] =
     "local stored = 0\n"
-    "local old = redis.call('GET', KEYS[1])\n"
+    "local old = redis.call('GET', KEYS[4])\n"
     "local final = false\n"
     "if old then\n"
     "  local ok, v = pcall(cjson.decode, old)\n"
@@ -383,17 +397,13 @@ static const char finish_lua[] =
     "v.status == 'REVOKED') then final = true end\n"
     "end\n"
     "if not final then\n"
-    "  local ex = tonumber(ARGV[2])\n"
-    "  if ex > 0 then redis.call('SETEX', KEYS[1], ex, ARGV[1]) else redis.call('SET', KEYS[1], "
-    "ARGV[1]) end\n"
-    "  redis.call('PUBLISH', KEYS[1], ARGV[1])\n"
+    "  local ex = tonumber(ARGV[3])\n"
+    "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', KEYS[4], "
+    "ARGV[2]) end\n"
+    "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"
     "  stored = 1\n"
     "end\n"
-    "if ARGV[3] ~= '' then\n"
-    "  redis.call('HDEL', KEYS[2], ARGV[3])\n"
-    "  redis.call('ZREM', KEYS[3], ARGV[3])\n"
-    "  redis.call('HDEL', KEYS[4], ARGV[3])\n"
-    "end\n"
+    "if ARGV[1] ~= '' then\n" LUA_FORGET "end\n"
     "redis.call('DEL', KEYS[5])\n"
     "return stored\n";
 
@@ -409,10 +419,7 @@ static const char restore_lua[] =
     "  local sc = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
     "  if sc and tonumber(sc) > tonumber(ARGV[3]) then return 0 end\n"
     "end\n"
-    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"
-    "redis.call('HDEL', KEYS[1], ARGV[1])\n"
-    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-    "redis.call('HDEL', KEYS[3], ARGV[1])\n"
+    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n" LUA_FORGET
     "if not p then return 0 end\n"
     "redis.call('RPUSH', KEYS[4], ARGV[2])\n"
     "return 1\n";
@@ -421,11 +428,21 @@ static const char restore_lua[] =
  * Dead letter: records a delivered message with the reason and drops it from unacked.
  * KEYS: unacked, unacked_index, owners, deadletter.  ARGV: tag, record json
  */
-static const char dead_lua[] = "redis.call('LPUSH', KEYS[4], ARGV[2])\n"
-                               "redis.call('HDEL', KEYS[1], ARGV[1])\n"
-                               "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-                               "redis.call('HDEL', KEYS[3], ARGV[1])\n"
-                               "return 1\n";
+static const char dead_lua[] = "redis.call('LPUSH', KEYS[4], ARGV[2])\n" LUA_FORGET "return 1\n";
+
+/*
+ * Deliver: counts a delivery of a task (poison pages are buried after max-deliveries) and
+ * files it under its group (status and the HTTP API list groups), in one round trip.
+ * KEYS: deliveries, group set ("" = none).  ARGV: id, deliveries ttl, group ttl
+ * Returns the count.
+ */
+static const char deliver_lua[] = "local n = redis.call('INCR', KEYS[1])\n"
+                                  "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+                                  "if KEYS[2] ~= '' then\n"
+                                  "  redis.call('SADD', KEYS[2], ARGV[1])\n"
+                                  "  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+                                  "end\n"
+                                  "return n\n";
 
 /* Releases the restore mutex if it is still ours (redis-py's Lock.release). */
 static const char unlock_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -473,8 +490,15 @@ static int finish(rs *s, const char *id, const char *meta, const char *tag)
     snprintf(metakey, sizeof metakey, META_PREFIX "%s", id);
     snprintf(delkey, sizeof delkey, "ocrpool.deliveries.%s", id);
     snprintf(ex, sizeof ex, "%.0f", s->expires);
-    const char *a[] = {"EVAL", finish_lua, "5",  metakey,       K_UNACKED, K_INDEX,
-                       K_OWNERS, delkey,    meta, ex,            tag ? tag : ""};
+    const char *a[] = {"EVAL",  finish_lua, "5",           K_UNACKED, K_INDEX, K_OWNERS,
+                       metakey, delkey,     tag ? tag : "", meta,      ex};
+    return must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+}
+
+/* Acknowledges tag without a result. */
+static int forget(rs *s, const char *tag)
+{
+    const char *a[] = {"EVAL", forget_lua, "3", K_UNACKED, K_INDEX, K_OWNERS, tag};
     return must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
 }
 
@@ -681,6 +705,12 @@ static const char *rd_errmsg(void *st)
     return ((rs *)st)->err;
 }
 
+/* How long a group's list of ids lives: as long as its results. */
+static double group_ttl(const rs *s)
+{
+    return s->expires > 0 ? s->expires : 86400.0 * 365;
+}
+
 /* ---- producer ------------------------------------------------------------------------ */
 
 static int rd_submit(void *st, const ocp_task_spec *spec, const char *id, int *inserted)
@@ -706,10 +736,12 @@ static int rd_submit(void *st, const ocp_task_spec *spec, const char *id, int *i
     ocp_celery_queue_key(s->queues[0], spec->priority, list, sizeof list);
     int rc = 0;
     if (spec->group) {
+        /* Filed now, so `status GROUP` shows pages still queued (a worker files them too,
+         * for groups of Celery producers). */
         redisReply *r = cmd(s, "SADD ocrpool.group.%s %s", spec->group, id);
         if (r)
             freeReplyObject(r);
-        r = cmd(s, "EXPIRE ocrpool.group.%s %.0f", spec->group, s->expires > 0 ? s->expires : 86400.0 * 365);
+        r = cmd(s, "EXPIRE ocrpool.group.%s %.0f", spec->group, group_ttl(s));
         if (r)
             freeReplyObject(r);
     }
@@ -745,12 +777,7 @@ static int restore_tag(rs *s, const char *tag, const char *ceiling)
         rc = restore(s, tag, txt, q, pri, ceiling, false);
     } else {
         OCP_LOG(OCP_LOG_WARN, "unacked record %s is unreadable: dropped from the index", tag);
-        redisReply *d = cmd(s, "ZREM " K_INDEX " %s", tag);
-        if (d)
-            freeReplyObject(d);
-        d = cmd(s, "HDEL " K_OWNERS " %s", tag);
-        if (d)
-            freeReplyObject(d);
+        forget(s, tag);
     }
     free(txt);
     json_decref(v);
@@ -839,24 +866,21 @@ static int take(rs *s, const char *tag, const char *raw, size_t len, const char 
         ocp_celery_msg_fini(&m);
         return 0;
     }
-    /* Count the delivery (poison pages are buried after max-deliveries). */
+    /* Count the delivery (poison pages are buried after max-deliveries) and file the page
+     * under its group: one round trip. */
     long deliveries = 1;
-    redisReply *r = cmd(s, "INCR ocrpool.deliveries.%s", m.id);
+    char dkey[300], gkey[600] = "", dttl[32], gttl[32];
+    snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", m.id);
+    if (m.group)
+        snprintf(gkey, sizeof gkey, "ocrpool.group.%s", m.group);
+    snprintf(dttl, sizeof dttl, "%.0f", fmax(s->vis * 4, 86400));
+    snprintf(gttl, sizeof gttl, "%.0f", group_ttl(s));
+    const char *da[] = {"EVAL", deliver_lua, "2", dkey, gkey, m.id, dttl, gttl};
+    redisReply *r = cmdv(s, (int)(sizeof da / sizeof da[0]), da, NULL);
     if (r && r->type == REDIS_REPLY_INTEGER)
         deliveries = (long)r->integer;
     if (r)
         freeReplyObject(r);
-    r = cmd(s, "EXPIRE ocrpool.deliveries.%s %.0f", m.id, fmax(s->vis * 4, 86400));
-    if (r)
-        freeReplyObject(r);
-    if (m.group) {
-        r = cmd(s, "SADD ocrpool.group.%s %s", m.group, m.id);
-        if (r)
-            freeReplyObject(r);
-        r = cmd(s, "EXPIRE ocrpool.group.%s %.0f", m.group, s->expires > 0 ? s->expires : 86400.0 * 365);
-        if (r)
-            freeReplyObject(r);
-    }
     if (max_deliveries > 0 && deliveries > max_deliveries) {
         char why[300];
         snprintf(why, sizeof why,
@@ -1022,15 +1046,7 @@ static int rd_renew(void *st, const char *owner, char *const *ids, int n, double
             rmsg *m = find_held(s, ids[i]);
             if (!m || m->early_acked)
                 continue;
-            redisReply *r = cmd(s, "HDEL " K_UNACKED " %s", m->tag);
-            if (r)
-                freeReplyObject(r);
-            r = cmd(s, "ZREM " K_INDEX " %s", m->tag);
-            if (r)
-                freeReplyObject(r);
-            r = cmd(s, "HDEL " K_OWNERS " %s", m->tag);
-            if (r)
-                freeReplyObject(r);
+            forget(s, m->tag);
             m->early_acked = true;
         }
         return 0;
@@ -1143,15 +1159,12 @@ static int rd_release(void *st, const char *id, const char *reason, double delay
 
 /* ---- queries ------------------------------------------------------------------------- */
 
-/* Fills i from the task meta of id; OCP_E_NOPAGE when Redis has none (PENDING). */
-static int meta_info(rs *s, const char *id, ocp_task_info *i)
+/* Fills i from the task meta text of id (NULL: Redis has none); OCP_E_NOPAGE when there is
+ * none and this node does not hold the task either (Celery's PENDING). */
+static int parse_meta(rs *s, const char *id, const char *text, ocp_task_info *i)
 {
     memset(i, 0, sizeof *i);
-    redisReply *r = cmd(s, "GET " META_PREFIX "%s", id);
-    if (!r)
-        return OCP_E_BROKER;
-    json_t *v = r->type == REDIS_REPLY_STRING ? json_loads(r->str, 0, NULL) : NULL;
-    freeReplyObject(r);
+    json_t *v = text ? json_loads(text, 0, NULL) : NULL;
     i->id = ocp_xstrdup(id);
     rmsg *m = find_held(s, id);
     if (!v) {
@@ -1189,7 +1202,73 @@ static int meta_info(rs *s, const char *id, ocp_task_info *i)
 
 static int rd_get(void *st, const char *id, ocp_task_info *info)
 {
-    return meta_info(st, id, info);
+    rs *s = st;
+    redisReply *r = cmd(s, "GET " META_PREFIX "%s", id);
+    if (!r)
+        return OCP_E_BROKER;
+    int rc = parse_meta(s, id, r->type == REDIS_REPLY_STRING ? r->str : NULL, info);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Calls fn for each task of group with its info: the ids from the group's set, their metas
+ * read MGET by MGET (a few round trips for a book, not one per page). Stops at fn's first
+ * non-zero answer, which it returns. */
+static int each_member(rs *s, const char *group, int (*fn)(void *ctx, ocp_task_info *i),
+                       void *ctx)
+{
+    redisReply *r = cmd(s, "SMEMBERS ocrpool.group.%s", group);
+    if (!r)
+        return OCP_E_BROKER;
+    int rc = 0;
+    enum { CHUNK = 256 };
+    const char *a[CHUNK + 1];
+    char *keys[CHUNK];
+    for (size_t k0 = 0; r->type == REDIS_REPLY_ARRAY && k0 < r->elements && !rc; k0 += CHUNK) {
+        size_t n = r->elements - k0 < CHUNK ? r->elements - k0 : CHUNK;
+        a[0] = "MGET";
+        for (size_t j = 0; j < n; j++) {
+            keys[j] = ocp_xasprintf(META_PREFIX "%s", r->element[k0 + j]->str);
+            a[j + 1] = keys[j];
+        }
+        redisReply *g = cmdv(s, (int)n + 1, a, NULL);
+        for (size_t j = 0; j < n; j++)
+            free(keys[j]);
+        if (!g || g->type != REDIS_REPLY_ARRAY || g->elements != n) {
+            rc = OCP_E_BROKER;
+        } else {
+            for (size_t j = 0; j < n && !rc; j++) {
+                ocp_task_info i;
+                redisReply *e = g->element[j];
+                parse_meta(s, r->element[k0 + j]->str,
+                           e->type == REDIS_REPLY_STRING ? e->str : NULL, &i);
+                if (!i.group)
+                    i.group = ocp_xstrdup(group);
+                rc = fn(ctx, &i);
+                ocp_task_info_fini(&i);
+            }
+        }
+        if (g)
+            freeReplyObject(g);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+typedef struct list_ctx {
+    int want_result;
+    int (*fn)(void *ctx, const ocp_task_info *i);
+    void *ctx;
+} list_ctx;
+
+static int list_one(void *vctx, ocp_task_info *i)
+{
+    list_ctx *l = vctx;
+    if (!l->want_result) {
+        free(i->result);
+        i->result = NULL;
+    }
+    return l->fn(l->ctx, i);
 }
 
 static int rd_list(void *st, const char *group, int want_result,
@@ -1201,49 +1280,24 @@ static int rd_list(void *st, const char *group, int want_result,
                    "celery-task-meta-<id> keys, not in one table");
         return OCP_E_UNSUPPORTED;
     }
-    redisReply *r = cmd(s, "SMEMBERS ocrpool.group.%s", group);
-    if (!r)
-        return OCP_E_BROKER;
-    int rc = 0;
-    for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements && !rc; k++) {
-        ocp_task_info i;
-        int e = meta_info(s, r->element[k]->str, &i);
-        if (e == OCP_E_BROKER) {
-            rc = e;
-        } else {
-            if (!i.group)
-                i.group = ocp_xstrdup(group);
-            if (!want_result) {
-                free(i.result);
-                i.result = NULL;
-            }
-            rc = fn(ctx, &i);
-        }
-        ocp_task_info_fini(&i);
-    }
-    freeReplyObject(r);
-    return rc;
+    list_ctx l = {want_result, fn, ctx};
+    return each_member(s, group, list_one, &l);
+}
+
+static int count_one(void *vctx, ocp_task_info *i)
+{
+    ocp_counts *c = vctx;
+    long *slot[5] = {&c->ready, &c->leased, &c->done, &c->failed, &c->buried};
+    (*slot[i->state])++;
+    return 0;
 }
 
 static int rd_counts(void *st, const char *group, ocp_counts *c)
 {
     rs *s = st;
     memset(c, 0, sizeof *c);
-    if (group) {
-        redisReply *r = cmd(s, "SMEMBERS ocrpool.group.%s", group);
-        if (!r)
-            return OCP_E_BROKER;
-        for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
-            ocp_task_info i;
-            int e = meta_info(s, r->element[k]->str, &i);
-            long *slot[5] = {&c->ready, &c->leased, &c->done, &c->failed, &c->buried};
-            if (e == 0 || e == OCP_E_NOPAGE)
-                (*slot[i.state])++;
-            ocp_task_info_fini(&i);
-        }
-        freeReplyObject(r);
-        return 0;
-    }
+    if (group)
+        return each_member(s, group, count_one, c);
     static const int steps[4] = {0, 3, 6, 9};
     for (int q = 0; q < s->nq; q++) {
         for (int k = 0; k < 4; k++) {
