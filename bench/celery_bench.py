@@ -30,20 +30,6 @@ def rss_kb(pid):
     return field("/proc/%d/status" % pid, "VmRSS")
 
 
-def worker_pids(root):
-    """The processes that run pages: the tree minus its root (and ocrpool's zygote)."""
-    pids = [p for p in tree(root) if p != root]
-    out = []
-    for p in pids:
-        try:
-            with open("/proc/%d/cmdline" % p, "rb") as f:
-                f.read()
-            out.append(p)
-        except OSError:
-            pass
-    return out
-
-
 class Sampler(threading.Thread):
     def __init__(self, root):
         super().__init__(daemon=True)

@@ -13,13 +13,7 @@ if [ -f "$stamp" ] && [ -z "$(find "$here" -newer "$stamp" -type f | head -1)" ]
     exit 0
 fi
 
-font_of() {
-    case $1 in
-    eng) echo "Noto Serif 12" ;;
-    san | hin) echo "Noto Serif Devanagari 12" ;;
-    tam) echo "Noto Serif Tamil 12" ;;
-    esac
-}
+source "$here/fonts.sh"
 
 render() { # render LANG OUT [extra pango-view args]: 300 dpi, black on white
     local lang=$1 dst=$2

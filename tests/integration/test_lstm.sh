@@ -25,13 +25,7 @@ TESS=$B/tests/tools/tess_timesteps
 TD=${TESSDATA_PREFIX:-/usr/share/tesseract-ocr/5/tessdata}
 export OMP_THREAD_LIMIT=1
 
-font_of() {
-    case $1 in
-    eng) echo "Noto Serif 12" ;;
-    san | hin) echo "Noto Serif Devanagari 12" ;;
-    tam) echo "Noto Serif Tamil 12" ;;
-    esac
-}
+source tests/data/fonts.sh
 
 # Dictionary-free copies of the models, for test 2 (combine_tessdata, from tesseract-ocr).
 mkdir -p "$TMP/nodict"
@@ -149,7 +143,7 @@ pango-view --font="Noto Serif 12" --dpi=300 --margin=60 --background=black --for
     -q -o "$TMP/inverted.png" --text "White letters on a black ground"
 check "light text on a dark ground is read (the line inverted first)" bash -c \
     "'$OCRPOOL' ocr --engine lstm -l eng '$TMP/inverted.png' 2>/dev/null | grep -qx 'White letters on a black ground'"
-check "a float (tessdata_best) or legacy model is refused with the reason" bash -c \
+check "a model without an LSTM (osd) is refused with the reason" bash -c \
     "'$OCRPOOL' ocr --engine lstm -l osd '$F/eng.png' 2>&1 | grep -q 'no LSTM model'"
 
 # --- The worker pool with --engine lstm -------------------------------------------------------

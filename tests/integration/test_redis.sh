@@ -229,7 +229,7 @@ wait "$API" 2>/dev/null
 
 # --- 6. ocrpool submit -> a Python Celery worker -----------------------------
 ids6=$("$OCRPOOL" submit --broker "$URL" -l san "$F/san.png" "$F/two.pdf")
-check "6. ocrpool submit writes to the celery list (3 pages)" test "$(echo "$ids6" | wc -l)" -eq 3
+check "6. ocrpool submit queues 3 pages (one task id each)" test "$(echo "$ids6" | wc -l)" -eq 3
 (cd "$here" && PEER_BROKER="$URL" exec $PY -m celery -A celery_peer worker -c 1 -P solo \
     --without-gossip --without-mingle --without-heartbeat -l warning >"$TMP/peer.log" 2>&1) &
 PEER=$!

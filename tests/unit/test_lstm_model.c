@@ -131,6 +131,33 @@ static void test_refuses_what_it_cannot_read(void **state)
                      -ENOENT);
 }
 
+/* A float weight matrix (tessdata_best) is refused with its reason: clearing the int8 flag
+ * (1) of a matrix's mode byte somewhere in the network's head must give that refusal. */
+static void test_refuses_float_matrices(void **state)
+{
+    (void)state;
+    size_t len, off[OCP_TD_COUNT], size[OCP_TD_COUNT];
+    char err[400];
+    unsigned char *buf = slurp("eng", &len);
+    assert_int_equal(ocp_tessdata_parts(buf, len, off, size, err, sizeof err), 0);
+    int found = 0;
+    for (size_t k = 0; k < 800 && !found; k++) {
+        unsigned char *p = buf + off[OCP_TD_LSTM] + k;
+        unsigned char was = *p;
+        if (!(was & 1))
+            continue;
+        *p = (unsigned char)(was & ~1u);
+        ocp_lstm_model *m = NULL;
+        if (ocp_lstm_model_load_buffer(buf, len, &m, err, sizeof err) == OCP_E_FORMAT &&
+            strstr(err, "a float weight matrix (tessdata_best)"))
+            found = 1;
+        ocp_lstm_model_free(m);
+        *p = was;
+    }
+    assert_true(found);
+    free(buf);
+}
+
 /* Truncations everywhere, and flipped bytes in the network's structure: always a clean
  * error or a model, never a crash or an out-of-bounds read (ASan watches in make asan). */
 static void test_fuzz(void **state)
@@ -185,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_debian_models),
         cmocka_unit_test(test_eng_tree),
         cmocka_unit_test(test_refuses_what_it_cannot_read),
+        cmocka_unit_test(test_refuses_float_matrices),
         cmocka_unit_test(test_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
