@@ -29,7 +29,8 @@ CLIOBJ   := $(CLISRC:%.c=$(BUILD)/%.o)
 UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 # Helpers of the integration tests: ours in C, and the libtesseract side of the lstm parity.
-TOOLBIN  := $(BUILD)/tests/tools/lstm_line $(BUILD)/tests/tools/tess_timesteps
+TOOLBIN  := $(BUILD)/tests/tools/lstm_line $(BUILD)/tests/tools/lstm_dict \
+            $(BUILD)/tests/tools/tess_timesteps
 
 .SECONDARY:
 .PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test worker worker-stop memory-monitor
@@ -59,7 +60,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libocrpool.a
 	@echo "  LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/tests/tools/lstm_line: tests/tools/lstm_line.c $(BUILD)/libocrpool.a
+$(BUILD)/tests/tools/lstm_%: tests/tools/lstm_%.c $(BUILD)/libocrpool.a
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libocrpool.a $(LDLIBS)

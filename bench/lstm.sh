@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of our own recognizer (not part of `make test`): the same A4
 # pages through `--engine lstm` and `--engine tesseract`, one process (-j 1)
-# and two (-j 2), OMP_THREAD_LIMIT=1: pages/s and the ratio; then the parity
-# run of tests/integration/test_lstm.sh on every line of the four texts
-# (the test takes four a language).
+# and two (-j 2), OMP_THREAD_LIMIT=1: pages/s and the ratio; then the longer
+# parity run (bench/lstm_parity.sh: 100 lines a language).
 #   bench/lstm.sh        (BUILD=build by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +33,5 @@ for j in 1 2; do
 done
 
 echo
-echo "# parity with libtesseract on every line of the four texts"
-tests/data/make-fixtures.sh "$BUILD/fixtures" >/dev/null
-LSTM_LINES=1000 OCRPOOL=$OCRPOOL FIXTURES=$PWD/$BUILD/fixtures tests/integration/test_lstm.sh |
-    grep -v '^# CER'
+echo "# parity with libtesseract, lines of real text (bench/lstm_parity.sh)"
+BUILD=$BUILD bench/lstm_parity.sh

@@ -5,15 +5,16 @@
  * languages ("san+eng") each line is read by the models in order until one
  * is sure of it, else the surest reading is kept.
  *
- * First version, CPU, one line at a time, greedy decoding without the
- * dictionaries, and RIL_TEXTLINE boxes padded by 4 px (the reference says
- * Tesseract's "combo words" give the same text on about 99 % of lines,
- * plain line boxes on about 92 %): see issue 7 for what comes next.
+ * CPU, the page's lines in batches (forward.h), beam search with the model's
+ * dictionaries (beam.h), and RIL_TEXTLINE boxes padded by 4 px (the
+ * reference says Tesseract's "combo words" give the same text on about 99 %
+ * of lines, plain line boxes on about 92 %).
  */
 #include "engine/engine.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "engine/lstm/beam.h"
 #include "engine/lstm/forward.h"
 #include "engine/lstm/model.h"
 
@@ -105,111 +106,109 @@ static uint8_t *crop_grey(const ocp_page_image *img, ocp_box b)
     return out;
 }
 
-/* One model's greedy reading of a grey line: its characters, the normalised width, and the
- * mean best probability over the steps. */
-static int read_with(const ocp_lstm_model *m, const uint8_t *grey, int gw, int gh,
-                     ocp_lstm_char **chars, int *n, int *w, double *score)
+/* A text line of the page on its way through the models. */
+typedef struct pline {
+    ocp_box b, p;    /* the layout's box, and the crop (padded, clipped) */
+    int block, par;
+    uint8_t *grey;   /* the crop in grey, light text on dark turned over */
+    int skip;        /* too small to read */
+    /* The best reading so far: its characters, the normalised width, the mean best
+     * probability over its steps, the model. */
+    ocp_lstm_char *chars;
+    int n, w;
+    double score;
+    const ocp_lstm_model *m;
+} pline;
+
+#define BATCH_LINES 8          /* lines a forward pass takes together */
+#define BATCH_PIXELS (1 << 19) /* and their normalised pixels, which bounds the batch's memory */
+
+/* Reads lines idx[0..n) with model m (inverted crops when `invert`), in batches of similar
+ * widths; a reading surer than a line's best replaces it. */
+static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int n, int invert,
+                      double deadline, char *err, size_t errlen)
 {
-    char err[300];
-    int8_t *line = NULL;
-    int steps = 0;
-    float *probs = NULL;
-    *chars = NULL;
-    if (ocp_lstm_prepare_line(m, grey, gw, gh, gw, &line, w, err, sizeof err) ||
-        ocp_lstm_forward(m, line, *w, &probs, &steps, err, sizeof err)) {
-        OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", err);
-        free(line);
-        return OCP_E_ENGINE;
+    int8_t **img = ocp_xcalloc((size_t)n + 1, sizeof *img);
+    int *w = ocp_xcalloc((size_t)n + 1, sizeof *w), *order = ocp_xcalloc((size_t)n + 1, sizeof *order);
+    int ok = 0, rc = 0;
+    for (int i = 0; i < n; i++) {
+        pline *l = &lines[idx[i]];
+        int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
+        uint8_t *src = l->grey, *inv = NULL;
+        if (invert) {
+            size_t np = (size_t)gw * gh;
+            inv = ocp_xmalloc(np + 1);
+            for (size_t k = 0; k < np; k++)
+                inv[k] = (uint8_t)(255 - l->grey[k]);
+            src = inv;
+        }
+        char why[300];
+        if (ocp_lstm_prepare_line(m, src, gw, gh, gw, &img[i], &w[i], why, sizeof why))
+            OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", why);
+        else
+            order[ok++] = i;
+        free(inv);
     }
-    float mean = 0;
-    ocp_lstm_greedy_chars(m, probs, steps, chars, n, &mean);
-    *score = mean;
-    free(probs);
-    free(line);
-    return 0;
+    /* Similar widths together (insertion sort: tens of lines). */
+    for (int i = 1; i < ok; i++)
+        for (int j = i; j > 0 && w[order[j - 1]] < w[order[j]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    for (int a = 0; a < ok && !rc;) {
+        int z = a;
+        long px = 0;
+        const int8_t *bimg[BATCH_LINES];
+        int bw[BATCH_LINES], steps[BATCH_LINES];
+        float *probs[BATCH_LINES];
+        while (z < ok && z - a < BATCH_LINES &&
+               (z == a || px + (long)w[order[z]] * m->input_height <= BATCH_PIXELS)) {
+            bimg[z - a] = img[order[z]];
+            bw[z - a] = w[order[z]];
+            px += (long)w[order[z]] * m->input_height;
+            z++;
+        }
+        char why[300];
+        if (ocp_lstm_forward_batch(m, z - a, bimg, bw, probs, steps, why, sizeof why)) {
+            OCP_LOG(OCP_LOG_DEBUG, "lstm: %d line(s) skipped: %s", z - a, why);
+        } else {
+            for (int k = a; k < z; k++) {
+                pline *l = &lines[idx[order[k]]];
+                float *pr = probs[k - a];
+                double score = ocp_lstm_mean_best(m, pr, steps[k - a]);
+                if (!l->m || score > l->score) {
+                    free(l->chars);
+                    ocp_lstm_beam(m, pr, steps[k - a], 1, &l->chars, &l->n);
+                    l->w = w[order[k]];
+                    l->score = score;
+                    l->m = m;
+                }
+                free(pr);
+            }
+        }
+        a = z;
+        if (deadline > 0 && ocp_now() > deadline)
+            rc = ocp_errf(OCP_E_TIMEOUT, err, errlen, "page timeout");
+    }
+    for (int i = 0; i < n; i++)
+        free(img[i]);
+    free(img);
+    free(w);
+    free(order);
+    return rc;
 }
 
-/* Reads one line box; adds the line and its words to res and its text to sb. */
-static void read_line(lstm_state *st, const ocp_page_image *img, ocp_box b, int block, int par,
-                      ocp_result *res, ocp_sb *text, double *conf_sum, int *n_words)
+/* Adds a read line and its words to res and its text to sb. */
+static void emit_line(const pline *l, ocp_result *res, ocp_sb *text, double *conf_sum,
+                      int *n_words)
 {
-    ocp_box p = {b.x1 - 4, b.y1 - 4, b.x2 + 4, b.y2 + 4};
-    if (p.x1 < 0)
-        p.x1 = 0;
-    if (p.y1 < 0)
-        p.y1 = 0;
-    if (p.x2 > img->width)
-        p.x2 = img->width;
-    if (p.y2 > img->height)
-        p.y2 = img->height;
-    if (p.x2 - p.x1 < 2 || p.y2 - p.y1 < 2)
-        return;
-    uint8_t *grey = crop_grey(img, p);
-    /* A line is mostly ground: a dark crop is light text on a dark ground, which the
-     * models read after inverting it. */
-    size_t npx = (size_t)(p.x2 - p.x1) * (size_t)(p.y2 - p.y1);
-    uint64_t total = 0;
-    for (size_t k = 0; k < npx; k++)
-        total += grey[k];
-    if (total < npx * 128)
-        for (size_t k = 0; k < npx; k++)
-            grey[k] = (uint8_t)(255 - grey[k]);
-    ocp_lstm_char *best = NULL;
-    int nbest = 0, best_w = 0;
-    double best_score = -1;
-    const ocp_lstm_model *bm = NULL;
-    for (int i = 0; i < st->n_models; i++) {
-        ocp_lstm_char *chars = NULL;
-        int n = 0, w = 0;
-        double score = 0;
-        if (read_with(st->model[i], grey, p.x2 - p.x1, p.y2 - p.y1, &chars, &n, &w, &score))
-            continue;
-        if (score < DOUBTFUL) {
-            /* Light text on a dark ground, perhaps: read the line inverted too, keep the
-             * surer reading (as Tesseract does below the same mean probability). */
-            size_t np = (size_t)(p.x2 - p.x1) * (size_t)(p.y2 - p.y1);
-            uint8_t *inv = ocp_xmalloc(np);
-            for (size_t k = 0; k < np; k++)
-                inv[k] = (uint8_t)(255 - grey[k]);
-            ocp_lstm_char *ichars = NULL;
-            int in = 0, iw = 0;
-            double iscore = 0;
-            if (read_with(st->model[i], inv, p.x2 - p.x1, p.y2 - p.y1, &ichars, &in, &iw,
-                          &iscore) == 0 &&
-                iscore > score) {
-                free(chars);
-                chars = ichars;
-                n = in;
-                w = iw;
-                score = iscore;
-            } else {
-                free(ichars);
-            }
-            free(inv);
-        }
-        if (score > best_score) {
-            free(best);
-            best = chars;
-            nbest = n;
-            best_score = score;
-            best_w = w;
-            bm = st->model[i];
-        } else {
-            free(chars);
-        }
-        /* A sure reading is kept without asking the other languages (as Tesseract tries
-         * its other languages only on doubtful words); CONFIDENT is the mean best
-         * probability over the line's steps. */
-        if (best_score >= CONFIDENT)
-            break;
-    }
-    free(grey);
-    if (!best || !bm)
-        return;
+    const ocp_lstm_char *best = l->chars;
+    ocp_box b = l->b, p = l->p;
     /* A step is 3 pixels of the normalised line; back to the page. */
-    double per_step = 3.0 * (double)(p.x2 - p.x1) / (best_w > 0 ? best_w : 1);
+    double per_step = 3.0 * (double)(p.x2 - p.x1) / (l->w > 0 ? l->w : 1);
     /* Trim spaces at the ends. */
-    int a = 0, z = nbest;
+    int a = 0, z = l->n;
     while (a < z && strcmp(best[a].text, " ") == 0)
         a++;
     while (z > a && strcmp(best[z - 1].text, " ") == 0)
@@ -218,8 +217,8 @@ static void read_line(lstm_state *st, const ocp_page_image *img, ocp_box b, int 
     ocp_sb_init(&trimmed);
     for (int k = a; k < z; k++)
         ocp_sb_puts(&trimmed, best[k].text);
-    ocp_result_add_line(res, b, trimmed.buf ? trimmed.buf : "", (float)(best_score * 100.0),
-                        block, par);
+    ocp_result_add_line(res, b, trimmed.buf ? trimmed.buf : "", (float)(l->score * 100.0),
+                        l->block, l->par);
     for (int k = a; k < z;) {
         while (k < z && strcmp(best[k].text, " ") == 0)
             k++;
@@ -252,7 +251,35 @@ static void read_line(lstm_state *st, const ocp_page_image *img, ocp_box b, int 
     ocp_sb_puts(text, trimmed.buf ? trimmed.buf : "");
     ocp_sb_putc(text, '\n');
     ocp_sb_fini(&trimmed);
-    free(best);
+}
+
+/* The crop of line box b: padded by 4 px, clipped, grey, turned over when it is mostly
+ * dark (light text on a dark ground, which the models read inverted). */
+static void crop_line(const ocp_page_image *img, pline *l)
+{
+    ocp_box b = l->b;
+    ocp_box p = {b.x1 - 4, b.y1 - 4, b.x2 + 4, b.y2 + 4};
+    if (p.x1 < 0)
+        p.x1 = 0;
+    if (p.y1 < 0)
+        p.y1 = 0;
+    if (p.x2 > img->width)
+        p.x2 = img->width;
+    if (p.y2 > img->height)
+        p.y2 = img->height;
+    l->p = p;
+    if (p.x2 - p.x1 < 2 || p.y2 - p.y1 < 2) {
+        l->skip = 1;
+        return;
+    }
+    l->grey = crop_grey(img, p);
+    size_t npx = (size_t)(p.x2 - p.x1) * (size_t)(p.y2 - p.y1);
+    uint64_t total = 0;
+    for (size_t k = 0; k < npx; k++)
+        total += l->grey[k];
+    if (total < npx * 128)
+        for (size_t k = 0; k < npx; k++)
+            l->grey[k] = (uint8_t)(255 - l->grey[k]);
 }
 
 static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params *op,
@@ -269,11 +296,7 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
     /* The page's lines first: a "line" far lower than the page's usual one is a fragment
      * (the headline of Devanagari letters split off, a rule, specks), which Tesseract's
      * own word grouping absorbs; it is left out. */
-    typedef struct lbox {
-        ocp_box b;
-        int block, par;
-    } lbox;
-    lbox *lines = NULL;
+    pline *lines = NULL;
     int nl = 0, cap = 0, block = -1, par = -1, rc = 0;
     if (pi) {
         do {
@@ -290,7 +313,7 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
                 cap = cap ? cap * 2 : 64;
                 lines = ocp_xrealloc(lines, (size_t)cap * sizeof *lines);
             }
-            lines[nl++] = (lbox){b, block < 0 ? 0 : block, par < 0 ? 0 : par};
+            lines[nl++] = (pline){.b = b, .block = block < 0 ? 0 : block, .par = par < 0 ? 0 : par};
         } while (TessPageIteratorNext(pi, RIL_TEXTLINE));
         TessPageIteratorDelete(pi);
     }
@@ -305,24 +328,51 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
         }
     int median = nl ? hs[nl / 2] : 0;
     free(hs);
+    int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx), *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
+    for (int i = 0; i < nl; i++) {
+        /* Under 40 % of the usual height: left out. */
+        if ((lines[i].b.y2 - lines[i].b.y1) * 5 < median * 2)
+            lines[i].skip = 1;
+        else
+            crop_line(img, &lines[i]);
+    }
+    double deadline = op->timeout_s > 0 ? t0 + op->timeout_s : 0;
+    /* Each model reads, in batches, the lines no model before it was sure of. */
+    for (int mi = 0; mi < st->n_models && !rc; mi++) {
+        int n = 0, nd = 0;
+        for (int i = 0; i < nl; i++)
+            if (!lines[i].skip && (!lines[i].m || lines[i].score < CONFIDENT))
+                idx[n++] = i;
+        if (!n)
+            break;
+        rc = read_lines(st->model[mi], lines, idx, n, 0, deadline, err, errlen);
+        /* Light text on a dark ground, perhaps: doubtful lines are read inverted too, the
+         * surer reading kept (as Tesseract does below the same mean probability). */
+        for (int k = 0; k < n && !rc; k++)
+            if (lines[idx[k]].m == st->model[mi] && lines[idx[k]].score < DOUBTFUL)
+                doubt[nd++] = idx[k];
+        if (nd && !rc)
+            rc = read_lines(st->model[mi], lines, doubt, nd, 1, deadline, err, errlen);
+    }
+    if (rc == OCP_E_TIMEOUT)
+        rc = ocp_errf(OCP_E_TIMEOUT, err, errlen,
+                      "page timeout: OCR stopped after %.1f s (page-timeout %g s)",
+                      ocp_now() - t0, op->timeout_s);
+    free(idx);
+    free(doubt);
     ocp_sb text;
     ocp_sb_init(&text);
     double conf_sum = 0;
     int n_words = 0, last_block = 0;
     for (int i = 0; i < nl; i++) {
-        if ((lines[i].b.y2 - lines[i].b.y1) * 5 < median * 2)
-            continue; /* under 40 % of the usual height */
-        if (lines[i].block != last_block && text.len)
-            ocp_sb_putc(&text, '\n');
-        last_block = lines[i].block;
-        read_line(st, img, lines[i].b, lines[i].block, lines[i].par, res, &text, &conf_sum,
-                  &n_words);
-        if (op->timeout_s > 0 && ocp_now() - t0 > op->timeout_s) {
-            rc = ocp_errf(OCP_E_TIMEOUT, err, errlen,
-                          "page timeout: OCR stopped after %.1f s (page-timeout %g s)",
-                          ocp_now() - t0, op->timeout_s);
-            break;
+        if (!lines[i].skip && lines[i].m) {
+            if (lines[i].block != last_block && text.len)
+                ocp_sb_putc(&text, '\n');
+            last_block = lines[i].block;
+            emit_line(&lines[i], res, &text, &conf_sum, &n_words);
         }
+        free(lines[i].grey);
+        free(lines[i].chars);
     }
     free(lines);
     ocp_result_set(&res->text, text.buf ? text.buf : "");
@@ -335,7 +385,7 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
 
 static const char *lstm_version(void)
 {
-    return "ocrpool-lstm 0.1 (greedy, no dictionaries)";
+    return "ocrpool-lstm 0.2 (batched int8 forward, beam search with dictionaries)";
 }
 
 const ocp_engine_ops ocp_engine_lstm = {

@@ -1,10 +1,12 @@
 /*
  * lstm_line MODEL IMAGE [STEPS]: our recognizer (src/engine/lstm) on IMAGE read as one text
- * line: prints its greedy text. With STEPS (tess_timesteps's output for the same image), also
+ * line: prints three readings, one a line: the beam search without the model's dictionaries,
+ * with them, and the greedy best path. With STEPS (tess_timesteps's output for the same image), also
  * compares, step by step, libtesseract's listed probabilities with ours (both sorted, so the
  * two sides' symbol names need not agree) and prints the largest difference; exits 1 when
  * it is over 1e-5 or the step counts differ.
  */
+#include "engine/lstm/beam.h"
 #include "engine/lstm/forward.h"
 
 #include <leptonica/allheaders.h>
@@ -54,6 +56,37 @@ int main(int argc, char **argv)
         return 2;
     }
     char *text = ocp_lstm_greedy(m, probs, steps, NULL);
+    if (getenv("LSTM_LINE_DUMP")) /* each step's three likeliest classes, to stderr */
+        for (int t = 0; t < steps; t++) {
+            const float *q = probs + (size_t)t * m->classes;
+            int b[3] = {-1, -1, -1};
+            for (int k = 0; k < m->classes; k++)
+                for (int i = 0; i < 3; i++)
+                    if (b[i] < 0 || q[k] > q[b[i]]) {
+                        for (int j = 2; j > i; j--)
+                            b[j] = b[j - 1];
+                        b[i] = k;
+                        break;
+                    }
+            fprintf(stderr, "%d", t);
+            for (int i = 0; i < 3; i++) {
+                int id = -1;
+                for (int u = 0; u < m->recoder.n; u++)
+                    if (m->recoder.length[u] == 1 && m->recoder.code[u][0] == b[i])
+                        id = u;
+                fprintf(stderr, "\t%s %.4f", b[i] == m->null_char ? "_" : id >= 0 ? m->unicharset.text[id] : "?", q[b[i]]);
+            }
+            fprintf(stderr, "\n");
+        }
+    for (int dict = 0; dict < 2; dict++) {
+        ocp_lstm_char *chars = NULL;
+        int n = 0;
+        ocp_lstm_beam(m, probs, steps, dict, &chars, &n);
+        char *t = ocp_lstm_chars_text(chars, n);
+        printf("%s\n", t);
+        free(t);
+        free(chars);
+    }
     printf("%s\n", text);
     int rc = 0;
     if (argc > 3) {

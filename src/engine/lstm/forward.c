@@ -61,73 +61,197 @@ int8_t ocp_lstm_quantise(float x)
     return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 }
 
-/* The one hot loop: int8 x int8 sums into int32, exact on every path. The portable one is
- * compiled twice (AVX2 and baseline x86-64, chosen at load time) for the vectoriser. */
+/* ---- the products ----------------------------------------------------------------------
+ * The one hot loop: int8 x int8 sums into int32, exact on every path, so every kernel gives
+ * the same floats bit for bit. nv input vectors at x, x + stride, ...; out[v * rows + i].
+ * Several vectors at a time reuse each weight load (the batch's point on a CPU). */
+
+static void finish_row(const ocp_lstm_matrix *m, int i, int32_t s, float *out)
+{
+    s += (int32_t)m->w[(size_t)i * m->cols + m->cols - 1] * 127;
+    out[i] = (float)s * m->scales[i];
+}
+
+/* The portable one, compiled twice (AVX2 and baseline x86-64, chosen at load time) for the
+ * vectoriser. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default"), optimize("O3")))
 #endif
-static void matvec_rows(const ocp_lstm_matrix *m, const int8_t *x, float *out)
+static void matmul_rows(const ocp_lstm_matrix *m, const int8_t *x, int nv, size_t stride,
+                        float *out)
 {
     int n = m->cols - 1;
-    for (int i = 0; i < m->rows; i++) {
-        const int8_t *w = m->w + (size_t)i * m->cols;
-        int32_t s = 0;
-        for (int j = 0; j < n; j++)
-            s += (int32_t)w[j] * x[j];
-        s += (int32_t)w[n] * 127;
-        out[i] = (float)s * m->scales[i];
+    for (int v = 0; v < nv; v++) {
+        const int8_t *xv = x + (size_t)v * stride;
+        for (int i = 0; i < m->rows; i++) {
+            const int8_t *w = m->w + (size_t)i * m->cols;
+            int32_t s = 0;
+            for (int j = 0; j < n; j++)
+                s += (int32_t)w[j] * xv[j];
+            finish_row(m, i, s, out + (size_t)v * m->rows);
+        }
     }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* AVX2, 8 rows at once (the w8 layout): each group of 4 inputs is broadcast; |x| (unsigned)
- * times the weights with x's signs (signed) gives 16-bit pair sums (at most 2 x 127 x 128,
- * no saturation), summed again to one 32-bit sum per row: 32 products an instruction and no
- * horizontal sums. */
-__attribute__((target("avx2"))) static void matvec_avx2(const ocp_lstm_matrix *m,
-                                                         const int8_t *x, float *out)
+static int32_t four_at(const int8_t *x, int g)
 {
-    const __m256i ones = _mm256_set1_epi16(1);
-    int n = m->cols - 1;
-    for (int b = 0; b < m->blocks; b++) {
-        const int8_t *w = m->w8 + (size_t)b * m->groups * 32;
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < m->groups; g++) {
-            int32_t four;
-            memcpy(&four, x + 4 * g, 4);
-            __m256i xb = _mm256_set1_epi32(four);
-            __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)g * 32));
-            __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb), _mm256_sign_epi8(wv, xb));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
-        }
-        int32_t s[8];
-        _mm256_storeu_si256((__m256i *)s, acc);
-        for (int k = 0; k < 8 && b * 8 + k < m->rows; k++) {
-            int i = b * 8 + k;
-            s[k] += (int32_t)m->w[(size_t)i * m->cols + n] * 127;
-            out[i] = (float)s[k] * m->scales[i];
-        }
+    int32_t four;
+    memcpy(&four, x + 4 * g, 4);
+    return four;
+}
+
+/* AVX2, 8 rows at once (the w8 layout), NV vectors: each group of 4 inputs is broadcast;
+ * |x| (unsigned) times the weights with x's signs (signed) gives 16-bit pair sums (at most
+ * 2 x 127 x 127, no saturation: the file's weights are -127..127), summed again to one
+ * 32-bit sum per row: 32 products an instruction and no horizontal sums. */
+#define AVX2_BLOCK(NV)                                                                          \
+    __attribute__((target("avx2"))) static void avx2_block##NV(                                 \
+        const ocp_lstm_matrix *m, int b, const int8_t *x, size_t stride, float *out)            \
+    {                                                                                           \
+        const __m256i ones = _mm256_set1_epi16(1);                                              \
+        const int8_t *w = m->w8 + (size_t)b * m->groups * 32;                                   \
+        __m256i acc[NV];                                                                        \
+        for (int k = 0; k < NV; k++)                                                            \
+            acc[k] = _mm256_setzero_si256();                                                    \
+        for (int g = 0; g < m->groups; g++) {                                                   \
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)g * 32));             \
+            for (int k = 0; k < NV; k++) {                                                      \
+                __m256i xb = _mm256_set1_epi32(four_at(x + (size_t)k * stride, g));             \
+                __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(xb, xb),                      \
+                                                 _mm256_sign_epi8(wv, xb));                     \
+                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(p, ones));                  \
+            }                                                                                   \
+        }                                                                                       \
+        for (int k = 0; k < NV; k++) {                                                          \
+            int32_t s[8];                                                                       \
+            _mm256_storeu_si256((__m256i *)s, acc[k]);                                          \
+            for (int r = 0; r < 8 && b * 8 + r < m->rows; r++)                                  \
+                finish_row(m, b * 8 + r, s[r], out + (size_t)k * m->rows);                      \
+        }                                                                                       \
     }
+AVX2_BLOCK(1)
+AVX2_BLOCK(4)
+
+__attribute__((target("avx2"))) static void matmul_avx2(const ocp_lstm_matrix *m,
+                                                         const int8_t *x, int nv, size_t stride,
+                                                         float *out)
+{
+    int v = 0;
+    for (; v + 4 <= nv; v += 4)
+        for (int b = 0; b < m->blocks; b++)
+            avx2_block4(m, b, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
+    for (; v < nv; v++)
+        for (int b = 0; b < m->blocks; b++)
+            avx2_block1(m, b, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
+}
+
+/* AVX-512 VNNI, 16 rows (two w8 blocks) at once: vpdpbusd multiplies unsigned by signed
+ * bytes and sums fours into 32 bits with no intermediate saturation, so the inputs go in as
+ * x + 128 (unsigned) and 128 x the row's weight sum comes off after. */
+#define VNNI_PAIR(NV)                                                                           \
+    __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void vnni_pair##NV(           \
+        const ocp_lstm_matrix *m, int pb, const int8_t *x, size_t stride, float *out)           \
+    {                                                                                           \
+        const int8_t *w0 = m->w8 + (size_t)(2 * pb) * m->groups * 32;                          \
+        const int8_t *w1 = w0 + (size_t)m->groups * 32;                                         \
+        __m512i acc[NV];                                                                        \
+        for (int k = 0; k < NV; k++)                                                            \
+            acc[k] = _mm512_setzero_si512();                                                    \
+        for (int g = 0; g < m->groups; g++) {                                                   \
+            __m512i wv = _mm512_inserti64x4(                                                    \
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + g * 32))),     \
+                _mm256_loadu_si256((const __m256i *)(w1 + g * 32)), 1);                         \
+            for (int k = 0; k < NV; k++) {                                                      \
+                __m512i xb = _mm512_set1_epi32(four_at(x + (size_t)k * stride, g) ^             \
+                                               (int32_t)0x80808080u);                           \
+                acc[k] = _mm512_dpbusd_epi32(acc[k], xb, wv);                                   \
+            }                                                                                   \
+        }                                                                                       \
+        for (int k = 0; k < NV; k++) {                                                          \
+            int32_t s[16];                                                                      \
+            _mm512_storeu_si512(s, acc[k]);                                                     \
+            for (int r = 0; r < 16 && pb * 16 + r < m->rows; r++)                               \
+                finish_row(m, pb * 16 + r, s[r] - 128 * m->rowsum[pb * 16 + r],                 \
+                           out + (size_t)k * m->rows);                                          \
+        }                                                                                       \
+    }
+VNNI_PAIR(1)
+VNNI_PAIR(4)
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
+matmul_vnni(const ocp_lstm_matrix *m, const int8_t *x, int nv, size_t stride, float *out)
+{
+    int pairs = (m->blocks + 1) / 2, v = 0;
+    for (; v + 4 <= nv; v += 4)
+        for (int pb = 0; pb < pairs; pb++)
+            vnni_pair4(m, pb, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
+    for (; v < nv; v++)
+        for (int pb = 0; pb < pairs; pb++)
+            vnni_pair1(m, pb, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
 }
 #endif
 
-void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out)
+/* 0 portable, 1 AVX2, 2 AVX-512 VNNI: what the CPU has, less what the environment turns off
+ * (OCRPOOL_NO_AVX2, OCRPOOL_NO_AVX512: to measure and test the other paths) or a test caps. */
+static int kernel_level = -1, kernel_cap = 2;
+
+static int kernel(void)
+{
+    if (kernel_level < 0) {
+        int level = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+        const char *no2 = getenv("OCRPOOL_NO_AVX2"), *no512 = getenv("OCRPOOL_NO_AVX512");
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && !(no2 && *no2))
+            level = 1;
+        if (level == 1 && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
+            !(no512 && *no512))
+            level = 2;
+#endif
+        kernel_level = level;
+    }
+    return kernel_level < kernel_cap ? kernel_level : kernel_cap;
+}
+
+const char *ocp_lstm_kernel_name(void)
+{
+    static const char *const names[] = {"portable", "avx2", "avx512-vnni"};
+    return names[kernel()];
+}
+
+int ocp_lstm_kernel_cap(int level)
+{
+    int old = kernel_cap;
+    kernel_cap = level;
+    return old;
+}
+
+void ocp_lstm_matmul(const ocp_lstm_matrix *m, const int8_t *x, int nv, size_t stride,
+                     float *out)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    static int avx2 = -1;
-    if (avx2 < 0) {
-        const char *off = getenv("OCRPOOL_NO_AVX2"); /* to measure and test the other path */
-        __builtin_cpu_init();
-        avx2 = __builtin_cpu_supports("avx2") && !(off && *off);
-    }
-    if (avx2 && m->w8) {
-        matvec_avx2(m, x, out);
-        return;
+    if (m->w8) {
+        int k = kernel();
+        if (k == 2) {
+            matmul_vnni(m, x, nv, stride, out);
+            return;
+        }
+        if (k == 1) {
+            matmul_avx2(m, x, nv, stride, out);
+            return;
+        }
     }
 #endif
-    matvec_rows(m, x, out);
+    matmul_rows(m, x, nv, stride, out);
+}
+
+void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out)
+{
+    ocp_lstm_matmul(m, x, 1, 0, out);
 }
 
 /* ---- tensors -------------------------------------------------------------------------- */
@@ -187,32 +311,45 @@ static void reverse_y(tens *t)
     transpose(t);
 }
 
-/* ---- the run -------------------------------------------------------------------------- */
+/* ---- the run --------------------------------------------------------------------------
+ * A batch of lines goes through the tree together: each node takes every line's tensor.
+ * Convolution, pooling and the transforms work line by line (the borders' pseudo-random
+ * values are drawn per line); the fully connected layers take every position of a line in
+ * one product; the LSTMs run time-major over the sequences of all lines at once (every row
+ * of every line), longest first, so that the sequences still running at a step are the
+ * first k: one product of k vectors per gate and step. The arithmetic of each sequence is
+ * the one-line arithmetic, so a batch gives every line's outputs bit for bit. */
+
+typedef struct line_ctx {
+    uint64_t rng; /* minstd_rand state */
+    float *probs; /* the softmax output */
+    int steps;
+} line_ctx;
 
 typedef struct run_ctx {
-    uint64_t rng; /* minstd_rand state */
-    float *probs; /* the softmax output, when the net ends in one */
-    int steps, classes;
+    int n;
+    tens *t;        /* n tensors, one a line */
+    line_ctx *line; /* n */
     char *err;
     size_t errlen;
 } run_ctx;
 
-static uint32_t minstd(run_ctx *c)
+static uint32_t minstd(line_ctx *c)
 {
     c->rng = c->rng * 48271u % 2147483647u;
     return (uint32_t)c->rng;
 }
 
 /* A pseudo-random int8 for a neighbour outside the image. */
-static int8_t border_value(run_ctx *c)
+static int8_t border_value(line_ctx *c)
 {
     double r = (double)minstd(c);
     return (int8_t)round_away(127.0 * 2.0 * r / 2147483647.0 - 127.0);
 }
 
-static int run(const ocp_lstm_node *n, tens *t, run_ctx *c);
+static int run(const ocp_lstm_node *n, run_ctx *c);
 
-static int convolve(const ocp_lstm_node *n, tens *t, run_ctx *c)
+static void convolve(const ocp_lstm_node *n, tens *t, line_ctx *c)
 {
     int kx = 2 * n->half_x + 1, ky = 2 * n->half_y + 1;
     tens o;
@@ -225,9 +362,7 @@ static int convolve(const ocp_lstm_node *n, tens *t, run_ctx *c)
                     int8_t *d = dst + ((dx + n->half_x) * ky + (dy + n->half_y)) * t->d;
                     int yy = y + dy, xx = x + dx;
                     if (yy >= 0 && yy < t->h && xx >= 0 && xx < t->w) {
-                        const int8_t *src = at(t, yy, xx);
-                        for (int k = 0; k < t->d; k++)
-                            d[k] = src[k];
+                        memcpy(d, at(t, yy, xx), (size_t)t->d);
                     } else
                         for (int k = 0; k < t->d; k++)
                             d[k] = border_value(c);
@@ -236,7 +371,6 @@ static int convolve(const ocp_lstm_node *n, tens *t, run_ctx *c)
         }
     }
     tens_replace(t, &o);
-    return 0;
 }
 
 static void maxpool(const ocp_lstm_node *n, tens *t)
@@ -246,22 +380,21 @@ static void maxpool(const ocp_lstm_node *n, tens *t)
     for (int y = 0; y < o.h; y++) {
         for (int x = 0; x < o.w; x++) {
             int8_t *dst = at(&o, y, x);
-            for (int k = 0; k < t->d; k++) {
-                int8_t best = -128;
-                for (int j = 0; j < n->y_scale; j++)
-                    for (int i = 0; i < n->x_scale; i++) {
-                        int8_t v = at(t, y * n->y_scale + j, x * n->x_scale + i)[k];
-                        if (v > best)
-                            best = v;
-                    }
-                dst[k] = best;
-            }
+            memcpy(dst, at(t, y * n->y_scale, x * n->x_scale), (size_t)t->d);
+            for (int j = 0; j < n->y_scale; j++)
+                for (int i = 0; i < n->x_scale; i++) {
+                    const int8_t *v = at(t, y * n->y_scale + j, x * n->x_scale + i);
+                    for (int k = 0; k < t->d; k++)
+                        if (v[k] > dst[k])
+                            dst[k] = v[k];
+                }
         }
     }
     tens_replace(t, &o);
 }
 
-static int fully_connected(const ocp_lstm_node *n, tens *t, run_ctx *c)
+static int fully_connected(const ocp_lstm_node *n, tens *t, line_ctx *c, char *err,
+                           size_t errlen)
 {
     int softmax = strncmp(n->type, "Softmax", 7) == 0;
     /* The activation, named once here rather than at every element. */
@@ -269,52 +402,51 @@ static int fully_connected(const ocp_lstm_node *n, tens *t, run_ctx *c)
               : strcmp(n->type, "Logistic") == 0 ? 2
               : strcmp(n->type, "Relu") == 0     ? 3
                                                  : 0;
-    float *acc = ocp_xmalloc((size_t)n->no * sizeof *acc);
+    if (t->d != n->ni)
+        return ocp_errf(OCP_E_ENGINE, err, errlen, "%s: %d inputs where %d are expected",
+                        n->name, t->d, n->ni);
+    if (softmax && t->h != 1)
+        return ocp_errf(OCP_E_ENGINE, err, errlen,
+                        "softmax over %d rows: the network did not collapse the height", t->h);
+    size_t np = (size_t)t->h * t->w;
+    float *acc = ocp_xmalloc((np ? np : 1) * n->no * sizeof *acc);
+    ocp_lstm_matmul(&n->fc, t->v, (int)np, (size_t)t->d, acc);
     tens o;
     tens_new(&o, t->h, t->w, n->no);
     if (softmax) {
-        if (t->h != 1) {
-            free(acc);
-            free(o.v);
-            return ocp_errf(OCP_E_ENGINE, c->err, c->errlen,
-                            "softmax over %d rows: the network did not collapse the height", t->h);
-        }
         free(c->probs);
-        c->probs = ocp_xmalloc((size_t)t->w * n->no * sizeof *c->probs);
+        c->probs = ocp_xmalloc((size_t)t->w * n->no * sizeof *c->probs + 1);
         c->steps = t->w;
-        c->classes = n->no;
     }
-    for (int y = 0; y < t->h; y++) {
-        for (int x = 0; x < t->w; x++) {
-            ocp_lstm_matvec(&n->fc, at(t, y, x), acc);
-            int8_t *dst = at(&o, y, x);
-            if (softmax) {
-                float mx = acc[0], sum = 0;
-                for (int k = 1; k < n->no; k++)
-                    if (acc[k] > mx)
-                        mx = acc[k];
-                float *p = c->probs + (size_t)x * n->no;
-                for (int k = 0; k < n->no; k++) {
-                    float d = acc[k] - mx;
-                    p[k] = expf(d < -86.0f ? -86.0f : d);
-                    sum += p[k];
-                }
-                for (int k = 0; k < n->no; k++) {
-                    p[k] /= sum;
-                    dst[k] = ocp_lstm_quantise(p[k]);
-                }
-                continue;
+    for (size_t q = 0; q < np; q++) {
+        const float *a = acc + q * n->no;
+        int8_t *dst = o.v + q * n->no;
+        if (softmax) {
+            float mx = a[0], sum = 0;
+            for (int k = 1; k < n->no; k++)
+                if (a[k] > mx)
+                    mx = a[k];
+            float *p = c->probs + q * n->no;
+            for (int k = 0; k < n->no; k++) {
+                float d = a[k] - mx;
+                p[k] = expf(d < -86.0f ? -86.0f : d);
+                sum += p[k];
             }
             for (int k = 0; k < n->no; k++) {
-                float v = acc[k];
-                if (act == 1)
-                    v = ocp_lstm_tanh(v);
-                else if (act == 2)
-                    v = ocp_lstm_logistic(v);
-                else if (act == 3)
-                    v = v < 0 ? 0 : v;
-                dst[k] = ocp_lstm_quantise(v);
+                p[k] /= sum;
+                dst[k] = ocp_lstm_quantise(p[k]);
             }
+            continue;
+        }
+        for (int k = 0; k < n->no; k++) {
+            float v = a[k];
+            if (act == 1)
+                v = ocp_lstm_tanh(v);
+            else if (act == 2)
+                v = ocp_lstm_logistic(v);
+            else if (act == 3)
+                v = v < 0 ? 0 : v;
+            dst[k] = ocp_lstm_quantise(v);
         }
     }
     free(acc);
@@ -322,130 +454,197 @@ static int fully_connected(const ocp_lstm_node *n, tens *t, run_ctx *c)
     return 0;
 }
 
-/* A 1-D LSTM along x of every row, state reset per row; a summarising one keeps only the
- * last step of each row. */
-static int lstm(const ocp_lstm_node *n, tens *t, run_ctx *c)
+/* One sequence of an LSTM's batch: row y of line `line`, len steps. */
+typedef struct seq {
+    int line, y, len;
+} seq;
+
+static int by_len_desc(const void *a, const void *b)
+{
+    const seq *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len < y->len ? 1 : -1;
+    return x->line != y->line ? (x->line < y->line ? -1 : 1) : (x->y < y->y ? -1 : 1);
+}
+
+/* 1-D LSTMs along x of every row of every line, state reset per row; a summarising one keeps
+ * only the last step of each row. */
+static int lstm(const ocp_lstm_node *n, run_ctx *c)
 {
     if (n->two_d)
         return ocp_errf(OCP_E_ENGINE, c->err, c->errlen,
                         "%s: 2-D LSTMs are not supported yet (Debian's models have none)",
                         n->name);
-    if (t->d != n->ni)
-        return ocp_errf(OCP_E_ENGINE, c->err, c->errlen, "%s: %d inputs where %d are expected",
-                        n->name, t->d, n->ni);
-    int ns = n->no;
-    tens o;
-    tens_new(&o, t->h, n->summarise ? 1 : t->w, ns);
-    int8_t *src = ocp_xcalloc((size_t)n->na + OCP_LSTM_PAD, 1);
-    float *g[4], *cell = ocp_xcalloc((size_t)ns, sizeof *cell);
+    int ns = n->no, nq = 0, maxlen = 0;
+    for (int i = 0; i < c->n; i++) {
+        if (c->t[i].d != n->ni)
+            return ocp_errf(OCP_E_ENGINE, c->err, c->errlen,
+                            "%s: %d inputs where %d are expected", n->name, c->t[i].d, n->ni);
+        nq += c->t[i].h;
+    }
+    seq *q = ocp_xmalloc(((size_t)nq + 1) * sizeof *q);
+    nq = 0;
+    for (int i = 0; i < c->n; i++)
+        for (int y = 0; y < c->t[i].h; y++) {
+            q[nq++] = (seq){i, y, c->t[i].w};
+            if (c->t[i].w > maxlen)
+                maxlen = c->t[i].w;
+        }
+    qsort(q, (size_t)nq, sizeof *q, by_len_desc);
+    tens *o = ocp_xcalloc((size_t)c->n + 1, sizeof *o);
+    for (int i = 0; i < c->n; i++)
+        tens_new(&o[i], c->t[i].h, n->summarise ? 1 : c->t[i].w, ns);
+    /* Time-major: at each step, row k of src is sequence k's [x_t, h_{t-1}]. */
+    size_t stride = ((size_t)n->na + 3) / 4 * 4;
+    int8_t *src = ocp_xcalloc((size_t)nq * stride + OCP_LSTM_PAD, 1);
+    int8_t *h = ocp_xcalloc((size_t)nq * ns + 1, 1);
+    float *cell = ocp_xcalloc((size_t)nq * ns + 1, sizeof *cell);
+    float *g[4];
     for (int i = 0; i < 4; i++)
-        g[i] = ocp_xcalloc((size_t)ns, sizeof **g);
-    for (int y = 0; y < t->h; y++) {
-        memset(cell, 0, (size_t)ns * sizeof *cell);
-        memset(src + n->ni, 0, (size_t)ns); /* the previous output starts at zero */
-        for (int x = 0; x < t->w; x++) {
-            memcpy(src, at(t, y, x), (size_t)n->ni);
-            for (int i = 0; i < 4; i++)
-                ocp_lstm_matvec(&n->gate[i], src, g[i]);
-            int8_t *dst = at(&o, y, n->summarise ? 0 : x);
-            for (int k = 0; k < ns; k++) {
-                float ci = ocp_lstm_tanh(g[0][k]), gi = ocp_lstm_logistic(g[1][k]);
-                float gf = ocp_lstm_logistic(g[2][k]), go = ocp_lstm_logistic(g[3][k]);
-                float cv = cell[k] * gf;
+        g[i] = ocp_xmalloc(((size_t)nq * ns + 1) * sizeof **g);
+    int k = nq;
+    for (int x = 0; x < maxlen; x++) {
+        while (k > 0 && q[k - 1].len <= x)
+            k--; /* the sequences that have ended */
+        for (int s = 0; s < k; s++) {
+            int8_t *row = src + (size_t)s * stride;
+            memcpy(row, at(&c->t[q[s].line], q[s].y, x), (size_t)n->ni);
+            memcpy(row + n->ni, h + (size_t)s * ns, (size_t)ns);
+        }
+        for (int i = 0; i < 4; i++)
+            ocp_lstm_matmul(&n->gate[i], src, k, stride, g[i]);
+        for (int s = 0; s < k; s++) {
+            const seq *sq = &q[s];
+            int8_t *hs = h + (size_t)s * ns;
+            float *cs = cell + (size_t)s * ns;
+            const float *g0 = g[0] + (size_t)s * ns, *g1 = g[1] + (size_t)s * ns;
+            const float *g2 = g[2] + (size_t)s * ns, *g3 = g[3] + (size_t)s * ns;
+            int last = x == sq->len - 1;
+            int8_t *dst = n->summarise ? (last ? at(&o[sq->line], sq->y, 0) : NULL)
+                                       : at(&o[sq->line], sq->y, x);
+            for (int j = 0; j < ns; j++) {
+                float ci = ocp_lstm_tanh(g0[j]), gi = ocp_lstm_logistic(g1[j]);
+                float gf = ocp_lstm_logistic(g2[j]), go = ocp_lstm_logistic(g3[j]);
+                float cv = cs[j] * gf;
                 float add = ci * gi;
                 cv = cv + add;
                 if (cv > 100.0f)
                     cv = 100.0f;
                 else if (cv < -100.0f)
                     cv = -100.0f;
-                cell[k] = cv;
-                float h = ocp_lstm_tanh(cv) * go;
-                int8_t q = ocp_lstm_quantise(h);
-                src[n->ni + k] = q;
-                if (!n->summarise || x == t->w - 1)
-                    dst[k] = q;
+                cs[j] = cv;
+                hs[j] = ocp_lstm_quantise(ocp_lstm_tanh(cv) * go);
             }
+            if (dst)
+                memcpy(dst, hs, (size_t)ns);
         }
     }
+    for (int i = 0; i < c->n; i++)
+        tens_replace(&c->t[i], &o[i]);
+    free(o);
+    free(q);
     free(src);
+    free(h);
     free(cell);
     for (int i = 0; i < 4; i++)
         free(g[i]);
-    tens_replace(t, &o);
     return 0;
 }
 
-static int run(const ocp_lstm_node *n, tens *t, run_ctx *c)
+static int run(const ocp_lstm_node *n, run_ctx *c)
 {
     int rc = 0;
     switch (n->kind) {
     case OCP_LSTM_INPUT:
-        if (t->d != (n->shape[3] > 0 ? n->shape[3] : 1))
-            return ocp_errf(OCP_E_ENGINE, c->err, c->errlen, "input depth %d, the model wants %d",
-                            t->d, n->shape[3]);
+        for (int i = 0; i < c->n; i++)
+            if (c->t[i].d != (n->shape[3] > 0 ? n->shape[3] : 1))
+                return ocp_errf(OCP_E_ENGINE, c->err, c->errlen,
+                                "input depth %d, the model wants %d", c->t[i].d, n->shape[3]);
         return 0;
     case OCP_LSTM_SERIES:
         for (int i = 0; i < n->n_children && !rc; i++)
-            rc = run(&n->children[i], t, c);
+            rc = run(&n->children[i], c);
         return rc;
-    case OCP_LSTM_WRAP:
-        if (strcmp(n->type, "XYTranspose") == 0) {
-            transpose(t);
-            rc = run(&n->children[0], t, c);
-            transpose(t);
-        } else if (strcmp(n->type, "RTLReversed") == 0) {
-            reverse_x(t);
-            rc = run(&n->children[0], t, c);
-            reverse_x(t);
-        } else if (strcmp(n->type, "TTBReversed") == 0) {
-            reverse_y(t);
-            rc = run(&n->children[0], t, c);
-            reverse_y(t);
-        } else {
-            rc = ocp_errf(OCP_E_ENGINE, c->err, c->errlen, "%s: not supported yet", n->type);
-        }
+    case OCP_LSTM_WRAP: {
+        void (*f)(tens *) = strcmp(n->type, "XYTranspose") == 0   ? transpose
+                            : strcmp(n->type, "RTLReversed") == 0 ? reverse_x
+                            : strcmp(n->type, "TTBReversed") == 0 ? reverse_y
+                                                                  : NULL;
+        if (!f)
+            return ocp_errf(OCP_E_ENGINE, c->err, c->errlen, "%s: not supported yet", n->type);
+        for (int i = 0; i < c->n; i++)
+            f(&c->t[i]);
+        rc = run(&n->children[0], c);
+        for (int i = 0; i < c->n; i++)
+            f(&c->t[i]);
         return rc;
+    }
     case OCP_LSTM_CONVOLVE:
-        return convolve(n, t, c);
+        for (int i = 0; i < c->n; i++)
+            convolve(n, &c->t[i], &c->line[i]);
+        return 0;
     case OCP_LSTM_MAXPOOL:
-        maxpool(n, t);
+        for (int i = 0; i < c->n; i++)
+            maxpool(n, &c->t[i]);
         return 0;
     case OCP_LSTM_FC:
-        return fully_connected(n, t, c);
+        for (int i = 0; i < c->n && !rc; i++)
+            rc = fully_connected(n, &c->t[i], &c->line[i], c->err, c->errlen);
+        return rc;
     case OCP_LSTM_LSTM:
-        return lstm(n, t, c);
+        return lstm(n, c);
     case OCP_LSTM_PARALLEL:
         break;
     }
     return ocp_errf(OCP_E_ENGINE, c->err, c->errlen, "%s: not supported yet", n->type);
 }
 
+int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *img,
+                           const int *w, float **probs, int *steps, char *err, size_t errlen)
+{
+    for (int i = 0; i < n; i++) {
+        probs[i] = NULL;
+        steps[i] = 0;
+    }
+    if (n < 1)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (w[i] < 1 || w[i] > 100000)
+            return ocp_errf(OCP_E_RANGE, err, errlen, "line %d: width %d", i, w[i]);
+    run_ctx c = {.n = n, .err = err, .errlen = errlen};
+    c.t = ocp_xcalloc((size_t)n, sizeof *c.t);
+    c.line = ocp_xcalloc((size_t)n, sizeof *c.line);
+    /* minstd_rand seeded per line with sample_iteration x 0x10000001, one draw discarded. */
+    uint64_t seed = ((uint64_t)(uint32_t)m->sample_iteration * 0x10000001ULL) % 2147483647u;
+    for (int i = 0; i < n; i++) {
+        tens_new(&c.t[i], m->input_height, w[i], 1);
+        memcpy(c.t[i].v, img[i], (size_t)m->input_height * w[i]);
+        c.line[i].rng = seed ? seed : 1;
+        minstd(&c.line[i]);
+    }
+    int rc = run(&m->net, &c);
+    for (int i = 0; i < n; i++) {
+        free(c.t[i].v);
+        if (!rc && !c.line[i].probs)
+            rc = ocp_errf(OCP_E_ENGINE, err, errlen, "the network does not end in a softmax");
+    }
+    for (int i = 0; i < n; i++) {
+        if (rc) {
+            free(c.line[i].probs);
+            continue;
+        }
+        probs[i] = c.line[i].probs;
+        steps[i] = c.line[i].steps;
+    }
+    free(c.t);
+    free(c.line);
+    return rc;
+}
+
 int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **probs,
                      int *steps, char *err, size_t errlen)
 {
-    *probs = NULL;
-    *steps = 0;
-    if (w < 1 || w > 100000)
-        return ocp_errf(OCP_E_RANGE, err, errlen, "line width %d", w);
-    tens t;
-    tens_new(&t, m->input_height, w, 1);
-    memcpy(t.v, img, (size_t)m->input_height * w);
-    run_ctx c = {.err = err, .errlen = errlen};
-    /* minstd_rand seeded per line with sample_iteration x 0x10000001, one draw discarded. */
-    uint64_t seed = ((uint64_t)(uint32_t)m->sample_iteration * 0x10000001ULL) % 2147483647u;
-    c.rng = seed ? seed : 1;
-    minstd(&c);
-    int rc = run(&m->net, &t, &c);
-    free(t.v);
-    if (!rc && !c.probs)
-        rc = ocp_errf(OCP_E_ENGINE, err, errlen, "the network does not end in a softmax");
-    if (rc) {
-        free(c.probs);
-        return rc;
-    }
-    *probs = c.probs;
-    *steps = c.steps;
-    return 0;
+    return ocp_lstm_forward_batch(m, 1, &img, &w, probs, steps, err, errlen);
 }
 
 void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,

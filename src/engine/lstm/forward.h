@@ -6,9 +6,9 @@
  * 3x3 convolution with pseudo-random borders, maxpool, 1-D and summarising
  * LSTMs, reversal and transposition, softmax.
  *
- * One line at a time for now (the batched layout for CUDA comes next); the
- * line image is the model's input height, int8 (-127 black .. 127 white),
- * row-major.
+ * Lines go through in batches (time-major LSTM steps over all the batch's
+ * rows, longest first); a line image is the model's input height, int8 (-127
+ * black .. 127 white), row-major.
  */
 #ifndef OCP_ENGINE_LSTM_FORWARD_H
 #define OCP_ENGINE_LSTM_FORWARD_H
@@ -24,6 +24,23 @@ float ocp_lstm_logistic(float x);
 int8_t ocp_lstm_quantise(float x);
 /* out[i] = (sum_j w[i][j] * x[j] + w[i][cols-1] * 127) * scale[i], for cols-1 inputs. */
 void ocp_lstm_matvec(const ocp_lstm_matrix *m, const int8_t *x, float *out);
+/* The same for nv vectors x, x + stride, ... into out[v * rows + i]: the batch product.
+ * Exact int32 sums on every kernel (portable, AVX2, AVX-512 VNNI, chosen at run time). */
+void ocp_lstm_matmul(const ocp_lstm_matrix *m, const int8_t *x, int nv, size_t stride,
+                     float *out);
+/* The kernel in use ("portable", "avx2", "avx512-vnni"), and a cap on it for tests and
+ * measurements (0 portable, 1 AVX2, 2 any; returns the previous cap). */
+const char *ocp_lstm_kernel_name(void);
+int ocp_lstm_kernel_cap(int level);
+
+/*
+ * Runs the network over n line images together (img[i]: width w[i], height
+ * m->input_height): probs[i] (free()) receives steps[i] x m->classes softmax outputs of line
+ * i, bit for bit what the line alone gives. The CUDA engine is to replace this behind the
+ * same interface. Returns 0 or an error code with the reason (then no probs).
+ */
+int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *img,
+                           const int *w, float **probs, int *steps, char *err, size_t errlen);
 
 /*
  * Runs the network over one line image of width w (height = m->input_height).

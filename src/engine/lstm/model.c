@@ -168,6 +168,7 @@ static void matrix_free(ocp_lstm_matrix *m)
     free(m->w);
     free(m->scales);
     free(m->w8);
+    free(m->rowsum);
     memset(m, 0, sizeof *m);
 }
 
@@ -217,9 +218,15 @@ void ocp_lstm_matrix_layout(ocp_lstm_matrix *m)
 {
     int n = m->cols - 1;
     free(m->w8);
+    free(m->rowsum);
     m->blocks = (m->rows + 7) / 8;
     m->groups = (n + 3) / 4;
-    m->w8 = ocp_xcalloc((size_t)m->blocks * m->groups * 32 + 1, 1);
+    /* An even number of blocks (zero rows after the last), for kernels taking two at once. */
+    m->w8 = ocp_xcalloc((size_t)(m->blocks + 1) / 2 * 2 * m->groups * 32 + 1, 1);
+    m->rowsum = ocp_xcalloc((size_t)m->rows + 1, sizeof *m->rowsum);
+    for (int i = 0; i < m->rows; i++)
+        for (int j = 0; j < n; j++)
+            m->rowsum[i] += m->w[(size_t)i * m->cols + j];
     for (int i = 0; i < m->rows; i++)
         for (int j = 0; j < n; j++)
             m->w8[((size_t)(i / 8) * m->groups + j / 4) * 32 + (i % 8) * 4 + j % 4] =
@@ -360,6 +367,7 @@ static void unicharset_free(ocp_unicharset *u)
     }
     free(u->text);
     free(u->script);
+    free(u->is_digit);
     memset(u, 0, sizeof *u);
 }
 
@@ -386,6 +394,7 @@ static int read_unicharset(const unsigned char *buf, size_t len, ocp_unicharset 
         return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset: %ld entries", n);
     u->text = ocp_xcalloc((size_t)n, sizeof *u->text);
     u->script = ocp_xcalloc((size_t)n, sizeof *u->script);
+    u->is_digit = ocp_xcalloc((size_t)n, 1);
     for (long i = 0; i < n; i++) {
         line = next_line(&p, end);
         if (!line) {
@@ -402,6 +411,8 @@ static int read_unicharset(const unsigned char *buf, size_t len, ocp_unicharset 
         /* The script is the third field after the text in the modern layout (properties,
          * metrics, script, ...). */
         u->script[i] = ocp_xstrdup(nf >= 3 ? fields[2] : "");
+        /* Properties in hex: 1 alpha, 2 lower, 4 upper, 8 digit, 16 punctuation. */
+        u->is_digit[i] = nf >= 1 && (strtol(fields[0], NULL, 16) & 8) != 0;
         free(line);
     }
     u->n = (int)n;
@@ -456,7 +467,7 @@ void ocp_lstm_model_free(ocp_lstm_model *m)
     unicharset_free(&m->unicharset);
     recoder_free(&m->recoder);
     for (int i = 0; i < 3; i++)
-        free(m->dawg[i]);
+        ocp_dawg_fini(&m->dawg[i]);
     free(m);
 }
 
@@ -534,14 +545,19 @@ int ocp_lstm_model_load_buffer(const unsigned char *buf, size_t len, ocp_lstm_mo
     }
     if (size[OCP_TD_VERSION])
         m->version = ocp_xstrndup((const char *)buf + off[OCP_TD_VERSION], size[OCP_TD_VERSION]);
+    static const char *const dawg_name[3] = {"lstm-punc-dawg", "lstm-word-dawg",
+                                             "lstm-number-dawg"};
     for (int i = 0; i < 3; i++) {
         size_t s = size[OCP_TD_LSTM_PUNC_DAWG + i];
-        if (s) {
-            m->dawg[i] = ocp_xmalloc(s);
-            memcpy(m->dawg[i], buf + off[OCP_TD_LSTM_PUNC_DAWG + i], s);
-            m->dawg_len[i] = s;
+        char why[256];
+        if (s && ocp_dawg_read(buf + off[OCP_TD_LSTM_PUNC_DAWG + i], s, m->unicharset.n,
+                               &m->dawg[i], why, sizeof why)) {
+            rc = ocp_errf(OCP_E_FORMAT, err, errlen, "%s: %s", dawg_name[i], why);
+            goto fail;
         }
     }
+    if (m->dawg[1].edges)
+        m->dict = (ocp_dict){&m->dawg[0], &m->dawg[1], &m->dawg[2], m->unicharset.is_digit};
     *out = m;
     return 0;
 fail:

@@ -13,6 +13,8 @@
 #ifndef OCP_ENGINE_LSTM_MODEL_H
 #define OCP_ENGINE_LSTM_MODEL_H
 
+#include "engine/lstm/dawg.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,9 +42,11 @@ typedef struct ocp_lstm_matrix {
      * zero-padded to whole blocks and groups. Built at load, so workers share it. */
     int8_t *w8;
     int blocks, groups;
+    int32_t *rowsum; /* per row, the sum of its weights without the bias (for kernels that
+                        take the inputs as unsigned x + 128) */
 } ocp_lstm_matrix;
 
-/* Builds m->w8 from m->w (the model reader does it for every matrix). */
+/* Builds m->w8 and m->rowsum from m->w (the model reader does it for every matrix). */
 void ocp_lstm_matrix_layout(ocp_lstm_matrix *m);
 
 /* Inputs handed to the forward pass's products are read in groups of 4: a buffer holding
@@ -86,6 +90,7 @@ typedef struct ocp_unicharset {
     int n;
     char **text;
     char **script; /* the script property of each, or "" */
+    unsigned char *is_digit; /* the digit property of each (0/1) */
 } ocp_unicharset;
 
 /* The recoder: for each unichar id, the codes (network classes) that spell it (length 1
@@ -105,9 +110,10 @@ typedef struct ocp_lstm_model {
     ocp_unicharset unicharset;
     ocp_recoder recoder;
     char *version;
-    /* The dictionaries, kept as the file's bytes for the decoder (NULL when absent). */
-    unsigned char *dawg[3];
-    size_t dawg_len[3];
+    /* The dictionaries (punctuation, word, number; edges NULL when absent), and the walk's
+     * view of them (dict.word NULL: a model without dictionaries). */
+    ocp_dawg dawg[3];
+    ocp_dict dict;
 } ocp_lstm_model;
 
 /*

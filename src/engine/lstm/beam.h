@@ -1,0 +1,37 @@
+/*
+ * beam.h: the beam-search decoder over the network's softmax outputs, with
+ * or without the model's dictionaries, written from the reference's facts
+ * on Tesseract's RecodeBeamSearch:
+ *  - paths are CTC alignments: at each step a path takes the null class, the
+ *    class it took at the step before (the same character going on), or a new
+ *    class (a new character); paths spelling the same text that end on the
+ *    same class with the same dictionary standing merge, the better kept;
+ *  - at each step the top 2 classes are tried, then the next 3, then the
+ *    rest, stopping once some path goes on;
+ *  - a step scores log(p); a new character log(p) - 0.085, times 2.25 when
+ *    its word is not checked against the dictionary;
+ *  - with dictionaries, every word is read both ways from its first letter:
+ *    a dictionary path dies at a letter no dictionary word goes on with, and
+ *    may cross a space (or end the line) only at a word's end;
+ *  - the beam keeps 5 paths in each of 4 heaps (dictionary or not; last step
+ *    the null class or a character).
+ */
+#ifndef OCP_ENGINE_LSTM_BEAM_H
+#define OCP_ENGINE_LSTM_BEAM_H
+
+#include "engine/lstm/forward.h"
+#include "engine/lstm/model.h"
+
+/* Decodes steps x m->classes probabilities; with use_dict and a model with a word dawg,
+ * with its dictionaries. *chars (free()) receives *n characters (texts borrowed from the
+ * model; prob: the lowest probability of the path's class over the character's steps). */
+void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int use_dict,
+                   ocp_lstm_char **chars, int *n);
+
+/* The decoded characters as one UTF-8 string (new). */
+char *ocp_lstm_chars_text(const ocp_lstm_char *chars, int n);
+
+/* The mean over the steps of the best class's probability (how sure the network is). */
+float ocp_lstm_mean_best(const ocp_lstm_model *m, const float *probs, int steps);
+
+#endif
