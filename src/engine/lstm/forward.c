@@ -27,25 +27,37 @@ __attribute__((constructor)) static void build_tables(void)
     }
 }
 
-/* f(x) for x >= 0 from table t: index trunc(x * 256), linear between entries, 1 past the
- * end. */
-static float lookup(const float *t, float x)
+/* f(x) for x >= 0 from table t: index trunc(x * 256), linear between entries, 1 from index
+ * TABLE - 1 on. */
+static inline __attribute__((always_inline)) float lookup(const float *t, float x)
 {
     float s = x * 256.0f;
-    int i = (int)s;
-    if (i >= TABLE - 1)
-        return 1.0f;
-    return t[i] + (t[i + 1] - t[i]) * (s - (float)i);
+    int i = s < (float)(TABLE - 1) ? (int)s : TABLE - 1;
+    int i0 = i < TABLE - 1 ? i : TABLE - 2;
+    float v = t[i0] + (t[i0 + 1] - t[i0]) * (s - (float)i0);
+    return i >= TABLE - 1 ? 1.0f : v;
+}
+
+static inline __attribute__((always_inline)) float tanh_of(float x)
+{
+    float v = lookup(tanh_t, x < 0 ? -x : x);
+    return x < 0 ? -v : v;
+}
+
+static inline __attribute__((always_inline)) float logistic_of(float x)
+{
+    float v = lookup(logistic_t, x < 0 ? -x : x);
+    return x < 0 ? 1.0f - v : v;
 }
 
 float ocp_lstm_tanh(float x)
 {
-    return x < 0 ? -lookup(tanh_t, -x) : lookup(tanh_t, x);
+    return tanh_of(x);
 }
 
 float ocp_lstm_logistic(float x)
 {
-    return x < 0 ? 1.0f - lookup(logistic_t, -x) : lookup(logistic_t, x);
+    return logistic_of(x);
 }
 
 /* Round half away from zero (as floor(|v| + 0.5) with the sign), by truncation: |v| + 0.5
@@ -55,11 +67,147 @@ static int round_away(double v)
     return v < 0 ? -(int)(-v + 0.5) : (int)(v + 0.5);
 }
 
+/* clip(round-half-away(x * 127), -127, 127), in double. */
+static inline __attribute__((always_inline)) int8_t quantise(float x)
+{
+    double v = (double)x * 127.0;
+    double a = v < 0 ? -v : v;
+    int r = a < 127.0 ? (int)(a + 0.5) : 127;
+    return (int8_t)(v < 0 ? -r : r);
+}
+
 int8_t ocp_lstm_quantise(float x)
 {
-    int v = round_away((double)x * 127.0);
-    return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    return quantise(x);
 }
+
+/* ---- element-wise loops ----------------------------------------------------------------
+ * Over a whole layer: scalar, and AVX-512 (16 lanes, gathers from the tables) where the
+ * products use AVX-512 too; the same float and double operations in the same order, so the
+ * same bits. */
+
+/* out[k] = q8(f(a[k])), f: 0 identity, 1 tanh, 2 logistic, 3 relu. */
+static void activate_scalar(int act, const float *a, int8_t *out, int n)
+{
+    if (act == 1)
+        for (int k = 0; k < n; k++)
+            out[k] = quantise(tanh_of(a[k]));
+    else if (act == 2)
+        for (int k = 0; k < n; k++)
+            out[k] = quantise(logistic_of(a[k]));
+    else if (act == 3)
+        for (int k = 0; k < n; k++)
+            out[k] = quantise(a[k] < 0 ? 0 : a[k]);
+    else
+        for (int k = 0; k < n; k++)
+            out[k] = quantise(a[k]);
+}
+
+/* One LSTM step of ns units from the four gates' products: c = c x f, then c += ci x gi
+ * (a multiply and an add, never fused: -std=c17 keeps contraction off), clipped at +-100;
+ * h = q8(tanh(c) x o). */
+static void lstm_cell_scalar(int ns, const float *g0, const float *g1, const float *g2,
+                             const float *g3, float *cell, int8_t *h)
+{
+    for (int j = 0; j < ns; j++) {
+        float ci = tanh_of(g0[j]), gi = logistic_of(g1[j]);
+        float gf = logistic_of(g2[j]), go = logistic_of(g3[j]);
+        float cv = cell[j] * gf;
+        float add = ci * gi;
+        cv = cv + add;
+        cv = cv > 100.0f ? 100.0f : cv < -100.0f ? -100.0f : cv;
+        cell[j] = cv;
+        h[j] = quantise(tanh_of(cv) * go);
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static inline __m512 lookup16(const float *t, __m512 x) /* x >= 0 */
+{
+    __m512 s = _mm512_mul_ps(x, _mm512_set1_ps(256.0f));
+    __mmask16 past = _mm512_cmp_ps_mask(s, _mm512_set1_ps((float)(TABLE - 1)), _CMP_NLT_UQ);
+    __m512i i = _mm512_cvttps_epi32(_mm512_mask_blend_ps(past, s, _mm512_setzero_ps()));
+    __m512 t0 = _mm512_i32gather_ps(i, t, 4);
+    __m512 t1 = _mm512_i32gather_ps(_mm512_add_epi32(i, _mm512_set1_epi32(1)), t, 4);
+    __m512 v = _mm512_add_ps(
+        t0, _mm512_mul_ps(_mm512_sub_ps(t1, t0), _mm512_sub_ps(s, _mm512_cvtepi32_ps(i))));
+    return _mm512_mask_blend_ps(past, v, _mm512_set1_ps(1.0f));
+}
+
+AVX512 static inline __m512 abs16(__m512 x, __mmask16 *neg)
+{
+    *neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mask_sub_ps(x, *neg, _mm512_setzero_ps(), x);
+}
+
+AVX512 static inline __m512 tanh16(__m512 x)
+{
+    __mmask16 neg;
+    __m512 v = lookup16(tanh_t, abs16(x, &neg));
+    return _mm512_mask_sub_ps(v, neg, _mm512_setzero_ps(), v);
+}
+
+AVX512 static inline __m512 logistic16(__m512 x)
+{
+    __mmask16 neg;
+    __m512 v = lookup16(logistic_t, abs16(x, &neg));
+    return _mm512_mask_sub_ps(v, neg, _mm512_set1_ps(1.0f), v);
+}
+
+/* Half of 16 lanes as quantise() does it, in double: |x| x 127 + 0.5 truncated, under 127;
+ * *neg and *in receive the lanes' signs and range. */
+AVX512 static inline __m256i quantise_half(__m256 x, __mmask8 *neg, __mmask8 *in)
+{
+    __m512d v = _mm512_mul_pd(_mm512_cvtps_pd(x), _mm512_set1_pd(127.0));
+    *neg = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ);
+    __m512d a = _mm512_mask_sub_pd(v, *neg, _mm512_setzero_pd(), v);
+    *in = _mm512_cmp_pd_mask(a, _mm512_set1_pd(127.0), _CMP_LT_OQ);
+    return _mm512_cvttpd_epi32(_mm512_add_pd(a, _mm512_set1_pd(0.5)));
+}
+
+AVX512 static inline __m128i quantise16(__m512 x)
+{
+    __mmask8 n0, n1, i0, i1;
+    __m256i lo = quantise_half(_mm512_castps512_ps256(x), &n0, &i0);
+    __m256i hi = quantise_half(
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)), &n1, &i1);
+    __m512i r = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    __mmask16 in = (__mmask16)(i0 | (i1 << 8)), neg = (__mmask16)(n0 | (n1 << 8));
+    r = _mm512_mask_blend_epi32(in, _mm512_set1_epi32(127), r);
+    r = _mm512_mask_sub_epi32(r, neg, _mm512_setzero_si512(), r);
+    return _mm512_cvtepi32_epi8(r);
+}
+
+AVX512 static void activate_avx512(int act, const float *a, int8_t *out, int n)
+{
+    int k = 0;
+    for (; act == 1 && k + 16 <= n; k += 16)
+        _mm_storeu_si128((__m128i *)(out + k), quantise16(tanh16(_mm512_loadu_ps(a + k))));
+    activate_scalar(act, a + k, out + k, n - k);
+}
+
+AVX512 static void lstm_cell_avx512(int ns, const float *g0, const float *g1, const float *g2,
+                                    const float *g3, float *cell, int8_t *h)
+{
+    int j = 0;
+    for (; j + 16 <= ns; j += 16) {
+        __m512 ci = tanh16(_mm512_loadu_ps(g0 + j)), gi = logistic16(_mm512_loadu_ps(g1 + j));
+        __m512 gf = logistic16(_mm512_loadu_ps(g2 + j)), go = logistic16(_mm512_loadu_ps(g3 + j));
+        __m512 cv = _mm512_mul_ps(_mm512_loadu_ps(cell + j), gf);
+        cv = _mm512_add_ps(cv, _mm512_mul_ps(ci, gi));
+        cv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cv, _mm512_set1_ps(100.0f), _CMP_GT_OQ), cv,
+                                  _mm512_set1_ps(100.0f));
+        cv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(cv, _mm512_set1_ps(-100.0f), _CMP_LT_OQ),
+                                  cv, _mm512_set1_ps(-100.0f));
+        _mm512_storeu_ps(cell + j, cv);
+        _mm_storeu_si128((__m128i *)(h + j), quantise16(_mm512_mul_ps(tanh16(cv), go)));
+    }
+    lstm_cell_scalar(ns - j, g0 + j, g1 + j, g2 + j, g3 + j, cell + j, h + j);
+}
+#endif
 
 /* ---- the products ----------------------------------------------------------------------
  * The one hot loop: int8 x int8 sums into int32, exact on every path, so every kernel gives
@@ -230,6 +378,29 @@ int ocp_lstm_kernel_cap(int level)
     return old;
 }
 
+static void activate(int act, const float *a, int8_t *out, int n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (kernel() == 2) {
+        activate_avx512(act, a, out, n);
+        return;
+    }
+#endif
+    activate_scalar(act, a, out, n);
+}
+
+static void lstm_cell(int ns, const float *g0, const float *g1, const float *g2,
+                      const float *g3, float *cell, int8_t *h)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (kernel() == 2) {
+        lstm_cell_avx512(ns, g0, g1, g2, g3, cell, h);
+        return;
+    }
+#endif
+    lstm_cell_scalar(ns, g0, g1, g2, g3, cell, h);
+}
+
 void ocp_lstm_matmul(const ocp_lstm_matrix *m, const int8_t *x, int nv, size_t stride,
                      float *out)
 {
@@ -354,9 +525,17 @@ static void convolve(const ocp_lstm_node *n, tens *t, line_ctx *c)
     int kx = 2 * n->half_x + 1, ky = 2 * n->half_y + 1;
     tens o;
     tens_new(&o, t->h, t->w, t->d * kx * ky);
+    int hx = n->half_x, hy = n->half_y;
     for (int y = 0; y < t->h; y++) {
         for (int x = 0; x < t->w; x++) {
             int8_t *dst = at(&o, y, x);
+            if (t->d == 1 && y >= hy && y < t->h - hy && x >= hx && x < t->w - hx) {
+                /* Inside the image (most pixels): no border value to draw. */
+                for (int dx = -hx; dx <= hx; dx++)
+                    for (int dy = -hy; dy <= hy; dy++)
+                        dst[(dx + hx) * ky + dy + hy] = t->v[(size_t)(y + dy) * t->w + x + dx];
+                continue;
+            }
             for (int dx = -n->half_x; dx <= n->half_x; dx++) {
                 for (int dy = -n->half_y; dy <= n->half_y; dy++) {
                     int8_t *d = dst + ((dx + n->half_x) * ky + (dy + n->half_y)) * t->d;
@@ -409,47 +588,43 @@ static int fully_connected(const ocp_lstm_node *n, tens *t, line_ctx *c, char *e
         return ocp_errf(OCP_E_ENGINE, err, errlen,
                         "softmax over %d rows: the network did not collapse the height", t->h);
     size_t np = (size_t)t->h * t->w;
-    float *acc = ocp_xmalloc((np ? np : 1) * n->no * sizeof *acc);
-    ocp_lstm_matmul(&n->fc, t->v, (int)np, (size_t)t->d, acc);
     tens o;
     tens_new(&o, t->h, t->w, n->no);
-    if (softmax) {
-        free(c->probs);
-        c->probs = ocp_xmalloc((size_t)t->w * n->no * sizeof *c->probs + 1);
-        c->steps = t->w;
+    if (!softmax) {
+        /* A few thousand positions a product: the floats stay small and in cache. */
+        size_t chunk = 65536 / (size_t)n->no + 1;
+        float *acc = ocp_xmalloc(chunk * n->no * sizeof *acc);
+        for (size_t q0 = 0; q0 < np; q0 += chunk) {
+            size_t k = np - q0 < chunk ? np - q0 : chunk;
+            ocp_lstm_matmul(&n->fc, t->v + q0 * t->d, (int)k, (size_t)t->d, acc);
+            activate(act, acc, o.v + q0 * n->no, (int)(k * n->no));
+        }
+        free(acc);
+        tens_replace(t, &o);
+        return 0;
     }
+    /* The softmax: products straight into the line's probabilities, normalised in place. */
+    free(c->probs);
+    c->probs = ocp_xmalloc((np ? np : 1) * n->no * sizeof *c->probs);
+    c->steps = t->w;
+    ocp_lstm_matmul(&n->fc, t->v, (int)np, (size_t)t->d, c->probs);
     for (size_t q = 0; q < np; q++) {
-        const float *a = acc + q * n->no;
+        float *p = c->probs + q * n->no;
         int8_t *dst = o.v + q * n->no;
-        if (softmax) {
-            float mx = a[0], sum = 0;
-            for (int k = 1; k < n->no; k++)
-                if (a[k] > mx)
-                    mx = a[k];
-            float *p = c->probs + q * n->no;
-            for (int k = 0; k < n->no; k++) {
-                float d = a[k] - mx;
-                p[k] = expf(d < -86.0f ? -86.0f : d);
-                sum += p[k];
-            }
-            for (int k = 0; k < n->no; k++) {
-                p[k] /= sum;
-                dst[k] = ocp_lstm_quantise(p[k]);
-            }
-            continue;
+        float mx = p[0], sum = 0;
+        for (int k = 1; k < n->no; k++)
+            if (p[k] > mx)
+                mx = p[k];
+        for (int k = 0; k < n->no; k++) {
+            float d = p[k] - mx;
+            p[k] = expf(d < -86.0f ? -86.0f : d);
+            sum += p[k];
         }
         for (int k = 0; k < n->no; k++) {
-            float v = a[k];
-            if (act == 1)
-                v = ocp_lstm_tanh(v);
-            else if (act == 2)
-                v = ocp_lstm_logistic(v);
-            else if (act == 3)
-                v = v < 0 ? 0 : v;
-            dst[k] = ocp_lstm_quantise(v);
+            p[k] /= sum;
+            dst[k] = quantise(p[k]);
         }
     }
-    free(acc);
     tens_replace(t, &o);
     return 0;
 }
@@ -522,19 +697,7 @@ static int lstm(const ocp_lstm_node *n, run_ctx *c)
             int last = x == sq->len - 1;
             int8_t *dst = n->summarise ? (last ? at(&o[sq->line], sq->y, 0) : NULL)
                                        : at(&o[sq->line], sq->y, x);
-            for (int j = 0; j < ns; j++) {
-                float ci = ocp_lstm_tanh(g0[j]), gi = ocp_lstm_logistic(g1[j]);
-                float gf = ocp_lstm_logistic(g2[j]), go = ocp_lstm_logistic(g3[j]);
-                float cv = cs[j] * gf;
-                float add = ci * gi;
-                cv = cv + add;
-                if (cv > 100.0f)
-                    cv = 100.0f;
-                else if (cv < -100.0f)
-                    cv = -100.0f;
-                cs[j] = cv;
-                hs[j] = ocp_lstm_quantise(ocp_lstm_tanh(cv) * go);
-            }
+            lstm_cell(ns, g0, g1, g2, g3, cs, hs);
             if (dst)
                 memcpy(dst, hs, (size_t)ns);
         }
