@@ -62,38 +62,49 @@ static void test_matvec(void **state)
     assert_true(out[1] == (float)(-1270 - 2540 - 127) * 0.25f);
 }
 
-/* The AVX2 path (8 rows at a time) and the portable one give the same floats, bit for bit,
- * on matrices of awkward sizes with extreme values. */
+/* The portable path, AVX2 (8 rows at a time) and AVX-512 VNNI (16 rows, inputs as x + 128)
+ * give the same floats, bit for bit, on matrices of awkward sizes with extreme values, one
+ * vector at a time and several (the batch product, 1 to 6 vectors with a stride). */
 static void test_matvec_paths(void **state)
 {
     (void)state;
     unsigned seed = 7;
     static const int sizes[][2] = {{1, 2}, {7, 10}, {8, 5}, {9, 66}, {16, 10}, {111, 193},
-                                   {96, 145}, {13, 289}};
+                                   {96, 145}, {13, 289}, {17, 3}};
     for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
-        int rows = sizes[t][0], cols = sizes[t][1];
+        int rows = sizes[t][0], cols = sizes[t][1], nv = 1 + (int)(t % 6);
+        size_t stride = (size_t)cols + 3;
         ocp_lstm_matrix m = {.rows = rows, .cols = cols};
         m.w = malloc((size_t)rows * cols);
         m.scales = malloc(sizeof(float) * (size_t)rows);
-        int8_t *x = calloc((size_t)cols + OCP_LSTM_PAD, 1);
+        int8_t *x = calloc(stride * (size_t)nv + OCP_LSTM_PAD, 1);
         for (int i = 0; i < rows * cols; i++) {
             seed = seed * 1103515245u + 12345u;
             m.w[i] = (int8_t)((int)(seed >> 16) % 255 - 127); /* -127..127 */
         }
         for (int i = 0; i < rows; i++)
             m.scales[i] = 0.001f * (float)(i + 1);
-        for (int j = 0; j < cols - 1; j++) {
-            seed = seed * 1103515245u + 12345u;
-            x[j] = (int8_t)(j % 5 == 0 ? (j % 2 ? 127 : -127) : (int)(seed >> 16) % 255 - 127);
-        }
-        float a[400], b[400];
-        ocp_lstm_matvec(&m, x, a); /* no w8 yet: the row-by-row path */
+        for (int v = 0; v < nv; v++)
+            for (int j = 0; j < cols - 1; j++) {
+                seed = seed * 1103515245u + 12345u;
+                x[(size_t)v * stride + j] =
+                    (int8_t)(j % 5 == 0 ? (j % 2 ? 127 : -127) : (int)(seed >> 16) % 255 - 127);
+            }
+        float a[6 * 400], b[6 * 400];
+        for (int v = 0; v < nv; v++) /* no w8 yet: the row-by-row path, a vector at a time */
+            ocp_lstm_matvec(&m, x + (size_t)v * stride, a + (size_t)v * rows);
         ocp_lstm_matrix_layout(&m);
-        ocp_lstm_matvec(&m, x, b); /* with w8: the AVX2 path where the CPU has it */
-        assert_memory_equal(a, b, sizeof(float) * (size_t)rows);
+        for (int cap = 2; cap >= 0; cap--) {
+            int old = ocp_lstm_kernel_cap(cap);
+            memset(b, 0, sizeof b);
+            ocp_lstm_matmul(&m, x, nv, stride, b);
+            assert_memory_equal(a, b, sizeof(float) * (size_t)rows * nv);
+            ocp_lstm_kernel_cap(old);
+        }
         free(m.w);
         free(m.scales);
         free(m.w8);
+        free(m.rowsum);
         free(x);
     }
 }
