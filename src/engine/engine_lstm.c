@@ -110,7 +110,8 @@ static uint8_t *crop_grey(const ocp_page_image *img, ocp_box b)
 typedef struct pline {
     ocp_box b, p;    /* the layout's box, and the crop (padded, clipped) */
     int block, par;
-    uint8_t *grey;   /* the crop in grey, light text on dark turned over */
+    int dark;        /* the crop is mostly dark: light text on a dark ground, read turned
+                        over */
     int skip;        /* too small to read */
     /* The best reading so far: its characters, the normalised width, the mean best
      * probability over its steps, the model. */
@@ -123,79 +124,80 @@ typedef struct pline {
 #define BATCH_LINES 8          /* lines a forward pass takes together */
 #define BATCH_PIXELS (1 << 19) /* and their normalised pixels, which bounds the batch's memory */
 
-/* Reads lines idx[0..n) with model m (inverted crops when `invert`), in batches of similar
- * widths; a reading surer than a line's best replaces it. */
-static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int n, int invert,
-                      double deadline, char *err, size_t errlen)
+/* Reads lines idx[0..n) of the page with model m (the crops turned over once more when
+ * `invert`), in batches of similar widths; a reading surer than a line's best replaces it.
+ * The crops are made here, a line at a time, not kept: a page's lines in grey weigh as much
+ * as the page. */
+static int read_lines(const ocp_page_image *page, const ocp_lstm_model *m, pline *lines,
+                      const int *idx, int n, int invert, double deadline, char *err,
+                      size_t errlen)
 {
-    int8_t **img = ocp_xcalloc((size_t)n + 1, sizeof *img);
-    int *w = ocp_xcalloc((size_t)n + 1, sizeof *w), *order = ocp_xcalloc((size_t)n + 1, sizeof *order);
-    int ok = 0, rc = 0;
+    /* Similar widths together, by the width the line will have at the model's height
+     * (insertion sort: tens of lines); each batch's lines prepared only when it runs. */
+    int *order = ocp_xcalloc((size_t)n + 1, sizeof *order);
+    double *ew = ocp_xcalloc((size_t)n + 1, sizeof *ew);
     for (int i = 0; i < n; i++) {
-        pline *l = &lines[idx[i]];
-        int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
-        uint8_t *src = l->grey, *inv = NULL;
-        if (invert) {
-            size_t np = (size_t)gw * gh;
-            inv = ocp_xmalloc(np + 1);
-            for (size_t k = 0; k < np; k++)
-                inv[k] = (uint8_t)(255 - l->grey[k]);
-            src = inv;
-        }
-        char why[300];
-        if (ocp_lstm_prepare_line(m, src, gw, gh, gw, &img[i], &w[i], why, sizeof why))
-            OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", why);
-        else
-            order[ok++] = i;
-        free(inv);
+        const ocp_box *p = &lines[idx[i]].p;
+        ew[i] = (double)(p->x2 - p->x1) * m->input_height / (p->y2 - p->y1);
+        order[i] = i;
     }
-    /* Similar widths together (insertion sort: tens of lines). */
-    for (int i = 1; i < ok; i++)
-        for (int j = i; j > 0 && w[order[j - 1]] < w[order[j]]; j--) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && ew[order[j - 1]] < ew[order[j]]; j--) {
             int t = order[j];
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
-    for (int a = 0; a < ok && !rc;) {
-        int z = a;
-        long px = 0;
-        const int8_t *bimg[BATCH_LINES];
-        int bw[BATCH_LINES], steps[BATCH_LINES];
+    int rc = 0;
+    for (int a = 0; a < n && !rc;) {
+        int8_t *bimg[BATCH_LINES];
+        int bw[BATCH_LINES], steps[BATCH_LINES], who[BATCH_LINES], nb = 0;
         float *probs[BATCH_LINES];
-        while (z < ok && z - a < BATCH_LINES &&
-               (z == a || px + (long)w[order[z]] * m->input_height <= BATCH_PIXELS)) {
-            bimg[z - a] = img[order[z]];
-            bw[z - a] = w[order[z]];
-            px += (long)w[order[z]] * m->input_height;
-            z++;
+        long px = 0;
+        for (; a < n && nb < BATCH_LINES &&
+               (nb == 0 || px + (long)ew[order[a]] * m->input_height <= BATCH_PIXELS);
+             a++) {
+            pline *l = &lines[idx[order[a]]];
+            int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
+            uint8_t *grey = crop_grey(page, l->p);
+            if (l->dark != invert) {
+                size_t np = (size_t)gw * gh;
+                for (size_t k = 0; k < np; k++)
+                    grey[k] = (uint8_t)(255 - grey[k]);
+            }
+            char why[300];
+            if (ocp_lstm_prepare_line(m, grey, gw, gh, gw, &bimg[nb], &bw[nb], why, sizeof why)) {
+                OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", why);
+            } else {
+                px += (long)bw[nb] * m->input_height;
+                who[nb++] = idx[order[a]];
+            }
+            free(grey);
         }
         char why[300];
-        if (ocp_lstm_forward_batch(m, z - a, bimg, bw, probs, steps, why, sizeof why)) {
-            OCP_LOG(OCP_LOG_DEBUG, "lstm: %d line(s) skipped: %s", z - a, why);
+        if (nb && ocp_lstm_forward_batch(m, nb, (const int8_t *const *)bimg, bw, probs, steps,
+                                         why, sizeof why)) {
+            OCP_LOG(OCP_LOG_DEBUG, "lstm: %d line(s) skipped: %s", nb, why);
         } else {
-            for (int k = a; k < z; k++) {
-                pline *l = &lines[idx[order[k]]];
-                float *pr = probs[k - a];
-                double score = ocp_lstm_mean_best(m, pr, steps[k - a]);
+            for (int k = 0; k < nb; k++) {
+                pline *l = &lines[who[k]];
+                double score = ocp_lstm_mean_best(m, probs[k], steps[k]);
                 if (!l->m || score > l->score) {
                     free(l->chars);
-                    ocp_lstm_beam(m, pr, steps[k - a], 1, &l->chars, &l->n);
-                    l->w = w[order[k]];
+                    ocp_lstm_beam(m, probs[k], steps[k], 1, &l->chars, &l->n);
+                    l->w = bw[k];
                     l->score = score;
                     l->m = m;
                 }
-                free(pr);
+                free(probs[k]);
             }
         }
-        a = z;
+        for (int k = 0; k < nb; k++)
+            free(bimg[k]);
         if (deadline > 0 && ocp_now() > deadline)
             rc = ocp_errf(OCP_E_TIMEOUT, err, errlen, "page timeout");
     }
-    for (int i = 0; i < n; i++)
-        free(img[i]);
-    free(img);
-    free(w);
     free(order);
+    free(ew);
     return rc;
 }
 
@@ -253,8 +255,8 @@ static void emit_line(const pline *l, ocp_result *res, ocp_sb *text, double *con
     ocp_sb_fini(&trimmed);
 }
 
-/* The crop of line box b: padded by 4 px, clipped, grey, turned over when it is mostly
- * dark (light text on a dark ground, which the models read inverted). */
+/* The crop box of line box b: padded by 4 px, clipped; and whether it is mostly dark (light
+ * text on a dark ground, which the models read turned over). */
 static void crop_line(const ocp_page_image *img, pline *l)
 {
     ocp_box b = l->b;
@@ -272,14 +274,13 @@ static void crop_line(const ocp_page_image *img, pline *l)
         l->skip = 1;
         return;
     }
-    l->grey = crop_grey(img, p);
+    uint8_t *grey = crop_grey(img, p);
     size_t npx = (size_t)(p.x2 - p.x1) * (size_t)(p.y2 - p.y1);
     uint64_t total = 0;
     for (size_t k = 0; k < npx; k++)
-        total += l->grey[k];
-    if (total < npx * 128)
-        for (size_t k = 0; k < npx; k++)
-            l->grey[k] = (uint8_t)(255 - l->grey[k]);
+        total += grey[k];
+    l->dark = total < npx * 128;
+    free(grey);
 }
 
 static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params *op,
@@ -317,6 +318,9 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
         } while (TessPageIteratorNext(pi, RIL_TEXTLINE));
         TessPageIteratorDelete(pi);
     }
+    /* The layout is all Tesseract gives here: its copies of the page go before our tensors
+     * come (the worker's peak memory). */
+    TessBaseAPIClear(api);
     int *hs = ocp_xcalloc((size_t)nl + 1, sizeof *hs);
     for (int i = 0; i < nl; i++)
         hs[i] = lines[i].b.y2 - lines[i].b.y1;
@@ -345,14 +349,14 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
                 idx[n++] = i;
         if (!n)
             break;
-        rc = read_lines(st->model[mi], lines, idx, n, 0, deadline, err, errlen);
+        rc = read_lines(img, st->model[mi], lines, idx, n, 0, deadline, err, errlen);
         /* Light text on a dark ground, perhaps: doubtful lines are read inverted too, the
          * surer reading kept (as Tesseract does below the same mean probability). */
         for (int k = 0; k < n && !rc; k++)
             if (lines[idx[k]].m == st->model[mi] && lines[idx[k]].score < DOUBTFUL)
                 doubt[nd++] = idx[k];
         if (nd && !rc)
-            rc = read_lines(st->model[mi], lines, doubt, nd, 1, deadline, err, errlen);
+            rc = read_lines(img, st->model[mi], lines, doubt, nd, 1, deadline, err, errlen);
     }
     if (rc == OCP_E_TIMEOUT)
         rc = ocp_errf(OCP_E_TIMEOUT, err, errlen,
@@ -371,7 +375,6 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
             last_block = lines[i].block;
             emit_line(&lines[i], res, &text, &conf_sum, &n_words);
         }
-        free(lines[i].grey);
         free(lines[i].chars);
     }
     free(lines);

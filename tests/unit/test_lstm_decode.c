@@ -145,7 +145,7 @@ static void test_dawg_fuzz(void **state)
     memcpy(orig + 10, src->edges, (size_t)src->n * 8);
     char err[300];
     ocp_dawg d;
-    assert_int_equal(ocp_dawg_read(orig, len, size, &d, err, sizeof err), 0);
+    assert_int_equal(ocp_dawg_read(orig, len, size, 0, &d, err, sizeof err), 0);
     ocp_dawg_fini(&d);
     int ok = 0, refused = 0;
     unsigned seed = 7;
@@ -168,7 +168,7 @@ static void test_dawg_fuzz(void **state)
                     buf[10 + e * 8 + bit / 8] ^= (unsigned char)(1u << (bit % 8));
             }
         }
-        if (ocp_dawg_read(buf, l, size, &d, err, sizeof err)) {
+        if (ocp_dawg_read(buf, l, size, 0, &d, err, sizeof err)) {
             assert_true(err[0] != '\0');
             refused++;
             continue;

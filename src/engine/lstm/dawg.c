@@ -15,19 +15,26 @@
 #define F_END 4u
 #define MAX_EDGES (1L << 27) /* a word dawg of Debian's models has under 2M */
 
+static inline uint64_t edge(const ocp_dawg *d, long e)
+{
+    uint64_t v;
+    memcpy(&v, d->edges + (size_t)e * 8, 8); /* x86-64 and the file: little-endian */
+    return v;
+}
+
 static inline int e_letter(const ocp_dawg *d, long e)
 {
-    return (int)(d->edges[e] & ((1ull << d->letter_bits) - 1));
+    return (int)(edge(d, e) & ((1ull << d->letter_bits) - 1));
 }
 
 static inline unsigned e_flags(const ocp_dawg *d, long e)
 {
-    return (unsigned)(d->edges[e] >> d->letter_bits) & 7u;
+    return (unsigned)(edge(d, e) >> d->letter_bits) & 7u;
 }
 
 long ocp_dawg_next(const ocp_dawg *d, long e)
 {
-    return (long)(d->edges[e] >> (d->letter_bits + 3));
+    return (long)(edge(d, e) >> (d->letter_bits + 3));
 }
 
 int ocp_dawg_word_end(const ocp_dawg *d, long e)
@@ -35,8 +42,8 @@ int ocp_dawg_word_end(const ocp_dawg *d, long e)
     return (e_flags(d, e) & F_END) != 0;
 }
 
-int ocp_dawg_read(const unsigned char *buf, size_t len, int unichars, ocp_dawg *d, char *err,
-                  size_t errlen)
+int ocp_dawg_read(const unsigned char *buf, size_t len, int unichars, int borrow, ocp_dawg *d,
+                  char *err, size_t errlen)
 {
     memset(d, 0, sizeof *d);
     if (len < 10)
@@ -59,8 +66,13 @@ int ocp_dawg_read(const unsigned char *buf, size_t len, int unichars, ocp_dawg *
     d->letter_bits = bits;
     d->unichars = unichars;
     d->n = n;
-    d->edges = ocp_xmalloc((size_t)n * sizeof *d->edges);
-    memcpy(d->edges, buf + 10, (size_t)n * 8);
+    if (borrow) {
+        d->edges = buf + 10;
+    } else {
+        d->owned = ocp_xmalloc((size_t)n * 8);
+        memcpy(d->owned, buf + 10, (size_t)n * 8);
+        d->edges = d->owned;
+    }
     /* Every node ends with a last-edge flag: with the file's last edge flagged, a walk from
      * any edge index stops inside the array. */
     if (!(e_flags(d, n - 1) & F_LAST)) {
@@ -93,7 +105,7 @@ void ocp_dawg_fini(ocp_dawg *d)
 {
     if (!d)
         return;
-    free(d->edges);
+    free(d->owned);
     free(d->root);
     memset(d, 0, sizeof *d);
 }

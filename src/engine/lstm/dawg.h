@@ -27,7 +27,8 @@
 
 /* One dictionary. Open type (filled by ocp_dawg_read, freed by ocp_dawg_fini). */
 typedef struct ocp_dawg {
-    uint64_t *edges;
+    const unsigned char *edges; /* n little-endian uint64 (maybe unaligned; NULL: absent) */
+    unsigned char *owned;       /* the copy edges points into, when not borrowed */
     long n;          /* edges */
     int letter_bits; /* b above */
     int unichars;    /* the unicharset size the file was made for */
@@ -35,9 +36,11 @@ typedef struct ocp_dawg {
 } ocp_dawg;
 
 /* Reads and checks a SquishedDawg: every letter inside the unicharset, every node reached
- * ends inside the file. Returns 0 or OCP_E_FORMAT with the reason. */
-int ocp_dawg_read(const unsigned char *buf, size_t len, int unichars, ocp_dawg *d, char *err,
-                  size_t errlen);
+ * ends inside the file. With `borrow`, d's edges stay in buf (a mapped file the caller keeps
+ * for d's life: its pages are shared, and only those a decoder touches are resident);
+ * otherwise they are copied. Returns 0 or OCP_E_FORMAT with the reason. */
+int ocp_dawg_read(const unsigned char *buf, size_t len, int unichars, int borrow, ocp_dawg *d,
+                  char *err, size_t errlen);
 void ocp_dawg_fini(ocp_dawg *d);
 
 /* The edge for letter out of node (0 = the root), or -1. */

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_DEPTH 16          /* nesting of the network tree */
@@ -468,6 +470,8 @@ void ocp_lstm_model_free(ocp_lstm_model *m)
     recoder_free(&m->recoder);
     for (int i = 0; i < 3; i++)
         ocp_dawg_fini(&m->dawg[i]);
+    if (m->map)
+        munmap(m->map, m->map_len);
     free(m);
 }
 
@@ -479,8 +483,8 @@ static const ocp_lstm_node *first_leaf(const ocp_lstm_node *n)
     return n;
 }
 
-int ocp_lstm_model_load_buffer(const unsigned char *buf, size_t len, ocp_lstm_model **out,
-                               char *err, size_t errlen)
+static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model **out,
+                char *err, size_t errlen)
 {
     size_t off[OCP_TD_COUNT], size[OCP_TD_COUNT];
     int rc = ocp_tessdata_parts(buf, len, off, size, err, errlen);
@@ -550,7 +554,7 @@ int ocp_lstm_model_load_buffer(const unsigned char *buf, size_t len, ocp_lstm_mo
     for (int i = 0; i < 3; i++) {
         size_t s = size[OCP_TD_LSTM_PUNC_DAWG + i];
         char why[256];
-        if (s && ocp_dawg_read(buf + off[OCP_TD_LSTM_PUNC_DAWG + i], s, m->unicharset.n,
+        if (s && ocp_dawg_read(buf + off[OCP_TD_LSTM_PUNC_DAWG + i], s, m->unicharset.n, borrow,
                                &m->dawg[i], why, sizeof why)) {
             rc = ocp_errf(OCP_E_FORMAT, err, errlen, "%s: %s", dawg_name[i], why);
             goto fail;
@@ -565,23 +569,45 @@ fail:
     return rc ? rc : OCP_E_FORMAT;
 }
 
+int ocp_lstm_model_load_buffer(const unsigned char *buf, size_t len, ocp_lstm_model **out,
+                               char *err, size_t errlen)
+{
+    return load(buf, len, 0, out, err, errlen);
+}
+
+/* The file is mapped, not read: the dictionaries' edges (16 MB for san+eng) stay in the
+ * mapping, shared by every worker through the page cache, and once the reader has checked
+ * them (touching every page) the pages are let go, so that only those the decoder walks
+ * come back. The rest of the model is copied into its structures. */
 int ocp_lstm_model_load(const char *path, ocp_lstm_model **out, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return ocp_errf(-errno, err, errlen, "%s: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0;
-    int rc = ocp_read_fd(fd, MAX_MODEL, &buf, &len);
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size < 1 ||
+        (uint64_t)sb.st_size > MAX_MODEL) {
+        int e = errno;
+        close(fd);
+        return ocp_errf(OCP_E_FORMAT, err, errlen, "%s: %s", path,
+                        S_ISREG(sb.st_mode) ? (sb.st_size < 1 ? "empty" : "too large")
+                                            : (e ? strerror(e) : "not a regular file"));
+    }
+    size_t len = (size_t)sb.st_size;
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (rc)
-        return ocp_errf(rc, err, errlen, "%s: %s", path, ocp_strerror(rc));
+    if (map == MAP_FAILED)
+        return ocp_errf(-errno, err, errlen, "%s: mmap: %s", path, strerror(errno));
     char e2[400];
-    rc = ocp_lstm_model_load_buffer((const unsigned char *)buf, len, out, e2, sizeof e2);
-    free(buf);
-    if (rc)
-        ocp_errf(rc, err, errlen, "%s: %s", path, e2);
-    return rc;
+    int rc = load(map, len, 1, out, e2, sizeof e2);
+    if (rc) {
+        munmap(map, len);
+        return ocp_errf(rc, err, errlen, "%s: %s", path, e2);
+    }
+    madvise(map, len, MADV_DONTNEED);
+    (*out)->map = map;
+    (*out)->map_len = len;
+    return 0;
 }
 
 static long describe(const ocp_lstm_node *n, int depth, ocp_sb *out)

@@ -114,6 +114,9 @@ typedef struct ocp_lstm_model {
      * view of them (dict.word NULL: a model without dictionaries). */
     ocp_dawg dawg[3];
     ocp_dict dict;
+    /* The file, mapped, when loaded from one: the dictionaries' edges stay in it. */
+    void *map;
+    size_t map_len;
 } ocp_lstm_model;
 
 /*
