@@ -43,12 +43,18 @@ for l in eng san; do
         test $same = 3
 done
 
+check "model-info: eng's network and its dictionaries" bash -c \
+    "'$OCRPOOL' model-info eng | grep -q '^spec \[1,36,0,1Ct3,3,16Mp3,3Lfys48Lfx96Lrx96Lfx192O1c1\]' &&
+     '$OCRPOOL' model-info eng | grep -Eq '^dictionaries: punctuation [0-9]+ edges, words [0-9]{6,}'"
+
 # Dictionary-free copies of the models, for test 2 (combine_tessdata, from tesseract-ocr).
 mkdir -p "$TMP/nodict"
 for l in eng san tam hin; do
     (cd "$TMP/nodict" && combine_tessdata -u "$TD/$l.traineddata" "$l." >/dev/null 2>&1 &&
         rm -f "$l".lstm-*-dawg && combine_tessdata "$l." >/dev/null 2>&1 && rm -f "$l".lstm* "$l".version)
 done
+check "model-info of a copy without dictionaries says so" bash -c \
+    "'$OCRPOOL' model-info '$TMP/nodict/eng.traineddata' | grep -qx 'no dictionaries'"
 nd_same=0 nd_total=0 d_same=0
 for l in eng san tam hin; do
     h=36

@@ -649,5 +649,10 @@ long ocp_lstm_model_describe(const ocp_lstm_model *m, ocp_sb *out)
     ocp_sb_printf(out, "spec %s\ninput height %d, %d classes (null %d), %d unichars, %d codes\n",
                   m->spec, m->input_height, m->classes, m->null_char, m->unicharset.n,
                   m->recoder.n);
+    if (m->dawg[1].edges)
+        ocp_sb_printf(out, "dictionaries: punctuation %ld edges, words %ld, numbers %ld\n",
+                      m->dawg[0].n, m->dawg[1].n, m->dawg[2].n);
+    else
+        ocp_sb_printf(out, "no dictionaries\n");
     return describe(&m->net, 0, out);
 }
