@@ -14,17 +14,21 @@ PKGS     := tesseract lept vips jansson sqlite3 libmicrohttpd hiredis
 VERSION  := 0.1.0
 
 CC       ?= cc
+CXX      ?= c++
 OPT      ?= -O2 -g
 CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wno-unused-parameter \
             -D_GNU_SOURCE -DOCP_VERSION='"$(VERSION)"' -MMD -MP -Isrc $(OPT)
+# C++ only where libtesseract's C API stops (src/engine/tess_layout.cpp).
+CXXFLAGS += -std=c++17 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -MMD -MP -Isrc $(OPT)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-LDLIBS   += $(PKG_LIBS) -lz -lm -ldl
+LDLIBS   += $(PKG_LIBS) -lstdc++ -lz -lm -ldl
 
 SRC      := $(sort $(shell find src -name '*.c'))
 LIBSRC   := $(filter-out src/cli/%,$(SRC))
 CLISRC   := $(filter src/cli/%,$(SRC))
-LIBOBJ   := $(LIBSRC:%.c=$(BUILD)/%.o)
+CXXSRC   := $(sort $(shell find src -name '*.cpp'))
+LIBOBJ   := $(LIBSRC:%.c=$(BUILD)/%.o) $(CXXSRC:%.cpp=$(BUILD)/%.o)
 CLIOBJ   := $(CLISRC:%.c=$(BUILD)/%.o)
 UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -41,6 +45,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	@echo "  CXX $<"
+	@$(CXX) $(CXXFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(BUILD)/libocrpool.a: $(LIBOBJ)
 	@rm -f $@

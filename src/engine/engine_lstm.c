@@ -17,6 +17,7 @@
 #include "engine/lstm/beam.h"
 #include "engine/lstm/forward.h"
 #include "engine/lstm/model.h"
+#include "engine/tess_layout.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,20 @@ static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t
         lstm_close(st);
         return rc;
     }
+    /* The first language's parameters (its traineddata's config) shape the layout as they
+     * do in a Tesseract initialised for it: Devanagari's split the headline while segmenting
+     * and space words their own way. Those only an initialisation may set are skipped. */
+    if (st->model[0]->config) {
+        char *cfg = ocp_xstrdup(st->model[0]->config), *lsave = NULL;
+        for (char *ln = strtok_r(cfg, "\n", &lsave); ln; ln = strtok_r(NULL, "\n", &lsave)) {
+            char name[128], value[256];
+            if (ln[0] == '#' || sscanf(ln, "%127s %255s", name, value) != 2)
+                continue;
+            if (!TessBaseAPISetVariable(st->layout, name, value))
+                OCP_LOG(OCP_LOG_DEBUG, "lstm: layout parameter %s not set", name);
+        }
+        free(cfg);
+    }
     OCP_LOG(OCP_LOG_INFO, "lstm engine: %d model(s) read by ocrpool, layout by tesseract",
             st->n_models);
     *state = st;
@@ -106,10 +121,11 @@ static uint8_t *crop_grey(const ocp_page_image *img, ocp_box b)
     return out;
 }
 
-/* A text line of the page on its way through the models. */
+/* A combo word of the page (a text line, or the part of one a wide gap leaves) on its way
+ * through the models. */
 typedef struct pline {
-    ocp_box b, p;    /* the layout's box, and the crop (padded, clipped) */
-    int block, par;
+    ocp_box b, p;    /* the layout's box, and the crop (its row's band, padded, clipped) */
+    int block, par, line;
     int dark;        /* the crop is mostly dark: light text on a dark ground, read turned
                         over */
     int skip;        /* too small to read */
@@ -201,26 +217,26 @@ static int read_lines(const ocp_page_image *page, const ocp_lstm_model *m, pline
     return rc;
 }
 
-/* Adds a read line and its words to res and its text to sb. */
-static void emit_line(const pline *l, ocp_result *res, ocp_sb *text, double *conf_sum,
-                      int *n_words)
+/* The characters of a reading without the spaces at its ends: [*a, *z). */
+static void trim(const pline *l, int *a, int *z)
+{
+    *a = 0;
+    *z = l->n;
+    while (*a < *z && strcmp(l->chars[*a].text, " ") == 0)
+        (*a)++;
+    while (*z > *a && strcmp(l->chars[*z - 1].text, " ") == 0)
+        (*z)--;
+}
+
+/* Adds the words of a read combo word to res. */
+static void emit_words(const pline *l, ocp_result *res, double *conf_sum, int *n_words)
 {
     const ocp_lstm_char *best = l->chars;
     ocp_box b = l->b, p = l->p;
     /* A step is 3 pixels of the normalised line; back to the page. */
     double per_step = 3.0 * (double)(p.x2 - p.x1) / (l->w > 0 ? l->w : 1);
-    /* Trim spaces at the ends. */
-    int a = 0, z = l->n;
-    while (a < z && strcmp(best[a].text, " ") == 0)
-        a++;
-    while (z > a && strcmp(best[z - 1].text, " ") == 0)
-        z--;
-    ocp_sb trimmed;
-    ocp_sb_init(&trimmed);
-    for (int k = a; k < z; k++)
-        ocp_sb_puts(&trimmed, best[k].text);
-    ocp_result_add_line(res, b, trimmed.buf ? trimmed.buf : "", (float)(l->score * 100.0),
-                        l->block, l->par);
+    int a, z;
+    trim(l, &a, &z);
     for (int k = a; k < z;) {
         while (k < z && strcmp(best[k].text, " ") == 0)
             k++;
@@ -250,16 +266,55 @@ static void emit_line(const pline *l, ocp_result *res, ocp_sb *text, double *con
         ocp_sb_fini(&wt);
         k = e;
     }
-    ocp_sb_puts(text, trimmed.buf ? trimmed.buf : "");
-    ocp_sb_putc(text, '\n');
-    ocp_sb_fini(&trimmed);
 }
 
-/* The crop box of line box b: padded by 4 px, clipped; and whether it is mostly dark (light
- * text on a dark ground, which the models read turned over). */
-static void crop_line(const ocp_page_image *img, pline *l)
+/* Adds one text line, read as combo words g[0..ng), and its words to res, its text to sb:
+ * the combo words' texts joined by a space, the union of their boxes. */
+static void emit_line(const pline *g, int ng, ocp_result *res, ocp_sb *text, double *conf_sum,
+                      int *n_words)
+{
+    ocp_sb t;
+    ocp_sb_init(&t);
+    ocp_box box = g[0].b;
+    double score = 0;
+    for (int i = 0; i < ng; i++) {
+        int a, z;
+        trim(&g[i], &a, &z);
+        if (i && a < z && t.len)
+            ocp_sb_putc(&t, ' ');
+        for (int k = a; k < z; k++)
+            ocp_sb_puts(&t, g[i].chars[k].text);
+        box.x1 = g[i].b.x1 < box.x1 ? g[i].b.x1 : box.x1;
+        box.y1 = g[i].b.y1 < box.y1 ? g[i].b.y1 : box.y1;
+        box.x2 = g[i].b.x2 > box.x2 ? g[i].b.x2 : box.x2;
+        box.y2 = g[i].b.y2 > box.y2 ? g[i].b.y2 : box.y2;
+        score += g[i].score;
+    }
+    ocp_result_add_line(res, box, t.buf ? t.buf : "", (float)(score / ng * 100.0), g[0].block,
+                        g[0].par);
+    for (int i = 0; i < ng; i++)
+        emit_words(&g[i], res, conf_sum, n_words);
+    ocp_sb_puts(text, t.buf ? t.buf : "");
+    ocp_sb_putc(text, '\n');
+    ocp_sb_fini(&t);
+}
+
+/* The crop of combo word u as libtesseract's recognizer makes it (the project's reference):
+ * its box, the bottom raised to the row's descender line and the top lowered to its
+ * ascender line where the box goes past them (the baseline at the box's middle), padded by
+ * 4 px and clipped to the page; and whether the crop is mostly dark (light text on a dark
+ * ground, which the models read turned over). */
+static void crop_line(const ocp_page_image *img, const ocp_tess_unit *u, pline *l)
 {
     ocp_box b = l->b;
+    if (u->x_height > 0) {
+        int base = (int)(u->baseline + 0.5f);
+        int bottom = base - (int)u->descenders, top = base - (int)(u->x_height + u->ascenders);
+        if (b.y2 > bottom && bottom > b.y1)
+            b.y2 = bottom;
+        if (b.y1 < top && top < b.y2)
+            b.y1 = top;
+    }
     ocp_box p = {b.x1 - 4, b.y1 - 4, b.x2 + 4, b.y2 + 4};
     if (p.x1 < 0)
         p.x1 = 0;
@@ -293,31 +348,20 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
                         img->width * img->bands);
     if (img->dpi > 0)
         TessBaseAPISetSourceResolution(api, img->dpi);
-    TessPageIterator *pi = TessBaseAPIAnalyseLayout(api);
-    /* The page's lines first: a "line" far lower than the page's usual one is a fragment
-     * (the headline of Devanagari letters split off, a rule, specks), which Tesseract's
-     * own word grouping absorbs; it is left out. */
-    pline *lines = NULL;
-    int nl = 0, cap = 0, block = -1, par = -1, rc = 0;
-    if (pi) {
-        do {
-            if (TessPageIteratorIsAtBeginningOf(pi, RIL_BLOCK)) {
-                block++;
-                par = -1;
-            }
-            if (TessPageIteratorIsAtBeginningOf(pi, RIL_PARA))
-                par++;
-            ocp_box b;
-            if (!TessPageIteratorBoundingBox(pi, RIL_TEXTLINE, &b.x1, &b.y1, &b.x2, &b.y2))
-                continue;
-            if (nl == cap) {
-                cap = cap ? cap * 2 : 64;
-                lines = ocp_xrealloc(lines, (size_t)cap * sizeof *lines);
-            }
-            lines[nl++] = (pline){.b = b, .block = block < 0 ? 0 : block, .par = par < 0 ? 0 : par};
-        } while (TessPageIteratorNext(pi, RIL_TEXTLINE));
-        TessPageIteratorDelete(pi);
+    /* The page's combo words: Tesseract's words of a row merged where a line recognizer
+     * reads them together (whole lines but for wide gaps). */
+    ocp_tess_unit *units = NULL;
+    int nl = ocp__tess_layout_units(api, &units), rc = 0;
+    if (nl < 0) {
+        TessBaseAPIClear(api);
+        return ocp_errf(OCP_E_ENGINE, err, errlen, "tesseract: layout analysis failed");
     }
+    pline *lines = ocp_xcalloc((size_t)nl + 1, sizeof *lines);
+    for (int i = 0; i < nl; i++)
+        lines[i] = (pline){.b = {units[i].x1, units[i].y1, units[i].x2, units[i].y2},
+                           .block = units[i].block,
+                           .par = units[i].para,
+                           .line = units[i].line};
     /* The layout is all Tesseract gives here: its copies of the page go before our tensors
      * come (the worker's peak memory). */
     TessBaseAPIClear(api);
@@ -333,13 +377,15 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
     int median = nl ? hs[nl / 2] : 0;
     free(hs);
     int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx), *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
+    /* A box far lower than the page's usual one is a fragment (a rule, specks, a
+     * Devanagari headline the layout split off): left out. */
     for (int i = 0; i < nl; i++) {
-        /* Under 40 % of the usual height: left out. */
         if ((lines[i].b.y2 - lines[i].b.y1) * 5 < median * 2)
             lines[i].skip = 1;
         else
-            crop_line(img, &lines[i]);
+            crop_line(img, &units[i], &lines[i]);
     }
+    free(units);
     double deadline = op->timeout_s > 0 ? t0 + op->timeout_s : 0;
     /* Each model reads, in batches, the lines no model before it was sure of. */
     for (int mi = 0; mi < st->n_models && !rc; mi++) {
@@ -368,15 +414,23 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
     ocp_sb_init(&text);
     double conf_sum = 0;
     int n_words = 0, last_block = 0;
-    for (int i = 0; i < nl; i++) {
-        if (!lines[i].skip && lines[i].m) {
-            if (lines[i].block != last_block && text.len)
+    pline *group = ocp_xcalloc((size_t)nl + 1, sizeof *group);
+    for (int i = 0; i < nl;) {
+        /* The read combo words of one text line. */
+        int ng = 0, j = i;
+        for (; j < nl && lines[j].line == lines[i].line; j++)
+            if (!lines[j].skip && lines[j].m)
+                group[ng++] = lines[j];
+        if (ng) {
+            if (group[0].block != last_block && text.len)
                 ocp_sb_putc(&text, '\n');
-            last_block = lines[i].block;
-            emit_line(&lines[i], res, &text, &conf_sum, &n_words);
+            last_block = group[0].block;
+            emit_line(group, ng, res, &text, &conf_sum, &n_words);
         }
-        free(lines[i].chars);
+        for (; i < j; i++)
+            free(lines[i].chars);
     }
+    free(group);
     free(lines);
     ocp_result_set(&res->text, text.buf ? text.buf : "");
     ocp_result_set(&res->engine, "lstm");

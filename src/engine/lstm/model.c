@@ -466,6 +466,7 @@ void ocp_lstm_model_free(ocp_lstm_model *m)
     node_free(&m->net);
     free(m->spec);
     free(m->version);
+    free(m->config);
     unicharset_free(&m->unicharset);
     recoder_free(&m->recoder);
     for (int i = 0; i < 3; i++)
@@ -549,6 +550,8 @@ static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model
     }
     if (size[OCP_TD_VERSION])
         m->version = ocp_xstrndup((const char *)buf + off[OCP_TD_VERSION], size[OCP_TD_VERSION]);
+    if (size[OCP_TD_CONFIG])
+        m->config = ocp_xstrndup((const char *)buf + off[OCP_TD_CONFIG], size[OCP_TD_CONFIG]);
     static const char *const dawg_name[3] = {"lstm-punc-dawg", "lstm-word-dawg",
                                              "lstm-number-dawg"};
     for (int i = 0; i < 3; i++) {

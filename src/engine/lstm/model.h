@@ -110,6 +110,7 @@ typedef struct ocp_lstm_model {
     ocp_unicharset unicharset;
     ocp_recoder recoder;
     char *version;
+    char *config; /* the file's config component (Tesseract's parameters, one a line), or NULL */
     /* The dictionaries (punctuation, word, number; edges NULL when absent), and the walk's
      * view of them (dict.word NULL: a model without dictionaries). */
     ocp_dawg dawg[3];
