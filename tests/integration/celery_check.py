@@ -188,8 +188,9 @@ def started(tid, seconds):
     seen = set()
     deadline = time.time() + float(seconds)
     while time.time() < deadline:
-        seen.add(r.state)
-        if r.state == "SUCCESS":
+        state = r.state  # each read asks Redis: read once, or SUCCESS can end the loop unseen
+        seen.add(state)
+        if state == "SUCCESS":
             break
         time.sleep(0.05)
     expect("STARTED" in seen and "SUCCESS" in seen, "states seen: %s" % sorted(seen))
