@@ -19,6 +19,7 @@
 #include "engine/lstm/model.h"
 #include "engine/tess_layout.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,55 +229,95 @@ static void trim(const pline *l, int *a, int *z)
         (*z)--;
 }
 
-/* Adds the words of a read combo word to res. */
-static void emit_words(const pline *l, ocp_result *res, double *conf_sum, int *n_words)
+/* Confidence as libtesseract reports it for its LSTM (the project's reference): a word's
+ * certainty is the lowest step certainty (log p - 0.085, p as the beam scored the step) of
+ * its characters (their steps and the nulls before them) and of the space before it, times
+ * 7; confidence = 100 + 5 x certainty, clipped to 0..100. */
+static double word_certainty(float p)
+{
+    return 7.0 * (log(p > 1e-30f ? p : 1e-30f) - 0.085);
+}
+
+static float confidence(double certainty)
+{
+    double c = 100.0 + 5.0 * certainty;
+    return (float)(c < 0 ? 0 : c > 100 ? 100 : c);
+}
+
+/* Walks the words of a read combo word: fn(l, first, last + 1, word's lowest probability). */
+static void each_word(const pline *l, void (*fn)(const pline *, int, int, float, void *),
+                      void *arg)
 {
     const ocp_lstm_char *best = l->chars;
-    ocp_box b = l->b, p = l->p;
-    /* A step is 3 pixels of the normalised line; back to the page. */
-    double per_step = 3.0 * (double)(p.x2 - p.x1) / (l->w > 0 ? l->w : 1);
     int a, z;
     trim(l, &a, &z);
+    float space = 1.0f;
     for (int k = a; k < z;) {
-        while (k < z && strcmp(best[k].text, " ") == 0)
-            k++;
+        for (; k < z && strcmp(best[k].text, " ") == 0; k++)
+            if (best[k].prob < space)
+                space = best[k].prob;
         if (k >= z)
             break;
         int e = k;
-        ocp_sb wt;
-        ocp_sb_init(&wt);
-        float wp = 1.0f;
-        while (e < z && strcmp(best[e].text, " ") != 0) {
-            ocp_sb_puts(&wt, best[e].text);
+        float wp = space;
+        for (; e < z && strcmp(best[e].text, " ") != 0; e++)
             if (best[e].prob < wp)
                 wp = best[e].prob;
-            e++;
-        }
-        ocp_box wb = {p.x1 + (int)(best[k].first * per_step), b.y1,
-                      p.x1 + (int)((best[e - 1].last + 1) * per_step + 0.5), b.y2};
-        if (wb.x1 < b.x1)
-            wb.x1 = b.x1;
-        if (wb.x2 > b.x2)
-            wb.x2 = b.x2;
-        if (wb.x2 <= wb.x1)
-            wb.x2 = wb.x1 + 1;
-        ocp_result_add_word(res, wb, wt.buf, wp * 100.0f);
-        *conf_sum += wp * 100.0;
-        (*n_words)++;
-        ocp_sb_fini(&wt);
+        fn(l, k, e, wp, arg);
+        space = 1.0f;
         k = e;
     }
 }
 
+typedef struct word_sink {
+    ocp_result *res;
+    double cert_sum, conf_sum;
+    int n;
+} word_sink;
+
+static void count_word(const pline *l, int k, int e, float wp, void *arg)
+{
+    word_sink *w = arg;
+    w->cert_sum += word_certainty(wp);
+    w->n++;
+}
+
+static void add_word(const pline *l, int k, int e, float wp, void *arg)
+{
+    word_sink *w = arg;
+    const ocp_lstm_char *best = l->chars;
+    ocp_box b = l->b, p = l->p;
+    /* A step is 3 pixels of the normalised line; back to the page. */
+    double per_step = 3.0 * (double)(p.x2 - p.x1) / (l->w > 0 ? l->w : 1);
+    ocp_sb wt;
+    ocp_sb_init(&wt);
+    for (int i = k; i < e; i++)
+        ocp_sb_puts(&wt, best[i].text);
+    ocp_box wb = {p.x1 + (int)(best[k].first * per_step), b.y1,
+                  p.x1 + (int)((best[e - 1].last + 1) * per_step + 0.5), b.y2};
+    if (wb.x1 < b.x1)
+        wb.x1 = b.x1;
+    if (wb.x2 > b.x2)
+        wb.x2 = b.x2;
+    if (wb.x2 <= wb.x1)
+        wb.x2 = wb.x1 + 1;
+    float conf = confidence(word_certainty(wp));
+    ocp_result_add_word(w->res, wb, wt.buf, conf);
+    w->conf_sum += conf;
+    w->n++;
+    ocp_sb_fini(&wt);
+}
+
 /* Adds one text line, read as combo words g[0..ng), and its words to res, its text to sb:
- * the combo words' texts joined by a space, the union of their boxes. */
+ * the combo words' texts joined by a space, the union of their boxes, the confidence of
+ * the words' mean certainty. */
 static void emit_line(const pline *g, int ng, ocp_result *res, ocp_sb *text, double *conf_sum,
                       int *n_words)
 {
     ocp_sb t;
     ocp_sb_init(&t);
     ocp_box box = g[0].b;
-    double score = 0;
+    word_sink certs = {0};
     for (int i = 0; i < ng; i++) {
         int a, z;
         trim(&g[i], &a, &z);
@@ -288,12 +329,16 @@ static void emit_line(const pline *g, int ng, ocp_result *res, ocp_sb *text, dou
         box.y1 = g[i].b.y1 < box.y1 ? g[i].b.y1 : box.y1;
         box.x2 = g[i].b.x2 > box.x2 ? g[i].b.x2 : box.x2;
         box.y2 = g[i].b.y2 > box.y2 ? g[i].b.y2 : box.y2;
-        score += g[i].score;
+        each_word(&g[i], count_word, &certs);
     }
-    ocp_result_add_line(res, box, t.buf ? t.buf : "", (float)(score / ng * 100.0), g[0].block,
+    ocp_result_add_line(res, box, t.buf ? t.buf : "",
+                        certs.n ? confidence(certs.cert_sum / certs.n) : 0, g[0].block,
                         g[0].par);
+    word_sink words = {.res = res};
     for (int i = 0; i < ng; i++)
-        emit_words(&g[i], res, conf_sum, n_words);
+        each_word(&g[i], add_word, &words);
+    *conf_sum += words.conf_sum;
+    *n_words += words.n;
     ocp_sb_puts(text, t.buf ? t.buf : "");
     ocp_sb_putc(text, '\n');
     ocp_sb_fini(&t);

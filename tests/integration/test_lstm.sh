@@ -179,6 +179,16 @@ assert d['engine'] == 'lstm' and len(ws) > 20, d['engine']
 assert all(0 <= w['bbox'][0] < w['bbox'][2] <= d['width'] and 0 <= w['confidence'] <= 100 for w in ws)
 assert ws[1]['text'] == 'quick' and ws[0]['bbox'][2] <= ws[1]['bbox'][0] + 2
 "
+"$OCRPOOL" ocr --engine tesseract -l eng --format json -o "$TMP/otj" "$F/eng.png" 2>/dev/null
+check "word confidences as libtesseract reports them (mean difference under 3 on the same words)" python3 -c "
+import json
+a = json.load(open('$TMP/oj/eng.json')); b = json.load(open('$TMP/otj/eng.json'))
+wa = [(w['text'], w['confidence']) for l in a['lines'] for w in l['words']]
+wb = [(w['text'], w['confidence']) for l in b['lines'] for w in l['words']]
+d = [abs(x[1] - y[1]) for x, y in zip(wa, wb) if x[0] == y[0]]
+print('# %d words the same, mean |confidence difference| %.2f' % (len(d), sum(d) / len(d)))
+assert len(d) >= 40 and sum(d) / len(d) < 3
+"
 check "san+eng: the lines read by the models in order, a sure reading kept" bash -c \
     "'$OCRPOOL' ocr --engine lstm -l san+eng '$F/eng.png' 2>/dev/null | grep -q 'quick brown fox'"
 pango-view --font="Noto Serif 12" --dpi=300 --margin=60 --background=black --foreground=white \

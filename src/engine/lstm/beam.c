@@ -13,8 +13,8 @@
 
 #define WIDTH 5           /* paths kept per heap */
 #define HEAPS 6           /* dictionary or not x what the next step may do */
-#define NEW_OFFSET -0.085 /* added to a new character's log probability */
-#define NODICT_RATIO 2.25 /* a step outside the dictionary costs this much more */
+#define STEP_OFFSET -0.085 /* added to every step's log probability */
+#define NODICT_RATIO 2.25  /* a step outside the dictionary costs this much more */
 #define MIN_CERT -30.0    /* log of a probability of 0 */
 #define TABLE 16384       /* merge table slots (power of 2), over twice the largest step */
 
@@ -54,6 +54,7 @@ typedef struct beam {
     int step;
     const float *p; /* this step's probabilities */
     int top1, top2; /* this step's two likeliest classes */
+    float step_p;   /* the probability the step being offered is scored with */
     int8_t *tier;   /* per class: 0 (the top two and the null), 1 (the next three), 2 */
 } beam;
 
@@ -88,7 +89,7 @@ static void offer(beam *b, const path *from, int code, double score, uint64_t ha
         if (c->code == code && c->hash == hash && c->dict == dict && c->cont == cont) {
             if (score > c->score) {
                 c->score = score;
-                c->rec = add_rec(b, code, from->rec, b->p[code]);
+                c->rec = add_rec(b, code, from->rec, b->step_p);
                 c->fresh = (int8_t)fresh;
                 if (st)
                     c->st = *st;
@@ -106,7 +107,7 @@ static void offer(beam *b, const path *from, int code, double score, uint64_t ha
     c->score = score;
     c->hash = hash;
     c->code = code;
-    c->rec = add_rec(b, code, from->rec, b->p[code]);
+    c->rec = add_rec(b, code, from->rec, b->step_p);
     c->dict = (int8_t)dict;
     c->fresh = (int8_t)fresh;
     c->cont = (int8_t)cont;
@@ -118,9 +119,10 @@ static void offer(beam *b, const path *from, int code, double score, uint64_t ha
     b->slot[h] = b->ncand++;
 }
 
+/* A step's certainty: log(p) and the offset, on every step. */
 static double cert(const beam *b, double p)
 {
-    return p > 1e-13 ? log(p) : MIN_CERT;
+    return (p > 1e-13 ? log(p) : MIN_CERT) + STEP_OFFSET;
 }
 
 /* Path `from` takes class k (not its own, not the null) as a new character, the step
@@ -130,7 +132,6 @@ static void take_char(beam *b, const path *from, int k, double w, int cont)
     int uni = b->inv[k];
     if (uni < 0)
         return;
-    w += NEW_OFFSET;
     uint64_t h = mix(from->hash, uni);
     if (k == b->space) {
         /* A dictionary path crosses a space only at the end of a word. */
@@ -169,12 +170,15 @@ static void extend(beam *b, const path *from, int t, const int *cls, int ncls)
     int null = b->m->null_char, pc = from->code;
     const float *p = b->p;
     if (b->tier[pc] == t) {
+        b->step_p = p[pc];
         if (from->cont != NO_DUP) /* the same character (or null) goes on */
             keep_text(b, from, pc, cert(b, p[pc]), ANY);
-        /* The character ends inside this step: the null's probability with it, and the
-         * next step may not take it again. */
-        if (from->cont == ANY && t == 0 && pc != null)
-            keep_text(b, from, pc, cert(b, p[pc]) + cert(b, p[null]), NO_DUP);
+        /* The character ends inside this step, the null's probability with it (their
+         * sum), and the next step may not take it again. */
+        if (from->cont == ANY && t == 0 && pc != null) {
+            b->step_p = p[pc] + p[null];
+            keep_text(b, from, pc, cert(b, (double)p[pc] + p[null]), NO_DUP);
+        }
     }
     if (from->cont == ONLY_DUP)
         return;
@@ -182,6 +186,7 @@ static void extend(beam *b, const path *from, int t, const int *cls, int ncls)
         int k = cls[i];
         if (k == pc)
             continue;
+        b->step_p = p[k];
         if (k == null) {
             keep_text(b, from, k, cert(b, p[k]), ANY);
             continue;
@@ -195,6 +200,7 @@ static void extend(beam *b, const path *from, int t, const int *cls, int ncls)
             if (from->cont == ANY && pc != null &&
                 ((pc == b->top1 && k == b->top2) || (pc == b->top2 && k == b->top1)))
                 q += p[pc];
+            b->step_p = (float)q;
             take_char(b, from, k, cert(b, q), ONLY_DUP);
         }
     }
@@ -223,16 +229,22 @@ static void read_back(const beam *b, const path *best, int steps, ocp_lstm_char 
     }
     ocp_lstm_char *out = ocp_xcalloc((size_t)steps + 1, sizeof *out);
     int k = 0, prev = -1;
+    float nulls = 1.0f; /* the lowest probability of the nulls since the last character */
     for (s = 0; s < steps; s++) {
         int c = code[s];
-        if (c == prev && c != b->m->null_char && k > 0 && out[k - 1].last == s - 1) {
+        if (c == b->m->null_char) {
+            if (prob[s] < nulls)
+                nulls = prob[s];
+        } else if (c == prev && k > 0 && out[k - 1].last == s - 1) {
             out[k - 1].last = s;
             if (prob[s] < out[k - 1].prob)
                 out[k - 1].prob = prob[s];
-        } else if (c != b->m->null_char && b->inv[c] >= 0) {
+        } else if (b->inv[c] >= 0) {
+            /* A character's certainty counts the nulls before it too (the reference). */
             out[k].text = b->m->unicharset.text[b->inv[c]];
             out[k].first = out[k].last = s;
-            out[k].prob = prob[s];
+            out[k].prob = prob[s] < nulls ? prob[s] : nulls;
+            nulls = 1.0f;
             k++;
         }
         prev = c;

@@ -24,7 +24,8 @@
 
 /* Decodes steps x m->classes probabilities; with use_dict and a model with a word dawg,
  * with its dictionaries. *chars (free()) receives *n characters (texts borrowed from the
- * model; prob: the lowest probability of the path's class over the character's steps). */
+ * model; prob: the lowest probability of the path's class over the character's steps and
+ * the null steps before it). */
 void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int use_dict,
                    ocp_lstm_char **chars, int *n);
 
