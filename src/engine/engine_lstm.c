@@ -323,8 +323,11 @@ static void emit_line(const pline *g, int ng, ocp_result *res, ocp_sb *text, dou
         trim(&g[i], &a, &z);
         if (i && a < z && t.len)
             ocp_sb_putc(&t, ' ');
-        for (int k = a; k < z; k++)
-            ocp_sb_puts(&t, g[i].chars[k].text);
+        for (int k = a; k < z; k++) {
+            int sp = strcmp(g[i].chars[k].text, " ") == 0;
+            if (!sp || strcmp(g[i].chars[k - 1].text, " ") != 0) /* runs of spaces: one */
+                ocp_sb_puts(&t, g[i].chars[k].text);
+        }
         box.x1 = g[i].b.x1 < box.x1 ? g[i].b.x1 : box.x1;
         box.y1 = g[i].b.y1 < box.y1 ? g[i].b.y1 : box.y1;
         box.x2 = g[i].b.x2 > box.x2 ? g[i].b.x2 : box.x2;

@@ -368,8 +368,17 @@ char *ocp_lstm_chars_text(const ocp_lstm_char *chars, int n)
 {
     ocp_sb sb;
     ocp_sb_init(&sb);
-    for (int i = 0; i < n; i++)
+    int space = 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(chars[i].text, " ") == 0) {
+            space = 1;
+            continue;
+        }
+        if (space && sb.len)
+            ocp_sb_putc(&sb, ' ');
+        space = 0;
         ocp_sb_puts(&sb, chars[i].text);
+    }
     char *s = ocp_xstrdup(sb.buf ? sb.buf : "");
     ocp_sb_fini(&sb);
     return s;
