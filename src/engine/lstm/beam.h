@@ -1,20 +1,28 @@
 /*
  * beam.h: the beam-search decoder over the network's softmax outputs, with
  * or without the model's dictionaries, written from the reference's facts
- * on Tesseract's RecodeBeamSearch:
+ * on Tesseract's RecodeBeamSearch and black-box runs against libtesseract
+ * (bench/lstm_parity.sh):
  *  - paths are CTC alignments: at each step a path takes the null class, the
  *    class it took at the step before (the same character going on), or a new
  *    class (a new character); paths spelling the same text that end on the
- *    same class with the same dictionary standing merge, the better kept;
- *  - at each step the top 2 classes are tried, then the next 3, then the
- *    rest, stopping once some path goes on;
- *  - a step scores log(p); a new character log(p) - 0.085, times 2.25 when
- *    its word is not checked against the dictionary;
+ *    same class, with the same dictionary standing and the same constraint on
+ *    the next step, merge, the better kept;
+ *  - at each step the top 2 classes and the null are tried, then the next 3,
+ *    then the rest, stopping once some path may go on freely;
+ *  - a step scores log(p) - 0.085, times 2.25 on a path whose word is not
+ *    read against the dictionary;
+ *  - a character may take the null's probability of its first step (and the
+ *    other top class's, when the two are the step's likeliest) if it goes on
+ *    at the next step; it may take the null's at its last step if the next
+ *    step does not repeat it (the sums score the step);
  *  - with dictionaries, every word is read both ways from its first letter:
  *    a dictionary path dies at a letter no dictionary word goes on with, and
  *    may cross a space (or end the line) only at a word's end;
- *  - the beam keeps 5 paths in each of 4 heaps (dictionary or not; last step
- *    the null class or a character).
+ *  - 5 paths are kept in each of 6 heaps (dictionary or not x free, must
+ *    repeat, must not repeat).
+ * Without dictionaries this gives libtesseract's text on 99 % of lines whose
+ * network outputs agree; with them about 93 %.
  */
 #ifndef OCP_ENGINE_LSTM_BEAM_H
 #define OCP_ENGINE_LSTM_BEAM_H
