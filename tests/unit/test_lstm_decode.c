@@ -315,6 +315,43 @@ static void test_beam_dictionary(void **state)
     free(probs);
 }
 
+/* The config's character lists: hin's blacklists "1" (its network confuses it with the
+ * danda), and the beam never writes a disabled character. */
+static void test_char_lists(void **state)
+{
+    (void)state;
+    const char *p = getenv("TESSDATA_PREFIX");
+    char path[4096], err[300];
+    snprintf(path, sizeof path, "%s/hin.traineddata",
+             p && *p ? p : "/usr/share/tesseract-ocr/5/tessdata");
+    ocp_lstm_model *hin = NULL;
+    assert_int_equal(ocp_lstm_model_load(path, &hin, err, sizeof err), 0);
+    int one[1], two[1];
+    assert_int_equal(spell(hin, "1", one, 1), 1);
+    assert_int_equal(spell(hin, "2", two, 1), 1);
+    assert_false(hin->enabled[one[0]]);
+    assert_true(hin->enabled[two[0]]);
+    for (int i = 0; i < eng->unicharset.n; i++)
+        assert_true(eng->enabled[i]); /* eng's config has no lists */
+    /* Steps where "1" is the likeliest class, "2" second: the beam writes "2". */
+    int C = hin->classes;
+    float *probs = ocp_xcalloc((size_t)3 * C, sizeof *probs);
+    for (int s = 0; s < 3; s++) {
+        float *q = probs + (size_t)s * C;
+        if (s == 2) {
+            q[hin->null_char] = 1.0f;
+            continue;
+        }
+        q[hin->recoder.code[one[0]][0]] = 0.6f;
+        q[hin->recoder.code[two[0]][0]] = 0.4f;
+    }
+    char *t = decode(hin, probs, 3, 0);
+    assert_string_equal(t, "2");
+    free(t);
+    free(probs);
+    ocp_lstm_model_free(hin);
+}
+
 static void test_batch_bit_for_bit(void **state)
 {
     (void)state;
@@ -366,7 +403,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dictionary_words), cmocka_unit_test(test_dawg_sizes),
         cmocka_unit_test(test_dawg_fuzz),        cmocka_unit_test(test_beam_alignments),
-        cmocka_unit_test(test_beam_dictionary),  cmocka_unit_test(test_batch_bit_for_bit),
+        cmocka_unit_test(test_beam_dictionary),  cmocka_unit_test(test_char_lists),
+        cmocka_unit_test(test_batch_bit_for_bit),
     };
     return cmocka_run_group_tests(tests, load_eng, free_eng);
 }

@@ -130,7 +130,7 @@ static double cert(const beam *b, double p)
 static void take_char(beam *b, const path *from, int k, double w, int cont)
 {
     int uni = b->inv[k];
-    if (uni < 0)
+    if (uni < 0 || (b->m->enabled && !b->m->enabled[uni]))
         return;
     uint64_t h = mix(from->hash, uni);
     if (k == b->space) {

@@ -467,6 +467,7 @@ void ocp_lstm_model_free(ocp_lstm_model *m)
     free(m->spec);
     free(m->version);
     free(m->config);
+    free(m->enabled);
     unicharset_free(&m->unicharset);
     recoder_free(&m->recoder);
     for (int i = 0; i < 3; i++)
@@ -482,6 +483,50 @@ static const ocp_lstm_node *first_leaf(const ocp_lstm_node *n)
     while (n->n_children > 0)
         n = &n->children[0];
     return n;
+}
+
+/* Sets m->enabled[id] = on for each unichar spelled by list (longest match first). */
+static void set_chars(ocp_lstm_model *m, const char *list, unsigned char on)
+{
+    for (const char *p = list; *p;) {
+        int best = -1;
+        size_t bl = 0;
+        for (int i = 1; i < m->unicharset.n; i++) {
+            size_t l = strlen(m->unicharset.text[i]);
+            if (l > bl && strncmp(p, m->unicharset.text[i], l) == 0) {
+                best = i;
+                bl = l;
+            }
+        }
+        if (best < 0) {
+            p++; /* not in this model's set: nothing to change */
+            continue;
+        }
+        m->enabled[best] = on;
+        p += bl;
+    }
+}
+
+/* Tesseract's character lists from the config: a whitelist enables only its characters,
+ * then the blacklist disables, then the unblacklist enables again. */
+static void apply_char_lists(ocp_lstm_model *m)
+{
+    static const char *const names[3] = {"tessedit_char_whitelist", "tessedit_char_blacklist",
+                                         "tessedit_char_unblacklist"};
+    if (!m->config)
+        return;
+    for (int k = 0; k < 3; k++) {
+        char *cfg = ocp_xstrdup(m->config), *save = NULL;
+        for (char *ln = strtok_r(cfg, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+            char name[64], value[1024];
+            if (sscanf(ln, "%63s %1023s", name, value) != 2 || strcmp(name, names[k]) != 0)
+                continue;
+            if (k == 0)
+                memset(m->enabled + 1, 0, (size_t)m->unicharset.n - 1);
+            set_chars(m, value, k != 1);
+        }
+        free(cfg);
+    }
 }
 
 static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model **out,
@@ -552,6 +597,9 @@ static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model
         m->version = ocp_xstrndup((const char *)buf + off[OCP_TD_VERSION], size[OCP_TD_VERSION]);
     if (size[OCP_TD_CONFIG])
         m->config = ocp_xstrndup((const char *)buf + off[OCP_TD_CONFIG], size[OCP_TD_CONFIG]);
+    m->enabled = ocp_xmalloc((size_t)m->unicharset.n + 1);
+    memset(m->enabled, 1, (size_t)m->unicharset.n);
+    apply_char_lists(m);
     static const char *const dawg_name[3] = {"lstm-punc-dawg", "lstm-word-dawg",
                                              "lstm-number-dawg"};
     for (int i = 0; i < 3; i++) {

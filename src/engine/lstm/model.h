@@ -111,6 +111,10 @@ typedef struct ocp_lstm_model {
     ocp_recoder recoder;
     char *version;
     char *config; /* the file's config component (Tesseract's parameters, one a line), or NULL */
+    /* Per unichar id: 1 when the decoder may output it. The config's tessedit_char_whitelist,
+     * _blacklist and _unblacklist apply as in Tesseract (hin's blacklists "1", which its
+     * network confuses with the danda). */
+    unsigned char *enabled;
     /* The dictionaries (punctuation, word, number; edges NULL when absent), and the walk's
      * view of them (dict.word NULL: a model without dictionaries). */
     ocp_dawg dawg[3];
