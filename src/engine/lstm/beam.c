@@ -51,7 +51,6 @@ typedef struct beam {
     int32_t *slot;  /* TABLE: candidate index, valid when stamp matches */
     uint32_t *stamp;
     uint32_t gen;
-    int step;
     const float *p; /* this step's probabilities */
     int top1, top2; /* this step's two likeliest classes */
     float step_p;   /* the probability the step being offered is scored with */
@@ -120,7 +119,7 @@ static void offer(beam *b, const path *from, int code, double score, uint64_t ha
 }
 
 /* A step's certainty: log(p) and the offset, on every step. */
-static double cert(const beam *b, double p)
+static double cert(double p)
 {
     return (p > 1e-13 ? log(p) : MIN_CERT) + STEP_OFFSET;
 }
@@ -172,12 +171,12 @@ static void extend(beam *b, const path *from, int t, const int *cls, int ncls)
     if (b->tier[pc] == t) {
         b->step_p = p[pc];
         if (from->cont != NO_DUP) /* the same character (or null) goes on */
-            keep_text(b, from, pc, cert(b, p[pc]), ANY);
+            keep_text(b, from, pc, cert(p[pc]), ANY);
         /* The character ends inside this step, the null's probability with it (their
          * sum), and the next step may not take it again. */
         if (from->cont == ANY && t == 0 && pc != null) {
             b->step_p = p[pc] + p[null];
-            keep_text(b, from, pc, cert(b, (double)p[pc] + p[null]), NO_DUP);
+            keep_text(b, from, pc, cert((double)p[pc] + p[null]), NO_DUP);
         }
     }
     if (from->cont == ONLY_DUP)
@@ -188,10 +187,10 @@ static void extend(beam *b, const path *from, int t, const int *cls, int ncls)
             continue;
         b->step_p = p[k];
         if (k == null) {
-            keep_text(b, from, k, cert(b, p[k]), ANY);
+            keep_text(b, from, k, cert(p[k]), ANY);
             continue;
         }
-        take_char(b, from, k, cert(b, p[k]), ANY);
+        take_char(b, from, k, cert(p[k]), ANY);
         if (t == 0) {
             /* The character may take the null's probability of this step, and that of
              * the path's own character when the two are the step's likeliest, provided
@@ -201,7 +200,7 @@ static void extend(beam *b, const path *from, int t, const int *cls, int ncls)
                 ((pc == b->top1 && k == b->top2) || (pc == b->top2 && k == b->top1)))
                 q += p[pc];
             b->step_p = (float)q;
-            take_char(b, from, k, cert(b, q), ONLY_DUP);
+            take_char(b, from, k, cert(q), ONLY_DUP);
         }
     }
 }
@@ -281,7 +280,6 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
     int *order = ocp_xmalloc((size_t)m->classes * sizeof *order);
     for (int s = 0; s < steps && ncur > 0; s++) {
         b.p = probs + (size_t)s * m->classes;
-        b.step = s;
         /* The classes by probability, the first five in order: the tiers. */
         int top[5] = {0}, nt = 0;
         for (int k = 0; k < m->classes; k++) {
