@@ -87,17 +87,10 @@ static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t
     /* The first language's parameters (its traineddata's config) shape the layout as they
      * do in a Tesseract initialised for it: Devanagari's split the headline while segmenting
      * and space words their own way. Those only an initialisation may set are skipped. */
-    if (st->model[0]->config) {
-        char *cfg = ocp_xstrdup(st->model[0]->config), *lsave = NULL;
-        for (char *ln = strtok_r(cfg, "\n", &lsave); ln; ln = strtok_r(NULL, "\n", &lsave)) {
-            char name[128], value[256];
-            if (ln[0] == '#' || sscanf(ln, "%127s %255s", name, value) != 2)
-                continue;
-            if (!TessBaseAPISetVariable(st->layout, name, value))
-                OCP_LOG(OCP_LOG_DEBUG, "lstm: layout parameter %s not set", name);
-        }
-        free(cfg);
-    }
+    const ocp_lstm_model *first = st->model[0];
+    for (int i = 0; i < first->n_params; i++)
+        if (!TessBaseAPISetVariable(st->layout, first->params[i].name, first->params[i].value))
+            OCP_LOG(OCP_LOG_DEBUG, "lstm: layout parameter %s not set", first->params[i].name);
     OCP_LOG(OCP_LOG_INFO, "lstm engine: %d model(s) read by ocrpool, layout by tesseract",
             st->n_models);
     *state = st;
@@ -424,7 +417,8 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
         }
     int median = nl ? hs[nl / 2] : 0;
     free(hs);
-    int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx), *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
+    int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx);
+    int *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
     /* A box far lower than the page's usual one is a fragment (a rule, specks, a
      * Devanagari headline the layout split off): left out. */
     for (int i = 0; i < nl; i++) {

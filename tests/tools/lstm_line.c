@@ -1,10 +1,10 @@
 /*
  * lstm_line MODEL IMAGE [STEPS]: our recognizer (src/engine/lstm) on IMAGE read as one text
  * line: prints three readings, one a line: the beam search without the model's dictionaries,
- * with them, and the greedy best path. With STEPS (tess_timesteps's output for the same image), also
- * compares, step by step, libtesseract's listed probabilities with ours (both sorted, so the
- * two sides' symbol names need not agree) and prints the largest difference; exits 1 when
- * it is over 1e-5 or the step counts differ.
+ * with them, and the greedy best path. With STEPS (tess_timesteps's output for the same
+ * image), also compares, step by step, libtesseract's listed probabilities with ours (both
+ * sorted, so the two sides' symbol names need not agree) and prints the largest difference;
+ * exits 1 when it is over 1e-5 or the step counts differ.
  */
 #include "engine/lstm/beam.h"
 #include "engine/lstm/forward.h"
@@ -70,11 +70,11 @@ int main(int argc, char **argv)
                     }
             fprintf(stderr, "%d", t);
             for (int i = 0; i < 3; i++) {
-                int id = -1;
-                for (int u = 0; u < m->recoder.n; u++)
-                    if (m->recoder.length[u] == 1 && m->recoder.code[u][0] == b[i])
-                        id = u;
-                fprintf(stderr, "\t%s %.4f", b[i] == m->null_char ? "_" : id >= 0 ? m->unicharset.text[id] : "?", q[b[i]]);
+                int id = m->code_uni[b[i]];
+                const char *name = b[i] == m->null_char ? "_"
+                                   : id >= 0             ? m->unicharset.text[id]
+                                                         : "?";
+                fprintf(stderr, "\t%s %.4f", name, q[b[i]]);
             }
             fprintf(stderr, "\n");
         }
@@ -122,7 +122,8 @@ int main(int argc, char **argv)
         }
         fclose(f);
         free(mine);
-        fprintf(stderr, "steps: ours %d, libtesseract %d; %d probabilities compared, max |diff| %.3g\n",
+        fprintf(stderr,
+                "steps: ours %d, libtesseract %d; %d probabilities compared, max |diff| %.3g\n",
                 steps, t, n, maxd);
         rc = t != steps || n == 0 || maxd > 1e-5;
     }

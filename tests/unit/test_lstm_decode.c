@@ -29,18 +29,24 @@
 
 static ocp_lstm_model *eng;
 
+/* Debian's model for lang, or NULL with the reason on stderr. */
+static ocp_lstm_model *load_model(const char *lang)
+{
+    const char *p = getenv("TESSDATA_PREFIX");
+    char path[4096], err[300];
+    ocp_lstm_model *m = NULL;
+    snprintf(path, sizeof path, "%s/%s.traineddata",
+             p && *p ? p : "/usr/share/tesseract-ocr/5/tessdata", lang);
+    if (ocp_lstm_model_load(path, &m, err, sizeof err))
+        fprintf(stderr, "%s: %s (scripts/install-deps.sh installs Debian's packs)\n", path, err);
+    return m;
+}
+
 static int load_eng(void **state)
 {
     (void)state;
-    const char *p = getenv("TESSDATA_PREFIX");
-    char path[4096], err[300];
-    snprintf(path, sizeof path, "%s/eng.traineddata",
-             p && *p ? p : "/usr/share/tesseract-ocr/5/tessdata");
-    if (ocp_lstm_model_load(path, &eng, err, sizeof err)) {
-        fprintf(stderr, "%s: %s (scripts/install-deps.sh installs Debian's packs)\n", path, err);
-        return -1;
-    }
-    return 0;
+    eng = load_model("eng");
+    return eng ? 0 : -1;
 }
 
 static int free_eng(void **state)
@@ -55,19 +61,12 @@ static int spell(const ocp_lstm_model *m, const char *s, int *ids, int cap)
 {
     int n = 0;
     while (*s) {
-        int best = -1;
-        size_t bl = 0;
-        for (int i = 0; i < m->unicharset.n; i++) {
-            size_t l = strlen(m->unicharset.text[i]);
-            if (l > bl && strncmp(s, m->unicharset.text[i], l) == 0) {
-                best = i;
-                bl = l;
-            }
-        }
-        if (best < 0 || n == cap)
+        size_t len;
+        int id = ocp_unicharset_match(&m->unicharset, s, &len);
+        if (id < 0 || n == cap)
             return -1;
-        ids[n++] = best;
-        s += bl;
+        ids[n++] = id;
+        s += len;
     }
     return n;
 }
@@ -202,6 +201,7 @@ static void tiny_model(ocp_lstm_model *m)
     m->null_char = 3;
     m->unicharset = (ocp_unicharset){.n = 3, .text = tiny_text, .script = tiny_script};
     m->recoder = (ocp_recoder){.n = 3, .length = tiny_len, .code = tiny_codes};
+    ocp_lstm_model_index(m); /* free(m->code_uni) after */
 }
 
 static char *decode(const ocp_lstm_model *m, const float *probs, int steps, int dict)
@@ -255,6 +255,7 @@ static void test_beam_alignments(void **state)
     t = decode(&m, tail, 2, 0);
     assert_string_equal(t, "n");
     free(t);
+    free(m.code_uni);
 }
 
 /* Steps spelling s in the eng model, each character over two steps then a null; where s
@@ -270,7 +271,7 @@ static int spell_steps(const char *s, float *probs, int cap)
             b[0] = p[1];
             p += 2;
         }
-        int ia[1], ib[1];
+        int ia[1] = {0}, ib[1] = {0};
         assert_int_equal(spell(eng, a, ia, 1), 1);
         int ca = eng->recoder.code[ia[0]][0], cb = -1;
         if (two) {
@@ -320,13 +321,9 @@ static void test_beam_dictionary(void **state)
 static void test_char_lists(void **state)
 {
     (void)state;
-    const char *p = getenv("TESSDATA_PREFIX");
-    char path[4096], err[300];
-    snprintf(path, sizeof path, "%s/hin.traineddata",
-             p && *p ? p : "/usr/share/tesseract-ocr/5/tessdata");
-    ocp_lstm_model *hin = NULL;
-    assert_int_equal(ocp_lstm_model_load(path, &hin, err, sizeof err), 0);
-    int one[1], two[1];
+    ocp_lstm_model *hin = load_model("hin");
+    assert_non_null(hin);
+    int one[1] = {0}, two[1] = {0};
     assert_int_equal(spell(hin, "1", one, 1), 1);
     assert_int_equal(spell(hin, "2", two, 1), 1);
     assert_false(hin->enabled[one[0]]);
@@ -370,7 +367,8 @@ static void test_batch_bit_for_bit(void **state)
     float *one[3];
     int steps1[3];
     for (int i = 0; i < 3; i++)
-        assert_int_equal(ocp_lstm_forward(eng, img[i], w[i], &one[i], &steps1[i], err, sizeof err), 0);
+        assert_int_equal(
+            ocp_lstm_forward(eng, img[i], w[i], &one[i], &steps1[i], err, sizeof err), 0);
     for (int cap = 2; cap >= 0; cap--) {
         int old = ocp_lstm_kernel_cap(cap);
         float *batch[3];
@@ -381,7 +379,8 @@ static void test_batch_bit_for_bit(void **state)
         for (int i = 0; i < 3; i++) {
             assert_int_equal(steps[i], w[i] / 3);
             assert_int_equal(steps[i], steps1[i]);
-            assert_memory_equal(batch[i], one[i], sizeof(float) * (size_t)steps[i] * eng->classes);
+            assert_memory_equal(batch[i], one[i],
+                                sizeof(float) * (size_t)steps[i] * eng->classes);
             free(batch[i]);
         }
         ocp_lstm_kernel_cap(old);

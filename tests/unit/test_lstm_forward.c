@@ -124,6 +124,7 @@ static void test_greedy(void **state)
     m.null_char = 3;
     m.unicharset = (ocp_unicharset){.n = 3, .text = text, .script = script};
     m.recoder = (ocp_recoder){.n = 3, .length = len, .code = codes};
+    ocp_lstm_model_index(&m);
     /* Steps: a a null a b null space b -> "aab b" */
     static const int best[] = {1, 1, 3, 1, 2, 3, 0, 2};
     float probs[8 * 4];
@@ -146,6 +147,7 @@ static void test_greedy(void **state)
     assert_int_equal(chars[1].first, 3);
     assert_string_equal(chars[3].text, " ");
     free(chars);
+    free(m.code_uni);
 }
 
 static void test_refusals(void **state)

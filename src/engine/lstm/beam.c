@@ -42,7 +42,7 @@ typedef struct rec {
 typedef struct beam {
     const ocp_lstm_model *m;
     const ocp_dict *dict; /* NULL: no dictionary */
-    int *inv;             /* class -> unichar id, -1 */
+    const int *inv;       /* class -> unichar id, -1 (the model's table) */
     int space;            /* the space's class, -1 */
     rec *recs;
     int nrec, caprec;
@@ -258,12 +258,7 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
                    ocp_lstm_char **chars, int *n)
 {
     beam b = {.m = m, .dict = use_dict && ocp_dict_on(&m->dict) ? &m->dict : NULL, .space = -1};
-    b.inv = ocp_xmalloc((size_t)m->classes * sizeof *b.inv);
-    for (int k = 0; k < m->classes; k++)
-        b.inv[k] = -1;
-    for (int id = 0; id < m->recoder.n && id < m->unicharset.n; id++)
-        if (m->recoder.length[id] == 1)
-            b.inv[m->recoder.code[id][0]] = id;
+    b.inv = m->code_uni;
     if (m->recoder.n > 0 && m->recoder.length[0] == 1)
         b.space = m->recoder.code[0][0]; /* unichar 0 is the space */
     b.tier = ocp_xmalloc((size_t)m->classes);
@@ -354,7 +349,6 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
     free(order);
     free(cur);
     free(next);
-    free(b.inv);
     free(b.tier);
     free(b.recs);
     free(b.cand);

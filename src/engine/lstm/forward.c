@@ -242,7 +242,6 @@ static void matmul_rows(const ocp_lstm_matrix *m, const int8_t *x, int nv, size_
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
 
 static int32_t four_at(const int8_t *x, int g)
 {
@@ -813,13 +812,7 @@ int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **
 void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
                            ocp_lstm_char **chars, int *n, float *mean)
 {
-    /* Code (class) -> unichar id: the recoder spells each id with one code here. */
-    int *inv = ocp_xmalloc((size_t)m->classes * sizeof *inv);
-    for (int k = 0; k < m->classes; k++)
-        inv[k] = -1;
-    for (int id = 0; id < m->recoder.n && id < m->unicharset.n; id++)
-        if (m->recoder.length[id] == 1)
-            inv[m->recoder.code[id][0]] = id;
+    const int *inv = m->code_uni; /* class -> unichar id */
     ocp_lstm_char *out = ocp_xcalloc((size_t)steps + 1, sizeof *out);
     int k = 0, prev = -1;
     double sum = 0;
@@ -842,7 +835,6 @@ void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int step
         }
         prev = best;
     }
-    free(inv);
     if (mean)
         *mean = steps ? (float)(sum / steps) : 0;
     *chars = out;

@@ -466,8 +466,13 @@ void ocp_lstm_model_free(ocp_lstm_model *m)
     node_free(&m->net);
     free(m->spec);
     free(m->version);
-    free(m->config);
+    for (int i = 0; i < m->n_params; i++) {
+        free(m->params[i].name);
+        free(m->params[i].value);
+    }
+    free(m->params);
     free(m->enabled);
+    free(m->code_uni);
     unicharset_free(&m->unicharset);
     recoder_free(&m->recoder);
     for (int i = 0; i < 3; i++)
@@ -485,48 +490,69 @@ static const ocp_lstm_node *first_leaf(const ocp_lstm_node *n)
     return n;
 }
 
-/* Sets m->enabled[id] = on for each unichar spelled by list (longest match first). */
-static void set_chars(ocp_lstm_model *m, const char *list, unsigned char on)
+int ocp_unicharset_match(const ocp_unicharset *u, const char *s, size_t *len)
 {
-    for (const char *p = list; *p;) {
-        int best = -1;
-        size_t bl = 0;
-        for (int i = 1; i < m->unicharset.n; i++) {
-            size_t l = strlen(m->unicharset.text[i]);
-            if (l > bl && strncmp(p, m->unicharset.text[i], l) == 0) {
-                best = i;
-                bl = l;
-            }
+    int best = -1;
+    size_t bl = 0;
+    for (int i = 0; i < u->n; i++) {
+        size_t l = strlen(u->text[i]);
+        if (l > bl && strncmp(s, u->text[i], l) == 0) {
+            best = i;
+            bl = l;
         }
-        if (best < 0) {
-            p++; /* not in this model's set: nothing to change */
-            continue;
+    }
+    *len = bl;
+    return best;
+}
+
+void ocp_lstm_model_index(ocp_lstm_model *m)
+{
+    free(m->code_uni);
+    m->code_uni = ocp_xmalloc(((size_t)m->classes + 1) * sizeof *m->code_uni);
+    for (int k = 0; k < m->classes; k++)
+        m->code_uni[k] = -1;
+    for (int id = 0; id < m->recoder.n && id < m->unicharset.n; id++)
+        if (m->recoder.length[id] == 1)
+            m->code_uni[m->recoder.code[id][0]] = id;
+}
+
+/* The config's "name value" lines (comments and blank lines skipped). */
+static void read_params(ocp_lstm_model *m, const char *text, size_t len)
+{
+    const char *p = text, *end = text + len;
+    char *line;
+    while ((line = next_line(&p, end))) {
+        char name[128], value[1024];
+        if (line[0] != '#' && sscanf(line, "%127s %1023s", name, value) == 2) {
+            m->params = ocp_xrealloc(m->params, (size_t)(m->n_params + 1) * sizeof *m->params);
+            m->params[m->n_params].name = ocp_xstrdup(name);
+            m->params[m->n_params++].value = ocp_xstrdup(value);
         }
-        m->enabled[best] = on;
-        p += bl;
+        free(line);
     }
 }
 
-/* Tesseract's character lists from the config: a whitelist enables only its characters,
- * then the blacklist disables, then the unblacklist enables again. */
+/* Tesseract's character lists among the parameters: a whitelist enables only its
+ * characters, then the blacklist disables, then the unblacklist enables again. */
 static void apply_char_lists(ocp_lstm_model *m)
 {
     static const char *const names[3] = {"tessedit_char_whitelist", "tessedit_char_blacklist",
                                          "tessedit_char_unblacklist"};
-    if (!m->config)
-        return;
-    for (int k = 0; k < 3; k++) {
-        char *cfg = ocp_xstrdup(m->config), *save = NULL;
-        for (char *ln = strtok_r(cfg, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
-            char name[64], value[1024];
-            if (sscanf(ln, "%63s %1023s", name, value) != 2 || strcmp(name, names[k]) != 0)
+    memset(m->enabled, 1, (size_t)m->unicharset.n);
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < m->n_params; i++) {
+            if (strcmp(m->params[i].name, names[k]) != 0)
                 continue;
             if (k == 0)
                 memset(m->enabled + 1, 0, (size_t)m->unicharset.n - 1);
-            set_chars(m, value, k != 1);
+            for (const char *c = m->params[i].value; *c;) {
+                size_t l;
+                int id = ocp_unicharset_match(&m->unicharset, c, &l);
+                if (id > 0)
+                    m->enabled[id] = k != 1;
+                c += id >= 0 ? l : 1; /* not in this model's set: nothing to change */
+            }
         }
-        free(cfg);
-    }
 }
 
 static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model **out,
@@ -596,10 +622,10 @@ static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model
     if (size[OCP_TD_VERSION])
         m->version = ocp_xstrndup((const char *)buf + off[OCP_TD_VERSION], size[OCP_TD_VERSION]);
     if (size[OCP_TD_CONFIG])
-        m->config = ocp_xstrndup((const char *)buf + off[OCP_TD_CONFIG], size[OCP_TD_CONFIG]);
+        read_params(m, (const char *)buf + off[OCP_TD_CONFIG], size[OCP_TD_CONFIG]);
     m->enabled = ocp_xmalloc((size_t)m->unicharset.n + 1);
-    memset(m->enabled, 1, (size_t)m->unicharset.n);
     apply_char_lists(m);
+    ocp_lstm_model_index(m);
     static const char *const dawg_name[3] = {"lstm-punc-dawg", "lstm-word-dawg",
                                              "lstm-number-dawg"};
     for (int i = 0; i < 3; i++) {
@@ -636,19 +662,24 @@ int ocp_lstm_model_load(const char *path, ocp_lstm_model **out, char *err, size_
     if (fd < 0)
         return ocp_errf(-errno, err, errlen, "%s: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size < 1 ||
-        (uint64_t)sb.st_size > MAX_MODEL) {
+    if (fstat(fd, &sb) < 0) {
         int e = errno;
         close(fd);
+        return ocp_errf(-e, err, errlen, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode) || sb.st_size < 1 || (uint64_t)sb.st_size > MAX_MODEL) {
+        close(fd);
         return ocp_errf(OCP_E_FORMAT, err, errlen, "%s: %s", path,
-                        S_ISREG(sb.st_mode) ? (sb.st_size < 1 ? "empty" : "too large")
-                                            : (e ? strerror(e) : "not a regular file"));
+                        !S_ISREG(sb.st_mode) ? "not a regular file"
+                        : sb.st_size < 1     ? "empty"
+                                             : "too large");
     }
     size_t len = (size_t)sb.st_size;
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
     close(fd);
     if (map == MAP_FAILED)
-        return ocp_errf(-errno, err, errlen, "%s: mmap: %s", path, strerror(errno));
+        return ocp_errf(-e, err, errlen, "%s: mmap: %s", path, strerror(e));
     char e2[400];
     int rc = load(map, len, 1, out, e2, sizeof e2);
     if (rc) {

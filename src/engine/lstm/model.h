@@ -110,11 +110,18 @@ typedef struct ocp_lstm_model {
     ocp_unicharset unicharset;
     ocp_recoder recoder;
     char *version;
-    char *config; /* the file's config component (Tesseract's parameters, one a line), or NULL */
+    /* The file's config component: Tesseract's parameters, "name value" a line. */
+    struct ocp_lstm_param {
+        char *name, *value;
+    } *params;
+    int n_params;
     /* Per unichar id: 1 when the decoder may output it. The config's tessedit_char_whitelist,
      * _blacklist and _unblacklist apply as in Tesseract (hin's blacklists "1", which its
      * network confuses with the danda). */
     unsigned char *enabled;
+    /* Per class (network output): the unichar id the recoder spells with it alone, or -1
+     * (every code has length 1 in Debian's models). */
+    int *code_uni;
     /* The dictionaries (punctuation, word, number; edges NULL when absent), and the walk's
      * view of them (dict.word NULL: a model without dictionaries). */
     ocp_dawg dawg[3];
@@ -131,6 +138,14 @@ typedef struct ocp_lstm_model {
  */
 int ocp_tessdata_parts(const unsigned char *buf, size_t len, size_t off[OCP_TD_COUNT],
                        size_t size[OCP_TD_COUNT], char *err, size_t errlen);
+
+/* The unichar whose text is the longest prefix of s (id 0, the space, only for " "), or -1;
+ * *len receives its length in bytes. */
+int ocp_unicharset_match(const ocp_unicharset *u, const char *s, size_t *len);
+
+/* Builds m->code_uni from the recoder (the loader does it; tests that make a model by hand
+ * call it). */
+void ocp_lstm_model_index(ocp_lstm_model *m);
 
 /* Loads the LSTM model of a traineddata file in memory / on disk. */
 int ocp_lstm_model_load_buffer(const unsigned char *buf, size_t len, ocp_lstm_model **out,
