@@ -97,21 +97,23 @@ static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t
     return 0;
 }
 
+/* The page's pixel at (x, y) in grey (colour weighted 299/587/114). */
+static inline uint8_t grey_at(const ocp_page_image *img, int x, int y)
+{
+    const uint8_t *px =
+        (const uint8_t *)img->pixels + ((size_t)y * img->width + x) * img->bands;
+    return img->bands >= 3 ? (uint8_t)((px[0] * 299 + px[1] * 587 + px[2] * 114 + 500) / 1000)
+                           : px[0];
+}
+
 /* The grey pixels of box (clipped to the page) as a new buffer. */
 static uint8_t *crop_grey(const ocp_page_image *img, ocp_box b)
 {
     int w = b.x2 - b.x1, h = b.y2 - b.y1;
     uint8_t *out = ocp_xmalloc((size_t)w * h + 1);
-    for (int y = 0; y < h; y++) {
-        const uint8_t *row =
-            (const uint8_t *)img->pixels + ((size_t)(b.y1 + y) * img->width + b.x1) * img->bands;
-        for (int x = 0; x < w; x++) {
-            const uint8_t *px = row + (size_t)x * img->bands;
-            out[(size_t)y * w + x] =
-                img->bands >= 3 ? (uint8_t)((px[0] * 299 + px[1] * 587 + px[2] * 114 + 500) / 1000)
-                                : px[0];
-        }
-    }
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            out[(size_t)y * w + x] = grey_at(img, b.x1 + x, b.y1 + y);
     return out;
 }
 
@@ -211,17 +213,6 @@ static int read_lines(const ocp_page_image *page, const ocp_lstm_model *m, pline
     return rc;
 }
 
-/* The characters of a reading without the spaces at its ends: [*a, *z). */
-static void trim(const pline *l, int *a, int *z)
-{
-    *a = 0;
-    *z = l->n;
-    while (*a < *z && strcmp(l->chars[*a].text, " ") == 0)
-        (*a)++;
-    while (*z > *a && strcmp(l->chars[*z - 1].text, " ") == 0)
-        (*z)--;
-}
-
 /* Confidence as libtesseract reports it for its LSTM (the project's reference): a word's
  * certainty is the lowest step certainty (log p - 0.085, p as the beam scored the step) of
  * its characters (their steps and the nulls before them) and of the space before it, times
@@ -237,68 +228,53 @@ static float confidence(double certainty)
     return (float)(c < 0 ? 0 : c > 100 ? 100 : c);
 }
 
-/* Walks the words of a read combo word: fn(l, first, last + 1, word's lowest probability). */
-static void each_word(const pline *l, void (*fn)(const pline *, int, int, float, void *),
-                      void *arg)
-{
-    const ocp_lstm_char *best = l->chars;
-    int a, z;
-    trim(l, &a, &z);
-    float space = 1.0f;
-    for (int k = a; k < z;) {
-        for (; k < z && strcmp(best[k].text, " ") == 0; k++)
-            if (best[k].prob < space)
-                space = best[k].prob;
-        if (k >= z)
-            break;
-        int e = k;
-        float wp = space;
-        for (; e < z && strcmp(best[e].text, " ") != 0; e++)
-            if (best[e].prob < wp)
-                wp = best[e].prob;
-        fn(l, k, e, wp, arg);
-        space = 1.0f;
-        k = e;
-    }
-}
+/* A word of a read line, on its way into the result. */
+typedef struct lword {
+    ocp_box box;
+    char *text;
+    double cert;
+} lword;
 
-typedef struct word_sink {
-    ocp_result *res;
-    double cert_sum, conf_sum;
-    int n;
-} word_sink;
-
-static void count_word(const pline *l, int k, int e, float wp, void *arg)
+/* Appends the words of a read combo word to *w (*n of them, *cap allocated). */
+static void split_words(const pline *l, lword **w, int *n, int *cap)
 {
-    word_sink *w = arg;
-    w->cert_sum += word_certainty(wp);
-    w->n++;
-}
-
-static void add_word(const pline *l, int k, int e, float wp, void *arg)
-{
-    word_sink *w = arg;
-    const ocp_lstm_char *best = l->chars;
+    const ocp_lstm_char *c = l->chars;
     ocp_box b = l->b, p = l->p;
     /* A step is 3 pixels of the normalised line; back to the page. */
     double per_step = 3.0 * (double)(p.x2 - p.x1) / (l->w > 0 ? l->w : 1);
-    ocp_sb wt;
-    ocp_sb_init(&wt);
-    for (int i = k; i < e; i++)
-        ocp_sb_puts(&wt, best[i].text);
-    ocp_box wb = {p.x1 + (int)(best[k].first * per_step), b.y1,
-                  p.x1 + (int)((best[e - 1].last + 1) * per_step + 0.5), b.y2};
-    if (wb.x1 < b.x1)
-        wb.x1 = b.x1;
-    if (wb.x2 > b.x2)
-        wb.x2 = b.x2;
-    if (wb.x2 <= wb.x1)
-        wb.x2 = wb.x1 + 1;
-    float conf = confidence(word_certainty(wp));
-    ocp_result_add_word(w->res, wb, wt.buf, conf);
-    w->conf_sum += conf;
-    w->n++;
-    ocp_sb_fini(&wt);
+    float space = 1.0f;
+    for (int k = 0; k < l->n;) {
+        for (; k < l->n && strcmp(c[k].text, " ") == 0; k++)
+            if (c[k].prob < space)
+                space = c[k].prob;
+        if (k >= l->n)
+            break;
+        int e = k;
+        float wp = space;
+        ocp_sb wt;
+        ocp_sb_init(&wt);
+        for (; e < l->n && strcmp(c[e].text, " ") != 0; e++) {
+            ocp_sb_puts(&wt, c[e].text);
+            if (c[e].prob < wp)
+                wp = c[e].prob;
+        }
+        ocp_box wb = {p.x1 + (int)(c[k].first * per_step), b.y1,
+                      p.x1 + (int)((c[e - 1].last + 1) * per_step + 0.5), b.y2};
+        if (wb.x1 < b.x1)
+            wb.x1 = b.x1;
+        if (wb.x2 > b.x2)
+            wb.x2 = b.x2;
+        if (wb.x2 <= wb.x1)
+            wb.x2 = wb.x1 + 1;
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 32;
+            *w = ocp_xrealloc(*w, (size_t)*cap * sizeof **w);
+        }
+        (*w)[(*n)++] = (lword){wb, ocp_xstrdup(wt.buf ? wt.buf : ""), word_certainty(wp)};
+        ocp_sb_fini(&wt);
+        space = 1.0f;
+        k = e;
+    }
 }
 
 /* Adds one text line, read as combo words g[0..ng), and its words to res, its text to sb:
@@ -310,31 +286,33 @@ static void emit_line(const pline *g, int ng, ocp_result *res, ocp_sb *text, dou
     ocp_sb t;
     ocp_sb_init(&t);
     ocp_box box = g[0].b;
-    word_sink certs = {0};
+    lword *w = NULL;
+    int nw = 0, cap = 0;
+    double cert = 0;
     for (int i = 0; i < ng; i++) {
-        int a, z;
-        trim(&g[i], &a, &z);
-        if (i && a < z && t.len)
+        char *part = ocp_lstm_chars_text(g[i].chars, g[i].n);
+        if (*part && t.len)
             ocp_sb_putc(&t, ' ');
-        for (int k = a; k < z; k++) {
-            int sp = strcmp(g[i].chars[k].text, " ") == 0;
-            if (!sp || strcmp(g[i].chars[k - 1].text, " ") != 0) /* runs of spaces: one */
-                ocp_sb_puts(&t, g[i].chars[k].text);
-        }
+        ocp_sb_puts(&t, part);
+        free(part);
         box.x1 = g[i].b.x1 < box.x1 ? g[i].b.x1 : box.x1;
         box.y1 = g[i].b.y1 < box.y1 ? g[i].b.y1 : box.y1;
         box.x2 = g[i].b.x2 > box.x2 ? g[i].b.x2 : box.x2;
         box.y2 = g[i].b.y2 > box.y2 ? g[i].b.y2 : box.y2;
-        each_word(&g[i], count_word, &certs);
+        split_words(&g[i], &w, &nw, &cap);
     }
-    ocp_result_add_line(res, box, t.buf ? t.buf : "",
-                        certs.n ? confidence(certs.cert_sum / certs.n) : 0, g[0].block,
-                        g[0].par);
-    word_sink words = {.res = res};
-    for (int i = 0; i < ng; i++)
-        each_word(&g[i], add_word, &words);
-    *conf_sum += words.conf_sum;
-    *n_words += words.n;
+    for (int i = 0; i < nw; i++)
+        cert += w[i].cert;
+    ocp_result_add_line(res, box, t.buf ? t.buf : "", nw ? confidence(cert / nw) : 0,
+                        g[0].block, g[0].par);
+    for (int i = 0; i < nw; i++) {
+        float conf = confidence(w[i].cert);
+        ocp_result_add_word(res, w[i].box, w[i].text, conf);
+        *conf_sum += conf;
+        free(w[i].text);
+    }
+    *n_words += nw;
+    free(w);
     ocp_sb_puts(text, t.buf ? t.buf : "");
     ocp_sb_putc(text, '\n');
     ocp_sb_fini(&t);
@@ -370,13 +348,11 @@ static void crop_line(const ocp_page_image *img, const ocp_tess_unit *u, pline *
         l->skip = 1;
         return;
     }
-    uint8_t *grey = crop_grey(img, p);
-    size_t npx = (size_t)(p.x2 - p.x1) * (size_t)(p.y2 - p.y1);
     uint64_t total = 0;
-    for (size_t k = 0; k < npx; k++)
-        total += grey[k];
-    l->dark = total < npx * 128;
-    free(grey);
+    for (int y = p.y1; y < p.y2; y++)
+        for (int x = p.x1; x < p.x2; x++)
+            total += grey_at(img, x, y);
+    l->dark = total < (uint64_t)(p.x2 - p.x1) * (uint64_t)(p.y2 - p.y1) * 128;
 }
 
 static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params *op,
@@ -478,7 +454,6 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
     ocp_result_set(&res->engine, "lstm");
     res->mean_conf = n_words ? (float)(conf_sum / n_words) : 0;
     ocp_sb_fini(&text);
-    TessBaseAPIClear(api);
     return rc;
 }
 
