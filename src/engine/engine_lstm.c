@@ -1,14 +1,11 @@
 /*
- * engine_lstm.c: the `lstm` engine: Tesseract (its C API) finds the text
- * lines of the page; our own code (src/engine/lstm) crops and normalises
- * each line, runs the model's network and decodes it. With several
- * languages ("san+eng") each line is read by the models in order until one
- * is sure of it, else the surest reading is kept.
- *
- * CPU, the page's lines in batches (forward.h), beam search with the model's
- * dictionaries (beam.h), and RIL_TEXTLINE boxes padded by 4 px (the
- * reference says Tesseract's "combo words" give the same text on about 99 %
- * of lines, plain line boxes on about 92 %).
+ * engine_lstm.c: the `lstm` engine: Tesseract finds the page's layout (its
+ * "combo words", tess_layout.h, with the first language's parameters); our
+ * own code (src/engine/lstm) crops each to its row's band, normalises it,
+ * runs the model's network on batches of lines (forward.h) and decodes them
+ * with the model's dictionaries (beam.h). With several languages ("san+eng")
+ * each line is read by the models in order until one is sure of it, else the
+ * surest reading is kept.
  */
 #include "engine/engine.h"
 #include "core/error.h"

@@ -55,7 +55,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    char *text = ocp_lstm_greedy(m, probs, steps, NULL);
+    ocp_lstm_char *gchars = NULL;
+    int gn = 0;
+    ocp_lstm_greedy_chars(m, probs, steps, &gchars, &gn);
+    char *text = ocp_lstm_chars_text(gchars, gn);
+    free(gchars);
     if (getenv("LSTM_LINE_DUMP")) /* each step's three likeliest classes, to stderr */
         for (int t = 0; t < steps; t++) {
             const float *q = probs + (size_t)t * m->classes;

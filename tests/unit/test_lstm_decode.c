@@ -264,9 +264,13 @@ static void test_beam_alignments(void **state)
         p2[s * 4 + 0] = amb[s * 4 + 2];
         p2[s * 4 + 3] = amb[s * 4 + 3];
     }
-    char *g = ocp_lstm_greedy(&m, p2, 4, NULL);
+    ocp_lstm_char *gc;
+    int gn;
+    ocp_lstm_greedy_chars(&m, p2, 4, &gc, &gn);
+    char *g = ocp_lstm_chars_text(gc, gn);
     assert_string_equal(g, "nh");
     free(g);
+    free(gc);
     t = decode(&m, p2, 4, 0);
     assert_string_equal(t, "n");
     free(t);

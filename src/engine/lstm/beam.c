@@ -216,7 +216,39 @@ static int by_score(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* The path's classes and probabilities per step, turned into characters. */
+/* A path through the steps (its class and the probability it was scored with at each),
+ * turned into characters. */
+static void path_chars(const ocp_lstm_model *m, const int *code, const float *prob, int steps,
+                       ocp_lstm_char **chars, int *n)
+{
+    const int *inv = m->code_uni;
+    ocp_lstm_char *out = ocp_xcalloc((size_t)steps + 1, sizeof *out);
+    int k = 0, prev = -1;
+    float nulls = 1.0f; /* the lowest probability of the nulls since the last character */
+    for (int s = 0; s < steps; s++) {
+        int c = code[s];
+        if (c == m->null_char) {
+            if (prob[s] < nulls)
+                nulls = prob[s];
+        } else if (c == prev && k > 0 && out[k - 1].last == s - 1) {
+            out[k - 1].last = s;
+            if (prob[s] < out[k - 1].prob)
+                out[k - 1].prob = prob[s];
+        } else if (inv[c] >= 0) {
+            /* A character's certainty counts the nulls before it too (the reference). */
+            out[k].text = m->unicharset.text[inv[c]];
+            out[k].first = out[k].last = s;
+            out[k].prob = prob[s] < nulls ? prob[s] : nulls;
+            nulls = 1.0f;
+            k++;
+        }
+        prev = c;
+    }
+    *chars = out;
+    *n = k;
+}
+
+/* The winning path's steps read back from the records. */
 static void read_back(const beam *b, const path *best, int steps, ocp_lstm_char **chars, int *n)
 {
     int *code = ocp_xmalloc(((size_t)steps + 1) * sizeof *code);
@@ -226,32 +258,28 @@ static void read_back(const beam *b, const path *best, int steps, ocp_lstm_char 
         code[s] = b->recs[r].code;
         prob[s] = b->recs[r].p;
     }
-    ocp_lstm_char *out = ocp_xcalloc((size_t)steps + 1, sizeof *out);
-    int k = 0, prev = -1;
-    float nulls = 1.0f; /* the lowest probability of the nulls since the last character */
-    for (s = 0; s < steps; s++) {
-        int c = code[s];
-        if (c == b->m->null_char) {
-            if (prob[s] < nulls)
-                nulls = prob[s];
-        } else if (c == prev && k > 0 && out[k - 1].last == s - 1) {
-            out[k - 1].last = s;
-            if (prob[s] < out[k - 1].prob)
-                out[k - 1].prob = prob[s];
-        } else if (b->inv[c] >= 0) {
-            /* A character's certainty counts the nulls before it too (the reference). */
-            out[k].text = b->m->unicharset.text[b->inv[c]];
-            out[k].first = out[k].last = s;
-            out[k].prob = prob[s] < nulls ? prob[s] : nulls;
-            nulls = 1.0f;
-            k++;
-        }
-        prev = c;
-    }
+    path_chars(b->m, code, prob, steps, chars, n);
     free(code);
     free(prob);
-    *chars = out;
-    *n = k;
+}
+
+void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
+                           ocp_lstm_char **chars, int *n)
+{
+    int *code = ocp_xmalloc(((size_t)steps + 1) * sizeof *code);
+    float *prob = ocp_xmalloc(((size_t)steps + 1) * sizeof *prob);
+    for (int s = 0; s < steps; s++) {
+        const float *p = probs + (size_t)s * m->classes;
+        int best = 0;
+        for (int j = 1; j < m->classes; j++)
+            if (p[j] > p[best])
+                best = j;
+        code[s] = best;
+        prob[s] = p[best];
+    }
+    path_chars(m, code, prob, steps, chars, n);
+    free(code);
+    free(prob);
 }
 
 void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int use_dict,

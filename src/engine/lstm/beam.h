@@ -27,8 +27,21 @@
 #ifndef OCP_ENGINE_LSTM_BEAM_H
 #define OCP_ENGINE_LSTM_BEAM_H
 
-#include "engine/lstm/forward.h"
 #include "engine/lstm/model.h"
+
+/* One decoded character: its text (borrowed from the model), the time steps it spans, and
+ * its certainty (the lowest probability its steps were scored with, the nulls before it
+ * included). */
+typedef struct ocp_lstm_char {
+    const char *text;
+    int first, last;
+    float prob;
+} ocp_lstm_char;
+
+/* The best class at each step, repeats merged and nulls dropped (no beam, no dictionary:
+ * a figure to compare with): *chars (free()) receives *n characters. */
+void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
+                           ocp_lstm_char **chars, int *n);
 
 /* Decodes steps x m->classes probabilities; with use_dict and a model with a word dawg,
  * with its dictionaries. *chars (free()) receives *n characters (texts borrowed from the

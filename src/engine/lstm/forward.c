@@ -1,5 +1,5 @@
 /*
- * forward.c: the int8 forward pass and a greedy decoder (forward.h).
+ * forward.c: the int8 forward pass (forward.h).
  */
 #include "engine/lstm/forward.h"
 #include "core/error.h"
@@ -807,52 +807,6 @@ int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **
                      int *steps, char *err, size_t errlen)
 {
     return ocp_lstm_forward_batch(m, 1, &img, &w, probs, steps, err, errlen);
-}
-
-void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
-                           ocp_lstm_char **chars, int *n, float *mean)
-{
-    const int *inv = m->code_uni; /* class -> unichar id */
-    ocp_lstm_char *out = ocp_xcalloc((size_t)steps + 1, sizeof *out);
-    int k = 0, prev = -1;
-    double sum = 0;
-    for (int s = 0; s < steps; s++) {
-        const float *p = probs + (size_t)s * m->classes;
-        int best = 0;
-        for (int j = 1; j < m->classes; j++)
-            if (p[j] > p[best])
-                best = j;
-        sum += p[best];
-        if (best == prev && k > 0 && out[k - 1].last == s - 1) {
-            out[k - 1].last = s; /* the same character goes on */
-            if (p[best] < out[k - 1].prob)
-                out[k - 1].prob = p[best];
-        } else if (best != m->null_char && inv[best] >= 0) {
-            out[k].text = m->unicharset.text[inv[best]];
-            out[k].first = out[k].last = s;
-            out[k].prob = p[best];
-            k++;
-        }
-        prev = best;
-    }
-    if (mean)
-        *mean = steps ? (float)(sum / steps) : 0;
-    *chars = out;
-    *n = k;
-}
-
-char *ocp_lstm_greedy(const ocp_lstm_model *m, const float *probs, int steps, float *conf)
-{
-    ocp_lstm_char *chars;
-    int n;
-    ocp_lstm_greedy_chars(m, probs, steps, &chars, &n, conf);
-    ocp_sb sb;
-    ocp_sb_init(&sb);
-    ocp_sb_puts(&sb, "");
-    for (int k = 0; k < n; k++)
-        ocp_sb_puts(&sb, chars[k].text);
-    free(chars);
-    return ocp_sb_steal(&sb);
 }
 
 /* The frac-th percentile of n values in a histogram of 255 buckets (0..254; a 255 counts

@@ -1,6 +1,6 @@
 /*
- * forward.h: the int8 forward pass of a Tesseract LSTM model (model.h) and
- * a greedy decoder, written from the arithmetic in the project's reference:
+ * forward.h: the int8 forward pass of a Tesseract LSTM model (model.h),
+ * and the line preparation before it, written from the arithmetic in the project's reference:
  * exact int32 dot products scaled per row, re-quantisation to int8 between
  * layers, 4096-entry tanh/logistic tables with linear interpolation, the
  * 3x3 convolution with pseudo-random borders, maxpool, 1-D and summarising
@@ -49,23 +49,6 @@ int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *
  */
 int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **probs,
                      int *steps, char *err, size_t errlen);
-
-/* The best class at each step, repeats merged and nulls dropped, as UTF-8 (new string).
- * *conf, when not NULL, receives the mean best probability. */
-char *ocp_lstm_greedy(const ocp_lstm_model *m, const float *probs, int steps, float *conf);
-
-/* One decoded character: its text (borrowed from the model), the time steps it spans, and
- * its certainty (the lowest best probability over its steps). */
-typedef struct ocp_lstm_char {
-    const char *text;
-    int first, last;
-    float prob;
-} ocp_lstm_char;
-
-/* As ocp_lstm_greedy, with positions: *chars (free()) receives *n characters; *mean, when
- * not NULL, the mean best probability over the steps. */
-void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int steps,
-                           ocp_lstm_char **chars, int *n, float *mean);
 
 /* A grey line image (8-bit, any height, row-major) scaled to the model's height with
  * leptonica's pixScale and contrast-normalised as the reference describes: *out (free())
