@@ -16,6 +16,7 @@
 #define STEP_OFFSET -0.085 /* added to every step's log probability */
 #define NODICT_RATIO 2.25  /* a step outside the dictionary costs this much more */
 #define MIN_CERT -30.0    /* log of a probability of 0 */
+#define WORST_DICT (-25.0 / 7) /* a dictionary path takes no step less certain than this */
 #define TABLE 16384       /* merge table slots (power of 2), over twice the largest step */
 
 typedef struct path {
@@ -55,6 +56,12 @@ typedef struct beam {
     int top1, top2; /* this step's two likeliest classes */
     float step_p;   /* the probability the step being offered is scored with */
     int8_t *tier;   /* per class: 0 (the top two and the null), 1 (the next three), 2 */
+    struct {        /* per continuation: the best path starting a dictionary word here */
+        const path *from;
+        int code, on;
+        double score;
+        float step_p;
+    } init[3];
 } beam;
 
 static uint64_t mix(uint64_t h, int id)
@@ -132,17 +139,25 @@ static void take_char(beam *b, const path *from, int k, double w, int cont)
     if (uni < 0 || (b->m->enabled && !b->m->enabled[uni]))
         return;
     uint64_t h = mix(from->hash, uni);
+    if (from->dict && w <= WORST_DICT)
+        return;
     if (k == b->space) {
         /* A dictionary path crosses a space only at the end of a word. */
         if (from->dict && !from->fresh && !ocp_dict_word_end(b->dict, &from->st))
             return;
-        double sc = from->score + (from->dict ? w : w * NODICT_RATIO);
-        /* The next word is read both ways. */
-        offer(b, from, k, sc, h, 0, 1, cont, NULL);
-        if (b->dict) {
-            ocp_dict_state st;
-            ocp_dict_start(&st);
-            offer(b, from, k, sc, h, 1, 1, cont, &st);
+        offer(b, from, k, from->score + (from->dict ? w : w * NODICT_RATIO), h, 0, 1, cont, NULL);
+        /* The next word may be read against the dictionary: the best such start of each
+         * step joins the dictionary paths after the step's other offers (one, so that the
+         * starts do not crowd out the words in progress). */
+        if (b->dict && w > WORST_DICT) {
+            double sc = from->score + w;
+            if (!b->init[cont].on || sc > b->init[cont].score) {
+                b->init[cont].on = 1;
+                b->init[cont].from = from;
+                b->init[cont].code = k;
+                b->init[cont].score = sc;
+                b->init[cont].step_p = b->step_p;
+            }
         }
         return;
     }
@@ -159,6 +174,8 @@ static void take_char(beam *b, const path *from, int k, double w, int cont)
 /* The same text goes on (the path's own class again, or the null), the step scored w. */
 static void keep_text(beam *b, const path *from, int k, double w, int cont)
 {
+    if (from->dict && w <= WORST_DICT)
+        return;
     offer(b, from, k, from->score + (from->dict ? w : w * NODICT_RATIO), from->hash, from->dict,
           from->fresh, cont, &from->st);
 }
@@ -330,6 +347,8 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
         start[3] = no;
         b.ncand = 0;
         b.gen++;
+        for (int c = 0; c < 3; c++)
+            b.init[c].on = 0;
         for (int t = 0; t < 3; t++) {
             for (int i = 0; i < ncur; i++)
                 extend(&b, &cur[i], t, order + start[t], start[t + 1] - start[t]);
@@ -339,6 +358,15 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
             if (open)
                 break;
         }
+        for (int c = 0; c < 3; c++)
+            if (b.init[c].on) {
+                ocp_dict_state st;
+                ocp_dict_start(&st);
+                const path *f = b.init[c].from;
+                b.step_p = b.init[c].step_p;
+                offer(&b, f, b.init[c].code, b.init[c].score, mix(f->hash, b.inv[b.init[c].code]),
+                      1, 1, c, &st);
+            }
         /* Keep the best WIDTH of each heap. */
         qsort(b.cand, (size_t)b.ncand, sizeof *b.cand, by_score);
         int kept[HEAPS] = {0};
