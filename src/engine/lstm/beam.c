@@ -143,7 +143,7 @@ static void take_char(beam *b, const path *from, int k, double w, int cont)
         return;
     if (k == b->space) {
         /* A dictionary path crosses a space only at the end of a word. */
-        if (from->dict && !from->fresh && !ocp_dict_word_end(b->dict, &from->st))
+        if (from->dict && (from->fresh || !ocp_dict_word_end(b->dict, &from->st)))
             return;
         offer(b, from, k, from->score + (from->dict ? w : w * NODICT_RATIO), h, 0, 1, cont, NULL);
         /* The next word may be read against the dictionary: the best such start of each
