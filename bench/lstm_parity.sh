@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # The longer parity run of our recognizer against libtesseract 5.3.0 (issue 7;
 # tests/integration/test_lstm.sh runs the same on 15 lines): N lines a language
-# (LSTM_PARITY_LINES, 100 by default) of real text the machine already has:
-# English from the GPL-3 text in /usr/share/common-licenses, Hindi and Tamil
-# from the hi and ta message catalogues in /usr/share/locale, and for the
-# Sanskrit model Marathi ones (Devanagari; Debian ships no Sanskrit catalogue).
+# (LSTM_PARITY_LINES, 100 by default) of real text (bench/texts.sh).
 # Each line is rendered, cropped to its ink and scaled to the model's height in
 # black and white, so both sides see the same pixels, then:
 #   exact    our network outputs equal libtesseract's at every step (1e-5)
@@ -33,17 +30,8 @@ for l in eng san tam hin; do
         rm -f "$l".lstm-*-dawg && combine_tessdata "$l." >/dev/null 2>&1 && rm -f "$l".lstm* "$l".version)
 done
 
-# The texts: lines of 30 to 90 bytes, without format directives, a fixed sample.
-catalogue() { # catalogue LOCALE: every translated message of that locale's catalogues
-    for f in /usr/share/locale/"$1"/LC_MESSAGES/*.mo; do
-        [ -e "$f" ] && msgunfmt "$f" 2>/dev/null
-    done | sed -n 's/^msgstr "\(.*\)"$/\1/p' | grep -v '[%\\_&<>{}$]'
-}
-sample() { awk 'length($0) >= 30 && length($0) <= 90' | sort -u | shuf -n "$N" --random-source=<(yes 42); }
-grep -v '^ *$' /usr/share/common-licenses/GPL-3 | sed 's/^ *//' | sample >"$work/eng.txt"
-catalogue mr | sample >"$work/san.txt"
-catalogue ta | sample >"$work/tam.txt"
-catalogue hi | sample >"$work/hin.txt"
+source bench/texts.sh
+bench_texts "$work" "$N"
 
 one() { # one LANG I TEXT: prints exact, nodict, greedy, dict (1/0) for one line
     local l=$1 i=$2 text=$3 d=$work/$1-$2 h=36

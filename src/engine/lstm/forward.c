@@ -815,14 +815,14 @@ int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **
  * that count. Found by black-box tests against libtesseract (see test_lstm.sh). */
 static float percentile(const long *hist, long n, double frac)
 {
-    long target = round_away(frac * (double)n);
+    double target = frac * (double)n;
     if (target < 1)
         target = 1;
     if (target > n)
-        target = n;
+        target = (double)n;
     long sum = 0;
     int i = 0;
-    while (i < 255 && sum < target)
+    while (i < 256 && sum < target)
         sum += hist[i++];
     if (i == 0 || hist[i - 1] == 0)
         return (float)i;
@@ -869,11 +869,11 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
             pixGetPixel(g8, x + 1, H / 2, &v);
             next = (int)v;
             if (cur < prev && cur <= next) {
-                hmin[cur > 254 ? 254 : cur]++;
+                hmin[cur]++;
                 nmin++;
             }
             if (cur > prev && cur >= next) {
-                hmax[cur > 254 ? 254 : cur]++;
+                hmax[cur]++;
                 nmax++;
             }
             prev = cur;
@@ -885,7 +885,7 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
         nmin = 1;
     }
     if (!nmax) {
-        hmax[254] = 1;
+        hmax[255] = 1;
         nmax = 1;
     }
     float black = percentile(hmin, nmin, 0.25), white = percentile(hmax, nmax, 0.75);
@@ -897,9 +897,14 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, i
         for (int x = 0; x < W; x++) {
             l_uint32 v;
             pixGetPixel(g8, x, y, &v);
-            /* Into [-1, 1], then the network's own int8 quantisation (x 127): black-box
-             * tests against libtesseract show 127 here, where the reference says 128. */
-            img[(size_t)y * W + x] = ocp_lstm_quantise(((float)v - black) / contrast - 1.0f);
+            /* Into [-1, 1], then x 128 (as the reference says), rounded half away from
+             * zero and clipped to +-127: on grey lines only this, with the percentiles
+             * below interpolated at the exact fraction of the count over all 256 levels,
+             * gives libtesseract's outputs to the last bit (black-and-white lines cannot
+             * tell 127 from 128). */
+            float fp = ((float)v - black) / contrast - 1.0f;
+            int q = (int)lroundf(128.0f * fp);
+            img[(size_t)y * W + x] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
         }
     }
     pixDestroy(&g8);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Page-level parity of our recognizer (issue 7, figure 3): `ocrpool ocr --engine lstm`
+# against `--engine tesseract` (libtesseract 5.3.0, its dictionaries on) on the same
+# pages, clean and degraded (blurred, with grain), per language. The pages are real
+# text (bench/texts.sh: LSTM_PAGE_LINES lines a language, 100 by default, 25 to a page)
+# rendered at 300 dpi in the fonts of the tests; both engines lay them out with
+# Tesseract. Per language and render: the share of identical lines (the two outputs'
+# non-empty lines aligned in order) and the CER between the two engines, and each
+# engine's CER against the text rendered.
+#   bench/lstm_pages.sh        (BUILD=build by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+N=${LSTM_PAGE_LINES:-100}
+OCRPOOL=$PWD/$BUILD/ocrpool
+work=$BUILD/bench/pages
+rm -rf "$work"
+mkdir -p "$work/in" "$work/lstm" "$work/tesseract"
+export OMP_THREAD_LIMIT=1
+source tests/data/fonts.sh
+source bench/texts.sh
+bench_texts "$work" "$N"
+
+for l in eng san tam hin; do
+    split -l 25 -d "$work/$l.txt" "$work/in/$l-p"
+    for t in "$work/in/$l"-p??; do
+        pango-view --font="$(font_of "$l")" --dpi=300 --margin=120 --background=white \
+            --foreground=black -q -o "$t-clean.png" "$t" 2>/dev/null
+        w=$(vipsheader -f width "$t-clean.png")
+        h=$(vipsheader -f height "$t-clean.png")
+        vips colourspace "$t-clean.png" "$t.g.v" b-w
+        vips gaussblur "$t.g.v" "$t.b.v" 1.2
+        vips gaussnoise "$t.n.v" "$w" "$h" --sigma 24 --mean 0
+        vips add "$t.b.v" "$t.n.v" "$t.d.v"
+        vips cast "$t.d.v" "$t-degraded.png" uchar
+        rm -f "$t".*.v
+    done
+done
+for e in lstm tesseract; do
+    for l in eng san tam hin; do
+        "$OCRPOOL" ocr -q -j "$(nproc)" --engine "$e" -l "$l" -o "$work/$e" "$work/in/$l"-p*.png
+    done
+done
+python3 bench/page_parity.py "$work"

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""page_parity.py DIR: the figures of bench/lstm_pages.sh from DIR/in (the texts, LANG-pNN,
+and their renders, LANG-pNN-{clean,degraded}.png) and DIR/{lstm,tesseract} (each engine's
+text of each render). Lines are aligned in order (difflib), so a line one engine splits or
+drops costs that line only."""
+import difflib
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
+from cer import levenshtein, norm  # noqa: E402
+
+
+def lines(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [norm(x) for x in f if norm(x)]
+    except FileNotFoundError:
+        return []
+
+
+def main():
+    d = sys.argv[1]
+    print("%-5s %-9s %6s %16s %9s %9s %9s" % ("lang", "render", "lines", "identical", "CER l/t",
+                                              "CER lstm", "CER tess"))
+    total = [0, 0]
+    for lang in ("eng", "san", "tam", "hin"):
+        for render in ("clean", "degraded"):
+            same = n = 0
+            dist = [0, 0, 0]
+            size = [0, 0]
+            for src in sorted(glob.glob(os.path.join(d, "in", lang + "-p??"))):
+                base = os.path.basename(src) + "-" + render
+                ours = lines(os.path.join(d, "lstm", base + ".txt"))
+                theirs = lines(os.path.join(d, "tesseract", base + ".txt"))
+                truth = lines(src)
+                m = difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False)
+                same += sum(b.size for b in m.get_matching_blocks())
+                n += max(len(ours), len(theirs))
+                o, t, r = " ".join(ours), " ".join(theirs), " ".join(truth)
+                dist[0] += levenshtein(t, o)
+                dist[1] += levenshtein(r, o)
+                dist[2] += levenshtein(r, t)
+                size[0] += len(t)
+                size[1] += len(r)
+            total[0] += same
+            total[1] += n
+            print("%-5s %-9s %6d %9d %5.1f%% %9.4f %9.4f %9.4f" % (
+                lang, render, n, same, 100.0 * same / max(n, 1), dist[0] / max(size[0], 1),
+                dist[1] / max(size[1], 1), dist[2] / max(size[1], 1)))
+    print("all lines identical: %d of %d (%.1f%%)" % (total[0], total[1],
+                                                       100.0 * total[0] / max(total[1], 1)))
+
+
+if __name__ == "__main__":
+    main()
