@@ -336,6 +336,11 @@ static void crop_line(const ocp_page_image *img, const ocp_tess_unit *u, pline *
         if (top < b.y1)
             b.y1 = top;
     }
+    OCP_LOG(OCP_LOG_DEBUG,
+            "lstm: line %d: box %d,%d-%d,%d, baseline %.2f, x-height %.2f, ascenders %.2f, "
+            "descenders %.2f: band %d-%d",
+            l->line, l->b.x1, l->b.y1, l->b.x2, l->b.y2, u->baseline, u->x_height, u->ascenders,
+            u->descenders, b.y1, b.y2);
     ocp_box p = {b.x1 - 4, b.y1 - 4, b.x2 + 4, b.y2 + 4};
     if (p.x1 < 0)
         p.x1 = 0;
