@@ -2,7 +2,8 @@
 # Benchmark of our own recognizer (not part of `make test`): the same A4
 # pages through `--engine lstm` and `--engine tesseract`, one process (-j 1)
 # and two (-j 2), OMP_THREAD_LIMIT=1: pages/s and the ratio; then the longer
-# parity run (bench/lstm_parity.sh: 100 lines a language).
+# parity runs (bench/lstm_parity.sh: 100 lines a language; bench/lstm_pages.sh:
+# 4 pages a language, clean and degraded, against --engine tesseract).
 #   bench/lstm.sh        (BUILD=build by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,7 @@ done
 echo
 echo "# parity with libtesseract, lines of real text (bench/lstm_parity.sh)"
 BUILD=$BUILD bench/lstm_parity.sh
+
+echo
+echo "# parity with --engine tesseract, whole pages (bench/lstm_pages.sh)"
+BUILD=$BUILD bench/lstm_pages.sh
