@@ -3,7 +3,7 @@
 # pages through `--engine lstm` and `--engine tesseract`, one process (-j 1)
 # and two (-j 2), OMP_THREAD_LIMIT=1: pages/s and the ratio; then the longer
 # parity runs (bench/lstm_parity.sh: 100 lines a language; bench/lstm_pages.sh:
-# 4 pages a language, clean and degraded, against --engine tesseract).
+# 4 pages a language, clean, degraded and in colour, against --engine tesseract).
 #   bench/lstm.sh        (BUILD=build by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."

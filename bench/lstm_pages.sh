@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Page-level parity of our recognizer (issue 7, figure 3): `ocrpool ocr --engine lstm`
 # against `--engine tesseract` (libtesseract 5.3.0, its dictionaries on) on the same
-# pages, clean and degraded (blurred, with grain), per language. The pages are real
+# pages, clean, degraded (blurred, with grain) and in colour (purple on beige), per
+# language. The pages are real
 # text (bench/texts.sh: LSTM_PAGE_LINES lines a language, 100 by default, 25 to a page)
 # rendered at 300 dpi in the fonts of the tests; both engines lay them out with
 # Tesseract. Per language and render: the share of identical lines (the two outputs'
@@ -34,6 +35,8 @@ for l in eng san tam hin; do
         vips add "$t.b.v" "$t.n.v" "$t.d.v"
         vips cast "$t.d.v" "$t-degraded.png" uchar
         rm -f "$t".*.v
+        pango-view --font="$(font_of "$l")" --dpi=300 --margin=120 --background='#f0e0c0' \
+            --foreground='#402080' -q -o "$t-colour.png" "$t" 2>/dev/null
     done
 done
 for e in lstm tesseract; do

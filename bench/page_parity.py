@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """page_parity.py DIR: the figures of bench/lstm_pages.sh from DIR/in (the texts, LANG-pNN,
-and their renders, LANG-pNN-{clean,degraded}.png) and DIR/{lstm,tesseract} (each engine's
+and their renders, LANG-pNN-{clean,degraded,colour}.png) and DIR/{lstm,tesseract} (each engine's
 text of each render). Lines are aligned in order (difflib), so a line one engine splits or
 drops costs that line only."""
 import difflib
@@ -26,7 +26,7 @@ def main():
                                               "CER lstm", "CER tess"))
     total = [0, 0]
     for lang in ("eng", "san", "tam", "hin"):
-        for render in ("clean", "degraded"):
+        for render in ("clean", "degraded", "colour"):
             same = n = 0
             dist = [0, 0, 0]
             size = [0, 0]

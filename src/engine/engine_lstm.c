@@ -103,14 +103,14 @@ static inline uint8_t grey_at(const ocp_page_image *img, int x, int y)
                            : px[0];
 }
 
-/* The grey pixels of box (clipped to the page) as a new buffer. */
-static uint8_t *crop_grey(const ocp_page_image *img, ocp_box b)
+/* The pixels of box (clipped to the page), in the page's own bands, as a new buffer. */
+static uint8_t *crop_pixels(const ocp_page_image *img, ocp_box b)
 {
-    int w = b.x2 - b.x1, h = b.y2 - b.y1;
-    uint8_t *out = ocp_xmalloc((size_t)w * h + 1);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            out[(size_t)y * w + x] = grey_at(img, b.x1 + x, b.y1 + y);
+    size_t row = (size_t)(b.x2 - b.x1) * img->bands;
+    uint8_t *out = ocp_xmalloc(row * (size_t)(b.y2 - b.y1) + 1);
+    for (int y = b.y1; y < b.y2; y++)
+        memcpy(out + (size_t)(y - b.y1) * row,
+               (const uint8_t *)img->pixels + ((size_t)y * img->width + b.x1) * img->bands, row);
     return out;
 }
 
@@ -167,20 +167,16 @@ static int read_lines(const ocp_page_image *page, const ocp_lstm_model *m, pline
              a++) {
             pline *l = &lines[idx[order[a]]];
             int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
-            uint8_t *grey = crop_grey(page, l->p);
-            if (l->dark != invert) {
-                size_t np = (size_t)gw * gh;
-                for (size_t k = 0; k < np; k++)
-                    grey[k] = (uint8_t)(255 - grey[k]);
-            }
+            uint8_t *crop = crop_pixels(page, l->p);
             char why[300];
-            if (ocp_lstm_prepare_line(m, grey, gw, gh, gw, &bimg[nb], &bw[nb], why, sizeof why)) {
+            if (ocp_lstm_prepare_line(m, crop, gw, gh, gw * page->bands, page->bands,
+                                      l->dark != invert, &bimg[nb], &bw[nb], why, sizeof why)) {
                 OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", why);
             } else {
                 px += (long)bw[nb] * m->input_height;
                 who[nb++] = idx[order[a]];
             }
-            free(grey);
+            free(crop);
         }
         char why[300];
         if (nb && ocp_lstm_forward_batch(m, nb, (const int8_t *const *)bimg, bw, probs, steps,

@@ -50,7 +50,7 @@ int main(int argc, char **argv)
     int8_t *img = NULL;
     int ow = 0, steps = 0;
     float *probs = NULL;
-    if (ocp_lstm_prepare_line(m, grey, w, h, w, &img, &ow, err, sizeof err) ||
+    if (ocp_lstm_prepare_line(m, grey, w, h, w, 1, 0, &img, &ow, err, sizeof err) ||
         ocp_lstm_forward(m, img, ow, &probs, &steps, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return 2;

@@ -162,7 +162,7 @@ static void test_refusals(void **state)
     int8_t *out;
     int ow;
     uint8_t grey[4] = {0};
-    assert_int_equal(ocp_lstm_prepare_line(&m, grey, 0, 4, 1, &out, &ow, err, sizeof err),
+    assert_int_equal(ocp_lstm_prepare_line(&m, grey, 0, 4, 1, 1, 0, &out, &ow, err, sizeof err),
                      OCP_E_RANGE);
 }
 

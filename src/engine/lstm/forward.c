@@ -829,25 +829,43 @@ static float percentile(const long *hist, long n, double frac)
     return (float)(i - (double)(sum - target) / (double)hist[i - 1]);
 }
 
-int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, int h, int stride,
-                          int8_t **out, int *ow, char *err, size_t errlen)
+int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *px, int w, int h, int stride,
+                          int bands, int invert, int8_t **out, int *ow, char *err,
+                          size_t errlen)
 {
     *out = NULL;
     if (w < 1 || h < 1 || w > 100000 || h > 10000)
         return ocp_errf(OCP_E_RANGE, err, errlen, "line image %d x %d", w, h);
-    PIX *pix = pixCreate(w, h, 8);
+    if (bands != 1 && bands != 3 && bands != 4)
+        return ocp_errf(OCP_E_RANGE, err, errlen, "line image of %d bands", bands);
+    int colour = bands >= 3;
+    PIX *pix = pixCreate(w, h, colour ? 32 : 8);
     if (!pix)
         return ocp_errf(-ENOMEM, err, errlen, "cannot allocate a %d x %d line", w, h);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            pixSetPixel(pix, x, y, grey[(size_t)y * stride + x]);
+    for (int y = 0; y < h; y++) {
+        const uint8_t *row = px + (size_t)y * stride;
+        for (int x = 0; x < w; x++) {
+            const uint8_t *q = row + (size_t)x * bands;
+            l_uint32 v;
+            if (colour)
+                composeRGBPixel(q[0], q[1], q[2], &v);
+            else
+                v = q[0];
+            pixSetPixel(pix, x, y, v);
+        }
+    }
     float f = (float)m->input_height / (float)h;
     PIX *sc = pixScale(pix, f, f);
     pixDestroy(&pix);
     if (!sc)
         return ocp_errf(OCP_E_ENGINE, err, errlen, "cannot scale the line");
+    if (invert)
+        pixInvert(sc, sc);
+    /* Colour to grey as leptonica's pixConvertTo8 does it (its luminance weights). */
     PIX *g8 = pixGetDepth(sc) == 8 ? pixClone(sc) : pixConvertTo8(sc, 0);
     pixDestroy(&sc);
+    if (!g8)
+        return ocp_errf(OCP_E_ENGINE, err, errlen, "cannot make the line grey");
     int W = pixGetWidth(g8), H = pixGetHeight(g8);
     if (H != m->input_height) {
         pixDestroy(&g8);

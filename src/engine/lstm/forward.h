@@ -50,10 +50,13 @@ int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *
 int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **probs,
                      int *steps, char *err, size_t errlen);
 
-/* A grey line image (8-bit, any height, row-major) scaled to the model's height with
- * leptonica's pixScale and contrast-normalised as the reference describes: *out (free())
- * receives the int8 image, *w its width. */
-int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *grey, int w, int h, int stride,
-                          int8_t **out, int *ow, char *err, size_t errlen);
+/* A line image (w x h pixels of `bands` bytes each, 1 grey or 3-4 RGB(A), rows `stride`
+ * bytes apart) as libtesseract feeds it to the network: scaled to the model's height with
+ * leptonica's pixScale (colour in colour), turned over when `invert`, made grey (leptonica's
+ * luminance for colour), contrast-normalised as the reference describes: *out (free())
+ * receives the int8 image, *ow its width. */
+int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *px, int w, int h, int stride,
+                          int bands, int invert, int8_t **out, int *ow, char *err,
+                          size_t errlen);
 
 #endif
