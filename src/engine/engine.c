@@ -52,6 +52,23 @@ int ocp_engine_ocr(ocp_engine *e, const ocp_page_image *img, const ocp_ocr_param
     return e->ops->ocr(e->state, img, p, res, e->errmsg, sizeof e->errmsg);
 }
 
+void ocp_engine_ocr_batch(ocp_engine *e, ocp_batch_page *pages, int n, const ocp_ocr_params *p)
+{
+    e->errmsg[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        ocp_result_set(&pages[i].res->engine, e->ops->name);
+        pages[i].rc = 0;
+        pages[i].err[0] = '\0';
+    }
+    if (e->ops->ocr_batch) {
+        e->ops->ocr_batch(e->state, pages, n, p);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        pages[i].rc = e->ops->ocr(e->state, pages[i].img, p, pages[i].res, pages[i].err,
+                                  sizeof pages[i].err);
+}
+
 const char *ocp_engine_errmsg(const ocp_engine *e)
 {
     return e->errmsg;

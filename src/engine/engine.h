@@ -7,6 +7,7 @@
  *                       later the zygote does it before forking workers)
  *   ocp_engine_ocr()    one page of pixels -> ocp_result, boxes in the
  *                       pixels' own coordinates (the caller rescales)
+ *   ocp_engine_ocr_batch()  several pages at once (a worker's batch)
  *   ocp_engine_close()
  */
 #ifndef OCP_ENGINE_ENGINE_H
@@ -29,12 +30,23 @@ typedef struct ocp_ocr_params {
     double timeout_s; /* soft deadline; 0 = none */
 } ocp_ocr_params;
 
+/* One page of a batch (ocp_engine_ocr_batch). Open type. */
+typedef struct ocp_batch_page {
+    const ocp_page_image *img; /* in */
+    ocp_result *res;           /* out: initialised by the caller */
+    int rc;                    /* out: 0, or a negative code with the reason in err */
+    char err[512];
+} ocp_batch_page;
+
 typedef struct ocp_engine_ops {
     const char *name;
     unsigned features; /* OCP_FEAT_* of config.h the engine uses */
     int (*open)(const ocp_engine_params *p, void **state, char *err, size_t errlen);
     int (*ocr)(void *state, const ocp_page_image *img, const ocp_ocr_params *p, ocp_result *res,
                char *err, size_t errlen);
+    /* Optional: n pages at once (their deadline the sum of theirs); without it the pages
+     * go through ocr one by one. A page's failure is its own. */
+    void (*ocr_batch)(void *state, ocp_batch_page *pages, int n, const ocp_ocr_params *p);
     void (*close)(void *state);
     const char *(*version)(void);
 } ocp_engine_ops;
@@ -52,6 +64,9 @@ int ocp_engine_open(const char *name, const ocp_engine_params *p, ocp_engine **o
  * is in ocp_engine_errmsg(). */
 int ocp_engine_ocr(ocp_engine *e, const ocp_page_image *img, const ocp_ocr_params *p,
                    ocp_result *res);
+/* OCRs n pages together (the pool's batches): each page gets its result or its own
+ * failure (rc, err); p's timeout applies to each page, the batch having the sum. */
+void ocp_engine_ocr_batch(ocp_engine *e, ocp_batch_page *pages, int n, const ocp_ocr_params *p);
 const char *ocp_engine_errmsg(const ocp_engine *e);
 const char *ocp_engine_name(const ocp_engine *e);
 void ocp_engine_close(ocp_engine *e);

@@ -117,6 +117,7 @@ static uint8_t *crop_pixels(const ocp_page_image *img, ocp_box b)
 /* A combo word of the page (a text line, or the part of one a wide gap leaves) on its way
  * through the models. */
 typedef struct pline {
+    const ocp_page_image *img; /* its page */
     ocp_box b, p;    /* the layout's box, and the crop (its row's band, padded, clipped) */
     int block, par, line;
     int dark;        /* the crop is mostly dark: light text on a dark ground, read turned
@@ -133,13 +134,12 @@ typedef struct pline {
 #define BATCH_LINES 8          /* lines a forward pass takes together */
 #define BATCH_PIXELS (1 << 19) /* and their normalised pixels, which bounds the batch's memory */
 
-/* Reads lines idx[0..n) of the page with model m (the crops turned over once more when
- * `invert`), in batches of similar widths; a reading surer than a line's best replaces it.
- * The crops are made here, a line at a time, not kept: a page's lines in grey weigh as much
- * as the page. */
-static int read_lines(const ocp_page_image *page, const ocp_lstm_model *m, pline *lines,
-                      const int *idx, int n, int invert, double deadline, char *err,
-                      size_t errlen)
+/* Reads lines idx[0..n) (of one page or several) with model m (the crops turned over once
+ * more when `invert`), in batches of similar widths; a reading surer than a line's best
+ * replaces it. The crops are made here, a line at a time, not kept: a page's lines in grey
+ * weigh as much as the page. */
+static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int n, int invert,
+                      double deadline, char *err, size_t errlen)
 {
     /* Similar widths together, by the width the line will have at the model's height
      * (insertion sort: tens of lines); each batch's lines prepared only when it runs. */
@@ -167,6 +167,7 @@ static int read_lines(const ocp_page_image *page, const ocp_lstm_model *m, pline
              a++) {
             pline *l = &lines[idx[order[a]]];
             int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
+            const ocp_page_image *page = l->img;
             uint8_t *crop = crop_pixels(page, l->p);
             char why[300];
             if (ocp_lstm_prepare_line(m, crop, gw, gh, gw * page->bands, page->bands,
@@ -358,33 +359,34 @@ static void crop_line(const ocp_page_image *img, const ocp_tess_unit *u, pline *
     l->dark = total < (uint64_t)(p.x2 - p.x1) * (uint64_t)(p.y2 - p.y1) * 128;
 }
 
-static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params *op,
-                    ocp_result *res, char *err, size_t errlen)
+/* The page's combo words (Tesseract's words of a row merged where a line recognizer reads
+ * them together: whole lines but for wide gaps) as lines to read, *out (free()); returns
+ * their number, or -1 with the reason in err. */
+static int layout_page(lstm_state *st, const ocp_page_image *img, pline **out, char *err,
+                       size_t errlen)
 {
-    lstm_state *st = state;
     TessBaseAPI *api = st->layout;
-    double t0 = ocp_now();
+    *out = NULL;
     TessBaseAPISetImage(api, img->pixels, img->width, img->height, img->bands,
                         img->width * img->bands);
     if (img->dpi > 0)
         TessBaseAPISetSourceResolution(api, img->dpi);
-    /* The page's combo words: Tesseract's words of a row merged where a line recognizer
-     * reads them together (whole lines but for wide gaps). */
     ocp_tess_unit *units = NULL;
-    int nl = ocp__tess_layout_units(api, &units), rc = 0;
-    if (nl < 0) {
-        TessBaseAPIClear(api);
-        return ocp_errf(OCP_E_ENGINE, err, errlen, "tesseract: layout analysis failed");
-    }
-    pline *lines = ocp_xcalloc((size_t)nl + 1, sizeof *lines);
-    for (int i = 0; i < nl; i++)
-        lines[i] = (pline){.b = {units[i].x1, units[i].y1, units[i].x2, units[i].y2},
-                           .block = units[i].block,
-                           .par = units[i].para,
-                           .line = units[i].line};
+    int nl = ocp__tess_layout_units(api, &units);
     /* The layout is all Tesseract gives here: its copies of the page go before our tensors
      * come (the worker's peak memory). */
     TessBaseAPIClear(api);
+    if (nl < 0) {
+        ocp_errf(OCP_E_ENGINE, err, errlen, "tesseract: layout analysis failed");
+        return -1;
+    }
+    pline *lines = ocp_xcalloc((size_t)nl + 1, sizeof *lines);
+    for (int i = 0; i < nl; i++)
+        lines[i] = (pline){.img = img,
+                           .b = {units[i].x1, units[i].y1, units[i].x2, units[i].y2},
+                           .block = units[i].block,
+                           .par = units[i].para,
+                           .line = units[i].line};
     int *hs = ocp_xcalloc((size_t)nl + 1, sizeof *hs);
     for (int i = 0; i < nl; i++)
         hs[i] = lines[i].b.y2 - lines[i].b.y1;
@@ -396,8 +398,6 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
         }
     int median = nl ? hs[nl / 2] : 0;
     free(hs);
-    int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx);
-    int *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
     /* A box far lower than the page's usual one is a fragment (a rule, specks, a
      * Devanagari headline the layout split off): left out. */
     for (int i = 0; i < nl; i++) {
@@ -407,8 +407,18 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
             crop_line(img, &units[i], &lines[i]);
     }
     free(units);
-    double deadline = op->timeout_s > 0 ? t0 + op->timeout_s : 0;
-    /* Each model reads, in batches, the lines no model before it was sure of. */
+    *out = lines;
+    return nl;
+}
+
+/* Reads lines[0..nl) (of every page of a batch together): each model, in batches, the lines
+ * no model before it was sure of. */
+static int read_all(lstm_state *st, pline *lines, int nl, double deadline, char *err,
+                    size_t errlen)
+{
+    int rc = 0;
+    int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx);
+    int *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
     for (int mi = 0; mi < st->n_models && !rc; mi++) {
         int n = 0, nd = 0;
         for (int i = 0; i < nl; i++)
@@ -416,21 +426,23 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
                 idx[n++] = i;
         if (!n)
             break;
-        rc = read_lines(img, st->model[mi], lines, idx, n, 0, deadline, err, errlen);
+        rc = read_lines(st->model[mi], lines, idx, n, 0, deadline, err, errlen);
         /* Light text on a dark ground, perhaps: doubtful lines are read inverted too, the
          * surer reading kept (as Tesseract does below the same mean probability). */
         for (int k = 0; k < n && !rc; k++)
             if (lines[idx[k]].m == st->model[mi] && lines[idx[k]].score < DOUBTFUL)
                 doubt[nd++] = idx[k];
         if (nd && !rc)
-            rc = read_lines(img, st->model[mi], lines, doubt, nd, 1, deadline, err, errlen);
+            rc = read_lines(st->model[mi], lines, doubt, nd, 1, deadline, err, errlen);
     }
-    if (rc == OCP_E_TIMEOUT)
-        rc = ocp_errf(OCP_E_TIMEOUT, err, errlen,
-                      "page timeout: OCR stopped after %.1f s (page-timeout %g s)",
-                      ocp_now() - t0, op->timeout_s);
     free(idx);
     free(doubt);
+    return rc;
+}
+
+/* One page's result from its read lines (freeing their readings). */
+static void emit_page(pline *lines, int nl, ocp_result *res)
+{
     ocp_sb text;
     ocp_sb_init(&text);
     double conf_sum = 0;
@@ -448,16 +460,70 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
             last_block = group[0].block;
             emit_line(group, ng, res, &text, &conf_sum, &n_words);
         }
-        for (; i < j; i++)
+        for (; i < j; i++) {
             free(lines[i].chars);
+            lines[i].chars = NULL;
+        }
     }
     free(group);
-    free(lines);
     ocp_result_set(&res->text, text.buf ? text.buf : "");
     ocp_result_set(&res->engine, "lstm");
     res->mean_conf = n_words ? (float)(conf_sum / n_words) : 0;
     ocp_sb_fini(&text);
-    return rc;
+}
+
+/* The pages of a batch: each laid out on its own, all their lines read together (the
+ * forward passes take lines of several pages), each page's result made from its lines. */
+static void lstm_ocr_batch(void *state, ocp_batch_page *pages, int n, const ocp_ocr_params *op)
+{
+    lstm_state *st = state;
+    double t0 = ocp_now();
+    int *first = ocp_xcalloc((size_t)n + 1, sizeof *first), nl = 0;
+    pline *all = NULL;
+    for (int i = 0; i < n; i++) {
+        pline *lines = NULL;
+        int k = layout_page(st, pages[i].img, &lines, pages[i].err, sizeof pages[i].err);
+        first[i] = nl;
+        if (k < 0) {
+            pages[i].rc = OCP_E_ENGINE;
+            continue;
+        }
+        all = ocp_xrealloc(all, ((size_t)nl + k + 1) * sizeof *all);
+        if (k)
+            memcpy(all + nl, lines, (size_t)k * sizeof *all);
+        nl += k;
+        free(lines);
+    }
+    first[n] = nl;
+    double deadline = op->timeout_s > 0 ? t0 + op->timeout_s * n : 0;
+    char err[512] = "";
+    int rc = read_all(st, all, nl, deadline, err, sizeof err);
+    if (rc == OCP_E_TIMEOUT)
+        snprintf(err, sizeof err, "page timeout: OCR stopped after %.1f s (page-timeout %g s%s)",
+                 ocp_now() - t0, op->timeout_s, n > 1 ? " a page, pages read together" : "");
+    for (int i = 0; i < n; i++) {
+        if (pages[i].rc)
+            continue;
+        emit_page(all + first[i], first[i + 1] - first[i], pages[i].res);
+        if (rc) {
+            pages[i].rc = rc;
+            snprintf(pages[i].err, sizeof pages[i].err, "%s", err);
+        }
+    }
+    for (int i = 0; i < nl; i++)
+        free(all[i].chars);
+    free(all);
+    free(first);
+}
+
+static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params *op,
+                    ocp_result *res, char *err, size_t errlen)
+{
+    ocp_batch_page one = {.img = img, .res = res};
+    lstm_ocr_batch(state, &one, 1, op);
+    if (one.rc)
+        snprintf(err, errlen, "%s", one.err);
+    return one.rc;
 }
 
 static const char *lstm_version(void)
@@ -470,6 +536,7 @@ const ocp_engine_ops ocp_engine_lstm = {
     .features = 0,
     .open = lstm_open,
     .ocr = lstm_ocr,
+    .ocr_batch = lstm_ocr_batch,
     .close = lstm_close,
     .version = lstm_version,
 };

@@ -39,18 +39,21 @@
 #include <unistd.h>
 
 enum { H_WAITING, H_RUNNING };
+#define SOLO 256 /* pages remembered to run alone */
 enum { W_STARTING, W_IDLE, W_BUSY, W_EXITING };
 
 typedef struct held {
     ocp_task t;
     int state;
     double est_bytes; /* estimated peak memory of the page */
-    double started;
+    double started;      /* monotonic, when given to a worker */
+    double started_wall; /* the same, wall clock (for the results) */
     json_t *payload; /* parsed once, at lease: sent to the worker as it is */
     char *source;    /* from the payload, for monitor */
     int page;
     double time_limit; /* the page's own hard limit (a Celery message's timelimit), 0 = none */
     struct held *next;
+    struct held *bnext; /* the next page of the batch its worker was given */
 } held;
 
 typedef struct zyg {
@@ -61,8 +64,11 @@ typedef struct zyg {
 typedef struct worker {
     int slot, pid, fd, gen, state;
     ocp_proto_reader rd;
-    held *task;
+    held *task; /* the page it reads, the first of its batch (bnext), or NULL */
     int tasks_done;
+    long batch_peak_kb; /* the highest peak its batch's pages reported so far */
+    char peak_page[80]; /* the page that reported it */
+    int exit_after;     /* send it "exit" once its batch is answered */
     long baseline_kb; /* PSS when idle, for the budget */
     long sampled_peak_kb;
     char kill_reason[300];
@@ -96,6 +102,10 @@ typedef struct master {
     long peak_max_kb;    /* the highest page peak RSS seen */
     long dur_buckets[9]; /* page durations: <= 0.25 0.5 1 2 5 10 30 60 s, and more */
     long recycles[5];
+    /* Pages whose batch failed as a whole (a crash, a limit): run alone next time, so that
+     * only a page that fails alone is counted (and buried) for it. A ring of ids. */
+    char *solo[SOLO];
+    int solo_next;
 } master;
 
 enum { R_MAX_TASKS, R_MAX_MEMORY, R_HARD_MEMORY, R_TIME_LIMIT, R_CRASHED };
@@ -135,6 +145,7 @@ void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
     pc->soft_timeout_s = ocp_config_double(cfg, OCP_S_PAGE_TIMEOUT);
     pc->concurrency = (int)ocp_config_int(cfg, OCP_S_CONCURRENCY);
     pc->prefetch_multiplier = (int)ocp_config_int(cfg, OCP_S_PREFETCH_MULTIPLIER);
+    pc->batch_pages = (int)ocp_config_int(cfg, OCP_S_BATCH_PAGES);
     pc->acks_late = ocp_config_bool(cfg, OCP_S_ACKS_LATE);
     pc->max_tasks_per_child = (int)ocp_config_int(cfg, OCP_S_MAX_TASKS_PER_CHILD);
     pc->max_memory_per_child = (long)ocp_config_int(cfg, OCP_S_MAX_MEMORY_PER_CHILD);
@@ -164,7 +175,35 @@ void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg)
 
 static int capacity(const master *m)
 {
-    return m->pc.prefetch_multiplier > 0 ? m->pc.concurrency * m->pc.prefetch_multiplier : 100000;
+    int batch = m->pc.batch_pages > 1 ? m->pc.batch_pages : 1;
+    return m->pc.prefetch_multiplier > 0
+               ? m->pc.concurrency * m->pc.prefetch_multiplier * batch
+               : 100000;
+}
+
+static int is_solo(const master *m, const char *id)
+{
+    for (int i = 0; i < SOLO; i++)
+        if (m->solo[i] && strcmp(m->solo[i], id) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_solo(master *m, const char *id)
+{
+    if (is_solo(m, id))
+        return;
+    free(m->solo[m->solo_next]);
+    m->solo[m->solo_next] = ocp_xstrdup(id);
+    m->solo_next = (m->solo_next + 1) % SOLO;
+}
+
+static int batch_len(const worker *w)
+{
+    int n = 0;
+    for (const held *h = w->task; h; h = h->bnext)
+        n++;
+    return n;
 }
 
 /* Estimated peak bytes of a page from the size its producer read from the header; also
@@ -333,9 +372,9 @@ static void retire_zygote(master *m, int i)
         next = w->next;
         if (w->gen != z->gen)
             continue;
-        if (w->task) {
+        while (w->task) {
             held *h = w->task;
-            w->task = NULL;
+            w->task = h->bnext;
             release_task(m, h, "its worker's zygote ended", 1);
         }
         if (w->pid > 0)
@@ -381,20 +420,32 @@ static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
         m->recycles[w->kill_reason[0]
                         ? (strncmp(w->kill_reason, "time", 4) == 0 ? R_TIME_LIMIT : R_HARD_MEMORY)
                         : R_CRASHED]++;
-    if (w->task) {
+    /* A batch that ended so is not any one page's fault: its pages go back uncounted, to
+     * run alone (a poison page then fails alone and is counted and buried as ever). */
+    int batch = batch_len(w);
+    while (w->task) {
         held *h = w->task;
+        w->task = h->bnext;
         if (m->cold)
             release_task(m, h, "cold shutdown", 1);
         else if (!m->pc.acks_late) {
             /* Acknowledged on receipt (acks-late off): the page is not delivered again. */
-            ocp_broker_fail(m->b, h->t.id, reason, h->started, ocp_wall_now(), w->pid);
+            ocp_broker_fail(m->b, h->t.id, reason, h->started_wall, ocp_wall_now(), w->pid);
             if (m->hooks && m->hooks->on_result)
                 m->hooks->on_result(m->hooks->ctx, h->t.id, 0, reason);
             drop_held(m, h);
+        } else if (batch > 1) {
+            char why[600];
+            snprintf(why, sizeof why, "%s (%d pages read together: each runs alone next)",
+                     reason, batch);
+            add_solo(m, h->t.id);
+            OCP_LOG(OCP_LOG_WARN, "page %s goes back to the queue, not counted: %s", h->t.id,
+                    why);
+            release_task(m, h, why, 1);
         } else
             release_task(m, h, reason, 0);
-        w->task = NULL;
-    } else if (w->state == W_STARTING && !m->draining) {
+    }
+    if (!batch && w->state == W_STARTING && !m->draining) {
         /* Died before it was ready: do not respawn in a tight loop. */
         m->spawn_failures++;
         double delay = fmin(30.0, 0.1 * pow(2, m->spawn_failures));
@@ -402,7 +453,7 @@ static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
         OCP_LOG(OCP_LOG_ERROR, "worker %d died while starting (%s); next try in %.1f s", w->pid,
                 reason, delay);
     }
-    if (w->state != W_EXITING || w->task)
+    if (w->state != W_EXITING || batch)
         OCP_LOG(OCP_LOG_INFO, "worker %d ended: %s (peak RSS %ld KiB)", w->pid,
                 WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "exited" : reason, maxrss_kb);
     free_worker(m, w);
@@ -461,27 +512,63 @@ static void send_exit(worker *w)
     w->state = W_EXITING;
 }
 
+/* The worker's batch is answered: it goes idle, or is replaced by Celery's rules (checked
+ * after the batch, on its highest page peak), or leaves (a reload, a shutdown, scaled down,
+ * or a page that failed for memory). */
+static void batch_done(master *m, worker *w)
+{
+    long peak = w->batch_peak_kb;
+    w->state = W_IDLE;
+    m->lease_interval = 0; /* room for more: ask at once */
+    if (w->exit_after) {
+        send_exit(w);
+    } else if (m->pc.max_memory_per_child > 0 && peak > m->pc.max_memory_per_child) {
+        OCP_LOG(OCP_LOG_WARN,
+                "replacing worker %d: peak RSS %ld KiB during page %s over max-memory-per-child "
+                "%ld KiB",
+                w->pid, peak, w->peak_page, m->pc.max_memory_per_child);
+        m->recycles[R_MAX_MEMORY]++;
+        send_exit(w);
+    } else if (m->pc.max_tasks_per_child > 0 && w->tasks_done >= m->pc.max_tasks_per_child) {
+        OCP_LOG(OCP_LOG_INFO, "replacing worker %d after %d pages (max-tasks-per-child)", w->pid,
+                w->tasks_done);
+        m->recycles[R_MAX_TASKS]++;
+        send_exit(w);
+    } else if (w->gen != m->gen || m->draining || live_workers(m, m->gen) > m->pc.concurrency) {
+        send_exit(w); /* a reload, a shutdown, or scaled down */
+    }
+}
+
 static void page_done(master *m, worker *w, json_t *msg)
 {
-    held *h = w->task;
     const char *id = json_string_value(json_object_get(msg, "id"));
-    if (!h || !id || strcmp(id, h->t.id) != 0) {
+    held **pp = &w->task;
+    while (*pp && (!id || strcmp(id, (*pp)->t.id) != 0))
+        pp = &(*pp)->bnext;
+    held *h = *pp;
+    if (!h) {
         OCP_LOG(OCP_LOG_ERROR, "worker %d answered for a page it was not given", w->pid);
         return;
     }
+    *pp = h->bnext; /* answered: out of the batch */
+    h->bnext = NULL;
+    w->tasks_done++;
     int ok = json_is_true(json_object_get(msg, "ok"));
     double started = json_real_value(json_object_get(msg, "started"));
     double finished = json_real_value(json_object_get(msg, "finished"));
     long peak = (long)json_integer_value(json_object_get(msg, "peak_rss_kb"));
     long after = (long)json_integer_value(json_object_get(msg, "rss_after_kb"));
     const char *text = json_string_value(json_object_get(msg, ok ? "result" : "error"));
+    if (peak > w->batch_peak_kb) {
+        w->batch_peak_kb = peak;
+        snprintf(w->peak_page, sizeof w->peak_page, "%s", id);
+    }
     if (!ok && json_is_true(json_object_get(msg, "retry"))) {
         /* Not the page's content: deliver it again (or bury it after max deliveries). */
-        w->task = NULL;
         release_task(m, h, text ? text : "failed", 0);
-        w->tasks_done++;
-        w->state = W_IDLE;
-        send_exit(w); /* a worker that hit its memory limit starts afresh */
+        w->exit_after = 1; /* a worker that hit its memory limit starts afresh */
+        if (!w->task)
+            batch_done(m, w);
         return;
     }
     int rc = ok ? ocp_broker_ack(m->b, id, text ? text : "{}", started, finished, peak, w->pid)
@@ -509,26 +596,8 @@ static void page_done(master *m, worker *w, json_t *msg)
             m->hooks->on_result(m->hooks->ctx, id, ok, text ? text : "");
     }
     drop_held(m, h);
-    m->lease_interval = 0; /* room for one more: ask at once */
-    w->task = NULL;
-    w->tasks_done++;
-    w->state = W_IDLE;
-    /* Celery's rules for replacing a child, checked after the page. */
-    if (m->pc.max_memory_per_child > 0 && peak > m->pc.max_memory_per_child) {
-        OCP_LOG(OCP_LOG_WARN,
-                "replacing worker %d: peak RSS %ld KiB during page %s over max-memory-per-child "
-                "%ld KiB",
-                w->pid, peak, id, m->pc.max_memory_per_child);
-        m->recycles[R_MAX_MEMORY]++;
-        send_exit(w);
-    } else if (m->pc.max_tasks_per_child > 0 && w->tasks_done >= m->pc.max_tasks_per_child) {
-        OCP_LOG(OCP_LOG_INFO, "replacing worker %d after %d pages (max-tasks-per-child)", w->pid,
-                w->tasks_done);
-        m->recycles[R_MAX_TASKS]++;
-        send_exit(w);
-    } else if (w->gen != m->gen || m->draining || live_workers(m, m->gen) > m->pc.concurrency) {
-        send_exit(w); /* a reload, a shutdown, or scaled down */
-    }
+    if (!w->task)
+        batch_done(m, w);
 }
 
 static void handle_worker(master *m, worker *w)
@@ -570,22 +639,38 @@ static double in_flight_bytes(const master *m)
     double sum = 0;
     for (const worker *w = m->workers; w; w = w->next) {
         sum += (double)w->baseline_kb * 1024;
-        if (w->task)
-            sum += w->task->est_bytes;
+        for (const held *h = w->task; h; h = h->bnext)
+            sum += h->est_bytes;
     }
     return sum;
 }
 
+/* Gives idle workers waiting pages: each up to batch-pages of them (a page that failed in a
+ * batch goes alone), within the memory budget. */
 static void dispatch(master *m)
 {
     double budget = (double)m->pc.memory_budget_mb * 1048576.0;
+    int most = m->pc.batch_pages > 1 ? m->pc.batch_pages : 1;
+    held **pick = ocp_xcalloc((size_t)most, sizeof *pick);
     for (worker *w = m->workers; w; w = w->next) {
         if (w->state != W_IDLE || w->gen != m->gen || m->draining)
             continue;
-        held *pick = NULL;
-        for (held *h = m->held; h; h = h->next) {
+        int np = 0;
+        double picked = 0;
+        for (held *h = m->held; h && np < most; h = h->next) {
             if (h->state != H_WAITING)
                 continue;
+            if (!json_is_object(h->payload)) {
+                char why[300];
+                snprintf(why, sizeof why, "malformed task payload: not a JSON object");
+                ocp_broker_fail(m->b, h->t.id, why, ocp_wall_now(), ocp_wall_now(), 0);
+                drop_held(m, h);
+                free(pick);
+                return; /* the list changed: start again next turn */
+            }
+            int solo = most > 1 && is_solo(m, h->t.id);
+            if (np > 0 && solo)
+                continue; /* it runs alone */
             if (budget > 0) {
                 double base = 0;
                 for (const worker *x = m->workers; x; x = x->next)
@@ -601,38 +686,51 @@ static void dispatch(master *m)
                         m->hooks->on_result(m->hooks->ctx, h->t.id, 0, why);
                     OCP_LOG(OCP_LOG_WARN, "page %s: %s", h->t.id, why);
                     drop_held(m, h);
+                    free(pick);
                     return; /* the list changed: start again next turn */
                 }
-                if (in_flight_bytes(m) + h->est_bytes > budget)
+                if (in_flight_bytes(m) + picked + h->est_bytes > budget)
                     continue; /* waits; a smaller page may fit now */
             }
-            pick = h;
+            pick[np++] = h;
+            picked += h->est_bytes;
+            if (solo)
+                break;
+        }
+        if (!np)
             break;
+        json_t *msg;
+        if (np == 1) {
+            msg = json_pack("{s:s, s:s, s:O}", "t", "task", "id", pick[0]->t.id, "payload",
+                            pick[0]->payload);
+        } else {
+            json_t *arr = json_array();
+            for (int i = 0; i < np; i++)
+                json_array_append_new(arr, json_pack("{s:s, s:O}", "id", pick[i]->t.id,
+                                                     "payload", pick[i]->payload));
+            msg = json_pack("{s:s, s:o}", "t", "tasks", "tasks", arr);
         }
-        if (!pick)
-            return;
-        if (!json_is_object(pick->payload)) {
-            char why[300];
-            snprintf(why, sizeof why, "malformed task payload: not a JSON object");
-            ocp_broker_fail(m->b, pick->t.id, why, ocp_wall_now(), ocp_wall_now(), 0);
-            drop_held(m, pick);
-            continue;
-        }
-        json_t *msg =
-            json_pack("{s:s, s:s, s:O}", "t", "task", "id", pick->t.id, "payload", pick->payload);
         int rc = ocp_proto_send(w->fd, msg, -1);
         json_decref(msg);
         if (rc) {
             OCP_LOG_ERR(OCP_LOG_WARN, rc, "worker %d: cannot send a page", w->pid);
             continue;
         }
-        pick->state = H_RUNNING;
-        pick->started = ocp_now();
-        ocp_broker_started(m->b, pick->t.id, w->pid);
-        w->task = pick;
+        double now = ocp_now(), wall = ocp_wall_now();
+        for (int i = np - 1; i >= 0; i--) {
+            pick[i]->state = H_RUNNING;
+            pick[i]->started = now;
+            pick[i]->started_wall = wall;
+            pick[i]->bnext = i + 1 < np ? pick[i + 1] : NULL;
+            ocp_broker_started(m->b, pick[i]->t.id, w->pid);
+        }
+        w->task = pick[0];
         w->state = W_BUSY;
         w->sampled_peak_kb = 0;
+        w->batch_peak_kb = 0;
+        w->peak_page[0] = '\0';
     }
+    free(pick);
 }
 
 static void lease_more(master *m)
@@ -715,13 +813,25 @@ static void watchdog(master *m)
                 continue;
             }
         }
-        double limit = m->pc.time_limit_s;
-        if (w->task->time_limit > 0 && (limit <= 0 || w->task->time_limit < limit))
-            limit = w->task->time_limit;
+        /* A batch has the sum of its pages' limits (none when a page has none). */
+        double limit = 0;
+        int n = 0;
+        for (const held *h = w->task; h && limit >= 0; h = h->bnext, n++) {
+            double l = m->pc.time_limit_s;
+            if (h->time_limit > 0 && (l <= 0 || h->time_limit < l))
+                l = h->time_limit;
+            limit = l > 0 ? limit + l : -1;
+        }
         if (limit > 0 && now - w->task->started > limit) {
-            snprintf(w->kill_reason, sizeof w->kill_reason,
-                     "time limit: the page ran over %.1f s (%s)", limit,
-                     limit == m->pc.time_limit_s ? "time-limit" : "the task's time_limit");
+            if (n > 1)
+                snprintf(w->kill_reason, sizeof w->kill_reason,
+                         "time limit: %d pages read together ran over %.1f s (their limits "
+                         "summed)",
+                         n, limit);
+            else
+                snprintf(w->kill_reason, sizeof w->kill_reason,
+                         "time limit: the page ran over %.1f s (%s)", limit,
+                         limit == m->pc.time_limit_s ? "time-limit" : "the task's time_limit");
             OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing worker %d", w->task->t.id, w->kill_reason,
                     w->pid);
             kill(w->pid, SIGKILL);
@@ -794,11 +904,13 @@ static json_t *build_stats(master *m)
             json_integer(w->pid > 0 ? (json_int_t)ocp_gpu_proc_bytes(gl, (unsigned)w->pid) : 0));
         if (w->task) {
             json_object_set_new(wj, "task",
-                                json_pack("{s:s, s:s?, s:i, s:f, s:f}", "id", w->task->t.id,
+                                json_pack("{s:s, s:s?, s:i, s:f, s:f, s:i}", "id", w->task->t.id,
                                           "source", w->task->source, "page", w->task->page, "age_s",
                                           now - w->task->started, "estimated_mb",
-                                          w->task->est_bytes / 1048576.0));
-            in_flight += w->task->est_bytes;
+                                          w->task->est_bytes / 1048576.0, "batch_pages",
+                                          batch_len(w)));
+            for (const held *h = w->task; h; h = h->bnext)
+                in_flight += h->est_bytes;
         }
         json_array_append_new(ws, wj);
     }
@@ -1018,7 +1130,7 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
         /* The end: idle (ocr), or shut down with nothing running. */
         int running = 0;
         for (worker *w = m->workers; w; w = w->next)
-            running += w->task != NULL;
+            running += batch_len(w);
         if (m->draining && !running) {
             int alive = 0;
             for (worker *w = m->workers; w; w = w->next)
@@ -1128,6 +1240,8 @@ out:
         waitpid(m->z[i].pid, NULL, 0);
     }
     ocp_broker_close(m->b);
+    for (int i = 0; i < SOLO; i++)
+        free(m->solo[i]);
     if (m->ctl_fd >= 0) {
         close(m->ctl_fd);
         unlink(m->ctl_path);

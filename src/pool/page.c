@@ -11,49 +11,55 @@
 #include <stdio.h>
 #include <string.h>
 
-int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res, char *err,
-                 size_t errlen)
+int ocp_page_load(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res,
+                  ocp_page_image *img, char *err, size_t errlen)
 {
-    ocp_page_image img;
-    ocp_ocr_params op = {.timeout_s = t->timeout_s};
     char uuid[37];
-    double t0;
-    int rc;
-
-    if (!t->keep_peak)
-        ocp_self_reset_peak_rss();
-    t0 = ocp_now();
+    memset(img, 0, sizeof *img);
     if (!t->id)
         ocp_uuid4(uuid);
     ocp_result_set(&res->id, t->id ? t->id : uuid);
     ocp_result_set(&res->source, t->source);
     ocp_result_set(&res->lang, t->lang);
     res->page = t->page + 1;
-
-    if (ocp_engine_features(eng) & OCP_FEAT_NO_PIXELS) {
-        /* The null engine: no decoding, an empty page. */
-        rc = ocp_engine_ocr(eng, &(ocp_page_image){0}, &op, res);
-        goto out;
-    }
-    rc = ocp_doc_load_page(doc, t->page, &img, err, errlen);
+    if (ocp_engine_features(eng) & OCP_FEAT_NO_PIXELS)
+        return 0; /* the null engine: no decoding, an empty page */
+    int rc = ocp_doc_load_page(doc, t->page, img, err, errlen);
     if (rc)
-        goto out;
+        return rc;
     OCP_LOG(OCP_LOG_DEBUG, "%s page %d: %dx%d -> %dx%d, %d bands, %d dpi", t->source, t->page + 1,
-            img.orig_width, img.orig_height, img.width, img.height, img.bands, img.dpi);
-    res->width = img.orig_width;
-    res->height = img.orig_height;
-    rc = ocp_engine_ocr(eng, &img, &op, res);
-    if (rc) {
-        snprintf(err, errlen, "%s", ocp_engine_errmsg(eng));
-    } else {
-        ocp_result_rescale(res, img.scale_x, img.scale_y, img.orig_width, img.orig_height);
-    }
-    ocp_page_image_fini(&img);
-out:
-    /* Give freed page buffers back to the system: a worker's size between
-     * pages should be its models, not its biggest page so far. */
+            img->orig_width, img->orig_height, img->width, img->height, img->bands, img->dpi);
+    res->width = img->orig_width;
+    res->height = img->orig_height;
+    return 0;
+}
+
+void ocp_page_finish(ocp_result *res, ocp_page_image *img, int rc, double t0)
+{
+    if (rc == 0 && img->pixels)
+        ocp_result_rescale(res, img->scale_x, img->scale_y, img->orig_width, img->orig_height);
+    ocp_page_image_fini(img);
+    /* Give freed page buffers back to the system: a worker's size between pages should be
+     * its models, not its biggest page so far. */
     malloc_trim(0);
     res->elapsed_ms = (ocp_now() - t0) * 1000.0;
     res->peak_rss_kb = ocp_self_peak_rss_kb();
+}
+
+int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res, char *err,
+                 size_t errlen)
+{
+    ocp_page_image img;
+    if (!t->keep_peak)
+        ocp_self_reset_peak_rss();
+    double t0 = ocp_now();
+    int rc = ocp_page_load(eng, doc, t, res, &img, err, errlen);
+    if (rc == 0) {
+        ocp_ocr_params op = {.timeout_s = t->timeout_s};
+        rc = ocp_engine_ocr(eng, &img, &op, res);
+        if (rc)
+            snprintf(err, errlen, "%s", ocp_engine_errmsg(eng));
+    }
+    ocp_page_finish(res, &img, rc, t0);
     return rc;
 }

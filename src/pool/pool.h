@@ -38,6 +38,7 @@ typedef struct ocp_pool_conf {
     double soft_timeout_s;
     int concurrency;
     int prefetch_multiplier; /* 0 = no limit */
+    int batch_pages;         /* pages a worker is given at once, >= 1 */
     bool acks_late;
     int max_tasks_per_child;   /* 0 = never */
     long max_memory_per_child; /* KiB, 0 = never */

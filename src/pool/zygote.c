@@ -8,8 +8,10 @@
  *   zygote -> {"t":"exited","pid":P,"status":S,"maxrss_kb":R} when a worker
  *             ends (the zygote is its parent and reaps it)
  *   zygote -> {"t":"ready","rss_kb":R} once, or {"t":"fatal","error":E}
- * Worker, one page at a time:
+ * Worker, one page (or one batch of pages, batch-pages) at a time:
  *   master -> {"t":"task","id":I,"payload":{...}} | {"t":"exit"}
+ *           | {"t":"tasks","tasks":[{"id":I,"payload":{...}},...]}
+ *             (a "done" for each, in order)
  *   worker -> {"t":"ready","rss_kb":R,"pss_kb":P} once idle after start
  *   worker -> {"t":"done","id":I,"ok":true,"result":"<page JSON>",
  *              "started":T,"finished":T,"peak_rss_kb":K,"rss_after_kb":K}
@@ -103,82 +105,100 @@ static ocp_engine *engine_for(const ocp_pool_conf *pc, engine_slot *slots, const
     return slots[k].eng;
 }
 
-static json_t *run_task(const ocp_pool_conf *pc, engine_slot *slots, const char *id,
-                        json_t *payload)
+/* A page a worker was given, on its way: parsed, its document open, its page decoded, read,
+ * answered. */
+typedef struct wtask {
+    const char *id;
+    json_t *payload;
+    const char *lang; /* the page's, or the pool's */
+    ocp_engine *eng;
+    ocp_doc *doc;
+    unsigned char *inline_bytes;
+    ocp_page_task t;
+    ocp_page_image img;
+    ocp_result res;
+    int rc;
+    char err[600];
+    double started;
+} wtask;
+
+/* Parses wt's payload and opens its document; on failure wt->rc and wt->err say why. The
+ * pages' peak RSS counts from the first page's engine on (*peak_reset), the fault seam's
+ * allocations included. */
+static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, int *peak_reset)
 {
+    json_t *payload = wt->payload;
     const char *source = json_string_value(json_object_get(payload, "source"));
-    const char *lang = json_string_value(json_object_get(payload, "lang"));
     json_t *jp = json_object_get(payload, "page");
     int page = json_is_integer(jp) ? (int)json_integer_value(jp) : 0;
     json_t *jm = json_object_get(payload, "max_image_size");
     ocp_image_limits lim = pc->lim;
     if (json_is_integer(jm) && json_integer_value(jm) >= 0 && json_integer_value(jm) <= 65535)
         lim.max_image_size = (int)json_integer_value(jm);
-    char err[600] = "";
-    double started = ocp_wall_now();
-    int rc = 0;
-    ocp_result res;
-    ocp_result_init(&res);
-    ocp_doc *doc = NULL;
-    ocp_engine *eng = NULL;
-    unsigned char *inline_bytes = NULL;
-
     if (!source || page < 0) {
-        rc = ocp_errf(OCP_E_DECODE, err, sizeof err, "malformed task: no source or bad page");
-        goto out;
+        wt->rc = ocp_errf(OCP_E_DECODE, wt->err, sizeof wt->err,
+                          "malformed task: no source or bad page");
+        return;
     }
-    if (!lang || !*lang)
-        lang = pc->ep.lang;
-    eng = engine_for(pc, slots, lang, err, sizeof err);
-    if (!eng) {
-        rc = OCP_E_LANG;
-        goto out;
+    wt->eng = engine_for(pc, slots, wt->lang, wt->err, sizeof wt->err);
+    if (!wt->eng) {
+        wt->rc = OCP_E_LANG;
+        return;
     }
-    /* The page's peak RSS counts from here, the fault seam's allocation included. */
-    ocp_self_reset_peak_rss();
+    if (!*peak_reset) {
+        ocp_self_reset_peak_rss();
+        *peak_reset = 1;
+    }
     fault(source);
-    if (!(ocp_engine_features(eng) & OCP_FEAT_NO_PIXELS)) {
+    if (!(ocp_engine_features(wt->eng) & OCP_FEAT_NO_PIXELS)) {
         json_t *jb = json_object_get(payload, "data_b64");
         if (json_is_string(jb)) {
             /* Inline bytes from a message: decoded here, in the worker, not in the master. */
             size_t n = 0;
-            inline_bytes = ocp_b64_decode(json_string_value(jb), json_string_length(jb), &n);
-            if (!inline_bytes) {
-                rc = ocp_errf(OCP_E_DECODE, err, sizeof err, "inline source: not base64");
-                goto out;
+            wt->inline_bytes = ocp_b64_decode(json_string_value(jb), json_string_length(jb), &n);
+            if (!wt->inline_bytes) {
+                wt->rc = ocp_errf(OCP_E_DECODE, wt->err, sizeof wt->err,
+                                  "inline source: not base64");
+                return;
             }
             /* The document reads from these bytes until it is destroyed. */
-            rc = ocp_doc_open_buffer(inline_bytes, n, &lim, &doc, err, sizeof err);
+            wt->rc = ocp_doc_open_buffer(wt->inline_bytes, n, &lim, &wt->doc, wt->err,
+                                         sizeof wt->err);
         } else {
-            rc = ocp_doc_open_file(source, &lim, &doc, err, sizeof err);
+            wt->rc = ocp_doc_open_file(source, &lim, &wt->doc, wt->err, sizeof wt->err);
         }
-        if (rc)
-            goto out;
+        if (wt->rc)
+            return;
     }
     double soft = pc->soft_timeout_s;
     json_t *js = json_object_get(payload, "soft_time_limit");
     if (json_is_number(js) && json_number_value(js) > 0 &&
         (soft <= 0 || json_number_value(js) < soft))
         soft = json_number_value(js);
-    ocp_page_task t = {.id = id,
-                       .source = source,
-                       .page = page,
-                       .lang = lang,
-                       .timeout_s = soft,
-                       .keep_peak = 1};
-    ocp_log_set_task(id);
-    rc = ocp_page_run(eng, doc, &t, &res, err, sizeof err);
+    wt->t = (ocp_page_task){.id = wt->id,
+                            .source = source,
+                            .page = page,
+                            .lang = wt->lang,
+                            .timeout_s = soft,
+                            .keep_peak = 1};
+    ocp_log_set_task(wt->id);
+    wt->rc = ocp_page_load(wt->eng, wt->doc, &wt->t, &wt->res, &wt->img, wt->err, sizeof wt->err);
     ocp_log_set_task(NULL);
-out:;
+}
+
+/* The answer for a page: its result (with the renderings its message asked for), or why it
+ * failed. */
+static json_t *task_reply(const ocp_pool_conf *pc, wtask *wt)
+{
     json_t *msg = json_object();
     json_object_set_new(msg, "t", json_string("done"));
-    json_object_set_new(msg, "id", json_string(id));
-    json_object_set_new(msg, "ok", json_boolean(rc == 0));
-    if (rc == 0) {
+    json_object_set_new(msg, "id", json_string(wt->id));
+    json_object_set_new(msg, "ok", json_boolean(wt->rc == 0));
+    if (wt->rc == 0) {
         ocp_sb sb;
         ocp_sb_init(&sb);
-        ocp_result_render(&res, OCP_FMT_JSON, &sb);
-        json_t *formats = json_object_get(payload, "formats");
+        ocp_result_render(&wt->res, OCP_FMT_JSON, &sb);
+        json_t *formats = json_object_get(wt->payload, "formats");
         if (json_array_size(formats) > 0) {
             /* Renderings asked for by a message ride inside the result. */
             json_t *r = json_loads(sb.buf, 0, NULL), *rend = json_object();
@@ -192,7 +212,7 @@ out:;
                     continue;
                 ocp_sb one;
                 ocp_sb_init(&one);
-                ocp_result_render(&res, fmt, &one);
+                ocp_result_render(&wt->res, fmt, &one);
                 json_object_set_new(rend, fs, json_string(one.buf));
                 ocp_sb_fini(&one);
             }
@@ -213,22 +233,93 @@ out:;
         char why[700];
         snprintf(why, sizeof why,
                  "memory limit: the page failed at %ld MB RSS near hard-memory-limit %ld MB (%s)",
-                 ocp_self_peak_rss_kb() / 1024, pc->hard_memory_limit_mb, err);
+                 ocp_self_peak_rss_kb() / 1024, pc->hard_memory_limit_mb, wt->err);
         json_object_set_new(msg, "error", json_string(why));
         json_object_set_new(msg, "retry", json_true());
     } else {
-        json_object_set_new(msg, "error", json_string(err[0] ? err : ocp_strerror(rc)));
+        json_object_set_new(msg, "error",
+                            json_string(wt->err[0] ? wt->err : ocp_strerror(wt->rc)));
     }
-    json_object_set_new(msg, "started", json_real(started));
+    json_object_set_new(msg, "started", json_real(wt->started));
     json_object_set_new(msg, "finished", json_real(ocp_wall_now()));
-    json_object_set_new(
-        msg, "peak_rss_kb",
-        json_integer(res.peak_rss_kb > 0 ? res.peak_rss_kb : ocp_self_peak_rss_kb()));
+    json_object_set_new(msg, "peak_rss_kb",
+                        json_integer(wt->res.peak_rss_kb > 0 ? wt->res.peak_rss_kb
+                                                             : ocp_self_peak_rss_kb()));
     json_object_set_new(msg, "rss_after_kb", json_integer(ocp_self_rss_kb()));
-    ocp_result_fini(&res);
-    ocp_doc_destroy(doc);
-    free(inline_bytes);
     return msg;
+}
+
+/*
+ * Runs the pages the master gave at once (one, or a batch of batch-pages) and answers each,
+ * in order. Pages of one language go through the engine together (ocp_engine_ocr_batch: the
+ * lstm engine reads their lines in shared forward passes); each page keeps its own failure.
+ * Returns non-zero when the master cannot be told.
+ */
+static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t *const *ids,
+                     json_t *const *payloads, int n)
+{
+    wtask *wt = ocp_xcalloc((size_t)n, sizeof *wt);
+    double started = ocp_wall_now();
+    int rc = 0, peak_reset = 0;
+    for (int i = 0; i < n; i++) {
+        const char *id = json_string_value(ids[i]);
+        const char *lang = json_string_value(json_object_get(payloads[i], "lang"));
+        wt[i].id = id ? id : "?";
+        wt[i].payload = payloads[i];
+        wt[i].lang = lang && *lang ? lang : pc->ep.lang;
+        wt[i].started = started;
+        ocp_result_init(&wt[i].res);
+    }
+    /* Runs of pages in one language, each opened, read together and answered before the
+     * next run opens its engine (which may close another language's). */
+    for (int a = 0, b; a < n; a = b) {
+        for (b = a + 1; b < n && strcmp(wt[b].lang, wt[a].lang) == 0;)
+            b++;
+        double t0 = ocp_now();
+        ocp_batch_page *bp = ocp_xcalloc((size_t)(b - a), sizeof *bp);
+        int *who = ocp_xcalloc((size_t)(b - a), sizeof *who), nb = 0;
+        for (int i = a; i < b; i++) {
+            task_open(pc, slots, &wt[i], &peak_reset);
+            if (!wt[i].rc) {
+                bp[nb] = (ocp_batch_page){.img = &wt[i].img, .res = &wt[i].res};
+                who[nb++] = i;
+            }
+        }
+        if (nb) {
+            /* The shortest soft limit of the run applies to each of its pages. */
+            ocp_ocr_params op = {.timeout_s = wt[who[0]].t.timeout_s};
+            for (int k = 1; k < nb; k++)
+                if (wt[who[k]].t.timeout_s > 0 &&
+                    (op.timeout_s <= 0 || wt[who[k]].t.timeout_s < op.timeout_s))
+                    op.timeout_s = wt[who[k]].t.timeout_s;
+            ocp_log_set_task(wt[who[0]].id);
+            if (nb > 1)
+                OCP_LOG(OCP_LOG_DEBUG, "%d pages read together", nb);
+            ocp_engine_ocr_batch(wt[who[0]].eng, bp, nb, &op);
+            ocp_log_set_task(NULL);
+            for (int k = 0; k < nb; k++) {
+                wt[who[k]].rc = bp[k].rc;
+                if (bp[k].rc)
+                    snprintf(wt[who[k]].err, sizeof wt[who[k]].err, "%s", bp[k].err);
+            }
+        }
+        for (int i = a; i < b; i++)
+            ocp_page_finish(&wt[i].res, &wt[i].img, wt[i].rc, t0);
+        for (int i = a; i < b && !rc; i++) {
+            json_t *reply = task_reply(pc, &wt[i]);
+            rc = ocp_proto_send(fd, reply, -1);
+            json_decref(reply);
+        }
+        for (int i = a; i < b; i++) {
+            ocp_result_fini(&wt[i].res);
+            ocp_doc_destroy(wt[i].doc);
+            free(wt[i].inline_bytes);
+        }
+        free(bp);
+        free(who);
+    }
+    free(wt);
+    return rc;
 }
 
 /* Puts this worker in its own cgroup under the delegated root, with memory.max. */
@@ -296,10 +387,22 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
             _exit(rc == -EPIPE || rc == -ECONNRESET ? 0 : 1);
         const char *t = json_string_value(json_object_get(m, "t"));
         if (t && strcmp(t, "task") == 0) {
-            const char *id = json_string_value(json_object_get(m, "id"));
-            json_t *reply = run_task(pc, slots, id ? id : "?", json_object_get(m, "payload"));
-            rc = ocp_proto_send(fd, reply, -1);
-            json_decref(reply);
+            json_t *id = json_object_get(m, "id"), *payload = json_object_get(m, "payload");
+            if (run_tasks(pc, slots, fd, &id, &payload, 1))
+                _exit(1);
+        } else if (t && strcmp(t, "tasks") == 0) {
+            /* A batch: {"t":"tasks","tasks":[{"id":I,"payload":{...}},...]}. */
+            json_t *arr = json_object_get(m, "tasks");
+            size_t n = json_array_size(arr);
+            json_t **ids = ocp_xcalloc(n + 1, sizeof *ids);
+            json_t **payloads = ocp_xcalloc(n + 1, sizeof *payloads);
+            for (size_t i = 0; i < n; i++) {
+                ids[i] = json_object_get(json_array_get(arr, i), "id");
+                payloads[i] = json_object_get(json_array_get(arr, i), "payload");
+            }
+            rc = n ? run_tasks(pc, slots, fd, ids, payloads, (int)n) : 0;
+            free(ids);
+            free(payloads);
             if (rc)
                 _exit(1);
         } else if (t && strcmp(t, "exit") == 0) {

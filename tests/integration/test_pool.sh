@@ -236,6 +236,32 @@ check "poison page: the reason names the signal" \
 check "poison page: the other pages are done" python3 -c "import json; d=json.load(open('$TMP/status.json')); assert d['done'] == 3, d"
 check "poison page: the node is still healthy and stops cleanly (exit $rc)" test "$rc" -eq 0
 
+# --- Batches: batch-pages gives a worker several pages at once ---------------------
+# Read together (the lstm engine runs their lines through shared forward passes), each
+# page's result is the one it gets alone.
+"$OCRPOOL" ocr -q -j 1 --engine lstm -l san+eng -o "$TMP/b1" "$F"/{eng,san,tam,hin}.png
+"$OCRPOOL" ocr -q -j 1 --batch-pages 4 --engine lstm -l san+eng --log-level debug -o "$TMP/b4" \
+    "$F"/{eng,san,tam,hin}.png 2>"$TMP/b4.log"
+check "batch-pages 4: one worker read the 4 pages together" grep -q "4 pages read together" "$TMP/b4.log"
+check "batch-pages 4: each page's text and boxes as when read alone" \
+    diff -r -x '.ocrpool-queue.db' "$TMP/b1" "$TMP/b4"
+# A poison page in a batch: the batch's pages go back uncounted and run alone, where the
+# poison page alone is counted and buried.
+fresh
+poison=$(submit -l eng "$TMP/p/poison.png")
+submit -l eng "$TMP"/p/small[1-3].png >/dev/null
+OCRPOOL_FAULT=crash:poison ASAN_OPTIONS=${ASAN_OPTIONS:-}:handle_segv=0 \
+    start_worker "$TMP/bp.log" -c 1 --batch-pages 4 --prefetch-multiplier 1
+wait_finished 4 60
+stop_worker
+status_json
+check "batch-pages: a crash in a batch sends its pages back to run alone" \
+    grep -q "4 pages read together: each runs alone next" "$TMP/bp.log"
+check "batch-pages: the poison page buried after 3 deliveries of its own" \
+    $CHECK state "$TMP/status.json" "$poison" buried 3
+check "batch-pages: the other pages are done" \
+    python3 -c "import json; d=json.load(open('$TMP/status.json')); assert d['done'] == 3, d"
+
 # --- Shared models, malloc_trim ------------------------------------------------
 fresh
 submit -l eng --max-image-size 0 "$TMP/p/big1.png" >/dev/null
