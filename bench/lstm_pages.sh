@@ -31,7 +31,7 @@ for l in eng san tam hin; do
         h=$(vipsheader -f height "$t-clean.png")
         vips colourspace "$t-clean.png" "$t.g.v" b-w
         vips gaussblur "$t.g.v" "$t.b.v" 1.2
-        vips gaussnoise "$t.n.v" "$w" "$h" --sigma 24 --mean 0
+        vips gaussnoise "$t.n.v" "$w" "$h" --sigma 24 --mean 0 --seed 42
         vips add "$t.b.v" "$t.n.v" "$t.d.v"
         vips cast "$t.d.v" "$t-degraded.png" uchar
         rm -f "$t".*.v

@@ -159,7 +159,7 @@ for l in eng san tam hin; do
     h=$(vipsheader -f height "$F/$l.png")
     vips colourspace "$F/$l.png" "$TMP/d0.v" b-w
     vips gaussblur "$TMP/d0.v" "$TMP/d1.v" 1.2
-    vips gaussnoise "$TMP/dn.v" "$w" "$h" --sigma 24 --mean 0
+    vips gaussnoise "$TMP/dn.v" "$w" "$h" --sigma 24 --mean 0 --seed 42
     vips add "$TMP/d1.v" "$TMP/dn.v" "$TMP/d2.v"
     vips cast "$TMP/d2.v" "$TMP/$l-degraded.png" uchar
     "$OCRPOOL" ocr --engine lstm -l $l -o "$TMP/dl" "$TMP/$l-degraded.png" 2>/dev/null
