@@ -138,6 +138,13 @@ static void test_greedy(void **state)
     char *t = ocp_lstm_chars_text(chars, n);
     assert_string_equal(t, "aab b");
     free(t);
+    /* Two space characters in a row make an empty word, two spaces (libtesseract's text);
+     * none at the ends. */
+    ocp_lstm_char sp[6] = {{.text = " "}, {.text = "a"}, {.text = " "},
+                           {.text = " "}, {.text = "b"}, {.text = " "}};
+    t = ocp_lstm_chars_text(sp, 6);
+    assert_string_equal(t, "a  b");
+    free(t);
     assert_true(fabsf(ocp_lstm_mean_best(&m, probs, 8) - 0.9f) < 1e-6f);
     assert_int_equal(n, 5);
     assert_int_equal(chars[0].first, 0);

@@ -419,10 +419,10 @@ char *ocp_lstm_chars_text(const ocp_lstm_char *chars, int n)
     int space = 0;
     for (int i = 0; i < n; i++) {
         if (strcmp(chars[i].text, " ") == 0) {
-            space = 1;
+            space++;
             continue;
         }
-        if (space && sb.len)
+        for (; space > 0 && sb.len; space--)
             ocp_sb_putc(&sb, ' ');
         space = 0;
         ocp_sb_puts(&sb, chars[i].text);

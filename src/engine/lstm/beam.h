@@ -50,8 +50,9 @@ void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int step
 void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int use_dict,
                    ocp_lstm_char **chars, int *n);
 
-/* The decoded characters as one UTF-8 string (new), as Tesseract writes a line: its words
- * joined by one space, none at the ends. */
+/* The decoded characters as one UTF-8 string (new), as Tesseract writes a line: a space for
+ * each space character between words (two in a row make an empty word, as in
+ * libtesseract's text), none at the ends. */
 char *ocp_lstm_chars_text(const ocp_lstm_char *chars, int n);
 
 /* The mean over the steps of the best class's probability (how sure the network is). */
