@@ -2,11 +2,11 @@
 # Page-level parity of our recognizer (issue 7, figure 3): `ocrpool ocr --engine lstm`
 # against `--engine tesseract` (libtesseract 5.3.0, its dictionaries on) on the same
 # pages, clean, degraded (blurred, with grain) and in colour (purple on beige), per
-# language. The pages are real
-# text (bench/texts.sh: LSTM_PAGE_LINES lines a language, 100 by default, 25 to a page;
-# for san, tam and hin a second set without Latin letters) rendered at 300 dpi in the
-# fonts of the tests; both engines lay them out with Tesseract. Per language and render: the share of identical lines (the two outputs'
-# non-empty lines aligned in order) and the CER between the two engines, and each
+# language. The pages are real text (bench/texts.sh: LSTM_PAGE_LINES lines a language,
+# 100 by default, 25 to a page; for san, tam and hin a second set without Latin letters)
+# rendered at 300 dpi in the fonts of the tests; both engines lay them out with
+# Tesseract. Per language, text and render: the share of identical lines (the two
+# outputs' non-empty lines aligned in order), the CER between the two engines, and each
 # engine's CER against the text rendered.
 #   bench/lstm_pages.sh        (BUILD=build by default)
 set -euo pipefail

@@ -10,7 +10,10 @@ bench_catalogue() { # bench_catalogue LOCALE: every translated message of its ca
 }
 bench_texts() {
     local dir=$1 n=$2
-    sample() { awk 'length($0) >= 30 && length($0) <= 90' | sort -u | shuf -n "$n" --random-source=<(yes 42); }
+    sample() {
+        awk 'length($0) >= 30 && length($0) <= 90' | sort -u |
+            shuf -n "$n" --random-source=<(yes 42)
+    }
     grep -v '^ *$' /usr/share/common-licenses/GPL-3 | sed 's/^ *//' | sample >"$dir/eng.txt"
     bench_catalogue mr | sample >"$dir/san.txt"
     bench_catalogue ta | sample >"$dir/tam.txt"
