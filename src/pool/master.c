@@ -54,6 +54,7 @@ typedef struct held {
     double time_limit; /* the page's own hard limit (a Celery message's timelimit), 0 = none */
     struct held *next;
     struct held *bnext; /* the next page of the batch its worker was given */
+    int solo;           /* it failed in a batch before: it runs alone */
 } held;
 
 typedef struct zyg {
@@ -656,7 +657,10 @@ static void dispatch(master *m)
         if (w->state != W_IDLE || w->gen != m->gen || m->draining)
             continue;
         int np = 0;
-        double picked = 0;
+        /* The workers' idle sizes, and what pages in flight are expected to add. */
+        double base = 0, load = budget > 0 ? in_flight_bytes(m) : 0;
+        for (const worker *x = m->workers; x && budget > 0; x = x->next)
+            base += (double)x->baseline_kb * 1024;
         for (held *h = m->held; h && np < most; h = h->next) {
             if (h->state != H_WAITING)
                 continue;
@@ -668,13 +672,9 @@ static void dispatch(master *m)
                 free(pick);
                 return; /* the list changed: start again next turn */
             }
-            int solo = most > 1 && is_solo(m, h->t.id);
-            if (np > 0 && solo)
+            if (np > 0 && h->solo)
                 continue; /* it runs alone */
             if (budget > 0) {
-                double base = 0;
-                for (const worker *x = m->workers; x; x = x->next)
-                    base += (double)x->baseline_kb * 1024;
                 if (base + h->est_bytes > budget) {
                     char why[300];
                     snprintf(why, sizeof why,
@@ -689,12 +689,12 @@ static void dispatch(master *m)
                     free(pick);
                     return; /* the list changed: start again next turn */
                 }
-                if (in_flight_bytes(m) + picked + h->est_bytes > budget)
+                if (load + h->est_bytes > budget)
                     continue; /* waits; a smaller page may fit now */
             }
             pick[np++] = h;
-            picked += h->est_bytes;
-            if (solo)
+            load += h->est_bytes;
+            if (h->solo)
                 break;
         }
         if (!np)
@@ -762,6 +762,7 @@ static void lease_more(master *m)
         h->t = got[i];
         h->state = H_WAITING;
         h->est_bytes = estimate(&m->pc, h->t.payload, h);
+        h->solo = m->pc.batch_pages > 1 && is_solo(m, h->t.id);
         /* Append: pages start in the order they were leased (priority, then age). */
         held **pp = &m->held;
         while (*pp)

@@ -39,9 +39,6 @@ void ocp_page_finish(ocp_result *res, ocp_page_image *img, int rc, double t0)
     if (rc == 0 && img->pixels)
         ocp_result_rescale(res, img->scale_x, img->scale_y, img->orig_width, img->orig_height);
     ocp_page_image_fini(img);
-    /* Give freed page buffers back to the system: a worker's size between pages should be
-     * its models, not its biggest page so far. */
-    malloc_trim(0);
     res->elapsed_ms = (ocp_now() - t0) * 1000.0;
     res->peak_rss_kb = ocp_self_peak_rss_kb();
 }
@@ -61,5 +58,8 @@ int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_resu
             snprintf(err, errlen, "%s", ocp_engine_errmsg(eng));
     }
     ocp_page_finish(res, &img, rc, t0);
+    /* Give freed page buffers back to the system: a worker's size between pages should be
+     * its models, not its biggest page so far. */
+    malloc_trim(0);
     return rc;
 }

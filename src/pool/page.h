@@ -33,7 +33,8 @@ int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_resu
 /* The two halves of ocp_page_run, for a worker that reads several pages together: load
  * fills res with what t says and decodes the page into img (left empty for an engine that
  * needs no pixels); finish takes res's boxes back to the original pixels (when rc is 0),
- * frees img and sets res's time (since t0) and peak. */
+ * frees img and sets res's time (since t0) and peak; the caller gives the freed memory back
+ * (malloc_trim) once for all its pages. */
 int ocp_page_load(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res,
                   ocp_page_image *img, char *err, size_t errlen);
 void ocp_page_finish(ocp_result *res, ocp_page_image *img, int rc, double t0);

@@ -305,6 +305,8 @@ static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t
         }
         for (int i = a; i < b; i++)
             ocp_page_finish(&wt[i].res, &wt[i].img, wt[i].rc, t0);
+        /* The pages' buffers back to the system before the answers say the size after. */
+        malloc_trim(0);
         for (int i = a; i < b && !rc; i++) {
             json_t *reply = task_reply(pc, &wt[i]);
             rc = ocp_proto_send(fd, reply, -1);

@@ -56,9 +56,9 @@ typedef struct beam {
     int top1, top2; /* this step's two likeliest classes */
     float step_p;   /* the probability the step being offered is scored with */
     int8_t *tier;   /* per class: 0 (the top two and the null), 1 (the next three), 2 */
-    struct {        /* per continuation: the best path starting a dictionary word here */
+    struct {        /* per continuation: the best path whose space starts a dictionary word */
         const path *from;
-        int code, on;
+        int on;
         double score;
         float step_p;
     } init[3];
@@ -154,7 +154,6 @@ static void take_char(beam *b, const path *from, int k, double w, int cont)
             if (!b->init[cont].on || sc > b->init[cont].score) {
                 b->init[cont].on = 1;
                 b->init[cont].from = from;
-                b->init[cont].code = k;
                 b->init[cont].score = sc;
                 b->init[cont].step_p = b->step_p;
             }
@@ -309,7 +308,8 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
     b.tier = ocp_xmalloc((size_t)m->classes);
     b.slot = ocp_xmalloc(TABLE * sizeof *b.slot);
     b.stamp = ocp_xcalloc(TABLE, sizeof *b.stamp);
-    path *cur = ocp_xcalloc(HEAPS * WIDTH, sizeof *cur), *next = NULL;
+    path *cur = ocp_xcalloc(HEAPS * WIDTH, sizeof *cur);
+    path *next = ocp_xcalloc(HEAPS * WIDTH, sizeof *next);
     int ncur = 0;
     cur[ncur++] = (path){.code = m->null_char, .rec = -1, .fresh = 1};
     if (b.dict) {
@@ -364,14 +364,12 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
                 ocp_dict_start(&st);
                 const path *f = b.init[c].from;
                 b.step_p = b.init[c].step_p;
-                offer(&b, f, b.init[c].code, b.init[c].score, mix(f->hash, b.inv[b.init[c].code]),
-                      1, 1, c, &st);
+                offer(&b, f, b.space, b.init[c].score, mix(f->hash, b.inv[b.space]), 1, 1, c,
+                      &st);
             }
         /* Keep the best WIDTH of each heap. */
         qsort(b.cand, (size_t)b.ncand, sizeof *b.cand, by_score);
         int kept[HEAPS] = {0};
-        free(next);
-        next = ocp_xmalloc(HEAPS * WIDTH * sizeof *next);
         int nn = 0;
         for (int i = 0; i < b.ncand; i++) {
             int hp = heap_of(&b.cand[i]);
@@ -380,9 +378,9 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
                 next[nn++] = b.cand[i];
             }
         }
-        free(cur);
+        path *spare = cur; /* the offers point into cur until here */
         cur = next;
-        next = NULL;
+        next = spare;
         ncur = nn;
     }
     /* The best path that ends the line at a word's end (any path outside the dictionary). */
