@@ -225,6 +225,46 @@ static void tiny_model(ocp_lstm_model *m)
     ocp_lstm_model_index(m); /* free(m->code_uni) after */
 }
 
+/* Clear steps of the tiny model: n n null n h null space h, each class at 0.9. */
+static void clear_steps(float probs[8 * 4])
+{
+    static const int best[] = {1, 1, 3, 1, 2, 3, 0, 2};
+    for (int s = 0; s < 8; s++)
+        for (int k = 0; k < 4; k++)
+            probs[s * 4 + k] = k == best[s] ? 0.9f : 0.1f / 3;
+}
+
+static void test_greedy(void **state)
+{
+    (void)state;
+    ocp_lstm_model m;
+    tiny_model(&m);
+    float probs[8 * 4];
+    clear_steps(probs);
+    ocp_lstm_char *chars;
+    int n;
+    ocp_lstm_greedy_chars(&m, probs, 8, &chars, &n);
+    char *t = ocp_lstm_chars_text(chars, n);
+    assert_string_equal(t, "nnh h"); /* a null between two n: two */
+    free(t);
+    assert_int_equal(n, 5);
+    assert_int_equal(chars[0].first, 0);
+    assert_int_equal(chars[0].last, 1); /* the first n over steps 0-1 */
+    assert_int_equal(chars[1].first, 3);
+    assert_string_equal(chars[3].text, " ");
+    assert_true(ocp_lstm_mean_best(&m, probs, 8) > 0.9f - 1e-6f &&
+                ocp_lstm_mean_best(&m, probs, 8) < 0.9f + 1e-6f);
+    free(chars);
+    /* Two space characters in a row make an empty word, two spaces (libtesseract's text);
+     * none at the ends. */
+    ocp_lstm_char sp[6] = {{.text = " "}, {.text = "n"}, {.text = " "},
+                           {.text = " "}, {.text = "h"}, {.text = " "}};
+    t = ocp_lstm_chars_text(sp, 6);
+    assert_string_equal(t, "n  h");
+    free(t);
+    free(m.code_uni);
+}
+
 static char *decode(const ocp_lstm_model *m, const float *probs, int steps, int dict)
 {
     ocp_lstm_char *chars;
@@ -240,13 +280,9 @@ static void test_beam_alignments(void **state)
     (void)state;
     ocp_lstm_model m;
     tiny_model(&m);
-    /* Clear steps: n n null n h null space h -> "nnh h" (a null between two n: two). */
-    static const int best[] = {1, 1, 3, 1, 2, 3, 0, 2};
     float probs[8 * 4];
-    for (int s = 0; s < 8; s++)
-        for (int k = 0; k < 4; k++)
-            probs[s * 4 + k] = k == best[s] ? 0.9f : 0.1f / 3;
-    char *t = decode(&m, probs, 8, 0);
+    clear_steps(probs);
+    char *t = decode(&m, probs, 8, 0); /* as the greedy reading */
     assert_string_equal(t, "nnh h");
     free(t);
     /* From a parity line ("pnysical"): n then h at adjacent steps, each barely the best;
@@ -426,9 +462,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dictionary_words), cmocka_unit_test(test_dawg_sizes),
-        cmocka_unit_test(test_dawg_fuzz),        cmocka_unit_test(test_beam_alignments),
-        cmocka_unit_test(test_beam_dictionary),  cmocka_unit_test(test_char_lists),
-        cmocka_unit_test(test_batch_bit_for_bit),
+        cmocka_unit_test(test_dawg_fuzz),        cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_beam_alignments),  cmocka_unit_test(test_beam_dictionary),
+        cmocka_unit_test(test_char_lists),       cmocka_unit_test(test_batch_bit_for_bit),
     };
     return cmocka_run_group_tests(tests, load_eng, free_eng);
 }

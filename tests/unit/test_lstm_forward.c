@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "engine/lstm/beam.h"
 #include "engine/lstm/forward.h"
 
 static void test_tables(void **state)
@@ -110,51 +109,6 @@ static void test_matvec_paths(void **state)
     }
 }
 
-static void test_greedy(void **state)
-{
-    (void)state;
-    /* A model of 4 classes: unichars " ", "a", "b" with codes 0, 1, 2, and the null 3. */
-    char *text[3] = {" ", "a", "b"};
-    char *script[3] = {"", "", ""};
-    int len[3] = {1, 1, 1};
-    int c0[1] = {0}, c1[1] = {1}, c2[1] = {2};
-    int *codes[3] = {c0, c1, c2};
-    ocp_lstm_model m;
-    memset(&m, 0, sizeof m);
-    m.classes = 4;
-    m.null_char = 3;
-    m.unicharset = (ocp_unicharset){.n = 3, .text = text, .script = script};
-    m.recoder = (ocp_recoder){.n = 3, .length = len, .code = codes};
-    ocp_lstm_model_index(&m);
-    /* Steps: a a null a b null space b -> "aab b" */
-    static const int best[] = {1, 1, 3, 1, 2, 3, 0, 2};
-    float probs[8 * 4];
-    for (int s = 0; s < 8; s++)
-        for (int k = 0; k < 4; k++)
-            probs[s * 4 + k] = k == best[s] ? 0.9f : 0.1f / 3;
-    ocp_lstm_char *chars;
-    int n;
-    ocp_lstm_greedy_chars(&m, probs, 8, &chars, &n);
-    char *t = ocp_lstm_chars_text(chars, n);
-    assert_string_equal(t, "aab b");
-    free(t);
-    /* Two space characters in a row make an empty word, two spaces (libtesseract's text);
-     * none at the ends. */
-    ocp_lstm_char sp[6] = {{.text = " "}, {.text = "a"}, {.text = " "},
-                           {.text = " "}, {.text = "b"}, {.text = " "}};
-    t = ocp_lstm_chars_text(sp, 6);
-    assert_string_equal(t, "a  b");
-    free(t);
-    assert_true(fabsf(ocp_lstm_mean_best(&m, probs, 8) - 0.9f) < 1e-6f);
-    assert_int_equal(n, 5);
-    assert_int_equal(chars[0].first, 0);
-    assert_int_equal(chars[0].last, 1); /* "a" over steps 0-1 */
-    assert_int_equal(chars[1].first, 3);
-    assert_string_equal(chars[3].text, " ");
-    free(chars);
-    free(m.code_uni);
-}
-
 static void test_refusals(void **state)
 {
     (void)state;
@@ -178,7 +132,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tables),  cmocka_unit_test(test_quantise),
         cmocka_unit_test(test_matvec),  cmocka_unit_test(test_matvec_paths),
-        cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
