@@ -19,6 +19,7 @@ rm -rf "$work"
 mkdir -p "$work/in" "$work/lstm" "$work/tesseract"
 export OMP_THREAD_LIMIT=1
 source tests/data/fonts.sh
+source tests/data/degrade.sh
 source bench/texts.sh
 bench_texts "$work" "$N"
 # The catalogues' lines carry untranslated English (which the san, tam and hin models read
@@ -36,14 +37,7 @@ for l in eng san tam hin; do
     for t in "$work/in/$l"-[pn]??; do
         pango-view --font="$(font_of "$l")" --dpi=300 --margin=120 --background=white \
             --foreground=black -q -o "$t-clean.png" "$t" 2>/dev/null
-        w=$(vipsheader -f width "$t-clean.png")
-        h=$(vipsheader -f height "$t-clean.png")
-        vips colourspace "$t-clean.png" "$t.g.v" b-w
-        vips gaussblur "$t.g.v" "$t.b.v" 1.2
-        vips gaussnoise "$t.n.v" "$w" "$h" --sigma 24 --mean 0 --seed 42
-        vips add "$t.b.v" "$t.n.v" "$t.d.v"
-        vips cast "$t.d.v" "$t-degraded.png" uchar
-        rm -f "$t".*.v
+        degrade_page "$t-clean.png" "$t-degraded.png"
         pango-view --font="$(font_of "$l")" --dpi=300 --margin=120 --background='#f0e0c0' \
             --foreground='#402080' -q -o "$t-colour.png" "$t" 2>/dev/null
     done

@@ -1,23 +1,14 @@
 #!/usr/bin/env python3
-"""page_parity.py DIR: the figures of bench/lstm_pages.sh from DIR/in (the texts, LANG-pNN,
-and their renders, LANG-pNN-{clean,degraded,colour}.png) and DIR/{lstm,tesseract} (each engine's
-text of each render). Lines are aligned in order (difflib), so a line one engine splits or
-drops costs that line only."""
-import difflib
+"""page_parity.py DIR: the figures of bench/lstm_pages.sh from DIR/in (the texts, LANG-pNN
+and LANG-nNN, and their renders, LANG-?NN-{clean,degraded,colour}.png) and
+DIR/{lstm,tesseract} (each engine's text of each render). Lines are aligned in order
+(cer.identical_lines), so a line one engine splits or drops costs that line only."""
 import glob
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
-from cer import levenshtein, norm  # noqa: E402
-
-
-def lines(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [norm(x) for x in f if norm(x)]
-    except FileNotFoundError:
-        return []
+from cer import identical_lines, levenshtein, text_lines  # noqa: E402
 
 
 def main():
@@ -34,12 +25,12 @@ def main():
             size = [0, 0]
             for src in sorted(glob.glob(os.path.join(d, "in", lang + "-" + text + "??"))):
                 base = os.path.basename(src) + "-" + render
-                ours = lines(os.path.join(d, "lstm", base + ".txt"))
-                theirs = lines(os.path.join(d, "tesseract", base + ".txt"))
-                truth = lines(src)
-                m = difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False)
-                same += sum(b.size for b in m.get_matching_blocks())
-                n += max(len(ours), len(theirs))
+                ours = text_lines(os.path.join(d, "lstm", base + ".txt"))
+                theirs = text_lines(os.path.join(d, "tesseract", base + ".txt"))
+                truth = text_lines(src)
+                k, t = identical_lines(ours, theirs)
+                same += k
+                n += t
                 o, t, r = " ".join(ours), " ".join(theirs), " ".join(truth)
                 dist[0] += levenshtein(t, o)
                 dist[1] += levenshtein(r, o)

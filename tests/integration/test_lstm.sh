@@ -26,17 +26,10 @@ TD=${TESSDATA_PREFIX:-/usr/share/tesseract-ocr/5/tessdata}
 export OMP_THREAD_LIMIT=1
 
 source tests/data/fonts.sh
+source tests/data/degrade.sh
 
-# same_lines A B: "K of N", the non-empty lines of two texts that are identical (aligned in
-# order, bench/page_parity.py's way).
-same_lines() {
-    python3 - "$1" "$2" <<'PYEOF'
-import difflib, sys
-a, b = ([x.strip() for x in open(f, encoding="utf-8") if x.strip()] for f in sys.argv[1:3])
-m = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-print("%d of %d" % (sum(k.size for k in m.get_matching_blocks()), max(len(a), len(b))))
-PYEOF
-}
+# same_lines A B: "K of N", the lines of two texts that are identical (cer.py --lines).
+same_lines() { python3 "$here/cer.py" --lines "$1" "$2"; }
 
 # Our dictionary reader against Tesseract's dawg2wordlist: every word of the three
 # dictionaries of eng and san (338080 and 918878 in the word lists), the same.
@@ -151,13 +144,7 @@ for spec in eng:0.02 san:0.05 tam:0.03 hin:0.03; do
 done
 # Degraded renders (blurred, with grain): CER of both engines, and lines identical, reported.
 for l in eng san tam hin; do
-    w=$(vipsheader -f width "$F/$l.png")
-    h=$(vipsheader -f height "$F/$l.png")
-    vips colourspace "$F/$l.png" "$TMP/d0.v" b-w
-    vips gaussblur "$TMP/d0.v" "$TMP/d1.v" 1.2
-    vips gaussnoise "$TMP/dn.v" "$w" "$h" --sigma 24 --mean 0 --seed 42
-    vips add "$TMP/d1.v" "$TMP/dn.v" "$TMP/d2.v"
-    vips cast "$TMP/d2.v" "$TMP/$l-degraded.png" uchar
+    degrade_page "$F/$l.png" "$TMP/$l-degraded.png"
     "$OCRPOOL" ocr --engine lstm -l $l -o "$TMP/dl" "$TMP/$l-degraded.png" 2>/dev/null
     "$OCRPOOL" ocr --engine tesseract -l $l -o "$TMP/dt" "$TMP/$l-degraded.png" 2>/dev/null
     echo "# $l degraded page: CER --engine lstm $(cer "tests/data/text/$l.txt" "$TMP/dl/$l-degraded.txt"), --engine tesseract $(cer "tests/data/text/$l.txt" "$TMP/dt/$l-degraded.txt"); lines identical: $(same_lines "$TMP/dl/$l-degraded.txt" "$TMP/dt/$l-degraded.txt")"
