@@ -1,26 +1,23 @@
-// tess_timesteps IMAGE LANG TESSDATA [PSM]: every LSTM time step libtesseract computes on
-// IMAGE read as one raw text line (page segmentation mode 13), one line per step: its choices
-// as "symbol<US>probability" separated by tabs. The reference side of the lstm engine's
-// parity test (tests/integration/test_lstm.sh); it uses only libtesseract's public C++ API.
-// With PSM (3: a whole page), a line "LINE" starts each text line; a word's steps are those
-// libtesseract gives that word (the steps between words are not listed).
+// tess_timesteps IMAGE LANG TESSDATA: every LSTM time step libtesseract computes on IMAGE
+// read as one raw text line (page segmentation mode 13), one line per step: its choices as
+// "symbol<US>probability" separated by tabs. The reference side of the lstm engine's parity
+// test (tests/integration/test_lstm.sh); it uses only libtesseract's public C++ API.
 #include <leptonica/allheaders.h>
 #include <tesseract/baseapi.h>
 #include <tesseract/resultiterator.h>
 
 #include <cstdio>
-#include <cstdlib>
 
 int main(int argc, char **argv)
 {
-    if (argc != 4 && argc != 5) {
+    if (argc != 4) {
         fprintf(stderr, "usage: tess_timesteps IMAGE LANG TESSDATA\n");
         return 2;
     }
     tesseract::TessBaseAPI api;
     if (api.Init(argv[3], argv[2], tesseract::OEM_LSTM_ONLY) != 0)
         return 1;
-    api.SetPageSegMode(argc == 5 ? (tesseract::PageSegMode)atoi(argv[4]) : tesseract::PSM_RAW_LINE);
+    api.SetPageSegMode(tesseract::PSM_RAW_LINE);
     api.SetVariable("lstm_choice_mode", "1");
     api.SetVariable("debug_file", "/dev/null");
     Pix *pix = pixRead(argv[1]);
@@ -32,8 +29,6 @@ int main(int argc, char **argv)
     tesseract::ResultIterator *ri = api.GetIterator();
     if (ri) {
         do {
-            if (argc == 5 && ri->IsAtBeginningOf(tesseract::RIL_TEXTLINE))
-                printf("LINE\n");
             auto *steps = ri->GetRawLSTMTimesteps();
             if (!steps)
                 continue;
