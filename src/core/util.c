@@ -462,3 +462,5 @@ bad:
     free(out);
     return NULL;
 }
+
+const double ocp_duration_le[OCP_DURATION_NB] = {0.25, 0.5, 1, 2, 5, 10, 30, 60};

@@ -12,6 +12,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The most workers one node runs (the concurrency setting's maximum). */
+#define OCP_MAX_WORKERS 1024
+
+/* Upper bounds (seconds) of the page-duration histogram's buckets; one more bucket counts
+ * the pages above the last. Shared by the master's stats and the metrics exposition. */
+#define OCP_DURATION_NB 8
+extern const double ocp_duration_le[OCP_DURATION_NB];
+
 /* Allocation: these never return NULL; on exhaustion they log and abort. */
 void *ocp_xmalloc(size_t n);
 void *ocp_xcalloc(size_t n, size_t size);

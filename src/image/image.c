@@ -12,6 +12,7 @@
  * pixel check runs before a single row is decoded.
  */
 #include "image/image.h"
+#include "config/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -397,4 +398,14 @@ void ocp_page_image_fini(ocp_page_image *img)
     if (img->pixels)
         g_free(img->pixels);
     memset(img, 0, sizeof *img);
+}
+
+ocp_image_limits ocp_image_limits_from_config(const ocp_config *cfg)
+{
+    return (ocp_image_limits){
+        .max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS),
+        .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
+        .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
+        .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
+    };
 }

@@ -31,6 +31,10 @@ typedef struct ocp_image_limits {
     int max_image_size; /* longest side after resizing; 0 = never resize */
 } ocp_image_limits;
 
+struct ocp_config;
+/* The limits of the settings (max-pixels, max-pages, pdf-dpi, max-image-size). */
+ocp_image_limits ocp_image_limits_from_config(const struct ocp_config *cfg);
+
 /*
  * The pixels of one page, ready for an engine. Open type, filled by
  * ocp_doc_load_page(), released with ocp_page_image_fini().

@@ -39,6 +39,47 @@ int ocp_control_dir(char *buf, size_t len, int create)
     return 0;
 }
 
+static int cmp_node(const void *a, const void *b)
+{
+    long x = ((const ocp_control_node *)a)->pid, y = ((const ocp_control_node *)b)->pid;
+    return (x > y) - (x < y);
+}
+
+int ocp_control_nodes(ocp_control_node *out, int max, int remove_stale)
+{
+    char dir[200];
+    int n = 0;
+    if (ocp_control_dir(dir, sizeof dir, 0))
+        return 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (pid <= 0 || strcmp(end, ".sock") != 0)
+            continue;
+        char path[sizeof out->path];
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
+            continue;
+        if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+            if (remove_stale)
+                unlink(path);
+            continue;
+        }
+        if (n < max) {
+            out[n].pid = pid;
+            snprintf(out[n].path, sizeof out[n].path, "%s", path);
+            n++;
+        }
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(out, (size_t)n, sizeof *out, cmp_node);
+    return n;
+}
+
 int ocp_control_listen(char *path, size_t len)
 {
     char dir[200];
@@ -46,19 +87,7 @@ int ocp_control_listen(char *path, size_t len)
     if (rc)
         return rc;
     /* Sockets of nodes that are gone (killed with -9) are cleared away. */
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (pid > 0 && strcmp(end, ".sock") == 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
-            char stale[512];
-            snprintf(stale, sizeof stale, "%s/%s", dir, e->d_name);
-            unlink(stale);
-        }
-    }
-    if (d)
-        closedir(d);
+    ocp_control_nodes(NULL, 0, 1);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(path, len, "%s/%d.sock", dir, (int)getpid());
     if (strlen(path) >= sizeof sa.sun_path)

@@ -24,6 +24,19 @@ int ocp_control_dir(char *buf, size_t len, int create);
  * listening fd (non-blocking) or -errno. */
 int ocp_control_listen(char *path, size_t len);
 
+/* A node found in the control folder. Open type. */
+typedef struct ocp_control_node {
+    long pid;
+    char path[300]; /* its socket */
+} ocp_control_node;
+
+/*
+ * The nodes of this user that are alive, with their sockets: fills up to max
+ * entries of out, in pid order; returns the count (0 when the folder is
+ * missing). With remove_stale, sockets of nodes that are gone are deleted.
+ */
+int ocp_control_nodes(ocp_control_node *out, int max, int remove_stale);
+
 /* One request to the node at path; *reply is new (json_decref). 0 or -errno. */
 int ocp_control_call(const char *path, json_t *req, json_t **reply, double timeout_s);
 
