@@ -129,22 +129,27 @@ int ocp_broker_started(ocp_broker *b, const char *id, int worker_pid)
     return b->ops->started ? b->ops->started(b->st, id, worker_pid) : 0;
 }
 
-int ocp_broker_ack(ocp_broker *b, const char *id, const char *result, double started,
+int ocp_broker_ack_early(ocp_broker *b, const char *owner, const char *id)
+{
+    return b->ops->ack_early(b->st, owner, id);
+}
+
+int ocp_broker_ack(ocp_broker *b, const char *id, json_t *result, double started,
                    double finished, long peak_rss_kb, int worker_pid)
 {
     return b->ops->ack(b->st, id, result, started, finished, peak_rss_kb, worker_pid);
 }
 
-int ocp_broker_fail(ocp_broker *b, const char *id, const char *reason, double started,
-                    double finished, int worker_pid)
+int ocp_broker_fail(ocp_broker *b, const char *id, ocp_failure kind, const char *reason,
+                    double started, double finished, int worker_pid)
 {
-    return b->ops->fail(b->st, id, reason, started, finished, worker_pid);
+    return b->ops->fail(b->st, id, kind, reason, started, finished, worker_pid);
 }
 
-int ocp_broker_release(ocp_broker *b, const char *id, const char *reason, double delay_s,
+int ocp_broker_release(ocp_broker *b, const char *id, ocp_failure kind, const char *reason,
                        int uncount, int max_deliveries, int *buried)
 {
-    return b->ops->release(b->st, id, reason, delay_s, uncount, max_deliveries, buried);
+    return b->ops->release(b->st, id, kind, reason, uncount, max_deliveries, buried);
 }
 
 int ocp_broker_counts(ocp_broker *b, const char *group, ocp_counts *c)

@@ -21,6 +21,9 @@
 #ifndef OCP_BROKER_BROKER_H
 #define OCP_BROKER_BROKER_H
 
+#include "core/failure.h"
+
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -52,6 +55,7 @@ typedef struct ocp_counts {
 typedef struct ocp_task_info {
     char *id, *group, *payload, *result, *error, *lease_owner;
     int state, priority, deliveries, worker_pid;
+    ocp_failure failure; /* FAILED or BURIED: why (the human reason is error) */
     double created, started, finished, lease_expires;
     long peak_rss_kb;
 } ocp_task_info;
@@ -110,20 +114,24 @@ int ocp_broker_lease(ocp_broker *b, const char *owner, const char *group, int ma
                      int max_deliveries, ocp_task *out, int *n);
 /* Extends owner's leases of ids by lease_s from now. */
 int ocp_broker_renew(ocp_broker *b, const char *owner, char *const *ids, int n, double lease_s);
+/* Acknowledges owner's leased task id on receipt (acks-late off): it is not delivered again,
+ * even if this node dies before its result is stored. */
+int ocp_broker_ack_early(ocp_broker *b, const char *owner, const char *id);
 /* A worker started the page (Celery's STARTED with track_started); optional. */
 int ocp_broker_started(ocp_broker *b, const char *id, int worker_pid);
-/* Stores the result and marks the task DONE, once. */
-int ocp_broker_ack(ocp_broker *b, const char *id, const char *result, double started,
+/* Stores the result (borrowed; serialised here, once, in the backend's form) and marks the
+ * task DONE, once. */
+int ocp_broker_ack(ocp_broker *b, const char *id, json_t *result, double started,
                    double finished, long peak_rss_kb, int worker_pid);
-/* Marks the task FAILED with reason (bad input: retrying will not help). */
-int ocp_broker_fail(ocp_broker *b, const char *id, const char *reason, double started,
-                    double finished, int worker_pid);
+/* Marks the task FAILED with its kind and reason (retrying will not help). */
+int ocp_broker_fail(ocp_broker *b, const char *id, ocp_failure kind, const char *reason,
+                    double started, double finished, int worker_pid);
 /*
- * Gives a leased task back: READY again after delay_s, or BURIED when it has
- * had max_deliveries deliveries. uncount gives back the delivery (a
- * shutdown, not the page's fault). *buried tells which happened.
+ * Gives a leased task back: READY again, or BURIED (with kind and reason)
+ * when it has had max_deliveries deliveries. uncount gives back the
+ * delivery (a shutdown, not the page's fault). *buried tells which happened.
  */
-int ocp_broker_release(ocp_broker *b, const char *id, const char *reason, double delay_s,
+int ocp_broker_release(ocp_broker *b, const char *id, ocp_failure kind, const char *reason,
                        int uncount, int max_deliveries, int *buried);
 
 /* Queries and maintenance. group NULL = all groups. */
@@ -156,12 +164,13 @@ typedef struct ocp_broker_ops {
     int (*lease)(void *st, const char *owner, const char *group, int max, double lease_s,
                  int max_deliveries, ocp_task *out, int *n);
     int (*renew)(void *st, const char *owner, char *const *ids, int n, double lease_s);
+    int (*ack_early)(void *st, const char *owner, const char *id);
     int (*started)(void *st, const char *id, int worker_pid); /* NULL: not recorded */
-    int (*ack)(void *st, const char *id, const char *result, double started, double finished,
+    int (*ack)(void *st, const char *id, json_t *result, double started, double finished,
                long peak_rss_kb, int worker_pid);
-    int (*fail)(void *st, const char *id, const char *reason, double started, double finished,
-                int worker_pid);
-    int (*release)(void *st, const char *id, const char *reason, double delay_s, int uncount,
+    int (*fail)(void *st, const char *id, ocp_failure kind, const char *reason, double started,
+                double finished, int worker_pid);
+    int (*release)(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
                    int max_deliveries, int *buried);
     int (*counts)(void *st, const char *group, ocp_counts *c);
     int (*list)(void *st, const char *group, int want_result,

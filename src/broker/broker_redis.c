@@ -1040,19 +1040,21 @@ static int rd_renew(void *st, const char *owner, char *const *ids, int n, double
     rs *s = st;
     if (conn(s))
         return OCP_E_BROKER;
-    if (lease_s >= 1e8) {
-        /* acks-late off: acknowledged on receipt, as Celery does; a lost page is lost. */
-        for (int i = 0; i < n; i++) {
-            rmsg *m = find_held(s, ids[i]);
-            if (!m || m->early_acked)
-                continue;
-            forget(s, m->tag);
-            m->early_acked = true;
-        }
-        return 0;
-    }
-    (void)owner;
     return renew_held(s);
+}
+
+/* acks-late off: acknowledged on receipt, as Celery does; a lost page is lost. */
+static int rd_ack_early(void *st, const char *owner, const char *id)
+{
+    rs *s = st;
+    if (conn(s))
+        return OCP_E_BROKER;
+    rmsg *m = find_held(s, id);
+    if (m && !m->early_acked) {
+        forget(s, m->tag);
+        m->early_acked = true;
+    }
+    return 0;
 }
 
 static int rd_started(void *st, const char *id, int worker_pid)
@@ -1094,34 +1096,54 @@ static int finish_held(rs *s, const char *id, char *meta)
     return rc;
 }
 
-static int rd_ack(void *st, const char *id, const char *result, double started, double finished,
+static int rd_ack(void *st, const char *id, json_t *result, double started, double finished,
                   long peak_rss_kb, int worker_pid)
 {
     rs *s = st;
     rmsg *m = find_held(s, id);
-    json_t *res = json_loads(result, 0, NULL);
-    if (!res)
-        res = json_string(result);
-    return finish_held(s, id, ocp_celery_meta(id, "SUCCESS", res, NULL, m ? m->group : NULL));
+    return finish_held(s, id,
+                       ocp_celery_meta(id, "SUCCESS", json_incref(result), NULL,
+                                       m ? m->group : NULL));
 }
 
-static int rd_fail(void *st, const char *id, const char *reason, double started, double finished,
-                   int worker_pid)
+/* The Celery exception a failure kind is reported as: its type and module. */
+static void celery_exc(ocp_failure kind, const char **type, const char **module)
+{
+    *module = "celery.exceptions";
+    switch (kind) {
+    case OCP_FAIL_MEMORY_LIMIT:
+        *type = "MemoryLimitExceeded";
+        *module = "ocrpool";
+        break;
+    case OCP_FAIL_TIME_LIMIT:
+        *type = "TimeLimitExceeded";
+        break;
+    case OCP_FAIL_SOFT_TIME_LIMIT:
+        *type = "SoftTimeLimitExceeded";
+        break;
+    case OCP_FAIL_CRASHED:
+        *type = "WorkerLostError";
+        *module = "billiard.exceptions";
+        break;
+    default:
+        *type = "OCRError";
+        *module = "ocrpool";
+        break;
+    }
+}
+
+static int rd_fail(void *st, const char *id, ocp_failure kind, const char *reason,
+                   double started, double finished, int worker_pid)
 {
     rs *s = st;
     rmsg *m = find_held(s, id);
-    const char *type = strncmp(reason, "memory limit", 12) == 0   ? "MemoryLimitExceeded"
-                       : strncmp(reason, "time limit", 10) == 0   ? "TimeLimitExceeded"
-                       : strncmp(reason, "timeout", 7) == 0       ? "SoftTimeLimitExceeded"
-                                                                  : "OCRError";
-    const char *module = strcmp(type, "OCRError") == 0 || strcmp(type, "MemoryLimitExceeded") == 0
-                             ? "ocrpool"
-                             : "celery.exceptions";
+    const char *type, *module;
+    celery_exc(kind, &type, &module);
     return finish_held(s, id, fail_meta(id, m ? m->group : NULL, type, module, reason));
 }
 
-static int rd_release(void *st, const char *id, const char *reason, double delay_s, int uncount,
-                      int max_deliveries, int *buried)
+static int rd_release(void *st, const char *id, ocp_failure kind, const char *reason,
+                      int uncount, int max_deliveries, int *buried)
 {
     rs *s = st;
     rmsg *m = find_held(s, id);
@@ -1139,8 +1161,10 @@ static int rd_release(void *st, const char *id, const char *reason, double delay
             char why[900];
             snprintf(why, sizeof why, "buried after %ld deliveries: %s", d, reason);
             *buried = 1;
-            return finish_held(s, id, fail_meta(id, m->group, "WorkerLostError",
-                                                "billiard.exceptions", why));
+            /* Buried, as Celery reports a task whose worker kept being lost. */
+            const char *type, *module;
+            celery_exc(OCP_FAIL_CRASHED, &type, &module);
+            return finish_held(s, id, fail_meta(id, m->group, type, module, why));
         }
     }
     if (uncount) {
@@ -1153,7 +1177,6 @@ static int rd_release(void *st, const char *id, const char *reason, double delay
         rc = restore(s, m->tag, m->raw, m->queue, m->priority, "", true);
     unlink_held(s, m);
     rmsg_free(m);
-    (void)delay_s;
     return rc;
 }
 
@@ -1363,6 +1386,7 @@ const ocp_broker_ops ocp_broker_redis = {
     .submit = rd_submit,
     .lease = rd_lease,
     .renew = rd_renew,
+    .ack_early = rd_ack_early,
     .started = rd_started,
     .ack = rd_ack,
     .fail = rd_fail,

@@ -350,20 +350,30 @@ static int finish(sq *s, const char *id, int state, const char *result, const ch
     return rc;
 }
 
-static int sq_ack(void *st, const char *id, const char *result, double started, double finished,
-                  long peak, int pid)
+/* acks-late off: the lease never runs out, so the page is not delivered again. */
+static int sq_ack_early(void *st, const char *owner, const char *id)
 {
-    return finish(st, id, OCP_TASK_DONE, result, NULL, started, finished, peak, pid);
+    char *ids[1] = {(char *)id};
+    return sq_renew(st, owner, ids, 1, 1e9);
 }
 
-static int sq_fail(void *st, const char *id, const char *reason, double started, double finished,
-                   int pid)
+static int sq_ack(void *st, const char *id, json_t *result, double started, double finished,
+                  long peak, int pid)
+{
+    char *text = json_dumps(result, JSON_COMPACT);
+    int rc = finish(st, id, OCP_TASK_DONE, text ? text : "{}", NULL, started, finished, peak, pid);
+    free(text);
+    return rc;
+}
+
+static int sq_fail(void *st, const char *id, ocp_failure kind, const char *reason,
+                   double started, double finished, int pid)
 {
     return finish(st, id, OCP_TASK_FAILED, NULL, reason, started, finished, -1, pid);
 }
 
-static int sq_release(void *st, const char *id, const char *reason, double delay_s, int uncount,
-                      int max_deliveries, int *buried)
+static int sq_release(void *st, const char *id, ocp_failure kind, const char *reason,
+                      int uncount, int max_deliveries, int *buried)
 {
     sq *s = st;
     sqlite3_stmt *q;
@@ -413,7 +423,7 @@ static int sq_release(void *st, const char *id, const char *reason, double delay
                 sqlite3_bind_text(q, 2, reason, -1, SQLITE_STATIC);
             else
                 sqlite3_bind_null(q, 2);
-            sqlite3_bind_double(q, 3, now + delay_s);
+            sqlite3_bind_double(q, 3, now);
             sqlite3_bind_text(q, 4, id, -1, SQLITE_STATIC);
         }
     }
@@ -612,6 +622,7 @@ const ocp_broker_ops ocp_broker_sqlite = {
     .submit = sq_submit,
     .lease = sq_lease,
     .renew = sq_renew,
+    .ack_early = sq_ack_early,
     .ack = sq_ack,
     .fail = sq_fail,
     .release = sq_release,

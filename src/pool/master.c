@@ -330,7 +330,8 @@ static void drop_held(master *m, held *h)
 static void release_task(master *m, held *h, const char *reason, int uncount)
 {
     int buried = 0;
-    int rc = ocp_broker_release(m->b, h->t.id, reason, 0, uncount, m->pc.max_deliveries, &buried);
+    int rc = ocp_broker_release(m->b, h->t.id, OCP_FAIL_CRASHED, reason, uncount,
+                                m->pc.max_deliveries, &buried);
     if (rc)
         OCP_LOG(OCP_LOG_ERROR, "release %s: %s", h->t.id, ocp_broker_errmsg(m->b));
     else if (buried) {
@@ -431,7 +432,8 @@ static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
             release_task(m, h, "cold shutdown", 1);
         else if (!m->pc.acks_late) {
             /* Acknowledged on receipt (acks-late off): the page is not delivered again. */
-            ocp_broker_fail(m->b, h->t.id, reason, h->started_wall, ocp_wall_now(), w->pid);
+            ocp_broker_fail(m->b, h->t.id, OCP_FAIL_CRASHED, reason, h->started_wall,
+                            ocp_wall_now(), w->pid);
             if (m->hooks && m->hooks->on_result)
                 m->hooks->on_result(m->hooks->ctx, h->t.id, 0, reason);
             drop_held(m, h);
@@ -572,8 +574,12 @@ static void page_done(master *m, worker *w, json_t *msg)
             batch_done(m, w);
         return;
     }
-    int rc = ok ? ocp_broker_ack(m->b, id, text ? text : "{}", started, finished, peak, w->pid)
-                : ocp_broker_fail(m->b, id, text ? text : "failed", started, finished, w->pid);
+    json_t *res = ok && text ? json_loads(text, 0, NULL) : NULL;
+    int rc = ok ? ocp_broker_ack(m->b, id, res ? res : json_object(), started, finished, peak,
+                                 w->pid)
+                : ocp_broker_fail(m->b, id, OCP_FAIL_ENGINE, text ? text : "failed", started,
+                                  finished, w->pid);
+    json_decref(res);
     if (rc) {
         /* Not stored: do not acknowledge; the lease runs out and the page is done again. */
         OCP_LOG(OCP_LOG_ERROR, "page %s: cannot store its result: %s", id, ocp_broker_errmsg(m->b));
@@ -667,7 +673,8 @@ static void dispatch(master *m)
             if (!json_is_object(h->payload)) {
                 char why[300];
                 snprintf(why, sizeof why, "malformed task payload: not a JSON object");
-                ocp_broker_fail(m->b, h->t.id, why, ocp_wall_now(), ocp_wall_now(), 0);
+                ocp_broker_fail(m->b, h->t.id, OCP_FAIL_MALFORMED, why, ocp_wall_now(),
+                                ocp_wall_now(), 0);
                 drop_held(m, h);
                 free(pick);
                 return; /* the list changed: start again next turn */
@@ -681,7 +688,8 @@ static void dispatch(master *m)
                              "page needs about %.0f MB, more than memory-budget %ld MB leaves "
                              "beside the workers' %.0f MB",
                              h->est_bytes / 1048576.0, m->pc.memory_budget_mb, base / 1048576.0);
-                    ocp_broker_fail(m->b, h->t.id, why, ocp_wall_now(), ocp_wall_now(), 0);
+                    ocp_broker_fail(m->b, h->t.id, OCP_FAIL_BUDGET, why, ocp_wall_now(),
+                                    ocp_wall_now(), 0);
                     if (m->hooks && m->hooks->on_result)
                         m->hooks->on_result(m->hooks->ctx, h->t.id, 0, why);
                     OCP_LOG(OCP_LOG_WARN, "page %s: %s", h->t.id, why);
@@ -771,7 +779,7 @@ static void lease_more(master *m)
         m->n_held++;
         if (!m->pc.acks_late) {
             /* Acknowledged on receipt: a lost page is not delivered again. */
-            ocp_broker_renew(m->b, m->owner, &h->t.id, 1, 1e9);
+            ocp_broker_ack_early(m->b, m->owner, h->t.id);
         }
     }
     if (n)
