@@ -134,8 +134,8 @@ int ocp_broker_ack_early(ocp_broker *b, const char *owner, const char *id)
     return b->ops->ack_early(b->st, owner, id);
 }
 
-int ocp_broker_ack(ocp_broker *b, const char *id, json_t *result, double started,
-                   double finished, long peak_rss_kb, int worker_pid)
+int ocp_broker_ack(ocp_broker *b, const char *id, json_t *result, double started, double finished,
+                   long peak_rss_kb, int worker_pid)
 {
     return b->ops->ack(b->st, id, result, started, finished, peak_rss_kb, worker_pid);
 }

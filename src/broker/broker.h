@@ -51,7 +51,8 @@ typedef struct ocp_counts {
     long ready, leased, done, failed, buried;
 } ocp_counts;
 
-/* One task as seen by status and result. Open type; strings owned (fini). */
+/* One task as seen by status and result. Open type; strings owned (fini). result is the
+ * result's text as stored (not parsed by the broker: whoever uses it parses it). */
 typedef struct ocp_task_info {
     char *id, *group, *payload, *result, *error, *lease_owner;
     int state, priority, deliveries, worker_pid;
@@ -109,10 +110,13 @@ int ocp_broker_submit(ocp_broker *b, const ocp_task_spec *spec, char id_out[64],
  * oldest; only group's when group is not NULL. A task found with
  * deliveries >= max_deliveries is buried instead.
  * out has room for max; *n receives the count. The caller finis each.
+ * The Redis backend keeps no queue per group and refuses a group
+ * (OCP_E_UNSUPPORTED); its lease is the visibility timeout, not lease_s.
  */
 int ocp_broker_lease(ocp_broker *b, const char *owner, const char *group, int max, double lease_s,
                      int max_deliveries, ocp_task *out, int *n);
-/* Extends owner's leases of ids by lease_s from now. */
+/* Extends owner's leases of ids by lease_s from now (Redis: renews every message this node
+ * holds, for the visibility timeout). */
 int ocp_broker_renew(ocp_broker *b, const char *owner, char *const *ids, int n, double lease_s);
 /* Acknowledges owner's leased task id on receipt (acks-late off): it is not delivered again,
  * even if this node dies before its result is stored. */
@@ -121,8 +125,8 @@ int ocp_broker_ack_early(ocp_broker *b, const char *owner, const char *id);
 int ocp_broker_started(ocp_broker *b, const char *id, int worker_pid);
 /* Stores the result (borrowed; serialised here, once, in the backend's form) and marks the
  * task DONE, once. */
-int ocp_broker_ack(ocp_broker *b, const char *id, json_t *result, double started,
-                   double finished, long peak_rss_kb, int worker_pid);
+int ocp_broker_ack(ocp_broker *b, const char *id, json_t *result, double started, double finished,
+                   long peak_rss_kb, int worker_pid);
 /* Marks the task FAILED with its kind and reason (retrying will not help). */
 int ocp_broker_fail(ocp_broker *b, const char *id, ocp_failure kind, const char *reason,
                     double started, double finished, int worker_pid);

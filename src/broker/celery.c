@@ -4,6 +4,7 @@
 #include "broker/celery.h"
 #include "broker/broker.h"
 #include "core/error.h"
+#include "core/failure.h"
 #include "core/util.h"
 
 #include <math.h>
@@ -104,7 +105,6 @@ int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, 
         return ocp_errf(OCP_E_MESSAGE, err, errlen,
                         "headers.task missing: not a Celery protocol 2 message");
     m->group = json_string_value(json_object_get(hd, "group"));
-    m->retries = (int)json_integer_value(json_object_get(hd, "retries"));
     if ((m->eta = header_time(hd, "eta")) < 0)
         return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.eta: not an ISO 8601 time");
     if ((m->expires = header_time(hd, "expires")) < 0)
@@ -176,15 +176,16 @@ static int int_arg(json_t *v, const char *name, long lo, long hi, long *out, cha
     return 0;
 }
 
-int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t max_inline,
-                       char **payload, char exc_type[32], char *err, size_t errlen)
+/* Checks the names of the positional and keyword arguments (Python's rules for
+ * ocr_page(source, lang, **known)); *src and *lang from either (borrowed, may be NULL). */
+static int check_args(const ocp_celery_msg *m, json_t **src, json_t **lang, char exc_type[32],
+                      char *err, size_t errlen)
 {
-    static const char *const known[] = {"source", "lang",   "page",  "formats",
-                                        "max_image_size",   "width", "height"};
-    json_t *src = NULL, *lang = NULL, *v;
+    static const char *const known[] = {"source",         "lang",  "page",  "formats",
+                                        "max_image_size", "width", "height"};
+    const size_t nknown = sizeof known / sizeof known[0];
     const char *key;
-    long page = 1, n;
-    *payload = NULL;
+    json_t *v;
     size_t na = json_array_size(m->args);
     if (na > 2) {
         snprintf(exc_type, 32, "TypeError");
@@ -193,117 +194,152 @@ int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t
                         "given",
                         na);
     }
-    src = json_array_get(m->args, 0);
-    lang = json_array_get(m->args, 1);
+    *src = json_array_get(m->args, 0);
+    *lang = json_array_get(m->args, 1);
     json_object_foreach(m->kwargs, key, v)
     {
         size_t i = 0;
-        while (i < sizeof known / sizeof known[0] && strcmp(key, known[i]) != 0)
+        while (i < nknown && strcmp(key, known[i]) != 0)
             i++;
-        if (i == sizeof known / sizeof known[0])
+        if (i == nknown)
             return arg_error(exc_type, "TypeError", err, errlen,
                              "ocr_page() got an unexpected keyword argument '%s'", key);
-        if ((i == 0 && src) || (i == 1 && lang))
+        if ((i == 0 && *src) || (i == 1 && *lang))
             return arg_error(exc_type, "TypeError", err, errlen,
                              "ocr_page() got multiple values for argument '%s'", key);
     }
-    if (!src)
-        src = json_object_get(m->kwargs, "source");
-    if (!lang)
-        lang = json_object_get(m->kwargs, "lang");
-    json_t *p = json_object();
-    int rc = 0;
+    if (!*src)
+        *src = json_object_get(m->kwargs, "source");
+    if (!*lang)
+        *lang = json_object_get(m->kwargs, "lang");
+    return 0;
+}
+
+/* source (a path, or inline bytes under max_inline) and lang into p. */
+static int source_lang_args(json_t *src, json_t *lang, const char *default_lang, size_t max_inline,
+                            json_t *p, char exc_type[32], char *err, size_t errlen)
+{
     if (json_is_string(src) && json_string_length(src) > 0) {
         json_object_set(p, "source", src);
     } else if (json_is_object(src) && json_is_string(json_object_get(src, "b64"))) {
         json_t *b = json_object_get(src, "b64");
         if (json_string_length(b) / 4 * 3 > max_inline) {
             snprintf(exc_type, 32, "ValueError");
-            rc = ocp_errf(OCP_E_MESSAGE, err, errlen,
-                          "source: inline bytes over the %zu byte limit: put the page on "
-                          "shared storage and send its path",
-                          max_inline);
-            goto out;
+            return ocp_errf(OCP_E_MESSAGE, err, errlen,
+                            "source: inline bytes over the %zu byte limit: put the page on "
+                            "shared storage and send its path",
+                            max_inline);
         }
         json_object_set_new(p, "source", json_string("inline"));
         json_object_set(p, "data_b64", b);
     } else {
-        rc = arg_error(exc_type, "TypeError", err, errlen,
-                       "%s: a path or {\"b64\": \"...\"} is needed", "source");
-        goto out;
+        return arg_error(exc_type, "TypeError", err, errlen,
+                         "%s: a path or {\"b64\": \"...\"} is needed", "source");
     }
     if (lang && !json_is_null(lang)) {
         if (!json_is_string(lang) || json_string_length(lang) == 0 ||
-            json_string_length(lang) > 200) {
-            rc = arg_error(exc_type, "TypeError", err, errlen, "%s: not a language string",
-                           "lang");
-            goto out;
-        }
+            json_string_length(lang) > 200)
+            return arg_error(exc_type, "TypeError", err, errlen, "%s: not a language string",
+                             "lang");
         json_object_set(p, "lang", lang);
     } else {
         json_object_set_new(p, "lang", json_string(default_lang));
     }
-    if ((v = json_object_get(m->kwargs, "page")) &&
+    return 0;
+}
+
+/* page (1-based outside, 0-based in p), max_image_size, width and height into p. */
+static int number_args(json_t *kwargs, json_t *p, char exc_type[32], char *err, size_t errlen)
+{
+    json_t *v;
+    long page = 1, n;
+    int rc;
+    if ((v = json_object_get(kwargs, "page")) &&
         (rc = int_arg(v, "page (1 = the first)", 1, 1000000, &page, exc_type, err, errlen)))
-        goto out;
+        return rc;
     json_object_set_new(p, "page", json_integer(page - 1));
-    if ((v = json_object_get(m->kwargs, "max_image_size"))) {
+    if ((v = json_object_get(kwargs, "max_image_size"))) {
         if ((rc = int_arg(v, "max_image_size", 0, 65535, &n, exc_type, err, errlen)))
-            goto out;
+            return rc;
         json_object_set_new(p, "max_image_size", json_integer(n));
     }
     static const char *const dims[2] = {"width", "height"};
     for (int i = 0; i < 2; i++) {
-        if ((v = json_object_get(m->kwargs, dims[i]))) {
+        if ((v = json_object_get(kwargs, dims[i]))) {
             if ((rc = int_arg(v, dims[i], 1, 1000000, &n, exc_type, err, errlen)))
-                goto out;
+                return rc;
             json_object_set_new(p, dims[i], json_integer(n));
         }
     }
-    if ((v = json_object_get(m->kwargs, "formats")) && !json_is_null(v)) {
-        static const char *const names[] = {"txt", "json", "hocr", "alto", "tsv"};
-        json_t *list = json_array();
-        json_t *items = json_is_string(v) ? NULL : v;
-        char *copy = json_is_string(v) ? ocp_xstrdup(json_string_value(v)) : NULL;
-        char *save = NULL;
-        const char *f = copy ? strtok_r(copy, ",", &save) : NULL;
-        size_t idx = 0;
-        if (!copy && !json_is_array(items)) {
-            json_decref(list);
-            rc = arg_error(exc_type, "TypeError", err, errlen, "%s: a list of format names",
-                           "formats");
-            goto out;
-        }
-        for (;;) {
-            if (!copy) {
-                if (idx >= json_array_size(items))
-                    break;
-                f = json_string_value(json_array_get(items, idx++));
-            } else if (!f) {
+    return 0;
+}
+
+/* formats (a list of names, or one string of names separated by commas) into p. */
+static int formats_arg(json_t *v, json_t *p, char exc_type[32], char *err, size_t errlen)
+{
+    static const char *const names[] = {"txt", "json", "hocr", "alto", "tsv"};
+    const size_t nnames = sizeof names / sizeof names[0];
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) && !json_is_array(v))
+        return arg_error(exc_type, "TypeError", err, errlen, "%s: a list of format names",
+                         "formats");
+    json_t *list = json_array();
+    char *copy = json_is_string(v) ? ocp_xstrdup(json_string_value(v)) : NULL, *save = NULL;
+    const char *f = copy ? strtok_r(copy, ",", &save) : NULL;
+    int rc = 0;
+    for (size_t idx = 0;;) {
+        if (!copy) {
+            if (idx >= json_array_size(v))
                 break;
-            }
-            size_t i = 0;
-            while (f && i < 5 && strcmp(f, names[i]) != 0)
-                i++;
-            if (i == 5) {
-                json_decref(list);
-                free(copy);
-                rc = arg_error(exc_type, "ValueError", err, errlen,
-                               "formats: '%s' is not one of txt, json, hocr, alto, tsv",
-                               f ? f : "(not a string)");
-                goto out;
-            }
-            json_array_append_new(list, json_string(f));
-            if (copy)
-                f = strtok_r(NULL, ",", &save);
+            f = json_string_value(json_array_get(v, idx++));
+        } else if (!f) {
+            break;
         }
-        free(copy);
-        json_object_set_new(p, "formats", list);
+        size_t i = 0;
+        while (f && i < nnames && strcmp(f, names[i]) != 0)
+            i++;
+        if (i == nnames || !f) {
+            rc = arg_error(exc_type, "ValueError", err, errlen,
+                           "formats: '%s' is not one of txt, json, hocr, alto, tsv",
+                           f ? f : "(not a string)");
+            break;
+        }
+        json_array_append_new(list, json_string(f));
+        if (copy)
+            f = strtok_r(NULL, ",", &save);
     }
-    *payload = json_dumps(p, JSON_COMPACT);
-out:
-    json_decref(p);
+    free(copy);
+    if (rc)
+        json_decref(list);
+    else
+        json_object_set_new(p, "formats", list);
     return rc;
+}
+
+int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t max_inline,
+                       char **payload, char exc_type[32], char *err, size_t errlen)
+{
+    json_t *src = NULL, *lang = NULL;
+    *payload = NULL;
+    int rc = check_args(m, &src, &lang, exc_type, err, errlen);
+    if (rc)
+        return rc;
+    json_t *p = json_object();
+    if ((rc = source_lang_args(src, lang, default_lang, max_inline, p, exc_type, err, errlen)) ||
+        (rc = number_args(m->kwargs, p, exc_type, err, errlen)) ||
+        (rc = formats_arg(json_object_get(m->kwargs, "formats"), p, exc_type, err, errlen))) {
+        json_decref(p);
+        return rc;
+    }
+    /* Per-task time limits ride along in the payload. */
+    if (m->time_limit > 0)
+        json_object_set_new(p, "time_limit", json_real(m->time_limit));
+    if (m->soft_time_limit > 0)
+        json_object_set_new(p, "soft_time_limit", json_real(m->soft_time_limit));
+    *payload = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    return 0;
 }
 
 int ocp_celery_args_from_payload(const char *payload, json_t **args, json_t **kwargs)
@@ -357,13 +393,13 @@ char *ocp_celery_message(const ocp_celery_new *n)
         n->group ? json_string(n->group) : json_null(), "group_index", "retries", 0, "timelimit",
         "root_id", n->id, "parent_id", "argsrepr", argsrepr, "kwargsrepr", kwrepr, "origin", origin,
         "ignore_result", 0);
-    json_t *props = json_pack(
-        "{s:s, s:s, s:i, s:{s:s, s:s}, s:i, s:s, s:s}", "correlation_id", n->id, "reply_to", reply,
-        "delivery_mode", 2, "delivery_info", "exchange", "", "routing_key", n->queue, "priority",
-        n->priority, "body_encoding", "base64", "delivery_tag", tag);
-    json_t *msg = json_pack("{s:s, s:s, s:s, s:o, s:o}", "body", b64, "content-encoding", "utf-8",
-                            "content-type", "application/json", "headers", headers, "properties",
-                            props);
+    json_t *props = json_pack("{s:s, s:s, s:i, s:{s:s, s:s}, s:i, s:s, s:s}", "correlation_id",
+                              n->id, "reply_to", reply, "delivery_mode", 2, "delivery_info",
+                              "exchange", "", "routing_key", n->queue, "priority", n->priority,
+                              "body_encoding", "base64", "delivery_tag", tag);
+    json_t *msg =
+        json_pack("{s:s, s:s, s:s, s:o, s:o}", "body", b64, "content-encoding", "utf-8",
+                  "content-type", "application/json", "headers", headers, "properties", props);
     char *out = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     json_decref(body);
@@ -374,20 +410,22 @@ char *ocp_celery_message(const ocp_celery_new *n)
     return out;
 }
 
-char *ocp_celery_meta(const char *id, const char *status, json_t *result, const char *traceback,
-                      const char *group)
+char *ocp_celery_meta(const char *id, const char *status, json_t *result, const char *group,
+                      ocp_failure failure, bool buried)
 {
     char when[40];
     int ready = strcmp(status, "SUCCESS") == 0 || strcmp(status, "FAILURE") == 0 ||
                 strcmp(status, "REVOKED") == 0;
     ocp_iso8601_format(ocp_wall_now(), when);
-    json_t *m = json_pack("{s:s, s:o, s:o, s:[], s:o, s:s}", "status", status, "result",
-                          result ? result : json_null(),
-                          "traceback", traceback ? json_string(traceback) : json_null(),
-                          "children", "date_done", ready ? json_string(when) : json_null(),
-                          "task_id", id);
+    json_t *m = json_pack("{s:s, s:o, s:n, s:[], s:o, s:s}", "status", status, "result",
+                          result ? result : json_null(), "traceback", "children", "date_done",
+                          ready ? json_string(when) : json_null(), "task_id", id);
     if (group)
         json_object_set_new(m, "group_id", json_string(group));
+    if (failure != OCP_FAIL_NONE)
+        json_object_set_new(m, "ocrpool_failure", json_string(ocp_failure_name(failure)));
+    if (buried)
+        json_object_set_new(m, "ocrpool_buried", json_true());
     char *out = json_dumps(m, JSON_COMPACT);
     json_decref(m);
     return out;
@@ -397,4 +435,197 @@ json_t *ocp_celery_exc(const char *type, const char *module, const char *message
 {
     return json_pack("{s:s, s:[s], s:s}", "exc_type", type, "exc_message", message, "exc_module",
                      module);
+}
+
+/* The kinds with a Celery exception of their own; every other kind is ocrpool's OCRError. */
+static const struct {
+    ocp_failure kind;
+    const char *type, *module;
+} exc_table[] = {
+    {OCP_FAIL_MEMORY_LIMIT, "MemoryLimitExceeded", "ocrpool"},
+    {OCP_FAIL_TIME_LIMIT, "TimeLimitExceeded", "celery.exceptions"},
+    {OCP_FAIL_SOFT_TIME_LIMIT, "SoftTimeLimitExceeded", "celery.exceptions"},
+    {OCP_FAIL_CRASHED, "WorkerLostError", "billiard.exceptions"},
+};
+
+void ocp_celery_exc_of(ocp_failure kind, const char **type, const char **module)
+{
+    for (size_t i = 0; i < sizeof exc_table / sizeof exc_table[0]; i++) {
+        if (exc_table[i].kind == kind) {
+            *type = exc_table[i].type;
+            *module = exc_table[i].module;
+            return;
+        }
+    }
+    *type = "OCRError";
+    *module = "ocrpool";
+}
+
+ocp_failure ocp_celery_failure_of_exc(const char *type)
+{
+    static const char *const refused[] = {"MalformedMessage", "NotRegistered", "TypeError",
+                                          "ValueError"};
+    if (!type)
+        return OCP_FAIL_ENGINE;
+    for (size_t i = 0; i < sizeof exc_table / sizeof exc_table[0]; i++)
+        if (strcmp(type, exc_table[i].type) == 0)
+            return exc_table[i].kind;
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (strcmp(type, refused[i]) == 0)
+            return OCP_FAIL_MALFORMED;
+    return OCP_FAIL_ENGINE;
+}
+
+/* ---- reading a meta back: a scanner of the top level ------------------------------------ */
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* The end of the JSON string that opens at p ('"'); NULL when it does not close. */
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* The end of the JSON value that starts at p (its brackets matched, its strings closed, no
+ * deeper than 64; not checked further); NULL when it is not so before end. */
+static const char *skip_value(const char *p, const char *end)
+{
+    char open[64];
+    int depth = 0;
+    if (p < end && *p != '{' && *p != '[' && *p != '"') { /* a number or a literal */
+        while (p < end && !strchr(",}] \t\n\r", *p))
+            p++;
+        return p;
+    }
+    while (p < end) {
+        if (*p == '"') {
+            if (!(p = skip_string(p, end)))
+                return NULL;
+            if (depth == 0)
+                return p;
+            continue;
+        }
+        if (*p == '{' || *p == '[') {
+            if (depth == (int)sizeof open)
+                return NULL;
+            open[depth++] = *p == '{' ? '}' : ']';
+        } else if (*p == '}' || *p == ']') {
+            if (*p != open[--depth])
+                return NULL;
+            if (depth == 0)
+                return p + 1;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* A small member's value, parsed (new reference; NULL when it is not JSON). */
+static json_t *member(const char *v, const char *vend)
+{
+    return json_loadb(v, (size_t)(vend - v), JSON_DECODE_ANY, NULL);
+}
+
+static char *member_str(const char *v, const char *vend)
+{
+    json_t *j = member(v, vend);
+    char *out = json_is_string(j) ? ocp_xstrdup(json_string_value(j)) : NULL;
+    json_decref(j);
+    return out;
+}
+
+/* What the result member says for a state other than SUCCESS (an exception, or STARTED's
+ * {pid, hostname}): small, so parsed. */
+static void read_non_success(const char *v, const char *vend, ocp_celery_meta_info *i)
+{
+    json_t *r = member(v, vend);
+    const char *t = json_string_value(json_object_get(r, "exc_type"));
+    json_t *msg = json_array_get(json_object_get(r, "exc_message"), 0);
+    i->exc_type = t ? ocp_xstrdup(t) : NULL;
+    i->exc_message = json_is_string(msg) ? ocp_xstrdup(json_string_value(msg)) : NULL;
+    i->pid = (int)json_integer_value(json_object_get(r, "pid"));
+    json_decref(r);
+}
+
+int ocp_celery_meta_read(const char *text, size_t len, ocp_celery_meta_info *out)
+{
+    const char *p = text, *end = text + len, *res = NULL, *res_end = NULL;
+    char *failure = NULL;
+    memset(out, 0, sizeof *out);
+    p = skip_ws(p, end);
+    if (p == end || *p++ != '{')
+        return OCP_E_MESSAGE;
+    for (p = skip_ws(p, end); p < end && *p != '}';) {
+        const char *k = p, *kend = *p == '"' ? skip_string(p, end) : NULL;
+        if (!kend || (p = skip_ws(kend, end)) == end || *p != ':')
+            goto bad;
+        const char *v = skip_ws(p + 1, end), *vend = skip_value(v, end);
+        if (!vend || vend == v)
+            goto bad;
+        char *key = member_str(k, kend);
+        if (key && strcmp(key, "status") == 0 && !out->status)
+            out->status = member_str(v, vend);
+        else if (key && strcmp(key, "group_id") == 0 && !out->group)
+            out->group = member_str(v, vend);
+        else if (key && strcmp(key, "ocrpool_failure") == 0 && !failure)
+            failure = member_str(v, vend);
+        else if (key && strcmp(key, "ocrpool_buried") == 0)
+            out->buried = vend - v == 4 && memcmp(v, "true", 4) == 0;
+        else if (key && strcmp(key, "date_done") == 0 && !out->date_done) {
+            char *dd = member_str(v, vend);
+            double t = dd ? ocp_iso8601_parse(dd) : 0;
+            out->date_done = t > 0 ? t : 0;
+            free(dd);
+        } else if (key && strcmp(key, "result") == 0) {
+            res = v;
+            res_end = vend;
+        }
+        free(key);
+        p = skip_ws(vend, end);
+        if (p < end && *p == ',')
+            p = skip_ws(p + 1, end);
+        else if (p < end && *p != '}')
+            goto bad;
+    }
+    if (p == end || !out->status)
+        goto bad;
+    if (strcmp(out->status, "SUCCESS") == 0) {
+        out->result = res ? ocp_xstrndup(res, (size_t)(res_end - res)) : ocp_xstrdup("null");
+    } else {
+        if (res)
+            read_non_success(res, res_end, out);
+        if (strcmp(out->status, "FAILURE") == 0 || strcmp(out->status, "REVOKED") == 0) {
+            out->failure =
+                failure ? ocp_failure_parse(failure) : ocp_celery_failure_of_exc(out->exc_type);
+            if (!failure)
+                out->buried = out->exc_type && strcmp(out->exc_type, "WorkerLostError") == 0;
+        }
+    }
+    free(failure);
+    return 0;
+bad:
+    free(failure);
+    ocp_celery_meta_info_fini(out);
+    return OCP_E_MESSAGE;
+}
+
+void ocp_celery_meta_info_fini(ocp_celery_meta_info *i)
+{
+    free(i->status);
+    free(i->group);
+    free(i->result);
+    free(i->exc_type);
+    free(i->exc_message);
+    memset(i, 0, sizeof *i);
 }

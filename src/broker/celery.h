@@ -12,6 +12,8 @@
 #ifndef OCP_BROKER_CELERY_H
 #define OCP_BROKER_CELERY_H
 
+#include "core/failure.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,14 +23,14 @@
 
 /* A parsed task message. Open type; the json_t fields are owned (fini). */
 typedef struct ocp_celery_msg {
-    json_t *root;            /* the envelope */
-    json_t *args, *kwargs;   /* from the body */
-    const char *id, *task;   /* borrowed from root */
-    const char *group;       /* NULL when not in a group */
-    double eta, expires;     /* seconds since the epoch, 0 = none */
-    double time_limit;       /* hard, from headers.timelimit[0]; 0 = none */
-    double soft_time_limit;  /* headers.timelimit[1]; 0 = none */
-    int retries, priority;
+    json_t *root;           /* the envelope */
+    json_t *args, *kwargs;  /* from the body */
+    const char *id, *task;  /* borrowed from root */
+    const char *group;      /* NULL when not in a group */
+    double eta, expires;    /* seconds since the epoch, 0 = none */
+    double time_limit;      /* hard, from headers.timelimit[0]; 0 = none */
+    double soft_time_limit; /* headers.timelimit[1]; 0 = none */
+    int priority;
 } ocp_celery_msg;
 
 /*
@@ -42,9 +44,11 @@ void ocp_celery_msg_fini(ocp_celery_msg *m);
 
 /*
  * The page payload for ocrpool's workers (source or data_b64, page 0-based,
- * lang, formats, max_image_size, width, height) from a message's args and
- * kwargs. On bad arguments returns OCP_E_MESSAGE with Python's exception
- * type in exc_type (TypeError, ValueError) and the message in err.
+ * lang, formats, max_image_size, width, height, and the message's
+ * time_limit and soft_time_limit when it has them) from a message's args,
+ * kwargs and headers. *payload is a new string. On bad arguments returns
+ * OCP_E_MESSAGE with Python's exception type in exc_type (TypeError,
+ * ValueError) and the message in err.
  */
 int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t max_inline,
                        char **payload, char exc_type[32], char *err, size_t errlen);
@@ -64,14 +68,51 @@ void ocp_celery_queue_key(const char *queue, int priority, char *out, size_t len
 int ocp_celery_args_from_payload(const char *payload, json_t **args, json_t **kwargs);
 
 /*
- * A task meta of the Redis result backend: {status, result, traceback,
- * children, date_done, task_id[, group_id]}. result is stolen (NULL = null).
- * date_done is set for ready states (SUCCESS, FAILURE, REVOKED). New string.
+ * A task meta of the Redis result backend: {status, result, traceback
+ * (always null), children, date_done, task_id[, group_id]
+ * [, ocrpool_failure][, ocrpool_buried]}. result is stolen (NULL = null)
+ * and serialised here, once. date_done is set for ready states (SUCCESS,
+ * FAILURE, REVOKED). failure other than OCP_FAIL_NONE adds
+ * "ocrpool_failure": its name (failure.h), and buried adds
+ * "ocrpool_buried": true: Celery ignores keys it does not know, and
+ * ocrpool reads the kind and the state back exactly (the exception type
+ * alone cannot tell an input failure from an engine failure, nor a burial
+ * from a lost worker's failure with acks-late off). New string.
  */
-char *ocp_celery_meta(const char *id, const char *status, json_t *result, const char *traceback,
-                      const char *group);
+char *ocp_celery_meta(const char *id, const char *status, json_t *result, const char *group,
+                      ocp_failure failure, bool buried);
 /* A FAILURE result: {exc_type, exc_message: [message], exc_module}. New reference. */
 json_t *ocp_celery_exc(const char *type, const char *module, const char *message);
+/* The Celery exception a failure kind is reported as: its type and module (static). */
+void ocp_celery_exc_of(ocp_failure kind, const char **type, const char **module);
+/* The failure kind a Celery exception type stands for, for metas without
+ * ocrpool_failure (written by a Python worker): the limits and a lost
+ * worker by their exceptions, a refused message as malformed, else engine. */
+ocp_failure ocp_celery_failure_of_exc(const char *type);
+
+/* What a task meta says. Open type; strings owned (ocp_celery_meta_info_fini). */
+typedef struct ocp_celery_meta_info {
+    char *status;        /* "SUCCESS", "FAILURE", "STARTED", ... */
+    char *group;         /* group_id; NULL when none */
+    char *result;        /* SUCCESS: the result's text exactly as stored in the meta (not
+                          * parsed here: whoever uses it parses it, once) */
+    char *exc_type;      /* FAILURE, REVOKED: the exception's type; NULL when none */
+    char *exc_message;   /* its first argument; NULL when none */
+    ocp_failure failure; /* ocrpool_failure, else from exc_type; NONE unless failed */
+    bool buried;         /* ocrpool_buried; in a meta without ocrpool_failure (a Python
+                          * worker's, an older ocrpool's): exc_type WorkerLostError */
+    double date_done;    /* seconds since the epoch; 0 = none */
+    int pid;             /* STARTED: the worker's pid; 0 = none */
+} ocp_celery_meta_info;
+
+/*
+ * Reads a task meta's text (len bytes). The top level is scanned member by
+ * member; only the small members are parsed, so a big result is copied as
+ * text, never parsed and written again. OCP_E_MESSAGE when the text is not
+ * a JSON object or has no status (then *out is empty).
+ */
+int ocp_celery_meta_read(const char *text, size_t len, ocp_celery_meta_info *out);
+void ocp_celery_meta_info_fini(ocp_celery_meta_info *i);
 
 /* ISO 8601 ("2026-11-27T01:44:29.123456+00:00", "Z", or no zone = UTC) to seconds since
  * the epoch; -1 when it is not one. */

@@ -1,8 +1,9 @@
 /*
  * test_celery.c: base64, ISO 8601 times, and Celery protocol v2 messages
  * and result metas (src/broker/celery.c): what ocrpool writes parses back,
- * a message as Celery 5's send_task writes it parses, and every kind of
- * bad message and bad argument gives its reason.
+ * a message as Celery 5's send_task writes it parses, every kind of bad
+ * message and bad argument gives its reason, and a meta read back gives the
+ * result's stored text as it is and the failure kind that was written.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,8 +25,8 @@ static void test_b64(void **state)
 {
     (void)state;
     static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                                        "Zm9vYmFy"};
+    static const char *const coded[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                        "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (int i = 0; i < 7; i++) {
         char *e = ocp_b64_encode(plain[i], strlen(plain[i]));
         assert_string_equal(e, coded[i]);
@@ -108,25 +109,37 @@ static void test_parse_celery(void **state)
     assert_string_equal(json_string_value(json_object_get(p, "lang")), "san");
     assert_int_equal(json_integer_value(json_object_get(p, "page")), 2); /* 0-based inside */
     assert_int_equal(json_array_size(json_object_get(p, "formats")), 2);
+    /* The message's time limits ride along in the payload, [hard, soft]. */
+    assert_true(json_real_value(json_object_get(p, "time_limit")) == 30);
+    assert_true(json_real_value(json_object_get(p, "soft_time_limit")) == 20);
+    json_object_del(p, "time_limit");
+    json_object_del(p, "soft_time_limit");
+    char *untimed = json_dumps(p, JSON_COMPACT);
     json_decref(p);
 
     /* ocrpool's own producer writes what parses back to the same payload. */
     json_t *args, *kwargs;
     assert_int_equal(ocp_celery_args_from_payload(payload, &args, &kwargs), 0);
-    ocp_celery_new n = {.id = "id-2", .task = "ocrpool.ocr_page", .queue = "ocr",
-                        .group = NULL, .priority = 0, .args = args, .kwargs = kwargs};
+    ocp_celery_new n = {.id = "id-2",
+                        .task = "ocrpool.ocr_page",
+                        .queue = "ocr",
+                        .group = NULL,
+                        .priority = 0,
+                        .args = args,
+                        .kwargs = kwargs};
     char *mine = ocp_celery_message(&n);
     ocp_celery_msg m2;
     assert_int_equal(ocp_celery_parse(mine, strlen(mine), &m2, err, sizeof err), 0);
     char *payload2 = NULL;
     assert_int_equal(ocp_celery_payload(&m2, "eng", 1000, &payload2, exc, err, sizeof err), 0);
-    assert_string_equal(payload, payload2);
+    assert_string_equal(untimed, payload2); /* it sends no time limits */
+    free(untimed);
     assert_null(m2.group);
     json_t *mj = json_loads(mine, 0, NULL);
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_object_get(mj, "properties"), "delivery_info"),
-                            "routing_key")),
-                        "ocr");
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(mj, "properties"), "delivery_info"), "routing_key")),
+        "ocr");
     assert_true(json_is_array(json_object_get(json_object_get(mj, "headers"), "timelimit")));
     json_decref(mj);
     json_decref(args);
@@ -188,6 +201,8 @@ static void test_bad_arguments(void **state)
         {"[[\"a\"], {\"page\": 0}, {}]", "ValueError", "page"},
         {"[[\"a\"], {\"page\": \"2\"}, {}]", "TypeError", "page"},
         {"[[\"a\"], {\"formats\": [\"pdfa\"]}, {}]", "ValueError", "pdfa"},
+        {"[[\"a\"], {\"formats\": [\"txt\", 7]}, {}]", "ValueError", "(not a string)"},
+        {"[[\"a\"], {\"formats\": 7}, {}]", "TypeError", "a list of format names"},
         {"[[\"a\"], {\"max_image_size\": -1}, {}]", "ValueError", "max_image_size"},
         {"[[{\"b64\": \"QUJDRA==QUJDRA==QUJDRA==\"}], {}, {}]", "ValueError", "inline bytes"},
     };
@@ -227,8 +242,8 @@ static void test_meta_and_queues(void **state)
 {
     (void)state;
     char *meta = ocp_celery_meta("id-9", "FAILURE",
-                                 ocp_celery_exc("NotRegistered", "celery.exceptions", "x.y"),
-                                 NULL, "grp");
+                                 ocp_celery_exc("NotRegistered", "celery.exceptions", "x.y"), "grp",
+                                 OCP_FAIL_MALFORMED, false);
     json_t *m = json_loads(meta, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(m, "status")), "FAILURE");
     assert_string_equal(json_string_value(json_object_get(m, "task_id")), "id-9");
@@ -241,12 +256,15 @@ static void test_meta_and_queues(void **state)
     assert_string_equal(json_string_value(json_object_get(r, "exc_type")), "NotRegistered");
     assert_string_equal(json_string_value(json_array_get(json_object_get(r, "exc_message"), 0)),
                         "x.y");
+    assert_string_equal(json_string_value(json_object_get(m, "ocrpool_failure")), "malformed");
+    assert_null(json_object_get(m, "ocrpool_buried"));
     json_decref(m);
     free(meta);
-    meta = ocp_celery_meta("id-9", "STARTED", NULL, NULL, NULL);
+    meta = ocp_celery_meta("id-9", "STARTED", NULL, NULL, OCP_FAIL_NONE, false);
     m = json_loads(meta, 0, NULL);
     assert_true(json_is_null(json_object_get(m, "date_done"))); /* not a ready state */
     assert_null(json_object_get(m, "group_id"));
+    assert_null(json_object_get(m, "ocrpool_failure"));
     json_decref(m);
     free(meta);
 
@@ -254,11 +272,140 @@ static void test_meta_and_queues(void **state)
     static const struct {
         int pri;
         const char *key;
-    } q[] = {{0, "celery"}, {2, "celery"}, {3, "celery\x06\x16" "3"},
-             {5, "celery\x06\x16" "3"}, {6, "celery\x06\x16" "6"}, {9, "celery\x06\x16" "9"}};
+    } q[] = {{0, "celery"},
+             {2, "celery"},
+             {3, "celery\x06\x16"
+                 "3"},
+             {5, "celery\x06\x16"
+                 "3"},
+             {6, "celery\x06\x16"
+                 "6"},
+             {9, "celery\x06\x16"
+                 "9"}};
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         ocp_celery_queue_key("celery", q[i].pri, key, sizeof key);
         assert_string_equal(key, q[i].key);
+    }
+}
+
+/* Every failure kind written in a meta reads back as itself, buried or not. */
+static void test_meta_kinds(void **state)
+{
+    (void)state;
+    for (int k = OCP_FAIL_NONE + 1; k < OCP_FAIL__COUNT; k++) {
+        for (int buried = 0; buried < 2; buried++) {
+            const char *type, *module;
+            ocp_celery_exc_of((ocp_failure)k, &type, &module);
+            char *meta = ocp_celery_meta("id-k", "FAILURE", ocp_celery_exc(type, module, "why"),
+                                         "g", (ocp_failure)k, buried);
+            ocp_celery_meta_info i;
+            assert_int_equal(ocp_celery_meta_read(meta, strlen(meta), &i), 0);
+            assert_string_equal(i.status, "FAILURE");
+            assert_string_equal(i.group, "g");
+            assert_string_equal(i.exc_type, type);
+            assert_string_equal(i.exc_message, "why");
+            if (i.failure != (ocp_failure)k)
+                fail_msg("kind %s read back as %s", ocp_failure_name((ocp_failure)k),
+                         ocp_failure_name(i.failure));
+            assert_int_equal(i.buried, buried);
+            assert_null(i.result);
+            assert_true(i.date_done > 0);
+            ocp_celery_meta_info_fini(&i);
+            free(meta);
+        }
+    }
+    /* The exceptions of their own and their kinds, both ways. */
+    static const ocp_failure own[] = {OCP_FAIL_MEMORY_LIMIT, OCP_FAIL_TIME_LIMIT,
+                                      OCP_FAIL_SOFT_TIME_LIMIT, OCP_FAIL_CRASHED};
+    for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) {
+        const char *type, *module;
+        ocp_celery_exc_of(own[k], &type, &module);
+        assert_int_equal(ocp_celery_failure_of_exc(type), own[k]);
+    }
+    const char *type, *module;
+    ocp_celery_exc_of(OCP_FAIL_INPUT, &type, &module);
+    assert_string_equal(type, "OCRError");
+    assert_string_equal(module, "ocrpool");
+}
+
+/* A SUCCESS meta gives its result's text as stored, byte for byte, whatever it holds. */
+static void test_meta_result_text(void **state)
+{
+    (void)state;
+    const char *result_text = "{\"text\":\"a } ] \\\" \\\\ {[ , : \\u00e9 \xe0\xa4\x85\","
+                              "\"lines\":[{\"bbox\":[1,2,3,4],\"confidence\":91.5,\"w\":[]}],"
+                              "\"n\":null,\"ok\":true,\"e\":-1.5e-3}";
+    json_t *res = json_loads(result_text, 0, NULL);
+    assert_non_null(res);
+    char *meta = ocp_celery_meta("id-r", "SUCCESS", res, NULL, OCP_FAIL_NONE, false);
+    ocp_celery_meta_info i;
+    assert_int_equal(ocp_celery_meta_read(meta, strlen(meta), &i), 0);
+    assert_string_equal(i.status, "SUCCESS");
+    assert_null(i.group);
+    assert_int_equal(i.failure, OCP_FAIL_NONE);
+    json_t *back = json_loads(i.result, 0, NULL);
+    json_t *want = json_loads(result_text, 0, NULL);
+    assert_true(json_equal(back, want));
+    char *dumped = json_dumps(want, JSON_COMPACT);
+    assert_string_equal(i.result, dumped); /* the text as written, not written again */
+    free(dumped);
+    json_decref(back);
+    json_decref(want);
+    ocp_celery_meta_info_fini(&i);
+    free(meta);
+
+    /* A meta as Python's Celery writes it: spaces, other key order, no ocrpool keys. */
+    static const char py[] =
+        "{\"status\": \"SUCCESS\", \"result\": {\"peer\": \"python-celery\", \"page\": 2}, "
+        "\"traceback\": null, \"children\": [], \"date_done\": \"2026-11-27T01:44:29.5\", "
+        "\"task_id\": \"t\"}";
+    assert_int_equal(ocp_celery_meta_read(py, strlen(py), &i), 0);
+    assert_string_equal(i.result, "{\"peer\": \"python-celery\", \"page\": 2}");
+    assert_true(fabs(i.date_done - 1795743869.5) < 1e-6);
+    ocp_celery_meta_info_fini(&i);
+    static const char py_fail[] =
+        "{\"result\": {\"exc_type\": \"TimeLimitExceeded\", \"exc_message\": [\"30\"], "
+        "\"exc_module\": \"celery.exceptions\"}, \"status\": \"FAILURE\", \"task_id\": \"t\"}";
+    assert_int_equal(ocp_celery_meta_read(py_fail, strlen(py_fail), &i), 0);
+    assert_int_equal(i.failure, OCP_FAIL_TIME_LIMIT); /* from its exception */
+    assert_false(i.buried);
+    assert_string_equal(i.exc_message, "30");
+    ocp_celery_meta_info_fini(&i);
+    static const char py_lost[] =
+        "{\"status\": \"FAILURE\", \"result\": {\"exc_type\": \"WorkerLostError\", "
+        "\"exc_message\": [\"lost\"]}}";
+    assert_int_equal(ocp_celery_meta_read(py_lost, strlen(py_lost), &i), 0);
+    assert_int_equal(i.failure, OCP_FAIL_CRASHED);
+    assert_true(i.buried); /* an older meta's burial */
+    ocp_celery_meta_info_fini(&i);
+    static const char started[] =
+        "{\"status\":\"STARTED\",\"result\":{\"pid\":4242,\"hostname\":\"h\"},\"date_done\":null}";
+    assert_int_equal(ocp_celery_meta_read(started, strlen(started), &i), 0);
+    assert_int_equal(i.pid, 4242);
+    assert_int_equal(i.failure, OCP_FAIL_NONE);
+    assert_true(i.date_done == 0);
+    ocp_celery_meta_info_fini(&i);
+
+    /* Not a meta: refused, and nothing is left to free. */
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{\"status\": \"SUCCESS\", \"result\": {\"a\": 1}",
+        "{}",
+        "{\"result\": 1}",
+        "{\"status\": \"SUCCESS\", \"result\": \"open}",
+        "{\"status\" \"SUCCESS\"}",
+        "{\"status\": \"SUCCESS\",, \"result\": 1}",
+        "{\"status\": \"SUCCESS\", \"result\": {\"a\": [1, 2}}",
+        "{\"status\": \"SUCCESS\" \"result\": 1}",
+        "{status: \"SUCCESS\"}",
+        "{\"status\": \"SUCCESS\", \"result\": {\"a\": [1, 2}]}}",
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        if (ocp_celery_meta_read(bad[k], strlen(bad[k]), &i) != OCP_E_MESSAGE)
+            fail_msg("'%s' was read as a meta", bad[k]);
+        assert_null(i.status);
+        assert_null(i.result);
     }
 }
 
@@ -268,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_b64),           cmocka_unit_test(test_iso8601),
         cmocka_unit_test(test_parse_celery),  cmocka_unit_test(test_bad_messages),
         cmocka_unit_test(test_bad_arguments), cmocka_unit_test(test_meta_and_queues),
+        cmocka_unit_test(test_meta_kinds),    cmocka_unit_test(test_meta_result_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,310 @@
+/*
+ * redis_conn.c: the Redis backend's connection (redis_int.h): hiredis,
+ * synchronous, with timeouts. When Redis goes away, calls fail fast while
+ * the reconnection backs off (0.1 s doubling to 5 s); results, failures and
+ * restores that could not be written wait in an outbox, in order, and are
+ * written first after reconnecting. Also the redis:// URL.
+ */
+#include "broker/redis_int.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <ctype.h>
+#include <hiredis.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ocp__rd_set_err(rs *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof s->err, fmt, ap);
+    va_end(ap);
+}
+
+static void drop_conn(rs *s, const char *reason)
+{
+    char why[300];
+    snprintf(why, sizeof why, "%s", reason); /* reason may live in s->c, freed below */
+    if (s->c) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+    s->backoff = s->backoff > 0 ? fmin(5.0, s->backoff * 2) : 0.1;
+    s->next_try = ocp_now() + s->backoff;
+    ocp__rd_set_err(s, "redis %s:%d: %s", s->host, s->port, why);
+    if (s->was_up)
+        OCP_LOG(OCP_LOG_WARN, "%s; reconnecting", s->err);
+    s->was_up = false;
+}
+
+static redisReply *raw_cmd(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+    if (!r) {
+        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
+        return NULL;
+    }
+    return r;
+}
+
+static int flush_outbox(rs *s);
+
+/* Errors that mean "not now" (a Redis loading its data after a restart, a replica
+ * without its master, a busy script): the write is kept and tried again. */
+static bool transient(const redisReply *r)
+{
+    static const char *const now_now[] = {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "READONLY"};
+    for (size_t i = 0; i < sizeof now_now / sizeof now_now[0]; i++)
+        if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, now_now[i], strlen(now_now[i])) == 0)
+            return true;
+    return false;
+}
+
+int ocp__rd_conn(rs *s)
+{
+    if (s->c)
+        return 0;
+    double now = ocp_now();
+    if (now < s->next_try)
+        return OCP_E_BROKER;
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
+    if (!c || c->err) {
+        char why[300];
+        snprintf(why, sizeof why, "cannot connect: %s", c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        s->c = NULL;
+        drop_conn(s, why);
+        return OCP_E_BROKER;
+    }
+    struct timeval cmd_tv = {15, 0};
+    redisSetTimeout(c, cmd_tv);
+    redisEnableKeepAlive(c);
+    s->c = c;
+    if (s->password) {
+        const char *a[3] = {"AUTH", s->user ? s->user : s->password, s->password};
+        redisReply *r = raw_cmd(s, s->user ? 3 : 2, a, NULL);
+        if (!r)
+            return OCP_E_BROKER;
+        if (r->type == REDIS_REPLY_ERROR) {
+            char why[300];
+            snprintf(why, sizeof why, "AUTH: %s", r->str);
+            freeReplyObject(r);
+            drop_conn(s, why);
+            return OCP_E_BROKER;
+        }
+        freeReplyObject(r);
+    }
+    if (s->db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", s->db);
+        const char *a[2] = {"SELECT", db};
+        redisReply *r = raw_cmd(s, 2, a, NULL);
+        if (!r)
+            return OCP_E_BROKER;
+        if (r->type == REDIS_REPLY_ERROR) {
+            char why[300];
+            snprintf(why, sizeof why, "SELECT %d: %s", s->db, r->str);
+            freeReplyObject(r);
+            drop_conn(s, why);
+            return OCP_E_BROKER;
+        }
+        freeReplyObject(r);
+    }
+    if (!s->was_up && s->backoff > 0)
+        OCP_LOG(OCP_LOG_WARN, "redis %s:%d: connected again", s->host, s->port);
+    s->was_up = true;
+    s->backoff = 0;
+    return flush_outbox(s);
+}
+
+redisReply *ocp__rd_cmdv(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    if (ocp__rd_conn(s))
+        return NULL;
+    redisReply *r = raw_cmd(s, argc, argv, lens);
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        ocp__rd_set_err(s, "redis: %s", r->str);
+        OCP_LOG(OCP_LOG_ERROR, "redis %s: %s", argv[0], r->str);
+    }
+    return r;
+}
+
+redisReply *ocp__rd_cmd(rs *s, const char *fmt, ...)
+{
+    if (ocp__rd_conn(s))
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(s->c, fmt, ap);
+    va_end(ap);
+    if (!r)
+        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
+    else if (r->type == REDIS_REPLY_ERROR)
+        ocp__rd_set_err(s, "redis: %s", r->str);
+    return r;
+}
+
+/* ---- the outbox ---------------------------------------------------------------------- */
+
+static void pending_free(pending *p)
+{
+    for (int i = 0; i < p->argc; i++)
+        free(p->argv[i]);
+    free(p->argv);
+    free(p->lens);
+    free(p);
+}
+
+static int flush_outbox(rs *s)
+{
+    while (s->outbox) {
+        pending *p = s->outbox;
+        redisReply *r = raw_cmd(s, p->argc, (const char **)p->argv, p->lens);
+        if (!r)
+            return OCP_E_BROKER; /* still down: the rest waits */
+        if (transient(r)) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", r->str);
+            freeReplyObject(r);
+            drop_conn(s, why);
+            return OCP_E_BROKER;
+        }
+        if (r->type == REDIS_REPLY_ERROR)
+            OCP_LOG(OCP_LOG_ERROR, "redis: a delayed write failed: %s", r->str);
+        freeReplyObject(r);
+        s->outbox = p->next;
+        if (!s->outbox)
+            s->tail = &s->outbox;
+        s->n_outbox--;
+        pending_free(p);
+    }
+    return 0;
+}
+
+int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    if (!s->outbox && ocp__rd_conn(s) == 0) {
+        redisReply *r = raw_cmd(s, argc, argv, lens);
+        if (r && transient(r)) {
+            char why[300];
+            snprintf(why, sizeof why, "%s", r->str);
+            freeReplyObject(r);
+            drop_conn(s, why);
+            r = NULL;
+        }
+        if (r) {
+            int rc = r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER : 0;
+            if (rc)
+                ocp__rd_set_err(s, "redis: %s", r->str);
+            freeReplyObject(r);
+            return rc;
+        }
+    }
+    pending *p = ocp_xcalloc(1, sizeof *p);
+    p->argc = argc;
+    p->argv = ocp_xcalloc((size_t)argc, sizeof *p->argv);
+    p->lens = ocp_xcalloc((size_t)argc, sizeof *p->lens);
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens[i] : strlen(argv[i]);
+        p->argv[i] = ocp_xmalloc(n + 1);
+        memcpy(p->argv[i], argv[i], n);
+        p->argv[i][n] = '\0';
+        p->lens[i] = n;
+    }
+    *s->tail = p;
+    s->tail = &p->next;
+    s->n_outbox++;
+    OCP_LOG(OCP_LOG_WARN, "%s: a write waits for the connection (%d waiting)", s->err, s->n_outbox);
+    return 0;
+}
+
+/* A new string of n bytes of s with %XX escapes decoded, as redis-py reads URL passwords. */
+static char *unescape(const char *s, size_t n)
+{
+    char *out = ocp_xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], '\0'};
+            *o++ = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+int ocp__rd_parse_url(rs *s, const char *t, char *err, size_t errlen)
+{
+    /* t is what follows "redis://": [[user]:password@]host[:port][/db][?...] */
+    const char *at = strrchr(t, '@');
+    const char *hp = t;
+    if (at) {
+        const char *colon = memchr(t, ':', (size_t)(at - t));
+        if (colon) {
+            if (colon > t)
+                s->user = unescape(t, (size_t)(colon - t));
+            s->password = unescape(colon + 1, (size_t)(at - colon - 1));
+        } else {
+            s->password = unescape(t, (size_t)(at - t));
+        }
+        hp = at + 1;
+    }
+    size_t hl = strcspn(hp, ":/?");
+    if (hl >= sizeof s->host)
+        return ocp_errf(OCP_E_CONFIG, err, errlen, "broker: host name too long");
+    memcpy(s->host, hp, hl);
+    s->host[hl] = '\0';
+    if (!s->host[0])
+        snprintf(s->host, sizeof s->host, "localhost");
+    const char *p = hp + hl;
+    s->port = 6379;
+    if (*p == ':') {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (end == p + 1 || v <= 0 || v > 65535)
+            return ocp_errf(OCP_E_CONFIG, err, errlen, "broker: bad port in redis URL");
+        s->port = (int)v;
+        p = end;
+    }
+    if (*p == '/' && p[1] && p[1] != '?') {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (end == p + 1 || v < 0 || v > 100000 || (*end && *end != '?'))
+            return ocp_errf(OCP_E_CONFIG, err, errlen,
+                            "broker: bad database number in redis URL (redis://host:6379/0)");
+        s->db = (int)v;
+    }
+    return 0;
+}
+
+void ocp__rd_disconnect(rs *s)
+{
+    if (s->outbox) {
+        s->next_try = 0;
+        if (ocp__rd_conn(s) || s->outbox)
+            OCP_LOG(OCP_LOG_ERROR,
+                    "redis %s:%d: %d writes (results or restores) could not be made; their "
+                    "pages go back to their queue after the visibility timeout",
+                    s->host, s->port, s->n_outbox);
+    }
+    for (pending *p = s->outbox, *next; p; p = next) {
+        next = p->next;
+        pending_free(p);
+    }
+    s->outbox = NULL;
+    s->tail = &s->outbox;
+    s->n_outbox = 0;
+    if (s->c)
+        redisFree(s->c);
+    s->c = NULL;
+}

@@ -1,0 +1,139 @@
+/*
+ * redis_int.h: what the files of the Redis backend share (not a public
+ * header: only src/broker/broker_redis.c and its redis_*.c siblings include
+ * it). The backend is one table, ocp_broker_redis (broker_redis.c), over:
+ *
+ *   redis_conn.c   the connection (hiredis, with timeouts and backoff), the
+ *                  commands, the outbox of writes that wait for Redis, URLs
+ *   redis_take.c   taking messages from the queues, holding them while their
+ *                  pages run, renewing, restoring and acknowledging them
+ *   redis_meta.c   results and task metas: started, ack, fail, release (and
+ *                  burial), and reading a meta back as an ocp_task_info
+ *   broker_redis.c open, close, submit, queries and maintenance, the table
+ *
+ * The key layout is described at the top of broker_redis.c.
+ */
+#ifndef OCP_BROKER_REDIS_INT_H
+#define OCP_BROKER_REDIS_INT_H
+
+#include "broker/broker.h"
+
+#include <hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define K_UNACKED   "unacked"
+#define K_INDEX     "unacked_index"
+#define K_MUTEX     "unacked_mutex"
+#define K_OWNERS    "ocrpool.unacked_owner"
+#define K_DEAD      "ocrpool.deadletter"
+#define META_PREFIX "celery-task-meta-"
+#define MAX_QUEUES  16
+
+/*
+ * Every script that acknowledges or restores a tag takes the same first three keys,
+ * unacked, unacked_index and the owners hash, and forgets the tag (ARGV[1]) in all three
+ * with this snippet, so no path can leave one of them behind.
+ */
+#define LUA_FORGET                                                                                 \
+    "redis.call('HDEL', KEYS[1], ARGV[1])\n"                                                       \
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"                                                       \
+    "redis.call('HDEL', KEYS[3], ARGV[1])\n"
+
+/* A message this node took from a queue (strings owned). */
+typedef struct rmsg {
+    char *id, *tag, *raw, *queue, *group;
+    int priority;
+    double eta; /* > 0: waits in the node until then, as wait */
+    ocp_task wait;
+    bool early_acked;
+    struct rmsg *next;
+} rmsg;
+
+/* A write that waits for the connection to come back (strings owned). */
+typedef struct pending {
+    int argc;
+    char **argv;
+    size_t *lens;
+    struct pending *next;
+} pending;
+
+/* The backend's state. */
+typedef struct rs {
+    /* redis_conn.c */
+    char host[256], *user, *password;
+    int port, db;
+    redisContext *c;
+    double next_try, backoff;
+    bool was_up;
+    char err[700];
+    pending *outbox, **tail;
+    int n_outbox;
+    /* the settings (broker_redis.c) */
+    char *queues[MAX_QUEUES];
+    int nq;
+    char *task_name, *lang;
+    double vis, expires;
+    bool track_started;
+    size_t max_msg, max_inline;
+    /* redis_take.c */
+    double last_restore, last_renew;
+    rmsg *held;
+} rs;
+
+/* ---- redis_conn.c ---- */
+void ocp__rd_set_err(rs *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Connects when not connected (at most as often as the backoff allows), then writes what
+ * waits in the outbox. 0, or OCP_E_BROKER with the reason in s->err. */
+int ocp__rd_conn(rs *s);
+/* A command on a live connection: a new reply (freeReplyObject), or NULL (with the reason in
+ * s->err) when there is no connection. An error reply is returned too, its text in s->err. */
+redisReply *ocp__rd_cmdv(rs *s, int argc, const char **argv, const size_t *lens);
+redisReply *ocp__rd_cmd(rs *s, const char *fmt, ...);
+/* A write that must happen: now when Redis is there (and nothing waits before it), else
+ * later, in order, after reconnecting (argv copied). 0 either way, or OCP_E_BROKER when Redis
+ * answered with an error. */
+int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens);
+/* Fills host, port, db, user and password from what follows "redis://". */
+int ocp__rd_parse_url(rs *s, const char *target, char *err, size_t errlen);
+/* Writes what still waits (once more), says what could not be, and disconnects. */
+void ocp__rd_disconnect(rs *s);
+
+/* ---- redis_take.c ---- */
+rmsg *ocp__rd_find_held(rs *s, const char *id);
+/* Takes m out of the held list and frees it. */
+void ocp__rd_drop_held(rs *s, rmsg *m);
+/* Puts back the messages that wait for their eta and frees every held one (close). */
+void ocp__rd_drop_all_held(rs *s);
+/* Puts a delivered message back at the head of its list; must: through the outbox. */
+int ocp__rd_restore(rs *s, const char *tag, const char *raw, const char *queue, int priority,
+                    const char *ceiling, bool must);
+/* Restores tag from its unacked record; 1 when a message went back. */
+int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling);
+int ocp__rd_lease(void *st, const char *owner, const char *group, int max, double lease_s,
+                  int max_deliveries, ocp_task *out, int *n);
+int ocp__rd_renew(void *st, const char *owner, char *const *ids, int n, double lease_s);
+int ocp__rd_ack_early(void *st, const char *owner, const char *id);
+
+/* ---- redis_meta.c ---- */
+/* Stores meta (borrowed) for id, once, publishes it, and acknowledges tag (NULL: none). */
+int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag);
+/* A FAILURE meta of kind with Celery's exception type and module. New string. */
+char *ocp__rd_fail_meta(const char *id, const char *group, ocp_failure kind, const char *type,
+                        const char *module, const char *message);
+/* Fills i from the meta text (len bytes) of id (NULL: Redis has none); OCP_E_NOPAGE when
+ * there is none and this node does not hold the task either (Celery's PENDING). */
+int ocp__rd_info(rs *s, const char *id, const char *text, size_t len, ocp_task_info *i);
+int ocp__rd_started(void *st, const char *id, int worker_pid);
+int ocp__rd_ack(void *st, const char *id, json_t *result, double started, double finished,
+                long peak_rss_kb, int worker_pid);
+int ocp__rd_fail(void *st, const char *id, ocp_failure kind, const char *reason, double started,
+                 double finished, int worker_pid);
+int ocp__rd_release(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
+                    int max_deliveries, int *buried);
+
+/* ---- broker_redis.c ---- */
+/* How long a group's list of ids lives: as long as its results. */
+double ocp__rd_group_ttl(const rs *s);
+
+#endif

@@ -1,0 +1,214 @@
+/*
+ * redis_meta.c: the Redis backend's results (redis_int.h), as Celery's Redis
+ * result backend stores them: a task meta per id (celery-task-meta-<id>,
+ * SETEX then PUBLISH on the channel of the same name, once: a final meta is
+ * never overwritten). Here a page is started, acknowledged with its result,
+ * failed, released to its queue or buried, and a meta is read back as an
+ * ocp_task_info.
+ *
+ * Failure kinds: a FAILURE meta carries Celery's exception (the type that
+ * Python's AsyncResult raises, picked from the kind by ocp_celery_exc_of)
+ * and, beside it, "ocrpool_failure": the kind's name, and for a burial
+ * "ocrpool_buried": true, so both read back exactly (celery.h).
+ */
+#include "broker/celery.h"
+#include "broker/redis_int.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <hiredis.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/*
+ * Finish: stores a task meta unless a final one (SUCCESS, FAILURE, REVOKED)
+ * is there already (results are stored once), publishes it, and
+ * acknowledges the tag. Returns 1 when stored.
+ * KEYS: unacked, unacked_index, owners, meta, deliveries
+ * ARGV: tag ("" = none), meta json, expires (s, <= 0 = never)
+ */
+static const char finish_lua[] =
+    "local stored = 0\n"
+    "local old = redis.call('GET', KEYS[4])\n"
+    "local final = false\n"
+    "if old then\n"
+    "  local ok, v = pcall(cjson.decode, old)\n"
+    "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "
+    "v.status == 'REVOKED') then final = true end\n"
+    "end\n"
+    "if not final then\n"
+    "  local ex = tonumber(ARGV[3])\n"
+    "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', KEYS[4], "
+    "ARGV[2]) end\n"
+    "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"
+    "  stored = 1\n"
+    "end\n"
+    "if ARGV[1] ~= '' then\n" LUA_FORGET "end\n"
+    "redis.call('DEL', KEYS[5])\n"
+    "return stored\n";
+
+int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag)
+{
+    char metakey[300], delkey[300], ex[32];
+    snprintf(metakey, sizeof metakey, META_PREFIX "%s", id);
+    snprintf(delkey, sizeof delkey, "ocrpool.deliveries.%s", id);
+    snprintf(ex, sizeof ex, "%.0f", s->expires);
+    const char *a[] = {"EVAL", finish_lua,     "5",  K_UNACKED, K_INDEX, K_OWNERS, metakey,
+                       delkey, tag ? tag : "", meta, ex};
+    return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+}
+
+char *ocp__rd_fail_meta(const char *id, const char *group, ocp_failure kind, const char *type,
+                        const char *module, const char *message)
+{
+    return ocp_celery_meta(id, "FAILURE", ocp_celery_exc(type, module, message), group, kind,
+                           false);
+}
+
+int ocp__rd_started(void *st, const char *id, int worker_pid)
+{
+    rs *s = st;
+    rmsg *m = ocp__rd_find_held(s, id);
+    if (!s->track_started || !m)
+        return 0;
+    char host[128] = "localhost";
+    gethostname(host, sizeof host - 1);
+    char *meta =
+        ocp_celery_meta(id, "STARTED", json_pack("{s:i, s:s}", "pid", worker_pid, "hostname", host),
+                        m->group, OCP_FAIL_NONE, false);
+    char key[300], ex[32];
+    snprintf(key, sizeof key, META_PREFIX "%s", id);
+    snprintf(ex, sizeof ex, "%.0f", s->expires > 0 ? s->expires : 86400.0 * 365);
+    const char *a[] = {"SETEX", key, ex, meta};
+    redisReply *r = ocp__rd_cmdv(s, 4, a, NULL);
+    if (r)
+        freeReplyObject(r);
+    const char *p[] = {"PUBLISH", key, meta};
+    r = ocp__rd_cmdv(s, 3, p, NULL);
+    if (r)
+        freeReplyObject(r);
+    free(meta);
+    return 0;
+}
+
+/* Stores the final meta (taken) of a held page and forgets the page. */
+static int finish_held(rs *s, const char *id, char *meta)
+{
+    rmsg *m = ocp__rd_find_held(s, id);
+    int rc = ocp__rd_finish(s, id, meta, m && !m->early_acked ? m->tag : NULL);
+    free(meta);
+    if (m)
+        ocp__rd_drop_held(s, m);
+    return rc;
+}
+
+int ocp__rd_ack(void *st, const char *id, json_t *result, double started, double finished,
+                long peak_rss_kb, int worker_pid)
+{
+    rs *s = st;
+    rmsg *m = ocp__rd_find_held(s, id);
+    return finish_held(s, id,
+                       ocp_celery_meta(id, "SUCCESS", json_incref(result), m ? m->group : NULL,
+                                       OCP_FAIL_NONE, false));
+}
+
+int ocp__rd_fail(void *st, const char *id, ocp_failure kind, const char *reason, double started,
+                 double finished, int worker_pid)
+{
+    rs *s = st;
+    rmsg *m = ocp__rd_find_held(s, id);
+    const char *type, *module;
+    ocp_celery_exc_of(kind, &type, &module);
+    return finish_held(s, id,
+                       ocp__rd_fail_meta(id, m ? m->group : NULL, kind, type, module, reason));
+}
+
+/* Buries held page m after d deliveries: a FAILURE with WorkerLostError, as Celery reports a
+ * task whose worker kept being lost, that keeps the kind of the failure that buried it. */
+static int bury(rs *s, rmsg *m, long d, ocp_failure kind, const char *reason)
+{
+    char why[900];
+    const char *type, *module;
+    snprintf(why, sizeof why, "buried after %ld deliveries: %s", d,
+             reason ? reason : "worker lost");
+    ocp_celery_exc_of(OCP_FAIL_CRASHED, &type, &module);
+    return finish_held(s, m->id,
+                       ocp_celery_meta(m->id, "FAILURE", ocp_celery_exc(type, module, why),
+                                       m->group, kind != OCP_FAIL_NONE ? kind : OCP_FAIL_CRASHED,
+                                       true));
+}
+
+int ocp__rd_release(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
+                    int max_deliveries, int *buried)
+{
+    rs *s = st;
+    rmsg *m = ocp__rd_find_held(s, id);
+    *buried = 0;
+    if (!m)
+        return 0;
+    if (!uncount && max_deliveries > 0 && m->wait.id == NULL) {
+        long d = 0;
+        redisReply *r = ocp__rd_cmd(s, "GET ocrpool.deliveries.%s", id);
+        if (r && r->type == REDIS_REPLY_STRING)
+            d = strtol(r->str, NULL, 10);
+        if (r)
+            freeReplyObject(r);
+        if (d >= max_deliveries) {
+            *buried = 1;
+            return bury(s, m, d, kind, reason);
+        }
+    }
+    if (uncount) {
+        redisReply *r = ocp__rd_cmd(s, "DECR ocrpool.deliveries.%s", id);
+        if (r)
+            freeReplyObject(r);
+    }
+    int rc = 0;
+    if (!m->early_acked)
+        rc = ocp__rd_restore(s, m->tag, m->raw, m->queue, m->priority, "", true);
+    ocp__rd_drop_held(s, m);
+    return rc;
+}
+
+/* ---- reading a meta back ---------------------------------------------------------------- */
+
+int ocp__rd_info(rs *s, const char *id, const char *text, size_t len, ocp_task_info *i)
+{
+    ocp_celery_meta_info mi;
+    memset(i, 0, sizeof *i);
+    i->id = ocp_xstrdup(id);
+    if (!text || ocp_celery_meta_read(text, len, &mi)) {
+        rmsg *m = ocp__rd_find_held(s, id);
+        i->state = m ? OCP_TASK_LEASED : OCP_TASK_READY;
+        if (m)
+            i->payload = m->wait.payload ? ocp_xstrdup(m->wait.payload) : NULL;
+        else
+            ocp__rd_set_err(s,
+                            "no task %s: Redis has no result for it (PENDING: not finished "
+                            "yet, unknown, or expired after result-expires)",
+                            id);
+        return m ? 0 : OCP_E_NOPAGE;
+    }
+    i->group = mi.group;
+    mi.group = NULL;
+    if (strcmp(mi.status, "SUCCESS") == 0) {
+        i->state = OCP_TASK_DONE;
+        i->result = mi.result; /* the stored text, as it is */
+        mi.result = NULL;
+    } else if (strcmp(mi.status, "FAILURE") == 0 || strcmp(mi.status, "REVOKED") == 0) {
+        i->state = mi.buried ? OCP_TASK_BURIED : OCP_TASK_FAILED;
+        i->failure = mi.failure;
+        i->error = ocp_xasprintf("%s: %s", mi.exc_type ? mi.exc_type : mi.status,
+                                 mi.exc_message ? mi.exc_message : "");
+    } else {
+        i->state = strcmp(mi.status, "STARTED") == 0 ? OCP_TASK_LEASED : OCP_TASK_READY;
+        i->worker_pid = mi.pid;
+    }
+    i->finished = mi.date_done;
+    ocp_celery_meta_info_fini(&mi);
+    return 0;
+}

@@ -1,0 +1,562 @@
+/*
+ * redis_take.c: the Redis backend's messages (redis_int.h): taking them
+ * from the queue lists into unacked (one Lua script, so a node that dies at
+ * any point loses nothing), holding them while their pages run (and while
+ * an eta is awaited), renewing their unacked_index scores, restoring them
+ * to their queue (a released page, a dead node's, kombu's visibility
+ * restore), and acknowledging them.
+ */
+#include "broker/celery.h"
+#include "broker/redis_int.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <hiredis.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Lease: pops up to ARGV[1] messages, step 0 first, and records each in
+ * unacked/unacked_index/owners in the same atomic step. Text that is not a
+ * JSON object, or is over the size limit, goes to the dead-letter list
+ * instead. Returns {{tag1, msg1, queue1, tag2, ...}, {reason1, queue1, reason2, ...}}:
+ * the messages taken, and why any were dead-lettered.
+ * KEYS: unacked, unacked_index, owners, deadletter, list 1..n
+ * ARGV: max, now, owner, max bytes, queue name of list 1..n
+ */
+static const char lease_lua[] =
+    "local out = {}\n"
+    "local dead = {}\n"
+    "local max = tonumber(ARGV[1])\n"
+    "local cap = tonumber(ARGV[4])\n"
+    "local n = 0\n"
+    "for i = 5, #KEYS do\n"
+    "  while n < max do\n"
+    "    local m = redis.call('RPOP', KEYS[i])\n"
+    "    if not m then break end\n"
+    "    local q = ARGV[i]\n"
+    "    local why = nil\n"
+    "    local d = nil\n"
+    "    if #m > cap then\n"
+    "      why = 'message of ' .. #m .. ' bytes, over the limit of ' .. cap\n"
+    "    else\n"
+    "      local ok, v = pcall(cjson.decode, m)\n"
+    "      if not ok or type(v) ~= 'table' then why = 'not a JSON object' else d = v end\n"
+    "    end\n"
+    "    if why then\n"
+    "      redis.call('LPUSH', KEYS[4], cjson.encode({reason = why, queue = q, time = "
+    "tonumber(ARGV[2]), message = m}))\n"
+    "      dead[#dead + 1] = why\n"
+    "      dead[#dead + 1] = q\n"
+    "    else\n"
+    "      local tag = nil\n"
+    "      if type(d.properties) == 'table' then tag = d.properties.delivery_tag end\n"
+    "      if type(tag) ~= 'string' or tag == '' or redis.call('HEXISTS', KEYS[1], tag) == 1 then\n"
+    "        tag = 'ocrpool-' .. redis.call('INCR', 'ocrpool.tagseq')\n"
+    "      end\n"
+    "      redis.call('HSET', KEYS[1], tag, '[' .. m .. ', \"\", ' .. cjson.encode(q) .. ']')\n"
+    "      redis.call('ZADD', KEYS[2], ARGV[2], tag)\n"
+    "      redis.call('HSET', KEYS[3], tag, ARGV[3])\n"
+    "      out[#out + 1] = tag\n"
+    "      out[#out + 1] = m\n"
+    "      out[#out + 1] = q\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return {out, dead}\n";
+
+/* Forget: acknowledges a tag without a result (acks-late off, an unreadable record).
+ * KEYS: unacked, unacked_index, owners.  ARGV: tag */
+static const char forget_lua[] = LUA_FORGET "return 1\n";
+
+/*
+ * Restore: puts a delivered message back at the head of its list (kombu's
+ * restore_by_tag), if the tag is still unacknowledged and, for a
+ * visibility restore, still stale (its score at or below ARGV[3]).
+ * KEYS: unacked, unacked_index, owners, target list
+ * ARGV: tag, message (redelivered set), ceiling ("" = any)
+ */
+static const char restore_lua[] =
+    "if ARGV[3] ~= '' then\n"
+    "  local sc = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
+    "  if sc and tonumber(sc) > tonumber(ARGV[3]) then return 0 end\n"
+    "end\n"
+    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n" LUA_FORGET "if not p then return 0 end\n"
+    "redis.call('RPUSH', KEYS[4], ARGV[2])\n"
+    "return 1\n";
+
+/*
+ * Dead letter: records a delivered message with the reason and drops it from unacked.
+ * KEYS: unacked, unacked_index, owners, deadletter.  ARGV: tag, record json
+ */
+static const char dead_lua[] = "redis.call('LPUSH', KEYS[4], ARGV[2])\n" LUA_FORGET "return 1\n";
+
+/*
+ * Deliver: counts a delivery of a task (poison pages are buried after max-deliveries) and
+ * files it under its group (status and the HTTP API list groups), in one round trip.
+ * KEYS: deliveries, group set ("" = none).  ARGV: id, deliveries ttl, group ttl
+ * Returns the count.
+ */
+static const char deliver_lua[] = "local n = redis.call('INCR', KEYS[1])\n"
+                                  "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+                                  "if KEYS[2] ~= '' then\n"
+                                  "  redis.call('SADD', KEYS[2], ARGV[1])\n"
+                                  "  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+                                  "end\n"
+                                  "return n\n";
+
+/* Releases the restore mutex if it is still ours (redis-py's Lock.release). */
+static const char unlock_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                 "  return redis.call('DEL', KEYS[1])\n"
+                                 "end\n"
+                                 "return 0\n";
+
+/* ---- held messages ------------------------------------------------------------------- */
+
+static void rmsg_free(rmsg *m)
+{
+    free(m->id);
+    free(m->tag);
+    free(m->raw);
+    free(m->queue);
+    free(m->group);
+    ocp_task_fini(&m->wait);
+    free(m);
+}
+
+rmsg *ocp__rd_find_held(rs *s, const char *id)
+{
+    for (rmsg *m = s->held; m; m = m->next)
+        if (strcmp(m->id, id) == 0)
+            return m;
+    return NULL;
+}
+
+void ocp__rd_drop_held(rs *s, rmsg *m)
+{
+    for (rmsg **pp = &s->held; *pp; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    }
+    rmsg_free(m);
+}
+
+/* Acknowledges tag without a result. */
+static int forget(rs *s, const char *tag)
+{
+    const char *a[] = {"EVAL", forget_lua, "3", K_UNACKED, K_INDEX, K_OWNERS, tag};
+    return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+}
+
+/* The message text with headers.redelivered and delivery_info.redelivered set, as kombu's
+ * restore writes it. New string. */
+static char *redelivered(const char *raw)
+{
+    json_t *m = json_loads(raw, 0, NULL);
+    if (!json_is_object(m)) {
+        json_decref(m);
+        return ocp_xstrdup(raw);
+    }
+    json_t *h = json_object_get(m, "headers");
+    if (json_is_object(h))
+        json_object_set_new(h, "redelivered", json_true());
+    json_t *di = json_object_get(json_object_get(m, "properties"), "delivery_info");
+    if (json_is_object(di))
+        json_object_set_new(di, "redelivered", json_true());
+    char *out = json_dumps(m, JSON_COMPACT);
+    json_decref(m);
+    return out;
+}
+
+/* Puts a delivered message back onto the head of its list. */
+int ocp__rd_restore(rs *s, const char *tag, const char *raw, const char *queue, int priority,
+                    const char *ceiling, bool must)
+{
+    char list[600];
+    ocp_celery_queue_key(queue, priority, list, sizeof list);
+    char *msg = redelivered(raw);
+    const char *a[] = {"EVAL",   restore_lua, "4", K_UNACKED, K_INDEX,
+                       K_OWNERS, list,        tag, msg,       ceiling};
+    int rc = 0;
+    if (must) {
+        rc = ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+    } else {
+        redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+        rc = !r || r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER : (int)r->integer;
+        if (r)
+            freeReplyObject(r);
+    }
+    free(msg);
+    return rc;
+}
+
+/* Records a malformed message in the dead-letter list with the reason. */
+static void dead_letter(rs *s, const char *tag, const char *raw, const char *queue,
+                        const char *reason)
+{
+    json_t *rec = json_pack("{s:s, s:s, s:f, s:s}", "reason", reason, "queue", queue, "time",
+                            ocp_wall_now(), "message", raw);
+    char *txt = json_dumps(rec, JSON_COMPACT);
+    json_decref(rec);
+    const char *a[] = {"EVAL", dead_lua, "4", K_UNACKED, K_INDEX, K_OWNERS, K_DEAD, tag, txt};
+    ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+    free(txt);
+    OCP_LOG(OCP_LOG_WARN, "message from queue %s dead-lettered (%s): %s", queue, K_DEAD, reason);
+}
+
+/* ---- consumer ------------------------------------------------------------------------ */
+
+/* Restores tag from its unacked record (kombu's restore_by_tag); ceiling as in restore().
+ * 1 when a message went back. A record that cannot be read is dropped. */
+int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling)
+{
+    redisReply *h = ocp__rd_cmd(s, "HGET " K_UNACKED " %s", tag);
+    if (!h)
+        return OCP_E_BROKER;
+    json_t *v = h->type == REDIS_REPLY_STRING ? json_loads(h->str, 0, NULL) : NULL;
+    freeReplyObject(h);
+    json_t *msg = json_array_get(v, 0);
+    const char *q = json_string_value(json_array_get(v, 2));
+    char *txt = json_is_object(msg) ? json_dumps(msg, JSON_COMPACT) : NULL;
+    int rc = 0;
+    if (txt && q) {
+        int pri = (int)json_integer_value(
+            json_object_get(json_object_get(msg, "properties"), "priority"));
+        rc = ocp__rd_restore(s, tag, txt, q, pri, ceiling, false);
+    } else {
+        OCP_LOG(OCP_LOG_WARN, "unacked record %s is unreadable: dropped from the index", tag);
+        forget(s, tag);
+    }
+    free(txt);
+    json_decref(v);
+    return rc;
+}
+
+/* kombu's restore_visible: under unacked_mutex, messages whose score is older than the
+ * visibility timeout go back to their queue. */
+static void restore_visible(rs *s)
+{
+    char token[37], ceil[64];
+    ocp_uuid4(token);
+    redisReply *r = ocp__rd_cmd(s, "SET " K_MUTEX " %s NX PX 300000", token);
+    int got = r && r->type == REDIS_REPLY_STATUS;
+    if (r)
+        freeReplyObject(r);
+    if (!got)
+        return;
+    snprintf(ceil, sizeof ceil, "%.6f", ocp_wall_now() - s->vis);
+    r = ocp__rd_cmd(s, "ZRANGEBYSCORE " K_INDEX " -inf %s LIMIT 0 100", ceil);
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++)
+            if (ocp__rd_restore_tag(s, r->element[i]->str, ceil) == 1)
+                OCP_LOG(OCP_LOG_WARN,
+                        "restored an unacknowledged message to its queue after the visibility "
+                        "timeout (%.0f s)",
+                        s->vis);
+    }
+    if (r)
+        freeReplyObject(r);
+    const char *a[] = {"EVAL", unlock_lua, "1", K_MUTEX, token};
+    r = ocp__rd_cmdv(s, 5, a, NULL);
+    if (r)
+        freeReplyObject(r);
+}
+
+/* Settles a message that will not run: stores its meta (taken) and acknowledges it. */
+static void settle(rs *s, const char *id, const char *tag, char *meta)
+{
+    ocp__rd_finish(s, id, meta, tag);
+    free(meta);
+}
+
+/*
+ * Parses a popped message into *m (the caller finis it) and settles it when it cannot run:
+ * malformed (dead-lettered), not our task, expired, or with bad arguments. 1 when it was
+ * settled so; 0 when it can run, with its page's payload in *payload (new string).
+ */
+static int refuse(rs *s, const char *tag, const char *raw, size_t len, const char *queue,
+                  ocp_celery_msg *m, char **payload)
+{
+    char err[600], exc[32] = "";
+    *payload = NULL;
+    if (ocp_celery_parse(raw, len, m, err, sizeof err)) {
+        dead_letter(s, tag, raw, queue, err);
+        if (m->id) { /* the producer waits for this id: say why it will never run */
+            char why[700];
+            snprintf(why, sizeof why, "malformed message: %s", err);
+            char *meta = ocp__rd_fail_meta(m->id, m->group, OCP_FAIL_MALFORMED, "MalformedMessage",
+                                           "ocrpool", why);
+            ocp__rd_finish(s, m->id, meta, NULL);
+            free(meta);
+        }
+        return 1;
+    }
+    if (strcmp(m->task, s->task_name) != 0) {
+        OCP_LOG(OCP_LOG_WARN, "task %s: %s is not registered here (only %s)", m->id, m->task,
+                s->task_name);
+        settle(s, m->id, tag,
+               ocp__rd_fail_meta(m->id, m->group, OCP_FAIL_MALFORMED, "NotRegistered",
+                                 "celery.exceptions", m->task));
+        return 1;
+    }
+    if (m->expires > 0 && m->expires <= ocp_wall_now()) {
+        OCP_LOG(OCP_LOG_INFO, "task %s expired before it ran: revoked", m->id);
+        settle(s, m->id, tag,
+               ocp_celery_meta(m->id, "REVOKED",
+                               ocp_celery_exc("TaskRevokedError", "celery.exceptions", "expired"),
+                               m->group, OCP_FAIL_NONE, false));
+        return 1;
+    }
+    if (ocp_celery_payload(m, s->lang, s->max_inline, payload, exc, err, sizeof err)) {
+        OCP_LOG(OCP_LOG_WARN, "task %s: %s: %s", m->id, exc, err);
+        settle(s, m->id, tag,
+               ocp__rd_fail_meta(m->id, m->group, OCP_FAIL_MALFORMED, exc, "builtins", err));
+        return 1;
+    }
+    return 0;
+}
+
+/* Counts a delivery of id (poison pages are buried after max-deliveries) and files it under
+ * its group (NULL: none), in one round trip. The count (1 when Redis did not answer). */
+static long count_delivery(rs *s, const char *id, const char *group)
+{
+    long deliveries = 1;
+    char dkey[300], gkey[600] = "", dttl[32], gttl[32];
+    snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", id);
+    if (group)
+        snprintf(gkey, sizeof gkey, "ocrpool.group.%s", group);
+    snprintf(dttl, sizeof dttl, "%.0f", fmax(s->vis * 4, 86400));
+    snprintf(gttl, sizeof gttl, "%.0f", ocp__rd_group_ttl(s));
+    const char *da[] = {"EVAL", deliver_lua, "2", dkey, gkey, id, dttl, gttl};
+    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof da / sizeof da[0]), da, NULL);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        deliveries = (long)r->integer;
+    if (r)
+        freeReplyObject(r);
+    return deliveries;
+}
+
+/* Holds the message while its page runs (or waits for its eta) and fills *t with the page,
+ * taking payload. 1 when *t is to be handed out now; 0 when it waits for its eta. */
+static int hold(rs *s, const char *tag, const char *raw, size_t len, const char *queue,
+                const ocp_celery_msg *m, long deliveries, char *payload, ocp_task *t)
+{
+    double now = ocp_wall_now();
+    rmsg *h = ocp_xcalloc(1, sizeof *h);
+    h->id = ocp_xstrdup(m->id);
+    h->tag = ocp_xstrdup(tag);
+    h->raw = ocp_xstrndup(raw, len);
+    h->queue = ocp_xstrdup(queue);
+    h->group = m->group ? ocp_xstrdup(m->group) : NULL;
+    h->priority = m->priority;
+    h->next = s->held;
+    s->held = h;
+    memset(t, 0, sizeof *t);
+    t->id = ocp_xstrdup(m->id);
+    t->group = m->group ? ocp_xstrdup(m->group) : NULL;
+    t->priority = m->priority;
+    t->deliveries = (int)deliveries;
+    t->payload = payload;
+    if (m->eta > now) {
+        OCP_LOG(OCP_LOG_INFO, "task %s waits for its eta (in %.1f s)", h->id, m->eta - now);
+        h->eta = m->eta;
+        h->wait = *t;
+        memset(t, 0, sizeof *t);
+        return 0;
+    }
+    return 1;
+}
+
+/* Takes one popped message: returns 1 when it is a page to hand out (in *t). */
+static int take(rs *s, const char *tag, const char *raw, size_t len, const char *queue,
+                int max_deliveries, ocp_task *t)
+{
+    ocp_celery_msg m;
+    char *payload = NULL;
+    int rc = 0;
+    if (refuse(s, tag, raw, len, queue, &m, &payload))
+        goto out;
+    long deliveries = count_delivery(s, m.id, m.group);
+    if (max_deliveries > 0 && deliveries > max_deliveries) {
+        char why[300];
+        snprintf(why, sizeof why,
+                 "buried: delivered %ld times (max-deliveries %d); each time its worker or node "
+                 "was lost",
+                 deliveries, max_deliveries);
+        OCP_LOG(OCP_LOG_WARN, "page %s %s", m.id, why);
+        const char *type, *module;
+        ocp_celery_exc_of(OCP_FAIL_CRASHED, &type, &module);
+        settle(s, m.id, tag,
+               ocp_celery_meta(m.id, "FAILURE", ocp_celery_exc(type, module, why), m.group,
+                               OCP_FAIL_CRASHED, true));
+        free(payload);
+        goto out;
+    }
+    rc = hold(s, tag, raw, len, queue, &m, deliveries, payload, t);
+out:
+    ocp_celery_msg_fini(&m);
+    return rc;
+}
+
+/* Every message this node holds, those waiting for an eta included, gets a fresh score: the
+ * time of its last sign of life (kombu's restore takes scores older than the timeout). */
+static int renew_held(rs *s)
+{
+    char now[64];
+    int rc = 0;
+    snprintf(now, sizeof now, "%.6f", ocp_wall_now());
+    s->last_renew = ocp_wall_now();
+    for (rmsg *m = s->held; m; m = m->next) {
+        if (m->early_acked)
+            continue;
+        redisReply *r = ocp__rd_cmd(s, "ZADD " K_INDEX " XX %s %s", now, m->tag);
+        if (!r)
+            return OCP_E_BROKER;
+        if (r->type == REDIS_REPLY_ERROR)
+            rc = OCP_E_BROKER;
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+/* Runs the lease script: pops up to max messages from the queues into unacked for owner.
+ * The script's reply (new), or NULL with the reason in s->err. */
+static redisReply *pop(rs *s, const char *owner, int max, double now)
+{
+    /* KEYS: unacked, index, owners, deadletter, then each queue's lists, step 0 first. */
+    static const int steps[4] = {0, 3, 6, 9};
+    int nl = s->nq * 4, k = 0;
+    const char **a = ocp_xcalloc((size_t)(3 + 4 + nl + 4 + nl), sizeof *a);
+    char(*lists)[600] = ocp_xcalloc((size_t)nl, sizeof *lists);
+    char nkeys[16], smax[16], snow[64], scap[32];
+    snprintf(nkeys, sizeof nkeys, "%d", 4 + nl);
+    snprintf(smax, sizeof smax, "%d", max);
+    snprintf(snow, sizeof snow, "%.6f", now);
+    snprintf(scap, sizeof scap, "%zu", s->max_msg);
+    a[k++] = "EVAL";
+    a[k++] = lease_lua;
+    a[k++] = nkeys;
+    a[k++] = K_UNACKED;
+    a[k++] = K_INDEX;
+    a[k++] = K_OWNERS;
+    a[k++] = K_DEAD;
+    for (int q = 0; q < s->nq; q++) {
+        for (int i = 0; i < 4; i++) {
+            ocp_celery_queue_key(s->queues[q], steps[i], lists[q * 4 + i], sizeof lists[0]);
+            a[k++] = lists[q * 4 + i];
+        }
+    }
+    a[k++] = smax;
+    a[k++] = snow;
+    a[k++] = owner;
+    a[k++] = scap;
+    for (int q = 0; q < s->nq; q++)
+        for (int i = 0; i < 4; i++)
+            a[k++] = s->queues[q];
+    redisReply *r = ocp__rd_cmdv(s, k, a, NULL);
+    free(a);
+    free(lists);
+    if (r &&
+        (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+         r->element[0]->type != REDIS_REPLY_ARRAY || r->element[1]->type != REDIS_REPLY_ARRAY)) {
+        ocp__rd_set_err(s, "redis: the lease script answered in an unexpected shape");
+        freeReplyObject(r);
+        r = NULL;
+    }
+    return r;
+}
+
+/*
+ * The queue lists are not kept per group (a Celery producer writes every page of every group
+ * to its queue), so a lease cannot choose a group: one with a group is refused. lease_s is
+ * not used either: the visibility timeout (--visibility-timeout) is the lease on Redis, and
+ * renew_held() keeps a held message's score fresh.
+ */
+int ocp__rd_lease(void *st, const char *owner, const char *group, int max, double lease_s,
+                  int max_deliveries, ocp_task *out, int *n)
+{
+    rs *s = st;
+    *n = 0;
+    if (group) {
+        ocp__rd_set_err(s, "redis: pages cannot be leased by group (its queues are not kept "
+                           "per group)");
+        return OCP_E_UNSUPPORTED;
+    }
+    if (ocp__rd_conn(s))
+        return OCP_E_BROKER;
+    double now = ocp_wall_now();
+    if (now - s->last_restore >= fmin(10.0, fmax(1.0, s->vis / 4))) {
+        s->last_restore = now;
+        restore_visible(s);
+    }
+    if (s->held && now - s->last_renew >= fmin(10.0, s->vis / 10))
+        renew_held(s);
+    /* Messages whose eta has come first. */
+    for (rmsg *m = s->held; m && *n < max; m = m->next) {
+        if (m->eta > 0 && m->eta <= now) {
+            m->eta = 0;
+            out[(*n)++] = m->wait;
+            memset(&m->wait, 0, sizeof m->wait);
+        }
+    }
+    if (*n >= max)
+        return 0;
+    redisReply *r = pop(s, owner, max - *n, now);
+    if (!r)
+        return OCP_E_BROKER;
+    redisReply *dead = r->element[1];
+    for (size_t i = 0; i + 1 < dead->elements; i += 2)
+        OCP_LOG(OCP_LOG_WARN, "message from queue %s dead-lettered (" K_DEAD "): %s",
+                dead->element[i + 1]->str, dead->element[i]->str);
+    redisReply *got = r->element[0];
+    for (size_t i = 0; i + 2 < got->elements; i += 3) {
+        redisReply *tag = got->element[i], *msg = got->element[i + 1], *q = got->element[i + 2];
+        if (take(s, tag->str, msg->str, msg->len, q->str, max_deliveries, &out[*n]))
+            (*n)++;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Renews every message this node holds, whatever ids says: a score is a node's sign of life,
+ * and the visibility timeout, not lease_s, is how long it lasts. */
+int ocp__rd_renew(void *st, const char *owner, char *const *ids, int n, double lease_s)
+{
+    rs *s = st;
+    if (ocp__rd_conn(s))
+        return OCP_E_BROKER;
+    return renew_held(s);
+}
+
+/* acks-late off: acknowledged on receipt, as Celery does; a lost page is lost. */
+int ocp__rd_ack_early(void *st, const char *owner, const char *id)
+{
+    rs *s = st;
+    if (ocp__rd_conn(s))
+        return OCP_E_BROKER;
+    rmsg *m = ocp__rd_find_held(s, id);
+    if (m && !m->early_acked) {
+        forget(s, m->tag);
+        m->early_acked = true;
+    }
+    return 0;
+}
+
+void ocp__rd_drop_all_held(rs *s)
+{
+    /* Messages still waiting for their eta go back to their queue. */
+    for (rmsg *m = s->held, *next; m; m = next) {
+        next = m->next;
+        if (m->eta > 0 && !m->early_acked)
+            ocp__rd_restore(s, m->tag, m->raw, m->queue, m->priority, "", true);
+        rmsg_free(m);
+    }
+    s->held = NULL;
+}
