@@ -4,8 +4,13 @@
  *
  * Schema version OCP_SQLITE_SCHEMA, kept in PRAGMA user_version. Migration
  * rule: a file of an older version is brought up step by step by
- * migrate(), each step in one transaction; a file of a newer version is
- * refused (an older ocrpool must not write it).
+ * migrate(), each step (steps[v] takes version v to v + 1) in one
+ * transaction; a file of a newer version is refused (an older ocrpool must
+ * not write it). Versions:
+ *   1  the tasks table
+ *   2  tasks.failure: the kind (failure.h, by name) of a FAILED or BURIED
+ *      task, and of a READY one's last failure (a burial at lease time
+ *      keeps it); rows failed before it are 'engine', buried ones 'crashed'
  *
  * All writes that must be atomic (lease, ack) run in BEGIN IMMEDIATE
  * transactions; readers and writers wait up to busy_timeout for each other.
@@ -20,15 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OCP_SQLITE_SCHEMA 1
-
-
+#define OCP_SQLITE_SCHEMA 2
 typedef struct sq {
     sqlite3 *db;
     char errmsg[512];
 } sq;
 
-static const char *const schema_v1 =
+static const char schema_v1[] =
     "CREATE TABLE tasks ("
     " id TEXT PRIMARY KEY,"
     " grp TEXT NOT NULL DEFAULT '',"
@@ -49,6 +52,12 @@ static const char *const schema_v1 =
     "CREATE INDEX tasks_queue ON tasks(state, priority DESC, not_before);"
     "CREATE INDEX tasks_group ON tasks(grp, state);"
     "CREATE INDEX tasks_lease ON tasks(state, lease_expires);";
+
+static const char schema_v2[] = "ALTER TABLE tasks ADD COLUMN failure TEXT;"
+                                "UPDATE tasks SET failure = 'engine' WHERE state = 3;"
+                                "UPDATE tasks SET failure = 'crashed' WHERE state = 4;";
+
+static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2};
 
 static int fail_db(sq *s, const char *what)
 {
@@ -74,43 +83,45 @@ static int exec(sq *s, const char *sql)
     return 0;
 }
 
-static int migrate(sq *s)
+static int read_version(sq *s, int *version)
 {
     sqlite3_stmt *st;
-    int version = 0, rc;
     if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
         return fail_db(s, "cannot read the schema version");
-    if (sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
+    *version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
     sqlite3_finalize(st);
+    return 0;
+}
+
+static int migrate(sq *s)
+{
+    int version, rc;
+    if ((rc = read_version(s, &version)))
+        return rc;
+    while (version < OCP_SQLITE_SCHEMA) {
+        if ((rc = exec(s, "BEGIN IMMEDIATE")))
+            return rc;
+        /* Re-read under the lock: another node may have migrated meanwhile. */
+        if ((rc = read_version(s, &version)) == 0 && version < OCP_SQLITE_SCHEMA &&
+            (rc = exec(s, steps[version])) == 0) {
+            char sql[64];
+            snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version + 1);
+            rc = exec(s, sql);
+        }
+        if (rc) {
+            exec(s, "ROLLBACK");
+            return rc;
+        }
+        if ((rc = exec(s, "COMMIT")) || (rc = read_version(s, &version)))
+            return rc;
+    }
     if (version > OCP_SQLITE_SCHEMA) {
         snprintf(s->errmsg, sizeof s->errmsg,
                  "queue schema version %d is newer than this ocrpool's (%d)", version,
                  OCP_SQLITE_SCHEMA);
         return OCP_E_CONFIG;
     }
-    if (version == OCP_SQLITE_SCHEMA)
-        return 0;
-    if ((rc = exec(s, "BEGIN IMMEDIATE")))
-        return rc;
-    /* Re-read under the lock: another node may have migrated meanwhile. */
-    sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (version == 0 && (rc = exec(s, schema_v1)) == 0)
-        version = 1;
-    /* Future steps: if (version == 1) { ALTER ...; version = 2; } */
-    if (!rc) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version);
-        rc = exec(s, sql);
-    }
-    if (rc) {
-        exec(s, "ROLLBACK");
-        return rc;
-    }
-    return exec(s, "COMMIT");
+    return 0;
 }
 
 static int sq_open(const char *target, const ocp_broker_opts *opts, void **out, char *err,
@@ -185,6 +196,28 @@ static char *col_text(sqlite3_stmt *q, int i)
     return t ? ocp_xstrdup((const char *)t) : NULL;
 }
 
+/*
+ * Buries the task of the row sel stands on (handed out max times and never finished: do not
+ * loop on it) with bury. It keeps the kind of its last failure, or is 'crashed' when it had
+ * none (its lease expired: its node was lost).
+ */
+static int bury_row(sq *s, sqlite3_stmt *sel, sqlite3_stmt *bury, double now)
+{
+    const char *id = (const char *)sqlite3_column_text(sel, 0);
+    int deliveries = sqlite3_column_int(sel, 3);
+    int was_leased = sqlite3_column_int(sel, 5) == 1;
+    const char *last = (const char *)sqlite3_column_text(sel, 6);
+    char reason[600];
+    snprintf(reason, sizeof reason, "buried after %d deliveries%s%s", deliveries,
+             last ? ": " : (was_leased ? ": its lease expired (node lost)" : ""), last ? last : "");
+    sqlite3_bind_double(bury, 1, now);
+    sqlite3_bind_text(bury, 2, reason, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(bury, 3, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(bury) == SQLITE_DONE ? 0 : fail_db(s, "lease");
+    sqlite3_reset(bury);
+    return rc;
+}
+
 static int sq_lease(void *st, const char *owner, const char *group, int max, double lease_s,
                     int max_deliveries, ocp_task *out, int *n)
 {
@@ -210,7 +243,7 @@ static int sq_lease(void *st, const char *owner, const char *group, int max, dou
                            -1, &upd, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(s->db,
                            "UPDATE tasks SET state = 4, lease_owner = NULL, finished = ?, "
-                           "error = ? WHERE id = ?",
+                           "error = ?, failure = coalesce(failure, 'crashed') WHERE id = ?",
                            -1, &bury, NULL) != SQLITE_OK) {
         rc = fail_db(s, "lease");
         goto out;
@@ -229,24 +262,10 @@ static int sq_lease(void *st, const char *owner, const char *group, int max, dou
             rc = fail_db(s, "lease");
             goto out;
         }
-        const char *id = (const char *)sqlite3_column_text(sel, 0);
         int deliveries = sqlite3_column_int(sel, 3);
-        int was_leased = sqlite3_column_int(sel, 5) == 1;
         if (deliveries >= max_deliveries) {
-            /* Handed out max times and never finished: bury, do not loop on it. */
-            const char *last = (const char *)sqlite3_column_text(sel, 6);
-            char reason[600];
-            snprintf(reason, sizeof reason, "buried after %d deliveries%s%s", deliveries,
-                     last ? ": " : (was_leased ? ": its lease expired (node lost)" : ""),
-                     last ? last : "");
-            sqlite3_bind_double(bury, 1, now);
-            sqlite3_bind_text(bury, 2, reason, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(bury, 3, id, -1, SQLITE_TRANSIENT);
-            if (sqlite3_step(bury) != SQLITE_DONE) {
-                rc = fail_db(s, "lease");
+            if ((rc = bury_row(s, sel, bury, now)))
                 goto out;
-            }
-            sqlite3_reset(bury);
             continue;
         }
         ocp_task *t = &out[got];
@@ -318,16 +337,25 @@ static int sq_renew(void *st, const char *owner, char *const *ids, int n, double
     return exec(s, "COMMIT");
 }
 
+/* Binds kind's name at i, or NULL for OCP_FAIL_NONE. */
+static void bind_failure(sqlite3_stmt *q, int i, ocp_failure kind)
+{
+    if (kind == OCP_FAIL_NONE)
+        sqlite3_bind_null(q, i);
+    else
+        sqlite3_bind_text(q, i, ocp_failure_name(kind), -1, SQLITE_STATIC);
+}
+
 /* Sets a finished state once: a task already DONE/FAILED/BURIED is left as it is. */
-static int finish(sq *s, const char *id, int state, const char *result, const char *error,
-                  double started, double finished, long peak, int pid)
+static int finish(sq *s, const char *id, int state, const char *result, ocp_failure kind,
+                  const char *error, double started, double finished, long peak, int pid)
 {
     sqlite3_stmt *q;
     int rc = 0;
     if (sqlite3_prepare_v2(s->db,
                            "UPDATE tasks SET state = ?, result = ?, error = ?, started = ?, "
-                           "finished = ?, peak_rss_kb = ?, worker_pid = ?, lease_owner = NULL "
-                           "WHERE id = ? AND state IN (0, 1)",
+                           "finished = ?, peak_rss_kb = ?, worker_pid = ?, lease_owner = NULL, "
+                           "failure = ? WHERE id = ? AND state IN (0, 1)",
                            -1, &q, NULL) != SQLITE_OK)
         return fail_db(s, "store result");
     sqlite3_bind_int(q, 1, state);
@@ -343,7 +371,8 @@ static int finish(sq *s, const char *id, int state, const char *result, const ch
     sqlite3_bind_double(q, 5, finished);
     sqlite3_bind_int64(q, 6, peak);
     sqlite3_bind_int(q, 7, pid);
-    sqlite3_bind_text(q, 8, id, -1, SQLITE_STATIC);
+    bind_failure(q, 8, kind);
+    sqlite3_bind_text(q, 9, id, -1, SQLITE_STATIC);
     if (sqlite3_step(q) != SQLITE_DONE)
         rc = fail_db(s, "store result");
     sqlite3_finalize(q);
@@ -361,19 +390,20 @@ static int sq_ack(void *st, const char *id, json_t *result, double started, doub
                   long peak, int pid)
 {
     char *text = json_dumps(result, JSON_COMPACT);
-    int rc = finish(st, id, OCP_TASK_DONE, text ? text : "{}", NULL, started, finished, peak, pid);
+    int rc = finish(st, id, OCP_TASK_DONE, text ? text : "{}", OCP_FAIL_NONE, NULL, started,
+                    finished, peak, pid);
     free(text);
     return rc;
 }
 
-static int sq_fail(void *st, const char *id, ocp_failure kind, const char *reason,
-                   double started, double finished, int pid)
+static int sq_fail(void *st, const char *id, ocp_failure kind, const char *reason, double started,
+                   double finished, int pid)
 {
-    return finish(st, id, OCP_TASK_FAILED, NULL, reason, started, finished, -1, pid);
+    return finish(st, id, OCP_TASK_FAILED, NULL, kind, reason, started, finished, -1, pid);
 }
 
-static int sq_release(void *st, const char *id, ocp_failure kind, const char *reason,
-                      int uncount, int max_deliveries, int *buried)
+static int sq_release(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
+                      int max_deliveries, int *buried)
 {
     sq *s = st;
     sqlite3_stmt *q;
@@ -403,19 +433,20 @@ static int sq_release(void *st, const char *id, ocp_failure kind, const char *re
                  reason ? reason : "worker lost");
         rc = sqlite3_prepare_v2(s->db,
                                 "UPDATE tasks SET state = 4, error = ?, finished = ?, "
-                                "lease_owner = NULL WHERE id = ?",
+                                "lease_owner = NULL, failure = ? WHERE id = ?",
                                 -1, &q, NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(q, 1, why, -1, SQLITE_TRANSIENT);
             sqlite3_bind_double(q, 2, now);
-            sqlite3_bind_text(q, 3, id, -1, SQLITE_STATIC);
+            bind_failure(q, 3, kind != OCP_FAIL_NONE ? kind : OCP_FAIL_CRASHED);
+            sqlite3_bind_text(q, 4, id, -1, SQLITE_STATIC);
         }
         *buried = 1;
     } else {
         rc = sqlite3_prepare_v2(s->db,
                                 "UPDATE tasks SET state = 0, deliveries = ?, error = ?, "
-                                "not_before = ?, lease_owner = NULL, lease_expires = NULL "
-                                "WHERE id = ?",
+                                "not_before = ?, lease_owner = NULL, lease_expires = NULL, "
+                                "failure = ? WHERE id = ?",
                                 -1, &q, NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_int(q, 1, deliveries);
@@ -424,7 +455,8 @@ static int sq_release(void *st, const char *id, ocp_failure kind, const char *re
             else
                 sqlite3_bind_null(q, 2);
             sqlite3_bind_double(q, 3, now);
-            sqlite3_bind_text(q, 4, id, -1, SQLITE_STATIC);
+            bind_failure(q, 4, kind);
+            sqlite3_bind_text(q, 5, id, -1, SQLITE_STATIC);
         }
     }
     if (rc != SQLITE_OK || sqlite3_step(q) != SQLITE_DONE) {
@@ -478,7 +510,7 @@ static int sq_counts(void *st, const char *group, ocp_counts *c)
 
 #define INFO_COLS                                                                                  \
     "id, grp, payload, error, lease_owner, state, priority, deliveries, worker_pid, created, "     \
-    "started, finished, lease_expires, peak_rss_kb"
+    "started, finished, lease_expires, peak_rss_kb, failure"
 
 static void read_info(sqlite3_stmt *q, ocp_task_info *i, int with_result)
 {
@@ -497,8 +529,9 @@ static void read_info(sqlite3_stmt *q, ocp_task_info *i, int with_result)
     i->finished = sqlite3_column_double(q, 11);
     i->lease_expires = sqlite3_column_double(q, 12);
     i->peak_rss_kb = (long)sqlite3_column_int64(q, 13);
+    i->failure = ocp_failure_parse((const char *)sqlite3_column_text(q, 14));
     if (with_result)
-        i->result = col_text(q, 14);
+        i->result = col_text(q, 15);
 }
 
 static int sq_list(void *st, const char *group, int want_result,
@@ -556,7 +589,7 @@ static int sq_requeue(void *st, const char *group, unsigned mask, long *n)
     char sql[400];
     snprintf(sql, sizeof sql,
              "UPDATE tasks SET state = 0, deliveries = 0, not_before = 0, error = NULL, "
-             "result = NULL, lease_owner = NULL WHERE ((1 << state) & %u) != 0 %s",
+             "failure = NULL, result = NULL, lease_owner = NULL WHERE ((1 << state) & %u) != 0 %s",
              mask, group ? "AND grp = ?" : "");
     if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
         return fail_db(s, "requeue");

@@ -4,7 +4,8 @@
 # client with no Python worker running: send_task/AsyncResult, a group's
 # progress, a worker killed mid-page on one of two nodes, a node lost, Redis
 # restarted mid-run, malformed messages, and `ocrpool submit` consumed by a
-# Python Celery worker.
+# Python Celery worker. Failure kinds are stored and read back through the
+# broker interface (build/tests/test_broker redis URL) and by Celery.
 source "$(dirname "$0")/lib.sh"
 F=$FIXTURES
 PY=/usr/bin/python3 # Debian's, with python3-celery (not a python3 of another origin)
@@ -57,6 +58,39 @@ check "a Redis that is not there: a clear error" bash -c \
     "'$OCRPOOL' status --broker redis://127.0.0.1:1/0 2>&1 | grep -q 'redis 127.0.0.1:1: cannot connect: Connection refused'"
 check "a bad database number: a clear error" bash -c \
     "'$OCRPOOL' status --broker redis://127.0.0.1:$PORT/x 2>&1 | grep -q 'bad database number'"
+
+# --- failure kinds: stored with a failure or a burial, read back by ocrpool and by Celery ---
+# (database 5 and a queue of its own: nothing else in this test sees these pages)
+"${BUILD:-build}/tests/test_broker" redis "redis://127.0.0.1:$PORT/5" >"$TMP/kinds.log" 2>&1
+check "failure kinds round-trip through Redis: fail with each, release to burial, get, list" \
+    test $? -eq 0
+grep -E '^\[  (FAILED|ERROR)|^ERROR' "$TMP/kinds.log" | sed 's/^/# /'
+check "a failed page's meta is Celery's, with its kind beside it: AsyncResult raises its exception" \
+    $PY - "redis://127.0.0.1:$PORT/5" "$TMP/kinds.log" <<'PYEOF'
+import json, sys
+import redis
+from celery import Celery
+url, log = sys.argv[1], sys.argv[2]
+app = Celery(broker=url, backend=url)
+r = redis.Redis.from_url(url)
+exc = {"input": "OCRError", "soft_time_limit": "SoftTimeLimitExceeded", "memory_budget": "OCRError",
+       "malformed": "OCRError", "crashed": "WorkerLostError", "buried-memory_limit": "WorkerLostError"}
+seen = 0
+for line in open(log):
+    if not line.startswith("# ") or len(line.split()) != 3:
+        continue
+    _, kind, tid = line.split()
+    meta = json.loads(r.get("celery-task-meta-" + tid))
+    assert set(meta) >= {"status", "result", "traceback", "children", "date_done", "task_id"}, meta
+    assert meta["ocrpool_failure"] == kind.replace("buried-", ""), (kind, meta)
+    assert meta.get("ocrpool_buried", False) == kind.startswith("buried-"), (kind, meta)
+    res = app.AsyncResult(tid)
+    assert res.state == "FAILURE", (kind, res.state)
+    assert type(res.result).__name__ == exc[kind], (kind, type(res.result).__name__)
+    seen += 1
+assert seen == 6, seen
+print("# ok: 6 failed pages: Celery's FAILURE with the kind's exception, the kind beside it")
+PYEOF
 
 mkdir -p "$TMP/p"
 for i in $(seq -w 1 12); do cp "$F/eng.png" "$TMP/p/page$i.png"; done
