@@ -56,7 +56,8 @@ typedef struct ocp_counts {
 typedef struct ocp_task_info {
     char *id, *group, *payload, *result, *error, *lease_owner;
     int state, priority, deliveries, worker_pid;
-    ocp_failure failure; /* FAILED or BURIED: why (the human reason is error) */
+    ocp_failure failure; /* FAILED or BURIED: why (the human reason is error); READY
+                          * after a release (SQLite): its last failure's kind */
     double created, started, finished, lease_expires;
     long peak_rss_kb;
 } ocp_task_info;

@@ -155,44 +155,43 @@ static int forget(rs *s, const char *tag)
     return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
 }
 
-/* The message text with headers.redelivered and delivery_info.redelivered set, as kombu's
- * restore writes it. New string. */
-static char *redelivered(const char *raw)
+/* Sets headers.redelivered and delivery_info.redelivered in message m, as kombu's restore
+ * writes it, and returns its text (new string). */
+static char *redelivered(json_t *m)
 {
-    json_t *m = json_loads(raw, 0, NULL);
-    if (!json_is_object(m)) {
-        json_decref(m);
-        return ocp_xstrdup(raw);
-    }
     json_t *h = json_object_get(m, "headers");
     if (json_is_object(h))
         json_object_set_new(h, "redelivered", json_true());
     json_t *di = json_object_get(json_object_get(m, "properties"), "delivery_info");
     if (json_is_object(di))
         json_object_set_new(di, "redelivered", json_true());
-    char *out = json_dumps(m, JSON_COMPACT);
-    json_decref(m);
-    return out;
+    return json_dumps(m, JSON_COMPACT);
 }
 
-/* Puts a delivered message back onto the head of its list. */
-int ocp__rd_restore(rs *s, const char *tag, const char *raw, const char *queue, int priority,
-                    const char *ceiling, bool must)
+/* Puts msg (marked redelivered) back at the head of its list; must: through the outbox. */
+static int restore_text(rs *s, const char *tag, const char *msg, const char *queue, int priority,
+                        const char *ceiling, bool must)
 {
     char list[600];
     ocp_celery_queue_key(queue, priority, list, sizeof list);
-    char *msg = redelivered(raw);
     const char *a[] = {"EVAL",   restore_lua, "4", K_UNACKED, K_INDEX,
                        K_OWNERS, list,        tag, msg,       ceiling};
-    int rc = 0;
-    if (must) {
-        rc = ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
-    } else {
-        redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
-        rc = !r || r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER : (int)r->integer;
-        if (r)
-            freeReplyObject(r);
-    }
+    if (must)
+        return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+    int rc = !r || r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER : (int)r->integer;
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int ocp__rd_restore(rs *s, const char *tag, const char *raw, const char *queue, int priority,
+                    const char *ceiling, bool must)
+{
+    json_t *m = json_loads(raw, 0, NULL);
+    char *msg = json_is_object(m) ? redelivered(m) : ocp_xstrdup(raw);
+    json_decref(m);
+    int rc = restore_text(s, tag, msg, queue, priority, ceiling, must);
     free(msg);
     return rc;
 }
@@ -224,17 +223,17 @@ int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling)
     freeReplyObject(h);
     json_t *msg = json_array_get(v, 0);
     const char *q = json_string_value(json_array_get(v, 2));
-    char *txt = json_is_object(msg) ? json_dumps(msg, JSON_COMPACT) : NULL;
     int rc = 0;
-    if (txt && q) {
+    if (json_is_object(msg) && q) {
         int pri = (int)json_integer_value(
             json_object_get(json_object_get(msg, "properties"), "priority"));
-        rc = ocp__rd_restore(s, tag, txt, q, pri, ceiling, false);
+        char *txt = redelivered(msg);
+        rc = restore_text(s, tag, txt, q, pri, ceiling, false);
+        free(txt);
     } else {
         OCP_LOG(OCP_LOG_WARN, "unacked record %s is unreadable: dropped from the index", tag);
         forget(s, tag);
     }
-    free(txt);
     json_decref(v);
     return rc;
 }
