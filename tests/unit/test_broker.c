@@ -49,7 +49,8 @@ static int setup(void **state)
 {
     (void)state;
     if (!redis_url) {
-        snprintf(db_path, sizeof db_path, "/tmp/ocp-test-broker-XXXXXX");
+        const char *tmp = getenv("TMPDIR");
+        snprintf(db_path, sizeof db_path, "%s/ocp-test-broker-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         int fd = mkstemp(db_path);
         assert_true(fd >= 0);
         close(fd);
