@@ -32,9 +32,9 @@ LIBOBJ   := $(LIBSRC:%.c=$(BUILD)/%.o) $(CXXSRC:%.cpp=$(BUILD)/%.o)
 CLIOBJ   := $(CLISRC:%.c=$(BUILD)/%.o)
 UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
-# Helpers of the integration tests: ours in C, and the libtesseract side of the lstm parity.
-TOOLBIN  := $(BUILD)/tests/tools/lstm_line $(BUILD)/tests/tools/lstm_dict \
-            $(BUILD)/tests/tools/tess_timesteps
+# Helpers the integration tests and the benchmarks share (tools/): ours in C, and the
+# libtesseract side of the lstm parity.
+TOOLBIN  := $(BUILD)/tools/lstm_line $(BUILD)/tools/lstm_dict $(BUILD)/tools/tess_timesteps
 
 .SECONDARY:
 .PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test worker worker-stop memory-monitor
@@ -69,12 +69,12 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libocrpool.a
 	@echo "  LD $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/tests/tools/lstm_%: tests/tools/lstm_%.c $(BUILD)/libocrpool.a
+$(BUILD)/tools/lstm_%: tools/lstm_%.c $(BUILD)/libocrpool.a
 	@mkdir -p $(dir $@)
 	@echo "  CC $<"
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libocrpool.a $(LDLIBS)
 
-$(BUILD)/tests/tools/tess_timesteps: tests/tools/tess_timesteps.cpp
+$(BUILD)/tools/tess_timesteps: tools/tess_timesteps.cpp
 	@mkdir -p $(dir $@)
 	@echo "  CXX $<"
 	@$(CXX) -O1 -Wall -Werror $(LDFLAGS) -o $@ $< $(shell pkg-config --cflags --libs tesseract lept)

@@ -18,8 +18,8 @@ work=$BUILD/bench/pages
 rm -rf "$work"
 mkdir -p "$work/in" "$work/lstm" "$work/tesseract"
 export OMP_THREAD_LIMIT=1
-source tests/data/fonts.sh
-source tests/data/degrade.sh
+source tools/fonts.sh
+source tools/degrade.sh
 source bench/texts.sh
 bench_texts "$work" "$N"
 # The catalogues' lines carry untranslated English (which the san, tam and hin models read

@@ -16,14 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 N=${LSTM_PARITY_LINES:-100}
-LINE=$PWD/$BUILD/tests/tools/lstm_line
-TESS=$PWD/$BUILD/tests/tools/tess_timesteps
+LINE=$PWD/$BUILD/tools/lstm_line
+TESS=$PWD/$BUILD/tools/tess_timesteps
 TD=${TESSDATA_PREFIX:-/usr/share/tesseract-ocr/5/tessdata}
 work=$BUILD/bench/parity
 rm -rf "$work"
 mkdir -p "$work/nodict"
 export OMP_THREAD_LIMIT=1
-source tests/data/fonts.sh
+source tools/fonts.sh
 
 for l in eng san tam hin; do
     (cd "$work/nodict" && combine_tessdata -u "$TD/$l.traineddata" "$l." >/dev/null 2>&1 &&

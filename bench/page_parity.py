@@ -7,7 +7,7 @@ import glob
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 from cer import identical_lines, levenshtein, text_lines  # noqa: E402
 
 

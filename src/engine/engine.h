@@ -48,7 +48,6 @@ typedef struct ocp_engine_ops {
      * go through ocr one by one. A page's failure is its own. */
     void (*ocr_batch)(void *state, ocp_batch_page *pages, int n, const ocp_ocr_params *p);
     void (*close)(void *state);
-    const char *(*version)(void);
 } ocp_engine_ops;
 
 typedef struct ocp_engine ocp_engine;

@@ -527,11 +527,6 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
     return one.rc;
 }
 
-static const char *lstm_version(void)
-{
-    return "ocrpool-lstm 0.2 (batched int8 forward, beam search with dictionaries)";
-}
-
 const ocp_engine_ops ocp_engine_lstm = {
     .name = "lstm",
     .features = 0,
@@ -539,5 +534,4 @@ const ocp_engine_ops ocp_engine_lstm = {
     .ocr = lstm_ocr,
     .ocr_batch = lstm_ocr_batch,
     .close = lstm_close,
-    .version = lstm_version,
 };

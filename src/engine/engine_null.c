@@ -33,16 +33,10 @@ static void null_close(void *state)
     (void)state;
 }
 
-static const char *null_version(void)
-{
-    return "0";
-}
-
 const ocp_engine_ops ocp_engine_null = {
     .name = "null",
     .features = OCP_FEAT_NO_PIXELS,
     .open = null_open,
     .ocr = null_ocr,
     .close = null_close,
-    .version = null_version,
 };

@@ -286,16 +286,10 @@ out:
     return rc;
 }
 
-static const char *tess_version(void)
-{
-    return TessVersion();
-}
-
 const ocp_engine_ops ocp_engine_tesseract = {
     .name = "tesseract",
     .features = 0,
     .open = tess_open,
     .ocr = tess_ocr,
     .close = tess_close,
-    .version = tess_version,
 };

@@ -284,10 +284,97 @@ int ocp_doc_page_size(ocp_doc *doc, int page, int *w, int *h, char *err, size_t 
     return 0;
 }
 
+/* The page's size against max-pixels, with the reason in err. */
+static int check_size(const ocp_doc *doc, VipsImage *img, char *err, size_t errlen)
+{
+    int w = vips_image_get_width(img), h = vips_image_get_height(img);
+    int rc = ocp_image_check_pixels(w, h, doc->lim.max_pixels);
+    if (rc == OCP_E_TOOBIG)
+        return ocp_errf(rc, err, errlen,
+                        "page is %d x %d = %.1f megapixels, over the limit of %.1f (max-pixels)", w,
+                        h, (double)w * h / 1e6, (double)doc->lim.max_pixels / 1e6);
+    if (rc)
+        return ocp_errf(rc, err, errlen, "page has no pixels (%d x %d)", w, h);
+    return 0;
+}
+
+/* An image not to be rotated is opened again to be decoded top to bottom through the resize,
+ * a few lines at a time, instead of the whole page at full size first (6 to 9 MB less for
+ * an A4 page at 300 dpi). Keeps *img as it is where that cannot be done. */
+static void open_sequential(ocp_doc *doc, int page, VipsImage **img)
+{
+    if (strcmp(doc->format, "pdf") == 0 || vips_image_get_orientation(*img) > 1)
+        return;
+    VipsImage *seq =
+        strcmp(doc->format, "tiff") == 0
+            ? vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "fail_on",
+                                         VIPS_FAIL_ON_ERROR, "access", VIPS_ACCESS_SEQUENTIAL, NULL)
+            : vips_image_new_from_source(doc->src, "", "fail_on", VIPS_FAIL_ON_ERROR, "access",
+                                         VIPS_ACCESS_SEQUENTIAL, NULL);
+    if (seq) {
+        g_object_unref(*img);
+        *img = seq;
+    } else {
+        vips_error_clear();
+    }
+}
+
+/* *img made 8-bit sRGB or grey, alpha flattened on white, 1 or 3 bands. */
+static int to_rgb_or_grey(VipsImage **img, char *err, size_t errlen)
+{
+    VipsImage *t = NULL;
+    int rc, bands = vips_image_get_bands(*img);
+    VipsInterpretation want = bands >= 3 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_B_W;
+    if (vips_image_get_interpretation(*img) != want ||
+        vips_image_get_format(*img) != VIPS_FORMAT_UCHAR) {
+        if (vips_colourspace(*img, &t, want, NULL) == 0) {
+            g_object_unref(*img);
+            *img = t;
+        } else {
+            vips_error_clear();
+        }
+    }
+    if (vips_image_hasalpha(*img)) {
+        VipsArrayDouble *bg = vips_array_double_newv(1, 255.0);
+        int ok = vips_flatten(*img, &t, "background", bg, NULL);
+        vips_area_unref(VIPS_AREA(bg));
+        if ((rc = step(img, &t, ok, "cannot decode", err, errlen)))
+            return rc;
+    }
+    if (vips_image_get_format(*img) != VIPS_FORMAT_UCHAR &&
+        (rc = step(img, &t, vips_cast_uchar(*img, &t, NULL), "cannot decode", err, errlen)))
+        return rc;
+    /* Anything still not 1 or 3 bands (2-band grey without alpha flag, CMYK left over). */
+    bands = vips_image_get_bands(*img);
+    if (bands != 1 && bands != 3) {
+        int n = bands >= 3 ? 3 : 1;
+        if ((rc = step(img, &t, vips_extract_band(*img, &t, 0, "n", n, NULL), "cannot decode", err,
+                       errlen)))
+            return rc;
+    }
+    return 0;
+}
+
+/* *img resized (Lanczos3) to fit max-image-size, its size before in out->orig_*. */
+static int fit(const ocp_doc *doc, VipsImage **img, ocp_page_image *out, char *err, size_t errlen)
+{
+    VipsImage *t = NULL;
+    int nw, nh;
+    out->orig_width = vips_image_get_width(*img);
+    out->orig_height = vips_image_get_height(*img);
+    ocp_image_fit(out->orig_width, out->orig_height, doc->lim.max_image_size, &nw, &nh);
+    if (nw == out->orig_width && nh == out->orig_height)
+        return 0;
+    double hs = (double)nw / out->orig_width, vs = (double)nh / out->orig_height;
+    return step(img, &t,
+                vips_resize(*img, &t, hs, "vscale", vs, "kernel", VIPS_KERNEL_LANCZOS3, NULL),
+                "cannot resize", err, errlen);
+}
+
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, size_t errlen)
 {
     VipsImage *img, *t = NULL;
-    int rc = 0, w, h, nw, nh, dpi;
+    int rc = 0, dpi;
     size_t size;
     void *mem;
 
@@ -298,82 +385,13 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     img = open_page(doc, page, err, errlen, &rc);
     if (!img)
         return rc;
-    w = vips_image_get_width(img);
-    h = vips_image_get_height(img);
-    rc = ocp_image_check_pixels(w, h, doc->lim.max_pixels);
-    if (rc == OCP_E_TOOBIG) {
-        ocp_errf(rc, err, errlen,
-                 "page is %d x %d = %.1f megapixels, over the limit of %.1f (max-pixels)", w, h,
-                 (double)w * h / 1e6, (double)doc->lim.max_pixels / 1e6);
+    if ((rc = check_size(doc, img, err, errlen)))
         goto fail;
-    } else if (rc) {
-        ocp_errf(rc, err, errlen, "page has no pixels (%d x %d)", w, h);
-        goto fail;
-    }
     dpi = strcmp(doc->format, "pdf") == 0 ? doc->lim.pdf_dpi : dpi_of(img);
-    if (strcmp(doc->format, "pdf") != 0 && vips_image_get_orientation(img) <= 1) {
-        /* Not to be rotated: decode top to bottom through the resize, a few lines at a time,
-         * instead of the whole page at full size first (6 to 9 MB less for an A4 page at
-         * 300 dpi). */
-        VipsImage *seq = strcmp(doc->format, "tiff") == 0
-                             ? vips_image_new_from_source(doc->src, "", "page", page, "n", 1,
-                                                          "fail_on", VIPS_FAIL_ON_ERROR, "access",
-                                                          VIPS_ACCESS_SEQUENTIAL, NULL)
-                             : vips_image_new_from_source(doc->src, "", "fail_on",
-                                                          VIPS_FAIL_ON_ERROR, "access",
-                                                          VIPS_ACCESS_SEQUENTIAL, NULL);
-        if (seq) {
-            g_object_unref(img);
-            img = seq;
-        } else {
-            vips_error_clear();
-        }
-    }
-
-    if ((rc = step(&img, &t, vips_autorot(img, &t, NULL), "cannot decode", err, errlen)))
+    open_sequential(doc, page, &img);
+    if ((rc = step(&img, &t, vips_autorot(img, &t, NULL), "cannot decode", err, errlen)) ||
+        (rc = to_rgb_or_grey(&img, err, errlen)) || (rc = fit(doc, &img, out, err, errlen)))
         goto fail;
-    {
-        int bands = vips_image_get_bands(img);
-        int colour = bands >= 3;
-        VipsInterpretation want = colour ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_B_W;
-        if (vips_image_get_interpretation(img) != want ||
-            vips_image_get_format(img) != VIPS_FORMAT_UCHAR) {
-            if (vips_colourspace(img, &t, want, NULL) == 0) {
-                g_object_unref(img);
-                img = t;
-            } else {
-                vips_error_clear();
-            }
-        }
-        if (vips_image_hasalpha(img)) {
-            VipsArrayDouble *bg = vips_array_double_newv(1, 255.0);
-            int ok = vips_flatten(img, &t, "background", bg, NULL);
-            vips_area_unref(VIPS_AREA(bg));
-            if ((rc = step(&img, &t, ok, "cannot decode", err, errlen)))
-                goto fail;
-        }
-        if (vips_image_get_format(img) != VIPS_FORMAT_UCHAR &&
-            (rc = step(&img, &t, vips_cast_uchar(img, &t, NULL), "cannot decode", err, errlen)))
-            goto fail;
-        /* Anything still not 1 or 3 bands (2-band grey without alpha flag, CMYK left over). */
-        bands = vips_image_get_bands(img);
-        if (bands != 1 && bands != 3) {
-            int n = bands >= 3 ? 3 : 1;
-            if ((rc = step(&img, &t, vips_extract_band(img, &t, 0, "n", n, NULL), "cannot decode",
-                           err, errlen)))
-                goto fail;
-        }
-    }
-    out->orig_width = vips_image_get_width(img);
-    out->orig_height = vips_image_get_height(img);
-    ocp_image_fit(out->orig_width, out->orig_height, doc->lim.max_image_size, &nw, &nh);
-    if (nw != out->orig_width || nh != out->orig_height) {
-        double hs = (double)nw / out->orig_width, vs = (double)nh / out->orig_height;
-        if ((rc = step(&img, &t,
-                       vips_resize(img, &t, hs, "vscale", vs, "kernel", VIPS_KERNEL_LANCZOS3, NULL),
-                       "cannot resize", err, errlen)))
-            goto fail;
-    }
     mem = vips_image_write_to_memory(img, &size);
     if (!mem) {
         rc = vips_reason(OCP_E_DECODE, "cannot decode", err, errlen);

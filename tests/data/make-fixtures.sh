@@ -13,7 +13,7 @@ if [ -f "$stamp" ] && [ -z "$(find "$here" -newer "$stamp" -type f | head -1)" ]
     exit 0
 fi
 
-source "$here/fonts.sh"
+source "$here/../../tools/fonts.sh"
 
 render() { # render LANG OUT [extra pango-view args]: 300 dpi, black on white
     local lang=$1 dst=$2

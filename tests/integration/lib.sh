@@ -21,7 +21,7 @@ check() {
 }
 
 # cer REF HYP: character error rate of HYP against REF (files), whitespace normalised.
-cer() { python3 "$here/cer.py" "$1" "$2"; }
+cer() { python3 "$here/../../tools/cer.py" "$1" "$2"; }
 
 # cer_below REF HYP MAX: passes when the CER is at most MAX.
 cer_below() {

@@ -20,20 +20,20 @@
 source "$(dirname "$0")/lib.sh"
 F=$FIXTURES
 B=$(dirname "$OCRPOOL")
-LINE=$B/tests/tools/lstm_line
-TESS=$B/tests/tools/tess_timesteps
+LINE=$B/tools/lstm_line
+TESS=$B/tools/tess_timesteps
 TD=${TESSDATA_PREFIX:-/usr/share/tesseract-ocr/5/tessdata}
 export OMP_THREAD_LIMIT=1
 
-source tests/data/fonts.sh
-source tests/data/degrade.sh
+source tools/fonts.sh
+source tools/degrade.sh
 
 # same_lines A B: "K of N", the lines of two texts that are identical (cer.py --lines).
-same_lines() { python3 "$here/cer.py" --lines "$1" "$2"; }
+same_lines() { python3 "$here/../../tools/cer.py" --lines "$1" "$2"; }
 
 # Our dictionary reader against Tesseract's dawg2wordlist: every word of the three
 # dictionaries of eng and san (338080 and 918878 in the word lists), the same.
-DICT=$B/tests/tools/lstm_dict
+DICT=$B/tools/lstm_dict
 mkdir -p "$TMP/dawg"
 for l in eng san; do
     (cd "$TMP/dawg" && combine_tessdata -u "$TD/$l.traineddata" "$l." >/dev/null 2>&1)

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "core/error.h"
+#include "core/util.h"
 
 static char *write_tmp(const char *text)
 {
@@ -134,6 +135,15 @@ static void test_validation(void **state)
     expect_refused(OCP_S_GPU_MAX_MEMORY_MB, "-5", "0 to");
     expect_refused(OCP_S_MAX_MEMORY_PER_CHILD, "-1", "KiB");
     expect_refused(OCP_S_CONCURRENCY, "0", "1 to 1024");
+    /* The maximum is the pool's OCP_MAX_WORKERS: that many is taken, one more refused. */
+    char most[32];
+    snprintf(most, sizeof most, "%d", OCP_MAX_WORKERS + 1);
+    expect_refused(OCP_S_CONCURRENCY, most, "1 to 1024");
+    snprintf(most, sizeof most, "%d", OCP_MAX_WORKERS);
+    ocp_config *top = ocp_config_create();
+    assert_int_equal(ocp_config_set(top, OCP_S_CONCURRENCY, most, OCP_SRC_FLAG, "flag -c"), 0);
+    assert_int_equal(ocp_config_int(top, OCP_S_CONCURRENCY), OCP_MAX_WORKERS);
+    ocp_config_destroy(top);
     expect_refused(OCP_S_CONCURRENCY, "2x", "whole number");
     expect_refused(OCP_S_PRESET, "turbo", "conservative,balanced,performance,cpu");
     expect_refused(OCP_S_DEVICE, "cuda:x", "cuda:N");

@@ -12,6 +12,7 @@
 #include <vips/vips.h>
 #include <zlib.h>
 
+#include "config/config.h"
 #include "core/error.h"
 #include "image/image.h"
 
@@ -204,6 +205,24 @@ static void test_refusals(void **state)
     assert_int_equal(ocp_doc_open_file("/nonexistent/x.png", &lim, &doc, err, sizeof err), -ENOENT);
 }
 
+/* The limits come from their four settings, each from its own (distinct values, so a
+ * setting read for another shows). */
+static void test_limits_from_config(void **state)
+{
+    (void)state;
+    ocp_config *c = ocp_config_create();
+    assert_int_equal(ocp_config_set(c, OCP_S_MAX_PIXELS, "1234567", OCP_SRC_FLAG, "flag"), 0);
+    assert_int_equal(ocp_config_set(c, OCP_S_MAX_PAGES, "77", OCP_SRC_FLAG, "flag"), 0);
+    assert_int_equal(ocp_config_set(c, OCP_S_PDF_DPI, "150", OCP_SRC_FLAG, "flag"), 0);
+    assert_int_equal(ocp_config_set(c, OCP_S_MAX_IMAGE_SIZE, "999", OCP_SRC_FLAG, "flag"), 0);
+    ocp_image_limits l = ocp_image_limits_from_config(c);
+    assert_int_equal(l.max_pixels, 1234567);
+    assert_int_equal(l.max_pages, 77);
+    assert_int_equal(l.pdf_dpi, 150);
+    assert_int_equal(l.max_image_size, 999);
+    ocp_config_destroy(c);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -215,7 +234,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fit),           cmocka_unit_test(test_check_pixels),
         cmocka_unit_test(test_decode_resize), cmocka_unit_test(test_decode_kinds),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_limits_from_config),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

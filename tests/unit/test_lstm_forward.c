@@ -1,9 +1,9 @@
 /*
  * test_lstm_forward.c: the arithmetic of our LSTM forward pass
- * (src/engine/lstm/forward.c): activation tables, re-quantisation, the
- * int8 matrix-vector product, the greedy decoder, and the forward pass's
- * refusals. The pass as a whole is compared with libtesseract in
- * tests/integration/test_lstm.sh.
+ * (src/engine/lstm/forward.c, kernels.c): activation tables, re-quantisation,
+ * the int8 matrix-vector product, each CPU kernel against the portable one
+ * (skipped where the CPU has no other), and the forward pass's refusals. The pass as a whole is
+ * compared with libtesseract in tests/integration/test_lstm.sh.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "engine/lstm/forward.h"
+#include "engine/lstm/kernels.h"
 
 static void test_tables(void **state)
 {
@@ -62,15 +63,37 @@ static void test_matvec(void **state)
     assert_true(out[1] == (float)(-1270 - 2540 - 127) * 0.25f);
 }
 
-/* The portable path, AVX2 (8 rows at a time) and AVX-512 VNNI (16 rows, inputs as x + 128)
- * give the same floats, bit for bit, on matrices of awkward sizes with extreme values, one
- * vector at a time and several (the batch product, 1 to 6 vectors with a stride). */
+/* The kernels this CPU has beside the portable one, each named once: levels[i] is the cap
+ * that selects it (ocp_lstm_kernel_cap). Returns how many (0 on a CPU with neither AVX2 nor
+ * AVX-512 VNNI, or with them turned off by OCRPOOL_NO_AVX2 / OCRPOOL_NO_AVX512). */
+static int other_kernels(int levels[2])
+{
+    int n = 0;
+    const char *seen = "portable";
+    for (int cap = 1; cap <= 2; cap++) {
+        int old = ocp_lstm_kernel_cap(cap);
+        const char *name = ocp_lstm_kernel_name();
+        ocp_lstm_kernel_cap(old);
+        if (strcmp(name, seen) != 0)
+            levels[n++] = cap;
+        seen = name;
+    }
+    return n;
+}
+
+/* AVX2 (8 rows at a time) and AVX-512 VNNI (16 rows, inputs as x + 128) give the portable
+ * path's floats, bit for bit, on matrices of awkward sizes with extreme values, one vector
+ * at a time and several (the batch product, 1 to 6 vectors with a stride). The portable
+ * path is the reference, so a CPU without the others has nothing to compare: skipped. */
 static void test_matvec_paths(void **state)
 {
     (void)state;
+    int levels[2], nk = other_kernels(levels);
+    if (nk == 0)
+        skip();
     unsigned seed = 7;
-    static const int sizes[][2] = {{1, 2}, {7, 10}, {8, 5}, {9, 66}, {16, 10}, {111, 193},
-                                   {96, 145}, {13, 289}, {17, 3}};
+    static const int sizes[][2] = {{1, 2},     {7, 10},   {8, 5},    {9, 66}, {16, 10},
+                                   {111, 193}, {96, 145}, {13, 289}, {17, 3}};
     for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
         int rows = sizes[t][0], cols = sizes[t][1], nv = 1 + (int)(t % 6);
         size_t stride = (size_t)cols + 3;
@@ -94,8 +117,8 @@ static void test_matvec_paths(void **state)
         for (int v = 0; v < nv; v++) /* no w8 yet: the row-by-row path, a vector at a time */
             ocp_lstm_matvec(&m, x + (size_t)v * stride, a + (size_t)v * rows);
         ocp_lstm_matrix_layout(&m);
-        for (int cap = 2; cap >= 0; cap--) {
-            int old = ocp_lstm_kernel_cap(cap);
+        for (int k = 0; k < nk; k++) {
+            int old = ocp_lstm_kernel_cap(levels[k]);
             memset(b, 0, sizeof b);
             ocp_lstm_matmul(&m, x, nv, stride, b);
             assert_memory_equal(a, b, sizeof(float) * (size_t)rows * nv);
@@ -106,6 +129,48 @@ static void test_matvec_paths(void **state)
         free(m.w8);
         free(m.rowsum);
         free(x);
+    }
+}
+
+/* The element-wise loops of the AVX-512 level (activations and the LSTM cell, 16 lanes with
+ * gathers from the tables) give the scalar loops' bits, on values across the tables, at
+ * their ends and past them, and lengths that leave a scalar tail. Skipped where the CPU has
+ * no AVX-512 level (or it is turned off): the scalar loops would be compared with
+ * themselves. */
+static void test_elementwise_paths(void **state)
+{
+    (void)state;
+    int old = ocp_lstm_kernel_cap(2);
+    const ocp__lstm_kernels *fast = ocp__lstm_kernels_now();
+    ocp_lstm_kernel_cap(0);
+    const ocp__lstm_kernels *slow = ocp__lstm_kernels_now();
+    ocp_lstm_kernel_cap(old);
+    if (fast->activate == slow->activate && fast->cell == slow->cell)
+        skip();
+    enum { N = 16 * 40 + 7 };
+    static float g[4][N], c1[N], c2[N];
+    static int8_t o1[N], o2[N];
+    unsigned seed = 11;
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < N; k++) {
+            seed = seed * 1103515245u + 12345u;
+            /* -20..20 in steps finer than the tables' 1/256, and their exact ends. */
+            g[i][k] = k % 50 == 0   ? (k % 100 ? 4095.0f / 256.0f : -4095.0f / 256.0f)
+                      : k % 51 == 0 ? (float)(k % 7) / 256.0f
+                                    : ((float)(seed >> 8 & 0xffff) / 65536.0f - 0.5f) * 40.0f;
+        }
+    for (int act = 0; act <= 3; act++) {
+        fast->activate(act, g[act], o1, N);
+        slow->activate(act, g[act], o2, N);
+        assert_memory_equal(o1, o2, N);
+    }
+    for (int k = 0; k < N; k++) /* cells from 0, and near the +-100 clip */
+        c1[k] = c2[k] = k % 3 == 0 ? 0.0f : (k % 3 == 1 ? 99.5f : -99.9f);
+    for (int step = 0; step < 3; step++) {
+        fast->cell(N, g[0], g[1], g[2], g[3], c1, o1);
+        slow->cell(N, g[0], g[1], g[2], g[3], c2, o2);
+        assert_memory_equal(c1, c2, sizeof c1);
+        assert_memory_equal(o1, o2, N);
     }
 }
 
@@ -130,8 +195,11 @@ static void test_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tables),  cmocka_unit_test(test_quantise),
-        cmocka_unit_test(test_matvec),  cmocka_unit_test(test_matvec_paths),
+        cmocka_unit_test(test_tables),
+        cmocka_unit_test(test_quantise),
+        cmocka_unit_test(test_matvec),
+        cmocka_unit_test(test_matvec_paths),
+        cmocka_unit_test(test_elementwise_paths),
         cmocka_unit_test(test_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

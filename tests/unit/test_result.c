@@ -180,16 +180,61 @@ static void test_formats(void **state)
     assert_string_equal(ocp_format_ext(OCP_FMT_HOCR), "hocr");
 }
 
+/* A page without lines renders in every format as a page with nothing on it: each
+ * rendering on its own, checked for what it must hold and what it must not. */
 static void test_empty_page(void **state)
 {
     (void)state;
     ocp_result r;
     ocp_sb sb;
     ocp_result_init(&r);
+    ocp_result_set(&r.source, "empty.png");
+    r.page = 1;
+    r.width = 640;
+    r.height = 480;
     ocp_sb_init(&sb);
-    for (int f = OCP_FMT_TXT; f <= OCP_FMT_TSV; f <<= 1)
-        ocp_result_render(&r, f, &sb);
-    assert_non_null(strstr(sb.buf, "\"lines\":[]"));
+
+    ocp_result_render(&r, OCP_FMT_TXT, &sb);
+    assert_int_equal(sb.len, 0);
+
+    ocp_sb_reset(&sb);
+    ocp_result_render(&r, OCP_FMT_JSON, &sb);
+    json_t *o = json_loads(sb.buf, 0, NULL);
+    assert_non_null(o);
+    assert_true(json_is_array(json_object_get(o, "lines")));
+    assert_int_equal(json_array_size(json_object_get(o, "lines")), 0);
+    assert_int_equal(json_integer_value(json_object_get(o, "width")), 640);
+    json_decref(o);
+    ocp_result back;
+    ocp_result_init(&back);
+    assert_int_equal(ocp_result_from_json(&back, sb.buf), 0);
+    assert_int_equal(back.n_lines, 0);
+    assert_int_equal(back.n_words, 0);
+    assert_int_equal(back.height, 480);
+    ocp_result_fini(&back);
+
+    ocp_sb_reset(&sb);
+    ocp_result_render(&r, OCP_FMT_HOCR, &sb);
+    assert_non_null(strstr(sb.buf, "class=\"ocr_page\" id=\"page_1\""));
+    assert_non_null(strstr(sb.buf, "bbox 0 0 640 480"));
+    assert_null(strstr(sb.buf, "class=\"ocr_carea\""));
+    assert_null(strstr(sb.buf, "class=\"ocr_line\""));
+    assert_non_null(strstr(sb.buf, "</body>\n</html>\n"));
+
+    ocp_sb_reset(&sb);
+    ocp_result_render(&r, OCP_FMT_ALTO, &sb);
+    assert_non_null(strstr(sb.buf, "<Page WIDTH=\"640\" HEIGHT=\"480\""));
+    assert_null(strstr(sb.buf, "<TextBlock"));
+    assert_null(strstr(sb.buf, "<String"));
+    assert_non_null(strstr(sb.buf, "</Layout>\n</alto>\n"));
+
+    /* TSV: the header and the page's row, nothing else. */
+    ocp_sb_reset(&sb);
+    ocp_result_render(&r, OCP_FMT_TSV, &sb);
+    const char *page_row = strchr(sb.buf, '\n');
+    assert_non_null(page_row);
+    assert_string_equal(page_row + 1, "1\t1\t0\t0\t0\t0\t0\t0\t640\t480\t-1\t\n");
+
     ocp_sb_fini(&sb);
     ocp_result_fini(&r);
 }

@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WIDTH 5           /* paths kept per heap */
-#define HEAPS 6           /* dictionary or not x what the next step may do */
-#define STEP_OFFSET -0.085 /* added to every step's log probability */
-#define NODICT_RATIO 2.25  /* a step outside the dictionary costs this much more */
-#define MIN_CERT -30.0    /* log of a probability of 0 */
-#define WORST_DICT (-25.0 / 7) /* a dictionary path takes no step less certain than this */
-#define TABLE 16384       /* merge table slots (power of 2), over twice the largest step */
+#define WIDTH        5           /* paths kept per heap */
+#define HEAPS        6           /* dictionary or not x what the next step may do */
+#define STEP_OFFSET  -0.085      /* added to every step's log probability */
+#define NODICT_RATIO 2.25        /* a step outside the dictionary costs this much more */
+#define MIN_CERT     -30.0       /* log of a probability of 0 */
+#define WORST_DICT   (-25.0 / 7) /* a dictionary path takes no step less certain than this */
+#define TABLE        16384       /* merge table slots (power of 2), over twice the largest step */
 
 typedef struct path {
     double score;
@@ -49,7 +49,7 @@ typedef struct beam {
     int nrec, caprec;
     path *cand;
     int ncand, capcand;
-    int32_t *slot;  /* TABLE: candidate index, valid when stamp matches */
+    int32_t *slot; /* TABLE: candidate index, valid when stamp matches */
     uint32_t *stamp;
     uint32_t gen;
     const float *p; /* this step's probabilities */
@@ -298,6 +298,101 @@ void ocp_lstm_greedy_chars(const ocp_lstm_model *m, const float *probs, int step
     free(prob);
 }
 
+/* This step's classes in the order they are tried, tier by tier (beam.tier): the tier t
+ * classes are order[start[t]] .. order[start[t + 1] - 1]. Sets the step's top1, top2. */
+static void rank_classes(beam *b, int *order, int start[4])
+{
+    const ocp_lstm_model *m = b->m;
+    /* The classes by probability, the first five in order: the tiers. */
+    int top[5] = {0}, nt = 0;
+    for (int k = 0; k < m->classes; k++) {
+        if (nt == 5 && b->p[k] <= b->p[top[4]])
+            continue;
+        int j = nt < 5 ? nt++ : 4;
+        for (; j > 0 && b->p[top[j - 1]] < b->p[k]; j--)
+            top[j] = top[j - 1];
+        top[j] = k;
+    }
+    b->top1 = top[0];
+    b->top2 = nt > 1 ? top[1] : -1;
+    for (int k = 0; k < m->classes; k++)
+        b->tier[k] = 2;
+    for (int i = nt - 1; i >= 0; i--)
+        b->tier[top[i]] = (int8_t)(i < 2 ? 0 : 1);
+    b->tier[m->null_char] = 0; /* the null is always tried first */
+    int no = 0;
+    for (int t = 0; t < 3; t++) {
+        start[t] = no;
+        for (int k = 0; k < m->classes; k++)
+            if (b->tier[k] == t)
+                order[no++] = k;
+    }
+    start[3] = no;
+}
+
+/* Every path of cur offers its continuations for this step (b->p) into b->cand: tier by
+ * tier, until some offer may go on freely; then the best dictionary start of each
+ * continuation. order: room for the model's classes. */
+static void offer_step(beam *b, const path *cur, int ncur, int *order)
+{
+    int start[4];
+    rank_classes(b, order, start);
+    b->ncand = 0;
+    b->gen++;
+    for (int c = 0; c < 3; c++)
+        b->init[c].on = 0;
+    for (int t = 0; t < 3; t++) {
+        for (int i = 0; i < ncur; i++)
+            extend(b, &cur[i], t, order + start[t], start[t + 1] - start[t]);
+        int open = 0; /* stop once some path may go on freely */
+        for (int i = 0; i < b->ncand && !open; i++)
+            open = b->cand[i].cont == ANY;
+        if (open)
+            break;
+    }
+    for (int c = 0; c < 3; c++)
+        if (b->init[c].on) {
+            ocp_dict_state st;
+            ocp_dict_start(&st);
+            const path *f = b->init[c].from;
+            b->step_p = b->init[c].step_p;
+            offer(b, f, b->space, b->init[c].score, mix(f->hash, b->inv[b->space]), 1, 1, c, &st);
+        }
+}
+
+/* The best WIDTH offers of each heap into next; returns how many. */
+static int keep_best(beam *b, path *next)
+{
+    qsort(b->cand, (size_t)b->ncand, sizeof *b->cand, by_score);
+    int kept[HEAPS] = {0};
+    int nn = 0;
+    for (int i = 0; i < b->ncand; i++) {
+        int hp = heap_of(&b->cand[i]);
+        if (kept[hp] < WIDTH) {
+            kept[hp]++;
+            next[nn++] = b->cand[i];
+        }
+    }
+    return nn;
+}
+
+/* The best path that ends the line at a word's end (any path outside the dictionary); failing
+ * that, the best path; NULL when there is none. */
+static const path *best_end(const beam *b, const path *cur, int ncur)
+{
+    const path *best = NULL;
+    for (int pass = 0; pass < 2 && !best; pass++)
+        for (int i = 0; i < ncur; i++) {
+            const path *c = &cur[i];
+            /* A path that must repeat its character has not finished it. */
+            int ok = pass == 1 || (c->cont != ONLY_DUP &&
+                                   (!c->dict || c->fresh || ocp_dict_word_end(b->dict, &c->st)));
+            if (ok && (!best || c->score > best->score))
+                best = c;
+        }
+    return best;
+}
+
 void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int use_dict,
                    ocp_lstm_char **chars, int *n)
 {
@@ -320,80 +415,14 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
     int *order = ocp_xmalloc((size_t)m->classes * sizeof *order);
     for (int s = 0; s < steps && ncur > 0; s++) {
         b.p = probs + (size_t)s * m->classes;
-        /* The classes by probability, the first five in order: the tiers. */
-        int top[5] = {0}, nt = 0;
-        for (int k = 0; k < m->classes; k++) {
-            if (nt == 5 && b.p[k] <= b.p[top[4]])
-                continue;
-            int j = nt < 5 ? nt++ : 4;
-            for (; j > 0 && b.p[top[j - 1]] < b.p[k]; j--)
-                top[j] = top[j - 1];
-            top[j] = k;
-        }
-        b.top1 = top[0];
-        b.top2 = nt > 1 ? top[1] : -1;
-        for (int k = 0; k < m->classes; k++)
-            b.tier[k] = 2;
-        for (int i = nt - 1; i >= 0; i--)
-            b.tier[top[i]] = (int8_t)(i < 2 ? 0 : 1);
-        b.tier[m->null_char] = 0; /* the null is always tried first */
-        int start[4] = {0}, no = 0;
-        for (int t = 0; t < 3; t++) {
-            start[t] = no;
-            for (int k = 0; k < m->classes; k++)
-                if (b.tier[k] == t)
-                    order[no++] = k;
-        }
-        start[3] = no;
-        b.ncand = 0;
-        b.gen++;
-        for (int c = 0; c < 3; c++)
-            b.init[c].on = 0;
-        for (int t = 0; t < 3; t++) {
-            for (int i = 0; i < ncur; i++)
-                extend(&b, &cur[i], t, order + start[t], start[t + 1] - start[t]);
-            int open = 0; /* stop once some path may go on freely */
-            for (int i = 0; i < b.ncand && !open; i++)
-                open = b.cand[i].cont == ANY;
-            if (open)
-                break;
-        }
-        for (int c = 0; c < 3; c++)
-            if (b.init[c].on) {
-                ocp_dict_state st;
-                ocp_dict_start(&st);
-                const path *f = b.init[c].from;
-                b.step_p = b.init[c].step_p;
-                offer(&b, f, b.space, b.init[c].score, mix(f->hash, b.inv[b.space]), 1, 1, c,
-                      &st);
-            }
-        /* Keep the best WIDTH of each heap. */
-        qsort(b.cand, (size_t)b.ncand, sizeof *b.cand, by_score);
-        int kept[HEAPS] = {0};
-        int nn = 0;
-        for (int i = 0; i < b.ncand; i++) {
-            int hp = heap_of(&b.cand[i]);
-            if (kept[hp] < WIDTH) {
-                kept[hp]++;
-                next[nn++] = b.cand[i];
-            }
-        }
+        offer_step(&b, cur, ncur, order);
+        int nn = keep_best(&b, next);
         path *spare = cur; /* the offers point into cur until here */
         cur = next;
         next = spare;
         ncur = nn;
     }
-    /* The best path that ends the line at a word's end (any path outside the dictionary). */
-    const path *best = NULL;
-    for (int pass = 0; pass < 2 && !best; pass++)
-        for (int i = 0; i < ncur; i++) {
-            const path *c = &cur[i];
-            /* A path that must repeat its character has not finished it. */
-            int ok = pass == 1 || (c->cont != ONLY_DUP && (!c->dict || c->fresh ||
-                                                           ocp_dict_word_end(b.dict, &c->st)));
-            if (ok && (!best || c->score > best->score))
-                best = c;
-        }
+    const path *best = best_end(&b, cur, ncur);
     if (best && steps > 0) {
         read_back(&b, best, steps, chars, n);
     } else {
