@@ -95,12 +95,7 @@ static void worker(int fd, const ocp_config *cfg, const char *visible, const cha
 
     setenv("CUDA_VISIBLE_DEVICES", visible, 1);
     t0 = ocp_now();
-    ocp_image_limits lim = {
-        .max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS),
-        .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
-        .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
-        .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
-    };
+    ocp_image_limits lim = ocp_image_limits_from_config(cfg);
     ocp_engine_params ep = {
         .lang = ocp_config_str(cfg, OCP_S_LANG),
         .tessdata_dir = ocp_config_str(cfg, OCP_S_TESSDATA_DIR),

@@ -197,14 +197,3 @@ int ocp_cli_check_device(const ocp_config *cfg)
     OCP_LOG(OCP_LOG_INFO, "device %s: %s", device, plan.why);
     return 0;
 }
-
-ocp_image_limits ocp_cli_limits(const ocp_config *cfg)
-{
-    ocp_image_limits lim = {
-        .max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS),
-        .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
-        .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
-        .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
-    };
-    return lim;
-}
