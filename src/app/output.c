@@ -20,9 +20,9 @@ int ocp_app_page_get(ocp_broker *b, const char *id, int parse, ocp_app_page *pg)
         memset(&pg->info, 0, sizeof pg->info);
         return rc;
     }
-    if (!parse || pg->info.state != OCP_TASK_DONE || !pg->info.result)
+    if (!parse || pg->info.state != OCP_TASK_DONE)
         return 0;
-    if (ocp_result_from_json(&pg->res, pg->info.result) != 0)
+    if (!pg->info.result || ocp_result_from_json(&pg->res, pg->info.result) != 0)
         return OCP_E_DECODE;
     pg->parsed = 1;
     return 0;
@@ -38,7 +38,7 @@ void ocp_app_page_fini(ocp_app_page *pg)
 void ocp_app_render(const char *json, const ocp_result *res, int fmt, ocp_sb *out)
 {
     if (fmt == OCP_FMT_JSON)
-        ocp_sb_puts(out, json);
+        ocp_sb_puts(out, json ? json : "");
     else
         ocp_result_render(res, fmt, out);
 }

@@ -26,7 +26,7 @@ typedef struct ocp_app_page {
 /*
  * Reads task id into pg and, when it is DONE and parse is set, parses its
  * result once. Returns 0 (pg filled), OCP_E_DECODE (pg filled, but the
- * stored result is not a page result), or the broker's code (pg empty;
+ * stored result is missing or not a page result), or the broker's code (pg empty;
  * OCP_E_NOPAGE when there is no such task). ocp_app_page_fini pg after
  * any return.
  */

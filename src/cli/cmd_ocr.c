@@ -305,6 +305,9 @@ static int start_node(ocr_ctx *c)
     }
     close(p[1]);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
+    /* Room for a burst of log lines while this process is busy queueing pages: the node
+     * should not wait on its standard error. */
+    fcntl(p[0], F_SETPIPE_SZ, 1 << 20);
     c->node = pid;
     c->node_err = p[0];
     return 0;
