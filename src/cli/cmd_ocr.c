@@ -396,12 +396,16 @@ static int cmp_ref(const void *a, const void *b)
     return strcmp((*(page_ref *const *)a)->id, (*(page_ref *const *)b)->id);
 }
 
-static page_ref *find_ref(ocr_ctx *c, const char *id)
+/* The first of the pages with task id in c->by_id (the same file given twice makes the
+ * same task twice), or NULL. */
+static page_ref **find_ref(ocr_ctx *c, const char *id)
 {
     page_ref key, *kp = &key;
     snprintf(key.id, sizeof key.id, "%s", id);
     page_ref **r = bsearch(&kp, c->by_id, (size_t)c->npages, sizeof *c->by_id, cmp_ref);
-    return r ? *r : NULL;
+    while (r && r > c->by_id && strcmp(r[-1]->id, id) == 0)
+        r--;
+    return r;
 }
 
 static void progress(ocr_ctx *c)
@@ -475,9 +479,10 @@ typedef struct scan {
 static int note_finished(void *vctx, const ocp_task_info *i)
 {
     scan *s = vctx;
-    page_ref *pr = find_ref(s->c, i->id);
-    if (pr && !pr->finished && i->state >= OCP_TASK_DONE)
-        s->idx[s->n++] = (int)(pr - s->c->pages);
+    page_ref **r = find_ref(s->c, i->id), **end = s->c->by_id + s->c->npages;
+    for (; r && r < end && strcmp((*r)->id, i->id) == 0; r++)
+        if (!(*r)->finished && i->state >= OCP_TASK_DONE)
+            s->idx[s->n++] = (int)(*r - s->c->pages);
     return 0;
 }
 

@@ -114,6 +114,9 @@ mkdir -p "$TMP/a"
 cp "$F/eng.png" "$TMP/a/eng.png"
 check "several inputs: exit 0" "$OCRPOOL" ocr -l eng -o "$TMP/many" "$F/eng.png" "$TMP/a/eng.png" "$F/eng.jpg"
 check "several inputs: distinct names" test -f "$TMP/many/eng.txt" -a -f "$TMP/many/eng-2.txt" -a -f "$TMP/many/eng-3.txt"
+# The same file twice is the same task twice: both pages are written, and the run ends.
+check "the same file twice: exit 0" timeout 120 "$OCRPOOL" ocr -l eng -o "$TMP/twice" "$F/eng.png" "$F/eng.png"
+check "the same file twice: both written" test -s "$TMP/twice/eng.txt" -a -s "$TMP/twice/eng-2.txt"
 
 # ^C on a terminal reaches the command and its node (one process group). The command
 # passes a stop on to the node as well, and the node takes it once: one ^C is a warm stop
