@@ -7,9 +7,7 @@
 #ifndef OCP_CLI_CLI_H
 #define OCP_CLI_CLI_H
 
-#include "broker/broker.h"
 #include "config/config.h"
-#include "image/image.h"
 
 enum { OCP_EXIT_OK = 0, OCP_EXIT_FAILED = 1, OCP_EXIT_USAGE = 2 };
 
@@ -41,29 +39,6 @@ int ocp_cli_parse(int argc, char **argv, const ocp_cli_opt *opts, ocp_cli_handle
  * 0, or prints one line and returns OCP_EXIT_USAGE.
  */
 int ocp_cli_check_device(const ocp_config *cfg);
-
-/* How ocp_cli_submit_file makes tasks. Open type. */
-typedef struct ocp_submit_opts {
-    const char *lang;
-    const char *group;
-    int priority;
-    int max_image_size; /* -1 = the worker's setting */
-    int stable_ids;     /* ids from file, size, time, page and settings (resumable runs) */
-} ocp_submit_opts;
-
-/* Called for each page task made: id, page (0-based), pages of the file, newly inserted. */
-typedef void (*ocp_submit_fn)(void *ctx, const char *id, int page, int pages, int inserted);
-
-/* Queues one task per page of path. Returns 0 or a code with the reason in err. */
-int ocp_cli_submit_file(ocp_broker *b, const char *path, const ocp_image_limits *lim,
-                        const ocp_submit_opts *o, ocp_submit_fn fn, void *ctx, char *err,
-                        size_t errlen);
-
-/* The broker URL from the settings, or the default queue file (its folder created). */
-const char *ocp_cli_broker_url(const ocp_config *cfg, char *buf, size_t len);
-
-/* The image limits of the settings. */
-ocp_image_limits ocp_cli_limits(const ocp_config *cfg);
 
 int ocp_cmd_ocr(int argc, char **argv);
 int ocp_cmd_worker(int argc, char **argv);

@@ -95,12 +95,7 @@ static void worker(int fd, const ocp_config *cfg, const char *visible, const cha
 
     setenv("CUDA_VISIBLE_DEVICES", visible, 1);
     t0 = ocp_now();
-    ocp_image_limits lim = {
-        .max_pixels = ocp_config_int(cfg, OCP_S_MAX_PIXELS),
-        .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
-        .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
-        .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
-    };
+    ocp_image_limits lim = ocp_image_limits_from_config(cfg);
     ocp_engine_params ep = {
         .lang = ocp_config_str(cfg, OCP_S_LANG),
         .tessdata_dir = ocp_config_str(cfg, OCP_S_TESSDATA_DIR),
@@ -142,28 +137,11 @@ out:
     _exit(w == (ssize_t)sizeof rep ? 0 : 3);
 }
 
-int ocp_cmd_gpu_test(int argc, char **argv)
+/* What the settings say, and the devices present. */
+static void print_setup(const ocp_config *cfg, const ocp_engine_ops *ops, int uses_gpu,
+                        const ocp_gpu_list *gpus)
 {
-    gt_ctx c = {0};
-    ocp_config *cfg = NULL;
-    char **pos = NULL, err[600];
-    int npos, rc, status = OCP_EXIT_OK;
-    ocp_gpu_list *gpus = NULL, *sample = NULL;
-    ocp_gpu_plan plan;
-
-    rc = ocp_cli_parse(argc, argv, gt_opts, gt_handler, &c, gt_help, &cfg, &pos, &npos);
-    if (rc)
-        return rc < 0 ? OCP_EXIT_OK : rc;
-    const ocp_engine_ops *ops = ocp_engine_find(ocp_config_str(cfg, OCP_S_ENGINE));
-    int uses_gpu = (ops->features & OCP_FEAT_GPU) != 0;
-    int workers = (int)ocp_config_int(cfg, OCP_S_CONCURRENCY);
-    double fraction = ocp_config_double(cfg, OCP_S_GPU_MEMORY_FRACTION);
     long long max_mb = ocp_config_int(cfg, OCP_S_GPU_MAX_MEMORY_MB);
-
-    gpus = ocp_xcalloc(1, sizeof *gpus);
-    sample = ocp_xcalloc(1, sizeof *sample);
-    ocp_gpu_discover(gpus);
-
     printf("ocrpool gpu-test\n");
     printf("  engine      %s (%s)\n", ops->name, uses_gpu ? "uses a GPU" : "no GPU path");
     printf("  device      %s (%s)\n", ocp_config_str(cfg, OCP_S_DEVICE),
@@ -175,22 +153,18 @@ int ocp_cmd_gpu_test(int argc, char **argv)
            ocp_config_str(cfg, OCP_S_GPU_ALLOW_GROWTH));
     if (gpus->n == 0) {
         printf("  GPUs        no NVIDIA GPU found (%s)\n", gpus->why);
-    } else {
-        printf("  GPUs        driver %s\n", gpus->driver);
-        for (int i = 0; i < gpus->n; i++)
-            printf("              cuda:%d %s, %llu MiB total, %llu MiB free\n", gpus->dev[i].index,
-                   gpus->dev[i].name, gpus->dev[i].mem_total >> 20, gpus->dev[i].mem_free >> 20);
+        return;
     }
+    printf("  GPUs        driver %s\n", gpus->driver);
+    for (int i = 0; i < gpus->n; i++)
+        printf("              cuda:%d %s, %llu MiB total, %llu MiB free\n", gpus->dev[i].index,
+               gpus->dev[i].name, gpus->dev[i].mem_total >> 20, gpus->dev[i].mem_free >> 20);
+}
 
-    rc = ocp_gpu_resolve(ocp_config_str(cfg, OCP_S_DEVICE), ops->name, uses_gpu, gpus, &plan, err,
-                         sizeof err);
-    if (rc) {
-        mark(0, "settings valid for the devices present: %s", err);
-        goto done;
-    }
-    printf("  resolved    %s\n", plan.why);
-    ocp_gpu_assignment *as = ocp_xcalloc((size_t)workers, sizeof *as);
-    ocp_gpu_assign(&plan, gpus, workers, fraction, max_mb, as);
+/* Each worker's device and GPU memory budget, and the checks on them. */
+static void print_assignment(const ocp_gpu_plan *plan, const ocp_gpu_list *gpus,
+                             const ocp_gpu_assignment *as, int workers, const char *image)
+{
     for (int w = 0; w < workers; w++) {
         const ocp_gpu_device *d = ocp_gpu_find(gpus, as[w].device);
         if (d)
@@ -200,75 +174,92 @@ int ocp_cmd_gpu_test(int argc, char **argv)
         else
             printf("  worker %-4d cpu\n", w + 1);
     }
-    printf("  test page   %s, page 1\n", c.image ? c.image : "built-in sample.pdf");
+    printf("  test page   %s, page 1\n", image ? image : "built-in sample.pdf");
     mark(1, "settings valid for the devices present");
-    if (plan.n) {
+    if (plan->n) {
         int fits = 1;
         for (int w = 0; w < workers; w++)
             fits &= as[w].budget_bytes > 0;
         mark(fits, "every worker has a GPU memory budget");
     }
+}
 
-    /* The workers, each in its own process as in the pool. */
-    pid_t *pids = ocp_xcalloc((size_t)workers, sizeof *pids);
-    int *fds = ocp_xcalloc((size_t)workers, sizeof *fds);
-    unsigned long long *gpu_peak = ocp_xcalloc((size_t)workers, sizeof *gpu_peak);
+/* The test's workers: each a process, as in the pool, with a pipe for its report. */
+typedef struct gt_run {
+    int workers;
+    pid_t *pids;
+    int *fds;                     /* -1: the worker could not start */
+    unsigned long long *gpu_peak; /* sampled from NVML's process list while it ran */
+} gt_run;
+
+static void start_workers(gt_run *r, const ocp_config *cfg, const ocp_gpu_list *gpus,
+                          const ocp_gpu_assignment *as, const char *image)
+{
     fflush(stdout);
-    for (int w = 0; w < workers; w++) {
+    for (int w = 0; w < r->workers; w++) {
         int p[2];
         char visible[128];
         if (pipe(p) < 0) {
             mark(0, "worker %d: cannot create a pipe: %s", w + 1, strerror(errno));
-            fds[w] = -1;
+            r->fds[w] = -1;
             continue;
         }
         ocp_gpu_visible_devices(gpus, as[w].device, visible, sizeof visible);
-        pids[w] = fork();
-        if (pids[w] == 0) {
+        r->pids[w] = fork();
+        if (r->pids[w] == 0) {
             close(p[0]);
-            worker(p[1], cfg, visible, c.image);
+            worker(p[1], cfg, visible, image);
         }
         close(p[1]);
-        fds[w] = p[0];
-        if (pids[w] < 0) {
+        r->fds[w] = p[0];
+        if (r->pids[w] < 0) {
             mark(0, "worker %d: cannot fork: %s", w + 1, strerror(errno));
-            close(fds[w]);
-            fds[w] = -1;
+            close(r->fds[w]);
+            r->fds[w] = -1;
         }
     }
-    /* Sample the GPU memory of each worker while they run. */
-    int running = workers;
+}
+
+/* Until every worker has ended: samples the GPU memory of each. */
+static void watch_workers(gt_run *r, const ocp_gpu_list *gpus)
+{
+    ocp_gpu_list *sample = ocp_xcalloc(1, sizeof *sample);
+    int running = r->workers;
     while (running > 0) {
         running = 0;
-        for (int w = 0; w < workers; w++) {
-            if (pids[w] <= 0)
-                continue;
+        for (int w = 0; w < r->workers; w++) {
             int st;
-            pid_t r = waitpid(pids[w], &st, WNOHANG);
-            if (r == 0)
+            if (r->pids[w] > 0 && waitpid(r->pids[w], &st, WNOHANG) == 0)
                 running++;
         }
         if (gpus->n) {
             ocp_gpu_discover(sample);
-            for (int w = 0; w < workers; w++) {
+            for (int w = 0; w < r->workers; w++) {
                 unsigned long long b =
-                    pids[w] > 0 ? ocp_gpu_proc_bytes(sample, (unsigned)pids[w]) : 0;
-                if (b > gpu_peak[w])
-                    gpu_peak[w] = b;
+                    r->pids[w] > 0 ? ocp_gpu_proc_bytes(sample, (unsigned)r->pids[w]) : 0;
+                if (b > r->gpu_peak[w])
+                    r->gpu_peak[w] = b;
             }
         }
         if (running)
             poll(NULL, 0, 50);
     }
+    free(sample);
+}
+
+/* Each worker's report, checked. */
+static void read_reports(gt_run *r, const ocp_config *cfg, const ocp_gpu_assignment *as,
+                         int uses_gpu)
+{
     long rss_limit = (long)ocp_config_int(cfg, OCP_S_MAX_MEMORY_PER_CHILD);
     double total_s = 0;
     int done = 0;
-    for (int w = 0; w < workers; w++) {
+    for (int w = 0; w < r->workers; w++) {
         gt_report rep;
-        if (fds[w] < 0)
+        if (r->fds[w] < 0)
             continue;
-        ssize_t n = read(fds[w], &rep, sizeof rep);
-        close(fds[w]);
+        ssize_t n = read(r->fds[w], &rep, sizeof rep);
+        close(r->fds[w]);
         if (n != (ssize_t)sizeof rep) {
             mark(0, "worker %d: died without a report", w + 1);
             continue;
@@ -287,27 +278,59 @@ int ocp_cmd_gpu_test(int argc, char **argv)
              "worker %d: peak RSS %ld KiB within max-memory-per-child %ld KiB", w + 1,
              rep.peak_rss_kb, rss_limit);
         if (as[w].device >= 0)
-            mark(gpu_peak[w] <= as[w].budget_bytes,
+            mark(r->gpu_peak[w] <= as[w].budget_bytes,
                  "worker %d: peak GPU memory %llu MiB within its budget of %llu MiB%s", w + 1,
-                 gpu_peak[w] >> 20, as[w].budget_bytes >> 20,
+                 r->gpu_peak[w] >> 20, as[w].budget_bytes >> 20,
                  uses_gpu ? "" : " (the engine uses no GPU memory)");
         else
             printf("[ -- ] worker %d: peak GPU memory: none (runs on the CPU)\n", w + 1);
     }
     if (done)
         printf("  seconds per page: %.2f (mean of %d workers)\n", total_s / done, done);
-    free(pids);
-    free(fds);
-    free(gpu_peak);
-    free(as);
-done:
+}
+
+int ocp_cmd_gpu_test(int argc, char **argv)
+{
+    gt_ctx c = {0};
+    ocp_config *cfg = NULL;
+    char **pos = NULL, err[600];
+    int npos, rc;
+    ocp_gpu_plan plan;
+
+    rc = ocp_cli_parse(argc, argv, gt_opts, gt_handler, &c, gt_help, &cfg, &pos, &npos);
+    if (rc)
+        return rc < 0 ? OCP_EXIT_OK : rc;
+    const ocp_engine_ops *ops = ocp_engine_find(ocp_config_str(cfg, OCP_S_ENGINE));
+    int uses_gpu = (ops->features & OCP_FEAT_GPU) != 0;
+    int workers = (int)ocp_config_int(cfg, OCP_S_CONCURRENCY);
+    ocp_gpu_list *gpus = ocp_xcalloc(1, sizeof *gpus);
+    ocp_gpu_discover(gpus);
+    print_setup(cfg, ops, uses_gpu, gpus);
+    rc = ocp_gpu_resolve(ocp_config_str(cfg, OCP_S_DEVICE), ops->name, uses_gpu, gpus, &plan, err,
+                         sizeof err);
+    if (rc) {
+        mark(0, "settings valid for the devices present: %s", err);
+    } else {
+        printf("  resolved    %s\n", plan.why);
+        ocp_gpu_assignment *as = ocp_xcalloc((size_t)workers, sizeof *as);
+        ocp_gpu_assign(&plan, gpus, workers, ocp_config_double(cfg, OCP_S_GPU_MEMORY_FRACTION),
+                       ocp_config_int(cfg, OCP_S_GPU_MAX_MEMORY_MB), as);
+        print_assignment(&plan, gpus, as, workers, c.image);
+        gt_run r = {workers, ocp_xcalloc((size_t)workers, sizeof *r.pids),
+                    ocp_xcalloc((size_t)workers, sizeof *r.fds),
+                    ocp_xcalloc((size_t)workers, sizeof *r.gpu_peak)};
+        start_workers(&r, cfg, gpus, as, c.image);
+        watch_workers(&r, gpus);
+        read_reports(&r, cfg, as, uses_gpu);
+        free(r.pids);
+        free(r.fds);
+        free(r.gpu_peak);
+        free(as);
+    }
     printf("result: %s (%d of %d checks passed)\n", checks_failed ? "FAIL" : "PASS",
            checks_run - checks_failed, checks_run);
-    if (checks_failed)
-        status = OCP_EXIT_FAILED;
     free(gpus);
-    free(sample);
     ocp_config_destroy(cfg);
     free(pos);
-    return status;
+    return checks_failed ? OCP_EXIT_FAILED : OCP_EXIT_OK;
 }

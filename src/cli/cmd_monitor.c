@@ -4,11 +4,10 @@
  * Nodes are found by their sockets, never by process names.
  */
 #include "cli/cli.h"
+#include "core/memstat.h"
 #include "core/util.h"
 #include "pool/control.h"
 
-#include <dirent.h>
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
@@ -73,35 +72,16 @@ static void mon_help(void)
            "Every ocrpool node of this user on this machine, through its control socket.\n");
 }
 
-/* Calls fn for each node's socket (only --node's when given). Returns the count. */
+/* Calls fn for each live node's socket (only --node's when given). Returns how many
+ * calls succeeded. */
 static int each_node(const mon_ctx *c, int (*fn)(void *ctx, long pid, const char *path), void *ctx)
 {
-    char dir[200];
-    int n = 0;
-    if (ocp_control_dir(dir, sizeof dir, 0))
-        return 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return 0;
-    struct dirent *e;
-    long pids[1024];
-    int np = 0;
-    while ((e = readdir(d)) && np < 1024) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (pid > 0 && strcmp(end, ".sock") == 0 && (!c->node || c->node == pid))
-            pids[np++] = pid;
-    }
-    closedir(d);
-    for (int i = 0; i < np; i++) {
-        /* A socket left by a node that is gone: skip it. */
-        if (kill((pid_t)pids[i], 0) < 0 && errno == ESRCH)
-            continue;
-        char path[300];
-        snprintf(path, sizeof path, "%s/%ld.sock", dir, pids[i]);
-        if (fn(ctx, pids[i], path) == 0)
+    ocp_control_node *nodes = ocp_xcalloc(OCP_MAX_WORKERS, sizeof *nodes);
+    int n = 0, found = ocp_control_nodes(nodes, OCP_MAX_WORKERS, 0);
+    for (int i = 0; i < found; i++)
+        if ((!c->node || c->node == nodes[i].pid) && fn(ctx, nodes[i].pid, nodes[i].path) == 0)
             n++;
-    }
+    free(nodes);
     return n;
 }
 
@@ -119,22 +99,6 @@ static int collect(void *ctx, long pid, const char *path)
     json_object_del(reply, "ok");
     json_array_append_new(nodes, reply);
     return 0;
-}
-
-static long meminfo(const char *key)
-{
-    FILE *f = fopen("/proc/meminfo", "re");
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':') {
-            v = strtol(line + n + 1, NULL, 10);
-            break;
-        }
-    if (f)
-        fclose(f);
-    return v;
 }
 
 static long kb(json_t *mem, const char *k)
@@ -158,7 +122,9 @@ static void judge(json_t *nodes, json_t *flags, json_t *recs)
 {
     size_t i, k;
     json_t *n, *w;
-    long avail = meminfo("MemAvailable");
+    ocp_sysmem sys;
+    ocp_memstat_system(&sys);
+    long avail = sys.available_kb;
     json_array_foreach(nodes, i, n)
     {
         json_t *set = json_object_get(n, "settings");
@@ -230,16 +196,111 @@ static void judge(json_t *nodes, json_t *flags, json_t *recs)
         add(recs, "none: every node is within its limits");
 }
 
-static void print_text(json_t *nodes, json_t *flags, json_t *recs)
+/* The process table of a node: its zygotes and workers with their memory; adds their RSS
+ * and PSS to *trss and *tpss. */
+static void print_processes(json_t *n, long *trss, long *tpss)
 {
-    size_t i, k;
-    json_t *n, *w;
+    size_t k;
+    json_t *w;
+    int gpus = json_array_size(json_object_get(n, "gpus")) > 0;
+    printf("  %-7s %7s %-8s %-28s %7s %5s %8s %8s %6s %8s%s\n", "role", "pid", "state", "page",
+           "age", "done", "RSS MB", "PSS MB", "swap", "peak MB", gpus ? "  GPU MiB" : "");
+    json_array_foreach(json_object_get(n, "zygotes"), k, w)
+    {
+        json_t *m = json_object_get(w, "memory");
+        *trss += kb(m, "rss_kb");
+        *tpss += kb(m, "pss_kb");
+        printf("  %-7s %7lld %-8s %-28s %7s %5s %8.1f %8.1f %6.1f %8.1f\n", "zygote",
+               (long long)json_integer_value(json_object_get(w, "pid")),
+               json_is_true(json_object_get(w, "current")) ? "ready" : "retiring", "", "", "",
+               kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
+               kb(m, "peak_rss_kb") / 1024.0);
+    }
+    json_array_foreach(json_object_get(n, "workers"), k, w)
+    {
+        json_t *m = json_object_get(w, "memory"), *t = json_object_get(w, "task");
+        char page[64] = "", age[16] = "";
+        if (t) {
+            const char *src = json_string_value(json_object_get(t, "source"));
+            const char *base = src ? strrchr(src, '/') : NULL;
+            snprintf(page, sizeof page, "%.20s p%lld",
+                     base  ? base + 1
+                     : src ? src
+                           : "?",
+                     (long long)json_integer_value(json_object_get(t, "page")));
+            snprintf(age, sizeof age, "%.1fs", json_real_value(json_object_get(t, "age_s")));
+        }
+        *trss += kb(m, "rss_kb");
+        *tpss += kb(m, "pss_kb");
+        printf("  %-7s %7lld %-8s %-28s %7s %5lld %8.1f %8.1f %6.1f %8.1f", "worker",
+               (long long)json_integer_value(json_object_get(w, "pid")),
+               json_string_value(json_object_get(w, "state")), page, age,
+               (long long)json_integer_value(json_object_get(w, "pages_done")),
+               kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
+               kb(m, "peak_rss_kb") / 1024.0);
+        if (gpus)
+            printf(" %8.0f",
+                   (double)json_integer_value(json_object_get(w, "gpu_memory_bytes")) / 1048576.0);
+        printf("\n");
+    }
+}
+
+/* A node's totals, recycles, queue, GPUs and budget. */
+static void print_figures(json_t *n, long trss, long tpss)
+{
+    size_t k;
+    json_t *w, *pg = json_object_get(n, "pages");
+    printf("  total: RSS %.1f MB, PSS %.1f MB; pages %lld done, %lld failed, %.2f pages/s "
+           "(mean %.2f s)\n",
+           trss / 1024.0, tpss / 1024.0, (long long)json_integer_value(json_object_get(pg, "done")),
+           (long long)json_integer_value(json_object_get(pg, "failed")),
+           json_real_value(json_object_get(pg, "per_second")),
+           json_real_value(json_object_get(pg, "mean_seconds")));
+    json_t *r = json_object_get(n, "recycles");
+    printf("  recycles: %lld max-tasks-per-child, %lld max-memory-per-child, %lld hard memory "
+           "limit, %lld time limit, %lld crashed\n",
+           (long long)json_integer_value(json_object_get(r, "max_tasks_per_child")),
+           (long long)json_integer_value(json_object_get(r, "max_memory_per_child")),
+           (long long)json_integer_value(json_object_get(r, "hard_memory_limit")),
+           (long long)json_integer_value(json_object_get(r, "time_limit")),
+           (long long)json_integer_value(json_object_get(r, "crashed")));
+    json_t *q = json_object_get(n, "queue");
+    if (q && json_integer_value(json_object_get(q, "done")) < 0)
+        printf("  queue: %lld ready, %lld unacknowledged (on all nodes)\n",
+               (long long)json_integer_value(json_object_get(q, "ready")),
+               (long long)json_integer_value(json_object_get(q, "leased")));
+    else if (q)
+        printf("  queue: %lld ready, %lld leased, %lld done, %lld failed, %lld buried\n",
+               (long long)json_integer_value(json_object_get(q, "ready")),
+               (long long)json_integer_value(json_object_get(q, "leased")),
+               (long long)json_integer_value(json_object_get(q, "done")),
+               (long long)json_integer_value(json_object_get(q, "failed")),
+               (long long)json_integer_value(json_object_get(q, "buried")));
+    json_array_foreach(json_object_get(n, "gpus"), k, w)
+    {
+        printf("  gpu cuda:%lld %s: %.0f of %.0f MiB used, %lld%% busy\n",
+               (long long)json_integer_value(json_object_get(w, "index")),
+               json_string_value(json_object_get(w, "name")),
+               (double)json_integer_value(json_object_get(w, "memory_used_bytes")) / 1048576.0,
+               (double)json_integer_value(json_object_get(w, "memory_total_bytes")) / 1048576.0,
+               (long long)json_integer_value(json_object_get(w, "utilization_gpu_percent")));
+    }
+    json_t *b = json_object_get(n, "budget");
+    if (json_integer_value(json_object_get(b, "limit_mb")) > 0)
+        printf("  memory budget: %.0f of %lld MB in use\n",
+               json_real_value(json_object_get(b, "in_use_mb")),
+               (long long)json_integer_value(json_object_get(b, "limit_mb")));
+}
+
+static void print_text(json_t *nodes, json_t *flags, json_t *recs, const ocp_sysmem *sys)
+{
+    size_t i;
+    json_t *n;
     if (json_array_size(nodes) == 0)
         printf("no ocrpool node is running on this machine\n");
     json_array_foreach(nodes, i, n)
     {
         json_t *set = json_object_get(n, "settings");
-        json_t *pg = json_object_get(n, "pages");
         printf("node %lld (%s) %s; engine %s, %s; -c %lld, prefetch %lld\n",
                (long long)json_integer_value(json_object_get(n, "pid")),
                json_string_value(json_object_get(n, "owner")),
@@ -248,90 +309,9 @@ static void print_text(json_t *nodes, json_t *flags, json_t *recs)
                json_string_value(json_object_get(set, "lang")),
                (long long)json_integer_value(json_object_get(set, "concurrency")),
                (long long)json_integer_value(json_object_get(set, "prefetch_multiplier")));
-        int gpus = json_array_size(json_object_get(n, "gpus")) > 0;
-        printf("  %-7s %7s %-8s %-28s %7s %5s %8s %8s %6s %8s%s\n", "role", "pid", "state", "page",
-               "age", "done", "RSS MB", "PSS MB", "swap", "peak MB", gpus ? "  GPU MiB" : "");
         long trss = 0, tpss = 0;
-        json_array_foreach(json_object_get(n, "zygotes"), k, w)
-        {
-            json_t *m = json_object_get(w, "memory");
-            trss += kb(m, "rss_kb");
-            tpss += kb(m, "pss_kb");
-            printf("  %-7s %7lld %-8s %-28s %7s %5s %8.1f %8.1f %6.1f %8.1f\n", "zygote",
-                   (long long)json_integer_value(json_object_get(w, "pid")),
-                   json_is_true(json_object_get(w, "current")) ? "ready" : "retiring", "", "", "",
-                   kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
-                   kb(m, "peak_rss_kb") / 1024.0);
-        }
-        json_array_foreach(json_object_get(n, "workers"), k, w)
-        {
-            json_t *m = json_object_get(w, "memory"), *t = json_object_get(w, "task");
-            char page[64] = "", age[16] = "";
-            if (t) {
-                const char *src = json_string_value(json_object_get(t, "source"));
-                const char *base = src ? strrchr(src, '/') : NULL;
-                snprintf(page, sizeof page, "%.20s p%lld",
-                         base  ? base + 1
-                         : src ? src
-                               : "?",
-                         (long long)json_integer_value(json_object_get(t, "page")));
-                snprintf(age, sizeof age, "%.1fs", json_real_value(json_object_get(t, "age_s")));
-            }
-            trss += kb(m, "rss_kb");
-            tpss += kb(m, "pss_kb");
-            printf("  %-7s %7lld %-8s %-28s %7s %5lld %8.1f %8.1f %6.1f %8.1f", "worker",
-                   (long long)json_integer_value(json_object_get(w, "pid")),
-                   json_string_value(json_object_get(w, "state")), page, age,
-                   (long long)json_integer_value(json_object_get(w, "pages_done")),
-                   kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
-                   kb(m, "peak_rss_kb") / 1024.0);
-            if (gpus)
-                printf(" %8.0f",
-                       (double)json_integer_value(json_object_get(w, "gpu_memory_bytes")) /
-                           1048576.0);
-            printf("\n");
-        }
-        printf("  total: RSS %.1f MB, PSS %.1f MB; pages %lld done, %lld failed, %.2f pages/s "
-               "(mean %.2f s)\n",
-               trss / 1024.0, tpss / 1024.0,
-               (long long)json_integer_value(json_object_get(pg, "done")),
-               (long long)json_integer_value(json_object_get(pg, "failed")),
-               json_real_value(json_object_get(pg, "per_second")),
-               json_real_value(json_object_get(pg, "mean_seconds")));
-        json_t *r = json_object_get(n, "recycles");
-        printf("  recycles: %lld max-tasks-per-child, %lld max-memory-per-child, %lld hard memory "
-               "limit, %lld time limit, %lld crashed\n",
-               (long long)json_integer_value(json_object_get(r, "max_tasks_per_child")),
-               (long long)json_integer_value(json_object_get(r, "max_memory_per_child")),
-               (long long)json_integer_value(json_object_get(r, "hard_memory_limit")),
-               (long long)json_integer_value(json_object_get(r, "time_limit")),
-               (long long)json_integer_value(json_object_get(r, "crashed")));
-        json_t *q = json_object_get(n, "queue");
-        if (q && json_integer_value(json_object_get(q, "done")) < 0)
-            printf("  queue: %lld ready, %lld unacknowledged (on all nodes)\n",
-                   (long long)json_integer_value(json_object_get(q, "ready")),
-                   (long long)json_integer_value(json_object_get(q, "leased")));
-        else if (q)
-            printf("  queue: %lld ready, %lld leased, %lld done, %lld failed, %lld buried\n",
-                   (long long)json_integer_value(json_object_get(q, "ready")),
-                   (long long)json_integer_value(json_object_get(q, "leased")),
-                   (long long)json_integer_value(json_object_get(q, "done")),
-                   (long long)json_integer_value(json_object_get(q, "failed")),
-                   (long long)json_integer_value(json_object_get(q, "buried")));
-        json_array_foreach(json_object_get(n, "gpus"), k, w)
-        {
-            printf("  gpu cuda:%lld %s: %.0f of %.0f MiB used, %lld%% busy\n",
-                   (long long)json_integer_value(json_object_get(w, "index")),
-                   json_string_value(json_object_get(w, "name")),
-                   (double)json_integer_value(json_object_get(w, "memory_used_bytes")) / 1048576.0,
-                   (double)json_integer_value(json_object_get(w, "memory_total_bytes")) / 1048576.0,
-                   (long long)json_integer_value(json_object_get(w, "utilization_gpu_percent")));
-        }
-        json_t *b = json_object_get(n, "budget");
-        if (json_integer_value(json_object_get(b, "limit_mb")) > 0)
-            printf("  memory budget: %.0f of %lld MB in use\n",
-                   json_real_value(json_object_get(b, "in_use_mb")),
-                   (long long)json_integer_value(json_object_get(b, "limit_mb")));
+        print_processes(n, &trss, &tpss);
+        print_figures(n, trss, tpss);
     }
     if (json_array_size(flags)) {
         printf("flags:\n");
@@ -342,28 +322,29 @@ static void print_text(json_t *nodes, json_t *flags, json_t *recs)
         json_array_foreach(recs, i, n) printf("  - %s\n", json_string_value(n));
     }
     printf("system: %.1f GB total, %.1f GB available, swap %.1f of %.1f GB used\n",
-           meminfo("MemTotal") / 1048576.0, meminfo("MemAvailable") / 1048576.0,
-           (meminfo("SwapTotal") - meminfo("SwapFree")) / 1048576.0,
-           meminfo("SwapTotal") / 1048576.0);
+           sys->total_kb / 1048576.0, sys->available_kb / 1048576.0,
+           (sys->swap_total_kb - sys->swap_free_kb) / 1048576.0, sys->swap_total_kb / 1048576.0);
 }
 
 static int monitor_once(const mon_ctx *c)
 {
     json_t *nodes = json_array(), *flags = json_array(), *recs = json_array();
+    ocp_sysmem sys;
     each_node(c, collect, nodes);
     judge(nodes, flags, recs);
+    ocp_memstat_system(&sys);
     if (c->json) {
-        json_t *o = json_pack(
-            "{s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I}}", "nodes", nodes, "flags", flags,
-            "recommendations", recs, "system", "mem_total_kb", (json_int_t)meminfo("MemTotal"),
-            "mem_available_kb", (json_int_t)meminfo("MemAvailable"), "swap_total_kb",
-            (json_int_t)meminfo("SwapTotal"), "swap_free_kb", (json_int_t)meminfo("SwapFree"));
+        json_t *o =
+            json_pack("{s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I}}", "nodes", nodes, "flags", flags,
+                      "recommendations", recs, "system", "mem_total_kb", (json_int_t)sys.total_kb,
+                      "mem_available_kb", (json_int_t)sys.available_kb, "swap_total_kb",
+                      (json_int_t)sys.swap_total_kb, "swap_free_kb", (json_int_t)sys.swap_free_kb);
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
         printf("%s\n", s);
         free(s);
         json_decref(o);
     } else {
-        print_text(nodes, flags, recs);
+        print_text(nodes, flags, recs, &sys);
         json_decref(nodes);
         json_decref(flags);
         json_decref(recs);
@@ -395,7 +376,7 @@ int ocp_cmd_monitor(int argc, char **argv)
 
 typedef struct send_ctx {
     json_t *req;
-    long pids[1024];
+    long pids[OCP_MAX_WORKERS]; /* the nodes that answered */
     int n;
 } send_ctx;
 
@@ -414,7 +395,7 @@ static int send_one(void *vctx, long pid, const char *path)
     printf("node %ld: %s\n", pid, txt);
     free(txt);
     json_decref(reply);
-    if (s->n < 1024)
+    if (s->n < OCP_MAX_WORKERS)
         s->pids[s->n++] = pid;
     return 0;
 }

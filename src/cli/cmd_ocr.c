@@ -4,26 +4,51 @@
  * and format as pages finish, then a sidecar of all text, or the text on
  * standard output.
  *
+ * The command is a producer and a consumer of its own queue, beside a node
+ * that works it:
+ *
+ *   ocrpool ocr ──fork (first: before libvips or the queue is opened)──> node
+ *     | submits the pages (app/submit.h)                 ocp_pool_run on the
+ *     | polls the queue: each page that finishes is      queue, this run's
+ *     |   read and parsed once, written (app/output.h)   group only; dies
+ *     | all finished: SIGTERM (warm stop), reap          with its parent
+ *
+ * ^C reaches both (one process group): the node drains and ends, and this
+ * process reads what finished and says how to resume; a second ^C stops the
+ * node cold. A signal sent to this process alone is passed on as a stop
+ * request on the node's control socket, which is the same request however
+ * often it arrives, so a node that got the signal itself is not stopped twice.
+ * What the node writes on standard error comes through this process, which
+ * passes it on, except once every page has finished: the node's shutdown
+ * at the end of a complete run is not news.
+ *
  * The queue is a SQLite file under the output folder (or --queue FILE);
  * task ids come from each file's path, size, time, page and settings, so
  * running the same command again after an interruption resumes: finished
  * pages are kept, the rest (and failed ones) are done.
  */
+#include "app/output.h"
+#include "app/submit.h"
 #include "cli/cli.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
-#include "engine/engine.h"
+#include "engine/result.h"
 #include "image/image.h"
+#include "pool/control.h"
 #include "pool/pool.h"
 
 #include <errno.h>
-#include <jansson.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET, K_QUEUE };
@@ -38,14 +63,14 @@ typedef struct input {
     char *file;       /* what the workers read (a copy of standard input) */
     char *stem;       /* output file names start with it */
     int pages;        /* 0 when it could not be queued */
-    int first;        /* index of its first page in ocr_ctx.pages */
-    char err[600];
+    int err;          /* it could not be read or queued (said on stderr) */
 } input;
 
 typedef struct page_ref {
     char id[64];
     int input, page;
     int finished; /* 0 no, 1 done, 2 failed */
+    char *text;   /* the page's text once done (for the sidecar or standard output) */
 } page_ref;
 
 typedef struct ocr_ctx {
@@ -57,11 +82,24 @@ typedef struct ocr_ctx {
     int nin;
     page_ref *pages, **by_id;
     int npages, cap;
-    int done, failed, resumed, show_progress;
+    int done, failed, resumed, show_progress, io_failed;
+    int finished; /* pages of c->pages finished, done or failed */
     double t0;
     ocp_submit_opts so;
-    int io_failed;
+    char qdir[4096]; /* a temporary queue's folder, removed at the end; "" = none */
+    char qpath[4200], url[4300];
+    pid_t node;   /* the node working the queue; 0 = none */
+    int node_err; /* the read end of the node's standard error; -1 = none */
+    ocp_broker *b;
 } ocr_ctx;
+
+static volatile sig_atomic_t sig_count;
+
+static void on_signal(int s)
+{
+    (void)s;
+    sig_count++;
+}
 
 static void ocr_help(void)
 {
@@ -106,6 +144,8 @@ static int ocr_handler(void *vctx, int key, const char *arg)
     return 0;
 }
 
+/* ---- Inputs, outputs and the queue's place ------------------------------------------ */
+
 /* Gives inputs that share a stem distinct stems: a.png, x/a.png, a.jpg -> a, a-2, a-3. */
 static void unique_stems(input *in, int n)
 {
@@ -125,17 +165,247 @@ static void unique_stems(input *in, int n)
     }
 }
 
+/* Checks the inputs and the formats; makes the output folder. 0 or an exit status. */
+static int check_outputs(ocr_ctx *c, char **pos, int npos)
+{
+    int stdin_used = 0, rc;
+    if (npos == 0) {
+        fprintf(stderr, "ocrpool: ocr: no input files (see ocrpool ocr --help)\n");
+        return OCP_EXIT_USAGE;
+    }
+    if ((rc = ocp_cli_check_device(c->cfg)) != 0)
+        return rc;
+    c->fmts = ocp_format_parse(ocp_config_str(c->cfg, OCP_S_FORMAT));
+    for (int i = 0; i < npos; i++)
+        stdin_used += strcmp(pos[i], "-") == 0;
+    if (stdin_used > 1) {
+        fprintf(stderr, "ocrpool: ocr: standard input (-) can be read only once\n");
+        return OCP_EXIT_USAGE;
+    }
+    /* Renderings other than text need files: without -o they go to the current folder. */
+    if (!c->outdir && c->fmts != OCP_FMT_TXT)
+        c->outdir = ".";
+    if (c->outdir && (rc = ocp_mkdir_p(c->outdir, 0755)) != 0) {
+        fprintf(stderr, "ocrpool: cannot create %s: %s\n", c->outdir, ocp_strerror(rc));
+        return OCP_EXIT_FAILED;
+    }
+    return 0;
+}
+
+/* The queue: given, under the output folder (resumable), or a temporary one. */
+static int place_queue(ocr_ctx *c)
+{
+    if (c->queue) {
+        snprintf(c->qpath, sizeof c->qpath, "%s", c->queue);
+    } else if (c->outdir && strcmp(c->outdir, ".") != 0) {
+        snprintf(c->qpath, sizeof c->qpath, "%s/.ocrpool-queue.db", c->outdir);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(c->qdir, sizeof c->qdir, "%s/ocrpool-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(c->qdir)) {
+            fprintf(stderr, "ocrpool: cannot make a temporary queue: %s\n", strerror(errno));
+            c->qdir[0] = '\0';
+            return OCP_EXIT_FAILED;
+        }
+        snprintf(c->qpath, sizeof c->qpath, "%s/queue.db", c->qdir);
+    }
+    snprintf(c->url, sizeof c->url, "sqlite://%s", c->qpath);
+    return 0;
+}
+
+/* Standard input: the workers read a copy kept beside the queue. */
+static void copy_stdin(ocr_ctx *c, input *in)
+{
+    char *buf;
+    size_t len;
+    size_t max = (size_t)ocp_config_int(c->cfg, OCP_S_MAX_INPUT_SIZE) << 20;
+    int rc = ocp_read_fd(STDIN_FILENO, max, &buf, &len);
+    if (rc == 0 && len == 0)
+        rc = OCP_E_EMPTY;
+    if (rc == 0) {
+        in->file = ocp_xasprintf("%s.stdin", c->qpath);
+        rc = ocp_write_file(in->file, buf, len);
+        free(buf);
+    }
+    if (rc) {
+        fprintf(stderr, "ocrpool: -: %s\n", rc == OCP_E_EMPTY ? "empty input" : ocp_strerror(rc));
+        free(in->file);
+        in->file = NULL;
+        in->err = 1;
+        c->failed++;
+    }
+}
+
+static void read_inputs(ocr_ctx *c, char **pos, int npos)
+{
+    c->nin = npos;
+    c->in = ocp_xcalloc((size_t)npos, sizeof *c->in);
+    for (int i = 0; i < npos; i++) {
+        input *in = &c->in[i];
+        in->path = pos[i];
+        in->stem = ocp_path_stem(strcmp(pos[i], "-") == 0 ? "stdin" : pos[i]);
+        if (strcmp(pos[i], "-") != 0)
+            in->file = ocp_xstrdup(pos[i]);
+        else
+            copy_stdin(c, in);
+    }
+    unique_stems(c->in, npos);
+}
+
+/* A group name for this run: the same inputs and settings give the same group. */
+static char *run_group(ocr_ctx *c)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (int i = 0; i < c->nin; i++)
+        for (const char *p = c->in[i].file ? c->in[i].file : "";; p++) {
+            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+            if (!*p)
+                break;
+        }
+    return ocp_xasprintf("ocr-%016llx", (unsigned long long)h);
+}
+
+/* ---- The node ---------------------------------------------------------------------- */
+
+/* Forks the node that works this run's group. Call before libvips or the queue is opened
+ * here: the node forks its zygote from this state. 0 or an exit status. */
+static int start_node(ocr_ctx *c)
+{
+    pid_t parent = getpid();
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        fprintf(stderr, "ocrpool: pipe: %s\n", strerror(errno));
+        return OCP_EXIT_FAILED;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "ocrpool: fork: %s\n", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return OCP_EXIT_FAILED;
+    }
+    if (pid == 0) {
+        char err[600];
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent || dup2(p[1], STDERR_FILENO) < 0)
+            _exit(OCP_EXIT_FAILED);
+        close(p[0]);
+        close(p[1]);
+        ocp_pool_conf pc;
+        ocp_pool_conf_from_config(&pc, c->cfg);
+        pc.only_group = c->so.group;
+        if (ocp_pool_run(&pc, c->url, NULL, err, sizeof err)) {
+            fprintf(stderr, "ocrpool: %s\n", err);
+            _exit(OCP_EXIT_FAILED);
+        }
+        _exit(OCP_EXIT_OK);
+    }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    /* Room for a burst of log lines while this process is busy queueing pages: the node
+     * should not wait on its standard error. */
+    fcntl(p[0], F_SETPIPE_SZ, 1 << 20);
+    c->node = pid;
+    c->node_err = p[0];
+    return 0;
+}
+
+/* Passes on what the node wrote (drops it unless show), waiting up to wait_ms for it.
+ * Returns 0 at the end of the stream (every writer gone), 1 otherwise. */
+static int relay_node(ocr_ctx *c, int show, int wait_ms)
+{
+    char buf[4096];
+    if (c->node_err < 0)
+        return 0;
+    struct pollfd pf = {c->node_err, POLLIN, 0};
+    if (poll(&pf, 1, wait_ms) <= 0)
+        return 1;
+    for (;;) {
+        ssize_t n = read(c->node_err, buf, sizeof buf);
+        if (n > 0 && show) {
+            if (c->show_progress)
+                fprintf(stderr, "\r\033[K");
+            fflush(stderr);
+            ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
+            (void)w;
+        }
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            return 1;
+        close(c->node_err); /* the end, or an error: either way nothing more comes */
+        c->node_err = -1;
+        return 0;
+    }
+}
+
+/* After the node has ended: what it (and its zygote and workers) still has to say, for a
+ * few seconds at most. */
+static void drain_node(ocr_ctx *c, int show)
+{
+    double t0 = ocp_now();
+    while (relay_node(c, show, 100) && ocp_now() - t0 < 5) {
+    }
+}
+
+/* Asks the node to stop, warm or cold: on its control socket when it has one (the same
+ * request however often it comes), else by a signal. */
+static void ask_node_to_stop(ocr_ctx *c, int cold)
+{
+    ocp_control_node *nodes = ocp_xcalloc(OCP_MAX_WORKERS, sizeof *nodes);
+    int n = ocp_control_nodes(nodes, OCP_MAX_WORKERS, 0), asked = 0;
+    for (int i = 0; i < n && !asked; i++) {
+        if (nodes[i].pid != (long)c->node)
+            continue;
+        json_t *req = json_pack("{s:s}", "cmd", cold ? "stop-now" : "stop"), *rep = NULL;
+        asked = ocp_control_call(nodes[i].path, req, &rep, 3.0) == 0 &&
+                json_is_true(json_object_get(rep, "ok"));
+        json_decref(req);
+        json_decref(rep);
+    }
+    free(nodes);
+    if (!asked)
+        kill(c->node, cold ? SIGQUIT : SIGTERM);
+}
+
+/* Reaps the node; blocks when wait. Returns 1 when it has ended (*failed: on its own,
+ * with an error), 0 while it runs. */
+static int reap_node(ocr_ctx *c, int wait, int *failed)
+{
+    int st;
+    if (c->node <= 0)
+        return 1;
+    pid_t r;
+    do
+        r = waitpid(c->node, &st, wait ? 0 : WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    c->node = 0;
+    *failed = r > 0 && WIFEXITED(st) && WEXITSTATUS(st) != 0;
+    return 1;
+}
+
+/* ---- Pages as they finish ---------------------------------------------------------- */
+
 static int cmp_ref(const void *a, const void *b)
 {
     return strcmp((*(page_ref *const *)a)->id, (*(page_ref *const *)b)->id);
 }
 
-static page_ref *find_ref(ocr_ctx *c, const char *id)
+/* The first of the pages with task id in c->by_id (the same file given twice makes the
+ * same task twice), or NULL. */
+static page_ref **find_ref(ocr_ctx *c, const char *id)
 {
     page_ref key, *kp = &key;
     snprintf(key.id, sizeof key.id, "%s", id);
     page_ref **r = bsearch(&kp, c->by_id, (size_t)c->npages, sizeof *c->by_id, cmp_ref);
-    return r ? *r : NULL;
+    while (r && r > c->by_id && strcmp(r[-1]->id, id) == 0)
+        r--;
+    return r;
 }
 
 static void progress(ocr_ctx *c)
@@ -151,51 +421,6 @@ static void progress(ocr_ctx *c)
     fflush(stderr);
 }
 
-/* Writes the renderings of one page; returns 0 or a code with the reason in err. */
-static int write_outputs(ocr_ctx *c, const page_ref *pr, const char *json, int only_missing,
-                         char *err, size_t errlen)
-{
-    const input *in = &c->in[pr->input];
-    ocp_result res;
-    ocp_sb sb;
-    int rc = 0, parsed = 0;
-    ocp_result_init(&res);
-    ocp_sb_init(&sb);
-    for (int f = 1; f <= OCP_FMT_TSV; f <<= 1) {
-        if (!(c->fmts & f))
-            continue;
-        char *path = in->pages > 1
-                         ? ocp_xasprintf("%s/%s-p%d.%s", c->outdir, in->stem, pr->page + 1,
-                                         ocp_format_ext(f))
-                         : ocp_xasprintf("%s/%s.%s", c->outdir, in->stem, ocp_format_ext(f));
-        if (only_missing && access(path, F_OK) == 0) {
-            free(path);
-            continue;
-        }
-        ocp_sb_reset(&sb);
-        if (f == OCP_FMT_JSON) {
-            ocp_sb_puts(&sb, json);
-        } else {
-            if (!parsed && ocp_result_from_json(&res, json) != 0) {
-                rc = ocp_errf(OCP_E_DECODE, err, errlen, "stored result is not a page result");
-                free(path);
-                break;
-            }
-            parsed = 1;
-            ocp_result_render(&res, f, &sb);
-        }
-        rc = ocp_write_file(path, sb.buf, sb.len);
-        if (rc)
-            ocp_errf(rc, err, errlen, "cannot write %s: %s", path, ocp_strerror(rc));
-        free(path);
-        if (rc)
-            break;
-    }
-    ocp_sb_fini(&sb);
-    ocp_result_fini(&res);
-    return rc;
-}
-
 static void report_failure(ocr_ctx *c, const page_ref *pr, const char *reason)
 {
     const input *in = &c->in[pr->input];
@@ -207,36 +432,85 @@ static void report_failure(ocr_ctx *c, const page_ref *pr, const char *reason)
         fprintf(stderr, "ocrpool: %s: %s\n", in->path, reason);
 }
 
-static void on_result(void *vctx, const char *id, int ok, const char *text)
+/* A page of this run finished: pg holds its task and, when done, its parsed result. */
+static void page_finished(ocr_ctx *c, page_ref *pr, ocp_app_page *pg, int decode_rc)
 {
-    ocr_ctx *c = vctx;
-    page_ref *pr = find_ref(c, id);
-    char err[600];
-    if (!pr || pr->finished)
-        return;
-    if (ok && c->outdir && write_outputs(c, pr, text, 0, err, sizeof err) != 0) {
-        ok = 0;
-        text = err;
-        c->io_failed = 1;
-    }
-    pr->finished = ok ? 1 : 2;
-    if (ok) {
-        c->done++;
-        if (c->verbose) {
-            json_t *r = json_loads(text, 0, NULL);
-            fprintf(stderr, "ocrpool: %s page %d: %zu lines, %.2f s, peak RSS %lld KiB\n",
-                    c->in[pr->input].path, pr->page + 1,
-                    json_array_size(json_object_get(r, "lines")),
-                    json_number_value(json_object_get(r, "elapsed_ms")) / 1000.0,
-                    (long long)json_integer_value(json_object_get(r, "peak_rss_kb")));
-            json_decref(r);
+    const input *in = &c->in[pr->input];
+    char err[600], why[700];
+    const char *reason = NULL;
+    if (pg->info.state == OCP_TASK_DONE) {
+        if (decode_rc)
+            reason = "stored result is not a page result";
+        else if (c->outdir &&
+                 ocp_app_write_page(c->outdir, in->stem, pr->page, in->pages, c->fmts,
+                                    pg->info.result, &pg->res, 0, err, sizeof err) != 0) {
+            reason = err;
+            c->io_failed = 1;
         }
+    } else if (pg->info.state == OCP_TASK_BURIED) {
+        snprintf(why, sizeof why, "buried after %d deliveries: %s", pg->info.deliveries,
+                 pg->info.error ? pg->info.error : ocp_failure_text(pg->info.failure));
+        reason = why;
     } else {
+        reason = pg->info.error ? pg->info.error : ocp_failure_text(pg->info.failure);
+    }
+    pr->finished = reason ? 2 : 1;
+    c->finished++;
+    if (reason) {
         c->failed++;
-        report_failure(c, pr, text);
+        report_failure(c, pr, reason);
+    } else {
+        c->done++;
+        pr->text = ocp_xstrdup(pg->res.text ? pg->res.text : "");
+        if (c->verbose)
+            fprintf(stderr, "ocrpool: %s page %d: %zu lines, %.2f s, peak RSS %ld KiB\n", in->path,
+                    pr->page + 1, pg->res.n_lines, pg->res.elapsed_ms / 1000.0,
+                    pg->res.peak_rss_kb);
     }
     progress(c);
 }
+
+typedef struct scan {
+    ocr_ctx *c;
+    int *idx; /* pages newly finished, by index in c->pages */
+    int n;
+} scan;
+
+static int note_finished(void *vctx, const ocp_task_info *i)
+{
+    scan *s = vctx;
+    page_ref **r = find_ref(s->c, i->id), **end = s->c->by_id + s->c->npages;
+    for (; r && r < end && strcmp((*r)->id, i->id) == 0; r++)
+        if (!(*r)->finished && i->state >= OCP_TASK_DONE)
+            s->idx[s->n++] = (int)(*r - s->c->pages);
+    return 0;
+}
+
+/* Reads the pages of this run that finished since the last look. Returns how many, or a
+ * negative code when the queue cannot be read. */
+static int poll_queue(ocr_ctx *c)
+{
+    scan s = {c, ocp_xcalloc((size_t)c->npages + 1, sizeof *s.idx), 0};
+    int rc = ocp_broker_list(c->b, c->so.group, 0, note_finished, &s);
+    for (int k = 0; k < s.n && !rc; k++) {
+        page_ref *pr = &c->pages[s.idx[k]];
+        ocp_app_page pg;
+        int got = ocp_app_page_get(c->b, pr->id, 1, &pg);
+        if (got == 0 || got == OCP_E_DECODE) {
+            page_finished(c, pr, &pg, got);
+        } else {
+            pr->finished = 2;
+            c->finished++;
+            c->failed++;
+            report_failure(c, pr, ocp_broker_errmsg(c->b));
+        }
+        ocp_app_page_fini(&pg);
+    }
+    free(s.idx);
+    return rc ? rc : s.n;
+}
+
+/* ---- Submitting ---------------------------------------------------------------------- */
 
 static void add_ref(void *vctx, const char *id, int page, int pages, int inserted)
 {
@@ -254,23 +528,55 @@ static void add_ref(void *vctx, const char *id, int page, int pages, int inserte
     r->input = -1; /* set by the caller */
 }
 
-/* In the master, after the zygote is forked: queue every page, find what is done already. */
-static int prepare(void *vctx, ocp_broker *b)
+/* Pages done in an earlier run of the same command: kept, their missing files written. */
+static void take_resumed(ocr_ctx *c)
 {
-    ocr_ctx *c = vctx;
     char err[600];
-    if (ocp_image_global_init("ocrpool"))
-        return OCP_E_ENGINE;
-    ocp_image_limits lim = ocp_cli_limits(c->cfg);
+    for (int k = 0; k < c->npages; k++) {
+        page_ref *pr = &c->pages[k];
+        const input *in = &c->in[pr->input];
+        ocp_app_page pg;
+        if (ocp_app_page_get(c->b, pr->id, 1, &pg) == 0 && pg.info.state == OCP_TASK_DONE) {
+            pr->finished = 1;
+            pr->text = ocp_xstrdup(pg.res.text ? pg.res.text : "");
+            c->done++;
+            c->finished++;
+            if (c->outdir)
+                ocp_app_write_page(c->outdir, in->stem, pr->page, in->pages, c->fmts,
+                                   pg.info.result, &pg.res, 1, err, sizeof err);
+        }
+        ocp_app_page_fini(&pg);
+    }
+    c->resumed = c->done;
+    if (c->done && (c->verbose || c->show_progress))
+        fprintf(stderr, "ocrpool: resuming: %d of %d pages done already\n", c->done, c->npages);
+}
+
+/* Queues every page of every input (libvips reads the page counts and headers here, in
+ * this process, after the node is forked). 0 or an exit status. */
+static int submit_pages(ocr_ctx *c)
+{
+    char err[600];
+    if (ocp_image_global_init("ocrpool")) {
+        fprintf(stderr, "ocrpool: cannot start libvips\n");
+        return OCP_EXIT_FAILED;
+    }
+    if (ocp_broker_open(c->url, NULL, &c->b, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: %s\n", err);
+        return OCP_EXIT_FAILED;
+    }
+    /* Resuming: failed pages of an earlier run get another chance; done ones are kept. */
+    long n = 0;
+    ocp_broker_requeue(c->b, c->so.group, (1u << OCP_TASK_FAILED) | (1u << OCP_TASK_BURIED), &n);
+    ocp_image_limits lim = ocp_image_limits_from_config(c->cfg);
     for (int i = 0; i < c->nin; i++) {
         input *in = &c->in[i];
         int before = c->npages;
-        in->first = before;
         if (!in->file)
             continue;
-        if (ocp_cli_submit_file(b, in->file, &lim, &c->so, add_ref, c, err, sizeof err)) {
-            snprintf(in->err, sizeof in->err, "%s", err);
+        if (ocp_app_submit_file(c->b, in->file, &lim, &c->so, add_ref, c, err, sizeof err)) {
             fprintf(stderr, "ocrpool: %s: %s\n", in->path, err);
+            in->err = 1;
             c->npages = before;
             continue;
         }
@@ -282,132 +588,164 @@ static int prepare(void *vctx, ocp_broker *b)
     for (int k = 0; k < c->npages; k++)
         c->by_id[k] = &c->pages[k];
     qsort(c->by_id, (size_t)c->npages, sizeof *c->by_id, cmp_ref);
-    /* Resuming: failed pages get another chance; done ones are kept. */
-    long n = 0;
-    ocp_broker_requeue(b, c->so.group, (1u << OCP_TASK_FAILED) | (1u << OCP_TASK_BURIED), &n);
-    for (int k = 0; k < c->npages; k++) {
-        ocp_task_info info;
-        if (ocp_broker_get(b, c->pages[k].id, &info) == 0) {
-            if (info.state == OCP_TASK_DONE) {
-                c->pages[k].finished = 1;
-                c->done++;
-                if (c->outdir && info.result)
-                    write_outputs(c, &c->pages[k], info.result, 1, err, sizeof err);
-            }
-            ocp_task_info_fini(&info);
-        }
-    }
-    c->resumed = c->done;
-    if (c->done && (c->verbose || c->show_progress))
-        fprintf(stderr, "ocrpool: resuming: %d of %d pages done already\n", c->done, c->npages);
+    take_resumed(c);
     c->t0 = ocp_now();
     progress(c);
     return 0;
 }
 
-/* A group name for this run: the same inputs and settings give the same group. */
-static char *run_group(ocr_ctx *c)
+/* ---- The run ------------------------------------------------------------------------- */
+
+/*
+ * Follows the queue until every page has finished (then stops the node) or the node has
+ * ended (a stop asked for, or an error). Returns 0, or OCP_EXIT_FAILED when the node
+ * ended on its own with an error (it said why).
+ */
+static int follow(ocr_ctx *c)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (int i = 0; i < c->nin; i++)
-        for (const char *p = c->in[i].file ? c->in[i].file : "";; p++) {
-            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-            if (!*p)
-                break;
+    int asked = 0, failed = 0, complete = 0;
+    double wait_s = 0.02;
+    for (;;) {
+        if (sig_count > asked) {
+            asked = sig_count;
+            ask_node_to_stop(c, asked >= 2);
         }
-    return ocp_xasprintf("ocr-%016llx", (unsigned long long)h);
+        int ended = reap_node(c, 0, &failed);
+        int got = poll_queue(c);
+        if (got < 0)
+            fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(c->b));
+        if (ended || got < 0)
+            break;
+        if (c->finished >= c->npages) {
+            complete = 1;
+            break;
+        }
+        /* Short while pages arrive, longer while the queue is quiet. */
+        wait_s = got ? 0.02 : (wait_s * 1.5 < 0.25 ? wait_s * 1.5 : 0.25);
+        relay_node(c, 1, (int)(wait_s * 1000));
+    }
+    if (c->node > 0) { /* warm: nothing is running (or the queue could not be read) */
+        kill(c->node, SIGTERM);
+        reap_node(c, 1, &failed);
+    }
+    drain_node(c, !complete);
+    return failed ? OCP_EXIT_FAILED : 0;
+}
+
+/* The text in page order (a failed page is an empty page), the summary, and the exit
+ * status. */
+static int conclude(ocr_ctx *c, FILE *sidecar)
+{
+    int status = OCP_EXIT_OK, unfinished = c->npages - c->finished;
+    FILE *tf = sidecar ? sidecar : (!c->outdir ? stdout : NULL);
+    if (c->show_progress)
+        fprintf(stderr, "\r\033[K");
+    if (tf) {
+        char **texts = ocp_xcalloc((size_t)c->npages + 1, sizeof *texts);
+        for (int k = 0; k < c->npages; k++)
+            texts[k] = c->pages[k].text;
+        if (ocp_app_write_text(tf, texts, c->npages) != 0) {
+            fprintf(stderr, "ocrpool: cannot write %s: %s\n",
+                    tf == sidecar ? c->sidecar : "standard output", strerror(errno));
+            status = OCP_EXIT_FAILED;
+        }
+        free(texts);
+    }
+    if (unfinished)
+        fprintf(stderr,
+                "ocrpool: stopped with %d pages not done: run the same command again "
+                "to resume\n",
+                unfinished);
+    if (c->verbose || c->show_progress) {
+        double dt = ocp_now() - c->t0;
+        fprintf(stderr, "ocrpool: %d pages, %d failed, %.1f s (%.2f pages/s)\n", c->npages,
+                c->failed, dt, dt > 0 ? (c->done + c->failed - c->resumed) / dt : 0.0);
+    }
+    for (int i = 0; i < c->nin; i++)
+        if (c->in[i].err)
+            status = OCP_EXIT_FAILED;
+    if (c->failed || unfinished || c->io_failed)
+        status = OCP_EXIT_FAILED;
+    return status;
+}
+
+/* Submits, follows and concludes, with the node forked first. */
+static int run(ocr_ctx *c, FILE *sidecar)
+{
+    struct sigaction sa = {0}, old_int, old_term;
+    int status;
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    if ((status = start_node(c)) != 0)
+        goto out;
+    if ((status = submit_pages(c)) != 0 || (status = follow(c)) != 0)
+        goto out;
+    status = conclude(c, sidecar);
+out:
+    if (c->node > 0) {
+        int failed;
+        kill(c->node, SIGTERM);
+        reap_node(c, 1, &failed);
+        drain_node(c, 1);
+    }
+    if (c->node_err >= 0)
+        close(c->node_err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return status;
+}
+
+static void cleanup(ocr_ctx *c)
+{
+    ocp_broker_close(c->b);
+    for (int i = 0; i < c->nin; i++) {
+        if (c->in[i].file && strcmp(c->in[i].path, "-") == 0 && c->qdir[0])
+            unlink(c->in[i].file);
+        free(c->in[i].stem);
+        free(c->in[i].file);
+    }
+    free(c->in);
+    if (c->qdir[0]) {
+        /* The temporary queue: nothing to resume without -o. */
+        static const char *const f[] = {"queue.db", "queue.db-wal", "queue.db-shm"};
+        for (int i = 0; i < 3; i++) {
+            char *p = ocp_xasprintf("%s/%s", c->qdir, f[i]);
+            unlink(p);
+            free(p);
+        }
+        rmdir(c->qdir);
+    }
+    for (int k = 0; k < c->npages; k++)
+        free(c->pages[k].text);
+    free(c->pages);
+    free(c->by_id);
 }
 
 int ocp_cmd_ocr(int argc, char **argv)
 {
     ocr_ctx c;
-    char **pos = NULL, err[600], qdir[4096] = "", qpath[4200];
-    int npos = 0, rc, status = OCP_EXIT_OK;
+    char **pos = NULL, *group = NULL;
+    int npos = 0, status;
     FILE *sidecar = NULL;
-    char *group = NULL;
 
     memset(&c, 0, sizeof c);
-    rc = ocp_cli_parse(argc, argv, ocr_opts, ocr_handler, &c, ocr_help, &c.cfg, &pos, &npos);
-    if (rc)
-        return rc < 0 ? OCP_EXIT_OK : rc;
-    if (npos == 0) {
-        fprintf(stderr, "ocrpool: ocr: no input files (see ocrpool ocr --help)\n");
-        status = OCP_EXIT_USAGE;
+    c.node_err = -1;
+    sig_count = 0;
+    status = ocp_cli_parse(argc, argv, ocr_opts, ocr_handler, &c, ocr_help, &c.cfg, &pos, &npos);
+    if (status)
+        return status < 0 ? OCP_EXIT_OK : status;
+    if ((status = check_outputs(&c, pos, npos)) != 0)
         goto out;
-    }
-    if ((rc = ocp_cli_check_device(c.cfg)) != 0) {
-        status = rc;
-        goto out;
-    }
-    c.fmts = ocp_format_parse(ocp_config_str(c.cfg, OCP_S_FORMAT));
-    int stdin_used = 0;
-    for (int i = 0; i < npos; i++)
-        stdin_used += strcmp(pos[i], "-") == 0;
-    if (stdin_used > 1) {
-        fprintf(stderr, "ocrpool: ocr: standard input (-) can be read only once\n");
-        status = OCP_EXIT_USAGE;
-        goto out;
-    }
-    /* Renderings other than text need files: without -o they go to the current folder. */
-    if (!c.outdir && c.fmts != OCP_FMT_TXT)
-        c.outdir = ".";
-    if (c.outdir && (rc = ocp_mkdir_p(c.outdir, 0755)) != 0) {
-        fprintf(stderr, "ocrpool: cannot create %s: %s\n", c.outdir, ocp_strerror(rc));
-        status = OCP_EXIT_FAILED;
-        goto out;
-    }
     if (c.sidecar && !(sidecar = fopen(c.sidecar, "we"))) {
         fprintf(stderr, "ocrpool: cannot write %s: %s\n", c.sidecar, strerror(errno));
         status = OCP_EXIT_FAILED;
         goto out;
     }
-    /* The queue: given, under the output folder (resumable), or a temporary one. */
-    if (c.queue) {
-        snprintf(qpath, sizeof qpath, "%s", c.queue);
-    } else if (c.outdir && strcmp(c.outdir, ".") != 0) {
-        snprintf(qpath, sizeof qpath, "%s/.ocrpool-queue.db", c.outdir);
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(qdir, sizeof qdir, "%s/ocrpool-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(qdir)) {
-            fprintf(stderr, "ocrpool: cannot make a temporary queue: %s\n", strerror(errno));
-            status = OCP_EXIT_FAILED;
-            goto out;
-        }
-        snprintf(qpath, sizeof qpath, "%s/queue.db", qdir);
-    }
-
-    c.nin = npos;
-    c.in = ocp_xcalloc((size_t)npos, sizeof *c.in);
-    for (int i = 0; i < npos; i++) {
-        input *in = &c.in[i];
-        in->path = pos[i];
-        in->stem = ocp_path_stem(strcmp(pos[i], "-") == 0 ? "stdin" : pos[i]);
-        if (strcmp(pos[i], "-") != 0) {
-            in->file = ocp_xstrdup(pos[i]);
-            continue;
-        }
-        /* Standard input: the workers read a copy kept beside the queue. */
-        char *buf;
-        size_t len;
-        size_t max = (size_t)ocp_config_int(c.cfg, OCP_S_MAX_INPUT_SIZE) << 20;
-        rc = ocp_read_fd(STDIN_FILENO, max, &buf, &len);
-        if (rc == 0 && len == 0)
-            rc = OCP_E_EMPTY;
-        if (rc == 0) {
-            in->file = ocp_xasprintf("%s.stdin", qpath);
-            rc = ocp_write_file(in->file, buf, len);
-            free(buf);
-        }
-        if (rc) {
-            fprintf(stderr, "ocrpool: -: %s\n",
-                    rc == OCP_E_EMPTY ? "empty input" : ocp_strerror(rc));
-            free(in->file);
-            in->file = NULL;
-            c.failed++;
-        }
-    }
-    unique_stems(c.in, npos);
+    if ((status = place_queue(&c)) != 0)
+        goto out;
+    read_inputs(&c, pos, npos);
     group = run_group(&c);
     c.so = (ocp_submit_opts){
         .lang = ocp_config_str(c.cfg, OCP_S_LANG),
@@ -417,107 +755,13 @@ int ocp_cmd_ocr(int argc, char **argv)
         .stable_ids = 1,
     };
     c.show_progress = !c.quiet && !c.verbose && isatty(STDERR_FILENO);
-
-    ocp_pool_conf pc;
-    ocp_pool_conf_from_config(&pc, c.cfg);
-    pc.only_group = group;
-    ocp_pool_hooks hooks = {
-        .ctx = &c, .on_result = on_result, .exit_when_idle = true, .prepare = prepare};
-    char url[4300];
-    snprintf(url, sizeof url, "sqlite://%s", qpath);
-    rc = ocp_pool_run(&pc, url, &hooks, err, sizeof err);
-    if (c.show_progress)
-        fprintf(stderr, "\r\033[K");
-    if (rc) {
-        fprintf(stderr, "ocrpool: %s\n", err);
-        status = OCP_EXIT_FAILED;
-        goto out;
-    }
-
-    /* Text in page order, from the queue; a failed page stays as an empty page. */
-    int unfinished = 0;
-    FILE *tf = sidecar ? sidecar : (!c.outdir ? stdout : NULL);
-    ocp_broker *b = NULL;
-    if (ocp_broker_open(url, NULL, &b, err, sizeof err) == 0) {
-        int first = 1;
-        for (int k = 0; k < c.npages; k++) {
-            page_ref *pr = &c.pages[k];
-            ocp_task_info info;
-            const char *text = NULL;
-            json_t *r = NULL;
-            if (ocp_broker_get(b, pr->id, &info) != 0)
-                continue;
-            if (info.state == OCP_TASK_DONE && info.result) {
-                r = json_loads(info.result, 0, NULL);
-                text = json_string_value(json_object_get(r, "text"));
-            } else if (info.state == OCP_TASK_READY || info.state == OCP_TASK_LEASED) {
-                unfinished++;
-            } else if (!pr->finished) {
-                /* Failed before this run saw it (a budget refusal, or buried on lease). */
-                report_failure(&c, pr, info.error ? info.error : "failed");
-                c.failed++;
-            }
-            if (tf) {
-                if (!first)
-                    fputc('\f', tf);
-                first = 0;
-                if (text)
-                    fputs(text, tf);
-            }
-            json_decref(r);
-            ocp_task_info_fini(&info);
-        }
-        ocp_broker_close(b);
-    } else {
-        fprintf(stderr, "ocrpool: %s\n", err);
-        status = OCP_EXIT_FAILED;
-    }
-    if (tf && (fflush(tf) != 0 || ferror(tf))) {
-        fprintf(stderr, "ocrpool: cannot write %s: %s\n",
-                tf == sidecar ? c.sidecar : "standard output", strerror(errno));
-        status = OCP_EXIT_FAILED;
-    }
-    if (unfinished)
-        fprintf(stderr,
-                "ocrpool: stopped with %d pages not done: run the same command again "
-                "to resume\n",
-                unfinished);
-    if (c.verbose || c.show_progress) {
-        double dt = ocp_now() - c.t0;
-        fprintf(stderr, "ocrpool: %d pages, %d failed, %.1f s (%.2f pages/s)\n", c.npages, c.failed,
-                dt, dt > 0 ? (c.done + c.failed - c.resumed) / dt : 0.0);
-    }
-    for (int i = 0; i < c.nin; i++)
-        if (!c.in[i].file || c.in[i].err[0])
-            status = OCP_EXIT_FAILED;
-    if (c.failed || unfinished || c.io_failed)
-        status = OCP_EXIT_FAILED;
+    status = run(&c, sidecar);
 out:
     if (sidecar && fclose(sidecar) != 0) {
         fprintf(stderr, "ocrpool: cannot write %s: %s\n", c.sidecar, strerror(errno));
         status = OCP_EXIT_FAILED;
     }
-    if (c.in) {
-        for (int i = 0; i < c.nin; i++) {
-            if (c.in[i].file && strcmp(c.in[i].path, "-") == 0 && qdir[0])
-                unlink(c.in[i].file);
-            free(c.in[i].stem);
-            free(c.in[i].file);
-        }
-        free(c.in);
-    }
-    if (qdir[0]) {
-        /* The temporary queue: nothing to resume without -o. */
-        char *f[] = {"queue.db", "queue.db-wal", "queue.db-shm"};
-        for (int i = 0; i < 3; i++) {
-            char *p = ocp_xasprintf("%s/%s", qdir, f[i]);
-            unlink(p);
-            free(p);
-        }
-        rmdir(qdir);
-    }
-    free(c.pages);
-    free(c.by_id);
+    cleanup(&c);
     free(group);
     ocp_config_destroy(c.cfg);
     free(pos);

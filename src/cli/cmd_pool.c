@@ -6,6 +6,8 @@
  *   ocrpool result  [--broker URL] [--format F] TASK_ID
  *   ocrpool requeue [--broker URL] [--buried] [--failed] [GROUP]
  */
+#include "app/output.h"
+#include "app/submit.h"
 #include "cli/cli.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -101,7 +103,7 @@ static int setup(int argc, char **argv, void (*help)(void), pool_ctx *c, ocp_con
     int rc = ocp_cli_parse(argc, argv, pool_opts, pool_handler, c, help, cfg, pos, npos);
     if (rc)
         return rc < 0 ? -1 : rc;
-    *url = ocp_cli_broker_url(*cfg, buf, len);
+    *url = ocp_app_broker_url(*cfg, buf, len);
     return 0;
 }
 
@@ -203,18 +205,20 @@ int ocp_cmd_submit(int argc, char **argv)
         rc = OCP_EXIT_FAILED;
         goto out;
     }
-    ocp_image_limits lim = ocp_cli_limits(cfg);
+    ocp_image_limits lim = ocp_image_limits_from_config(cfg);
     ocp_submit_opts so = {
         .lang = ocp_config_str(cfg, OCP_S_LANG),
         /* On redis a page outside any group carries none (Celery's group header). */
-        .group = c.group ? c.group : strncmp(url, "redis", 5) == 0 ? NULL : "default",
+        .group = c.group                         ? c.group
+                 : strncmp(url, "redis", 5) == 0 ? NULL
+                                                 : "default",
         .priority = c.priority,
         .max_image_size = ocp_config_source(cfg, OCP_S_MAX_IMAGE_SIZE) == OCP_SRC_DEFAULT
                               ? -1
                               : (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
     };
     for (int i = 0; i < npos; i++) {
-        if (ocp_cli_submit_file(b, pos[i], &lim, &so, print_id, NULL, err, sizeof err)) {
+        if (ocp_app_submit_file(b, pos[i], &lim, &so, print_id, NULL, err, sizeof err)) {
             fprintf(stderr, "ocrpool: %s: %s\n", pos[i], err);
             failed++;
         }
@@ -346,34 +350,27 @@ int ocp_cmd_result(int argc, char **argv)
         rc = OCP_EXIT_FAILED;
         goto out;
     }
-    ocp_task_info info;
-    if ((rc = ocp_broker_get(b, pos[0], &info)) != 0) {
+    ocp_app_page pg;
+    int got = ocp_app_page_get(b, pos[0], fmt != OCP_FMT_JSON, &pg);
+    if (got != 0 && got != OCP_E_DECODE) {
         fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(b));
         rc = OCP_EXIT_FAILED;
-        goto out;
-    }
-    if (info.state != OCP_TASK_DONE || !info.result) {
-        fprintf(stderr, "ocrpool: task %s is %s%s%s\n", info.id, ocp_task_state_name(info.state),
-                info.error ? ": " : "", info.error ? info.error : "");
+    } else if (pg.info.state != OCP_TASK_DONE || !pg.info.result) {
+        fprintf(stderr, "ocrpool: task %s is %s%s%s\n", pg.info.id,
+                ocp_task_state_name(pg.info.state), pg.info.error ? ": " : "",
+                pg.info.error ? pg.info.error : "");
         rc = OCP_EXIT_FAILED;
-    } else if (fmt == OCP_FMT_JSON) {
-        fputs(info.result, stdout);
+    } else if (got == OCP_E_DECODE) {
+        fprintf(stderr, "ocrpool: task %s: stored result is not a page result\n", pg.info.id);
+        rc = OCP_EXIT_FAILED;
     } else {
-        ocp_result r;
         ocp_sb sb;
-        ocp_result_init(&r);
         ocp_sb_init(&sb);
-        if (ocp_result_from_json(&r, info.result) == 0) {
-            ocp_result_render(&r, fmt, &sb);
-            fwrite(sb.buf, 1, sb.len, stdout);
-        } else {
-            fprintf(stderr, "ocrpool: task %s: stored result is not a page result\n", info.id);
-            rc = OCP_EXIT_FAILED;
-        }
+        ocp_app_render(pg.info.result, &pg.res, fmt, &sb);
+        fwrite(sb.buf, 1, sb.len, stdout);
         ocp_sb_fini(&sb);
-        ocp_result_fini(&r);
     }
-    ocp_task_info_fini(&info);
+    ocp_app_page_fini(&pg);
 out:
     ocp_broker_close(b);
     ocp_config_destroy(cfg);

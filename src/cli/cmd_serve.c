@@ -6,12 +6,12 @@
  * the master stays single-threaded; it reaches the master through the
  * master's control socket and the queue through its own connections.
  */
+#include "app/submit.h"
 #include "cli/cli.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "http/http.h"
-#include "pool/control.h"
 #include "pool/pool.h"
 
 #include <errno.h>
@@ -97,27 +97,11 @@ int ocp_cmd_serve(int argc, char **argv)
         return rc < 0 ? OCP_EXIT_OK : rc;
     if (!c.token && getenv("OCRPOOL_TOKEN"))
         c.token = getenv("OCRPOOL_TOKEN");
-    const char *url = ocp_cli_broker_url(cfg, buf, sizeof buf);
-    if (c.spool) {
+    const char *url = ocp_app_broker_url(cfg, buf, sizeof buf);
+    if (c.spool)
         snprintf(spool, sizeof spool, "%s", c.spool);
-    } else if (strstr(url, "://") && strncmp(url, "sqlite://", 9) != 0) {
-        /* A network broker: the data folder (workers elsewhere need --spool on shared
-         * storage). */
-        const char *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-        if (x && *x)
-            snprintf(spool, sizeof spool, "%s/ocrpool/spool", x);
-        else
-            snprintf(spool, sizeof spool, "%s/.local/share/ocrpool/spool",
-                     home && *home ? home : "/tmp");
-    } else {
-        /* Beside a file queue. */
-        const char *p = strncmp(url, "sqlite://", 9) == 0 ? url + 9 : url;
-        const char *slash = strrchr(p, '/');
-        if (slash)
-            snprintf(spool, sizeof spool, "%.*s/spool", (int)(slash - p), p);
-        else
-            snprintf(spool, sizeof spool, "spool");
-    }
+    else
+        ocp_app_spool_dir(url, spool, sizeof spool);
     if ((rc = ocp_mkdir_p(spool, 0750)) != 0) {
         fprintf(stderr, "ocrpool: cannot create %s: %s\n", spool, ocp_strerror(rc));
         ocp_config_destroy(cfg);
@@ -126,7 +110,6 @@ int ocp_cmd_serve(int argc, char **argv)
     }
     if (ocp_log_level < OCP_LOG_INFO && ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
         ocp_log_level = OCP_LOG_INFO;
-    char ctl[300] = "", dir[200];
     ocp_broker_opts bopts;
     ocp_pool_broker_opts(&bopts, cfg);
     ocp_http_conf hc = {
@@ -136,7 +119,7 @@ int ocp_cmd_serve(int argc, char **argv)
         .token = c.token,
         .allow_root = c.allow_root,
         .spool_dir = spool,
-        .control_path = NULL,
+        .control_pid = 0,
         .max_body = c.max_body_mb << 20,
         .max_connections = c.max_conn,
         .cfg = cfg,
@@ -150,9 +133,8 @@ int ocp_cmd_serve(int argc, char **argv)
     }
     if ((rc = ocp_cli_check_device(cfg)) != 0)
         goto out;
-    ocp_control_dir(dir, sizeof dir, 1);
-    snprintf(ctl, sizeof ctl, "%s/%d.sock", dir, (int)getpid());
-    hc.control_path = ctl;
+    /* The node is this process: the API finds its control socket by its pid. */
+    hc.control_pid = (long)getpid();
     fflush(NULL);
     pid_t api = fork();
     if (api == 0) {

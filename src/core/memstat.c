@@ -1,5 +1,6 @@
 /*
- * memstat.c: the one reader of /proc/PID/status and smaps_rollup (memstat.h).
+ * memstat.c: the one reader of /proc/PID/status, /proc/PID/smaps_rollup
+ * and /proc/meminfo (memstat.h): each is "Key: value" lines, read by field().
  */
 #include "core/memstat.h"
 
@@ -70,5 +71,19 @@ int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m)
         m->shared_kb = sc + sd;
     if (pc >= 0 && pd >= 0)
         m->private_kb = pc + pd;
+    return 0;
+}
+
+int ocp_memstat_system(ocp_sysmem *s)
+{
+    char buf[8192];
+    int rc;
+    s->total_kb = s->available_kb = s->swap_total_kb = s->swap_free_kb = -1;
+    if ((rc = slurp("/proc/meminfo", buf, sizeof buf)))
+        return rc;
+    s->total_kb = field(buf, "MemTotal");
+    s->available_kb = field(buf, "MemAvailable");
+    s->swap_total_kb = field(buf, "SwapTotal");
+    s->swap_free_kb = field(buf, "SwapFree");
     return 0;
 }

@@ -3,7 +3,8 @@
  * /proc/PID/status (RSS, peak RSS, swap) and /proc/PID/smaps_rollup (PSS,
  * which shares each shared page among the processes that map it, so the
  * PSS of a pool adds up to what it really costs; RSS counts shared model
- * pages once per worker).
+ * pages once per worker); and the machine's memory from /proc/meminfo.
+ * Every one of these files is read by one "Key: value" reader.
  */
 #ifndef OCP_CORE_MEMSTAT_H
 #define OCP_CORE_MEMSTAT_H
@@ -20,5 +21,13 @@ typedef struct ocp_memstat {
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m);
 /* Just VmRSS in KiB, or -1 (cheap: for the watchdog). */
 long ocp_memstat_rss(pid_t pid);
+
+/* The machine's memory (/proc/meminfo). Open type; KiB, -1 when unknown. */
+typedef struct ocp_sysmem {
+    long total_kb, available_kb, swap_total_kb, swap_free_kb;
+} ocp_sysmem;
+
+/* Reads the machine's figures. 0 or -errno (then every figure is -1). */
+int ocp_memstat_system(ocp_sysmem *s);
 
 #endif

@@ -9,17 +9,26 @@
  *   POST /v1/jobs                       multipart files, or JSON {"paths": [...]}
  *   GET  /v1/jobs/ID, /v1/jobs/ID/result?format=F, /v1/groups/ID
  *
- * A thread per connection (capped); every endpoint but /healthz needs
- * "Authorization: Bearer TOKEN" when a token is set; bodies are capped;
- * paths outside --allow-root are refused; nothing runs a shell.
+ * Each endpoint is a row of one route table (method, path pattern, whether
+ * it needs the token, handler); the handlers are small and the Prometheus
+ * exposition is metrics.c. Submitting pages and rendering results are
+ * app/'s, shared with the command line.
+ *
+ * A thread per connection (capped); every endpoint but /healthz and the
+ * dashboard's page needs "Authorization: Bearer TOKEN" when a token is set;
+ * bodies are capped; paths outside --allow-root are refused; nothing runs a
+ * shell.
  */
 #include "http/http.h"
+#include "app/output.h"
+#include "app/submit.h"
 #include "broker/broker.h"
-#include "cli/cli.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "engine/result.h"
+#include "http/metrics.h"
+#include "image/image.h"
 #include "pool/control.h"
 
 #include <arpa/inet.h>
@@ -99,18 +108,28 @@ static ocp_broker *broker(char *err, size_t len)
     return b;
 }
 
-/* The master's figures, or NULL without a pool. */
+/* The master's figures, or NULL without a pool (or while it does not answer). Its control
+ * socket is looked up each time: the node may start listening after this process. */
 static json_t *master_stats(void)
 {
-    if (!g_hc->control_path)
+    if (g_hc->control_pid <= 0)
         return NULL;
-    json_t *ask = json_pack("{s:s}", "cmd", "stats"), *rep = NULL;
-    int rc = ocp_control_call(g_hc->control_path, ask, &rep, 3.0);
-    json_decref(ask);
-    if (rc || !json_is_true(json_object_get(rep, "ok"))) {
-        json_decref(rep);
-        return NULL;
+    ocp_control_node *nodes = ocp_xcalloc(OCP_MAX_WORKERS, sizeof *nodes);
+    int n = ocp_control_nodes(nodes, OCP_MAX_WORKERS, 0);
+    json_t *rep = NULL;
+    for (int i = 0; i < n; i++) {
+        if (nodes[i].pid != g_hc->control_pid)
+            continue;
+        json_t *ask = json_pack("{s:s}", "cmd", "stats");
+        int rc = ocp_control_call(nodes[i].path, ask, &rep, 3.0);
+        json_decref(ask);
+        if (rc || !json_is_true(json_object_get(rep, "ok"))) {
+            json_decref(rep);
+            rep = NULL;
+        }
+        break;
     }
+    free(nodes);
     return rep;
 }
 
@@ -244,7 +263,7 @@ static ocp_submit_opts submit_opts(struct MHD_Connection *c, const char *group, 
 static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, const char *group,
                            int priority, json_t *paths, json_t *tasks, char *err, size_t errlen)
 {
-    ocp_image_limits lim = ocp_cli_limits(g_hc->cfg);
+    ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
     ocp_submit_opts so = submit_opts(c, group, priority);
     if (!so.lang || strpbrk(so.lang, "./") == so.lang || strstr(so.lang, "..")) {
         snprintf(err, errlen, "bad lang");
@@ -255,7 +274,7 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
         q.name = r->files[i].name;
         close(r->files[i].fd);
         r->files[i].fd = -1;
-        if (ocp_cli_submit_file(b, r->files[i].path, &lim, &so, note_task, &q, err, errlen))
+        if (ocp_app_submit_file(b, r->files[i].path, &lim, &so, note_task, &q, err, errlen))
             return 422;
     }
     size_t i;
@@ -279,342 +298,10 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
             return 403;
         }
         q.name = path;
-        if (ocp_cli_submit_file(b, real, &lim, &so, note_task, &q, err, errlen))
+        if (ocp_app_submit_file(b, real, &lim, &so, note_task, &q, err, errlen))
             return 422;
     }
     return 202;
-}
-
-static int keep_failure(void *ctx, const ocp_task_info *i);
-static int page_row(void *ctx, const ocp_task_info *i);
-
-static enum MHD_Result route(struct MHD_Connection *c, const char *url, const char *method, req *r)
-{
-    char err[700];
-    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-
-    if (get && strcmp(url, "/healthz") == 0)
-        return reply(c, 200, "text/plain; charset=utf-8", "ok\n", 3);
-    if (get && strcmp(url, "/") == 0)
-        return reply(c, 200, "text/html; charset=utf-8", ocp_dashboard_html,
-                     strlen(ocp_dashboard_html));
-    if (get && strcmp(url, "/readyz") == 0) {
-        ocp_broker *b = broker(err, sizeof err);
-        json_t *st = master_stats();
-        int ok = b && (st || !g_hc->control_path);
-        ocp_broker_close(b);
-        json_decref(st);
-        return reply_json(c, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
-    }
-    if (get && strcmp(url, "/metrics") == 0) {
-        ocp_broker *b = broker(err, sizeof err);
-        if (!b)
-            return reply_error(c, 503, err);
-        ocp_counts n;
-        ocp_broker_counts(b, NULL, &n);
-        ocp_broker_close(b);
-        ocp_sb sb;
-        ocp_sb_init(&sb);
-        ocp_sb_printf(&sb,
-                      "# HELP ocrpool_tasks Pages in the queue by state.\n"
-                      "# TYPE ocrpool_tasks gauge\n"
-                      "ocrpool_tasks{state=\"ready\"} %ld\nocrpool_tasks{state=\"leased\"} %ld\n",
-                      n.ready, n.leased);
-        /* A broker that does not count finished pages (redis: expiring result keys) leaves
-         * those series out rather than report a number it does not know. */
-        if (n.done >= 0)
-            ocp_sb_printf(&sb,
-                          "ocrpool_tasks{state=\"done\"} %ld\nocrpool_tasks{state=\"failed\"} "
-                          "%ld\nocrpool_tasks{state=\"buried\"} %ld\n",
-                          n.done, n.failed, n.buried);
-        ocp_sb_printf(&sb,
-                      "# HELP ocrpool_queue_depth Pages waiting or running.\n"
-                      "# TYPE ocrpool_queue_depth gauge\nocrpool_queue_depth %ld\n",
-                      n.ready + n.leased);
-        json_t *st = master_stats();
-        if (st) {
-            json_t *pg = json_object_get(st, "pages");
-            ocp_sb_printf(&sb,
-                          "# HELP ocrpool_pages_total Pages this node finished.\n"
-                          "# TYPE ocrpool_pages_total counter\n"
-                          "ocrpool_pages_total{result=\"done\"} %lld\n"
-                          "ocrpool_pages_total{result=\"failed\"} %lld\n"
-                          "# HELP ocrpool_pages_per_second Pages per second since the node "
-                          "started.\n# TYPE ocrpool_pages_per_second gauge\n"
-                          "ocrpool_pages_per_second %.6f\n",
-                          (long long)json_integer_value(json_object_get(pg, "done")),
-                          (long long)json_integer_value(json_object_get(pg, "failed")),
-                          json_real_value(json_object_get(pg, "per_second")));
-            static const char *const le[9] = {"0.25", "0.5", "1",  "2",   "5",
-                                              "10",   "30",  "60", "+Inf"};
-            json_t *hb = json_object_get(st, "duration_buckets");
-            long long cum = 0;
-            ocp_sb_puts(&sb, "# HELP ocrpool_page_duration_seconds Time to OCR a page.\n"
-                             "# TYPE ocrpool_page_duration_seconds histogram\n");
-            for (int i = 0; i < 9; i++) {
-                cum += json_integer_value(json_array_get(hb, (size_t)i));
-                ocp_sb_printf(&sb, "ocrpool_page_duration_seconds_bucket{le=\"%s\"} %lld\n", le[i],
-                              cum);
-            }
-            ocp_sb_printf(&sb,
-                          "ocrpool_page_duration_seconds_sum %.6f\n"
-                          "ocrpool_page_duration_seconds_count %lld\n",
-                          json_real_value(json_object_get(st, "duration_sum")), cum);
-            size_t i;
-            json_t *w;
-            static const struct {
-                const char *name, *help, *key;
-            } wm[] = {
-                {"ocrpool_worker_rss_bytes", "Resident size of each worker.", "rss_kb"},
-                {"ocrpool_worker_pss_bytes",
-                 "Proportional size of each worker (shared pages divided among sharers).",
-                 "pss_kb"},
-            };
-            for (size_t k = 0; k < sizeof wm / sizeof wm[0]; k++) {
-                ocp_sb_printf(&sb, "# HELP %s %s\n# TYPE %s gauge\n", wm[k].name, wm[k].help,
-                              wm[k].name);
-                json_array_foreach(json_object_get(st, "workers"), i, w)
-                {
-                    json_t *m = json_object_get(w, "memory");
-                    ocp_sb_printf(&sb, "%s{pid=\"%lld\",slot=\"%lld\"} %lld\n", wm[k].name,
-                                  (long long)json_integer_value(json_object_get(w, "pid")),
-                                  (long long)json_integer_value(json_object_get(w, "slot")),
-                                  (long long)json_integer_value(json_object_get(m, wm[k].key)) *
-                                      1024);
-                }
-            }
-            ocp_sb_puts(&sb, "# HELP ocrpool_recycles_total Workers replaced, by reason.\n"
-                             "# TYPE ocrpool_recycles_total counter\n");
-            const char *k;
-            json_t *v;
-            json_object_foreach(json_object_get(st, "recycles"), k, v)
-                ocp_sb_printf(&sb, "ocrpool_recycles_total{reason=\"%s\"} %lld\n", k,
-                              (long long)json_integer_value(v));
-            ocp_sb_puts(&sb,
-                        "# HELP ocrpool_worker_gpu_memory_bytes GPU memory of each worker "
-                        "(NVML's process list).\n# TYPE ocrpool_worker_gpu_memory_bytes gauge\n");
-            json_array_foreach(json_object_get(st, "workers"), i, w) ocp_sb_printf(
-                &sb, "ocrpool_worker_gpu_memory_bytes{pid=\"%lld\"} %lld\n",
-                (long long)json_integer_value(json_object_get(w, "pid")),
-                (long long)json_integer_value(json_object_get(w, "gpu_memory_bytes")));
-            ocp_sb_puts(&sb, "# HELP ocrpool_gpu_memory_used_bytes Memory used on each GPU.\n"
-                             "# TYPE ocrpool_gpu_memory_used_bytes gauge\n"
-                             "# HELP ocrpool_gpu_utilization_percent Each GPU's utilisation.\n"
-                             "# TYPE ocrpool_gpu_utilization_percent gauge\n");
-            json_array_foreach(json_object_get(st, "gpus"), i, w)
-            {
-                long long idx = (long long)json_integer_value(json_object_get(w, "index"));
-                ocp_sb_printf(
-                    &sb, "ocrpool_gpu_memory_used_bytes{gpu=\"%lld\"} %lld\n", idx,
-                    (long long)json_integer_value(json_object_get(w, "memory_used_bytes")));
-                ocp_sb_printf(
-                    &sb, "ocrpool_gpu_memory_total_bytes{gpu=\"%lld\"} %lld\n", idx,
-                    (long long)json_integer_value(json_object_get(w, "memory_total_bytes")));
-                ocp_sb_printf(
-                    &sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} %lld\n", idx,
-                    (long long)json_integer_value(json_object_get(w, "utilization_gpu_percent")));
-            }
-            json_t *bg = json_object_get(st, "budget");
-            ocp_sb_printf(&sb,
-                          "# HELP ocrpool_memory_budget_bytes The memory budget and the "
-                          "estimate in use.\n# TYPE ocrpool_memory_budget_bytes gauge\n"
-                          "ocrpool_memory_budget_bytes{kind=\"limit\"} %lld\n"
-                          "ocrpool_memory_budget_bytes{kind=\"in_use\"} %.0f\n",
-                          (long long)json_integer_value(json_object_get(bg, "limit_mb")) << 20,
-                          json_real_value(json_object_get(bg, "in_use_mb")) * 1048576.0);
-            json_decref(st);
-        }
-        enum MHD_Result ret =
-            reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", sb.buf, sb.len);
-        ocp_sb_fini(&sb);
-        return ret;
-    }
-    if (get && strcmp(url, "/v1/stats") == 0) {
-        json_t *st = master_stats();
-        return reply_json(c, 200, st ? st : json_pack("{s:b}", "workers", 0));
-    }
-    if (get && strcmp(url, "/v1/failures") == 0) {
-        ocp_broker *b = broker(err, sizeof err);
-        if (!b)
-            return reply_error(c, 503, err);
-        json_t *all = json_array();
-        ocp_broker_list(b, NULL, 0, keep_failure, all);
-        ocp_broker_close(b);
-        while (json_array_size(all) > 20)
-            json_array_remove(all, 0);
-        return reply_json(c, 200, all);
-    }
-    if (post && (strcmp(url, "/v1/jobs") == 0 || strcmp(url, "/v1/ocr") == 0)) {
-        int now = strcmp(url, "/v1/ocr") == 0;
-        json_t *paths = NULL;
-        if (!r->pp && r->len && !now) {
-            json_error_t je;
-            json_t *body = json_loadb(r->body, r->len, 0, &je);
-            if (!json_is_object(body) || !json_is_array(json_object_get(body, "paths"))) {
-                json_decref(body);
-                return reply_error(c, 400, "expected multipart files or JSON {\"paths\": [...]}");
-            }
-            paths = json_incref(json_object_get(body, "paths"));
-            json_decref(body);
-        } else if (!r->pp && r->len && now) {
-            /* A raw image or PDF in the body. */
-            upload *u = &r->files[r->nfiles++];
-            memset(u, 0, sizeof *u);
-            u->name = ocp_xstrdup("upload");
-            u->fd = spool_file(NULL, &u->path);
-            if (u->fd < 0 || write(u->fd, r->body, r->len) != (ssize_t)r->len)
-                return reply_error(c, 507, "cannot keep the upload");
-        }
-        if (r->nfiles == 0 && json_array_size(paths) == 0) {
-            json_decref(paths);
-            return reply_error(c, 400, "nothing to OCR");
-        }
-        ocp_broker *b = broker(err, sizeof err);
-        if (!b) {
-            json_decref(paths);
-            return reply_error(c, 503, err);
-        }
-        char group[48], uuid[37];
-        ocp_uuid4(uuid);
-        snprintf(group, sizeof group, "%s%s", now ? "now-" : "", uuid);
-        json_t *tasks = json_array();
-        unsigned st = submit_all(c, r, b, group, now ? 9 : 5, paths, tasks, err, sizeof err);
-        json_decref(paths);
-        if (st != 202) {
-            ocp_broker_close(b);
-            json_decref(tasks);
-            return reply_error(c, st, err);
-        }
-        if (!now) {
-            ocp_broker_close(b);
-            return reply_json(c, 202, json_pack("{s:s, s:o}", "group", group, "tasks", tasks));
-        }
-        /* OCR now: wait for the page (the first one) to finish. */
-        const char *id = json_string_value(json_object_get(json_array_get(tasks, 0), "id"));
-        double limit = ocp_config_double(g_hc->cfg, OCP_S_PAGE_TIMEOUT) + 60;
-        double t0 = ocp_now();
-        enum MHD_Result ret = MHD_NO;
-        for (;;) {
-            ocp_task_info info;
-            if (ocp_broker_get(b, id, &info) == 0) {
-                if (info.state == OCP_TASK_DONE) {
-                    ret = reply(c, 200, "application/json", info.result, strlen(info.result));
-                    ocp_task_info_fini(&info);
-                    break;
-                }
-                if (info.state >= OCP_TASK_FAILED) {
-                    ret = reply_error(c, 422, info.error ? info.error : "failed");
-                    ocp_task_info_fini(&info);
-                    break;
-                }
-                ocp_task_info_fini(&info);
-            }
-            if (ocp_now() - t0 > limit || g_stop) {
-                ret = reply_error(c, 504, "the page did not finish in time");
-                break;
-            }
-            usleep(50000);
-        }
-        ocp_broker_close(b);
-        json_decref(tasks);
-        return ret;
-    }
-    if (get && strncmp(url, "/v1/jobs/", 9) == 0) {
-        char id[80];
-        const char *rest = url + 9, *slash = strchr(rest, '/');
-        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-        int want_result = slash && strcmp(slash, "/result") == 0;
-        if (n == 0 || n >= sizeof id || (slash && !want_result))
-            return reply_error(c, 404, "no such resource");
-        memcpy(id, rest, n);
-        id[n] = '\0';
-        ocp_broker *b = broker(err, sizeof err);
-        if (!b)
-            return reply_error(c, 503, err);
-        ocp_task_info info;
-        int rc = ocp_broker_get(b, id, &info);
-        ocp_broker_close(b);
-        if (rc)
-            return reply_error(c, 404, "no such job");
-        enum MHD_Result ret;
-        if (!want_result) {
-            json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i}", "id", info.id, "group", info.group,
-                                  "state", ocp_task_state_name(info.state), "deliveries",
-                                  info.deliveries, "priority", info.priority);
-            json_object_set_new(o, "error", info.error ? json_string(info.error) : json_null());
-            json_object_set_new(o, "started",
-                                info.started > 0 ? json_real(info.started) : json_null());
-            json_object_set_new(o, "finished",
-                                info.finished > 0 ? json_real(info.finished) : json_null());
-            ret = reply_json(c, 200, o);
-        } else if (info.state != OCP_TASK_DONE || !info.result) {
-            snprintf(err, sizeof err, "job is %s%s%s", ocp_task_state_name(info.state),
-                     info.error ? ": " : "", info.error ? info.error : "");
-            ret = reply_error(c, 409, err);
-        } else {
-            const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
-            int fmt = f ? ocp_format_parse(f) : OCP_FMT_JSON;
-            if (fmt <= 0 || (fmt & (fmt - 1))) {
-                ret = reply_error(c, 400, "format: one of txt, json, hocr, alto, tsv");
-            } else if (fmt == OCP_FMT_JSON) {
-                ret = reply(c, 200, "application/json", info.result, strlen(info.result));
-            } else {
-                static const char *const types[] = {"",
-                                                    "text/plain; charset=utf-8",
-                                                    "",
-                                                    "",
-                                                    "text/html; charset=utf-8",
-                                                    "",
-                                                    "",
-                                                    "",
-                                                    "application/xml",
-                                                    "",
-                                                    "",
-                                                    "",
-                                                    "",
-                                                    "",
-                                                    "",
-                                                    "",
-                                                    "text/tab-separated-values; charset=utf-8"};
-                ocp_result res;
-                ocp_sb sb;
-                ocp_result_init(&res);
-                ocp_sb_init(&sb);
-                ocp_result_from_json(&res, info.result);
-                ocp_result_render(&res, fmt, &sb);
-                ret = reply(c, 200, types[fmt], sb.buf, sb.len);
-                ocp_sb_fini(&sb);
-                ocp_result_fini(&res);
-            }
-        }
-        ocp_task_info_fini(&info);
-        return ret;
-    }
-    if (get && strncmp(url, "/v1/groups/", 11) == 0) {
-        const char *g = url + 11;
-        if (!*g || strchr(g, '/'))
-            return reply_error(c, 404, "no such resource");
-        ocp_broker *b = broker(err, sizeof err);
-        if (!b)
-            return reply_error(c, 503, err);
-        ocp_counts n;
-        ocp_broker_counts(b, g, &n);
-        json_t *pages = json_array();
-        ocp_broker_list(b, g, 0, page_row, pages);
-        ocp_broker_close(b);
-        if (json_array_size(pages) == 0) {
-            json_decref(pages);
-            return reply_error(c, 404, "no such group");
-        }
-        return reply_json(c, 200,
-                          json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "group", g, "total",
-                                    (json_int_t)json_array_size(pages), "queued",
-                                    (json_int_t)n.ready, "running", (json_int_t)n.leased, "done",
-                                    (json_int_t)n.done, "failed", (json_int_t)n.failed, "buried",
-                                    (json_int_t)n.buried, "pages", pages));
-    }
-    return reply_error(c, get || post ? 404 : 405,
-                       get || post ? "no such resource" : "method not allowed");
 }
 
 static int keep_failure(void *ctx, const ocp_task_info *i)
@@ -637,6 +324,327 @@ static int page_row(void *ctx, const ocp_task_info *i)
     return 0;
 }
 
+/* ---- Handlers: one per route ----------------------------------------------------------
+ * Each gets the connection, the request (body and uploads) and the path's one wildcard
+ * segment (arg: an id or a group; "" when the pattern has none). */
+
+typedef enum MHD_Result (*route_fn)(struct MHD_Connection *c, req *r, const char *arg);
+
+static enum MHD_Result get_healthz(struct MHD_Connection *c, req *r, const char *arg)
+{
+    return reply(c, 200, "text/plain; charset=utf-8", "ok\n", 3);
+}
+
+static enum MHD_Result get_dashboard(struct MHD_Connection *c, req *r, const char *arg)
+{
+    return reply(c, 200, "text/html; charset=utf-8", ocp_dashboard_html,
+                 strlen(ocp_dashboard_html));
+}
+
+static enum MHD_Result get_readyz(struct MHD_Connection *c, req *r, const char *arg)
+{
+    char err[700];
+    ocp_broker *b = broker(err, sizeof err);
+    json_t *st = master_stats();
+    int ok = b && (st || g_hc->control_pid <= 0);
+    ocp_broker_close(b);
+    json_decref(st);
+    return reply_json(c, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+}
+
+static enum MHD_Result get_metrics(struct MHD_Connection *c, req *r, const char *arg)
+{
+    char err[700];
+    ocp_broker *b = broker(err, sizeof err);
+    if (!b)
+        return reply_error(c, 503, err);
+    ocp_counts n;
+    ocp_broker_counts(b, NULL, &n);
+    ocp_broker_close(b);
+    json_t *st = master_stats();
+    ocp_sb sb;
+    ocp_sb_init(&sb);
+    ocp__http_metrics(&sb, &n, st);
+    json_decref(st);
+    enum MHD_Result ret = reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", sb.buf, sb.len);
+    ocp_sb_fini(&sb);
+    return ret;
+}
+
+static enum MHD_Result get_stats(struct MHD_Connection *c, req *r, const char *arg)
+{
+    json_t *st = master_stats();
+    return reply_json(c, 200, st ? st : json_pack("{s:b}", "workers", 0));
+}
+
+static enum MHD_Result get_failures(struct MHD_Connection *c, req *r, const char *arg)
+{
+    char err[700];
+    ocp_broker *b = broker(err, sizeof err);
+    if (!b)
+        return reply_error(c, 503, err);
+    json_t *all = json_array();
+    ocp_broker_list(b, NULL, 0, keep_failure, all);
+    ocp_broker_close(b);
+    while (json_array_size(all) > 20)
+        json_array_remove(all, 0);
+    return reply_json(c, 200, all);
+}
+
+/* The paths of a JSON body {"paths": [...]}: new, or NULL when the body is not that. */
+static json_t *body_paths(req *r)
+{
+    json_error_t je;
+    json_t *body = json_loadb(r->body, r->len, 0, &je), *paths = NULL;
+    if (json_is_object(body) && json_is_array(json_object_get(body, "paths")))
+        paths = json_incref(json_object_get(body, "paths"));
+    json_decref(body);
+    return paths;
+}
+
+/* Queues what r holds as a new group (prefix + uuid) at priority; *tasks is new. Returns
+ * 202 or an HTTP status with the reason in err. */
+static unsigned queue_request(struct MHD_Connection *c, req *r, json_t *paths, const char *prefix,
+                              int priority, char group[48], json_t **tasks, char *err,
+                              size_t errlen)
+{
+    if (r->nfiles == 0 && json_array_size(paths) == 0) {
+        snprintf(err, errlen, "nothing to OCR");
+        return 400;
+    }
+    ocp_broker *b = broker(err, errlen);
+    if (!b)
+        return 503;
+    char uuid[37];
+    ocp_uuid4(uuid);
+    snprintf(group, 48, "%s%s", prefix, uuid);
+    *tasks = json_array();
+    unsigned st = submit_all(c, r, b, group, priority, paths, *tasks, err, errlen);
+    ocp_broker_close(b);
+    return st;
+}
+
+static enum MHD_Result post_jobs(struct MHD_Connection *c, req *r, const char *arg)
+{
+    char err[700], group[48];
+    json_t *paths = NULL, *tasks = NULL;
+    if (!r->pp && r->len && !(paths = body_paths(r)))
+        return reply_error(c, 400, "expected multipart files or JSON {\"paths\": [...]}");
+    unsigned st = queue_request(c, r, paths, "", 5, group, &tasks, err, sizeof err);
+    json_decref(paths);
+    if (st != 202) {
+        json_decref(tasks);
+        return reply_error(c, st, err);
+    }
+    return reply_json(c, 202, json_pack("{s:s, s:o}", "group", group, "tasks", tasks));
+}
+
+/* Waits for task id to finish (page-timeout and a minute at most) and replies with its
+ * result, stored text as it is. */
+static enum MHD_Result await_page(struct MHD_Connection *c, const char *id)
+{
+    char err[700];
+    ocp_broker *b = broker(err, sizeof err);
+    if (!b)
+        return reply_error(c, 503, err);
+    double limit = ocp_config_double(g_hc->cfg, OCP_S_PAGE_TIMEOUT) + 60, t0 = ocp_now();
+    enum MHD_Result ret = MHD_NO;
+    for (;;) {
+        ocp_task_info info;
+        int st = -1;
+        if (ocp_broker_get(b, id, &info) == 0) {
+            st = info.state;
+            if (st == OCP_TASK_DONE)
+                ret = reply(c, 200, "application/json", info.result, strlen(info.result));
+            else if (st >= OCP_TASK_FAILED)
+                ret = reply_error(c, 422, info.error ? info.error : "failed");
+            ocp_task_info_fini(&info);
+        }
+        if (st >= OCP_TASK_DONE)
+            break;
+        if (ocp_now() - t0 > limit || g_stop) {
+            ret = reply_error(c, 504, "the page did not finish in time");
+            break;
+        }
+        usleep(50000);
+    }
+    ocp_broker_close(b);
+    return ret;
+}
+
+static enum MHD_Result post_ocr(struct MHD_Connection *c, req *r, const char *arg)
+{
+    char err[700], group[48];
+    json_t *tasks = NULL;
+    if (!r->pp && r->len) {
+        /* A raw image or PDF in the body. */
+        upload *u = &r->files[r->nfiles++];
+        memset(u, 0, sizeof *u);
+        u->name = ocp_xstrdup("upload");
+        u->fd = spool_file(NULL, &u->path);
+        if (u->fd < 0 || write(u->fd, r->body, r->len) != (ssize_t)r->len)
+            return reply_error(c, 507, "cannot keep the upload");
+    }
+    unsigned st = queue_request(c, r, NULL, "now-", 9, group, &tasks, err, sizeof err);
+    if (st != 202) {
+        json_decref(tasks);
+        return reply_error(c, st, err);
+    }
+    /* OCR now: wait for the page (the first one) to finish. */
+    enum MHD_Result ret =
+        await_page(c, json_string_value(json_object_get(json_array_get(tasks, 0), "id")));
+    json_decref(tasks);
+    return ret;
+}
+
+/* Reads task id into pg (its result parsed when parse; a result that does not parse
+ * renders empty). Returns 0, or -1 with an error reply queued (*ret). */
+static int find_task(struct MHD_Connection *c, const char *id, int parse, ocp_app_page *pg,
+                     enum MHD_Result *ret)
+{
+    char err[700];
+    ocp_broker *b = broker(err, sizeof err);
+    if (!b) {
+        *ret = reply_error(c, 503, err);
+        return -1;
+    }
+    int rc = ocp_app_page_get(b, id, parse, pg);
+    ocp_broker_close(b);
+    if (rc && rc != OCP_E_DECODE) {
+        ocp_app_page_fini(pg);
+        *ret = reply_error(c, 404, "no such job");
+        return -1;
+    }
+    return 0;
+}
+
+static enum MHD_Result get_job(struct MHD_Connection *c, req *r, const char *id)
+{
+    ocp_app_page pg;
+    enum MHD_Result ret;
+    if (find_task(c, id, 0, &pg, &ret) < 0)
+        return ret;
+    const ocp_task_info *i = &pg.info;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i}", "id", i->id, "group", i->group, "state",
+                          ocp_task_state_name(i->state), "deliveries", i->deliveries, "priority",
+                          i->priority);
+    json_object_set_new(o, "error", i->error ? json_string(i->error) : json_null());
+    json_object_set_new(o, "started", i->started > 0 ? json_real(i->started) : json_null());
+    json_object_set_new(o, "finished", i->finished > 0 ? json_real(i->finished) : json_null());
+    ocp_app_page_fini(&pg);
+    return reply_json(c, 200, o);
+}
+
+static enum MHD_Result get_result(struct MHD_Connection *c, req *r, const char *id)
+{
+    const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
+    int fmt = f ? ocp_format_parse(f) : OCP_FMT_JSON;
+    ocp_app_page pg;
+    enum MHD_Result ret;
+    if (find_task(c, id, fmt > 0 && fmt != OCP_FMT_JSON, &pg, &ret) < 0)
+        return ret;
+    char err[700];
+    if (pg.info.state != OCP_TASK_DONE || !pg.info.result) {
+        snprintf(err, sizeof err, "job is %s%s%s", ocp_task_state_name(pg.info.state),
+                 pg.info.error ? ": " : "", pg.info.error ? pg.info.error : "");
+        ret = reply_error(c, 409, err);
+    } else if (fmt <= 0 || (fmt & (fmt - 1))) {
+        ret = reply_error(c, 400, "format: one of txt, json, hocr, alto, tsv");
+    } else {
+        ocp_sb sb;
+        ocp_sb_init(&sb);
+        ocp_app_render(pg.info.result, &pg.res, fmt, &sb);
+        ret = reply(c, 200, ocp_app_format_type(fmt), sb.buf ? sb.buf : "", sb.len);
+        ocp_sb_fini(&sb);
+    }
+    ocp_app_page_fini(&pg);
+    return ret;
+}
+
+static enum MHD_Result get_group(struct MHD_Connection *c, req *r, const char *g)
+{
+    char err[700];
+    ocp_broker *b = broker(err, sizeof err);
+    if (!b)
+        return reply_error(c, 503, err);
+    ocp_counts n;
+    ocp_broker_counts(b, g, &n);
+    json_t *pages = json_array();
+    ocp_broker_list(b, g, 0, page_row, pages);
+    ocp_broker_close(b);
+    if (json_array_size(pages) == 0) {
+        json_decref(pages);
+        return reply_error(c, 404, "no such group");
+    }
+    return reply_json(c, 200,
+                      json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "group", g, "total",
+                                (json_int_t)json_array_size(pages), "queued", (json_int_t)n.ready,
+                                "running", (json_int_t)n.leased, "done", (json_int_t)n.done,
+                                "failed", (json_int_t)n.failed, "buried", (json_int_t)n.buried,
+                                "pages", pages));
+}
+
+/* ---- The route table ------------------------------------------------------------------
+ * A pattern's '*' is one path segment, 1 to 79 bytes without '/'. Routes are tried in
+ * order; a path no route has is 404, a method other than GET and POST is 405. */
+
+static const struct route {
+    const char *method, *pattern;
+    int open; /* served without the bearer token */
+    route_fn fn;
+} routes[] = {
+    {"GET", "/healthz", 1, get_healthz},
+    /* The dashboard's page is static, with no data: a browser cannot add a header to a
+     * navigation; the page sends the token, from #token=, on its calls. */
+    {"GET", "/", 1, get_dashboard},
+    {"GET", "/readyz", 0, get_readyz},
+    {"GET", "/metrics", 0, get_metrics},
+    {"GET", "/v1/stats", 0, get_stats},
+    {"GET", "/v1/failures", 0, get_failures},
+    {"POST", "/v1/jobs", 0, post_jobs},
+    {"POST", "/v1/ocr", 0, post_ocr},
+    {"GET", "/v1/jobs/*", 0, get_job},
+    {"GET", "/v1/jobs/*/result", 0, get_result},
+    {"GET", "/v1/groups/*", 0, get_group},
+};
+
+/* Whether url matches pattern; the '*' segment goes to arg. */
+static int match(const char *pattern, const char *url, char arg[80])
+{
+    const char *star = strchr(pattern, '*');
+    arg[0] = '\0';
+    if (!star)
+        return strcmp(pattern, url) == 0;
+    size_t pre = (size_t)(star - pattern);
+    if (strncmp(pattern, url, pre) != 0)
+        return 0;
+    const char *seg = url + pre, *end = strchr(seg, '/');
+    size_t n = end ? (size_t)(end - seg) : strlen(seg);
+    if (n == 0 || n >= 80 || strcmp(star + 1, seg + n) != 0)
+        return 0;
+    memcpy(arg, seg, n);
+    arg[n] = '\0';
+    return 1;
+}
+
+static const struct route *find_route(const char *method, const char *url, char arg[80])
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (strcmp(routes[i].method, method) == 0 && match(routes[i].pattern, url, arg))
+            return &routes[i];
+    return NULL;
+}
+
+static enum MHD_Result route(struct MHD_Connection *c, const char *url, const char *method, req *r)
+{
+    char arg[80];
+    const struct route *rt = find_route(method, url, arg);
+    if (rt)
+        return rt->fn(c, r, arg);
+    int known = strcmp(method, "GET") == 0 || strcmp(method, "POST") == 0;
+    return reply_error(c, known ? 404 : 405, known ? "no such resource" : "method not allowed");
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version, const char *data,
                                size_t *size, void **con_cls)
@@ -648,11 +656,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         r = ocp_xcalloc(1, sizeof *r);
         r->hc = g_hc;
         *con_cls = r;
-        /* /healthz, and the dashboard's page itself (static, no data: a browser cannot add a
-         * header to a navigation; the page sends the token, from #token=, on its calls). */
-        int open_path =
-            strcmp(url, "/healthz") == 0 || (strcmp(url, "/") == 0 && strcmp(method, "GET") == 0);
-        if (!open_path && !bearer_ok(c)) {
+        char arg[80];
+        const struct route *rt = find_route(method, url, arg);
+        if (!(rt && rt->open) && !bearer_ok(c)) {
             r->refused = 1;
             return reply_error(c, 401, "missing or wrong bearer token");
         }

@@ -18,11 +18,12 @@ typedef struct ocp_http_conf {
     const char *listen; /* "127.0.0.1:8080" */
     const char *broker_url;
     const ocp_broker_opts *broker_opts;
-    const char *token;        /* NULL/"" = none */
-    const char *allow_root;   /* NULL/"" = no paths accepted in JSON jobs */
-    const char *spool_dir;    /* where uploads are kept for the workers */
-    const char *control_path; /* the master's control socket; NULL = none (--no-workers) */
-    long max_body;            /* bytes */
+    const char *token;      /* NULL/"" = none */
+    const char *allow_root; /* NULL/"" = no paths accepted in JSON jobs */
+    const char *spool_dir;  /* where uploads are kept for the workers */
+    long control_pid;       /* the node whose figures are shown (its control socket is
+                             * found by pid); 0 = none (--no-workers) */
+    long max_body;          /* bytes */
     int max_connections;
     const ocp_config *cfg; /* defaults for submitted pages */
 } ocp_http_conf;

@@ -133,6 +133,13 @@ s, _, _ = call("GET", "/v1/groups/no-such-group")
 check("unknown group: 404", s == 404, s)
 s, _, _ = call("GET", "/nowhere")
 check("unknown path: 404", s == 404, s)
+# The route table's patterns: a wildcard is one whole segment, and nothing may follow a route.
+for path in ("/v1/jobs/%s/other" % tid, "/v1/jobs/%s/result/more" % tid, "/v1/jobs/",
+             "/v1/groups/a/b", "/v1/jobs/" + "x" * 100, "/healthz/x"):
+    s, _, _ = call("GET", path)
+    check("GET %s: 404" % path[:40], s == 404, s)
+s, _, _ = call("POST", "/v1/jobs/" + tid)
+check("POST to a GET route: 404", s == 404, s)
 s, _, _ = call("DELETE", "/v1/jobs/" + tid)
 check("a method not allowed: 405", s == 405, s)
 s, _, b = call("GET", "/v1/jobs/%s/result?format=pdf" % tid)

@@ -114,4 +114,43 @@ mkdir -p "$TMP/a"
 cp "$F/eng.png" "$TMP/a/eng.png"
 check "several inputs: exit 0" "$OCRPOOL" ocr -l eng -o "$TMP/many" "$F/eng.png" "$TMP/a/eng.png" "$F/eng.jpg"
 check "several inputs: distinct names" test -f "$TMP/many/eng.txt" -a -f "$TMP/many/eng-2.txt" -a -f "$TMP/many/eng-3.txt"
+# The same file twice is the same task twice: both pages are written, and the run ends.
+check "the same file twice: exit 0" timeout 120 "$OCRPOOL" ocr -l eng -o "$TMP/twice" "$F/eng.png" "$F/eng.png"
+check "the same file twice: both written" test -s "$TMP/twice/eng.txt" -a -s "$TMP/twice/eng-2.txt"
+
+# ^C on a terminal reaches the command and its node (one process group). The command
+# passes a stop on to the node as well, and the node takes it once: one ^C is a warm stop
+# (running pages finish), a second is cold. The run says how to resume and exits 1.
+mkdir -p "$TMP/book"
+for i in 1 2 3 4 5 6; do cp "$F/eng.png" "$TMP/book/page$i.png"; done
+interrupt() { # interrupt TIMES OUT: ^C TIMES to the run's process group once it is going
+    : >"$TMP/$2.err"
+    OCRPOOL_FAULT=sleep:1:page setsid "$OCRPOOL" ocr -j 2 -l eng -o "$TMP/$2" "$TMP"/book/*.png \
+        2>"$TMP/$2.err" &
+    local pid=$! k
+    wait_log "$TMP/$2.err" "fault injection: sleeping" 30
+    for k in $(seq 1 "$1"); do
+        kill -INT -- -"$pid"
+        sleep 0.1
+    done
+    wait "$pid"
+}
+interrupt 1 warm
+rc=$?
+sed 's/^/# /' "$TMP/warm.err"
+check "one ^C: exit 1 (got $rc)" test $rc -eq 1
+check "one ^C: a warm stop, not a cold one" \
+    bash -c "grep -q 'warm shutdown' '$TMP/warm.err' && ! grep -q 'cold shutdown' '$TMP/warm.err'"
+check "one ^C: the running pages finished and were written" \
+    test "$(ls "$TMP/warm"/*.txt 2>/dev/null | wc -l)" -ge 2
+check "one ^C: says how to resume" grep -q "run the same command again to resume" "$TMP/warm.err"
+interrupt 2 cold
+rc=$?
+check "two ^C: exit 1 (got $rc)" test $rc -eq 1
+check "two ^C: a cold stop" grep -q 'cold shutdown' "$TMP/cold.err"
+check "two ^C: says how to resume" grep -q "run the same command again to resume" "$TMP/cold.err"
+"$OCRPOOL" ocr -l eng -o "$TMP/cold" "$TMP"/book/*.png 2>"$TMP/cold2.err"
+rc=$?
+check "after two ^C: the rerun finishes (exit $rc)" \
+    bash -c "[ $rc -eq 0 ] && [ \$(ls '$TMP/cold'/*.txt | wc -l) -eq 6 ]"
 finish

@@ -1,9 +1,10 @@
 /*
- * submit.c: turning input files into page tasks on a broker: one task per
- * page, with the page's size read from its header (the master's memory
- * budget estimates from it) and the per-page settings in the payload.
+ * submit.c: turning input files into page tasks on a broker (submit.h):
+ * one task per page, with the page's size read from its header and the
+ * per-page settings in the payload; and the default places of the queue
+ * and of uploads.
  */
-#include "cli/cli.h"
+#include "app/submit.h"
 #include "core/error.h"
 #include "core/util.h"
 
@@ -36,7 +37,24 @@ static void stable_id(const char *key, char out[64])
              (unsigned long long)(b & 0xffffffffffffULL));
 }
 
-int ocp_cli_submit_file(ocp_broker *b, const char *path, const ocp_image_limits *lim,
+/* The payload of page p: what the page is and the settings it runs with. New (free). */
+static char *page_payload(ocp_doc *doc, const char *abs, int p, const ocp_submit_opts *o)
+{
+    int w = 0, h = 0;
+    char perr[300] = "";
+    /* A page whose header cannot be read still becomes a task: the worker fails it with
+     * the reason, where its status can be seen. */
+    ocp_doc_page_size(doc, p, &w, &h, perr, sizeof perr);
+    json_t *pl = json_pack("{s:s, s:i, s:s, s:i, s:i}", "source", abs, "page", p, "lang", o->lang,
+                           "width", w, "height", h);
+    if (o->max_image_size >= 0)
+        json_object_set_new(pl, "max_image_size", json_integer(o->max_image_size));
+    char *payload = json_dumps(pl, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(pl);
+    return payload;
+}
+
+int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits *lim,
                         const ocp_submit_opts *o, ocp_submit_fn fn, void *ctx, char *err,
                         size_t errlen)
 {
@@ -51,17 +69,7 @@ int ocp_cli_submit_file(ocp_broker *b, const char *path, const ocp_image_limits 
         return rc;
     int pages = ocp_doc_pages(doc);
     for (int p = 0; p < pages && !rc; p++) {
-        int w = 0, h = 0;
-        char perr[300] = "";
-        /* A page whose header cannot be read still becomes a task: the worker fails it
-         * with the reason, where its status can be seen. */
-        ocp_doc_page_size(doc, p, &w, &h, perr, sizeof perr);
-        json_t *pl = json_pack("{s:s, s:i, s:s, s:i, s:i}", "source", abs, "page", p, "lang",
-                               o->lang, "width", w, "height", h);
-        if (o->max_image_size >= 0)
-            json_object_set_new(pl, "max_image_size", json_integer(o->max_image_size));
-        char *payload = json_dumps(pl, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(pl);
+        char *payload = page_payload(doc, abs, p, o);
         char idbuf[64];
         const char *id = NULL;
         if (o->stable_ids) {
@@ -86,20 +94,44 @@ int ocp_cli_submit_file(ocp_broker *b, const char *path, const ocp_image_limits 
     return rc;
 }
 
-const char *ocp_cli_broker_url(const ocp_config *cfg, char *buf, size_t len)
+void ocp_app_data_dir(char *buf, size_t len)
+{
+    const char *x = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+    if (x && *x)
+        snprintf(buf, len, "%s/ocrpool", x);
+    else
+        snprintf(buf, len, "%s/.local/share/ocrpool", home && *home ? home : "/tmp");
+}
+
+const char *ocp_app_broker_url(const ocp_config *cfg, char *buf, size_t len)
 {
     const char *u = ocp_config_str(cfg, OCP_S_BROKER);
     if (u && *u)
         return u;
-    const char *x = getenv("XDG_DATA_HOME");
-    const char *home = getenv("HOME");
     char dir[4096];
-    if (x && *x)
-        snprintf(dir, sizeof dir, "%s/ocrpool", x);
-    else
-        snprintf(dir, sizeof dir, "%s/.local/share/ocrpool", home && *home ? home : "/tmp");
+    ocp_app_data_dir(dir, sizeof dir);
     /* Created quietly: opening the queue says what went wrong. */
     ocp_mkdir_p(dir, 0755);
     snprintf(buf, len, "sqlite://%s/queue.db", dir);
     return buf;
+}
+
+void ocp_app_spool_dir(const char *url, char *buf, size_t len)
+{
+    if (strstr(url, "://") && strncmp(url, "sqlite://", 9) != 0) {
+        /* A network broker: the data folder (workers elsewhere need --spool-dir on shared
+         * storage). */
+        char dir[4096];
+        ocp_app_data_dir(dir, sizeof dir);
+        snprintf(buf, len, "%s/spool", dir);
+        return;
+    }
+    /* Beside a file queue. */
+    const char *p = strncmp(url, "sqlite://", 9) == 0 ? url + 9 : url;
+    const char *slash = strrchr(p, '/');
+    if (slash)
+        snprintf(buf, len, "%.*s/spool", (int)(slash - p), p);
+    else
+        snprintf(buf, len, "spool");
 }

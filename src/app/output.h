@@ -1,0 +1,57 @@
+/*
+ * output.h: a finished page as the front ends read it back from the queue,
+ * and its renderings: one format into a buffer (the HTTP reply, `ocrpool
+ * result`), one file per format (`ocrpool ocr -o`), and a document's text
+ * in page order (the sidecar, standard output).
+ *
+ * A stored result is parsed once where it arrives (ocp_app_page_get) and
+ * every rendering is made from that parse; the JSON rendering is the
+ * stored text itself, never parsed and dumped again.
+ */
+#ifndef OCP_APP_OUTPUT_H
+#define OCP_APP_OUTPUT_H
+
+#include "broker/broker.h"
+#include "engine/result.h"
+
+#include <stdio.h>
+
+/* A task and its result. Open type: filled by ocp_app_page_get, freed by ocp_app_page_fini. */
+typedef struct ocp_app_page {
+    ocp_task_info info; /* as stored; info.result is the result's JSON text when DONE */
+    ocp_result res;     /* info.result parsed, when parsed */
+    int parsed;
+} ocp_app_page;
+
+/*
+ * Reads task id into pg and, when it is DONE and parse is set, parses its
+ * result once. Returns 0 (pg filled), OCP_E_DECODE (pg filled, but the
+ * stored result is missing or not a page result), or the broker's code (pg empty;
+ * OCP_E_NOPAGE when there is no such task). ocp_app_page_fini pg after
+ * any return.
+ */
+int ocp_app_page_get(ocp_broker *b, const char *id, int parse, ocp_app_page *pg);
+void ocp_app_page_fini(ocp_app_page *pg);
+
+/* Appends the rendering fmt (one format) of a result to out: json is the stored text
+ * (borrowed), res its parse (needed for every format but JSON). */
+void ocp_app_render(const char *json, const ocp_result *res, int fmt, ocp_sb *out);
+
+/* The media type of one format's rendering ("text/plain; charset=utf-8"). Static. */
+const char *ocp_app_format_type(int fmt);
+
+/*
+ * Writes every format of the mask fmts of one page to outdir/stem.ext, or
+ * outdir/stem-pN.ext (N = page + 1) when the document has several pages.
+ * With only_missing, files that exist are kept. Returns 0, or a code with
+ * the reason in err.
+ */
+int ocp_app_write_page(const char *outdir, const char *stem, int page, int pages, int fmts,
+                       const char *json, const ocp_result *res, int only_missing, char *err,
+                       size_t errlen);
+
+/* Writes a document's text to f: pages in order, separated by form feeds; a NULL text is
+ * an empty page (a page that failed). Returns 0 or -errno (f's error). */
+int ocp_app_write_text(FILE *f, char *const *texts, int n);
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * metrics.c: GET /metrics in Prometheus's text format (metrics.h): the
+ * queue's depth by state, and, from the node's control socket, pages
+ * finished, the page-duration histogram (the master's buckets,
+ * ocp_duration_le), each worker's memory, recycles, GPUs and the budget.
+ */
+#include "http/metrics.h"
+
+#include <stdio.h>
+
+static long long ival(json_t *o, const char *k)
+{
+    return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static void queue_series(ocp_sb *sb, const ocp_counts *n)
+{
+    ocp_sb_printf(sb,
+                  "# HELP ocrpool_tasks Pages in the queue by state.\n"
+                  "# TYPE ocrpool_tasks gauge\n"
+                  "ocrpool_tasks{state=\"ready\"} %ld\nocrpool_tasks{state=\"leased\"} %ld\n",
+                  n->ready, n->leased);
+    /* A broker that does not count finished pages (redis: expiring result keys) leaves
+     * those series out rather than report a number it does not know. */
+    if (n->done >= 0)
+        ocp_sb_printf(sb,
+                      "ocrpool_tasks{state=\"done\"} %ld\nocrpool_tasks{state=\"failed\"} "
+                      "%ld\nocrpool_tasks{state=\"buried\"} %ld\n",
+                      n->done, n->failed, n->buried);
+    ocp_sb_printf(sb,
+                  "# HELP ocrpool_queue_depth Pages waiting or running.\n"
+                  "# TYPE ocrpool_queue_depth gauge\nocrpool_queue_depth %ld\n",
+                  n->ready + n->leased);
+}
+
+static void page_series(ocp_sb *sb, json_t *st)
+{
+    json_t *pg = json_object_get(st, "pages");
+    ocp_sb_printf(sb,
+                  "# HELP ocrpool_pages_total Pages this node finished.\n"
+                  "# TYPE ocrpool_pages_total counter\n"
+                  "ocrpool_pages_total{result=\"done\"} %lld\n"
+                  "ocrpool_pages_total{result=\"failed\"} %lld\n"
+                  "# HELP ocrpool_pages_per_second Pages per second since the node "
+                  "started.\n# TYPE ocrpool_pages_per_second gauge\n"
+                  "ocrpool_pages_per_second %.6f\n",
+                  ival(pg, "done"), ival(pg, "failed"),
+                  json_real_value(json_object_get(pg, "per_second")));
+    json_t *hb = json_object_get(st, "duration_buckets");
+    long long cum = 0;
+    ocp_sb_puts(sb, "# HELP ocrpool_page_duration_seconds Time to OCR a page.\n"
+                    "# TYPE ocrpool_page_duration_seconds histogram\n");
+    for (int i = 0; i <= OCP_DURATION_NB; i++) {
+        char le[32];
+        if (i < OCP_DURATION_NB)
+            snprintf(le, sizeof le, "%g", ocp_duration_le[i]);
+        else
+            snprintf(le, sizeof le, "+Inf");
+        cum += json_integer_value(json_array_get(hb, (size_t)i));
+        ocp_sb_printf(sb, "ocrpool_page_duration_seconds_bucket{le=\"%s\"} %lld\n", le, cum);
+    }
+    ocp_sb_printf(sb,
+                  "ocrpool_page_duration_seconds_sum %.6f\n"
+                  "ocrpool_page_duration_seconds_count %lld\n",
+                  json_real_value(json_object_get(st, "duration_sum")), cum);
+}
+
+static void worker_series(ocp_sb *sb, json_t *st)
+{
+    static const struct {
+        const char *name, *help, *key;
+    } wm[] = {
+        {"ocrpool_worker_rss_bytes", "Resident size of each worker.", "rss_kb"},
+        {"ocrpool_worker_pss_bytes",
+         "Proportional size of each worker (shared pages divided among sharers).", "pss_kb"},
+    };
+    size_t i;
+    json_t *w;
+    for (size_t k = 0; k < sizeof wm / sizeof wm[0]; k++) {
+        ocp_sb_printf(sb, "# HELP %s %s\n# TYPE %s gauge\n", wm[k].name, wm[k].help, wm[k].name);
+        json_array_foreach(json_object_get(st, "workers"), i, w)
+        {
+            ocp_sb_printf(sb, "%s{pid=\"%lld\",slot=\"%lld\"} %lld\n", wm[k].name, ival(w, "pid"),
+                          ival(w, "slot"), ival(json_object_get(w, "memory"), wm[k].key) * 1024);
+        }
+    }
+    ocp_sb_puts(sb, "# HELP ocrpool_recycles_total Workers replaced, by reason.\n"
+                    "# TYPE ocrpool_recycles_total counter\n");
+    const char *key;
+    json_t *v;
+    json_object_foreach(json_object_get(st, "recycles"), key, v) ocp_sb_printf(
+        sb, "ocrpool_recycles_total{reason=\"%s\"} %lld\n", key, (long long)json_integer_value(v));
+    ocp_sb_puts(sb, "# HELP ocrpool_worker_gpu_memory_bytes GPU memory of each worker "
+                    "(NVML's process list).\n# TYPE ocrpool_worker_gpu_memory_bytes gauge\n");
+    json_array_foreach(json_object_get(st, "workers"), i, w)
+        ocp_sb_printf(sb, "ocrpool_worker_gpu_memory_bytes{pid=\"%lld\"} %lld\n", ival(w, "pid"),
+                      ival(w, "gpu_memory_bytes"));
+}
+
+static void gpu_series(ocp_sb *sb, json_t *st)
+{
+    size_t i;
+    json_t *g;
+    ocp_sb_puts(sb, "# HELP ocrpool_gpu_memory_used_bytes Memory used on each GPU.\n"
+                    "# TYPE ocrpool_gpu_memory_used_bytes gauge\n"
+                    "# HELP ocrpool_gpu_utilization_percent Each GPU's utilisation.\n"
+                    "# TYPE ocrpool_gpu_utilization_percent gauge\n");
+    json_array_foreach(json_object_get(st, "gpus"), i, g)
+    {
+        long long idx = ival(g, "index");
+        ocp_sb_printf(sb, "ocrpool_gpu_memory_used_bytes{gpu=\"%lld\"} %lld\n", idx,
+                      ival(g, "memory_used_bytes"));
+        ocp_sb_printf(sb, "ocrpool_gpu_memory_total_bytes{gpu=\"%lld\"} %lld\n", idx,
+                      ival(g, "memory_total_bytes"));
+        ocp_sb_printf(sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} %lld\n", idx,
+                      ival(g, "utilization_gpu_percent"));
+    }
+    json_t *bg = json_object_get(st, "budget");
+    ocp_sb_printf(sb,
+                  "# HELP ocrpool_memory_budget_bytes The memory budget and the "
+                  "estimate in use.\n# TYPE ocrpool_memory_budget_bytes gauge\n"
+                  "ocrpool_memory_budget_bytes{kind=\"limit\"} %lld\n"
+                  "ocrpool_memory_budget_bytes{kind=\"in_use\"} %.0f\n",
+                  ival(bg, "limit_mb") << 20,
+                  json_real_value(json_object_get(bg, "in_use_mb")) * 1048576.0);
+}
+
+void ocp__http_metrics(ocp_sb *sb, const ocp_counts *n, json_t *stats)
+{
+    queue_series(sb, n);
+    if (!stats)
+        return;
+    page_series(sb, stats);
+    worker_series(sb, stats);
+    gpu_series(sb, stats);
+}

@@ -1,0 +1,223 @@
+/*
+ * test_app.c: what the front ends share (src/app): a finished page read back
+ * from a queue and parsed once, its renderings, the per-page output files,
+ * a document's text in page order, and the default places of the queue and
+ * of uploads.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/output.h"
+#include "app/submit.h"
+#include "core/error.h"
+#include "core/util.h"
+
+static const char *result_json =
+    "{\"id\":\"t1\",\"source\":\"/x/a.png\",\"page\":1,\"width\":100,\"height\":50,"
+    "\"lang\":\"eng\",\"engine\":\"tesseract\",\"text\":\"hello world\\n\","
+    "\"mean_confidence\":90.0,\"lines\":[{\"bbox\":[1,2,30,12],\"text\":\"hello world\","
+    "\"confidence\":90.0,\"words\":[{\"bbox\":[1,2,12,12],\"text\":\"hello\",\"confidence\":"
+    "91.0},{\"bbox\":[14,2,30,12],\"text\":\"world\",\"confidence\":89.0}]}],"
+    "\"elapsed_ms\":1500.0,\"peak_rss_kb\":4242}";
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 65536);
+    size_t n = fread(buf, 1, 65535, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static char *tmpdir(void)
+{
+    char *d = strdup("/tmp/ocp-test-app-XXXXXX");
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+static void rmtree(const char *d)
+{
+    char *cmd = ocp_xasprintf("rm -rf '%s'", d);
+    assert_int_equal(system(cmd), 0);
+    free(cmd);
+}
+
+/* A page acknowledged on a SQLite queue reads back parsed once, with every field. */
+static void test_page_get(void **state)
+{
+    (void)state;
+    char *d = tmpdir(), err[300], id[64];
+    char *url = ocp_xasprintf("sqlite://%s/q.db", d);
+    ocp_broker *b = NULL;
+    assert_int_equal(ocp_broker_open(url, NULL, &b, err, sizeof err), 0);
+    ocp_task_spec spec = {.group = "g", .payload = "{\"source\":\"/x/a.png\",\"page\":0}"};
+    int inserted = 0;
+    assert_int_equal(ocp_broker_submit(b, &spec, id, &inserted), 0);
+    ocp_app_page pg;
+    /* Not finished: read, nothing parsed. */
+    assert_int_equal(ocp_app_page_get(b, id, 1, &pg), 0);
+    assert_int_equal(pg.info.state, OCP_TASK_READY);
+    assert_int_equal(pg.parsed, 0);
+    ocp_app_page_fini(&pg);
+    ocp_task t[1];
+    int n = 0;
+    assert_int_equal(ocp_broker_lease(b, "me", NULL, 1, 60, 3, t, &n), 0);
+    assert_int_equal(n, 1);
+    json_t *res = json_loads(result_json, 0, NULL);
+    assert_non_null(res);
+    assert_int_equal(ocp_broker_ack(b, id, res, 1, 2, 4242, 1), 0);
+    json_decref(res);
+    ocp_task_fini(&t[0]);
+    assert_int_equal(ocp_app_page_get(b, id, 1, &pg), 0);
+    assert_int_equal(pg.info.state, OCP_TASK_DONE);
+    assert_int_equal(pg.parsed, 1);
+    assert_string_equal(pg.res.text, "hello world\n");
+    assert_int_equal(pg.res.n_lines, 1);
+    assert_int_equal(pg.res.n_words, 2);
+    assert_int_equal(pg.res.peak_rss_kb, 4242);
+    ocp_app_page_fini(&pg);
+    /* Without parse, the stored text only. */
+    assert_int_equal(ocp_app_page_get(b, id, 0, &pg), 0);
+    assert_int_equal(pg.parsed, 0);
+    assert_non_null(pg.info.result);
+    ocp_app_page_fini(&pg);
+    assert_int_equal(ocp_app_page_get(b, "no-such-task", 1, &pg), OCP_E_NOPAGE);
+    ocp_app_page_fini(&pg);
+    ocp_broker_close(b);
+    free(url);
+    rmtree(d);
+    free(d);
+}
+
+/* JSON is the stored text as it is (no parse and dump); the others come from the parse. */
+static void test_render(void **state)
+{
+    (void)state;
+    ocp_result r;
+    ocp_sb sb;
+    ocp_result_init(&r);
+    ocp_sb_init(&sb);
+    assert_int_equal(ocp_result_from_json(&r, result_json), 0);
+    ocp_app_render(result_json, &r, OCP_FMT_JSON, &sb);
+    assert_string_equal(sb.buf, result_json);
+    ocp_sb_reset(&sb);
+    ocp_app_render(result_json, &r, OCP_FMT_TXT, &sb);
+    assert_string_equal(sb.buf, "hello world\n");
+    ocp_sb_reset(&sb);
+    ocp_app_render(result_json, &r, OCP_FMT_HOCR, &sb);
+    assert_non_null(strstr(sb.buf, "ocrx_word"));
+    assert_string_equal(ocp_app_format_type(OCP_FMT_ALTO), "application/xml");
+    assert_string_equal(ocp_app_format_type(OCP_FMT_TSV),
+                        "text/tab-separated-values; charset=utf-8");
+    ocp_sb_fini(&sb);
+    ocp_result_fini(&r);
+}
+
+/* Files per page and format: stem.ext alone, stem-pN.ext in a document of several pages;
+ * only_missing keeps what is there. */
+static void test_write_page(void **state)
+{
+    (void)state;
+    char *d = tmpdir(), err[300];
+    ocp_result r;
+    ocp_result_init(&r);
+    assert_int_equal(ocp_result_from_json(&r, result_json), 0);
+    assert_int_equal(ocp_app_write_page(d, "a", 0, 1, OCP_FMT_TXT | OCP_FMT_JSON, result_json, &r,
+                                        0, err, sizeof err),
+                     0);
+    char *p = ocp_xasprintf("%s/a.txt", d), *got = slurp(p);
+    assert_string_equal(got, "hello world\n");
+    free(got);
+    free(p);
+    p = ocp_xasprintf("%s/a.json", d);
+    got = slurp(p);
+    assert_string_equal(got, result_json);
+    free(got);
+    free(p);
+    assert_int_equal(
+        ocp_app_write_page(d, "b", 1, 3, OCP_FMT_TXT, result_json, &r, 0, err, sizeof err), 0);
+    p = ocp_xasprintf("%s/b-p2.txt", d);
+    assert_int_equal(access(p, F_OK), 0);
+    /* Kept when only the missing ones are wanted. */
+    assert_int_equal(ocp_write_file(p, "old", 3), 0);
+    assert_int_equal(
+        ocp_app_write_page(d, "b", 1, 3, OCP_FMT_TXT, result_json, &r, 1, err, sizeof err), 0);
+    got = slurp(p);
+    assert_string_equal(got, "old");
+    free(got);
+    free(p);
+    /* A folder that is not there: the reason names the file. */
+    assert_int_not_equal(ocp_app_write_page("/nonexistent/dir", "c", 0, 1, OCP_FMT_TXT, result_json,
+                                            &r, 0, err, sizeof err),
+                         0);
+    assert_non_null(strstr(err, "/nonexistent/dir/c.txt"));
+    ocp_result_fini(&r);
+    rmtree(d);
+    free(d);
+}
+
+/* A document's text: pages in order, form feeds between, a failed page empty. */
+static void test_write_text(void **state)
+{
+    (void)state;
+    char buf[64] = "";
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    char *texts[] = {"one", NULL, "three"};
+    assert_int_equal(ocp_app_write_text(f, texts, 3), 0);
+    fclose(f);
+    assert_string_equal(buf, "one\f\fthree");
+}
+
+/* The default queue and upload places: one copy of the data folder's rule. */
+static void test_places(void **state)
+{
+    (void)state;
+    char *d = tmpdir(), buf[4200];
+    setenv("XDG_DATA_HOME", d, 1);
+    ocp_config *cfg = ocp_config_create();
+    assert_int_equal(ocp_config_finish(cfg), 0);
+    char *want = ocp_xasprintf("sqlite://%s/ocrpool/queue.db", d);
+    assert_string_equal(ocp_app_broker_url(cfg, buf, sizeof buf), want);
+    free(want);
+    char *dir = ocp_xasprintf("%s/ocrpool", d);
+    assert_int_equal(access(dir, F_OK), 0); /* made for the queue */
+    free(dir);
+    ocp_app_spool_dir("redis://127.0.0.1:6379/0", buf, sizeof buf);
+    want = ocp_xasprintf("%s/ocrpool/spool", d);
+    assert_string_equal(buf, want);
+    free(want);
+    ocp_app_spool_dir("sqlite:///srv/q/queue.db", buf, sizeof buf);
+    assert_string_equal(buf, "/srv/q/spool");
+    ocp_app_spool_dir("queue.db", buf, sizeof buf);
+    assert_string_equal(buf, "spool");
+    unsetenv("XDG_DATA_HOME");
+    setenv("HOME", "/home/someone", 1);
+    ocp_app_data_dir(buf, sizeof buf);
+    assert_string_equal(buf, "/home/someone/.local/share/ocrpool");
+    ocp_config_destroy(cfg);
+    rmtree(d);
+    free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_page_get),   cmocka_unit_test(test_render),
+        cmocka_unit_test(test_write_page), cmocka_unit_test(test_write_text),
+        cmocka_unit_test(test_places),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
