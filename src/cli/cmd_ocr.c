@@ -18,12 +18,14 @@
 #include "pool/pool.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET, K_QUEUE };
@@ -305,6 +307,90 @@ static int prepare(void *vctx, ocp_broker *b)
     return 0;
 }
 
+static volatile sig_atomic_t ocr_stop;
+
+static void on_stop(int s)
+{
+    (void)s;
+    ocr_stop = 1;
+}
+
+/* Each page of this run that finished since the last look: its result or failure. */
+static void collect(ocr_ctx *c, ocp_broker *b)
+{
+    for (int k = 0; k < c->npages; k++) {
+        page_ref *pr = &c->pages[k];
+        ocp_task_info info;
+        if (pr->finished || ocp_broker_get(b, pr->id, &info) != 0)
+            continue;
+        if (info.state == OCP_TASK_DONE) {
+            on_result(c, pr->id, 1, info.result ? info.result : "{}");
+        } else if (info.state == OCP_TASK_FAILED) {
+            on_result(c, pr->id, 0, info.error ? info.error : "failed");
+        } else if (info.state == OCP_TASK_BURIED) {
+            char why[700];
+            snprintf(why, sizeof why, "buried after %d deliveries: %s", info.deliveries,
+                     info.error ? info.error : "failed");
+            on_result(c, pr->id, 0, why);
+        }
+        ocp_task_info_fini(&info);
+    }
+}
+
+/*
+ * The node runs in a child of its own process group, forked before this
+ * process starts libvips or opens the queue; this process submits the
+ * pages, follows them in the queue, and stops the node (SIGTERM: warm)
+ * when they are all finished, or when it is interrupted itself.
+ */
+static int run_node(ocr_ctx *c, const ocp_pool_conf *pc, const char *url, char *err,
+                    size_t errlen)
+{
+    fflush(NULL);
+    pid_t node = fork();
+    if (node < 0)
+        return ocp_errf(-errno, err, errlen, "fork: %s", strerror(errno));
+    if (node == 0) {
+        setpgid(0, 0);
+        int rc = ocp_pool_run(pc, url, NULL, err, errlen);
+        if (rc)
+            fprintf(stderr, "ocrpool: %s\n", err);
+        _exit(rc ? OCP_EXIT_FAILED : 0);
+    }
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    ocp_broker *b = NULL;
+    int rc = ocp_broker_open(url, NULL, &b, err, errlen);
+    if (!rc && prepare(c, b) != 0)
+        rc = ocp_errf(OCP_E_ENGINE, err, errlen, "stopped before starting");
+    int st = 0, stopped = rc != 0, gone = 0;
+    if (stopped)
+        kill(node, SIGTERM);
+    while (!gone) {
+        gone = waitpid(node, &st, WNOHANG) == node;
+        if (b)
+            collect(c, b);
+        if (!stopped && (ocr_stop || c->done + c->failed >= c->npages)) {
+            kill(node, SIGTERM);
+            stopped = 1;
+        }
+        if (!gone)
+            usleep(50000);
+    }
+    ocp_broker_close(b);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (!rc && !(WIFEXITED(st) && WEXITSTATUS(st) == 0) &&
+        !(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM)) {
+        rc = OCP_E_ENGINE;
+        err[0] = '\0'; /* the node said why */
+    }
+    return rc;
+}
+
 /* A group name for this run: the same inputs and settings give the same group. */
 static char *run_group(ocr_ctx *c)
 {
@@ -421,15 +507,15 @@ int ocp_cmd_ocr(int argc, char **argv)
     ocp_pool_conf pc;
     ocp_pool_conf_from_config(&pc, c.cfg);
     pc.only_group = group;
-    ocp_pool_hooks hooks = {
-        .ctx = &c, .on_result = on_result, .exit_when_idle = true, .prepare = prepare};
     char url[4300];
     snprintf(url, sizeof url, "sqlite://%s", qpath);
-    rc = ocp_pool_run(&pc, url, &hooks, err, sizeof err);
+    rc = run_node(&c, &pc, url, err, sizeof err);
+    ocp_pool_conf_fini(&pc);
     if (c.show_progress)
         fprintf(stderr, "\r\033[K");
     if (rc) {
-        fprintf(stderr, "ocrpool: %s\n", err);
+        if (err[0])
+            fprintf(stderr, "ocrpool: %s\n", err);
         status = OCP_EXIT_FAILED;
         goto out;
     }
