@@ -146,7 +146,10 @@ static void handle_signals(master *m)
                 kill(w->pid, SIGKILL);
     } else if (sig_term == 1 && !m->draining) {
         m->draining = 1;
-        OCP_LOG(OCP_LOG_WARN, "warm shutdown: no new pages; running pages finish (again for cold)");
+        /* Said as a warning only when it holds pages (a node that runs out of work is stopped
+         * so by `ocr`). */
+        OCP_LOG(m->n_held ? OCP_LOG_WARN : OCP_LOG_INFO,
+                "warm shutdown: no new pages; running pages finish (again for cold)");
     }
     if (!m->draining)
         return;
