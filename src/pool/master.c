@@ -98,8 +98,8 @@ static void signals_stop(master *m)
     signal(SIGHUP, SIG_DFL);
 }
 
-/* SIGHUP: a fresh configuration from the hook, a new zygote for it; the old generation's
- * workers leave (idle ones now, busy ones after their page). */
+/* SIGHUP: a fresh configuration from the hook and a new zygote for it, loading while the
+ * loop goes on; once it is loaded, ocp__reload_commit makes it current. */
 static void reload(master *m)
 {
     ocp_pool_conf npc;
@@ -110,26 +110,47 @@ static void reload(master *m)
         OCP_LOG(OCP_LOG_ERROR, "reload: the configuration is not valid; keeping the running one");
         return;
     }
-    int old = m->gen;
-    ocp_pool_conf saved = m->pc;
-    m->pc = npc;
-    m->gen++;
-    if (m->nz == 2) /* A reload during a reload: the oldest zygote goes now. */
+    /* A reload during a reload: the zygote still loading goes, or else the oldest. */
+    for (int i = 0; m->nz == 2 && i < 2; i++)
+        if (m->z[i].gen > m->gen)
+            ocp__retire_zygote(m, i);
+    if (m->nz == 2)
         ocp__retire_zygote(m, m->z[0].gen < m->z[1].gen ? 0 : 1);
-    if (ocp__start_zygote(m, err, sizeof err)) {
+    if (m->reloading)
+        ocp_pool_conf_fini(&m->next_pc);
+    m->reloading = 0;
+    if (ocp__start_zygote(m, &npc, ++m->last_gen, 0, err, sizeof err)) {
         OCP_LOG(OCP_LOG_ERROR, "reload: %s; keeping the running configuration", err);
         ocp_pool_conf_fini(&npc);
-        m->pc = saved;
-        m->gen = old;
         return;
     }
+    m->next_pc = npc;
+    m->reloading = 1;
+}
+
+void ocp__reload_commit(master *m, zyg *z)
+{
+    int old = m->gen;
+    if (!m->reloading)
+        return;
     if (m->pc_owned)
-        ocp_pool_conf_fini(&saved);
+        ocp_pool_conf_fini(&m->pc);
+    m->pc = m->next_pc;
     m->pc_owned = 1;
+    m->reloading = 0;
+    m->gen = z->gen;
     OCP_LOG(OCP_LOG_WARN, "reload: configuration re-read, replacing workers");
     for (worker *w = m->workers; w; w = w->next)
         if (w->gen == old && w->state == W_IDLE)
             ocp__send_exit(w);
+}
+
+void ocp__reload_abandon(master *m, zyg *z)
+{
+    OCP_LOG(OCP_LOG_ERROR, "reload: %s; keeping the running configuration", z->why);
+    if (m->reloading)
+        ocp_pool_conf_fini(&m->next_pc);
+    m->reloading = 0;
 }
 
 static void handle_signals(master *m)
@@ -236,6 +257,8 @@ static void shutdown_node(master *m)
     signals_stop(m);
     if (m->pc_owned)
         ocp_pool_conf_fini(&m->pc);
+    if (m->reloading)
+        ocp_pool_conf_fini(&m->next_pc);
     ocp_loop_destroy(m->loop);
 }
 
@@ -256,7 +279,7 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     }
     ocp_log_set_role('M');
     /* The zygote first, before this process opens the broker or any library state. */
-    if ((rc = ocp__start_zygote(m, err, errlen)) == 0 &&
+    if ((rc = ocp__start_zygote(m, &m->pc, m->gen, 1, err, errlen)) == 0 &&
         (rc = ocp_broker_open(url, &m->pc.broker, &m->b, err, errlen)) == 0) {
         start(m, url);
         rc = run(m, err, errlen);

@@ -56,7 +56,11 @@ typedef struct held {
 } held;
 
 typedef struct zyg {
-    int pid, fd, gen, ready, dead;
+    int pid, fd, gen;
+    int loading; /* started, its engine not loaded yet (its first message tells) */
+    int dead;    /* its socket ended, or it could not load the engine (fatal) */
+    int fatal;
+    char why[300]; /* when fatal: the engine's error */
     ocp_proto_reader rd;
     ocp_loop_io io;
 } zyg;
@@ -87,9 +91,12 @@ typedef struct master {
     ocp_broker *b;
     ocp_loop *loop;
     char owner[160];
-    zyg z[2]; /* current and, during a reload, the previous */
+    zyg z[2]; /* current and, during a reload, the previous or the next */
     int nz;
-    int gen;
+    int gen;      /* the current generation: new workers come from its zygote */
+    int last_gen; /* the newest generation given to a zygote */
+    ocp_pool_conf next_pc; /* a reload's configuration, while its zygote loads */
+    int reloading;
     worker *workers;
     held *held;
     int n_held;
@@ -122,10 +129,18 @@ typedef struct master {
 /* Requests from the control socket, acted on like the signals (master.c). */
 void ocp__master_request_stop(int cold);
 void ocp__master_request_reload(void);
+/* A reload's zygote loaded its engine: its generation and configuration take over. */
+void ocp__reload_commit(master *m, zyg *z);
+/* A reload's zygote could not load its engine: the running configuration stays. */
+void ocp__reload_abandon(master *m, zyg *z);
 
 /* proc.c */
 zyg *ocp__current_zyg(master *m);
-int ocp__start_zygote(master *m, char *err, size_t errlen);
+/* Forks a zygote of generation gen for pc. With wait, waits until its engine is loaded (0,
+ * or the error with err); without, returns at once and the loop hears of it (a reload's
+ * zygote, once loaded, makes its generation current: ocp__reload_commit). */
+int ocp__start_zygote(master *m, const ocp_pool_conf *pc, int gen, int wait, char *err,
+                      size_t errlen);
 void ocp__retire_zygote(master *m, int i);
 int ocp__live_workers(const master *m, int gen);
 void ocp__spawn_missing(master *m);

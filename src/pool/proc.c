@@ -27,7 +27,15 @@ static void zygote_readable(ocp_loop_io *io, short revents);
 zyg *ocp__current_zyg(master *m)
 {
     for (int i = 0; i < m->nz; i++)
-        if (m->z[i].gen == m->gen && !m->z[i].dead)
+        if (m->z[i].gen == m->gen && !m->z[i].dead && !m->z[i].loading)
+            return &m->z[i];
+    return NULL;
+}
+
+static zyg *loading_zyg(master *m)
+{
+    for (int i = 0; i < m->nz; i++)
+        if (m->z[i].loading && !m->z[i].dead)
             return &m->z[i];
     return NULL;
 }
@@ -38,33 +46,44 @@ static void watch_zygote(master *m, zyg *z)
     ocp_loop_io_start(m->loop, &z->io, z->fd, POLLIN, zygote_readable, m);
 }
 
-/* Forks a zygote for the current generation and waits for its engine to load: the first
- * message says whether it could. */
-int ocp__start_zygote(master *m, char *err, size_t errlen)
+/* The first message of a zygote: "ready", or "fatal" with the engine's error. 1 when
+ * ready; else z->why says why. */
+static int loaded(zyg *z, json_t *msg)
+{
+    const char *t = msg ? json_string_value(json_object_get(msg, "t")) : NULL;
+    if (t && strcmp(t, "ready") == 0)
+        return 1;
+    const char *e = msg ? json_string_value(json_object_get(msg, "error")) : NULL;
+    snprintf(z->why, sizeof z->why, "%s", e ? e : "the zygote died while loading the engine");
+    return 0;
+}
+
+int ocp__start_zygote(master *m, const ocp_pool_conf *pc, int gen, int wait, char *err,
+                      size_t errlen)
 {
     zyg *z = &m->z[m->nz];
     memset(z, 0, sizeof *z);
-    int rc = ocp__zygote_start(&m->pc, &z->fd, &z->pid, err, errlen);
+    int rc = ocp__zygote_start(pc, &z->fd, &z->pid, err, errlen);
     if (rc)
         return rc;
-    z->gen = m->gen;
+    z->gen = gen;
+    z->loading = 1;
     ocp_proto_reader_init(&z->rd);
-    json_t *msg = NULL;
-    rc = ocp_proto_recv(z->fd, &z->rd, &msg);
-    const char *t = msg ? json_string_value(json_object_get(msg, "t")) : NULL;
-    if (rc || !t || strcmp(t, "ready") != 0) {
-        const char *e = msg ? json_string_value(json_object_get(msg, "error")) : NULL;
-        ocp_errf(OCP_E_ENGINE, err, errlen, "%s",
-                 e ? e : "the zygote died while loading the engine");
+    if (wait) {
+        json_t *msg = NULL;
+        rc = ocp_proto_recv(z->fd, &z->rd, &msg);
+        int ok = !rc && loaded(z, msg);
         json_decref(msg);
-        close(z->fd);
-        ocp_proto_reader_fini(&z->rd);
-        waitpid(z->pid, NULL, 0);
-        return OCP_E_ENGINE;
+        if (!ok) {
+            ocp_errf(OCP_E_ENGINE, err, errlen, "%s", z->why);
+            close(z->fd);
+            ocp_proto_reader_fini(&z->rd);
+            waitpid(z->pid, NULL, 0);
+            return OCP_E_ENGINE;
+        }
+        z->loading = 0;
     }
-    json_decref(msg);
     fcntl(z->fd, F_SETFL, fcntl(z->fd, F_GETFL) | O_NONBLOCK);
-    z->ready = 1;
     m->nz++;
     watch_zygote(m, z);
     return 0;
@@ -177,24 +196,31 @@ void ocp__retire_zygote(master *m, int i)
 int ocp__tend_zygotes(master *m, char *err, size_t errlen)
 {
     for (int i = 0; i < m->nz; i++) {
-        if (m->z[i].dead) {
+        if (!m->z[i].dead)
+            continue;
+        if (m->z[i].fatal && m->z[i].gen == m->gen) {
+            /* The current generation's engine cannot load (it did before): give up. */
+            ocp_errf(OCP_E_ENGINE, err, errlen, "%s", m->z[i].why);
             ocp__retire_zygote(m, i);
-            i--;
+            return OCP_E_ENGINE;
         }
+        ocp__retire_zygote(m, i);
+        i--;
     }
-    if (ocp__current_zyg(m) == NULL && !m->draining) {
+    if (!ocp__current_zyg(m) && !loading_zyg(m) && !m->draining) {
+        /* Its workers went with it; a new one loads while the loop goes on. */
         OCP_LOG(OCP_LOG_ERROR, "the zygote died: starting a new one");
-        char e2[600];
-        m->gen++;
-        if (ocp__start_zygote(m, e2, sizeof e2))
-            return ocp_errf(OCP_E_ENGINE, err, errlen, "%s", e2);
+        m->gen = ++m->last_gen;
+        int rc = ocp__start_zygote(m, &m->pc, m->gen, 0, err, errlen);
+        if (rc)
+            return rc;
     }
     /* An old zygote whose workers are all gone after a reload: let it go. */
     for (int i = 0; i < m->nz; i++) {
         int anyw = 0;
         for (worker *w = m->workers; w; w = w->next)
             anyw |= w->gen == m->z[i].gen;
-        if (m->z[i].gen != m->gen && !anyw) {
+        if (m->z[i].gen < m->gen && !anyw) {
             ocp__retire_zygote(m, i);
             i--;
         }
@@ -301,6 +327,23 @@ static void worker_spawned(master *m, zyg *z, json_t *msg)
     OCP_LOG(OCP_LOG_INFO, "worker %d started (slot %d)", pid, slot);
 }
 
+/* The first message of a zygote started while the loop runs (a reload's, or one replacing a
+ * zygote that died). msg NULL: it ended before it said anything. */
+static void zygote_loaded(master *m, zyg *z, json_t *msg)
+{
+    z->loading = 0;
+    if (loaded(z, msg)) {
+        OCP_LOG(OCP_LOG_INFO, "zygote %d loaded its engine", z->pid);
+        if (z->gen > m->gen)
+            ocp__reload_commit(m, z);
+        return;
+    }
+    z->dead = z->fatal = 1;
+    ocp_loop_io_stop(m->loop, &z->io);
+    if (z->gen > m->gen)
+        ocp__reload_abandon(m, z);
+}
+
 static void zygote_readable(ocp_loop_io *io, short revents)
 {
     (void)revents;
@@ -311,14 +354,19 @@ static void zygote_readable(ocp_loop_io *io, short revents)
     for (;;) {
         int r = ocp_proto_fill(&z->rd, z->fd);
         if (r == 0 || (r < 0 && r != -EAGAIN)) {
-            OCP_LOG(OCP_LOG_ERROR, "zygote %d is gone", z->pid);
+            if (z->loading)
+                zygote_loaded(m, z, NULL);
+            else
+                OCP_LOG(OCP_LOG_ERROR, "zygote %d is gone", z->pid);
             z->dead = 1;
             ocp_loop_io_stop(m->loop, &z->io);
         }
         json_t *msg;
         while (ocp_proto_next(&z->rd, &msg) == 0 && msg) {
             const char *t = json_string_value(json_object_get(msg, "t"));
-            if (t && strcmp(t, "spawned") == 0) {
+            if (z->loading) {
+                zygote_loaded(m, z, msg);
+            } else if (t && strcmp(t, "spawned") == 0) {
                 worker_spawned(m, z, msg);
             } else if (t && strcmp(t, "exited") == 0) {
                 worker *w = find_worker(m, (int)json_integer_value(json_object_get(msg, "pid")));
@@ -328,7 +376,7 @@ static void zygote_readable(ocp_loop_io *io, short revents)
             }
             json_decref(msg);
         }
-        if (r <= 0)
+        if (r <= 0 || z->dead)
             break;
     }
 }
