@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -352,6 +353,7 @@ static int run_node(ocr_ctx *c, const ocp_pool_conf *pc, const char *url, char *
         return ocp_errf(-errno, err, errlen, "fork: %s", strerror(errno));
     if (node == 0) {
         setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* this process gone: the node stops (warm) */
         int rc = ocp_pool_run(pc, url, NULL, err, errlen);
         if (rc)
             fprintf(stderr, "ocrpool: %s\n", err);
