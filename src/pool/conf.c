@@ -30,8 +30,8 @@ int ocp_pool_conf_devices(ocp_pool_conf *pc, const char *device, bool uses_gpu,
 {
     ocp_gpu_plan plan;
     ocp_pool_conf_fini(pc);
-    int rc = ocp_gpu_resolve(device, pc->engine ? pc->engine : "?", uses_gpu, gpus, &plan, err,
-                             errlen);
+    int rc =
+        ocp_gpu_resolve(device, pc->engine ? pc->engine : "?", uses_gpu, gpus, &plan, err, errlen);
     if (rc || plan.n == 0 || pc->concurrency <= 0)
         return rc; /* the CPU: no device visible to any worker */
     int n = pc->concurrency < OCP_MAX_WORKERS ? pc->concurrency : OCP_MAX_WORKERS;
@@ -61,10 +61,9 @@ static void plan_devices(ocp_pool_conf *pc, const ocp_config *cfg)
     char err[600];
     ocp_gpu_list *gpus = ocp_xcalloc(1, sizeof *gpus);
     ocp_gpu_discover(gpus);
-    if (ocp_pool_conf_devices(pc, device, uses_gpu, gpus,
-                              ocp_config_double(cfg, OCP_S_GPU_MEMORY_FRACTION),
-                              (long long)ocp_config_int(cfg, OCP_S_GPU_MAX_MEMORY_MB), err,
-                              sizeof err))
+    if (ocp_pool_conf_devices(
+            pc, device, uses_gpu, gpus, ocp_config_double(cfg, OCP_S_GPU_MEMORY_FRACTION),
+            (long long)ocp_config_int(cfg, OCP_S_GPU_MAX_MEMORY_MB), err, sizeof err))
         OCP_LOG(OCP_LOG_ERROR, "device %s: %s; the workers run on the CPU", device, err);
     free(gpus);
 }

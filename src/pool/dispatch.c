@@ -24,9 +24,8 @@
 int ocp__capacity(const master *m)
 {
     int batch = m->pc.batch_pages > 1 ? m->pc.batch_pages : 1;
-    return m->pc.prefetch_multiplier > 0
-               ? m->pc.concurrency * m->pc.prefetch_multiplier * batch
-               : 100000;
+    return m->pc.prefetch_multiplier > 0 ? m->pc.concurrency * m->pc.prefetch_multiplier * batch
+                                         : 100000;
 }
 
 static int is_solo(const master *m, const char *id)
@@ -97,8 +96,8 @@ void ocp__drop_held(master *m, held *h)
 void ocp__release_task(master *m, held *h, ocp_failure kind, const char *reason, int uncount)
 {
     int buried = 0;
-    int rc = ocp_broker_release(m->b, h->t.id, kind, reason, uncount, m->pc.max_deliveries,
-                                &buried);
+    int rc =
+        ocp_broker_release(m->b, h->t.id, kind, reason, uncount, m->pc.max_deliveries, &buried);
     if (rc)
         OCP_LOG(OCP_LOG_ERROR, "release %s: %s", h->t.id, ocp_broker_errmsg(m->b));
     else if (buried)
@@ -205,8 +204,7 @@ static void page_done(master *m, worker *w, json_t *msg)
     json_t *res = json_object_get(msg, "result");
     res = json_is_object(res) ? json_incref(res) : json_object();
     int rc = ok ? ocp_broker_ack(m->b, id, res, started, finished, peak, w->pid)
-                : ocp_broker_fail(m->b, id, kind, why ? why : "failed", started, finished,
-                                  w->pid);
+                : ocp_broker_fail(m->b, id, kind, why ? why : "failed", started, finished, w->pid);
     json_decref(res);
     if (rc) {
         /* Not stored: do not acknowledge; the lease runs out and the page is done again. */
@@ -339,8 +337,8 @@ static void give(master *m, worker *w, held **pick, int np)
     } else {
         json_t *arr = json_array();
         for (int i = 0; i < np; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:O}", "id", pick[i]->t.id, "payload",
-                                                 pick[i]->payload));
+            json_array_append_new(
+                arr, json_pack("{s:s, s:O}", "id", pick[i]->t.id, "payload", pick[i]->payload));
         msg = json_pack("{s:s, s:o}", "t", "tasks", "tasks", arr);
     }
     int rc = ocp_proto_send(w->fd, msg, -1);

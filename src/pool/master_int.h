@@ -34,11 +34,11 @@
 
 enum { H_WAITING, H_RUNNING };
 enum { W_STARTING, W_IDLE, W_BUSY, W_EXITING };
-#define OCP__SOLO          256 /* pages remembered to run alone */
-#define OCP__CTL_CLIENTS   8   /* control clients served at once; more wait in the backlog */
-#define OCP__CTL_DEADLINE  2.0 /* seconds a control client has to ask and read its answer */
-#define OCP__WATCH_PERIOD  0.05
-#define OCP__LEASE_IDLE    0.5 /* the longest wait between leases while the queue is empty */
+#define OCP__SOLO         256 /* pages remembered to run alone */
+#define OCP__CTL_CLIENTS  8   /* control clients served at once; more wait in the backlog */
+#define OCP__CTL_DEADLINE 2.0 /* seconds a control client has to ask and read its answer */
+#define OCP__WATCH_PERIOD 0.05
+#define OCP__LEASE_IDLE   0.5 /* the longest wait between leases while the queue is empty */
 
 typedef struct held {
     ocp_task t;
@@ -93,8 +93,8 @@ typedef struct master {
     char owner[160];
     zyg z[2]; /* current and, during a reload, the previous or the next */
     int nz;
-    int gen;      /* the current generation: new workers come from its zygote */
-    int last_gen; /* the newest generation given to a zygote */
+    int gen;               /* the current generation: new workers come from its zygote */
+    int last_gen;          /* the newest generation given to a zygote */
     ocp_pool_conf next_pc; /* a reload's configuration, while its zygote loads */
     int reloading;
     worker *workers;
@@ -116,9 +116,9 @@ typedef struct master {
     double started_wall, started_mono;
     long pages_done, pages_failed;
     double dur_sum;
-    long peak_max_kb;                       /* the highest page peak RSS seen */
-    long dur_buckets[OCP_DURATION_NB + 1];  /* page durations by ocp_duration_le, and more */
-    long recycles_kind[OCP_FAIL__COUNT];    /* workers killed or lost, by failure kind */
+    long peak_max_kb;                             /* the highest page peak RSS seen */
+    long dur_buckets[OCP_DURATION_NB + 1];        /* page durations by ocp_duration_le, and more */
+    long recycles_kind[OCP_FAIL__COUNT];          /* workers killed or lost, by failure kind */
     long recycles_max_tasks, recycles_max_memory; /* Celery's replacements after a page */
     /* Pages whose batch failed as a whole (a crash, a limit): run alone next time, so that
      * only a page that fails alone is counted (and buried) for it. A ring of ids. */

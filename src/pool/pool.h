@@ -100,7 +100,4 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *broker_url, const ocp_pool
 /* Exit status of a zygote or worker that must not be restarted (engine cannot load). */
 #define OCP_EXIT_FATAL 70
 
-/* The zygote's side (zygote.c). */
-int ocp__zygote_start(const ocp_pool_conf *pc, int *fd, int *pid, char *err, size_t errlen);
-
 #endif

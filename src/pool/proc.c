@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "pool/master_int.h"
+#include "pool/zygote.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -259,11 +260,10 @@ static void pages_lost(master *m, worker *w, ocp_failure kind, const char *reaso
             ocp__drop_held(m, h);
         } else if (batch > 1) {
             char why[600];
-            snprintf(why, sizeof why, "%s (%d pages read together: each runs alone next)",
-                     reason, batch);
+            snprintf(why, sizeof why, "%s (%d pages read together: each runs alone next)", reason,
+                     batch);
             ocp__add_solo(m, h->t.id);
-            OCP_LOG(OCP_LOG_WARN, "page %s goes back to the queue, not counted: %s", h->t.id,
-                    why);
+            OCP_LOG(OCP_LOG_WARN, "page %s goes back to the queue, not counted: %s", h->t.id, why);
             ocp__release_task(m, h, kind, why, 1);
         } else {
             ocp__release_task(m, h, kind, reason, 0);

@@ -56,11 +56,9 @@ static void check_time(master *m, worker *w, double now)
                  "time limit: %d pages read together ran over %.1f s (their limits summed)", n,
                  limit);
     else
-        snprintf(w->kill_reason, sizeof w->kill_reason,
-                 "time limit: the page ran over %.1f s (%s)", limit,
-                 limit == m->pc.time_limit_s ? "time-limit" : "the task's time_limit");
-    OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing worker %d", w->task->t.id, w->kill_reason,
-            w->pid);
+        snprintf(w->kill_reason, sizeof w->kill_reason, "time limit: the page ran over %.1f s (%s)",
+                 limit, limit == m->pc.time_limit_s ? "time-limit" : "the task's time_limit");
+    OCP_LOG(OCP_LOG_WARN, "page %s: %s: killing worker %d", w->task->t.id, w->kill_reason, w->pid);
     kill_worker(w, OCP_FAIL_TIME_LIMIT);
 }
 

@@ -29,6 +29,7 @@
 #include "pool/page.h"
 #include "pool/pool.h"
 #include "pool/proto.h"
+#include "pool/zygote.h"
 #include "core/error.h"
 #include "core/failure.h"
 #include "core/log.h"
@@ -161,13 +162,13 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
             size_t n = 0;
             wt->inline_bytes = ocp_b64_decode(json_string_value(jb), json_string_length(jb), &n);
             if (!wt->inline_bytes) {
-                wt->rc = ocp_errf(OCP_E_DECODE, wt->err, sizeof wt->err,
-                                  "inline source: not base64");
+                wt->rc =
+                    ocp_errf(OCP_E_DECODE, wt->err, sizeof wt->err, "inline source: not base64");
                 return;
             }
             /* The document reads from these bytes until it is destroyed. */
-            wt->rc = ocp_doc_open_buffer(wt->inline_bytes, n, &lim, &wt->doc, wt->err,
-                                         sizeof wt->err);
+            wt->rc =
+                ocp_doc_open_buffer(wt->inline_bytes, n, &lim, &wt->doc, wt->err, sizeof wt->err);
         } else {
             wt->rc = ocp_doc_open_file(source, &lim, &wt->doc, wt->err, sizeof wt->err);
         }
@@ -254,9 +255,9 @@ static json_t *task_reply(const ocp_pool_conf *pc, wtask *wt)
     }
     json_object_set_new(msg, "started", json_real(wt->started));
     json_object_set_new(msg, "finished", json_real(ocp_wall_now()));
-    json_object_set_new(msg, "peak_rss_kb",
-                        json_integer(wt->res.peak_rss_kb > 0 ? wt->res.peak_rss_kb
-                                                             : ocp_self_peak_rss_kb()));
+    json_object_set_new(
+        msg, "peak_rss_kb",
+        json_integer(wt->res.peak_rss_kb > 0 ? wt->res.peak_rss_kb : ocp_self_peak_rss_kb()));
     json_object_set_new(msg, "rss_after_kb", json_integer(ocp_self_rss_kb()));
     return msg;
 }
