@@ -326,13 +326,9 @@ static void collect(ocr_ctx *c, ocp_broker *b)
             continue;
         if (info.state == OCP_TASK_DONE) {
             on_result(c, pr->id, 1, info.result ? info.result : "{}");
-        } else if (info.state == OCP_TASK_FAILED) {
+        } else if (info.state == OCP_TASK_FAILED || info.state == OCP_TASK_BURIED) {
+            /* A buried page's reason says so ("buried after N deliveries: ..."). */
             on_result(c, pr->id, 0, info.error ? info.error : "failed");
-        } else if (info.state == OCP_TASK_BURIED) {
-            char why[700];
-            snprintf(why, sizeof why, "buried after %d deliveries: %s", info.deliveries,
-                     info.error ? info.error : "failed");
-            on_result(c, pr->id, 0, why);
         }
         ocp_task_info_fini(&info);
     }
