@@ -326,6 +326,17 @@ rc=$?
 status_json
 check "SIGTERM: warm, the running page finishes (exit $rc)" $CHECK state "$TMP/status.json" "$id" done 1
 
+# A node holding nothing stops at once (how `ocr` ends its node when its pages are done).
+fresh
+start_worker "$TMP/idle.log" -c 2
+wait_log "$TMP/idle.log" "worker [0-9]* ready" 30
+t0=$(date +%s.%N)
+stop_worker
+rc=$?
+t1=$(date +%s.%N)
+check "SIGTERM with nothing held: the node ends at once (exit $rc, $(python3 -c "print(round($t1-$t0,2))") s)" \
+    python3 -c "import sys; sys.exit(0 if $rc == 0 and $t1 - $t0 < 2 else 1)"
+
 fresh
 id=$(submit -l eng "$TMP/p/slowpage.png")
 OCRPOOL_FAULT=sleep:20:slowpage start_worker "$TMP/sq.log" -c 1
