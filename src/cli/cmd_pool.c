@@ -151,6 +151,7 @@ int ocp_cmd_worker(int argc, char **argv)
             fprintf(stderr, "ocrpool: worker: %s\n", err);
             rc = OCP_EXIT_FAILED;
         }
+        ocp_pool_conf_fini(&pc);
     }
     ocp_config_destroy(cfg);
     free(pos);

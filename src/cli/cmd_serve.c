@@ -155,6 +155,7 @@ int ocp_cmd_serve(int argc, char **argv)
         fprintf(stderr, "ocrpool: serve: %s\n", err);
         rc = OCP_EXIT_FAILED;
     }
+    ocp_pool_conf_fini(&pc);
     kill(api, SIGTERM);
     waitpid(api, NULL, 0);
 out:

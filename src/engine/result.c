@@ -164,7 +164,7 @@ static json_t *str_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-static void render_json(const ocp_result *r, ocp_sb *out)
+json_t *ocp_result_json(const ocp_result *r)
 {
     json_t *o = json_object(), *lines = json_array();
     json_object_set_new(o, "id", str_or_null(r->id));
@@ -196,6 +196,12 @@ static void render_json(const ocp_result *r, ocp_sb *out)
     json_object_set_new(o, "lines", lines);
     json_object_set_new(o, "elapsed_ms", json_real(round(r->elapsed_ms * 10.0) / 10.0));
     json_object_set_new(o, "peak_rss_kb", json_integer(r->peak_rss_kb));
+    return o;
+}
+
+static void render_json(const ocp_result *r, ocp_sb *out)
+{
+    json_t *o = ocp_result_json(r);
     /* json_string() refuses invalid UTF-8; an engine never gives it, but be safe. */
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (s) {

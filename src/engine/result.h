@@ -10,6 +10,7 @@
 #ifndef OCP_ENGINE_RESULT_H
 #define OCP_ENGINE_RESULT_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "core/util.h"
@@ -89,6 +90,10 @@ const char *ocp_format_name(int fmt);
  * Returns 0, or OCP_E_DECODE when json is not a page result.
  */
 int ocp_result_from_json(ocp_result *r, const char *json);
+
+/* The JSON rendering of r as a new value (json_decref): the fields ocp_result_render
+ * (OCP_FMT_JSON) writes, which writes this value. */
+json_t *ocp_result_json(const ocp_result *r);
 
 /* Appends the rendering fmt (one format) of r to out. */
 void ocp_result_render(const ocp_result *r, int fmt, ocp_sb *out);

@@ -6,7 +6,7 @@
  * in a folder of mode 0700: $XDG_RUNTIME_DIR/ocrpool, else /run/ocrpool for
  * root, else /tmp/ocrpool-UID. A client connects, sends one framed JSON
  * request (proto.h) and reads one reply:
- *   {"cmd":"stats"}           the node's figures (see master.c build_stats)
+ *   {"cmd":"stats"}           the node's figures (see stats.c)
  *   {"cmd":"stop"}            warm shutdown     {"cmd":"stop-now"}  cold
  *   {"cmd":"reload"}          as SIGHUP         {"cmd":"scale","n":N} concurrency N
  * Replies are {"ok":true,...} or {"ok":false,"error":"..."}.

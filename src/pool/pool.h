@@ -1,7 +1,7 @@
 /*
  * pool.h: the worker pool of one node.
  *
- *   master (ocp_pool_run, one per node, single-threaded poll loop)
+ *   master (ocp_pool_run, one per node, single-threaded event loop: master_int.h)
  *     |  leases pages from the broker, admits them under the memory budget,
  *     |  dispatches them to idle workers, stores results, acknowledges,
  *     |  renews leases, watches each worker's memory and time
@@ -28,6 +28,7 @@
 #include "broker/broker.h"
 #include "config/config.h"
 #include "engine/engine.h"
+#include "gpu/gpu.h"
 #include "image/image.h"
 
 /* Everything the pool needs, resolved from the settings. Open type. */
@@ -52,43 +53,51 @@ typedef struct ocp_pool_conf {
     const char *cgroup_root;
     const char *only_group; /* lease only this group's pages (ocr); NULL = any */
     ocp_broker_opts broker; /* queues, task name, visibility timeout (redis) */
-    /* CUDA_VISIBLE_DEVICES of worker slot i is visible[i % n_visible] ("" = none). */
+    /* CUDA_VISIBLE_DEVICES of worker slot i is visible[i % n_visible]; none (n_visible 0)
+     * = "" for every worker. Owned (ocp_pool_conf_fini). */
     char **visible;
     int n_visible;
 } ocp_pool_conf;
 
-/* Fills pc from cfg; strings borrowed from cfg. */
+/*
+ * Fills pc from cfg; strings borrowed from cfg, the device plan (visible) owned by pc
+ * (ocp_pool_conf_fini). The GPUs are discovered only when --device may use one.
+ */
 void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg);
+/* Frees what pc owns (its device plan); the rest stays. */
+void ocp_pool_conf_fini(ocp_pool_conf *pc);
+/*
+ * The device plan: device ("auto", "cpu", "cuda:N[,M...]") resolved against gpus for an
+ * engine that does (uses_gpu) or does not use a GPU, its workers assigned round-robin, and
+ * each worker slot's CUDA_VISIBLE_DEVICES (a device's UUID) put in pc->visible (replacing
+ * the old plan; none when the workers run on the CPU). pc->engine and pc->concurrency are
+ * read. Returns 0, or OCP_E_CONFIG with the reason in err.
+ */
+int ocp_pool_conf_devices(ocp_pool_conf *pc, const char *device, bool uses_gpu,
+                          const ocp_gpu_list *gpus, double fraction, long long max_mb, char *err,
+                          size_t errlen);
 /* The broker's options from cfg; strings borrowed from cfg. */
 void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg);
 
 /* Hooks of the command that runs the pool. All optional. Open type. */
 typedef struct ocp_pool_hooks {
     void *ctx;
-    /* A page finished: ok with its result JSON, or not with the reason. */
-    void (*on_result)(void *ctx, const char *id, int ok, const char *text);
-    /* Stop when nothing is ready or leased in the queue and nothing is held (ocr). */
-    bool exit_when_idle;
-    /* SIGHUP: rebuild *pc from a fresh configuration; 0 on success. */
+    /* SIGHUP: rebuild *pc from a fresh configuration; 0 on success. The pool then owns *pc
+     * (it calls ocp_pool_conf_fini when it is replaced or the pool ends). */
     int (*reload)(void *ctx, ocp_pool_conf *pc);
-    /* Runs once the zygote is forked and the broker open, before the loop (ocr submits
-     * its pages here); non-zero stops the pool. */
-    int (*prepare)(void *ctx, ocp_broker *b);
 } ocp_pool_hooks;
 
 /*
- * Runs the pool on broker url until a shutdown signal (or, with
- * exit_when_idle, until the queue is done). Returns 0, or a negative code
- * with the reason in err. Call it before the process has started libvips,
- * an engine or the broker: it forks the zygote first.
+ * Runs the pool on broker url until a shutdown signal (SIGTERM, SIGINT,
+ * SIGQUIT, or the control socket's stop). Returns 0, or a negative code
+ * with the reason in err. pc is borrowed (copied). Call it before the
+ * process has started libvips, an engine or the broker: it forks the
+ * zygote first.
  */
 int ocp_pool_run(const ocp_pool_conf *pc, const char *broker_url, const ocp_pool_hooks *hooks,
                  char *err, size_t errlen);
 
 /* Exit status of a zygote or worker that must not be restarted (engine cannot load). */
 #define OCP_EXIT_FATAL 70
-
-/* The zygote's side (zygote.c). */
-int ocp__zygote_start(const ocp_pool_conf *pc, int *fd, int *pid, char *err, size_t errlen);
 
 #endif

@@ -13,6 +13,25 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+unsigned char *ocp_proto_frame(json_t *obj, size_t *len)
+{
+    char *body = json_dumps(obj, JSON_COMPACT);
+    if (!body)
+        return NULL;
+    size_t n = strlen(body);
+    unsigned char *f = malloc(n + 4);
+    if (f) {
+        f[0] = (unsigned char)(n >> 24);
+        f[1] = (unsigned char)(n >> 16);
+        f[2] = (unsigned char)(n >> 8);
+        f[3] = (unsigned char)n;
+        memcpy(f + 4, body, n);
+        *len = n + 4;
+    }
+    free(body);
+    return f;
+}
+
 int ocp_proto_send(int fd, json_t *obj, int fd_pass)
 {
     char *body = json_dumps(obj, JSON_COMPACT);

@@ -13,6 +13,10 @@
 
 #define OCP_PROTO_MAX (64u << 20) /* largest message: a page result with all its boxes */
 
+/* obj (borrowed) as one frame: length header and JSON text. Returns a new buffer (free) of
+ * *len bytes, or NULL when obj cannot be written. */
+unsigned char *ocp_proto_frame(json_t *obj, size_t *len);
+
 /* Sends obj (borrowed) on fd, with fd_pass attached when >= 0. Blocking. 0 or -errno. */
 int ocp_proto_send(int fd, json_t *obj, int fd_pass);
 

@@ -13,9 +13,12 @@
  *           | {"t":"tasks","tasks":[{"id":I,"payload":{...}},...]}
  *             (a "done" for each, in order)
  *   worker -> {"t":"ready","rss_kb":R,"pss_kb":P} once idle after start
- *   worker -> {"t":"done","id":I,"ok":true,"result":"<page JSON>",
+ *   worker -> {"t":"done","id":I,"ok":true,"result":{page result, and
+ *              "renderings":{...} when the payload asked for "formats"},
  *              "started":T,"finished":T,"peak_rss_kb":K,"rss_after_kb":K}
- *             | {"t":"done","id":I,"ok":false,"error":"reason",...}
+ *             | {"t":"done","id":I,"ok":false,"failure":KIND,"error":"reason",...}
+ *             (KIND: ocp_failure_name, failure.h; the master retries the
+ *             kinds ocp_failure_retried says)
  *
  * Test seam: OCRPOOL_FAULT=crash:TEXT | sleep:SECONDS:TEXT | alloc:MB:TEXT
  * makes a worker crash (SIGSEGV), sleep, or allocate and touch memory on
@@ -26,7 +29,9 @@
 #include "pool/page.h"
 #include "pool/pool.h"
 #include "pool/proto.h"
+#include "pool/zygote.h"
 #include "core/error.h"
+#include "core/failure.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -157,13 +162,13 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
             size_t n = 0;
             wt->inline_bytes = ocp_b64_decode(json_string_value(jb), json_string_length(jb), &n);
             if (!wt->inline_bytes) {
-                wt->rc = ocp_errf(OCP_E_DECODE, wt->err, sizeof wt->err,
-                                  "inline source: not base64");
+                wt->rc =
+                    ocp_errf(OCP_E_DECODE, wt->err, sizeof wt->err, "inline source: not base64");
                 return;
             }
             /* The document reads from these bytes until it is destroyed. */
-            wt->rc = ocp_doc_open_buffer(wt->inline_bytes, n, &lim, &wt->doc, wt->err,
-                                         sizeof wt->err);
+            wt->rc =
+                ocp_doc_open_buffer(wt->inline_bytes, n, &lim, &wt->doc, wt->err, sizeof wt->err);
         } else {
             wt->rc = ocp_doc_open_file(source, &lim, &wt->doc, wt->err, sizeof wt->err);
         }
@@ -186,8 +191,53 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
     ocp_log_set_task(NULL);
 }
 
-/* The answer for a page: its result (with the renderings its message asked for), or why it
- * failed. */
+/* The renderings a message asked for ("formats": ["txt", "hocr", ...]), by name; NULL when
+ * it asked for none. */
+static json_t *renderings(const ocp_result *res, json_t *formats)
+{
+    if (json_array_size(formats) == 0)
+        return NULL;
+    json_t *rend = json_object(), *f;
+    size_t i;
+    json_array_foreach(formats, i, f)
+    {
+        const char *fs = json_string_value(f);
+        int fmt = fs ? ocp_format_parse(fs) : -1;
+        if (fmt <= 0 || (fmt & (fmt - 1)) != 0)
+            continue;
+        ocp_sb one;
+        ocp_sb_init(&one);
+        ocp_result_render(res, fmt, &one);
+        json_object_set_new(rend, fs, json_string(one.buf));
+        ocp_sb_fini(&one);
+    }
+    return rend;
+}
+
+/* Why a page failed, as a kind beside its reason: an allocation refused by the data limit
+ * near the hard limit failed for memory, not for the page's content, and the master retries
+ * it (and buries it after max-deliveries) as if its watchdog had stopped it. */
+static void failure_reply(const ocp_pool_conf *pc, const wtask *wt, json_t *msg)
+{
+    ocp_failure kind = ocp_failure_of_error(wt->rc);
+    char why[700];
+    if (pc->hard_memory_limit_mb > 0 &&
+        ocp_self_peak_rss_kb() >= pc->hard_memory_limit_mb * 1024 * 8 / 10) {
+        kind = OCP_FAIL_MEMORY_LIMIT;
+        snprintf(why, sizeof why,
+                 "memory limit: the page failed at %ld MB RSS near hard-memory-limit %ld MB (%s)",
+                 ocp_self_peak_rss_kb() / 1024, pc->hard_memory_limit_mb, wt->err);
+    } else {
+        snprintf(why, sizeof why, "%s", wt->err[0] ? wt->err : ocp_strerror(wt->rc));
+    }
+    if (kind == OCP_FAIL_NONE)
+        kind = OCP_FAIL_ENGINE;
+    json_object_set_new(msg, "failure", json_string(ocp_failure_name(kind)));
+    json_object_set_new(msg, "error", json_string(why));
+}
+
+/* The answer for a page: its result as a JSON object (with the renderings its message asked
+ * for inside), or its failure's kind and reason. */
 static json_t *task_reply(const ocp_pool_conf *pc, wtask *wt)
 {
     json_t *msg = json_object();
@@ -195,56 +245,19 @@ static json_t *task_reply(const ocp_pool_conf *pc, wtask *wt)
     json_object_set_new(msg, "id", json_string(wt->id));
     json_object_set_new(msg, "ok", json_boolean(wt->rc == 0));
     if (wt->rc == 0) {
-        ocp_sb sb;
-        ocp_sb_init(&sb);
-        ocp_result_render(&wt->res, OCP_FMT_JSON, &sb);
-        json_t *formats = json_object_get(wt->payload, "formats");
-        if (json_array_size(formats) > 0) {
-            /* Renderings asked for by a message ride inside the result. */
-            json_t *r = json_loads(sb.buf, 0, NULL), *rend = json_object();
-            size_t i;
-            json_t *f;
-            json_array_foreach(formats, i, f)
-            {
-                const char *fs = json_string_value(f);
-                int fmt = fs ? ocp_format_parse(fs) : -1;
-                if (fmt <= 0 || (fmt & (fmt - 1)) != 0)
-                    continue;
-                ocp_sb one;
-                ocp_sb_init(&one);
-                ocp_result_render(&wt->res, fmt, &one);
-                json_object_set_new(rend, fs, json_string(one.buf));
-                ocp_sb_fini(&one);
-            }
+        json_t *r = ocp_result_json(&wt->res);
+        json_t *rend = renderings(&wt->res, json_object_get(wt->payload, "formats"));
+        if (rend)
             json_object_set_new(r, "renderings", rend);
-            ocp_sb_reset(&sb);
-            char *txt = json_dumps(r, JSON_COMPACT);
-            ocp_sb_puts(&sb, txt);
-            free(txt);
-            json_decref(r);
-        }
-        json_object_set_new(msg, "result", json_string(sb.buf));
-        ocp_sb_fini(&sb);
-    } else if (pc->hard_memory_limit_mb > 0 &&
-               ocp_self_peak_rss_kb() >= pc->hard_memory_limit_mb * 1024 * 8 / 10) {
-        /* The data limit made an allocation fail near the hard limit: the page failed for
-         * memory, not for its content; the master retries it (and buries it after
-         * max-deliveries) as if its watchdog had stopped it. */
-        char why[700];
-        snprintf(why, sizeof why,
-                 "memory limit: the page failed at %ld MB RSS near hard-memory-limit %ld MB (%s)",
-                 ocp_self_peak_rss_kb() / 1024, pc->hard_memory_limit_mb, wt->err);
-        json_object_set_new(msg, "error", json_string(why));
-        json_object_set_new(msg, "retry", json_true());
+        json_object_set_new(msg, "result", r);
     } else {
-        json_object_set_new(msg, "error",
-                            json_string(wt->err[0] ? wt->err : ocp_strerror(wt->rc)));
+        failure_reply(pc, wt, msg);
     }
     json_object_set_new(msg, "started", json_real(wt->started));
     json_object_set_new(msg, "finished", json_real(ocp_wall_now()));
-    json_object_set_new(msg, "peak_rss_kb",
-                        json_integer(wt->res.peak_rss_kb > 0 ? wt->res.peak_rss_kb
-                                                             : ocp_self_peak_rss_kb()));
+    json_object_set_new(
+        msg, "peak_rss_kb",
+        json_integer(wt->res.peak_rss_kb > 0 ? wt->res.peak_rss_kb : ocp_self_peak_rss_kb()));
     json_object_set_new(msg, "rss_after_kb", json_integer(ocp_self_rss_kb()));
     return msg;
 }
@@ -415,18 +428,34 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
     }
 }
 
-static void zygote_main(const ocp_pool_conf *pc, int fd)
+/* The zygote's children: its workers, until it reaps them. */
+typedef struct kids {
+    pid_t *pid;
+    int n, cap;
+} kids;
+
+static void kids_add(kids *k, pid_t p)
+{
+    if (k->n == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 16;
+        k->pid = ocp_xrealloc(k->pid, (size_t)k->cap * sizeof *k->pid);
+    }
+    k->pid[k->n++] = p;
+}
+
+static void kids_remove(kids *k, pid_t p)
+{
+    for (int i = 0; i < k->n; i++)
+        if (k->pid[i] == p)
+            k->pid[i] = k->pid[--k->n];
+}
+
+/* Loads the engine (and libvips) once, with the heap set up for sharing; tells the master
+ * "ready", or "fatal" and exits. */
+static ocp_engine *zygote_load(const ocp_pool_conf *pc, int fd)
 {
     char err[600] = "cannot start libvips";
     ocp_engine *eng = NULL;
-    ocp_proto_reader rd;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ocp_log_set_role('Z');
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGQUIT, SIG_DFL);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGCHLD, SIG_DFL);
     /* The heap, set before the model loads and inherited by every worker: one arena (libvips's
      * threads would otherwise each keep one), and blocks of 128 KiB and more in their own
      * mappings, given back when freed. The model's large arrays then sit apart from the
@@ -448,81 +477,102 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
     json_decref(ready);
     OCP_LOG(OCP_LOG_INFO, "zygote ready: engine %s, %s, RSS %ld KiB", pc->engine, pc->ep.lang,
             ocp_self_rss_kb());
+    return eng;
+}
+
+/* Reaps ended workers and tells the master how each ended. */
+static void zygote_reap(int fd, kids *k)
+{
+    for (;;) {
+        int st;
+        struct rusage ru;
+        pid_t w = wait4(-1, &st, WNOHANG, &ru);
+        if (w <= 0)
+            return;
+        kids_remove(k, w);
+        json_t *m = json_pack("{s:s, s:i, s:i, s:I}", "t", "exited", "pid", (int)w, "status", st,
+                              "maxrss_kb", (json_int_t)ru.ru_maxrss);
+        ocp_proto_send(fd, m, -1);
+        json_decref(m);
+    }
+}
+
+/* The master is gone or done: our workers see their sockets close and end; reap them (so
+ * their figures reach our parent's rusage), the stragglers after a grace period by
+ * SIGKILL, then go. */
+static void zygote_end(kids *k)
+{
+    for (int t = 0; t < 40; t++) {
+        pid_t w;
+        while ((w = waitpid(-1, NULL, WNOHANG)) > 0)
+            kids_remove(k, w);
+        if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD)
+            _exit(0);
+        usleep(50000);
+    }
+    for (int i = 0; i < k->n; i++)
+        kill(k->pid[i], SIGKILL);
+    while (waitpid(-1, NULL, 0) > 0) {
+    }
+    _exit(0);
+}
+
+/* {"t":"spawn","slot":K,"visible":V}: forks a worker and hands the master its socket. */
+static void zygote_spawn(const ocp_pool_conf *pc, int fd, ocp_engine *eng, json_t *m, kids *k)
+{
+    int slot = (int)json_integer_value(json_object_get(m, "slot"));
+    const char *vis = json_string_value(json_object_get(m, "visible"));
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "socketpair");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd);
+        close(sp[0]);
+        worker_main(pc, sp[1], eng, vis);
+    }
+    close(sp[1]);
+    if (pid > 0) {
+        kids_add(k, pid);
+        json_t *r2 = json_pack("{s:s, s:i, s:i}", "t", "spawned", "slot", slot, "pid", (int)pid);
+        ocp_proto_send(fd, r2, sp[0]);
+        json_decref(r2);
+    } else {
+        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "fork");
+    }
+    close(sp[0]);
+}
+
+static void zygote_main(const ocp_pool_conf *pc, int fd)
+{
+    ocp_proto_reader rd;
+    kids k = {0};
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ocp_log_set_role('Z');
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    ocp_engine *eng = zygote_load(pc, fd);
     ocp_proto_reader_init(&rd);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    pid_t kids[1024];
-    int n_kids = 0;
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
         poll(&p, 1, 100);
-        /* Reap workers and tell the master how they ended. */
-        for (;;) {
-            int st;
-            struct rusage ru;
-            pid_t w = wait4(-1, &st, WNOHANG, &ru);
-            if (w <= 0)
-                break;
-            for (int i = 0; i < n_kids; i++)
-                if (kids[i] == w)
-                    kids[i] = kids[--n_kids];
-            json_t *m = json_pack("{s:s, s:i, s:i, s:I}", "t", "exited", "pid", (int)w, "status",
-                                  st, "maxrss_kb", (json_int_t)ru.ru_maxrss);
-            ocp_proto_send(fd, m, -1);
-            json_decref(m);
-        }
+        zygote_reap(fd, &k);
         if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         int r = ocp_proto_fill(&rd, fd);
-        if (r == 0 || (r < 0 && r != -EAGAIN)) {
-            /* The master is gone or done: our workers see their sockets close and end;
-             * reap them (so their figures reach our parent's rusage), the stragglers
-             * after a grace period by SIGKILL, then go. */
-            for (int t = 0; t < 40; t++) {
-                pid_t w;
-                while ((w = waitpid(-1, NULL, WNOHANG)) > 0)
-                    for (int i = 0; i < n_kids; i++)
-                        if (kids[i] == w)
-                            kids[i] = kids[--n_kids];
-                if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD)
-                    _exit(0);
-                usleep(50000);
-            }
-            for (int i = 0; i < n_kids; i++)
-                kill(kids[i], SIGKILL);
-            while (waitpid(-1, NULL, 0) > 0) {
-            }
-            _exit(0);
-        }
+        if (r == 0 || (r < 0 && r != -EAGAIN))
+            zygote_end(&k);
         json_t *m;
         while (ocp_proto_next(&rd, &m) == 0 && m) {
             const char *t = json_string_value(json_object_get(m, "t"));
-            if (t && strcmp(t, "spawn") == 0) {
-                int slot = (int)json_integer_value(json_object_get(m, "slot"));
-                const char *vis = json_string_value(json_object_get(m, "visible"));
-                int sp[2];
-                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
-                    OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "socketpair");
-                } else {
-                    pid_t pid = fork();
-                    if (pid == 0) {
-                        close(fd);
-                        close(sp[0]);
-                        worker_main(pc, sp[1], eng, vis);
-                    }
-                    close(sp[1]);
-                    if (pid > 0 && n_kids < 1024)
-                        kids[n_kids++] = pid;
-                    if (pid > 0) {
-                        json_t *r2 = json_pack("{s:s, s:i, s:i}", "t", "spawned", "slot", slot,
-                                               "pid", (int)pid);
-                        ocp_proto_send(fd, r2, sp[0]);
-                        json_decref(r2);
-                    } else {
-                        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "fork");
-                    }
-                    close(sp[0]);
-                }
-            }
+            if (t && strcmp(t, "spawn") == 0)
+                zygote_spawn(pc, fd, eng, m, &k);
             json_decref(m);
         }
     }

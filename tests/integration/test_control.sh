@@ -96,6 +96,54 @@ wait "$W3"
 check "stop --now: cold, the page is back in the queue" \
     bash -c "'$OCRPOOL' status --broker sqlite://$TMP/q3.db | grep -q '1 queued, 0 running, 0 done'"
 
+# A client that connects and says nothing does not hold the node up: silent clients, a new
+# one every 0.4 s, each kept open 3 s, while pages keep completing and monitor answers; the
+# node drops each silent one after its deadline (2 s).
+OCRPOOL_FAULT=sleep:0.3:small OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "sqlite://$TMP/q4.db" -c 1 >"$TMP/w4.log" 2>&1 &
+W4=$!
+wait_log "$TMP/w4.log" "worker [0-9]* ready" 30
+check "silent control clients: pages complete, monitor answers, each is dropped at its deadline" \
+    python3 - "$XDG_RUNTIME_DIR/ocrpool/$W4.sock" "$OCRPOOL" "sqlite://$TMP/q4.db" "$TMP/p" "$W4" <<'PY'
+import json, socket, subprocess, sys, time
+path, ocrpool, q, pdir, node = sys.argv[1:6]
+def done():
+    out = subprocess.run([ocrpool, "status", "--broker", q, "--json"], capture_output=True, text=True)
+    return json.loads(out.stdout)["done"]
+clients, dropped, t0 = [], [], time.time()
+def hold():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    clients.append((time.time(), s))
+hold()
+subprocess.run([ocrpool, "submit", "--broker", q, "-l", "eng"] + ["%s/small%d.png" % (pdir, i) for i in (1, 2, 3, 4)],
+               check=True, stdout=subprocess.DEVNULL)
+monitor_ok = False
+while time.time() - t0 < 5:
+    time.sleep(0.4)
+    hold()
+    for opened, s in list(clients):
+        try:
+            gone = s.recv(1, socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            gone = False
+        if gone:
+            dropped.append(time.time() - opened)
+        if gone or time.time() - opened > 3:
+            s.close()
+            clients.remove((opened, s))
+    if not monitor_ok and time.time() - t0 > 1:
+        m = subprocess.run([ocrpool, "monitor", "--json", "--node", node], capture_output=True, text=True, timeout=10)
+        monitor_ok = m.returncode == 0 and len(json.loads(m.stdout)["nodes"]) == 1
+n = done()
+print("# %d pages done in %.1f s with silent clients held; %d dropped after %s s" %
+      (n, time.time() - t0, len(dropped), [round(d, 1) for d in dropped]))
+assert n == 4, n
+assert monitor_ok
+assert dropped and all(1.8 < d < 3 for d in dropped), dropped
+PY
+"$OCRPOOL" stop --node "$W4" >/dev/null
+wait "$W4"
+
 # stop: every node.
 "$OCRPOOL" stop >"$TMP/stopall.txt"
 wait "$W"

@@ -117,12 +117,17 @@ OCRPOOL_FAULT=sleep:5:slowpage start_worker "$TMP/r1.log" -c 1 --lease-timeout 1
 first=$WPID
 wait_log "$TMP/r1.log" "fault injection: sleeping" 30
 OCRPOOL_FAULT=sleep:5:slowpage start_worker "$TMP/r2.log" -c 1 --lease-timeout 1.5
+# The second node asks for pages while the first one's page runs (it is ready well before
+# the page's 5 s are over), so that it could take the page if its lease ran out.
+wait_log "$TMP/r2.log" "worker [0-9]* ready" 30
+r2_ready_before_done=$("$OCRPOOL" status --broker "$Q" --json | python3 -c "import json,sys; print(int(json.load(sys.stdin)['done'] == 0))")
 wait_finished 1 30
 kill -TERM "$first" && wait "$first"
 stop_worker
 status_json
 check "lease renewal: a 5 s page under a 1.5 s lease is delivered once" $CHECK state "$TMP/status.json" "$id" done 1
-check "lease renewal: the second node never started it" bash -c "! grep -q 'fault injection' '$TMP/r2.log'"
+check "lease renewal: the second node, asking all along, never leased or started it" \
+    bash -c "[ '$r2_ready_before_done' = 1 ] && ! grep -Eq 'lease: [0-9]+ more|fault injection' '$TMP/r2.log'"
 
 # The zygote dies (its workers with it): a new one starts, the page is done.
 fresh
@@ -320,6 +325,17 @@ wait "$WPID"
 rc=$?
 status_json
 check "SIGTERM: warm, the running page finishes (exit $rc)" $CHECK state "$TMP/status.json" "$id" done 1
+
+# A node holding nothing stops at once (how `ocr` ends its node when its pages are done).
+fresh
+start_worker "$TMP/idle.log" -c 2
+wait_log "$TMP/idle.log" "worker [0-9]* ready" 30
+t0=$(date +%s.%N)
+stop_worker
+rc=$?
+t1=$(date +%s.%N)
+check "SIGTERM with nothing held: the node ends at once (exit $rc, $(python3 -c "print(round($t1-$t0,2))") s)" \
+    python3 -c "import sys; sys.exit(0 if $rc == 0 and $t1 - $t0 < 2 else 1)"
 
 fresh
 id=$(submit -l eng "$TMP/p/slowpage.png")

@@ -1,0 +1,177 @@
+/*
+ * master_int.h: the master's state, shared by the files that make up the
+ * master (internal to src/pool; nothing outside includes it):
+ *
+ *   master.c    ocp_pool_run: the loop's turns, signals, reload, shutdown
+ *   proc.c      processes: zygotes and workers, spawn, reap, restart
+ *   dispatch.c  pages: lease, admit under the memory budget, dispatch,
+ *               results in, leases renewed, release and fail
+ *   watchdog.c  each busy worker's memory and time, killed when over
+ *   stats.c     the node's figures, and the control socket's server
+ *
+ * A held page goes through:
+ *
+ *   lease_more() --> WAITING --dispatch(): budget + idle worker--> RUNNING
+ *                      |                                       |  done ok  --> ack (DONE)
+ *                      |                                       |  done, failure kind not
+ *                      |                                       |    retried --> fail (FAILED)
+ *                      |                                       |  done, retried kind, or
+ *                      |                                       |    worker lost --> release
+ *                      |                                       |    (READY again, or BURIED
+ *                      |                                       |     after max deliveries)
+ *                      '--warm/cold stop--> release, delivery not counted
+ */
+#ifndef OCP_POOL_MASTER_INT_H
+#define OCP_POOL_MASTER_INT_H
+
+#include "core/failure.h"
+#include "core/util.h"
+#include "pool/loop.h"
+#include "pool/pool.h"
+#include "pool/proto.h"
+
+#include <jansson.h>
+
+enum { H_WAITING, H_RUNNING };
+enum { W_STARTING, W_IDLE, W_BUSY, W_EXITING };
+#define OCP__SOLO         256 /* pages remembered to run alone */
+#define OCP__CTL_CLIENTS  8   /* control clients served at once; more wait in the backlog */
+#define OCP__CTL_DEADLINE 2.0 /* seconds a control client has to ask and read its answer */
+#define OCP__WATCH_PERIOD 0.05
+#define OCP__LEASE_IDLE   0.5 /* the longest wait between leases while the queue is empty */
+
+typedef struct held {
+    ocp_task t;
+    int state;
+    double est_bytes;    /* estimated peak memory of the page */
+    double started;      /* monotonic, when given to a worker */
+    double started_wall; /* the same, wall clock (for the results) */
+    json_t *payload;     /* parsed once, at lease: sent to the worker as it is */
+    char *source;        /* from the payload, for monitor */
+    int page;
+    double time_limit; /* the page's own hard limit (a Celery message's timelimit), 0 = none */
+    struct held *next;
+    struct held *bnext; /* the next page of the batch its worker was given */
+    int solo;           /* it failed in a batch before: it runs alone */
+} held;
+
+typedef struct zyg {
+    int pid, fd, gen;
+    int loading; /* started, its engine not loaded yet (its first message tells) */
+    int dead;    /* its socket ended, or it could not load the engine (fatal) */
+    int fatal;
+    char why[300]; /* when fatal: the engine's error */
+    ocp_proto_reader rd;
+    ocp_loop_io io;
+} zyg;
+
+typedef struct worker {
+    int slot, pid, fd, gen, state;
+    ocp_proto_reader rd;
+    ocp_loop_io io;
+    held *task; /* the page it reads, the first of its batch (bnext), or NULL */
+    int tasks_done;
+    long batch_peak_kb; /* the highest peak its batch's pages reported so far */
+    char peak_page[80]; /* the page that reported it */
+    int exit_after;     /* send it "exit" once its batch is answered */
+    long baseline_kb;   /* PSS when idle, for the budget */
+    long sampled_peak_kb;
+    ocp_failure kill_kind; /* why the master killed it (OCP_FAIL_NONE: it did not) */
+    char kill_reason[300];
+    int eof;
+    struct worker *next;
+} worker;
+
+typedef struct ctl_client ctl_client;
+
+typedef struct master {
+    ocp_pool_conf pc;
+    int pc_owned; /* pc came from a reload: its devices are ours to free */
+    const ocp_pool_hooks *hooks;
+    ocp_broker *b;
+    ocp_loop *loop;
+    char owner[160];
+    zyg z[2]; /* current and, during a reload, the previous or the next */
+    int nz;
+    int gen;               /* the current generation: new workers come from its zygote */
+    int last_gen;          /* the newest generation given to a zygote */
+    ocp_pool_conf next_pc; /* a reload's configuration, while its zygote loads */
+    int reloading;
+    worker *workers;
+    held *held;
+    int n_held;
+    int draining, cold;
+    int spawn_failures;
+    double spawn_backoff_until;
+    /* The periodic jobs. */
+    ocp_loop_timer lease_timer, renew_timer, watch_timer, expire_timer;
+    double lease_interval; /* grows while the queue is empty, up to OCP__LEASE_IDLE */
+    int lease_failing;     /* the last lease failed (said once, until it works again) */
+    /* The control socket and the figures it reports. */
+    int ctl_fd;
+    ocp_loop_io ctl_io;
+    char ctl_path[256];
+    ctl_client *clients;
+    int n_clients;
+    double started_wall, started_mono;
+    long pages_done, pages_failed;
+    double dur_sum;
+    long peak_max_kb;                             /* the highest page peak RSS seen */
+    long dur_buckets[OCP_DURATION_NB + 1];        /* page durations by ocp_duration_le, and more */
+    long recycles_kind[OCP_FAIL__COUNT];          /* workers killed or lost, by failure kind */
+    long recycles_max_tasks, recycles_max_memory; /* Celery's replacements after a page */
+    /* Pages whose batch failed as a whole (a crash, a limit): run alone next time, so that
+     * only a page that fails alone is counted (and buried) for it. A ring of ids. */
+    char *solo[OCP__SOLO];
+    int solo_next;
+} master;
+
+/* Requests from the control socket, acted on like the signals (master.c). */
+void ocp__master_request_stop(int cold);
+void ocp__master_request_reload(void);
+/* A reload's zygote loaded its engine: its generation and configuration take over. */
+void ocp__reload_commit(master *m, zyg *z);
+/* A reload's zygote could not load its engine: the running configuration stays. */
+void ocp__reload_abandon(master *m, zyg *z);
+
+/* proc.c */
+zyg *ocp__current_zyg(master *m);
+/* Forks a zygote of generation gen for pc. With wait, waits until its engine is loaded (0,
+ * or the error with err); without, returns at once and the loop hears of it (a reload's
+ * zygote, once loaded, makes its generation current: ocp__reload_commit). */
+int ocp__start_zygote(master *m, const ocp_pool_conf *pc, int gen, int wait, char *err,
+                      size_t errlen);
+void ocp__retire_zygote(master *m, int i);
+int ocp__live_workers(const master *m, int gen);
+void ocp__spawn_missing(master *m);
+void ocp__send_exit(worker *w);
+void ocp__free_worker(master *m, worker *w);
+/* Zygotes that died or whose generation has no worker left go; a lost current one is
+ * started again. Returns 0, or an error (with err) when a new zygote cannot start. */
+int ocp__tend_zygotes(master *m, char *err, size_t errlen);
+
+/* dispatch.c */
+int ocp__capacity(const master *m);
+int ocp__batch_len(const worker *w);
+void ocp__drop_held(master *m, held *h);
+void ocp__release_task(master *m, held *h, ocp_failure kind, const char *reason, int uncount);
+void ocp__add_solo(master *m, const char *id);
+void ocp__batch_done(master *m, worker *w);
+void ocp__worker_readable(ocp_loop_io *io, short revents);
+void ocp__dispatch(master *m);
+double ocp__in_flight_bytes(const master *m);
+/* Starts the lease, renew and expiry timers. */
+void ocp__dispatch_start(master *m);
+/* Asks the broker for more pages at the next turn (a worker is free). */
+void ocp__lease_soon(master *m);
+
+/* watchdog.c */
+void ocp__watchdog_start(master *m);
+
+/* stats.c */
+json_t *ocp__build_stats(master *m);
+/* Listens on the control socket (a warning when it cannot). */
+void ocp__control_start(master *m);
+void ocp__control_stop(master *m);
+
+#endif

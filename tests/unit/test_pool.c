@@ -1,0 +1,189 @@
+/*
+ * test_pool.c: the pool's parts that run without processes: the device
+ * plan that gives each worker slot its CUDA_VISIBLE_DEVICES (on fake
+ * device lists), and the master's event loop (timers in due order, handles
+ * stopped from a callback, descriptors).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/util.h"
+#include "gpu/gpu.h"
+#include "pool/loop.h"
+#include "pool/pool.h"
+
+/* A list of n fake GPUs of 16 GiB each, with UUIDs GPU-fake-<i>. */
+static ocp_gpu_list *fake(int n)
+{
+    ocp_gpu_list *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    for (int i = 0; i < n; i++) {
+        l->dev[i].index = i;
+        snprintf(l->dev[i].name, sizeof l->dev[i].name, "Fake GPU");
+        snprintf(l->dev[i].uuid, sizeof l->dev[i].uuid, "GPU-fake-%d", i);
+        l->dev[i].mem_total = l->dev[i].mem_free = 16ull << 30;
+    }
+    l->n = n;
+    return l;
+}
+
+static void conf(ocp_pool_conf *pc, int concurrency)
+{
+    memset(pc, 0, sizeof *pc);
+    pc->engine = "fake";
+    pc->concurrency = concurrency;
+}
+
+static void test_plan_named_devices(void **state)
+{
+    (void)state;
+    ocp_gpu_list *g = fake(2);
+    ocp_pool_conf pc;
+    char err[600];
+    conf(&pc, 3);
+    /* In the order given, round-robin over the workers. */
+    assert_int_equal(ocp_pool_conf_devices(&pc, "cuda:1,0", true, g, 0.8, 0, err, sizeof err), 0);
+    assert_int_equal(pc.n_visible, 3);
+    assert_string_equal(pc.visible[0], "GPU-fake-1");
+    assert_string_equal(pc.visible[1], "GPU-fake-0");
+    assert_string_equal(pc.visible[2], "GPU-fake-1");
+    /* auto: every GPU; a new plan replaces the old one. */
+    assert_int_equal(ocp_pool_conf_devices(&pc, "auto", true, g, 0.8, 0, err, sizeof err), 0);
+    assert_int_equal(pc.n_visible, 3);
+    assert_string_equal(pc.visible[0], "GPU-fake-0");
+    assert_string_equal(pc.visible[1], "GPU-fake-1");
+    assert_string_equal(pc.visible[2], "GPU-fake-0");
+    ocp_pool_conf_fini(&pc);
+    assert_int_equal(pc.n_visible, 0);
+    assert_null(pc.visible);
+    free(g);
+}
+
+static void test_plan_cpu(void **state)
+{
+    (void)state;
+    ocp_gpu_list *g = fake(2), *none = fake(0);
+    ocp_pool_conf pc;
+    char err[600];
+    conf(&pc, 2);
+    /* The CPU: no device visible (every worker gets ""). */
+    assert_int_equal(ocp_pool_conf_devices(&pc, "cpu", true, g, 0.8, 0, err, sizeof err), 0);
+    assert_int_equal(pc.n_visible, 0);
+    /* An engine without a GPU path runs on the CPU even with devices named. */
+    assert_int_equal(ocp_pool_conf_devices(&pc, "cuda:0", false, g, 0.8, 0, err, sizeof err), 0);
+    assert_int_equal(pc.n_visible, 0);
+    /* auto on a machine without GPUs. */
+    assert_int_equal(ocp_pool_conf_devices(&pc, "auto", true, none, 0.8, 0, err, sizeof err), 0);
+    assert_int_equal(pc.n_visible, 0);
+    /* A device that is not there is refused, and leaves no plan. */
+    assert_int_equal(ocp_pool_conf_devices(&pc, "cuda:0", true, g, 0.8, 0, err, sizeof err), 0);
+    assert_int_equal(pc.n_visible, 2);
+    assert_int_equal(ocp_pool_conf_devices(&pc, "cuda:5", true, g, 0.8, 0, err, sizeof err),
+                     OCP_E_CONFIG);
+    assert_non_null(strstr(err, "cuda:5"));
+    assert_int_equal(pc.n_visible, 0);
+    ocp_pool_conf_fini(&pc);
+    free(g);
+    free(none);
+}
+
+/* The loop: timers record the order they ran in. */
+static char order[16];
+static int n_order;
+static ocp_loop_timer timers[4];
+static ocp_loop *loop;
+
+static void record(ocp_loop_timer *t)
+{
+    order[n_order++] = (char)('a' + (t - timers));
+    if (t == &timers[0])
+        ocp_loop_timer_stop(loop, &timers[3]); /* stopped by another's callback: never runs */
+}
+
+static void test_loop_timers(void **state)
+{
+    (void)state;
+    loop = ocp_loop_create();
+    n_order = 0;
+    memset(order, 0, sizeof order);
+    for (int i = 0; i < 4; i++)
+        ocp_loop_timer_init(&timers[i]);
+    ocp_loop_timer_start(loop, &timers[2], 0.03, record, NULL);
+    ocp_loop_timer_start(loop, &timers[1], 0.02, record, NULL);
+    ocp_loop_timer_start(loop, &timers[0], 0.01, record, NULL);
+    ocp_loop_timer_start(loop, &timers[3], 0.04, record, NULL);
+    assert_true(ocp_loop_timer_active(&timers[3]));
+    double t0 = ocp_now();
+    while (n_order < 3 && ocp_now() - t0 < 2)
+        ocp_loop_run_once(loop, 0.5);
+    ocp_loop_run_once(loop, 0.05);
+    assert_string_equal(order, "abc");
+    assert_false(ocp_loop_timer_active(&timers[3]));
+    /* The wait ends at the next timer, not at max_wait. */
+    assert_true(ocp_now() - t0 < 0.5);
+    ocp_loop_destroy(loop);
+}
+
+static int io_calls[2];
+static ocp_loop_io ios[2];
+
+static void on_io(ocp_loop_io *io, short revents)
+{
+    int i = (int)(io - ios);
+    assert_true(revents & POLLIN);
+    io_calls[i]++;
+    /* The first stops the second in the same turn: it must not be called. */
+    if (i == 0)
+        ocp_loop_io_stop(loop, &ios[1]);
+}
+
+static void test_loop_io(void **state)
+{
+    (void)state;
+    int a[2], b[2];
+    assert_int_equal(pipe(a), 0);
+    assert_int_equal(pipe(b), 0);
+    loop = ocp_loop_create();
+    ocp_loop_io_init(&ios[0]);
+    ocp_loop_io_init(&ios[1]);
+    ocp_loop_io_start(loop, &ios[0], a[0], POLLIN, on_io, NULL);
+    ocp_loop_io_start(loop, &ios[1], b[0], POLLIN, on_io, NULL);
+    assert_int_equal(ocp_loop_run_once(loop, 0.01), 0); /* nothing to read */
+    assert_int_equal(write(a[1], "x", 1), 1);
+    assert_int_equal(write(b[1], "x", 1), 1);
+    assert_int_equal(ocp_loop_run_once(loop, 1), 1);
+    assert_int_equal(io_calls[0], 1);
+    assert_int_equal(io_calls[1], 0);
+    /* Events 0: watched but not polled. */
+    ocp_loop_io_set(&ios[0], 0);
+    assert_int_equal(ocp_loop_run_once(loop, 0.01), 0);
+    ocp_loop_io_set(&ios[0], POLLIN);
+    assert_int_equal(ocp_loop_run_once(loop, 0.01), 1);
+    assert_int_equal(io_calls[0], 2);
+    ocp_loop_destroy(loop);
+    close(a[0]);
+    close(a[1]);
+    close(b[0]);
+    close(b[1]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_named_devices),
+        cmocka_unit_test(test_plan_cpu),
+        cmocka_unit_test(test_loop_timers),
+        cmocka_unit_test(test_loop_io),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
