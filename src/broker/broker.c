@@ -163,6 +163,14 @@ int ocp_broker_list(ocp_broker *b, const char *group, int want_result,
     return b->ops->list(b->st, group, want_result, fn, ctx);
 }
 
+int ocp_broker_list_finished(ocp_broker *b, const char *group, double since,
+                             int (*fn)(void *ctx, const ocp_task_info *i), void *ctx)
+{
+    if (!b->ops->list_finished || !group)
+        return OCP_E_UNSUPPORTED;
+    return b->ops->list_finished(b->st, group, since, fn, ctx);
+}
+
 int ocp_broker_get(ocp_broker *b, const char *id, ocp_task_info *info)
 {
     return b->ops->get(b->st, id, info);

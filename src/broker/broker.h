@@ -144,6 +144,17 @@ int ocp_broker_counts(ocp_broker *b, const char *group, ocp_counts *c);
 /* Calls fn for each task of group in submission order (with its result only if want_result). */
 int ocp_broker_list(ocp_broker *b, const char *group, int want_result,
                     int (*fn)(void *ctx, const ocp_task_info *i), void *ctx);
+/*
+ * Calls fn for each DONE, FAILED or BURIED task of group (not NULL) whose
+ * finished time is since or later, in order of finished time, without its
+ * result. Every finished task has a finished time. A task's finished time
+ * is its worker's, set before the task is stored: a poller keeps the largest
+ * finished time it has seen minus a few seconds' overlap, and ignores what
+ * it saw already. SQLite only (an index on group and finished time); Redis
+ * returns OCP_E_UNSUPPORTED.
+ */
+int ocp_broker_list_finished(ocp_broker *b, const char *group, double since,
+                             int (*fn)(void *ctx, const ocp_task_info *i), void *ctx);
 /* Fills info for id; returns OCP_E_NOPAGE when there is no such task. */
 int ocp_broker_get(ocp_broker *b, const char *id, ocp_task_info *info);
 /* Puts the tasks of group in any state of states_mask (1 << state) back to READY with
@@ -180,6 +191,9 @@ typedef struct ocp_broker_ops {
     int (*counts)(void *st, const char *group, ocp_counts *c);
     int (*list)(void *st, const char *group, int want_result,
                 int (*fn)(void *ctx, const ocp_task_info *i), void *ctx);
+    /* NULL: ocp_broker_list_finished returns OCP_E_UNSUPPORTED (Redis). */
+    int (*list_finished)(void *st, const char *group, double since,
+                         int (*fn)(void *ctx, const ocp_task_info *i), void *ctx);
     int (*get)(void *st, const char *id, ocp_task_info *info);
     int (*requeue)(void *st, const char *group, unsigned states_mask, long *n);
     int (*expire)(void *st, double older_than, long *n);

@@ -11,6 +11,9 @@
  *   2  tasks.failure: the kind (failure.h, by name) of a FAILED or BURIED
  *      task, and of a READY one's last failure (a burial at lease time
  *      keeps it); rows failed before it are 'engine', buried ones 'crashed'
+ *   3  index tasks_finished on (grp, finished): a group's tasks finished
+ *      since a time (list_finished); finished rows without a finished time
+ *      get their start (or creation) time
  *
  * All writes that must be atomic (lease, ack) run in BEGIN IMMEDIATE
  * transactions; readers and writers wait up to busy_timeout for each other.
@@ -25,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OCP_SQLITE_SCHEMA 2
+#define OCP_SQLITE_SCHEMA 3
 typedef struct sq {
     sqlite3 *db;
     char errmsg[512];
@@ -57,7 +60,11 @@ static const char schema_v2[] = "ALTER TABLE tasks ADD COLUMN failure TEXT;"
                                 "UPDATE tasks SET failure = 'engine' WHERE state = 3;"
                                 "UPDATE tasks SET failure = 'crashed' WHERE state = 4;";
 
-static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2};
+static const char schema_v3[] =
+    "CREATE INDEX tasks_finished ON tasks(grp, finished);"
+    "UPDATE tasks SET finished = coalesce(started, created) WHERE state >= 2 AND finished IS NULL;";
+
+static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2, schema_v3};
 
 static int fail_db(sq *s, const char *what)
 {
@@ -368,7 +375,8 @@ static int finish(sq *s, const char *id, int state, const char *result, ocp_fail
     else
         sqlite3_bind_null(q, 3);
     sqlite3_bind_double(q, 4, started);
-    sqlite3_bind_double(q, 5, finished);
+    /* Every finished task has a finished time: list_finished finds it by that. */
+    sqlite3_bind_double(q, 5, finished > 0 ? finished : ocp_wall_now());
     sqlite3_bind_int64(q, 6, peak);
     sqlite3_bind_int(q, 7, pid);
     bind_failure(q, 8, kind);
@@ -561,6 +569,34 @@ static int sq_list(void *st, const char *group, int want_result,
     return rc;
 }
 
+/* DONE, FAILED and BURIED tasks of group finished at since or later, by finished time. */
+static int sq_list_finished(void *st, const char *group, double since,
+                            int (*fn)(void *ctx, const ocp_task_info *i), void *ctx)
+{
+    sq *s = st;
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT " INFO_COLS " FROM tasks INDEXED BY tasks_finished "
+                           "WHERE grp = ? AND finished >= ? AND state >= 2 ORDER BY finished",
+                           -1, &q, NULL) != SQLITE_OK)
+        return fail_db(s, "list finished");
+    sqlite3_bind_text(q, 1, group, -1, SQLITE_STATIC);
+    sqlite3_bind_double(q, 2, since);
+    int r, rc = 0;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        ocp_task_info i;
+        read_info(q, &i, 0);
+        rc = fn(ctx, &i);
+        ocp_task_info_fini(&i);
+        if (rc)
+            break;
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = fail_db(s, "list finished");
+    sqlite3_finalize(q);
+    return rc;
+}
+
 static int sq_get(void *st, const char *id, ocp_task_info *info)
 {
     sq *s = st;
@@ -661,6 +697,7 @@ const ocp_broker_ops ocp_broker_sqlite = {
     .release = sq_release,
     .counts = sq_counts,
     .list = sq_list,
+    .list_finished = sq_list_finished,
     .get = sq_get,
     .requeue = sq_requeue,
     .expire = sq_expire,

@@ -2,8 +2,10 @@
  * test_broker.c: the broker interface (src/broker/broker.h) on a real
  * backend: a failure's kind is stored and read back (get and list) with the
  * task's state, a burial keeps the kind of the failure that buried it, a
- * result comes back as the text that was stored, and the SQLite file's
- * schema is migrated from version 1 (a newer file is refused).
+ * result comes back as the text that was stored, a group's tasks finished
+ * since a time come in order of finished time (SQLite; Redis refuses), and
+ * the SQLite file's schema is migrated from version 1 (a newer file is
+ * refused).
  *
  *   test_broker                 the SQLite backend, on temporary files
  *   test_broker redis URL       the same round trips on a real Redis
@@ -222,6 +224,58 @@ static void test_sqlite_lease_burial(void **state)
     ocp_broker_close(b);
 }
 
+/* list_finished: the group's finished tasks from a time on, by finished time; a task failed
+ * without a finished time gets one; not ready or leased ones, not other groups'. */
+static void test_sqlite_list_finished(void **state)
+{
+    (void)state;
+    ocp_broker *b = open_broker();
+    char a[64], c[64], d[64], e[64], other[64], ready[64];
+    int inserted = 0;
+    double t0 = ocp_wall_now();
+    submit_lease(b, "g-fin", a);
+    json_t *res = json_pack("{s:s}", "text", "x");
+    assert_int_equal(ocp_broker_ack(b, a, res, 300, 300, 0, 0), 0);
+    submit_lease(b, "g-fin", c);
+    assert_int_equal(ocp_broker_fail(b, c, OCP_FAIL_INPUT, "bad", 100, 100, 0), 0);
+    submit_lease(b, "g-fin", d);
+    assert_int_equal(ocp_broker_ack(b, d, res, 200, 200, 0, 0), 0);
+    submit_lease(b, "g-fin", e);
+    assert_int_equal(ocp_broker_fail(b, e, OCP_FAIL_BUDGET, "no memory", 0, 0, 0), 0);
+    submit_lease(b, "g-fin-other", other);
+    assert_int_equal(ocp_broker_ack(b, other, res, 250, 250, 0, 0), 0);
+    ocp_task_spec spec = {.group = "g-fin", .payload = "{}"};
+    assert_int_equal(ocp_broker_submit(b, &spec, ready, &inserted), 0);
+    json_decref(res);
+
+    seen s = {0};
+    assert_int_equal(ocp_broker_list_finished(b, "g-fin", 150, collect, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.ids[0], d);
+    assert_string_equal(s.ids[1], a);
+    assert_string_equal(s.ids[2], e); /* failed with no time: now */
+    assert_int_equal(s.states[2], OCP_TASK_FAILED);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(ocp_broker_list_finished(b, "g-fin", 0, collect, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.ids[0], c);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(ocp_broker_list_finished(b, "g-fin", t0 - 1, collect, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], e);
+    ocp_broker_close(b);
+}
+
+/* Redis keeps no index of finished times: refused. */
+static void test_redis_list_finished(void **state)
+{
+    (void)state;
+    ocp_broker *b = open_broker();
+    seen s = {0};
+    assert_int_equal(ocp_broker_list_finished(b, "g-fin", 0, collect, &s), OCP_E_UNSUPPORTED);
+    ocp_broker_close(b);
+}
+
 static void exec_sql(sqlite3 *db, const char *sql)
 {
     char *msg = NULL;
@@ -242,8 +296,10 @@ static int user_version(void)
     return v;
 }
 
-/* A version 1 file (as ocrpool 0.1 wrote it) is brought up to version 2: its failed and
- * buried tasks get the kinds they stand for; a newer file is refused. */
+/* A version 1 file (as ocrpool 0.1 wrote it) is brought up to version 3: its failed and
+ * buried tasks get the kinds they stand for (2), an index on group and finished time and
+ * finished rows without a finished time their start or creation time (3); a newer file is
+ * refused. */
 static void test_sqlite_migration(void **state)
 {
     (void)state;
@@ -264,22 +320,34 @@ static void test_sqlite_migration(void **state)
                  "PRAGMA user_version = 1;");
     sqlite3_close(db);
     ocp_broker *b = open_broker();
-    assert_int_equal(user_version(), 2);
+    assert_int_equal(user_version(), 3);
     expect(b, "old-failed", OCP_TASK_FAILED, OCP_FAIL_ENGINE, "bad page");
     expect(b, "old-buried", OCP_TASK_BURIED, OCP_FAIL_CRASHED, "lost");
     expect(b, "old-done", OCP_TASK_DONE, OCP_FAIL_NONE, NULL);
+    seen s = {0};
+    assert_int_equal(ocp_broker_list_finished(b, "", 1, collect, &s), 0);
+    assert_int_equal(s.n, 3);
     ocp_broker_close(b);
     b = open_broker(); /* opened again: nothing to do */
     ocp_broker_close(b);
-    assert_int_equal(user_version(), 2);
+    assert_int_equal(user_version(), 3);
 
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
-    exec_sql(db, "PRAGMA user_version = 3;");
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                        "AND name = 'tasks_finished'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    sqlite3_finalize(q);
+    exec_sql(db, "PRAGMA user_version = 4;");
     sqlite3_close(db);
     char url[512], err[512] = "";
     snprintf(url, sizeof url, "sqlite://%s", db_path);
     assert_int_equal(ocp_broker_open(url, NULL, &b, err, sizeof err), OCP_E_CONFIG);
-    if (!strstr(err, "schema version 3 is newer than this ocrpool's (2)"))
+    if (!strstr(err, "schema version 4 is newer than this ocrpool's (3)"))
         fail_msg("refusal: %s", err);
 }
 
@@ -290,6 +358,7 @@ int main(int argc, char **argv)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_failure_kinds),
             cmocka_unit_test(test_result_text),
+            cmocka_unit_test(test_redis_list_finished),
         };
         return cmocka_run_group_tests_name("broker on redis", tests, NULL, NULL);
     }
@@ -297,6 +366,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_failure_kinds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_lease_burial, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sqlite_list_finished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_migration, setup, teardown),
     };
     return cmocka_run_group_tests_name("broker on sqlite", tests, NULL, NULL);
