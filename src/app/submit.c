@@ -87,8 +87,8 @@ int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits 
         free(payload);
         if (rc)
             ocp_errf(rc, err, errlen, "cannot queue: %s", ocp_broker_errmsg(b));
-        else if (fn)
-            fn(ctx, out_id, p, pages, inserted);
+        else if (fn && fn(ctx, out_id, p, pages, inserted))
+            rc = ocp_errf(-EINTR, err, errlen, "stopped");
     }
     ocp_doc_destroy(doc);
     return rc;

@@ -22,14 +22,16 @@ typedef struct ocp_submit_opts {
     int stable_ids;     /* ids from file, size, time, page and settings (resumable runs) */
 } ocp_submit_opts;
 
-/* Called for each page task made: id, page (0-based), pages of the file, newly inserted. */
-typedef void (*ocp_submit_fn)(void *ctx, const char *id, int page, int pages, int inserted);
+/* Called for each page task made: id, page (0-based), pages of the file, newly inserted.
+ * Returns 0 to go on, non-zero to stop queueing (a stop asked for). */
+typedef int (*ocp_submit_fn)(void *ctx, const char *id, int page, int pages, int inserted);
 
 /*
  * Queues one task per page of path (the page's size read from its header,
  * for the master's memory budget; the per-page settings in the payload).
- * Needs libvips started (ocp_image_global_init). Returns 0, or a code with
- * the reason in err.
+ * Needs libvips started (ocp_image_global_init). Returns 0, -EINTR when fn
+ * asked to stop (the pages before it queued), or a code with the reason in
+ * err.
  */
 int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits *lim,
                         const ocp_submit_opts *o, ocp_submit_fn fn, void *ctx, char *err,

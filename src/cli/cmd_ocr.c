@@ -13,14 +13,21 @@
  *     |   read and parsed once, written (app/output.h)   group only; dies
  *     | all finished: SIGTERM (warm stop), reap          with its parent
  *
- * ^C reaches both (one process group): the node drains and ends, and this
- * process reads what finished and says how to resume; a second ^C stops the
- * node cold. A signal sent to this process alone is passed on as a stop
- * request on the node's control socket, which is the same request however
- * often it arrives, so a node that got the signal itself is not stopped twice.
- * What the node writes on standard error comes through this process, which
- * passes it on, except once every page has finished: the node's shutdown
- * at the end of a complete run is not news.
+ * The node has a process group of its own: ^C on a terminal reaches this
+ * process only, which passes stops on. The first stop (SIGINT, SIGTERM,
+ * SIGHUP) becomes SIGTERM to the node (warm: running pages finish), a second
+ * one or SIGQUIT becomes SIGQUIT (cold); queueing stops at the first, and
+ * this process reads what finished, says how to resume and exits 1. A node
+ * that ends before every page has finished (killed, or an error) ends the
+ * run the same way. SIGPIPE is ignored during the run: a closed standard
+ * output is an error said on stderr, and the temporary queue is removed.
+ * What the node writes on standard error comes through this process (also
+ * while it queues pages), which passes it on, except once every page has
+ * finished: the node's shutdown at the end of a complete run is not news.
+ *
+ * Pages are found as they finish by the queue's list of what finished since
+ * a time (ocp_broker_list_finished), never the whole group per look; pages
+ * done before this run began are resumed: kept, their missing files written.
  *
  * The queue is a SQLite file under the output folder (or --queue FILE);
  * task ids come from each file's path, size, time, page and settings, so
@@ -35,7 +42,6 @@
 #include "core/util.h"
 #include "engine/result.h"
 #include "image/image.h"
-#include "pool/control.h"
 #include "pool/pool.h"
 
 #include <errno.h>
@@ -70,7 +76,7 @@ typedef struct page_ref {
     char id[64];
     int input, page;
     int finished; /* 0 no, 1 done, 2 failed */
-    char *text;   /* the page's text once done (for the sidecar or standard output) */
+    char *text;   /* the page's text once done, kept only for the sidecar or standard output */
 } page_ref;
 
 typedef struct ocr_ctx {
@@ -81,24 +87,42 @@ typedef struct ocr_ctx {
     input *in;
     int nin;
     page_ref *pages, **by_id;
-    int npages, cap;
-    int done, failed, resumed, show_progress, io_failed;
+    int npages, cap, cur_pages; /* cur_pages: pages of the file being queued */
+    int *idx;                   /* room for npages indexes (a poll's finished pages) */
+    int done, failed, resumed, show_progress, io_failed, keep_text;
     int finished; /* pages of c->pages finished, done or failed */
+    int stopped;  /* queueing stopped before every page was queued */
     double t0;
+    double run_t0;    /* wall time this run began: pages finished before it are resumed */
+    double since;     /* the next poll's finished time from (the largest seen minus overlap) */
+    double err_since; /* first of consecutive failures to read the queue; 0 = none */
     ocp_submit_opts so;
     char qdir[4096]; /* a temporary queue's folder, removed at the end; "" = none */
     char qpath[4200], url[4300];
-    pid_t node;   /* the node working the queue; 0 = none */
-    int node_err; /* the read end of the node's standard error; -1 = none */
+    pid_t node;      /* the node working the queue; 0 = none (never started, or reaped) */
+    int node_err;    /* the read end of the node's standard error; -1 = none */
+    int sent;        /* the stop passed on: 0 none, 1 warm (SIGTERM), 2 cold (SIGQUIT) */
+    int node_failed; /* the node ended with an error, or killed by a signal not ours */
     ocp_broker *b;
 } ocr_ctx;
 
-static volatile sig_atomic_t sig_count;
+/* Pages seen finished again by each poll: a page's finished time is its worker's, set a
+ * little before the queue stores it. */
+#define POLL_OVERLAP_S 5.0
+/* With nothing finishing this long, a poll looks at every finished page (one missed by
+ * the overlap is found). */
+#define SWEEP_QUIET_S 10.0
+/* The queue unreadable this long, without a break, ends the run. */
+#define QUEUE_GIVE_UP_S 30.0
+
+static volatile sig_atomic_t sig_count, sig_quit;
 
 static void on_signal(int s)
 {
-    (void)s;
-    sig_count++;
+    if (s == SIGQUIT)
+        sig_quit = 1;
+    else
+        sig_count++;
 }
 
 static void ocr_help(void)
@@ -287,8 +311,13 @@ static int start_node(ocr_ctx *c)
     }
     if (pid == 0) {
         char err[600];
+        /* A group of its own first: a terminal's signals reach the parent only. */
+        setpgid(0, 0);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        signal(SIGQUIT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent || dup2(p[1], STDERR_FILENO) < 0)
             _exit(OCP_EXIT_FAILED);
@@ -303,11 +332,13 @@ static int start_node(ocr_ctx *c)
         }
         _exit(OCP_EXIT_OK);
     }
+    setpgid(pid, pid); /* as the child does: whichever runs first */
     close(p[1]);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
-    /* Room for a burst of log lines while this process is busy queueing pages: the node
-     * should not wait on its standard error. */
-    fcntl(p[0], F_SETPIPE_SZ, 1 << 20);
+    /* Room for a burst of log lines while this process is busy: the node should not wait
+     * on its standard error (it is read while pages are queued, too). */
+    if (fcntl(p[0], F_SETPIPE_SZ, 1 << 20) < 0)
+        OCP_LOG_ERR(OCP_LOG_INFO, -errno, "cannot enlarge the node's log pipe");
     c->node = pid;
     c->node_err = p[0];
     return 0;
@@ -318,8 +349,10 @@ static int start_node(ocr_ctx *c)
 static int relay_node(ocr_ctx *c, int show, int wait_ms)
 {
     char buf[4096];
-    if (c->node_err < 0)
+    if (c->node_err < 0) {
+        poll(NULL, 0, wait_ms);
         return 0;
+    }
     struct pollfd pf = {c->node_err, POLLIN, 0};
     if (poll(&pf, 1, wait_ms) <= 0)
         return 1;
@@ -347,46 +380,63 @@ static int relay_node(ocr_ctx *c, int show, int wait_ms)
 static void drain_node(ocr_ctx *c, int show)
 {
     double t0 = ocp_now();
-    while (relay_node(c, show, 100) && ocp_now() - t0 < 5) {
+    while (c->node_err >= 0 && relay_node(c, show, 100) && ocp_now() - t0 < 5) {
     }
 }
 
-/* Asks the node to stop, warm or cold: on its control socket when it has one (the same
- * request however often it comes), else by a signal. */
-static void ask_node_to_stop(ocr_ctx *c, int cold)
+/* Passes stops that arrived on to the node: the first as SIGTERM (warm), a second or
+ * SIGQUIT as SIGQUIT (cold), each once. Returns the stop asked for (0 none, 1, 2). */
+static int forward_stop(ocr_ctx *c)
 {
-    ocp_control_node *nodes = ocp_xcalloc(OCP_MAX_WORKERS, sizeof *nodes);
-    int n = ocp_control_nodes(nodes, OCP_MAX_WORKERS, 0), asked = 0;
-    for (int i = 0; i < n && !asked; i++) {
-        if (nodes[i].pid != (long)c->node)
-            continue;
-        json_t *req = json_pack("{s:s}", "cmd", cold ? "stop-now" : "stop"), *rep = NULL;
-        asked = ocp_control_call(nodes[i].path, req, &rep, 3.0) == 0 &&
-                json_is_true(json_object_get(rep, "ok"));
-        json_decref(req);
-        json_decref(rep);
+    int want = sig_quit || sig_count >= 2 ? 2 : sig_count >= 1;
+    if (want > c->sent) {
+        if (c->node > 0)
+            kill(c->node, want == 2 ? SIGQUIT : SIGTERM);
+        c->sent = want;
     }
-    free(nodes);
-    if (!asked)
-        kill(c->node, cold ? SIGQUIT : SIGTERM);
+    return want;
 }
 
-/* Reaps the node; blocks when wait. Returns 1 when it has ended (*failed: on its own,
- * with an error), 0 while it runs. */
-static int reap_node(ocr_ctx *c, int wait, int *failed)
+/* Reaps the node if it has ended, without waiting. Returns 1 when it has ended (an error
+ * or a signal not ours in c->node_failed, said on stderr), 0 while it runs. */
+static int reap_node(ocr_ctx *c)
 {
     int st;
+    pid_t r;
     if (c->node <= 0)
         return 1;
-    pid_t r;
     do
-        r = waitpid(c->node, &st, wait ? 0 : WNOHANG);
+        r = waitpid(c->node, &st, WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == 0)
         return 0;
     c->node = 0;
-    *failed = r > 0 && WIFEXITED(st) && WEXITSTATUS(st) != 0;
+    if (r < 0) {
+        c->node_failed = 1;
+        fprintf(stderr, "ocrpool: cannot wait for the node: %s\n", strerror(errno));
+    } else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+        c->node_failed = 1; /* it said why */
+    } else if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
+        if (!c->sent || (sig != SIGTERM && sig != SIGQUIT)) {
+            c->node_failed = 1;
+            if (c->show_progress)
+                fprintf(stderr, "\r\033[K");
+            fprintf(stderr, "ocrpool: the node was killed by signal %d (%s)\n", sig,
+                    strsignal(sig));
+        }
+    }
     return 1;
+}
+
+/* Waits for the node to end, passing on what it writes (unless not show) and stops that
+ * arrive meanwhile (a second ^C makes a warm stop cold). */
+static void wait_node(ocr_ctx *c, int show)
+{
+    while (!reap_node(c)) {
+        forward_stop(c);
+        relay_node(c, show, 100);
+    }
 }
 
 /* ---- Pages as they finish ---------------------------------------------------------- */
@@ -461,7 +511,8 @@ static void page_finished(ocr_ctx *c, page_ref *pr, ocp_app_page *pg, int decode
         report_failure(c, pr, reason);
     } else {
         c->done++;
-        pr->text = ocp_xstrdup(pg->res.text ? pg->res.text : "");
+        if (c->keep_text)
+            pr->text = ocp_xstrdup(pg->res.text ? pg->res.text : "");
         if (c->verbose)
             fprintf(stderr, "ocrpool: %s page %d: %zu lines, %.2f s, peak RSS %ld KiB\n", in->path,
                     pr->page + 1, pg->res.n_lines, pg->res.elapsed_ms / 1000.0,
@@ -472,49 +523,58 @@ static void page_finished(ocr_ctx *c, page_ref *pr, ocp_app_page *pg, int decode
 
 typedef struct scan {
     ocr_ctx *c;
-    int *idx; /* pages newly finished, by index in c->pages */
-    int n;
+    int n;         /* pages newly finished, their indexes in c->idx */
+    double latest; /* the largest finished time seen */
+    int resumed;   /* resuming: only pages done before this run began, then stop */
 } scan;
 
 static int note_finished(void *vctx, const ocp_task_info *i)
 {
     scan *s = vctx;
-    page_ref **r = find_ref(s->c, i->id), **end = s->c->by_id + s->c->npages;
+    ocr_ctx *c = s->c;
+    if (s->resumed && i->finished >= c->run_t0)
+        return 1; /* in order of finished time: the rest finished in this run */
+    if (s->resumed && i->state != OCP_TASK_DONE)
+        return 0;
+    if (i->finished > s->latest)
+        s->latest = i->finished;
+    page_ref **r = find_ref(c, i->id), **end = c->by_id + c->npages;
     for (; r && r < end && strcmp((*r)->id, i->id) == 0; r++)
-        if (!(*r)->finished && i->state >= OCP_TASK_DONE)
-            s->idx[s->n++] = (int)(*r - s->c->pages);
+        if (!(*r)->finished)
+            c->idx[s->n++] = (int)(*r - c->pages);
     return 0;
 }
 
-/* Reads the pages of this run that finished since the last look. Returns how many, or a
- * negative code when the queue cannot be read. */
-static int poll_queue(ocr_ctx *c)
+/* Reads the pages of this run that finished at since or later. Returns how many, or a
+ * negative code when the queue cannot be read (a page that could not be read is left
+ * unfinished, and the next poll looks from before it again). */
+static int poll_queue(ocr_ctx *c, double since)
 {
-    scan s = {c, ocp_xcalloc((size_t)c->npages + 1, sizeof *s.idx), 0};
-    int rc = ocp_broker_list(c->b, c->so.group, 0, note_finished, &s);
+    scan s = {c, 0, since, 0};
+    int rc = ocp_broker_list_finished(c->b, c->so.group, since, note_finished, &s), got = 0;
     for (int k = 0; k < s.n && !rc; k++) {
-        page_ref *pr = &c->pages[s.idx[k]];
+        page_ref *pr = &c->pages[c->idx[k]];
         ocp_app_page pg;
-        int got = ocp_app_page_get(c->b, pr->id, 1, &pg);
-        if (got == 0 || got == OCP_E_DECODE) {
-            page_finished(c, pr, &pg, got);
+        int r = ocp_app_page_get(c->b, pr->id, 1, &pg);
+        if (r == 0 || r == OCP_E_DECODE) {
+            page_finished(c, pr, &pg, r);
+            got++;
         } else {
-            pr->finished = 2;
-            c->finished++;
-            c->failed++;
-            report_failure(c, pr, ocp_broker_errmsg(c->b));
+            rc = r;
         }
         ocp_app_page_fini(&pg);
     }
-    free(s.idx);
-    return rc ? rc : s.n;
+    if (!rc && s.latest - POLL_OVERLAP_S > c->since)
+        c->since = s.latest - POLL_OVERLAP_S;
+    return rc ? rc : got;
 }
 
 /* ---- Submitting ---------------------------------------------------------------------- */
 
-static void add_ref(void *vctx, const char *id, int page, int pages, int inserted)
+/* A page queued. Every 16 pages: what the node wrote is passed on, and whether it has
+ * ended is looked at. Stops queueing (non-zero) once a stop arrived or the node ended. */
+static int add_ref(void *vctx, const char *id, int page, int pages, int inserted)
 {
-    (void)pages;
     (void)inserted;
     ocr_ctx *c = vctx;
     if (c->npages == c->cap) {
@@ -526,24 +586,40 @@ static void add_ref(void *vctx, const char *id, int page, int pages, int inserte
     snprintf(r->id, sizeof r->id, "%s", id);
     r->page = page;
     r->input = -1; /* set by the caller */
+    c->cur_pages = pages;
+    if (c->npages % 16 == 0) {
+        relay_node(c, 1, 0);
+        reap_node(c);
+    }
+    return forward_stop(c) || c->node <= 0;
 }
 
-/* Pages done in an earlier run of the same command: kept, their missing files written. */
+/* Pages done before this run began (an earlier run of the same command): kept, their
+ * missing files written. Pages finished since are the polls' (page_finished). */
 static void take_resumed(ocr_ctx *c)
 {
     char err[600];
-    for (int k = 0; k < c->npages; k++) {
-        page_ref *pr = &c->pages[k];
+    scan s = {c, 0, 0, 1};
+    if (ocp_broker_list_finished(c->b, c->so.group, 0, note_finished, &s) < 0)
+        s.n = 0, c->since = 0; /* the polls take them */
+    for (int k = 0; k < s.n; k++) {
+        page_ref *pr = &c->pages[c->idx[k]];
         const input *in = &c->in[pr->input];
         ocp_app_page pg;
-        if (ocp_app_page_get(c->b, pr->id, 1, &pg) == 0 && pg.info.state == OCP_TASK_DONE) {
-            pr->finished = 1;
+        if (ocp_app_page_get(c->b, pr->id, 1, &pg) != 0 || pg.info.state != OCP_TASK_DONE) {
+            c->since = 0; /* not readable now: a poll looks again */
+            ocp_app_page_fini(&pg);
+            continue;
+        }
+        pr->finished = 1;
+        if (c->keep_text)
             pr->text = ocp_xstrdup(pg.res.text ? pg.res.text : "");
-            c->done++;
-            c->finished++;
-            if (c->outdir)
-                ocp_app_write_page(c->outdir, in->stem, pr->page, in->pages, c->fmts,
-                                   pg.info.result, &pg.res, 1, err, sizeof err);
+        c->done++;
+        c->finished++;
+        if (c->outdir && ocp_app_write_page(c->outdir, in->stem, pr->page, in->pages, c->fmts,
+                                            pg.info.result, &pg.res, 1, err, sizeof err) != 0) {
+            report_failure(c, pr, err);
+            c->io_failed = 1;
         }
         ocp_app_page_fini(&pg);
     }
@@ -552,8 +628,8 @@ static void take_resumed(ocr_ctx *c)
         fprintf(stderr, "ocrpool: resuming: %d of %d pages done already\n", c->done, c->npages);
 }
 
-/* Queues every page of every input (libvips reads the page counts and headers here, in
- * this process, after the node is forked). 0 or an exit status. */
+/* Queues the pages of every input (libvips reads the page counts and headers here, in
+ * this process, after the node is forked) until a stop. 0 or an exit status. */
 static int submit_pages(ocr_ctx *c)
 {
     char err[600];
@@ -569,25 +645,30 @@ static int submit_pages(ocr_ctx *c)
     long n = 0;
     ocp_broker_requeue(c->b, c->so.group, (1u << OCP_TASK_FAILED) | (1u << OCP_TASK_BURIED), &n);
     ocp_image_limits lim = ocp_image_limits_from_config(c->cfg);
-    for (int i = 0; i < c->nin; i++) {
+    for (int i = 0; i < c->nin && !c->stopped; i++) {
         input *in = &c->in[i];
-        int before = c->npages;
+        int before = c->npages, rc;
         if (!in->file)
             continue;
-        if (ocp_app_submit_file(c->b, in->file, &lim, &c->so, add_ref, c, err, sizeof err)) {
+        c->cur_pages = 0;
+        rc = ocp_app_submit_file(c->b, in->file, &lim, &c->so, add_ref, c, err, sizeof err);
+        if (rc && rc != -EINTR) {
             fprintf(stderr, "ocrpool: %s: %s\n", in->path, err);
             in->err = 1;
             c->npages = before;
             continue;
         }
-        in->pages = c->npages - before;
+        c->stopped = rc == -EINTR;
+        in->pages = c->cur_pages; /* the file's pages (its output names), all queued or not */
         for (int k = before; k < c->npages; k++)
             c->pages[k].input = i;
     }
     c->by_id = ocp_xcalloc((size_t)c->npages + 1, sizeof *c->by_id);
+    c->idx = ocp_xcalloc((size_t)c->npages + 1, sizeof *c->idx);
     for (int k = 0; k < c->npages; k++)
         c->by_id[k] = &c->pages[k];
     qsort(c->by_id, (size_t)c->npages, sizeof *c->by_id, cmp_ref);
+    c->since = c->run_t0 - POLL_OVERLAP_S;
     take_resumed(c);
     c->t0 = ocp_now();
     progress(c);
@@ -597,39 +678,47 @@ static int submit_pages(ocr_ctx *c)
 /* ---- The run ------------------------------------------------------------------------- */
 
 /*
- * Follows the queue until every page has finished (then stops the node) or the node has
- * ended (a stop asked for, or an error). Returns 0, or OCP_EXIT_FAILED when the node
- * ended on its own with an error (it said why).
+ * Follows the queue until every page has finished, or the node has ended (a stop asked
+ * for, or an error), or the queue has been unreadable for QUEUE_GIVE_UP_S; then stops the
+ * node warm unless a stop was passed on already, and waits for it to end.
  */
-static int follow(ocr_ctx *c)
+static void follow(ocr_ctx *c)
 {
-    int asked = 0, failed = 0, complete = 0;
-    double wait_s = 0.02;
+    int complete = 0;
+    double wait_s = 0.02, now = ocp_now(), quiet_since = now, swept = now;
     for (;;) {
-        if (sig_count > asked) {
-            asked = sig_count;
-            ask_node_to_stop(c, asked >= 2);
-        }
-        int ended = reap_node(c, 0, &failed);
-        int got = poll_queue(c);
-        if (got < 0)
-            fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(c->b));
-        if (ended || got < 0)
-            break;
+        forward_stop(c);
+        int ended = reap_node(c);
+        /* Once the node has ended, or after a quiet while: every finished page. */
+        int sweep = ended || (now - quiet_since > SWEEP_QUIET_S && now - swept > SWEEP_QUIET_S);
+        int got = poll_queue(c, sweep ? 0 : c->since);
+        now = ocp_now();
+        swept = sweep ? now : swept;
+        if (got < 0 && !c->err_since)
+            c->err_since = now;
+        else if (got >= 0)
+            c->err_since = 0;
         if (c->finished >= c->npages) {
             complete = 1;
             break;
         }
+        if (ended || (got < 0 && now - c->err_since > QUEUE_GIVE_UP_S)) {
+            if (got < 0)
+                fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(c->b));
+            break;
+        }
         /* Short while pages arrive, longer while the queue is quiet. */
-        wait_s = got ? 0.02 : (wait_s * 1.5 < 0.25 ? wait_s * 1.5 : 0.25);
+        quiet_since = got > 0 ? now : quiet_since;
+        wait_s = got > 0 ? 0.02 : (wait_s * 1.5 < 0.25 ? wait_s * 1.5 : 0.25);
         relay_node(c, 1, (int)(wait_s * 1000));
+        now = ocp_now();
     }
-    if (c->node > 0) { /* warm: nothing is running (or the queue could not be read) */
+    if (c->node > 0 && !c->sent) { /* warm: nothing is running (or the queue is unreadable) */
         kill(c->node, SIGTERM);
-        reap_node(c, 1, &failed);
+        c->sent = 1;
     }
+    wait_node(c, !complete);
     drain_node(c, !complete);
-    return failed ? OCP_EXIT_FAILED : 0;
 }
 
 /* The text in page order (a failed page is an empty page), the summary, and the exit
@@ -651,7 +740,12 @@ static int conclude(ocr_ctx *c, FILE *sidecar)
         }
         free(texts);
     }
-    if (unfinished)
+    if (c->stopped)
+        fprintf(stderr,
+                "ocrpool: stopped before every page was queued, with %d pages not done: "
+                "run the same command again to resume\n",
+                unfinished);
+    else if (unfinished)
         fprintf(stderr,
                 "ocrpool: stopped with %d pages not done: run the same command again "
                 "to resume\n",
@@ -664,36 +758,44 @@ static int conclude(ocr_ctx *c, FILE *sidecar)
     for (int i = 0; i < c->nin; i++)
         if (c->in[i].err)
             status = OCP_EXIT_FAILED;
-    if (c->failed || unfinished || c->io_failed)
+    if (c->failed || unfinished || c->io_failed || c->stopped)
         status = OCP_EXIT_FAILED;
     return status;
 }
 
-/* Submits, follows and concludes, with the node forked first. */
+/* Submits, follows and concludes, with the node forked first; then the node's failure. */
 static int run(ocr_ctx *c, FILE *sidecar)
 {
-    struct sigaction sa = {0}, old_int, old_term;
+    static const int sigs[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGPIPE};
+    struct sigaction sa = {0}, old[5];
     int status;
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    for (int i = 0; i < 5; i++) {
+        sa.sa_handler = sigs[i] == SIGPIPE ? SIG_IGN : on_signal;
+        sigaction(sigs[i], &sa, &old[i]);
+    }
+    c->run_t0 = ocp_wall_now();
     if ((status = start_node(c)) != 0)
         goto out;
-    if ((status = submit_pages(c)) != 0 || (status = follow(c)) != 0)
+    if ((status = submit_pages(c)) != 0)
         goto out;
+    follow(c);
     status = conclude(c, sidecar);
+    if (c->node_failed)
+        status = OCP_EXIT_FAILED;
 out:
     if (c->node > 0) {
-        int failed;
-        kill(c->node, SIGTERM);
-        reap_node(c, 1, &failed);
+        if (!c->sent)
+            kill(c->node, SIGTERM);
+        c->sent = c->sent ? c->sent : 1;
+        wait_node(c, 1);
         drain_node(c, 1);
     }
     if (c->node_err >= 0)
         close(c->node_err);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    for (int i = 0; i < 5; i++)
+        sigaction(sigs[i], &old[i], NULL);
     return status;
 }
 
@@ -721,6 +823,7 @@ static void cleanup(ocr_ctx *c)
         free(c->pages[k].text);
     free(c->pages);
     free(c->by_id);
+    free(c->idx);
 }
 
 int ocp_cmd_ocr(int argc, char **argv)
@@ -732,7 +835,7 @@ int ocp_cmd_ocr(int argc, char **argv)
 
     memset(&c, 0, sizeof c);
     c.node_err = -1;
-    sig_count = 0;
+    sig_count = sig_quit = 0;
     status = ocp_cli_parse(argc, argv, ocr_opts, ocr_handler, &c, ocr_help, &c.cfg, &pos, &npos);
     if (status)
         return status < 0 ? OCP_EXIT_OK : status;
@@ -755,6 +858,7 @@ int ocp_cmd_ocr(int argc, char **argv)
         .stable_ids = 1,
     };
     c.show_progress = !c.quiet && !c.verbose && isatty(STDERR_FILENO);
+    c.keep_text = c.sidecar || !c.outdir; /* the text is printed only there */
     status = run(&c, sidecar);
 out:
     if (sidecar && fclose(sidecar) != 0) {

@@ -172,13 +172,14 @@ static ocp_broker *open_or_say(const char *url, const ocp_config *cfg)
     return b;
 }
 
-static void print_id(void *ctx, const char *id, int page, int pages, int inserted)
+static int print_id(void *ctx, const char *id, int page, int pages, int inserted)
 {
     (void)ctx;
     (void)page;
     (void)pages;
     (void)inserted;
     printf("%s\n", id);
+    return 0;
 }
 
 int ocp_cmd_submit(int argc, char **argv)

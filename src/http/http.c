@@ -238,13 +238,14 @@ typedef struct queued {
     const char *name;
 } queued;
 
-static void note_task(void *ctx, const char *id, int page, int pages, int inserted)
+static int note_task(void *ctx, const char *id, int page, int pages, int inserted)
 {
     (void)pages;
     (void)inserted;
     queued *q = ctx;
     json_array_append_new(
         q->tasks, json_pack("{s:s, s:s, s:i}", "id", id, "source", q->name, "page", page + 1));
+    return 0;
 }
 
 static ocp_submit_opts submit_opts(struct MHD_Connection *c, const char *group, int priority)

@@ -118,19 +118,23 @@ check "several inputs: distinct names" test -f "$TMP/many/eng.txt" -a -f "$TMP/m
 check "the same file twice: exit 0" timeout 120 "$OCRPOOL" ocr -l eng -o "$TMP/twice" "$F/eng.png" "$F/eng.png"
 check "the same file twice: both written" test -s "$TMP/twice/eng.txt" -a -s "$TMP/twice/eng-2.txt"
 
-# ^C on a terminal reaches the command and its node (one process group). The command
-# passes a stop on to the node as well, and the node takes it once: one ^C is a warm stop
-# (running pages finish), a second is cold. The run says how to resume and exits 1.
+# ^C on a terminal reaches the command alone (its node has a process group of its own);
+# the command passes stops on: one ^C (or SIGTERM, SIGHUP) is a warm stop (running pages
+# finish), a second, or SIGQUIT, a cold one. The run says how to resume and exits 1.
 mkdir -p "$TMP/book"
 for i in 1 2 3 4 5 6; do cp "$F/eng.png" "$TMP/book/page$i.png"; done
-interrupt() { # interrupt TIMES OUT: ^C TIMES to the run's process group once it is going
-    : >"$TMP/$2.err"
-    OCRPOOL_FAULT=sleep:1:page setsid "$OCRPOOL" ocr -j 2 -l eng -o "$TMP/$2" "$TMP"/book/*.png \
-        2>"$TMP/$2.err" &
-    local pid=$! k
-    wait_log "$TMP/$2.err" "fault injection: sleeping" 30
+start_book() { # start_book OUT: a slow run of the book in the background, $pid once going
+    : >"$TMP/$1.err"
+    OCRPOOL_FAULT=sleep:1:page setsid "$OCRPOOL" ocr -j 2 -l eng -o "$TMP/$1" "$TMP"/book/*.png \
+        2>"$TMP/$1.err" &
+    pid=$!
+    wait_log "$TMP/$1.err" "fault injection: sleeping" 30
+}
+interrupt() { # interrupt TIMES OUT [SIG]: SIG (INT: ^C) TIMES to the run's process group
+    local k
+    start_book "$2"
     for k in $(seq 1 "$1"); do
-        kill -INT -- -"$pid"
+        kill -"${3:-INT}" -- -"$pid"
         sleep 0.1
     done
     wait "$pid"
@@ -153,4 +157,34 @@ check "two ^C: says how to resume" grep -q "run the same command again to resume
 rc=$?
 check "after two ^C: the rerun finishes (exit $rc)" \
     bash -c "[ $rc -eq 0 ] && [ \$(ls '$TMP/cold'/*.txt | wc -l) -eq 6 ]"
+interrupt 1 hup HUP
+rc=$?
+check "SIGHUP: exit 1 (got $rc), a warm stop, pages written" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'warm shutdown' '$TMP/hup.err' && ! grep -q 'cold shutdown' '$TMP/hup.err' && [ \$(ls '$TMP/hup'/*.txt | wc -l) -ge 2 ]"
+check "SIGHUP: says how to resume" grep -q "run the same command again to resume" "$TMP/hup.err"
+interrupt 1 quit QUIT
+rc=$?
+check "SIGQUIT: exit 1 (got $rc), a cold stop" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'cold shutdown' '$TMP/quit.err'"
+
+# A node killed under the run: said, exit 1, how to resume.
+start_book killed
+node=$(ps -o pid= --ppid "$pid" | head -1)
+kill -KILL $node
+wait "$pid"
+rc=$?
+sed 's/^/# /' "$TMP/killed.err"
+check "node killed: exit 1 (got $rc)" test $rc -eq 1
+check "node killed: said" grep -q "the node was killed by signal 9" "$TMP/killed.err"
+check "node killed: says how to resume" grep -q "run the same command again to resume" "$TMP/killed.err"
+
+# Standard output closed early (| head): an error said, exit 1, the temporary queue removed.
+mkdir -p "$TMP/pipetmp"
+(
+    TMPDIR="$TMP/pipetmp" "$OCRPOOL" ocr -l eng "$F/two.tif" 2>"$TMP/epipe.err"
+    echo $? >"$TMP/epipe.rc"
+) | true
+check "closed stdout: exit 1 (got $(cat "$TMP/epipe.rc"))" test "$(cat "$TMP/epipe.rc")" = 1
+check "closed stdout: said" grep -q "cannot write standard output" "$TMP/epipe.err"
+check "closed stdout: no temporary queue left" test -z "$(ls -A "$TMP/pipetmp")"
 finish
