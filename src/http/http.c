@@ -66,6 +66,9 @@ typedef struct req {
 
 static const ocp_http_conf *g_hc;
 static volatile sig_atomic_t g_stop;
+/* The node's control socket (control.h: <folder>/<pid>.sock), made once at the start;
+ * "" = no node. */
+static char g_control_path[4200];
 
 static void on_stop(int s)
 {
@@ -108,29 +111,29 @@ static ocp_broker *broker(char *err, size_t len)
     return b;
 }
 
-/* The master's figures, or NULL without a pool (or while it does not answer). Its control
- * socket is looked up each time: the node may start listening after this process. */
+/* The master's figures, or NULL without a pool (or while it does not answer: the node
+ * may start listening after this process). */
 static json_t *master_stats(void)
 {
-    if (g_hc->control_pid <= 0)
+    if (!g_control_path[0])
         return NULL;
-    ocp_control_node *nodes = ocp_xcalloc(OCP_MAX_WORKERS, sizeof *nodes);
-    int n = ocp_control_nodes(nodes, OCP_MAX_WORKERS, 0);
-    json_t *rep = NULL;
-    for (int i = 0; i < n; i++) {
-        if (nodes[i].pid != g_hc->control_pid)
-            continue;
-        json_t *ask = json_pack("{s:s}", "cmd", "stats");
-        int rc = ocp_control_call(nodes[i].path, ask, &rep, 3.0);
-        json_decref(ask);
-        if (rc || !json_is_true(json_object_get(rep, "ok"))) {
-            json_decref(rep);
-            rep = NULL;
-        }
-        break;
+    json_t *ask = json_pack("{s:s}", "cmd", "stats"), *rep = NULL;
+    int rc = ocp_control_call(g_control_path, ask, &rep, 3.0);
+    json_decref(ask);
+    if (rc || !json_is_true(json_object_get(rep, "ok"))) {
+        json_decref(rep);
+        rep = NULL;
     }
-    free(nodes);
     return rep;
+}
+
+/* Where the node's control socket is (the name its node gives it, control.c). */
+static void find_control_path(void)
+{
+    char dir[4096];
+    g_control_path[0] = '\0';
+    if (g_hc->control_pid > 0 && ocp_control_dir(dir, sizeof dir, 0) == 0)
+        snprintf(g_control_path, sizeof g_control_path, "%s/%ld.sock", dir, g_hc->control_pid);
 }
 
 static int bearer_ok(struct MHD_Connection *c)
@@ -455,7 +458,9 @@ static enum MHD_Result await_page(struct MHD_Connection *c, const char *id)
         int st = -1;
         if (ocp_broker_get(b, id, &info) == 0) {
             st = info.state;
-            if (st == OCP_TASK_DONE)
+            if (st == OCP_TASK_DONE && !info.result) /* an expired result (Redis) */
+                ret = reply_error(c, 502, "result missing");
+            else if (st == OCP_TASK_DONE)
                 ret = reply(c, 200, "application/json", info.result, strlen(info.result));
             else if (st >= OCP_TASK_FAILED)
                 ret = reply_error(c, 422, info.error ? info.error : "failed");
@@ -586,31 +591,36 @@ static enum MHD_Result get_group(struct MHD_Connection *c, req *r, const char *g
 }
 
 /* ---- The route table ------------------------------------------------------------------
- * A pattern's '*' is one path segment, 1 to 79 bytes without '/'. Routes are tried in
- * order; a path no route has is 404, a method other than GET and POST is 405. */
+ * A pattern's '*' is one path segment without '/', of 1 to arg_max - 1 bytes (a job id:
+ * 79; a group name: up to ARG_MAX - 1). Routes are tried in order; a path no route has
+ * is 404, a method other than GET and POST is 405. */
+
+#define ARG_MAX 1024
+#define JOB_ARG 80
 
 static const struct route {
     const char *method, *pattern;
     int open; /* served without the bearer token */
     route_fn fn;
+    size_t arg_max; /* the '*' segment's room, its NUL included */
 } routes[] = {
-    {"GET", "/healthz", 1, get_healthz},
+    {"GET", "/healthz", 1, get_healthz, 0},
     /* The dashboard's page is static, with no data: a browser cannot add a header to a
      * navigation; the page sends the token, from #token=, on its calls. */
-    {"GET", "/", 1, get_dashboard},
-    {"GET", "/readyz", 0, get_readyz},
-    {"GET", "/metrics", 0, get_metrics},
-    {"GET", "/v1/stats", 0, get_stats},
-    {"GET", "/v1/failures", 0, get_failures},
-    {"POST", "/v1/jobs", 0, post_jobs},
-    {"POST", "/v1/ocr", 0, post_ocr},
-    {"GET", "/v1/jobs/*", 0, get_job},
-    {"GET", "/v1/jobs/*/result", 0, get_result},
-    {"GET", "/v1/groups/*", 0, get_group},
+    {"GET", "/", 1, get_dashboard, 0},
+    {"GET", "/readyz", 0, get_readyz, 0},
+    {"GET", "/metrics", 0, get_metrics, 0},
+    {"GET", "/v1/stats", 0, get_stats, 0},
+    {"GET", "/v1/failures", 0, get_failures, 0},
+    {"POST", "/v1/jobs", 0, post_jobs, 0},
+    {"POST", "/v1/ocr", 0, post_ocr, 0},
+    {"GET", "/v1/jobs/*", 0, get_job, JOB_ARG},
+    {"GET", "/v1/jobs/*/result", 0, get_result, JOB_ARG},
+    {"GET", "/v1/groups/*", 0, get_group, ARG_MAX},
 };
 
 /* Whether url matches pattern; the '*' segment goes to arg. */
-static int match(const char *pattern, const char *url, char arg[80])
+static int match(const char *pattern, const char *url, char arg[ARG_MAX], size_t arg_max)
 {
     const char *star = strchr(pattern, '*');
     arg[0] = '\0';
@@ -621,24 +631,25 @@ static int match(const char *pattern, const char *url, char arg[80])
         return 0;
     const char *seg = url + pre, *end = strchr(seg, '/');
     size_t n = end ? (size_t)(end - seg) : strlen(seg);
-    if (n == 0 || n >= 80 || strcmp(star + 1, seg + n) != 0)
+    if (n == 0 || n >= arg_max || n >= ARG_MAX || strcmp(star + 1, seg + n) != 0)
         return 0;
     memcpy(arg, seg, n);
     arg[n] = '\0';
     return 1;
 }
 
-static const struct route *find_route(const char *method, const char *url, char arg[80])
+static const struct route *find_route(const char *method, const char *url, char arg[ARG_MAX])
 {
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (strcmp(routes[i].method, method) == 0 && match(routes[i].pattern, url, arg))
+        if (strcmp(routes[i].method, method) == 0 &&
+            match(routes[i].pattern, url, arg, routes[i].arg_max))
             return &routes[i];
     return NULL;
 }
 
 static enum MHD_Result route(struct MHD_Connection *c, const char *url, const char *method, req *r)
 {
-    char arg[80];
+    char arg[ARG_MAX];
     const struct route *rt = find_route(method, url, arg);
     if (rt)
         return rt->fn(c, r, arg);
@@ -657,7 +668,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         r = ocp_xcalloc(1, sizeof *r);
         r->hc = g_hc;
         *con_cls = r;
-        char arg[80];
+        char arg[ARG_MAX];
         const struct route *rt = find_route(method, url, arg);
         if (!(rt && rt->open) && !bearer_ok(c)) {
             r->refused = 1;
@@ -767,6 +778,7 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
 {
     struct sockaddr_in sa;
     g_hc = hc;
+    find_control_path();
     if (parse_listen(hc->listen, &sa))
         return ocp_errf(OCP_E_CONFIG, err, errlen, "--listen '%s': expected IPV4:PORT", hc->listen);
     if (ocp_image_global_init("ocrpool"))

@@ -16,6 +16,21 @@ for _ in $(seq 1 100); do
 done
 python3 "$here/http_check.py" "http://127.0.0.1:$port" s3cret "$FIXTURES" || _failed=1
 
+# A group name of any length (here 200 bytes) is a group, not a 404.
+long=$(printf 'g%.0s' $(seq 1 200))
+"$OCRPOOL" submit --broker "sqlite://$TMP/q.db" --group "$long" "$FIXTURES/eng.png" >/dev/null
+check "GET /v1/groups/<200 bytes>: 200" python3 -c "
+import json, urllib.request
+r = urllib.request.Request('http://127.0.0.1:$port/v1/groups/$long', headers={'Authorization': 'Bearer s3cret'})
+d = json.load(urllib.request.urlopen(r, timeout=10)); assert d['group'] == '$long' and d['total'] == 1, d"
+check "GET /v1/jobs/<100 bytes>: still 404" python3 -c "
+import urllib.request, urllib.error
+r = urllib.request.Request('http://127.0.0.1:$port/v1/jobs/' + 'x' * 100, headers={'Authorization': 'Bearer s3cret'})
+try:
+    urllib.request.urlopen(r, timeout=10); raise SystemExit(1)
+except urllib.error.HTTPError as e:
+    raise SystemExit(0 if e.code == 404 else 1)"
+
 # The dashboard in a real browser: wait until the chart has drawn points.
 if command -v chromium >/dev/null; then
     shots=${OCP_TEST_OUT:-$TMP}
@@ -74,6 +89,31 @@ for _ in $(seq 1 50); do
 done
 check "--no-workers: /readyz without a token configured" \
     python3 -c "import urllib.request,json; assert json.load(urllib.request.urlopen('http://127.0.0.1:$port/readyz'))['ready']"
+# A page DONE without its result (a Redis result that expired): 502, and the API lives on.
+check "a DONE page without a result: 502, the API still answers" \
+    python3 - "http://127.0.0.1:$port" "$TMP/q.db" "$FIXTURES/eng.png" <<'PY'
+import sqlite3, sys, threading, time, urllib.error, urllib.request
+base, db, png = sys.argv[1:4]
+def lose_result():  # the page this request queues: DONE, with no result
+    con = sqlite3.connect(db, timeout=10)
+    for _ in range(400):
+        n = con.execute("UPDATE tasks SET state = 2, result = NULL, finished = ? "
+                        "WHERE grp LIKE 'now-%' AND state = 0", (time.time(),)).rowcount
+        con.commit()
+        if n:
+            return
+        time.sleep(0.05)
+threading.Thread(target=lose_result, daemon=True).start()
+r = urllib.request.Request(base + "/v1/ocr", data=open(png, "rb").read(), method="POST")
+try:
+    urllib.request.urlopen(r, timeout=60)
+    code, body = 200, b""
+except urllib.error.HTTPError as e:
+    code, body = e.code, e.read()
+print("# %d %s" % (code, body[:80]))
+assert code == 502 and b"result missing" in body, code
+assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
+PY
 kill -TERM "$A"
 wait "$A"
 finish
