@@ -769,11 +769,14 @@ static int run(ocr_ctx *c, FILE *sidecar)
     static const int sigs[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGPIPE};
     struct sigaction sa = {0}, old[5];
     int status;
-    sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     for (int i = 0; i < 5; i++) {
+        sigaction(sigs[i], NULL, &old[i]);
+        /* A hangup ignored on purpose (nohup) stays ignored. */
+        if (sigs[i] == SIGHUP && old[i].sa_handler == SIG_IGN)
+            continue;
         sa.sa_handler = sigs[i] == SIGPIPE ? SIG_IGN : on_signal;
-        sigaction(sigs[i], &sa, &old[i]);
+        sigaction(sigs[i], &sa, NULL);
     }
     c->run_t0 = ocp_wall_now();
     if ((status = start_node(c)) != 0)

@@ -118,6 +118,19 @@ check "several inputs: distinct names" test -f "$TMP/many/eng.txt" -a -f "$TMP/m
 check "the same file twice: exit 0" timeout 120 "$OCRPOOL" ocr -l eng -o "$TMP/twice" "$F/eng.png" "$F/eng.png"
 check "the same file twice: both written" test -s "$TMP/twice/eng.txt" -a -s "$TMP/twice/eng-2.txt"
 
+# A fresh run is no resumed one, though pages finish while others are still being queued;
+# those pages are written as any other, and a page that cannot be written fails the run.
+vips crop "$F/eng.png" "$TMP/tiny.png" 0 0 120 40
+mkdir -p "$TMP/many" "$TMP/manyout/p1.txt"
+for i in $(seq 1 1500); do cp "$TMP/tiny.png" "$TMP/many/p$i.png"; done
+"$OCRPOOL" ocr -v -l eng -o "$TMP/manyout" "$TMP"/many/*.png 2>"$TMP/many.err"
+rc=$?
+grep -v ' lines, ' "$TMP/many.err" | sed 's/^/# /'
+check "a fresh run: nothing said of resuming" bash -c "! grep -q resuming '$TMP/many.err'"
+check "a fresh run: a page that cannot be written fails it (exit $rc)" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'p1.png: cannot write' '$TMP/many.err'"
+check "a fresh run: the other pages written" test "$(ls "$TMP/manyout" | wc -l)" -eq 1500
+
 # ^C on a terminal reaches the command alone (its node has a process group of its own);
 # the command passes stops on: one ^C (or SIGTERM, SIGHUP) is a warm stop (running pages
 # finish), a second, or SIGQUIT, a cold one. The run says how to resume and exits 1.
@@ -130,11 +143,11 @@ start_book() { # start_book OUT: a slow run of the book in the background, $pid 
     pid=$!
     wait_log "$TMP/$1.err" "fault injection: sleeping" 30
 }
-interrupt() { # interrupt TIMES OUT [SIG]: SIG (INT: ^C) TIMES to the run's process group
-    local k
+interrupt() { # interrupt TIMES OUT [SIG [TARGET]]: SIG (INT: ^C) TIMES to the run's
+    local k #     process group (TARGET "-", the default) or to the command alone ("")
     start_book "$2"
     for k in $(seq 1 "$1"); do
-        kill -"${3:-INT}" -- -"$pid"
+        kill -"${3:-INT}" -- "${4--}$pid"
         sleep 0.1
     done
     wait "$pid"
@@ -162,7 +175,8 @@ rc=$?
 check "SIGHUP: exit 1 (got $rc), a warm stop, pages written" \
     bash -c "[ $rc -eq 1 ] && grep -q 'warm shutdown' '$TMP/hup.err' && ! grep -q 'cold shutdown' '$TMP/hup.err' && [ \$(ls '$TMP/hup'/*.txt | wc -l) -ge 2 ]"
 check "SIGHUP: says how to resume" grep -q "run the same command again to resume" "$TMP/hup.err"
-interrupt 1 quit QUIT
+# SIGQUIT to the command alone (a background job may have inherited it ignored).
+interrupt 1 quit QUIT ""
 rc=$?
 check "SIGQUIT: exit 1 (got $rc), a cold stop" \
     bash -c "[ $rc -eq 1 ] && grep -q 'cold shutdown' '$TMP/quit.err'"
