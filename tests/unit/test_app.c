@@ -1,8 +1,8 @@
 /*
  * test_app.c: what the front ends share (src/app): a finished page read back
  * from a queue and parsed once, its renderings, the per-page output files,
- * a document's text in page order, and the default places of the queue and
- * of uploads.
+ * a document's text in page order, the default places of the queue and
+ * of uploads, and queueing a document's pages (stopped by its callback).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,11 +10,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <vips/vips.h>
 
 #include "app/output.h"
 #include "app/submit.h"
@@ -212,12 +214,65 @@ static void test_places(void **state)
     free(d);
 }
 
+typedef struct counted {
+    int n, stop_after;
+} counted;
+
+static int count_page(void *ctx, const char *id, int page, int pages, int inserted)
+{
+    counted *k = ctx;
+    (void)id;
+    assert_int_equal(page, k->n);
+    assert_int_equal(pages, 3);
+    assert_int_equal(inserted, 1);
+    return ++k->n == k->stop_after;
+}
+
+/* Every page of a three-page TIFF becomes a task; a callback that returns non-zero stops
+ * the queueing there (-EINTR), the pages before it queued. */
+static void test_submit_stop(void **state)
+{
+    (void)state;
+    char *d = tmpdir(), err[600] = "";
+    char *tif = ocp_xasprintf("%s/three.tif", d), *url = ocp_xasprintf("sqlite://%s/q.db", d);
+    VipsImage *im = NULL;
+    assert_int_equal(ocp_image_global_init("test_app"), 0);
+    assert_int_equal(vips_black(&im, 16, 48, NULL), 0);
+    assert_int_equal(vips_tiffsave(im, tif, "page_height", 16, NULL), 0);
+    g_object_unref(im);
+    ocp_broker *b = NULL;
+    assert_int_equal(ocp_broker_open(url, NULL, &b, err, sizeof err), 0);
+    ocp_config *cfg = ocp_config_create();
+    assert_int_equal(ocp_config_finish(cfg), 0);
+    ocp_image_limits lim = ocp_image_limits_from_config(cfg);
+    ocp_submit_opts all = {.lang = "eng", .group = "all", .max_image_size = -1};
+    ocp_submit_opts two = {.lang = "eng", .group = "two", .max_image_size = -1};
+    counted k = {0, 0};
+    assert_int_equal(ocp_app_submit_file(b, tif, &lim, &all, count_page, &k, err, sizeof err), 0);
+    assert_int_equal(k.n, 3);
+    k = (counted){0, 2};
+    assert_int_equal(ocp_app_submit_file(b, tif, &lim, &two, count_page, &k, err, sizeof err),
+                     -EINTR);
+    assert_int_equal(k.n, 2);
+    ocp_counts n;
+    assert_int_equal(ocp_broker_counts(b, "all", &n), 0);
+    assert_int_equal(n.ready, 3);
+    assert_int_equal(ocp_broker_counts(b, "two", &n), 0);
+    assert_int_equal(n.ready, 2);
+    ocp_broker_close(b);
+    ocp_config_destroy(cfg);
+    free(tif);
+    free(url);
+    rmtree(d);
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_page_get),   cmocka_unit_test(test_render),
         cmocka_unit_test(test_write_page), cmocka_unit_test(test_write_text),
-        cmocka_unit_test(test_places),
+        cmocka_unit_test(test_places),     cmocka_unit_test(test_submit_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
