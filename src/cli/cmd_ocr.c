@@ -319,10 +319,17 @@ static int start_node(ocr_ctx *c)
         signal(SIGHUP, SIG_DFL);
         signal(SIGPIPE, SIG_DFL);
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent || dup2(p[1], STDERR_FILENO) < 0)
+        /* Out of the terminal's foreground group: nothing of it reads or writes the
+         * terminal (SIGTTIN, SIGTTOU); what it says comes through the pipe. */
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (getppid() != parent || null < 0 || dup2(null, STDIN_FILENO) < 0 ||
+            dup2(p[1], STDOUT_FILENO) < 0 || dup2(p[1], STDERR_FILENO) < 0)
             _exit(OCP_EXIT_FAILED);
-        close(p[0]);
-        close(p[1]);
+        /* 0, 1 and 2 are what dup2 put there: only the descriptors above them go. */
+        int fds[3] = {null, p[0], p[1]};
+        for (int k = 0; k < 3; k++)
+            if (fds[k] > STDERR_FILENO)
+                close(fds[k]);
         ocp_pool_conf pc;
         ocp_pool_conf_from_config(&pc, c->cfg);
         pc.only_group = c->so.group;
