@@ -407,6 +407,19 @@ check "warm drain: both pages finish" grep -q "page .* done by worker" "$TMP/spi
 check "warm drain: the master does not spin while the last page runs ($((c1 - c0)) ticks of CPU)" \
     test $((c1 - c0)) -lt 50
 
+# acks-late off: a page is acknowledged when its worker gets it, and its lease (the queue's
+# "early ack") is not renewed back to lease-timeout while it runs.
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_ACKS_LATE=false OCRPOOL_FAULT=sleep:4:slowpage start_worker "$TMP/al.log" -c 1 --lease-timeout 1.5
+wait_log "$TMP/al.log" "fault injection: sleeping" 30
+sleep 1.5
+check "acks-late off: the running page's early ack is not renewed away" python3 -c "
+import sqlite3, time
+r = sqlite3.connect('$TMP/q$n.db').execute('SELECT lease_expires FROM tasks WHERE id = ?', ('$id',)).fetchone()
+print('# lease ends in %.0f s' % (r[0] - time.time())); assert r[0] - time.time() > 1e8"
+stop_worker
+
 # A queue file whose schema version is negative is refused, not migrated.
 fresh
 python3 -c "import sqlite3; c = sqlite3.connect('$TMP/q$n.db'); c.execute('PRAGMA user_version = -1'); c.commit()"
