@@ -97,6 +97,10 @@ static int read_version(sq *s, int *version)
         return fail_db(s, "cannot read the schema version");
     *version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
     sqlite3_finalize(st);
+    if (*version < 0) { /* not one of ours: no step of the migration takes it */
+        snprintf(s->errmsg, sizeof s->errmsg, "queue schema version %d is not valid", *version);
+        return OCP_E_CONFIG;
+    }
     return 0;
 }
 
@@ -454,7 +458,7 @@ static int sq_release(void *st, const char *id, ocp_failure kind, const char *re
         rc = sqlite3_prepare_v2(s->db,
                                 "UPDATE tasks SET state = 0, deliveries = ?, error = ?, "
                                 "not_before = ?, lease_owner = NULL, lease_expires = NULL, "
-                                "failure = ? WHERE id = ?",
+                                "failure = coalesce(?, failure) WHERE id = ?",
                                 -1, &q, NULL);
         if (rc == SQLITE_OK) {
             sqlite3_bind_int(q, 1, deliveries);
@@ -463,7 +467,7 @@ static int sq_release(void *st, const char *id, ocp_failure kind, const char *re
             else
                 sqlite3_bind_null(q, 2);
             sqlite3_bind_double(q, 3, now);
-            bind_failure(q, 4, kind);
+            bind_failure(q, 4, uncount ? OCP_FAIL_NONE : kind); /* uncounted: kept as was */
             sqlite3_bind_text(q, 5, id, -1, SQLITE_STATIC);
         }
     }

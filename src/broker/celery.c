@@ -446,6 +446,7 @@ static const struct {
     {OCP_FAIL_TIME_LIMIT, "TimeLimitExceeded", "celery.exceptions"},
     {OCP_FAIL_SOFT_TIME_LIMIT, "SoftTimeLimitExceeded", "celery.exceptions"},
     {OCP_FAIL_CRASHED, "WorkerLostError", "billiard.exceptions"},
+    {OCP_FAIL_REVOKED, "TaskRevokedError", "celery.exceptions"},
 };
 
 void ocp_celery_exc_of(ocp_failure kind, const char **type, const char **module)
@@ -498,8 +499,9 @@ static const char *skip_string(const char *p, const char *end)
 }
 
 /* The end of the JSON value that starts at p (its brackets matched, its strings closed, no
- * deeper than 64; not checked further); NULL when it is not so before end. */
-static const char *skip_value(const char *p, const char *end)
+ * deeper than 64; not checked further); NULL when it is not so before end, with *deep set
+ * when it is only too deep for this scanner. */
+static const char *skip_value(const char *p, const char *end, int *deep)
 {
     char open[64];
     int depth = 0;
@@ -517,8 +519,10 @@ static const char *skip_value(const char *p, const char *end)
             continue;
         }
         if (*p == '{' || *p == '[') {
-            if (depth == (int)sizeof open)
+            if (depth == (int)sizeof open) {
+                *deep = 1;
                 return NULL;
+            }
             open[depth++] = *p == '{' ? '}' : ']';
         } else if (*p == '}' || *p == ']') {
             if (*p != open[--depth])
@@ -547,21 +551,81 @@ static char *member_str(const char *v, const char *vend)
 
 /* What the result member says for a state other than SUCCESS (an exception, or STARTED's
  * {pid, hostname}): small, so parsed. */
-static void read_non_success(const char *v, const char *vend, ocp_celery_meta_info *i)
+static int read_non_success(const char *v, const char *vend, ocp_celery_meta_info *i)
 {
     json_t *r = member(v, vend);
+    if (!r)
+        return OCP_E_MESSAGE; /* not JSON */
     const char *t = json_string_value(json_object_get(r, "exc_type"));
     json_t *msg = json_array_get(json_object_get(r, "exc_message"), 0);
     i->exc_type = t ? ocp_xstrdup(t) : NULL;
     i->exc_message = json_is_string(msg) ? ocp_xstrdup(json_string_value(msg)) : NULL;
     i->pid = (int)json_integer_value(json_object_get(r, "pid"));
     json_decref(r);
+    return 0;
+}
+
+/* What the status makes of the result member (res .. res_end, NULL when none) and the
+ * ocrpool_failure member (failure, NULL when none). A result that is not JSON: OCP_E_MESSAGE
+ * (a SUCCESS result is checked once here, and then passed on as its text). */
+static int read_result(const char *res, const char *res_end, const char *failure,
+                       ocp_celery_meta_info *out)
+{
+    if (strcmp(out->status, "SUCCESS") == 0) {
+        if (!res) {
+            out->result = ocp_xstrdup("null");
+            return 0;
+        }
+        json_t *check = member(res, res_end);
+        if (!check)
+            return OCP_E_MESSAGE;
+        json_decref(check);
+        out->result = ocp_xstrndup(res, (size_t)(res_end - res));
+        return 0;
+    }
+    if (res && read_non_success(res, res_end, out))
+        return OCP_E_MESSAGE;
+    if (strcmp(out->status, "FAILURE") == 0 || strcmp(out->status, "REVOKED") == 0) {
+        out->failure =
+            failure ? ocp_failure_parse(failure) : ocp_celery_failure_of_exc(out->exc_type);
+        if (!failure)
+            out->buried = out->exc_type && strcmp(out->exc_type, "WorkerLostError") == 0;
+    }
+    return 0;
+}
+
+/* A meta nested deeper than the scanner follows: parsed whole (rare: a result of a deep
+ * structure), with the same reading as the scanner's. */
+static int read_parsed(const char *text, size_t len, ocp_celery_meta_info *out)
+{
+    json_t *root = json_loadb(text, len, 0, NULL);
+    const char *status = json_string_value(json_object_get(root, "status"));
+    const char *group = json_string_value(json_object_get(root, "group_id"));
+    const char *dd = json_string_value(json_object_get(root, "date_done"));
+    json_t *res = json_object_get(root, "result");
+    char *rtext = res ? json_dumps(res, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    int rc = OCP_E_MESSAGE;
+    if (status && (!res || rtext)) {
+        out->status = ocp_xstrdup(status);
+        out->group = group ? ocp_xstrdup(group) : NULL;
+        out->buried = json_is_true(json_object_get(root, "ocrpool_buried"));
+        double t = dd ? ocp_iso8601_parse(dd) : 0;
+        out->date_done = t > 0 ? t : 0;
+        rc = read_result(rtext, rtext ? rtext + strlen(rtext) : NULL,
+                         json_string_value(json_object_get(root, "ocrpool_failure")), out);
+    }
+    free(rtext);
+    json_decref(root);
+    if (rc)
+        ocp_celery_meta_info_fini(out);
+    return rc;
 }
 
 int ocp_celery_meta_read(const char *text, size_t len, ocp_celery_meta_info *out)
 {
     const char *p = text, *end = text + len, *res = NULL, *res_end = NULL;
     char *failure = NULL;
+    int deep = 0;
     memset(out, 0, sizeof *out);
     p = skip_ws(p, end);
     if (p == end || *p++ != '{')
@@ -570,7 +634,7 @@ int ocp_celery_meta_read(const char *text, size_t len, ocp_celery_meta_info *out
         const char *k = p, *kend = *p == '"' ? skip_string(p, end) : NULL;
         if (!kend || (p = skip_ws(kend, end)) == end || *p != ':')
             goto bad;
-        const char *v = skip_ws(p + 1, end), *vend = skip_value(v, end);
+        const char *v = skip_ws(p + 1, end), *vend = skip_value(v, end, &deep);
         if (!vend || vend == v)
             goto bad;
         char *key = member_str(k, kend);
@@ -598,26 +662,14 @@ int ocp_celery_meta_read(const char *text, size_t len, ocp_celery_meta_info *out
         else if (p < end && *p != '}')
             goto bad;
     }
-    if (p == end || !out->status)
+    if (p == end || !out->status || read_result(res, res_end, failure, out))
         goto bad;
-    if (strcmp(out->status, "SUCCESS") == 0) {
-        out->result = res ? ocp_xstrndup(res, (size_t)(res_end - res)) : ocp_xstrdup("null");
-    } else {
-        if (res)
-            read_non_success(res, res_end, out);
-        if (strcmp(out->status, "FAILURE") == 0 || strcmp(out->status, "REVOKED") == 0) {
-            out->failure =
-                failure ? ocp_failure_parse(failure) : ocp_celery_failure_of_exc(out->exc_type);
-            if (!failure)
-                out->buried = out->exc_type && strcmp(out->exc_type, "WorkerLostError") == 0;
-        }
-    }
     free(failure);
     return 0;
 bad:
     free(failure);
     ocp_celery_meta_info_fini(out);
-    return OCP_E_MESSAGE;
+    return deep ? read_parsed(text, len, out) : OCP_E_MESSAGE;
 }
 
 void ocp_celery_meta_info_fini(ocp_celery_meta_info *i)

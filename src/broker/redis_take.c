@@ -310,7 +310,7 @@ static int refuse(rs *s, const char *tag, const char *raw, size_t len, const cha
         settle(s, m->id, tag,
                ocp_celery_meta(m->id, "REVOKED",
                                ocp_celery_exc("TaskRevokedError", "celery.exceptions", "expired"),
-                               m->group, OCP_FAIL_NONE, false));
+                               m->group, OCP_FAIL_REVOKED, false));
         return 1;
     }
     if (ocp_celery_payload(m, s->lang, s->max_inline, payload, exc, err, sizeof err)) {

@@ -110,7 +110,6 @@ static int setup(int argc, char **argv, void (*help)(void), pool_ctx *c, ocp_con
 /* SIGHUP for `worker`: the same command line, over a fresh file and environment. */
 static int worker_reload(void *vctx, ocp_pool_conf *pc)
 {
-    static ocp_config *fresh; /* lives until the next reload: pc borrows its strings */
     pool_ctx *c = vctx, tmp;
     ocp_config *cfg;
     char **pos;
@@ -122,8 +121,7 @@ static int worker_reload(void *vctx, ocp_pool_conf *pc)
     if (ocp_log_level < OCP_LOG_INFO && ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
         ocp_log_level = OCP_LOG_INFO;
     ocp_pool_conf_from_config(pc, cfg);
-    ocp_config_destroy(fresh);
-    fresh = cfg;
+    pc->cfg_owned = cfg; /* the pool's now: it lives as long as pc (ocp_pool_conf_fini) */
     return 0;
 }
 

@@ -23,7 +23,8 @@
     X(CRASHED, "crashed", true, "the worker died during the page")                                 \
     X(BUDGET, "memory_budget", false, "the page needs more than memory-budget allows")             \
     X(MALFORMED, "malformed", false, "the task's message is malformed")                            \
-    X(SHUTDOWN, "shutdown", false, "the node stopped before the page finished")
+    X(SHUTDOWN, "shutdown", false, "the node stopped before the page finished")                    \
+    X(REVOKED, "revoked", false, "the task was revoked or expired before it ran")
 
 typedef enum ocp_failure {
 #define OCP_FAILURE_ENUM(name, str, retried, text) OCP_FAIL_##name,

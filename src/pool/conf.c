@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void ocp_pool_conf_fini(ocp_pool_conf *pc)
+static void free_plan(ocp_pool_conf *pc)
 {
     for (int i = 0; i < pc->n_visible; i++)
         free(pc->visible[i]);
@@ -24,12 +24,19 @@ void ocp_pool_conf_fini(ocp_pool_conf *pc)
     pc->n_visible = 0;
 }
 
+void ocp_pool_conf_fini(ocp_pool_conf *pc)
+{
+    free_plan(pc);
+    ocp_config_destroy(pc->cfg_owned);
+    pc->cfg_owned = NULL;
+}
+
 int ocp_pool_conf_devices(ocp_pool_conf *pc, const char *device, bool uses_gpu,
                           const ocp_gpu_list *gpus, double fraction, long long max_mb, char *err,
                           size_t errlen)
 {
     ocp_gpu_plan plan;
-    ocp_pool_conf_fini(pc);
+    free_plan(pc);
     int rc =
         ocp_gpu_resolve(device, pc->engine ? pc->engine : "?", uses_gpu, gpus, &plan, err, errlen);
     if (rc || plan.n == 0 || pc->concurrency <= 0)

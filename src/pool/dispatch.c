@@ -118,22 +118,22 @@ void ocp__batch_done(master *m, worker *w)
     w->state = W_IDLE;
     ocp__lease_soon(m); /* room for more: ask at once */
     if (w->exit_after) {
-        ocp__send_exit(w);
+        ocp__send_exit(m, w);
     } else if (m->pc.max_memory_per_child > 0 && peak > m->pc.max_memory_per_child) {
         OCP_LOG(OCP_LOG_WARN,
                 "replacing worker %d: peak RSS %ld KiB during page %s over max-memory-per-child "
                 "%ld KiB",
                 w->pid, peak, w->peak_page, m->pc.max_memory_per_child);
         m->recycles_max_memory++;
-        ocp__send_exit(w);
+        ocp__send_exit(m, w);
     } else if (m->pc.max_tasks_per_child > 0 && w->tasks_done >= m->pc.max_tasks_per_child) {
         OCP_LOG(OCP_LOG_INFO, "replacing worker %d after %d pages (max-tasks-per-child)", w->pid,
                 w->tasks_done);
         m->recycles_max_tasks++;
-        ocp__send_exit(w);
+        ocp__send_exit(m, w);
     } else if (w->gen != m->gen || m->draining ||
                ocp__live_workers(m, m->gen) > m->pc.concurrency) {
-        ocp__send_exit(w); /* a reload, a shutdown, or scaled down */
+        ocp__send_exit(m, w); /* a reload, a shutdown, or scaled down */
     }
 }
 
@@ -189,6 +189,7 @@ static void page_done(master *m, worker *w, json_t *msg)
     ocp_failure kind = ocp_failure_parse(json_string_value(json_object_get(msg, "failure")));
     if (!ok && kind == OCP_FAIL_NONE)
         kind = OCP_FAIL_ENGINE;
+    id = h->t.id; /* the page's own id from here on (the message's may be NULL) */
     if (peak > w->batch_peak_kb) {
         w->batch_peak_kb = peak;
         snprintf(w->peak_page, sizeof w->peak_page, "%s", id);
@@ -254,14 +255,8 @@ void ocp__worker_readable(ocp_loop_io *io, short revents)
             page_done(m, w, msg);
         json_decref(msg);
     }
-    if (rc) {
-        OCP_LOG(OCP_LOG_ERROR, "worker %d sent a malformed message: killing it", w->pid);
-        w->kill_kind = OCP_FAIL_CRASHED;
-        snprintf(w->kill_reason, sizeof w->kill_reason, "worker %d sent a malformed message",
-                 w->pid);
-        ocp_loop_io_stop(m->loop, &w->io);
-        kill(w->pid, SIGKILL);
-    }
+    if (rc)
+        ocp__worker_lost(m, w, "sent a malformed message");
 }
 
 double ocp__in_flight_bytes(const master *m)
@@ -341,12 +336,10 @@ static void give(master *m, worker *w, held **pick, int np)
                 arr, json_pack("{s:s, s:O}", "id", pick[i]->t.id, "payload", pick[i]->payload));
         msg = json_pack("{s:s, s:o}", "t", "tasks", "tasks", arr);
     }
-    int rc = ocp_proto_send(w->fd, msg, -1);
+    int rc = ocp__send_worker(m, w, msg);
     json_decref(msg);
-    if (rc) {
-        OCP_LOG_ERR(OCP_LOG_WARN, rc, "worker %d: cannot send a page", w->pid);
-        return;
-    }
+    if (rc)
+        return; /* the worker is let go; its pages wait for another */
     double now = ocp_now(), wall = ocp_wall_now();
     for (int i = np - 1; i >= 0; i--) {
         pick[i]->state = H_RUNNING;
@@ -354,6 +347,14 @@ static void give(master *m, worker *w, held **pick, int np)
         pick[i]->started_wall = wall;
         pick[i]->bnext = i + 1 < np ? pick[i + 1] : NULL;
         ocp_broker_started(m->b, pick[i]->t.id, w->pid);
+        if (!m->pc.acks_late && !pick[i]->acked_early) {
+            /* acks-late off: acknowledged as it is given to its worker (not at lease: a
+             * page never started goes back at a shutdown); a lost page is not delivered
+             * again, and its lease is no longer renewed. */
+            if (ocp_broker_ack_early(m->b, m->owner, pick[i]->t.id))
+                OCP_LOG(OCP_LOG_ERROR, "ack %s: %s", pick[i]->t.id, ocp_broker_errmsg(m->b));
+            pick[i]->acked_early = 1;
+        }
     }
     w->task = pick[0];
     w->state = W_BUSY;
@@ -396,18 +397,17 @@ static void hold(master *m, ocp_task *got, int n)
         *tail = h;
         tail = &h->next;
         m->n_held++;
-        if (!m->pc.acks_late) {
-            /* Acknowledged on receipt: a lost page is not delivered again. */
-            ocp_broker_ack_early(m->b, m->owner, h->t.id);
-        }
     }
 }
 
 static void lease_more(master *m)
 {
     int want = ocp__capacity(m) - m->n_held;
-    if (m->draining || want <= 0)
+    if (want <= 0) {
+        /* Full (or scaled down): a page that finishes asks again at once (batch_done). */
+        m->lease_interval = OCP__LEASE_IDLE;
         return;
+    }
     if (want > 256)
         want = 256;
     ocp_task *got = ocp_xcalloc((size_t)want, sizeof *got);
@@ -437,6 +437,8 @@ static void lease_more(master *m)
 static void lease_tick(ocp_loop_timer *t)
 {
     master *m = t->data;
+    if (m->draining)
+        return; /* no new leases: the timer stops */
     lease_more(m);
     ocp_loop_timer_start(m->loop, t, m->lease_interval, lease_tick, m);
 }
@@ -447,7 +449,8 @@ void ocp__lease_soon(master *m)
     ocp_loop_timer_start(m->loop, &m->lease_timer, 0, lease_tick, m);
 }
 
-/* Every lease_timeout/3: the leases of every page held are extended. */
+/* Every lease_timeout/3: the leases of every page held are extended (but those acknowledged
+ * early). */
 static void renew_tick(ocp_loop_timer *t)
 {
     master *m = t->data;
@@ -455,8 +458,9 @@ static void renew_tick(ocp_loop_timer *t)
         char **ids = ocp_xcalloc((size_t)m->n_held, sizeof *ids);
         int n = 0;
         for (held *h = m->held; h; h = h->next)
-            ids[n++] = h->t.id;
-        if (ocp_broker_renew(m->b, m->owner, ids, n, m->pc.lease_timeout_s))
+            if (!h->acked_early) /* its lease is the broker's "early ack": left alone */
+                ids[n++] = h->t.id;
+        if (n && ocp_broker_renew(m->b, m->owner, ids, n, m->pc.lease_timeout_s))
             OCP_LOG(OCP_LOG_ERROR, "renew: %s", ocp_broker_errmsg(m->b));
         free(ids);
     }

@@ -110,8 +110,9 @@ static void reload(master *m)
         OCP_LOG(OCP_LOG_ERROR, "reload: the configuration is not valid; keeping the running one");
         return;
     }
-    /* A reload during a reload: the zygote still loading goes, or else the oldest. */
-    for (int i = 0; m->nz == 2 && i < 2; i++)
+    /* A reload during a reload: every zygote still loading a newer generation goes (however
+     * many there are: none may outlive its reload), then the oldest when two are left. */
+    for (int i = m->nz - 1; i >= 0; i--)
         if (m->z[i].gen > m->gen)
             ocp__retire_zygote(m, i);
     if (m->nz == 2)
@@ -142,7 +143,7 @@ void ocp__reload_commit(master *m, zyg *z)
     OCP_LOG(OCP_LOG_WARN, "reload: configuration re-read, replacing workers");
     for (worker *w = m->workers; w; w = w->next)
         if (w->gen == old && w->state == W_IDLE)
-            ocp__send_exit(w);
+            ocp__send_exit(m, w);
 }
 
 void ocp__reload_abandon(master *m, zyg *z)
@@ -182,7 +183,7 @@ static void handle_signals(master *m)
     }
     for (worker *w = m->workers; w; w = w->next)
         if (w->state == W_IDLE)
-            ocp__send_exit(w);
+            ocp__send_exit(m, w);
 }
 
 /* Shut down with nothing running, and no worker left (warm) or at once (cold). */

@@ -34,11 +34,13 @@
 
 enum { H_WAITING, H_RUNNING };
 enum { W_STARTING, W_IDLE, W_BUSY, W_EXITING };
-#define OCP__SOLO         256 /* pages remembered to run alone */
-#define OCP__CTL_CLIENTS  8   /* control clients served at once; more wait in the backlog */
-#define OCP__CTL_DEADLINE 2.0 /* seconds a control client has to ask and read its answer */
-#define OCP__WATCH_PERIOD 0.05
-#define OCP__LEASE_IDLE   0.5 /* the longest wait between leases while the queue is empty */
+#define OCP__SOLO          256   /* pages remembered to run alone */
+#define OCP__CTL_CLIENTS   8     /* control clients served at once; more wait in the backlog */
+#define OCP__CTL_MAX       65536 /* the largest control request, in bytes */
+#define OCP__CTL_DEADLINE  2.0   /* seconds a control client has to ask and read its answer */
+#define OCP__WATCH_PERIOD  0.05
+#define OCP__LEASE_IDLE    0.5  /* the longest wait between leases while the queue is empty */
+#define OCP__SEND_DEADLINE 10.0 /* seconds a worker or zygote has to make room for a message */
 
 typedef struct held {
     ocp_task t;
@@ -53,6 +55,7 @@ typedef struct held {
     struct held *next;
     struct held *bnext; /* the next page of the batch its worker was given */
     int solo;           /* it failed in a batch before: it runs alone */
+    int acked_early;    /* acks-late off: acknowledged when given to its worker */
 } held;
 
 typedef struct zyg {
@@ -79,6 +82,7 @@ typedef struct worker {
     ocp_failure kill_kind; /* why the master killed it (OCP_FAIL_NONE: it did not) */
     char kill_reason[300];
     int eof;
+    int reaped; /* the zygote said it ended: nothing is sent to it, its pid is not ours */
     struct worker *next;
 } worker;
 
@@ -144,7 +148,13 @@ int ocp__start_zygote(master *m, const ocp_pool_conf *pc, int gen, int wait, cha
 void ocp__retire_zygote(master *m, int i);
 int ocp__live_workers(const master *m, int gen);
 void ocp__spawn_missing(master *m);
-void ocp__send_exit(worker *w);
+/* Sends a message (borrowed) to w, within OCP__SEND_DEADLINE; a worker that does not take
+ * it is lost (ocp__worker_lost). 0 or the error. */
+int ocp__send_worker(master *m, worker *w, json_t *msg);
+void ocp__send_exit(master *m, worker *w);
+/* Lets w go as broken (it sent nonsense, or does not read): killed, its pages lost as
+ * CRASHED with why when the zygote says it ended. */
+void ocp__worker_lost(master *m, worker *w, const char *why);
 void ocp__free_worker(master *m, worker *w);
 /* Zygotes that died or whose generation has no worker left go; a lost current one is
  * started again. Returns 0, or an error (with err) when a new zygote cannot start. */

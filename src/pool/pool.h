@@ -57,6 +57,10 @@ typedef struct ocp_pool_conf {
      * = "" for every worker. Owned (ocp_pool_conf_fini). */
     char **visible;
     int n_visible;
+    /* The settings the strings above point into, when pc owns them (a reload's fresh
+     * configuration, handed over by the reload hook): destroyed by ocp_pool_conf_fini.
+     * NULL when they are borrowed. */
+    ocp_config *cfg_owned;
 } ocp_pool_conf;
 
 /*
@@ -64,7 +68,7 @@ typedef struct ocp_pool_conf {
  * (ocp_pool_conf_fini). The GPUs are discovered only when --device may use one.
  */
 void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg);
-/* Frees what pc owns (its device plan); the rest stays. */
+/* Frees what pc owns (its device plan, and cfg_owned: its strings then dangle). */
 void ocp_pool_conf_fini(ocp_pool_conf *pc);
 /*
  * The device plan: device ("auto", "cpu", "cuda:N[,M...]") resolved against gpus for an
@@ -83,7 +87,9 @@ void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg);
 typedef struct ocp_pool_hooks {
     void *ctx;
     /* SIGHUP: rebuild *pc from a fresh configuration; 0 on success. The pool then owns *pc
-     * (it calls ocp_pool_conf_fini when it is replaced or the pool ends). */
+     * (it calls ocp_pool_conf_fini when it is replaced, abandoned or the pool ends), and with
+     * it the configuration its strings point into, which the hook hands over in
+     * pc->cfg_owned. */
     int (*reload)(void *ctx, ocp_pool_conf *pc);
 } ocp_pool_hooks;
 

@@ -129,16 +129,55 @@ void ocp__spawn_missing(master *m)
         m->workers = w;
         const char *vis = m->pc.n_visible ? m->pc.visible[slot % m->pc.n_visible] : "";
         json_t *msg = json_pack("{s:s, s:i, s:s}", "t", "spawn", "slot", slot, "visible", vis);
-        ocp_proto_send(z->fd, msg, -1);
+        int rc = ocp_proto_send_timed(z->fd, msg, -1, OCP__SEND_DEADLINE);
         json_decref(msg);
+        if (rc) {
+            /* It does not read (or its stream is cut mid-frame): it goes, and a new one
+             * starts (ocp__tend_zygotes). */
+            OCP_LOG_ERR(OCP_LOG_ERROR, rc, "zygote %d does not take requests: stopping it", z->pid);
+            z->dead = 1;
+            ocp_loop_io_stop(m->loop, &z->io);
+            kill(z->pid, SIGKILL);
+            return;
+        }
         have++;
     }
 }
 
-void ocp__send_exit(worker *w)
+void ocp__worker_lost(master *m, worker *w, const char *why)
+{
+    OCP_LOG(OCP_LOG_ERROR, "worker %d %s: killing it", w->pid, why);
+    if (w->kill_kind == OCP_FAIL_NONE) {
+        w->kill_kind = OCP_FAIL_CRASHED;
+        snprintf(w->kill_reason, sizeof w->kill_reason, "worker %d %s", w->pid, why);
+    }
+    ocp_loop_io_stop(m->loop, &w->io);
+    if (w->pid > 0 && !w->reaped)
+        kill(w->pid, SIGKILL);
+}
+
+int ocp__send_worker(master *m, worker *w, json_t *msg)
+{
+    if (w->reaped)
+        return -EPIPE;
+    int rc = ocp_proto_send_timed(w->fd, msg, -1, OCP__SEND_DEADLINE);
+    if (rc) {
+        char why[120];
+        if (rc == -ETIMEDOUT)
+            snprintf(why, sizeof why, "does not take messages (none read for %.0f s)",
+                     OCP__SEND_DEADLINE);
+        else
+            snprintf(why, sizeof why, "does not take messages (%s)", strerror(-rc));
+        ocp__worker_lost(m, w, why);
+        w->state = W_EXITING; /* given nothing more; a new one takes its slot */
+    }
+    return rc;
+}
+
+void ocp__send_exit(master *m, worker *w)
 {
     json_t *msg = json_pack("{s:s}", "t", "exit");
-    ocp_proto_send(w->fd, msg, -1);
+    ocp__send_worker(m, w, msg);
     json_decref(msg);
     w->state = W_EXITING;
 }
@@ -229,10 +268,12 @@ int ocp__tend_zygotes(master *m, char *err, size_t errlen)
     return 0;
 }
 
-static worker *find_worker(master *m, int pid)
+/* The worker pid of zygote z's generation (a pid may have been reused by another
+ * generation's worker). */
+static worker *find_worker(master *m, const zyg *z, int pid)
 {
     for (worker *w = m->workers; w; w = w->next)
-        if (w->pid == pid)
+        if (w->pid == pid && w->gen == z->gen)
             return w;
     return NULL;
 }
@@ -245,7 +286,7 @@ static const char *signame(int s)
 
 /* The pages of a worker that ended during them: back to the queue (uncounted after a cold
  * stop, or when they were read together: not any one page's fault, so each runs alone
- * next), or failed when they were acknowledged on receipt. */
+ * next), or failed when they were acknowledged as they were given (acks-late off). */
 static void pages_lost(master *m, worker *w, ocp_failure kind, const char *reason)
 {
     int batch = ocp__batch_len(w);
@@ -255,7 +296,7 @@ static void pages_lost(master *m, worker *w, ocp_failure kind, const char *reaso
         if (m->cold) {
             ocp__release_task(m, h, OCP_FAIL_SHUTDOWN, "cold shutdown", 1);
         } else if (!m->pc.acks_late) {
-            /* Acknowledged on receipt (acks-late off): the page is not delivered again. */
+            /* Acknowledged when given (acks-late off): the page is not delivered again. */
             ocp_broker_fail(m->b, h->t.id, kind, reason, h->started_wall, ocp_wall_now(), w->pid);
             ocp__drop_held(m, h);
         } else if (batch > 1) {
@@ -275,6 +316,10 @@ static void pages_lost(master *m, worker *w, ocp_failure kind, const char *reaso
 static void worker_exited(master *m, worker *w, int status, long maxrss_kb)
 {
     char reason[400];
+    /* What it said before it ended is read first: a page it answered is not lost. */
+    w->reaped = 1;
+    if (w->fd >= 0 && !w->eof)
+        ocp__worker_readable(&w->io, POLLIN);
     ocp_failure kind = w->kill_kind != OCP_FAIL_NONE ? w->kill_kind : OCP_FAIL_CRASHED;
     if (w->kill_reason[0])
         snprintf(reason, sizeof reason, "%s", w->kill_reason);
@@ -369,7 +414,7 @@ static void zygote_readable(ocp_loop_io *io, short revents)
             } else if (t && strcmp(t, "spawned") == 0) {
                 worker_spawned(m, z, msg);
             } else if (t && strcmp(t, "exited") == 0) {
-                worker *w = find_worker(m, (int)json_integer_value(json_object_get(msg, "pid")));
+                worker *w = find_worker(m, z, (int)json_integer_value(json_object_get(msg, "pid")));
                 if (w)
                     worker_exited(m, w, (int)json_integer_value(json_object_get(msg, "status")),
                                   (long)json_integer_value(json_object_get(msg, "maxrss_kb")));

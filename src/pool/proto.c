@@ -3,12 +3,12 @@
  */
 #include "pool/proto.h"
 #include "core/error.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
-#include <sys/select.h>
 #include <sys/time.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,6 +34,29 @@ unsigned char *ocp_proto_frame(json_t *obj, size_t *len)
 
 int ocp_proto_send(int fd, json_t *obj, int fd_pass)
 {
+    return ocp_proto_send_timed(fd, obj, fd_pass, -1);
+}
+
+/* Waits until fd may be written, until the deadline (monotonic; < 0: none). 0, or
+ * -ETIMEDOUT. */
+static int wait_writable(int fd, double deadline)
+{
+    struct pollfd p = {fd, POLLOUT, 0};
+    int ms = -1;
+    if (deadline >= 0) {
+        double left = deadline - ocp_now();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        ms = (int)(left * 1000) + 1;
+    }
+    if (poll(&p, 1, ms) == 0)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+int ocp_proto_send_timed(int fd, json_t *obj, int fd_pass, double timeout_s)
+{
+    double deadline = timeout_s >= 0 ? ocp_now() + timeout_s : -1;
     char *body = json_dumps(obj, JSON_COMPACT);
     if (!body)
         return -ENOMEM;
@@ -65,12 +88,12 @@ int ocp_proto_send(int fd, json_t *obj, int fd_pass)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN) {
-                /* The peer is slow: wait for room (messages are whole or nothing). */
-                fd_set ws;
-                FD_ZERO(&ws);
-                FD_SET(fd, &ws);
-                select(fd + 1, NULL, &ws, NULL, NULL);
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                /* The peer is slow: wait for room (messages are whole or nothing), until
+                 * the deadline; after it the stream is cut mid-frame (the caller lets the
+                 * peer go). */
+                if ((rc = wait_writable(fd, deadline)))
+                    break;
                 continue;
             }
             rc = -errno;

@@ -17,8 +17,12 @@
  * *len bytes, or NULL when obj cannot be written. */
 unsigned char *ocp_proto_frame(json_t *obj, size_t *len);
 
-/* Sends obj (borrowed) on fd, with fd_pass attached when >= 0. Blocking. 0 or -errno. */
+/* Sends obj (borrowed) on fd, with fd_pass attached when >= 0. Blocking (on a
+ * non-blocking fd: waits for room without limit). 0 or -errno. */
 int ocp_proto_send(int fd, json_t *obj, int fd_pass);
+/* The same, waiting at most timeout_s seconds (< 0: no limit) for room on a non-blocking
+ * fd: -ETIMEDOUT after it, the frame then sent in part (the peer must be let go). */
+int ocp_proto_send_timed(int fd, json_t *obj, int fd_pass, double timeout_s);
 
 /* A reader that collects frames from a non-blocking or blocking stream. */
 typedef struct ocp_proto_reader {

@@ -185,7 +185,7 @@ static json_t *scale(master *m, json_t *req)
     int live = ocp__live_workers(m, m->gen);
     for (worker *w = m->workers; w && live > n; w = w->next)
         if (w->gen == m->gen && w->state == W_IDLE) {
-            ocp__send_exit(w);
+            ocp__send_exit(m, w);
             live--;
         }
     return json_pack("{s:b, s:i}", "ok", 1, "concurrency", (int)n);
@@ -259,6 +259,19 @@ static void client_write(ctl_client *c)
     client_close(c);
 }
 
+/* A request is small: one announced or buffered over OCP__CTL_MAX is not ours (nor is the
+ * memory it would take). */
+static int too_big(const ocp_proto_reader *rd)
+{
+    if (rd->len > 4 + (size_t)OCP__CTL_MAX)
+        return 1;
+    if (rd->len < 4)
+        return 0;
+    size_t n = ((size_t)rd->buf[0] << 24) | ((size_t)rd->buf[1] << 16) | ((size_t)rd->buf[2] << 8) |
+               rd->buf[3];
+    return n > OCP__CTL_MAX;
+}
+
 static void client_io(ocp_loop_io *io, short revents)
 {
     ctl_client *c = (ctl_client *)((char *)io - offsetof(ctl_client, io));
@@ -268,6 +281,11 @@ static void client_io(ocp_loop_io *io, short revents)
     }
     json_t *req = NULL;
     int r = ocp_proto_fill(&c->rd, c->fd);
+    if (too_big(&c->rd)) {
+        OCP_LOG(OCP_LOG_DEBUG, "control: a request over %d bytes: client dropped", OCP__CTL_MAX);
+        client_close(c);
+        return;
+    }
     int rc = ocp_proto_next(&c->rd, &req);
     if (rc || (!req && (r == 0 || (r < 0 && r != -EAGAIN)))) {
         client_close(c); /* gone, or not our protocol */

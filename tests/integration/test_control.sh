@@ -144,6 +144,28 @@ PY
 "$OCRPOOL" stop --node "$W4" >/dev/null
 wait "$W4"
 
+# A client announcing a huge request is dropped as soon as it is read (not buffered until its
+# deadline), and the node answers the next one.
+check "control: a request announced over 64 KiB drops its client at once; the node answers on" \
+    python3 - "$XDG_RUNTIME_DIR/ocrpool/$W.sock" "$OCRPOOL" "$W" <<'PY'
+import json, socket, struct, subprocess, sys, time
+path, ocrpool, node = sys.argv[1:4]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+t0 = time.time()
+s.sendall(struct.pack(">I", 60 << 20) + b"{" + b" " * 1000)
+s.settimeout(5)
+try:
+    gone = s.recv(1) == b""
+except (socket.timeout, ConnectionResetError):
+    gone = True
+took = time.time() - t0
+print("# dropped after %.2f s" % took)
+assert gone and took < 1.0, took
+m = subprocess.run([ocrpool, "monitor", "--json", "--node", node], capture_output=True, text=True, timeout=10)
+assert m.returncode == 0 and len(json.loads(m.stdout)["nodes"]) == 1
+PY
+
 # stop: every node.
 "$OCRPOOL" stop >"$TMP/stopall.txt"
 wait "$W"

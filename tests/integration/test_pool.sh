@@ -364,6 +364,68 @@ stop_worker
 after=$(grep -o 'worker [0-9]* started' "$TMP/hup.log" | wc -l)
 check "SIGHUP: workers replaced, the new file's max-tasks-per-child 1 in force ($before -> $after starts)" test "$after" -ge $((before + 3))
 
+# A reload whose engine cannot load leaves the running configuration in force, intact (the
+# pool owns the settings its configuration points into; they outlive the next reload).
+printf 'max-tasks-per-child = 1\n' >"$TMP/hup.ini"
+start_worker "$TMP/hup2.log" -c 1 --config "$TMP/hup.ini"
+wait_log "$TMP/hup2.log" "worker [0-9]* ready" 30
+printf 'max-tasks-per-child = 2\n' >"$TMP/hup.ini"
+kill -HUP "$WPID"
+wait_log "$TMP/hup2.log" "reload: configuration re-read" 20
+printf 'max-tasks-per-child = 3\nlang = nosuchlang\n' >"$TMP/hup.ini"
+kill -HUP "$WPID"
+wait_log "$TMP/hup2.log" "keeping the running configuration" 20
+"$OCRPOOL" monitor --json --node "$WPID" >"$TMP/hup2.json"
+check "SIGHUP twice, the second abandoned: the running settings are intact" python3 -c "
+import json; s = json.load(open('$TMP/hup2.json'))['nodes'][0]['settings']; print('#', s)
+assert s['lang'] == 'eng' and s['max_tasks_per_child'] == 2 and isinstance(s['engine'], str), s"
+submit -l eng "$TMP/p/small6.png" >/dev/null
+check "SIGHUP twice: the node still does pages" wait_finished 6 30
+stop_worker
+
+# --- A warm drain does not spin: the master sleeps while the last pages finish ----------
+fresh
+cp "$F/eng.png" "$TMP/p/spinA.png"
+cp "$F/eng.png" "$TMP/p/spinB.png"
+OCRPOOL_FAULT=sleep:4:spin start_worker "$TMP/spin.log" -c 2
+submit -l eng "$TMP/p/spinA.png" >/dev/null
+wait_log "$TMP/spin.log" "fault injection: sleeping" 30
+sleep 1.5
+submit -l eng "$TMP/p/spinB.png" >/dev/null
+for _ in $(seq 1 100); do [ "$(grep -c 'fault injection: sleeping' "$TMP/spin.log")" -ge 2 ] && break; sleep 0.1; done
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }
+c0=$(cpu_ticks "$WPID")
+kill -TERM "$WPID"
+c1=$c0
+while kill -0 "$WPID" 2>/dev/null; do
+    c=$(cpu_ticks "$WPID")
+    [ -n "$c" ] && c1=$c
+    sleep 0.1
+done
+wait "$WPID"
+check "warm drain: both pages finish" grep -q "page .* done by worker" "$TMP/spin.log"
+check "warm drain: the master does not spin while the last page runs ($((c1 - c0)) ticks of CPU)" \
+    test $((c1 - c0)) -lt 50
+
+# acks-late off: a page is acknowledged when its worker gets it, and its lease (the queue's
+# "early ack") is not renewed back to lease-timeout while it runs.
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_ACKS_LATE=false OCRPOOL_FAULT=sleep:4:slowpage start_worker "$TMP/al.log" -c 1 --lease-timeout 1.5
+wait_log "$TMP/al.log" "fault injection: sleeping" 30
+sleep 1.5
+check "acks-late off: the running page's early ack is not renewed away" python3 -c "
+import sqlite3, time
+r = sqlite3.connect('$TMP/q$n.db').execute('SELECT lease_expires FROM tasks WHERE id = ?', ('$id',)).fetchone()
+print('# lease ends in %.0f s' % (r[0] - time.time())); assert r[0] - time.time() > 1e8"
+stop_worker
+
+# A queue file whose schema version is negative is refused, not migrated.
+fresh
+python3 -c "import sqlite3; c = sqlite3.connect('$TMP/q$n.db'); c.execute('PRAGMA user_version = -1'); c.commit()"
+check "a queue of schema version -1 is refused" \
+    bash -c "! '$OCRPOOL' status --broker '$Q' 2>'$TMP/neg.err' && grep -q 'queue schema version -1 is not valid' '$TMP/neg.err'"
+
 # --- ocr -j 2: interrupt it, run it again: it resumes ---------------------------------
 mkdir -p "$TMP/book"
 for i in $(seq -w 1 10); do cp "$F/eng.png" "$TMP/book/page$i.png"; done

@@ -103,6 +103,22 @@ check "1. send_task; AsyncResult.get returns the page" $CC "$URL" one "$F/eng.pn
 check "1. inline bytes, formats, PDF page, eta, expires, bad arguments, unknown task" \
     $CC "$URL" extras "$F/eng.png" "$F/two.pdf"
 check "the worker logged the unknown task name" grep -q "ocrpool.no_such_task is not registered here" "$TMP/n1.log"
+check "an expired task's meta is REVOKED with the kind 'revoked' beside it" $PY - "$URL" "$OCRPOOL" "$F/eng.png" <<'PYEOF'
+import datetime, json, subprocess, sys
+import redis
+from celery import Celery
+url, ocrpool, png = sys.argv[1:4]
+app = Celery(broker=url, backend=url)
+past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=10)
+r = app.send_task("ocrpool.ocr_page", args=[png, "eng"], expires=past)
+try:
+    r.get(timeout=30)
+except Exception:
+    pass
+meta = json.loads(redis.Redis.from_url(url).get("celery-task-meta-" + r.id))
+print("#", meta.get("status"), meta.get("ocrpool_failure"))
+assert meta["status"] == "REVOKED" and meta["ocrpool_failure"] == "revoked", meta
+PYEOF
 check "nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
 
 # --- 2. a group of 10 pages: GroupResult progress ----------------------------

@@ -316,7 +316,7 @@ static void test_meta_kinds(void **state)
     }
     /* The exceptions of their own and their kinds, both ways. */
     static const ocp_failure own[] = {OCP_FAIL_MEMORY_LIMIT, OCP_FAIL_TIME_LIMIT,
-                                      OCP_FAIL_SOFT_TIME_LIMIT, OCP_FAIL_CRASHED};
+                                      OCP_FAIL_SOFT_TIME_LIMIT, OCP_FAIL_CRASHED, OCP_FAIL_REVOKED};
     for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) {
         const char *type, *module;
         ocp_celery_exc_of(own[k], &type, &module);
@@ -400,6 +400,11 @@ static void test_meta_result_text(void **state)
         "{\"status\": \"SUCCESS\" \"result\": 1}",
         "{status: \"SUCCESS\"}",
         "{\"status\": \"SUCCESS\", \"result\": {\"a\": [1, 2}]}}",
+        /* Brackets and strings matched, but not JSON: the result is checked. */
+        "{\"status\": \"SUCCESS\", \"result\": {\"a\" \"b\"}}",
+        "{\"status\": \"SUCCESS\", \"result\": tru}",
+        "{\"status\": \"SUCCESS\", \"result\": [1 2]}",
+        "{\"status\": \"FAILURE\", \"result\": {\"exc_type\" 1}}",
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         if (ocp_celery_meta_read(bad[k], strlen(bad[k]), &i) != OCP_E_MESSAGE)
@@ -409,13 +414,54 @@ static void test_meta_result_text(void **state)
     }
 }
 
+/* A result nested deeper than the scanner follows is read by a full parse, not refused. */
+static void test_meta_deep_result(void **state)
+{
+    (void)state;
+    char res[1024] = "", text[1200];
+    for (int d = 0; d < 100; d++)
+        strcat(res, "[");
+    strcat(res, "7");
+    for (int d = 0; d < 100; d++)
+        strcat(res, "]");
+    snprintf(text, sizeof text,
+             "{\"status\": \"SUCCESS\", \"result\": %s, \"group_id\": \"g\", "
+             "\"date_done\": \"2026-11-27T01:44:29.5\"}",
+             res);
+    ocp_celery_meta_info i;
+    assert_int_equal(ocp_celery_meta_read(text, strlen(text), &i), 0);
+    assert_string_equal(i.status, "SUCCESS");
+    assert_string_equal(i.group, "g");
+    assert_string_equal(i.result, res);
+    assert_true(i.date_done > 0);
+    ocp_celery_meta_info_fini(&i);
+    /* Deep and broken: still refused. */
+    text[strlen(text) - 1] = '\0';
+    assert_int_equal(ocp_celery_meta_read(text, strlen(text), &i), OCP_E_MESSAGE);
+    assert_null(i.status);
+    /* A deep failure keeps its kind. */
+    snprintf(text, sizeof text,
+             "{\"status\": \"REVOKED\", \"x\": %s, \"result\": {\"exc_type\": "
+             "\"TaskRevokedError\", \"exc_message\": [\"expired\"]}}",
+             res);
+    assert_int_equal(ocp_celery_meta_read(text, strlen(text), &i), 0);
+    assert_int_equal(i.failure, OCP_FAIL_REVOKED);
+    assert_string_equal(i.exc_message, "expired");
+    ocp_celery_meta_info_fini(&i);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_b64),           cmocka_unit_test(test_iso8601),
-        cmocka_unit_test(test_parse_celery),  cmocka_unit_test(test_bad_messages),
-        cmocka_unit_test(test_bad_arguments), cmocka_unit_test(test_meta_and_queues),
-        cmocka_unit_test(test_meta_kinds),    cmocka_unit_test(test_meta_result_text),
+        cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_iso8601),
+        cmocka_unit_test(test_parse_celery),
+        cmocka_unit_test(test_bad_messages),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_meta_and_queues),
+        cmocka_unit_test(test_meta_kinds),
+        cmocka_unit_test(test_meta_result_text),
+        cmocka_unit_test(test_meta_deep_result),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -21,6 +25,7 @@
 #include "gpu/gpu.h"
 #include "pool/loop.h"
 #include "pool/pool.h"
+#include "pool/proto.h"
 
 /* A list of n fake GPUs of 16 GiB each, with UUIDs GPU-fake-<i>. */
 static ocp_gpu_list *fake(int n)
@@ -177,13 +182,52 @@ static void test_loop_io(void **state)
     close(b[1]);
 }
 
+/* A peer that does not read: the send gives up at its deadline (a descriptor over 1023
+ * included: no fd_set), and a peer that reads gets the message whole. */
+static void test_proto_send_deadline(void **state)
+{
+    (void)state;
+    int sp[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    struct rlimit rl;
+    int fd = sp[0];
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 1500) {
+        fd = dup2(sp[0], 1500);
+        assert_int_equal(fd, 1500);
+        close(sp[0]);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    json_t *small = json_pack("{s:s}", "t", "ping");
+    assert_int_equal(ocp_proto_send_timed(fd, small, -1, 1.0), 0);
+    ocp_proto_reader rd;
+    ocp_proto_reader_init(&rd);
+    json_t *got = NULL;
+    assert_int_equal(ocp_proto_recv(sp[1], &rd, &got), 0);
+    assert_string_equal(json_string_value(json_object_get(got, "t")), "ping");
+    json_decref(got);
+    ocp_proto_reader_fini(&rd);
+    /* Larger than the socket's buffers, never read. */
+    char *big = malloc(8 << 20);
+    memset(big, 'x', 8 << 20);
+    big[(8 << 20) - 1] = '\0';
+    json_t *msg = json_pack("{s:s}", "t", big);
+    double t0 = ocp_now();
+    assert_int_equal(ocp_proto_send_timed(fd, msg, -1, 0.3), -ETIMEDOUT);
+    double took = ocp_now() - t0;
+    assert_true(took >= 0.25 && took < 3);
+    json_decref(msg);
+    json_decref(small);
+    free(big);
+    close(fd);
+    close(sp[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plan_named_devices),
-        cmocka_unit_test(test_plan_cpu),
-        cmocka_unit_test(test_loop_timers),
-        cmocka_unit_test(test_loop_io),
+        cmocka_unit_test(test_plan_named_devices),  cmocka_unit_test(test_plan_cpu),
+        cmocka_unit_test(test_loop_timers),         cmocka_unit_test(test_loop_io),
+        cmocka_unit_test(test_proto_send_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
