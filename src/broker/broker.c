@@ -45,6 +45,13 @@ void ocp_task_info_fini(ocp_task_info *i)
     memset(i, 0, sizeof *i);
 }
 
+const char *ocp_task_failure_name(const ocp_task_info *i)
+{
+    return i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED
+               ? ocp_failure_name(i->failure)
+               : NULL;
+}
+
 const char *ocp_task_state_name(int state)
 {
     static const char *const names[] = {"ready", "leased", "done", "failed", "buried"};

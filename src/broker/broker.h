@@ -64,6 +64,8 @@ typedef struct ocp_task_info {
 
 void ocp_task_info_fini(ocp_task_info *i);
 const char *ocp_task_state_name(int state);
+/* The failure kind's name of a FAILED or BURIED task ("memory_limit"), else NULL. Static. */
+const char *ocp_task_failure_name(const ocp_task_info *i);
 
 /* A new task. Open type; strings borrowed. */
 typedef struct ocp_task_spec {

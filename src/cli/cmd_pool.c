@@ -247,8 +247,9 @@ static int status_row(void *vctx, const ocp_task_info *i)
             printf("  %s %s %s page %d: %s\n", ocp_task_state_name(i->state), i->id,
                    src ? src : "?", page, i->error ? i->error : "");
         json_array_append_new(a->failures,
-                              json_pack("{s:s, s:s, s:s?, s:i, s:s?, s:i}", "id", i->id, "state",
-                                        ocp_task_state_name(i->state), "source", src, "page", page,
+                              json_pack("{s:s, s:s, s:s?, s:i, s:s?, s:s?, s:i}", "id", i->id,
+                                        "state", ocp_task_state_name(i->state), "source", src,
+                                        "page", page, "failure", ocp_task_failure_name(i),
                                         "reason", i->error, "deliveries", i->deliveries));
     }
     if (a->tasks) {
@@ -260,6 +261,8 @@ static int status_row(void *vctx, const ocp_task_info *i)
         json_object_set_new(t, "finished", i->finished > 0 ? json_real(i->finished) : json_null());
         json_object_set_new(t, "peak_rss_kb", json_integer(i->peak_rss_kb));
         json_object_set_new(t, "reason", i->error ? json_string(i->error) : json_null());
+        const char *kind = ocp_task_failure_name(i);
+        json_object_set_new(t, "failure", kind ? json_string(kind) : json_null());
         json_array_append_new(a->tasks, t);
     }
     json_decref(p);

@@ -311,8 +311,9 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
 static int keep_failure(void *ctx, const ocp_task_info *i)
 {
     if (i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED)
-        json_array_append_new(ctx, json_pack("{s:s, s:s, s:s?, s:f}", "id", i->id, "state",
-                                             ocp_task_state_name(i->state), "reason", i->error,
+        json_array_append_new(ctx, json_pack("{s:s, s:s, s:s?, s:s?, s:f}", "id", i->id,
+                                             "state", ocp_task_state_name(i->state), "failure",
+                                             ocp_task_failure_name(i), "reason", i->error,
                                              "finished", i->finished));
     return 0;
 }
@@ -321,9 +322,10 @@ static int page_row(void *ctx, const ocp_task_info *i)
 {
     json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
     json_array_append_new(
-        ctx, json_pack("{s:s, s:s, s:i, s:s?}", "id", i->id, "state", ocp_task_state_name(i->state),
-                       "page", p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0,
-                       "reason", i->error));
+        ctx, json_pack("{s:s, s:s, s:i, s:s?, s:s?}", "id", i->id, "state",
+                       ocp_task_state_name(i->state), "page",
+                       p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0, "failure",
+                       ocp_task_failure_name(i), "reason", i->error));
     json_decref(p);
     return 0;
 }
@@ -535,6 +537,8 @@ static enum MHD_Result get_job(struct MHD_Connection *c, req *r, const char *id)
                           ocp_task_state_name(i->state), "deliveries", i->deliveries, "priority",
                           i->priority);
     json_object_set_new(o, "error", i->error ? json_string(i->error) : json_null());
+    const char *kind = ocp_task_failure_name(i);
+    json_object_set_new(o, "failure", kind ? json_string(kind) : json_null());
     json_object_set_new(o, "started", i->started > 0 ? json_real(i->started) : json_null());
     json_object_set_new(o, "finished", i->finished > 0 ? json_real(i->finished) : json_null());
     ocp_app_page_fini(&pg);

@@ -84,6 +84,21 @@ for _ in range(200):
     time.sleep(0.1)
 check("GET /v1/groups/ID: counts and per-page states", s == 200 and g["done"] == 3 and
       [p["page"] for p in g["pages"]] == [1, 1, 2] and all(p["state"] == "done" for p in g["pages"]), g)
+# A page that queues (its header reads) but cannot be decoded fails with the kind "input".
+s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": [F + "/bad/truncated.png"]}).encode(),
+               {"Content-Type": "application/json"})
+bad = json.loads(b)["tasks"][0]["id"] if s == 202 else "none"
+for _ in range(200):
+    s, _, b = call("GET", "/v1/jobs/" + bad)
+    if s != 200 or json.loads(b)["state"] in ("failed", "buried"):
+        break
+    time.sleep(0.1)
+jb = json.loads(b) if s == 200 else {}
+check("GET /v1/jobs/ID of an undecodable page: failed, failure kind input, with the reason",
+      jb.get("state") == "failed" and jb.get("failure") == "input" and jb.get("error"), (s, b[:300]))
+s, _, b = call("GET", "/v1/failures")
+fl = [f for f in json.loads(b) if f["id"] == bad] if s == 200 else []
+check("GET /v1/failures: the page with its failure kind", len(fl) == 1 and fl[0]["failure"] == "input", (s, b[:300]))
 tid = j["tasks"][0]["id"]
 s, _, b = call("GET", "/v1/jobs/" + tid)
 check("GET /v1/jobs/ID: state done", s == 200 and json.loads(b)["state"] == "done", (s, b))

@@ -178,6 +178,8 @@ status_json
 check "hard memory limit: the big page is buried after 2 deliveries" $CHECK state "$TMP/status.json" "$big" buried 2
 check "hard memory limit: the reason is the memory limit" \
     python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$big'][0]; assert 'memory limit' in t['reason'], t['reason']; print('#', t['reason'])"
+check "hard memory limit: its failure kind is memory_limit" \
+    python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$big'][0]; assert t['failure']=='memory_limit', t"
 check "hard memory limit: the other page is done" $CHECK state "$TMP/status.json" "$small" done 1
 
 # --- Global memory budget ----------------------------------------------------
@@ -214,6 +216,8 @@ stop_worker
 status_json
 check "soft time limit: the page fails with 'timeout'" \
     python3 -c "import json; t=json.load(open('$TMP/status.json'))['tasks'][0]; assert t['state']=='failed' and 'timeout' in t['reason'], t"
+check "soft time limit: its failure kind is soft_time_limit" \
+    python3 -c "import json; t=json.load(open('$TMP/status.json'))['tasks'][0]; assert t['failure']=='soft_time_limit', t"
 fresh
 hard=$(submit -l eng "$TMP/p/slowpage.png")
 submit -l eng "$TMP/p/small1.png" >/dev/null
@@ -222,6 +226,8 @@ wait_finished 2 40
 stop_worker
 status_json
 check "hard time limit: worker killed, page retried then buried" $CHECK state "$TMP/status.json" "$hard" buried 2
+check "hard time limit: its failure kind is time_limit" \
+    python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$hard'][0]; assert t['failure']=='time_limit', t"
 check "hard time limit: the reason" grep -q "time limit: the page ran over 1.0 s" "$TMP/th.log"
 
 # --- Poison pages ------------------------------------------------------------
@@ -236,6 +242,8 @@ stop_worker
 rc=$?
 status_json
 check "poison page: buried after 3 deliveries, not looped on" $CHECK state "$TMP/status.json" "$poison" buried 3
+check "poison page: its failure kind is crashed" \
+    python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$poison'][0]; assert t['failure']=='crashed', t"
 check "poison page: the reason names the signal" \
     python3 -c "import json; t=[t for t in json.load(open('$TMP/status.json'))['tasks'] if t['id']=='$poison'][0]; assert 'SIGSEGV' in t['reason'], t['reason']; print('#', t['reason'])"
 check "poison page: the other pages are done" python3 -c "import json; d=json.load(open('$TMP/status.json')); assert d['done'] == 3, d"
