@@ -7,7 +7,7 @@
  * The command is a producer and a consumer of its own queue, beside a node
  * that works it:
  *
- *   ocrpool ocr ──fork (first: before libvips or the queue is opened)──> node
+ *   ocrpool ocr ──fork (app/node.h; first, before libvips or the queue)──> node
  *     | submits the pages (app/submit.h)                 ocp_pool_run on the
  *     | polls the queue: each page that finishes is      queue, this run's
  *     |   read and parsed once, written (app/output.h)   group only; dies
@@ -34,27 +34,22 @@
  * running the same command again after an interruption resumes: finished
  * pages are kept, the rest (and failed ones) are done.
  */
+#include "app/node.h"
 #include "app/output.h"
 #include "app/submit.h"
 #include "cli/cli.h"
 #include "core/error.h"
-#include "core/log.h"
 #include "core/util.h"
 #include "engine/result.h"
 #include "image/image.h"
-#include "pool/pool.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET, K_QUEUE };
@@ -99,10 +94,7 @@ typedef struct ocr_ctx {
     ocp_submit_opts so;
     char qdir[4096]; /* a temporary queue's folder, removed at the end; "" = none */
     char qpath[4200], url[4300];
-    pid_t node;      /* the node working the queue; 0 = none (never started, or reaped) */
-    int node_err;    /* the read end of the node's standard error; -1 = none */
-    int sent;        /* the stop passed on: 0 none, 1 warm (SIGTERM), 2 cold (SIGQUIT) */
-    int node_failed; /* the node ended with an error, or killed by a signal not ours */
+    ocp_app_node *node; /* the node working the queue; NULL = none (never started) */
     ocp_broker *b;
 } ocr_ctx;
 
@@ -289,161 +281,36 @@ static char *run_group(ocr_ctx *c)
     return ocp_xasprintf("ocr-%016llx", (unsigned long long)h);
 }
 
-/* ---- The node ---------------------------------------------------------------------- */
+/* ---- The node (app/node.h) --------------------------------------------------------- */
+
+/* The stop the signals ask for: 0 none, 1 warm (the first SIGINT, SIGTERM or SIGHUP), 2
+ * cold (a second one, or SIGQUIT). */
+static int stop_wanted(void *unused)
+{
+    (void)unused;
+    return sig_quit || sig_count >= 2 ? 2 : sig_count >= 1;
+}
+
+/* Passes stops that arrived on to the node (each once). Returns the stop asked for. */
+static int forward_stop(ocr_ctx *c)
+{
+    int want = stop_wanted(NULL);
+    if (want)
+        ocp_app_node_stop(c->node, want == 2);
+    return want;
+}
 
 /* Forks the node that works this run's group. Call before libvips or the queue is opened
  * here: the node forks its zygote from this state. 0 or an exit status. */
 static int start_node(ocr_ctx *c)
 {
-    pid_t parent = getpid();
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
-        fprintf(stderr, "ocrpool: pipe: %s\n", strerror(errno));
+    char err[300];
+    if (ocp_app_node_start(c->cfg, c->so.group, c->url, c->show_progress, &c->node, err,
+                           sizeof err) != 0) {
+        fprintf(stderr, "ocrpool: %s\n", err);
         return OCP_EXIT_FAILED;
     }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "ocrpool: fork: %s\n", strerror(errno));
-        close(p[0]);
-        close(p[1]);
-        return OCP_EXIT_FAILED;
-    }
-    if (pid == 0) {
-        char err[600];
-        /* A group of its own first: a terminal's signals reach the parent only. */
-        setpgid(0, 0);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGQUIT, SIG_DFL);
-        signal(SIGHUP, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        /* Out of the terminal's foreground group: nothing of it reads or writes the
-         * terminal (SIGTTIN, SIGTTOU); what it says comes through the pipe. */
-        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (getppid() != parent || null < 0 || dup2(null, STDIN_FILENO) < 0 ||
-            dup2(p[1], STDOUT_FILENO) < 0 || dup2(p[1], STDERR_FILENO) < 0)
-            _exit(OCP_EXIT_FAILED);
-        /* 0, 1 and 2 are what dup2 put there: only the descriptors above them go. */
-        int fds[3] = {null, p[0], p[1]};
-        for (int k = 0; k < 3; k++)
-            if (fds[k] > STDERR_FILENO)
-                close(fds[k]);
-        ocp_pool_conf pc;
-        ocp_pool_conf_from_config(&pc, c->cfg);
-        pc.only_group = c->so.group;
-        if (ocp_pool_run(&pc, c->url, NULL, err, sizeof err)) {
-            fprintf(stderr, "ocrpool: %s\n", err);
-            _exit(OCP_EXIT_FAILED);
-        }
-        _exit(OCP_EXIT_OK);
-    }
-    setpgid(pid, pid); /* as the child does: whichever runs first */
-    close(p[1]);
-    fcntl(p[0], F_SETFL, O_NONBLOCK);
-    /* Room for a burst of log lines while this process is busy: the node should not wait
-     * on its standard error (it is read while pages are queued, too). */
-    if (fcntl(p[0], F_SETPIPE_SZ, 1 << 20) < 0)
-        OCP_LOG_ERR(OCP_LOG_INFO, -errno, "cannot enlarge the node's log pipe");
-    c->node = pid;
-    c->node_err = p[0];
     return 0;
-}
-
-/* Passes on what the node wrote (drops it unless show), waiting up to wait_ms for it.
- * Returns 0 at the end of the stream (every writer gone), 1 otherwise. */
-static int relay_node(ocr_ctx *c, int show, int wait_ms)
-{
-    char buf[4096];
-    if (c->node_err < 0) {
-        poll(NULL, 0, wait_ms);
-        return 0;
-    }
-    struct pollfd pf = {c->node_err, POLLIN, 0};
-    if (poll(&pf, 1, wait_ms) <= 0)
-        return 1;
-    for (;;) {
-        ssize_t n = read(c->node_err, buf, sizeof buf);
-        if (n > 0 && show) {
-            if (c->show_progress)
-                fprintf(stderr, "\r\033[K");
-            fflush(stderr);
-            ssize_t w = write(STDERR_FILENO, buf, (size_t)n);
-            (void)w;
-        }
-        if (n > 0)
-            continue;
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            return 1;
-        close(c->node_err); /* the end, or an error: either way nothing more comes */
-        c->node_err = -1;
-        return 0;
-    }
-}
-
-/* After the node has ended: what it (and its zygote and workers) still has to say, for a
- * few seconds at most. */
-static void drain_node(ocr_ctx *c, int show)
-{
-    double t0 = ocp_now();
-    while (c->node_err >= 0 && relay_node(c, show, 100) && ocp_now() - t0 < 5) {
-    }
-}
-
-/* Passes stops that arrived on to the node: the first as SIGTERM (warm), a second or
- * SIGQUIT as SIGQUIT (cold), each once. Returns the stop asked for (0 none, 1, 2). */
-static int forward_stop(ocr_ctx *c)
-{
-    int want = sig_quit || sig_count >= 2 ? 2 : sig_count >= 1;
-    if (want > c->sent) {
-        if (c->node > 0)
-            kill(c->node, want == 2 ? SIGQUIT : SIGTERM);
-        c->sent = want;
-    }
-    return want;
-}
-
-/* Reaps the node if it has ended, without waiting. Returns 1 when it has ended (an error
- * or a signal not ours in c->node_failed, said on stderr), 0 while it runs. */
-static int reap_node(ocr_ctx *c)
-{
-    int st;
-    pid_t r;
-    if (c->node <= 0)
-        return 1;
-    do
-        r = waitpid(c->node, &st, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return 0;
-    c->node = 0;
-    if (r < 0) {
-        c->node_failed = 1;
-        fprintf(stderr, "ocrpool: cannot wait for the node: %s\n", strerror(errno));
-    } else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
-        c->node_failed = 1; /* it said why */
-    } else if (WIFSIGNALED(st)) {
-        int sig = WTERMSIG(st);
-        if (!c->sent || (sig != SIGTERM && sig != SIGQUIT)) {
-            c->node_failed = 1;
-            if (c->show_progress)
-                fprintf(stderr, "\r\033[K");
-            fprintf(stderr, "ocrpool: the node was killed by signal %d (%s)\n", sig,
-                    strsignal(sig));
-        }
-    }
-    return 1;
-}
-
-/* Waits for the node to end, passing on what it writes (unless not show) and stops that
- * arrive meanwhile (a second ^C makes a warm stop cold). */
-static void wait_node(ocr_ctx *c, int show)
-{
-    while (!reap_node(c)) {
-        forward_stop(c);
-        relay_node(c, show, 100);
-    }
 }
 
 /* ---- Pages as they finish ---------------------------------------------------------- */
@@ -595,10 +462,10 @@ static int add_ref(void *vctx, const char *id, int page, int pages, int inserted
     r->input = -1; /* set by the caller */
     c->cur_pages = pages;
     if (c->npages % 16 == 0) {
-        relay_node(c, 1, 0);
-        reap_node(c);
+        ocp_app_node_relay(c->node, 1, 0);
+        ocp_app_node_reap(c->node, NULL);
     }
-    return forward_stop(c) || c->node <= 0;
+    return forward_stop(c) || !ocp_app_node_running(c->node);
 }
 
 /* Pages done before this run began (an earlier run of the same command): kept, their
@@ -695,7 +562,7 @@ static void follow(ocr_ctx *c)
     double wait_s = 0.02, now = ocp_now(), quiet_since = now, swept = now;
     for (;;) {
         forward_stop(c);
-        int ended = reap_node(c);
+        int ended = ocp_app_node_reap(c->node, NULL);
         /* Once the node has ended, or after a quiet while: every finished page. */
         int sweep = ended || (now - quiet_since > SWEEP_QUIET_S && now - swept > SWEEP_QUIET_S);
         int got = poll_queue(c, sweep ? 0 : c->since);
@@ -717,15 +584,12 @@ static void follow(ocr_ctx *c)
         /* Short while pages arrive, longer while the queue is quiet. */
         quiet_since = got > 0 ? now : quiet_since;
         wait_s = got > 0 ? 0.02 : (wait_s * 1.5 < 0.25 ? wait_s * 1.5 : 0.25);
-        relay_node(c, 1, (int)(wait_s * 1000));
+        ocp_app_node_relay(c->node, 1, (int)(wait_s * 1000));
         now = ocp_now();
     }
-    if (c->node > 0 && !c->sent) { /* warm: nothing is running (or the queue is unreadable) */
-        kill(c->node, SIGTERM);
-        c->sent = 1;
-    }
-    wait_node(c, !complete);
-    drain_node(c, !complete);
+    /* Warm unless a stop was passed on: nothing is running (or the queue is unreadable). */
+    ocp_app_node_stop(c->node, 0);
+    ocp_app_node_wait(c->node, !complete, stop_wanted, NULL);
 }
 
 /* The text in page order (a failed page is an empty page), the summary, and the exit
@@ -775,7 +639,7 @@ static int run(ocr_ctx *c, FILE *sidecar)
 {
     static const int sigs[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGPIPE};
     struct sigaction sa = {0}, old[5];
-    int status;
+    int status, failed = 0;
     sigemptyset(&sa.sa_mask);
     for (int i = 0; i < 5; i++) {
         sigaction(sigs[i], NULL, &old[i]);
@@ -792,18 +656,15 @@ static int run(ocr_ctx *c, FILE *sidecar)
         goto out;
     follow(c);
     status = conclude(c, sidecar);
-    if (c->node_failed)
+    if (ocp_app_node_reap(c->node, &failed) && failed)
         status = OCP_EXIT_FAILED;
 out:
-    if (c->node > 0) {
-        if (!c->sent)
-            kill(c->node, SIGTERM);
-        c->sent = c->sent ? c->sent : 1;
-        wait_node(c, 1);
-        drain_node(c, 1);
+    if (c->node && ocp_app_node_running(c->node)) {
+        ocp_app_node_stop(c->node, 0);
+        ocp_app_node_wait(c->node, 1, stop_wanted, NULL);
     }
-    if (c->node_err >= 0)
-        close(c->node_err);
+    ocp_app_node_destroy(c->node);
+    c->node = NULL;
     for (int i = 0; i < 5; i++)
         sigaction(sigs[i], &old[i], NULL);
     return status;
@@ -844,7 +705,6 @@ int ocp_cmd_ocr(int argc, char **argv)
     FILE *sidecar = NULL;
 
     memset(&c, 0, sizeof c);
-    c.node_err = -1;
     sig_count = sig_quit = 0;
     status = ocp_cli_parse(argc, argv, ocr_opts, ocr_handler, &c, ocr_help, &c.cfg, &pos, &npos);
     if (status)

@@ -2,7 +2,8 @@
  * test_app.c: what the front ends share (src/app): a finished page read back
  * from a queue and parsed once, its renderings, the per-page output files,
  * a document's text in page order, the default places of the queue and
- * of uploads, and queueing a document's pages (stopped by its callback).
+ * of uploads, queueing a document's pages (stopped by its callback), and a
+ * node run in a child process (its error relayed, its end reaped, stops).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include <unistd.h>
 #include <vips/vips.h>
 
+#include "app/node.h"
 #include "app/output.h"
 #include "app/submit.h"
 #include "core/error.h"
@@ -267,12 +270,97 @@ static void test_submit_stop(void **state)
     free(d);
 }
 
+/* Runs fn with standard error in a file; returns what was written there (new). */
+static char *capture_stderr(void (*fn)(void *), void *arg)
+{
+    char *d = tmpdir(), *path = ocp_xasprintf("%s/err", d);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    fn(arg);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char *text = slurp(path);
+    free(path);
+    rmtree(d);
+    free(d);
+    return text;
+}
+
+static void wait_shown(void *n)
+{
+    ocp_app_node_wait(n, 1, NULL, NULL);
+}
+
+/* A node that cannot open its queue ends failed; what it said comes through the relay, and
+ * the end is reaped once (later reaps say the same, without waiting). */
+static void test_node_fails(void **state)
+{
+    (void)state;
+    char err[300] = "";
+    ocp_config *cfg = ocp_config_create();
+    assert_int_equal(ocp_config_finish(cfg), 0);
+    ocp_app_node *n = NULL;
+    assert_int_equal(ocp_app_node_start(cfg, "g", "nosuch://queue", 0, &n, err, sizeof err), 0);
+    assert_non_null(n);
+    char *said = capture_stderr(wait_shown, n);
+    assert_non_null(said);
+    assert_non_null(strstr(said, "ocrpool: "));
+    free(said);
+    assert_int_equal(ocp_app_node_running(n), 0);
+    int failed = 0;
+    assert_int_equal(ocp_app_node_reap(n, &failed), 1);
+    assert_int_equal(failed, 1);
+    assert_int_equal(ocp_app_node_relay(n, 1, 0), 0); /* the stream has ended */
+    ocp_app_node_destroy(n);
+    ocp_app_node_destroy(NULL);
+    ocp_config_destroy(cfg);
+}
+
+static int want_cold(void *ctx)
+{
+    (void)ctx;
+    return 2;
+}
+
+/* A node that ends of the stops asked for (warm, escalated to cold while waiting) has not
+ * failed; a reap while it runs does not wait; destroy stops and reaps a running node. */
+static void test_node_stop(void **state)
+{
+    (void)state;
+    char *d = tmpdir(), err[300] = "", *url = ocp_xasprintf("sqlite://%s/q.db", d);
+    ocp_config *cfg = ocp_config_create();
+    assert_int_equal(ocp_config_finish(cfg), 0);
+    ocp_app_node *n = NULL;
+    int failed = -1;
+    assert_int_equal(ocp_app_node_start(cfg, "g", url, 0, &n, err, sizeof err), 0);
+    assert_int_equal(ocp_app_node_running(n), 1);
+    ocp_app_node_stop(n, 0);
+    ocp_app_node_wait(n, 0, want_cold, NULL); /* escalates to cold while it waits */
+    assert_int_equal(ocp_app_node_reap(n, &failed), 1);
+    assert_int_equal(failed, 0);
+    ocp_app_node_destroy(n);
+
+    assert_int_equal(ocp_app_node_start(cfg, "g", url, 0, &n, err, sizeof err), 0);
+    ocp_app_node_relay(n, 0, 200);
+    assert_int_equal(ocp_app_node_reap(n, &failed), 0); /* still running: no wait */
+    ocp_app_node_destroy(n);                            /* stopped warm and reaped */
+    ocp_config_destroy(cfg);
+    free(url);
+    rmtree(d);
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_page_get),   cmocka_unit_test(test_render),
         cmocka_unit_test(test_write_page), cmocka_unit_test(test_write_text),
         cmocka_unit_test(test_places),     cmocka_unit_test(test_submit_stop),
+        cmocka_unit_test(test_node_fails), cmocka_unit_test(test_node_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

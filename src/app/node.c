@@ -1,0 +1,211 @@
+/*
+ * node.c: a node run in a child process for `ocrpool ocr` (node.h): fork it
+ * into a process group of its own, relay its standard error through a pipe,
+ * pass stops on (SIGTERM warm, SIGQUIT cold), reap it without blocking. It
+ * sits above pool/ (ocp_pool_run) and below cli/; the caller keeps the
+ * signal handlers and says which stop its signals ask for.
+ */
+#include "app/node.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "pool/pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct ocp_app_node {
+    pid_t pid;      /* 0 once reaped */
+    int err_fd;     /* the read end of the node's standard error; -1 = none */
+    int sent;       /* the stop passed on: 0 none, 1 warm (SIGTERM), 2 cold (SIGQUIT) */
+    int failed;     /* it ended with an error, or killed by a signal not ours */
+    int clear_line; /* clear the terminal's line before passing something on */
+};
+
+/* In the child: a group of its own, default signals, the pipe as standard output and
+ * error, then the pool. Never returns. */
+static void run_child(pid_t parent, int p[2], const ocp_config *cfg, const char *group,
+                      const char *url)
+{
+    char err[600];
+    /* A group of its own first: a terminal's signals reach the parent only. */
+    setpgid(0, 0);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    /* Out of the terminal's foreground group: nothing of it reads or writes the
+     * terminal (SIGTTIN, SIGTTOU); what it says comes through the pipe. */
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (getppid() != parent || null < 0 || dup2(null, STDIN_FILENO) < 0 ||
+        dup2(p[1], STDOUT_FILENO) < 0 || dup2(p[1], STDERR_FILENO) < 0)
+        _exit(EXIT_FAILURE);
+    /* 0, 1 and 2 are what dup2 put there: only the descriptors above them go. */
+    int fds[3] = {null, p[0], p[1]};
+    for (int k = 0; k < 3; k++)
+        if (fds[k] > STDERR_FILENO)
+            close(fds[k]);
+    ocp_pool_conf pc;
+    ocp_pool_conf_from_config(&pc, cfg);
+    pc.only_group = group;
+    if (ocp_pool_run(&pc, url, NULL, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: %s\n", err);
+        _exit(EXIT_FAILURE);
+    }
+    _exit(EXIT_SUCCESS);
+}
+
+int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url, int clear_line,
+                       ocp_app_node **out, char *err, size_t errlen)
+{
+    pid_t parent = getpid();
+    int p[2], rc;
+    *out = NULL;
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        return rc;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "fork: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return rc;
+    }
+    if (pid == 0)
+        run_child(parent, p, cfg, group, url);
+    setpgid(pid, pid); /* as the child does: whichever runs first */
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    /* Room for a burst of log lines while the caller is busy: the node should not wait
+     * on its standard error. */
+    if (fcntl(p[0], F_SETPIPE_SZ, 1 << 20) < 0)
+        OCP_LOG_ERR(OCP_LOG_INFO, -errno, "cannot enlarge the node's log pipe");
+    ocp_app_node *n = ocp_xcalloc(1, sizeof *n);
+    n->pid = pid;
+    n->err_fd = p[0];
+    n->clear_line = clear_line;
+    *out = n;
+    return 0;
+}
+
+int ocp_app_node_relay(ocp_app_node *n, int show, int wait_ms)
+{
+    char buf[4096];
+    if (n->err_fd < 0) {
+        poll(NULL, 0, wait_ms);
+        return 0;
+    }
+    struct pollfd pf = {n->err_fd, POLLIN, 0};
+    if (poll(&pf, 1, wait_ms) <= 0)
+        return 1;
+    for (;;) {
+        ssize_t r = read(n->err_fd, buf, sizeof buf);
+        if (r > 0 && show) {
+            if (n->clear_line)
+                fprintf(stderr, "\r\033[K");
+            fflush(stderr);
+            ssize_t w = write(STDERR_FILENO, buf, (size_t)r);
+            (void)w;
+        }
+        if (r > 0)
+            continue;
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            return 1;
+        close(n->err_fd); /* the end, or an error: either way nothing more comes */
+        n->err_fd = -1;
+        return 0;
+    }
+}
+
+void ocp_app_node_stop(ocp_app_node *n, int cold)
+{
+    int want = cold ? 2 : 1;
+    if (want > n->sent) {
+        if (n->pid > 0)
+            kill(n->pid, cold ? SIGQUIT : SIGTERM);
+        n->sent = want;
+    }
+}
+
+/* What the node's end says: an error, or a signal not ours, makes it failed. */
+static void note_end(ocp_app_node *n, pid_t r, int st)
+{
+    if (r < 0) {
+        n->failed = 1;
+        fprintf(stderr, "ocrpool: cannot wait for the node: %s\n", strerror(errno));
+    } else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+        n->failed = 1; /* it said why */
+    } else if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
+        if (!n->sent || (sig != SIGTERM && sig != SIGQUIT)) {
+            n->failed = 1;
+            if (n->clear_line)
+                fprintf(stderr, "\r\033[K");
+            fprintf(stderr, "ocrpool: the node was killed by signal %d (%s)\n", sig,
+                    strsignal(sig));
+        }
+    }
+}
+
+int ocp_app_node_reap(ocp_app_node *n, int *failed)
+{
+    if (n->pid > 0) {
+        int st = 0;
+        pid_t r;
+        do
+            r = waitpid(n->pid, &st, WNOHANG);
+        while (r < 0 && errno == EINTR);
+        if (r == 0)
+            return 0;
+        n->pid = 0;
+        note_end(n, r, st);
+    }
+    if (failed)
+        *failed = n->failed;
+    return 1;
+}
+
+int ocp_app_node_running(const ocp_app_node *n)
+{
+    return n->pid > 0;
+}
+
+void ocp_app_node_wait(ocp_app_node *n, int show, ocp_app_node_stop_fn stop_fn, void *ctx)
+{
+    while (!ocp_app_node_reap(n, NULL)) {
+        int want = stop_fn ? stop_fn(ctx) : 0;
+        if (want)
+            ocp_app_node_stop(n, want == 2);
+        ocp_app_node_relay(n, show, 100);
+    }
+    double t0 = ocp_now();
+    while (n->err_fd >= 0 && ocp_app_node_relay(n, show, 100) && ocp_now() - t0 < 5) {
+    }
+}
+
+void ocp_app_node_destroy(ocp_app_node *n)
+{
+    if (!n)
+        return;
+    if (n->pid > 0) {
+        ocp_app_node_stop(n, 0);
+        while (waitpid(n->pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+    }
+    if (n->err_fd >= 0)
+        close(n->err_fd);
+    free(n);
+}
