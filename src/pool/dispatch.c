@@ -358,6 +358,7 @@ static void give(master *m, worker *w, held **pick, int np)
     }
     w->task = pick[0];
     w->state = W_BUSY;
+    ocp__watchdog_busy(m);
     w->sampled_peak_kb = 0;
     w->batch_peak_kb = 0;
     w->peak_page[0] = '\0';

@@ -177,6 +177,8 @@ void ocp__lease_soon(master *m);
 
 /* watchdog.c */
 void ocp__watchdog_start(master *m);
+/* A worker became busy: the watchdog's timer runs (until no worker is busy). */
+void ocp__watchdog_busy(master *m);
 
 /* stats.c */
 json_t *ocp__build_stats(master *m);

@@ -1,6 +1,6 @@
 /*
  * watchdog.c: the master's watch over busy workers (master_int.h): a
- * timer every 50 ms samples each busy worker's RSS against
+ * timer every 50 ms, while a worker is busy, samples each busy worker's RSS against
  * hard-memory-limit and its batch's age against the time limits, and
  * kills a worker over either. The kill's failure kind and reason stay on
  * the worker until the zygote reports its end (proc.c), which sends its
@@ -66,17 +66,26 @@ static void watch_tick(ocp_loop_timer *t)
 {
     master *m = t->data;
     double now = ocp_now();
+    int busy = 0;
     for (worker *w = m->workers; w; w = w->next) {
-        if (w->state != W_BUSY || !w->task || w->kill_kind != OCP_FAIL_NONE)
+        if (w->state != W_BUSY || !w->task)
             continue;
-        if (!check_memory(m, w))
+        busy = 1;
+        if (w->kill_kind == OCP_FAIL_NONE && !check_memory(m, w))
             check_time(m, w, now);
     }
-    ocp_loop_timer_start(m->loop, t, OCP__WATCH_PERIOD, watch_tick, m);
+    /* An idle node is not woken for nothing: ocp__watchdog_busy starts it again. */
+    if (busy)
+        ocp_loop_timer_start(m->loop, t, OCP__WATCH_PERIOD, watch_tick, m);
 }
 
 void ocp__watchdog_start(master *m)
 {
     ocp_loop_timer_init(&m->watch_timer);
-    ocp_loop_timer_start(m->loop, &m->watch_timer, OCP__WATCH_PERIOD, watch_tick, m);
+}
+
+void ocp__watchdog_busy(master *m)
+{
+    if (!ocp_loop_timer_active(&m->watch_timer))
+        ocp_loop_timer_start(m->loop, &m->watch_timer, OCP__WATCH_PERIOD, watch_tick, m);
 }
