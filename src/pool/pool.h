@@ -13,7 +13,10 @@
  *   workers 1..N: one page at a time: decode -> resize -> OCR -> result
  *
  * The master opens no engine, image library or SQLite handle that crosses
- * a fork: the zygote is forked before any of them exist. Children die with
+ * a fork: the first zygote is forked before any of them exist, and one
+ * forked later (a reload, or replacing a zygote that died) first closes
+ * every descriptor it inherited but its own socket, so no broker handle
+ * lives on in it; the master never loads libvips or an engine. Children die with
  * their parent (PR_SET_PDEATHSIG). Shutdown: SIGTERM or SIGINT = warm (no
  * new leases, running pages finish), a second one or SIGQUIT = cold
  * (workers killed, their pages go back to the queue without counting a
