@@ -8,6 +8,7 @@
 #include "app/node.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "pool/control.h"
 #include "pool/pool.h"
 
 #include <errno.h>
@@ -57,6 +58,9 @@ static void run_child(pid_t parent, int p[2], const ocp_config *cfg, const char 
     ocp_pool_conf pc;
     ocp_pool_conf_from_config(&pc, cfg);
     pc.only_group = group;
+    /* The command's own queue: it reads every finished page back (a resumed run those of
+     * earlier runs, whatever their age), so nothing in it expires under it. */
+    pc.result_expires_s = 0;
     if (ocp_pool_run(&pc, url, NULL, err, sizeof err)) {
         fprintf(stderr, "ocrpool: %s\n", err);
         _exit(EXIT_FAILURE);
@@ -111,7 +115,8 @@ int ocp_app_node_relay(ocp_app_node *n, int show, int wait_ms)
     struct pollfd pf = {n->err_fd, POLLIN, 0};
     if (poll(&pf, 1, wait_ms) <= 0)
         return 1;
-    for (;;) {
+    /* At most 64 KiB a call: a node that says much does not hold its caller here. */
+    for (int k = 0; k < 16; k++) {
         ssize_t r = read(n->err_fd, buf, sizeof buf);
         if (r > 0 && show) {
             if (n->clear_line)
@@ -128,16 +133,38 @@ int ocp_app_node_relay(ocp_app_node *n, int show, int wait_ms)
         n->err_fd = -1;
         return 0;
     }
+    return 1;
 }
 
-void ocp_app_node_stop(ocp_app_node *n, int cold)
+/* The warm stop as the control socket's request: 0 when the node took it. */
+static int ask_stop(pid_t pid)
 {
-    int want = cold ? 2 : 1;
-    if (want > n->sent) {
-        if (n->pid > 0)
-            kill(n->pid, cold ? SIGQUIT : SIGTERM);
-        n->sent = want;
+    char dir[200], path[300];
+    if (ocp_control_dir(dir, sizeof dir, 0) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/%d.sock", dir, (int)pid);
+    json_t *req = json_pack("{s:s}", "cmd", "stop"), *reply = NULL;
+    int rc = ocp_control_call(path, req, &reply, 1.0);
+    if (rc == 0 && !json_is_true(json_object_get(reply, "ok")))
+        rc = -1;
+    json_decref(req);
+    json_decref(reply);
+    return rc;
+}
+
+void ocp_app_node_stop(ocp_app_node *n, int level)
+{
+    if (level <= n->sent)
+        return;
+    if (n->pid > 0) {
+        if (level == OCP_NODE_WARM && ask_stop(n->pid) != 0)
+            kill(n->pid, SIGTERM);
+        else if (level == OCP_NODE_COLD)
+            kill(n->pid, SIGQUIT);
+        else if (level >= OCP_NODE_KILL)
+            kill(-n->pid, SIGKILL);
     }
+    n->sent = level;
 }
 
 /* What the node's end says: an error, or a signal not ours, makes it failed. */
@@ -150,7 +177,7 @@ static void note_end(ocp_app_node *n, pid_t r, int st)
         n->failed = 1; /* it said why */
     } else if (WIFSIGNALED(st)) {
         int sig = WTERMSIG(st);
-        if (!n->sent || (sig != SIGTERM && sig != SIGQUIT)) {
+        if (!n->sent || (sig != SIGTERM && sig != SIGQUIT && sig != SIGKILL)) {
             n->failed = 1;
             if (n->clear_line)
                 fprintf(stderr, "\r\033[K");
@@ -188,7 +215,7 @@ void ocp_app_node_wait(ocp_app_node *n, int show, ocp_app_node_stop_fn stop_fn, 
     while (!ocp_app_node_reap(n, NULL)) {
         int want = stop_fn ? stop_fn(ctx) : 0;
         if (want)
-            ocp_app_node_stop(n, want == 2);
+            ocp_app_node_stop(n, want);
         ocp_app_node_relay(n, show, 100);
     }
     double t0 = ocp_now();
@@ -200,12 +227,13 @@ void ocp_app_node_destroy(ocp_app_node *n)
 {
     if (!n)
         return;
+    /* The relay first: a node blocked writing to it would never end. */
+    if (n->err_fd >= 0)
+        close(n->err_fd);
     if (n->pid > 0) {
-        ocp_app_node_stop(n, 0);
+        ocp_app_node_stop(n, OCP_NODE_WARM);
         while (waitpid(n->pid, NULL, 0) < 0 && errno == EINTR) {
         }
     }
-    if (n->err_fd >= 0)
-        close(n->err_fd);
     free(n);
 }

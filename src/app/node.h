@@ -44,12 +44,18 @@ int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url
  */
 int ocp_app_node_relay(ocp_app_node *n, int show, int wait_ms);
 
+/* How hard a stop is: warm (running pages finish), cold (running pages go back), kill. */
+enum { OCP_NODE_RUN = 0, OCP_NODE_WARM = 1, OCP_NODE_COLD = 2, OCP_NODE_KILL = 3 };
+
 /*
- * Asks the node to stop: warm (SIGTERM: running pages finish) or cold (SIGQUIT). Stops
- * only escalate: each is sent once, and a warm stop after a cold one does nothing; a stop
- * asked for after the node has ended is only recorded (a signal it dies of then is ours).
+ * Asks the node to stop at level: warm (the control socket's "stop", which the node takes
+ * once however often it comes, so a SIGTERM that reached the node too does not make it
+ * cold; SIGTERM while the node has no socket yet), cold (SIGQUIT), or kill (SIGKILL to
+ * its whole process group: zygote and workers too). Stops only escalate: each is sent
+ * once, and a lower one after a higher one does nothing; a stop asked for after the node
+ * has ended is only recorded (a signal it dies of then is ours).
  */
-void ocp_app_node_stop(ocp_app_node *n, int cold);
+void ocp_app_node_stop(ocp_app_node *n, int level);
 
 /*
  * Reaps the node if it has ended, without waiting. Returns 1 when it has ended (now or
@@ -62,12 +68,13 @@ int ocp_app_node_reap(ocp_app_node *n, int *failed);
 /* 1 until ocp_app_node_reap or ocp_app_node_wait has seen the node end. */
 int ocp_app_node_running(const ocp_app_node *n);
 
-/* What the caller's signals ask for: 0 no stop, 1 warm, 2 cold. */
+/* What the caller's signals ask for: an OCP_NODE_ level. */
 typedef int (*ocp_app_node_stop_fn)(void *ctx);
 
 /*
  * Waits for the node to end, passing on what it writes (unless not show) and the stops
- * stop_fn (optional) asks for meanwhile (a second ^C makes a warm stop cold); then what it
+ * stop_fn (optional) asks for meanwhile (a second ^C makes a warm stop cold, a third kills
+ * it); then what it
  * (and its zygote and workers) still has to say, for a few seconds at most.
  */
 void ocp_app_node_wait(ocp_app_node *n, int show, ocp_app_node_stop_fn stop_fn, void *ctx);

@@ -283,12 +283,14 @@ static char *run_group(ocr_ctx *c)
 
 /* ---- The node (app/node.h) --------------------------------------------------------- */
 
-/* The stop the signals ask for: 0 none, 1 warm (the first SIGINT, SIGTERM or SIGHUP), 2
- * cold (a second one, or SIGQUIT). */
+/* The stop the signals ask for: none, warm (the first SIGINT, SIGTERM or SIGHUP), cold (a
+ * second one, or SIGQUIT), kill (a third: the node and its children end now). */
 static int stop_wanted(void *unused)
 {
     (void)unused;
-    return sig_quit || sig_count >= 2 ? 2 : sig_count >= 1;
+    if (sig_count >= 3)
+        return OCP_NODE_KILL;
+    return sig_quit || sig_count >= 2 ? OCP_NODE_COLD : sig_count >= 1 ? OCP_NODE_WARM : 0;
 }
 
 /* Passes stops that arrived on to the node (each once). Returns the stop asked for. */
@@ -296,7 +298,7 @@ static int forward_stop(ocr_ctx *c)
 {
     int want = stop_wanted(NULL);
     if (want)
-        ocp_app_node_stop(c->node, want == 2);
+        ocp_app_node_stop(c->node, want);
     return want;
 }
 
@@ -588,7 +590,7 @@ static void follow(ocr_ctx *c)
         now = ocp_now();
     }
     /* Warm unless a stop was passed on: nothing is running (or the queue is unreadable). */
-    ocp_app_node_stop(c->node, 0);
+    ocp_app_node_stop(c->node, OCP_NODE_WARM);
     ocp_app_node_wait(c->node, !complete, stop_wanted, NULL);
 }
 
@@ -660,7 +662,7 @@ static int run(ocr_ctx *c, FILE *sidecar)
         status = OCP_EXIT_FAILED;
 out:
     if (c->node && ocp_app_node_running(c->node)) {
-        ocp_app_node_stop(c->node, 0);
+        ocp_app_node_stop(c->node, OCP_NODE_WARM);
         ocp_app_node_wait(c->node, 1, stop_wanted, NULL);
     }
     ocp_app_node_destroy(c->node);

@@ -255,8 +255,10 @@ void ocp__worker_readable(ocp_loop_io *io, short revents)
             page_done(m, w, msg);
         json_decref(msg);
     }
-    if (rc)
+    if (rc) {
+        w->eof = 1; /* its stream is unusable: nothing more is read from it */
         ocp__worker_lost(m, w, "sent a malformed message");
+    }
 }
 
 double ocp__in_flight_bytes(const master *m)

@@ -168,7 +168,14 @@ int ocp__send_worker(master *m, worker *w, json_t *msg)
                      OCP__SEND_DEADLINE);
         else
             snprintf(why, sizeof why, "does not take messages (%s)", strerror(-rc));
-        ocp__worker_lost(m, w, why);
+        if (rc == -EPIPE || rc == -ECONNRESET) {
+            /* It closed its end: it is ending or ended, and the zygote's "exited" tells why
+             * (no signal: the pid may be reaped and taken already). */
+            OCP_LOG(OCP_LOG_WARN, "worker %d %s", w->pid, why);
+            ocp_loop_io_stop(m->loop, &w->io);
+        } else {
+            ocp__worker_lost(m, w, why);
+        }
         w->state = W_EXITING; /* given nothing more; a new one takes its slot */
     }
     return rc;

@@ -181,6 +181,16 @@ rc=$?
 check "SIGQUIT: exit 1 (got $rc), a cold stop" \
     bash -c "[ $rc -eq 1 ] && grep -q 'cold shutdown' '$TMP/quit.err'"
 
+# SIGTERM to the command and its node at once (a service manager stopping the whole
+# control group): one warm stop, not two that make a cold one.
+start_book both
+node=$(ps -o pid= --ppid "$pid" | head -1)
+kill -TERM "$pid" $node
+wait "$pid"
+rc=$?
+check "SIGTERM to the command and its node at once: exit 1 (got $rc), a warm stop, not cold" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'warm shutdown' '$TMP/both.err' && ! grep -q 'cold shutdown' '$TMP/both.err'"
+
 # A node killed under the run: said, exit 1, how to resume.
 start_book killed
 node=$(ps -o pid= --ppid "$pid" | head -1)

@@ -323,7 +323,7 @@ static void test_node_fails(void **state)
 static int want_cold(void *ctx)
 {
     (void)ctx;
-    return 2;
+    return OCP_NODE_COLD;
 }
 
 /* A node that ends of the stops asked for (warm, escalated to cold while waiting) has not
@@ -338,7 +338,7 @@ static void test_node_stop(void **state)
     int failed = -1;
     assert_int_equal(ocp_app_node_start(cfg, "g", url, 0, &n, err, sizeof err), 0);
     assert_int_equal(ocp_app_node_running(n), 1);
-    ocp_app_node_stop(n, 0);
+    ocp_app_node_stop(n, OCP_NODE_WARM);
     ocp_app_node_wait(n, 0, want_cold, NULL); /* escalates to cold while it waits */
     assert_int_equal(ocp_app_node_reap(n, &failed), 1);
     assert_int_equal(failed, 0);
@@ -348,6 +348,15 @@ static void test_node_stop(void **state)
     ocp_app_node_relay(n, 0, 200);
     assert_int_equal(ocp_app_node_reap(n, &failed), 0); /* still running: no wait */
     ocp_app_node_destroy(n);                            /* stopped warm and reaped */
+
+    /* Killed (a third ^C): the node's whole group ends at once, and it is our doing. */
+    assert_int_equal(ocp_app_node_start(cfg, "g", url, 0, &n, err, sizeof err), 0);
+    ocp_app_node_relay(n, 0, 200);
+    ocp_app_node_stop(n, OCP_NODE_KILL);
+    ocp_app_node_wait(n, 0, NULL, NULL);
+    assert_int_equal(ocp_app_node_reap(n, &failed), 1);
+    assert_int_equal(failed, 0);
+    ocp_app_node_destroy(n);
     ocp_config_destroy(cfg);
     free(url);
     rmtree(d);
