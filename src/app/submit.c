@@ -107,8 +107,16 @@ void ocp_app_data_dir(char *buf, size_t len)
 const char *ocp_app_broker_url(const ocp_config *cfg, char *buf, size_t len)
 {
     const char *u = ocp_config_str(cfg, OCP_S_BROKER);
-    if (u && *u)
+    if (u && *u) {
+        /* A file queue's folder is created as the default queue's is (quietly too). */
+        const char *path = strncmp(u, "sqlite://", 9) == 0 ? u + 9 : strstr(u, "://") ? NULL : u;
+        const char *slash = path ? strrchr(path, '/') : NULL;
+        if (slash && slash > path && (size_t)(slash - path) < len) {
+            snprintf(buf, len, "%.*s", (int)(slash - path), path);
+            ocp_mkdir_p(buf, 0755);
+        }
         return u;
+    }
     char dir[4096];
     ocp_app_data_dir(dir, sizeof dir);
     /* Created quietly: opening the queue says what went wrong. */

@@ -41,7 +41,8 @@ int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits 
 void ocp_app_data_dir(char *buf, size_t len);
 
 /* The broker URL from the settings, or the default queue file in the data folder (the
- * folder created). Returns the settings' string (borrowed) or buf. */
+ * folder created; a named SQLite queue file's folder is created too, with buf as scratch).
+ * Returns the settings' string (borrowed) or buf. */
 const char *ocp_app_broker_url(const ocp_config *cfg, char *buf, size_t len);
 
 /* Where uploads wait for the workers of broker url: beside a queue file, or in the data

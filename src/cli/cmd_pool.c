@@ -90,7 +90,9 @@ static void generic_help(void)
            "  ocrpool status  [--broker URL] [--json] [--tasks] [GROUP]\n"
            "  ocrpool result  [--broker URL] [--format txt|json|hocr|alto|tsv] TASK_ID\n"
            "  ocrpool requeue [--broker URL] [--buried] [--failed] [GROUP]\n"
-           "Priority: 9 runs first, 0 last; equal priorities in submission order.\n");
+           "Priority: 9 runs first, 0 last; equal priorities in submission order. submit's\n"
+           "default is 0 (POST /v1/jobs queues at 5, POST /v1/ocr at 9).\n"
+           "status --tasks lists every task (state, id, source, page); with --json, in full.\n");
 }
 
 /* Shared by the commands: the config, and the broker URL in buf. */
@@ -249,8 +251,10 @@ static int status_row(void *vctx, const ocp_task_info *i)
         json_array_append_new(a->failures,
                               json_pack("{s:s, s:s, s:s?, s:i, s:s?, s:s?, s:i}", "id", i->id,
                                         "state", ocp_task_state_name(i->state), "source", src,
-                                        "page", page, "failure", ocp_task_failure_name(i),
-                                        "reason", i->error, "deliveries", i->deliveries));
+                                        "page", page, "failure", ocp_task_failure_name(i), "reason",
+                                        i->error, "deliveries", i->deliveries));
+    } else if (a->text && a->tasks) {
+        printf("  %s %s %s page %d\n", ocp_task_state_name(i->state), i->id, src ? src : "?", page);
     }
     if (a->tasks) {
         json_t *t = json_pack("{s:s, s:s, s:s, s:s?, s:i, s:i, s:i, s:i}", "id", i->id, "group",

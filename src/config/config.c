@@ -325,6 +325,32 @@ static char *trim(char *s)
     return s;
 }
 
+/* A value without its trailing comment: a '#' after a space or tab starts one (a '#'
+ * inside a word, as in "a#b", is kept); a quoted value is what lies between its quotes,
+ * '#' included, and may be followed by a comment. */
+static char *strip_comment(char *val)
+{
+    if (val[0] == '"' || val[0] == '\'') {
+        char *q = strchr(val + 1, val[0]);
+        if (q) {
+            char *rest = q + 1;
+            while (*rest == ' ' || *rest == '\t')
+                rest++;
+            if (!*rest || *rest == '#') {
+                *q = '\0';
+                return val + 1;
+            }
+        }
+        return val;
+    }
+    for (char *p = val; *p; p++)
+        if (*p == '#' && p > val && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            return trim(val);
+        }
+    return val;
+}
+
 int ocp_config_load_file(ocp_config *c, const char *path)
 {
     FILE *f = fopen(path, "re");
@@ -353,11 +379,7 @@ int ocp_config_load_file(ocp_config *c, const char *path)
         *eq = '\0';
         key = trim(s);
         val = trim(eq + 1);
-        size_t vl = strlen(val);
-        if (vl >= 2 && (val[0] == '"' || val[0] == '\'') && val[vl - 1] == val[0]) {
-            val[vl - 1] = '\0';
-            val++;
-        }
+        val = strip_comment(val);
         int id = ocp_config_find(key);
         if (id < 0) {
             err = ocp_errf(OCP_E_CONFIG, c->errmsg, sizeof c->errmsg,

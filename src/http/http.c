@@ -91,7 +91,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, json_t *o)
 {
-    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    /* 15 digits: a time keeps 10 us (6 gave 1.79618e9, hours), a short number stays short. */
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     enum MHD_Result r = reply(c, status, "application/json", s ? s : "{}", s ? strlen(s) : 2);
     free(s);
     json_decref(o);

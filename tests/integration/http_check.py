@@ -2,6 +2,7 @@
 """http_check.py BASE TOKEN FIXTURES: every endpoint of `ocrpool serve`, as a client
 would call it, including bad requests. Prints TAP-ish lines."""
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -102,6 +103,9 @@ check("GET /v1/failures: the page with its failure kind", len(fl) == 1 and fl[0]
 tid = j["tasks"][0]["id"]
 s, _, b = call("GET", "/v1/jobs/" + tid)
 check("GET /v1/jobs/ID: state done", s == 200 and json.loads(b)["state"] == "done", (s, b))
+m = re.search(rb'"started":([-0-9.eE+]+)', b)
+check("GET /v1/jobs/ID: the started time in full (10+ digits, no exponent)",
+      m and b"e" not in m.group(1).lower() and len(re.sub(rb"[^0-9]", b"", m.group(1))) >= 10, b[:300])
 for fmt, ctype, mark in (("txt", "text/plain", b"quick brown fox"), ("json", "application/json", b'"lines"'),
                          ("hocr", "text/html", b"ocrx_word"), ("alto", "application/xml", b"<String"),
                          ("tsv", "text/tab-separated-values", b"level\tpage_num")):

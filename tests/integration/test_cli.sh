@@ -62,6 +62,25 @@ check "script/Devanagari works" bash -c "'$OCRPOOL' ocr -l script/Devanagari '$F
 check "Devanagari (Debian's file name) works" bash -c "'$OCRPOOL' ocr -l Devanagari '$FIXTURES/hin.png' | grep -q 'भारत'"
 
 check "--help exits 0" bash -c "'$OCRPOOL' ocr --help >/dev/null"
+# What --help says is what happens (issue 21).
+"$OCRPOOL" ocr --help >"$TMP/help.txt"
+check "ocr --help: one entry for --concurrency" test "$(grep -c -- '--concurrency ' "$TMP/help.txt")" -eq 1
+check "ocr --help: log-level's default for worker and serve" grep -q 'log-level .*worker and serve: info' "$TMP/help.txt"
+check "status --help: the default priorities" bash -c "'$OCRPOOL' status --help | grep -q 'default is 0 (POST /v1/jobs queues at 5'"
+mkdir "$TMP/cwd"
+(cd "$TMP/cwd" && "$OCRPOOL" ocr -q --format txt,json -l eng "$FIXTURES/eng.png" >"$TMP/fmt.out")
+check "--format txt,json without -o: files in the current folder, nothing on stdout" \
+    bash -c "[ -s '$TMP/cwd/eng.txt' ] && [ -s '$TMP/cwd/eng.json' ] && [ ! -s '$TMP/fmt.out' ]"
+# A comment after a value; a '#' inside a word or between quotes is kept.
+printf 'max-pages = 5 # five\nlog-level = "info" # more\nbroker = sqlite://%s/a#b.db\ntask-name = "t # x" # c\n' "$TMP" >"$TMP/c.conf"
+out=$("$OCRPOOL" config show --config "$TMP/c.conf" 2>&1)
+check "config file: a # comment after a value" bash -c "grep -q '^max-pages  *5 pages  *file' <<<'$out' && grep -q '^log-level  *info  *file' <<<'$out'"
+check "config file: a # inside a word or quotes kept" bash -c "grep -q '^broker  *sqlite://.*/a#b.db  *file' <<<'$out' && grep -q '^task-name  *t # x  *file' <<<'$out'"
+# A named SQLite queue's folder is created; status --tasks lists tasks in text too.
+Q="sqlite://$TMP/new/folder/q.db"
+check "submit: a queue file's missing folder is created" bash -c "'$OCRPOOL' submit --broker '$Q' '$FIXTURES/eng.png' >'$TMP/id'"
+check "status --tasks: a line per task in text" bash -c "'$OCRPOOL' status --broker '$Q' --tasks | grep -q \"^  ready \$(cat '$TMP/id') .*eng.png page 1\$\""
+check "status without --tasks: no task lines" bash -c "! '$OCRPOOL' status --broker '$Q' | grep -q '^  ready '"
 check "version" bash -c "'$OCRPOOL' version | grep -q '^ocrpool '"
 # OpenMP limited to one thread unless the user chose otherwise.
 check "OMP_THREAD_LIMIT=1 in effect" bash -c "env -u OMP_THREAD_LIMIT '$OCRPOOL' ocr --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=1\$'"

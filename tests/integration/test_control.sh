@@ -44,6 +44,12 @@ for p in n["workers"] + n["zygotes"]:
 assert sum(n["queue"].values()) == 4, n["queue"]
 assert d["system"]["mem_total_kb"] > 0
 PY
+check "monitor --json: started times in full (10+ digits, no exponent)" python3 - "$TMP/m.json" <<'PY'
+import re, sys
+t = re.findall(r'"started": ([-0-9.eE+]+)', open(sys.argv[1]).read())
+print("# started:", t)
+assert t and all("e" not in v.lower() and len(re.sub(r"[^0-9]", "", v)) >= 10 for v in t), t
+PY
 check "monitor: over the budget is flagged with a computed recommendation" python3 - "$TMP/m.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
