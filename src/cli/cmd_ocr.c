@@ -22,8 +22,8 @@
  * run the same way. SIGPIPE is ignored during the run: a closed standard
  * output is an error said on stderr, and the temporary queue is removed.
  * What the node writes on standard error comes through this process (also
- * while it queues pages), which passes it on, except once every page has
- * finished: the node's shutdown at the end of a complete run is not news.
+ * while it queues pages), which passes it on, all of it: a node stopped with
+ * nothing held says so only at the info level, below ocr's default.
  *
  * Pages are found as they finish by the queue's list of what finished since
  * a time (ocp_broker_list_finished), never the whole group per look; pages
@@ -561,7 +561,6 @@ static int submit_pages(ocr_ctx *c)
  */
 static void follow(ocr_ctx *c)
 {
-    int complete = 0;
     double wait_s = 0.02, now = ocp_now(), quiet_since = now, swept = now;
     for (;;) {
         forward_stop(c);
@@ -575,10 +574,8 @@ static void follow(ocr_ctx *c)
             c->err_since = now;
         else if (got >= 0)
             c->err_since = 0;
-        if (c->finished >= c->npages) {
-            complete = 1;
+        if (c->finished >= c->npages)
             break;
-        }
         if (ended || (got < 0 && now - c->err_since > QUEUE_GIVE_UP_S)) {
             if (got < 0)
                 fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(c->b));
@@ -592,7 +589,7 @@ static void follow(ocr_ctx *c)
     }
     /* Warm unless a stop was passed on: nothing is running (or the queue is unreadable). */
     ocp_app_node_stop(c->node, OCP_NODE_WARM);
-    ocp_app_node_wait(c->node, !complete, stop_wanted, NULL);
+    ocp_app_node_wait(c->node, 1, stop_wanted, NULL);
 }
 
 /* The text in page order (a failed page is an empty page), the summary, and the exit
