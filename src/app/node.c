@@ -28,6 +28,10 @@ struct ocp_app_node {
     int sent;       /* the stop passed on: 0 none, 1 warm (SIGTERM), 2 cold (SIGQUIT) */
     int failed;     /* it ended with an error, or killed by a signal not ours */
     int clear_line; /* clear the terminal's line before passing something on */
+    int raw;        /* pass the node's log lines on as they are (-v) */
+    long hidden;    /* warnings not passed on (the first one is) */
+    size_t len;     /* bytes of an unfinished line in line[] */
+    char line[2048];
 };
 
 /* In the child: a group of its own, default signals, the pipe as standard output and
@@ -68,7 +72,7 @@ static void run_child(pid_t parent, int p[2], const ocp_config *cfg, const char 
     _exit(EXIT_SUCCESS);
 }
 
-int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url, int clear_line,
+int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url, int flags,
                        ocp_app_node **out, char *err, size_t errlen)
 {
     pid_t parent = getpid();
@@ -100,9 +104,76 @@ int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url
     ocp_app_node *n = ocp_xcalloc(1, sizeof *n);
     n->pid = pid;
     n->err_fd = p[0];
-    n->clear_line = clear_line;
+    n->clear_line = !!(flags & OCP_NODE_CLEAR_LINE);
+    n->raw = !!(flags & OCP_NODE_RAW_LOG);
     *out = n;
     return 0;
+}
+
+/* A log line of ours ("2026-01-01T00:00:00.000Z PID R [task] LEVEL: message"): its level
+ * (0 error .. 3 debug) and where its message begins; -1 when line is something else. */
+static int log_level_of(const char *line, const char **msg)
+{
+    static const char *const names[] = {"error: ", "warn: ", "info: ", "debug: "};
+    const char *p = strchr(line, ' ');
+    if (!p || p - line != 24 || line[10] != 'T' || line[23] != 'Z')
+        return -1;
+    char *end;
+    strtol(p + 1, &end, 10);
+    if (end == p + 1 || end[0] != ' ' || !end[1] || end[2] != ' ')
+        return -1;
+    p = end + 3;
+    if (*p == '[' && !(p = strstr(p, "] ")))
+        return -1;
+    p += *p == ']' ? 2 : 0;
+    for (int lv = 0; lv < 4; lv++)
+        if (strncmp(p, names[lv], strlen(names[lv])) == 0) {
+            *msg = p + strlen(names[lv]);
+            return lv;
+        }
+    return -1;
+}
+
+static void put(ocp_app_node *n, const char *s, size_t len)
+{
+    if (n->clear_line)
+        fprintf(stderr, "\r\033[K");
+    fflush(stderr);
+    ssize_t w = write(STDERR_FILENO, s, len);
+    (void)w;
+}
+
+/* One line the node said (without its newline): as it is with -v or when it is not a log
+ * line; otherwise an error as the command says things, the first warning so too, and the
+ * rest of the log counted (warnings) or dropped. */
+static void say_line(ocp_app_node *n, char *line, size_t len)
+{
+    const char *msg;
+    line[len] = '\0';
+    int lv = n->raw ? -1 : log_level_of(line, &msg);
+    if (lv < 0) {
+        line[len] = '\n';
+        put(n, line, len + 1);
+        return;
+    }
+    /* The node's warnings after a stop sent to it say what the command has said already. */
+    if (lv > 1 || (lv == 1 && n->sent) || (lv == 1 && n->hidden++ > 0))
+        return;
+    char *out = ocp_xasprintf("ocrpool: %s\n", msg);
+    put(n, out, strlen(out));
+    free(out);
+}
+
+/* Bytes the node wrote, cut into lines; a line longer than the buffer goes as it is. */
+static void take_bytes(ocp_app_node *n, const char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        n->line[n->len++] = buf[i];
+        if (buf[i] == '\n')
+            say_line(n, n->line, n->len - 1), n->len = 0;
+        else if (n->len == sizeof n->line - 1)
+            put(n, n->line, n->len), n->len = 0;
+    }
 }
 
 int ocp_app_node_relay(ocp_app_node *n, int show, int wait_ms)
@@ -118,22 +189,25 @@ int ocp_app_node_relay(ocp_app_node *n, int show, int wait_ms)
     /* At most 64 KiB a call: a node that says much does not hold its caller here. */
     for (int k = 0; k < 16; k++) {
         ssize_t r = read(n->err_fd, buf, sizeof buf);
-        if (r > 0 && show) {
-            if (n->clear_line)
-                fprintf(stderr, "\r\033[K");
-            fflush(stderr);
-            ssize_t w = write(STDERR_FILENO, buf, (size_t)r);
-            (void)w;
-        }
+        if (r > 0 && show)
+            take_bytes(n, buf, (size_t)r);
         if (r > 0)
             continue;
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
             return 1;
         close(n->err_fd); /* the end, or an error: either way nothing more comes */
         n->err_fd = -1;
+        if (show && n->len) /* a last line without its newline */
+            n->line[n->len++] = '\n', put(n, n->line, n->len);
+        n->len = 0;
         return 0;
     }
     return 1;
+}
+
+long ocp_app_node_hidden(const ocp_app_node *n)
+{
+    return n->hidden > 1 ? n->hidden - 1 : 0;
 }
 
 /* The warm stop as the control socket's request: 0 when the node took it. */

@@ -29,12 +29,16 @@ typedef struct ocp_app_node ocp_app_node;
  * Forks a node that works broker url, leasing only group's pages (NULL = any), with the
  * pool's settings from cfg (resolved in the node, so the device plan is made there).
  * Call it before libvips, an engine or the broker is started in this process: the node
- * forks its zygote from this state. clear_line: what is passed on first clears the
- * terminal's current line (a progress line on standard error). cfg, group and url are
+ * forks its zygote from this state. flags: OCP_NODE_CLEAR_LINE, what is passed on first
+ * clears the terminal's current line (a progress line on standard error);
+ * OCP_NODE_RAW_LOG, the node's log lines are passed on as they are (otherwise an error is
+ * said as "ocrpool: message", the first warning too, and the rest of the log is not
+ * passed on: ocp_app_node_hidden counts the warnings left out). cfg, group and url are
  * read in the child only. Returns 0 and *out (new, freed by ocp_app_node_destroy), or a
  * negative errno with the reason ("pipe: ...", "fork: ...") in err.
  */
-int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url, int clear_line,
+enum { OCP_NODE_CLEAR_LINE = 1, OCP_NODE_RAW_LOG = 2 };
+int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url, int flags,
                        ocp_app_node **out, char *err, size_t errlen);
 
 /*
@@ -43,6 +47,9 @@ int ocp_app_node_start(const ocp_config *cfg, const char *group, const char *url
  * end of the stream (the node and its zygote and workers all gone), 1 otherwise.
  */
 int ocp_app_node_relay(ocp_app_node *n, int show, int wait_ms);
+
+/* The node's warnings the relay did not pass on (without OCP_NODE_RAW_LOG). */
+long ocp_app_node_hidden(const ocp_app_node *n);
 
 /* How hard a stop is: warm (running pages finish), cold (running pages go back), kill. */
 enum { OCP_NODE_RUN = 0, OCP_NODE_WARM = 1, OCP_NODE_COLD = 2, OCP_NODE_KILL = 3 };

@@ -20,30 +20,36 @@
  * this process reads what finished, says how to resume and exits 1. A node
  * that ends before every page has finished (killed, or an error) ends the
  * run the same way. SIGPIPE is ignored during the run: a closed standard
- * output is an error said on stderr, and the temporary queue is removed.
- * What the node writes on standard error comes through this process (also
- * while it queues pages), which passes it on, all of it: a node stopped with
- * nothing held says so only at the info level, below ocr's default.
+ * output is an error said on stderr. What the node writes on standard error
+ * comes through this process (also while it queues pages): as it is with -v,
+ * otherwise summed up (app/node.h: errors and the first warning said as this
+ * command says things, the rest counted at the end).
  *
  * Pages are found as they finish by the queue's list of what finished since
  * a time (ocp_broker_list_finished), never the whole group per look; pages
  * done before this run began are resumed: kept, their missing files written.
  *
- * The queue is a SQLite file under the output folder (or --queue FILE);
- * task ids come from each file's path, size, time, page and settings, so
- * running the same command again after an interruption resumes: finished
- * pages are kept, the rest (and failed ones) are done.
+ * The queue is a SQLite file under the output folder (or --queue FILE), or
+ * without either one in the user's state folder named by the inputs, the
+ * languages and the engine (removed once a run completes; a temporary one
+ * when standard input is read); task ids come from each file's path, size,
+ * time, page and settings, so running the same command again after an
+ * interruption resumes: finished pages are kept, the rest (and failed ones)
+ * are done.
  */
 #include "app/node.h"
 #include "app/output.h"
 #include "app/submit.h"
 #include "cli/cli.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "engine/result.h"
 #include "image/image.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -93,6 +99,9 @@ typedef struct ocr_ctx {
     double err_since; /* first of consecutive failures to read the queue; 0 = none */
     ocp_submit_opts so;
     char qdir[4096]; /* a temporary queue's folder, removed at the end; "" = none */
+    int state_q;     /* the queue is this run's in the user's state folder */
+    int complete;    /* every page done: a queue in the state folder is removed */
+    int said_stop;   /* the stop level said to the user */
     char qpath[4200], url[4300];
     ocp_app_node *node; /* the node working the queue; NULL = none (never started) */
     ocp_broker *b;
@@ -132,7 +141,10 @@ static void ocr_help(void)
            "Without -o or --sidecar, and with --format txt (the default), the text goes to\n"
            "standard output. Any other --format without -o is -o . : one file per page and\n"
            "format (txt included) in the current folder, and nothing on standard output.\n"
-           "With -o, running the same command again resumes where an interrupted run stopped.\n"
+           "Running the same command again resumes where an interrupted run stopped (without\n"
+           "-o or --queue the queue is kept under $XDG_STATE_HOME/ocrpool/runs until the run\n"
+           "completes; a run that reads standard input cannot be resumed). Without -v the\n"
+           "workers' log is summed up: errors and the first warning, then a count.\n"
            "Exit status: 0 all pages done, 1 some failed (listed on stderr), 2 usage error.\n\n"
            "Settings (also OCRPOOL_<NAME> in the environment, or name = value in --config):\n");
     ocp_config_print_help(stdout);
@@ -209,14 +221,96 @@ static int check_outputs(ocr_ctx *c, char **pos, int npos)
     return 0;
 }
 
-/* The queue: given, under the output folder (resumable), or a temporary one. */
-static int place_queue(ocr_ctx *c)
+/* The user's folder for the queues of runs without -o: $XDG_STATE_HOME/ocrpool/runs
+ * (~/.local/state by default); "" when there is none. */
+static void runs_dir(char *buf, size_t len)
 {
+    const char *st = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    buf[0] = '\0';
+    if (st && *st == '/')
+        snprintf(buf, len, "%s/ocrpool/runs", st);
+    else if (home && *home == '/')
+        snprintf(buf, len, "%s/.local/state/ocrpool/runs", home);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* A SQLite queue file and its -wal and -shm removed. */
+static void remove_queue(const char *db)
+{
+    static const char *const ext[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char *p = ocp_xasprintf("%s%s", db, ext[i]);
+        unlink(p);
+        free(p);
+    }
+}
+
+/* The queues in dir untouched for max_age seconds: runs nobody came back to. */
+static void prune_queues(const char *dir, double max_age)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    double now = ocp_wall_now();
+    while (d && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        struct stat st;
+        if (n < 4 || strcmp(e->d_name + n - 3, ".db") != 0)
+            continue;
+        char *p = ocp_xasprintf("%s/%s", dir, e->d_name);
+        if (stat(p, &st) == 0 && now - (double)st.st_mtime > max_age)
+            remove_queue(p);
+        free(p);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* The queue of a run without -o, kept in the state folder until it completes: named by
+ * the inputs (where they are, their sizes and times), the languages and the engine, so
+ * the same command on the same files finds it again. Queues untouched for 30 days go. */
+static int state_queue(ocr_ctx *c, char **pos, int npos)
+{
+    char dir[4096], cwd[4096];
+    runs_dir(dir, sizeof dir);
+    if (!dir[0] || ocp_mkdir_p(dir, 0700) != 0 || !getcwd(cwd, sizeof cwd))
+        return -1;
+    uint64_t h = fnv(14695981039346656037ULL, cwd, strlen(cwd) + 1);
+    for (int i = 0; i < npos; i++) {
+        struct stat st;
+        char rp[PATH_MAX];
+        const char *name = realpath(pos[i], rp) ? rp : pos[i];
+        h = fnv(h, name, strlen(name) + 1);
+        if (stat(name, &st) == 0) {
+            long long v[2] = {(long long)st.st_size, (long long)st.st_mtime};
+            h = fnv(h, v, sizeof v);
+        }
+    }
+    const char *lang = ocp_config_str(c->cfg, OCP_S_LANG), *eng = ocp_config_str(c->cfg, OCP_S_ENGINE);
+    h = fnv(fnv(h, lang, strlen(lang) + 1), eng, strlen(eng) + 1);
+    prune_queues(dir, 30 * 86400.0);
+    snprintf(c->qpath, sizeof c->qpath, "%s/%016llx.db", dir, (unsigned long long)h);
+    c->state_q = 1;
+    return 0;
+}
+
+/* The queue: given, under the output folder, in the state folder (each resumable), or a
+ * temporary one when standard input is read (it cannot be read again). */
+static int place_queue(ocr_ctx *c, char **pos, int npos)
+{
+    int stdin_used = 0;
+    for (int i = 0; i < npos; i++)
+        stdin_used |= strcmp(pos[i], "-") == 0;
     if (c->queue) {
         snprintf(c->qpath, sizeof c->qpath, "%s", c->queue);
     } else if (c->outdir && strcmp(c->outdir, ".") != 0) {
         snprintf(c->qpath, sizeof c->qpath, "%s/.ocrpool-queue.db", c->outdir);
-    } else {
+    } else if (stdin_used || state_queue(c, pos, npos) != 0) {
         const char *tmp = getenv("TMPDIR");
         snprintf(c->qdir, sizeof c->qdir, "%s/ocrpool-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (!mkdtemp(c->qdir)) {
@@ -273,12 +367,10 @@ static void read_inputs(ocr_ctx *c, char **pos, int npos)
 static char *run_group(ocr_ctx *c)
 {
     uint64_t h = 14695981039346656037ULL;
-    for (int i = 0; i < c->nin; i++)
-        for (const char *p = c->in[i].file ? c->in[i].file : "";; p++) {
-            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-            if (!*p)
-                break;
-        }
+    for (int i = 0; i < c->nin; i++) {
+        const char *f = c->in[i].file ? c->in[i].file : "";
+        h = fnv(h, f, strlen(f) + 1);
+    }
     return ocp_xasprintf("ocr-%016llx", (unsigned long long)h);
 }
 
@@ -294,12 +386,27 @@ static int stop_wanted(void *unused)
     return sig_quit || sig_count >= 2 ? OCP_NODE_COLD : sig_count >= 1 ? OCP_NODE_WARM : 0;
 }
 
-/* Passes stops that arrived on to the node (each once). Returns the stop asked for. */
+static void progress(ocr_ctx *c);
+
+/* Passes stops that arrived on to the node (each once), and says each on a line of its
+ * own. Returns the stop asked for. */
 static int forward_stop(ocr_ctx *c)
 {
+    static const char *const said[] = {
+        "",
+        "stopping: running pages finish (^C again: stop them now)",
+        "stopping now: running pages are left for the next run (^C again: kill the workers)",
+        "killing the workers",
+    };
     int want = stop_wanted(NULL);
     if (want)
         ocp_app_node_stop(c->node, want);
+    if (want > c->said_stop && !c->quiet) {
+        fprintf(stderr, "%socrpool: %s\n", c->show_progress ? "\r\033[K" : "", said[want]);
+        c->said_stop = want;
+        if (c->t0 > 0)
+            progress(c);
+    }
     return want;
 }
 
@@ -308,7 +415,9 @@ static int forward_stop(ocr_ctx *c)
 static int start_node(ocr_ctx *c)
 {
     char err[300];
-    if (ocp_app_node_start(c->cfg, c->so.group, c->url, c->show_progress, &c->node, err,
+    int flags = (c->show_progress ? OCP_NODE_CLEAR_LINE : 0) |
+                (c->verbose || ocp_log_level > OCP_LOG_WARN ? OCP_NODE_RAW_LOG : 0);
+    if (ocp_app_node_start(c->cfg, c->so.group, c->url, flags, &c->node, err,
                            sizeof err) != 0) {
         fprintf(stderr, "ocrpool: %s\n", err);
         return OCP_EXIT_FAILED;
@@ -342,9 +451,13 @@ static void progress(ocr_ctx *c)
     double dt = ocp_now() - c->t0;
     int fin = c->done + c->failed;
     double rate = dt > 0 ? (fin - c->resumed) / dt : 0;
-    int eta = rate > 0 ? (int)((c->npages - fin) / rate + 0.5) : 0;
-    fprintf(stderr, "\r\033[K%d/%d pages  %.2f pages/s  ETA %d:%02d%s", fin, c->npages, rate,
-            eta / 60, eta % 60, c->failed ? "  (some failed)" : "");
+    char eta[32] = "ETA --:--"; /* until a page of this run has finished */
+    if (rate > 0) {
+        int s = (int)((c->npages - fin) / rate + 0.5);
+        snprintf(eta, sizeof eta, "ETA %d:%02d", s / 60, s % 60);
+    }
+    fprintf(stderr, "\r\033[K%d/%d pages  %.2f pages/s  %s%s", fin, c->npages, rate, eta,
+            c->failed ? "  (some failed)" : "");
     fflush(stderr);
 }
 
@@ -611,24 +724,27 @@ static int conclude(ocr_ctx *c, FILE *sidecar)
         }
         free(texts);
     }
+    const char *again = c->qdir[0] ? "standard input cannot be resumed: OCR a file to resume"
+                                   : "run the same command again to resume";
     if (c->stopped)
-        fprintf(stderr,
-                "ocrpool: stopped before every page was queued, with %d pages not done: "
-                "run the same command again to resume\n",
-                unfinished);
+        fprintf(stderr, "ocrpool: stopped before every page was queued: %s\n", again);
     else if (unfinished)
-        fprintf(stderr,
-                "ocrpool: stopped with %d pages not done: run the same command again "
-                "to resume\n",
-                unfinished);
-    if (c->verbose || c->show_progress) {
+        fprintf(stderr, "ocrpool: stopped with %d pages not done: %s\n", unfinished, again);
+    if (c->verbose || c->show_progress || unfinished || c->stopped) {
         double dt = ocp_now() - c->t0;
-        fprintf(stderr, "ocrpool: %d pages, %d failed, %.1f s (%.2f pages/s)\n", c->npages,
-                c->failed, dt, dt > 0 ? (c->done + c->failed - c->resumed) / dt : 0.0);
+        fprintf(stderr, "ocrpool: %d pages: %d done, %d failed", c->npages, c->done, c->failed);
+        if (unfinished)
+            fprintf(stderr, ", %d not done", unfinished);
+        fprintf(stderr, "; %.1f s (%.2f pages/s)\n", dt,
+                dt > 0 ? (c->done + c->failed - c->resumed) / dt : 0.0);
     }
+    if (ocp_app_node_hidden(c->node) > 0)
+        fprintf(stderr, "ocrpool: %ld more warnings of the workers not shown (-v shows them)\n",
+                ocp_app_node_hidden(c->node));
+    c->complete = !unfinished && !c->stopped && !c->failed && !c->io_failed;
     for (int i = 0; i < c->nin; i++)
         if (c->in[i].err)
-            status = OCP_EXIT_FAILED;
+            status = OCP_EXIT_FAILED, c->complete = 0;
     if (c->failed || unfinished || c->io_failed || c->stopped)
         status = OCP_EXIT_FAILED;
     return status;
@@ -681,14 +797,11 @@ static void cleanup(ocr_ctx *c)
     }
     free(c->in);
     if (c->qdir[0]) {
-        /* The temporary queue: nothing to resume without -o. */
-        static const char *const f[] = {"queue.db", "queue.db-wal", "queue.db-shm"};
-        for (int i = 0; i < 3; i++) {
-            char *p = ocp_xasprintf("%s/%s", c->qdir, f[i]);
-            unlink(p);
-            free(p);
-        }
+        /* The temporary queue (standard input read): nothing to resume. */
+        remove_queue(c->qpath);
         rmdir(c->qdir);
+    } else if (c->state_q && c->complete) {
+        remove_queue(c->qpath); /* a run without -o that completed: nothing to resume */
     }
     for (int k = 0; k < c->npages; k++)
         free(c->pages[k].text);
@@ -716,7 +829,7 @@ int ocp_cmd_ocr(int argc, char **argv)
         status = OCP_EXIT_FAILED;
         goto out;
     }
-    if ((status = place_queue(&c)) != 0)
+    if ((status = place_queue(&c, pos, npos)) != 0)
         goto out;
     read_inputs(&c, pos, npos);
     group = run_group(&c);

@@ -5,6 +5,8 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+# Runs of `ocrpool ocr` without -o keep their queues here until they complete.
+export XDG_STATE_HOME=$TMP/state
 _failed=0
 
 ok() { echo "ok - $*"; }

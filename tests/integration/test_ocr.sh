@@ -107,7 +107,7 @@ sed 's/^/# /' "$TMP/pipe.err"
 check "no progress on a pipe" test ! -s "$TMP/pipe.err"
 "$OCRPOOL" ocr -v -l eng -o "$TMP/prog3" "$F/two.tif" 2>"$TMP/v.err"
 check "-v: a line per page and a summary" \
-    bash -c "[ \$(grep -c 'page [12]: .* lines, .* s, peak RSS' '$TMP/v.err') -eq 2 ] && grep -q '2 pages, 0 failed' '$TMP/v.err'"
+    bash -c "[ \$(grep -c 'page [12]: .* lines, .* s, peak RSS' '$TMP/v.err') -eq 2 ] && grep -q '2 pages: 2 done, 0 failed' '$TMP/v.err'"
 
 # Several inputs in one run, output names from their stems; same stems kept apart.
 mkdir -p "$TMP/a"
@@ -138,7 +138,7 @@ mkdir -p "$TMP/book"
 for i in 1 2 3 4 5 6; do cp "$F/eng.png" "$TMP/book/page$i.png"; done
 start_book() { # start_book OUT: a slow run of the book in the background, $pid once going
     : >"$TMP/$1.err"
-    OCRPOOL_FAULT=sleep:1:page setsid "$OCRPOOL" ocr -j 2 -l eng -o "$TMP/$1" "$TMP"/book/*.png \
+    OCRPOOL_FAULT=sleep:1:page setsid "$OCRPOOL" ocr -v -j 2 -l eng -o "$TMP/$1" "$TMP"/book/*.png \
         2>"$TMP/$1.err" &
     pid=$!
     wait_log "$TMP/$1.err" "fault injection: sleeping" 30
@@ -161,11 +161,15 @@ check "one ^C: a warm stop, not a cold one" \
 check "one ^C: the running pages finished and were written" \
     test "$(ls "$TMP/warm"/*.txt 2>/dev/null | wc -l)" -ge 2
 check "one ^C: says how to resume" grep -q "run the same command again to resume" "$TMP/warm.err"
+check "one ^C: said on a line of its own, and the summary counts what is not done" \
+    bash -c "grep -q '^ocrpool: stopping: running pages finish' '$TMP/warm.err' && grep -Eq '^ocrpool: 6 pages: [0-9] done, 0 failed, [1-9] not done' '$TMP/warm.err'"
 interrupt 2 cold
 rc=$?
 check "two ^C: exit 1 (got $rc)" test $rc -eq 1
 check "two ^C: a cold stop" grep -q 'cold shutdown' "$TMP/cold.err"
 check "two ^C: says how to resume" grep -q "run the same command again to resume" "$TMP/cold.err"
+check "two ^C: both stops said" \
+    bash -c "grep -q '^ocrpool: stopping: running' '$TMP/cold.err' && grep -q '^ocrpool: stopping now' '$TMP/cold.err'"
 "$OCRPOOL" ocr -l eng -o "$TMP/cold" "$TMP"/book/*.png 2>"$TMP/cold2.err"
 rc=$?
 check "after two ^C: the rerun finishes (exit $rc)" \
@@ -202,13 +206,50 @@ check "node killed: exit 1 (got $rc)" test $rc -eq 1
 check "node killed: said" grep -q "the node was killed by signal 9" "$TMP/killed.err"
 check "node killed: says how to resume" grep -q "run the same command again to resume" "$TMP/killed.err"
 
-# Standard output closed early (| head): an error said, exit 1, the temporary queue removed.
+# Standard output closed early (| head): an error said, exit 1, the temporary queue (of
+# standard input, which cannot be resumed) removed.
 mkdir -p "$TMP/pipetmp"
 (
-    TMPDIR="$TMP/pipetmp" "$OCRPOOL" ocr -l eng "$F/two.tif" 2>"$TMP/epipe.err"
+    TMPDIR="$TMP/pipetmp" "$OCRPOOL" ocr -l eng - <"$F/two.tif" 2>"$TMP/epipe.err"
     echo $? >"$TMP/epipe.rc"
 ) | true
 check "closed stdout: exit 1 (got $(cat "$TMP/epipe.rc"))" test "$(cat "$TMP/epipe.rc")" = 1
 check "closed stdout: said" grep -q "cannot write standard output" "$TMP/epipe.err"
 check "closed stdout: no temporary queue left" test -z "$(ls -A "$TMP/pipetmp")"
+
+# Without -o the run is resumable too: its queue is kept in the user's state folder
+# (XDG_STATE_HOME, set by lib.sh) until the same command completes it; the resumed run
+# prints every page's text, as an uninterrupted one does, and removes the queue.
+"$OCRPOOL" ocr -l eng "$TMP"/book/*.png >"$TMP/whole.txt" 2>/dev/null
+check "without -o: a complete run leaves no queue" test -z "$(ls -A "$XDG_STATE_HOME/ocrpool/runs")"
+: >"$TMP/noo.err"
+OCRPOOL_FAULT=sleep:1:page setsid "$OCRPOOL" ocr -v -j 2 -l eng "$TMP"/book/*.png \
+    >"$TMP/noo1.txt" 2>"$TMP/noo.err" &
+pid=$!
+wait_log "$TMP/noo.err" "page [0-9]: .* lines" 60
+kill -INT -- -$pid
+wait $pid
+rc=$?
+check "without -o, interrupted: exit 1 (got $rc), says how to resume, the queue kept" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'run the same command again to resume' '$TMP/noo.err' && [ \$(ls '$XDG_STATE_HOME/ocrpool/runs'/*.db | wc -l) -eq 1 ]"
+"$OCRPOOL" ocr -v -j 2 -l eng "$TMP"/book/*.png >"$TMP/noo2.txt" 2>"$TMP/noo2.err"
+rc=$?
+sed 's/^/# /' "$TMP/noo2.err" | grep -v ' lines, '
+check "without -o, rerun: exit 0 (got $rc), resumed" \
+    bash -c "[ $rc -eq 0 ] && grep -Eq 'resuming: [1-5] of 6 pages done already' '$TMP/noo2.err'"
+check "without -o, rerun: the whole text, as an uninterrupted run gives it" cmp "$TMP/whole.txt" "$TMP/noo2.txt"
+check "without -o, rerun: the queue removed" test -z "$(ls -A "$XDG_STATE_HOME/ocrpool/runs")"
+
+# The pool's log in a plain run: its first warning said as the command says things, the
+# rest counted; -v passes every log line on as it is. (max-memory-per-child 1 KiB: every
+# worker is replaced after its page.)
+"$OCRPOOL" ocr -j 1 -l eng --max-memory-per-child 1 "$TMP"/book/page[123].png \
+    >/dev/null 2>"$TMP/log.err"
+sed 's/^/# /' "$TMP/log.err"
+check "plain run: one warning, said as the command says things, the rest counted" \
+    bash -c "[ \$(grep -c 'replacing worker' '$TMP/log.err') -eq 1 ] && grep -q '^ocrpool: replacing worker' '$TMP/log.err' && grep -q '^ocrpool: 2 more warnings of the workers not shown' '$TMP/log.err' && ! grep -q '^20[0-9-]*T' '$TMP/log.err'"
+"$OCRPOOL" ocr -v -j 1 -l eng --max-memory-per-child 1 "$TMP"/book/page[123].png \
+    >/dev/null 2>"$TMP/logv.err"
+check "-v: every warning, with its time and process" \
+    test "$(grep -c '^20[0-9-]*T.* warn: replacing worker' "$TMP/logv.err")" -eq 3
 finish
