@@ -48,9 +48,8 @@ void ocp_task_info_fini(ocp_task_info *i)
 
 const char *ocp_task_failure_name(const ocp_task_info *i)
 {
-    return i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED
-               ? ocp_failure_name(i->failure)
-               : NULL;
+    return i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED ? ocp_failure_name(i->failure)
+                                                                      : NULL;
 }
 
 const char *ocp_task_state_name(int state)

@@ -42,30 +42,42 @@
 
 /*
  * The owner check of every script that changes a leased message (acknowledge, store a
- * result, restore, renew, STARTED): when ARGV[O] (an owner, "" = no check) is given, tag
- * ARGV[T] must still be in unacked (KEYS[1]) and held by that owner in the owners hash
- * (KEYS[3]); else the script changes nothing and answers the status "STALE <ARGV[L]> ignored:
- * <why>", which ocp__rd_stale() logs. Its lease ran out and the visibility restore gave the
- * message back (it waits in its queue, or another consumer, ours or Python's, took it: a
- * message keeps its tag), or it was finished.
+ * result, restore, STARTED). ARGV[O] is a claim (ocp__rd_claim): "owner", or "owner\tscore"
+ * with the unacked_index score this owner last wrote for the tag; "" = no check. Tag ARGV[T]
+ * must still be in unacked (KEYS[1]), held by that owner in the owners hash (KEYS[3]) and,
+ * when a score is claimed, still have it in unacked_index (KEYS[2]): a message keeps its tag
+ * when it is restored, and a Python consumer that takes it again writes a new score but
+ * leaves our owners hash as it was. Else the script changes nothing and answers the status
+ * "STALE <ARGV[L]> ignored: <why>", which ocp__rd_stale() logs: the lease ran out and the
+ * visibility restore gave the message back (it waits in its queue, or another consumer took
+ * it), or it was finished.
  */
 #define LUA_OWNED(T, O, L)                                                                         \
     "if ARGV[" O "] ~= '' then\n"                                                                  \
+    "  local who, sc = ARGV[" O "], nil\n"                                                         \
+    "  local tab = string.find(who, '\\t', 1, true)\n"                                             \
+    "  if tab then sc = string.sub(who, tab + 1); who = string.sub(who, 1, tab - 1) end\n"         \
     "  if redis.call('HEXISTS', KEYS[1], ARGV[" T "]) == 0 then\n"                                 \
     "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message is not unacknowledged "    \
     "any more (given back to its queue, or finished)'}\n"                                          \
     "  end\n"                                                                                      \
     "  local o = redis.call('HGET', KEYS[3], ARGV[" T "])\n"                                       \
-    "  if o ~= ARGV[" O "] then\n"                                                                 \
+    "  if o ~= who then\n"                                                                         \
     "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message is held by ' .. (o or "    \
     "'another consumer') .. ' now'}\n"                                                             \
+    "  end\n"                                                                                      \
+    "  local z = redis.call('ZSCORE', KEYS[2], ARGV[" T "])\n"                                     \
+    "  if sc and (not z or tonumber(z) ~= tonumber(sc)) then\n"                                    \
+    "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message was given back to its "    \
+    "queue and taken again by another consumer'}\n"                                                \
     "  end\n"                                                                                      \
     "end\n"
 
 /* A message this node took from a queue (strings owned). */
 typedef struct rmsg {
     char *id, *tag, *raw, *queue, *group;
-    char *owner; /* who took it: every change to it names this owner (LUA_OWNED) */
+    char *owner;    /* who took it: every change to it names this owner (LUA_OWNED) */
+    char score[32]; /* the unacked_index score this node last wrote for it */
     int priority;
     double eta;   /* > 0: waits in the node until then, as wait (counted in eta_n, eta_bytes) */
     size_t bytes; /* what it costs the node while it waits for its eta */
@@ -131,6 +143,8 @@ bool ocp__rd_stale(const redisReply *r);
 
 /* ---- redis_take.c ---- */
 rmsg *ocp__rd_find_held(rs *s, const char *id);
+/* The claim of held message m that LUA_OWNED checks: "owner\tscore", in buf. */
+const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len);
 /* Takes m out of the held list and frees it. */
 void ocp__rd_drop_held(rs *s, rmsg *m);
 /* Puts back the messages that wait for their eta and frees every held one (close). */
@@ -148,8 +162,9 @@ int ocp__rd_ack_early(void *st, const char *owner, const char *id);
 
 /* ---- redis_meta.c ---- */
 /* Stores meta (borrowed) for id, once, publishes it, and acknowledges tag (NULL: none), if
- * owner (NULL: no check) still holds tag; what says what it is ("ack") when it does not. */
-int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag, const char *owner,
+ * claim (ocp__rd_claim; NULL: no check) still holds tag; what says what it is ("ack") when it
+ * does not. */
+int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag, const char *claim,
                    const char *what);
 /* A FAILURE meta of kind with Celery's exception type and module. New string. */
 char *ocp__rd_fail_meta(const char *id, const char *group, ocp_failure kind, const char *type,

@@ -25,48 +25,53 @@
 #include <unistd.h>
 
 /*
- * Finish: if the tag is still the owner's (LUA_OWNED), stores a task meta
+ * Finish: if the tag is still the claimant's (LUA_OWNED), stores a task meta
  * unless a final one (SUCCESS, FAILURE, REVOKED) is there already (results
  * are stored once), publishes it, and acknowledges the tag. Returns 1 when
  * stored, or the STALE status.
  * KEYS: unacked, unacked_index, owners, meta, deliveries
- * ARGV: tag ("" = none), meta json, expires (s, <= 0 = never), owner ("" = no check), label
+ * ARGV: tag ("" = none), meta json, expires (s, <= 0 = never), claim ("" = no check), label
  */
-static const char finish_lua[] = "if ARGV[1] ~= '' then\n" LUA_OWNED(
-    "1", "4",
-    "5") "end\n"
-         "local stored = 0\n"
-         "local old = redis.call('GET', KEYS[4])\n"
-         "local final = false\n"
-         "if old then\n"
-         "  local ok, v = pcall(cjson.decode, old)\n"
-         "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "
-         "v.status == 'REVOKED') then final = true end\n"
-         "end\n"
-         "if not final then\n"
-         "  local ex = tonumber(ARGV[3])\n"
-         "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', "
-         "KEYS[4], "
-         "ARGV[2]) end\n"
-         "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"
-         "  stored = 1\n"
-         "end\n"
-         "if ARGV[1] ~= '' then\n" LUA_FORGET "end\n"
-         "redis.call('DEL', KEYS[5])\n"
-         "return stored\n";
+/* clang-format off */
+static const char finish_lua[] =
+    "if ARGV[1] ~= '' then\n"
+    LUA_OWNED("1", "4", "5")
+    "end\n"
+    "local stored = 0\n"
+    "local old = redis.call('GET', KEYS[4])\n"
+    "local final = false\n"
+    "if old then\n"
+    "  local ok, v = pcall(cjson.decode, old)\n"
+    "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "
+    "v.status == 'REVOKED') then final = true end\n"
+    "end\n"
+    "if not final then\n"
+    "  local ex = tonumber(ARGV[3])\n"
+    "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', KEYS[4], "
+    "ARGV[2]) end\n"
+    "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"
+    "  stored = 1\n"
+    "end\n"
+    "if ARGV[1] ~= '' then\n"
+    LUA_FORGET
+    "end\n"
+    "redis.call('DEL', KEYS[5])\n"
+    "return stored\n";
+/* clang-format on */
 
-int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag, const char *owner,
+int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag, const char *claim,
                    const char *what)
 {
     char metakey[300], delkey[300], ex[32], label[700];
     snprintf(metakey, sizeof metakey, META_PREFIX "%s", id);
     snprintf(delkey, sizeof delkey, "ocrpool.deliveries.%s", id);
     snprintf(ex, sizeof ex, "%.0f", s->expires);
-    snprintf(label, sizeof label, "task %s: a late %s from %s", id, what ? what : "result",
-             owner ? owner : "");
+    /* The owner's name is its claim up to its score (LUA_OWNED). */
+    snprintf(label, sizeof label, "task %s: a late %s from %.*s", id, what ? what : "result",
+             claim ? (int)strcspn(claim, "\t") : 0, claim ? claim : "");
     const char *a[] = {"EVAL",         finish_lua, "5",     K_UNACKED,
                        K_INDEX,        K_OWNERS,   metakey, delkey,
-                       tag ? tag : "", meta,       ex,      owner && tag ? owner : "",
+                       tag ? tag : "", meta,       ex,      claim && tag ? claim : "",
                        label};
     return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
 }
@@ -77,20 +82,23 @@ int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag, con
  * KEYS: unacked, unacked_index, owners, meta
  * ARGV: tag ("" = none), owner ("" = no check), label, meta json, expires (s)
  */
-static const char started_lua[] = "if ARGV[1] ~= '' then\n" LUA_OWNED(
-    "1", "2",
-    "3") "end\n"
-         "local old = redis.call('GET', KEYS[4])\n"
-         "if old then\n"
-         "  local ok, v = pcall(cjson.decode, old)\n"
-         "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "
-         "v.status == 'REVOKED') then\n"
-         "    return {ok = 'STALE ' .. ARGV[3] .. ' ignored: the task is finished'}\n"
-         "  end\n"
-         "end\n"
-         "redis.call('SETEX', KEYS[4], ARGV[5], ARGV[4])\n"
-         "redis.call('PUBLISH', KEYS[4], ARGV[4])\n"
-         "return 1\n";
+/* clang-format off */
+static const char started_lua[] =
+    "if ARGV[1] ~= '' then\n"
+    LUA_OWNED("1", "2", "3")
+    "end\n"
+    "local old = redis.call('GET', KEYS[4])\n"
+    "if old then\n"
+    "  local ok, v = pcall(cjson.decode, old)\n"
+    "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "
+    "v.status == 'REVOKED') then\n"
+    "    return {ok = 'STALE ' .. ARGV[3] .. ' ignored: the task is finished'}\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SETEX', KEYS[4], ARGV[5], ARGV[4])\n"
+    "redis.call('PUBLISH', KEYS[4], ARGV[4])\n"
+    "return 1\n";
+/* clang-format on */
 
 /* Says (a warning) that what this node says of held message m (what: "ack") is ignored. */
 static void lost_word(const rmsg *m, const char *what)
@@ -123,13 +131,22 @@ int ocp__rd_started(void *st, const char *owner, const char *id, int worker_pid)
     char *meta =
         ocp_celery_meta(id, "STARTED", json_pack("{s:i, s:s}", "pid", worker_pid, "hostname", host),
                         m->group, OCP_FAIL_NONE, false);
-    char key[300], ex[32], label[700];
+    char key[300], ex[32], label[700], claim[400];
     snprintf(key, sizeof key, META_PREFIX "%s", id);
     snprintf(ex, sizeof ex, "%.0f", s->expires > 0 ? s->expires : 86400.0 * 365);
     snprintf(label, sizeof label, "task %s: a late STARTED from %s", id, m->owner);
-    const char *a[] = {"EVAL",   started_lua, "4",  K_UNACKED,
-                       K_INDEX,  K_OWNERS,    key,  m->early_acked ? "" : m->tag,
-                       m->owner, label,       meta, ex};
+    const char *a[] = {"EVAL",
+                       started_lua,
+                       "4",
+                       K_UNACKED,
+                       K_INDEX,
+                       K_OWNERS,
+                       key,
+                       m->early_acked ? "" : m->tag,
+                       ocp__rd_claim(m, claim, sizeof claim),
+                       label,
+                       meta,
+                       ex};
     redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     ocp__rd_stale(r);
     if (r)
@@ -145,8 +162,11 @@ static int finish_held(rs *s, rmsg *m, char *meta, const char *what)
     int rc = 0;
     if (m->lost)
         lost_word(m, what);
-    else
-        rc = ocp__rd_finish(s, m->id, meta, m->early_acked ? NULL : m->tag, m->owner, what);
+    else {
+        char claim[400];
+        rc = ocp__rd_finish(s, m->id, meta, m->early_acked ? NULL : m->tag,
+                            ocp__rd_claim(m, claim, sizeof claim), what);
+    }
     free(meta);
     ocp__rd_drop_held(s, m);
     return rc;

@@ -80,7 +80,7 @@ static const char lease_lua[] =
 
 /* Forget: acknowledges a tag without a result (acks-late off, an unreadable record), if it is
  * still the owner's.
- * KEYS: unacked, unacked_index, owners.  ARGV: tag, owner ("" = no check), label */
+ * KEYS: unacked, unacked_index, owners.  ARGV: tag, claim (LUA_OWNED; "" = no check), label */
 static const char forget_lua[] = LUA_OWNED("1", "2", "3") LUA_FORGET "return 1\n";
 
 /*
@@ -89,37 +89,46 @@ static const char forget_lua[] = LUA_OWNED("1", "2", "3") LUA_FORGET "return 1\n
  * (when one is named) and, for a visibility restore, still stale (its score
  * at or below ARGV[3]); uncount: gives back the delivery it counted.
  * KEYS: unacked, unacked_index, owners, target list, deliveries
- * ARGV: tag, message (redelivered set), ceiling ("" = any), owner ("" = no check), label,
+ * ARGV: tag, message (redelivered set), ceiling ("" = any), claim ("" = no check), label,
  *       uncount ("1")
  */
+/* clang-format off */
 static const char restore_lua[] =
     "if ARGV[3] ~= '' then\n"
     "  local sc = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
     "  if sc and tonumber(sc) > tonumber(ARGV[3]) then return 0 end\n"
-    "end\n" LUA_OWNED(
-        "1", "4",
-        "5") "local p = redis.call('HGET', KEYS[1], ARGV[1])\n" LUA_FORGET
-             "if not p then return 0 end\n"
-             "redis.call('RPUSH', KEYS[4], ARGV[2])\n"
-             "if ARGV[6] == '1' and tonumber(redis.call('GET', KEYS[5]) or '0') > 0 then\n"
-             "  redis.call('DECR', KEYS[5])\n"
-             "end\n"
-             "return 1\n";
+    "end\n"
+    LUA_OWNED("1", "4", "5")
+    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    LUA_FORGET
+    "if not p then return 0 end\n"
+    "redis.call('RPUSH', KEYS[4], ARGV[2])\n"
+    "if ARGV[6] == '1' and tonumber(redis.call('GET', KEYS[5]) or '0') > 0 then\n"
+    "  redis.call('DECR', KEYS[5])\n"
+    "end\n"
+    "return 1\n";
+/* clang-format on */
 
 /*
- * Renew: a fresh score (ARGV[1]) for each tag that its owner still holds; returns the tags
- * that another consumer holds now (or nobody: they went back to their queue).
- * KEYS: unacked_index, owners.  ARGV: now, then tag, owner pairs
+ * Renew: a fresh score (ARGV[1]) for each tag that its claim (LUA_OWNED's "owner\tscore")
+ * still holds; returns the tags that another consumer holds now (or nobody: they went back
+ * to their queue).
+ * KEYS: unacked_index, owners.  ARGV: now, then tag, claim pairs
  */
-static const char renew_lua[] = "local lost = {}\n"
-                                "for i = 2, #ARGV - 1, 2 do\n"
-                                "  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then\n"
-                                "    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])\n"
-                                "  else\n"
-                                "    lost[#lost + 1] = ARGV[i]\n"
-                                "  end\n"
-                                "end\n"
-                                "return lost\n";
+static const char renew_lua[] =
+    "local lost = {}\n"
+    "for i = 2, #ARGV - 1, 2 do\n"
+    "  local tag, who = ARGV[i], ARGV[i + 1]\n"
+    "  local tab = string.find(who, '\\t', 1, true)\n"
+    "  local z = redis.call('ZSCORE', KEYS[1], tag)\n"
+    "  if redis.call('HGET', KEYS[2], tag) == string.sub(who, 1, tab - 1) and z and "
+    "tonumber(z) == tonumber(string.sub(who, tab + 1)) then\n"
+    "    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], tag)\n"
+    "  else\n"
+    "    lost[#lost + 1] = tag\n"
+    "  end\n"
+    "end\n"
+    "return lost\n";
 
 /*
  * Dead letter: records a delivered message with the reason and drops it from unacked.
@@ -169,6 +178,12 @@ rmsg *ocp__rd_find_held(rs *s, const char *id)
     return NULL;
 }
 
+const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s\t%s", m->owner, m->score);
+    return buf;
+}
+
 /* m stops waiting for its eta (handed out, or dropped). */
 static void eta_over(rs *s, rmsg *m)
 {
@@ -211,11 +226,11 @@ static char *redelivered(json_t *m)
     return json_dumps(m, JSON_COMPACT);
 }
 
-/* How a restore is made: the visibility ceiling ("" = any score), the owner that must still
- * hold the tag ("" = any), the delivery counter to give back one of (NULL: none), and must:
- * through the outbox. */
+/* How a restore is made: the visibility ceiling ("" = any score), the claim (LUA_OWNED: an
+ * owner, or "owner\tscore") that must still hold the tag ("" = any), the delivery counter to give
+ * back one of (NULL: none), and must: through the outbox. */
 typedef struct restore_how {
-    const char *ceiling, *owner, *uncount_key;
+    const char *ceiling, *claim, *uncount_key;
     bool must;
 } restore_how;
 
@@ -225,12 +240,13 @@ static int restore_text(rs *s, const char *tag, const char *msg, const char *que
 {
     char list[600], label[700];
     ocp_celery_queue_key(queue, priority, list, sizeof list);
-    snprintf(label, sizeof label, "message %s: a late restore from %s", tag, how->owner);
+    snprintf(label, sizeof label, "message %s: a late restore from %.*s", tag,
+             (int)strcspn(how->claim, "\t"), how->claim);
     /* Without uncount the counter is not touched: any key name will do. */
     const char *del = how->uncount_key ? how->uncount_key : "ocrpool.deliveries.";
     const char *a[] = {
         "EVAL", restore_lua, "5", K_UNACKED,    K_INDEX,    K_OWNERS, list,
-        del,    tag,         msg, how->ceiling, how->owner, label,    how->uncount_key ? "1" : "0"};
+        del,    tag,         msg, how->ceiling, how->claim, label,    how->uncount_key ? "1" : "0"};
     if (how->must)
         return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
@@ -247,9 +263,9 @@ int ocp__rd_restore(rs *s, const rmsg *h, bool uncount)
     json_t *m = json_loads(h->raw, 0, NULL);
     char *msg = json_is_object(m) ? redelivered(m) : ocp_xstrdup(h->raw);
     json_decref(m);
-    char dkey[300];
+    char dkey[300], claim[400];
     snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", h->id);
-    restore_how how = {"", h->owner, uncount ? dkey : NULL, true};
+    restore_how how = {"", ocp__rd_claim(h, claim, sizeof claim), uncount ? dkey : NULL, true};
     int rc = restore_text(s, h->tag, msg, h->queue, h->priority, &how);
     free(msg);
     return rc;
@@ -316,8 +332,8 @@ static void restore_visible(rs *s)
         for (size_t i = 0; i < r->elements; i++)
             if (ocp__rd_restore_tag(s, r->element[i]->str, ceil, "") == 1)
                 OCP_LOG(OCP_LOG_WARN,
-                        "restored an unacknowledged message to its queue after the visibility "
-                        "timeout (%.0f s)",
+                        "restored an unacknowledged message to its queue: the visibility "
+                        "timeout (%.0f s) ran out, or the eta it waited for in Redis came",
                         s->vis);
     }
     if (r)
@@ -425,16 +441,19 @@ static int park(rs *s, const char *tag, const ocp_celery_msg *m, size_t bytes)
     return 1;
 }
 
-/* Holds the message for owner while its page runs (or waits for its eta) and fills *t with
- * the page, taking payload. 1 when *t is to be handed out now; 0 when it waits for its eta. */
-static int hold(rs *s, const char *owner, const char *tag, const char *raw, size_t len,
+/* Holds the message for claim ("owner\tscore": who took it, with what score) while its page
+ * runs (or waits for its eta) and fills *t with the page, taking payload. 1 when *t is to be
+ * handed out now; 0 when it waits for its eta. */
+static int hold(rs *s, const char *claim, const char *tag, const char *raw, size_t len,
                 const char *queue, const ocp_celery_msg *m, long deliveries, char *payload,
                 ocp_task *t)
 {
     double now = ocp_wall_now();
     rmsg *h = ocp_xcalloc(1, sizeof *h);
     h->id = ocp_xstrdup(m->id);
-    h->owner = ocp_xstrdup(owner);
+    const char *tab = strchr(claim, '\t');
+    h->owner = ocp_xstrndup(claim, (size_t)(tab - claim));
+    snprintf(h->score, sizeof h->score, "%s", tab + 1);
     h->tag = ocp_xstrdup(tag);
     h->raw = ocp_xstrndup(raw, len);
     h->queue = ocp_xstrdup(queue);
@@ -461,8 +480,9 @@ static int hold(rs *s, const char *owner, const char *tag, const char *raw, size
     return 1;
 }
 
-/* Takes one popped message for owner: returns 1 when it is a page to hand out (in *t). */
-static int take(rs *s, const char *owner, const char *tag, const char *raw, size_t len,
+/* Takes one popped message for claim (hold()): returns 1 when it is a page to hand out (in
+ * *t). */
+static int take(rs *s, const char *claim, const char *tag, const char *raw, size_t len,
                 const char *queue, int max_deliveries, ocp_task *t)
 {
     ocp_celery_msg m;
@@ -490,7 +510,7 @@ static int take(rs *s, const char *owner, const char *tag, const char *raw, size
         free(payload);
         goto out;
     }
-    rc = hold(s, owner, tag, raw, len, queue, &m, deliveries, payload, t);
+    rc = hold(s, claim, tag, raw, len, queue, &m, deliveries, payload, t);
 out:
     ocp_celery_msg_fini(&m);
     return rc;
@@ -525,9 +545,10 @@ static int renew_held(rs *s)
     s->last_renew = ocp_wall_now();
     if (!n)
         return 0;
-    char now[64];
+    char now[32];
     snprintf(now, sizeof now, "%.6f", ocp_wall_now());
     const char **a = ocp_xcalloc((size_t)(6 + 2 * n), sizeof *a);
+    char(*claims)[400] = ocp_xcalloc((size_t)n, sizeof *claims);
     a[k++] = "EVAL";
     a[k++] = renew_lua;
     a[k++] = "2";
@@ -537,17 +558,25 @@ static int renew_held(rs *s)
     for (rmsg *m = s->held; m; m = m->next) {
         if (!m->early_acked && !m->lost) {
             a[k++] = m->tag;
-            a[k++] = m->owner;
+            a[k] = ocp__rd_claim(m, claims[(k - 6) / 2], sizeof claims[0]);
+            k++;
         }
     }
     redisReply *r = ocp__rd_cmdv(s, k, a, NULL);
     free(a);
+    free(claims);
     if (!r)
         return OCP_E_BROKER;
     int rc = r->type == REDIS_REPLY_ARRAY ? 0 : OCP_E_BROKER;
-    for (size_t i = 0; !rc && i < r->elements; i++)
-        if (r->element[i]->type == REDIS_REPLY_STRING)
-            lost(s, r->element[i]->str);
+    if (!rc) {
+        /* What the script renewed has the new score; what it did not is another's now. */
+        for (rmsg *m = s->held; m; m = m->next)
+            if (!m->early_acked && !m->lost)
+                snprintf(m->score, sizeof m->score, "%s", now);
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                lost(s, r->element[i]->str);
+    }
     freeReplyObject(r);
     return rc;
 }
@@ -642,11 +671,13 @@ int ocp__rd_lease(void *st, const char *owner, const char *group, int max, doubl
         OCP_LOG(OCP_LOG_WARN, "message from queue %s dead-lettered (" K_DEAD "): %s",
                 dead->element[i + 1]->str, dead->element[i]->str);
     redisReply *got = r->element[0];
+    char *claim = ocp_xasprintf("%s\t%.6f", owner, now); /* the score pop() wrote */
     for (size_t i = 0; i + 2 < got->elements; i += 3) {
         redisReply *tag = got->element[i], *msg = got->element[i + 1], *q = got->element[i + 2];
-        if (take(s, owner, tag->str, msg->str, msg->len, q->str, max_deliveries, &out[*n]))
+        if (take(s, claim, tag->str, msg->str, msg->len, q->str, max_deliveries, &out[*n]))
             (*n)++;
     }
+    free(claim);
     freeReplyObject(r);
     return 0;
 }
@@ -670,10 +701,11 @@ int ocp__rd_ack_early(void *st, const char *owner, const char *id)
     rmsg *m = ocp__rd_find_held(s, id);
     if (!m || m->early_acked || m->lost)
         return 0;
-    char label[700];
+    char label[700], claim[400];
     snprintf(label, sizeof label, "task %s: a late acknowledgement from %s", m->id, m->owner);
-    const char *a[] = {"EVAL",   forget_lua, "3",      K_UNACKED, K_INDEX,
-                       K_OWNERS, m->tag,     m->owner, label};
+    const char *a[] = {"EVAL",  forget_lua, "3",    K_UNACKED,
+                       K_INDEX, K_OWNERS,   m->tag, ocp__rd_claim(m, claim, sizeof claim),
+                       label};
     redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     if (ocp__rd_stale(r))
         m->lost = true; /* another consumer's now: this node's result will not count */

@@ -565,6 +565,50 @@ static void test_redis_stale_owner(void **state)
     redisFree(c);
 }
 
+/*
+ * Redis: A takes a page and freezes; kombu's visibility restore (a Python worker's: it
+ * leaves ocrpool's owners hash as it was) gives the message back and a Python worker takes it
+ * again, under the same tag. A's late ack changes nothing: no meta of A's, the Python
+ * worker's unacked record stays.
+ */
+static void test_redis_python_took_it(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    ocp_broker_opts o = {.queues = "ocrpool-test-stale"};
+    ocp_broker *a = open_broker_with(&o);
+    char id[64], meta[128];
+    int inserted = 0;
+    ocp_task_spec spec = {.payload = page_payload};
+    assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+    snprintf(meta, sizeof meta, "celery-task-meta-%s", id);
+    lease_as(a, "node-a:1:1", NULL, 60, id);
+    redisReply *r = redisCommand(c, "HKEYS unacked");
+    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    char tag[256];
+    snprintf(tag, sizeof tag, "%s", r->element[0]->str);
+    freeReplyObject(r);
+    /* kombu's restore (HDEL, ZREM, LPUSH) and a Python worker's take (RPOP, HSET, ZADD). */
+    r = redisCommand(c, "HGET unacked %s", tag);
+    assert_true(r && r->type == REDIS_REPLY_STRING);
+    redisReply *x = redisCommand(c, "HSET unacked %s %b", tag, r->str, r->len);
+    freeReplyObject(x);
+    freeReplyObject(r);
+    r = redisCommand(c, "ZADD unacked_index %f %s", ocp_wall_now() + 0.5, tag);
+    freeReplyObject(r);
+    json_t *ra = json_pack("{s:s}", "by", "a");
+    assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
+    assert_int_equal(raw_len(c, "GET %s", meta), -1);
+    assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 1);
+    r = redisCommand(c, "EVAL %s 0",
+                     "redis.call('DEL', 'unacked', 'unacked_index', "
+                     "'ocrpool.unacked_owner') return 1");
+    freeReplyObject(r);
+    json_decref(ra);
+    ocp_broker_close(a);
+    redisFree(c);
+}
+
 /* LPUSHes a task message of id on queue with an eta (seconds since the epoch). */
 static void push_eta(redisContext *c, const char *queue, const char *id, double eta)
 {
@@ -739,6 +783,7 @@ static void stop_own_redis(void)
 ON_OWN_REDIS(test_failure_kinds)
 ON_OWN_REDIS(test_result_text)
 ON_OWN_REDIS(test_redis_stale_owner)
+ON_OWN_REDIS(test_redis_python_took_it)
 ON_OWN_REDIS(test_redis_eta_cap)
 
 static int off_redis(void **state)
@@ -770,6 +815,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(own_test_failure_kinds, off_redis),
         cmocka_unit_test_teardown(own_test_result_text, off_redis),
         cmocka_unit_test_teardown(own_test_redis_stale_owner, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_python_took_it, off_redis),
         cmocka_unit_test_teardown(own_test_redis_eta_cap, off_redis),
     };
     start_own_redis();
