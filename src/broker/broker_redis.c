@@ -170,6 +170,8 @@ static int rd_get(void *st, const char *id, ocp_task_info *info)
     int rc = ocp__rd_info(s, id, r->type == REDIS_REPLY_STRING ? r->str : NULL,
                           r->type == REDIS_REPLY_STRING ? r->len : 0, info);
     freeReplyObject(r);
+    if (rc) /* no such task: nothing for the caller to fini (ocp__rd_info filled the id) */
+        ocp_task_info_fini(info);
     return rc;
 }
 
