@@ -15,6 +15,7 @@
 struct ocp_broker {
     const ocp_broker_ops *ops;
     void *st;
+    char *owner; /* whom this handle last leased for: ack, fail and release act for it */
 };
 
 static const ocp_broker_ops *const backends[] = {&ocp_broker_sqlite, &ocp_broker_redis};
@@ -47,9 +48,8 @@ void ocp_task_info_fini(ocp_task_info *i)
 
 const char *ocp_task_failure_name(const ocp_task_info *i)
 {
-    return i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED
-               ? ocp_failure_name(i->failure)
-               : NULL;
+    return i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED ? ocp_failure_name(i->failure)
+                                                                      : NULL;
 }
 
 const char *ocp_task_state_name(int state)
@@ -100,6 +100,7 @@ void ocp_broker_close(ocp_broker *b)
     if (!b)
         return;
     b->ops->close(b->st);
+    free(b->owner);
     free(b);
 }
 
@@ -120,43 +121,55 @@ int ocp_broker_submit(ocp_broker *b, const ocp_task_spec *spec, char id_out[64],
     return b->ops->submit(b->st, spec, id, inserted);
 }
 
+/* Remembers owner as the one this handle acts for (a node has one name all its life). */
+static void set_owner(ocp_broker *b, const char *owner)
+{
+    if (owner && (!b->owner || strcmp(b->owner, owner) != 0)) {
+        free(b->owner);
+        b->owner = ocp_xstrdup(owner);
+    }
+}
+
 int ocp_broker_lease(ocp_broker *b, const char *owner, const char *group, int max, double lease_s,
                      int max_deliveries, ocp_task *out, int *n)
 {
+    set_owner(b, owner);
     return b->ops->lease(b->st, owner, group, max, lease_s, max_deliveries, out, n);
 }
 
 int ocp_broker_renew(ocp_broker *b, const char *owner, char *const *ids, int n, double lease_s)
 {
+    set_owner(b, owner);
     return n ? b->ops->renew(b->st, owner, ids, n, lease_s) : 0;
 }
 
 int ocp_broker_started(ocp_broker *b, const char *id, int worker_pid)
 {
-    return b->ops->started ? b->ops->started(b->st, id, worker_pid) : 0;
+    return b->ops->started ? b->ops->started(b->st, b->owner, id, worker_pid) : 0;
 }
 
 int ocp_broker_ack_early(ocp_broker *b, const char *owner, const char *id)
 {
+    set_owner(b, owner);
     return b->ops->ack_early(b->st, owner, id);
 }
 
 int ocp_broker_ack(ocp_broker *b, const char *id, json_t *result, double started, double finished,
                    long peak_rss_kb, int worker_pid)
 {
-    return b->ops->ack(b->st, id, result, started, finished, peak_rss_kb, worker_pid);
+    return b->ops->ack(b->st, b->owner, id, result, started, finished, peak_rss_kb, worker_pid);
 }
 
 int ocp_broker_fail(ocp_broker *b, const char *id, ocp_failure kind, const char *reason,
                     double started, double finished, int worker_pid)
 {
-    return b->ops->fail(b->st, id, kind, reason, started, finished, worker_pid);
+    return b->ops->fail(b->st, b->owner, id, kind, reason, started, finished, worker_pid);
 }
 
 int ocp_broker_release(ocp_broker *b, const char *id, ocp_failure kind, const char *reason,
                        int uncount, int max_deliveries, int *buried)
 {
-    return b->ops->release(b->st, id, kind, reason, uncount, max_deliveries, buried);
+    return b->ops->release(b->st, b->owner, id, kind, reason, uncount, max_deliveries, buried);
 }
 
 int ocp_broker_counts(ocp_broker *b, const char *group, ocp_counts *c)

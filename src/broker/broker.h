@@ -16,6 +16,16 @@
  * Every lease counts a delivery. A lease expires unless its owner renews
  * it; an expired lease is leased again by anyone. Results are idempotent
  * per task id: the first ack stores the result, later ones change nothing.
+ *
+ * Every change to a leased task checks its owner, atomically with the
+ * change: a handle acts for the owner it last leased (renewed, acked early)
+ * for, and its ack, fail, release and started count only while the task is
+ * still leased to that owner. A stale node's late word (its lease expired
+ * and the task was leased again by another owner, given back to the queue,
+ * or finished) is logged (a warning) and ignored, and the call returns 0: it
+ * never overwrites, buries or re-queues another owner's lease, and never
+ * overwrites a finished result. A handle that has leased nothing finishes
+ * nothing.
  * Times are seconds since the epoch (leases are shared between processes).
  */
 #ifndef OCP_BROKER_BROKER_H
@@ -89,6 +99,9 @@ typedef struct ocp_broker_opts {
     bool track_started;          /* store STARTED when a page starts */
     size_t max_message_bytes;    /* larger messages are dead-lettered [512 MB] */
     size_t max_inline_bytes;     /* inline page bytes ({"b64": ...}) [32 MB] */
+    size_t max_eta_messages;     /* messages with a future eta held in the node [1000]; more
+                                  * are left in Redis until their eta */
+    size_t max_eta_bytes;        /* and their bytes [64 MB] */
 } ocp_broker_opts;
 
 /*
@@ -183,13 +196,15 @@ typedef struct ocp_broker_ops {
                  int max_deliveries, ocp_task *out, int *n);
     int (*renew)(void *st, const char *owner, char *const *ids, int n, double lease_s);
     int (*ack_early)(void *st, const char *owner, const char *id);
-    int (*started)(void *st, const char *id, int worker_pid); /* NULL: not recorded */
-    int (*ack)(void *st, const char *id, json_t *result, double started, double finished,
-               long peak_rss_kb, int worker_pid);
-    int (*fail)(void *st, const char *id, ocp_failure kind, const char *reason, double started,
-                double finished, int worker_pid);
-    int (*release)(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
-                   int max_deliveries, int *buried);
+    /* started, ack, fail and release act for owner (NULL: the handle leased nothing). */
+    int (*started)(void *st, const char *owner, const char *id,
+                   int worker_pid); /* NULL: not recorded */
+    int (*ack)(void *st, const char *owner, const char *id, json_t *result, double started,
+               double finished, long peak_rss_kb, int worker_pid);
+    int (*fail)(void *st, const char *owner, const char *id, ocp_failure kind, const char *reason,
+                double started, double finished, int worker_pid);
+    int (*release)(void *st, const char *owner, const char *id, ocp_failure kind,
+                   const char *reason, int uncount, int max_deliveries, int *buried);
     int (*counts)(void *st, const char *group, ocp_counts *c);
     int (*list)(void *st, const char *group, int want_result,
                 int (*fn)(void *ctx, const ocp_task_info *i), void *ctx);

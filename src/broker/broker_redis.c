@@ -75,6 +75,8 @@ static int rd_open(const char *target, const ocp_broker_opts *o, void **out, cha
     s->track_started = o->track_started;
     s->max_msg = o->max_message_bytes ? o->max_message_bytes : (size_t)512 << 20;
     s->max_inline = o->max_inline_bytes ? o->max_inline_bytes : (size_t)32 << 20;
+    s->max_eta_n = o->max_eta_messages ? o->max_eta_messages : 1000;
+    s->max_eta_bytes = o->max_eta_bytes ? o->max_eta_bytes : (size_t)64 << 20;
     /* The first connection must work: a wrong URL is said at once. */
     if (ocp__rd_conn(s)) {
         rc = ocp_errf(OCP_E_BROKER, err, errlen, "%s", s->err);
@@ -168,6 +170,8 @@ static int rd_get(void *st, const char *id, ocp_task_info *info)
     int rc = ocp__rd_info(s, id, r->type == REDIS_REPLY_STRING ? r->str : NULL,
                           r->type == REDIS_REPLY_STRING ? r->len : 0, info);
     freeReplyObject(r);
+    if (rc) /* no such task: nothing for the caller to fini (ocp__rd_info filled the id) */
+        ocp_task_info_fini(info);
     return rc;
 }
 
@@ -309,7 +313,9 @@ static int rd_reclaim_dead(void *st, long *n)
         const char *tag = r->element[k]->str, *owner = r->element[k + 1]->str;
         if (!ocp__owner_is_dead(owner))
             continue;
-        if (ocp__rd_restore_tag(s, tag, "") == 1)
+        /* Only while that owner still holds it: the message may have been restored and
+         * taken by another node since HGETALL (a message keeps its tag). */
+        if (ocp__rd_restore_tag(s, tag, "", owner) == 1)
             (*n)++;
     }
     freeReplyObject(r);

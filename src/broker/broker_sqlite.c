@@ -16,17 +16,26 @@
  *      get their start (or creation) time
  *
  * All writes that must be atomic (lease, ack) run in BEGIN IMMEDIATE
- * transactions; readers and writers wait up to busy_timeout for each other.
+ * transactions or in one statement; readers and writers wait up to
+ * busy_timeout for each other. Every change to a leased task (renew, ack,
+ * fail, release) names its owner in the same statement or transaction: a
+ * stale owner's late word changes nothing (broker.h).
+ *
+ * The file is created 0600 (its -wal and -shm take the file's mode): tasks
+ * name files and carry results that are nobody else's to read.
  */
 #include "broker/broker.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define OCP_SQLITE_SCHEMA 3
 typedef struct sq {
@@ -135,6 +144,20 @@ static int migrate(sq *s)
     return 0;
 }
 
+/*
+ * Creates the queue file 0600 when it is not there, before SQLite does (SQLite would create
+ * it 0644 less the umask; its -wal and -shm files take the database file's mode). A file that
+ * exists keeps the mode its owner gave it. A failure here is left to sqlite3_open to say.
+ */
+static void create_private(const char *path)
+{
+    if (strcmp(path, ":memory:") == 0)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0)
+        close(fd);
+}
+
 static int sq_open(const char *target, const ocp_broker_opts *opts, void **out, char *err,
                    size_t errlen)
 {
@@ -144,6 +167,7 @@ static int sq_open(const char *target, const ocp_broker_opts *opts, void **out, 
         free(s);
         return ocp_errf(OCP_E_CONFIG, err, errlen, "broker: no database file named");
     }
+    create_private(target);
     if (sqlite3_open_v2(target, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         rc = ocp_errf(-EIO, err, errlen, "cannot open queue %s: %s", target,
@@ -357,16 +381,45 @@ static void bind_failure(sqlite3_stmt *q, int i, ocp_failure kind)
         sqlite3_bind_text(q, i, ocp_failure_name(kind), -1, SQLITE_STATIC);
 }
 
-/* Sets a finished state once: a task already DONE/FAILED/BURIED is left as it is. */
-static int finish(sq *s, const char *id, int state, const char *result, ocp_failure kind,
-                  const char *error, double started, double finished, long peak, int pid)
+/*
+ * Says (a warning) why owner's late word on task id (what: "ack", "fail", "release") was
+ * ignored: the task is leased to another owner, back in the queue, or finished.
+ */
+static void ignored(sq *s, const char *owner, const char *id, const char *what)
+{
+    sqlite3_stmt *q;
+    char now[300] = "there is no such task";
+    if (sqlite3_prepare_v2(s->db, "SELECT state, lease_owner FROM tasks WHERE id = ?", -1, &q,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            const char *o = (const char *)sqlite3_column_text(q, 1);
+            int state = sqlite3_column_int(q, 0);
+            if (state == OCP_TASK_LEASED)
+                snprintf(now, sizeof now, "it is leased to %s now", o ? o : "(none)");
+            else
+                snprintf(now, sizeof now, "it is %s now", ocp_task_state_name(state));
+        }
+        sqlite3_finalize(q);
+    }
+    OCP_LOG(OCP_LOG_WARN, "task %s: a late %s from %s ignored: %s", id, what,
+            owner ? owner : "a node that leased nothing", now);
+}
+
+/*
+ * Sets a finished state once, for owner's lease only: a task already DONE/FAILED/BURIED, back
+ * in the queue, or leased to another owner is left as it is (and that is said).
+ */
+static int finish(sq *s, const char *owner, const char *id, int state, const char *result,
+                  ocp_failure kind, const char *error, double started, double finished, long peak,
+                  int pid)
 {
     sqlite3_stmt *q;
     int rc = 0;
     if (sqlite3_prepare_v2(s->db,
                            "UPDATE tasks SET state = ?, result = ?, error = ?, started = ?, "
                            "finished = ?, peak_rss_kb = ?, worker_pid = ?, lease_owner = NULL, "
-                           "failure = ? WHERE id = ? AND state IN (0, 1)",
+                           "failure = ? WHERE id = ? AND state = 1 AND lease_owner = ?",
                            -1, &q, NULL) != SQLITE_OK)
         return fail_db(s, "store result");
     sqlite3_bind_int(q, 1, state);
@@ -385,8 +438,14 @@ static int finish(sq *s, const char *id, int state, const char *result, ocp_fail
     sqlite3_bind_int(q, 7, pid);
     bind_failure(q, 8, kind);
     sqlite3_bind_text(q, 9, id, -1, SQLITE_STATIC);
+    if (owner)
+        sqlite3_bind_text(q, 10, owner, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 10); /* matches no row */
     if (sqlite3_step(q) != SQLITE_DONE)
         rc = fail_db(s, "store result");
+    else if (sqlite3_changes(s->db) == 0)
+        ignored(s, owner, id, state == OCP_TASK_DONE ? "ack" : "fail");
     sqlite3_finalize(q);
     return rc;
 }
@@ -398,24 +457,24 @@ static int sq_ack_early(void *st, const char *owner, const char *id)
     return sq_renew(st, owner, ids, 1, 1e9);
 }
 
-static int sq_ack(void *st, const char *id, json_t *result, double started, double finished,
-                  long peak, int pid)
+static int sq_ack(void *st, const char *owner, const char *id, json_t *result, double started,
+                  double finished, long peak, int pid)
 {
     char *text = json_dumps(result, JSON_COMPACT);
-    int rc = finish(st, id, OCP_TASK_DONE, text ? text : "{}", OCP_FAIL_NONE, NULL, started,
+    int rc = finish(st, owner, id, OCP_TASK_DONE, text ? text : "{}", OCP_FAIL_NONE, NULL, started,
                     finished, peak, pid);
     free(text);
     return rc;
 }
 
-static int sq_fail(void *st, const char *id, ocp_failure kind, const char *reason, double started,
-                   double finished, int pid)
+static int sq_fail(void *st, const char *owner, const char *id, ocp_failure kind,
+                   const char *reason, double started, double finished, int pid)
 {
-    return finish(st, id, OCP_TASK_FAILED, NULL, kind, reason, started, finished, -1, pid);
+    return finish(st, owner, id, OCP_TASK_FAILED, NULL, kind, reason, started, finished, -1, pid);
 }
 
-static int sq_release(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
-                      int max_deliveries, int *buried)
+static int sq_release(void *st, const char *owner, const char *id, ocp_failure kind,
+                      const char *reason, int uncount, int max_deliveries, int *buried)
 {
     sq *s = st;
     sqlite3_stmt *q;
@@ -424,19 +483,28 @@ static int sq_release(void *st, const char *id, ocp_failure kind, const char *re
     *buried = 0;
     if ((rc = exec(s, "BEGIN IMMEDIATE")))
         return rc;
-    if (sqlite3_prepare_v2(s->db, "SELECT deliveries FROM tasks WHERE id = ? AND state = 1", -1, &q,
-                           NULL) != SQLITE_OK) {
+    /* Under the write lock: the task stays owner's until the update below. */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT deliveries FROM tasks WHERE id = ? AND state = 1 AND "
+                           "lease_owner = ?",
+                           -1, &q, NULL) != SQLITE_OK) {
         rc = fail_db(s, "release");
         exec(s, "ROLLBACK");
         return rc;
     }
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    if (owner)
+        sqlite3_bind_text(q, 2, owner, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 2);
     int deliveries = -1;
     if (sqlite3_step(q) == SQLITE_ROW)
         deliveries = sqlite3_column_int(q, 0);
     sqlite3_finalize(q);
-    if (deliveries < 0) /* not leased any more (finished, or taken over): nothing to do */
+    if (deliveries < 0) { /* not owner's any more (finished, or taken over): nothing to do */
+        ignored(s, owner, id, "release");
         return exec(s, "COMMIT");
+    }
     if (uncount && deliveries > 0)
         deliveries--;
     if (!uncount && deliveries >= max_deliveries) {

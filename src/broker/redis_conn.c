@@ -54,6 +54,14 @@ static redisReply *raw_cmd(rs *s, int argc, const char **argv, const size_t *len
 
 static int flush_outbox(rs *s);
 
+bool ocp__rd_stale(const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_STATUS || strncmp(r->str, "STALE ", 6) != 0)
+        return false;
+    OCP_LOG(OCP_LOG_WARN, "%s", r->str + 6);
+    return true;
+}
+
 /* Errors that mean "not now" (a Redis loading its data after a restart, a replica
  * without its master, a busy script): the write is kept and tried again. */
 static bool transient(const redisReply *r)
@@ -178,6 +186,7 @@ static int flush_outbox(rs *s)
         }
         if (r->type == REDIS_REPLY_ERROR)
             OCP_LOG(OCP_LOG_ERROR, "redis: a delayed write failed: %s", r->str);
+        ocp__rd_stale(r);
         freeReplyObject(r);
         s->outbox = p->next;
         if (!s->outbox)
@@ -203,6 +212,7 @@ int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens)
             int rc = r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER : 0;
             if (rc)
                 ocp__rd_set_err(s, "redis: %s", r->str);
+            ocp__rd_stale(r);
             freeReplyObject(r);
             return rc;
         }

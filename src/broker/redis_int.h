@@ -40,13 +40,51 @@
     "redis.call('ZREM', KEYS[2], ARGV[1])\n"                                                       \
     "redis.call('HDEL', KEYS[3], ARGV[1])\n"
 
+/*
+ * The owner check of every script that changes a leased message (acknowledge, store a
+ * result, restore, STARTED). ARGV[O] is a claim (ocp__rd_claim): "owner", or "owner\tscore"
+ * with the unacked_index score this owner last wrote for the tag; "" = no check. Tag ARGV[T]
+ * must still be in unacked (KEYS[1]), held by that owner in the owners hash (KEYS[3]) and,
+ * when a score is claimed, still have it in unacked_index (KEYS[2]): a message keeps its tag
+ * when it is restored, and a Python consumer that takes it again writes a new score but
+ * leaves our owners hash as it was. Else the script changes nothing and answers the status
+ * "STALE <ARGV[L]> ignored: <why>", which ocp__rd_stale() logs: the lease ran out and the
+ * visibility restore gave the message back (it waits in its queue, or another consumer took
+ * it), or it was finished.
+ */
+#define LUA_OWNED(T, O, L)                                                                         \
+    "if ARGV[" O "] ~= '' then\n"                                                                  \
+    "  local who, sc = ARGV[" O "], nil\n"                                                         \
+    "  local tab = string.find(who, '\\t', 1, true)\n"                                             \
+    "  if tab then sc = string.sub(who, tab + 1); who = string.sub(who, 1, tab - 1) end\n"         \
+    "  if redis.call('HEXISTS', KEYS[1], ARGV[" T "]) == 0 then\n"                                 \
+    "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message is not unacknowledged "    \
+    "any more (given back to its queue, or finished)'}\n"                                          \
+    "  end\n"                                                                                      \
+    "  local o = redis.call('HGET', KEYS[3], ARGV[" T "])\n"                                       \
+    "  if o ~= who then\n"                                                                         \
+    "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message is held by ' .. (o or "    \
+    "'another consumer') .. ' now'}\n"                                                             \
+    "  end\n"                                                                                      \
+    "  local z = redis.call('ZSCORE', KEYS[2], ARGV[" T "])\n"                                     \
+    "  if sc and (not z or tonumber(z) ~= tonumber(sc)) then\n"                                    \
+    "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message was given back to its "    \
+    "queue and taken again by another consumer'}\n"                                                \
+    "  end\n"                                                                                      \
+    "end\n"
+
 /* A message this node took from a queue (strings owned). */
 typedef struct rmsg {
     char *id, *tag, *raw, *queue, *group;
+    char *owner;    /* who took it: every change to it names this owner (LUA_OWNED) */
+    char score[32]; /* the unacked_index score this node last wrote for it */
     int priority;
-    double eta; /* > 0: waits in the node until then, as wait */
+    double eta;   /* > 0: waits in the node until then, as wait (counted in eta_n, eta_bytes) */
+    size_t bytes; /* what it costs the node while it waits for its eta */
     ocp_task wait;
     bool early_acked;
+    bool lost; /* a renewal found it held by another owner: whatever this node says of it
+                * is ignored */
     struct rmsg *next;
 } rmsg;
 
@@ -76,9 +114,11 @@ typedef struct rs {
     double vis, expires;
     bool track_started;
     size_t max_msg, max_inline;
+    size_t max_eta_n, max_eta_bytes; /* the most messages (bytes) held for their eta */
     /* redis_take.c */
     double last_restore, last_renew;
     rmsg *held;
+    size_t eta_n, eta_bytes; /* held messages that wait for their eta */
 } rs;
 
 /* ---- redis_conn.c ---- */
@@ -98,39 +138,47 @@ int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens);
 int ocp__rd_parse_url(rs *s, const char *target, char *err, size_t errlen);
 /* Writes what still waits (once more), says what could not be, and disconnects. */
 void ocp__rd_disconnect(rs *s);
+/* Whether r is a script's "STALE ..." answer (LUA_OWNED); when it is, says it (a warning). */
+bool ocp__rd_stale(const redisReply *r);
 
 /* ---- redis_take.c ---- */
 rmsg *ocp__rd_find_held(rs *s, const char *id);
+/* The claim of held message m that LUA_OWNED checks: "owner\tscore", in buf. */
+const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len);
 /* Takes m out of the held list and frees it. */
 void ocp__rd_drop_held(rs *s, rmsg *m);
 /* Puts back the messages that wait for their eta and frees every held one (close). */
 void ocp__rd_drop_all_held(rs *s);
-/* Puts a delivered message back at the head of its list; must: through the outbox. */
-int ocp__rd_restore(rs *s, const char *tag, const char *raw, const char *queue, int priority,
-                    const char *ceiling, bool must);
-/* Restores tag from its unacked record; 1 when a message went back. */
-int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling);
+/* Puts held message m back at the head of its list, through the outbox, if it is still
+ * m->owner's; uncount: gives back the delivery it counted. */
+int ocp__rd_restore(rs *s, const rmsg *m, bool uncount);
+/* Restores tag from its unacked record (owner: only if that owner still holds it; "" = any
+ * holder); 1 when a message went back. */
+int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling, const char *owner);
 int ocp__rd_lease(void *st, const char *owner, const char *group, int max, double lease_s,
                   int max_deliveries, ocp_task *out, int *n);
 int ocp__rd_renew(void *st, const char *owner, char *const *ids, int n, double lease_s);
 int ocp__rd_ack_early(void *st, const char *owner, const char *id);
 
 /* ---- redis_meta.c ---- */
-/* Stores meta (borrowed) for id, once, publishes it, and acknowledges tag (NULL: none). */
-int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag);
+/* Stores meta (borrowed) for id, once, publishes it, and acknowledges tag (NULL: none), if
+ * claim (ocp__rd_claim; NULL: no check) still holds tag; what says what it is ("ack") when it
+ * does not. */
+int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag, const char *claim,
+                   const char *what);
 /* A FAILURE meta of kind with Celery's exception type and module. New string. */
 char *ocp__rd_fail_meta(const char *id, const char *group, ocp_failure kind, const char *type,
                         const char *module, const char *message);
 /* Fills i from the meta text (len bytes) of id (NULL: Redis has none); OCP_E_NOPAGE when
  * there is none and this node does not hold the task either (Celery's PENDING). */
 int ocp__rd_info(rs *s, const char *id, const char *text, size_t len, ocp_task_info *i);
-int ocp__rd_started(void *st, const char *id, int worker_pid);
-int ocp__rd_ack(void *st, const char *id, json_t *result, double started, double finished,
-                long peak_rss_kb, int worker_pid);
-int ocp__rd_fail(void *st, const char *id, ocp_failure kind, const char *reason, double started,
-                 double finished, int worker_pid);
-int ocp__rd_release(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
-                    int max_deliveries, int *buried);
+int ocp__rd_started(void *st, const char *owner, const char *id, int worker_pid);
+int ocp__rd_ack(void *st, const char *owner, const char *id, json_t *result, double started,
+                double finished, long peak_rss_kb, int worker_pid);
+int ocp__rd_fail(void *st, const char *owner, const char *id, ocp_failure kind, const char *reason,
+                 double started, double finished, int worker_pid);
+int ocp__rd_release(void *st, const char *owner, const char *id, ocp_failure kind,
+                    const char *reason, int uncount, int max_deliveries, int *buried);
 
 /* ---- broker_redis.c ---- */
 /* How long a group's list of ids lives: as long as its results. */

@@ -25,13 +25,18 @@
 #include <unistd.h>
 
 /*
- * Finish: stores a task meta unless a final one (SUCCESS, FAILURE, REVOKED)
- * is there already (results are stored once), publishes it, and
- * acknowledges the tag. Returns 1 when stored.
+ * Finish: if the tag is still the claimant's (LUA_OWNED), stores a task meta
+ * unless a final one (SUCCESS, FAILURE, REVOKED) is there already (results
+ * are stored once), publishes it, and acknowledges the tag. Returns 1 when
+ * stored, or the STALE status.
  * KEYS: unacked, unacked_index, owners, meta, deliveries
- * ARGV: tag ("" = none), meta json, expires (s, <= 0 = never)
+ * ARGV: tag ("" = none), meta json, expires (s, <= 0 = never), claim ("" = no check), label
  */
+/* clang-format off */
 static const char finish_lua[] =
+    "if ARGV[1] ~= '' then\n"
+    LUA_OWNED("1", "4", "5")
+    "end\n"
     "local stored = 0\n"
     "local old = redis.call('GET', KEYS[4])\n"
     "local final = false\n"
@@ -47,19 +52,60 @@ static const char finish_lua[] =
     "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"
     "  stored = 1\n"
     "end\n"
-    "if ARGV[1] ~= '' then\n" LUA_FORGET "end\n"
+    "if ARGV[1] ~= '' then\n"
+    LUA_FORGET
+    "end\n"
     "redis.call('DEL', KEYS[5])\n"
     "return stored\n";
+/* clang-format on */
 
-int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag)
+int ocp__rd_finish(rs *s, const char *id, const char *meta, const char *tag, const char *claim,
+                   const char *what)
 {
-    char metakey[300], delkey[300], ex[32];
+    char metakey[300], delkey[300], ex[32], label[700];
     snprintf(metakey, sizeof metakey, META_PREFIX "%s", id);
     snprintf(delkey, sizeof delkey, "ocrpool.deliveries.%s", id);
     snprintf(ex, sizeof ex, "%.0f", s->expires);
-    const char *a[] = {"EVAL", finish_lua,     "5",  K_UNACKED, K_INDEX, K_OWNERS, metakey,
-                       delkey, tag ? tag : "", meta, ex};
+    /* The owner's name is its claim up to its score (LUA_OWNED). */
+    snprintf(label, sizeof label, "task %s: a late %s from %.*s", id, what ? what : "result",
+             claim ? (int)strcspn(claim, "\t") : 0, claim ? claim : "");
+    const char *a[] = {"EVAL",         finish_lua, "5",     K_UNACKED,
+                       K_INDEX,        K_OWNERS,   metakey, delkey,
+                       tag ? tag : "", meta,       ex,      claim && tag ? claim : "",
+                       label};
     return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+}
+
+/*
+ * Started: stores a STARTED meta unless the tag is not the owner's any more (LUA_OWNED) or
+ * the task has a final meta already (it never overwrites a result).
+ * KEYS: unacked, unacked_index, owners, meta
+ * ARGV: tag ("" = none), owner ("" = no check), label, meta json, expires (s)
+ */
+/* clang-format off */
+static const char started_lua[] =
+    "if ARGV[1] ~= '' then\n"
+    LUA_OWNED("1", "2", "3")
+    "end\n"
+    "local old = redis.call('GET', KEYS[4])\n"
+    "if old then\n"
+    "  local ok, v = pcall(cjson.decode, old)\n"
+    "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "
+    "v.status == 'REVOKED') then\n"
+    "    return {ok = 'STALE ' .. ARGV[3] .. ' ignored: the task is finished'}\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SETEX', KEYS[4], ARGV[5], ARGV[4])\n"
+    "redis.call('PUBLISH', KEYS[4], ARGV[4])\n"
+    "return 1\n";
+/* clang-format on */
+
+/* Says (a warning) that what this node says of held message m (what: "ack") is ignored. */
+static void lost_word(const rmsg *m, const char *what)
+{
+    OCP_LOG(OCP_LOG_WARN,
+            "task %s: a late %s from %s ignored: its message is held by another consumer now",
+            m->id, what, m->owner);
 }
 
 char *ocp__rd_fail_meta(const char *id, const char *group, ocp_failure kind, const char *type,
@@ -69,62 +115,98 @@ char *ocp__rd_fail_meta(const char *id, const char *group, ocp_failure kind, con
                            false);
 }
 
-int ocp__rd_started(void *st, const char *id, int worker_pid)
+int ocp__rd_started(void *st, const char *owner, const char *id, int worker_pid)
 {
     rs *s = st;
+    (void)owner; /* the held message's own owner is checked */
     rmsg *m = ocp__rd_find_held(s, id);
     if (!s->track_started || !m)
         return 0;
+    if (m->lost) {
+        lost_word(m, "STARTED");
+        return 0;
+    }
     char host[128] = "localhost";
     gethostname(host, sizeof host - 1);
     char *meta =
         ocp_celery_meta(id, "STARTED", json_pack("{s:i, s:s}", "pid", worker_pid, "hostname", host),
                         m->group, OCP_FAIL_NONE, false);
-    char key[300], ex[32];
+    char key[300], ex[32], label[700], claim[400];
     snprintf(key, sizeof key, META_PREFIX "%s", id);
     snprintf(ex, sizeof ex, "%.0f", s->expires > 0 ? s->expires : 86400.0 * 365);
-    const char *a[] = {"SETEX", key, ex, meta};
-    redisReply *r = ocp__rd_cmdv(s, 4, a, NULL);
-    if (r)
-        freeReplyObject(r);
-    const char *p[] = {"PUBLISH", key, meta};
-    r = ocp__rd_cmdv(s, 3, p, NULL);
+    snprintf(label, sizeof label, "task %s: a late STARTED from %s", id, m->owner);
+    const char *a[] = {"EVAL",
+                       started_lua,
+                       "4",
+                       K_UNACKED,
+                       K_INDEX,
+                       K_OWNERS,
+                       key,
+                       m->early_acked ? "" : m->tag,
+                       ocp__rd_claim(m, claim, sizeof claim),
+                       label,
+                       meta,
+                       ex};
+    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+    ocp__rd_stale(r);
     if (r)
         freeReplyObject(r);
     free(meta);
     return 0;
 }
 
-/* Stores the final meta (taken) of a held page and forgets the page. */
-static int finish_held(rs *s, const char *id, char *meta)
+/* Stores the final meta (taken) of held page m, if it is still m's owner's, and forgets the
+ * page. what: "ack", "fail" or "release". */
+static int finish_held(rs *s, rmsg *m, char *meta, const char *what)
 {
-    rmsg *m = ocp__rd_find_held(s, id);
-    int rc = ocp__rd_finish(s, id, meta, m && !m->early_acked ? m->tag : NULL);
+    int rc = 0;
+    if (m->lost)
+        lost_word(m, what);
+    else {
+        char claim[400];
+        rc = ocp__rd_finish(s, m->id, meta, m->early_acked ? NULL : m->tag,
+                            ocp__rd_claim(m, claim, sizeof claim), what);
+    }
     free(meta);
-    if (m)
-        ocp__rd_drop_held(s, m);
+    ocp__rd_drop_held(s, m);
     return rc;
 }
 
-int ocp__rd_ack(void *st, const char *id, json_t *result, double started, double finished,
-                long peak_rss_kb, int worker_pid)
+/* The held message of id, or NULL when this node holds none (then what it says is ignored,
+ * and that is said). */
+static rmsg *held_or_say(rs *s, const char *id, const char *what)
 {
-    rs *s = st;
     rmsg *m = ocp__rd_find_held(s, id);
-    return finish_held(s, id,
-                       ocp_celery_meta(id, "SUCCESS", json_incref(result), m ? m->group : NULL,
-                                       OCP_FAIL_NONE, false));
+    if (!m)
+        OCP_LOG(OCP_LOG_WARN, "task %s: a %s ignored: this node does not hold its message", id,
+                what);
+    return m;
 }
 
-int ocp__rd_fail(void *st, const char *id, ocp_failure kind, const char *reason, double started,
-                 double finished, int worker_pid)
+int ocp__rd_ack(void *st, const char *owner, const char *id, json_t *result, double started,
+                double finished, long peak_rss_kb, int worker_pid)
 {
     rs *s = st;
-    rmsg *m = ocp__rd_find_held(s, id);
+    (void)owner; /* the held message's own owner is checked */
+    rmsg *m = held_or_say(s, id, "ack");
+    if (!m)
+        return 0;
+    return finish_held(
+        s, m, ocp_celery_meta(id, "SUCCESS", json_incref(result), m->group, OCP_FAIL_NONE, false),
+        "ack");
+}
+
+int ocp__rd_fail(void *st, const char *owner, const char *id, ocp_failure kind, const char *reason,
+                 double started, double finished, int worker_pid)
+{
+    rs *s = st;
+    (void)owner;
+    rmsg *m = held_or_say(s, id, "fail");
+    if (!m)
+        return 0;
     const char *type, *module;
     ocp_celery_exc_of(kind, &type, &module);
-    return finish_held(s, id,
-                       ocp__rd_fail_meta(id, m ? m->group : NULL, kind, type, module, reason));
+    return finish_held(s, m, ocp__rd_fail_meta(id, m->group, kind, type, module, reason), "fail");
 }
 
 /* Buries held page m after d deliveries: a FAILURE with WorkerLostError, as Celery reports a
@@ -136,20 +218,27 @@ static int bury(rs *s, rmsg *m, long d, ocp_failure kind, const char *reason)
     snprintf(why, sizeof why, "buried after %ld deliveries: %s", d,
              reason ? reason : "worker lost");
     ocp_celery_exc_of(OCP_FAIL_CRASHED, &type, &module);
-    return finish_held(s, m->id,
+    return finish_held(s, m,
                        ocp_celery_meta(m->id, "FAILURE", ocp_celery_exc(type, module, why),
                                        m->group, kind != OCP_FAIL_NONE ? kind : OCP_FAIL_CRASHED,
-                                       true));
+                                       true),
+                       "release");
 }
 
-int ocp__rd_release(void *st, const char *id, ocp_failure kind, const char *reason, int uncount,
-                    int max_deliveries, int *buried)
+int ocp__rd_release(void *st, const char *owner, const char *id, ocp_failure kind,
+                    const char *reason, int uncount, int max_deliveries, int *buried)
 {
     rs *s = st;
-    rmsg *m = ocp__rd_find_held(s, id);
+    (void)owner;
     *buried = 0;
+    rmsg *m = held_or_say(s, id, "release");
     if (!m)
         return 0;
+    if (m->lost) {
+        lost_word(m, "release");
+        ocp__rd_drop_held(s, m);
+        return 0;
+    }
     if (!uncount && max_deliveries > 0 && m->wait.id == NULL) {
         long d = 0;
         redisReply *r = ocp__rd_cmd(s, "GET ocrpool.deliveries.%s", id);
@@ -162,14 +251,9 @@ int ocp__rd_release(void *st, const char *id, ocp_failure kind, const char *reas
             return bury(s, m, d, kind, reason);
         }
     }
-    if (uncount) {
-        redisReply *r = ocp__rd_cmd(s, "DECR ocrpool.deliveries.%s", id);
-        if (r)
-            freeReplyObject(r);
-    }
     int rc = 0;
     if (!m->early_acked)
-        rc = ocp__rd_restore(s, m->tag, m->raw, m->queue, m->priority, "", true);
+        rc = ocp__rd_restore(s, m, uncount); /* gives the delivery back with it */
     ocp__rd_drop_held(s, m);
     return rc;
 }

@@ -4,7 +4,15 @@
  * any point loses nothing), holding them while their pages run (and while
  * an eta is awaited), renewing their unacked_index scores, restoring them
  * to their queue (a released page, a dead node's, kombu's visibility
- * restore), and acknowledging them.
+ * restore), and acknowledging them. Each of these names the owner that
+ * took the message (LUA_OWNED in redis_int.h), so a node whose lease ran out
+ * never acknowledges, restores or renews a message another consumer holds
+ * now.
+ *
+ * Messages with a future eta wait in the node, as in Celery's worker, up to
+ * max_eta_n messages and max_eta_bytes bytes; beyond that a message is left
+ * in unacked, not held, with the score that makes the visibility restore
+ * (ours or any Python worker's) give it back to its queue at its eta.
  */
 #include "broker/celery.h"
 #include "broker/redis_int.h"
@@ -70,25 +78,57 @@ static const char lease_lua[] =
     "end\n"
     "return {out, dead}\n";
 
-/* Forget: acknowledges a tag without a result (acks-late off, an unreadable record).
- * KEYS: unacked, unacked_index, owners.  ARGV: tag */
-static const char forget_lua[] = LUA_FORGET "return 1\n";
+/* Forget: acknowledges a tag without a result (acks-late off, an unreadable record), if it is
+ * still the owner's.
+ * KEYS: unacked, unacked_index, owners.  ARGV: tag, claim (LUA_OWNED; "" = no check), label */
+static const char forget_lua[] = LUA_OWNED("1", "2", "3") LUA_FORGET "return 1\n";
 
 /*
  * Restore: puts a delivered message back at the head of its list (kombu's
- * restore_by_tag), if the tag is still unacknowledged and, for a
- * visibility restore, still stale (its score at or below ARGV[3]).
- * KEYS: unacked, unacked_index, owners, target list
- * ARGV: tag, message (redelivered set), ceiling ("" = any)
+ * restore_by_tag), if the tag is still unacknowledged, still the owner's
+ * (when one is named) and, for a visibility restore, still stale (its score
+ * at or below ARGV[3]); uncount: gives back the delivery it counted.
+ * KEYS: unacked, unacked_index, owners, target list, deliveries
+ * ARGV: tag, message (redelivered set), ceiling ("" = any), claim ("" = no check), label,
+ *       uncount ("1")
  */
+/* clang-format off */
 static const char restore_lua[] =
     "if ARGV[3] ~= '' then\n"
     "  local sc = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
     "  if sc and tonumber(sc) > tonumber(ARGV[3]) then return 0 end\n"
     "end\n"
-    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n" LUA_FORGET "if not p then return 0 end\n"
+    LUA_OWNED("1", "4", "5")
+    "local p = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    LUA_FORGET
+    "if not p then return 0 end\n"
     "redis.call('RPUSH', KEYS[4], ARGV[2])\n"
+    "if ARGV[6] == '1' and tonumber(redis.call('GET', KEYS[5]) or '0') > 0 then\n"
+    "  redis.call('DECR', KEYS[5])\n"
+    "end\n"
     "return 1\n";
+/* clang-format on */
+
+/*
+ * Renew: a fresh score (ARGV[1]) for each tag that its claim (LUA_OWNED's "owner\tscore")
+ * still holds; returns the tags that another consumer holds now (or nobody: they went back
+ * to their queue).
+ * KEYS: unacked_index, owners.  ARGV: now, then tag, claim pairs
+ */
+static const char renew_lua[] =
+    "local lost = {}\n"
+    "for i = 2, #ARGV - 1, 2 do\n"
+    "  local tag, who = ARGV[i], ARGV[i + 1]\n"
+    "  local tab = string.find(who, '\\t', 1, true)\n"
+    "  local z = redis.call('ZSCORE', KEYS[1], tag)\n"
+    "  if redis.call('HGET', KEYS[2], tag) == string.sub(who, 1, tab - 1) and z and "
+    "tonumber(z) == tonumber(string.sub(who, tab + 1)) then\n"
+    "    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], tag)\n"
+    "  else\n"
+    "    lost[#lost + 1] = tag\n"
+    "  end\n"
+    "end\n"
+    "return lost\n";
 
 /*
  * Dead letter: records a delivered message with the reason and drops it from unacked.
@@ -121,6 +161,7 @@ static const char unlock_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\
 static void rmsg_free(rmsg *m)
 {
     free(m->id);
+    free(m->owner);
     free(m->tag);
     free(m->raw);
     free(m->queue);
@@ -137,6 +178,22 @@ rmsg *ocp__rd_find_held(rs *s, const char *id)
     return NULL;
 }
 
+const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s\t%s", m->owner, m->score);
+    return buf;
+}
+
+/* m stops waiting for its eta (handed out, or dropped). */
+static void eta_over(rs *s, rmsg *m)
+{
+    if (m->eta > 0) {
+        s->eta_n--;
+        s->eta_bytes -= m->bytes;
+        m->eta = 0;
+    }
+}
+
 void ocp__rd_drop_held(rs *s, rmsg *m)
 {
     for (rmsg **pp = &s->held; *pp; pp = &(*pp)->next) {
@@ -145,13 +202,14 @@ void ocp__rd_drop_held(rs *s, rmsg *m)
             break;
         }
     }
+    eta_over(s, m);
     rmsg_free(m);
 }
 
-/* Acknowledges tag without a result. */
+/* Acknowledges tag without a result (an unreadable record: whoever holds it). */
 static int forget(rs *s, const char *tag)
 {
-    const char *a[] = {"EVAL", forget_lua, "3", K_UNACKED, K_INDEX, K_OWNERS, tag};
+    const char *a[] = {"EVAL", forget_lua, "3", K_UNACKED, K_INDEX, K_OWNERS, tag, "", ""};
     return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
 }
 
@@ -168,30 +226,47 @@ static char *redelivered(json_t *m)
     return json_dumps(m, JSON_COMPACT);
 }
 
-/* Puts msg (marked redelivered) back at the head of its list; must: through the outbox. */
+/* How a restore is made: the visibility ceiling ("" = any score), the claim (LUA_OWNED: an
+ * owner, or "owner\tscore") that must still hold the tag ("" = any), the delivery counter to give
+ * back one of (NULL: none), and must: through the outbox. */
+typedef struct restore_how {
+    const char *ceiling, *claim, *uncount_key;
+    bool must;
+} restore_how;
+
+/* Puts msg (marked redelivered) back at the head of its list, as how says. */
 static int restore_text(rs *s, const char *tag, const char *msg, const char *queue, int priority,
-                        const char *ceiling, bool must)
+                        const restore_how *how)
 {
-    char list[600];
+    char list[600], label[700];
     ocp_celery_queue_key(queue, priority, list, sizeof list);
-    const char *a[] = {"EVAL",   restore_lua, "4", K_UNACKED, K_INDEX,
-                       K_OWNERS, list,        tag, msg,       ceiling};
-    if (must)
+    snprintf(label, sizeof label, "message %s: a late restore from %.*s", tag,
+             (int)strcspn(how->claim, "\t"), how->claim);
+    /* Without uncount the counter is not touched: any key name will do. */
+    const char *del = how->uncount_key ? how->uncount_key : "ocrpool.deliveries.";
+    const char *a[] = {
+        "EVAL", restore_lua, "5", K_UNACKED,    K_INDEX,    K_OWNERS, list,
+        del,    tag,         msg, how->ceiling, how->claim, label,    how->uncount_key ? "1" : "0"};
+    if (how->must)
         return ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
-    int rc = !r || r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER : (int)r->integer;
+    int rc = !r || r->type == REDIS_REPLY_ERROR ? OCP_E_BROKER
+             : ocp__rd_stale(r)                 ? 0
+                                                : (int)r->integer;
     if (r)
         freeReplyObject(r);
     return rc;
 }
 
-int ocp__rd_restore(rs *s, const char *tag, const char *raw, const char *queue, int priority,
-                    const char *ceiling, bool must)
+int ocp__rd_restore(rs *s, const rmsg *h, bool uncount)
 {
-    json_t *m = json_loads(raw, 0, NULL);
-    char *msg = json_is_object(m) ? redelivered(m) : ocp_xstrdup(raw);
+    json_t *m = json_loads(h->raw, 0, NULL);
+    char *msg = json_is_object(m) ? redelivered(m) : ocp_xstrdup(h->raw);
     json_decref(m);
-    int rc = restore_text(s, tag, msg, queue, priority, ceiling, must);
+    char dkey[300], claim[400];
+    snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", h->id);
+    restore_how how = {"", ocp__rd_claim(h, claim, sizeof claim), uncount ? dkey : NULL, true};
+    int rc = restore_text(s, h->tag, msg, h->queue, h->priority, &how);
     free(msg);
     return rc;
 }
@@ -214,7 +289,7 @@ static void dead_letter(rs *s, const char *tag, const char *raw, const char *que
 
 /* Restores tag from its unacked record (kombu's restore_by_tag); ceiling as in restore().
  * 1 when a message went back. A record that cannot be read is dropped. */
-int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling)
+int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling, const char *owner)
 {
     redisReply *h = ocp__rd_cmd(s, "HGET " K_UNACKED " %s", tag);
     if (!h)
@@ -228,7 +303,8 @@ int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling)
         int pri = (int)json_integer_value(
             json_object_get(json_object_get(msg, "properties"), "priority"));
         char *txt = redelivered(msg);
-        rc = restore_text(s, tag, txt, q, pri, ceiling, false);
+        restore_how how = {ceiling, owner, NULL, false};
+        rc = restore_text(s, tag, txt, q, pri, &how);
         free(txt);
     } else {
         OCP_LOG(OCP_LOG_WARN, "unacked record %s is unreadable: dropped from the index", tag);
@@ -254,10 +330,10 @@ static void restore_visible(rs *s)
     r = ocp__rd_cmd(s, "ZRANGEBYSCORE " K_INDEX " -inf %s LIMIT 0 100", ceil);
     if (r && r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements; i++)
-            if (ocp__rd_restore_tag(s, r->element[i]->str, ceil) == 1)
+            if (ocp__rd_restore_tag(s, r->element[i]->str, ceil, "") == 1)
                 OCP_LOG(OCP_LOG_WARN,
-                        "restored an unacknowledged message to its queue after the visibility "
-                        "timeout (%.0f s)",
+                        "restored an unacknowledged message to its queue: the visibility "
+                        "timeout (%.0f s) ran out, or the eta it waited for in Redis came",
                         s->vis);
     }
     if (r)
@@ -271,7 +347,7 @@ static void restore_visible(rs *s)
 /* Settles a message that will not run: stores its meta (taken) and acknowledges it. */
 static void settle(rs *s, const char *id, const char *tag, char *meta)
 {
-    ocp__rd_finish(s, id, meta, tag);
+    ocp__rd_finish(s, id, meta, tag, NULL, NULL); /* just taken: ours */
     free(meta);
 }
 
@@ -292,7 +368,7 @@ static int refuse(rs *s, const char *tag, const char *raw, size_t len, const cha
             snprintf(why, sizeof why, "malformed message: %s", err);
             char *meta = ocp__rd_fail_meta(m->id, m->group, OCP_FAIL_MALFORMED, "MalformedMessage",
                                            "ocrpool", why);
-            ocp__rd_finish(s, m->id, meta, NULL);
+            ocp__rd_finish(s, m->id, meta, NULL, NULL, NULL);
             free(meta);
         }
         return 1;
@@ -342,14 +418,42 @@ static long count_delivery(rs *s, const char *id, const char *group)
     return deliveries;
 }
 
-/* Holds the message while its page runs (or waits for its eta) and fills *t with the page,
- * taking payload. 1 when *t is to be handed out now; 0 when it waits for its eta. */
-static int hold(rs *s, const char *tag, const char *raw, size_t len, const char *queue,
-                const ocp_celery_msg *m, long deliveries, char *payload, ocp_task *t)
+/*
+ * Whether a message of bytes bytes that waits for its eta finds no room in the node (more
+ * than max_eta_n messages or max_eta_bytes bytes would wait); then it is parked: left in
+ * unacked, not held, with the score eta - visibility timeout, so that the visibility restore
+ * gives it back to its queue at its eta (kombu's rule: a score older than the timeout). Its
+ * delivery is not counted. 1 when parked.
+ */
+static int park(rs *s, const char *tag, const ocp_celery_msg *m, size_t bytes)
+{
+    if (s->eta_n < s->max_eta_n && s->eta_bytes + bytes <= s->max_eta_bytes)
+        return 0;
+    char score[64];
+    snprintf(score, sizeof score, "%.6f", m->eta - s->vis);
+    redisReply *r = ocp__rd_cmd(s, "ZADD " K_INDEX " XX %s %s", score, tag);
+    if (r)
+        freeReplyObject(r);
+    OCP_LOG(OCP_LOG_INFO,
+            "task %s waits for its eta (in %.1f s) in Redis: %zu messages (%zu bytes) wait here "
+            "already",
+            m->id, m->eta - ocp_wall_now(), s->eta_n, s->eta_bytes);
+    return 1;
+}
+
+/* Holds the message for claim ("owner\tscore": who took it, with what score) while its page
+ * runs (or waits for its eta) and fills *t with the page, taking payload. 1 when *t is to be
+ * handed out now; 0 when it waits for its eta. */
+static int hold(rs *s, const char *claim, const char *tag, const char *raw, size_t len,
+                const char *queue, const ocp_celery_msg *m, long deliveries, char *payload,
+                ocp_task *t)
 {
     double now = ocp_wall_now();
     rmsg *h = ocp_xcalloc(1, sizeof *h);
     h->id = ocp_xstrdup(m->id);
+    const char *tab = strchr(claim, '\t');
+    h->owner = ocp_xstrndup(claim, (size_t)(tab - claim));
+    snprintf(h->score, sizeof h->score, "%s", tab + 1);
     h->tag = ocp_xstrdup(tag);
     h->raw = ocp_xstrndup(raw, len);
     h->queue = ocp_xstrdup(queue);
@@ -366,6 +470,9 @@ static int hold(rs *s, const char *tag, const char *raw, size_t len, const char 
     if (m->eta > now) {
         OCP_LOG(OCP_LOG_INFO, "task %s waits for its eta (in %.1f s)", h->id, m->eta - now);
         h->eta = m->eta;
+        h->bytes = len + strlen(payload);
+        s->eta_n++;
+        s->eta_bytes += h->bytes;
         h->wait = *t;
         memset(t, 0, sizeof *t);
         return 0;
@@ -373,15 +480,20 @@ static int hold(rs *s, const char *tag, const char *raw, size_t len, const char 
     return 1;
 }
 
-/* Takes one popped message: returns 1 when it is a page to hand out (in *t). */
-static int take(rs *s, const char *tag, const char *raw, size_t len, const char *queue,
-                int max_deliveries, ocp_task *t)
+/* Takes one popped message for claim (hold()): returns 1 when it is a page to hand out (in
+ * *t). */
+static int take(rs *s, const char *claim, const char *tag, const char *raw, size_t len,
+                const char *queue, int max_deliveries, ocp_task *t)
 {
     ocp_celery_msg m;
     char *payload = NULL;
     int rc = 0;
     if (refuse(s, tag, raw, len, queue, &m, &payload))
         goto out;
+    if (m.eta > ocp_wall_now() && park(s, tag, &m, len + strlen(payload))) {
+        free(payload);
+        goto out;
+    }
     long deliveries = count_delivery(s, m.id, m.group);
     if (max_deliveries > 0 && deliveries > max_deliveries) {
         char why[300];
@@ -398,30 +510,74 @@ static int take(rs *s, const char *tag, const char *raw, size_t len, const char 
         free(payload);
         goto out;
     }
-    rc = hold(s, tag, raw, len, queue, &m, deliveries, payload, t);
+    rc = hold(s, claim, tag, raw, len, queue, &m, deliveries, payload, t);
 out:
     ocp_celery_msg_fini(&m);
     return rc;
 }
 
+/* Marks the held message of tag lost (another consumer holds it now: its lease ran out), and
+ * says so once. One that only waited for its eta is dropped: it is the other's to run. */
+static void lost(rs *s, const char *tag)
+{
+    for (rmsg *m = s->held, *next; m; m = next) {
+        next = m->next;
+        if (m->early_acked || m->lost || strcmp(m->tag, tag) != 0)
+            continue;
+        OCP_LOG(OCP_LOG_WARN,
+                "task %s: its lease ran out (visibility timeout %.0f s) and its message was given "
+                "back to its queue; what this node says of it is ignored",
+                m->id, s->vis);
+        m->lost = true;
+        if (m->eta > 0)
+            ocp__rd_drop_held(s, m);
+    }
+}
+
 /* Every message this node holds, those waiting for an eta included, gets a fresh score: the
- * time of its last sign of life (kombu's restore takes scores older than the timeout). */
+ * time of its last sign of life (kombu's restore takes scores older than the timeout), in one
+ * script that renews only what its owner still holds. */
 static int renew_held(rs *s)
 {
-    char now[64];
-    int rc = 0;
-    snprintf(now, sizeof now, "%.6f", ocp_wall_now());
+    int n = 0, k = 0;
+    for (rmsg *m = s->held; m; m = m->next)
+        n += !m->early_acked && !m->lost;
     s->last_renew = ocp_wall_now();
+    if (!n)
+        return 0;
+    char now[32];
+    snprintf(now, sizeof now, "%.6f", ocp_wall_now());
+    const char **a = ocp_xcalloc((size_t)(6 + 2 * n), sizeof *a);
+    char(*claims)[400] = ocp_xcalloc((size_t)n, sizeof *claims);
+    a[k++] = "EVAL";
+    a[k++] = renew_lua;
+    a[k++] = "2";
+    a[k++] = K_INDEX;
+    a[k++] = K_OWNERS;
+    a[k++] = now;
     for (rmsg *m = s->held; m; m = m->next) {
-        if (m->early_acked)
-            continue;
-        redisReply *r = ocp__rd_cmd(s, "ZADD " K_INDEX " XX %s %s", now, m->tag);
-        if (!r)
-            return OCP_E_BROKER;
-        if (r->type == REDIS_REPLY_ERROR)
-            rc = OCP_E_BROKER;
-        freeReplyObject(r);
+        if (!m->early_acked && !m->lost) {
+            a[k++] = m->tag;
+            a[k] = ocp__rd_claim(m, claims[(k - 6) / 2], sizeof claims[0]);
+            k++;
+        }
     }
+    redisReply *r = ocp__rd_cmdv(s, k, a, NULL);
+    free(a);
+    free(claims);
+    if (!r)
+        return OCP_E_BROKER;
+    int rc = r->type == REDIS_REPLY_ARRAY ? 0 : OCP_E_BROKER;
+    if (!rc) {
+        /* What the script renewed has the new score; what it did not is another's now. */
+        for (rmsg *m = s->held; m; m = m->next)
+            if (!m->early_acked && !m->lost)
+                snprintf(m->score, sizeof m->score, "%s", now);
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                lost(s, r->element[i]->str);
+    }
+    freeReplyObject(r);
     return rc;
 }
 
@@ -500,7 +656,7 @@ int ocp__rd_lease(void *st, const char *owner, const char *group, int max, doubl
     /* Messages whose eta has come first. */
     for (rmsg *m = s->held; m && *n < max; m = m->next) {
         if (m->eta > 0 && m->eta <= now) {
-            m->eta = 0;
+            eta_over(s, m);
             out[(*n)++] = m->wait;
             memset(&m->wait, 0, sizeof m->wait);
         }
@@ -515,11 +671,13 @@ int ocp__rd_lease(void *st, const char *owner, const char *group, int max, doubl
         OCP_LOG(OCP_LOG_WARN, "message from queue %s dead-lettered (" K_DEAD "): %s",
                 dead->element[i + 1]->str, dead->element[i]->str);
     redisReply *got = r->element[0];
+    char *claim = ocp_xasprintf("%s\t%.6f", owner, now); /* the score pop() wrote */
     for (size_t i = 0; i + 2 < got->elements; i += 3) {
         redisReply *tag = got->element[i], *msg = got->element[i + 1], *q = got->element[i + 2];
-        if (take(s, tag->str, msg->str, msg->len, q->str, max_deliveries, &out[*n]))
+        if (take(s, claim, tag->str, msg->str, msg->len, q->str, max_deliveries, &out[*n]))
             (*n)++;
     }
+    free(claim);
     freeReplyObject(r);
     return 0;
 }
@@ -541,11 +699,21 @@ int ocp__rd_ack_early(void *st, const char *owner, const char *id)
     if (ocp__rd_conn(s))
         return OCP_E_BROKER;
     rmsg *m = ocp__rd_find_held(s, id);
-    if (m && !m->early_acked) {
-        forget(s, m->tag);
+    if (!m || m->early_acked || m->lost)
+        return 0;
+    char label[700], claim[400];
+    snprintf(label, sizeof label, "task %s: a late acknowledgement from %s", m->id, m->owner);
+    const char *a[] = {"EVAL",  forget_lua, "3",    K_UNACKED,
+                       K_INDEX, K_OWNERS,   m->tag, ocp__rd_claim(m, claim, sizeof claim),
+                       label};
+    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
+    if (ocp__rd_stale(r))
+        m->lost = true; /* another consumer's now: this node's result will not count */
+    else if (r)
         m->early_acked = true;
-    }
-    return 0;
+    if (r)
+        freeReplyObject(r);
+    return r ? 0 : OCP_E_BROKER;
 }
 
 void ocp__rd_drop_all_held(rs *s)
@@ -553,9 +721,10 @@ void ocp__rd_drop_all_held(rs *s)
     /* Messages still waiting for their eta go back to their queue. */
     for (rmsg *m = s->held, *next; m; m = next) {
         next = m->next;
-        if (m->eta > 0 && !m->early_acked)
-            ocp__rd_restore(s, m->tag, m->raw, m->queue, m->priority, "", true);
+        if (m->eta > 0 && !m->early_acked && !m->lost)
+            ocp__rd_restore(s, m, false);
         rmsg_free(m);
     }
     s->held = NULL;
+    s->eta_n = s->eta_bytes = 0;
 }

@@ -258,6 +258,9 @@ out:
 
 int ocp_mkdir_p(const char *dir, unsigned mode)
 {
+    /* An empty name is no folder (and the walk below starts after its first byte). */
+    if (!dir || !*dir)
+        return -EINVAL;
     char *p = ocp_xstrdup(dir);
     int rc = 0;
     for (char *s = p + 1;; s++) {

@@ -61,7 +61,8 @@ int ocp_read_fd(int fd, size_t max, char **out, size_t *outlen);
  * through a temporary file and rename. Returns 0 or -errno. */
 int ocp_write_file(const char *path, const void *buf, size_t len);
 
-/* Creates dir and its missing parents with mode (as mkdir -p). Returns 0 or -errno. */
+/* Creates dir and its missing parents with mode (as mkdir -p). Returns 0 or -errno;
+ * -EINVAL for a NULL or empty dir. */
 int ocp_mkdir_p(const char *dir, unsigned mode);
 
 /* Monotonic clock in seconds. */

@@ -129,6 +129,31 @@ check "lease renewal: a 5 s page under a 1.5 s lease is delivered once" $CHECK s
 check "lease renewal: the second node, asking all along, never leased or started it" \
     bash -c "[ '$r2_ready_before_done' = 1 ] && ! grep -Eq 'lease: [0-9]+ more|fault injection' '$TMP/r2.log'"
 
+# A node frozen past its lease (issue 15): a second node leases the page and runs it; the
+# first one wakes, finds its worker gone and releases the page with its last delivery. That
+# late release is ignored (it would have buried the page and thrown the live result away):
+# the second node's result is stored.
+fresh
+id=$(submit -l eng "$TMP/p/slowpage.png")
+OCRPOOL_FAULT=sleep:4:slowpage start_worker "$TMP/fa.log" -c 1 --lease-timeout 1.5 --max-deliveries 2
+fa=$WPID
+wait_log "$TMP/fa.log" "fault injection: sleeping" 30
+fawpid=$(log_pid "$TMP/fa.log" "fault injection: sleeping")
+kill -STOP "$fa"
+OCRPOOL_FAULT=sleep:4:slowpage start_worker "$TMP/fb.log" -c 1 --lease-timeout 1.5 --max-deliveries 2
+wait_log "$TMP/fb.log" "fault injection: sleeping" 30
+kill -9 "$fawpid"
+kill -CONT "$fa"
+wait_log "$TMP/fa.log" "late release from .* ignored" 10
+wait_finished 1 30
+kill -TERM "$fa" && wait "$fa"
+stop_worker
+status_json
+check "a frozen node's late release is ignored: the live node's result is stored" \
+    $CHECK state "$TMP/status.json" "$id" done 2
+check "a frozen node's late release is said, with who holds the page now" \
+    grep -q "a late release from .* ignored: it is leased to" "$TMP/fa.log"
+
 # The zygote dies (its workers with it): a new one starts, the page is done.
 fresh
 id=$(submit -l eng "$TMP/p/slowpage.png")

@@ -5,10 +5,17 @@
  * result comes back as the text that was stored, a group's tasks finished
  * since a time come in order of finished time (SQLite; Redis refuses), and
  * the SQLite file's schema is migrated from version 1 (a newer file is
- * refused).
+ * refused), the file is created 0600. Every change to a leased task checks
+ * its owner: a stale node's late ack, fail, release or STARTED (its lease
+ * ran out and another node leased the task) changes nothing, on SQLite and
+ * on Redis. On Redis, messages with a future eta are held in the node only
+ * up to a count and a size; the rest wait in Redis until their eta.
  *
- *   test_broker                 the SQLite backend, on temporary files
- *   test_broker redis URL       the same round trips on a real Redis
+ *   test_broker                 the SQLite backend, on temporary files; then
+ *                               the Redis cases on a redis-server of its own
+ *                               (a free loopback port, no persistence) when
+ *                               redis-server is installed
+ *   test_broker redis URL       the Redis cases on a real Redis
  *                               (tests/integration/test_redis.sh starts
  *                               one); prints "# kind ID" for each failed task
  */
@@ -18,14 +25,23 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <hiredis.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/celery.h"
 #include "core/error.h"
 #include "core/failure.h"
 #include "core/util.h"
@@ -33,18 +49,24 @@
 static const char *redis_url; /* NULL: SQLite */
 static char db_path[256];
 
-static ocp_broker *open_broker(void)
+/* Opens the broker under test with o. */
+static ocp_broker *open_broker_with(const ocp_broker_opts *o)
 {
     char url[512], err[512] = "";
     ocp_broker *b = NULL;
-    ocp_broker_opts o = {.queues = "ocrpool-test-kinds"};
     if (redis_url)
         snprintf(url, sizeof url, "%s", redis_url);
     else
         snprintf(url, sizeof url, "sqlite://%s", db_path);
-    if (ocp_broker_open(url, &o, &b, err, sizeof err))
+    if (ocp_broker_open(url, o, &b, err, sizeof err))
         fail_msg("open %s: %s", url, err);
     return b;
+}
+
+static ocp_broker *open_broker(void)
+{
+    ocp_broker_opts o = {.queues = "ocrpool-test-kinds"};
+    return open_broker_with(&o);
 }
 
 static int setup(void **state)
@@ -351,14 +373,434 @@ static void test_sqlite_migration(void **state)
         fail_msg("refusal: %s", err);
 }
 
+/* ---- the lease owner: a stale node's late word changes nothing ------------------------- */
+
+static const char page_payload[] = "{\"source\":\"/nowhere/page.png\",\"lang\":\"eng\",\"page\":0}";
+
+/* Leases on b for owner the one task there is (of group; NULL on Redis): its id must be id.
+ * Returns its deliveries. */
+static int lease_as(ocp_broker *b, const char *owner, const char *group, double lease_s,
+                    const char *id)
+{
+    ocp_task t[2];
+    int n = 0;
+    assert_int_equal(ocp_broker_lease(b, owner, group, 2, lease_s, 5, t, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(t[0].id, id);
+    int d = t[0].deliveries;
+    ocp_task_fini(&t[0]);
+    return d;
+}
+
+/* id is in state, leased to owner when owner is not NULL. */
+static void expect_owner(ocp_broker *b, const char *id, int state, const char *owner)
+{
+    ocp_task_info i;
+    assert_int_equal(ocp_broker_get(b, id, &i), 0);
+    if (i.state != state)
+        fail_msg("task %s is %s, not %s (error %s)", id, ocp_task_state_name(i.state),
+                 ocp_task_state_name(state), i.error ? i.error : "none");
+    if (owner && (!i.lease_owner || strcmp(i.lease_owner, owner) != 0))
+        fail_msg("task %s is leased to %s, not %s", id, i.lease_owner ? i.lease_owner : "nobody",
+                 owner);
+    ocp_task_info_fini(&i);
+}
+
+/* id is DONE with the result {"by": by}. */
+static void expect_done_by(ocp_broker *b, const char *id, const char *by)
+{
+    ocp_task_info i;
+    assert_int_equal(ocp_broker_get(b, id, &i), 0);
+    if (i.state != OCP_TASK_DONE)
+        fail_msg("task %s is %s, not done (error %s)", id, ocp_task_state_name(i.state),
+                 i.error ? i.error : "none");
+    json_t *r = json_loads(i.result ? i.result : "", 0, NULL);
+    const char *got = json_string_value(json_object_get(r, "by"));
+    if (!got || strcmp(got, by) != 0)
+        fail_msg("task %s: the result is %s's, not %s's", id, got ? got : "nobody", by);
+    json_decref(r);
+    ocp_task_info_fini(&i);
+}
+
+/*
+ * SQLite: two nodes on one file. A's lease runs out (A froze) and B leases the page; A's late
+ * release (that would bury it), fail and ack change nothing: B's lease stands. B's ack wins,
+ * and A's word after it does not overwrite B's result. A node whose lease ran out with nobody
+ * taking its page over still finishes it.
+ */
+static void test_sqlite_stale_owner(void **state)
+{
+    (void)state;
+    ocp_broker *a = open_broker(), *b = open_broker();
+    const char *na = "node-a:1:1", *nb = "node-b:2:2";
+    char id[64], id2[64];
+    int inserted = 0, buried = 0;
+    ocp_task_spec spec = {.group = "g-stale", .payload = page_payload};
+    assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+    lease_as(a, na, "g-stale", -1, id); /* runs out at once */
+    assert_int_equal(lease_as(b, nb, "g-stale", 60, id), 2);
+    assert_int_equal(ocp_broker_release(a, id, OCP_FAIL_CRASHED, "worker lost", 0, 1, &buried), 0);
+    assert_int_equal(buried, 0);
+    expect_owner(b, id, OCP_TASK_LEASED, nb);
+    double now = ocp_wall_now();
+    assert_int_equal(ocp_broker_fail(a, id, OCP_FAIL_INPUT, "bad page", now, now, 1), 0);
+    expect_owner(b, id, OCP_TASK_LEASED, nb);
+    json_t *ra = json_pack("{s:s}", "by", "a"), *rb = json_pack("{s:s}", "by", "b");
+    assert_int_equal(ocp_broker_ack(a, id, ra, now, now, 1, 1), 0);
+    expect_owner(b, id, OCP_TASK_LEASED, nb);
+    assert_int_equal(ocp_broker_ack(b, id, rb, now, now, 1, 2), 0);
+    expect_done_by(b, id, "b");
+    /* After B's result: A's word still changes nothing. */
+    assert_int_equal(ocp_broker_ack(a, id, ra, now, now, 1, 1), 0);
+    assert_int_equal(ocp_broker_fail(a, id, OCP_FAIL_INPUT, "bad page", now, now, 1), 0);
+    assert_int_equal(ocp_broker_release(a, id, OCP_FAIL_CRASHED, "worker lost", 0, 1, &buried), 0);
+    expect_done_by(b, id, "b");
+    /* B renews nothing of A's, A nothing of B's. */
+    assert_int_equal(ocp_broker_submit(a, &spec, id2, &inserted), 0);
+    lease_as(a, na, "g-stale", -1, id2);
+    assert_int_equal(ocp_broker_ack(a, id2, ra, now, now, 1, 1), 0);
+    expect_done_by(a, id2, "a");
+    json_decref(ra);
+    json_decref(rb);
+    ocp_broker_close(a);
+    ocp_broker_close(b);
+}
+
+/* SQLite: the queue file is created 0600 whatever the umask leaves, and so are its -wal and
+ * -shm files (they hold the same tasks and results). */
+static void test_sqlite_file_mode(void **state)
+{
+    (void)state;
+    mode_t old = umask(022);
+    ocp_broker *b = open_broker();
+    char id[64];
+    submit_lease(b, "g-mode", id);
+    static const char *const suffix[] = {"", "-wal", "-shm"};
+    for (size_t k = 0; k < 3; k++) {
+        char p[300];
+        struct stat st;
+        snprintf(p, sizeof p, "%s%s", db_path, suffix[k]);
+        assert_int_equal(stat(p, &st), 0);
+        if ((st.st_mode & 0777) != 0600)
+            fail_msg("%s is created %03o, not 600", p, (unsigned)(st.st_mode & 0777));
+    }
+    ocp_broker_close(b);
+    umask(old);
+}
+
+/* A plain connection to the Redis under test (its database selected). */
+static redisContext *raw_redis(void)
+{
+    char host[64];
+    int port = 0, db = 0;
+    if (sscanf(redis_url, "redis://%63[^:]:%d/%d", host, &port, &db) < 2)
+        fail_msg("test URL %s", redis_url);
+    redisContext *c = redisConnect(host, port);
+    assert_true(c && !c->err);
+    redisReply *r = redisCommand(c, "SELECT %d", db);
+    assert_non_null(r);
+    freeReplyObject(r);
+    return c;
+}
+
+/* The length of a reply to fmt (LLEN, HLEN), or -1 for nil, or the string's length. */
+static long long raw_len(redisContext *c, const char *fmt, const char *arg)
+{
+    redisReply *r = redisCommand(c, fmt, arg);
+    assert_non_null(r);
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? (long long)r->len
+                                                  : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+/*
+ * Redis: A takes a page and freezes past the visibility timeout; B's lease restores the
+ * message and takes it (it keeps its tag). A's late release (that would bury it), fail, or
+ * STARTED and ack after B's result change nothing: no meta of A's, nothing back in the queue,
+ * B's result stands.
+ */
+static void test_redis_stale_owner(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    ocp_broker_opts o = {
+        .queues = "ocrpool-test-stale", .visibility_timeout_s = 1, .track_started = true};
+    json_t *ra = json_pack("{s:s}", "by", "a"), *rb = json_pack("{s:s}", "by", "b");
+    for (int k = 0; k < 3; k++) {
+        ocp_broker *a = open_broker_with(&o), *b = open_broker_with(&o);
+        char id[64], meta[128];
+        int inserted = 0, buried = 0;
+        ocp_task_spec spec = {.payload = page_payload};
+        assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+        snprintf(meta, sizeof meta, "celery-task-meta-%s", id);
+        lease_as(a, "node-a:1:1", NULL, 60, id);
+        usleep(1300 * 1000); /* A is frozen past the visibility timeout */
+        assert_int_equal(lease_as(b, "node-b:2:2", NULL, 60, id), 2);
+        double now = ocp_wall_now();
+        if (k == 0)
+            assert_int_equal(
+                ocp_broker_release(a, id, OCP_FAIL_CRASHED, "worker lost", 0, 1, &buried), 0);
+        else if (k == 1)
+            assert_int_equal(ocp_broker_fail(a, id, OCP_FAIL_INPUT, "bad page", now, now, 1), 0);
+        if (k < 2) {
+            assert_int_equal(raw_len(c, "GET %s", meta), -1);
+            assert_int_equal(raw_len(c, "LLEN %s", "ocrpool-test-stale"), 0);
+            assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 1);
+            assert_int_equal(ocp_broker_ack(b, id, rb, now, now, 1, 2), 0);
+        } else {
+            assert_int_equal(ocp_broker_ack(b, id, rb, now, now, 1, 2), 0);
+            assert_int_equal(ocp_broker_started(a, id, 42), 0);
+            assert_int_equal(ocp_broker_ack(a, id, ra, now, now, 1, 1), 0);
+        }
+        expect_done_by(b, id, "b");
+        assert_int_equal(raw_len(c, "LLEN %s", "ocrpool-test-stale"), 0);
+        assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 0);
+        ocp_broker_close(a);
+        ocp_broker_close(b);
+    }
+    json_decref(ra);
+    json_decref(rb);
+    redisFree(c);
+}
+
+/*
+ * Redis: A takes a page and freezes; kombu's visibility restore (a Python worker's: it
+ * leaves ocrpool's owners hash as it was) gives the message back and a Python worker takes it
+ * again, under the same tag. A's late ack changes nothing: no meta of A's, the Python
+ * worker's unacked record stays.
+ */
+static void test_redis_python_took_it(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    ocp_broker_opts o = {.queues = "ocrpool-test-stale"};
+    ocp_broker *a = open_broker_with(&o);
+    char id[64], meta[128];
+    int inserted = 0;
+    ocp_task_spec spec = {.payload = page_payload};
+    assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+    snprintf(meta, sizeof meta, "celery-task-meta-%s", id);
+    lease_as(a, "node-a:1:1", NULL, 60, id);
+    redisReply *r = redisCommand(c, "HKEYS unacked");
+    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    char tag[256];
+    snprintf(tag, sizeof tag, "%s", r->element[0]->str);
+    freeReplyObject(r);
+    /* kombu's restore (HDEL, ZREM, LPUSH) and a Python worker's take (RPOP, HSET, ZADD). */
+    r = redisCommand(c, "HGET unacked %s", tag);
+    assert_true(r && r->type == REDIS_REPLY_STRING);
+    redisReply *x = redisCommand(c, "HSET unacked %s %b", tag, r->str, r->len);
+    freeReplyObject(x);
+    freeReplyObject(r);
+    r = redisCommand(c, "ZADD unacked_index %f %s", ocp_wall_now() + 0.5, tag);
+    freeReplyObject(r);
+    json_t *ra = json_pack("{s:s}", "by", "a");
+    assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
+    assert_int_equal(raw_len(c, "GET %s", meta), -1);
+    assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 1);
+    r = redisCommand(c, "EVAL %s 0",
+                     "redis.call('DEL', 'unacked', 'unacked_index', "
+                     "'ocrpool.unacked_owner') return 1");
+    freeReplyObject(r);
+    json_decref(ra);
+    ocp_broker_close(a);
+    redisFree(c);
+}
+
+/* LPUSHes a task message of id on queue with an eta (seconds since the epoch). */
+static void push_eta(redisContext *c, const char *queue, const char *id, double eta)
+{
+    json_t *args = NULL, *kwargs = NULL;
+    assert_int_equal(ocp_celery_args_from_payload(page_payload, &args, &kwargs), 0);
+    ocp_celery_new n = {
+        .id = id, .task = "ocrpool.ocr_page", .queue = queue, .args = args, .kwargs = kwargs};
+    char *msg = ocp_celery_message(&n);
+    json_t *m = json_loads(msg, 0, NULL);
+    json_object_set_new(json_object_get(m, "headers"), "eta", json_real(eta));
+    char *txt = json_dumps(m, JSON_COMPACT);
+    redisReply *r = redisCommand(c, "LPUSH %s %s", queue, txt);
+    assert_non_null(r);
+    freeReplyObject(r);
+    free(txt);
+    json_decref(m);
+    free(msg);
+    json_decref(args);
+    json_decref(kwargs);
+}
+
+/* How many of ids[0..n) this node holds (get: LEASED); the others are not known to it. */
+static int held_here(ocp_broker *b, char ids[][37], int n)
+{
+    int held = 0;
+    for (int k = 0; k < n; k++) {
+        ocp_task_info i;
+        int rc = ocp_broker_get(b, ids[k], &i);
+        if (rc == 0) {
+            held += i.state == OCP_TASK_LEASED;
+            ocp_task_info_fini(&i);
+        } else {
+            assert_int_equal(rc, OCP_E_NOPAGE);
+        }
+    }
+    return held;
+}
+
+/* Leases until n pages came (each delivered once) or 10 s passed; acknowledges each. */
+static void lease_all(ocp_broker *b, int n)
+{
+    int got = 0;
+    double until = ocp_wall_now() + 10;
+    json_t *res = json_pack("{s:s}", "by", "eta");
+    while (got < n && ocp_wall_now() < until) {
+        ocp_task t[4];
+        int k = 0;
+        assert_int_equal(ocp_broker_lease(b, "node-eta:3:3", NULL, 4, 60, 5, t, &k), 0);
+        for (int j = 0; j < k; j++) {
+            assert_int_equal(t[j].deliveries, 1);
+            assert_int_equal(ocp_broker_ack(b, t[j].id, res, 1, 1, 1, 1), 0);
+            ocp_task_fini(&t[j]);
+        }
+        got += k;
+        usleep(100 * 1000);
+    }
+    json_decref(res);
+    assert_int_equal(got, n);
+}
+
+/*
+ * Redis: messages with a future eta are held in the node up to max_eta_messages (and
+ * max_eta_bytes); the others stay in Redis, not in the node's memory, and all run at their
+ * eta, each delivered once.
+ */
+static void test_redis_eta_cap(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    ocp_broker_opts o = {
+        .queues = "ocrpool-test-eta", .visibility_timeout_s = 1, .max_eta_messages = 2};
+    ocp_broker *b = open_broker_with(&o);
+    char ids[3][37];
+    double eta = ocp_wall_now() + 2.5;
+    for (int k = 0; k < 3; k++) {
+        ocp_uuid4(ids[k]);
+        push_eta(c, "ocrpool-test-eta", ids[k], eta);
+    }
+    ocp_task t[4];
+    int n = -1;
+    assert_int_equal(ocp_broker_lease(b, "node-eta:3:3", NULL, 4, 60, 5, t, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(held_here(b, ids, 3), 2);
+    lease_all(b, 3);
+    ocp_broker_close(b);
+    /* By size: a cap of one byte holds none. */
+    o.max_eta_messages = 0;
+    o.max_eta_bytes = 1;
+    b = open_broker_with(&o);
+    push_eta(c, "ocrpool-test-eta", ids[0], ocp_wall_now() + 1.5);
+    assert_int_equal(ocp_broker_lease(b, "node-eta:3:3", NULL, 4, 60, 5, t, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(held_here(b, ids, 1), 0);
+    lease_all(b, 1);
+    ocp_broker_close(b);
+    assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 0);
+    redisFree(c);
+}
+
+/* ---- a redis-server of this test's own --------------------------------------------------- */
+
+static pid_t own_pid;
+static char own_url[128], own_dir[256];
+
+/* Starts redis-server on a free loopback port, without persistence, in a temporary folder;
+ * its URL in own_url. Nothing happens when there is no redis-server. */
+static void start_own_redis(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
+        getsockname(fd, (struct sockaddr *)&a, &len)) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    close(fd);
+    int port = ntohs(a.sin_port);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(own_dir, sizeof own_dir, "%s/ocp-test-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(own_dir))
+        return;
+    char ports[16];
+    snprintf(ports, sizeof ports, "%d", port);
+    own_pid = fork();
+    if (own_pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        execlp("redis-server", "redis-server", "--port", ports, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", own_dir, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; own_pid > 0 && i < 100; i++) {
+        if (waitpid(own_pid, NULL, WNOHANG) == own_pid) {
+            own_pid = 0; /* not installed, or it could not start */
+            break;
+        }
+        redisContext *c = redisConnect("127.0.0.1", port);
+        redisReply *r = c && !c->err ? redisCommand(c, "PING") : NULL;
+        int up = r && r->type == REDIS_REPLY_STATUS;
+        if (r)
+            freeReplyObject(r);
+        if (c)
+            redisFree(c);
+        if (up) {
+            snprintf(own_url, sizeof own_url, "redis://127.0.0.1:%d/0", port);
+            return;
+        }
+        usleep(50 * 1000);
+    }
+}
+
+static void stop_own_redis(void)
+{
+    if (own_pid > 0) {
+        kill(own_pid, SIGTERM);
+        waitpid(own_pid, NULL, 0);
+    }
+    if (own_dir[0])
+        rmdir(own_dir);
+}
+
+/* Runs a Redis case on this test's own redis-server, or skips it when there is none. */
+#define ON_OWN_REDIS(fn)                                                                           \
+    static void own_##fn(void **state)                                                             \
+    {                                                                                              \
+        if (!own_url[0])                                                                           \
+            skip();                                                                                \
+        redis_url = own_url;                                                                       \
+        fn(state);                                                                                 \
+    }
+ON_OWN_REDIS(test_failure_kinds)
+ON_OWN_REDIS(test_result_text)
+ON_OWN_REDIS(test_redis_stale_owner)
+ON_OWN_REDIS(test_redis_python_took_it)
+ON_OWN_REDIS(test_redis_eta_cap)
+
+static int off_redis(void **state)
+{
+    (void)state;
+    redis_url = NULL;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "redis") == 0) {
         redis_url = argv[2];
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_failure_kinds),
-            cmocka_unit_test(test_result_text),
-            cmocka_unit_test(test_redis_list_finished),
+            cmocka_unit_test(test_failure_kinds),       cmocka_unit_test(test_result_text),
+            cmocka_unit_test(test_redis_list_finished), cmocka_unit_test(test_redis_stale_owner),
+            cmocka_unit_test(test_redis_eta_cap),
         };
         return cmocka_run_group_tests_name("broker on redis", tests, NULL, NULL);
     }
@@ -368,6 +810,19 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_sqlite_lease_burial, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_list_finished, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sqlite_stale_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sqlite_file_mode, setup, teardown),
+        cmocka_unit_test_teardown(own_test_failure_kinds, off_redis),
+        cmocka_unit_test_teardown(own_test_result_text, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_stale_owner, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_python_took_it, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_eta_cap, off_redis),
     };
-    return cmocka_run_group_tests_name("broker on sqlite", tests, NULL, NULL);
+    start_own_redis();
+    if (!own_url[0])
+        printf("# no redis-server could be started here: the Redis cases are skipped\n");
+    int rc = cmocka_run_group_tests_name("broker on sqlite, then on a redis-server of its own",
+                                         tests, NULL, NULL);
+    stop_own_redis();
+    return rc;
 }

@@ -149,6 +149,9 @@ static void test_mkdir_p(void **state)
     assert_non_null(f);
     fclose(f);
     assert_int_equal(ocp_mkdir_p(under, 0755), -ENOTDIR);
+    /* No name is an error, not a walk past its end. */
+    assert_int_equal(ocp_mkdir_p("", 0755), -EINVAL);
+    assert_int_equal(ocp_mkdir_p(NULL, 0755), -EINVAL);
     unlink(file);
     char *b = ocp_xasprintf("%s/a/b", dir), *a = ocp_xasprintf("%s/a", dir);
     rmdir(deep);
