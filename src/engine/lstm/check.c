@@ -72,8 +72,8 @@ static int check_weights(const ocp_lstm_node *n, ck *c)
     for (int i = 0; i < n->n_children; i++)
         have += n->children[i].num_weights;
     if (have != n->num_weights)
-        return bad(c, "layer '%s' (%s) says it has %ld weights, its matrices hold %ld", n->name,
-                   n->type, n->num_weights, have);
+        return bad(c, "layer '%s' (%s) says it has %ld weights, its %s hold %ld", n->name,
+                   n->type, n->num_weights, n->n_children ? "layers" : "matrices", have);
     return 0;
 }
 
@@ -226,8 +226,6 @@ static int check_leaf(const ocp_lstm_node *n, flow *f, ck *c)
 static int check_node(const ocp_lstm_node *n, flow *f, ck *c)
 {
     int rc;
-    if (check_weights(n, c))
-        return OCP_E_FORMAT;
     switch (n->kind) {
     case OCP_LSTM_SERIES:
         rc = check_series(n, f, c);
@@ -242,7 +240,7 @@ static int check_node(const ocp_lstm_node *n, flow *f, ck *c)
         c->leaves++;
         break;
     }
-    if (rc)
+    if (rc || (rc = check_weights(n, c)))
         return rc;
     long column = (long)(f->h == VAR ? 1 : f->h) * (f->w == VAR ? 1 : f->w) * f->d;
     if (column > MAX_COLUMN)
