@@ -528,8 +528,8 @@ static void cut_file(const eng_file *e, size_t k, int *n)
 }
 
 /* Component c cut to k bytes, the components after it moved up: every cut is refused. The
- * file is built in tmp (room for all of it): the part after the cut is put at the end of
- * tmp once, and for each k only the part before the cut is copied in front of it. */
+ * file is built in tmp, a copy of the file: what follows c stays where it is, and for each
+ * k only the part before the cut is copied in front of it, ending where c ended. */
 static void cut_component(const eng_file *e, unsigned char *tmp, int c, size_t k, int *n)
 {
     size_t rest = e->len - (e->off[c] + e->size[c]);
@@ -577,6 +577,7 @@ static void test_truncations_walked(void **state)
     unsigned char *tmp = ocp_xmalloc(e.len);
     for (size_t i = 0; i < sizeof comps / sizeof comps[0]; i++) {
         int c = comps[i];
+        memcpy(tmp, e.buf, e.len); /* what follows c stays where it is in the file */
         size_t all = c == OCP_TD_LSTM ? 8192 : 512; /* every cut up to here, then strides */
         for (size_t k = 1; k < e.size[c]; k += k < all ? 1 : e.size[c] / 200 + 1)
             cut_component(&e, tmp, c, k, &n);
