@@ -278,9 +278,9 @@ static int is_one_of(const char *s, const char *const *list)
 /* The node at p and its children into out[*n...]; returns where the node ends. */
 static size_t walk_node(const unsigned char *b, size_t p, tnode *out, int *n)
 {
-    static const char *const boxes[] = {"Series",      "Parallel", "XYTranspose",
-                                        "RTLReversed", "Reversed", "TTBReversed", NULL};
-    static const char *const fcs[] = {"Tanh",    "Logistic", "Relu",        "Linear",
+    static const char *const boxes[] = {"Series",   "Parallel",    "XYTranspose", "RTLReversed",
+                                        "Reversed", "TTBReversed", NULL};
+    static const char *const fcs[] = {"Tanh",    "Logistic",     "Relu", "Linear",
                                       "Softmax", "SoftmaxNoCTC", NULL};
     assert_true(*n < 64);
     tnode *t = &out[(*n)++];
@@ -364,8 +364,7 @@ static void refused(const unsigned char *buf, size_t len, const char *want, cons
 }
 
 /* Patches one int32 of eng, expects the refusal, and puts the value back. */
-static void refused_with(eng_file *e, size_t at, uint32_t v, const char *want,
-                         const char *want2)
+static void refused_with(eng_file *e, size_t at, uint32_t v, const char *want, const char *want2)
 {
     uint32_t was = get32(e->buf, at);
     put32(e->buf, at, v);
@@ -571,9 +570,12 @@ static void test_truncations_walked(void **state)
             cut_file(&e, e.off[c] + e.size[c] - 1, &n);
     /* Each component, cut short inside itself (1 byte at least: 0 bytes is an absent
      * component, and a model without dictionaries is a model). */
-    static const int comps[] = {OCP_TD_LSTM,          OCP_TD_LSTM_PUNC_DAWG,
-                                OCP_TD_LSTM_WORD_DAWG, OCP_TD_LSTM_NUMBER_DAWG,
-                                OCP_TD_LSTM_UNICHARSET, OCP_TD_LSTM_RECODER};
+    static const int comps[] = {OCP_TD_LSTM,
+                                OCP_TD_LSTM_PUNC_DAWG,
+                                OCP_TD_LSTM_WORD_DAWG,
+                                OCP_TD_LSTM_NUMBER_DAWG,
+                                OCP_TD_LSTM_UNICHARSET,
+                                OCP_TD_LSTM_RECODER};
     unsigned char *tmp = ocp_xmalloc(e.len);
     for (size_t i = 0; i < sizeof comps / sizeof comps[0]; i++) {
         int c = comps[i];

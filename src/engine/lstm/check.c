@@ -31,7 +31,7 @@
 #include <string.h>
 
 #define MAX_COLUMN 16384 /* values of one layer for one column of the line (eng: 576) */
-#define VAR -1           /* a side that follows the line's width */
+#define VAR        -1    /* a side that follows the line's width */
 
 /* What flows from one layer to the next: rows, columns (VAR: as long as the line) and
  * values per position. */
@@ -72,8 +72,8 @@ static int check_weights(const ocp_lstm_node *n, ck *c)
     for (int i = 0; i < n->n_children; i++)
         have += n->children[i].num_weights;
     if (have != n->num_weights)
-        return bad(c, "layer '%s' (%s) says it has %ld weights, its %s hold %ld", n->name,
-                   n->type, n->num_weights, n->n_children ? "layers" : "matrices", have);
+        return bad(c, "layer '%s' (%s) says it has %ld weights, its %s hold %ld", n->name, n->type,
+                   n->num_weights, n->n_children ? "layers" : "matrices", have);
     return 0;
 }
 
@@ -85,17 +85,16 @@ static int check_series(const ocp_lstm_node *n, flow *f, ck *c)
         if (k->ni != takes)
             return i == 0 ? bad(c, "layer '%s' (%s) takes %d inputs, its series '%s' takes %d",
                                 k->name, k->type, k->ni, n->name, takes)
-                          : bad(c, "layer '%s' (%s) outputs %d, the next layer '%s' (%s) "
-                                   "takes %d",
-                                n->children[i - 1].name, n->children[i - 1].type, takes,
-                                k->name, k->type, k->ni);
+                          : bad(c, "layer '%s' (%s) outputs %d, the next layer '%s' (%s) takes %d",
+                                n->children[i - 1].name, n->children[i - 1].type, takes, k->name,
+                                k->type, k->ni);
         if (check_node(k, f, c))
             return OCP_E_FORMAT;
     }
     const ocp_lstm_node *last = &n->children[n->n_children - 1];
     if (last->no != n->no)
-        return bad(c, "layer '%s' (%s) outputs %d, its series '%s' says it outputs %d",
-                   last->name, last->type, last->no, n->name, n->no);
+        return bad(c, "layer '%s' (%s) outputs %d, its series '%s' says it outputs %d", last->name,
+                   last->type, last->no, n->name, n->no);
     return 0;
 }
 
@@ -113,8 +112,8 @@ static int check_wrap(const ocp_lstm_node *n, flow *f, ck *c)
         return bad(c, "layer '%s': %s is not supported", n->name, n->type);
     const ocp_lstm_node *k = &n->children[0];
     if (k->ni != n->ni || k->no != n->no)
-        return bad(c, "layer '%s' (%s) maps %d to %d, inside '%s' (%s) that maps %d to %d",
-                   k->name, k->type, k->ni, k->no, n->name, n->type, n->ni, n->no);
+        return bad(c, "layer '%s' (%s) maps %d to %d, inside '%s' (%s) that maps %d to %d", k->name,
+                   k->type, k->ni, k->no, n->name, n->type, n->ni, n->no);
     if (xy)
         swap_sides(f);
     if (check_node(k, f, c))
@@ -130,8 +129,7 @@ static int pool_side(int side, int s)
     return side == VAR ? VAR : side / s;
 }
 
-static int check_matrix(const ocp_lstm_node *n, const ocp_lstm_matrix *m, int rows, int cols,
-                        ck *c)
+static int check_matrix(const ocp_lstm_node *n, const ocp_lstm_matrix *m, int rows, int cols, ck *c)
 {
     if (m->rows != rows || m->cols != cols || !m->w || !m->scales)
         return bad(c, "layer '%s' (%s): a %d x %d weight matrix where %d x %d fits", n->name,
@@ -182,8 +180,8 @@ static int check_leaf(const ocp_lstm_node *n, flow *f, ck *c)
     if (c->leaves == 0)
         return bad(c, "the network starts with '%s' (%s), not an Input", n->name, n->type);
     if (f->d != n->ni)
-        return bad(c, "layer '%s' (%s) takes %d inputs, the layer before it outputs %d",
-                   n->name, n->type, n->ni, f->d);
+        return bad(c, "layer '%s' (%s) takes %d inputs, the layer before it outputs %d", n->name,
+                   n->type, n->ni, f->d);
     switch (n->kind) {
     case OCP_LSTM_CONVOLVE: {
         long want = (long)n->ni * (2 * n->half_x + 1) * (2 * n->half_y + 1);
@@ -206,8 +204,9 @@ static int check_leaf(const ocp_lstm_node *n, flow *f, ck *c)
             return OCP_E_FORMAT;
         if (strncmp(n->type, "Softmax", 7) == 0) {
             if (f->h != 1)
-                return bad(c, "the softmax '%s' sees %s rows: the network does not collapse "
-                              "the height to 1",
+                return bad(c,
+                           "the softmax '%s' sees %s rows: the network does not collapse "
+                           "the height to 1",
                            n->name, f->h == VAR ? "a line's width of" : "more than one");
             c->softmax = n;
         }
@@ -254,8 +253,8 @@ static int check_classes(const ocp_lstm_model *m, ck *c)
 {
     const ocp_lstm_node *sm = c->softmax;
     if (m->classes != sm->no)
-        return bad(c, "the network outputs %d classes, its softmax '%s' %d", m->classes,
-                   sm->name, sm->no);
+        return bad(c, "the network outputs %d classes, its softmax '%s' %d", m->classes, sm->name,
+                   sm->no);
     if (m->null_char < 0 || m->null_char >= m->classes)
         return bad(c, "null char %d outside %d classes", m->null_char, m->classes);
     if (m->recoder.n != m->unicharset.n)
@@ -268,14 +267,14 @@ static int check_classes(const ocp_lstm_model *m, ck *c)
         for (int j = 0; j < m->recoder.length[i]; j++) {
             int code = m->recoder.code[i][j];
             if (code < 0 || code >= m->classes)
-                return bad(c, "recoder entry %d: code %d outside %d classes", i, code,
-                           m->classes);
+                return bad(c, "recoder entry %d: code %d outside %d classes", i, code, m->classes);
             if (code + 1 > range)
                 range = code + 1;
         }
     if (range != m->classes)
-        return bad(c, "the softmax '%s' outputs %d classes, the recoder's codes and the null "
-                      "need %d",
+        return bad(c,
+                   "the softmax '%s' outputs %d classes, the recoder's codes and the null "
+                   "need %d",
                    sm->name, m->classes, range);
     return 0;
 }

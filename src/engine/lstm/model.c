@@ -394,8 +394,7 @@ static char *next_line(const char **p, const char *end)
 }
 
 /* A unichar id field of entry i ("other case", "mirror"): absent, or one of the n. */
-static int check_id(const char *field, long i, long n, const char *what, char *err,
-                    size_t errlen)
+static int check_id(const char *field, long i, long n, const char *what, char *err, size_t errlen)
 {
     char *e;
     long id;
@@ -403,15 +402,15 @@ static int check_id(const char *field, long i, long n, const char *what, char *e
         return 0;
     id = strtol(field, &e, 10);
     if (e == field || *e || id < 0 || id >= n)
-        return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset entry %ld: %s '%s' is not one of "
-                        "its %ld unichars", i, what, field, n);
+        return ocp_errf(OCP_E_FORMAT, err, errlen,
+                        "unicharset entry %ld: %s '%s' is not one of its %ld unichars", i,
+                        what, field, n);
     return 0;
 }
 
 /* Entry i's fields after its text: "properties script other_case" (the space's short
  * form), or "properties metrics script other_case direction mirror normed". */
-static int read_entry(char **f, int nf, long i, long n, ocp_unicharset *u, char *err,
-                      size_t errlen)
+static int read_entry(char **f, int nf, long i, long n, ocp_unicharset *u, char *err, size_t errlen)
 {
     char *e;
     long props = nf >= 1 ? strtol(f[0], &e, 16) : 0;
@@ -438,8 +437,7 @@ static int read_unicharset(const unsigned char *buf, size_t len, ocp_unicharset 
     free(line);
     /* Each entry takes a line of at least 2 bytes. */
     if (n < 1 || n > MAX_CLASSES || (size_t)n > len / 2)
-        return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset: %ld entries in %zu bytes", n,
-                        len);
+        return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset: %ld entries in %zu bytes", n, len);
     u->text = ocp_xcalloc((size_t)n, sizeof *u->text);
     u->script = ocp_xcalloc((size_t)n, sizeof *u->script);
     u->is_digit = ocp_xcalloc((size_t)n, 1);
@@ -647,8 +645,7 @@ static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model
     }
     if (r.off != r.n) {
         rc = ocp_errf(OCP_E_FORMAT, err, errlen,
-                      "the lstm component is %zu bytes, its network ends at byte %zu", r.n,
-                      r.off);
+                      "the lstm component is %zu bytes, its network ends at byte %zu", r.n, r.off);
         goto fail;
     }
     const ocp_lstm_node *in = first_leaf(&m->net);
