@@ -471,6 +471,24 @@ static void huge_counts(eng_file *e)
     memcpy(u, keep, 11);
 }
 
+/* In a child: an allocation of more than 256 MB from here on fails, and ocp_xmalloc then
+ * aborts (under ASan, max_allocation_size_mb below bounds one allocation). */
+static void bound_address_space(void)
+{
+#ifndef __SANITIZE_ADDRESS__
+    /* What the process maps now (the file, cmocka, libraries), plus 256 MB. */
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (f && fscanf(f, "%lu", &pages) == 1) {
+        rlim_t max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + (256u << 20);
+        struct rlimit rl = {max, max};
+        setrlimit(RLIMIT_AS, &rl);
+    }
+    if (f)
+        fclose(f);
+#endif
+}
+
 #ifdef __SANITIZE_ADDRESS__
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
@@ -489,19 +507,7 @@ static void test_huge_counts_fail_cheaply(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-#ifndef __SANITIZE_ADDRESS__
-        struct rlimit rl = {256u << 20, 256u << 20};
-        struct rlimit as;
-        getrlimit(RLIMIT_AS, &as);
-        /* What the process maps now (the file, cmocka, libraries), plus 256 MB. */
-        FILE *f = fopen("/proc/self/statm", "r");
-        unsigned long pages = 0;
-        if (f && fscanf(f, "%lu", &pages) == 1)
-            rl.rlim_cur = rl.rlim_max = pages * (unsigned long)sysconf(_SC_PAGESIZE) + (256u << 20);
-        if (f)
-            fclose(f);
-        setrlimit(RLIMIT_AS, &rl);
-#endif
+        bound_address_space();
         huge_counts(&e);
         _exit(0);
     }
@@ -591,6 +597,95 @@ static void test_truncations_walked(void **state)
     free(e.buf);
 }
 
+/* ---- a network of many nodes ------------------------------------------------------------ */
+
+typedef struct gen {
+    unsigned char *p;
+    size_t n, cap;
+    long nodes;
+} gen;
+
+static void gen_bytes(gen *g, const void *b, size_t k)
+{
+    if (g->n + k <= g->cap)
+        memcpy(g->p + g->n, b, k);
+    g->n += k;
+}
+
+static void gen_i32(gen *g, int32_t v)
+{
+    gen_bytes(g, &v, 4);
+}
+
+/* A node: marker, type, two training flags, flags, ni 1, no 1, num_weights, an empty name. */
+static void gen_head(gen *g, const char *type)
+{
+    unsigned char z[2] = {0, 0};
+    gen_bytes(g, z, 1);
+    gen_i32(g, (int32_t)strlen(type));
+    gen_bytes(g, type, strlen(type));
+    gen_bytes(g, z, 2);
+    for (int i = 0; i < 4; i++)
+        gen_i32(g, i == 1 || i == 2 ? 1 : 0);
+    gen_i32(g, 0);
+    g->nodes++;
+}
+
+/* Series of 64 children down to depth 3, Maxpool leaves there, until the buffer is full
+ * (the file then ends in the middle of the tree). */
+static void gen_tree(gen *g, int depth)
+{
+    if (g->n >= g->cap)
+        return;
+    if (depth == 3) {
+        gen_head(g, "Maxpool");
+        gen_i32(g, 1);
+        gen_i32(g, 1);
+        return;
+    }
+    gen_head(g, "Series");
+    gen_i32(g, 64);
+    for (int i = 0; i < 64 && g->n < g->cap; i++)
+        gen_tree(g, depth + 1);
+}
+
+/* A network of some 250,000 nodes in 12 MB: every container's 64 children were allocated as
+ * it was read (a node's struct is some ten times its bytes in the file), so such a file made
+ * the reader allocate over 256 MB before it failed. The reader now stops at 1024 nodes. Run
+ * in a child whose address space is bounded, as above. */
+static void test_many_nodes_refused_cheaply(void **state)
+{
+    (void)state;
+    size_t lstm = 12u << 20, len = 196 + lstm + 2;
+    unsigned char *buf = ocp_xcalloc(len, 1);
+    gen g = {buf + 196, 0, lstm, 0};
+    gen_tree(&g, 0);
+    assert_true(g.nodes > 250000);
+    int32_t n = 24;
+    memcpy(buf, &n, 4);
+    for (int i = 0; i < 24; i++) {
+        int64_t o = i == OCP_TD_LSTM              ? 196
+                    : i == OCP_TD_LSTM_UNICHARSET ? (int64_t)(196 + lstm)
+                    : i == OCP_TD_LSTM_RECODER    ? (int64_t)(196 + lstm + 1)
+                                                  : -1;
+        memcpy(buf + 4 + 8 * i, &o, 8);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        bound_address_space();
+        refused(buf, len, "more than 1024 nodes", NULL);
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the child %s %d", WIFEXITED(st) ? "exited" : "died of signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -603,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_refuses_sizes_that_disagree),
         cmocka_unit_test(test_huge_counts_fail_cheaply),
         cmocka_unit_test(test_truncations_walked),
+        cmocka_unit_test(test_many_nodes_refused_cheaply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
