@@ -7,6 +7,7 @@
  *   Series      child 0 takes the series' ni, child k takes child k-1's no, the
  *               last child's no is the series' no
  *   XYTranspose, RTLReversed, TTBReversed: the child's ni and no are the node's
+ *               (Parallel and Reversed, which the forward pass cannot run, are refused)
  *   Convolve    no = ni x (2 half_x + 1) x (2 half_y + 1)
  *   Maxpool     no = ni, and the fixed side it pools keeps at least one row
  *   Tanh, ..., Softmax: the matrix is no x (ni + 1)
