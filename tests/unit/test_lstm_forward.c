@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/util.h"
 #include "engine/lstm/forward.h"
 #include "engine/lstm/kernels.h"
 
@@ -190,6 +191,19 @@ static void test_refusals(void **state)
     uint8_t grey[4] = {0};
     assert_int_equal(ocp_lstm_prepare_line(&m, grey, 0, 4, 1, 1, 0, &out, &ow, err, sizeof err),
                      OCP_E_RANGE);
+    /* A line 3000 wide and 1 high is 108000 columns at 36 rows, more than the forward pass
+     * takes: refused before it is scaled (a tall model would scale it to gigabytes). */
+    uint8_t *thin = ocp_xcalloc(3000, 1);
+    assert_int_equal(
+        ocp_lstm_prepare_line(&m, thin, 3000, 1, 3000, 1, 0, &out, &ow, err, sizeof err),
+        OCP_E_RANGE);
+    assert_non_null(strstr(err, "108000 columns"));
+    /* 2700 x 1 is 97200 columns: made. */
+    assert_int_equal(
+        ocp_lstm_prepare_line(&m, thin, 2700, 1, 2700, 1, 0, &out, &ow, err, sizeof err), 0);
+    assert_true(ow > 90000 && ow <= 100000);
+    free(out);
+    free(thin);
 }
 
 int main(void)

@@ -58,7 +58,9 @@ int ocp_dawg_read(const unsigned char *buf, size_t len, int unichars, int borrow
     if (size != unichars)
         return ocp_errf(OCP_E_FORMAT, err, errlen,
                         "dawg: made for %d unichars, the model has %d", (int)size, unichars);
-    if (n < 1 || n > MAX_EDGES || (size_t)n > (len - 10) / 8)
+    /* The edges fill the rest of the component exactly (as in every model Debian ships):
+     * a count larger than the bytes is refused before anything is allocated for it. */
+    if (n < 1 || n > MAX_EDGES || (size_t)n * 8 != len - 10)
         return ocp_errf(OCP_E_FORMAT, err, errlen, "dawg: %d edges in %zu bytes", (int)n, len);
     int bits = 1;
     while ((1L << bits) < size)

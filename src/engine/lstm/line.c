@@ -104,6 +104,12 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *px, int w, int
         return ocp_errf(OCP_E_RANGE, err, errlen, "line image %d x %d", w, h);
     if (bands != 1 && bands != 3 && bands != 4)
         return ocp_errf(OCP_E_RANGE, err, errlen, "line image of %d bands", bands);
+    /* The forward pass takes lines of up to 100000 columns: a short line scaled to a tall
+     * model's height that would be wider is refused before it is scaled. */
+    if ((double)w * m->input_height / h > 100000)
+        return ocp_errf(OCP_E_RANGE, err, errlen,
+                        "line image %d x %d: %.0f columns at the model's height", w, h,
+                        (double)w * m->input_height / h);
     PIX *pix = line_pix(px, w, h, stride, bands);
     if (!pix)
         return ocp_errf(-ENOMEM, err, errlen, "cannot allocate a %d x %d line", w, h);

@@ -21,6 +21,8 @@
 #define MAX_DIM 65536         /* rows or columns of a weight matrix; ni, no */
 #define MAX_CLASSES 100000    /* unicharset and recoder entries */
 #define MAX_MODEL (1u << 30)  /* a traineddata file */
+#define MAX_NODES 1024        /* nodes of the network tree (Debian's have 13) */
+#define MIN_NODE 27           /* the fewest bytes a node takes in the file */
 
 /* A bounded little-endian reader. After the first failure every read fails. */
 typedef struct rd {
@@ -29,6 +31,7 @@ typedef struct rd {
     char *err;
     size_t errlen;
     int bad;
+    int nodes; /* network nodes read so far */
 } rd;
 
 static int rd_fail(rd *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -122,7 +125,7 @@ int ocp_tessdata_parts(const unsigned char *buf, size_t len, size_t off[OCP_TD_C
     int32_t n = rd_i32(&r, "the component count");
     if (r.bad)
         return OCP_E_FORMAT;
-    if (n < 1 || n > 1000)
+    if (n < 1 || n > 1000 || (size_t)n * 8 > len - r.off)
         return rd_fail(&r, "not a traineddata file: %d components", (int)n);
     int64_t *o = ocp_xcalloc((size_t)n, sizeof *o);
     for (int i = 0; i < n; i++)
@@ -266,6 +269,8 @@ static int read_node(rd *r, ocp_lstm_node *n, int depth)
     char what[120];
     if (depth > MAX_DEPTH)
         return rd_fail(r, "the network is nested more than %d deep", MAX_DEPTH);
+    if (++r->nodes > MAX_NODES)
+        return rd_fail(r, "the network has more than %d nodes", MAX_NODES);
     if (rd_i8(r, "a node's marker") != 0 && !r->bad)
         return rd_fail(r, "a node in the old (pre-4.0) format");
     if (rd_str(r, n->type, sizeof n->type, "a node's type"))
@@ -281,7 +286,7 @@ static int read_node(rd *r, ocp_lstm_node *n, int depth)
     n->flags = rd_i32(r, "network flags");
     n->ni = rd_i32(r, "ni");
     n->no = rd_i32(r, "no");
-    rd_i32(r, "num_weights");
+    n->num_weights = rd_i32(r, "num_weights");
     if (rd_str(r, n->name, sizeof n->name, "a node's name"))
         return OCP_E_FORMAT;
     if (n->ni < 0 || n->no < 0 || n->ni > MAX_DIM || n->no > MAX_DIM)
@@ -294,7 +299,8 @@ static int read_node(rd *r, ocp_lstm_node *n, int depth)
         uint32_t c = rd_u32(r, what);
         if (r->bad)
             return OCP_E_FORMAT;
-        if (c < 1 || c > MAX_CHILDREN || (n->kind == OCP_LSTM_WRAP && c != 1))
+        if (c < 1 || c > MAX_CHILDREN || (n->kind == OCP_LSTM_WRAP && c != 1) ||
+            (size_t)c * MIN_NODE > r->n - r->off)
             return rd_fail(r, "%s: %u children", what, c);
         n->children = ocp_xcalloc(c, sizeof *n->children);
         n->n_children = (int)c;
@@ -305,6 +311,8 @@ static int read_node(rd *r, ocp_lstm_node *n, int depth)
             uint32_t nlr = rd_u32(r, what);
             if (r->bad || (size_t)nlr * 4 > r->n - r->off)
                 return rd_fail(r, "%s: learning rates truncated", what);
+            if (nlr != c)
+                return rd_fail(r, "%s: %u learning rates for %u children", what, nlr, c);
             for (uint32_t i = 0; i < nlr; i++)
                 rd_f32(r, what);
         }
@@ -385,6 +393,41 @@ static char *next_line(const char **p, const char *end)
     return s;
 }
 
+/* A unichar id field of entry i ("other case", "mirror"): absent, or one of the n. */
+static int check_id(const char *field, long i, long n, const char *what, char *err, size_t errlen)
+{
+    char *e;
+    long id;
+    if (!field)
+        return 0;
+    id = strtol(field, &e, 10);
+    if (e == field || *e || id < 0 || id >= n)
+        return ocp_errf(OCP_E_FORMAT, err, errlen,
+                        "unicharset entry %ld: %s '%s' is not one of its %ld unichars", i,
+                        what, field, n);
+    return 0;
+}
+
+/* Entry i's fields after its text: "properties script other_case" (the space's short
+ * form), or "properties metrics script other_case direction mirror normed". */
+static int read_entry(char **f, int nf, long i, long n, ocp_unicharset *u, char *err, size_t errlen)
+{
+    char *e;
+    long props = nf >= 1 ? strtol(f[0], &e, 16) : 0;
+    if (nf >= 1 && (e == f[0] || *e))
+        return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset entry %ld: properties '%s'", i,
+                        f[0]);
+    /* Properties in hex: 1 alpha, 2 lower, 4 upper, 8 digit, 16 punctuation. */
+    u->is_digit[i] = (props & 8) != 0;
+    int metrics = nf >= 2 && strchr(f[1], ',') != NULL;
+    int at = metrics ? 2 : 1; /* where the script is */
+    u->script[i] = ocp_xstrdup(nf > at ? f[at] : "");
+    if (check_id(nf > at + 1 ? f[at + 1] : NULL, i, n, "other case", err, errlen) ||
+        check_id(metrics && nf > 5 ? f[5] : NULL, i, n, "mirror", err, errlen))
+        return OCP_E_FORMAT;
+    return 0;
+}
+
 static int read_unicharset(const unsigned char *buf, size_t len, ocp_unicharset *u, char *err,
                            size_t errlen)
 {
@@ -392,13 +435,15 @@ static int read_unicharset(const unsigned char *buf, size_t len, ocp_unicharset 
     char *line = next_line(&p, end);
     long n = line ? strtol(line, NULL, 10) : -1;
     free(line);
-    if (n < 1 || n > MAX_CLASSES)
-        return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset: %ld entries", n);
+    /* Each entry takes a line of at least 2 bytes. */
+    if (n < 1 || n > MAX_CLASSES || (size_t)n > len / 2)
+        return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset: %ld entries in %zu bytes", n, len);
     u->text = ocp_xcalloc((size_t)n, sizeof *u->text);
     u->script = ocp_xcalloc((size_t)n, sizeof *u->script);
     u->is_digit = ocp_xcalloc((size_t)n, 1);
     for (long i = 0; i < n; i++) {
-        line = next_line(&p, end);
+        /* Each entry ends with a newline: a file cut inside the last one is refused. */
+        line = memchr(p, '\n', (size_t)(end - p)) ? next_line(&p, end) : NULL;
         if (!line) {
             u->n = (int)i;
             return ocp_errf(OCP_E_FORMAT, err, errlen, "unicharset: %ld of %ld entries", i, n);
@@ -408,14 +453,14 @@ static int read_unicharset(const unsigned char *buf, size_t len, ocp_unicharset 
         u->text[i] = ocp_xstrdup(!tok || strcmp(tok, "NULL") == 0 ? " " : tok);
         char *fields[8] = {0};
         int nf = 0;
-        while (nf < 8 && (tok = strtok_r(NULL, " ", &save)) && tok[0] != '#')
+        while (nf < 8 && (tok = strtok_r(NULL, " \t", &save)) && tok[0] != '#')
             fields[nf++] = tok;
-        /* The script is the third field after the text in the modern layout (properties,
-         * metrics, script, ...). */
-        u->script[i] = ocp_xstrdup(nf >= 3 ? fields[2] : "");
-        /* Properties in hex: 1 alpha, 2 lower, 4 upper, 8 digit, 16 punctuation. */
-        u->is_digit[i] = nf >= 1 && (strtol(fields[0], NULL, 16) & 8) != 0;
+        int rc = read_entry(fields, nf, i, n, u, err, errlen);
         free(line);
+        if (rc) {
+            u->n = (int)i + 1;
+            return rc;
+        }
     }
     u->n = (int)n;
     return 0;
@@ -454,6 +499,8 @@ static int read_recoder(const unsigned char *buf, size_t len, ocp_recoder *c, ch
         for (int32_t j = 0; j < k; j++)
             c->code[i][j] = rd_i32(&r, "a recoder code");
     }
+    if (!r.bad && r.off != r.n)
+        return rd_fail(&r, "recoder: %u entries end before the component's %zu bytes", n, r.n);
     return r.bad ? OCP_E_FORMAT : 0;
 }
 
@@ -521,10 +568,14 @@ static void read_params(ocp_lstm_model *m, const char *text, size_t len)
 {
     const char *p = text, *end = text + len;
     char *line;
+    int cap = 0;
     while ((line = next_line(&p, end))) {
         char name[128], value[1024];
         if (line[0] != '#' && sscanf(line, "%127s %1023s", name, value) == 2) {
-            m->params = ocp_xrealloc(m->params, (size_t)(m->n_params + 1) * sizeof *m->params);
+            if (m->n_params == cap) {
+                cap = cap ? 2 * cap : 16;
+                m->params = ocp_xrealloc(m->params, (size_t)cap * sizeof *m->params);
+            }
             m->params[m->n_params].name = ocp_xstrdup(name);
             m->params[m->n_params++].value = ocp_xstrdup(value);
         }
@@ -592,6 +643,11 @@ static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model
         rc = OCP_E_FORMAT;
         goto fail;
     }
+    if (r.off != r.n) {
+        rc = ocp_errf(OCP_E_FORMAT, err, errlen,
+                      "the lstm component is %zu bytes, its network ends at byte %zu", r.n, r.off);
+        goto fail;
+    }
     const ocp_lstm_node *in = first_leaf(&m->net);
     if (in->kind != OCP_LSTM_INPUT) {
         rc = ocp_errf(OCP_E_FORMAT, err, errlen, "the network does not start with an Input");
@@ -604,21 +660,8 @@ static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model
         (rc = read_recoder(buf + off[OCP_TD_LSTM_RECODER], size[OCP_TD_LSTM_RECODER],
                            &m->recoder, err, errlen)))
         goto fail;
-    if (m->null_char < 0 || m->null_char >= m->classes) {
-        rc = ocp_errf(OCP_E_FORMAT, err, errlen, "null char %d outside %d classes", m->null_char,
-                      m->classes);
+    if ((rc = ocp__lstm_model_check(m, err, errlen)))
         goto fail;
-    }
-    for (int i = 0; i < m->recoder.n; i++) {
-        for (int j = 0; j < m->recoder.length[i]; j++) {
-            if (m->recoder.code[i][j] < 0 || m->recoder.code[i][j] >= m->classes) {
-                rc = ocp_errf(OCP_E_FORMAT, err, errlen,
-                              "recoder entry %d: code %d outside %d classes", i,
-                              m->recoder.code[i][j], m->classes);
-                goto fail;
-            }
-        }
-    }
     if (size[OCP_TD_VERSION])
         m->version = ocp_xstrndup((const char *)buf + off[OCP_TD_VERSION], size[OCP_TD_VERSION]);
     if (size[OCP_TD_CONFIG])

@@ -49,6 +49,9 @@ typedef struct ocp_lstm_matrix {
 /* Builds m->w8 and m->rowsum from m->w (the model reader does it for every matrix). */
 void ocp_lstm_matrix_layout(ocp_lstm_matrix *m);
 
+/* The tallest input a model may take (Debian's take 36 or 48 rows). */
+#define OCP_LSTM_MAX_HEIGHT 256
+
 /* Inputs handed to the forward pass's products are read in groups of 4: a buffer holding
  * n inputs must have OCP_LSTM_PAD readable bytes after them. */
 #define OCP_LSTM_PAD 32
@@ -73,6 +76,7 @@ typedef struct ocp_lstm_node {
     char name[64]; /* the file's node name (the spec fragment, "Lfys48") */
     int ni, no;    /* inputs and outputs per time step */
     int32_t flags;
+    long num_weights; /* the file's count of the weights in the node and below it */
     struct ocp_lstm_node *children;
     int n_children;
     int shape[5];       /* INPUT: batch, height, width, depth, loss type */
@@ -147,7 +151,15 @@ int ocp_unicharset_match(const ocp_unicharset *u, const char *s, size_t *len);
  * call it). */
 void ocp_lstm_model_index(ocp_lstm_model *m);
 
-/* Loads the LSTM model of a traineddata file in memory / on disk. */
+/* Checks a model's sizes against each other (check.c: every layer's inputs are the
+ * previous layer's outputs, the softmax's outputs are the classes the recoder spells, ...):
+ * 0, or OCP_E_FORMAT with the first disagreement. The loader calls it before it returns a
+ * model, so that nothing runs a model whose sizes disagree. */
+int ocp__lstm_model_check(const ocp_lstm_model *m, char *err, size_t errlen);
+
+/* Loads the LSTM model of a traineddata file in memory / on disk. Every size in the file
+ * is checked against the bytes left before anything is allocated for it, and against
+ * every other size (ocp__lstm_model_check) before the model is returned. */
 int ocp_lstm_model_load_buffer(const unsigned char *buf, size_t len, ocp_lstm_model **out,
                                char *err, size_t errlen);
 int ocp_lstm_model_load(const char *path, ocp_lstm_model **out, char *err, size_t errlen);
