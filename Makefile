@@ -109,7 +109,7 @@ test: deps
 
 unit-bins: $(UNITBIN) $(TOOLBIN) $(REPLAYBIN)
 
-unit: all $(UNITBIN)
+unit: all $(UNITBIN) $(REPLAYBIN)
 	@BUILD=$(BUILD) tests/run.sh unit
 
 integration: all

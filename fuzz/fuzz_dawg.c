@@ -2,9 +2,9 @@
  * fuzz_dawg.c: a SquishedDawg (src/engine/lstm/dawg.c), the dictionary
  * component of a traineddata: read for the unicharset size its header
  * names and for a smaller one (a model whose unicharset disagrees), copied
- * and borrowed; then its words listed (at most a few thousand) and walked
- * letter by letter as the decoder does, with itself as the word, number and
- * punctuation dictionary.
+ * and borrowed; then its words looked up edge by edge (a budget of lookups)
+ * and walked letter by letter as the decoder does, with itself as the word,
+ * number and punctuation dictionary.
  */
 #include "engine/lstm/dawg.h"
 
@@ -14,24 +14,38 @@
 
 static unsigned char digits[4096];
 
+/* A depth-first walk of d's words through the public lookups, with a budget of lookups (a
+ * corrupt dawg may loop: ocp_dawg_words, for tests and tools, is not bounded in time on
+ * one), each word checked by the decoder's walk. */
 typedef struct walk {
+    const ocp_dawg *d;
     const ocp_dict *dict;
-    long left;
+    long budget;
+    int ids[32];
 } walk;
 
-static int each_word(const int *ids, int n, void *arg)
+static void words(walk *w, long node, int depth)
 {
-    walk *w = arg;
-    ocp_dict_valid(w->dict, ids, n);
-    return --w->left <= 0;
+    for (int letter = 0; letter < w->d->unichars && w->budget > 0; letter++) {
+        w->budget--;
+        long e = ocp_dawg_find(w->d, node, letter);
+        if (e < 0)
+            continue;
+        w->ids[depth] = letter;
+        if (ocp_dawg_word_end(w->d, e))
+            ocp_dict_valid(w->dict, w->ids, depth + 1);
+        long next = ocp_dawg_next(w->d, e);
+        if (next && depth + 1 < (int)(sizeof w->ids / sizeof w->ids[0]))
+            words(w, next, depth + 1);
+    }
 }
 
 static void use(const ocp_dawg *d, const uint8_t *data, size_t size)
 {
     ocp_dict dict = {d, d, d, digits};
-    walk w = {&dict, 2000};
-    ocp_dawg_words(d, each_word, &w);
-    /* The input's bytes as letters, through the walk. */
+    walk w = {.d = d, .dict = &dict, .budget = 20000};
+    words(&w, 0, 0);
+    /* The input's bytes as letters, through the decoder's walk. */
     ocp_dict_state s, next;
     ocp_dict_start(&s);
     for (size_t i = 0; i < size && i < 64; i++) {
@@ -41,7 +55,6 @@ static void use(const ocp_dawg *d, const uint8_t *data, size_t size)
         s = next;
         ocp_dict_word_end(&dict, &s);
     }
-    ocp_dawg_find(d, 0, size ? data[0] : 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
