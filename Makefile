@@ -179,6 +179,8 @@ $(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/common.c fuzz/common.h fuzz/replay.c 
 	@$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< fuzz/common.c fuzz/replay.c \
 	    $(BUILD)/libocrpool.a $(LDLIBS)
 
+-include $(REPLAYBIN:=.d)
+
 clean:
 	rm -rf build build-asan build-fuzz
 

@@ -30,8 +30,7 @@ static void take(const char *raw, size_t len)
             json_decref(args);
             json_decref(kwargs);
         }
-        free(ocp_celery_meta(m.id, "SUCCESS", json_string(payload), m.group, OCP_FAIL_NONE,
-                             false));
+        free(ocp_celery_meta(m.id, "SUCCESS", json_string(payload), m.group, OCP_FAIL_NONE, false));
     } else {
         free(ocp_celery_meta(m.id, "FAILURE", ocp_celery_exc(exc, "builtins", err), m.group,
                              OCP_FAIL_MALFORMED, false));

@@ -47,8 +47,8 @@ static void start(void)
     g_hc = &conf;
     g_stop = 1;
     daemon_ = MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, handler, NULL,
-                               MHD_OPTION_CONNECTION_LIMIT, 4u, MHD_OPTION_CONNECTION_TIMEOUT,
-                               5u, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+                               MHD_OPTION_CONNECTION_LIMIT, 4u, MHD_OPTION_CONNECTION_TIMEOUT, 5u,
+                               MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
     if (!daemon_)
         abort();
 }

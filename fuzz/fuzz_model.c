@@ -17,7 +17,7 @@
 #include <string.h>
 
 #define MAX_COST 400000 /* multiply-adds per time step of the networks run */
-#define LINE_W 24
+#define LINE_W   24
 
 static void run(const ocp_lstm_model *m, const uint8_t *data, size_t size)
 {

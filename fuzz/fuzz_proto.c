@@ -21,8 +21,8 @@ static int too_big(const ocp_proto_reader *rd)
         return 1;
     if (rd->len < 4)
         return 0;
-    size_t n = ((size_t)rd->buf[0] << 24) | ((size_t)rd->buf[1] << 16) |
-               ((size_t)rd->buf[2] << 8) | rd->buf[3];
+    size_t n = ((size_t)rd->buf[0] << 24) | ((size_t)rd->buf[1] << 16) | ((size_t)rd->buf[2] << 8) |
+               rd->buf[3];
     return n > CTL_MAX;
 }
 
