@@ -12,6 +12,10 @@
  * POST /v1/ocr polls the queue once and answers 504, as during a shutdown
  * (g_stop), so one input takes milliseconds, not page-timeout. With FZ_VERBOSE
  * set, the server's replies go to standard error.
+ *
+ * Besides the sanitizers, the replies are checked (check_replies): every
+ * JSON body parses, and a 202 lists a task with an id for each page queued
+ * (issue 15, point 4: a filename that is not UTF-8 got a 202 with no ids).
  */
 #include "../src/http/http.c"
 
@@ -53,6 +57,59 @@ static void start(void)
         abort();
 }
 
+/* A header's value in the block [h, end) (case-insensitive name), or NULL. */
+static const char *header(const char *h, const char *end, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = h; p && p + n < end; p = memchr(p, '\n', (size_t)(end - p))) {
+        p += *p == '\n';
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':')
+            return p + n + 1;
+    }
+    return NULL;
+}
+
+/* Checks each reply of the connection (see the top); aborts on a wrong one. */
+static void check_replies(const char *s, size_t len)
+{
+    const char *p = s, *end = s + len;
+    while (p < end && strncmp(p, "HTTP/1.1 ", 9) == 0) {
+        int status = atoi(p + 9);
+        const char *body = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        if (!body)
+            return;
+        body += 4;
+        const char *cl = header(p, body, "Content-Length");
+        const char *ct = header(p, body, "Content-Type");
+        if (!cl)
+            return;
+        size_t n = strtoul(cl, NULL, 10);
+        if (n > (size_t)(end - body))
+            return; /* cut short: the client went away */
+        json_t *o = NULL;
+        if (ct && strncmp(ct + strspn(ct, " "), "application/json", 16) == 0 &&
+            !(o = json_loadb(body, n, 0, NULL))) {
+            fprintf(stderr, "fuzz_http: a JSON reply that does not parse\n");
+            abort();
+        }
+        json_t *tasks = json_object_get(o, "tasks"), *t;
+        size_t i;
+        if (status == 202 && json_array_size(tasks) == 0) {
+            fprintf(stderr, "fuzz_http: a 202 without tasks\n");
+            abort();
+        }
+        for (i = 0; i < json_array_size(tasks); i++) {
+            t = json_array_get(tasks, i);
+            if (!json_is_string(json_object_get(t, "id"))) {
+                fprintf(stderr, "fuzz_http: a 202 with a task without an id\n");
+                abort();
+            }
+        }
+        json_decref(o);
+        p = body + n;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!daemon_)
@@ -72,6 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int shut = 0;
     char sink[16384];
     const int verbose = getenv("FZ_VERBOSE") != NULL;
+    ocp_sb replies;
+    ocp_sb_init(&replies);
     for (int round = 0; round < 20000; round++) {
         if (sent < size) {
             ssize_t w = write(sv[0], data + sent, size - sent);
@@ -86,6 +145,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ssize_t r = read(sv[0], sink, sizeof sink);
         if (r > 0 && verbose)
             fwrite(sink, 1, (size_t)r, stderr);
+        if (r > 0 && replies.len < (1u << 20))
+            ocp_sb_append(&replies, sink, (size_t)r);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
             break; /* the server closed the connection */
     }
@@ -93,5 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < 4; i++)
         MHD_run(daemon_); /* the connection's end: completed() frees the request */
     fz_clear();
+    check_replies(replies.buf, replies.len);
+    ocp_sb_fini(&replies);
     return 0;
 }
