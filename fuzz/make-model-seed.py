@@ -23,8 +23,11 @@ def s(text):
     return struct.pack("<I", len(b)) + b
 
 
-def node(kind, ni, no, name, body, flags=0):
-    return (b"\0" + s(kind) + b"\0\0" + struct.pack("<iiii", flags, ni, no, 0) + s(name) + body)
+def node(kind, ni, no, name, body, weights=0):
+    """A node as the reader expects it; weights: its num_weights (the sum of its matrices'
+    sizes, or of its children's)."""
+    return (b"\0" + s(kind) + b"\0\0" + struct.pack("<iiii", 0, ni, no, weights) + s(name)
+            + body)
 
 
 seed = 12345
@@ -46,10 +49,14 @@ def matrix(rows, cols):
 def network():
     inp = node("Input", 1, 1, "Input", struct.pack("<iiiii", 1, 1, 0, 1, 0))
     na = 1 + HIDDEN
+    lstm_w = 4 * HIDDEN * (na + 1)
     lstm = node("LSTM", 1, HIDDEN, "Lfx%d" % HIDDEN,
-                struct.pack("<i", na) + b"".join(matrix(HIDDEN, na + 1) for _ in range(4)))
-    fc = node("Softmax", HIDDEN, CLASSES, "Output", matrix(CLASSES, HIDDEN + 1))
-    series = node("Series", 1, CLASSES, "Series", struct.pack("<I", 3) + inp + lstm + fc)
+                struct.pack("<i", na) + b"".join(matrix(HIDDEN, na + 1) for _ in range(4)),
+                lstm_w)
+    fc_w = CLASSES * (HIDDEN + 1)
+    fc = node("Softmax", HIDDEN, CLASSES, "Output", matrix(CLASSES, HIDDEN + 1), fc_w)
+    series = node("Series", 1, CLASSES, "Series", struct.pack("<I", 3) + inp + lstm + fc,
+                  lstm_w + fc_w)
     spec = "[1,1,0,1Lfx%dO1c%d]" % (HIDDEN, CLASSES)
     return (series + s(spec) + struct.pack("<iiii", 65, 0, 0, NULL_CHAR)
             + struct.pack("<fff", 0.999, 0.001, 0.5))
