@@ -6,6 +6,7 @@
 #   make asan       the tests under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks against the peers (bench/)
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make fuzz       each libFuzzer harness (fuzz/) for FUZZ_S seconds (build-fuzz/)
 
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -35,9 +36,18 @@ UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 # Helpers the integration tests and the benchmarks share (tools/): ours in C, and the
 # libtesseract side of the lstm parity.
 TOOLBIN  := $(BUILD)/tools/lstm_line $(BUILD)/tools/lstm_dict $(BUILD)/tools/tess_timesteps
+# The libFuzzer harnesses (fuzz/fuzz_NAME.c; see "Fuzzing" below).
+FUZZ_S     ?= 60
+FUZZ_JOBS  ?= 1
+FUZZ_CC    ?= clang-14
+FUZZ_CXX   ?= clang++-14
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_NAMES := $(sort $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c)))
+FUZZBIN    := $(FUZZ_NAMES:%=build-fuzz/fuzz/fuzz_%)
+REPLAYBIN  := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
 
 .SECONDARY:
-.PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test worker worker-stop memory-monitor
+.PHONY: all deps demo test unit unit-bins integration asan bench install clean format list-gpus gpu-test worker worker-stop memory-monitor fuzz fuzz-bins
 
 all: $(BUILD)/ocrpool
 
@@ -94,12 +104,12 @@ demo: deps
 
 # `make test` = install deps, build the binary and the unit tests, run all.
 test: deps
-	@$(MAKE) --no-print-directory all $(UNITBIN) $(TOOLBIN)
+	@$(MAKE) --no-print-directory all $(UNITBIN) $(TOOLBIN) $(REPLAYBIN)
 	@BUILD=$(BUILD) tests/run.sh
 
-unit-bins: $(UNITBIN) $(TOOLBIN)
+unit-bins: $(UNITBIN) $(TOOLBIN) $(REPLAYBIN)
 
-unit: all $(UNITBIN)
+unit: all $(UNITBIN) $(REPLAYBIN)
 	@BUILD=$(BUILD) tests/run.sh unit
 
 integration: all
@@ -142,7 +152,36 @@ gpu-test: all
 format:
 	clang-format -i $(SRC) $(UNITSRC) $(shell find src -name '*.h')
 
+# ---- Fuzzing (fuzz/, README "Fuzzing") ----------------------------------------------------
+# `make fuzz` builds the library again in build-fuzz/ with clang-14's coverage and
+# sanitizers, links each harness fuzz/fuzz_NAME.c with libFuzzer, and runs each for FUZZ_S
+# seconds (FUZZ_JOBS at once) from a scratch copy of fuzz/corpus/NAME (fuzz/run.sh); crash
+# inputs go to build-fuzz/crashes/NAME/. The same harnesses, linked with fuzz/replay.c by
+# the normal compiler (or `make asan`'s), replay fuzz/regress and fuzz/corpus in the tests.
+
+fuzz: deps
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) CXX=$(FUZZ_CXX) \
+	    OPT='-O1 -g -fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-error -Wno-format-nonliteral' fuzz-bins
+	@FUZZ_S=$(FUZZ_S) FUZZ_JOBS=$(FUZZ_JOBS) fuzz/run.sh $(FUZZ_NAMES)
+
+# With BUILD=build-fuzz and clang (as `make fuzz` calls it).
+fuzz-bins: $(FUZZBIN)
+
+build-fuzz/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/common.c fuzz/common.h build-fuzz/libocrpool.a
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< fuzz/common.c \
+	    build-fuzz/libocrpool.a $(LDLIBS)
+
+$(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/common.c fuzz/common.h fuzz/replay.c $(BUILD)/libocrpool.a
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< fuzz/common.c fuzz/replay.c \
+	    $(BUILD)/libocrpool.a $(LDLIBS)
+
+-include $(REPLAYBIN:=.d)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIBOBJ:.o=.d) $(CLIOBJ:.o=.d) $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

@@ -20,6 +20,8 @@ pkgs=(
     redis-server redis-tools python3-celery python3-redis python3-tesserocr python3-pil
     # make bench's parity run: real Hindi, Tamil and Marathi text from message catalogues
     gettext iso-codes
+    # make fuzz: libFuzzer harnesses (fuzz/) under clang's sanitizers
+    clang-14 libfuzzer-14-dev
 )
 
 missing=()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs ocrpool's tests: the cmocka unit binaries, then the integration
+# Runs ocrpool's tests: the cmocka unit binaries, the fuzz harnesses' replay
+# of their crash regressions and seed corpora (fuzz/), then the integration
 # scripts against the real binary. Each runs under a timeout. Prints one
 # closing line, "N passed, N failed".
 #   tests/run.sh [unit|integration]     (BUILD=build by default)
@@ -59,6 +60,19 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
         name=unit/$(basename "$t")
         log="$logdir/$(basename "$t").log"
         timeout 120 "$t" >"$log" 2>&1
+        count "$name" "$log" $?
+    done
+fi
+
+# Every fuzz/regress/NAME and fuzz/corpus/NAME input through harness NAME, one test each
+# (built by the same compiler and sanitizers as the rest: make test, make asan).
+if [ "$what" = all ] || [ "$what" = unit ]; then
+    for t in "$BUILD"/fuzz/replay_*; do
+        [ -x "$t" ] || continue
+        n=${t##*/replay_}
+        name=fuzz/$n
+        log="$logdir/fuzz_$n.log"
+        TMPDIR=$XDG_RUNTIME_DIR timeout 300 "$t" fuzz/regress/"$n" fuzz/corpus/"$n" >"$log" 2>&1
         count "$name" "$log" $?
     done
 fi

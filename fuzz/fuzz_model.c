@@ -1,0 +1,68 @@
+/*
+ * fuzz_model.c: a traineddata file (src/engine/lstm/model.c) as a task's
+ * language would select it: loaded from the buffer (container, network,
+ * unicharset, recoder, config, dictionaries), described, and, when the
+ * network is small enough to run in a millisecond, run over a short line of
+ * pixels made from the input and decoded (greedy, beam, beam with the
+ * dictionaries): a model whose sizes disagree must be refused at load, not
+ * crash the forward pass or the beam (issue 15, point 5).
+ */
+#include "core/util.h"
+#include "engine/lstm/beam.h"
+#include "engine/lstm/forward.h"
+#include "engine/lstm/model.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_COST 400000 /* multiply-adds per time step of the networks run */
+#define LINE_W   24
+
+static void run(const ocp_lstm_model *m, const uint8_t *data, size_t size)
+{
+    size_t n = (size_t)m->input_height * LINE_W;
+    int8_t *img = calloc(n + OCP_LSTM_PAD, 1);
+    for (size_t i = 0; i < n && size; i++)
+        img[i] = (int8_t)data[i % size];
+    float *probs = NULL;
+    int steps = 0;
+    char err[512];
+    if (ocp_lstm_forward(m, img, LINE_W, &probs, &steps, err, sizeof err) == 0) {
+        for (int dict = 0; dict < 2; dict++) {
+            ocp_lstm_char *chars = NULL;
+            int nc = 0;
+            ocp_lstm_beam(m, probs, steps, dict, &chars, &nc);
+            free(ocp_lstm_chars_text(chars, nc));
+            free(chars);
+        }
+        ocp_lstm_char *chars = NULL;
+        int nc = 0;
+        ocp_lstm_greedy_chars(m, probs, steps, &chars, &nc);
+        free(ocp_lstm_chars_text(chars, nc));
+        free(chars);
+        ocp_lstm_mean_best(m, probs, steps);
+    }
+    free(probs);
+    free(img);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* A copy of exactly size bytes: a read past the end is caught. */
+    unsigned char *buf = malloc(size ? size : 1);
+    memcpy(buf, data, size);
+    char err[512];
+    ocp_lstm_model *m = NULL;
+    if (ocp_lstm_model_load_buffer(buf, size, &m, err, sizeof err) == 0) {
+        ocp_sb sb;
+        ocp_sb_init(&sb);
+        long cost = ocp_lstm_model_describe(m, &sb);
+        ocp_sb_fini(&sb);
+        if (cost >= 0 && cost <= MAX_COST && m->input_height > 0 && m->input_height <= 64)
+            run(m, data, size);
+        ocp_lstm_model_free(m);
+    }
+    free(buf);
+    return 0;
+}
