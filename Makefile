@@ -39,6 +39,7 @@ TOOLBIN  := $(BUILD)/tools/lstm_line $(BUILD)/tools/lstm_dict $(BUILD)/tools/tes
 # The libFuzzer harnesses (fuzz/fuzz_NAME.c; see "Fuzzing" below).
 FUZZ_S     ?= 60
 FUZZ_JOBS  ?= 1
+FUZZ_RUNS  ?=
 FUZZ_CC    ?= clang-14
 FUZZ_CXX   ?= clang++-14
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -162,7 +163,7 @@ format:
 fuzz: deps
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) CXX=$(FUZZ_CXX) \
 	    OPT='-O1 -g -fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-error -Wno-format-nonliteral' fuzz-bins
-	@FUZZ_S=$(FUZZ_S) FUZZ_JOBS=$(FUZZ_JOBS) fuzz/run.sh $(FUZZ_NAMES)
+	@FUZZ_S=$(FUZZ_S) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_RUNS=$(FUZZ_RUNS) fuzz/run.sh $(FUZZ_NAMES)
 
 # With BUILD=build-fuzz and clang (as `make fuzz` calls it).
 fuzz-bins: $(FUZZBIN)

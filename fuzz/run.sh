@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs libFuzzer harnesses (make fuzz): each build-fuzz/fuzz/fuzz_NAME for FUZZ_S seconds
-# (default 60) from build-fuzz/corpus/NAME, a scratch folder that starts as a copy of the
+# (default 60; or FUZZ_RUNS executions, whichever comes first) from build-fuzz/corpus/NAME, a scratch folder that starts as a copy of the
 # tree's fuzz/corpus/NAME and keeps what the fuzzer adds (the tree is never written).
 # FUZZ_JOBS harnesses run at once (default 1). A crash, leak, timeout or out-of-memory input
 # is kept in build-fuzz/crashes/NAME/. Prints one line per harness (name, executions,
@@ -24,7 +24,7 @@ one() { # one NAME: runs it; its summary line goes to $out/logs/NAME.sum
     [ -d "fuzz/corpus/$name" ] && cp -n fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null
     local before
     before=$(find "$crashes" -type f | wc -l)
-    "$bin" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
+    "$bin" -max_total_time="$secs" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$crashes/" "$corpus" >"$log" 2>&1
     local rc=$? execs rate after
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
