@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The chaos run at 100 pages (make chaos runs 1000): two nodes on Redis,
+# then two on one SQLite file, with workers, zygotes, masters and Redis
+# killed under them (tests/chaos.sh). Every page must end with exactly one
+# result: none lost, none stored twice.
+source "$(dirname "$0")/lib.sh"
+PY=/usr/bin/python3
+
+check "the chaos count says no when it should (made-up observations)" \
+    $PY "$here/../chaos_check.py" selftest
+BUILD=${BUILD:-build} OCRPOOL=$OCRPOOL FIXTURES=$FIXTURES \
+    bash "$here/../chaos.sh" 100 >"$TMP/chaos.out" 2>&1
+rc=$?
+sed 's/^/# /' "$TMP/chaos.out"
+line() { grep "^chaos $1: " "$TMP/chaos.out"; }
+for b in redis sqlite; do
+    check "$b: 100 pages, none lost" bash -c "echo '$(line $b)' | grep -q ' 0 lost,'"
+    check "$b: none duplicated" bash -c "echo '$(line $b)' | grep -q ' 0 duplicated'"
+    check "$b: processes were killed during the run" \
+        bash -c "echo '$(line $b)' | grep -Eq ', [1-9][0-9]* kills'"
+done
+check "redis: nothing left unacknowledged or queued at the end" \
+    bash -c "grep -q 'unacknowledged messages left: 0, queued: 0' '$TMP/chaos.out'"
+check "the last line, and chaos.sh exits 0" \
+    bash -c "[ $rc -eq 0 ] && tail -1 '$TMP/chaos.out' | grep -Eq '^chaos: 200 pages, [0-9]+ kills, 0 lost, 0 duplicated$'"
+finish
