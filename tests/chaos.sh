@@ -15,8 +15,15 @@
 # appendfsync always; started again on the same AOF). It kills only what it
 # started, by pid: the masters and redis-server are its children, the
 # zygotes and workers are found below a master in /proc/PID/task/*/children.
+# One time in ten, instead of a kill, a master is frozen (SIGSTOP) for 3 s,
+# past its lease, then let go (SIGCONT): a live node that fell silent, whose
+# pages the other node takes meanwhile (CHAOS_FREEZE=0: kills only).
 # The kills stop when every page has a result or 60% of the run's time is
 # spent; then the nodes converge and stop warm.
+#
+# CHAOS_BROKERS="redis sqlite" (the runs to make), CHAOS_SLEEP_MS=150 (a blank
+# page's time), CHAOS_LIMIT (seconds a run may take; 40 + 0.3 a page),
+# CHAOS_KEEP=1 (keep the scratch folder and its logs), CHAOS_READ_BACK=200.
 #
 # Settings that make it converge fast: --lease-timeout 2 (SQLite) and
 # --visibility-timeout 2 (Redis), so a dead node's pages go back within
@@ -42,6 +49,8 @@ CHK="$PY $PWD/tests/chaos_check.py"
 SLEEP_MS=${CHAOS_SLEEP_MS:-150}
 # Time for one broker's run; the kills stop at 60% of it.
 LIMIT=${CHAOS_LIMIT:-$((40 + PAGES * 3 / 10))}
+BROKERS=${CHAOS_BROKERS:-redis sqlite} # the runs to make
+FREEZE=${CHAOS_FREEZE:-1}              # 0: no freezes, only kills
 
 if ! command -v redis-server >/dev/null || ! $PY -c 'import celery, redis' 2>/dev/null; then
     echo "chaos: redis-server and python3-celery are needed (scripts/install-deps.sh)" >&2
@@ -58,12 +67,15 @@ mkdir -m 700 "$XDG_RUNTIME_DIR"
 export OCRPOOL_LOG_LEVEL=info
 PIDS=() # everything started here that may still run, by pid
 cleanup() {
+    local p
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done # (not the stderr filter below)
     [ -n "${CHAOS_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+# Bash reports each child killed here ("Killed ..."): those are the point, not news.
+exec 2> >(grep --line-buffered -v ': line [0-9]*: *[0-9]* Killed  ' >&2)
 say() { echo "# $*"; }
 
 # A blank 64x64 grey PNG: the null pages' file.
@@ -83,8 +95,9 @@ ARGS_A=() ARGS_B=()
 start_node() { # start_node A|B: the node's master, with the node's arguments
     local n=$1
     local -n args=ARGS_$n
-    OCRPOOL_NULL_LOG="$RUN/null.log" OCRPOOL_NULL_SLEEP_MS=$SLEEP_MS \
-        OCRPOOL_FAULT="sleep:$(awk "BEGIN{print $SLEEP_MS/1000}"):blank" \
+    local fault= # node A (tesseract) sleeps on the blank pages as node B's null engine does
+    [ "$n" = A ] && fault="sleep:$(awk "BEGIN{print $SLEEP_MS/1000}"):blank"
+    OCRPOOL_NULL_LOG="$RUN/null.log" OCRPOOL_NULL_SLEEP_MS=$SLEEP_MS OCRPOOL_FAULT=$fault \
         "$OCRPOOL" worker "${args[@]}" >>"$RUN/$n.log" 2>&1 &
     MPID[$n]=$!
     PIDS+=($!)
@@ -118,6 +131,19 @@ start_redis() {
 # --- one kill -------------------------------------------------------------
 KILLS=0
 declare -A KILLED
+# freeze_one NODE (unless CHAOS_FREEZE=0): SIGSTOP the node's master past its lease
+# (3 s against 2), then SIGCONT: a node that was alive all along but silent,
+# whose pages another node may have taken meanwhile (issue 15, point 6).
+FREEZES=0
+freeze_one() {
+    local victim=${MPID[$1]}
+    kill -STOP "$victim" 2>/dev/null || return 0
+    echo "$(date +%T.%N) freeze master $victim (node $1) for 3 s" >>"$RUN/kills.log"
+    sleep 3
+    kill -CONT "$victim" 2>/dev/null
+    FREEZES=$((FREEZES + 1))
+}
+
 kill_one() { # kill_one BROKER: kill -9 one process at random; counts it when it was there
     local node what victim r=$((RANDOM % 100))
     node=$(pick A B)
@@ -129,6 +155,10 @@ kill_one() { # kill_one BROKER: kill -9 one process at random; counts it when it
         what=zygote
     else
         what=master
+    fi
+    if [ "$FREEZE" = 1 ] && [ $((RANDOM % 10)) -eq 0 ]; then
+        freeze_one "$node"
+        return 0
     fi
     case $what in
     worker) victim=$(pick $(workers "$node")) || return 0 ;;
@@ -205,7 +235,7 @@ result_line() {
     local kinds=""
     for k in worker zygote master redis; do kinds+=" ${KILLED[$k]:-0} $k"; done
     echo "chaos $1: $PAGES pages, $KILLS kills ($kinds ), $l lost, $d duplicated" \
-        "($(echo "$v" | awk '{print $6}') re-run)"
+        "($(echo "$v" | awk '{print $6}') re-run, $FREEZES freezes)"
     TOTAL_KILLS=$((TOTAL_KILLS + KILLS))
     TOTAL_LOST=$((TOTAL_LOST + l))
     TOTAL_DUP=$((TOTAL_DUP + d))
@@ -216,68 +246,80 @@ new_run() { # new_run NAME: a fresh folder and counters
     mkdir -p "$RUN/redis"
     : >"$RUN/null.log"
     KILLS=0
+    FREEZES=0
     KILLED=()
 }
 
-# --- run 1: Redis -----------------------------------------------------------
-new_run redis
-RPORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-URL="redis://127.0.0.1:$RPORT/0"
-if start_redis; then
-    common=(--broker "$URL" -c 2 --prefetch-multiplier 1 --visibility-timeout 2
-        --max-deliveries 1000)
-    ARGS_A=("${common[@]}" --engine tesseract -Q real,celery)
-    ARGS_B=("${common[@]}" --engine null -Q celery)
-    $CHK send "$URL" "$RUN/ids" "$N_NULL" "$N_REAL" "$T/blank.png" "$T/real.png" ||
-        say "redis: the Celery producer failed"
-    $CHK watch-redis "$URL" "$RUN/ids" "$RUN/watch.json" >"$RUN/watch.out" 2>&1 &
+run_redis() {
+    new_run redis
+    RPORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    URL="redis://127.0.0.1:$RPORT/0"
+    if start_redis; then
+        common=(--broker "$URL" -c 2 --prefetch-multiplier 1 --visibility-timeout 2
+            --max-deliveries 1000)
+        ARGS_A=("${common[@]}" --engine tesseract -Q real,celery)
+        ARGS_B=("${common[@]}" --engine null -Q celery)
+        $CHK send "$URL" "$RUN/ids" "$N_NULL" "$N_REAL" "$T/blank.png" "$T/real.png" ||
+            say "redis: the Celery producer failed"
+        $CHK watch-redis "$URL" "$RUN/ids" "$RUN/watch.json" >"$RUN/watch.out" 2>&1 &
+        WATCH=$!
+        PIDS+=($!)
+        for _ in $(seq 100); do [ -e "$RUN/watch.json.subscribed" ] && break; sleep 0.1; done
+        start_node A
+        start_node B
+        chaos redis
+        stop_nodes
+        watch_end
+        $CHK verdict-redis "$URL" "$RUN/ids" "$RUN/watch.json" "$RUN/null.log" >"$RUN/verdict.out" 2>&1
+        result_line redis
+        redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1
+        wait "$RPID" 2>/dev/null
+    else
+        say "redis-server did not start"
+        FAILED=1
+    fi
+}
+
+run_sqlite() {
+    new_run sqlite
+    URL="sqlite://$RUN/queue.db"
+    common=(--broker "$URL" -c 2 --prefetch-multiplier 1 --lease-timeout 2 --max-deliveries 1000)
+    ARGS_A=("${common[@]}" --engine tesseract)
+    ARGS_B=("${common[@]}" --engine null)
+    # The same mix as on Redis, one real page in 20, sent by `ocrpool submit`.
+    files=() kinds=()
+    every=$((N_REAL > 0 ? PAGES / N_REAL : 0))
+    for k in $(seq 0 $((PAGES - 1))); do
+        if [ "$every" -gt 0 ] && [ $((k % every)) -eq $((every / 2)) ]; then
+            files+=("$T/real.png") kinds+=(real)
+        else
+            files+=("$T/blank.png") kinds+=(null)
+        fi
+    done
+    "$OCRPOOL" submit --broker "$URL" "${files[@]}" >"$RUN/ids.raw" 2>"$RUN/submit.err" ||
+        say "sqlite: submit failed: $(head -c 300 "$RUN/submit.err")"
+    paste -d' ' "$RUN/ids.raw" <(printf '%s\n' "${kinds[@]}") | awk 'NF == 2' >"$RUN/ids"
+    $CHK watch-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" >"$RUN/watch.out" 2>&1 &
     WATCH=$!
     PIDS+=($!)
-    for _ in $(seq 100); do [ -e "$RUN/watch.json.subscribed" ] && break; sleep 0.1; done
     start_node A
     start_node B
-    chaos redis
+    chaos sqlite
     stop_nodes
     watch_end
-    $CHK verdict-redis "$URL" "$RUN/ids" "$RUN/watch.json" "$RUN/null.log" >"$RUN/verdict.out" 2>&1
-    result_line redis
-    redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1
-    wait "$RPID" 2>/dev/null
-else
-    say "redis-server did not start"
-    FAILED=1
-fi
+    $CHK verdict-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" "$RUN/null.log" \
+        >"$RUN/verdict.out" 2>&1
+    result_line sqlite
+}
 
-# --- run 2: SQLite ----------------------------------------------------------
-new_run sqlite
-URL="sqlite://$RUN/queue.db"
-common=(--broker "$URL" -c 2 --prefetch-multiplier 1 --lease-timeout 2 --max-deliveries 1000)
-ARGS_A=("${common[@]}" --engine tesseract)
-ARGS_B=("${common[@]}" --engine null)
-# The same mix as on Redis, one real page in 20, sent by `ocrpool submit`.
-files=() kinds=()
-every=$((N_REAL > 0 ? PAGES / N_REAL : 0))
-for k in $(seq 0 $((PAGES - 1))); do
-    if [ "$every" -gt 0 ] && [ $((k % every)) -eq $((every / 2)) ]; then
-        files+=("$T/real.png") kinds+=(real)
-    else
-        files+=("$T/blank.png") kinds+=(null)
-    fi
+runs=0
+for b in $BROKERS; do
+    case $b in
+    redis) run_redis ;;
+    sqlite) run_sqlite ;;
+    *) say "unknown broker $b" && FAILED=1 ;;
+    esac
+    runs=$((runs + 1))
 done
-"$OCRPOOL" submit --broker "$URL" "${files[@]}" >"$RUN/ids.raw" 2>"$RUN/submit.err" ||
-    say "sqlite: submit failed: $(head -c 300 "$RUN/submit.err")"
-paste -d' ' "$RUN/ids.raw" <(printf '%s\n' "${kinds[@]}") | awk 'NF == 2' >"$RUN/ids"
-$CHK watch-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" >"$RUN/watch.out" 2>&1 &
-WATCH=$!
-PIDS+=($!)
-start_node A
-start_node B
-chaos sqlite
-stop_nodes
-watch_end
-$CHK verdict-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" "$RUN/null.log" \
-    >"$RUN/verdict.out" 2>&1
-result_line sqlite
-
-echo "chaos: $((PAGES * 2)) pages, $TOTAL_KILLS kills, $TOTAL_LOST lost, $TOTAL_DUP duplicated"
+echo "chaos: $((PAGES * runs)) pages, $TOTAL_KILLS kills, $TOTAL_LOST lost, $TOTAL_DUP duplicated"
 [ "$FAILED" -eq 0 ] && [ "$TOTAL_LOST" -eq 0 ] && [ "$TOTAL_DUP" -eq 0 ]
