@@ -29,10 +29,12 @@
 typedef struct null_state {
     long sleep_ms;
     const char *log; /* borrowed from the environment, or NULL */
-    unsigned long runs; /* pages completed by this process (a forked copy each) */
 } null_state;
 
 static null_state state_;
+/* Pages this process completed, over every null engine it opened (a worker
+ * forked from the zygote starts at 0: the zygote runs no page). */
+static unsigned long runs_;
 
 static int null_open(const ocp_engine_params *p, void **state, char *err, size_t errlen)
 {
@@ -81,7 +83,7 @@ static int null_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
         return 0;
     }
     char mark[64], text[80];
-    snprintf(mark, sizeof mark, "%ld.%lu", (long)getpid(), ++st->runs);
+    snprintf(mark, sizeof mark, "%ld.%lu", (long)getpid(), ++runs_);
     snprintf(text, sizeof text, "null %s", mark);
     ocp_result_set(&res->text, text);
     note_run(st->log, res->id, mark);
