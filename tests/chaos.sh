@@ -65,11 +65,14 @@ T=$(mktemp -d)
 export XDG_RUNTIME_DIR=$T/run
 mkdir -m 700 "$XDG_RUNTIME_DIR"
 export OCRPOOL_LOG_LEVEL=info
-PIDS=() # everything started here that may still run, by pid
+# What this script started and has not reaped: the masters, redis-server and
+# the watcher (a pid once reaped may be anyone's: it is dropped from these).
+declare -A MPID # node -> its master's pid
+RPID= WATCH=
 cleanup() {
     local p
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done # (not the stderr filter below)
+    for p in "${MPID[@]}" $RPID $WATCH; do ours "$p" $$ && kill -9 "$p"; done
+    for p in "${MPID[@]}" $RPID $WATCH; do wait "$p" 2>/dev/null; done # (not the stderr filter)
     [ -n "${CHAOS_KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
 }
 trap cleanup EXIT
@@ -77,6 +80,14 @@ trap 'exit 1' INT TERM
 # Bash reports each child killed here ("Killed ..."): those are the point, not news.
 exec 2> >(grep --line-buffered -v ': line [0-9]*: *[0-9]* Killed  ' >&2)
 say() { echo "# $*"; }
+# ours PID PARENT: PID is alive and PARENT's child (so not a pid reused by another).
+ours() {
+    local stat
+    [ -n "$1" ] && stat=$(cat /proc/"$1"/stat 2>/dev/null) || return 1
+    stat=${stat##*) }
+    set -- "$1" "$2" $stat
+    [ "$4" = "$2" ] && [ "$3" != Z ]
+}
 
 # A blank 64x64 grey PNG: the null pages' file.
 $PY -c "
@@ -90,7 +101,6 @@ N_REAL=$((PAGES / 20))
 N_NULL=$((PAGES - N_REAL))
 
 # --- the nodes ------------------------------------------------------------
-declare -A MPID # node -> its master's pid
 ARGS_A=() ARGS_B=()
 start_node() { # start_node A|B: the node's master, with the node's arguments
     local n=$1
@@ -100,13 +110,25 @@ start_node() { # start_node A|B: the node's master, with the node's arguments
     OCRPOOL_NULL_LOG="$RUN/null.log" OCRPOOL_NULL_SLEEP_MS=$SLEEP_MS OCRPOOL_FAULT=$fault \
         "$OCRPOOL" worker "${args[@]}" >>"$RUN/$n.log" 2>&1 &
     MPID[$n]=$!
-    PIDS+=($!)
 }
 children() { cat /proc/"$1"/task/*/children 2>/dev/null; }
 zygotes() { children "${MPID[$1]}"; }
 workers() {
     local z
     for z in $(zygotes "$1"); do children "$z"; done
+}
+# alive_or_restart: a master that exited by itself is started again (and said).
+SELF_EXITS=0
+alive_or_restart() {
+    local n
+    for n in A B; do
+        ours "${MPID[$n]}" $$ && continue
+        wait "${MPID[$n]}" 2>/dev/null
+        say "node $n's master ${MPID[$n]} exited by itself (status $?): started again"
+        echo "$(date +%T.%N) master ${MPID[$n]} (node $n) exited by itself" >>"$RUN/kills.log"
+        SELF_EXITS=$((SELF_EXITS + 1))
+        start_node "$n"
+    done
 }
 pick() { # pick WORDS...: one at random
     [ $# -gt 0 ] || return 1
@@ -120,7 +142,6 @@ start_redis() {
     redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$RUN/redis" --save "" \
         --appendonly yes --appendfsync always --daemonize no >>"$RUN/redis.log" 2>&1 &
     RPID=$!
-    PIDS+=($!)
     for _ in $(seq 100); do
         redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && return 0
         sleep 0.1
@@ -137,6 +158,7 @@ declare -A KILLED
 FREEZES=0
 freeze_one() {
     local victim=${MPID[$1]}
+    ours "$victim" $$ || return 0
     kill -STOP "$victim" 2>/dev/null || return 0
     echo "$(date +%T.%N) freeze master $victim (node $1) for 3 s" >>"$RUN/kills.log"
     sleep 3
@@ -160,12 +182,16 @@ kill_one() { # kill_one BROKER: kill -9 one process at random; counts it when it
         freeze_one "$node"
         return 0
     fi
+    local parent=$$
     case $what in
     worker) victim=$(pick $(workers "$node")) || return 0 ;;
     zygote) victim=$(pick $(zygotes "$node")) || return 0 ;;
     master) victim=${MPID[$node]} ;;
     redis) victim=$RPID node= ;;
     esac
+    [ "$what" = worker ] && parent=$(awk '{print $4}' /proc/"$victim"/stat 2>/dev/null)
+    [ "$what" = zygote ] && parent=${MPID[$node]}
+    ours "$victim" "$parent" || return 0
     kill -9 "$victim" 2>/dev/null || return 0
     KILLS=$((KILLS + 1))
     KILLED[$what]=$((${KILLED[$what]:-0} + 1))
@@ -192,10 +218,12 @@ chaos() {
     local t0=$SECONDS
     while [ $((SECONDS - t0)) -lt $((LIMIT * 6 / 10)) ] && [ "$(progress)" -lt "$PAGES" ]; do
         sleep "0.$((RANDOM % 8 + 2))"
+        alive_or_restart
         kill_one "$1"
     done
     while [ $((SECONDS - t0)) -lt "$LIMIT" ] && [ "$(progress)" -lt "$PAGES" ]; do
         sleep 0.5
+        alive_or_restart
     done
     say "$1: $(progress) of $PAGES pages finished after $((SECONDS - t0)) s"
 }
@@ -207,8 +235,9 @@ stop_nodes() {
     for n in A B; do
         p=${MPID[$n]}
         for _ in $(seq 200); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null && say "node $n did not stop in 20 s"
+        ours "$p" $$ && kill -9 "$p" && say "node $n did not stop in 20 s"
         wait "$p" 2>/dev/null
+        MPID[$n]=
     done
 }
 
@@ -216,6 +245,7 @@ stop_nodes() {
 watch_end() {
     touch "$RUN/watch.json.stop"
     wait "$WATCH" 2>/dev/null
+    WATCH=
 }
 
 # result_line BROKER RC: the broker's line from the verdict's output.
@@ -235,7 +265,7 @@ result_line() {
     local kinds=""
     for k in worker zygote master redis; do kinds+=" ${KILLED[$k]:-0} $k"; done
     echo "chaos $1: $PAGES pages, $KILLS kills ($kinds ), $l lost, $d duplicated" \
-        "($(echo "$v" | awk '{print $6}') re-run, $FREEZES freezes)"
+        "($(echo "$v" | awk '{print $6}') re-run, $FREEZES freezes, $SELF_EXITS masters exited by themselves)"
     TOTAL_KILLS=$((TOTAL_KILLS + KILLS))
     TOTAL_LOST=$((TOTAL_LOST + l))
     TOTAL_DUP=$((TOTAL_DUP + d))
@@ -247,6 +277,7 @@ new_run() { # new_run NAME: a fresh folder and counters
     : >"$RUN/null.log"
     KILLS=0
     FREEZES=0
+    SELF_EXITS=0
     KILLED=()
 }
 
@@ -263,7 +294,6 @@ run_redis() {
             say "redis: the Celery producer failed"
         $CHK watch-redis "$URL" "$RUN/ids" "$RUN/watch.json" >"$RUN/watch.out" 2>&1 &
         WATCH=$!
-        PIDS+=($!)
         for _ in $(seq 100); do [ -e "$RUN/watch.json.subscribed" ] && break; sleep 0.1; done
         start_node A
         start_node B
@@ -274,6 +304,7 @@ run_redis() {
         result_line redis
         redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1
         wait "$RPID" 2>/dev/null
+        RPID=
     else
         say "redis-server did not start"
         FAILED=1
@@ -301,7 +332,6 @@ run_sqlite() {
     paste -d' ' "$RUN/ids.raw" <(printf '%s\n' "${kinds[@]}") | awk 'NF == 2' >"$RUN/ids"
     $CHK watch-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" >"$RUN/watch.out" 2>&1 &
     WATCH=$!
-    PIDS+=($!)
     start_node A
     start_node B
     chaos sqlite
