@@ -231,10 +231,10 @@ chaos() {
 # stop_nodes: warm stop (SIGTERM), then kill -9 what is still there after 20 s.
 stop_nodes() {
     local n p
-    for n in A B; do kill -TERM "${MPID[$n]}" 2>/dev/null; done
+    for n in A B; do ours "${MPID[$n]}" $$ && kill -TERM "${MPID[$n]}"; done
     for n in A B; do
         p=${MPID[$n]}
-        for _ in $(seq 200); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 200); do ours "$p" $$ || break; sleep 0.1; done
         ours "$p" $$ && kill -9 "$p" && say "node $n did not stop in 20 s"
         wait "$p" 2>/dev/null
         MPID[$n]=
