@@ -6,6 +6,26 @@
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
 
+# A SIGTERM to the node's whole process group (systemd's default KillMode, timeout(1),
+# kill -TERM -PGID) is a warm stop: the zygote and the workers leave the signal to the
+# master, and the running pages finish (the zygote died of it, and its workers with it).
+mkdir -p "$TMP/grp"
+cp "$FIXTURES/eng.png" "$TMP/grp/a.png"
+Q="sqlite://$TMP/grp/q.db"
+"$OCRPOOL" submit --broker "$Q" "$TMP/grp/a.png" "$TMP/grp/a.png" >/dev/null
+OCRPOOL_NULL_SLEEP_MS=1500 OCRPOOL_LOG_LEVEL=info setsid "$OCRPOOL" worker --broker "$Q" \
+    --engine null -c 2 >"$TMP/grp/w.log" 2>&1 &
+G=$!
+wait_log "$TMP/grp/w.log" "lease: 2 more" 30 && sleep 0.3
+check "the node leads its own process group" test "$(ps -o pgid= -p "$G" | tr -d ' ')" = "$G"
+kill -TERM -- "-$G"
+wait "$G"
+check "a SIGTERM to the node's process group: the node exits 0" test $? -eq 0
+check "... after both running pages finished" \
+    bash -c "'$OCRPOOL' status --broker '$Q' | grep -q '0 queued, 0 running, 2 done'"
+check "... and the zygote was not killed by it" bash -c "! grep -q 'zygote .* is gone' '$TMP/grp/w.log'"
+grep -E 'warn|error' "$TMP/grp/w.log" | sed 's/^/# /'
+
 $PY "$here/../chaos_check.py" selftest >"$TMP/self.out" 2>&1
 check "the chaos count says no when it should (made-up observations)" test $? -eq 0
 sed 's/^/# /' "$TMP/self.out"
