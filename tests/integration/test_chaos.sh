@@ -16,7 +16,11 @@ Q="sqlite://$TMP/grp/q.db"
 OCRPOOL_NULL_SLEEP_MS=1500 OCRPOOL_LOG_LEVEL=info setsid "$OCRPOOL" worker --broker "$Q" \
     --engine null -c 2 >"$TMP/grp/w.log" 2>&1 &
 G=$!
-wait_log "$TMP/grp/w.log" "lease: 2 more" 30 && sleep 0.3
+for _ in $(seq 300); do # until both pages are running
+    "$OCRPOOL" status --broker "$Q" | grep -q '0 queued, 2 running' && break
+    sleep 0.1
+done
+sleep 0.2
 check "the node leads its own process group" test "$(ps -o pgid= -p "$G" | tr -d ' ')" = "$G"
 kill -TERM -- "-$G"
 wait "$G"
