@@ -150,6 +150,16 @@ list-gpus: all
 gpu-test: all
 	@$(BUILD)/ocrpool gpu-test
 
+# `make chaos` (not part of `make test`): PAGES pages (1000) through two nodes on Redis,
+# then two on SQLite, with workers, zygotes, masters and Redis killed under them;
+# its last line is "chaos: N pages, K kills, L lost, D duplicated" (tests/chaos.sh).
+PAGES ?= 1000
+.PHONY: chaos
+chaos: deps
+	@$(MAKE) --no-print-directory all
+	@tests/data/make-fixtures.sh $(BUILD)/fixtures
+	@BUILD=$(BUILD) tests/chaos.sh $(PAGES)
+
 format:
 	clang-format -i $(SRC) $(UNITSRC) $(shell find src -name '*.h')
 

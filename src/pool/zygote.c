@@ -367,7 +367,9 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
     ocp_proto_reader rd;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     ocp_log_set_role('W');
-    signal(SIGTERM, SIG_DFL);
+    /* A stop sent to the whole group (^C, systemd's KillMode, kill -TERM -PGID) is the
+     * master's to decide: a warm one lets this page finish. The master ends us by SIGKILL. */
+    signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN); /* a terminal's ^C goes to the master, which decides */
     signal(SIGQUIT, SIG_DFL);
     signal(SIGHUP, SIG_IGN);
@@ -552,7 +554,8 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     ocp_log_set_role('Z');
     signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_DFL);
+    /* As the workers: a stop is the master's; we end when it closes our socket. */
+    signal(SIGTERM, SIG_IGN);
     signal(SIGQUIT, SIG_DFL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
