@@ -8,7 +8,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vips/vips.h>
 #include <zlib.h>
 
@@ -223,6 +229,110 @@ static void test_limits_from_config(void **state)
     ocp_config_destroy(c);
 }
 
+static void put_file(const char *path, const void *buf, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+}
+
+/* Opens path under roots through ocp_doc_open_file; its code, err filled. */
+static int open_under(const char *path, const char *roots, char *err, size_t errlen)
+{
+    ocp_image_limits l = lim;
+    ocp_doc *doc = NULL;
+    l.allow_roots = roots;
+    err[0] = '\0';
+    int rc = ocp_doc_open_file(path, &l, &doc, err, errlen);
+    ocp_doc_destroy(doc);
+    return rc;
+}
+
+/* A refused path gets -EACCES and the one reason whatever the file is. */
+static void expect_not_allowed(const char *path, const char *roots)
+{
+    char err[256];
+    int rc = open_under(path, roots, err, sizeof err);
+    if (rc != -EACCES || strcmp(err, "path not allowed") != 0)
+        fail_msg("%s under %s: %d '%s'", path, roots, rc, err);
+}
+
+/* allow-root: a file is read only when its resolved path is under a root; missing files,
+ * folders, FIFOs, unreadable files, paths out through .. or a symlink, and a root that does
+ * not exist all get the same reason. */
+static void test_allow_roots(void **state)
+{
+    (void)state;
+    char tmp[] = "/tmp/ocp-test-roots-XXXXXX", root[64], p[4][200], err[256];
+    assert_non_null(mkdtemp(tmp));
+    size_t len;
+    void *png = make_png(40, 30, 1, 8, 128, 255, 0, &len);
+    snprintf(root, sizeof root, "%s/root", tmp);
+    assert_int_equal(mkdir(root, 0700), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/dir", tmp);
+    assert_int_equal(mkdir(p[1], 0700), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/ok.png", tmp);
+    put_file(p[1], png, len, 0600);
+    snprintf(p[1], sizeof p[1], "%s/outside.png", tmp);
+    put_file(p[1], png, len, 0600);
+    snprintf(p[1], sizeof p[1], "%s/root/secret.png", tmp);
+    put_file(p[1], png, len, 0000);
+    snprintf(p[1], sizeof p[1], "%s/root/fifo", tmp);
+    assert_int_equal(mkfifo(p[1], 0600), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/out.png", tmp);
+    assert_int_equal(symlink("../outside.png", p[1]), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/in.png", tmp);
+    assert_int_equal(symlink("ok.png", p[1]), 0);
+    snprintf(p[1], sizeof p[1], "%s/rootlink", tmp);
+    assert_int_equal(symlink("root", p[1]), 0);
+    g_free(png);
+
+    snprintf(p[2], sizeof p[2], "%s/nowhere:%s", tmp, root); /* a missing root, then root */
+    static const char *const bad[] = {"outside.png",  "root/missing.png", "root/dir",
+                                      "root/fifo",    "root/out.png",     "root/../outside.png",
+                                      "root/dir/../../outside.png"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(p[1], sizeof p[1], "%s/%s", tmp, bad[i]);
+        expect_not_allowed(p[1], root);
+        expect_not_allowed(p[1], p[2]);
+    }
+    expect_not_allowed("", root);
+    snprintf(p[1], sizeof p[1], "%s/root/ok.png", tmp);
+    snprintf(p[3], sizeof p[3], "%s/nowhere", tmp);
+    expect_not_allowed(p[1], p[3]); /* under no root that exists */
+    snprintf(p[3], sizeof p[3], "%s/roo", tmp);
+    expect_not_allowed(p[1], p[3]); /* a prefix of the name is not a folder above it */
+    if (geteuid() != 0) {          /* root reads a 0000 file */
+        snprintf(p[1], sizeof p[1], "%s/root/secret.png", tmp);
+        expect_not_allowed(p[1], root);
+    }
+    /* Allowed: under the root, through a symlink inside it, through a root that is a
+     * symlink, with any root '/', and with no roots at all (ocr, submit, a local worker). */
+    static const char *const good[] = {"root/ok.png", "root/in.png", "rootlink/ok.png",
+                                       "root/dir/../ok.png"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        snprintf(p[1], sizeof p[1], "%s/%s", tmp, good[i]);
+        assert_int_equal(open_under(p[1], root, err, sizeof err), 0);
+        assert_int_equal(open_under(p[1], p[2], err, sizeof err), 0);
+    }
+    snprintf(p[3], sizeof p[3], "%s/rootlink", tmp);
+    snprintf(p[1], sizeof p[1], "%s/root/ok.png", tmp);
+    assert_int_equal(open_under(p[1], p[3], err, sizeof err), 0);
+    snprintf(p[1], sizeof p[1], "%s/outside.png", tmp);
+    assert_int_equal(open_under(p[1], "/", err, sizeof err), 0);
+    assert_int_equal(open_under(p[1], "", err, sizeof err), 0);
+    /* The descriptor is a regular file's, blocking, close-on-exec. */
+    int fd = ocp_image_open_under(p[1], tmp, err, sizeof err);
+    assert_true(fd >= 0);
+    assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    close(fd);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    assert_int_equal(system(cmd), 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -235,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_fit),           cmocka_unit_test(test_check_pixels),
         cmocka_unit_test(test_decode_resize), cmocka_unit_test(test_decode_kinds),
         cmocka_unit_test(test_refusals),      cmocka_unit_test(test_limits_from_config),
+        cmocka_unit_test(test_allow_roots),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
