@@ -446,6 +446,49 @@ static int fit(const ocp_doc *doc, VipsImage **img, ocp_page_image *out, char *e
                 "cannot resize", err, errlen);
 }
 
+/* The decode deadline of one page: libvips signals "eval" on the image being computed as
+ * its tiles are made; past the deadline the computation is killed (vips_image_set_kill) and
+ * the write fails. One tile's own work (a loader inside one call) is not interrupted: the
+ * hard time-limit is the backstop for that. */
+typedef struct deadline {
+    double until;
+    int hit;
+} deadline;
+
+static void on_eval(VipsImage *image, VipsProgress *progress, void *data)
+{
+    (void)progress;
+    deadline *d = data;
+    if (!d->hit && ocp_now() > d->until) {
+        d->hit = 1;
+        vips_image_set_kill(image, TRUE);
+    }
+}
+
+/* img's pixels in memory (g_free), within lim's decode deadline; NULL with the reason. */
+static void *decode(const ocp_doc *doc, VipsImage *img, double t0, size_t *size, int *rc,
+                    char *err, size_t errlen)
+{
+    deadline d = {t0 + doc->lim.decode_timeout_s, 0};
+    gulong h = 0;
+    if (doc->lim.decode_timeout_s > 0) {
+        vips_image_set_progress(img, TRUE);
+        h = g_signal_connect(img, "eval", G_CALLBACK(on_eval), &d);
+    }
+    void *mem = vips_image_write_to_memory(img, size);
+    if (h)
+        g_signal_handler_disconnect(img, h);
+    if (!mem && d.hit) {
+        vips_error_clear();
+        *rc = ocp_errf(OCP_E_DECODE, err, errlen,
+                       "decoding the page took longer than decode-timeout %g s",
+                       doc->lim.decode_timeout_s);
+    } else if (!mem) {
+        *rc = vips_reason(OCP_E_DECODE, "cannot decode", err, errlen);
+    }
+    return mem;
+}
+
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, size_t errlen)
 {
     VipsImage *img, *t = NULL;
@@ -453,6 +496,7 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     size_t size;
     void *mem;
 
+    double t0 = ocp_now();
     memset(out, 0, sizeof *out);
     if (page < 0 || page >= doc->pages)
         return ocp_errf(OCP_E_NOPAGE, err, errlen, "no page %d (document has %d)", page + 1,
@@ -467,11 +511,8 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     if ((rc = step(&img, &t, vips_autorot(img, &t, NULL), "cannot decode", err, errlen)) ||
         (rc = to_rgb_or_grey(&img, err, errlen)) || (rc = fit(doc, &img, out, err, errlen)))
         goto fail;
-    mem = vips_image_write_to_memory(img, &size);
-    if (!mem) {
-        rc = vips_reason(OCP_E_DECODE, "cannot decode", err, errlen);
+    if (!(mem = decode(doc, img, t0, &size, &rc, err, errlen)))
         goto fail;
-    }
     out->pixels = mem;
     out->width = vips_image_get_width(img);
     out->height = vips_image_get_height(img);
@@ -500,5 +541,6 @@ ocp_image_limits ocp_image_limits_from_config(const ocp_config *cfg)
         .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
         .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
         .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
+        .decode_timeout_s = ocp_config_double(cfg, OCP_S_DECODE_TIMEOUT),
     };
 }

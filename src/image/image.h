@@ -29,6 +29,7 @@ typedef struct ocp_image_limits {
     int max_pages;      /* pages taken from one document */
     int pdf_dpi;        /* resolution of rendered PDF pages */
     int max_image_size; /* longest side after resizing; 0 = never resize */
+    double decode_timeout_s; /* most seconds the decode of one page may take; 0 = none */
     /* Folders joined with ':' that a file must resolve under (symlinks and .. resolved);
      * NULL or "" = any file. Set by `worker` (allow-root), not from the settings here:
      * ocr and submit read the files their own user names. Borrowed. */
@@ -36,7 +37,8 @@ typedef struct ocp_image_limits {
 } ocp_image_limits;
 
 struct ocp_config;
-/* The limits of the settings (max-pixels, max-pages, pdf-dpi, max-image-size). */
+/* The limits of the settings (max-pixels, max-pages, pdf-dpi, max-image-size,
+ * decode-timeout). */
 ocp_image_limits ocp_image_limits_from_config(const struct ocp_config *cfg);
 
 /*

@@ -179,6 +179,13 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
         }
         if (wt->rc)
             return;
+        /* A false width/height must not slip a big page past the memory budget. */
+        wt->rc = ocp_page_check_declared(
+            wt->doc, page, (long)json_integer_value(json_object_get(payload, "width")),
+            (long)json_integer_value(json_object_get(payload, "height")), lim.max_image_size,
+            wt->err, sizeof wt->err);
+        if (wt->rc)
+            return;
     }
     double soft = pc->soft_timeout_s;
     json_t *js = json_object_get(payload, "soft_time_limit");

@@ -102,6 +102,9 @@ check "it says why and how" grep -q "a worker on Redis takes paths from other ma
 "$OCRPOOL" worker --broker "$URL" -c 1 --allow-root "$TMP/nowhere" >"$TMP/noroot2.log" 2>&1
 check "an --allow-root that is not a folder: refused at start" grep -q "allow-root $TMP/nowhere (from flag --allow-root) is not a folder" "$TMP/noroot2.log"
 
+W=$(vipsheader -f width "$R/ok.png")
+H=$(vipsheader -f height "$R/ok.png")
+
 for engine in tesseract lstm; do
     # --- Paths: only files under the root, one reason for every refusal ------
     start_node "$TMP/$engine.log" -c 1 --engine "$engine" --allow-root "$R"
@@ -134,6 +137,9 @@ for engine in tesseract lstm; do
         printf 'size0\t%s\teng\t{"max_image_size": 0}\n' "$R/ok.png"
         printf 'size-small\t%s\teng\t{"max_image_size": 1000}\n' "$R/ok.png"
         printf 'formats-twice\t%s\teng\t{"formats": ["txt", "txt"]}\n' "$R/ok.png"
+        # A false width/height would slip a big page past --memory-budget.
+        printf 'liar\t%s\teng\t{"width": 10, "height": 10}\n' "$R/ok.png"
+        printf 'honest\t%s\teng\t{"width": %s, "height": %s}\n' "$R/ok.png" "$W" "$H"
     } >"$TMP/cases"
     OUT=$TMP/$engine.out
     run_cases "$TMP/cases" >"$OUT"
@@ -150,6 +156,9 @@ for engine in tesseract lstm; do
             got "$c" FAILURE input "invalid language"
     done
     check "$engine: max_image_size 0 is refused" grep -q $'^size0\tFAILURE\tmalformed\tmax_image_size' "$OUT"
+    check "$engine: a page larger than its task declared fails (input), before decoding" \
+        grep -q $'^liar\tFAILURE\tinput\tpage is '"$W x $H"', larger than the 10 x 10 its task declared' "$OUT"
+    check "$engine: a page of its declared size is done" got honest SUCCESS - ""
     check "$engine: formats twice is refused" grep -q $'^formats-twice\tFAILURE\tmalformed\tformats:' "$OUT"
     check "$engine: no model outside tessdata was loaded" bash -c "! grep -q 'evil' '$TMP/$engine.log'"
     check "$engine: no model was loaded for a refused language" bash -c "! grep -Eq 'loaded.*(kat|passwd|Tamil)' '$TMP/$engine.log'"
@@ -158,6 +167,22 @@ for engine in tesseract lstm; do
     check "$engine: the worker survived" kill -0 "$WPID"
     check "$engine: warm stop exits 0" stop_node "$WPID"
 done
+
+# --- A task without a size counts as the largest page the limits allow --------
+# (the null engine reads no pixels: only the master's estimate decides here).
+start_node "$TMP/budget.log" -c 1 --engine null --allow-root "$R" --memory-budget 100 \
+    --max-image-size 0
+{
+    printf 'nosize\t%s\teng\t{}\n' "$R/ok.png"
+    printf 'sized\t%s\teng\t{"width": 100, "height": 100}\n' "$R/ok.png"
+} >"$TMP/cases"
+OUT=$TMP/budget.out
+run_cases "$TMP/cases" >"$OUT"
+sed 's/^/# /' "$OUT"
+check "memory-budget: a task without width/height is estimated at max-pixels, not 0" \
+    grep -q $'^nosize\tFAILURE\tmemory_budget\tpage needs about' "$OUT"
+check "memory-budget: a task with a small size fits" got sized SUCCESS - ""
+check "budget node: warm stop exits 0" stop_node "$WPID"
 
 # --- --allow-root / accepts any path -------------------------------------------
 start_node "$TMP/slash.log" -c 1 --allow-root /

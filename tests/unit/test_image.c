@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "image/image.h"
+#include "pool/page.h"
 
 static const ocp_image_limits lim = {
     .max_pixels = 80000000, .max_pages = 100, .pdf_dpi = 200, .max_image_size = 2048};
@@ -226,6 +227,7 @@ static void test_limits_from_config(void **state)
     assert_int_equal(l.max_pages, 77);
     assert_int_equal(l.pdf_dpi, 150);
     assert_int_equal(l.max_image_size, 999);
+    assert_true(l.decode_timeout_s == 60); /* decode-timeout's default */
     ocp_config_destroy(c);
 }
 
@@ -333,6 +335,59 @@ static void test_allow_roots(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A worker checks a page against the size its task declared (pool/page.c) before decoding:
+ * a false small size would slip a big page past the memory budget. */
+static void test_declared_size(void **state)
+{
+    (void)state;
+    size_t len;
+    char err[256];
+    ocp_doc *doc = NULL;
+    void *png = make_png(400, 300, 1, 8, 128, 255, 0, &len);
+    assert_int_equal(ocp_doc_open_buffer(png, len, &lim, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 400, 300, 2048, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 300, 400, 2048, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 0, 0, 2048, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 10, 10, 2048, err, sizeof err),
+                     OCP_E_TOOBIG);
+    assert_non_null(strstr(err, "page is 400 x 300, larger than the 10 x 10 its task declared"));
+    assert_int_equal(ocp_page_check_declared(doc, 0, 399, 300, 0, err, sizeof err),
+                     OCP_E_TOOBIG);
+    /* Fitted into 100: 100 x 75 is more than 100 x 10. */
+    assert_int_equal(ocp_page_check_declared(doc, 0, 1000, 100, 100, err, sizeof err),
+                     OCP_E_TOOBIG);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 4000, 3000, 100, err, sizeof err), 0);
+    ocp_doc_destroy(doc);
+    g_free(png);
+}
+
+/* decode-timeout: a decode past its deadline is stopped and fails with the reason; within
+ * it, the page decodes. */
+static void test_decode_deadline(void **state)
+{
+    (void)state;
+    size_t len;
+    char err[256];
+    ocp_doc *doc = NULL;
+    ocp_page_image img;
+    void *png = make_png(3000, 3000, 1, 8, 128, 255, 0, &len);
+    ocp_image_limits l = lim;
+    l.max_image_size = 0;
+    l.decode_timeout_s = 1e-9;
+    assert_int_equal(ocp_doc_open_buffer(png, len, &l, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), OCP_E_DECODE);
+    assert_non_null(strstr(err, "longer than decode-timeout"));
+    assert_null(img.pixels);
+    ocp_doc_destroy(doc);
+    l.decode_timeout_s = 60;
+    assert_int_equal(ocp_doc_open_buffer(png, len, &l, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), 0);
+    assert_int_equal(img.width, 3000);
+    ocp_page_image_fini(&img);
+    ocp_doc_destroy(doc);
+    g_free(png);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -345,7 +400,8 @@ int main(void)
         cmocka_unit_test(test_fit),           cmocka_unit_test(test_check_pixels),
         cmocka_unit_test(test_decode_resize), cmocka_unit_test(test_decode_kinds),
         cmocka_unit_test(test_refusals),      cmocka_unit_test(test_limits_from_config),
-        cmocka_unit_test(test_allow_roots),
+        cmocka_unit_test(test_allow_roots),   cmocka_unit_test(test_declared_size),
+        cmocka_unit_test(test_decode_deadline),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
