@@ -46,8 +46,8 @@ static int setup(void **state)
     touch("hin.traineddata");
     touch("tam.traineddata");
     touch("chi_sim.traineddata");
-    touch("Devanagari.traineddata");     /* Debian: tessdata/Devanagari */
-    touch("script/Latin.traineddata");   /* upstream: tessdata/script/Latin */
+    touch("Devanagari.traineddata");   /* Debian: tessdata/Devanagari */
+    touch("script/Latin.traineddata"); /* upstream: tessdata/script/Latin */
     /* A file outside tessdata that a path trick would reach. */
     touch("evil.traineddata");
     return 0;
@@ -86,9 +86,9 @@ static void test_installed(void **state)
     ok("script/Devanagari", 4); /* falls back to tessdata/Devanagari, as the engines do */
     ok("script/Latin+eng", 4);
     ok("Devanagari", 4);
-    refused("kat", 4);            /* not installed */
-    refused("Latin", 4);          /* only as script/Latin */
-    refused("sub", 4);            /* a folder */
+    refused("kat", 4);   /* not installed */
+    refused("Latin", 4); /* only as script/Latin */
+    refused("sub", 4);   /* a folder */
     refused("script/kat", 4);
 }
 
