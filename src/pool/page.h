@@ -45,7 +45,9 @@ void ocp_page_finish(ocp_result *res, ocp_page_image *img, int rc, double t0);
  * fitted into max_side (0 = never resize), the real page may not be larger than the
  * declared one, or a false size would slip a big page past --memory-budget. dw or dh 0 =
  * none declared (nothing to check: the master then counted the largest page the limits let
- * through). Returns 0, or OCP_E_TOOBIG with the reason in err.
+ * through). A PDF's page is not checked: its size is the node's pdf-dpi's, which its
+ * producer need not share (max-pixels still bounds it). Returns 0, or OCP_E_TOOBIG with the
+ * reason in err.
  */
 int ocp_page_check_declared(ocp_doc *doc, int page, long dw, long dh, int max_side, char *err,
                             size_t errlen);
