@@ -89,7 +89,10 @@ def main():
     res = []
     # ocrpool: master, zygote (the model, shared), 2 workers.
     ocr_env = dict(env, OCRPOOL_LOG_LEVEL="info")
+    # A worker on Redis reads only files under --allow-root: the pages' folders.
+    roots = sorted({os.path.dirname(os.path.abspath(p)) for p in PAGES})
     argv = [OCRPOOL, "worker", "--broker", URL, "-c", "2", "-l", LANG, "--max-image-size", "2048",
+            "--allow-root", ":".join(roots),
             "--engine", os.environ.get("BENCH_ENGINE", "tesseract")]
 
     def ocr_ready():

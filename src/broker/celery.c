@@ -259,7 +259,10 @@ static int number_args(json_t *kwargs, json_t *p, char exc_type[32], char *err, 
         return rc;
     json_object_set_new(p, "page", json_integer(page - 1));
     if ((v = json_object_get(kwargs, "max_image_size"))) {
-        if ((rc = int_arg(v, "max_image_size", 0, 65535, &n, exc_type, err, errlen)))
+        /* 1 and up: a task may shrink its page (the worker keeps the node's own
+         * max-image-size as the most), never ask for it unresized (0). */
+        if ((rc = int_arg(v, "max_image_size (1 to 65535)", 1, 65535, &n, exc_type, err,
+                          errlen)))
             return rc;
         json_object_set_new(p, "max_image_size", json_integer(n));
     }
@@ -284,10 +287,14 @@ static int formats_arg(json_t *v, json_t *p, char exc_type[32], char *err, size_
     if (!json_is_string(v) && !json_is_array(v))
         return arg_error(exc_type, "TypeError", err, errlen, "%s: a list of format names",
                          "formats");
+    if (json_is_array(v) && json_array_size(v) > nnames)
+        return arg_error(exc_type, "ValueError", err, errlen,
+                         "%s: at most 5 names, each once (txt, json, hocr, alto, tsv)", "formats");
     json_t *list = json_array();
     char *copy = json_is_string(v) ? ocp_xstrdup(json_string_value(v)) : NULL, *save = NULL;
     const char *f = copy ? strtok_r(copy, ",", &save) : NULL;
     int rc = 0;
+    unsigned seen = 0;
     for (size_t idx = 0;;) {
         if (!copy) {
             if (idx >= json_array_size(v))
@@ -305,6 +312,11 @@ static int formats_arg(json_t *v, json_t *p, char exc_type[32], char *err, size_
                            f ? f : "(not a string)");
             break;
         }
+        if (seen & (1u << i)) {
+            rc = arg_error(exc_type, "ValueError", err, errlen, "formats: '%s' given twice", f);
+            break;
+        }
+        seen |= 1u << i;
         json_array_append_new(list, json_string(f));
         if (copy)
             f = strtok_r(NULL, ",", &save);
@@ -357,7 +369,9 @@ int ocp_celery_args_from_payload(const char *payload, json_t **args, json_t **kw
     static const char *const keep[] = {"max_image_size", "width", "height", "formats"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
         json_t *v = json_object_get(p, keep[i]);
-        if (v)
+        /* max_image_size 0 (submit --max-image-size 0: never resize) is not sent: a task may
+         * only shrink a page, so the node's own setting applies. */
+        if (v && !(i == 0 && json_integer_value(v) < 1))
             json_object_set(*kwargs, keep[i], v);
     }
     json_decref(p);

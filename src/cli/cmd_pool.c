@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { K_GROUP = 1, K_PRIORITY, K_JSON, K_BURIED, K_FAILED, K_TASKS };
 
@@ -79,7 +80,11 @@ static void worker_help(void)
            "       [--hard-memory-limit MB] [--memory-budget MB] [--time-limit S] ...\n\n"
            "Runs a pool on the broker until SIGTERM (warm: running pages finish),\n"
            "a second SIGTERM or SIGQUIT (cold: they go back to the queue). SIGHUP re-reads\n"
-           "the configuration and replaces the workers gracefully.\n\nSettings:\n");
+           "the configuration and replaces the workers gracefully.\n\n"
+           "A task's file must resolve under an --allow-root folder (repeatable); on Redis\n"
+           "one is required (--allow-root / accepts any path). A broker URL with a password\n"
+           "is best given as OCRPOOL_BROKER or in a --config file: ps shows the command line.\n"
+           "\nSettings:\n");
     ocp_config_print_help(stdout);
 }
 
@@ -109,12 +114,43 @@ static int setup(int argc, char **argv, void (*help)(void), pool_ctx *c, ocp_con
     return 0;
 }
 
+/* The worker's allow-root folders into pc (a task's file must resolve under one); on
+ * Redis, whose tasks come from other machines, one is required. 0, or prints why and
+ * returns OCP_EXIT_USAGE. */
+static int worker_roots(ocp_pool_conf *pc, const ocp_config *cfg, const char *url)
+{
+    const char *roots = ocp_config_str(cfg, OCP_S_ALLOW_ROOT);
+    if (!*roots && strncmp(url, "redis", 5) == 0) {
+        fprintf(stderr, "ocrpool: worker: a worker on Redis takes paths from other machines: "
+                        "give --allow-root DIR (repeatable; OCRPOOL_ALLOW_ROOT, allow-root in "
+                        "a config file), or --allow-root / to accept any path\n");
+        return OCP_EXIT_USAGE;
+    }
+    for (const char *p = roots; *p;) {
+        const char *e = strchr(p, ':');
+        int n = e ? (int)(e - p) : (int)strlen(p);
+        char dir[4200];
+        struct stat st;
+        snprintf(dir, sizeof dir, "%.*s", n, p);
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "ocrpool: worker: allow-root %s (from %s) is not a folder\n", dir,
+                    ocp_config_origin(cfg, OCP_S_ALLOW_ROOT));
+            return OCP_EXIT_USAGE;
+        }
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    pc->lim.allow_roots = roots;
+    return 0;
+}
+
 /* SIGHUP for `worker`: the same command line, over a fresh file and environment. */
 static int worker_reload(void *vctx, ocp_pool_conf *pc)
 {
     pool_ctx *c = vctx, tmp;
     ocp_config *cfg;
-    char **pos;
+    char **pos, url[4200];
     int npos;
     if (ocp_cli_parse(c->argc, c->argv, pool_opts, pool_handler, &tmp, worker_help, &cfg, &pos,
                       &npos))
@@ -124,6 +160,10 @@ static int worker_reload(void *vctx, ocp_pool_conf *pc)
         ocp_log_level = OCP_LOG_INFO;
     ocp_pool_conf_from_config(pc, cfg);
     pc->cfg_owned = cfg; /* the pool's now: it lives as long as pc (ocp_pool_conf_fini) */
+    if (worker_roots(pc, cfg, ocp_app_broker_url(cfg, url, sizeof url))) {
+        ocp_pool_conf_fini(pc);
+        return -1;
+    }
     return 0;
 }
 
@@ -147,7 +187,8 @@ int ocp_cmd_worker(int argc, char **argv)
         ocp_pool_conf pc;
         ocp_pool_conf_from_config(&pc, cfg);
         ocp_pool_hooks hooks = {.ctx = &c, .reload = worker_reload};
-        if (ocp_pool_run(&pc, url, &hooks, err, sizeof err)) {
+        rc = worker_roots(&pc, cfg, url); /* said on stderr when not 0 */
+        if (rc == 0 && ocp_pool_run(&pc, url, &hooks, err, sizeof err)) {
             fprintf(stderr, "ocrpool: worker: %s\n", err);
             rc = OCP_EXIT_FAILED;
         }

@@ -119,6 +119,9 @@ static void allowed_text(const setting_def *d, char *buf, size_t len)
     case OCP_T_STRING:
         snprintf(buf, len, "any text");
         break;
+    case OCP_T_PATHS:
+        snprintf(buf, len, "folders joined with ':' (none empty)");
+        break;
     }
 }
 
@@ -137,6 +140,22 @@ static bool valid_langs(const char *s)
     }
     /* No path tricks: a language is a file name under tessdata (script/X is allowed). */
     return strstr(s, "..") == NULL && s[0] != '/';
+}
+
+/* Folders joined with ':', none of them empty; "" = none. */
+static bool valid_paths(const char *s)
+{
+    if (!*s)
+        return true;
+    return s[0] != ':' && s[strlen(s) - 1] != ':' && !strstr(s, "::");
+}
+
+int ocp_config_lang_count(const char *langs)
+{
+    int n = langs && *langs ? 1 : 0;
+    for (const char *p = langs; n && *p; p++)
+        n += *p == '+';
+    return n;
 }
 
 static bool valid_formats(const setting_def *d, const char *s)
@@ -227,6 +246,10 @@ static bool parse_value(ocp_setting_id id, const char *text, value *out)
         if (!valid_device(text))
             return false;
         break;
+    case OCP_T_PATHS:
+        if (!valid_paths(text))
+            return false;
+        break;
     case OCP_T_STRING:
         break;
     }
@@ -248,6 +271,13 @@ static int set_value(ocp_config *c, ocp_setting_id id, const char *text, ocp_sou
         return ocp_errf(OCP_E_CONFIG, c->errmsg, sizeof c->errmsg,
                         "setting %s: value '%.80s' from %s is not allowed: %s", defs[id].name, text,
                         origin, allowed);
+    }
+    /* A list (allow-root) given again at the same level grows: --allow-root A --allow-root B. */
+    if (defs[id].type == OCP_T_PATHS && src == c->v[id].src && src != OCP_SRC_DEFAULT &&
+        c->v[id].s[0] && nv.s[0]) {
+        char *both = ocp_xasprintf("%s:%s", c->v[id].s, nv.s);
+        free(nv.s);
+        nv.s = both;
     }
     free(c->v[id].s);
     free(c->v[id].origin);
@@ -443,7 +473,13 @@ int ocp_config_set(ocp_config *c, ocp_setting_id id, const char *text, ocp_sourc
 
 int ocp_config_finish(ocp_config *c)
 {
-    const value *pv = &c->v[OCP_S_PRESET];
+    const value *pv = &c->v[OCP_S_PRESET], *lv = &c->v[OCP_S_LANG];
+    if (ocp_config_lang_count(lv->s) > c->v[OCP_S_MAX_LANGUAGES].i)
+        return ocp_errf(OCP_E_CONFIG, c->errmsg, sizeof c->errmsg,
+                        "setting lang: '%.80s' from %s names %d languages, more than "
+                        "max-languages %lld (each is a model to load)",
+                        lv->s, lv->origin, ocp_config_lang_count(lv->s),
+                        (long long)c->v[OCP_S_MAX_LANGUAGES].i);
     if (strcmp(pv->s, "none") == 0)
         return 0;
     char origin[400];

@@ -35,6 +35,7 @@ typedef enum ocp_setting_type {
     OCP_T_LANGS,   /* tesseract language list: lang[+lang...] */
     OCP_T_FORMATS, /* comma-separated subset of the choices */
     OCP_T_DEVICE,  /* auto | cpu | cuda:N[,M...] */
+    OCP_T_PATHS,   /* folders joined with ':'; a second value from the same source is added */
 } ocp_setting_type;
 
 typedef enum ocp_setting_id {
@@ -63,8 +64,15 @@ int ocp_config_load_env(ocp_config *c);
  */
 int ocp_config_set(ocp_config *c, ocp_setting_id id, const char *value, ocp_source src,
                    const char *origin);
+/* Applies the preset and checks what spans settings (lang has at most max-languages). */
 int ocp_config_finish(ocp_config *c);
 const char *ocp_config_errmsg(const ocp_config *c);
+
+/*
+ * The number of languages in a '+'-joined list ("san+eng": 2); 0 for NULL or "".
+ * Only counts: which names are allowed is the engine's (ocp_engine_check_langs).
+ */
+int ocp_config_lang_count(const char *langs);
 
 /* Finds a setting by name ("max-image-size" or "max_image_size"); -1 if none. */
 int ocp_config_find(const char *name);

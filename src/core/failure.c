@@ -53,6 +53,7 @@ ocp_failure ocp_failure_of_error(int err)
     case OCP_E_EMPTY:
     case OCP_E_INPUT_SIZE:
     case OCP_E_NOPAGE:
+    case OCP_E_LANG: /* a language the node does not have, or may not load for a task */
         return OCP_FAIL_INPUT;
     case OCP_E_TIMEOUT:
         return OCP_FAIL_SOFT_TIME_LIMIT;

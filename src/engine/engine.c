@@ -6,11 +6,15 @@
 #include "core/error.h"
 #include "core/util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const ocp_engine_ops *const engines[] = {&ocp_engine_tesseract, &ocp_engine_null,
                                                 &ocp_engine_lstm};
+
+void ocp__tess_dir(const char *setting, char dirbuf[4096]); /* engine_tesseract.c */
 
 struct ocp_engine {
     const ocp_engine_ops *ops;
@@ -90,4 +94,78 @@ void ocp_engine_close(ocp_engine *e)
 unsigned ocp_engine_features(const ocp_engine *e)
 {
     return e->ops->features;
+}
+
+/* One language name of a list: letters, digits, '_' and '-' only (1 to 64), or script/ and
+ * such a name. */
+static int lang_name_ok(const char *l, size_t n)
+{
+    if (n > 7 && strncmp(l, "script/", 7) == 0) {
+        l += 7;
+        n -= 7;
+    }
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = l[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Whether dir/name.traineddata is a regular file (name checked by lang_name_ok). */
+static int model_file(const char *dir, const char *name, size_t n)
+{
+    char path[4200];
+    struct stat st;
+    if ((size_t)snprintf(path, sizeof path, "%s/%.*s.traineddata", dir, (int)n, name) >=
+        sizeof path)
+        return 0;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Whether language l (n bytes) is installed as the engines resolve it: script/X as
+ * dir/script/X.traineddata, else dir/X.traineddata. */
+static int lang_installed(const char *dir, const char *l, size_t n)
+{
+    if (model_file(dir, l, n))
+        return 1;
+    return n > 7 && strncmp(l, "script/", 7) == 0 && model_file(dir, l + 7, n - 7);
+}
+
+/* Whether the part at l (n bytes) of the list langs appears earlier in it. */
+static int lang_repeated(const char *langs, const char *l, size_t n)
+{
+    for (const char *p = langs; p < l;) {
+        const char *e = strchr(p, '+');
+        size_t k = (size_t)(e - p);
+        if (k == n && strncmp(p, l, n) == 0)
+            return 1;
+        p = e + 1;
+    }
+    return 0;
+}
+
+int ocp_engine_check_langs(const char *tessdata_dir, const char *langs, int max_languages,
+                           char *err, size_t errlen)
+{
+    char dir[4096];
+    int count = 0;
+    if (max_languages < 1)
+        max_languages = OCP_DEFAULT_MAX_LANGUAGES;
+    if (!langs || !*langs || strlen(langs) > 1024)
+        return ocp_errf(OCP_E_LANG, err, errlen, "invalid language");
+    ocp__tess_dir(tessdata_dir, dir);
+    for (const char *l = langs;;) {
+        const char *e = strchr(l, '+');
+        size_t n = e ? (size_t)(e - l) : strlen(l);
+        if (++count > max_languages || !lang_name_ok(l, n) || lang_repeated(langs, l, n) ||
+            !lang_installed(dir, l, n))
+            return ocp_errf(OCP_E_LANG, err, errlen, "invalid language");
+        if (!e)
+            return 0;
+        l = e + 1;
+    }
 }

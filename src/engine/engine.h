@@ -23,6 +23,7 @@ typedef struct ocp_engine_params {
     const char *lang;         /* "san+eng" */
     const char *tessdata_dir; /* NULL or "" = the default */
     int psm;                  /* page segmentation mode */
+    int max_languages;        /* a task's own lang: at most this many (0 = the default) */
 } ocp_engine_params;
 
 /* Per page. Open type. */
@@ -69,6 +70,20 @@ void ocp_engine_ocr_batch(ocp_engine *e, ocp_batch_page *pages, int n, const ocp
 const char *ocp_engine_errmsg(const ocp_engine *e);
 const char *ocp_engine_name(const ocp_engine *e);
 void ocp_engine_close(ocp_engine *e);
+
+/* max-languages' default: a list of languages names at most this many models. */
+#define OCP_DEFAULT_MAX_LANGUAGES 4
+
+/*
+ * Checks a language list from outside (a Celery task, an HTTP request) before anything is
+ * loaded for it: names of installed models only (tessdata_dir's, as the tesseract and lstm
+ * engines resolve it, NULL or "" = TESSDATA_PREFIX or the default; script/X as they find
+ * it), '+'-joined, each once, at most max_languages (< 1 = the default, 4). Returns 0, or
+ * OCP_E_LANG with "invalid language" in err, one reason whatever was wrong (it never says
+ * whether a file exists). Loads nothing; for the HTTP API, the workers and the command line.
+ */
+int ocp_engine_check_langs(const char *tessdata_dir, const char *langs, int max_languages,
+                           char *err, size_t errlen);
 
 /* The Tesseract engine's table (engine_tesseract.c). */
 extern const ocp_engine_ops ocp_engine_tesseract;

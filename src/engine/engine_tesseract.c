@@ -132,14 +132,12 @@ static int check_langs(const char *dir, const char *langs, int psm, char **resol
     return rc;
 }
 
-/* The tessdata folder of p (the setting, TESSDATA_PREFIX, or Debian's) and its languages
- * as they will load ("script/X" resolved), or the reason one is missing. */
-int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
-                      size_t errlen);
-int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
-                      size_t errlen)
+/* The tessdata folder: setting (NULL or "" = none), else TESSDATA_PREFIX, else Debian's;
+ * without trailing slashes. Used by engine.c's language check as well. */
+void ocp__tess_dir(const char *setting, char dirbuf[4096]);
+void ocp__tess_dir(const char *setting, char dirbuf[4096])
 {
-    const char *dir = p->tessdata_dir && *p->tessdata_dir ? p->tessdata_dir : NULL;
+    const char *dir = setting && *setting ? setting : NULL;
     if (!dir) {
         const char *env = getenv("TESSDATA_PREFIX");
         dir = env && *env ? env : OCP_TESSDATA_DEFAULT;
@@ -148,6 +146,16 @@ int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **lang
     size_t n = strlen(dirbuf);
     while (n > 1 && dirbuf[n - 1] == '/')
         dirbuf[--n] = '\0';
+}
+
+/* The tessdata folder of p (the setting, TESSDATA_PREFIX, or Debian's) and its languages
+ * as they will load ("script/X" resolved), or the reason one is missing. */
+int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
+                      size_t errlen);
+int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
+                      size_t errlen)
+{
+    ocp__tess_dir(p->tessdata_dir, dirbuf);
     *langs = NULL;
     return check_langs(dirbuf, p->lang, p->psm, langs, err, errlen);
 }

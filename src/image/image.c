@@ -18,9 +18,13 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <vips/vips.h>
 
 struct ocp_doc {
@@ -198,11 +202,82 @@ static int doc_open(VipsSource *src, const ocp_image_limits *lim, ocp_doc **out,
     return 0;
 }
 
+/* Whether real (a resolved path) lies under one of roots (':'-joined, each resolved). */
+static int under_roots(const char *real, const char *roots)
+{
+    for (const char *p = roots; *p;) {
+        const char *e = strchr(p, ':');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char root[PATH_MAX], rr[PATH_MAX];
+        if (n > 0 && n < sizeof root) {
+            memcpy(root, p, n);
+            root[n] = '\0';
+            if (realpath(root, rr)) {
+                size_t rl = strlen(rr);
+                if (strcmp(rr, "/") == 0 ||
+                    (strncmp(real, rr, rl) == 0 && (real[rl] == '/' || real[rl] == '\0')))
+                    return 1;
+            }
+        }
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+int ocp_image_open_under(const char *path, const char *roots, char *err, size_t errlen)
+{
+    char real[PATH_MAX], again[PATH_MAX], link[64];
+    struct stat st;
+    int fd = -1, fl;
+    ssize_t n;
+    if (!path || !*path || !roots || !realpath(path, real) || !under_roots(real, roots))
+        goto refuse;
+    /* O_NONBLOCK: a FIFO swapped in does not hang the open; O_NOFOLLOW: nor a last symlink. */
+    fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto refuse;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    if ((n = readlink(link, again, sizeof again - 1)) <= 0)
+        goto refuse;
+    again[n] = '\0';
+    if (!under_roots(again, roots) || (fl = fcntl(fd, F_GETFL)) < 0 ||
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+        goto refuse;
+    return fd;
+refuse:
+    if (fd >= 0)
+        close(fd);
+    return ocp_errf(-EACCES, err, errlen, "path not allowed");
+}
+
+/* Opens path under lim's roots (ocp_image_open_under) as a libvips source. */
+static int open_under_roots(const char *path, const ocp_image_limits *lim, ocp_doc **out,
+                            char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = ocp_image_open_under(path, lim->allow_roots, err, errlen);
+    if (fd < 0)
+        return fd;
+    if (fstat(fd, &st) == 0 && st.st_size == 0) {
+        close(fd);
+        return ocp_errf(OCP_E_EMPTY, err, errlen, "empty file");
+    }
+    VipsSource *src = vips_source_new_from_descriptor(fd); /* it reads a dup of fd */
+    close(fd);
+    if (!src)
+        return vips_reason(-EIO, "cannot open", err, errlen);
+    return doc_open(src, lim, out, err, errlen);
+}
+
 int ocp_doc_open_file(const char *path, const ocp_image_limits *lim, ocp_doc **out, char *err,
                       size_t errlen)
 {
     struct stat st;
     VipsSource *src;
+    if (lim->allow_roots && *lim->allow_roots)
+        return open_under_roots(path, lim, out, err, errlen);
     if (stat(path, &st) < 0)
         return ocp_errf(-errno, err, errlen, "cannot open: %s", strerror(errno));
     if (!S_ISREG(st.st_mode))
@@ -371,6 +446,49 @@ static int fit(const ocp_doc *doc, VipsImage **img, ocp_page_image *out, char *e
                 "cannot resize", err, errlen);
 }
 
+/* The decode deadline of one page: libvips signals "eval" on the image being computed as
+ * its tiles are made; past the deadline the computation is killed (vips_image_set_kill) and
+ * the write fails. One tile's own work (a loader inside one call) is not interrupted: the
+ * hard time-limit is the backstop for that. */
+typedef struct deadline {
+    double until;
+    int hit;
+} deadline;
+
+static void on_eval(VipsImage *image, VipsProgress *progress, void *data)
+{
+    (void)progress;
+    deadline *d = data;
+    if (!d->hit && ocp_now() > d->until) {
+        d->hit = 1;
+        vips_image_set_kill(image, TRUE);
+    }
+}
+
+/* img's pixels in memory (g_free), within lim's decode deadline; NULL with the reason. */
+static void *decode(const ocp_doc *doc, VipsImage *img, double t0, size_t *size, int *rc,
+                    char *err, size_t errlen)
+{
+    deadline d = {t0 + doc->lim.decode_timeout_s, 0};
+    gulong h = 0;
+    if (doc->lim.decode_timeout_s > 0) {
+        vips_image_set_progress(img, TRUE);
+        h = g_signal_connect(img, "eval", G_CALLBACK(on_eval), &d);
+    }
+    void *mem = vips_image_write_to_memory(img, size);
+    if (h)
+        g_signal_handler_disconnect(img, h);
+    if (!mem && d.hit) {
+        vips_error_clear();
+        *rc = ocp_errf(OCP_E_DECODE, err, errlen,
+                       "decoding the page took longer than decode-timeout %g s",
+                       doc->lim.decode_timeout_s);
+    } else if (!mem) {
+        *rc = vips_reason(OCP_E_DECODE, "cannot decode", err, errlen);
+    }
+    return mem;
+}
+
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, size_t errlen)
 {
     VipsImage *img, *t = NULL;
@@ -378,6 +496,7 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     size_t size;
     void *mem;
 
+    double t0 = ocp_now();
     memset(out, 0, sizeof *out);
     if (page < 0 || page >= doc->pages)
         return ocp_errf(OCP_E_NOPAGE, err, errlen, "no page %d (document has %d)", page + 1,
@@ -392,11 +511,8 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     if ((rc = step(&img, &t, vips_autorot(img, &t, NULL), "cannot decode", err, errlen)) ||
         (rc = to_rgb_or_grey(&img, err, errlen)) || (rc = fit(doc, &img, out, err, errlen)))
         goto fail;
-    mem = vips_image_write_to_memory(img, &size);
-    if (!mem) {
-        rc = vips_reason(OCP_E_DECODE, "cannot decode", err, errlen);
+    if (!(mem = decode(doc, img, t0, &size, &rc, err, errlen)))
         goto fail;
-    }
     out->pixels = mem;
     out->width = vips_image_get_width(img);
     out->height = vips_image_get_height(img);
@@ -425,5 +541,6 @@ ocp_image_limits ocp_image_limits_from_config(const ocp_config *cfg)
         .max_pages = (int)ocp_config_int(cfg, OCP_S_MAX_PAGES),
         .pdf_dpi = (int)ocp_config_int(cfg, OCP_S_PDF_DPI),
         .max_image_size = (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
+        .decode_timeout_s = ocp_config_double(cfg, OCP_S_DECODE_TIMEOUT),
     };
 }

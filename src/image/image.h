@@ -29,10 +29,16 @@ typedef struct ocp_image_limits {
     int max_pages;      /* pages taken from one document */
     int pdf_dpi;        /* resolution of rendered PDF pages */
     int max_image_size; /* longest side after resizing; 0 = never resize */
+    double decode_timeout_s; /* most seconds the decode of one page may take; 0 = none */
+    /* Folders joined with ':' that a file must resolve under (symlinks and .. resolved);
+     * NULL or "" = any file. Set by `worker` (allow-root), not from the settings here:
+     * ocr and submit read the files their own user names. Borrowed. */
+    const char *allow_roots;
 } ocp_image_limits;
 
 struct ocp_config;
-/* The limits of the settings (max-pixels, max-pages, pdf-dpi, max-image-size). */
+/* The limits of the settings (max-pixels, max-pages, pdf-dpi, max-image-size,
+ * decode-timeout). */
 ocp_image_limits ocp_image_limits_from_config(const struct ocp_config *cfg);
 
 /*
@@ -54,7 +60,10 @@ int ocp_image_global_init(const char *argv0);
 
 /*
  * Opens path. On success *out is new (ocp_doc_destroy frees it). On failure
- * returns a negative code and writes the reason to err.
+ * returns a negative code and writes the reason to err. Under lim->allow_roots,
+ * a path that does not resolve under a root, or is missing, not a regular file
+ * or unreadable, fails with -EACCES and the one reason "path not allowed"
+ * (no probing); the file read is the one checked (ocp_image_open_under).
  */
 int ocp_doc_open_file(const char *path, const ocp_image_limits *lim, ocp_doc **out, char *err,
                       size_t errlen);
@@ -74,6 +83,16 @@ int ocp_doc_page_size(ocp_doc *doc, int page, int *w, int *h, char *err, size_t 
 /* Loads page (0-based) into img. img is overwritten; fini it after use. */
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *img, char *err, size_t errlen);
 void ocp_page_image_fini(ocp_page_image *img);
+
+/*
+ * Opens path for reading if it resolves (realpath: symlinks and ..) under one of roots
+ * (':'-joined folders, each resolved too) and is a regular file: the resolved path is
+ * opened without following a last symlink and without blocking, and the descriptor's own
+ * path (/proc/self/fd) is checked again after the open, so a component swapped for a
+ * symlink between the check and the open is caught. Returns the descriptor (O_CLOEXEC,
+ * blocking again), or -EACCES with "path not allowed" in err, the same for every refusal.
+ */
+int ocp_image_open_under(const char *path, const char *roots, char *err, size_t errlen);
 
 /*
  * Geometry, exposed for tests. Checks w x h against max_pixels (returns

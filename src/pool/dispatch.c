@@ -68,11 +68,18 @@ static double estimate(const ocp_pool_conf *pc, const char *payload, held *hd)
         json_int_t pw = json_integer_value(json_object_get(p, "width"));
         json_int_t ph = json_integer_value(json_object_get(p, "height"));
         json_t *jm = json_object_get(p, "max_image_size");
-        int max = json_is_integer(jm) ? (int)json_integer_value(jm) : pc->lim.max_image_size;
+        int max = pc->lim.max_image_size; /* a task's may only shrink it, as the worker's */
+        if (json_is_integer(jm) && json_integer_value(jm) >= 1 &&
+            (max == 0 || json_integer_value(jm) < max))
+            max = (int)json_integer_value(jm);
         if (pw > 0 && ph > 0 && pw < 1000000 && ph < 1000000) {
-            int nw, nh;
+            int nw, nh; /* the worker fails a page larger than this (page.c) */
             ocp_image_fit((int)pw, (int)ph, max, &nw, &nh);
             est = (double)nw * nh * pc->page_memory_factor;
+        } else { /* no size declared: the largest page the limits let through */
+            double px = (double)pc->lim.max_pixels;
+            est = (max > 0 && (double)max * max < px ? (double)max * max : px) *
+                  pc->page_memory_factor;
         }
     }
     return est;

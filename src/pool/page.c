@@ -63,3 +63,26 @@ int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_resu
     malloc_trim(0);
     return rc;
 }
+
+int ocp_page_check_declared(ocp_doc *doc, int page, long dw, long dh, int max_side, char *err,
+                            size_t errlen)
+{
+    int w, h, rw, rh, fw, fh;
+    /* A PDF page's size is the node's pdf-dpi's, which its producer may not share. */
+    if (dw <= 0 || dh <= 0 || strcmp(ocp_doc_format(doc), "pdf") == 0)
+        return 0;
+    int rc = ocp_doc_page_size(doc, page, &w, &h, err, errlen);
+    if (rc)
+        return rc;
+    /* Declared sizes past the pixel types are as large as a page gets. */
+    if (dw > 1000000 || dh > 1000000)
+        return 0;
+    ocp_image_fit(w, h, max_side, &rw, &rh);
+    ocp_image_fit((int)dw, (int)dh, max_side, &fw, &fh);
+    if ((double)rw * rh <= (double)fw * fh)
+        return 0;
+    return ocp_errf(OCP_E_TOOBIG, err, errlen,
+                    "page is %d x %d, larger than the %ld x %ld its task declared (its memory "
+                    "was estimated from that)",
+                    w, h, dw, dh);
+}

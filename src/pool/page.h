@@ -39,4 +39,17 @@ int ocp_page_load(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_res
                   ocp_page_image *img, char *err, size_t errlen);
 void ocp_page_finish(ocp_result *res, ocp_page_image *img, int rc, double t0);
 
+/*
+ * A page whose task declared its size (width, height: what the master's memory estimate
+ * counted) is checked against its real size from the header before anything is decoded:
+ * fitted into max_side (0 = never resize), the real page may not be larger than the
+ * declared one, or a false size would slip a big page past --memory-budget. dw or dh 0 =
+ * none declared (nothing to check: the master then counted the largest page the limits let
+ * through). A PDF's page is not checked: its size is the node's pdf-dpi's, which its
+ * producer need not share (max-pixels still bounds it). Returns 0, or OCP_E_TOOBIG with the
+ * reason in err.
+ */
+int ocp_page_check_declared(ocp_doc *doc, int page, long dw, long dh, int max_side, char *err,
+                            size_t errlen);
+
 #endif

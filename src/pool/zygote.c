@@ -93,6 +93,9 @@ static ocp_engine *engine_for(const ocp_pool_conf *pc, engine_slot *slots, const
     for (int i = 0; i < MAX_ENGINES; i++)
         if (slots[i].lang && strcmp(slots[i].lang, lang) == 0)
             return slots[i].eng;
+    /* A task's own languages: checked before anything is loaded for them. */
+    if (ocp_engine_check_langs(pc->ep.tessdata_dir, lang, pc->ep.max_languages, err, errlen))
+        return NULL;
     /* Another language: open it here (private memory), evicting the last extra one. */
     int k = 1;
     while (k < MAX_ENGINES - 1 && slots[k].lang)
@@ -138,7 +141,9 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
     int page = json_is_integer(jp) ? (int)json_integer_value(jp) : 0;
     json_t *jm = json_object_get(payload, "max_image_size");
     ocp_image_limits lim = pc->lim;
-    if (json_is_integer(jm) && json_integer_value(jm) >= 0 && json_integer_value(jm) <= 65535)
+    /* A task may shrink its page, never enlarge it past the node's own max-image-size. */
+    if (json_is_integer(jm) && json_integer_value(jm) >= 1 && json_integer_value(jm) <= 65535 &&
+        (lim.max_image_size == 0 || json_integer_value(jm) < lim.max_image_size))
         lim.max_image_size = (int)json_integer_value(jm);
     if (!source || page < 0) {
         wt->rc = ocp_errf(OCP_E_DECODE, wt->err, sizeof wt->err,
@@ -172,6 +177,13 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
         } else {
             wt->rc = ocp_doc_open_file(source, &lim, &wt->doc, wt->err, sizeof wt->err);
         }
+        if (wt->rc)
+            return;
+        /* A false width/height must not slip a big page past the memory budget. */
+        wt->rc = ocp_page_check_declared(
+            wt->doc, page, (long)json_integer_value(json_object_get(payload, "width")),
+            (long)json_integer_value(json_object_get(payload, "height")), lim.max_image_size,
+            wt->err, sizeof wt->err);
         if (wt->rc)
             return;
     }

@@ -177,10 +177,12 @@ check "max-tasks-per-child 2: 6 pages by 3 worker processes" $CHECK pids "$TMP/s
 check "max-tasks-per-child: the log says so" grep -q "after 2 pages (max-tasks-per-child)" "$TMP/mt.log"
 
 # --- Max memory per child (Celery's meaning: checked after the page) -------
+# Big pages: the node's --max-image-size 0 (a task may shrink its page, never ask the
+# node for a larger one, so submit --max-image-size 0 would not do).
 fresh
-big=$(submit -l eng --max-image-size 0 "$TMP/p/big1.png")
+big=$(submit -l eng "$TMP/p/big1.png")
 submit -l eng "$TMP/p/small1.png" >/dev/null
-start_worker "$TMP/mm.log" -c 1 --max-memory-per-child 100000
+start_worker "$TMP/mm.log" -c 1 --max-memory-per-child 100000 --max-image-size 0
 wait_finished 2
 stop_worker
 status_json
@@ -194,9 +196,9 @@ check "max-memory-per-child: the next page ran in a new worker" $CHECK pids "$TM
 if [ -z "${OCP_ASAN:-}" ]; then
 # --- Hard memory limit: stopped during the page, retried, buried -------------
 fresh
-big=$(submit -l eng --max-image-size 0 "$TMP/p/big1.png")
+big=$(submit -l eng "$TMP/p/big1.png")
 small=$(submit -l eng "$TMP/p/small1.png")
-start_worker "$TMP/hm.log" -c 1 --hard-memory-limit 100 --max-deliveries 2
+start_worker "$TMP/hm.log" -c 1 --hard-memory-limit 100 --max-deliveries 2 --max-image-size 0
 wait_finished 2 60
 stop_worker
 status_json
@@ -212,16 +214,16 @@ check "hard memory limit: the other page is done" $CHECK state "$TMP/status.json
 # one 12 MB; two workers' baselines about 70 MB. A 600 MB budget fits one big page
 # and small ones beside it, never two big ones.
 fresh
-submit -l eng --max-image-size 0 "$TMP/p/big1.png" "$TMP/p/big2.png" >/dev/null
+submit -l eng "$TMP/p/big1.png" "$TMP/p/big2.png" >/dev/null
 submit -l eng "$TMP"/p/small[1-6].png >/dev/null
-start_worker "$TMP/mb.log" -c 2 --prefetch-multiplier 4 --memory-budget 600
+start_worker "$TMP/mb.log" -c 2 --prefetch-multiplier 4 --memory-budget 600 --max-image-size 0
 wait_finished 8 90
 stop_worker
 status_json
 check "memory budget: big pages one after the other, small ones beside them" $CHECK serial "$TMP/status.json" big small
 fresh
-big=$(submit -l eng --max-image-size 0 "$TMP/p/big1.png")
-start_worker "$TMP/mb2.log" -c 1 --memory-budget 300
+big=$(submit -l eng "$TMP/p/big1.png")
+start_worker "$TMP/mb2.log" -c 1 --memory-budget 300 --max-image-size 0
 wait_finished 1 30
 stop_worker
 status_json
@@ -303,8 +305,8 @@ check "batch-pages: the other pages are done" \
 
 # --- Shared models, malloc_trim ------------------------------------------------
 fresh
-submit -l eng --max-image-size 0 "$TMP/p/big1.png" >/dev/null
-start_worker "$TMP/sh.log" -c 2 -l eng+san --max-memory-per-child 0
+submit -l eng "$TMP/p/big1.png" >/dev/null
+start_worker "$TMP/sh.log" -c 2 -l eng+san --max-memory-per-child 0 --max-image-size 0
 wait_finished 1 60
 pids=$(grep -o 'worker [0-9]* ready' "$TMP/sh.log" | awk '{print $2}')
 for p in $pids; do

@@ -187,6 +187,31 @@ static void test_bad_messages(void **state)
     }
 }
 
+/* A payload of submit --max-image-size 0 (never resize) goes out without max_image_size,
+ * which a worker would refuse (a task may only shrink a page); 1 and up go out as they are. */
+static void test_args_max_image_size(void **state)
+{
+    (void)state;
+    json_t *args, *kwargs;
+    assert_int_equal(ocp_celery_args_from_payload(
+                         "{\"source\": \"/d/a.png\", \"lang\": \"eng\", \"page\": 0, "
+                         "\"max_image_size\": 0, \"width\": 10, \"height\": 20}",
+                         &args, &kwargs),
+                     0);
+    assert_null(json_object_get(kwargs, "max_image_size"));
+    assert_int_equal(json_integer_value(json_object_get(kwargs, "width")), 10);
+    json_decref(args);
+    json_decref(kwargs);
+    assert_int_equal(
+        ocp_celery_args_from_payload(
+            "{\"source\": \"/d/a.png\", \"lang\": \"eng\", \"page\": 0, \"max_image_size\": 900}",
+            &args, &kwargs),
+        0);
+    assert_int_equal(json_integer_value(json_object_get(kwargs, "max_image_size")), 900);
+    json_decref(args);
+    json_decref(kwargs);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -204,6 +229,13 @@ static void test_bad_arguments(void **state)
         {"[[\"a\"], {\"formats\": [\"txt\", 7]}, {}]", "ValueError", "(not a string)"},
         {"[[\"a\"], {\"formats\": 7}, {}]", "TypeError", "a list of format names"},
         {"[[\"a\"], {\"max_image_size\": -1}, {}]", "ValueError", "max_image_size"},
+        /* issue 15: 0 (never resize) would bypass the node's max-image-size */
+        {"[[\"a\"], {\"max_image_size\": 0}, {}]", "ValueError", "max_image_size"},
+        /* issue 15: formats is bounded: known names, each once, at most five */
+        {"[[\"a\"], {\"formats\": [\"txt\", \"txt\"]}, {}]", "ValueError", "'txt' given twice"},
+        {"[[\"a\"], {\"formats\": \"json,tsv,json\"}, {}]", "ValueError", "'json' given twice"},
+        {"[[\"a\"], {\"formats\": [\"txt\", \"json\", \"hocr\", \"alto\", \"tsv\", \"txt\"]}, {}]",
+         "ValueError", "at most 5"},
         {"[[{\"b64\": \"QUJDRA==QUJDRA==QUJDRA==\"}], {}, {}]", "ValueError", "inline bytes"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -458,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_parse_celery),
         cmocka_unit_test(test_bad_messages),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_args_max_image_size),
         cmocka_unit_test(test_meta_and_queues),
         cmocka_unit_test(test_meta_kinds),
         cmocka_unit_test(test_meta_result_text),

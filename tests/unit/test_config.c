@@ -38,6 +38,7 @@ static void clear_env(void)
     unsetenv("SURYA_GPU_DEVICE");
     unsetenv("COMPILE_LAYOUT");
     unsetenv("OCRPOOL_PRESET");
+    unsetenv("OCRPOOL_ALLOW_ROOT");
 }
 
 static void test_defaults(void **state)
@@ -246,6 +247,52 @@ static void test_show(void **state)
     ocp_config_destroy(c);
 }
 
+/* allow-root is a list: repeated at one level it grows (flags, file lines), a higher level
+ * replaces it, the environment takes ':'-joined folders; empty parts are refused. */
+static void test_allow_root_list(void **state)
+{
+    (void)state;
+    clear_env();
+    ocp_config *c = ocp_config_create();
+    assert_string_equal(ocp_config_str(c, OCP_S_ALLOW_ROOT), "");
+    char *path = write_tmp("allow-root = /srv/a\nallow_root = /srv/b\n");
+    assert_int_equal(ocp_config_load_file(c, path), 0);
+    assert_string_equal(ocp_config_str(c, OCP_S_ALLOW_ROOT), "/srv/a:/srv/b");
+    unlink(path);
+    setenv("OCRPOOL_ALLOW_ROOT", "/e1:/e2", 1);
+    assert_int_equal(ocp_config_load_env(c), 0);
+    assert_string_equal(ocp_config_str(c, OCP_S_ALLOW_ROOT), "/e1:/e2");
+    assert_int_equal(ocp_config_set(c, OCP_S_ALLOW_ROOT, "/f1", OCP_SRC_FLAG, "flag"), 0);
+    assert_int_equal(ocp_config_set(c, OCP_S_ALLOW_ROOT, "/f2", OCP_SRC_FLAG, "flag"), 0);
+    assert_string_equal(ocp_config_str(c, OCP_S_ALLOW_ROOT), "/f1:/f2");
+    clear_env();
+    ocp_config_destroy(c);
+    expect_refused(OCP_S_ALLOW_ROOT, "/a::/b", "folders joined with ':'");
+    expect_refused(OCP_S_ALLOW_ROOT, ":/a", "folders joined with ':'");
+}
+
+/* lang names at most max-languages languages (each a model to load): checked once every
+ * source is read, so a flag raising the limit counts wherever it stands. */
+static void test_max_languages(void **state)
+{
+    (void)state;
+    clear_env();
+    ocp_config *c = ocp_config_create();
+    assert_int_equal(ocp_config_int(c, OCP_S_MAX_LANGUAGES), 4);
+    assert_int_equal(ocp_config_lang_count("san+eng"), 2);
+    assert_int_equal(ocp_config_lang_count("eng"), 1);
+    assert_int_equal(ocp_config_lang_count(""), 0);
+    assert_int_equal(ocp_config_set(c, OCP_S_LANG, "a+b+c+d", OCP_SRC_FLAG, "flag -l"), 0);
+    assert_int_equal(ocp_config_finish(c), 0);
+    assert_int_equal(ocp_config_set(c, OCP_S_LANG, "a+b+c+d+e", OCP_SRC_FLAG, "flag -l"), 0);
+    assert_int_equal(ocp_config_finish(c), OCP_E_CONFIG);
+    assert_non_null(strstr(ocp_config_errmsg(c), "max-languages 4"));
+    assert_non_null(strstr(ocp_config_errmsg(c), "flag -l"));
+    assert_int_equal(ocp_config_set(c, OCP_S_MAX_LANGUAGES, "5", OCP_SRC_FLAG, "flag"), 0);
+    assert_int_equal(ocp_config_finish(c), 0);
+    ocp_config_destroy(c);
+}
+
 static void test_find(void **state)
 {
     (void)state;
@@ -262,7 +309,8 @@ int main(void)
         cmocka_unit_test(test_defaults), cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_aliases),  cmocka_unit_test(test_validation),
         cmocka_unit_test(test_presets),  cmocka_unit_test(test_show),
-        cmocka_unit_test(test_find),
+        cmocka_unit_test(test_find),     cmocka_unit_test(test_allow_root_list),
+        cmocka_unit_test(test_max_languages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,13 +8,20 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vips/vips.h>
 #include <zlib.h>
 
 #include "config/config.h"
 #include "core/error.h"
 #include "image/image.h"
+#include "pool/page.h"
 
 static const ocp_image_limits lim = {
     .max_pixels = 80000000, .max_pages = 100, .pdf_dpi = 200, .max_image_size = 2048};
@@ -220,7 +227,165 @@ static void test_limits_from_config(void **state)
     assert_int_equal(l.max_pages, 77);
     assert_int_equal(l.pdf_dpi, 150);
     assert_int_equal(l.max_image_size, 999);
+    assert_true(l.decode_timeout_s == 60); /* decode-timeout's default */
     ocp_config_destroy(c);
+}
+
+static void put_file(const char *path, const void *buf, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+}
+
+/* Opens path under roots through ocp_doc_open_file; its code, err filled. */
+static int open_under(const char *path, const char *roots, char *err, size_t errlen)
+{
+    ocp_image_limits l = lim;
+    ocp_doc *doc = NULL;
+    l.allow_roots = roots;
+    err[0] = '\0';
+    int rc = ocp_doc_open_file(path, &l, &doc, err, errlen);
+    ocp_doc_destroy(doc);
+    return rc;
+}
+
+/* A refused path gets -EACCES and the one reason whatever the file is. */
+static void expect_not_allowed(const char *path, const char *roots)
+{
+    char err[256];
+    int rc = open_under(path, roots, err, sizeof err);
+    if (rc != -EACCES || strcmp(err, "path not allowed") != 0)
+        fail_msg("%s under %s: %d '%s'", path, roots, rc, err);
+}
+
+/* allow-root: a file is read only when its resolved path is under a root; missing files,
+ * folders, FIFOs, unreadable files, paths out through .. or a symlink, and a root that does
+ * not exist all get the same reason. */
+static void test_allow_roots(void **state)
+{
+    (void)state;
+    char tmp[] = "/tmp/ocp-test-roots-XXXXXX", root[64], p[4][200], err[256];
+    assert_non_null(mkdtemp(tmp));
+    size_t len;
+    void *png = make_png(40, 30, 1, 8, 128, 255, 0, &len);
+    snprintf(root, sizeof root, "%s/root", tmp);
+    assert_int_equal(mkdir(root, 0700), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/dir", tmp);
+    assert_int_equal(mkdir(p[1], 0700), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/ok.png", tmp);
+    put_file(p[1], png, len, 0600);
+    snprintf(p[1], sizeof p[1], "%s/outside.png", tmp);
+    put_file(p[1], png, len, 0600);
+    snprintf(p[1], sizeof p[1], "%s/root/secret.png", tmp);
+    put_file(p[1], png, len, 0000);
+    snprintf(p[1], sizeof p[1], "%s/root/fifo", tmp);
+    assert_int_equal(mkfifo(p[1], 0600), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/out.png", tmp);
+    assert_int_equal(symlink("../outside.png", p[1]), 0);
+    snprintf(p[1], sizeof p[1], "%s/root/in.png", tmp);
+    assert_int_equal(symlink("ok.png", p[1]), 0);
+    snprintf(p[1], sizeof p[1], "%s/rootlink", tmp);
+    assert_int_equal(symlink("root", p[1]), 0);
+    g_free(png);
+
+    snprintf(p[2], sizeof p[2], "%s/nowhere:%s", tmp, root); /* a missing root, then root */
+    static const char *const bad[] = {"outside.png",  "root/missing.png", "root/dir",
+                                      "root/fifo",    "root/out.png",     "root/../outside.png",
+                                      "root/dir/../../outside.png"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(p[1], sizeof p[1], "%s/%s", tmp, bad[i]);
+        expect_not_allowed(p[1], root);
+        expect_not_allowed(p[1], p[2]);
+    }
+    expect_not_allowed("", root);
+    snprintf(p[1], sizeof p[1], "%s/root/ok.png", tmp);
+    snprintf(p[3], sizeof p[3], "%s/nowhere", tmp);
+    expect_not_allowed(p[1], p[3]); /* under no root that exists */
+    snprintf(p[3], sizeof p[3], "%s/roo", tmp);
+    expect_not_allowed(p[1], p[3]); /* a prefix of the name is not a folder above it */
+    if (geteuid() != 0) {          /* root reads a 0000 file */
+        snprintf(p[1], sizeof p[1], "%s/root/secret.png", tmp);
+        expect_not_allowed(p[1], root);
+    }
+    /* Allowed: under the root, through a symlink inside it, through a root that is a
+     * symlink, with any root '/', and with no roots at all (ocr, submit, a local worker). */
+    static const char *const good[] = {"root/ok.png", "root/in.png", "rootlink/ok.png",
+                                       "root/dir/../ok.png"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        snprintf(p[1], sizeof p[1], "%s/%s", tmp, good[i]);
+        assert_int_equal(open_under(p[1], root, err, sizeof err), 0);
+        assert_int_equal(open_under(p[1], p[2], err, sizeof err), 0);
+    }
+    snprintf(p[3], sizeof p[3], "%s/rootlink", tmp);
+    snprintf(p[1], sizeof p[1], "%s/root/ok.png", tmp);
+    assert_int_equal(open_under(p[1], p[3], err, sizeof err), 0);
+    snprintf(p[1], sizeof p[1], "%s/outside.png", tmp);
+    assert_int_equal(open_under(p[1], "/", err, sizeof err), 0);
+    assert_int_equal(open_under(p[1], "", err, sizeof err), 0);
+    /* The descriptor is a regular file's, blocking, close-on-exec. */
+    int fd = ocp_image_open_under(p[1], tmp, err, sizeof err);
+    assert_true(fd >= 0);
+    assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    close(fd);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A worker checks a page against the size its task declared (pool/page.c) before decoding:
+ * a false small size would slip a big page past the memory budget. */
+static void test_declared_size(void **state)
+{
+    (void)state;
+    size_t len;
+    char err[256];
+    ocp_doc *doc = NULL;
+    void *png = make_png(400, 300, 1, 8, 128, 255, 0, &len);
+    assert_int_equal(ocp_doc_open_buffer(png, len, &lim, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 400, 300, 2048, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 300, 400, 2048, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 0, 0, 2048, err, sizeof err), 0);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 10, 10, 2048, err, sizeof err),
+                     OCP_E_TOOBIG);
+    assert_non_null(strstr(err, "page is 400 x 300, larger than the 10 x 10 its task declared"));
+    assert_int_equal(ocp_page_check_declared(doc, 0, 399, 300, 0, err, sizeof err),
+                     OCP_E_TOOBIG);
+    /* Fitted into 100: 100 x 75 is more than 100 x 10. */
+    assert_int_equal(ocp_page_check_declared(doc, 0, 1000, 100, 100, err, sizeof err),
+                     OCP_E_TOOBIG);
+    assert_int_equal(ocp_page_check_declared(doc, 0, 4000, 3000, 100, err, sizeof err), 0);
+    ocp_doc_destroy(doc);
+    g_free(png);
+}
+
+/* decode-timeout: a decode past its deadline is stopped and fails with the reason; within
+ * it, the page decodes. */
+static void test_decode_deadline(void **state)
+{
+    (void)state;
+    size_t len;
+    char err[256];
+    ocp_doc *doc = NULL;
+    ocp_page_image img;
+    void *png = make_png(3000, 3000, 1, 8, 128, 255, 0, &len);
+    ocp_image_limits l = lim;
+    l.max_image_size = 0;
+    l.decode_timeout_s = 1e-9;
+    assert_int_equal(ocp_doc_open_buffer(png, len, &l, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), OCP_E_DECODE);
+    assert_non_null(strstr(err, "longer than decode-timeout"));
+    assert_null(img.pixels);
+    ocp_doc_destroy(doc);
+    l.decode_timeout_s = 60;
+    assert_int_equal(ocp_doc_open_buffer(png, len, &l, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), 0);
+    assert_int_equal(img.width, 3000);
+    ocp_page_image_fini(&img);
+    ocp_doc_destroy(doc);
+    g_free(png);
 }
 
 static int setup(void **state)
@@ -235,6 +400,8 @@ int main(void)
         cmocka_unit_test(test_fit),           cmocka_unit_test(test_check_pixels),
         cmocka_unit_test(test_decode_resize), cmocka_unit_test(test_decode_kinds),
         cmocka_unit_test(test_refusals),      cmocka_unit_test(test_limits_from_config),
+        cmocka_unit_test(test_allow_roots),   cmocka_unit_test(test_declared_size),
+        cmocka_unit_test(test_decode_deadline),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
