@@ -287,7 +287,7 @@ run_redis() {
     URL="redis://127.0.0.1:$RPORT/0"
     if start_redis; then
         common=(--broker "$URL" -c 2 --prefetch-multiplier 1 --visibility-timeout 2
-            --max-deliveries 1000)
+            --max-deliveries 1000 --allow-root "$T")
         ARGS_A=("${common[@]}" --engine tesseract -Q real,celery)
         ARGS_B=("${common[@]}" --engine null -Q celery)
         $CHK send "$URL" "$RUN/ids" "$N_NULL" "$N_REAL" "$T/blank.png" "$T/real.png" ||
