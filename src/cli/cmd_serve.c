@@ -2,9 +2,13 @@
  * cmd_serve.c: `ocrpool serve`: the HTTP API with an embedded pool (or, with
  * --no-workers, the API alone on a queue other nodes work).
  *
- * The API runs in a child process forked first, before the pool starts, so
- * the master stays single-threaded; it reaches the master through the
- * master's control socket and the queue through its own connections.
+ * The API runs in a child process, the pool master's sidecar (pool.h): forked
+ * before the zygote, restarted with back-off when it dies, stopped with the
+ * node; so the master stays single-threaded. It reaches the master through
+ * the master's control socket and the queue through its own connections.
+ *
+ * The token never needs the command line (where `ps` shows it): OCRPOOL_TOKEN
+ * or --token-file FILE give it too.
  */
 #include "app/submit.h"
 #include "cli/cli.h"
@@ -24,20 +28,27 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { K_LISTEN = 1, K_TOKEN, K_ALLOW, K_NOWORK, K_BODY, K_CONN, K_SPOOL };
+enum { K_LISTEN = 1, K_TOKEN, K_TOKEN_FILE, K_ALLOW, K_NOWORK, K_BODY, K_CONN, K_SPOOL, K_CTIME };
 
 typedef struct serve_ctx {
-    const char *listen, *token, *allow_root, *spool;
+    const char *listen, *token, *token_file, *allow_root, *spool;
     int no_workers;
     long max_body_mb;
-    int max_conn;
+    int max_conn, conn_timeout;
+    char token_buf[1024]; /* the token read from token_file */
 } serve_ctx;
 
 static const ocp_cli_opt serve_opts[] = {
-    {"listen", 0, 1, K_LISTEN},    {"token", 0, 1, K_TOKEN},
-    {"allow-root", 0, 1, K_ALLOW}, {"no-workers", 0, 0, K_NOWORK},
-    {"max-body", 0, 1, K_BODY},    {"max-connections", 0, 1, K_CONN},
-    {"spool-dir", 0, 1, K_SPOOL},  {NULL, 0, 0, 0},
+    {"listen", 0, 1, K_LISTEN},
+    {"token", 0, 1, K_TOKEN},
+    {"token-file", 0, 1, K_TOKEN_FILE},
+    {"allow-root", 0, 1, K_ALLOW},
+    {"no-workers", 0, 0, K_NOWORK},
+    {"max-body", 0, 1, K_BODY},
+    {"max-connections", 0, 1, K_CONN},
+    {"connection-timeout", 0, 1, K_CTIME},
+    {"spool-dir", 0, 1, K_SPOOL},
+    {NULL, 0, 0, 0},
 };
 
 static int serve_handler(void *vctx, int key, const char *arg)
@@ -51,6 +62,9 @@ static int serve_handler(void *vctx, int key, const char *arg)
     case K_TOKEN:
         c->token = arg;
         break;
+    case K_TOKEN_FILE:
+        c->token_file = arg;
+        break;
     case K_ALLOW:
         c->allow_root = arg;
         break;
@@ -62,15 +76,21 @@ static int serve_handler(void *vctx, int key, const char *arg)
         break;
     case K_BODY:
     case K_CONN:
+    case K_CTIME:
         if (!ocp_parse_i64(arg, &v) || v < 1 || v > 100000) {
             fprintf(stderr, "ocrpool: --%s: '%s' is not allowed: a whole number from 1 to 100000\n",
-                    key == K_BODY ? "max-body" : "max-connections", arg);
+                    key == K_BODY   ? "max-body"
+                    : key == K_CONN ? "max-connections"
+                                    : "connection-timeout",
+                    arg);
             return 1;
         }
         if (key == K_BODY)
             c->max_body_mb = (long)v;
-        else
+        else if (key == K_CONN)
             c->max_conn = (int)v;
+        else
+            c->conn_timeout = (int)v;
         break;
     }
     return 0;
@@ -79,15 +99,63 @@ static int serve_handler(void *vctx, int key, const char *arg)
 static void serve_help(void)
 {
     printf("usage: ocrpool serve [--listen 127.0.0.1:8080] [--broker URL] [--no-workers]\n"
-           "       [--token TOKEN] [--allow-root DIR] [--max-body MB] [--max-connections N]\n"
-           "       [--spool-dir DIR] [pool settings: -c, --max-memory-per-child, ...]\n\n"
+           "       [--token-file FILE | --token TOKEN] [--allow-root DIR] [--max-body MB]\n"
+           "       [--max-connections N] [--connection-timeout S] [--spool-dir DIR]\n"
+           "       [pool settings: -c, --max-memory-per-child, ...]\n\n"
            "The HTTP API (GET / is the dashboard, GET /metrics for Prometheus) with a pool\n"
-           "of workers, or the API alone with --no-workers. OCRPOOL_TOKEN also sets the token.\n");
+           "of workers, or the API alone with --no-workers. With workers, the node restarts\n"
+           "the API process when it dies (1 s, doubling to 30 s; /metrics counts restarts).\n\n"
+           "  --token-file FILE       the bearer token: FILE's first line\n"
+           "  --token TOKEN           the same, on the command line (seen in `ps`: prefer\n"
+           "                          the file or the environment variable OCRPOOL_TOKEN)\n"
+           "  --max-body MB           the largest request body (64)\n"
+           "  --max-connections N     connections served at once (32)\n"
+           "  --connection-timeout S  a connection silent for S seconds is closed (30)\n");
+}
+
+/* The token from --token, --token-file or OCRPOOL_TOKEN, in that order (at most one of
+ * the first two) into c->token. 0, or 1 with the reason said. */
+static int resolve_token(serve_ctx *c)
+{
+    if (c->token && c->token_file) {
+        fprintf(stderr, "ocrpool: serve: --token and --token-file: give one\n");
+        return 1;
+    }
+    if (c->token_file) {
+        FILE *f = fopen(c->token_file, "re");
+        int ok = f && fgets(c->token_buf, sizeof c->token_buf, f);
+        int e = errno;
+        if (f)
+            fclose(f);
+        c->token_buf[strcspn(c->token_buf, "\r\n")] = '\0';
+        if (!ok || !c->token_buf[0]) {
+            fprintf(stderr, "ocrpool: serve: --token-file %s: %s\n", c->token_file,
+                    !f ? strerror(e) : "no token on its first line");
+            return 1;
+        }
+        c->token = c->token_buf;
+    }
+    if (!c->token && getenv("OCRPOOL_TOKEN"))
+        c->token = getenv("OCRPOOL_TOKEN");
+    return 0;
+}
+
+/* The sidecar (pool.h): the API in the pool's child process. */
+static int run_api(void *ctx)
+{
+    char err[600];
+    ocp_log_set_role('H');
+    if (ocp_http_serve(ctx, err, sizeof err)) {
+        fprintf(stderr, "ocrpool: serve: %s\n", err);
+        return OCP_EXIT_FATAL;
+    }
+    return 0;
 }
 
 int ocp_cmd_serve(int argc, char **argv)
 {
-    serve_ctx c = {.listen = "127.0.0.1:8080", .max_body_mb = 64, .max_conn = 32};
+    serve_ctx c = {
+        .listen = "127.0.0.1:8080", .max_body_mb = 64, .max_conn = 32, .conn_timeout = 30};
     ocp_config *cfg;
     char **pos, buf[4200], err[600], spool[4200];
     int npos;
@@ -95,8 +163,11 @@ int ocp_cmd_serve(int argc, char **argv)
         ocp_cli_parse(argc, argv, serve_opts, serve_handler, &c, serve_help, &cfg, &pos, &npos);
     if (rc)
         return rc < 0 ? OCP_EXIT_OK : rc;
-    if (!c.token && getenv("OCRPOOL_TOKEN"))
-        c.token = getenv("OCRPOOL_TOKEN");
+    if (resolve_token(&c)) {
+        ocp_config_destroy(cfg);
+        free(pos);
+        return OCP_EXIT_USAGE;
+    }
     const char *url = ocp_app_broker_url(cfg, buf, sizeof buf);
     if (c.spool)
         snprintf(spool, sizeof spool, "%s", c.spool);
@@ -122,6 +193,7 @@ int ocp_cmd_serve(int argc, char **argv)
         .control_pid = 0,
         .max_body = c.max_body_mb << 20,
         .max_connections = c.max_conn,
+        .connection_timeout_s = c.conn_timeout,
         .cfg = cfg,
     };
     if (c.no_workers) {
@@ -135,29 +207,16 @@ int ocp_cmd_serve(int argc, char **argv)
         goto out;
     /* The node is this process: the API finds its control socket by its pid. */
     hc.control_pid = (long)getpid();
-    fflush(NULL);
-    pid_t api = fork();
-    if (api == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        ocp_log_set_role('H');
-        _exit(ocp_http_serve(&hc, err, sizeof err)
-                  ? (fprintf(stderr, "ocrpool: serve: %s\n", err), OCP_EXIT_FATAL)
-                  : 0);
-    }
-    if (api < 0) {
-        fprintf(stderr, "ocrpool: serve: fork: %s\n", strerror(errno));
-        rc = OCP_EXIT_FAILED;
-        goto out;
-    }
     ocp_pool_conf pc;
     ocp_pool_conf_from_config(&pc, cfg);
+    pc.sidecar = run_api;
+    pc.sidecar_ctx = &hc;
+    pc.sidecar_name = "HTTP API";
     if (ocp_pool_run(&pc, url, NULL, err, sizeof err)) {
         fprintf(stderr, "ocrpool: serve: %s\n", err);
         rc = OCP_EXIT_FAILED;
     }
     ocp_pool_conf_fini(&pc);
-    kill(api, SIGTERM);
-    waitpid(api, NULL, 0);
 out:
     ocp_config_destroy(cfg);
     free(pos);
