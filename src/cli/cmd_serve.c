@@ -19,22 +19,30 @@
 #include "pool/pool.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-enum { K_LISTEN = 1, K_TOKEN, K_TOKEN_FILE, K_ALLOW, K_NOWORK, K_BODY, K_CONN, K_SPOOL, K_CTIME };
+enum {
+    K_LISTEN = 1,
+    K_TOKEN,
+    K_TOKEN_FILE,
+    K_ALLOW,
+    K_NOWORK,
+    K_BODY,
+    K_CONN,
+    K_SPOOL,
+    K_CTIME,
+    K_API_OF
+};
 
 typedef struct serve_ctx {
     const char *listen, *token, *token_file, *allow_root, *spool;
     int no_workers;
     long max_body_mb;
     int max_conn, conn_timeout;
+    long api_of; /* this process is the API of node api_of (the node runs it: pool.h) */
     char token_buf[1024]; /* the token read from token_file */
 } serve_ctx;
 
@@ -48,6 +56,7 @@ static const ocp_cli_opt serve_opts[] = {
     {"max-connections", 0, 1, K_CONN},
     {"connection-timeout", 0, 1, K_CTIME},
     {"spool-dir", 0, 1, K_SPOOL},
+    {"api-of", 0, 1, K_API_OF},
     {NULL, 0, 0, 0},
 };
 
@@ -73,6 +82,13 @@ static int serve_handler(void *vctx, int key, const char *arg)
         break;
     case K_SPOOL:
         c->spool = arg;
+        break;
+    case K_API_OF:
+        if (!ocp_parse_i64(arg, &v) || v < 1 || v > 0x7fffffff) {
+            fprintf(stderr, "ocrpool: --api-of: '%s' is not a pid\n", arg);
+            return 1;
+        }
+        c->api_of = (long)v;
         break;
     case K_BODY:
     case K_CONN:
@@ -110,7 +126,8 @@ static void serve_help(void)
            "                          the file or the environment variable OCRPOOL_TOKEN)\n"
            "  --max-body MB           the largest request body (64)\n"
            "  --max-connections N     connections served at once (32)\n"
-           "  --connection-timeout S  a connection silent for S seconds is closed (30)\n");
+           "  --connection-timeout S  a connection silent for S seconds is closed (30)\n"
+           "  --api-of PID            (how a node starts its API process: the API of node PID)\n");
 }
 
 /* The token from --token, --token-file or OCRPOOL_TOKEN, in that order (at most one of
@@ -140,16 +157,19 @@ static int resolve_token(serve_ctx *c)
     return 0;
 }
 
-/* The sidecar (pool.h): the API in the pool's child process. */
-static int run_api(void *ctx)
+/* The API process's command line (new; free the array): this command's, as the API of
+ * node pid (--api-of first: a "--" among the arguments ends the options). */
+static char **api_argv(int argc, char **argv, char pid[24])
 {
-    char err[600];
-    ocp_log_set_role('H');
-    if (ocp_http_serve(ctx, err, sizeof err)) {
-        fprintf(stderr, "ocrpool: serve: %s\n", err);
-        return OCP_EXIT_FATAL;
-    }
-    return 0;
+    char **av = ocp_xcalloc((size_t)argc + 5, sizeof *av);
+    snprintf(pid, 24, "%ld", (long)getpid());
+    av[0] = "ocrpool";
+    av[1] = "serve";
+    av[2] = "--api-of";
+    av[3] = pid;
+    for (int i = 0; i < argc; i++)
+        av[4 + i] = argv[i];
+    return av;
 }
 
 int ocp_cmd_serve(int argc, char **argv)
@@ -196,27 +216,35 @@ int ocp_cmd_serve(int argc, char **argv)
         .connection_timeout_s = c.conn_timeout,
         .cfg = cfg,
     };
-    if (c.no_workers) {
+    if (c.no_workers || c.api_of) {
+        /* The API alone; or the API of a node, which started it (a failure to start is
+         * fatal there: it is not restarted, and the node stops). */
+        hc.control_pid = c.api_of;
+        if (c.api_of)
+            ocp_log_set_role('H');
         if (ocp_http_serve(&hc, err, sizeof err)) {
             fprintf(stderr, "ocrpool: serve: %s\n", err);
-            rc = OCP_EXIT_FAILED;
+            rc = c.api_of ? OCP_EXIT_FATAL : OCP_EXIT_FAILED;
         }
         goto out;
     }
     if ((rc = ocp_cli_check_device(cfg)) != 0)
         goto out;
-    /* The node is this process: the API finds its control socket by its pid. */
-    hc.control_pid = (long)getpid();
+    /* The node is this process; it runs the API as its sidecar: this program again, told
+     * the node's pid (the API finds its control socket by it). */
+    char pid[24];
+    char **av = api_argv(argc, argv, pid);
     ocp_pool_conf pc;
     ocp_pool_conf_from_config(&pc, cfg);
-    pc.sidecar = run_api;
-    pc.sidecar_ctx = &hc;
+    pc.sidecar_path = "/proc/self/exe";
+    pc.sidecar_argv = av;
     pc.sidecar_name = "HTTP API";
     if (ocp_pool_run(&pc, url, NULL, err, sizeof err)) {
         fprintf(stderr, "ocrpool: serve: %s\n", err);
         rc = OCP_EXIT_FAILED;
     }
     ocp_pool_conf_fini(&pc);
+    free(av);
 out:
     ocp_config_destroy(cfg);
     free(pos);

@@ -129,9 +129,9 @@ typedef struct master {
      * only a page that fails alone is counted (and buried) for it. A ring of ids. */
     char *solo[OCP__SOLO];
     int solo_next;
-    /* The sidecar (pool.h; sidecar.c): its function, process, restarts and back-off. */
-    int (*side_fn)(void *ctx);
-    void *side_ctx;
+    /* The sidecar (pool.h; sidecar.c): its program, process, restarts and back-off. */
+    const char *side_path; /* NULL = none */
+    char *const *side_argv;
     char side_name[64];
     int side_pid;        /* 0 = not running */
     double side_started; /* monotonic, when it was forked */

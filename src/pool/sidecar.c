@@ -10,10 +10,13 @@
  *                back to 1 s after 60 s up)
  *   ocp__sidecar_stop (the node ends): SIGTERM, SIGKILL after 5 s, reaped.
  *
- * The child closes every descriptor it inherited but 0-2 (no broker handle
- * crosses into it) and puts the signals back to their defaults before it
- * runs the command's function; it dies with the master (PR_SET_PDEATHSIG).
- * The master notices its end by waitpid(WNOHANG) after each turn of its loop.
+ * The child closes every descriptor it inherited but 0-2, puts the signals
+ * back to their defaults and executes the sidecar's program: a restart is
+ * forked by a master that has its broker open, and a SQLite connection's
+ * state must not live on in a process that opens its own (SQLite's rule on
+ * fork); a new program starts clean. It dies with the master
+ * (PR_SET_PDEATHSIG, kept across exec). The master notices its end by
+ * waitpid(WNOHANG) after each turn of its loop.
  */
 #include "core/error.h"
 #include "core/log.h"
@@ -37,7 +40,7 @@
 
 static void side_restart(ocp_loop_timer *t);
 
-/* In the child: a clean process for the command's function; never returns. */
+/* In the child: the sidecar's program in a clean process; never returns. */
 static void side_child(master *m, pid_t parent)
 {
     struct sigaction dfl = {0};
@@ -51,7 +54,9 @@ static void side_child(master *m, pid_t parent)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) /* the master died before the line above */
         _exit(0);
-    _exit(m->side_fn(m->side_ctx));
+    execv(m->side_path, m->side_argv);
+    dprintf(2, "ocrpool: %s: cannot run %s: %s\n", m->side_name, m->side_path, strerror(errno));
+    _exit(OCP_EXIT_FATAL);
 }
 
 static void side_fork(master *m)
@@ -85,12 +90,12 @@ static void side_restart(ocp_loop_timer *t)
 void ocp__sidecar_start(master *m)
 {
     ocp_loop_timer_init(&m->side_timer);
-    m->side_fn = m->pc.sidecar;
-    m->side_ctx = m->pc.sidecar_ctx;
+    m->side_path = m->pc.sidecar_path;
+    m->side_argv = m->pc.sidecar_argv;
     snprintf(m->side_name, sizeof m->side_name, "%s",
              m->pc.sidecar_name ? m->pc.sidecar_name : "sidecar");
     m->side_delay = SIDE_DELAY_MIN;
-    if (m->side_fn)
+    if (m->side_path && m->side_argv)
         side_fork(m);
 }
 
