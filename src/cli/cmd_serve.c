@@ -42,7 +42,7 @@ typedef struct serve_ctx {
     int no_workers;
     long max_body_mb;
     int max_conn, conn_timeout;
-    long api_of; /* this process is the API of node api_of (the node runs it: pool.h) */
+    long api_of;          /* this process is the API of node api_of (the node runs it: pool.h) */
     char token_buf[1024]; /* the token read from token_file */
 } serve_ctx;
 

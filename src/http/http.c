@@ -14,10 +14,13 @@
  * exposition is metrics.c. Submitting pages and rendering results are
  * app/'s, shared with the command line.
  *
- * A thread per connection (capped); every endpoint but /healthz and the
- * dashboard's page needs "Authorization: Bearer TOKEN" when a token is set;
- * bodies are capped; paths outside --allow-root are refused; nothing runs a
- * shell.
+ * A thread per connection (capped, and closed when silent for the
+ * connection timeout: a client that stalls holds a slot that long at most);
+ * every endpoint but /healthz and the dashboard's page needs "Authorization:
+ * Bearer TOKEN" when a token is set; every string taken from a request is
+ * checked as UTF-8 text before it is used (text_ok); bodies are capped;
+ * paths outside --allow-root are refused; nothing runs a shell. Uploads wait
+ * in the spool until their pages have finished (spool.c).
  */
 #include "http/http.h"
 #include "app/output.h"
@@ -161,9 +164,11 @@ static int text_ok(const char *s, size_t max)
     size_t n = 0;
     while (p[n]) {
         unsigned c = p[n];
-        int len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-                             : (c & 0xf8) == 0xf0   ? 4
-                                                    : 0;
+        int len = c < 0x80             ? 1
+                  : (c & 0xe0) == 0xc0 ? 2
+                  : (c & 0xf0) == 0xe0 ? 3
+                  : (c & 0xf8) == 0xf0 ? 4
+                                       : 0;
         if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f)))
             return 0;
         unsigned cp = len == 1 ? c : c & (0x3f >> (len - 1));
@@ -299,8 +304,9 @@ static unsigned submit_one(ocp_broker *b, const char *real, const char *name, up
     if (u && json_array_size(q->ids)) {
         /* Pages of it are queued: it stays until they have all finished. */
         u->kept = 1;
-        if (ocp__spool_note(u->path, q->ids))
-            OCP_LOG_ERR(OCP_LOG_WARN, -errno, "cannot note the pages of upload %s", u->path);
+        int nrc = ocp__spool_note(u->path, q->ids);
+        if (nrc)
+            OCP_LOG_ERR(OCP_LOG_WARN, nrc, "cannot note the pages of upload %s", u->path);
     }
     json_decref(q->ids);
     q->ids = NULL;
@@ -376,8 +382,8 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
 static int keep_failure(void *ctx, const ocp_task_info *i)
 {
     if (i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED)
-        json_array_append_new(ctx, json_pack("{s:s, s:s, s:s?, s:s?, s:f}", "id", i->id,
-                                             "state", ocp_task_state_name(i->state), "failure",
+        json_array_append_new(ctx, json_pack("{s:s, s:s, s:s?, s:s?, s:f}", "id", i->id, "state",
+                                             ocp_task_state_name(i->state), "failure",
                                              ocp_task_failure_name(i), "reason", i->error,
                                              "finished", i->finished));
     return 0;
@@ -386,11 +392,11 @@ static int keep_failure(void *ctx, const ocp_task_info *i)
 static int page_row(void *ctx, const ocp_task_info *i)
 {
     json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
-    json_array_append_new(
-        ctx, json_pack("{s:s, s:s, s:i, s:s?, s:s?}", "id", i->id, "state",
-                       ocp_task_state_name(i->state), "page",
-                       p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0, "failure",
-                       ocp_task_failure_name(i), "reason", i->error));
+    json_array_append_new(ctx,
+                          json_pack("{s:s, s:s, s:i, s:s?, s:s?}", "id", i->id, "state",
+                                    ocp_task_state_name(i->state), "page",
+                                    p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0,
+                                    "failure", ocp_task_failure_name(i), "reason", i->error));
     json_decref(p);
     return 0;
 }
@@ -861,7 +867,8 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
         ntohs(sa.sin_port), NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)hc->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)(hc->connection_timeout_s > 0 ? hc->connection_timeout_s : 30), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+        (unsigned)(hc->connection_timeout_s > 0 ? hc->connection_timeout_s : 30),
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
     if (!d)
         return ocp_errf(-EADDRINUSE, err, errlen, "cannot listen on %s", hc->listen);
     OCP_LOG(OCP_LOG_WARN, "HTTP API on http://%s/ (%s)", hc->listen,

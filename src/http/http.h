@@ -28,7 +28,7 @@ typedef struct ocp_http_conf {
     int max_connections;
     int connection_timeout_s; /* a connection silent this long is closed (a request sent
                                * half, a reply not read); 0 = 30 */
-    const ocp_config *cfg; /* defaults for submitted pages */
+    const ocp_config *cfg;    /* defaults for submitted pages */
 } ocp_http_conf;
 
 /* Serves until SIGTERM/SIGINT. Returns 0, or a negative code with err set. */

@@ -46,7 +46,8 @@ int ocp__spool_create(const char *dir, const char *name, char **path)
 
 int ocp__spool_note(const char *path, json_t *ids)
 {
-    char *ipath = ocp_xasprintf("%s" IDS_EXT, path);
+    /* Written whole, then renamed: the sweep never reads a part of the list. */
+    char *ipath = ocp_xasprintf("%s" IDS_EXT ".part", path);
     ocp_sb sb;
     size_t i;
     json_t *id;
@@ -57,9 +58,13 @@ int ocp__spool_note(const char *path, json_t *ids)
         rc = -errno;
     if (fd >= 0 && close(fd) < 0 && !rc)
         rc = -errno;
+    char *final = ocp_xasprintf("%s" IDS_EXT, path);
+    if (!rc && rename(ipath, final) < 0)
+        rc = -errno;
     if (rc)
         unlink(ipath);
     ocp_sb_fini(&sb);
+    free(final);
     free(ipath);
     return rc;
 }
