@@ -18,7 +18,7 @@
  * connection timeout: a client that stalls holds a slot that long at most);
  * every endpoint but /healthz and the dashboard's page needs "Authorization:
  * Bearer TOKEN" when a token is set; every string taken from a request is
- * checked as UTF-8 text before it is used (text_ok); bodies are capped;
+ * checked as UTF-8 text before it is used (input.h); bodies are capped;
  * paths outside --allow-root are refused; nothing runs a shell. Uploads wait
  * in the spool until their pages have finished (spool.c).
  */
@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "engine/result.h"
+#include "http/input.h"
 #include "http/metrics.h"
 #include "http/spool.h"
 #include "image/image.h"
@@ -155,39 +156,6 @@ static int bearer_ok(struct MHD_Connection *c)
     return diff == 0;
 }
 
-/* Whether s is text: valid UTF-8 (no overlong form, surrogate or code point past
- * U+10FFFF), no control character, at most max bytes. Every string from a request passes
- * this before it is used (jansson refuses to carry any other into a task or a reply). */
-static int text_ok(const char *s, size_t max)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = 0;
-    while (p[n]) {
-        unsigned c = p[n];
-        int len = c < 0x80             ? 1
-                  : (c & 0xe0) == 0xc0 ? 2
-                  : (c & 0xf0) == 0xe0 ? 3
-                  : (c & 0xf8) == 0xf0 ? 4
-                                       : 0;
-        if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f)))
-            return 0;
-        unsigned cp = len == 1 ? c : c & (0x3f >> (len - 1));
-        for (int k = 1; k < len; k++) {
-            if ((p[n + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[n + k] & 0x3f);
-        }
-        static const unsigned least[5] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < least[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-            (cp >= 0x80 && cp < 0xa0))
-            return 0;
-        n += (size_t)len;
-        if (n > max)
-            return 0;
-    }
-    return 1;
-}
-
 /* A new spool file for an upload; its path in *path (new). */
 static int spool_file(const char *name, char **path)
 {
@@ -202,7 +170,7 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
     (void)ctype;
     (void)encoding;
     req *r = cls;
-    if ((key && !text_ok(key, 255)) || (filename && !text_ok(filename, 255))) {
+    if ((key && !ocp__http_text_ok(key, 255)) || (filename && !ocp__http_text_ok(filename, 255))) {
         r->bad = "a multipart field name or filename is not UTF-8 text (or is over 255 bytes)";
         return MHD_NO;
     }
@@ -283,15 +251,6 @@ static int note_task(void *ctx, const char *id, int page, int pages, int inserte
     return q->broken;
 }
 
-/* A lang parameter: model names of letters, digits, '_', '-' (and '/' inside, for
- * tessdata's script/ models), '+'-joined. */
-static int lang_ok(const char *l)
-{
-    return l && *l && strlen(l) <= 100 && *l != '/' && *l != '+' &&
-           strspn(l, "abcdefghijklmnopqrstuvwxyz"
-                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/") == strlen(l);
-}
-
 /* Queues upload or path real (name: as sent); its pages' ids into q (and, for an
  * upload, beside its spool file). Returns 0, or an HTTP status with err. */
 static unsigned submit_one(ocp_broker *b, const char *real, const char *name, upload *u,
@@ -335,7 +294,7 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
 {
     ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
     ocp_submit_opts so = submit_opts(c, group, priority);
-    if (!lang_ok(so.lang)) {
+    if (!ocp__http_lang_ok(so.lang)) {
         snprintf(err, errlen, "bad lang: model names (letters, digits, _ and -) joined by +");
         return 400;
     }
@@ -759,7 +718,8 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
     const struct route *rt = find_route(method, url, arg);
     const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
     const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "lang");
-    if (rt && (!text_ok(arg, ARG_MAX) || (f && !text_ok(f, 64)) || (l && !text_ok(l, 100))))
+    if (rt && (!ocp__http_text_ok(arg, ARG_MAX) || (f && !ocp__http_text_ok(f, 64)) ||
+               (l && !ocp__http_text_ok(l, 100))))
         return reply_error(c, 400, "the path or a query value is not UTF-8 text");
     if (rt)
         return rt->fn(c, r, arg);
