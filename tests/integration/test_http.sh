@@ -9,7 +9,8 @@
 source "$(dirname "$0")/lib.sh"
 export XDG_RUNTIME_DIR=$TMP/run
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(freeport)
 PIDS=()
 cleanup() { # only what this test started, by pid
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
@@ -104,6 +105,7 @@ check "serve: the API process is gone too" bash -c "! python3 -c \"import urllib
 check "serve: the restarted API process ($api2) ended with its node" bash -c "! kill -0 ${api2:-0} 2>/dev/null"
 
 # Results expire, and with them the uploads kept for the workers.
+port=$(freeport) # a new one each time: a port left free is anybody's
 "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/qe.db" --spool-dir "$TMP/spool2" \
     -c 1 --result-expires 1 >"$TMP/exp.log" 2>&1 &
 E=$!
@@ -128,6 +130,7 @@ kill -TERM "$E"
 wait "$E"
 
 # API only: --no-workers answers on a queue that other nodes work.
+port=$(freeport) # a new one each time: a port left free is anybody's
 "$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port" --broker "sqlite://$TMP/q.db" >"$TMP/api.log" 2>&1 &
 A=$!
 for _ in $(seq 1 50); do
@@ -166,6 +169,7 @@ wait "$A"
 
 # --token-file: the token from a file (its first line), not on the command line.
 printf 'fil3tok\n' >"$TMP/token"
+port=$(freeport) # a new one each time: a port left free is anybody's
 "$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port" --broker "sqlite://$TMP/q.db" \
     --token-file "$TMP/token" >"$TMP/tf.log" 2>&1 &
 T=$!
@@ -187,6 +191,7 @@ check "--serve --help names --token-file and OCRPOOL_TOKEN" bash -c \
 # Uploads (SQLite): kept while their pages wait, deleted once they have finished; one
 # that queued nothing is deleted at once.
 SP=$TMP/spool3
+port=$(freeport) # a new one each time: a port left free is anybody's
 "$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port" --broker "sqlite://$TMP/qs.db" \
     --spool-dir "$SP" >"$TMP/sp.log" 2>&1 &
 A=$!
@@ -234,6 +239,7 @@ if command -v redis-server >/dev/null; then
     PIDS+=("$R")
     for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
     RSP=$TMP/rspool
+    port=$(freeport)
     "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "redis://127.0.0.1:$RPORT/0" -c 1 --allow-root "$TMP" \
         --spool-dir "$RSP" >"$TMP/rserve.log" 2>&1 &
     RS=$!
