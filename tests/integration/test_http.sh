@@ -175,7 +175,12 @@ port=$(freeport) # a new one each time: a port left free is anybody's
 T=$!
 PIDS+=("$T")
 up "http://127.0.0.1:$port/healthz"
-check "--token-file: no token: 401" bash -c "! python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=5)\" 2>/dev/null"
+check "--token-file: no token: 401" python3 -c "
+import urllib.error, urllib.request
+try:
+    urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=5); raise SystemExit(1)
+except urllib.error.HTTPError as e:
+    raise SystemExit(0 if e.code == 401 else 1)"
 check "--token-file: the file's token: 200" python3 -c "
 import urllib.request
 r = urllib.request.Request('http://127.0.0.1:$port/readyz', headers={'Authorization': 'Bearer fil3tok'})
