@@ -233,6 +233,21 @@ check "SQLite: the upload is deleted once its pages have finished" test "$(ls "$
 kill -TERM "$W" "$A"
 wait "$W" "$A"
 
+# A port that is taken: the API cannot start, and serve says so and ends with an error
+# (its node ran on without an API before).
+port=$(freeport)
+python3 -c "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(90)" &
+H=$!
+PIDS+=("$H")
+sleep 0.5
+timeout 60 "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/qp.db" -c 1 >"$TMP/port.log" 2>&1
+rc=$?
+check "serve on a port that is taken: ends with an error (exit $rc)" test $rc -eq 1
+check "serve on a port that is taken: says why" grep -q "cannot listen on 127.0.0.1:$port" "$TMP/port.log"
+check "serve on a port that is taken: the API is not restarted" bash -c "! grep -q 'restarting it' '$TMP/port.log'"
+kill "$H"
+wait "$H" 2>/dev/null
+
 # The same on a real redis-server (started here on a loopback port): a bad filename is
 # a 400 (it crashed the API process), and an upload goes once its page is done.
 if command -v redis-server >/dev/null; then
