@@ -203,6 +203,23 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
     return MHD_YES;
 }
 
+/* Deletes r's uploads that queued nothing, before the reply goes (it is sent after the
+ * handler returns): a client that has its answer finds no trace of them. */
+static void drop_unkept(req *r)
+{
+    for (int i = 0; i < r->nfiles; i++) {
+        upload *u = &r->files[i];
+        if (u->fd >= 0)
+            close(u->fd);
+        u->fd = -1;
+        if (u->path && !u->kept) {
+            unlink(u->path);
+            free(u->path);
+            u->path = NULL;
+        }
+    }
+}
+
 static void req_free(req *r)
 {
     if (!r)
@@ -721,8 +738,11 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
     if (rt && (!ocp__http_text_ok(arg, ARG_MAX) || (f && !ocp__http_text_ok(f, 64)) ||
                (l && !ocp__http_text_ok(l, 100))))
         return reply_error(c, 400, "the path or a query value is not UTF-8 text");
-    if (rt)
-        return rt->fn(c, r, arg);
+    if (rt) {
+        enum MHD_Result ret = rt->fn(c, r, arg);
+        drop_unkept(r);
+        return ret;
+    }
     int known = strcmp(method, "GET") == 0 || strcmp(method, "POST") == 0;
     return reply_error(c, known ? 404 : 405, known ? "no such resource" : "method not allowed");
 }
@@ -774,6 +794,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         *size = 0;
         return MHD_YES;
     }
+    if (r->too_big || r->bad)
+        drop_unkept(r);
     if (r->too_big > 0)
         return reply_error(c, 413, "body over the size cap");
     if (r->bad)
