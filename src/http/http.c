@@ -14,10 +14,13 @@
  * exposition is metrics.c. Submitting pages and rendering results are
  * app/'s, shared with the command line.
  *
- * A thread per connection (capped); every endpoint but /healthz and the
- * dashboard's page needs "Authorization: Bearer TOKEN" when a token is set;
- * bodies are capped; paths outside --allow-root are refused; nothing runs a
- * shell.
+ * A thread per connection (capped, and closed when silent for the
+ * connection timeout: a client that stalls holds a slot that long at most);
+ * every endpoint but /healthz and the dashboard's page needs "Authorization:
+ * Bearer TOKEN" when a token is set; every string taken from a request is
+ * checked as UTF-8 text before it is used (input.h); bodies are capped;
+ * paths outside --allow-root are refused; nothing runs a shell. Uploads wait
+ * in the spool until their pages have finished (spool.c).
  */
 #include "http/http.h"
 #include "app/output.h"
@@ -27,14 +30,13 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "engine/result.h"
+#include "http/input.h"
 #include "http/metrics.h"
+#include "http/spool.h"
 #include "image/image.h"
 #include "pool/control.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -51,13 +53,15 @@ typedef struct upload {
     char *name; /* as sent */
     int fd;
     long size;
+    int kept; /* pages of it are queued: the sweep deletes it (spool.h), not its request */
 } upload;
 
 typedef struct req {
     char *body;
     size_t len;
     int too_big;
-    int refused; /* a response is queued already */
+    int refused;     /* a response is queued already */
+    const char *bad; /* why the request is refused (400), found while its body was read */
     struct MHD_PostProcessor *pp;
     upload files[64];
     int nfiles;
@@ -155,22 +159,7 @@ static int bearer_ok(struct MHD_Connection *c)
 /* A new spool file for an upload; its path in *path (new). */
 static int spool_file(const char *name, char **path)
 {
-    char uuid[37];
-    ocp_uuid4(uuid);
-    const char *dot = name ? strrchr(name, '.') : NULL;
-    char ext[12] = "";
-    if (dot && strlen(dot) < sizeof ext &&
-        strspn(dot + 1, "abcdefghijklmnopqrstuvwxyz"
-                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == strlen(dot + 1))
-        snprintf(ext, sizeof ext, "%s", dot);
-    *path = ocp_xasprintf("%s/%s%s", g_hc->spool_dir, uuid, ext);
-    int fd = open(*path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        free(*path);
-        *path = NULL;
-        return -errno;
-    }
-    return fd;
+    return ocp__spool_create(g_hc->spool_dir, name, path);
 }
 
 static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -178,10 +167,13 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
                                  const char *data, uint64_t off, size_t size)
 {
     (void)kind;
-    (void)key;
     (void)ctype;
     (void)encoding;
     req *r = cls;
+    if ((key && !ocp__http_text_ok(key, 255)) || (filename && !ocp__http_text_ok(filename, 255))) {
+        r->bad = "a multipart field name or filename is not UTF-8 text (or is over 255 bytes)";
+        return MHD_NO;
+    }
     if (!filename)
         return MHD_YES; /* ordinary form fields are ignored */
     upload *u = r->nfiles ? &r->files[r->nfiles - 1] : NULL;
@@ -211,6 +203,23 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
     return MHD_YES;
 }
 
+/* Deletes r's uploads that queued nothing, before the reply goes (it is sent after the
+ * handler returns): a client that has its answer finds no trace of them. */
+static void drop_unkept(req *r)
+{
+    for (int i = 0; i < r->nfiles; i++) {
+        upload *u = &r->files[i];
+        if (u->fd >= 0)
+            close(u->fd);
+        u->fd = -1;
+        if (u->path && !u->kept) {
+            unlink(u->path);
+            free(u->path);
+            u->path = NULL;
+        }
+    }
+}
+
 static void req_free(req *r)
 {
     if (!r)
@@ -220,6 +229,8 @@ static void req_free(req *r)
     for (int i = 0; i < r->nfiles; i++) {
         if (r->files[i].fd >= 0)
             close(r->files[i].fd);
+        if (r->files[i].path && !r->files[i].kept)
+            unlink(r->files[i].path); /* nothing of it queued: nobody needs it */
         free(r->files[i].path);
         free(r->files[i].name);
     }
@@ -239,17 +250,47 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 typedef struct queued {
     json_t *tasks;
+    json_t *ids; /* of the file being queued */
     const char *name;
+    int broken; /* a task could not be noted: the request fails */
 } queued;
 
+/* Notes a queued page; stops the queueing (non-zero) when it cannot (its strings are
+ * checked before, so this does not happen: a submission never answers without its ids). */
 static int note_task(void *ctx, const char *id, int page, int pages, int inserted)
 {
     (void)pages;
     (void)inserted;
     queued *q = ctx;
-    json_array_append_new(
-        q->tasks, json_pack("{s:s, s:s, s:i}", "id", id, "source", q->name, "page", page + 1));
-    return 0;
+    json_t *t = json_pack("{s:s, s:s, s:i}", "id", id, "source", q->name, "page", page + 1);
+    if (!t || json_array_append_new(q->tasks, t) || json_array_append_new(q->ids, json_string(id)))
+        q->broken = 1;
+    return q->broken;
+}
+
+/* Queues upload or path real (name: as sent); its pages' ids into q (and, for an
+ * upload, beside its spool file). Returns 0, or an HTTP status with err. */
+static unsigned submit_one(ocp_broker *b, const char *real, const char *name, upload *u,
+                           const ocp_image_limits *lim, const ocp_submit_opts *so, queued *q,
+                           char *err, size_t errlen)
+{
+    q->name = name;
+    q->ids = json_array();
+    int rc = ocp_app_submit_file(b, real, lim, so, note_task, q, err, errlen);
+    if (u && json_array_size(q->ids)) {
+        /* Pages of it are queued: it stays until they have all finished. */
+        u->kept = 1;
+        int nrc = ocp__spool_note(u->path, q->ids);
+        if (nrc)
+            OCP_LOG_ERR(OCP_LOG_WARN, nrc, "cannot note the pages of upload %s", u->path);
+    }
+    json_decref(q->ids);
+    q->ids = NULL;
+    if (q->broken) {
+        snprintf(err, errlen, "cannot note the queued pages of %.200s", name);
+        return 500;
+    }
+    return rc ? 422 : 0;
 }
 
 static ocp_submit_opts submit_opts(struct MHD_Connection *c, const char *group, int priority)
@@ -270,17 +311,18 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
 {
     ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
     ocp_submit_opts so = submit_opts(c, group, priority);
-    if (!so.lang || strpbrk(so.lang, "./") == so.lang || strstr(so.lang, "..")) {
-        snprintf(err, errlen, "bad lang");
+    if (!ocp__http_lang_ok(so.lang)) {
+        snprintf(err, errlen, "bad lang: model names (letters, digits, _ and -) joined by +");
         return 400;
     }
-    queued q = {tasks, NULL};
+    queued q = {tasks, NULL, NULL, 0};
+    unsigned st;
     for (int i = 0; i < r->nfiles; i++) {
-        q.name = r->files[i].name;
         close(r->files[i].fd);
         r->files[i].fd = -1;
-        if (ocp_app_submit_file(b, r->files[i].path, &lim, &so, note_task, &q, err, errlen))
-            return 422;
+        if ((st = submit_one(b, r->files[i].path, r->files[i].name, &r->files[i], &lim, &so, &q,
+                             err, errlen)))
+            return st;
     }
     size_t i;
     json_t *p;
@@ -302,9 +344,13 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
             snprintf(err, errlen, "path outside --allow-root: %.200s", path);
             return 403;
         }
-        q.name = path;
-        if (ocp_app_submit_file(b, real, &lim, &so, note_task, &q, err, errlen))
-            return 422;
+        if ((st = submit_one(b, real, path, NULL, &lim, &so, &q, err, errlen)))
+            return st;
+    }
+    if (json_array_size(tasks) == 0) {
+        /* Nothing queued (a document of no pages) is not a job. */
+        snprintf(err, errlen, "no page to OCR in what was sent");
+        return 422;
     }
     return 202;
 }
@@ -312,8 +358,8 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
 static int keep_failure(void *ctx, const ocp_task_info *i)
 {
     if (i->state == OCP_TASK_FAILED || i->state == OCP_TASK_BURIED)
-        json_array_append_new(ctx, json_pack("{s:s, s:s, s:s?, s:s?, s:f}", "id", i->id,
-                                             "state", ocp_task_state_name(i->state), "failure",
+        json_array_append_new(ctx, json_pack("{s:s, s:s, s:s?, s:s?, s:f}", "id", i->id, "state",
+                                             ocp_task_state_name(i->state), "failure",
                                              ocp_task_failure_name(i), "reason", i->error,
                                              "finished", i->finished));
     return 0;
@@ -322,11 +368,11 @@ static int keep_failure(void *ctx, const ocp_task_info *i)
 static int page_row(void *ctx, const ocp_task_info *i)
 {
     json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
-    json_array_append_new(
-        ctx, json_pack("{s:s, s:s, s:i, s:s?, s:s?}", "id", i->id, "state",
-                       ocp_task_state_name(i->state), "page",
-                       p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0, "failure",
-                       ocp_task_failure_name(i), "reason", i->error));
+    json_array_append_new(ctx,
+                          json_pack("{s:s, s:s, s:i, s:s?, s:s?}", "id", i->id, "state",
+                                    ocp_task_state_name(i->state), "page",
+                                    p ? (int)json_integer_value(json_object_get(p, "page")) + 1 : 0,
+                                    "failure", ocp_task_failure_name(i), "reason", i->error));
     json_decref(p);
     return 0;
 }
@@ -481,6 +527,28 @@ static enum MHD_Result await_page(struct MHD_Connection *c, const char *id)
     return ret;
 }
 
+/* The pages of r's uploads together (a file that does not open counts one: queueing it
+ * says why). */
+static int upload_pages(req *r)
+{
+    ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
+    int n = 0;
+    for (int i = 0; i < r->nfiles; i++) {
+        ocp_doc *doc = NULL;
+        char err[300];
+        if (ocp_doc_open_file(r->files[i].path, &lim, &doc, err, sizeof err) == 0) {
+            n += ocp_doc_pages(doc);
+            ocp_doc_destroy(doc);
+        } else {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* OCR one page now. A document of several pages (or several files) is refused before
+ * anything is queued: a synchronous call at priority 9 would put a whole book ahead of
+ * every queued page and hold its connection for all of it; /v1/jobs is for documents. */
 static enum MHD_Result post_ocr(struct MHD_Connection *c, req *r, const char *arg)
 {
     char err[700], group[48];
@@ -494,14 +562,22 @@ static enum MHD_Result post_ocr(struct MHD_Connection *c, req *r, const char *ar
         if (u->fd < 0 || write(u->fd, r->body, r->len) != (ssize_t)r->len)
             return reply_error(c, 507, "cannot keep the upload");
     }
+    int pages = upload_pages(r);
+    if (pages > 1) {
+        snprintf(err, sizeof err,
+                 "/v1/ocr takes one page and this upload has %d: POST documents of several "
+                 "pages to /v1/jobs (then GET /v1/groups/GROUP)",
+                 pages);
+        return reply_error(c, 422, err);
+    }
     unsigned st = queue_request(c, r, NULL, "now-", 9, group, &tasks, err, sizeof err);
     if (st != 202) {
         json_decref(tasks);
         return reply_error(c, st, err);
     }
-    /* OCR now: wait for the page (the first one) to finish. */
-    enum MHD_Result ret =
-        await_page(c, json_string_value(json_object_get(json_array_get(tasks, 0), "id")));
+    /* OCR now: wait for the page to finish. */
+    const char *id = json_string_value(json_object_get(json_array_get(tasks, 0), "id"));
+    enum MHD_Result ret = id ? await_page(c, id) : reply_error(c, 500, "no page was queued");
     json_decref(tasks);
     return ret;
 }
@@ -602,6 +678,7 @@ static enum MHD_Result get_group(struct MHD_Connection *c, req *r, const char *g
 
 #define ARG_MAX 1024
 #define JOB_ARG 80
+#define SWEEP_S 2.0 /* seconds between looks at the uploads' pages */
 
 static const struct route {
     const char *method, *pattern;
@@ -656,8 +733,16 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
 {
     char arg[ARG_MAX];
     const struct route *rt = find_route(method, url, arg);
-    if (rt)
-        return rt->fn(c, r, arg);
+    const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
+    const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "lang");
+    if (rt && (!ocp__http_text_ok(arg, ARG_MAX) || (f && !ocp__http_text_ok(f, 64)) ||
+               (l && !ocp__http_text_ok(l, 100))))
+        return reply_error(c, 400, "the path or a query value is not UTF-8 text");
+    if (rt) {
+        enum MHD_Result ret = rt->fn(c, r, arg);
+        drop_unkept(r);
+        return ret;
+    }
     int known = strcmp(method, "GET") == 0 || strcmp(method, "POST") == 0;
     return reply_error(c, known ? 404 : 405, known ? "no such resource" : "method not allowed");
 }
@@ -709,57 +794,29 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         *size = 0;
         return MHD_YES;
     }
+    if (r->too_big || r->bad)
+        drop_unkept(r);
     if (r->too_big > 0)
         return reply_error(c, 413, "body over the size cap");
+    if (r->bad)
+        return reply_error(c, 400, r->bad);
     if (r->too_big < 0)
         return reply_error(c, 400, "malformed multipart body");
     return route(c, url, method, r);
 }
 
-static int note_source(void *ctx, const ocp_task_info *i)
-{
-    json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
-    const char *src = p ? json_string_value(json_object_get(p, "source")) : NULL;
-    if (src)
-        json_object_set_new(ctx, src, json_true());
-    json_decref(p);
-    return 0;
-}
-
-/* Deletes spool files no task refers to any more, once older than the result lifetime
- * (a file just uploaded may not be queued yet). */
-static void sweep_spool(double expires)
+/* One sweep of the spool (spool.h); orphans too when asked (a slower cadence). */
+static void sweep_spool(double expires, int orphans)
 {
     char err[600];
     ocp_broker *b = broker(err, sizeof err);
     if (!b)
         return;
-    json_t *used = json_object();
-    int rc = ocp_broker_list(b, NULL, 0, note_source, used);
+    /* A network broker (Redis) cannot tell a page not started from one that expired. */
+    const char *u = g_hc->broker_url;
+    int forgets = strstr(u, "://") && strncmp(u, "sqlite://", 9) != 0;
+    ocp__spool_sweep(b, g_hc->spool_dir, forgets, expires, orphans);
     ocp_broker_close(b);
-    DIR *d = rc ? NULL : opendir(g_hc->spool_dir);
-    struct dirent *e;
-    time_t now = time(NULL);
-    long n = 0;
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[PATH_MAX];
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", g_hc->spool_dir, e->d_name);
-        char real[PATH_MAX];
-        if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || difftime(now, st.st_mtime) < expires)
-            continue;
-        if (realpath(path, real) && json_object_get(used, real))
-            continue;
-        if (unlink(path) == 0)
-            n++;
-    }
-    if (d)
-        closedir(d);
-    json_decref(used);
-    if (n)
-        OCP_LOG(OCP_LOG_INFO, "%ld uploads deleted: their pages expired", n);
 }
 
 static int parse_listen(const char *s, struct sockaddr_in *sa)
@@ -792,7 +849,8 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
         ntohs(sa.sin_port), NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)hc->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)120, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+        (unsigned)(hc->connection_timeout_s > 0 ? hc->connection_timeout_s : 30),
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
     if (!d)
         return ocp_errf(-EADDRINUSE, err, errlen, "cannot listen on %s", hc->listen);
     OCP_LOG(OCP_LOG_WARN, "HTTP API on http://%s/ (%s)", hc->listen,
@@ -806,15 +864,21 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
     act.sa_handler = on_stop;
     sigaction(SIGTERM, &act, NULL);
     sigaction(SIGINT, &act, NULL);
-    /* Uploads whose pages are gone from the queue (results expired) are deleted. */
+    /* Uploads whose pages have all finished are deleted every SWEEP_S; uploads no page
+     * names any more (their process died before it noted them) every half result
+     * lifetime (at most 5 minutes). */
     double expires = ocp_config_double(hc->cfg, OCP_S_RESULT_EXPIRES);
     double every =
         expires > 0 ? (expires / 2 < 300 ? (expires / 2 < 1 ? 1 : expires / 2) : 300) : 300;
+    double last_orphans = ocp_now();
     while (!g_stop) {
-        for (double t = 0; t < every && !g_stop; t += 0.2)
+        for (double t = 0; t < SWEEP_S && !g_stop; t += 0.2)
             usleep(200000);
-        if (!g_stop && expires > 0)
-            sweep_spool(expires);
+        int orphans = ocp_now() - last_orphans >= every;
+        if (orphans)
+            last_orphans = ocp_now();
+        if (!g_stop)
+            sweep_spool(expires, orphans);
     }
     MHD_stop_daemon(d);
     return 0;

@@ -2,8 +2,9 @@
  * http.h: the HTTP API (libmicrohttpd): jobs, results, Prometheus metrics,
  * health, and the dashboard.
  *
- * It runs in a process of its own (`ocrpool serve` forks it before the pool
- * starts), so the master stays a single-threaded loop: it reads the queue
+ * It runs in a process of its own (the pool's master keeps it running as its
+ * sidecar, pool.h; or alone with --no-workers), so the master stays a
+ * single-threaded loop: it reads the queue
  * through its own broker connection (one per request, as requests run in
  * threads) and asks the master for figures through the control socket.
  */
@@ -25,7 +26,9 @@ typedef struct ocp_http_conf {
                              * found by pid); 0 = none (--no-workers) */
     long max_body;          /* bytes */
     int max_connections;
-    const ocp_config *cfg; /* defaults for submitted pages */
+    int connection_timeout_s; /* a connection silent this long is closed (a request sent
+                               * half, a reply not read); 0 = 30 */
+    const ocp_config *cfg;    /* defaults for submitted pages */
 } ocp_http_conf;
 
 /* Serves until SIGTERM/SIGINT. Returns 0, or a negative code with err set. */

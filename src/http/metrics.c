@@ -2,7 +2,8 @@
  * metrics.c: GET /metrics in Prometheus's text format (metrics.h): the
  * queue's depth by state, and, from the node's control socket, pages
  * finished, the page-duration histogram (the master's buckets,
- * ocp_duration_le), each worker's memory, recycles, GPUs and the budget.
+ * ocp_duration_le), each worker's memory, recycles, GPUs, the budget, and
+ * how often the node restarted this API's process.
  */
 #include "http/metrics.h"
 
@@ -125,6 +126,19 @@ static void gpu_series(ocp_sb *sb, json_t *st)
                   json_real_value(json_object_get(bg, "in_use_mb")) * 1048576.0);
 }
 
+/* The API process itself, as its node's master keeps it (pool.h's sidecar). */
+static void api_series(ocp_sb *sb, json_t *st)
+{
+    json_t *sc = json_object_get(st, "sidecar");
+    if (!sc)
+        return;
+    ocp_sb_printf(sb,
+                  "# HELP ocrpool_http_restarts_total Times the node restarted its HTTP API "
+                  "process after it died.\n# TYPE ocrpool_http_restarts_total counter\n"
+                  "ocrpool_http_restarts_total %lld\n",
+                  ival(sc, "restarts"));
+}
+
 void ocp__http_metrics(ocp_sb *sb, const ocp_counts *n, json_t *stats)
 {
     queue_series(sb, n);
@@ -133,4 +147,5 @@ void ocp__http_metrics(ocp_sb *sb, const ocp_counts *n, json_t *stats)
     page_series(sb, stats);
     worker_series(sb, stats);
     gpu_series(sb, stats);
+    api_series(sb, stats);
 }

@@ -5,7 +5,8 @@
  * (master_int.h): processes (proc.c), pages (dispatch.c), the watchdog
  * (watchdog.c), the figures and the control socket (stats.c). After each
  * turn of the loop the master reacts to signals, tends its zygotes, spawns
- * missing workers and gives waiting pages to idle ones.
+ * missing workers and gives waiting pages to idle ones; a command's sidecar
+ * process (serve's HTTP API) is kept running beside them (sidecar.c).
  *
  * Shutdown: warm (SIGTERM, SIGINT, `stop`): no new leases, pages not
  * started go back at once, running pages finish, idle workers leave; the
@@ -224,6 +225,7 @@ static int run(master *m, char *err, size_t errlen)
         handle_signals(m);
         if ((rc = ocp__tend_zygotes(m, err, errlen)))
             break;
+        ocp__sidecar_tend(m);
         ocp__spawn_missing(m);
         ocp__dispatch(m);
         if (ended(m))
@@ -239,6 +241,7 @@ static int run(master *m, char *err, size_t errlen)
  * close, reaps its workers (killing stragglers) and exits; we reap it. */
 static void shutdown_node(master *m)
 {
+    ocp__sidecar_stop(m);
     for (worker *w = m->workers, *next; w; w = next) {
         next = w->next;
         if (w->pid > 0 && w->task)
@@ -279,12 +282,16 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
         return rc;
     }
     ocp_log_set_role('M');
-    /* The zygote first, before this process opens the broker or any library state. */
+    /* The sidecar and the zygote first, before this process opens the broker or any
+     * library state (the sidecar answers while the engine loads). */
+    ocp__sidecar_start(m);
     if ((rc = ocp__start_zygote(m, &m->pc, m->gen, 1, err, errlen)) == 0 &&
         (rc = ocp_broker_open(url, &m->pc.broker, &m->b, err, errlen)) == 0) {
         start(m, url);
         rc = run(m, err, errlen);
     }
+    if (!rc && m->side_why[0])
+        rc = ocp_errf(OCP_E_CONFIG, err, errlen, "%s", m->side_why);
     shutdown_node(m);
     return rc;
 }

@@ -8,6 +8,7 @@
  *               results in, leases renewed, release and fail
  *   watchdog.c  each busy worker's memory and time, killed when over
  *   stats.c     the node's figures, and the control socket's server
+ *   sidecar.c   the command's own process beside the workers (serve's HTTP API)
  *
  * A held page goes through:
  *
@@ -128,6 +129,16 @@ typedef struct master {
      * only a page that fails alone is counted (and buried) for it. A ring of ids. */
     char *solo[OCP__SOLO];
     int solo_next;
+    /* The sidecar (pool.h; sidecar.c): its program, process, restarts and back-off. */
+    const char *side_path; /* NULL = none */
+    char *const *side_argv;
+    char side_name[64];
+    int side_pid;        /* 0 = not running */
+    double side_started; /* monotonic, when it was forked */
+    double side_delay;   /* the next restart's delay */
+    long side_restarts;
+    char side_why[300]; /* set when it ended with the fatal status: the node's error */
+    ocp_loop_timer side_timer;
 } master;
 
 /* Requests from the control socket, acted on like the signals (master.c). */
@@ -185,5 +196,14 @@ json_t *ocp__build_stats(master *m);
 /* Listens on the control socket (a warning when it cannot). */
 void ocp__control_start(master *m);
 void ocp__control_stop(master *m);
+
+/* sidecar.c */
+/* Forks pc's sidecar, when it has one. */
+void ocp__sidecar_start(master *m);
+/* After each turn: reaps a sidecar that ended and schedules its restart (with back-off), or,
+ * when it ended with OCP_EXIT_FATAL, sets side_why and asks for a warm stop. */
+void ocp__sidecar_tend(master *m);
+/* Stops it (SIGTERM, then SIGKILL after a grace) and reaps it; no restart after. */
+void ocp__sidecar_stop(master *m);
 
 #endif

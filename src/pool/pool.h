@@ -64,6 +64,17 @@ typedef struct ocp_pool_conf {
      * configuration, handed over by the reload hook): destroyed by ocp_pool_conf_fini.
      * NULL when they are borrowed. */
     ocp_config *cfg_owned;
+    /* An optional program the master keeps running beside its workers (serve's HTTP API):
+     * execv(sidecar_path, sidecar_argv) in a child forked when the pool starts (before
+     * the zygote), with every inherited descriptor but 0-2 closed and the signals at
+     * their defaults. When it ends while the node runs it is started again after 1 s,
+     * doubling to 30 s (back to 1 s once it has lived a minute), logged and counted
+     * (stats: "sidecar"); when it exits with OCP_EXIT_FATAL it is not restarted and the
+     * node stops with an error. A warm or cold stop stops it. NULL path = none; borrowed,
+     * read once, when the pool starts. */
+    const char *sidecar_path;
+    char *const *sidecar_argv; /* NULL-terminated */
+    const char *sidecar_name;  /* for the log and the figures */
 } ocp_pool_conf;
 
 /*

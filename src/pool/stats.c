@@ -167,6 +167,10 @@ json_t *ocp__build_stats(master *m)
     free(gl);
     json_object_set_new(o, "recycles", recycles_json(m));
     pages_json(m, o, now);
+    if (m->side_path)
+        json_object_set_new(o, "sidecar",
+                            json_pack("{s:s, s:i, s:I}", "name", m->side_name, "pid", m->side_pid,
+                                      "restarts", (json_int_t)m->side_restarts));
     return o;
 }
 

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""http_check.py BASE TOKEN FIXTURES: every endpoint of `ocrpool serve`, as a client
-would call it, including bad requests. Prints TAP-ish lines."""
+"""http_check.py BASE TOKEN FIXTURES [SPOOL]: every endpoint of `ocrpool serve`, as a
+client would call it, including bad requests (bytes that are not UTF-8, a client that
+stalls: the server runs with --connection-timeout 2). SPOOL: the server's spool folder,
+to see that a refused upload leaves nothing there. Prints TAP-ish lines."""
 import json
+import os
 import re
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 
 BASE, TOKEN, F = sys.argv[1], sys.argv[2], sys.argv[3]
+SPOOL = sys.argv[4] if len(sys.argv) > 4 else None
 failed = 0
 
 
@@ -30,12 +35,13 @@ def check(name, cond, detail=""):
     failed |= not cond
 
 
-def multipart(files):
+def multipart(files, field=b"file"):
     b = b"----ocrpooltestboundary"
     out = b""
     for name, data in files:
-        out += b"--" + b + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + \
-            name.encode() + b"\"\r\nContent-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
+        name = name if isinstance(name, bytes) else name.encode()
+        out += b"--" + b + b"\r\nContent-Disposition: form-data; name=\"" + field + b"\"; filename=\"" + \
+            name + b"\"\r\nContent-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
     out += b"--" + b + b"--\r\n"
     return out, {"Content-Type": "multipart/form-data; boundary=" + b.decode()}
 
@@ -164,13 +170,79 @@ check("a method not allowed: 405", s == 405, s)
 s, _, b = call("GET", "/v1/jobs/%s/result?format=pdf" % tid)
 check("an unknown format: 400", s == 400, (s, b))
 
+# Strings that are not UTF-8 text: 400 with the reason, at once, and nothing queued
+# (a filename of bytes 0xff 0xfe gave 202 with no tasks, and /v1/ocr then waited 360 s
+# on SQLite for a NULL task id, or crashed the API process on Redis).
+spool_before = sorted(os.listdir(SPOOL)) if SPOOL else []
+for path in ("/v1/jobs", "/v1/ocr"):
+    body, h = multipart([(b"a\xff\xfe.png", png)])
+    t0 = time.time()
+    s, _, b = call("POST", path, body, h)
+    check("POST %s with a filename that is not UTF-8: 400 with the reason, at once" % path,
+          s == 400 and b"not UTF-8" in b and time.time() - t0 < 10, (s, b[:200]))
+body, h = multipart([("a.png", png)], field=b"f\xc0\xaf")
+s, _, b = call("POST", "/v1/jobs", body, h)
+check("a multipart field name that is not UTF-8 (overlong): 400", s == 400 and b"not UTF-8" in b, (s, b[:200]))
+body, h = multipart([("a\x01.png", png)])
+s, _, b = call("POST", "/v1/jobs", body, h)
+check("a filename with a control character: 400", s == 400, (s, b[:200]))
+s, _, b = call("POST", "/v1/ocr?lang=eng%FF", png, {"Content-Type": "image/png"})
+check("a lang that is not UTF-8: 400", s == 400 and b"not UTF-8" in b, (s, b[:200]))
+for lang in ("../../x", "eng/../../x", "+eng", "eng x"):
+    body, h = multipart([("a.png", png)])
+    s, _, b = call("POST", "/v1/jobs?lang=" + urllib.request.quote(lang), body, h)
+    check("lang %r: 400" % lang, s == 400 and b"bad lang" in b, (s, b[:200]))
+s, _, b = call("GET", "/v1/jobs/%FF%FE/result?format=txt")
+check("a job id that is not UTF-8: 400", s == 400, (s, b[:200]))
+s, _, b = call("GET", "/v1/groups/a%00b")
+check("a group name with a NUL: 400 or 404, never a crash", s in (400, 404), (s, b[:200]))
+s, _, b = call("GET", "/v1/jobs/%s/result?format=%%C3%%28" % tid)
+check("a format that is not UTF-8: 400", s == 400, (s, b[:200]))
+# /v1/ocr is one page: a document of several is refused before anything is queued.
+body, h = multipart([("two.tif", open(F + "/two.tif", "rb").read())])
+s, _, b = call("POST", "/v1/ocr", body, h)
+check("POST /v1/ocr with 2 pages: 422 pointing at /v1/jobs", s == 422 and b"/v1/jobs" in b, (s, b[:300]))
+body, h = multipart([("a.png", png), ("b.png", png)])
+s, _, b = call("POST", "/v1/ocr", body, h)
+check("POST /v1/ocr with 2 files: 422", s == 422 and b"/v1/jobs" in b, (s, b[:300]))
+if SPOOL:
+    new = set(os.listdir(SPOOL)) - set(spool_before)  # (the sweep may delete older ones)
+    check("refused uploads leave nothing in the spool", not new, new)
+s, _, b = call("GET", "/healthz", token=None)
+check("the API still answers", s == 200, s)
+
+# A client that sends half a request and stalls is dropped after --connection-timeout
+# (2 s here), and others are served meanwhile.
+def stall(data):
+    sk = socket.create_connection((u.hostname, u.port), timeout=15)
+    sk.sendall(data)
+    return sk
+stalled = [stall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                 b"\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n0123456789"),
+           stall(b"GET /v1/stats HTTP/1.1\r\nHost: x\r\nX-Half: ")]
+t0 = time.time()
+s, _, _ = call("GET", "/healthz", token=None)
+check("while clients stall, another request is served at once", s == 200 and time.time() - t0 < 1.5, (s, time.time() - t0))
+for name, sk in zip(("a body sent in part", "headers sent in part"), stalled):
+    try:
+        while sk.recv(65536):
+            pass
+        gone = time.time() - t0
+    except socket.timeout:
+        gone = None
+    except ConnectionResetError:
+        gone = time.time() - t0
+    sk.close()
+    check("a client that stalls after %s: dropped after the timeout (%s s)" % (name, gone and round(gone, 1)),
+          gone is not None and 1.0 <= gone <= 8, gone)
+
 # Metrics: Prometheus text with the series the issue names.
 s, ct, b = call("GET", "/metrics")
 t = b.decode()
 names = ["ocrpool_tasks{state=\"done\"}", "ocrpool_pages_per_second", "ocrpool_page_duration_seconds_bucket{le=\"+Inf\"}",
          "ocrpool_worker_rss_bytes{pid=", "ocrpool_worker_pss_bytes{pid=", "ocrpool_recycles_total{reason=\"crashed\"}",
          "ocrpool_queue_depth", "ocrpool_memory_budget_bytes{kind=\"in_use\"}",
-         "ocrpool_worker_gpu_memory_bytes{pid="]
+         "ocrpool_worker_gpu_memory_bytes{pid=", "ocrpool_http_restarts_total 0"]
 check("/metrics: Prometheus text format with every series", s == 200 and ct.startswith("text/plain; version=0.0.4")
       and all(n in t for n in names), [n for n in names if n not in t])
 done = [l for l in t.splitlines() if l.startswith("ocrpool_tasks{state=\"done\"}")]

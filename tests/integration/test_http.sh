@@ -1,20 +1,68 @@
 #!/usr/bin/env bash
 # `ocrpool serve`: every endpoint over real HTTP (Python's urllib as the
-# client), bad requests, the token, the body cap, --allow-root; the
-# connection cap; and the dashboard in headless Chromium until its chart has
-# drawn points, with a screenshot kept in the test logs.
+# client), bad requests (bytes that are not UTF-8, stalled clients), the
+# token (from the environment and from a file, never on the command line),
+# the body cap, --allow-root; the connection cap; the API process restarted
+# by its node after kill -9; uploads deleted once their pages finish, on
+# SQLite and on a real redis-server; and the dashboard in headless Chromium
+# until its chart has drawn points, with a screenshot kept in the test logs.
 source "$(dirname "$0")/lib.sh"
 export XDG_RUNTIME_DIR=$TMP/run
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/q.db" -c 2 --token s3cret \
-    --allow-root "$FIXTURES" --max-body 2 >"$TMP/serve.log" 2>&1 &
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(freeport)
+PIDS=()
+cleanup() { # only what this test started, by pid
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+up() { # up URL: until it answers (10 s at most)
+    for _ in $(seq 1 100); do
+        python3 -c "import urllib.request; urllib.request.urlopen('$1', timeout=1)" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# get URL [TOKEN]: the body of a GET, or nothing.
+get() { python3 -c "
+import sys, urllib.request
+h = {'Authorization': 'Bearer ' + sys.argv[2]} if len(sys.argv) > 2 else {}
+sys.stdout.write(urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers=h), timeout=10).read().decode())" "$@" 2>/dev/null; }
+
+# The token from the environment: not on the command line, where ps shows it.
+OCRPOOL_TOKEN=s3cret "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/q.db" -c 2 \
+    --allow-root "$FIXTURES" --max-body 2 --connection-timeout 2 >"$TMP/serve.log" 2>&1 &
 S=$!
-for _ in $(seq 1 100); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=1)" 2>/dev/null && break
+PIDS+=("$S")
+up "http://127.0.0.1:$port/healthz"
+python3 "$here/http_check.py" "http://127.0.0.1:$port" s3cret "$FIXTURES" "$TMP/spool" || _failed=1
+check "OCRPOOL_TOKEN: the token is not in the command line" bash -c "! tr '\\0' ' ' </proc/$S/cmdline | grep -q s3cret"
+
+# The node restarts its API process: kill -9 it, and the API answers again within a few
+# seconds, /metrics counts the restart, and the log says how it ended.
+api=$(get "http://127.0.0.1:$port/v1/stats" s3cret | python3 -c "import json, sys; print(json.load(sys.stdin)['sidecar']['pid'])")
+check "/v1/stats: the API process's pid (${api:-none})" test "${api:-0}" -gt 0
+[ "${api:-0}" -gt 0 ] && kill -9 "$api"
+t0=$(date +%s.%N)
+sleep 0.2
+check "API killed (kill -9): it answers again within 5 s" up "http://127.0.0.1:$port/healthz"
+echo "# back after $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
+restarts=""
+for _ in $(seq 1 50); do
+    restarts=$(get "http://127.0.0.1:$port/metrics" s3cret | sed -n 's/^ocrpool_http_restarts_total //p')
+    [ -n "$restarts" ] && break
     sleep 0.1
 done
-python3 "$here/http_check.py" "http://127.0.0.1:$port" s3cret "$FIXTURES" || _failed=1
+check "/metrics: ocrpool_http_restarts_total 1 (${restarts:-none})" test "$restarts" = 1
+check "the node logged the restart with the signal" grep -q "HTTP API $api was killed by signal 9 (SIGKILL).*restarting it in 1 s" "$TMP/serve.log"
+api2=$(get "http://127.0.0.1:$port/v1/stats" s3cret | python3 -c "import json, sys; print(json.load(sys.stdin)['sidecar']['pid'])")
+check "a new API process ($api2), and it OCRs" python3 -c "
+import json, urllib.request
+r = urllib.request.Request('http://127.0.0.1:$port/v1/ocr', data=open('$FIXTURES/eng.png', 'rb').read(),
+                           method='POST', headers={'Authorization': 'Bearer s3cret'})
+assert 'quick brown fox' in json.load(urllib.request.urlopen(r, timeout=60))['text']"
 
 # A group name of any length (here 200 bytes) is a group, not a 404.
 long=$(printf 'g%.0s' $(seq 1 200))
@@ -54,8 +102,10 @@ wait "$S"
 rc=$?
 check "serve: stops on SIGTERM (exit $rc)" test $rc -eq 0
 check "serve: the API process is gone too" bash -c "! python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=1)\" 2>/dev/null"
+check "serve: the restarted API process ($api2) ended with its node" bash -c "! kill -0 ${api2:-0} 2>/dev/null"
 
-# Results expire, and with them the uploads kept for the workers.
+# Results expire (the upload went when its page was done).
+port=$(freeport) # a new one each time: a port left free is anybody's
 "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/qe.db" --spool-dir "$TMP/spool2" \
     -c 1 --result-expires 1 >"$TMP/exp.log" 2>&1 &
 E=$!
@@ -68,19 +118,21 @@ import json, urllib.request
 r = urllib.request.Request('http://127.0.0.1:$port/v1/ocr', data=open('$FIXTURES/eng.png', 'rb').read(), method='POST')
 d = json.load(urllib.request.urlopen(r, timeout=60)); print(d['id'])")
 
-check "an upload is kept while its page lives" test "$(ls "$TMP/spool2" | wc -l)" -eq 1
-for _ in $(seq 1 100); do [ "$(ls "$TMP/spool2" | wc -l)" -eq 0 ] && break; sleep 0.1; done
-check "result-expires: the page is gone (404)" python3 -c "
-import urllib.request, urllib.error
-try:
-    urllib.request.urlopen('http://127.0.0.1:$port/v1/jobs/$id', timeout=5); raise SystemExit(1)
-except urllib.error.HTTPError as e:
-    raise SystemExit(0 if e.code == 404 else 1)"
+check "result-expires: the page is gone (404) within 10 s" python3 -c "
+import time, urllib.request, urllib.error
+for _ in range(100):
+    try:
+        urllib.request.urlopen('http://127.0.0.1:$port/v1/jobs/$id', timeout=5)
+    except urllib.error.HTTPError as e:
+        raise SystemExit(0 if e.code == 404 else 1)
+    time.sleep(0.1)
+raise SystemExit(1)"
 check "result-expires: its upload is deleted" test "$(ls "$TMP/spool2" | wc -l)" -eq 0
 kill -TERM "$E"
 wait "$E"
 
 # API only: --no-workers answers on a queue that other nodes work.
+port=$(freeport) # a new one each time: a port left free is anybody's
 "$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port" --broker "sqlite://$TMP/q.db" >"$TMP/api.log" 2>&1 &
 A=$!
 for _ in $(seq 1 50); do
@@ -116,4 +168,126 @@ assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
 PY
 kill -TERM "$A"
 wait "$A"
+
+# --token-file: the token from a file (its first line), not on the command line.
+printf 'fil3tok\n' >"$TMP/token"
+port=$(freeport) # a new one each time: a port left free is anybody's
+"$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port" --broker "sqlite://$TMP/q.db" \
+    --token-file "$TMP/token" >"$TMP/tf.log" 2>&1 &
+T=$!
+PIDS+=("$T")
+up "http://127.0.0.1:$port/healthz"
+check "--token-file: no token: 401" python3 -c "
+import urllib.error, urllib.request
+try:
+    urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=5); raise SystemExit(1)
+except urllib.error.HTTPError as e:
+    raise SystemExit(0 if e.code == 401 else 1)"
+check "--token-file: the file's token: 200" python3 -c "
+import urllib.request
+r = urllib.request.Request('http://127.0.0.1:$port/readyz', headers={'Authorization': 'Bearer fil3tok'})
+assert urllib.request.urlopen(r, timeout=5).status == 200"
+check "--token-file: the token is not in the command line" bash -c "! tr '\\0' ' ' </proc/$T/cmdline | grep -q fil3tok"
+kill -TERM "$T"
+wait "$T"
+check "--token-file of a file that is not there: a clear error" bash -c \
+    "'$OCRPOOL' serve --no-workers --token-file '$TMP/none' 2>&1 | grep -q -- '--token-file $TMP/none: No such file'"
+check "--serve --help names --token-file and OCRPOOL_TOKEN" bash -c \
+    "'$OCRPOOL' serve --help | grep -q -- '--token-file FILE' && '$OCRPOOL' serve --help | grep -q OCRPOOL_TOKEN"
+
+# Uploads (SQLite): kept while their pages wait, deleted once they have finished; one
+# that queued nothing is deleted at once.
+SP=$TMP/spool3
+port=$(freeport) # a new one each time: a port left free is anybody's
+"$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port" --broker "sqlite://$TMP/qs.db" \
+    --spool-dir "$SP" >"$TMP/sp.log" 2>&1 &
+A=$!
+PIDS+=("$A")
+up "http://127.0.0.1:$port/healthz"
+# post PATH FILE [CT]: POST FILE raw (or multipart with CT=multipart); prints the status.
+post() { python3 - "http://127.0.0.1:$port$1" "$2" "${3:-raw}" <<'PY'
+import sys, urllib.error, urllib.request
+url, path, how = sys.argv[1:4]
+data, h = open(path, "rb").read(), {"Content-Type": "application/octet-stream"}
+if how == "multipart":
+    b = b"----spooltest"
+    data = (b"--" + b + b'\r\nContent-Disposition: form-data; name="file"; filename="doc.tif"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--" + b + b"--\r\n")
+    h = {"Content-Type": "multipart/form-data; boundary=" + b.decode()}
+try:
+    print(urllib.request.urlopen(urllib.request.Request(url, data=data, headers=h, method="POST"), timeout=60).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+PY
+}
+check "POST /v1/jobs (2 pages): 202" test "$(post /v1/jobs "$FIXTURES/two.tif" multipart)" = 202
+sleep 3 # more than a sweep
+check "its upload is kept while its pages wait ($(ls "$SP" | tr '\n' ' '))" test "$(ls "$SP" | wc -l)" -eq 2
+echo "not an image" >"$TMP/text.txt"
+check "POST /v1/jobs of a file that is not an image: 422" test "$(post /v1/jobs "$TMP/text.txt" multipart)" = 422
+check "POST /v1/ocr of 2 pages: 422" test "$(post /v1/ocr "$FIXTURES/two.tif")" = 422
+check "uploads that queued nothing are deleted at once" test "$(ls "$SP" | wc -l)" -eq 2
+"$OCRPOOL" worker --broker "sqlite://$TMP/qs.db" -c 1 >"$TMP/spw.log" 2>&1 &
+W=$!
+PIDS+=("$W")
+for _ in $(seq 1 300); do [ "$(ls "$SP" | wc -l)" -eq 0 ] && break; sleep 0.1; done
+check "SQLite: the upload is deleted once its pages have finished" test "$(ls "$SP" | wc -l)" -eq 0
+kill -TERM "$W" "$A"
+wait "$W" "$A"
+
+# A port that is taken: the API cannot start, and serve says so and ends with an error
+# (its node ran on without an API before).
+port=$(freeport)
+python3 -c "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(90)" &
+H=$!
+PIDS+=("$H")
+sleep 0.5
+timeout 60 "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/qp.db" -c 1 >"$TMP/port.log" 2>&1
+rc=$?
+check "serve on a port that is taken: ends with an error (exit $rc)" test $rc -eq 1
+check "serve on a port that is taken: says why" grep -q "cannot listen on 127.0.0.1:$port" "$TMP/port.log"
+check "serve on a port that is taken: the API is not restarted" bash -c "! grep -q 'restarting it' '$TMP/port.log'"
+kill "$H"
+wait "$H" 2>/dev/null
+
+# The same on a real redis-server (started here on a loopback port): a bad filename is
+# a 400 (it crashed the API process), and an upload goes once its page is done.
+if command -v redis-server >/dev/null; then
+    RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$TMP/redis"
+    redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --appendonly no \
+        --daemonize no >"$TMP/redis.log" 2>&1 &
+    R=$!
+    PIDS+=("$R")
+    for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+    RSP=$TMP/rspool
+    port=$(freeport)
+    "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "redis://127.0.0.1:$RPORT/0" -c 1 --allow-root "$TMP" \
+        --spool-dir "$RSP" >"$TMP/rserve.log" 2>&1 &
+    RS=$!
+    PIDS+=("$RS")
+    up "http://127.0.0.1:$port/healthz"
+    check "Redis: a filename that is not UTF-8: 400, and the API process lives" python3 -c "
+import urllib.error, urllib.request
+b = b'----x'
+body = (b'--' + b + b'\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\xff\xfe.png\"\r\n\r\n' +
+        open('$FIXTURES/eng.png', 'rb').read() + b'\r\n--' + b + b'--\r\n')
+r = urllib.request.Request('http://127.0.0.1:$port/v1/ocr', data=body, method='POST',
+                           headers={'Content-Type': 'multipart/form-data; boundary=' + b.decode()})
+try:
+    urllib.request.urlopen(r, timeout=20); raise SystemExit(1)
+except urllib.error.HTTPError as e:
+    assert e.code == 400, e.code
+assert urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=5).status == 200"
+    check "Redis: the API process was not restarted" bash -c "! grep -q 'HTTP API .* restarting' '$TMP/rserve.log'"
+    check "Redis: POST /v1/ocr: 200" test "$(post /v1/ocr "$FIXTURES/eng.png")" = 200
+    for _ in $(seq 1 100); do [ "$(ls "$RSP" | wc -l)" -eq 0 ] && break; sleep 0.1; done
+    check "Redis: the upload is deleted once its page is done" test "$(ls "$RSP" | wc -l)" -eq 0
+    kill -TERM "$RS"
+    wait "$RS"
+    kill -TERM "$R"
+    wait "$R"
+else
+    not_ok "redis-server is installed (scripts/install-deps.sh)"
+fi
 finish
