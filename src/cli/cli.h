@@ -55,4 +55,9 @@ int ocp_cmd_gpus(int argc, char **argv);
 int ocp_cmd_gpu_test(int argc, char **argv);
 int ocp_cmd_model_info(int argc, char **argv);
 
+/* Checks the allow-root setting (folders joined by ':', each must be one); with required,
+ * at least one must be given (a node on Redis). 0, or says why ("ocrpool: CMD: ...") and
+ * returns OCP_EXIT_USAGE. */
+int ocp_cli_allow_roots(const ocp_config *cfg, const char *cmd, int required);
+
 #endif

@@ -114,16 +114,14 @@ static int setup(int argc, char **argv, void (*help)(void), pool_ctx *c, ocp_con
     return 0;
 }
 
-/* The worker's allow-root folders into pc (a task's file must resolve under one); on
- * Redis, whose tasks come from other machines, one is required. 0, or prints why and
- * returns OCP_EXIT_USAGE. */
-static int worker_roots(ocp_pool_conf *pc, const ocp_config *cfg, const char *url)
+int ocp_cli_allow_roots(const ocp_config *cfg, const char *cmd, int required)
 {
     const char *roots = ocp_config_str(cfg, OCP_S_ALLOW_ROOT);
-    if (!*roots && strncmp(url, "redis", 5) == 0) {
-        fprintf(stderr, "ocrpool: worker: a worker on Redis takes paths from other machines: "
+    if (!*roots && required) {
+        fprintf(stderr, "ocrpool: %s: a worker on Redis takes paths from other machines: "
                         "give --allow-root DIR (repeatable; OCRPOOL_ALLOW_ROOT, allow-root in "
-                        "a config file), or --allow-root / to accept any path\n");
+                        "a config file), or --allow-root / to accept any path\n",
+                cmd);
         return OCP_EXIT_USAGE;
     }
     for (const char *p = roots; *p;) {
@@ -133,7 +131,7 @@ static int worker_roots(ocp_pool_conf *pc, const ocp_config *cfg, const char *ur
         struct stat st;
         snprintf(dir, sizeof dir, "%.*s", n, p);
         if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            fprintf(stderr, "ocrpool: worker: allow-root %s (from %s) is not a folder\n", dir,
+            fprintf(stderr, "ocrpool: %s: allow-root %s (from %s) is not a folder\n", cmd, dir,
                     ocp_config_origin(cfg, OCP_S_ALLOW_ROOT));
             return OCP_EXIT_USAGE;
         }
@@ -141,8 +139,18 @@ static int worker_roots(ocp_pool_conf *pc, const ocp_config *cfg, const char *ur
             break;
         p = e + 1;
     }
-    pc->lim.allow_roots = roots;
     return 0;
+}
+
+/* The worker's allow-root folders into pc (a task's file must resolve under one); on
+ * Redis, whose tasks come from other machines, one is required. 0, or prints why and
+ * returns OCP_EXIT_USAGE. */
+static int worker_roots(ocp_pool_conf *pc, const ocp_config *cfg, const char *url)
+{
+    int rc = ocp_cli_allow_roots(cfg, "worker", strncmp(url, "redis", 5) == 0);
+    if (rc == 0)
+        pc->lim.allow_roots = ocp_config_str(cfg, OCP_S_ALLOW_ROOT);
+    return rc;
 }
 
 /* SIGHUP for `worker`: the same command line, over a fresh file and environment. */

@@ -28,7 +28,6 @@ enum {
     K_LISTEN = 1,
     K_TOKEN,
     K_TOKEN_FILE,
-    K_ALLOW,
     K_NOWORK,
     K_BODY,
     K_CONN,
@@ -38,7 +37,7 @@ enum {
 };
 
 typedef struct serve_ctx {
-    const char *listen, *token, *token_file, *allow_root, *spool;
+    const char *listen, *token, *token_file, *spool;
     int no_workers;
     long max_body_mb;
     int max_conn, conn_timeout;
@@ -50,7 +49,6 @@ static const ocp_cli_opt serve_opts[] = {
     {"listen", 0, 1, K_LISTEN},
     {"token", 0, 1, K_TOKEN},
     {"token-file", 0, 1, K_TOKEN_FILE},
-    {"allow-root", 0, 1, K_ALLOW},
     {"no-workers", 0, 0, K_NOWORK},
     {"max-body", 0, 1, K_BODY},
     {"max-connections", 0, 1, K_CONN},
@@ -73,9 +71,6 @@ static int serve_handler(void *vctx, int key, const char *arg)
         break;
     case K_TOKEN_FILE:
         c->token_file = arg;
-        break;
-    case K_ALLOW:
-        c->allow_root = arg;
         break;
     case K_NOWORK:
         c->no_workers = 1;
@@ -115,12 +110,14 @@ static int serve_handler(void *vctx, int key, const char *arg)
 static void serve_help(void)
 {
     printf("usage: ocrpool serve [--listen 127.0.0.1:8080] [--broker URL] [--no-workers]\n"
-           "       [--token-file FILE | --token TOKEN] [--allow-root DIR] [--max-body MB]\n"
+           "       [--token-file FILE | --token TOKEN] [--allow-root DIR]... [--max-body MB]\n"
            "       [--max-connections N] [--connection-timeout S] [--spool-dir DIR]\n"
            "       [pool settings: -c, --max-memory-per-child, ...]\n\n"
            "The HTTP API (GET / is the dashboard, GET /metrics for Prometheus) with a pool\n"
            "of workers, or the API alone with --no-workers. With workers, the node restarts\n"
            "the API process when it dies (1 s, doubling to 30 s; /metrics counts restarts).\n\n"
+           "  --allow-root DIR        paths in JSON jobs and in Celery tasks must resolve\n"
+           "                          under one (repeatable; none: uploads only)\n"
            "  --token-file FILE       the bearer token: FILE's first line\n"
            "  --token TOKEN           the same, on the command line (seen in `ps`: prefer\n"
            "                          the file or the environment variable OCRPOOL_TOKEN)\n"
@@ -201,6 +198,11 @@ int ocp_cmd_serve(int argc, char **argv)
     }
     if (ocp_log_level < OCP_LOG_INFO && ocp_config_source(cfg, OCP_S_LOG_LEVEL) == OCP_SRC_DEFAULT)
         ocp_log_level = OCP_LOG_INFO;
+    if ((rc = ocp_cli_allow_roots(cfg, "serve", 0)) != 0) {
+        ocp_config_destroy(cfg);
+        free(pos);
+        return rc;
+    }
     ocp_broker_opts bopts;
     ocp_pool_broker_opts(&bopts, cfg);
     ocp_http_conf hc = {
@@ -208,7 +210,7 @@ int ocp_cmd_serve(int argc, char **argv)
         .broker_url = url,
         .broker_opts = &bopts,
         .token = c.token,
-        .allow_root = c.allow_root,
+        .allow_root = ocp_config_str(cfg, OCP_S_ALLOW_ROOT),
         .spool_dir = spool,
         .control_pid = 0,
         .max_body = c.max_body_mb << 20,
@@ -236,6 +238,11 @@ int ocp_cmd_serve(int argc, char **argv)
     char **av = api_argv(argc, argv, pid);
     ocp_pool_conf pc;
     ocp_pool_conf_from_config(&pc, cfg);
+    /* Its workers read uploads from the spool, and a task's path (a JSON job's, or a
+     * Celery task's on a shared Redis) only under an allow-root. */
+    const char *roots = ocp_config_str(cfg, OCP_S_ALLOW_ROOT);
+    char *wroots = ocp_xasprintf("%s%s%s", roots, *roots ? ":" : "", spool);
+    pc.lim.allow_roots = wroots;
     pc.sidecar_path = "/proc/self/exe";
     pc.sidecar_argv = av;
     pc.sidecar_name = "HTTP API";
@@ -244,6 +251,7 @@ int ocp_cmd_serve(int argc, char **argv)
         rc = OCP_EXIT_FAILED;
     }
     ocp_pool_conf_fini(&pc);
+    free(wroots);
     free(av);
 out:
     ocp_config_destroy(cfg);

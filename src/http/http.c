@@ -29,6 +29,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "engine/engine.h"
 #include "engine/result.h"
 #include "http/input.h"
 #include "http/metrics.h"
@@ -315,6 +316,11 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
         snprintf(err, errlen, "bad lang: model names (letters, digits, _ and -) joined by +");
         return 400;
     }
+    /* Installed models only, at most max-languages: what a worker would refuse anyway. */
+    if (ocp_engine_check_langs(ocp_config_str(g_hc->cfg, OCP_S_TESSDATA_DIR), so.lang,
+                               (int)ocp_config_int(g_hc->cfg, OCP_S_MAX_LANGUAGES), err,
+                               errlen) != 0)
+        return 400;
     queued q = {tasks, NULL, NULL, 0};
     unsigned st;
     for (int i = 0; i < r->nfiles; i++) {
@@ -328,22 +334,26 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
     json_t *p;
     json_array_foreach(paths, i, p)
     {
-        const char *path = json_string_value(p);
-        char real[PATH_MAX], root[PATH_MAX];
+        const char *path = json_string_value(p), *roots = g_hc->allow_root;
+        char real[PATH_MAX];
         if (!path) {
             snprintf(err, errlen, "paths must be strings");
             return 400;
         }
-        if (!g_hc->allow_root || !*g_hc->allow_root || !realpath(g_hc->allow_root, root)) {
+        if (!roots || !*roots) {
             snprintf(err, errlen, "no --allow-root: paths are not accepted");
             return 403;
         }
-        size_t rl = strlen(root);
-        if (!realpath(path, real) || strncmp(real, root, rl) != 0 ||
-            (real[rl] != '/' && real[rl] != '\0')) {
-            snprintf(err, errlen, "path outside --allow-root: %.200s", path);
+        /* Under a root (resolved), a readable regular file: else one reason whatever the
+         * path is. The worker checks again when it opens it. */
+        int fd = ocp_image_open_under(path, roots, err, errlen);
+        if (fd < 0 || !realpath(path, real)) {
+            if (fd >= 0)
+                close(fd);
+            snprintf(err, errlen, "path not allowed: %.200s", path);
             return 403;
         }
+        close(fd);
         if ((st = submit_one(b, real, path, NULL, &lim, &so, &q, err, errlen)))
             return st;
     }

@@ -20,7 +20,7 @@ typedef struct ocp_http_conf {
     const char *broker_url;
     const ocp_broker_opts *broker_opts;
     const char *token;      /* NULL/"" = none */
-    const char *allow_root; /* NULL/"" = no paths accepted in JSON jobs */
+    const char *allow_root; /* folders joined by ':'; NULL/"" = no paths accepted in JSON jobs */
     const char *spool_dir;  /* where uploads are kept for the workers */
     long control_pid;       /* the node whose figures are shown (its control socket is
                              * found by pid); 0 = none (--no-workers) */

@@ -262,7 +262,8 @@ if command -v redis-server >/dev/null; then
     for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
     RSP=$TMP/rspool
     port=$(freeport)
-    "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "redis://127.0.0.1:$RPORT/0" -c 1 --allow-root "$TMP" \
+    # No --allow-root: its workers read the uploads in the spool, nothing else.
+    "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "redis://127.0.0.1:$RPORT/0" -c 1 \
         --spool-dir "$RSP" >"$TMP/rserve.log" 2>&1 &
     RS=$!
     PIDS+=("$RS")
