@@ -49,12 +49,14 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -100,6 +102,7 @@ typedef struct ocr_ctx {
     ocp_submit_opts so;
     char qdir[4096]; /* a temporary queue's folder, removed at the end; "" = none */
     int state_q;     /* the queue is this run's in the user's state folder */
+    int lock_fd;     /* that queue's file, flock'ed while the run goes on; -1 = none */
     int complete;    /* every page done: a queue in the state folder is removed */
     int said_stop;   /* the stop level said to the user */
     char qpath[4200], url[4300];
@@ -263,8 +266,13 @@ static void prune_queues(const char *dir, double max_age)
         if (n < 4 || strcmp(e->d_name + n - 3, ".db") != 0)
             continue;
         char *p = ocp_xasprintf("%s/%s", dir, e->d_name);
-        if (stat(p, &st) == 0 && now - (double)st.st_mtime > max_age)
+        int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* Not one a run holds now (however long it has been quiet). */
+        if (fd >= 0 && fstat(fd, &st) == 0 && now - (double)st.st_mtime > max_age &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0)
             remove_queue(p);
+        if (fd >= 0)
+            close(fd);
         free(p);
     }
     if (d)
@@ -295,6 +303,17 @@ static int state_queue(ocr_ctx *c, char **pos, int npos)
     h = fnv(fnv(h, lang, strlen(lang) + 1), eng, strlen(eng) + 1);
     prune_queues(dir, 30 * 86400.0);
     snprintf(c->qpath, sizeof c->qpath, "%s/%016llx.db", dir, (unsigned long long)h);
+    /* One run of a command at a time on its queue: the same command running twice at
+     * once, the second takes a temporary queue (and says it cannot be resumed). */
+    c->lock_fd = open(c->qpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (c->lock_fd < 0 || flock(c->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (c->lock_fd >= 0)
+            close(c->lock_fd);
+        c->lock_fd = -1;
+        fprintf(stderr, "ocrpool: the same command is running already: this run cannot be "
+                        "resumed\n");
+        return -1;
+    }
     c->state_q = 1;
     return 0;
 }
@@ -803,6 +822,8 @@ static void cleanup(ocr_ctx *c)
     } else if (c->state_q && c->complete) {
         remove_queue(c->qpath); /* a run without -o that completed: nothing to resume */
     }
+    if (c->lock_fd >= 0)
+        close(c->lock_fd);
     for (int k = 0; k < c->npages; k++)
         free(c->pages[k].text);
     free(c->pages);
@@ -818,6 +839,7 @@ int ocp_cmd_ocr(int argc, char **argv)
     FILE *sidecar = NULL;
 
     memset(&c, 0, sizeof c);
+    c.lock_fd = -1;
     sig_count = sig_quit = 0;
     status = ocp_cli_parse(argc, argv, ocr_opts, ocr_handler, &c, ocr_help, &c.cfg, &pos, &npos);
     if (status)

@@ -856,7 +856,7 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
     if (ocp_image_global_init("ocrpool"))
         return ocp_errf(OCP_E_ENGINE, err, errlen, "cannot start libvips");
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG,
         ntohs(sa.sin_port), NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)hc->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(hc->connection_timeout_s > 0 ? hc->connection_timeout_s : 30),

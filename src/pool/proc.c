@@ -228,8 +228,12 @@ void ocp__retire_zygote(master *m, int i)
     ocp_loop_io_stop(m->loop, &z->io);
     close(z->fd);
     ocp_proto_reader_fini(&z->rd);
-    kill(z->pid, SIGTERM);
-    waitpid(z->pid, NULL, 0);
+    /* SIGKILL: a zygote ignores SIGTERM (a stop is the master's to decide), and one still
+     * loading a model would hold the master here until it is done. It has nothing to keep:
+     * its workers went above. Its pid is reaped here only, so it is still its own. */
+    kill(z->pid, SIGKILL);
+    while (waitpid(z->pid, NULL, 0) < 0 && errno == EINTR) {
+    }
     if (i != m->nz - 1) {
         /* The last one moves into the gap: its handle moves with it. */
         ocp_loop_io_stop(m->loop, &m->z[m->nz - 1].io);

@@ -240,6 +240,21 @@ check "without -o, rerun: exit 0 (got $rc), resumed" \
 check "without -o, rerun: the whole text, as an uninterrupted run gives it" cmp "$TMP/whole.txt" "$TMP/noo2.txt"
 check "without -o, rerun: the queue removed" test -z "$(ls -A "$XDG_STATE_HOME/ocrpool/runs")"
 
+# The same command twice at once: the second runs on a temporary queue (and says so), and
+# leaves the first one's queue alone.
+OCRPOOL_FAULT=sleep:1:page "$OCRPOOL" ocr -j 2 -l eng "$TMP"/book/*.png >"$TMP/dup1.txt" 2>"$TMP/dup1.err" &
+pid=$!
+for _ in $(seq 50); do [ -n "$(ls -A "$XDG_STATE_HOME/ocrpool/runs" 2>/dev/null)" ] && break; sleep 0.1; done
+"$OCRPOOL" ocr -j 2 -l eng "$TMP"/book/*.png >"$TMP/dup2.txt" 2>"$TMP/dup2.err"
+rc=$?
+check "the same command twice at once: the second says it cannot be resumed, exit $rc" \
+    bash -c "[ $rc -eq 0 ] && grep -q 'the same command is running already' '$TMP/dup2.err' && cmp -s '$TMP/whole.txt' '$TMP/dup2.txt'"
+check "the same command twice at once: the first one's queue is still there" \
+    test "$(ls "$XDG_STATE_HOME/ocrpool/runs"/*.db 2>/dev/null | wc -l)" -eq 1
+wait $pid
+check "the same command twice at once: the first completes (exit $?) and removes its queue" \
+    bash -c "cmp -s '$TMP/whole.txt' '$TMP/dup1.txt' && [ -z \"\$(ls -A '$XDG_STATE_HOME/ocrpool/runs')\" ]"
+
 # The pool's log in a plain run: its first warning said as the command says things, the
 # rest counted; -v passes every log line on as it is. (max-memory-per-child 1 KiB: every
 # worker is replaced after its page.)
