@@ -68,8 +68,9 @@ int ocp_page_check_declared(ocp_doc *doc, int page, long dw, long dh, int max_si
                             size_t errlen)
 {
     int w, h, rw, rh, fw, fh;
-    /* A PDF page's size is the node's pdf-dpi's, which its producer may not share. */
-    if (dw <= 0 || dh <= 0 || strcmp(ocp_doc_format(doc), "pdf") == 0)
+    /* A PDF page too, at this node's pdf-dpi: a task that declares a size is held to it
+     * (ocrpool's own producers declare none for PDF pages). */
+    if (dw <= 0 || dh <= 0)
         return 0;
     int rc = ocp_doc_page_size(doc, page, &w, &h, err, errlen);
     if (rc)

@@ -47,6 +47,7 @@ stop_node() { kill -TERM "$1" 2>/dev/null && wait "$1"; }
 R=$TMP/root
 mkdir -p "$R/sub" "$TMP/secret" "$TMP/models"
 cp "$F/eng.png" "$R/ok.png"
+cp "$F/eng.pdf" "$R/doc.pdf"
 cp "$F/eng.png" "$R/sub/also.png"
 cp "$F/eng.png" "$TMP/secret/s.png"
 chmod 0600 "$TMP/secret/s.png"
@@ -142,6 +143,8 @@ for engine in tesseract lstm; do
         # A false width/height would slip a big page past --memory-budget.
         printf 'liar\t%s\teng\t{"width": 10, "height": 10}\n' "$R/ok.png"
         printf 'honest\t%s\teng\t{"width": %s, "height": %s}\n' "$R/ok.png" "$W" "$H"
+        # A PDF page too, at the node's pdf-dpi.
+        printf 'pdf-liar\t%s\teng\t{"width": 10, "height": 10}\n' "$R/doc.pdf"
     } >"$TMP/cases"
     OUT=$TMP/$engine.out
     run_cases "$TMP/cases" >"$OUT"
@@ -161,6 +164,8 @@ for engine in tesseract lstm; do
     check "$engine: a page larger than its task declared fails (input), before decoding" \
         grep -q $'^liar\tFAILURE\tinput\tpage is '"$W x $H"', larger than the 10 x 10 its task declared' "$OUT"
     check "$engine: a page of its declared size is done" got honest SUCCESS - ""
+    check "$engine: a PDF page larger than its task declared fails (input)" \
+        grep -q $'^pdf-liar\tFAILURE\tinput\tpage is .* larger than the 10 x 10 its task declared' "$OUT"
     check "$engine: formats twice is refused" grep -q $'^formats-twice\tFAILURE\tmalformed\tformats:' "$OUT"
     check "$engine: no model outside tessdata was loaded" bash -c "! grep -q 'evil' '$TMP/$engine.log'"
     check "$engine: no model was loaded for a refused language" bash -c "! grep -Eq 'loaded.*(kat|passwd|Tamil)' '$TMP/$engine.log'"
