@@ -42,6 +42,7 @@
 
 #include "broker/broker.h"
 #include "broker/celery.h"
+#include "broker/redis_int.h" /* ocp__rd_lose_renew_replies */
 #include "core/error.h"
 #include "core/failure.h"
 #include "core/util.h"
@@ -609,6 +610,107 @@ static void test_redis_python_took_it(void **state)
     redisFree(c);
 }
 
+/* The one tag in unacked, in tag. */
+static void the_tag(redisContext *c, char *tag, size_t len)
+{
+    redisReply *r = redisCommand(c, "HKEYS unacked");
+    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    snprintf(tag, len, "%s", r->element[0]->str);
+    freeReplyObject(r);
+}
+
+/* Forgets every unacknowledged message and what waits in queue. */
+static void clear_unacked(redisContext *c, const char *queue)
+{
+    redisReply *r = redisCommand(c, "DEL unacked unacked_index ocrpool.unacked_owner %s", queue);
+    freeReplyObject(r);
+}
+
+/*
+ * Redis: node A of this host dies holding a page. A message it still holds is reclaimed by
+ * the next node at once; one that kombu's visibility restore gave back and a Python worker
+ * took again, under the same tag (kombu's restore leaves ocrpool's owners hash naming A), is
+ * not: it stays the Python worker's, nothing goes back to the queue.
+ */
+static void test_redis_reclaim_dead(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    const char *q = "ocrpool-test-reclaim";
+    ocp_broker_opts o = {.queues = q};
+    char dead[300], tag[256], host[128] = "localhost";
+    gethostname(host, sizeof host - 1);
+    snprintf(dead, sizeof dead, "%s:%d:1", host, (int)getpid()); /* started at another time */
+    for (int python = 0; python < 2; python++) {
+        ocp_broker *a = open_broker_with(&o), *b = open_broker_with(&o);
+        char id[64];
+        int inserted = 0;
+        ocp_task_spec spec = {.payload = page_payload};
+        assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+        lease_as(a, dead, NULL, 60, id);
+        ocp_broker_close(a); /* A is gone */
+        the_tag(c, tag, sizeof tag);
+        if (python) { /* kombu's restore, then a Python worker's take: a new score */
+            redisReply *r = redisCommand(c, "ZADD unacked_index %f %s", ocp_wall_now() + 0.5, tag);
+            freeReplyObject(r);
+        }
+        long n = -1;
+        assert_int_equal(ocp_broker_reclaim_dead(b, &n), 0);
+        assert_int_equal(n, python ? 0 : 1);
+        assert_int_equal(raw_len(c, "LLEN %s", q), python ? 0 : 1);
+        assert_int_equal(raw_len(c, "HLEN %s", "unacked"), python ? 1 : 0);
+        clear_unacked(c, q);
+        ocp_broker_close(b);
+    }
+    redisFree(c);
+}
+
+/*
+ * Redis: the answer to A's renewal is lost after the script ran (a timeout, a dropped
+ * connection), so Redis has a score A was not told of. A still holds its page: its ack
+ * right after, or after the next renewal (answered or lost again), lands, and nothing is
+ * left unacknowledged.
+ */
+static void test_redis_renew_lost(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    const char *q = "ocrpool-test-renew";
+    ocp_broker_opts o = {.queues = q};
+    json_t *ra = json_pack("{s:s}", "by", "a");
+    char tag[256];
+    for (int k = 0; k < 3; k++) {
+        ocp_broker *a = open_broker_with(&o);
+        char id[64], meta[128], *ids[1] = {id};
+        int inserted = 0;
+        ocp_task_spec spec = {.payload = page_payload};
+        assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+        snprintf(meta, sizeof meta, "celery-task-meta-%s", id);
+        lease_as(a, "node-a:1:1", NULL, 60, id);
+        the_tag(c, tag, sizeof tag);
+        redisReply *before = redisCommand(c, "ZSCORE unacked_index %s", tag);
+        usleep(5 * 1000);
+        ocp__rd_lose_renew_replies = k == 2 ? 2 : 1;
+        assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60), OCP_E_BROKER);
+        redisReply *after = redisCommand(c, "ZSCORE unacked_index %s", tag);
+        assert_true(before && after && before->str && after->str);
+        assert_string_not_equal(before->str, after->str); /* the script ran */
+        freeReplyObject(before);
+        freeReplyObject(after);
+        if (k > 0) /* answered (k 1), or lost again (k 2) */
+            assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60),
+                             k == 1 ? 0 : OCP_E_BROKER);
+        assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
+        assert_int_equal(ocp__rd_lose_renew_replies, 0);
+        expect_done_by(a, id, "a");
+        assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 0);
+        assert_int_equal(raw_len(c, "HLEN %s", "ocrpool.unacked_owner"), 0);
+        ocp_broker_close(a);
+    }
+    json_decref(ra);
+    redisFree(c);
+}
+
 /* LPUSHes a task message of id on queue with an eta (seconds since the epoch). */
 static void push_eta(redisContext *c, const char *queue, const char *id, double eta)
 {
@@ -785,6 +887,8 @@ ON_OWN_REDIS(test_result_text)
 ON_OWN_REDIS(test_redis_stale_owner)
 ON_OWN_REDIS(test_redis_python_took_it)
 ON_OWN_REDIS(test_redis_eta_cap)
+ON_OWN_REDIS(test_redis_reclaim_dead)
+ON_OWN_REDIS(test_redis_renew_lost)
 
 static int off_redis(void **state)
 {
@@ -800,7 +904,8 @@ int main(int argc, char **argv)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_failure_kinds),       cmocka_unit_test(test_result_text),
             cmocka_unit_test(test_redis_list_finished), cmocka_unit_test(test_redis_stale_owner),
-            cmocka_unit_test(test_redis_eta_cap),
+            cmocka_unit_test(test_redis_eta_cap),       cmocka_unit_test(test_redis_reclaim_dead),
+            cmocka_unit_test(test_redis_renew_lost),
         };
         return cmocka_run_group_tests_name("broker on redis", tests, NULL, NULL);
     }
@@ -817,6 +922,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(own_test_redis_stale_owner, off_redis),
         cmocka_unit_test_teardown(own_test_redis_python_took_it, off_redis),
         cmocka_unit_test_teardown(own_test_redis_eta_cap, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_reclaim_dead, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_renew_lost, off_redis),
     };
     start_own_redis();
     if (!own_url[0])
