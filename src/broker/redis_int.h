@@ -29,6 +29,7 @@
 #define K_DEAD      "ocrpool.deadletter"
 #define META_PREFIX "celery-task-meta-"
 #define MAX_QUEUES  16
+#define MAX_TRIED   3
 
 /*
  * Every script that acknowledges or restores a tag takes the same first three keys,
@@ -44,8 +45,8 @@
  * The owner check of the scripts that change a leased message (acknowledge, store a result,
  * restore, STARTED, renew): a Lua function not_owned(tag, claim), nil when claim still holds
  * tag, else why not. A claim (ocp__rd_claim) is "owner\tscore" (the unacked_index score this
- * owner last wrote for the tag), "owner\tscore\ttried" (tried: the score of a renewal whose
- * answer was lost, which Redis may hold instead), or the owners hash's own value (a dead
+ * owner last wrote for the tag), followed by "\ttried" for each renewal whose answer was lost
+ * since (Redis may hold its score instead, rmsg.tried), or the owners hash's own value (a dead
  * node's, reclaim_dead). Every script that writes a score for its owner also writes
  * "owner\tscore" in the owners hash (KEYS[3]), so a tag is the claimant's when it is still in
  * unacked (KEYS[1]), the owners hash names the claimant with the score unacked_index (KEYS[2])
@@ -103,8 +104,10 @@ typedef struct rmsg {
     char *id, *tag, *raw, *queue, *group;
     char *owner;    /* who took it: every change to it names this owner (LUA_OWNED) */
     char score[32]; /* the unacked_index score this node last wrote for it */
-    char tried[32]; /* "" or the score of a renewal whose answer was lost: Redis holds it or
-                     * score, and both are claimed until a renewal is answered */
+    /* The scores of renewals whose answers were lost since the last answered one: Redis holds
+     * score or one of these, and all are claimed until a renewal is answered. */
+    char tried[MAX_TRIED][32];
+    int n_tried;
     int priority;
     double eta;   /* > 0: waits in the node until then, as wait (counted in eta_n, eta_bytes) */
     size_t bytes; /* what it costs the node while it waits for its eta */
@@ -144,8 +147,11 @@ typedef struct rs {
     size_t max_eta_n, max_eta_bytes; /* the most messages (bytes) held for their eta */
     /* redis_take.c */
     double last_restore, last_renew;
-    char retry[32]; /* "" or the score a renewal whose answer was lost tried: the next one
-                     * writes it again, so a held tag has one of two known scores */
+    /* Renewals in a row whose answers were lost, and the score the last of them tried: past
+     * MAX_TRIED, the next renewals write that score again instead of a fresh one, so that
+     * the scores a held tag may have stay known and few. */
+    int lost_renews;
+    char retry[32];
     rmsg *held;
     size_t eta_n, eta_bytes; /* held messages that wait for their eta */
 } rs;
@@ -172,8 +178,8 @@ bool ocp__rd_stale(const redisReply *r);
 
 /* ---- redis_take.c ---- */
 rmsg *ocp__rd_find_held(rs *s, const char *id);
-/* The claim of held message m that LUA_OWNED checks: "owner\tscore" (or "owner\tscore\ttried"),
- * in buf. */
+/* The claim of held message m that LUA_OWNED checks: "owner\tscore", then "\ttried" for each
+ * renewal whose answer was lost (rmsg.tried), in buf. */
 const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len);
 /* Takes m out of the held list and frees it. */
 void ocp__rd_drop_held(rs *s, rmsg *m);

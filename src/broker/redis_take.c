@@ -179,10 +179,9 @@ rmsg *ocp__rd_find_held(rs *s, const char *id)
 
 const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len)
 {
-    if (m->tried[0])
-        snprintf(buf, len, "%s\t%s\t%s", m->owner, m->score, m->tried);
-    else
-        snprintf(buf, len, "%s\t%s", m->owner, m->score);
+    int k = snprintf(buf, len, "%s\t%s", m->owner, m->score);
+    for (int i = 0; i < m->n_tried && k >= 0 && (size_t)k < len; i++)
+        k += snprintf(buf + k, len - (size_t)k, "\t%s", m->tried[i]);
     return buf;
 }
 
@@ -544,12 +543,26 @@ static bool renewable(const rmsg *m)
     return !m->early_acked && !m->lost;
 }
 
-/*
- * The answer of a renewal that tried score now. Answered: what the script renewed has now,
- * what it did not is another's. Not answered (a timeout, a dropped connection, an error): the
- * script may have run, so each renewed tag has its score or now in Redis; both are claimed
- * (rmsg.tried), and the next renewal writes now again, until one is answered.
- */
+/* A renewal that tried score now was not answered (a timeout, a dropped connection, an
+ * error): its script may have run, so each tag it named has its score, or now, in Redis. */
+static void renew_unanswered(rs *s, const char *now)
+{
+    s->lost_renews++;
+    snprintf(s->retry, sizeof s->retry, "%s", now);
+    for (rmsg *m = s->held; m; m = m->next) {
+        if (!renewable(m) || strcmp(m->score, now) == 0)
+            continue;
+        int known = 0;
+        for (int i = 0; i < m->n_tried; i++)
+            known |= strcmp(m->tried[i], now) == 0;
+        if (!known && m->n_tried < MAX_TRIED)
+            snprintf(m->tried[m->n_tried++], sizeof m->tried[0], "%s", now);
+    }
+}
+
+/* The answer of a renewal that tried score now: what the script renewed has now, what it did
+ * not is another's. Without one, every score it may have written is claimed from then on
+ * (renew_unanswered). */
 static int renew_answer(rs *s, redisReply *r, const char *now)
 {
     if (r && ocp__rd_lose_renew_replies > 0) {
@@ -559,19 +572,16 @@ static int renew_answer(rs *s, redisReply *r, const char *now)
         r = NULL;
     }
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        snprintf(s->retry, sizeof s->retry, "%s", now);
-        for (rmsg *m = s->held; m; m = m->next)
-            if (renewable(m) && strcmp(m->score, now) != 0)
-                snprintf(m->tried, sizeof m->tried, "%s", now);
+        renew_unanswered(s, now);
         if (r)
             freeReplyObject(r);
         return OCP_E_BROKER;
     }
-    s->retry[0] = '\0';
+    s->lost_renews = 0;
     for (rmsg *m = s->held; m; m = m->next) {
         if (renewable(m)) {
             snprintf(m->score, sizeof m->score, "%s", now);
-            m->tried[0] = '\0';
+            m->n_tried = 0;
         }
     }
     for (size_t i = 0; i < r->elements; i++)
@@ -591,11 +601,11 @@ static int renew_held(rs *s)
         n += renewable(m);
     s->last_renew = ocp_wall_now();
     if (!n) {
-        s->retry[0] = '\0';
+        s->lost_renews = 0;
         return 0;
     }
     char now[32];
-    if (s->retry[0])
+    if (s->lost_renews >= MAX_TRIED)
         snprintf(now, sizeof now, "%s", s->retry);
     else
         snprintf(now, sizeof now, "%.6f", ocp_wall_now());

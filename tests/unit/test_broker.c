@@ -667,9 +667,10 @@ static void test_redis_reclaim_dead(void **state)
 
 /*
  * Redis: the answer to A's renewal is lost after the script ran (a timeout, a dropped
- * connection), so Redis has a score A was not told of. A still holds its page: its ack
- * right after, or after the next renewal (answered or lost again), lands, and nothing is
- * left unacknowledged.
+ * connection), so Redis has a score A was not told of. A still holds its page: its ack right
+ * after, after the next renewal (answered), or after more renewals whose answers are lost
+ * too (2, and 5: more than the scores a node keeps), lands, and nothing is left
+ * unacknowledged.
  */
 static void test_redis_renew_lost(void **state)
 {
@@ -678,30 +679,34 @@ static void test_redis_renew_lost(void **state)
     const char *q = "ocrpool-test-renew";
     ocp_broker_opts o = {.queues = q};
     json_t *ra = json_pack("{s:s}", "by", "a");
+    static const int lose[4] = {1, 1, 2, 5};
     char tag[256];
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         ocp_broker *a = open_broker_with(&o);
-        char id[64], meta[128], *ids[1] = {id};
+        char id[64], *ids[1] = {id};
         int inserted = 0;
         ocp_task_spec spec = {.payload = page_payload};
         assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
-        snprintf(meta, sizeof meta, "celery-task-meta-%s", id);
         lease_as(a, "node-a:1:1", NULL, 60, id);
         the_tag(c, tag, sizeof tag);
-        redisReply *before = redisCommand(c, "ZSCORE unacked_index %s", tag);
-        usleep(5 * 1000);
-        ocp__rd_lose_renew_replies = k == 2 ? 2 : 1;
-        assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60), OCP_E_BROKER);
-        redisReply *after = redisCommand(c, "ZSCORE unacked_index %s", tag);
-        assert_true(before && after && before->str && after->str);
-        assert_string_not_equal(before->str, after->str); /* the script ran */
-        freeReplyObject(before);
-        freeReplyObject(after);
-        if (k > 0) /* answered (k 1), or lost again (k 2) */
-            assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60),
-                             k == 1 ? 0 : OCP_E_BROKER);
-        assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
+        ocp__rd_lose_renew_replies = lose[k];
+        for (int j = 0; j < lose[k]; j++) {
+            redisReply *before = redisCommand(c, "ZSCORE unacked_index %s", tag);
+            usleep(5 * 1000);
+            assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60), OCP_E_BROKER);
+            redisReply *after = redisCommand(c, "ZSCORE unacked_index %s", tag);
+            assert_true(before && after && before->str && after->str);
+            if (j < 3) /* the script ran: a fresh score */
+                assert_string_not_equal(before->str, after->str);
+            else /* past the scores a node keeps, the third one again */
+                assert_string_equal(before->str, after->str);
+            freeReplyObject(before);
+            freeReplyObject(after);
+        }
         assert_int_equal(ocp__rd_lose_renew_replies, 0);
+        if (k == 1)
+            assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60), 0);
+        assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
         expect_done_by(a, id, "a");
         assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 0);
         assert_int_equal(raw_len(c, "HLEN %s", "ocrpool.unacked_owner"), 0);
