@@ -8,8 +8,11 @@
  * refused), the file is created 0600. Every change to a leased task checks
  * its owner: a stale node's late ack, fail, release or STARTED (its lease
  * ran out and another node leased the task) changes nothing, on SQLite and
- * on Redis. On Redis, messages with a future eta are held in the node only
- * up to a count and a size; the rest wait in Redis until their eta.
+ * on Redis. On Redis, a dead node's message is reclaimed at once unless a
+ * Python worker took it again under the same tag, and a renewal whose
+ * answer was lost leaves the node what it holds; messages with a future
+ * eta are held in the node only up to a count and a size; the rest wait in
+ * Redis until their eta.
  *
  *   test_broker                 the SQLite backend, on temporary files; then
  *                               the Redis cases on a redis-server of its own
