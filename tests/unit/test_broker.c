@@ -28,18 +28,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <hiredis.h>
 #include <jansson.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +44,7 @@
 #include "core/error.h"
 #include "core/failure.h"
 #include "core/util.h"
+#include "own_redis.h"
 
 static const char *redis_url; /* NULL: SQLite */
 static char db_path[256];
@@ -569,6 +565,22 @@ static void test_redis_stale_owner(void **state)
     redisFree(c);
 }
 
+/* The one tag in unacked, in tag. */
+static void the_tag(redisContext *c, char *tag, size_t len)
+{
+    redisReply *r = redisCommand(c, "HKEYS unacked");
+    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    snprintf(tag, len, "%s", r->element[0]->str);
+    freeReplyObject(r);
+}
+
+/* Forgets every unacknowledged message and what waits in queue. */
+static void clear_unacked(redisContext *c, const char *queue)
+{
+    redisReply *r = redisCommand(c, "DEL unacked unacked_index ocrpool.unacked_owner %s", queue);
+    freeReplyObject(r);
+}
+
 /*
  * Redis: A takes a page and freezes; kombu's visibility restore (a Python worker's: it
  * leaves ocrpool's owners hash as it was) gives the message back and a Python worker takes it
@@ -587,13 +599,10 @@ static void test_redis_python_took_it(void **state)
     assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
     snprintf(meta, sizeof meta, "celery-task-meta-%s", id);
     lease_as(a, "node-a:1:1", NULL, 60, id);
-    redisReply *r = redisCommand(c, "HKEYS unacked");
-    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
     char tag[256];
-    snprintf(tag, sizeof tag, "%s", r->element[0]->str);
-    freeReplyObject(r);
+    the_tag(c, tag, sizeof tag);
     /* kombu's restore (HDEL, ZREM, LPUSH) and a Python worker's take (RPOP, HSET, ZADD). */
-    r = redisCommand(c, "HGET unacked %s", tag);
+    redisReply *r = redisCommand(c, "HGET unacked %s", tag);
     assert_true(r && r->type == REDIS_REPLY_STRING);
     redisReply *x = redisCommand(c, "HSET unacked %s %b", tag, r->str, r->len);
     freeReplyObject(x);
@@ -604,29 +613,10 @@ static void test_redis_python_took_it(void **state)
     assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
     assert_int_equal(raw_len(c, "GET %s", meta), -1);
     assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 1);
-    r = redisCommand(c, "EVAL %s 0",
-                     "redis.call('DEL', 'unacked', 'unacked_index', "
-                     "'ocrpool.unacked_owner') return 1");
-    freeReplyObject(r);
+    clear_unacked(c, "ocrpool-test-stale");
     json_decref(ra);
     ocp_broker_close(a);
     redisFree(c);
-}
-
-/* The one tag in unacked, in tag. */
-static void the_tag(redisContext *c, char *tag, size_t len)
-{
-    redisReply *r = redisCommand(c, "HKEYS unacked");
-    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
-    snprintf(tag, len, "%s", r->element[0]->str);
-    freeReplyObject(r);
-}
-
-/* Forgets every unacknowledged message and what waits in queue. */
-static void clear_unacked(redisContext *c, const char *queue)
-{
-    redisReply *r = redisCommand(c, "DEL unacked unacked_index ocrpool.unacked_owner %s", queue);
-    freeReplyObject(r);
 }
 
 /*
@@ -818,68 +808,7 @@ static void test_redis_eta_cap(void **state)
     redisFree(c);
 }
 
-/* ---- a redis-server of this test's own --------------------------------------------------- */
-
-static pid_t own_pid;
-static char own_url[128], own_dir[256];
-
-/* Starts redis-server on a free loopback port, without persistence, in a temporary folder;
- * its URL in own_url. Nothing happens when there is no redis-server. */
-static void start_own_redis(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &len)) {
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    close(fd);
-    int port = ntohs(a.sin_port);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(own_dir, sizeof own_dir, "%s/ocp-test-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(own_dir))
-        return;
-    char ports[16];
-    snprintf(ports, sizeof ports, "%d", port);
-    own_pid = fork();
-    if (own_pid == 0) {
-        freopen("/dev/null", "w", stdout);
-        execlp("redis-server", "redis-server", "--port", ports, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", own_dir, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; own_pid > 0 && i < 100; i++) {
-        if (waitpid(own_pid, NULL, WNOHANG) == own_pid) {
-            own_pid = 0; /* not installed, or it could not start */
-            break;
-        }
-        redisContext *c = redisConnect("127.0.0.1", port);
-        redisReply *r = c && !c->err ? redisCommand(c, "PING") : NULL;
-        int up = r && r->type == REDIS_REPLY_STATUS;
-        if (r)
-            freeReplyObject(r);
-        if (c)
-            redisFree(c);
-        if (up) {
-            snprintf(own_url, sizeof own_url, "redis://127.0.0.1:%d/0", port);
-            return;
-        }
-        usleep(50 * 1000);
-    }
-}
-
-static void stop_own_redis(void)
-{
-    if (own_pid > 0) {
-        kill(own_pid, SIGTERM);
-        waitpid(own_pid, NULL, 0);
-    }
-    if (own_dir[0])
-        rmdir(own_dir);
-}
+/* ---- a redis-server of this test's own (own_redis.h) ----------------------------------- */
 
 /* Runs a Redis case on this test's own redis-server, or skips it when there is none. */
 #define ON_OWN_REDIS(fn)                                                                           \
