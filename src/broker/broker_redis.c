@@ -13,10 +13,13 @@
  *   celery-task-meta-<id>            results (SETEX, then PUBLISH on the
  *                                    channel of the same name)
  * and ocrpool's own, beside them:
- *   ocrpool.unacked_owner (hash tag -> "host:pid:start")  who holds a tag,
- *                                    so a node restarted on the same host
- *                                    restores its dead predecessor's pages
- *                                    at once instead of after the timeout
+ *   ocrpool.unacked_owner (hash tag -> "host:pid:start\tscore")  who holds
+ *                                    a tag, and the unacked_index score it
+ *                                    last wrote (a message that still has
+ *                                    it is still that owner's), so a node
+ *                                    restarted on the same host restores
+ *                                    its dead predecessor's pages at once
+ *                                    instead of after the timeout
  *   ocrpool.deliveries.<id>          deliveries of a task (poison pages)
  *   ocrpool.group.<group>            a group's task ids (status, HTTP)
  *   ocrpool.deadletter               malformed messages, with the reason
@@ -310,12 +313,16 @@ static int rd_reclaim_dead(void *st, long *n)
     if (!r)
         return OCP_E_BROKER;
     for (size_t k = 0; r->type == REDIS_REPLY_ARRAY && k + 1 < r->elements; k += 2) {
-        const char *tag = r->element[k]->str, *owner = r->element[k + 1]->str;
+        /* The owners hash holds "owner\tscore", the score that owner last wrote. */
+        const char *tag = r->element[k]->str, *held = r->element[k + 1]->str;
+        char owner[300];
+        snprintf(owner, sizeof owner, "%.*s", (int)strcspn(held, "\t"), held);
         if (!ocp__owner_is_dead(owner))
             continue;
-        /* Only while that owner still holds it: the message may have been restored and
-         * taken by another node since HGETALL (a message keeps its tag). */
-        if (ocp__rd_restore_tag(s, tag, "", owner) == 1)
+        /* Only while that owner still holds it with that score (LUA_NOT_OWNED): the message
+         * may have been restored since and taken again, under the same tag, by another node
+         * or by a Python worker (which leaves the owners hash as it was). */
+        if (ocp__rd_restore_tag(s, tag, "", held) == 1)
             (*n)++;
     }
     freeReplyObject(r);

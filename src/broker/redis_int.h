@@ -29,6 +29,7 @@
 #define K_DEAD      "ocrpool.deadletter"
 #define META_PREFIX "celery-task-meta-"
 #define MAX_QUEUES  16
+#define MAX_TRIED   3
 
 /*
  * Every script that acknowledges or restores a tag takes the same first three keys,
@@ -41,43 +42,72 @@
     "redis.call('HDEL', KEYS[3], ARGV[1])\n"
 
 /*
- * The owner check of every script that changes a leased message (acknowledge, store a
- * result, restore, STARTED). ARGV[O] is a claim (ocp__rd_claim): "owner", or "owner\tscore"
- * with the unacked_index score this owner last wrote for the tag; "" = no check. Tag ARGV[T]
- * must still be in unacked (KEYS[1]), held by that owner in the owners hash (KEYS[3]) and,
- * when a score is claimed, still have it in unacked_index (KEYS[2]): a message keeps its tag
- * when it is restored, and a Python consumer that takes it again writes a new score but
- * leaves our owners hash as it was. Else the script changes nothing and answers the status
- * "STALE <ARGV[L]> ignored: <why>", which ocp__rd_stale() logs: the lease ran out and the
- * visibility restore gave the message back (it waits in its queue, or another consumer took
- * it), or it was finished.
+ * The owner check of the scripts that change a leased message (acknowledge, store a result,
+ * restore, STARTED, renew): a Lua function not_owned(tag, claim), nil when claim still holds
+ * tag, else why not. A claim (ocp__rd_claim) is "owner\tscore" (the unacked_index score this
+ * owner last wrote for the tag), followed by "\ttried" for each renewal whose answer was lost
+ * since (Redis may hold its score instead, rmsg.tried), or the owners hash's own value (a dead
+ * node's, reclaim_dead). Every script that writes a score for its owner also writes
+ * "owner\tscore" in the owners hash (KEYS[3]), so a tag is the claimant's when it is still in
+ * unacked (KEYS[1]), the owners hash names the claimant with the score unacked_index (KEYS[2])
+ * has now (a message keeps its tag when it is restored, and a Python consumer that takes it
+ * again writes a new score but leaves our owners hash as it was), and that score is one the
+ * claim names. An owners value without a score (written before scores were stored) proves
+ * nothing to a claim without one.
  */
+#define LUA_NOT_OWNED                                                                              \
+    "local function not_owned(tag, claim)\n"                                                       \
+    "  local f = {}\n"                                                                             \
+    "  for p in string.gmatch(claim, '[^\\t]+') do f[#f + 1] = p end\n"                            \
+    "  if redis.call('HEXISTS', KEYS[1], tag) == 0 then\n"                                         \
+    "    return 'its message is not unacknowledged any more (given back to its queue, or "         \
+    "finished)'\n"                                                                                 \
+    "  end\n"                                                                                      \
+    "  local o = redis.call('HGET', KEYS[3], tag) or ''\n"                                         \
+    "  local t = string.find(o, '\\t', 1, true)\n"                                                 \
+    "  local who, sc = o, nil\n"                                                                   \
+    "  if t then who = string.sub(o, 1, t - 1); sc = tonumber(string.sub(o, t + 1)) end\n"         \
+    "  if who ~= f[1] then\n"                                                                      \
+    "    if who == '' then who = 'another consumer' end\n"                                         \
+    "    return 'its message is held by ' .. who .. ' now'\n"                                      \
+    "  end\n"                                                                                      \
+    "  local z = tonumber(redis.call('ZSCORE', KEYS[2], tag) or '')\n"                             \
+    "  local ok = z ~= nil and (sc == z or (sc == nil and #f > 1))\n"                              \
+    "  if ok and #f > 1 then\n"                                                                    \
+    "    ok = false\n"                                                                             \
+    "    for i = 2, #f do if tonumber(f[i]) == z then ok = true end end\n"                         \
+    "  end\n"                                                                                      \
+    "  if not ok then\n"                                                                           \
+    "    return 'its message was given back to its queue and taken again by another consumer, or " \
+    "waits in Redis for its eta'\n"                                                                \
+    "  end\n"                                                                                      \
+    "  return nil\n"                                                                               \
+    "end\n"
+
+/*
+ * LUA_NOT_OWNED for tag ARGV[T] and claim ARGV[O] ("" = no check): when the claim does not
+ * hold the tag, the script changes nothing and answers the status "STALE <ARGV[L]> ignored:
+ * <why>", which ocp__rd_stale() logs: the lease ran out and the visibility restore gave the
+ * message back (it waits in its queue, or another consumer took it), or it was finished.
+ */
+/* clang-format off */
 #define LUA_OWNED(T, O, L)                                                                         \
     "if ARGV[" O "] ~= '' then\n"                                                                  \
-    "  local who, sc = ARGV[" O "], nil\n"                                                         \
-    "  local tab = string.find(who, '\\t', 1, true)\n"                                             \
-    "  if tab then sc = string.sub(who, tab + 1); who = string.sub(who, 1, tab - 1) end\n"         \
-    "  if redis.call('HEXISTS', KEYS[1], ARGV[" T "]) == 0 then\n"                                 \
-    "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message is not unacknowledged "    \
-    "any more (given back to its queue, or finished)'}\n"                                          \
-    "  end\n"                                                                                      \
-    "  local o = redis.call('HGET', KEYS[3], ARGV[" T "])\n"                                       \
-    "  if o ~= who then\n"                                                                         \
-    "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message is held by ' .. (o or "    \
-    "'another consumer') .. ' now'}\n"                                                             \
-    "  end\n"                                                                                      \
-    "  local z = redis.call('ZSCORE', KEYS[2], ARGV[" T "])\n"                                     \
-    "  if sc and (not z or tonumber(z) ~= tonumber(sc)) then\n"                                    \
-    "    return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: its message was given back to its "    \
-    "queue and taken again by another consumer'}\n"                                                \
-    "  end\n"                                                                                      \
+    LUA_NOT_OWNED                                                                                  \
+    "  local why = not_owned(ARGV[" T "], ARGV[" O "])\n"                                          \
+    "  if why then return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: ' .. why} end\n"             \
     "end\n"
+/* clang-format on */
 
 /* A message this node took from a queue (strings owned). */
 typedef struct rmsg {
     char *id, *tag, *raw, *queue, *group;
     char *owner;    /* who took it: every change to it names this owner (LUA_OWNED) */
     char score[32]; /* the unacked_index score this node last wrote for it */
+    /* The scores of renewals whose answers were lost since the last answered one: Redis holds
+     * score or one of these, and all are claimed until a renewal is answered. */
+    char tried[MAX_TRIED][32];
+    int n_tried;
     int priority;
     double eta;   /* > 0: waits in the node until then, as wait (counted in eta_n, eta_bytes) */
     size_t bytes; /* what it costs the node while it waits for its eta */
@@ -117,6 +147,11 @@ typedef struct rs {
     size_t max_eta_n, max_eta_bytes; /* the most messages (bytes) held for their eta */
     /* redis_take.c */
     double last_restore, last_renew;
+    /* Renewals in a row whose answers were lost, and the score the last of them tried: past
+     * MAX_TRIED, the next renewals write that score again instead of a fresh one, so that
+     * the scores a held tag may have stay known and few. */
+    int lost_renews;
+    char retry[32];
     rmsg *held;
     size_t eta_n, eta_bytes; /* held messages that wait for their eta */
 } rs;
@@ -143,7 +178,8 @@ bool ocp__rd_stale(const redisReply *r);
 
 /* ---- redis_take.c ---- */
 rmsg *ocp__rd_find_held(rs *s, const char *id);
-/* The claim of held message m that LUA_OWNED checks: "owner\tscore", in buf. */
+/* The claim of held message m that LUA_OWNED checks: "owner\tscore", then "\ttried" for each
+ * renewal whose answer was lost (rmsg.tried), in buf. */
 const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len);
 /* Takes m out of the held list and frees it. */
 void ocp__rd_drop_held(rs *s, rmsg *m);
@@ -152,12 +188,15 @@ void ocp__rd_drop_all_held(rs *s);
 /* Puts held message m back at the head of its list, through the outbox, if it is still
  * m->owner's; uncount: gives back the delivery it counted. */
 int ocp__rd_restore(rs *s, const rmsg *m, bool uncount);
-/* Restores tag from its unacked record (owner: only if that owner still holds it; "" = any
- * holder); 1 when a message went back. */
-int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling, const char *owner);
+/* Restores tag from its unacked record (claim: only if it still holds the tag, LUA_NOT_OWNED;
+ * "" = any holder); 1 when a message went back. */
+int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling, const char *claim);
 int ocp__rd_lease(void *st, const char *owner, const char *group, int max, double lease_s,
                   int max_deliveries, ocp_task *out, int *n);
 int ocp__rd_renew(void *st, const char *owner, char *const *ids, int n, double lease_s);
+/* For tests (test_broker): how many of the next renewals lose their answer after the script
+ * ran, as a timeout or a dropped connection would. 0 otherwise. */
+extern int ocp__rd_lose_renew_replies;
 int ocp__rd_ack_early(void *st, const char *owner, const char *id);
 
 /* ---- redis_meta.c ---- */

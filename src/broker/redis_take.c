@@ -32,7 +32,8 @@
  * unacked/unacked_index/owners in the same atomic step. Text that is not a
  * JSON object, or is over the size limit, goes to the dead-letter list
  * instead. Returns {{tag1, msg1, queue1, tag2, ...}, {reason1, queue1, reason2, ...}}:
- * the messages taken, and why any were dead-lettered.
+ * the messages taken, and why any were dead-lettered. The owners hash holds "owner\tscore"
+ * (LUA_NOT_OWNED).
  * KEYS: unacked, unacked_index, owners, deadletter, list 1..n
  * ARGV: max, now, owner, max bytes, queue name of list 1..n
  */
@@ -68,7 +69,7 @@ static const char lease_lua[] =
     "      end\n"
     "      redis.call('HSET', KEYS[1], tag, '[' .. m .. ', \"\", ' .. cjson.encode(q) .. ']')\n"
     "      redis.call('ZADD', KEYS[2], ARGV[2], tag)\n"
-    "      redis.call('HSET', KEYS[3], tag, ARGV[3])\n"
+    "      redis.call('HSET', KEYS[3], tag, ARGV[3] .. '\\t' .. ARGV[2])\n"
     "      out[#out + 1] = tag\n"
     "      out[#out + 1] = m\n"
     "      out[#out + 1] = q\n"
@@ -110,22 +111,20 @@ static const char restore_lua[] =
 /* clang-format on */
 
 /*
- * Renew: a fresh score (ARGV[1]) for each tag that its claim (LUA_OWNED's "owner\tscore")
- * still holds; returns the tags that another consumer holds now (or nobody: they went back
- * to their queue).
- * KEYS: unacked_index, owners.  ARGV: now, then tag, claim pairs
+ * Renew: a fresh score (ARGV[1]) for each tag that its claim (LUA_NOT_OWNED) still holds,
+ * written in unacked_index and, with its owner, in the owners hash; returns the tags that
+ * another consumer holds now (or nobody: they went back to their queue).
+ * KEYS: unacked, unacked_index, owners.  ARGV: now, then tag, claim pairs
  */
-static const char renew_lua[] =
+static const char renew_lua[] = LUA_NOT_OWNED
     "local lost = {}\n"
     "for i = 2, #ARGV - 1, 2 do\n"
-    "  local tag, who = ARGV[i], ARGV[i + 1]\n"
-    "  local tab = string.find(who, '\\t', 1, true)\n"
-    "  local z = redis.call('ZSCORE', KEYS[1], tag)\n"
-    "  if redis.call('HGET', KEYS[2], tag) == string.sub(who, 1, tab - 1) and z and "
-    "tonumber(z) == tonumber(string.sub(who, tab + 1)) then\n"
-    "    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], tag)\n"
-    "  else\n"
+    "  local tag, claim = ARGV[i], ARGV[i + 1]\n"
+    "  if not_owned(tag, claim) then\n"
     "    lost[#lost + 1] = tag\n"
+    "  else\n"
+    "    redis.call('ZADD', KEYS[2], 'XX', ARGV[1], tag)\n"
+    "    redis.call('HSET', KEYS[3], tag, string.match(claim, '^[^\\t]+') .. '\\t' .. ARGV[1])\n"
     "  end\n"
     "end\n"
     "return lost\n";
@@ -180,7 +179,9 @@ rmsg *ocp__rd_find_held(rs *s, const char *id)
 
 const char *ocp__rd_claim(const rmsg *m, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s\t%s", m->owner, m->score);
+    int k = snprintf(buf, len, "%s\t%s", m->owner, m->score);
+    for (int i = 0; i < m->n_tried && k >= 0 && (size_t)k < len; i++)
+        k += snprintf(buf + k, len - (size_t)k, "\t%s", m->tried[i]);
     return buf;
 }
 
@@ -226,9 +227,9 @@ static char *redelivered(json_t *m)
     return json_dumps(m, JSON_COMPACT);
 }
 
-/* How a restore is made: the visibility ceiling ("" = any score), the claim (LUA_OWNED: an
- * owner, or "owner\tscore") that must still hold the tag ("" = any), the delivery counter to give
- * back one of (NULL: none), and must: through the outbox. */
+/* How a restore is made: the visibility ceiling ("" = any score), the claim (LUA_NOT_OWNED)
+ * that must still hold the tag ("" = any), the delivery counter to give back one of (NULL:
+ * none), and must: through the outbox. */
 typedef struct restore_how {
     const char *ceiling, *claim, *uncount_key;
     bool must;
@@ -289,7 +290,7 @@ static void dead_letter(rs *s, const char *tag, const char *raw, const char *que
 
 /* Restores tag from its unacked record (kombu's restore_by_tag); ceiling as in restore().
  * 1 when a message went back. A record that cannot be read is dropped. */
-int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling, const char *owner)
+int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling, const char *claim)
 {
     redisReply *h = ocp__rd_cmd(s, "HGET " K_UNACKED " %s", tag);
     if (!h)
@@ -303,7 +304,7 @@ int ocp__rd_restore_tag(rs *s, const char *tag, const char *ceiling, const char 
         int pri = (int)json_integer_value(
             json_object_get(json_object_get(msg, "properties"), "priority"));
         char *txt = redelivered(msg);
-        restore_how how = {ceiling, owner, NULL, false};
+        restore_how how = {ceiling, claim, NULL, false};
         rc = restore_text(s, tag, txt, q, pri, &how);
         free(txt);
     } else {
@@ -534,6 +535,62 @@ static void lost(rs *s, const char *tag)
     }
 }
 
+int ocp__rd_lose_renew_replies;
+
+/* Whether m is renewed (not acknowledged early, not another's now). */
+static bool renewable(const rmsg *m)
+{
+    return !m->early_acked && !m->lost;
+}
+
+/* A renewal that tried score now was not answered (a timeout, a dropped connection, an
+ * error): its script may have run, so each tag it named has its score, or now, in Redis. */
+static void renew_unanswered(rs *s, const char *now)
+{
+    s->lost_renews++;
+    snprintf(s->retry, sizeof s->retry, "%s", now);
+    for (rmsg *m = s->held; m; m = m->next) {
+        if (!renewable(m) || strcmp(m->score, now) == 0)
+            continue;
+        int known = 0;
+        for (int i = 0; i < m->n_tried; i++)
+            known |= strcmp(m->tried[i], now) == 0;
+        if (!known && m->n_tried < MAX_TRIED)
+            snprintf(m->tried[m->n_tried++], sizeof m->tried[0], "%s", now);
+    }
+}
+
+/* The answer of a renewal that tried score now: what the script renewed has now, what it did
+ * not is another's. Without one, every score it may have written is claimed from then on
+ * (renew_unanswered). */
+static int renew_answer(rs *s, redisReply *r, const char *now)
+{
+    if (r && ocp__rd_lose_renew_replies > 0) {
+        ocp__rd_lose_renew_replies--;
+        ocp__rd_set_err(s, "redis: the answer to a renewal was lost (test)");
+        freeReplyObject(r);
+        r = NULL;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        renew_unanswered(s, now);
+        if (r)
+            freeReplyObject(r);
+        return OCP_E_BROKER;
+    }
+    s->lost_renews = 0;
+    for (rmsg *m = s->held; m; m = m->next) {
+        if (renewable(m)) {
+            snprintf(m->score, sizeof m->score, "%s", now);
+            m->n_tried = 0;
+        }
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            lost(s, r->element[i]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
 /* Every message this node holds, those waiting for an eta included, gets a fresh score: the
  * time of its last sign of life (kombu's restore takes scores older than the timeout), in one
  * script that renews only what its owner still holds. */
@@ -541,44 +598,37 @@ static int renew_held(rs *s)
 {
     int n = 0, k = 0;
     for (rmsg *m = s->held; m; m = m->next)
-        n += !m->early_acked && !m->lost;
+        n += renewable(m);
     s->last_renew = ocp_wall_now();
-    if (!n)
+    if (!n) {
+        s->lost_renews = 0;
         return 0;
+    }
     char now[32];
-    snprintf(now, sizeof now, "%.6f", ocp_wall_now());
-    const char **a = ocp_xcalloc((size_t)(6 + 2 * n), sizeof *a);
+    if (s->lost_renews >= MAX_TRIED)
+        snprintf(now, sizeof now, "%s", s->retry);
+    else
+        snprintf(now, sizeof now, "%.6f", ocp_wall_now());
+    const char **a = ocp_xcalloc((size_t)(7 + 2 * n), sizeof *a);
     char(*claims)[400] = ocp_xcalloc((size_t)n, sizeof *claims);
     a[k++] = "EVAL";
     a[k++] = renew_lua;
-    a[k++] = "2";
+    a[k++] = "3";
+    a[k++] = K_UNACKED;
     a[k++] = K_INDEX;
     a[k++] = K_OWNERS;
     a[k++] = now;
     for (rmsg *m = s->held; m; m = m->next) {
-        if (!m->early_acked && !m->lost) {
+        if (renewable(m)) {
             a[k++] = m->tag;
-            a[k] = ocp__rd_claim(m, claims[(k - 6) / 2], sizeof claims[0]);
+            a[k] = ocp__rd_claim(m, claims[(k - 7) / 2], sizeof claims[0]);
             k++;
         }
     }
     redisReply *r = ocp__rd_cmdv(s, k, a, NULL);
     free(a);
     free(claims);
-    if (!r)
-        return OCP_E_BROKER;
-    int rc = r->type == REDIS_REPLY_ARRAY ? 0 : OCP_E_BROKER;
-    if (!rc) {
-        /* What the script renewed has the new score; what it did not is another's now. */
-        for (rmsg *m = s->held; m; m = m->next)
-            if (!m->early_acked && !m->lost)
-                snprintf(m->score, sizeof m->score, "%s", now);
-        for (size_t i = 0; i < r->elements; i++)
-            if (r->element[i]->type == REDIS_REPLY_STRING)
-                lost(s, r->element[i]->str);
-    }
-    freeReplyObject(r);
-    return rc;
+    return renew_answer(s, r, now);
 }
 
 /* Runs the lease script: pops up to max messages from the queues into unacked for owner.

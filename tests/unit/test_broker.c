@@ -8,8 +8,11 @@
  * refused), the file is created 0600. Every change to a leased task checks
  * its owner: a stale node's late ack, fail, release or STARTED (its lease
  * ran out and another node leased the task) changes nothing, on SQLite and
- * on Redis. On Redis, messages with a future eta are held in the node only
- * up to a count and a size; the rest wait in Redis until their eta.
+ * on Redis. On Redis, a dead node's message is reclaimed at once unless a
+ * Python worker took it again under the same tag, and a renewal whose
+ * answer was lost leaves the node what it holds; messages with a future
+ * eta are held in the node only up to a count and a size; the rest wait in
+ * Redis until their eta.
  *
  *   test_broker                 the SQLite backend, on temporary files; then
  *                               the Redis cases on a redis-server of its own
@@ -25,26 +28,23 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <hiredis.h>
 #include <jansson.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "broker/broker.h"
 #include "broker/celery.h"
+#include "broker/redis_int.h" /* ocp__rd_lose_renew_replies */
 #include "core/error.h"
 #include "core/failure.h"
 #include "core/util.h"
+#include "own_redis.h"
 
 static const char *redis_url; /* NULL: SQLite */
 static char db_path[256];
@@ -565,6 +565,22 @@ static void test_redis_stale_owner(void **state)
     redisFree(c);
 }
 
+/* The one tag in unacked, in tag. */
+static void the_tag(redisContext *c, char *tag, size_t len)
+{
+    redisReply *r = redisCommand(c, "HKEYS unacked");
+    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+    snprintf(tag, len, "%s", r->element[0]->str);
+    freeReplyObject(r);
+}
+
+/* Forgets every unacknowledged message and what waits in queue. */
+static void clear_unacked(redisContext *c, const char *queue)
+{
+    redisReply *r = redisCommand(c, "DEL unacked unacked_index ocrpool.unacked_owner %s", queue);
+    freeReplyObject(r);
+}
+
 /*
  * Redis: A takes a page and freezes; kombu's visibility restore (a Python worker's: it
  * leaves ocrpool's owners hash as it was) gives the message back and a Python worker takes it
@@ -583,13 +599,10 @@ static void test_redis_python_took_it(void **state)
     assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
     snprintf(meta, sizeof meta, "celery-task-meta-%s", id);
     lease_as(a, "node-a:1:1", NULL, 60, id);
-    redisReply *r = redisCommand(c, "HKEYS unacked");
-    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
     char tag[256];
-    snprintf(tag, sizeof tag, "%s", r->element[0]->str);
-    freeReplyObject(r);
+    the_tag(c, tag, sizeof tag);
     /* kombu's restore (HDEL, ZREM, LPUSH) and a Python worker's take (RPOP, HSET, ZADD). */
-    r = redisCommand(c, "HGET unacked %s", tag);
+    redisReply *r = redisCommand(c, "HGET unacked %s", tag);
     assert_true(r && r->type == REDIS_REPLY_STRING);
     redisReply *x = redisCommand(c, "HSET unacked %s %b", tag, r->str, r->len);
     freeReplyObject(x);
@@ -600,12 +613,99 @@ static void test_redis_python_took_it(void **state)
     assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
     assert_int_equal(raw_len(c, "GET %s", meta), -1);
     assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 1);
-    r = redisCommand(c, "EVAL %s 0",
-                     "redis.call('DEL', 'unacked', 'unacked_index', "
-                     "'ocrpool.unacked_owner') return 1");
-    freeReplyObject(r);
+    clear_unacked(c, "ocrpool-test-stale");
     json_decref(ra);
     ocp_broker_close(a);
+    redisFree(c);
+}
+
+/*
+ * Redis: node A of this host dies holding a page. A message it still holds is reclaimed by
+ * the next node at once; one that kombu's visibility restore gave back and a Python worker
+ * took again, under the same tag (kombu's restore leaves ocrpool's owners hash naming A), is
+ * not: it stays the Python worker's, nothing goes back to the queue.
+ */
+static void test_redis_reclaim_dead(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    const char *q = "ocrpool-test-reclaim";
+    ocp_broker_opts o = {.queues = q};
+    char dead[300], tag[256], host[128] = "localhost";
+    gethostname(host, sizeof host - 1);
+    snprintf(dead, sizeof dead, "%s:%d:1", host, (int)getpid()); /* started at another time */
+    for (int python = 0; python < 2; python++) {
+        ocp_broker *a = open_broker_with(&o), *b = open_broker_with(&o);
+        char id[64];
+        int inserted = 0;
+        ocp_task_spec spec = {.payload = page_payload};
+        assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+        lease_as(a, dead, NULL, 60, id);
+        ocp_broker_close(a); /* A is gone */
+        the_tag(c, tag, sizeof tag);
+        if (python) { /* kombu's restore, then a Python worker's take: a new score */
+            redisReply *r = redisCommand(c, "ZADD unacked_index %f %s", ocp_wall_now() + 0.5, tag);
+            freeReplyObject(r);
+        }
+        long n = -1;
+        assert_int_equal(ocp_broker_reclaim_dead(b, &n), 0);
+        assert_int_equal(n, python ? 0 : 1);
+        assert_int_equal(raw_len(c, "LLEN %s", q), python ? 0 : 1);
+        assert_int_equal(raw_len(c, "HLEN %s", "unacked"), python ? 1 : 0);
+        clear_unacked(c, q);
+        ocp_broker_close(b);
+    }
+    redisFree(c);
+}
+
+/*
+ * Redis: the answer to A's renewal is lost after the script ran (a timeout, a dropped
+ * connection), so Redis has a score A was not told of. A still holds its page: its ack right
+ * after, after the next renewal (answered), or after more renewals whose answers are lost
+ * too (2, and 5: more than the scores a node keeps), lands, and nothing is left
+ * unacknowledged.
+ */
+static void test_redis_renew_lost(void **state)
+{
+    (void)state;
+    redisContext *c = raw_redis();
+    const char *q = "ocrpool-test-renew";
+    ocp_broker_opts o = {.queues = q};
+    json_t *ra = json_pack("{s:s}", "by", "a");
+    static const int lose[4] = {1, 1, 2, 5};
+    char tag[256];
+    for (int k = 0; k < 4; k++) {
+        ocp_broker *a = open_broker_with(&o);
+        char id[64], *ids[1] = {id};
+        int inserted = 0;
+        ocp_task_spec spec = {.payload = page_payload};
+        assert_int_equal(ocp_broker_submit(a, &spec, id, &inserted), 0);
+        lease_as(a, "node-a:1:1", NULL, 60, id);
+        the_tag(c, tag, sizeof tag);
+        ocp__rd_lose_renew_replies = lose[k];
+        for (int j = 0; j < lose[k]; j++) {
+            redisReply *before = redisCommand(c, "ZSCORE unacked_index %s", tag);
+            usleep(5 * 1000);
+            assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60), OCP_E_BROKER);
+            redisReply *after = redisCommand(c, "ZSCORE unacked_index %s", tag);
+            assert_true(before && after && before->str && after->str);
+            if (j < 3) /* the script ran: a fresh score */
+                assert_string_not_equal(before->str, after->str);
+            else /* past the scores a node keeps, the third one again */
+                assert_string_equal(before->str, after->str);
+            freeReplyObject(before);
+            freeReplyObject(after);
+        }
+        assert_int_equal(ocp__rd_lose_renew_replies, 0);
+        if (k == 1)
+            assert_int_equal(ocp_broker_renew(a, "node-a:1:1", ids, 1, 60), 0);
+        assert_int_equal(ocp_broker_ack(a, id, ra, 1, 1, 1, 1), 0);
+        expect_done_by(a, id, "a");
+        assert_int_equal(raw_len(c, "HLEN %s", "unacked"), 0);
+        assert_int_equal(raw_len(c, "HLEN %s", "ocrpool.unacked_owner"), 0);
+        ocp_broker_close(a);
+    }
+    json_decref(ra);
     redisFree(c);
 }
 
@@ -708,68 +808,7 @@ static void test_redis_eta_cap(void **state)
     redisFree(c);
 }
 
-/* ---- a redis-server of this test's own --------------------------------------------------- */
-
-static pid_t own_pid;
-static char own_url[128], own_dir[256];
-
-/* Starts redis-server on a free loopback port, without persistence, in a temporary folder;
- * its URL in own_url. Nothing happens when there is no redis-server. */
-static void start_own_redis(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
-        getsockname(fd, (struct sockaddr *)&a, &len)) {
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    close(fd);
-    int port = ntohs(a.sin_port);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(own_dir, sizeof own_dir, "%s/ocp-test-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(own_dir))
-        return;
-    char ports[16];
-    snprintf(ports, sizeof ports, "%d", port);
-    own_pid = fork();
-    if (own_pid == 0) {
-        freopen("/dev/null", "w", stdout);
-        execlp("redis-server", "redis-server", "--port", ports, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", own_dir, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; own_pid > 0 && i < 100; i++) {
-        if (waitpid(own_pid, NULL, WNOHANG) == own_pid) {
-            own_pid = 0; /* not installed, or it could not start */
-            break;
-        }
-        redisContext *c = redisConnect("127.0.0.1", port);
-        redisReply *r = c && !c->err ? redisCommand(c, "PING") : NULL;
-        int up = r && r->type == REDIS_REPLY_STATUS;
-        if (r)
-            freeReplyObject(r);
-        if (c)
-            redisFree(c);
-        if (up) {
-            snprintf(own_url, sizeof own_url, "redis://127.0.0.1:%d/0", port);
-            return;
-        }
-        usleep(50 * 1000);
-    }
-}
-
-static void stop_own_redis(void)
-{
-    if (own_pid > 0) {
-        kill(own_pid, SIGTERM);
-        waitpid(own_pid, NULL, 0);
-    }
-    if (own_dir[0])
-        rmdir(own_dir);
-}
+/* ---- a redis-server of this test's own (own_redis.h) ----------------------------------- */
 
 /* Runs a Redis case on this test's own redis-server, or skips it when there is none. */
 #define ON_OWN_REDIS(fn)                                                                           \
@@ -785,6 +824,8 @@ ON_OWN_REDIS(test_result_text)
 ON_OWN_REDIS(test_redis_stale_owner)
 ON_OWN_REDIS(test_redis_python_took_it)
 ON_OWN_REDIS(test_redis_eta_cap)
+ON_OWN_REDIS(test_redis_reclaim_dead)
+ON_OWN_REDIS(test_redis_renew_lost)
 
 static int off_redis(void **state)
 {
@@ -800,7 +841,8 @@ int main(int argc, char **argv)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_failure_kinds),       cmocka_unit_test(test_result_text),
             cmocka_unit_test(test_redis_list_finished), cmocka_unit_test(test_redis_stale_owner),
-            cmocka_unit_test(test_redis_eta_cap),
+            cmocka_unit_test(test_redis_eta_cap),       cmocka_unit_test(test_redis_reclaim_dead),
+            cmocka_unit_test(test_redis_renew_lost),
         };
         return cmocka_run_group_tests_name("broker on redis", tests, NULL, NULL);
     }
@@ -817,6 +859,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(own_test_redis_stale_owner, off_redis),
         cmocka_unit_test_teardown(own_test_redis_python_took_it, off_redis),
         cmocka_unit_test_teardown(own_test_redis_eta_cap, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_reclaim_dead, off_redis),
+        cmocka_unit_test_teardown(own_test_redis_renew_lost, off_redis),
     };
     start_own_redis();
     if (!own_url[0])
