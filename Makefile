@@ -181,8 +181,8 @@ fuzz-bins: $(FUZZBIN)
 build-fuzz/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/common.c fuzz/common.h build-fuzz/libocrpool.a
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ $<"
-	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< fuzz/common.c \
-	    build-fuzz/libocrpool.a $(LDLIBS)
+	@$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -fsanitize-link-c++-runtime \
+	    -o $@ $< fuzz/common.c build-fuzz/libocrpool.a $(LDLIBS)
 
 $(BUILD)/fuzz/replay_%: fuzz/fuzz_%.c fuzz/common.c fuzz/common.h fuzz/replay.c $(BUILD)/libocrpool.a
 	@mkdir -p $(dir $@)
