@@ -50,6 +50,12 @@ int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *
 int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **probs,
                      int *steps, char *err, size_t errlen);
 
+/* Whether a line of `columns` columns (at the model's height) may go through the model:
+ * 0, or OCP_E_RANGE with the reason when the forward pass and the decoder would hold more
+ * than OCP_LSTM_LINE_BYTES for it (or more than 100000 columns), OCP_E_FORMAT when the
+ * model's sizes disagree. Nothing is allocated. */
+int ocp_lstm_line_fits(const ocp_lstm_model *m, double columns, char *err, size_t errlen);
+
 /* A line image (w x h pixels of `bands` bytes each, 1 grey or 3-4 RGB(A), rows `stride`
  * bytes apart) as libtesseract feeds it to the network: scaled to the model's height with
  * leptonica's pixScale (colour in colour), turned over when `invert`, made grey (leptonica's
