@@ -38,10 +38,12 @@
 
 #define MAX_COLUMN 16384 /* values of one layer for one column of the line (eng: 576) */
 #define VAR        -1    /* a side that follows the line's width */
-/* What the decoder keeps per step besides the probabilities: the kept paths' records
- * (beam.c compacts them to those), the best path's class and probability, its character. */
-#define BEAM_STEP (HEAPS_X_WIDTH * 12 * 2 + 8 + 32)
-#define HEAPS_X_WIDTH 30
+/* What the decoder keeps per step besides the probabilities: the kept paths' records of 12
+ * bytes (beam.c compacts the arena to those when it has doubled: 4 times, with the room its
+ * growth leaves), the best path's class and probability, its character. */
+#define BEAM_STEP (HEAPS_X_WIDTH * 12 * 4 + 8 + 32)
+#define HEAPS_X_WIDTH 30 /* beam.c's HEAPS x WIDTH */
+#define BEAM_FIXED (4 << 20) /* and per line: the records between two compactions, its tables */
 
 /* What flows from one layer to the next: rows, columns (VAR: as long as the line) and
  * values per position. */
@@ -169,9 +171,10 @@ static void leaf_cost(const ocp_lstm_node *n, const flow *in, const flow *out, c
         else
             fix += in->h * seq;
     } else if (n->kind == OCP_LSTM_FC) {
-        if (c->softmax == n)
+        if (c->softmax == n) {
             col += 4.0 * n->no + BEAM_STEP;
-        else
+            fix += BEAM_FIXED;
+        } else
             fix += (65536.0 + n->no) * 4;
     }
     hold(c, in, col, fix);
