@@ -41,9 +41,9 @@
 /* What the decoder keeps per step besides the probabilities: the kept paths' records of 12
  * bytes (beam.c compacts the arena to those when it has doubled: 4 times, with the room its
  * growth leaves), the best path's class and probability, its character. */
-#define BEAM_STEP (HEAPS_X_WIDTH * 12 * 4 + 8 + 32)
 #define HEAPS_X_WIDTH 30 /* beam.c's HEAPS x WIDTH */
-#define BEAM_FIXED (4 << 20) /* and per line: the records between two compactions, its tables */
+#define BEAM_STEP     (HEAPS_X_WIDTH * 12 * 4 + 8 + 32)
+#define BEAM_FIXED    (4 << 20) /* per line: the records between compactions, the tables */
 
 /* What flows from one layer to the next: rows, columns (VAR: as long as the line) and
  * values per position. */

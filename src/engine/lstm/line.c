@@ -111,8 +111,9 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *px, int w, int
     double columns = (double)w * m->input_height / h;
     int rc = ocp_lstm_line_fits(m, columns + 1, why, sizeof why);
     if (rc)
-        return ocp_errf(rc, err, errlen, "line image %d x %d: %.0f columns at the model's "
-                        "height: %s", w, h, columns, why);
+        return ocp_errf(rc, err, errlen,
+                        "line image %d x %d: %.0f columns at the model's height: %s", w, h, columns,
+                        why);
     PIX *pix = line_pix(px, w, h, stride, bands);
     if (!pix)
         return ocp_errf(-ENOMEM, err, errlen, "cannot allocate a %d x %d line", w, h);
