@@ -287,8 +287,8 @@ static ocp_lstm_model *toy_model(int wide, int classes)
 /* Issue 15, point 5: a model with a layer of 16000 values a column (within the per-layer
  * bound of 16384) made a line of 100000 columns take 1.6 GB of int8 and as much again in its
  * softmax's products. A line that would take more than OCP_LSTM_LINE_BYTES is refused, by the
- * forward pass and by the line preparation, before anything is allocated for it; a narrower
- * one runs. */
+ * forward pass and by the line preparation, before anything is allocated for it, and so is a
+ * batch whose lines would together; a narrower line runs. */
 static void test_wide_line_refused(void **state)
 {
     (void)state;
@@ -323,6 +323,13 @@ static void test_wide_line_refused(void **state)
     float *pr[2];
     assert_int_equal(ocp_lstm_forward_batch(m, 2, two, ws, pr, st, err, sizeof err), OCP_E_RANGE);
     assert_non_null(strstr(err, "line 1"));
+    /* Two lines that fit one by one but not together (the batch holds both at once). */
+    int half = limit * 3 / 5;
+    int ws2[2] = {half, half};
+    assert_int_equal(ocp_lstm_forward_batch(m, 2, two, ws2, pr, st, err, sizeof err), OCP_E_RANGE);
+    assert_non_null(strstr(err, "2 lines together"));
+    assert_true(ocp_lstm_line_bytes(m, half) < OCP_LSTM_LINE_BYTES);
+    print_message("refused: %s\n", err);
     assert_int_equal(ocp_lstm_forward(m, img, 1000, &probs, &steps, err, sizeof err), 0);
     assert_int_equal(steps, 1000);
     free(probs);

@@ -350,6 +350,15 @@ static int run(const ocp_lstm_node *n, run_ctx *c)
     return ocp_errf(OCP_E_ENGINE, c->err, c->errlen, "%s: not supported yet", n->type);
 }
 
+double ocp_lstm_line_bytes(const ocp_lstm_model *m, double columns)
+{
+    double per_column, fixed;
+    char err[8];
+    if (ocp__lstm_line_cost(m, &per_column, &fixed, err, sizeof err))
+        return -1;
+    return per_column * columns + fixed;
+}
+
 int ocp_lstm_line_fits(const ocp_lstm_model *m, double columns, char *err, size_t errlen)
 {
     double per_column, fixed;
@@ -385,6 +394,13 @@ int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *
         if (rc)
             return ocp_errf(rc, err, errlen, "line %d: %s", i, why);
     }
+    double bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += ocp_lstm_line_bytes(m, w[i]);
+    if (bytes > OCP_LSTM_LINE_BYTES)
+        return ocp_errf(OCP_E_RANGE, err, errlen,
+                        "%d lines together would take %.1f MB, more than %d MB: fewer at a time", n,
+                        bytes / (1 << 20), OCP_LSTM_LINE_BYTES >> 20);
     run_ctx c = {.n = n, .err = err, .errlen = errlen};
     c.t = ocp_xcalloc((size_t)n, sizeof *c.t);
     c.line = ocp_xcalloc((size_t)n, sizeof *c.line);
