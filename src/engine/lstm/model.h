@@ -57,10 +57,11 @@ void ocp_lstm_matrix_layout(ocp_lstm_matrix *m);
  * class) stays small. */
 #define OCP_LSTM_MAX_CLASSES 1024
 
-/* The most bytes the forward pass and the decoder may hold for one line (forward.c refuses a
- * wider line before it allocates): 256 MB. Debian's models hold 936 to 955 bytes a column
- * (hin 1248), so their widest lines (100000 columns) take 93 to 123 MB and always fit; a model with layers of 16384 values a column gets some 8000 columns, not the
- * gigabytes that 100000 columns would take. A worker reads one batch of lines at a time. */
+/* The most bytes the forward pass and the decoder may hold for one line, or for a batch of
+ * lines together (forward.c refuses a wider line before it allocates): 256 MB. Debian's models
+ * hold 936 to 955 bytes a column (hin 1248), so their widest lines (100000 columns) take 93 to
+ * 123 MB and always fit; a model with layers of 16384 values a column gets some 8000 columns,
+ * not the gigabytes that 100000 columns would take. A worker reads one batch at a time. */
 #define OCP_LSTM_LINE_BYTES (256 << 20)
 
 /* Inputs handed to the forward pass's products are read in groups of 4: a buffer holding
