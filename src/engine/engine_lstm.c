@@ -133,6 +133,8 @@ typedef struct pline {
 
 #define BATCH_LINES 8          /* lines a forward pass takes together */
 #define BATCH_PIXELS (1 << 19) /* and their normalised pixels, which bounds the batch's memory */
+/* and what they hold together in the forward pass: no more than one line may
+ * (OCP_LSTM_LINE_BYTES; a model of wide layers holds much more per pixel than Debian's) */
 
 /* Reads lines idx[0..n) (of one page or several) with model m (the crops turned over once
  * more when `invert`), in batches of similar widths; a reading surer than a line's best
@@ -162,8 +164,11 @@ static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int
         int bw[BATCH_LINES], steps[BATCH_LINES], who[BATCH_LINES], nb = 0;
         float *probs[BATCH_LINES];
         long px = 0;
+        double bytes = 0;
         for (; a < n && nb < BATCH_LINES &&
-               (nb == 0 || px + (long)ew[order[a]] * m->input_height <= BATCH_PIXELS);
+               (nb == 0 || (px + (long)ew[order[a]] * m->input_height <= BATCH_PIXELS &&
+                            bytes + ocp_lstm_line_bytes(m, ew[order[a]] + 1) <=
+                                OCP_LSTM_LINE_BYTES));
              a++) {
             pline *l = &lines[idx[order[a]]];
             int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
@@ -175,6 +180,7 @@ static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int
                 OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", why);
             } else {
                 px += (long)bw[nb] * m->input_height;
+                bytes += ocp_lstm_line_bytes(m, bw[nb]);
                 who[nb++] = idx[order[a]];
             }
             free(crop);

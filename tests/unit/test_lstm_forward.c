@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,12 +176,22 @@ static void test_elementwise_paths(void **state)
     }
 }
 
+static ocp_lstm_model *eng(void)
+{
+    const char *p = getenv("TESSDATA_PREFIX");
+    char path[4096], err[400] = "";
+    snprintf(path, sizeof path, "%s/eng.traineddata",
+             p && *p ? p : "/usr/share/tesseract-ocr/5/tessdata");
+    ocp_lstm_model *m = NULL;
+    if (ocp_lstm_model_load(path, &m, err, sizeof err))
+        fail_msg("%s", err);
+    return m;
+}
+
 static void test_refusals(void **state)
 {
     (void)state;
-    ocp_lstm_model m;
-    memset(&m, 0, sizeof m);
-    m.input_height = 36;
+    ocp_lstm_model *e = eng(), m = *e; /* 36 rows */
     float *probs;
     int steps;
     char err[200];
@@ -204,6 +215,127 @@ static void test_refusals(void **state)
     assert_true(ow > 90000 && ow <= 100000);
     free(out);
     free(thin);
+    ocp_lstm_model_free(e);
+}
+
+/* A model made by hand (issue 15, point 5): Input (1 row) | [a Tanh of `wide` outputs] |
+ * Softmax of `classes`, zero weights; unichar i is class i, the null the last class. Its
+ * sizes agree; ocp_lstm_model_free frees it. */
+static void toy_matrix(ocp_lstm_matrix *x, int rows, int cols)
+{
+    x->rows = rows;
+    x->cols = cols;
+    x->w = ocp_xcalloc((size_t)rows * cols, 1);
+    x->scales = ocp_xcalloc((size_t)rows, sizeof *x->scales);
+    ocp_lstm_matrix_layout(x);
+}
+
+static void toy_leaf(ocp_lstm_node *n, const char *type, int ni, int no)
+{
+    n->kind = strcmp(type, "Input") == 0 ? OCP_LSTM_INPUT : OCP_LSTM_FC;
+    snprintf(n->type, sizeof n->type, "%s", type);
+    snprintf(n->name, sizeof n->name, "toy%s", type);
+    n->ni = ni;
+    n->no = no;
+    if (n->kind == OCP_LSTM_FC) {
+        toy_matrix(&n->fc, no, ni + 1);
+        n->num_weights = (long)no * (ni + 1);
+    } else {
+        n->shape[0] = n->shape[1] = n->shape[3] = 1;
+    }
+}
+
+static ocp_lstm_model *toy_model(int wide, int classes)
+{
+    ocp_lstm_model *m = ocp_xcalloc(1, sizeof *m);
+    ocp_lstm_node *s = &m->net;
+    s->kind = OCP_LSTM_SERIES;
+    snprintf(s->type, sizeof s->type, "Series");
+    s->n_children = wide ? 3 : 2;
+    s->children = ocp_xcalloc((size_t)s->n_children, sizeof *s->children);
+    toy_leaf(&s->children[0], "Input", 1, 1);
+    if (wide)
+        toy_leaf(&s->children[1], "Tanh", 1, wide);
+    toy_leaf(&s->children[s->n_children - 1], "Softmax", wide ? wide : 1, classes);
+    for (int i = 0; i < s->n_children; i++)
+        s->num_weights += s->children[i].num_weights;
+    s->ni = 1;
+    s->no = classes;
+    m->input_height = 1;
+    m->classes = classes;
+    m->null_char = classes - 1;
+    int n = classes - 1;
+    m->unicharset.n = m->recoder.n = n;
+    m->unicharset.text = ocp_xcalloc((size_t)n, sizeof *m->unicharset.text);
+    m->unicharset.script = ocp_xcalloc((size_t)n, sizeof *m->unicharset.script);
+    m->unicharset.is_digit = ocp_xcalloc((size_t)n, 1);
+    m->recoder.length = ocp_xcalloc((size_t)n, sizeof *m->recoder.length);
+    m->recoder.code = ocp_xcalloc((size_t)n, sizeof *m->recoder.code);
+    for (int i = 0; i < n; i++) {
+        char t[16];
+        snprintf(t, sizeof t, i ? "u%d" : " ", i);
+        m->unicharset.text[i] = ocp_xstrdup(t);
+        m->unicharset.script[i] = ocp_xstrdup("");
+        m->recoder.length[i] = 1;
+        m->recoder.code[i] = ocp_xcalloc(1, sizeof **m->recoder.code);
+        m->recoder.code[i][0] = i;
+    }
+    ocp_lstm_model_index(m);
+    return m;
+}
+
+/* Issue 15, point 5: a model with a layer of 16000 values a column (within the per-layer
+ * bound of 16384) made a line of 100000 columns take 1.6 GB of int8 and as much again in its
+ * softmax's products. A line that would take more than OCP_LSTM_LINE_BYTES is refused, by the
+ * forward pass and by the line preparation, before anything is allocated for it, and so is a
+ * batch whose lines would together; a narrower line runs. */
+static void test_wide_line_refused(void **state)
+{
+    (void)state;
+    ocp_lstm_model *m = toy_model(16000, 3);
+    char err[400] = "";
+    assert_int_equal(ocp__lstm_model_check(m, err, sizeof err), 0);
+    double pc, fx;
+    assert_int_equal(ocp__lstm_line_cost(m, &pc, &fx, err, sizeof err), 0);
+    assert_true(pc > 16000); /* the Tanh's 16000 int8 a column, the softmax's input */
+    int limit = (int)((OCP_LSTM_LINE_BYTES - fx) / pc);
+    assert_true(limit > 1000 && limit < 25000);
+    print_message("16000 values a column: %.0f bytes a column, %d columns at most\n", pc, limit);
+    int w = limit + 2;
+    int8_t *img = ocp_xcalloc((size_t)w, 1);
+    float *probs = NULL;
+    int steps = -1;
+    assert_int_equal(ocp_lstm_forward(m, img, w, &probs, &steps, err, sizeof err), OCP_E_RANGE);
+    assert_non_null(strstr(err, "more than 256 MB"));
+    assert_null(probs);
+    assert_int_equal(steps, 0);
+    print_message("refused: %s\n", err);
+    /* The same line as an image: refused before it is scaled. */
+    uint8_t *grey = ocp_xcalloc((size_t)w, 1);
+    int8_t *out = NULL;
+    int ow = 0;
+    assert_int_equal(ocp_lstm_prepare_line(m, grey, w, 1, w, 1, 0, &out, &ow, err, sizeof err),
+                     OCP_E_RANGE);
+    assert_null(out);
+    /* One line too wide in a batch fails the batch; alone, a narrower line runs. */
+    const int8_t *two[2] = {img, img};
+    int ws[2] = {100, w}, st[2];
+    float *pr[2];
+    assert_int_equal(ocp_lstm_forward_batch(m, 2, two, ws, pr, st, err, sizeof err), OCP_E_RANGE);
+    assert_non_null(strstr(err, "line 1"));
+    /* Two lines that fit one by one but not together (the batch holds both at once). */
+    int half = limit * 3 / 5;
+    int ws2[2] = {half, half};
+    assert_int_equal(ocp_lstm_forward_batch(m, 2, two, ws2, pr, st, err, sizeof err), OCP_E_RANGE);
+    assert_non_null(strstr(err, "2 lines together"));
+    assert_true(ocp_lstm_line_bytes(m, half) < OCP_LSTM_LINE_BYTES);
+    print_message("refused: %s\n", err);
+    assert_int_equal(ocp_lstm_forward(m, img, 1000, &probs, &steps, err, sizeof err), 0);
+    assert_int_equal(steps, 1000);
+    free(probs);
+    free(grey);
+    free(img);
+    ocp_lstm_model_free(m);
 }
 
 int main(void)
@@ -215,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_matvec_paths),
         cmocka_unit_test(test_elementwise_paths),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_wide_line_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -376,6 +376,38 @@ static int keep_best(beam *b, path *next)
     return nn;
 }
 
+/* Keeps the records that the paths of cur lead back to, in their order (a parent before its
+ * children), and drops the others: those of offers the beam did not keep. The arena then
+ * holds the kept paths' steps (at most HEAPS x WIDTH a step, fewer where they share), not
+ * every offer of every step. */
+static void compact(beam *b, path *cur, int ncur)
+{
+    int *map = ocp_xmalloc(((size_t)b->nrec + 1) * sizeof *map);
+    for (int i = 0; i < b->nrec; i++)
+        map[i] = -1;
+    for (int i = 0; i < ncur; i++)
+        for (int r = cur[i].rec; r >= 0 && map[r] == -1; r = b->recs[r].parent)
+            map[r] = -2; /* kept */
+    int n = 0;
+    for (int i = 0; i < b->nrec; i++) {
+        if (map[i] != -2)
+            continue;
+        rec x = b->recs[i];
+        x.parent = x.parent >= 0 ? map[x.parent] : -1;
+        map[i] = n;
+        b->recs[n++] = x;
+    }
+    for (int i = 0; i < ncur; i++)
+        if (cur[i].rec >= 0)
+            cur[i].rec = map[cur[i].rec];
+    b->nrec = n;
+    if (b->caprec > 2 * n + 4096) {
+        b->caprec = 2 * n + 4096;
+        b->recs = ocp_xrealloc(b->recs, (size_t)b->caprec * sizeof *b->recs);
+    }
+    free(map);
+}
+
 /* The best path that ends the line at a word's end (any path outside the dictionary); failing
  * that, the best path; NULL when there is none. */
 static const path *best_end(const beam *b, const path *cur, int ncur)
@@ -413,6 +445,7 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
         ncur++;
     }
     int *order = ocp_xmalloc((size_t)m->classes * sizeof *order);
+    int kept = 0; /* records after the last compaction */
     for (int s = 0; s < steps && ncur > 0; s++) {
         b.p = probs + (size_t)s * m->classes;
         offer_step(&b, cur, ncur, order);
@@ -421,6 +454,10 @@ void ocp_lstm_beam(const ocp_lstm_model *m, const float *probs, int steps, int u
         cur = next;
         next = spare;
         ncur = nn;
+        if (b.nrec > 2 * kept + 65536) {
+            compact(&b, cur, ncur);
+            kept = b.nrec;
+        }
     }
     const path *best = best_end(&b, cur, ncur);
     if (best && steps > 0) {

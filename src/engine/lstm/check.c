@@ -22,7 +22,12 @@
  *               space; every code is a class
  *
  * It also bounds what the forward pass allocates per column of a line: no layer
- * holds more than MAX_COLUMN values for one column.
+ * holds more than MAX_COLUMN values for one column, and the classes are at most
+ * OCP_LSTM_MAX_CLASSES. The same walk sums what a line costs (ocp__lstm_line_cost): the
+ * bytes held per column of the line at the layer that holds the most (its int8 tensors in
+ * and out, an LSTM's state and gates, the softmax's float probabilities and the decoder's
+ * per-step work), and what a line holds whatever its width; forward.c refuses a line whose
+ * total is over OCP_LSTM_LINE_BYTES before it allocates anything for it.
  */
 #include "engine/lstm/model.h"
 #include "core/error.h"
@@ -33,16 +38,25 @@
 
 #define MAX_COLUMN 16384 /* values of one layer for one column of the line (eng: 576) */
 #define VAR        -1    /* a side that follows the line's width */
+/* What the decoder keeps per step besides the probabilities: the kept paths' records of 12
+ * bytes (beam.c compacts the arena to those when it has doubled: 4 times, with the room its
+ * growth leaves), the best path's class and probability, its character. */
+#define HEAPS_X_WIDTH 30 /* beam.c's HEAPS x WIDTH */
+#define BEAM_STEP     (HEAPS_X_WIDTH * 12 * 4 + 8 + 32)
+#define BEAM_FIXED    (4 << 20) /* per line: the records between compactions, the tables */
 
 /* What flows from one layer to the next: rows, columns (VAR: as long as the line) and
  * values per position. */
 typedef struct flow {
     int h, w, d;
+    double div; /* columns of the line per column here (the pooling along the line so far) */
 } flow;
 
 typedef struct ck {
     int leaves;                   /* leaves walked so far */
     const ocp_lstm_node *softmax; /* the softmax, once walked */
+    double per_column;            /* bytes a layer holds per column of the line, the most */
+    double fixed;                 /* and per line whatever its width, the most */
     char *err;
     size_t errlen;
 } ck;
@@ -106,6 +120,23 @@ static void swap_sides(flow *f)
     f->w = t;
 }
 
+/* The positions of a layer's tensor per column of its own: the side that does not follow
+ * the line (1 when it has been summarised away). */
+static double fixed_side(const flow *f)
+{
+    return f->h == VAR ? (f->w == VAR ? 1 : f->w) : f->h;
+}
+
+/* Keeps the most a layer holds: col bytes per column of the layer (so col / div per column
+ * of the line), fix bytes per line whatever its width. */
+static void hold(ck *c, const flow *f, double col, double fix)
+{
+    if (col / f->div > c->per_column)
+        c->per_column = col / f->div;
+    if (fix > c->fixed)
+        c->fixed = fix;
+}
+
 static int check_wrap(const ocp_lstm_node *n, flow *f, ck *c)
 {
     int xy = strcmp(n->type, "XYTranspose") == 0;
@@ -115,6 +146,8 @@ static int check_wrap(const ocp_lstm_node *n, flow *f, ck *c)
     if (k->ni != n->ni || k->no != n->no)
         return bad(c, "layer '%s' (%s) maps %d to %d, inside '%s' (%s) that maps %d to %d", k->name,
                    k->type, k->ni, k->no, n->name, n->type, n->ni, n->no);
+    /* The transforms copy the tensor: both held for a moment. */
+    hold(c, f, 2 * fixed_side(f) * f->d, 0);
     if (xy)
         swap_sides(f);
     if (check_node(k, f, c))
@@ -122,6 +155,29 @@ static int check_wrap(const ocp_lstm_node *n, flow *f, ck *c)
     if (xy)
         swap_sides(f);
     return 0;
+}
+
+/* What a leaf holds for a line while it runs: its input and output tensors (int8), an
+ * LSTM's sequences (the [x, h] row, h, the cell and four gates in float; one a row, so per
+ * column when the rows follow the line), a fully connected layer's float products (a
+ * bounded chunk) or the softmax's probabilities and the decoder's work per step. */
+static void leaf_cost(const ocp_lstm_node *n, const flow *in, const flow *out, ck *c)
+{
+    double col = fixed_side(in) * in->d + fixed_side(out) * out->d, fix = 0;
+    if (n->kind == OCP_LSTM_LSTM) {
+        double seq = (double)((n->na + 3) / 4 * 4) + 21.0 * n->no + 12;
+        if (in->h == VAR)
+            col += seq;
+        else
+            fix += in->h * seq;
+    } else if (n->kind == OCP_LSTM_FC) {
+        if (c->softmax == n) {
+            col += 4.0 * n->no + BEAM_STEP;
+            fix += BEAM_FIXED;
+        } else
+            fix += (65536.0 + n->no) * 4;
+    }
+    hold(c, in, col, fix);
 }
 
 /* Rows or columns after pooling by s: a fixed side must keep one. */
@@ -167,7 +223,7 @@ static int check_input(const ocp_lstm_node *n, flow *f, ck *c)
     if (n->ni != height || n->no != depth)
         return bad(c, "the Input takes %d and outputs %d, its shape says %d rows of depth %d",
                    n->ni, n->no, height, depth);
-    *f = (flow){height, VAR, depth};
+    *f = (flow){height, VAR, depth, 1};
     return 0;
 }
 
@@ -183,6 +239,7 @@ static int check_leaf(const ocp_lstm_node *n, flow *f, ck *c)
     if (f->d != n->ni)
         return bad(c, "layer '%s' (%s) takes %d inputs, the layer before it outputs %d", n->name,
                    n->type, n->ni, f->d);
+    flow in = *f;
     switch (n->kind) {
     case OCP_LSTM_CONVOLVE: {
         long want = (long)n->ni * (2 * n->half_x + 1) * (2 * n->half_y + 1);
@@ -194,6 +251,7 @@ static int check_leaf(const ocp_lstm_node *n, flow *f, ck *c)
     case OCP_LSTM_MAXPOOL:
         if (n->no != n->ni)
             return bad(c, "layer '%s' (Maxpool) takes %d and outputs %d", n->name, n->ni, n->no);
+        f->div *= f->w == VAR ? n->x_scale : n->y_scale;
         f->h = pool_side(f->h, n->y_scale);
         f->w = pool_side(f->w, n->x_scale);
         if (f->h == 0 || f->w == 0)
@@ -220,6 +278,7 @@ static int check_leaf(const ocp_lstm_node *n, flow *f, ck *c)
         return bad(c, "layer '%s': %s is not supported", n->name, n->type);
     }
     f->d = n->no;
+    leaf_cost(n, &in, f, c);
     return 0;
 }
 
@@ -253,6 +312,9 @@ static int check_node(const ocp_lstm_node *n, flow *f, ck *c)
 static int check_classes(const ocp_lstm_model *m, ck *c)
 {
     const ocp_lstm_node *sm = c->softmax;
+    if (sm->no > OCP_LSTM_MAX_CLASSES)
+        return bad(c, "the softmax '%s' outputs %d classes, more than %d", sm->name, sm->no,
+                   OCP_LSTM_MAX_CLASSES);
     if (m->classes != sm->no)
         return bad(c, "the network outputs %d classes, its softmax '%s' %d", m->classes, sm->name,
                    sm->no);
@@ -280,13 +342,37 @@ static int check_classes(const ocp_lstm_model *m, ck *c)
     return 0;
 }
 
+/* The walk of the network: sizes checked, costs summed. */
+static int walk(const ocp_lstm_model *m, ck *c)
+{
+    flow f = {0, 0, 0, 1};
+    if (check_node(&m->net, &f, c))
+        return OCP_E_FORMAT;
+    if (!c->softmax)
+        return bad(c, "the network does not end in a softmax");
+    return check_classes(m, c);
+}
+
 int ocp__lstm_model_check(const ocp_lstm_model *m, char *err, size_t errlen)
 {
     ck c = {.err = err, .errlen = errlen};
-    flow f = {0, 0, 0};
-    if (check_node(&m->net, &f, &c))
+    if (walk(m, &c))
         return OCP_E_FORMAT;
-    if (!c.softmax)
-        return bad(&c, "the network does not end in a softmax");
-    return check_classes(m, &c);
+    if (c.fixed + c.per_column + m->input_height > OCP_LSTM_LINE_BYTES)
+        return bad(&c, "a line of one column would hold %.0f bytes, more than %d",
+                   c.fixed + c.per_column + m->input_height, OCP_LSTM_LINE_BYTES);
+    return 0;
+}
+
+int ocp__lstm_line_cost(const ocp_lstm_model *m, double *per_column, double *fixed, char *err,
+                        size_t errlen)
+{
+    ck c = {.err = err, .errlen = errlen};
+    *per_column = *fixed = 0;
+    if (walk(m, &c))
+        return OCP_E_FORMAT;
+    /* The line's int8 image stays with the caller all along. */
+    *per_column = c.per_column + m->input_height;
+    *fixed = c.fixed;
+    return 0;
 }

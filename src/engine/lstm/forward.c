@@ -350,6 +350,33 @@ static int run(const ocp_lstm_node *n, run_ctx *c)
     return ocp_errf(OCP_E_ENGINE, c->err, c->errlen, "%s: not supported yet", n->type);
 }
 
+double ocp_lstm_line_bytes(const ocp_lstm_model *m, double columns)
+{
+    double per_column, fixed;
+    char err[8];
+    if (ocp__lstm_line_cost(m, &per_column, &fixed, err, sizeof err))
+        return -1;
+    return per_column * columns + fixed;
+}
+
+int ocp_lstm_line_fits(const ocp_lstm_model *m, double columns, char *err, size_t errlen)
+{
+    double per_column, fixed;
+    int rc = ocp__lstm_line_cost(m, &per_column, &fixed, err, errlen);
+    if (rc)
+        return rc;
+    if (columns > 100000)
+        return ocp_errf(OCP_E_RANGE, err, errlen, "a line of %.0f columns: 100000 at most",
+                        columns);
+    double bytes = per_column * columns + fixed;
+    if (bytes > OCP_LSTM_LINE_BYTES)
+        return ocp_errf(OCP_E_RANGE, err, errlen,
+                        "a line of %.0f columns would take %.1f MB for this model, more than "
+                        "%d MB (%.0f bytes a column)",
+                        columns, bytes / (1 << 20), OCP_LSTM_LINE_BYTES >> 20, per_column);
+    return 0;
+}
+
 int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *img, const int *w,
                            float **probs, int *steps, char *err, size_t errlen)
 {
@@ -359,9 +386,21 @@ int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *
     }
     if (n < 1)
         return 0;
-    for (int i = 0; i < n; i++)
-        if (w[i] < 1 || w[i] > 100000)
+    for (int i = 0; i < n; i++) {
+        if (w[i] < 1)
             return ocp_errf(OCP_E_RANGE, err, errlen, "line %d: width %d", i, w[i]);
+        char why[240];
+        int rc = ocp_lstm_line_fits(m, w[i], why, sizeof why);
+        if (rc)
+            return ocp_errf(rc, err, errlen, "line %d: %s", i, why);
+    }
+    double bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += ocp_lstm_line_bytes(m, w[i]);
+    if (bytes > OCP_LSTM_LINE_BYTES)
+        return ocp_errf(OCP_E_RANGE, err, errlen,
+                        "%d lines together would take %.1f MB, more than %d MB: fewer at a time", n,
+                        bytes / (1 << 20), OCP_LSTM_LINE_BYTES >> 20);
     run_ctx c = {.n = n, .err = err, .errlen = errlen};
     c.t = ocp_xcalloc((size_t)n, sizeof *c.t);
     c.line = ocp_xcalloc((size_t)n, sizeof *c.line);

@@ -36,8 +36,9 @@ int ocp_lstm_kernel_cap(int level);
 /*
  * Runs the network over n line images together (img[i]: width w[i], height
  * m->input_height): probs[i] (free()) receives steps[i] x m->classes softmax outputs of line
- * i, bit for bit what the line alone gives. The CUDA engine is to replace this behind the
- * same interface. Returns 0 or an error code with the reason (then no probs).
+ * i, bit for bit what the line alone gives. Each line must fit (ocp_lstm_line_fits) and the
+ * batch as a whole too: their ocp_lstm_line_bytes add up to OCP_LSTM_LINE_BYTES at most. The
+ * CUDA engine is to replace this behind the same interface. Returns 0 or an error code with the reason (then no probs).
  */
 int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *img,
                            const int *w, float **probs, int *steps, char *err, size_t errlen);
@@ -49,6 +50,17 @@ int ocp_lstm_forward_batch(const ocp_lstm_model *m, int n, const int8_t *const *
  */
 int ocp_lstm_forward(const ocp_lstm_model *m, const int8_t *img, int w, float **probs,
                      int *steps, char *err, size_t errlen);
+
+/* The bytes that the forward pass and the decoder hold for a line of `columns` columns, at
+ * most (ocp__lstm_line_cost); -1 when the model's sizes disagree. Lines run together in a
+ * batch hold the sum of theirs. */
+double ocp_lstm_line_bytes(const ocp_lstm_model *m, double columns);
+
+/* Whether a line of `columns` columns (at the model's height) may go through the model:
+ * 0, or OCP_E_RANGE with the reason when the forward pass and the decoder would hold more
+ * than OCP_LSTM_LINE_BYTES for it (or more than 100000 columns), OCP_E_FORMAT when the
+ * model's sizes disagree. Nothing is allocated. */
+int ocp_lstm_line_fits(const ocp_lstm_model *m, double columns, char *err, size_t errlen);
 
 /* A line image (w x h pixels of `bands` bytes each, 1 grey or 3-4 RGB(A), rows `stride`
  * bytes apart) as libtesseract feeds it to the network: scaled to the model's height with

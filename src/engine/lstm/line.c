@@ -104,12 +104,16 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *px, int w, int
         return ocp_errf(OCP_E_RANGE, err, errlen, "line image %d x %d", w, h);
     if (bands != 1 && bands != 3 && bands != 4)
         return ocp_errf(OCP_E_RANGE, err, errlen, "line image of %d bands", bands);
-    /* The forward pass takes lines of up to 100000 columns: a short line scaled to a tall
-     * model's height that would be wider is refused before it is scaled. */
-    if ((double)w * m->input_height / h > 100000)
-        return ocp_errf(OCP_E_RANGE, err, errlen,
-                        "line image %d x %d: %.0f columns at the model's height", w, h,
-                        (double)w * m->input_height / h);
+    /* A line the forward pass would refuse at the model's height (over 100000 columns, or
+     * over what one line may take) is refused before it is scaled. The scaled width is
+     * within a column of this. */
+    char why[240];
+    double columns = (double)w * m->input_height / h;
+    int rc = ocp_lstm_line_fits(m, columns + 1, why, sizeof why);
+    if (rc)
+        return ocp_errf(rc, err, errlen,
+                        "line image %d x %d: %.0f columns at the model's height: %s", w, h, columns,
+                        why);
     PIX *pix = line_pix(px, w, h, stride, bands);
     if (!pix)
         return ocp_errf(-ENOMEM, err, errlen, "cannot allocate a %d x %d line", w, h);

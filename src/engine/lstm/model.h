@@ -52,6 +52,18 @@ void ocp_lstm_matrix_layout(ocp_lstm_matrix *m);
 /* The tallest input a model may take (Debian's take 36 or 48 rows). */
 #define OCP_LSTM_MAX_HEIGHT 256
 
+/* The most classes (softmax outputs) a model may have: Debian's have 99 (tam) to 217
+ * (Devanagari); over 4 times that, and the decoder's per-step work (every path times every
+ * class) stays small. */
+#define OCP_LSTM_MAX_CLASSES 1024
+
+/* The most bytes the forward pass and the decoder may hold for one line, or for a batch of
+ * lines together (forward.c refuses a wider line before it allocates): 256 MB. Debian's models
+ * hold 936 to 955 bytes a column (hin 1248), so their widest lines (100000 columns) take 93 to
+ * 123 MB and always fit; a model with layers of 16384 values a column gets some 8000 columns,
+ * not the gigabytes that 100000 columns would take. A worker reads one batch at a time. */
+#define OCP_LSTM_LINE_BYTES (256 << 20)
+
 /* Inputs handed to the forward pass's products are read in groups of 4: a buffer holding
  * n inputs must have OCP_LSTM_PAD readable bytes after them. */
 #define OCP_LSTM_PAD 32
@@ -156,6 +168,12 @@ void ocp_lstm_model_index(ocp_lstm_model *m);
  * 0, or OCP_E_FORMAT with the first disagreement. The loader calls it before it returns a
  * model, so that nothing runs a model whose sizes disagree. */
 int ocp__lstm_model_check(const ocp_lstm_model *m, char *err, size_t errlen);
+
+/* What a line of W columns costs the forward pass and the decoder, in bytes, at most:
+ * *per_column x W + *fixed (check.c, from the same walk). 0, or OCP_E_FORMAT with the
+ * reason when the model's sizes disagree. */
+int ocp__lstm_line_cost(const ocp_lstm_model *m, double *per_column, double *fixed, char *err,
+                        size_t errlen);
 
 /* Loads the LSTM model of a traineddata file in memory / on disk. Every size in the file
  * is checked against the bytes left before anything is allocated for it, and against
