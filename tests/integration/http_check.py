@@ -122,10 +122,14 @@ for fmt, ctype, mark in (("txt", "text/plain", b"quick brown fox"), ("json", "ap
 s, _, b = call("POST", "/v1/jobs", b"{not json", {"Content-Type": "application/json"})
 check("bad JSON: 400", s == 400, (s, b))
 s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": ["/etc/passwd"]}).encode(), {"Content-Type": "application/json"})
-check("a path outside --allow-root: 403", s == 403 and b"outside --allow-root" in b, (s, b))
+check("a path outside --allow-root: 403", s == 403 and b"path not allowed: /etc/passwd" in b, (s, b))
 s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": [F + "/../../../etc/passwd"]}).encode(),
                {"Content-Type": "application/json"})
 check("a path escaping --allow-root with ..: 403", s == 403, (s, b))
+s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": [F + "/no-such-page.png", F]}).encode(),
+               {"Content-Type": "application/json"})
+check("a missing file or a folder under --allow-root: 403 with the same reason", s == 403 and
+      b"path not allowed: " in b, (s, b))
 # Over the cap by its Content-Length: refused before the body is read.
 import http.client
 from urllib.parse import urlparse
