@@ -264,6 +264,35 @@ static const struct {
     {"SummLSTM", OCP_LSTM_LSTM},
 };
 
+static int read_node(rd *r, ocp_lstm_node *n, int depth);
+
+/* A series', parallel's or wrapper's children (counted against the bytes left first), and
+ * its learning rates (not used to recognise). */
+static int read_children(rd *r, ocp_lstm_node *n, const char *what, int depth)
+{
+    uint32_t c = rd_u32(r, what);
+    if (r->bad)
+        return OCP_E_FORMAT;
+    if (c < 1 || c > MAX_CHILDREN || (n->kind == OCP_LSTM_WRAP && c != 1) ||
+        (size_t)c * MIN_NODE > r->n - r->off)
+        return rd_fail(r, "%s: %u children", what, c);
+    n->children = ocp_xcalloc(c, sizeof *n->children);
+    n->n_children = (int)c;
+    for (uint32_t i = 0; i < c; i++)
+        if (read_node(r, &n->children[i], depth + 1))
+            return OCP_E_FORMAT;
+    if (n->flags & 64) {
+        uint32_t nlr = rd_u32(r, what);
+        if (r->bad || (size_t)nlr * 4 > r->n - r->off)
+            return rd_fail(r, "%s: learning rates truncated", what);
+        if (nlr != c)
+            return rd_fail(r, "%s: %u learning rates for %u children", what, nlr, c);
+        for (uint32_t i = 0; i < nlr; i++)
+            rd_f32(r, what);
+    }
+    return 0;
+}
+
 static int read_node(rd *r, ocp_lstm_node *n, int depth)
 {
     char what[120];
@@ -295,29 +324,10 @@ static int read_node(rd *r, ocp_lstm_node *n, int depth)
     switch (n->kind) {
     case OCP_LSTM_SERIES:
     case OCP_LSTM_PARALLEL:
-    case OCP_LSTM_WRAP: {
-        uint32_t c = rd_u32(r, what);
-        if (r->bad)
+    case OCP_LSTM_WRAP:
+        if (read_children(r, n, what, depth))
             return OCP_E_FORMAT;
-        if (c < 1 || c > MAX_CHILDREN || (n->kind == OCP_LSTM_WRAP && c != 1) ||
-            (size_t)c * MIN_NODE > r->n - r->off)
-            return rd_fail(r, "%s: %u children", what, c);
-        n->children = ocp_xcalloc(c, sizeof *n->children);
-        n->n_children = (int)c;
-        for (uint32_t i = 0; i < c; i++)
-            if (read_node(r, &n->children[i], depth + 1))
-                return OCP_E_FORMAT;
-        if (n->flags & 64) { /* layer-specific learning rates: not used to recognise */
-            uint32_t nlr = rd_u32(r, what);
-            if (r->bad || (size_t)nlr * 4 > r->n - r->off)
-                return rd_fail(r, "%s: learning rates truncated", what);
-            if (nlr != c)
-                return rd_fail(r, "%s: %u learning rates for %u children", what, nlr, c);
-            for (uint32_t i = 0; i < nlr; i++)
-                rd_f32(r, what);
-        }
         break;
-    }
     case OCP_LSTM_INPUT:
         for (int i = 0; i < 5; i++)
             n->shape[i] = rd_i32(r, what);
