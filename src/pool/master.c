@@ -29,6 +29,9 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t sig_term, sig_quit, sig_hup;
+/* A warm stop asked on the control socket: apart from sig_term, so that it and a SIGTERM
+ * (a service manager's, to the whole group at once) make one warm stop in either order. */
+static volatile sig_atomic_t ctl_stop;
 static int sig_pipe[2] = {-1, -1};
 static ocp_loop_io sig_io;
 
@@ -52,8 +55,8 @@ void ocp__master_request_stop(int cold)
 {
     if (cold)
         sig_quit = 1;
-    else if (sig_term < 1)
-        sig_term = 1;
+    else
+        ctl_stop = 1;
 }
 
 void ocp__master_request_reload(void)
@@ -71,7 +74,7 @@ static void sig_readable(ocp_loop_io *io, short revents)
 
 static int signals_start(master *m, char *err, size_t errlen)
 {
-    sig_term = sig_quit = sig_hup = 0;
+    sig_term = sig_quit = sig_hup = ctl_stop = 0;
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
         return ocp_errf(-errno, err, errlen, "pipe: %s", strerror(errno));
     struct sigaction sa = {0};
@@ -167,7 +170,7 @@ static void handle_signals(master *m)
         for (worker *w = m->workers; w; w = w->next)
             if (w->pid > 0)
                 kill(w->pid, SIGKILL);
-    } else if (sig_term == 1 && !m->draining) {
+    } else if ((sig_term == 1 || ctl_stop) && !m->draining) {
         m->draining = 1;
         /* Said as a warning only when it holds pages (a node that runs out of work is stopped
          * so by `ocr`). */

@@ -102,6 +102,20 @@ wait "$W3"
 check "stop --now: cold, the page is back in the queue" \
     bash -c "'$OCRPOOL' status --broker sqlite://$TMP/q3.db | grep -q '1 queued, 0 running, 0 done'"
 
+# A warm stop on the control socket, then a SIGTERM (a service manager stopping the whole
+# group while `ocrpool ocr` passed its own stop on): one warm stop, not a cold one.
+OCRPOOL_FAULT=sleep:3:slowpage OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "sqlite://$TMP/q5.db" -c 1 >"$TMP/w5.log" 2>&1 &
+W5=$!
+"$OCRPOOL" submit --broker "sqlite://$TMP/q5.db" -l eng "$TMP/p/slowpage.png" >/dev/null
+wait_log "$TMP/w5.log" "fault injection: sleeping" 30
+"$OCRPOOL" stop --no-wait --node "$W5" >/dev/null
+wait_log "$TMP/w5.log" "warm shutdown" 10
+kill -TERM "$W5"
+wait "$W5"
+rc=$?
+check "control stop, then SIGTERM: warm, the page finished (exit $rc)" \
+    bash -c "[ $rc -eq 0 ] && ! grep -q 'cold shutdown' '$TMP/w5.log' && '$OCRPOOL' status --broker sqlite://$TMP/q5.db | grep -q '0 queued, 0 running, 1 done'"
+
 # A client that connects and says nothing does not hold the node up: silent clients, a new
 # one every 0.4 s, each kept open 3 s, while pages keep completing and monitor answers; the
 # node drops each silent one after its deadline (2 s).
