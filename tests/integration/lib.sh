@@ -4,7 +4,18 @@ set -uo pipefail
 : "${OCRPOOL:?}" "${FIXTURES:?}"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+# Processes a test starts in the background go in PIDS: at exit they are killed, by pid
+# (only what the test started), and the scratch folder goes.
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    chmod -R u+rwx "$TMP" 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+# freeport: a loopback port free now.
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 # Runs of `ocrpool ocr` without -o keep their queues here until they complete.
 export XDG_STATE_HOME=$TMP/state
 _failed=0

@@ -9,15 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 export XDG_RUNTIME_DIR=$TMP/run
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(freeport)
-PIDS=()
-cleanup() { # only what this test started, by pid
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 up() { # up URL: until it answers (10 s at most)
     for _ in $(seq 1 100); do
         python3 -c "import urllib.request; urllib.request.urlopen('$1', timeout=1)" 2>/dev/null && return 0
@@ -256,7 +248,7 @@ wait "$H" 2>/dev/null
 # The same on a real redis-server (started here on a loopback port): a bad filename is
 # a 400 (it crashed the API process), and an upload goes once its page is done.
 if command -v redis-server >/dev/null; then
-    RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    RPORT=$(freeport)
     mkdir -p "$TMP/redis"
     redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --appendonly no \
         --daemonize no >"$TMP/redis.log" 2>&1 &

@@ -17,15 +17,8 @@ if ! command -v redis-server >/dev/null || ! $PY -c 'import celery, redis' 2>/de
     finish
 fi
 
-PIDS=()
-cleanup() { # only what this test started, by pid
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 
-PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(freeport)
 URL="redis://127.0.0.1:$PORT/0"
 mkdir -p "$TMP/redis"
 start_redis() {
@@ -240,7 +233,7 @@ check "5. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
 check "5. warm stop exits 0" stop_node "$WPID"
 
 # --- The HTTP API on Redis (as deploy/docker-compose.yml runs it) ------------
-HPORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+HPORT=$(freeport)
 "$OCRPOOL" serve --no-workers --listen "127.0.0.1:$HPORT" --broker "$URL" --allow-root "$F" \
     --spool-dir "$TMP/spool" >"$TMP/api.log" 2>&1 &
 API=$!

@@ -16,16 +16,8 @@ if ! command -v redis-server >/dev/null || ! $PY -c 'import celery, redis' 2>/de
     finish
 fi
 
-PIDS=()
-cleanup() { # only what this test started, by pid
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    chmod -R u+rwx "$TMP" 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
 
-PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(freeport)
 URL="redis://127.0.0.1:$PORT/0"
 mkdir -p "$TMP/redis"
 redis-server --port "$PORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --appendonly no \
@@ -193,7 +185,7 @@ check "budget node: warm stop exits 0" stop_node "$WPID"
 
 # --- serve's workers: the spool, and a task's path only under --allow-root ------
 for roots in none root; do
-    HP=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    HP=$(freeport)
     flags=()
     [ $roots = root ] && flags=(--allow-root "$R")
     "$OCRPOOL" serve --listen "127.0.0.1:$HP" --broker "$URL" -c 1 --spool-dir "$TMP/spool-$roots" \
@@ -238,17 +230,21 @@ check "--allow-root /: any path is read" got outside SUCCESS - ""
 check "--allow-root / node: warm stop exits 0" stop_node "$WPID"
 
 # --- SQLite: no allow-root needed; honoured when given (config file) ---------
+finished() { # finished QUEUE N OUT: until N pages of group g have finished (60 s at most);
+    local _ #  the group's status JSON in OUT
+    for _ in $(seq 300); do
+        "$OCRPOOL" status --broker "$1" --json g >"$3" 2>/dev/null
+        $PY -c "import json,sys; d=json.load(open('$3')); sys.exit(0 if d['done'] + d['failed'] == $2 else 1)" 2>/dev/null && return
+        sleep 0.2
+    done
+}
 Q="sqlite://$TMP/q.db"
 printf 'allow-root = %s\n' "$R" >"$TMP/w.ini"
 "$OCRPOOL" submit --broker "$Q" --group g "$R/ok.png" "$TMP/secret/s.png" >"$TMP/ids" 2>&1
 "$OCRPOOL" worker --broker "$Q" -c 1 --config "$TMP/w.ini" >"$TMP/sq.log" 2>&1 &
 WPID=$!
 PIDS+=("$WPID")
-for _ in $(seq 300); do
-    "$OCRPOOL" status --broker "$Q" --json g >"$TMP/st.json" 2>/dev/null
-    $PY -c "import json,sys; d=json.load(open('$TMP/st.json')); sys.exit(0 if d['done'] + d['failed'] == 2 else 1)" 2>/dev/null && break
-    sleep 0.2
-done
+finished "$Q" 2 "$TMP/st.json"
 check "sqlite + allow-root from a config file: the file under the root is done, the other fails" \
     $PY -c "import json; d=json.load(open('$TMP/st.json')); f=d['failures']; assert d['done'] == 1 and len(f) == 1 and f[0]['reason'] == 'path not allowed' and f[0]['failure'] == 'input', d"
 check "sqlite worker: warm stop exits 0" stop_node "$WPID"
@@ -256,11 +252,7 @@ check "sqlite worker: warm stop exits 0" stop_node "$WPID"
 "$OCRPOOL" worker --broker "sqlite://$TMP/q2.db" -c 1 >"$TMP/sq2.log" 2>&1 &
 WPID=$!
 PIDS+=("$WPID")
-for _ in $(seq 300); do
-    "$OCRPOOL" status --broker "sqlite://$TMP/q2.db" --json g >"$TMP/st2.json" 2>/dev/null
-    $PY -c "import json,sys; d=json.load(open('$TMP/st2.json')); sys.exit(0 if d['done'] + d['failed'] == 1 else 1)" 2>/dev/null && break
-    sleep 0.2
-done
+finished "sqlite://$TMP/q2.db" 1 "$TMP/st2.json"
 check "sqlite without allow-root: a local worker still reads any path" \
     $PY -c "import json; d=json.load(open('$TMP/st2.json')); assert d['done'] == 1, d"
 check "sqlite worker without allow-root: warm stop exits 0" stop_node "$WPID"
