@@ -528,18 +528,15 @@ const char *__asan_default_options(void)
 }
 #endif
 
-static void test_huge_counts_fail_cheaply(void **state)
+/* Runs fn(arg) in a child whose address space is bounded (a huge allocation kills it);
+ * fails the test unless the child exits 0. */
+static void in_bounded_child(void (*fn)(void *), void *arg)
 {
-    (void)state;
-    eng_file e;
-    eng_open(&e);
-    assert_int_equal(get32(e.buf, e.node[0].at_count), 8);
-    fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         bound_address_space();
-        huge_counts(&e);
+        fn(arg);
         _exit(0);
     }
     int st = 0;
@@ -547,6 +544,32 @@ static void test_huge_counts_fail_cheaply(void **state)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail_msg("the child %s %d", WIFEXITED(st) ? "exited" : "died of signal",
                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+static void huge_counts_of(void *e)
+{
+    huge_counts(e);
+}
+
+typedef struct refused_arg {
+    unsigned char *buf;
+    size_t len;
+} refused_arg;
+
+static void many_nodes_of(void *arg)
+{
+    refused_arg *ra = arg;
+    refused(ra->buf, ra->len, "more than 1024 nodes", NULL);
+}
+
+static void test_huge_counts_fail_cheaply(void **state)
+{
+    (void)state;
+    eng_file e;
+    eng_open(&e);
+    assert_int_equal(get32(e.buf, e.node[0].at_count), 8);
+    fflush(NULL);
+    in_bounded_child(huge_counts_of, &e);
     free(e.buf);
 }
 
@@ -702,18 +725,8 @@ static void test_many_nodes_refused_cheaply(void **state)
         memcpy(buf + 4 + 8 * i, &o, 8);
     }
     fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        bound_address_space();
-        refused(buf, len, "more than 1024 nodes", NULL);
-        _exit(0);
-    }
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("the child %s %d", WIFEXITED(st) ? "exited" : "died of signal",
-                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    refused_arg ra = {buf, len};
+    in_bounded_child(many_nodes_of, &ra);
     free(buf);
 }
 
