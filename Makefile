@@ -11,7 +11,7 @@
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 BUILD    ?= build
-PKGS     := tesseract lept vips jansson sqlite3 libmicrohttpd hiredis
+PKGS     := tesseract lept vips jansson sqlite3 libmicrohttpd hiredis libqpdf
 VERSION  := 0.1.0
 
 CC       ?= cc

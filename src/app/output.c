@@ -3,10 +3,12 @@
  * (output.h), for `ocrpool ocr`, `ocrpool result` and the HTTP API.
  */
 #include "app/output.h"
+#include "app/pdf.h"
 #include "core/error.h"
 #include "core/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,4 +99,207 @@ int ocp_app_write_text(FILE *f, char *const *texts, int n)
     if (fflush(f) != 0 || ferror(f))
         return -(errno ? errno : EIO);
     return 0;
+}
+
+int ocp_app_format_parse(const char *list)
+{
+    int mask = 0;
+    char *copy = ocp_xstrdup(list), *save = NULL;
+    /* An empty name ("txt,,json") is refused, as ocp_format_parse refuses it. */
+    size_t n = strlen(copy);
+    if (n == 0 || copy[0] == ',' || copy[n - 1] == ',' || strstr(copy, ",,")) {
+        free(copy);
+        return -1;
+    }
+    for (char *f = strtok_r(copy, ",", &save); f && mask >= 0; f = strtok_r(NULL, ",", &save)) {
+        int one = strcmp(f, "pdf") == 0 ? OCP_APP_FMT_PDF : ocp_format_parse(f);
+        mask = one < 0 ? -1 : mask | one;
+    }
+    free(copy);
+    return mask;
+}
+
+/* ---- Searchable PDFs ------------------------------------------------------------------ */
+
+/* All of source into a new buffer (free), opened as the workers open it. */
+static int read_source(const char *source, const ocp_image_limits *lim, size_t max_bytes,
+                       char **buf, size_t *len, char *err, size_t errlen)
+{
+    int fd = lim->allow_roots && *lim->allow_roots
+                 ? ocp_image_open_under(source, lim->allow_roots, err, errlen)
+                 : open(source, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fd == -EACCES && lim->allow_roots && *lim->allow_roots
+                   ? fd
+                   : ocp_errf(-errno, err, errlen, "cannot open %s: %s", source, strerror(errno));
+    int rc = ocp_read_fd(fd, max_bytes, buf, len);
+    close(fd);
+    if (rc)
+        ocp_errf(rc, err, errlen, "cannot read %s: %s", source, ocp_strerror(rc));
+    return rc;
+}
+
+/* The original file of a JPEG page, when its bytes can stand for the pixels the OCR saw:
+ * 8-bit grey or colour, the same size, no EXIF turn. */
+static int jpeg_as_is(const char *source, const ocp_image_limits *lim, size_t max_bytes,
+                      const ocp_page_image *img, char **buf, size_t *len)
+{
+    char err[300];
+    int w, h, comps, orient;
+    if (read_source(source, lim, max_bytes, buf, len, err, sizeof err) != 0)
+        return 0;
+    if (ocp_pdf_jpeg_info((const unsigned char *)*buf, *len, &w, &h, &comps, &orient) == 0 &&
+        orient == 1 && comps == img->bands && w == img->width && h == img->height)
+        return 1;
+    free(*buf);
+    *buf = NULL;
+    return 0;
+}
+
+/* The pages of an image document, each with its layer: JPEG passed through, the rest
+ * deflated from the decoded pixels (at full size: nothing is resized for the PDF). */
+static int images_pdf(ocp_doc *doc, const char *source, const ocp_image_limits *lim,
+                      size_t max_bytes, const ocp_result *const *res, int npages, ocp_pdf *pdf,
+                      char *err, size_t errlen)
+{
+    int pages = ocp_doc_pages(doc), rc = 0;
+    int jpeg = strcmp(ocp_doc_format(doc), "jpeg") == 0 && pages == 1;
+    for (int i = 0; i < pages && !rc; i++) {
+        ocp_page_image img;
+        if ((rc = ocp_doc_load_page(doc, i, &img, err, errlen)) != 0)
+            break;
+        char *file = NULL;
+        size_t flen = 0;
+        ocp_pdf_image pi = {img.pixels, (size_t)img.width * (size_t)img.height * (size_t)img.bands,
+                            0,          img.width,
+                            img.height, img.bands,
+                            img.dpi};
+        if (jpeg && jpeg_as_is(source, lim, max_bytes, &img, &file, &flen)) {
+            pi.data = (const unsigned char *)file;
+            pi.len = flen;
+            pi.jpeg = 1;
+        }
+        rc = ocp_pdf_add_image(pdf, &pi, i < npages ? res[i] : NULL, err, errlen);
+        free(file);
+        ocp_page_image_fini(&img);
+    }
+    return rc;
+}
+
+int ocp_app_pdf_document(const char *source, const ocp_image_limits *lim, size_t max_bytes,
+                         const ocp_result *const *res, int npages, ocp_sb *out, char *err,
+                         size_t errlen)
+{
+    ocp_image_limits full = *lim;
+    ocp_doc *doc = NULL;
+    ocp_pdf *pdf = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    full.max_image_size = 0;
+    int rc = ocp_doc_open_file(source, &full, &doc, err, errlen);
+    if (rc)
+        return rc;
+    if (strcmp(ocp_doc_format(doc), "pdf") == 0) {
+        if ((rc = read_source(source, lim, max_bytes, &buf, &len, err, errlen)) ||
+            (rc = ocp_pdf_open(buf, len, &pdf, err, errlen)))
+            goto out;
+        for (int i = 0; i < npages && i < ocp_pdf_pages(pdf) && !rc; i++)
+            rc = ocp_pdf_graft(pdf, i, res[i], err, errlen);
+    } else {
+        if (!(rc = ocp_pdf_create(&pdf, err, errlen)))
+            rc = images_pdf(doc, source, lim, max_bytes, res, npages, pdf, err, errlen);
+    }
+    if (!rc)
+        rc = ocp_pdf_write(pdf, out, err, errlen);
+out:
+    ocp_pdf_destroy(pdf);
+    free(buf);
+    ocp_doc_destroy(doc);
+    return rc;
+}
+
+/* A group's tasks as ocp_app_group_pdf gathers them. */
+typedef struct group_pages {
+    char *source;
+    int n, cap, bad; /* bad: several sources, or an inline one */
+    int not_done, first_not_done;
+    const char *state;
+    char **results; /* by page (0-based); NULL = not done */
+} group_pages;
+
+static int gather(void *ctx, const ocp_task_info *i)
+{
+    group_pages *g = ctx;
+    json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
+    const char *src = json_string_value(json_object_get(p, "source"));
+    json_int_t page = json_integer_value(json_object_get(p, "page"));
+    if (!src || strcmp(src, "inline") == 0 || (g->source && strcmp(g->source, src) != 0) ||
+        page < 0 || page >= 1000000)
+        g->bad = 1;
+    if (!g->bad && !g->source)
+        g->source = ocp_xstrdup(src);
+    while (!g->bad && page >= g->cap) {
+        int cap = g->cap ? g->cap * 2 : 16;
+        g->results = ocp_xrealloc(g->results, (size_t)cap * sizeof *g->results);
+        memset(g->results + g->cap, 0, (size_t)(cap - g->cap) * sizeof *g->results);
+        g->cap = cap;
+    }
+    g->n++;
+    if (!g->bad && (i->state != OCP_TASK_DONE || !i->result)) {
+        if (!g->not_done++ || page < g->first_not_done)
+            g->first_not_done = (int)page, g->state = ocp_task_state_name(i->state);
+    } else if (!g->bad && !g->results[page]) {
+        g->results[page] = ocp_xstrdup(i->result);
+    }
+    json_decref(p);
+    return 0;
+}
+
+int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *lim,
+                      size_t max_bytes, ocp_sb *out, char *err, size_t errlen)
+{
+    group_pages g = {0};
+    ocp_result *res = NULL;
+    const ocp_result **rp = NULL;
+    int rc = ocp_broker_list(b, group, 1, gather, &g), pages = 0;
+    if (rc) {
+        ocp_errf(rc, err, errlen, "%s", ocp_broker_errmsg(b));
+        goto out;
+    }
+    if (g.n == 0) {
+        rc = ocp_errf(OCP_E_NOPAGE, err, errlen, "no such group");
+        goto out;
+    }
+    if (g.bad) {
+        rc = ocp_errf(OCP_E_UNSUPPORTED, err, errlen,
+                      "a PDF is made of one document sent as a file: this group holds several, "
+                      "or pages sent inline");
+        goto out;
+    }
+    if (g.not_done) {
+        rc = ocp_errf(OCP_E_EMPTY, err, errlen, "%d pages not done (page %d is %s)", g.not_done,
+                      g.first_not_done + 1, g.state);
+        goto out;
+    }
+    for (int i = 0; i < g.cap; i++)
+        if (g.results[i])
+            pages = i + 1;
+    res = ocp_xcalloc((size_t)pages + 1, sizeof *res);
+    rp = ocp_xcalloc((size_t)pages + 1, sizeof *rp);
+    for (int i = 0; i < pages; i++) {
+        ocp_result_init(&res[i]);
+        if (g.results[i] && ocp_result_from_json(&res[i], g.results[i]) == 0)
+            rp[i] = &res[i];
+    }
+    rc = ocp_app_pdf_document(g.source, lim, max_bytes, rp, pages, out, err, errlen);
+out:
+    for (int i = 0; i < pages; i++)
+        ocp_result_fini(&res[i]);
+    for (int i = 0; i < g.cap; i++)
+        free(g.results[i]);
+    free(g.results);
+    free(g.source);
+    free(res);
+    free(rp);
+    return rc;
 }

@@ -13,6 +13,7 @@
 
 #include "broker/broker.h"
 #include "engine/result.h"
+#include "image/image.h"
 
 #include <stdio.h>
 
@@ -49,6 +50,37 @@ const char *ocp_app_format_type(int fmt);
 int ocp_app_write_page(const char *outdir, const char *stem, int page, int pages, int fmts,
                        const char *json, const ocp_result *res, int only_missing, char *err,
                        size_t errlen);
+
+/*
+ * The searchable PDF (app/pdf.h) is a rendering of a whole document, not of one page: its
+ * bit in a format mask sits above the page formats of engine/result.h, and only the
+ * front ends (ocr, result, the HTTP API) know it.
+ */
+#define OCP_APP_FMT_PDF 0x100
+
+/* As ocp_format_parse, with "pdf" (OCP_APP_FMT_PDF) among the names; -1 on an unknown
+ * name. */
+int ocp_app_format_parse(const char *list);
+
+/*
+ * The searchable PDF of the document at source (opened as the workers open it, under
+ * lim, allow_roots included; a PDF read whole, up to max_bytes) into out: a PDF input with
+ * the text layer of res[i] grafted onto its page i, or one page per image of an image
+ * input with its layer. res has npages entries (borrowed); a NULL one adds no layer.
+ * Returns 0 or a code with the reason in err.
+ */
+int ocp_app_pdf_document(const char *source, const ocp_image_limits *lim, size_t max_bytes,
+                         const ocp_result *const *res, int npages, ocp_sb *out, char *err,
+                         size_t errlen);
+
+/*
+ * The searchable PDF of the document whose pages are group's tasks, into out. Returns 0;
+ * OCP_E_NOPAGE (no such group); OCP_E_UNSUPPORTED (the group holds several documents, or
+ * pages sent inline); OCP_E_EMPTY (pages not done yet, or failed: which in err); or the
+ * broker's or the document's code. The reason is in err.
+ */
+int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *lim,
+                      size_t max_bytes, ocp_sb *out, char *err, size_t errlen);
 
 /* Writes a document's text to f: pages in order, separated by form feeds; a NULL text is
  * an empty page (a page that failed). Returns 0 or -errno (f's error). */

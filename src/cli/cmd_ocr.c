@@ -60,19 +60,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET, K_QUEUE };
+enum { K_OUT = 1, K_SIDECAR, K_VERBOSE, K_QUIET, K_QUEUE, K_OUTPUT_PDF };
 
 static const ocp_cli_opt ocr_opts[] = {
-    {"output-dir", 'o', 1, K_OUT}, {"sidecar", 0, 1, K_SIDECAR}, {"verbose", 'v', 0, K_VERBOSE},
-    {"quiet", 'q', 0, K_QUIET},    {"queue", 0, 1, K_QUEUE},     {NULL, 0, 0, 0},
+    {"output-dir", 'o', 1, K_OUT},
+    {"sidecar", 0, 1, K_SIDECAR},
+    {"verbose", 'v', 0, K_VERBOSE},
+    {"quiet", 'q', 0, K_QUIET},
+    {"queue", 0, 1, K_QUEUE},
+    {"output-pdf", 0, 1, K_OUTPUT_PDF},
+    {NULL, 0, 0, 0},
 };
 
 typedef struct input {
-    const char *path; /* "-" = standard input */
-    char *file;       /* what the workers read (a copy of standard input) */
-    char *stem;       /* output file names start with it */
-    int pages;        /* 0 when it could not be queued */
-    int err;          /* it could not be read or queued (said on stderr) */
+    const char *path;  /* "-" = standard input */
+    char *file;        /* what the workers read (a copy of standard input) */
+    char *stem;        /* output file names start with it */
+    int pages;         /* 0 when it could not be queued */
+    int err;           /* it could not be read or queued (said on stderr) */
+    int first, queued; /* its pages in c->pages: [first, first + queued) */
+    int nfin, nfailed; /* of them finished, and failed */
+    int fresh;         /* a page of it finished in this run (its PDF is made again) */
 } input;
 
 typedef struct page_ref {
@@ -83,7 +91,7 @@ typedef struct page_ref {
 } page_ref;
 
 typedef struct ocr_ctx {
-    const char *outdir, *sidecar, *queue;
+    const char *outdir, *sidecar, *queue, *output_pdf;
     int verbose, quiet;
     ocp_config *cfg;
     int fmts;
@@ -93,8 +101,9 @@ typedef struct ocr_ctx {
     int npages, cap, cur_pages; /* cur_pages: pages of the file being queued */
     int *idx;                   /* room for npages indexes (a poll's finished pages) */
     int done, failed, resumed, show_progress, io_failed, keep_text;
-    int finished; /* pages of c->pages finished, done or failed */
-    int stopped;  /* queueing stopped before every page was queued */
+    int no_stdout; /* --format pdf alone: no text on standard output */
+    int finished;  /* pages of c->pages finished, done or failed */
+    int stopped;   /* queueing stopped before every page was queued */
     double t0;
     double run_t0;    /* wall time this run began: pages finished before it are resumed */
     double since;     /* the next poll's finished time from (the largest seen minus overlap) */
@@ -136,6 +145,8 @@ static void ocr_help(void)
            "  -o, --output-dir DIR         write DIR/<stem>.<ext> per page and format\n"
            "                               (<stem>-p<N>.<ext> for multi-page inputs)\n"
            "      --sidecar FILE           all text, pages in order, separated by form feeds\n"
+           "      --output-pdf FILE        the searchable PDF of the one input (--format pdf\n"
+           "                               gives DIR/<stem>.pdf for each input)\n"
            "      --queue FILE             the queue (default DIR/.ocrpool-queue.db with -o)\n"
            "  -v, --verbose                a line per page, also on a pipe\n"
            "  -q, --quiet                  no progress line\n"
@@ -172,6 +183,9 @@ static int ocr_handler(void *vctx, int key, const char *arg)
     case K_QUEUE:
         c->queue = arg;
         break;
+    case K_OUTPUT_PDF:
+        c->output_pdf = arg;
+        break;
     }
     return 0;
 }
@@ -207,16 +221,27 @@ static int check_outputs(ocr_ctx *c, char **pos, int npos)
     }
     if ((rc = ocp_cli_check_device(c->cfg)) != 0)
         return rc;
-    c->fmts = ocp_format_parse(ocp_config_str(c->cfg, OCP_S_FORMAT));
+    c->fmts = ocp_app_format_parse(ocp_config_str(c->cfg, OCP_S_FORMAT));
     for (int i = 0; i < npos; i++)
         stdin_used += strcmp(pos[i], "-") == 0;
     if (stdin_used > 1) {
         fprintf(stderr, "ocrpool: ocr: standard input (-) can be read only once\n");
         return OCP_EXIT_USAGE;
     }
-    /* Renderings other than text need files: without -o they go to the current folder. */
-    if (!c->outdir && c->fmts != OCP_FMT_TXT)
+    if (c->output_pdf && npos != 1) {
+        fprintf(stderr, "ocrpool: ocr: --output-pdf is for one input (--format pdf -o DIR "
+                        "makes one PDF per input)\n");
+        return OCP_EXIT_USAGE;
+    }
+    /* Renderings other than text need files: without -o they go to the current folder
+     * (--format pdf's too; --output-pdf names its own file). */
+    int page_fmts = c->fmts & ~OCP_APP_FMT_PDF;
+    if (!c->outdir &&
+        ((page_fmts && page_fmts != OCP_FMT_TXT) || (c->fmts & OCP_APP_FMT_PDF && !c->output_pdf)))
         c->outdir = ".";
+    if (c->output_pdf)
+        c->fmts |= OCP_APP_FMT_PDF;
+    c->no_stdout = page_fmts == 0;
     if (c->outdir && (rc = ocp_mkdir_p(c->outdir, 0755)) != 0) {
         fprintf(stderr, "ocrpool: cannot create %s: %s\n", c->outdir, ocp_strerror(rc));
         return OCP_EXIT_FAILED;
@@ -299,7 +324,8 @@ static int state_queue(ocr_ctx *c, char **pos, int npos)
             h = fnv(h, v, sizeof v);
         }
     }
-    const char *lang = ocp_config_str(c->cfg, OCP_S_LANG), *eng = ocp_config_str(c->cfg, OCP_S_ENGINE);
+    const char *lang = ocp_config_str(c->cfg, OCP_S_LANG),
+               *eng = ocp_config_str(c->cfg, OCP_S_ENGINE);
     h = fnv(fnv(h, lang, strlen(lang) + 1), eng, strlen(eng) + 1);
     prune_queues(dir, 30 * 86400.0);
     snprintf(c->qpath, sizeof c->qpath, "%s/%016llx.db", dir, (unsigned long long)h);
@@ -436,8 +462,7 @@ static int start_node(ocr_ctx *c)
     char err[300];
     int flags = (c->show_progress ? OCP_NODE_CLEAR_LINE : 0) |
                 (c->verbose || ocp_log_level > OCP_LOG_WARN ? OCP_NODE_RAW_LOG : 0);
-    if (ocp_app_node_start(c->cfg, c->so.group, c->url, flags, &c->node, err,
-                           sizeof err) != 0) {
+    if (ocp_app_node_start(c->cfg, c->so.group, c->url, flags, &c->node, err, sizeof err) != 0) {
         fprintf(stderr, "ocrpool: %s\n", err);
         return OCP_EXIT_FAILED;
     }
@@ -491,6 +516,84 @@ static void report_failure(ocr_ctx *c, const page_ref *pr, const char *reason)
         fprintf(stderr, "ocrpool: %s: %s\n", in->path, reason);
 }
 
+/* ---- Searchable PDFs ------------------------------------------------------------------ */
+
+/* Where input i's PDF goes: --output-pdf, or DIR/<stem>.pdf. New (free). */
+static char *pdf_path(const ocr_ctx *c, const input *in)
+{
+    return c->output_pdf ? ocp_xstrdup(c->output_pdf)
+                         : ocp_xasprintf("%s/%s.pdf", c->outdir, in->stem);
+}
+
+/* The searchable PDF of an input whose pages are all done, from their results as the
+ * queue keeps them (pages done by an earlier run too). A failure is the input's, said. */
+static void write_pdf(ocr_ctx *c, input *in)
+{
+    char err[700];
+    int n = in->pages, rc = 0;
+    ocp_app_page *pgs = ocp_xcalloc((size_t)n + 1, sizeof *pgs);
+    const ocp_result **res = ocp_xcalloc((size_t)n + 1, sizeof *res);
+    for (int k = in->first; k < in->first + in->queued && !rc; k++) {
+        page_ref *pr = &c->pages[k];
+        ocp_app_page *pg = &pgs[pr->page];
+        if (pr->page < 0 || pr->page >= n || pg->parsed)
+            continue;
+        ocp_app_page_fini(pg);
+        if (ocp_app_page_get(c->b, pr->id, 1, pg) != 0 || !pg->parsed)
+            rc = ocp_errf(OCP_E_DECODE, err, sizeof err, "page %d: cannot read its result back",
+                          pr->page + 1);
+        res[pr->page] = pg->parsed ? &pg->res : NULL;
+    }
+    ocp_image_limits lim = ocp_image_limits_from_config(c->cfg);
+    size_t max = (size_t)ocp_config_int(c->cfg, OCP_S_MAX_INPUT_SIZE) << 20;
+    ocp_sb sb;
+    ocp_sb_init(&sb);
+    if (!rc)
+        rc = ocp_app_pdf_document(in->file, &lim, max, res, n, &sb, err, sizeof err);
+    char *path = pdf_path(c, in);
+    if (!rc && (rc = ocp_write_file(path, sb.buf, sb.len)) != 0)
+        ocp_errf(rc, err, sizeof err, "cannot write %s: %s", path, ocp_strerror(rc));
+    if (rc) {
+        if (c->show_progress)
+            fprintf(stderr, "\r\033[K");
+        fprintf(stderr, "ocrpool: %s: no PDF: %s\n", in->path, err);
+        c->io_failed = 1;
+    } else if (c->verbose) {
+        fprintf(stderr, "ocrpool: %s: %s (%zu bytes)\n", in->path, path, sb.len);
+    }
+    free(path);
+    ocp_sb_fini(&sb);
+    for (int i = 0; i < n; i++)
+        ocp_app_page_fini(&pgs[i]);
+    free(pgs);
+    free(res);
+}
+
+/* A page of an input finished (done or not; in this run or before it): once every page of
+ * the input has, its PDF is made, unless every page was done before this run and the PDF
+ * is there already (a resumed run that had nothing left to do). */
+static void doc_page_finished(ocr_ctx *c, const page_ref *pr, int done, int fresh)
+{
+    input *in = &c->in[pr->input];
+    in->nfin++;
+    in->nfailed += !done;
+    in->fresh |= fresh;
+    if (!(c->fmts & OCP_APP_FMT_PDF) || in->nfin != in->pages || in->queued != in->pages)
+        return;
+    if (in->nfailed) {
+        if (c->show_progress)
+            fprintf(stderr, "\r\033[K");
+        fprintf(stderr, "ocrpool: %s: no PDF: %d of its pages failed (run again to retry them)\n",
+                in->path, in->nfailed);
+        return;
+    }
+    char *path = pdf_path(c, in);
+    int have = access(path, F_OK) == 0;
+    free(path);
+    if (in->fresh || !have)
+        write_pdf(c, in);
+}
+
 /* A page of this run finished: pg holds its task and, when done, its parsed result. */
 static void page_finished(ocr_ctx *c, page_ref *pr, ocp_app_page *pg, int decode_rc)
 {
@@ -518,6 +621,7 @@ static void page_finished(ocr_ctx *c, page_ref *pr, ocp_app_page *pg, int decode
     if (reason) {
         c->failed++;
         report_failure(c, pr, reason);
+        doc_page_finished(c, pr, 0, 1);
     } else {
         c->done++;
         if (c->keep_text)
@@ -526,6 +630,7 @@ static void page_finished(ocr_ctx *c, page_ref *pr, ocp_app_page *pg, int decode
             fprintf(stderr, "ocrpool: %s page %d: %zu lines, %.2f s, peak RSS %ld KiB\n", in->path,
                     pr->page + 1, pg->res.n_lines, pg->res.elapsed_ms / 1000.0,
                     pg->res.peak_rss_kb);
+        doc_page_finished(c, pr, 1, 1);
     }
     progress(c);
 }
@@ -631,6 +736,7 @@ static void take_resumed(ocr_ctx *c)
             c->io_failed = 1;
         }
         ocp_app_page_fini(&pg);
+        doc_page_finished(c, pr, 1, 0);
     }
     c->resumed = c->done;
     if (c->done && (c->verbose || c->show_progress))
@@ -671,6 +777,8 @@ static int submit_pages(ocr_ctx *c)
         in->pages = c->cur_pages; /* the file's pages (its output names), all queued or not */
         for (int k = before; k < c->npages; k++)
             c->pages[k].input = i;
+        in->first = before;
+        in->queued = c->npages - before;
     }
     c->by_id = ocp_xcalloc((size_t)c->npages + 1, sizeof *c->by_id);
     c->idx = ocp_xcalloc((size_t)c->npages + 1, sizeof *c->idx);
@@ -729,7 +837,7 @@ static void follow(ocr_ctx *c)
 static int conclude(ocr_ctx *c, FILE *sidecar)
 {
     int status = OCP_EXIT_OK, unfinished = c->npages - c->finished;
-    FILE *tf = sidecar ? sidecar : (!c->outdir ? stdout : NULL);
+    FILE *tf = sidecar ? sidecar : (!c->outdir && !c->no_stdout ? stdout : NULL);
     if (c->show_progress)
         fprintf(stderr, "\r\033[K");
     if (tf) {
@@ -863,7 +971,7 @@ int ocp_cmd_ocr(int argc, char **argv)
         .stable_ids = 1,
     };
     c.show_progress = !c.quiet && !c.verbose && isatty(STDERR_FILENO);
-    c.keep_text = c.sidecar || !c.outdir; /* the text is printed only there */
+    c.keep_text = c.sidecar || (!c.outdir && !c.no_stdout); /* the text is printed only there */
     status = run(&c, sidecar);
 out:
     if (sidecar && fclose(sidecar) != 0) {
