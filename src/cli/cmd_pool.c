@@ -3,7 +3,7 @@
  *   ocrpool worker  [--broker URL] [-c N] [pool settings]
  *   ocrpool submit  [--broker URL] [-l LANG] [--group G] [--priority P] FILE...
  *   ocrpool status  [--broker URL] [--json] [GROUP]
- *   ocrpool result  [--broker URL] [--format F] TASK_ID
+ *   ocrpool result  [--broker URL] [--format F] TASK_ID|GROUP
  *   ocrpool requeue [--broker URL] [--buried] [--failed] [GROUP]
  */
 #include "app/output.h"
@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "engine/result.h"
+#include "image/image.h"
 #include "pool/pool.h"
 
 #include <jansson.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum { K_GROUP = 1, K_PRIORITY, K_JSON, K_BURIED, K_FAILED, K_TASKS };
 
@@ -94,10 +96,14 @@ static void generic_help(void)
            "  ocrpool submit  [--broker URL] [-l LANG] [--group G] [--priority 0-9] FILE...\n"
            "  ocrpool status  [--broker URL] [--json] [--tasks] [GROUP]\n"
            "  ocrpool result  [--broker URL] [--format txt|json|hocr|alto|tsv] TASK_ID\n"
+           "  ocrpool result  [--broker URL] [--format txt|json|pdf] GROUP\n"
            "  ocrpool requeue [--broker URL] [--buried] [--failed] [GROUP]\n"
            "Priority: 9 runs first, 0 last; equal priorities in submission order. submit's\n"
            "default is 0 (POST /v1/jobs queues at 5, POST /v1/ocr at 9).\n"
-           "status --tasks lists every task (state, id, source, page); with --json, in full.\n");
+           "status --tasks lists every task (state, id, source, page); with --json, in full.\n"
+           "result GROUP: the group's pages in order (txt: separated by form feeds; json: an\n"
+           "array); --format pdf: the searchable PDF of the group's document (one file),\n"
+           "once every page is done, on standard output (not a terminal).\n");
 }
 
 /* Shared by the commands: the config, and the broker URL in buf. */
@@ -385,6 +391,92 @@ out:
     return rc;
 }
 
+/* A group's pages for `result GROUP` (txt or json): each rendered in submission order (a
+ * document's page order); a page not done is said, and counts as failed. */
+typedef struct group_out {
+    ocp_broker *b;
+    int fmt, n, failed;
+    ocp_sb sb;
+    json_t *arr;
+} group_out;
+
+static int group_page(void *ctx, const ocp_task_info *i)
+{
+    group_out *g = ctx;
+    ocp_result res;
+    ocp_result_init(&res);
+    if (g->fmt == OCP_FMT_TXT && g->n)
+        ocp_sb_putc(&g->sb, '\f');
+    g->n++;
+    if (i->state != OCP_TASK_DONE || !i->result ||
+        (g->fmt == OCP_FMT_TXT && ocp_result_from_json(&res, i->result) != 0)) {
+        fprintf(stderr, "ocrpool: task %s is %s%s%s\n", i->id, ocp_task_state_name(i->state),
+                i->error ? ": " : "", i->error ? i->error : "");
+        g->failed++;
+        if (g->fmt == OCP_FMT_JSON)
+            json_array_append_new(g->arr, json_null());
+    } else if (g->fmt == OCP_FMT_JSON) {
+        json_t *one = json_loads(i->result, 0, NULL);
+        json_array_append_new(g->arr, one ? one : json_null());
+    } else {
+        ocp_app_render(i->result, &res, OCP_FMT_TXT, &g->sb);
+    }
+    ocp_result_fini(&res);
+    return 0;
+}
+
+/* `result GROUP`: its pages' text or JSON, or its document's PDF. An exit status. */
+static int group_result(ocp_broker *b, const ocp_config *cfg, const char *group, int fmt)
+{
+    char err[700];
+    if (fmt == OCP_APP_FMT_PDF) {
+        if (isatty(STDOUT_FILENO)) {
+            fprintf(stderr, "ocrpool: result: a PDF is not written to a terminal: redirect it "
+                            "(> FILE)\n");
+            return OCP_EXIT_USAGE;
+        }
+        if (ocp_image_global_init("ocrpool")) {
+            fprintf(stderr, "ocrpool: cannot start libvips\n");
+            return OCP_EXIT_FAILED;
+        }
+        ocp_image_limits lim = ocp_image_limits_from_config(cfg);
+        size_t max = (size_t)ocp_config_int(cfg, OCP_S_MAX_INPUT_SIZE) << 20;
+        ocp_sb sb;
+        ocp_sb_init(&sb);
+        int rc = ocp_app_group_pdf(b, group, &lim, max, &sb, err, sizeof err);
+        if (rc)
+            fprintf(stderr, "ocrpool: group %s: %s\n", group, err);
+        else if (fwrite(sb.buf, 1, sb.len, stdout) != sb.len || fflush(stdout) != 0) {
+            fprintf(stderr, "ocrpool: cannot write standard output\n");
+            rc = OCP_E_EMPTY;
+        }
+        ocp_sb_fini(&sb);
+        return rc ? OCP_EXIT_FAILED : OCP_EXIT_OK;
+    }
+    if (fmt != OCP_FMT_TXT && fmt != OCP_FMT_JSON) {
+        fprintf(stderr, "ocrpool: result: a group's result is txt, json or pdf\n");
+        return OCP_EXIT_USAGE;
+    }
+    group_out g = {b, fmt, 0, 0, {0}, fmt == OCP_FMT_JSON ? json_array() : NULL};
+    ocp_sb_init(&g.sb);
+    int rc = ocp_broker_list(b, group, 1, group_page, &g);
+    if (rc)
+        fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(b));
+    else if (g.n == 0)
+        fprintf(stderr, "ocrpool: no task or group %s\n", group);
+    if (g.arr) {
+        char *text = json_dumps(g.arr, JSON_COMPACT);
+        ocp_sb_puts(&g.sb, text);
+        ocp_sb_putc(&g.sb, '\n');
+        free(text);
+        json_decref(g.arr);
+    }
+    if (!rc && g.n)
+        fwrite(g.sb.buf, 1, g.sb.len, stdout);
+    ocp_sb_fini(&g.sb);
+    return rc || g.n == 0 || g.failed ? OCP_EXIT_FAILED : OCP_EXIT_OK;
+}
+
 int ocp_cmd_result(int argc, char **argv)
 {
     pool_ctx c;
@@ -396,9 +488,9 @@ int ocp_cmd_result(int argc, char **argv)
     int rc = setup(argc, argv, generic_help, &c, &cfg, &pos, &npos, buf, sizeof buf, &url);
     if (rc)
         return rc < 0 ? OCP_EXIT_OK : rc;
-    int fmt = ocp_format_parse(ocp_config_str(cfg, OCP_S_FORMAT));
+    int fmt = ocp_app_format_parse(ocp_config_str(cfg, OCP_S_FORMAT));
     if (npos != 1 || (fmt & (fmt - 1))) {
-        fprintf(stderr, "ocrpool: result: expected one TASK_ID and one --format\n");
+        fprintf(stderr, "ocrpool: result: expected one TASK_ID or GROUP and one --format\n");
         rc = OCP_EXIT_USAGE;
         goto out;
     }
@@ -407,7 +499,13 @@ int ocp_cmd_result(int argc, char **argv)
         goto out;
     }
     ocp_app_page pg;
-    int got = ocp_app_page_get(b, pos[0], fmt != OCP_FMT_JSON, &pg);
+    /* A PDF is a document's: the argument is a group. Otherwise a task id, else a group. */
+    int got = fmt == OCP_APP_FMT_PDF ? OCP_E_NOPAGE
+                                     : ocp_app_page_get(b, pos[0], fmt != OCP_FMT_JSON, &pg);
+    if (got == OCP_E_NOPAGE) {
+        rc = group_result(b, cfg, pos[0], fmt);
+        goto out;
+    }
     if (got != 0 && got != OCP_E_DECODE) {
         fprintf(stderr, "ocrpool: %s\n", ocp_broker_errmsg(b));
         rc = OCP_EXIT_FAILED;

@@ -8,6 +8,7 @@
  *   POST /v1/ocr                        one page now (raw body or multipart)
  *   POST /v1/jobs                       multipart files, or JSON {"paths": [...]}
  *   GET  /v1/jobs/ID, /v1/jobs/ID/result?format=F, /v1/groups/ID
+ *   GET  /v1/groups/ID/result?format=pdf  the group's document as a searchable PDF
  *
  * Each endpoint is a row of one route table (method, path pattern, whether
  * it needs the token, handler); the handlers are small and the Prometheus
@@ -681,6 +682,44 @@ static enum MHD_Result get_group(struct MHD_Connection *c, req *r, const char *g
                                 "pages", pages));
 }
 
+/* The searchable PDF of a group's document (app/output.h), once every page is done. Its
+ * file is read where a worker could read it: under --allow-root or in the spool (an
+ * upload is deleted once its pages have finished: its PDF is asked for before that). */
+static enum MHD_Result get_group_result(struct MHD_Connection *c, req *r, const char *g)
+{
+    const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
+    if (!f || strcmp(f, "pdf") != 0)
+        return reply_error(c, 400, "format: pdf (a page's other formats: /v1/jobs/ID/result)");
+    char err[700];
+    ocp_broker *b = broker(err, sizeof err);
+    if (!b)
+        return reply_error(c, 503, err);
+    char *roots = ocp_xasprintf("%s%s%s", g_hc->spool_dir,
+                                g_hc->allow_root && *g_hc->allow_root ? ":" : "",
+                                g_hc->allow_root ? g_hc->allow_root : "");
+    ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
+    lim.allow_roots = roots;
+    size_t max = (size_t)ocp_config_int(g_hc->cfg, OCP_S_MAX_INPUT_SIZE) << 20;
+    ocp_sb sb;
+    ocp_sb_init(&sb);
+    int rc = ocp_app_group_pdf(b, g, &lim, max, &sb, err, sizeof err);
+    ocp_broker_close(b);
+    free(roots);
+    enum MHD_Result ret;
+    if (rc == 0)
+        ret = reply(c, 200, "application/pdf", sb.buf, sb.len);
+    else
+        ret = reply_error(c,
+                          rc == OCP_E_NOPAGE  ? 404
+                          : rc == OCP_E_EMPTY ? 409
+                          : rc == -EACCES || rc == -ENOENT ? 410
+                          : rc == OCP_E_BROKER ? 503
+                                               : 422,
+                          err);
+    ocp_sb_fini(&sb);
+    return ret;
+}
+
 /* ---- The route table ------------------------------------------------------------------
  * A pattern's '*' is one path segment without '/', of 1 to arg_max - 1 bytes (a job id:
  * 79; a group name: up to ARG_MAX - 1). Routes are tried in order; a path no route has
@@ -709,6 +748,7 @@ static const struct route {
     {"GET", "/v1/jobs/*", 0, get_job, JOB_ARG},
     {"GET", "/v1/jobs/*/result", 0, get_result, JOB_ARG},
     {"GET", "/v1/groups/*", 0, get_group, ARG_MAX},
+    {"GET", "/v1/groups/*/result", 0, get_group_result, ARG_MAX},
 };
 
 /* Whether url matches pattern; the '*' segment goes to arg. */
