@@ -84,5 +84,21 @@ vips copy "$out/_acc.v" "$out/lines.png"
 vips embed "$out/eng.png" "$out/big.png" 200 200 6000 6000 --extend white
 
 python3 "$here/mkbad.py" all "$out"
+
+# Searchable PDFs (test_pdf.sh): scans as PDFs with no text of their own, each page an
+# image (Pillow, Debian's python3-pil, stores it as a JPEG): Sanskrit, Tamil, English; a
+# four-page book (English, Sanskrit, English, Sanskrit); and the English page stored
+# sideways with /Rotate 90 (qpdf), so that it is shown, and rendered, upright.
+/usr/bin/python3 - "$out" <<'PY'
+import sys
+from PIL import Image
+out = sys.argv[1]
+for l in ("san", "tam", "eng"):
+    Image.open(f"{out}/{l}.png").save(f"{out}/{l}-scan.pdf", resolution=300)
+book = [Image.open(f"{out}/{l}.png").convert("L") for l in ("eng", "san", "eng", "san")]
+book[0].save(f"{out}/book-scan.pdf", resolution=300, save_all=True, append_images=book[1:])
+Image.open(f"{out}/eng.png").rotate(90, expand=True).save(f"{out}/_rot90.pdf", resolution=300)
+PY
+qpdf --rotate=+90:1 "$out/_rot90.pdf" "$out/eng-rot90.pdf"
 rm -f "$out"/_*
 touch "$stamp"

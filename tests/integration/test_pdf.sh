@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Searchable PDFs (app/pdf.c): `ocrpool ocr --format pdf` and `--output-pdf` on PDF inputs
+# (the layer grafted, the page's content and images kept) and image inputs (a JPEG passed
+# through byte for byte, a PNG losslessly, a two-page TIFF); Sanskrit and Tamil round
+# trips through poppler's pdftotext compared with our own text; a page with /Rotate 90;
+# a four-page book interrupted, then resumed, still assembled; `ocrpool result GROUP
+# --format pdf`; GET /v1/groups/ID/result?format=pdf. `qpdf --check` on every output.
+source "$(dirname "$0")/lib.sh"
+F=$FIXTURES
+for tool in qpdf pdftotext pdfimages pdfinfo; do
+    if ! command -v $tool >/dev/null; then
+        echo "ok - skipped: $tool is not installed (scripts/install-deps.sh)"
+        exit 0
+    fi
+done
+
+# qpdf_ok PDF: qpdf --check finds nothing wrong (no error, no warning).
+qpdf_ok() {
+    local out
+    out=$(qpdf --check "$1" 2>&1) || { echo "$out" | sed 's/^/# /'; return 1; }
+    ! echo "$out" | grep -qi "warning\|error:" || { echo "$out" | sed 's/^/# /'; return 1; }
+}
+# same_text A B: the same words in the same order (whitespace and form feeds aside).
+norm() { tr -s ' \n\f\t' '    ' <"$1" | sed 's/^ //; s/ $//'; }
+same_text() {
+    if [ "$(norm "$1")" = "$(norm "$2")" ]; then return 0; fi
+    diff <(norm "$1" | tr ' ' '\n') <(norm "$2" | tr ' ' '\n') | head -10 | sed 's/^/# /'
+    return 1
+}
+
+# ---- PDF inputs: Sanskrit and Tamil scans, the layer's text is ours --------------------
+for l in san tam; do
+    "$OCRPOOL" ocr -q -l $l --format pdf,txt,json -o "$TMP/$l" "$F/$l-scan.pdf" 2>"$TMP/$l.err"
+    rc=$?
+    check "$l scan: exit 0 (got $rc), a PDF" bash -c "[ $rc -eq 0 ] && [ -s '$TMP/$l/$l-scan.pdf' ]"
+    check "$l scan: qpdf --check clean" qpdf_ok "$TMP/$l/$l-scan.pdf"
+    pdftotext -enc UTF-8 "$TMP/$l/$l-scan.pdf" "$TMP/$l.pdftotext"
+    check "$l scan: pdftotext gives back our text" same_text "$TMP/$l/$l-scan.txt" "$TMP/$l.pdftotext"
+    check "$l scan: our text is the page's (CER under 0.1)" \
+        cer_below "$here/../data/text/$l.txt" "$TMP/$l.pdftotext" 0.1
+    # The page's own content is kept: the same image, its JPEG bytes untouched.
+    pdfimages -all "$F/$l-scan.pdf" "$TMP/$l-in"
+    pdfimages -all "$TMP/$l/$l-scan.pdf" "$TMP/$l-out"
+    check "$l scan: the page's image kept byte for byte (not re-encoded)" \
+        cmp "$TMP/$l-in-000.jpg" "$TMP/$l-out-000.jpg"
+done
+check "the scans had no text of their own" test -z "$(pdftotext "$F/san-scan.pdf" - | tr -d ' \n\f')"
+
+# A PDF with text of its own (pango's): that text stays, ours is added beside it.
+"$OCRPOOL" ocr -q -l eng --output-pdf "$TMP/eng-own.pdf" "$F/eng.pdf" >"$TMP/eng-own.txt" 2>/dev/null
+rc=$?
+check "--output-pdf: exit 0 (got $rc), the text still on standard output" \
+    bash -c "[ $rc -eq 0 ] && grep -q 'quick brown fox' '$TMP/eng-own.txt'"
+check "--output-pdf: qpdf --check clean" qpdf_ok "$TMP/eng-own.pdf"
+check "a PDF with text: its own text kept, ours added (each line twice, in content order)" \
+    test "$(pdftotext -raw "$TMP/eng-own.pdf" - | grep -c 'quick brown fox')" -eq 2
+check "a PDF with text: its fonts kept, ours added" \
+    bash -c "pdffonts '$F/eng.pdf' | tail -n +3 | awk '{print \$1}' | while read -r f; do pdffonts '$TMP/eng-own.pdf' | grep -q \"^\$f \" || exit 1; done && pdffonts '$TMP/eng-own.pdf' | grep -q GlyphLessFont"
+
+# /Rotate 90: the page is rendered upright, and the layer turned back into the page's
+# space: pdftotext reads it upright, each word where the OCR saw it.
+"$OCRPOOL" ocr -q -l eng --format pdf,txt,json -o "$TMP/rot" "$F/eng-rot90.pdf" 2>/dev/null
+check "/Rotate 90: qpdf --check clean" qpdf_ok "$TMP/rot/eng-rot90.pdf"
+pdftotext "$TMP/rot/eng-rot90.pdf" "$TMP/rot.pdftotext"
+check "/Rotate 90: pdftotext gives back our text" same_text "$TMP/rot/eng-rot90.txt" "$TMP/rot.pdftotext"
+check "/Rotate 90: the first word at its box, on its line (within 1 pt)" python3 -c "
+import json, re, subprocess
+r = json.load(open('$TMP/rot/eng-rot90.json'))
+ln = r['lines'][0]
+w = ln['words'][0]
+x = subprocess.run(['pdftotext', '-bbox', '$TMP/rot/eng-rot90.pdf', '-'], capture_output=True, text=True).stdout
+m = re.search(r'<word xMin=\"([0-9.]+)\" yMin=\"([0-9.]+)\" xMax=\"[0-9.]+\" yMax=\"([0-9.]+)\">' + re.escape(w['text']) + '<', x)
+s = 72.0 / 200  # rendered at pdf-dpi 200
+want = (w['bbox'][0] * s, ln['bbox'][1] * s, ln['bbox'][3] * s)
+got = tuple(float(v) for v in m.groups())
+print('# first word', w['text'], 'x, line top, line bottom', want, 'pdftotext', got)
+assert all(abs(a - b) < 1.0 for a, b in zip(want, got)), (want, got)
+"
+
+# ---- Image inputs ---------------------------------------------------------------------
+"$OCRPOOL" ocr -q -l eng --format pdf,txt -o "$TMP/img" "$F/eng.jpg" "$F/eng.png" "$F/two.tif" \
+    "$F/eng-exif6.jpg" 2>"$TMP/img.err"
+rc=$?
+check "images: exit 0 (got $rc), one PDF each" \
+    bash -c "[ $rc -eq 0 ] && [ \$(ls '$TMP/img'/*.pdf | wc -l) -eq 4 ]"
+for p in "$TMP"/img/*.pdf; do
+    check "images: $(basename "$p"): qpdf --check clean" qpdf_ok "$p"
+done
+pdfimages -all "$TMP/img/eng.pdf" "$TMP/jpg"
+check "JPEG: passed through byte for byte (DCTDecode)" cmp "$F/eng.jpg" "$TMP/jpg-000.jpg"
+check "JPEG: the page is the image's size at its dpi (1592x645 at 300: 382.08 x 154.8 pt)" \
+    bash -c "pdfinfo '$TMP/img/eng.pdf' | grep -q 'Page size: *382.08 x 154.8 pts'"
+pdftotext "$TMP/img/eng.pdf" "$TMP/jpg.pdftotext"
+check "JPEG: pdftotext gives back our text" same_text "$TMP/img/eng.txt" "$TMP/jpg.pdftotext"
+pdfimages -png "$TMP/img/eng-2.pdf" "$TMP/png"
+check "PNG: losslessly (Flate), the same pixels" /usr/bin/python3 -c "
+from PIL import Image, ImageChops
+a = Image.open('$F/eng.png').convert('L'); b = Image.open('$TMP/png-000.png').convert('L')
+assert a.size == b.size and ImageChops.difference(a, b).getbbox() is None"
+check "PNG: the image is Flate, not JPEG" bash -c "pdfimages -list '$TMP/img/eng-2.pdf' | tail -1 | grep -q ' image '"
+check "two-page TIFF: one PDF of 2 pages" bash -c "pdfinfo '$TMP/img/two.pdf' | grep -q '^Pages: *2$'"
+pdftotext -f 1 -l 1 "$TMP/img/two.pdf" "$TMP/two1.pdftotext"
+check "two-page TIFF: page 1's text is page 1's" same_text "$TMP/img/two-p1.txt" "$TMP/two1.pdftotext"
+check "EXIF-turned JPEG: re-encoded losslessly as shown upright, text read back" \
+    bash -c "pdfimages -list '$TMP/img/eng-exif6.pdf' | tail -1 | grep -q ' image ' && pdftotext '$TMP/img/eng-exif6.pdf' - | grep -q 'quick brown fox'"
+
+# ---- A book: interrupted, resumed, assembled once its last page is done --------------
+: >"$TMP/book.err"
+OCRPOOL_FAULT=sleep:1:page setsid "$OCRPOOL" ocr -v -j 1 -l eng+san --output-pdf "$TMP/book.pdf" \
+    --sidecar "$TMP/book1.txt" --queue "$TMP/book.db" "$F/book-scan.pdf" 2>"$TMP/book.err" &
+pid=$!
+PIDS+=("$pid")
+wait_log "$TMP/book.err" "page [0-9]: .* lines" 90
+kill -INT -- -"$pid"
+wait "$pid"
+rc=$?
+check "book interrupted: exit 1 (got $rc), no PDF yet" bash -c "[ $rc -eq 1 ] && [ ! -e '$TMP/book.pdf' ]"
+"$OCRPOOL" ocr -v -j 2 -l eng+san --output-pdf "$TMP/book.pdf" --sidecar "$TMP/book.txt" \
+    --queue "$TMP/book.db" "$F/book-scan.pdf" 2>"$TMP/book2.err"
+rc=$?
+grep -v ' lines, ' "$TMP/book2.err" | sed 's/^/# /'
+check "book resumed: exit 0 (got $rc), resumed" \
+    bash -c "[ $rc -eq 0 ] && grep -Eq 'resuming: [1-3] of 4 pages done already' '$TMP/book2.err'"
+check "book resumed: the PDF assembled, 4 pages, qpdf --check clean" \
+    bash -c "pdfinfo '$TMP/book.pdf' | grep -q '^Pages: *4$'" && qpdf_ok "$TMP/book.pdf"
+python3 -c "
+import sys
+for i, t in enumerate(open('$TMP/book.txt', encoding='utf-8').read().split('\f')):
+    open('$TMP/book-p%d.txt' % (i + 1), 'w', encoding='utf-8').write(t)"
+for n in 1 2 3 4; do
+    pdftotext -f $n -l $n "$TMP/book.pdf" "$TMP/book-p$n.pdftotext"
+    check "book: page $n's layer is page $n's text" same_text "$TMP/book-p$n.txt" "$TMP/book-p$n.pdftotext"
+done
+mtime=$(stat -c %Y.%y "$TMP/book.pdf")
+"$OCRPOOL" ocr -q -l eng+san --output-pdf "$TMP/book.pdf" --queue "$TMP/book.db" \
+    "$F/book-scan.pdf" >/dev/null 2>&1
+check "book run again, nothing left to do: the PDF kept as it is" test "$(stat -c %Y.%y "$TMP/book.pdf")" = "$mtime"
+rm "$TMP/book.pdf"
+"$OCRPOOL" ocr -q -l eng+san --output-pdf "$TMP/book.pdf" --queue "$TMP/book.db" \
+    "$F/book-scan.pdf" >/dev/null 2>&1
+check "book run again after the PDF was removed: made again from the queue" qpdf_ok "$TMP/book.pdf"
+
+# ---- ocrpool result GROUP --format pdf ------------------------------------------------
+group=$("$OCRPOOL" status --broker "sqlite://$TMP/san/.ocrpool-queue.db" --json --tasks |
+    python3 -c "import json, sys; print(json.load(sys.stdin)['tasks'][0]['group'])")
+"$OCRPOOL" result --broker "sqlite://$TMP/san/.ocrpool-queue.db" --format pdf "$group" \
+    >"$TMP/group.pdf" 2>"$TMP/group.err"
+rc=$?
+check "result GROUP --format pdf: exit 0 (got $rc), qpdf --check clean" \
+    bash -c "[ $rc -eq 0 ]" && qpdf_ok "$TMP/group.pdf"
+check "result GROUP --format pdf: the same PDF as ocr made" cmp "$TMP/group.pdf" "$TMP/san/san-scan.pdf"
+"$OCRPOOL" result --broker "sqlite://$TMP/san/.ocrpool-queue.db" --format txt "$group" >"$TMP/group.txt"
+check "result GROUP --format txt: the group's text" same_text "$TMP/san/san-scan.txt" "$TMP/group.txt"
+id=$("$OCRPOOL" status --broker "sqlite://$TMP/san/.ocrpool-queue.db" --json --tasks |
+    python3 -c "import json, sys; print(json.load(sys.stdin)['tasks'][0]['id'])")
+"$OCRPOOL" result --broker "sqlite://$TMP/san/.ocrpool-queue.db" --format txt "$id" >"$TMP/task.txt"
+check "result TASK_ID still a page's result" same_text "$TMP/san/san-scan.txt" "$TMP/task.txt"
+"$OCRPOOL" result --broker "sqlite://$TMP/san/.ocrpool-queue.db" --format pdf no-such-group \
+    >/dev/null 2>"$TMP/nogroup.err"
+rc=$?
+check "result --format pdf of no group: exit 1 (got $rc), said" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'no such group' '$TMP/nogroup.err'"
+img_group=$("$OCRPOOL" status --broker "sqlite://$TMP/img/.ocrpool-queue.db" --json --tasks |
+    python3 -c "import json, sys; print(json.load(sys.stdin)['tasks'][0]['group'])")
+"$OCRPOOL" result --broker "sqlite://$TMP/img/.ocrpool-queue.db" --format pdf "$img_group" \
+    >/dev/null 2>"$TMP/several.err"
+rc=$?
+check "result --format pdf of a group of several documents: exit 1 (got $rc), said" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'holds several' '$TMP/several.err'"
+
+# ---- GET /v1/groups/ID/result?format=pdf ----------------------------------------------
+export XDG_RUNTIME_DIR=$TMP/run
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+port=$(freeport)
+"$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/http.db" -c 2 \
+    --allow-root "$F" >"$TMP/serve.log" 2>&1 &
+PIDS+=("$!")
+python3 - "http://127.0.0.1:$port" "$F" "$TMP" <<'PY' || _failed=1
+import json, subprocess, sys, time, urllib.error, urllib.request
+base, fix, tmp = sys.argv[1:4]
+
+def call(method, path, body=None):
+    r = urllib.request.Request(base + path, data=body, method=method,
+                               headers={"Content-Type": "application/json"} if body else {})
+    try:
+        with urllib.request.urlopen(r, timeout=60) as resp:
+            return resp.status, resp.headers.get("Content-Type"), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+def check(name, ok, detail=""):
+    print(("ok - " if ok else "not ok - ") + name + ("" if ok else "  # %r" % (detail,)))
+    return ok
+
+for _ in range(100):
+    try:
+        if call("GET", "/healthz")[0] == 200:
+            break
+    except OSError:
+        pass
+    time.sleep(0.1)
+s, _, b = call("POST", "/v1/jobs?lang=tam", json.dumps({"paths": [fix + "/tam-scan.pdf"]}).encode())
+ok = check("POST /v1/jobs (a path): 202", s == 202, (s, b[:200]))
+g = json.loads(b)["group"] if ok else "none"
+for _ in range(600):
+    st = json.loads(call("GET", "/v1/groups/" + g)[2])
+    if st.get("done", 0) + st.get("failed", 0) >= st.get("total", 1):
+        break
+    time.sleep(0.1)
+s, ct, pdf = call("GET", "/v1/groups/%s/result?format=pdf" % g)
+check("GET /v1/groups/ID/result?format=pdf: 200 application/pdf", s == 200 and ct == "application/pdf", (s, ct, pdf[:200]))
+open(tmp + "/http.pdf", "wb").write(pdf)
+chk = subprocess.run(["qpdf", "--check", tmp + "/http.pdf"], capture_output=True, text=True)
+check("GET ...?format=pdf: qpdf --check clean", chk.returncode == 0 and "warning" not in chk.stdout.lower(), chk.stdout[-300:])
+tid = json.loads(call("GET", "/v1/groups/" + g)[2])["pages"][0]["id"]
+ours = call("GET", "/v1/jobs/%s/result?format=txt" % tid)[2].decode()
+got = subprocess.run(["pdftotext", tmp + "/http.pdf", "-"], capture_output=True, text=True).stdout
+check("GET ...?format=pdf: pdftotext gives back the job's Tamil text", ours.split() == got.split(), (ours[:100], got[:100]))
+s, _, b = call("GET", "/v1/groups/no-such-group/result?format=pdf")
+check("GET ...?format=pdf of no group: 404", s == 404, (s, b[:200]))
+s, _, b = call("GET", "/v1/groups/%s/result?format=hocr" % g)
+check("GET /v1/groups/ID/result?format=hocr: 400", s == 400, (s, b[:200]))
+PY
+
+finish
