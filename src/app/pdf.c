@@ -113,6 +113,8 @@ void ocp_pdf_destroy(ocp_pdf *p)
 {
     if (!p)
         return;
+    while (qpdf_has_error(p->q))
+        qpdf_get_error(p->q);
     qpdf_cleanup(&p->q);
     free(p->cid_of);
     free(p->cps);
@@ -649,21 +651,58 @@ int ocp_pdf_add_image(ocp_pdf *p, const ocp_pdf_image *img, const ocp_result *re
     return 0;
 }
 
-int ocp_pdf_write(ocp_pdf *p, ocp_sb *out, char *err, size_t errlen)
+/* Whether buf is a PDF qpdf reads back, pages and all. */
+static int reads_back(const char *buf, size_t len, int pages)
 {
-    if (p->font)
-        fill_font(p);
+    qpdf_data q = qpdf_init();
+    qpdf_silence_errors(q);
+    qpdf_set_suppress_warnings(q, 1);
+    int ok = !(qpdf_read_memory(q, "written PDF", buf, len, "") & QPDF_ERRORS) &&
+             !qpdf_more_warnings(q) && qpdf_get_num_pages(q) == pages && !qpdf_has_error(q);
+    /* Taken, or qpdf_cleanup says on stderr that it was not handled. */
+    while (qpdf_has_error(q))
+        qpdf_get_error(q);
+    qpdf_cleanup(&q);
+    return ok;
+}
+
+/* One write in an object stream mode into out (replacing what it held). */
+static int write_mode(ocp_pdf *p, enum qpdf_object_stream_e mode, ocp_sb *out, char *err,
+                      size_t errlen)
+{
     qpdf_init_write_memory(p->q);
-    qpdf_set_object_stream_mode(p->q, qpdf_o_generate);
+    qpdf_set_object_stream_mode(p->q, mode);
     qpdf_set_deterministic_ID(p->q, 1);
     int rc = qpdf_failed(p, "cannot write the PDF", err, errlen);
     if (!rc && (qpdf_write(p->q) & QPDF_ERRORS))
         rc = qpdf_failed(p, "cannot write the PDF", err, errlen);
     if (!rc && (rc = qpdf_failed(p, "cannot write the PDF", err, errlen)) == 0) {
-        size_t n = qpdf_get_buffer_length(p->q);
-        ocp_sb_append(out, (const char *)qpdf_get_buffer(p->q), n);
+        ocp_sb_reset(out);
+        ocp_sb_append(out, (const char *)qpdf_get_buffer(p->q), qpdf_get_buffer_length(p->q));
     }
     drain_warnings(p);
+    return rc;
+}
+
+int ocp_pdf_write(ocp_pdf *p, ocp_sb *out, char *err, size_t errlen)
+{
+    if (p->font)
+        fill_font(p);
+    ocp_sb mine;
+    ocp_sb_init(&mine);
+    /* Object streams make smaller files; but qpdf 11 can write a damaged input it repaired
+     * into object streams it cannot read back (a cross-reference stream without /Size):
+     * each write is read back, and written again without object streams when it fails. */
+    int rc = write_mode(p, qpdf_o_generate, &mine, err, errlen);
+    if (!rc && !reads_back(mine.buf, mine.len, p->pages)) {
+        rc = write_mode(p, qpdf_o_disable, &mine, err, errlen);
+        if (!rc && !reads_back(mine.buf, mine.len, p->pages))
+            rc = ocp_errf(OCP_E_FORMAT, err, errlen,
+                          "qpdf wrote a PDF that it cannot read back (a damaged input?)");
+    }
+    if (!rc)
+        ocp_sb_append(out, mine.buf, mine.len);
+    ocp_sb_fini(&mine);
     return rc;
 }
 
