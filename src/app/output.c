@@ -5,12 +5,19 @@
 #include "app/output.h"
 #include "app/pdf.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/close_range.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int ocp_app_page_get(ocp_broker *b, const char *id, int parse, ocp_app_page *pg)
@@ -186,9 +193,19 @@ static int images_pdf(ocp_doc *doc, const char *source, const ocp_image_limits *
     return rc;
 }
 
-int ocp_app_pdf_document(const char *source, const ocp_image_limits *lim, size_t max_bytes,
-                         const ocp_result *const *res, int npages, ocp_sb *out, char *err,
-                         size_t errlen)
+/* Every page of the document has its result: 0, or OCP_E_EMPTY naming the first not. */
+static int all_pages(const ocp_result *const *res, int npages, int pages, char *err,
+                     size_t errlen)
+{
+    for (int i = 0; i < pages; i++)
+        if (i >= npages || !res[i])
+            return ocp_errf(OCP_E_EMPTY, err, errlen, "page %d of %d is not done", i + 1, pages);
+    return 0;
+}
+
+static int pdf_document(const char *source, const ocp_image_limits *lim, size_t max_bytes,
+                        const ocp_result *const *res, int npages, int need_all, ocp_sb *out,
+                        char *err, size_t errlen)
 {
     ocp_image_limits full = *lim;
     ocp_doc *doc = NULL;
@@ -199,6 +216,8 @@ int ocp_app_pdf_document(const char *source, const ocp_image_limits *lim, size_t
     int rc = ocp_doc_open_file(source, &full, &doc, err, errlen);
     if (rc)
         return rc;
+    if (need_all && (rc = all_pages(res, npages, ocp_doc_pages(doc), err, errlen)))
+        goto out;
     if (strcmp(ocp_doc_format(doc), "pdf") == 0) {
         if ((rc = read_source(source, lim, max_bytes, &buf, &len, err, errlen)) ||
             (rc = ocp_pdf_open(buf, len, &pdf, err, errlen)))
@@ -218,6 +237,13 @@ out:
     return rc;
 }
 
+int ocp_app_pdf_document(const char *source, const ocp_image_limits *lim, size_t max_bytes,
+                         const ocp_result *const *res, int npages, ocp_sb *out, char *err,
+                         size_t errlen)
+{
+    return pdf_document(source, lim, max_bytes, res, npages, 0, out, err, errlen);
+}
+
 /* A group's tasks as ocp_app_group_pdf gathers them. */
 typedef struct group_pages {
     char *source;
@@ -227,36 +253,66 @@ typedef struct group_pages {
     char **results; /* by page (0-based); NULL = not done */
 } group_pages;
 
+/* A task's source and page (0-based): from its payload, or (Redis keeps no payload once
+ * a page is done) from its result. 0, or -1 when neither says. */
+static int task_page(const ocp_task_info *i, char **src, json_int_t *page)
+{
+    json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
+    json_int_t one = 0;
+    if (!json_is_string(json_object_get(p, "source"))) {
+        json_decref(p);
+        p = i->result ? json_loads(i->result, 0, NULL) : NULL;
+        one = 1; /* a result counts pages from 1 */
+    }
+    const char *s = json_string_value(json_object_get(p, "source"));
+    json_t *pg = json_object_get(p, "page");
+    int rc = s && json_is_integer(pg) ? 0 : -1;
+    *src = rc ? NULL : ocp_xstrdup(s);
+    *page = rc ? 0 : json_integer_value(pg) - one;
+    json_decref(p);
+    return rc;
+}
+
 static int gather(void *ctx, const ocp_task_info *i)
 {
     group_pages *g = ctx;
-    json_t *p = i->payload ? json_loads(i->payload, 0, NULL) : NULL;
-    const char *src = json_string_value(json_object_get(p, "source"));
-    json_int_t page = json_integer_value(json_object_get(p, "page"));
-    if (!src || strcmp(src, "inline") == 0 || (g->source && strcmp(g->source, src) != 0) ||
-        page < 0 || page >= 1000000)
+    char *src = NULL;
+    json_int_t page = 0;
+    int known = task_page(i, &src, &page) == 0;
+    int done = i->state == OCP_TASK_DONE && i->result;
+    g->n++;
+    if (!known) {
+        /* Not done and nothing says which page (a Redis task still queued): not done. */
+        g->bad |= done;
+        if (!done && !g->not_done++)
+            g->first_not_done = -1, g->state = ocp_task_state_name(i->state);
+        return 0;
+    }
+    if (strcmp(src, "inline") == 0 || (g->source && strcmp(g->source, src) != 0) || page < 0 ||
+        page >= 1000000)
         g->bad = 1;
     if (!g->bad && !g->source)
         g->source = ocp_xstrdup(src);
+    free(src);
     while (!g->bad && page >= g->cap) {
         int cap = g->cap ? g->cap * 2 : 16;
         g->results = ocp_xrealloc(g->results, (size_t)cap * sizeof *g->results);
         memset(g->results + g->cap, 0, (size_t)(cap - g->cap) * sizeof *g->results);
         g->cap = cap;
     }
-    g->n++;
-    if (!g->bad && (i->state != OCP_TASK_DONE || !i->result)) {
+    if (g->bad)
+        return 0;
+    if (!done) {
         if (!g->not_done++ || page < g->first_not_done)
             g->first_not_done = (int)page, g->state = ocp_task_state_name(i->state);
-    } else if (!g->bad && !g->results[page]) {
+    } else if (!g->results[page]) {
         g->results[page] = ocp_xstrdup(i->result);
     }
-    json_decref(p);
     return 0;
 }
 
-int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *lim,
-                      size_t max_bytes, ocp_sb *out, char *err, size_t errlen)
+static int group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *lim,
+                     size_t max_bytes, ocp_sb *out, char *err, size_t errlen)
 {
     group_pages g = {0};
     ocp_result *res = NULL;
@@ -279,6 +335,8 @@ int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *
     if (g.not_done) {
         rc = ocp_errf(OCP_E_EMPTY, err, errlen, "%d pages not done (page %d is %s)", g.not_done,
                       g.first_not_done + 1, g.state);
+        if (g.first_not_done < 0)
+            ocp_errf(OCP_E_EMPTY, err, errlen, "%d pages not done", g.not_done);
         goto out;
     }
     for (int i = 0; i < g.cap; i++)
@@ -291,7 +349,9 @@ int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *
         if (g.results[i] && ocp_result_from_json(&res[i], g.results[i]) == 0)
             rp[i] = &res[i];
     }
-    rc = ocp_app_pdf_document(g.source, lim, max_bytes, rp, pages, out, err, errlen);
+    /* Every page of the document, not only of the group: a Celery group's pages join it as
+     * they are delivered, so a group can look complete before its last pages are. */
+    rc = pdf_document(g.source, lim, max_bytes, rp, pages, 1, out, err, errlen);
 out:
     for (int i = 0; i < pages; i++)
         ocp_result_fini(&res[i]);
@@ -302,4 +362,95 @@ out:
     free(res);
     free(rp);
     return rc;
+}
+
+int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *lim,
+                      size_t max_bytes, ocp_sb *out, char *err, size_t errlen)
+{
+    return group_pdf(b, group, lim, max_bytes, out, err, errlen);
+}
+
+/* Whether path's folder resolves under one of roots (':'-joined; none = any folder). */
+static int dir_allowed(const char *path, const char *roots)
+{
+    char *copy = ocp_xstrdup(path), dir[PATH_MAX], root[PATH_MAX];
+    int ok = realpath(dirname(copy), dir) != NULL;
+    free(copy);
+    if (!ok || !roots || !*roots)
+        return ok;
+    ok = 0;
+    char *list = ocp_xstrdup(roots), *save = NULL;
+    for (char *r = strtok_r(list, ":", &save); r && !ok; r = strtok_r(NULL, ":", &save)) {
+        if (!realpath(r, root))
+            continue;
+        size_t n = strlen(root);
+        ok = strcmp(root, "/") == 0 ||
+             (strncmp(dir, root, n) == 0 && (dir[n] == '\0' || dir[n] == '/'));
+    }
+    free(list);
+    return ok;
+}
+
+/* The grandchild's work: the PDF of group at out, when the document is complete. Returns
+ * its exit status. */
+static int pdf_job(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
+                   const char *group, const char *out)
+{
+    char err[700];
+    ocp_broker *b = NULL;
+    ocp_sb sb;
+    ocp_sb_init(&sb);
+    int rc = 0;
+    if (!dir_allowed(out, lim->allow_roots)) {
+        OCP_LOG(OCP_LOG_ERROR, "group %s: output_pdf %s: its folder is not under --allow-root "
+                               "(or does not exist)", group, out);
+        return 1;
+    }
+    if (ocp_image_global_init("ocrpool") || ocp_broker_open(url, opts, &b, err, sizeof err)) {
+        OCP_LOG(OCP_LOG_ERROR, "group %s: no PDF: %s", group, b ? err : "cannot start libvips");
+        return 1;
+    }
+    /* The source is read whole, as a worker would read it (1 GiB at most). */
+    rc = ocp_app_group_pdf(b, group, lim, (size_t)1 << 30, &sb, err, sizeof err);
+    if (rc == OCP_E_EMPTY) {
+        OCP_LOG(OCP_LOG_DEBUG, "group %s: no PDF yet: %s", group, err);
+        rc = 0;
+    } else if (rc) {
+        OCP_LOG(OCP_LOG_ERROR, "group %s: no PDF: %s", group, err);
+    } else if ((rc = ocp_write_file(out, sb.buf, sb.len)) != 0) {
+        OCP_LOG_ERR(OCP_LOG_ERROR, rc, "group %s: cannot write %s", group, out);
+    } else {
+        OCP_LOG(OCP_LOG_INFO, "group %s: searchable PDF %s (%zu bytes)", group, out, sb.len);
+    }
+    ocp_sb_fini(&sb);
+    ocp_broker_close(b);
+    return rc ? 1 : 0;
+}
+
+void ocp_app_pdf_spawn(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
+                       const char *group, const char *out)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "group %s: cannot start its PDF", group);
+        return;
+    }
+    if (pid > 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return;
+    }
+    /* The first child: forks the job and ends, so the caller has nothing to reap later. The
+     * job is its own process: the caller's descriptors closed (its queue connection is not
+     * used here: the job opens its own), signals at their defaults. */
+    if (fork() != 0)
+        _exit(0);
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_UNBLOCK, &all, NULL);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
+    _exit(pdf_job(url, opts, lim, group, out));
 }

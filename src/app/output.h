@@ -82,6 +82,17 @@ int ocp_app_pdf_document(const char *source, const ocp_image_limits *lim, size_t
 int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *lim,
                       size_t max_bytes, ocp_sb *out, char *err, size_t errlen);
 
+/*
+ * For a worker node, after a page whose task names an output path (Celery's output_pdf)
+ * was stored: makes group's PDF at out in a process of its own (forked twice: the caller
+ * waits only for the first fork, which exits at once), which opens broker url (opts) anew
+ * and writes out (atomically) only when the group holds a done page for every page of the
+ * source document; a group not complete yet writes nothing (its last page's call does).
+ * out's folder must resolve under lim->allow_roots when they are set. Logs what it did.
+ */
+void ocp_app_pdf_spawn(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
+                       const char *group, const char *out);
+
 /* Writes a document's text to f: pages in order, separated by form feeds; a NULL text is
  * an empty page (a page that failed). Returns 0 or -errno (f's error). */
 int ocp_app_write_text(FILE *f, char *const *texts, int n);

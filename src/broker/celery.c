@@ -181,8 +181,8 @@ static int int_arg(json_t *v, const char *name, long lo, long hi, long *out, cha
 static int check_args(const ocp_celery_msg *m, json_t **src, json_t **lang, char exc_type[32],
                       char *err, size_t errlen)
 {
-    static const char *const known[] = {"source",         "lang",  "page",  "formats",
-                                        "max_image_size", "width", "height"};
+    static const char *const known[] = {"source", "lang",   "page",      "formats",
+                                        "max_image_size", "width", "height", "output_pdf"};
     const size_t nknown = sizeof known / sizeof known[0];
     const char *key;
     json_t *v;
@@ -329,6 +329,20 @@ static int formats_arg(json_t *v, json_t *p, char exc_type[32], char *err, size_
     return rc;
 }
 
+/* output_pdf (where the node writes the document's searchable PDF once every page of the
+ * message's group is done: an absolute path of text) into p. */
+static int output_pdf_arg(json_t *v, json_t *p, char exc_type[32], char *err, size_t errlen)
+{
+    if (!v || json_is_null(v))
+        return 0;
+    const char *s = json_string_value(v);
+    if (!s || json_string_length(v) != strlen(s) || s[0] != '/' || strlen(s) > 4000)
+        return arg_error(exc_type, "ValueError", err, errlen, "%s: an absolute path",
+                         "output_pdf");
+    json_object_set(p, "output_pdf", v);
+    return 0;
+}
+
 int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t max_inline,
                        char **payload, char exc_type[32], char *err, size_t errlen)
 {
@@ -340,7 +354,8 @@ int ocp_celery_payload(const ocp_celery_msg *m, const char *default_lang, size_t
     json_t *p = json_object();
     if ((rc = source_lang_args(src, lang, default_lang, max_inline, p, exc_type, err, errlen)) ||
         (rc = number_args(m->kwargs, p, exc_type, err, errlen)) ||
-        (rc = formats_arg(json_object_get(m->kwargs, "formats"), p, exc_type, err, errlen))) {
+        (rc = formats_arg(json_object_get(m->kwargs, "formats"), p, exc_type, err, errlen)) ||
+        (rc = output_pdf_arg(json_object_get(m->kwargs, "output_pdf"), p, exc_type, err, errlen))) {
         json_decref(p);
         return rc;
     }
@@ -366,7 +381,8 @@ int ocp_celery_args_from_payload(const char *payload, json_t **args, json_t **kw
     *kwargs = json_object();
     json_t *pg = json_object_get(p, "page");
     json_object_set_new(*kwargs, "page", json_integer(json_integer_value(pg) + 1));
-    static const char *const keep[] = {"max_image_size", "width", "height", "formats"};
+    static const char *const keep[] = {"max_image_size", "width", "height", "formats",
+                                       "output_pdf"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
         json_t *v = json_object_get(p, keep[i]);
         /* max_image_size 0 (submit --max-image-size 0: never resize) is not sent: a task may

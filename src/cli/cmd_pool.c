@@ -31,6 +31,7 @@ typedef struct pool_ctx {
     int json, buried, failed, tasks;
     int argc;
     char **argv;
+    const char *url; /* worker: the broker's (a document's PDF is made from it) */
 } pool_ctx;
 
 static int pool_handler(void *vctx, int key, const char *arg)
@@ -160,6 +161,17 @@ static int worker_roots(ocp_pool_conf *pc, const ocp_config *cfg, const char *ur
 }
 
 /* SIGHUP for `worker`: the same command line, over a fresh file and environment. */
+/* A page stored: when its task names an output_pdf (Celery's keyword argument), the
+ * document's PDF is made there once its group is complete, in a process of its own. */
+static void worker_page(void *vctx, const ocp_pool_conf *pc, const char *group,
+                        const json_t *payload)
+{
+    pool_ctx *c = vctx;
+    const char *out = json_string_value(json_object_get(payload, "output_pdf"));
+    if (out && group)
+        ocp_app_pdf_spawn(c->url, &pc->broker, &pc->lim, group, out);
+}
+
 static int worker_reload(void *vctx, ocp_pool_conf *pc)
 {
     pool_ctx *c = vctx, tmp;
@@ -200,7 +212,8 @@ int ocp_cmd_worker(int argc, char **argv)
             ocp_log_level = OCP_LOG_INFO; /* a service logs what it does */
         ocp_pool_conf pc;
         ocp_pool_conf_from_config(&pc, cfg);
-        ocp_pool_hooks hooks = {.ctx = &c, .reload = worker_reload};
+        c.url = url;
+        ocp_pool_hooks hooks = {.ctx = &c, .reload = worker_reload, .page_stored = worker_page};
         rc = worker_roots(&pc, cfg, url); /* said on stderr when not 0 */
         if (rc == 0 && ocp_pool_run(&pc, url, &hooks, err, sizeof err)) {
             fprintf(stderr, "ocrpool: worker: %s\n", err);

@@ -218,6 +218,8 @@ static void page_done(master *m, worker *w, json_t *msg)
         /* Not stored: do not acknowledge; the lease runs out and the page is done again. */
         OCP_LOG(OCP_LOG_ERROR, "page %s: cannot store its result: %s", id, ocp_broker_errmsg(m->b));
     } else {
+        if (ok && m->hooks && m->hooks->page_stored)
+            m->hooks->page_stored(m->hooks->ctx, &m->pc, h->t.group, h->payload);
         count_page(m, ok, finished - started, peak);
         OCP_LOG(OCP_LOG_INFO, "page %s %s by worker %d in %.2f s, peak RSS %ld KiB, %ld KiB after",
                 id, ok ? "done" : "failed", w->pid, finished - started, peak, after);

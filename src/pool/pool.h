@@ -105,6 +105,11 @@ typedef struct ocp_pool_hooks {
      * it the configuration its strings point into, which the hook hands over in
      * pc->cfg_owned. */
     int (*reload)(void *ctx, ocp_pool_conf *pc);
+    /* A page's result was stored (DONE): its group (NULL = none), its payload as leased
+     * (borrowed) and the pool's settings. Runs in the master's loop: it must not block
+     * (worker: a document's searchable PDF, app/output.h ocp_app_pdf_spawn). */
+    void (*page_stored)(void *ctx, const ocp_pool_conf *pc, const char *group,
+                        const json_t *payload);
 } ocp_pool_hooks;
 
 /*

@@ -222,4 +222,61 @@ s, _, b = call("GET", "/v1/groups/%s/result?format=hocr" % g)
 check("GET /v1/groups/ID/result?format=hocr: 400", s == 400, (s, b[:200]))
 PY
 
+# ---- Celery: output_pdf, the document's PDF written by the node -------------------------
+PY=/usr/bin/python3 # Debian's, with python3-celery
+if ! command -v redis-server >/dev/null || ! $PY -c 'import celery, redis' 2>/dev/null; then
+    echo "ok - skipped: Celery output_pdf: redis-server and python3-celery are not installed"
+    finish
+fi
+RPORT=$(freeport)
+RURL="redis://127.0.0.1:$RPORT/0"
+mkdir -p "$TMP/redis" "$TMP/celery"
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --appendonly no \
+    --daemonize no >"$TMP/redis.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "$RURL" -c 2 --allow-root "$F:$TMP/celery" \
+    >"$TMP/worker.log" 2>&1 &
+PIDS+=("$!")
+wait_log "$TMP/worker.log" "node .*workers" 30
+$PY - "$RURL" "$F/book-scan.pdf" "$TMP/celery" <<'PY' || _failed=1
+import os, subprocess, sys, time
+from celery import Celery, group
+url, book, out = sys.argv[1:4]
+app = Celery("client", broker=url, backend=url)
+TASK = "ocrpool.ocr_page"
+
+def check(name, ok, detail=""):
+    print(("ok - " if ok else "not ok - ") + name + ("" if ok else "  # %r" % (detail,)))
+    return ok
+
+pdf = out + "/book.pdf"
+g = group(app.signature(TASK, args=[book, "eng+san"], kwargs={"page": i, "output_pdf": pdf})
+          for i in range(1, 5)).apply_async()
+texts = [r["text"] for r in g.get(timeout=300)]
+for _ in range(300):
+    if os.path.exists(pdf):
+        break
+    time.sleep(0.1)
+check("Celery output_pdf: the document's PDF written once its 4 pages are done", os.path.exists(pdf))
+chk = subprocess.run(["qpdf", "--check", pdf], capture_output=True, text=True)
+check("Celery output_pdf: qpdf --check clean", chk.returncode == 0 and "warning" not in chk.stdout.lower(), chk.stdout[-300:])
+for n in range(1, 5):
+    got = subprocess.run(["pdftotext", "-f", str(n), "-l", str(n), pdf, "-"], capture_output=True, text=True).stdout
+    check("Celery output_pdf: page %d's layer is page %d's text" % (n, n), got.split() == texts[n - 1].split(), (got[:80], texts[n - 1][:80]))
+# Outside --allow-root: nothing written, said in the node's log.
+bad = "/var/tmp/ocrpool-test-%d.pdf" % os.getpid()
+app.send_task(TASK, args=[book, "eng"], kwargs={"page": 1, "output_pdf": bad}, group_id="g-outside")
+r = app.send_task(TASK, args=[book, "eng"], kwargs={"page": 1, "output_pdf": "book.pdf"})
+try:
+    r.get(timeout=120)
+    check("Celery output_pdf: a relative path is refused (ValueError)", False)
+except Exception as e:
+    check("Celery output_pdf: a relative path is refused (ValueError)", type(e).__name__ == "ValueError" and "absolute path" in str(e), repr(e))
+time.sleep(1)
+check("Celery output_pdf: a folder outside --allow-root: nothing written", not os.path.exists(bad))
+PY
+check "Celery output_pdf outside --allow-root: said in the node's log" \
+    wait_log "$TMP/worker.log" "output_pdf /var/tmp/.*not under --allow-root" 30
+
 finish
