@@ -151,7 +151,7 @@ static void test_validation(void **state)
     expect_refused(OCP_S_DEVICE, "gpu", "cuda:N");
     expect_refused(OCP_S_DEVICE, "cuda:0,", "cuda:N");
     expect_refused(OCP_S_ACKS_LATE, "maybe", "true/false");
-    expect_refused(OCP_S_FORMAT, "txt,pdf", "txt,json,hocr,alto,tsv");
+    expect_refused(OCP_S_FORMAT, "txt,docx", "txt,json,hocr,alto,tsv,pdf");
     expect_refused(OCP_S_LANG, "../etc/passwd", "language");
     expect_refused(OCP_S_LANG, "eng+", "language");
 
