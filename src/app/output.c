@@ -194,8 +194,7 @@ static int images_pdf(ocp_doc *doc, const char *source, const ocp_image_limits *
 }
 
 /* Every page of the document has its result: 0, or OCP_E_EMPTY naming the first not. */
-static int all_pages(const ocp_result *const *res, int npages, int pages, char *err,
-                     size_t errlen)
+static int all_pages(const ocp_result *const *res, int npages, int pages, char *err, size_t errlen)
 {
     for (int i = 0; i < pages; i++)
         if (i >= npages || !res[i])
@@ -402,8 +401,10 @@ static int pdf_job(const char *url, const ocp_broker_opts *opts, const ocp_image
     ocp_sb_init(&sb);
     int rc = 0;
     if (!dir_allowed(out, lim->allow_roots)) {
-        OCP_LOG(OCP_LOG_ERROR, "group %s: output_pdf %s: its folder is not under --allow-root "
-                               "(or does not exist)", group, out);
+        OCP_LOG(OCP_LOG_ERROR,
+                "group %s: output_pdf %s: its folder is not under --allow-root "
+                "(or does not exist)",
+                group, out);
         return 1;
     }
     if (ocp_image_global_init("ocrpool") || ocp_broker_open(url, opts, &b, err, sizeof err)) {

@@ -424,14 +424,16 @@ static void layer_stream(ocp_pdf *p, const layer_geom *g, const ocp_result *res,
     ocp_sb_puts(sb, "ET\nQ\n");
 }
 
-/* A name for the font in the page's /Font resources that no other font has. */
+/* A name for our font in the page's /Font resources: the one it has already (pages that
+ * share their resources), else one that no other font has. */
 static void font_name(ocp_pdf *p, qpdf_oh fonts, char out[32])
 {
     for (int k = 0;; k++) {
         char key[40];
         snprintf(out, 32, "%s%d", FONT_PREFIX, k);
         snprintf(key, sizeof key, "/%s", out);
-        if (!qpdf_oh_has_key(p->q, fonts, key))
+        if (!qpdf_oh_has_key(p->q, fonts, key) ||
+            qpdf_oh_get_object_id(p->q, qpdf_oh_get_key(p->q, fonts, key)) == p->font)
             return;
     }
 }
