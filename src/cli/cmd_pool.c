@@ -125,10 +125,9 @@ int ocp_cli_allow_roots(const ocp_config *cfg, const char *cmd, int required)
 {
     const char *roots = ocp_config_str(cfg, OCP_S_ALLOW_ROOT);
     if (!*roots && required) {
-        fprintf(stderr,
-                "ocrpool: %s: a worker on Redis takes paths from other machines: "
-                "give --allow-root DIR (repeatable; OCRPOOL_ALLOW_ROOT, allow-root in "
-                "a config file), or --allow-root / to accept any path\n",
+        fprintf(stderr, "ocrpool: %s: a worker on Redis takes paths from other machines: "
+                        "give --allow-root DIR (repeatable; OCRPOOL_ALLOW_ROOT, allow-root in "
+                        "a config file), or --allow-root / to accept any path\n",
                 cmd);
         return OCP_EXIT_USAGE;
     }
