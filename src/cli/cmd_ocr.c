@@ -324,8 +324,7 @@ static int state_queue(ocr_ctx *c, char **pos, int npos)
             h = fnv(h, v, sizeof v);
         }
     }
-    const char *lang = ocp_config_str(c->cfg, OCP_S_LANG),
-               *eng = ocp_config_str(c->cfg, OCP_S_ENGINE);
+    const char *lang = ocp_config_str(c->cfg, OCP_S_LANG), *eng = ocp_config_str(c->cfg, OCP_S_ENGINE);
     h = fnv(fnv(h, lang, strlen(lang) + 1), eng, strlen(eng) + 1);
     prune_queues(dir, 30 * 86400.0);
     snprintf(c->qpath, sizeof c->qpath, "%s/%016llx.db", dir, (unsigned long long)h);
