@@ -461,7 +461,8 @@ static int start_node(ocr_ctx *c)
     char err[300];
     int flags = (c->show_progress ? OCP_NODE_CLEAR_LINE : 0) |
                 (c->verbose || ocp_log_level > OCP_LOG_WARN ? OCP_NODE_RAW_LOG : 0);
-    if (ocp_app_node_start(c->cfg, c->so.group, c->url, flags, &c->node, err, sizeof err) != 0) {
+    if (ocp_app_node_start(c->cfg, c->so.group, c->url, flags, &c->node, err,
+                           sizeof err) != 0) {
         fprintf(stderr, "ocrpool: %s\n", err);
         return OCP_EXIT_FAILED;
     }
