@@ -674,7 +674,9 @@ static int write_mode(ocp_pdf *p, enum qpdf_object_stream_e mode, ocp_sb *out, c
 {
     qpdf_init_write_memory(p->q);
     qpdf_set_object_stream_mode(p->q, mode);
-    qpdf_set_deterministic_ID(p->q, 1);
+    /* A deterministic /ID (the same results give the same bytes), but an encrypted input
+     * keeps its encryption, which qpdf cannot write with one. */
+    qpdf_set_deterministic_ID(p->q, !qpdf_is_encrypted(p->q));
     int rc = qpdf_failed(p, "cannot write the PDF", err, errlen);
     if (!rc && (qpdf_write(p->q) & QPDF_ERRORS))
         rc = qpdf_failed(p, "cannot write the PDF", err, errlen);

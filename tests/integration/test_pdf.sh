@@ -57,6 +57,16 @@ check "a PDF with text: its own text kept, ours added (each line twice, in conte
 check "a PDF with text: its fonts kept, ours added" \
     bash -c "pdffonts '$F/eng.pdf' | tail -n +3 | awk '{print \$1}' | while read -r f; do pdffonts '$TMP/eng-own.pdf' | grep -q \"^\$f \" || exit 1; done && pdffonts '$TMP/eng-own.pdf' | grep -q GlyphLessFont"
 
+# An encrypted PDF (an owner password, no user password): its encryption is kept.
+qpdf --encrypt "" owner-pw 256 --print=none -- "$F/tam-scan.pdf" "$TMP/enc.pdf"
+"$OCRPOOL" ocr -q -l tam --output-pdf "$TMP/enc-ocr.pdf" "$TMP/enc.pdf" >"$TMP/enc.txt" 2>"$TMP/enc.err"
+rc=$?
+check "encrypted PDF: exit 0 (got $rc), qpdf --check clean" bash -c "[ $rc -eq 0 ]" && qpdf_ok "$TMP/enc-ocr.pdf"
+check "encrypted PDF: still encrypted as it was (AES-256, R = 6, no printing)" \
+    bash -c "qpdf --check '$TMP/enc-ocr.pdf' | grep -q '^R = 6' && qpdf --check '$TMP/enc-ocr.pdf' | grep -q 'print low resolution: not allowed'"
+pdftotext "$TMP/enc-ocr.pdf" "$TMP/enc.pdftotext"
+check "encrypted PDF: pdftotext gives back our text" same_text "$TMP/enc.txt" "$TMP/enc.pdftotext"
+
 # /Rotate 90: the page is rendered upright, and the layer turned back into the page's
 # space: pdftotext reads it upright, each word where the OCR saw it.
 "$OCRPOOL" ocr -q -l eng --format pdf,txt,json -o "$TMP/rot" "$F/eng-rot90.pdf" 2>/dev/null
