@@ -63,7 +63,7 @@ qpdf --encrypt "" owner-pw 256 --print=none -- "$F/tam-scan.pdf" "$TMP/enc.pdf"
 rc=$?
 check "encrypted PDF: exit 0 (got $rc), qpdf --check clean" bash -c "[ $rc -eq 0 ]" && qpdf_ok "$TMP/enc-ocr.pdf"
 check "encrypted PDF: still encrypted as it was (AES-256, R = 6, no printing)" \
-    bash -c "qpdf --check '$TMP/enc-ocr.pdf' | grep -q '^R = 6' && qpdf --check '$TMP/enc-ocr.pdf' | grep -q 'print low resolution: not allowed'"
+    bash -c "qpdf --check '$TMP/enc-ocr.pdf' | grep -q '^R = 6' && qpdf --check '$TMP/enc-ocr.pdf' | grep -qi 'print low resolution: not allowed'"
 pdftotext "$TMP/enc-ocr.pdf" "$TMP/enc.pdftotext"
 check "encrypted PDF: pdftotext gives back our text" same_text "$TMP/enc.txt" "$TMP/enc.pdftotext"
 
