@@ -60,6 +60,12 @@ typedef struct ocp_pool_conf {
      * = "" for every worker. Owned (ocp_pool_conf_fini). */
     char **visible;
     int n_visible;
+    /* Engine lstm's network in a shared recognizer per device (recog/recog.h) rather than in
+     * each worker; its batching and memory settings. */
+    bool recognizer_shared;
+    int recognizer_batch;
+    double recognizer_wait_s;
+    long recognizer_batch_mb, recognizer_arena_mb;
     /* The settings the strings above point into, when pc owns them (a reload's fresh
      * configuration, handed over by the reload hook): destroyed by ocp_pool_conf_fini.
      * NULL when they are borrowed. */
