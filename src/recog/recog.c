@@ -634,8 +634,14 @@ void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
         now = ocp_now();
         if (p[0].revents) {
             int n = ocp_proto_fill(&mrd, master_fd);
-            if (n == 0 || (n < 0 && n != -EAGAIN))
-                _exit(0); /* the master (or the node) is done */
+            if (n == 0 || (n < 0 && n != -EAGAIN)) {
+                /* The master (or the node) is done. */
+                OCP_LOG(OCP_LOG_INFO,
+                        "recognizer %d ends: %ld lines in %ld batches (%ld of lines of more "
+                        "than one worker), %.1f s in the network",
+                        rc->index, r->lines, r->batches, r->multi, r->busy_s);
+                _exit(0);
+            }
         }
         for (int i = 0; i < ncl; i++)
             if (p[2 + i].revents) {
