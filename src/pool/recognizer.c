@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,6 +212,8 @@ int ocp__recog_zygote_msg(master *m, zyg *z, json_t *msg)
             /* What it said before it went is read first (a "fatal" says why). */
             if (r->fd >= 0)
                 drain(m, r);
+            if (r->state == R_DOWN) /* its socket's end told first: now how it ended */
+                OCP_LOG(OCP_LOG_ERROR, "recognizer %d (pid %d) %s", r->index, pid, why);
             r->pid = -1; /* reaped: the pid is no longer ours to signal */
             died(m, r, why);
             return 1;
@@ -308,6 +311,31 @@ json_t *ocp__recog_json(const master *m)
 void ocp__recog_stop(master *m)
 {
     for (int k = 0; k < m->n_rec; k++) {
+        recognizer *r = &m->rec[k];
+        if (r->fd >= 0 && r->state == R_READY) {
+            /* Our end closed for writing: it sends its last figures and goes; they are
+             * logged, as the node's account of what it read (a second at most). */
+            shutdown(r->fd, SHUT_WR);
+            double end = ocp_now() + 1.0;
+            json_t *msg = NULL;
+            fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) & ~O_NONBLOCK);
+            while (ocp_now() < end && ocp_proto_recv_timed(r->fd, &r->rd, &msg, end - ocp_now()) == 0) {
+                if (json_integer_value(json_object_get(msg, "lines")) >=
+                    json_integer_value(json_object_get(r->stats, "lines"))) {
+                    json_decref(r->stats);
+                    r->stats = json_incref(msg);
+                }
+                json_decref(msg);
+            }
+        }
+        if (r->stats)
+            OCP_LOG(OCP_LOG_INFO,
+                    "recognizer %d ends: %lld lines in %lld batches (%lld of lines of more than "
+                    "one worker), %.1f s in the network, %ld restarts",
+                    r->index, (long long)json_integer_value(json_object_get(r->stats, "lines")),
+                    (long long)json_integer_value(json_object_get(r->stats, "batches")),
+                    (long long)json_integer_value(json_object_get(r->stats, "multi_worker_batches")),
+                    json_number_value(json_object_get(r->stats, "busy_s")), r->restarts);
         closed(m, &m->rec[k]);
         json_decref(m->rec[k].stats);
         m->rec[k].stats = NULL;

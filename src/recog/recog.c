@@ -635,8 +635,10 @@ void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
         if (p[0].revents) {
             int n = ocp_proto_fill(&mrd, master_fd);
             if (n == 0 || (n < 0 && n != -EAGAIN)) {
-                /* The master (or the node) is done. */
-                OCP_LOG(OCP_LOG_INFO,
+                /* The master (or the node) is done: our last figures to it (it waits for
+                 * them when it stops the node: ocp__recog_stop), then we go. */
+                send_stats(r);
+                OCP_LOG(OCP_LOG_DEBUG,
                         "recognizer %d ends: %ld lines in %ld batches (%ld of lines of more "
                         "than one worker), %.1f s in the network",
                         rc->index, r->lines, r->batches, r->multi, r->busy_s);

@@ -289,7 +289,9 @@ static void test_two_workers(void **state)
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
     json_t *s = figures(f, 1.5);
-    print_message("figures: %s\n", json_dumps(s, JSON_COMPACT));
+    char *text = json_dumps(s, JSON_COMPACT);
+    print_message("figures: %s\n", text);
+    free(text);
     assert_int_equal(json_integer_value(json_object_get(s, "lines")), 72);
     assert_true(json_integer_value(json_object_get(s, "multi_worker_batches")) > 0);
     json_decref(s);
