@@ -163,9 +163,8 @@ static void judge(json_t *nodes, json_t *flags, json_t *recs)
         }
         /* A shared recognizer's PSS counts once, as a worker's does (its model pages are
          * the zygote's, divided among them all). */
-        json_array_foreach(
-            json_object_get(json_object_get(n, "recognizer"), "recognizers"), k, w) zyg_pss +=
-            kb(json_object_get(w, "memory"), "pss_kb");
+        json_array_foreach(json_object_get(json_object_get(n, "recognizer"), "recognizers"), k, w)
+            zyg_pss += kb(json_object_get(w, "memory"), "pss_kb");
         total_pss = zyg_pss + worker_pss;
         if (budget > 0 && total_pss / 1024 > budget) {
             add(flags, "node %ld: total PSS %.0f MB over its memory budget %ld MB", pid,

@@ -245,7 +245,8 @@ static int read_lines_remote(const ocp_lstm_model *m, const char *name, pline *l
     double *ew;
     int *order = width_order(m, lines, idx, n, &ew);
     int8_t **img = ocp_xcalloc((size_t)n + 1, sizeof *img);
-    int *w = ocp_xcalloc((size_t)n + 1, sizeof *w), *steps = ocp_xcalloc((size_t)n + 1, sizeof *steps);
+    int *w = ocp_xcalloc((size_t)n + 1, sizeof *w),
+        *steps = ocp_xcalloc((size_t)n + 1, sizeof *steps);
     int *who = ocp_xcalloc((size_t)n + 1, sizeof *who), nr = 0;
     float **probs = ocp_xcalloc((size_t)n + 1, sizeof *probs);
     for (int a = 0; a < n; a++)

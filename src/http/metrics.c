@@ -159,8 +159,7 @@ static void recognizer_series(ocp_sb *sb, json_t *st)
         {"ocrpool_recognizer_rss_bytes", "gauge", "Resident size of each shared recognizer.",
          "rss_kb", 1},
         {"ocrpool_recognizer_pss_bytes", "gauge",
-         "Proportional size of each shared recognizer (counted once, as a worker's).", "pss_kb",
-         1},
+         "Proportional size of each shared recognizer (counted once, as a worker's).", "pss_kb", 1},
         {"ocrpool_recognizer_lines_total", "counter", "Lines each recognizer read.", "lines", 0},
         {"ocrpool_recognizer_batches_total", "counter", "Batches each recognizer ran.", "batches",
          0},
@@ -176,8 +175,8 @@ static void recognizer_series(ocp_sb *sb, json_t *st)
                       g[k].type);
         json_array_foreach(rs, i, r)
         {
-            long long v = g[k].mem ? ival(json_object_get(r, "memory"), g[k].key) * 1024
-                                   : ival(r, g[k].key);
+            long long v =
+                g[k].mem ? ival(json_object_get(r, "memory"), g[k].key) * 1024 : ival(r, g[k].key);
             ocp_sb_printf(sb, "%s{index=\"%lld\",device=\"%s\"} %lld\n", g[k].name,
                           ival(r, "index"), json_string_value(json_object_get(r, "device")), v);
         }
@@ -210,7 +209,8 @@ static void recognizer_series(ocp_sb *sb, json_t *st)
                 snprintf(lb, sizeof lb, "%lld", bound);
             else
                 snprintf(lb, sizeof lb, "+Inf");
-            ocp_sb_printf(sb, "ocrpool_recognizer_batch_lines_bucket{index=\"%lld\",le=\"%s\"} %lld\n",
+            ocp_sb_printf(sb,
+                          "ocrpool_recognizer_batch_lines_bucket{index=\"%lld\",le=\"%s\"} %lld\n",
                           ival(r, "index"), lb, cum);
         }
         ocp_sb_printf(sb,

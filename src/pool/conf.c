@@ -80,12 +80,14 @@ static void plan_devices(ocp_pool_conf *pc, const ocp_config *cfg)
 static void recognizer_mode(ocp_pool_conf *pc, const ocp_config *cfg)
 {
     const char *mode = ocp_config_str(cfg, OCP_S_RECOGNIZER);
-    pc->recognizer_shared = mode && (strcmp(mode, "shared") == 0 ||
-                                     (strcmp(mode, "auto") == 0 && pc->n_visible > 0));
+    pc->recognizer_shared =
+        mode && (strcmp(mode, "shared") == 0 || (strcmp(mode, "auto") == 0 && pc->n_visible > 0));
     if (pc->recognizer_shared && strcmp(pc->engine, "lstm") != 0) {
         if (strcmp(mode, "shared") == 0)
-            OCP_LOG(OCP_LOG_WARN, "recognizer shared: engine %s has no network to share; each "
-                                  "worker reads its own pages", pc->engine);
+            OCP_LOG(OCP_LOG_WARN,
+                    "recognizer shared: engine %s has no network to share; each "
+                    "worker reads its own pages",
+                    pc->engine);
         pc->recognizer_shared = false;
     }
     pc->recognizer_batch = (int)ocp_config_int(cfg, OCP_S_RECOGNIZER_BATCH);

@@ -109,9 +109,9 @@ typedef struct recognizer {
     double started, restart_at;
     int quick_deaths;
     long restarts;
-    json_t *stats;      /* its last figures ({"t":"stats",...}), or NULL */
-    long pss_kb;        /* its PSS at its last figures: the budget counts it as a worker's */
-    double rate;        /* lines/s over the last figures */
+    json_t *stats; /* its last figures ({"t":"stats",...}), or NULL */
+    long pss_kb;   /* its PSS at its last figures: the budget counts it as a worker's */
+    double rate;   /* lines/s over the last figures */
     long last_lines;
     double last_at;
 } recognizer;

@@ -128,8 +128,8 @@ void ocp__spawn_missing(master *m)
         w->next = m->workers;
         m->workers = w;
         const char *vis = m->pc.n_visible ? m->pc.visible[slot % m->pc.n_visible] : "";
-        json_t *msg = json_pack("{s:s, s:i, s:s, s:s}", "t", "spawn", "slot", slot, "visible",
-                                vis, "recog", ocp__recog_addr_for(m, slot));
+        json_t *msg = json_pack("{s:s, s:i, s:s, s:s}", "t", "spawn", "slot", slot, "visible", vis,
+                                "recog", ocp__recog_addr_for(m, slot));
         int rc = ocp_proto_send_timed(z->fd, msg, -1, OCP__SEND_DEADLINE);
         json_decref(msg);
         if (rc) {

@@ -121,8 +121,8 @@ static void died(master *m, recognizer *r, const char *why)
             r->index, r->pid, why, lived, was_ready ? "" : " (not ready)");
     if (r->quick_deaths >= OCP__RECOG_DEATHS) {
         char msg[200];
-        snprintf(msg, sizeof msg, "recognizer %d died %d times in a row, each within %.0f s", r->index,
-                 r->quick_deaths, OCP__RECOG_QUICK);
+        snprintf(msg, sizeof msg, "recognizer %d died %d times in a row, each within %.0f s",
+                 r->index, r->quick_deaths, OCP__RECOG_QUICK);
         fall_back(m, msg);
     } else {
         OCP_LOG(OCP_LOG_WARN, "recognizer %d: next start in %.2f s", r->index, delay);
@@ -234,11 +234,11 @@ void ocp__recog_tend(master *m)
             r->state = R_DOWN; /* its zygote went before it answered */
         if (r->state != R_DOWN || !z || now < r->restart_at)
             continue;
-        json_t *msg = json_pack(
-            "{s:s, s:i, s:s, s:s, s:i, s:f, s:I, s:I}", "t", "recognizer", "index", r->index,
-            "addr", r->addr, "visible", r->visible, "batch", m->pc.recognizer_batch, "wait_s",
-            m->pc.recognizer_wait_s, "batch_mb", (json_int_t)m->pc.recognizer_batch_mb,
-            "arena_mb", (json_int_t)m->pc.recognizer_arena_mb);
+        json_t *msg = json_pack("{s:s, s:i, s:s, s:s, s:i, s:f, s:I, s:I}", "t", "recognizer",
+                                "index", r->index, "addr", r->addr, "visible", r->visible, "batch",
+                                m->pc.recognizer_batch, "wait_s", m->pc.recognizer_wait_s,
+                                "batch_mb", (json_int_t)m->pc.recognizer_batch_mb, "arena_mb",
+                                (json_int_t)m->pc.recognizer_arena_mb);
         int rc = ocp_proto_send_timed(z->fd, msg, -1, OCP__SEND_DEADLINE);
         json_decref(msg);
         if (rc)
@@ -264,9 +264,8 @@ double ocp__recog_bytes(const master *m)
 static json_t *one_json(const recognizer *r)
 {
     json_t *o = json_pack("{s:i, s:i, s:s, s:s, s:I, s:f}", "index", r->index, "pid", r->pid,
-                          "state", rstates[r->state], "device",
-                          r->visible[0] ? r->visible : "cpu", "restarts",
-                          (json_int_t)r->restarts, "lines_per_second", r->rate);
+                          "state", rstates[r->state], "device", r->visible[0] ? r->visible : "cpu",
+                          "restarts", (json_int_t)r->restarts, "lines_per_second", r->rate);
     ocp_memstat ms;
     if (r->pid > 0 && r->state != R_DOWN && ocp_memstat_read(r->pid, 1, &ms) == 0)
         json_object_set_new(o, "memory",
@@ -277,9 +276,10 @@ static json_t *one_json(const recognizer *r)
     else
         json_object_set_new(o, "memory", json_null());
     if (r->stats) {
-        static const char *const keep[] = {"lines", "batches", "multi_worker_batches",
-                                           "failed", "batch_hist", "wait_sum_s", "wait_max_s",
-                                           "busy_s", "clients", "queued", "models"};
+        static const char *const keep[] = {"lines",      "batches",    "multi_worker_batches",
+                                           "failed",     "batch_hist", "wait_sum_s",
+                                           "wait_max_s", "busy_s",     "clients",
+                                           "queued",     "models"};
         for (size_t i = 0; i < sizeof keep / sizeof *keep; i++) {
             json_t *v = json_object_get(r->stats, keep[i]);
             if (v)
@@ -301,7 +301,8 @@ json_t *ocp__recog_json(const master *m)
         json_array_append_new(rs, one_json(&m->rec[k]));
     json_t *le = json_array();
     for (int b = 0; b < OCP_RECOG_HIST_NB; b++) /* -1: the open bucket */
-        json_array_append_new(le, json_integer(b < OCP_RECOG_HIST_NB - 1 ? ocp_recog_hist_le[b] : -1));
+        json_array_append_new(le,
+                              json_integer(b < OCP_RECOG_HIST_NB - 1 ? ocp_recog_hist_le[b] : -1));
     return json_pack("{s:s, s:b, s:I, s:s, s:o, s:o}", "mode",
                      m->pc.recognizer_shared ? "shared" : "worker", "fallback", m->rec_fallback,
                      "fallbacks", (json_int_t)m->rec_fallbacks, "fallback_reason", m->rec_why,
@@ -319,7 +320,8 @@ void ocp__recog_stop(master *m)
             double end = ocp_now() + 1.0;
             json_t *msg = NULL;
             fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) & ~O_NONBLOCK);
-            while (ocp_now() < end && ocp_proto_recv_timed(r->fd, &r->rd, &msg, end - ocp_now()) == 0) {
+            while (ocp_now() < end &&
+                   ocp_proto_recv_timed(r->fd, &r->rd, &msg, end - ocp_now()) == 0) {
                 if (json_integer_value(json_object_get(msg, "lines")) >=
                     json_integer_value(json_object_get(r->stats, "lines"))) {
                     json_decref(r->stats);
@@ -329,13 +331,14 @@ void ocp__recog_stop(master *m)
             }
         }
         if (r->stats)
-            OCP_LOG(OCP_LOG_INFO,
-                    "recognizer %d ends: %lld lines in %lld batches (%lld of lines of more than "
-                    "one worker), %.1f s in the network, %ld restarts",
-                    r->index, (long long)json_integer_value(json_object_get(r->stats, "lines")),
-                    (long long)json_integer_value(json_object_get(r->stats, "batches")),
-                    (long long)json_integer_value(json_object_get(r->stats, "multi_worker_batches")),
-                    json_number_value(json_object_get(r->stats, "busy_s")), r->restarts);
+            OCP_LOG(
+                OCP_LOG_INFO,
+                "recognizer %d ends: %lld lines in %lld batches (%lld of lines of more than "
+                "one worker), %.1f s in the network, %ld restarts",
+                r->index, (long long)json_integer_value(json_object_get(r->stats, "lines")),
+                (long long)json_integer_value(json_object_get(r->stats, "batches")),
+                (long long)json_integer_value(json_object_get(r->stats, "multi_worker_batches")),
+                json_number_value(json_object_get(r->stats, "busy_s")), r->restarts);
         closed(m, &m->rec[k]);
         json_decref(m->rec[k].stats);
         m->rec[k].stats = NULL;

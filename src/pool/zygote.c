@@ -405,9 +405,9 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
     if (recog_addr && *recog_addr)
         /* The network runs in the node's shared recognizer (connected on first use; a line
          * it does not read is read here). Lives as long as the worker. */
-        ocp_lstm_set_remote(ocp_recog_client_forward,
-                            ocp_recog_client_create(recog_addr,
-                                                    (size_t)pc->recognizer_arena_mb << 20));
+        ocp_lstm_set_remote(
+            ocp_recog_client_forward,
+            ocp_recog_client_create(recog_addr, (size_t)pc->recognizer_arena_mb << 20));
     slots[0].lang = ocp_xstrdup(pc->ep.lang);
     slots[0].eng = eng;
     ocp_proto_reader_init(&rd);
@@ -606,8 +606,8 @@ static void zygote_recognizer(const ocp_pool_conf *pc, int fd, json_t *m, kids *
     close(sp[1]);
     if (pid > 0) {
         kids_add(k, pid);
-        json_t *r2 = json_pack("{s:s, s:i, s:i}", "t", "recog_spawned", "index", index, "pid",
-                               (int)pid);
+        json_t *r2 =
+            json_pack("{s:s, s:i, s:i}", "t", "recog_spawned", "index", index, "pid", (int)pid);
         ocp_proto_send(fd, r2, sp[0]);
         json_decref(r2);
     } else {

@@ -140,8 +140,8 @@ static int connect_once(ocp_recog_client *c)
  * returns b, the first line that did not fit with the room its outputs may take (steps <=
  * columns + 8, bounded loosely: the recognizer says when it ran out), *out the outputs'
  * start. */
-static int pack(ocp_recog_client *c, const ocp_lstm_model *m, int a, int n, const int8_t *const *img,
-                const int *w, size_t *off, size_t *out)
+static int pack(ocp_recog_client *c, const ocp_lstm_model *m, int a, int n,
+                const int8_t *const *img, const int *w, size_t *off, size_t *out)
 {
     size_t in = 0, need = 0;
     int b = a;

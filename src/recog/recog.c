@@ -62,7 +62,7 @@ int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **lang
 const int ocp_recog_hist_le[OCP_RECOG_HIST_NB] = {1, 2, 4, 8, 16, 32, 1 << 30};
 
 #define MAX_CLIENTS 256
-#define MAX_MODELS 16
+#define MAX_MODELS  16
 
 static int cpu_forward(void *ctx, const ocp_lstm_model *m, int n, const int8_t *const *img,
                        const int *w, float **probs, int *steps, char *err, size_t errlen)
@@ -246,8 +246,8 @@ static void answer(recog *r, client *c)
 {
     json_t *ls = json_array();
     for (int k = 0; k < c->req.n; k++)
-        json_array_append_new(ls, json_pack("[i, I, i]", c->ans[k][0], (json_int_t)c->ans[k][1],
-                                            c->ans[k][2]));
+        json_array_append_new(
+            ls, json_pack("[i, I, i]", c->ans[k][0], (json_int_t)c->ans[k][1], c->ans[k][2]));
     json_t *msg =
         json_pack("{s:s, s:I, s:o}", "t", "done", "id", (json_int_t)c->req.id, "lines", ls);
     int rc = ocp_proto_send_timed(c->fd, msg, -1, 0);
@@ -288,8 +288,8 @@ static int request(recog *r, client *c, json_t *msg, double now)
     if (!c->arena || c->req.n)
         return ocp_errf(OCP_E_MESSAGE, err, sizeof err, "a request before its arena, or two");
     const char *name = json_string_value(json_object_get(msg, "model"));
-    const ocp_lstm_model *m = name && model_name_ok(name) ? model_get(r, name, err, sizeof err)
-                                                          : NULL;
+    const ocp_lstm_model *m =
+        name && model_name_ok(name) ? model_get(r, name, err, sizeof err) : NULL;
     int height = m ? m->input_height : 1;
     int rc = ocp_recog_parse_request(msg, c->len, height, &c->req, err, sizeof err);
     if (rc) {
@@ -364,8 +364,8 @@ static void accept_clients(recog *r)
         /* An abstract name is open to the machine's other users: only ours are served. */
         struct ucred cr;
         socklen_t crl = sizeof cr;
-        if (r->ncl == MAX_CLIENTS ||
-            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.uid != getuid()) {
+        if (r->ncl == MAX_CLIENTS || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 ||
+            cr.uid != getuid()) {
             close(fd);
             continue;
         }
@@ -527,11 +527,11 @@ static void send_stats(recog *r)
     for (int b = 0; b < OCP_RECOG_HIST_NB; b++)
         json_array_append_new(h, json_integer(r->hist[b]));
     json_t *msg = json_pack(
-        "{s:s, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:f, s:i, s:i, s:i, s:I}", "t", "stats",
-        "lines", (json_int_t)r->lines, "batches", (json_int_t)r->batches, "multi_worker_batches",
+        "{s:s, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:f, s:i, s:i, s:i, s:I}", "t", "stats", "lines",
+        (json_int_t)r->lines, "batches", (json_int_t)r->batches, "multi_worker_batches",
         (json_int_t)r->multi, "failed", (json_int_t)r->failed, "batch_hist", h, "wait_sum_s",
-        r->wait_sum, "wait_max_s", r->wait_max, "busy_s", r->busy_s, "clients", r->ncl,
-        "queued", r->nq, "models", r->nmodels, "clients_total", (json_int_t)r->clients_total);
+        r->wait_sum, "wait_max_s", r->wait_max, "busy_s", r->busy_s, "clients", r->ncl, "queued",
+        r->nq, "models", r->nmodels, "clients_total", (json_int_t)r->clients_total);
     if (ocp_proto_send_timed(r->master_fd, msg, -1, 1.0))
         _exit(0); /* the master is gone */
     json_decref(msg);
@@ -556,8 +556,8 @@ static int listen_on(const char *addr)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
-    if (bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) <
-            0 ||
+    if (bind(fd, (struct sockaddr *)&sa,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0 ||
         listen(fd, 64) < 0) {
         int e = -errno;
         close(fd);
@@ -597,8 +597,8 @@ void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
         snprintf(why, sizeof why, "cannot listen on @%s: %s", rc->addr, strerror(-r->listen_fd));
         fatal(master_fd, why);
     }
-    json_t *ready = json_pack("{s:s, s:i, s:s}", "t", "ready", "pid", (int)getpid(), "backend",
-                              r->be->name);
+    json_t *ready =
+        json_pack("{s:s, s:i, s:s}", "t", "ready", "pid", (int)getpid(), "backend", r->be->name);
     ocp_proto_send(master_fd, ready, -1);
     json_decref(ready);
     OCP_LOG(OCP_LOG_INFO, "recognizer %d ready on @%s (%s, batches of %d lines, %.0f ms)",

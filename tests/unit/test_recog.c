@@ -51,11 +51,10 @@ static void test_parse(void **state)
 {
     (void)state;
     ocp_recog_req r;
-    assert_int_equal(
-        parse("{\"t\":\"lines\",\"id\":5,\"model\":\"script/Devanagari\",\"out\":8000,"
-              "\"lines\":[[0,100],[3648,120]]}",
-              36, &r),
-        0);
+    assert_int_equal(parse("{\"t\":\"lines\",\"id\":5,\"model\":\"script/Devanagari\",\"out\":8000,"
+                           "\"lines\":[[0,100],[3648,120]]}",
+                           36, &r),
+                     0);
     assert_int_equal(r.n, 2);
     assert_int_equal(r.id, 5);
     assert_string_equal(r.model, "script/Devanagari");
@@ -234,8 +233,8 @@ static void test_bit_equal(void **state)
     float *probs[4];
     make_lines(f->m, 3, 4, img, w);
     w[3] = 400; /* 400 x 36 pixels fit; its outputs (up to 408 x 111 floats) do not */
-    assert_int_equal(ocp_recog_client_forward(small, "eng", f->m, 4, (const int8_t *const *)img,
-                                              w, probs, steps, 0),
+    assert_int_equal(ocp_recog_client_forward(small, "eng", f->m, 4, (const int8_t *const *)img, w,
+                                              probs, steps, 0),
                      0);
     assert_null(probs[3]);
     assert_int_equal(steps[3], OCP_LSTM_REMOTE_HERE);
@@ -312,8 +311,8 @@ static void test_client_dies(void **state)
         float *probs[64];
         make_lines(f->m, 7, 64, img, w);
         /* A deadline that passes at once: the request goes, the answer is not waited for. */
-        ocp_recog_client_forward(c, "eng", f->m, 64, (const int8_t *const *)img, w, probs,
-                                 steps, ocp_now() + 0.001);
+        ocp_recog_client_forward(c, "eng", f->m, 64, (const int8_t *const *)img, w, probs, steps,
+                                 ocp_now() + 0.001);
         _exit(0);
     }
     int st;
@@ -337,9 +336,9 @@ static void test_recognizer_gone(void **state)
     int w[5], steps[5];
     float *probs[5];
     make_lines(f->m, 10, 5, img, w);
-    assert_int_equal(ocp_recog_client_forward(c, "eng", f->m, 5, (const int8_t *const *)img, w,
-                                              probs, steps, 0),
-                     0);
+    assert_int_equal(
+        ocp_recog_client_forward(c, "eng", f->m, 5, (const int8_t *const *)img, w, probs, steps, 0),
+        0);
     for (int i = 0; i < 5; i++) {
         assert_null(probs[i]);
         assert_int_equal(steps[i], OCP_LSTM_REMOTE_HERE);

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 /* steps[i] values a remote leaves for a line it did not read: */
-#define OCP_LSTM_REMOTE_HERE (-1) /* not read there (no room, recognizer gone): read it here */
+#define OCP_LSTM_REMOTE_HERE   (-1) /* not read there (no room, recognizer gone): read it here */
 #define OCP_LSTM_REMOTE_FAILED (-2) /* the line cannot be read (skipped, as a local failure) */
 
 /*
@@ -30,8 +30,8 @@
  * read are then OCP_LSTM_REMOTE_HERE).
  */
 typedef int (*ocp_lstm_remote_fn)(void *ctx, const char *name, const ocp_lstm_model *m, int n,
-                                  const int8_t *const *img, const int *w, float **probs,
-                                  int *steps, double deadline);
+                                  const int8_t *const *img, const int *w, float **probs, int *steps,
+                                  double deadline);
 
 /* Sets (fn NULL: clears) this process's remote forward pass; ctx is borrowed. */
 void ocp_lstm_set_remote(ocp_lstm_remote_fn fn, void *ctx);
