@@ -86,7 +86,10 @@ wait_finished() { # wait_finished COUNT [SECONDS]
 rec() {
     "$OCRPOOL" monitor --json --node "$WPID" 2>/dev/null | python3 -c "
 import json, sys
-d = json.load(sys.stdin)['nodes'][0]['recognizer']
+try:
+    d = json.load(sys.stdin)['nodes'][0]['recognizer']
+except (ValueError, IndexError, KeyError):
+    sys.exit(0)  # the node is not up (yet)
 f = sys.argv[1]
 if f.startswith('node.'):
     v = d.get(f[5:])
