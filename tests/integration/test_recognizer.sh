@@ -155,9 +155,9 @@ PY
 
 # --- 2. Batches across workers at -c 4 --------------------------------------------------
 fresh
-copies 4
-"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p4/*.png >/dev/null
-total=$(ls "$TMP"/p4/*.png | wc -l)
+copies 3
+"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p3/*.png >/dev/null
+total=$(ls "$TMP"/p3/*.png | wc -l)
 start_worker "$TMP/b.log" -c 4 --recognizer shared --recognizer-wait-ms 5
 wait_finished "$total"
 wait_rec lines "v > 0" 5
@@ -170,9 +170,9 @@ check "monitor shows the recognizer's row and figures" bash -c \
     "'$OCRPOOL' monitor --node $WPID | grep -q '^  recog ' && '$OCRPOOL' monitor --node $WPID | grep -q 'recognizer 0: [1-9][0-9]* lines'"
 
 # --- 3. kill -9 of the recognizer mid-run -----------------------------------------------
-copies 8
-"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p8/*.png >/dev/null
-total=$((total + $(ls "$TMP"/p8/*.png | wc -l)))
+copies 5
+"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p5/*.png >/dev/null
+total=$((total + $(ls "$TMP"/p5/*.png | wc -l)))
 before=$(rec lines)
 wait_rec lines "v > $before" 30
 rpid=$(rec pid)
@@ -188,9 +188,9 @@ stop_worker
 
 # --- 4. A worker killed mid-batch --------------------------------------------------------
 fresh
-copies 3
-"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p3/*.png >/dev/null
-total=$(ls "$TMP"/p3/*.png | wc -l)
+copies 2
+"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p2/*.png >/dev/null
+total=$(ls "$TMP"/p2/*.png | wc -l)
 # Batches wait 400 ms for lines: a worker's lines sit in the recognizer when it is killed.
 start_worker "$TMP/k.log" -c 3 --recognizer shared --recognizer-wait-ms 400 --recognizer-batch 256
 wait_rec state "v == 'ready'" 30
@@ -234,5 +234,22 @@ wait_finished "${#pngs[@]}"
 check "a recognizer that keeps dying: the node falls back, counted once" wait_rec node.fallbacks "v == 1" 30
 check "... with its reason logged" grep -q "died 5 times in a row" "$TMP/c.log"
 check "... and the pages read right in the workers" texts_right 1
+stop_worker
+
+# --- /metrics: the recognizer's memory, lines and batches -------------------------------
+port=$(freeport)
+fresh
+"$OCRPOOL" serve --listen 127.0.0.1:$port --broker "$Q" --token t0k --engine lstm -l "$ML" -c 2 \
+    --recognizer shared >"$TMP/serve.log" 2>&1 &
+WPID=$!
+PIDS+=("$WPID")
+wait_log "$TMP/serve.log" "recognizer 0 ready" 30
+sleep 1.5 # its first figures
+curl -s -H "Authorization: Bearer t0k" "http://127.0.0.1:$port/metrics" >"$TMP/metrics.txt"
+check "/metrics: the recognizer's PSS, lines, batch-size histogram and fallbacks" bash -c \
+    "grep -Eq '^ocrpool_recognizer_pss_bytes\{index=\"0\",device=\"cpu\"\} [1-9]' '$TMP/metrics.txt' &&
+     grep -q '^ocrpool_recognizer_lines_total{index=\"0\",device=\"cpu\"} ' '$TMP/metrics.txt' &&
+     grep -q '^ocrpool_recognizer_batch_lines_bucket{index=\"0\",le=\"+Inf\"} ' '$TMP/metrics.txt' &&
+     grep -q '^ocrpool_recognizer_fallbacks_total 0' '$TMP/metrics.txt'"
 stop_worker
 finish
