@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,10 @@ int ocp_recog_client_forward(void *ctx, const char *name, const ocp_lstm_model *
     }
     for (int k = 0; k < n; k++)
         c->local += steps[k] == OCP_LSTM_REMOTE_HERE;
+    /* The arena's pages back to the system until the next lines: touched shared memory
+     * stays with the file (and counts in both processes' PSS) until it is punched out. */
+    if (c->memfd >= 0)
+        fallocate(c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)c->len);
     free(off);
     return rc;
 }
