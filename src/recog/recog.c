@@ -621,7 +621,7 @@ void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
                 oldest = r->q[i].enq < oldest ? r->q[i].enq : oldest;
             due = oldest + rc->wait_s < due ? oldest + rc->wait_s : due;
         }
-        int ms = due > now ? (int)((due - now) * 1000) + 1 : 0;
+        int ms = batch_due(r, now) ? 0 : due > now ? (int)((due - now) * 1000) + 1 : 0;
         int ncl = r->ncl;
         p[0] = (struct pollfd){master_fd, POLLIN, 0};
         p[1] = (struct pollfd){r->listen_fd, POLLIN, 0};
@@ -653,7 +653,9 @@ void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
             }
         if (p[1].revents)
             accept_clients(r);
-        while (batch_due(r, ocp_now()))
+        /* One batch a turn: the lines that came meanwhile (another worker's) join the queue
+         * before the next batch is chosen, so that no worker's long page holds the others'. */
+        if (batch_due(r, ocp_now()))
             run_batch(r, ocp_now());
         if (ocp_now() >= next_stats) {
             send_stats(r);
