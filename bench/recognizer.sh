@@ -48,10 +48,10 @@ for c in 2 4; do
         what=
         if [ $mode = shared ]; then
             # "recognizer 0 ends: L lines in B batches (M of lines of more than one worker), ..."
-            read -r lines batches multi < <(sed -n 's/.*recognizer 0 ends: \([0-9]*\) lines in \([0-9]*\) batches (\([0-9]*\) of.*/\1 \2 \3/p' \
+            read -r lines batches multi busy < <(sed -n 's/.*recognizer 0 ends: \([0-9]*\) lines in \([0-9]*\) batches (\([0-9]*\) of.*), \([0-9.]*\) s in the network.*/\1 \2 \3 \4/p' \
                 "$work/r-$mode-$c.log" | tail -1) || true
             [ -n "${batches:-}" ] && [ "$batches" -gt 0 ] &&
-                what="$lines lines, $batches batches (mean $(calc "$lines / $batches") lines), $multi with lines of more than one worker"
+                what="$lines lines, $batches batches (mean $(calc "$lines / $batches") lines), $multi with lines of more than one worker; network busy $busy s"
         fi
         printf '%-24s %8.2f %8.3f %10s %10s  %s\n' "-c $c $mode" "$t" "$(calc "$n / $t")" "$rss" "$pss" "$what"
         cp -r "$work/rout" "$work/rout-$mode-$c"
