@@ -9,6 +9,8 @@
  *   watchdog.c  each busy worker's memory and time, killed when over
  *   stats.c     the node's figures, and the control socket's server
  *   sidecar.c   the command's own process beside the workers (serve's HTTP API)
+ *   recognizer.c the shared recognizers (recognizer = shared): started by the zygote on
+ *               request, watched, restarted, given up (the workers then read themselves)
  *
  * A held page goes through:
  *

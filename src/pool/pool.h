@@ -11,6 +11,10 @@
  *     |  model pages are shared copy-on-write
  *     |  fork; the worker's socket goes back to the master (SCM_RIGHTS)
  *   workers 1..N: one page at a time: decode -> resize -> OCR -> result
+ *     |  with recognizer = shared (engine lstm): their prepared lines, through a memfd
+ *     v  arena and a unix socket each (src/recog/recog.h)
+ *   recognizer, one per device, also forked by the zygote: batches every worker's lines
+ *     through the network; restarted by the master when it dies
  *
  * The master opens no engine, image library or SQLite handle that crosses
  * a fork: the first zygote is forked before any of them exist, and one
