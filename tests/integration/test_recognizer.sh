@@ -251,5 +251,14 @@ check "/metrics: the recognizer's PSS, lines, batch-size histogram and fallbacks
      grep -q '^ocrpool_recognizer_lines_total{index=\"0\",device=\"cpu\"} ' '$TMP/metrics.txt' &&
      grep -q '^ocrpool_recognizer_batch_lines_bucket{index=\"0\",le=\"+Inf\"} ' '$TMP/metrics.txt' &&
      grep -q '^ocrpool_recognizer_fallbacks_total 0' '$TMP/metrics.txt'"
+# The dashboard's table of recognizers, as a browser renders it.
+if command -v chromium >/dev/null; then
+    timeout 60 chromium --headless --no-sandbox --disable-gpu --virtual-time-budget=6000 \
+        --dump-dom "http://127.0.0.1:$port/#token=t0k" >"$TMP/dash.html" 2>/dev/null
+    check "dashboard: the recognizer's row (device cpu, ready)" \
+        grep -q '<table id="recog"><tbody><tr><th>pid</th>.*<td>cpu</td><td>ready</td>' "$TMP/dash.html"
+else
+    echo "ok - skipped: dashboard (no chromium)"
+fi
 stop_worker
 finish
