@@ -8,6 +8,11 @@
  *   zygote -> {"t":"exited","pid":P,"status":S,"maxrss_kb":R} when a worker
  *             ends (the zygote is its parent and reaps it)
  *   zygote -> {"t":"ready","rss_kb":R} once, or {"t":"fatal","error":E}
+ *   master -> {"t":"recognizer","index":K,"addr":A,"visible":V,"batch":B,...}
+ *   zygote -> {"t":"recog_spawned","index":K,"pid":P} + the master's end of
+ *             the shared recognizer's socket (recog/recog.h); "exited" when it ends
+ * A worker's "spawn" may name a recognizer ("recog":A): its lstm engine then
+ * hands its lines to it (engine/lstm/remote.h).
  * Worker, one page (or one batch of pages, batch-pages) at a time:
  *   master -> {"t":"task","id":I,"payload":{...}} | {"t":"exit"}
  *           | {"t":"tasks","tasks":[{"id":I,"payload":{...}},...]}
@@ -588,7 +593,6 @@ static void zygote_recognizer(const ocp_pool_conf *pc, int fd, json_t *m, kids *
         .addr = addr,
         .tessdata_dir = pc->ep.tessdata_dir,
         .langs = pc->ep.lang,
-        .max_languages = pc->ep.max_languages,
         .batch_lines = (int)json_integer_value(json_object_get(m, "batch")),
         .wait_s = json_number_value(json_object_get(m, "wait_s")),
         .batch_bytes = (double)json_integer_value(json_object_get(m, "batch_mb")) * 1048576.0,

@@ -54,8 +54,7 @@ typedef struct ocp_recog_conf {
     int index;        /* its device's place in the plan (0 for the CPU) */
     const char *addr; /* its socket's abstract name (without the leading NUL) */
     const char *tessdata_dir;
-    const char *langs; /* the pool's languages, ready before the first request */
-    int max_languages;
+    const char *langs;  /* the pool's languages, ready before the first request */
     int batch_lines;    /* a batch runs when this many lines wait ... */
     double wait_s;      /* ... or the oldest has waited this long */
     double batch_bytes; /* the forward pass's buffers of one batch, at most */

@@ -130,7 +130,6 @@ static int start(void **state)
     f->rc = (ocp_recog_conf){.addr = f->addr,
                              .tessdata_dir = tessdata(),
                              .langs = "eng",
-                             .max_languages = 4,
                              .batch_lines = 16,
                              .wait_s = 0.02,
                              .batch_bytes = 256.0 * 1048576,
