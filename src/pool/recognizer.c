@@ -112,6 +112,14 @@ static void died(master *m, recognizer *r, const char *why)
         kill(r->pid, SIGKILL); /* its zygote reaps it */
     r->state = R_DOWN;
     double lived = ocp_now() - r->started;
+    if (r->zgen != m->gen) {
+        /* Its zygote was retired after a reload (it died with it): not a failure; the
+         * current zygote starts the next one at once. */
+        OCP_LOG(OCP_LOG_INFO, "recognizer %d (pid %d) of the previous configuration %s", r->index,
+                r->pid, why);
+        r->restart_at = 0;
+        return;
+    }
     r->quick_deaths = lived < OCP__RECOG_QUICK ? r->quick_deaths + 1 : 1;
     double delay = fmin(30.0, 0.25 * pow(2, r->quick_deaths - 1));
     r->restart_at = ocp_now() + delay;
