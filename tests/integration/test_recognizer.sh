@@ -184,6 +184,14 @@ check "the master restarted it (a new pid, ready)" wait_rec state "v == 'ready'"
 check "... counted as a restart, under a new pid" bash -c "[ \"$(rec restarts)\" -ge 1 ] && [ \"$(rec pid)\" != $rpid ]"
 grep -q "recognizer 0 (pid $rpid) was killed by signal 9" "$TMP/b.log"
 check "the log says the recognizer was killed" test $? = 0
+# A reload: the old zygote's recognizer goes with it, the new zygote's takes over.
+rpid=$(rec pid)
+kill -HUP "$WPID"
+wait_log "$TMP/b.log" "recognizer 0 (pid $rpid) of the previous configuration ended" 30
+reloaded=0
+wait_rec state "v == 'ready'" 10 && [ "$(rec pid)" != "$rpid" ] && [ "$(rec node.fallbacks)" = 0 ] &&
+    reloaded=1
+check "reload: the new zygote's recognizer takes over (ready, a new pid, no fallback)" test $reloaded = 1
 stop_worker
 
 # --- 4. A worker killed mid-batch --------------------------------------------------------
