@@ -196,11 +196,11 @@ stop_worker
 
 # --- 4. A worker killed mid-batch --------------------------------------------------------
 fresh
-copies 2
-"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p2/*.png >/dev/null
-total=$(ls "$TMP"/p2/*.png | wc -l)
-# Batches wait 400 ms for lines: a worker's lines sit in the recognizer when it is killed.
-start_worker "$TMP/k.log" -c 3 --recognizer shared --recognizer-wait-ms 400 --recognizer-batch 256
+copies 3
+"$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p3/*.png >/dev/null
+total=$(ls "$TMP"/p3/*.png | wc -l)
+# Batches wait 1 s for lines: a worker's lines sit in the recognizer when it is killed.
+start_worker "$TMP/k.log" -c 3 --recognizer shared --recognizer-wait-ms 1000 --recognizer-batch 256
 wait_rec state "v == 'ready'" 30
 rpid=$(rec pid)
 # A busy worker, while lines wait in the recognizer's queue.
@@ -218,6 +218,7 @@ print(ws[0]['pid'] if ws and q > 0 else '')")
     [ -n "$victim" ] && break
     sleep 0.02
 done
+check "a busy worker found while lines wait in the recognizer" test -n "$victim"
 [ -n "$victim" ] && kill -9 "$victim"
 echo "# killed worker $victim (recognizer queue: $(rec queued) lines)"
 wait_finished "$total"
