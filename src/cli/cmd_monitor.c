@@ -161,6 +161,10 @@ static void judge(json_t *nodes, json_t *flags, json_t *recs)
                     (long long)json_integer_value(json_object_get(t, "page")), age, age / mean,
                     mean);
         }
+        /* A shared recognizer's PSS counts once, as a worker's does (its model pages are
+         * the zygote's, divided among them all). */
+        json_array_foreach(json_object_get(json_object_get(n, "recognizer"), "recognizers"), k, w)
+            zyg_pss += kb(json_object_get(w, "memory"), "pss_kb");
         total_pss = zyg_pss + worker_pss;
         if (budget > 0 && total_pss / 1024 > budget) {
             add(flags, "node %ld: total PSS %.0f MB over its memory budget %ld MB", pid,
@@ -216,6 +220,21 @@ static void print_processes(json_t *n, long *trss, long *tpss)
                kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
                kb(m, "peak_rss_kb") / 1024.0);
     }
+    json_array_foreach(json_object_get(json_object_get(n, "recognizer"), "recognizers"), k, w)
+    {
+        json_t *m = json_object_get(w, "memory");
+        char what[64];
+        snprintf(what, sizeof what, "recognizer %lld (%s)",
+                 (long long)json_integer_value(json_object_get(w, "index")),
+                 json_string_value(json_object_get(w, "device")));
+        *trss += kb(m, "rss_kb");
+        *tpss += kb(m, "pss_kb");
+        printf("  %-7s %7lld %-8s %-28s %7s %5s %8.1f %8.1f %6.1f %8.1f\n", "recog",
+               (long long)json_integer_value(json_object_get(w, "pid")),
+               json_string_value(json_object_get(w, "state")), what, "", "",
+               kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
+               kb(m, "peak_rss_kb") / 1024.0);
+    }
     json_array_foreach(json_object_get(n, "workers"), k, w)
     {
         json_t *m = json_object_get(w, "memory"), *t = json_object_get(w, "task");
@@ -245,6 +264,44 @@ static void print_processes(json_t *n, long *trss, long *tpss)
     }
 }
 
+/* The shared recognizers' figures: lines, lines/s, batch sizes, queue wait; the fallback. */
+static void print_recognizers(json_t *rec)
+{
+    const char *mode = json_string_value(json_object_get(rec, "mode"));
+    if (!mode || strcmp(mode, "shared") != 0)
+        return;
+    if (json_is_true(json_object_get(rec, "fallback")))
+        printf("  recognizer: FALLBACK to the workers (%lld times): %s\n",
+               (long long)json_integer_value(json_object_get(rec, "fallbacks")),
+               json_string_value(json_object_get(rec, "fallback_reason")));
+    size_t k, b;
+    json_t *w, *v, *le = json_object_get(rec, "batch_le");
+    json_array_foreach(json_object_get(rec, "recognizers"), k, w)
+    {
+        printf("  recognizer %lld: %lld lines, %.1f lines/s, %lld batches (mean %.1f lines; %lld "
+               "of more than one worker), queue wait mean %.1f ms max %.1f ms, %lld restarts; "
+               "batch sizes",
+               (long long)json_integer_value(json_object_get(w, "index")),
+               (long long)json_integer_value(json_object_get(w, "lines")),
+               json_number_value(json_object_get(w, "lines_per_second")),
+               (long long)json_integer_value(json_object_get(w, "batches")),
+               json_number_value(json_object_get(w, "mean_batch")),
+               (long long)json_integer_value(json_object_get(w, "multi_worker_batches")),
+               json_number_value(json_object_get(w, "wait_mean_ms")),
+               json_number_value(json_object_get(w, "wait_max_s")) * 1000,
+               (long long)json_integer_value(json_object_get(w, "restarts")));
+        json_array_foreach(json_object_get(w, "batch_hist"), b, v)
+        {
+            long long bound = json_integer_value(json_array_get(le, b));
+            if (bound > 0)
+                printf(" <=%lld:%lld", bound, (long long)json_integer_value(v));
+            else
+                printf(" more:%lld", (long long)json_integer_value(v));
+        }
+        printf("\n");
+    }
+}
+
 /* A node's totals, recycles, queue, GPUs and budget. */
 static void print_figures(json_t *n, long trss, long tpss)
 {
@@ -256,6 +313,7 @@ static void print_figures(json_t *n, long trss, long tpss)
            (long long)json_integer_value(json_object_get(pg, "failed")),
            json_real_value(json_object_get(pg, "per_second")),
            json_real_value(json_object_get(pg, "mean_seconds")));
+    print_recognizers(json_object_get(n, "recognizer"));
     json_t *r = json_object_get(n, "recycles");
     printf("  recycles: %lld max-tasks-per-child, %lld max-memory-per-child, %lld hard memory "
            "limit, %lld time limit, %lld crashed\n",

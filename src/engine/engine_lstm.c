@@ -14,6 +14,7 @@
 #include "engine/lstm/beam.h"
 #include "engine/lstm/forward.h"
 #include "engine/lstm/model.h"
+#include "engine/lstm/remote.h"
 #include "engine/tess_layout.h"
 
 #include <leptonica/allheaders.h>
@@ -33,16 +34,57 @@ int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **lang
 typedef struct lstm_state {
     TessBaseAPI *layout; /* Tesseract for page layout only: it loads no model */
     ocp_lstm_model *model[MAX_MODELS];
+    char *name[MAX_MODELS]; /* each model's language, as a recognizer is asked for it */
     int n_models;
 } lstm_state;
+
+/* The remote forward pass of this process (remote.h), when a shared recognizer reads the
+ * lines; NULL: the network runs here. */
+static ocp_lstm_remote_fn remote_fn;
+static void *remote_ctx;
+
+void ocp_lstm_set_remote(ocp_lstm_remote_fn fn, void *ctx)
+{
+    remote_fn = fn;
+    remote_ctx = ctx;
+}
+
+/* The models open in this process, by language: what a recognizer forked from the zygote
+ * finds there (remote.h). A process opens a few engines at most (a worker: 3). */
+#define REGISTRY 16
+static struct {
+    const char *name;
+    const ocp_lstm_model *m;
+} registry[REGISTRY];
+
+static void registry_set(const char *name, const ocp_lstm_model *m)
+{
+    for (int i = 0; i < REGISTRY; i++)
+        if (m ? !registry[i].m : registry[i].m && registry[i].name == name) {
+            registry[i].name = m ? name : NULL;
+            registry[i].m = m;
+            return;
+        }
+}
+
+const ocp_lstm_model *ocp_lstm_find_loaded(const char *name)
+{
+    for (int i = 0; i < REGISTRY; i++)
+        if (registry[i].m && strcmp(registry[i].name, name) == 0)
+            return registry[i].m;
+    return NULL;
+}
 
 static void lstm_close(void *state)
 {
     lstm_state *st = state;
     if (!st)
         return;
-    for (int i = 0; i < st->n_models; i++)
+    for (int i = 0; i < st->n_models; i++) {
+        registry_set(st->name[i], NULL);
+        free(st->name[i]);
         ocp_lstm_model_free(st->model[i]);
+    }
     if (st->layout) {
         TessBaseAPIEnd(st->layout);
         TessBaseAPIDelete(st->layout);
@@ -73,8 +115,11 @@ static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t
         char path[4200];
         snprintf(path, sizeof path, "%s/%s.traineddata", dir, l);
         rc = ocp_lstm_model_load(path, &st->model[st->n_models], err, errlen);
-        if (!rc)
+        if (!rc) {
+            st->name[st->n_models] = ocp_xstrdup(l);
+            registry_set(st->name[st->n_models], st->model[st->n_models]);
             st->n_models++;
+        }
     }
     free(langs);
     if (rc) {
@@ -136,15 +181,26 @@ typedef struct pline {
 /* and what they hold together in the forward pass: no more than one line may
  * (OCP_LSTM_LINE_BYTES; a model of wide layers holds much more per pixel than Debian's) */
 
-/* Reads lines idx[0..n) (of one page or several) with model m (the crops turned over once
- * more when `invert`), in batches of similar widths; a reading surer than a line's best
- * replaces it. The crops are made here, a line at a time, not kept: a page's lines in grey
- * weigh as much as the page. */
-static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int n, int invert,
-                      double deadline, char *err, size_t errlen)
+/* A line's reading by model m (probs: steps x classes, freed here): it replaces the line's
+ * best when it is surer. */
+static void take_reading(const ocp_lstm_model *m, pline *l, float *probs, int steps, int w)
 {
-    /* Similar widths together, by the width the line will have at the model's height
-     * (insertion sort: tens of lines); each batch's lines prepared only when it runs. */
+    double score = ocp_lstm_mean_best(m, probs, steps);
+    if (!l->m || score > l->score) {
+        free(l->chars);
+        ocp_lstm_beam(m, probs, steps, 1, &l->chars, &l->n);
+        l->w = w;
+        l->score = score;
+        l->m = m;
+    }
+    free(probs);
+}
+
+/* The order of lines idx[0..n) by the width they will have at m's height, widest first
+ * (insertion sort: tens of lines); *ew (free()) receives those widths. New array (free()). */
+static int *width_order(const ocp_lstm_model *m, const pline *lines, const int *idx, int n,
+                        double **ew_out)
+{
     int *order = ocp_xcalloc((size_t)n + 1, sizeof *order);
     double *ew = ocp_xcalloc((size_t)n + 1, sizeof *ew);
     for (int i = 0; i < n; i++) {
@@ -158,6 +214,115 @@ static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
+    *ew_out = ew;
+    return order;
+}
+
+/* Line l's crop prepared for m (turned over once more when invert): 0, or non-zero (the
+ * line is skipped, as libtesseract skips a line it cannot normalise). */
+static int prepare(const ocp_lstm_model *m, const pline *l, int invert, int8_t **img, int *w)
+{
+    int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
+    uint8_t *crop = crop_pixels(l->img, l->p);
+    char why[300];
+    int rc = ocp_lstm_prepare_line(m, crop, gw, gh, gw * l->img->bands, l->img->bands,
+                                   l->dark != invert, img, w, why, sizeof why);
+    if (rc)
+        OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", why);
+    free(crop);
+    return rc;
+}
+
+/* The shared recognizer's way (remote.h): every line prepared at once (at the model's
+ * height they weigh little beside the page), handed over together so that the recognizer
+ * can batch them with other workers' lines, decoded here as they come back. A line the
+ * recognizer did not read (it is gone, or had no room) is read here, in batches as
+ * read_lines makes them: its outputs are the same bits either way. */
+static int read_lines_remote(const ocp_lstm_model *m, const char *name, pline *lines,
+                             const int *idx, int n, int invert, double deadline, char *err,
+                             size_t errlen)
+{
+    double *ew;
+    int *order = width_order(m, lines, idx, n, &ew);
+    int8_t **img = ocp_xcalloc((size_t)n + 1, sizeof *img);
+    int *w = ocp_xcalloc((size_t)n + 1, sizeof *w),
+        *steps = ocp_xcalloc((size_t)n + 1, sizeof *steps);
+    int *who = ocp_xcalloc((size_t)n + 1, sizeof *who), nr = 0;
+    float **probs = ocp_xcalloc((size_t)n + 1, sizeof *probs);
+    for (int a = 0; a < n; a++)
+        if (!prepare(m, &lines[idx[order[a]]], invert, &img[nr], &w[nr]))
+            who[nr++] = idx[order[a]];
+    int rc = nr ? remote_fn(remote_ctx, name, m, nr, (const int8_t *const *)img, w, probs, steps,
+                            deadline)
+                : 0;
+    if (rc == OCP_E_TIMEOUT)
+        ocp_errf(rc, err, errlen, "page timeout");
+    for (int a = 0; a < nr && !rc;) {
+        /* Lines left to this process: batches of similar widths, as read_lines makes. */
+        if (probs[a] || steps[a] != OCP_LSTM_REMOTE_HERE) {
+            a++;
+            continue;
+        }
+        int b = a, k = 0;
+        double bytes = 0;
+        const int8_t *bi[BATCH_LINES];
+        int bw[BATCH_LINES], bs[BATCH_LINES], bk[BATCH_LINES];
+        float *bp[BATCH_LINES];
+        for (; b < nr && k < BATCH_LINES; b++) {
+            if (probs[b] || steps[b] != OCP_LSTM_REMOTE_HERE)
+                continue;
+            if (k && bytes + ocp_lstm_line_bytes(m, w[b]) > OCP_LSTM_LINE_BYTES)
+                break;
+            bytes += ocp_lstm_line_bytes(m, w[b]);
+            bi[k] = img[b];
+            bw[k] = w[b];
+            bk[k++] = b;
+        }
+        char why[300];
+        if (ocp_lstm_forward_batch(m, k, bi, bw, bp, bs, why, sizeof why)) {
+            OCP_LOG(OCP_LOG_DEBUG, "lstm: %d line(s) skipped: %s", k, why);
+            for (int j = 0; j < k; j++)
+                steps[bk[j]] = OCP_LSTM_REMOTE_FAILED;
+        } else {
+            for (int j = 0; j < k; j++) {
+                probs[bk[j]] = bp[j];
+                steps[bk[j]] = bs[j];
+            }
+        }
+        a = b;
+        if (deadline > 0 && ocp_now() > deadline)
+            rc = ocp_errf(OCP_E_TIMEOUT, err, errlen, "page timeout");
+    }
+    for (int k = 0; k < nr; k++) {
+        if (probs[k] && !rc)
+            take_reading(m, &lines[who[k]], probs[k], steps[k], w[k]);
+        else
+            free(probs[k]);
+        free(img[k]);
+    }
+    free(img);
+    free(w);
+    free(steps);
+    free(who);
+    free(probs);
+    free(order);
+    free(ew);
+    return rc;
+}
+
+/* Reads lines idx[0..n) (of one page or several) with model m (the crops turned over once
+ * more when `invert`), in batches of similar widths; a reading surer than a line's best
+ * replaces it. The crops are made here, a line at a time, not kept: a page's lines in grey
+ * weigh as much as the page. */
+static int read_lines(const ocp_lstm_model *m, const char *name, pline *lines, const int *idx,
+                      int n, int invert, double deadline, char *err, size_t errlen)
+{
+    if (remote_fn)
+        return read_lines_remote(m, name, lines, idx, n, invert, deadline, err, errlen);
+    /* Similar widths together, by the width the line will have at the model's height; each
+     * batch's lines prepared only when it runs. */
+    double *ew;
+    int *order = width_order(m, lines, idx, n, &ew);
     int rc = 0;
     for (int a = 0; a < n && !rc;) {
         int8_t *bimg[BATCH_LINES];
@@ -170,38 +335,19 @@ static int read_lines(const ocp_lstm_model *m, pline *lines, const int *idx, int
                             bytes + ocp_lstm_line_bytes(m, ew[order[a]] + 1) <=
                                 OCP_LSTM_LINE_BYTES));
              a++) {
-            pline *l = &lines[idx[order[a]]];
-            int gw = l->p.x2 - l->p.x1, gh = l->p.y2 - l->p.y1;
-            const ocp_page_image *page = l->img;
-            uint8_t *crop = crop_pixels(page, l->p);
-            char why[300];
-            if (ocp_lstm_prepare_line(m, crop, gw, gh, gw * page->bands, page->bands,
-                                      l->dark != invert, &bimg[nb], &bw[nb], why, sizeof why)) {
-                OCP_LOG(OCP_LOG_DEBUG, "lstm: a line skipped: %s", why);
-            } else {
+            if (!prepare(m, &lines[idx[order[a]]], invert, &bimg[nb], &bw[nb])) {
                 px += (long)bw[nb] * m->input_height;
                 bytes += ocp_lstm_line_bytes(m, bw[nb]);
                 who[nb++] = idx[order[a]];
             }
-            free(crop);
         }
         char why[300];
         if (nb && ocp_lstm_forward_batch(m, nb, (const int8_t *const *)bimg, bw, probs, steps,
                                          why, sizeof why)) {
             OCP_LOG(OCP_LOG_DEBUG, "lstm: %d line(s) skipped: %s", nb, why);
         } else {
-            for (int k = 0; k < nb; k++) {
-                pline *l = &lines[who[k]];
-                double score = ocp_lstm_mean_best(m, probs[k], steps[k]);
-                if (!l->m || score > l->score) {
-                    free(l->chars);
-                    ocp_lstm_beam(m, probs[k], steps[k], 1, &l->chars, &l->n);
-                    l->w = bw[k];
-                    l->score = score;
-                    l->m = m;
-                }
-                free(probs[k]);
-            }
+            for (int k = 0; k < nb; k++)
+                take_reading(m, &lines[who[k]], probs[k], steps[k], bw[k]);
         }
         for (int k = 0; k < nb; k++)
             free(bimg[k]);
@@ -433,14 +579,14 @@ static int read_all(lstm_state *st, pline *lines, int nl, double deadline, char 
                 idx[n++] = i;
         if (!n)
             break;
-        rc = read_lines(st->model[mi], lines, idx, n, 0, deadline, err, errlen);
+        rc = read_lines(st->model[mi], st->name[mi], lines, idx, n, 0, deadline, err, errlen);
         /* Light text on a dark ground, perhaps: doubtful lines are read inverted too, the
          * surer reading kept (as Tesseract does below the same mean probability). */
         for (int k = 0; k < n && !rc; k++)
             if (lines[idx[k]].m == st->model[mi] && lines[idx[k]].score < DOUBTFUL)
                 doubt[nd++] = idx[k];
         if (nd && !rc)
-            rc = read_lines(st->model[mi], lines, doubt, nd, 1, deadline, err, errlen);
+            rc = read_lines(st->model[mi], st->name[mi], lines, doubt, nd, 1, deadline, err, errlen);
     }
     free(idx);
     free(doubt);

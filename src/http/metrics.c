@@ -139,6 +139,87 @@ static void api_series(ocp_sb *sb, json_t *st)
                   ival(sc, "restarts"));
 }
 
+/* The shared recognizers (when the node runs them): memory, lines, rate, the batch-size
+ * histogram, queue wait, restarts; and the node's fallbacks to reading in the workers. */
+static void recognizer_series(ocp_sb *sb, json_t *st)
+{
+    json_t *rec = json_object_get(st, "recognizer"), *rs = json_object_get(rec, "recognizers");
+    if (!rec)
+        return;
+    ocp_sb_printf(sb,
+                  "# HELP ocrpool_recognizer_fallbacks_total Times the node gave up its shared "
+                  "recognizers and read lines in the workers.\n"
+                  "# TYPE ocrpool_recognizer_fallbacks_total counter\n"
+                  "ocrpool_recognizer_fallbacks_total %lld\n",
+                  ival(rec, "fallbacks"));
+    static const struct {
+        const char *name, *type, *help, *key;
+        int mem;
+    } g[] = {
+        {"ocrpool_recognizer_rss_bytes", "gauge", "Resident size of each shared recognizer.",
+         "rss_kb", 1},
+        {"ocrpool_recognizer_pss_bytes", "gauge",
+         "Proportional size of each shared recognizer (counted once, as a worker's).", "pss_kb", 1},
+        {"ocrpool_recognizer_lines_total", "counter", "Lines each recognizer read.", "lines", 0},
+        {"ocrpool_recognizer_batches_total", "counter", "Batches each recognizer ran.", "batches",
+         0},
+        {"ocrpool_recognizer_multi_worker_batches_total", "counter",
+         "Batches that held lines of more than one worker.", "multi_worker_batches", 0},
+        {"ocrpool_recognizer_restarts_total", "counter", "Times each recognizer was restarted.",
+         "restarts", 0},
+    };
+    size_t i;
+    json_t *r;
+    for (size_t k = 0; k < sizeof g / sizeof *g; k++) {
+        ocp_sb_printf(sb, "# HELP %s %s\n# TYPE %s %s\n", g[k].name, g[k].help, g[k].name,
+                      g[k].type);
+        json_array_foreach(rs, i, r)
+        {
+            long long v =
+                g[k].mem ? ival(json_object_get(r, "memory"), g[k].key) * 1024 : ival(r, g[k].key);
+            ocp_sb_printf(sb, "%s{index=\"%lld\",device=\"%s\"} %lld\n", g[k].name,
+                          ival(r, "index"), json_string_value(json_object_get(r, "device")), v);
+        }
+    }
+    ocp_sb_puts(sb, "# HELP ocrpool_recognizer_lines_per_second Lines read over the last "
+                    "second.\n# TYPE ocrpool_recognizer_lines_per_second gauge\n");
+    json_array_foreach(rs, i, r)
+        ocp_sb_printf(sb, "ocrpool_recognizer_lines_per_second{index=\"%lld\"} %.3f\n",
+                      ival(r, "index"), json_number_value(json_object_get(r, "lines_per_second")));
+    ocp_sb_puts(sb, "# HELP ocrpool_recognizer_queue_wait_seconds Time lines waited for their "
+                    "batch.\n# TYPE ocrpool_recognizer_queue_wait_seconds summary\n");
+    json_array_foreach(rs, i, r)
+        ocp_sb_printf(sb,
+                      "ocrpool_recognizer_queue_wait_seconds_sum{index=\"%lld\"} %.6f\n"
+                      "ocrpool_recognizer_queue_wait_seconds_count{index=\"%lld\"} %lld\n",
+                      ival(r, "index"), json_number_value(json_object_get(r, "wait_sum_s")),
+                      ival(r, "index"), ival(r, "lines"));
+    ocp_sb_puts(sb, "# HELP ocrpool_recognizer_batch_lines Lines per batch.\n"
+                    "# TYPE ocrpool_recognizer_batch_lines histogram\n");
+    json_t *le = json_object_get(rec, "batch_le");
+    json_array_foreach(rs, i, r)
+    {
+        long long cum = 0;
+        json_t *h = json_object_get(r, "batch_hist");
+        for (size_t b = 0; b < json_array_size(h); b++) {
+            cum += json_integer_value(json_array_get(h, b));
+            long long bound = json_integer_value(json_array_get(le, b));
+            char lb[24];
+            if (bound > 0)
+                snprintf(lb, sizeof lb, "%lld", bound);
+            else
+                snprintf(lb, sizeof lb, "+Inf");
+            ocp_sb_printf(sb,
+                          "ocrpool_recognizer_batch_lines_bucket{index=\"%lld\",le=\"%s\"} %lld\n",
+                          ival(r, "index"), lb, cum);
+        }
+        ocp_sb_printf(sb,
+                      "ocrpool_recognizer_batch_lines_sum{index=\"%lld\"} %lld\n"
+                      "ocrpool_recognizer_batch_lines_count{index=\"%lld\"} %lld\n",
+                      ival(r, "index"), ival(r, "lines"), ival(r, "index"), cum);
+    }
+}
+
 void ocp__http_metrics(ocp_sb *sb, const ocp_counts *n, json_t *stats)
 {
     queue_series(sb, n);
@@ -147,5 +228,6 @@ void ocp__http_metrics(ocp_sb *sb, const ocp_counts *n, json_t *stats)
     page_series(sb, stats);
     worker_series(sb, stats);
     gpu_series(sb, stats);
+    recognizer_series(sb, stats);
     api_series(sb, stats);
 }

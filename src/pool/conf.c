@@ -75,6 +75,27 @@ static void plan_devices(ocp_pool_conf *pc, const ocp_config *cfg)
     free(gpus);
 }
 
+/* recognizer: auto is shared when the workers were given a GPU, worker on the CPU; only
+ * engine lstm has a network to share (another engine ignores it, with a word in the log). */
+static void recognizer_mode(ocp_pool_conf *pc, const ocp_config *cfg)
+{
+    const char *mode = ocp_config_str(cfg, OCP_S_RECOGNIZER);
+    pc->recognizer_shared =
+        mode && (strcmp(mode, "shared") == 0 || (strcmp(mode, "auto") == 0 && pc->n_visible > 0));
+    if (pc->recognizer_shared && strcmp(pc->engine, "lstm") != 0) {
+        if (strcmp(mode, "shared") == 0)
+            OCP_LOG(OCP_LOG_WARN,
+                    "recognizer shared: engine %s has no network to share; each "
+                    "worker reads its own pages",
+                    pc->engine);
+        pc->recognizer_shared = false;
+    }
+    pc->recognizer_batch = (int)ocp_config_int(cfg, OCP_S_RECOGNIZER_BATCH);
+    pc->recognizer_wait_s = ocp_config_double(cfg, OCP_S_RECOGNIZER_WAIT) / 1000.0;
+    pc->recognizer_batch_mb = (long)ocp_config_int(cfg, OCP_S_RECOGNIZER_BATCH_MB);
+    pc->recognizer_arena_mb = (long)ocp_config_int(cfg, OCP_S_RECOGNIZER_ARENA_MB);
+}
+
 void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
 {
     memset(pc, 0, sizeof *pc);
@@ -101,6 +122,7 @@ void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
     pc->cgroup_root = ocp_config_str(cfg, OCP_S_CGROUP_ROOT);
     ocp_pool_broker_opts(&pc->broker, cfg);
     plan_devices(pc, cfg);
+    recognizer_mode(pc, cfg);
 }
 
 void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg)

@@ -272,7 +272,7 @@ void ocp__worker_readable(ocp_loop_io *io, short revents)
 
 double ocp__in_flight_bytes(const master *m)
 {
-    double sum = 0;
+    double sum = ocp__recog_bytes(m); /* a shared recognizer counts as a worker does */
     for (const worker *w = m->workers; w; w = w->next) {
         sum += (double)w->baseline_kb * 1024;
         for (const held *h = w->task; h; h = h->bnext)
@@ -311,7 +311,7 @@ static int refuse(master *m, held *h, double budget, double base)
 static int pick_pages(master *m, held **pick, int most)
 {
     double budget = (double)m->pc.memory_budget_mb * 1048576.0;
-    double base = 0, load = budget > 0 ? ocp__in_flight_bytes(m) : 0;
+    double base = ocp__recog_bytes(m), load = budget > 0 ? ocp__in_flight_bytes(m) : 0;
     int np = 0;
     /* The workers' idle sizes, and what pages in flight are expected to add. */
     for (const worker *x = m->workers; x && budget > 0; x = x->next)

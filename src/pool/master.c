@@ -229,6 +229,7 @@ static int run(master *m, char *err, size_t errlen)
         if ((rc = ocp__tend_zygotes(m, err, errlen)))
             break;
         ocp__sidecar_tend(m);
+        ocp__recog_tend(m);
         ocp__spawn_missing(m);
         ocp__dispatch(m);
         if (ended(m))
@@ -245,6 +246,7 @@ static int run(master *m, char *err, size_t errlen)
 static void shutdown_node(master *m)
 {
     ocp__sidecar_stop(m);
+    ocp__recog_stop(m); /* they end as their sockets close; their zygote reaps them */
     for (worker *w = m->workers, *next; w; w = next) {
         next = w->next;
         if (w->pid > 0 && w->task)
@@ -291,6 +293,7 @@ int ocp_pool_run(const ocp_pool_conf *pc, const char *url, const ocp_pool_hooks 
     if ((rc = ocp__start_zygote(m, &m->pc, m->gen, 1, err, errlen)) == 0 &&
         (rc = ocp_broker_open(url, &m->pc.broker, &m->b, err, errlen)) == 0) {
         start(m, url);
+        ocp__recog_init(m);
         rc = run(m, err, errlen);
     }
     if (!rc && m->side_why[0])

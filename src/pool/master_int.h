@@ -9,6 +9,8 @@
  *   watchdog.c  each busy worker's memory and time, killed when over
  *   stats.c     the node's figures, and the control socket's server
  *   sidecar.c   the command's own process beside the workers (serve's HTTP API)
+ *   recognizer.c the shared recognizers (recognizer = shared): started by the zygote on
+ *               request, watched, restarted, given up (the workers then read themselves)
  *
  * A held page goes through:
  *
@@ -87,6 +89,35 @@ typedef struct worker {
     struct worker *next;
 } worker;
 
+/* A shared recognizer (recognizer.c; recog/recog.h), one per device:
+ *
+ *   R_DOWN --tend: a current zygote, restart time reached--> R_ASKED (spawn asked of it)
+ *   R_ASKED --"recog_spawned" + its socket--> R_LOADING --"ready"--> R_READY
+ *   R_ASKED/LOADING/READY --its socket ends, or the zygote says it exited--> R_DOWN
+ *     (restart after a doubling delay; after OCP__RECOG_DEATHS quick deaths in a row, or a
+ *      "fatal": the node falls back to reading in the workers, logged and counted)
+ */
+enum { R_DOWN, R_ASKED, R_LOADING, R_READY };
+#define OCP__MAX_RECOG    16
+#define OCP__RECOG_DEATHS 5    /* quick deaths in a row before the node falls back */
+#define OCP__RECOG_QUICK  10.0 /* a recognizer that dies sooner than this died quickly */
+
+typedef struct recognizer {
+    int index, state, pid, fd, zgen;
+    char addr[64];
+    char visible[128]; /* its device's CUDA_VISIBLE_DEVICES ("" on the CPU) */
+    ocp_proto_reader rd;
+    ocp_loop_io io;
+    double started, restart_at;
+    int quick_deaths;
+    long restarts;
+    json_t *stats; /* its last figures ({"t":"stats",...}), or NULL */
+    long pss_kb;   /* its PSS at its last figures: the budget counts it as a worker's */
+    double rate;   /* lines/s over the last figures */
+    long last_lines;
+    double last_at;
+} recognizer;
+
 typedef struct ctl_client ctl_client;
 
 typedef struct master {
@@ -139,6 +170,13 @@ typedef struct master {
     long side_restarts;
     char side_why[300]; /* set when it ended with the fatal status: the node's error */
     ocp_loop_timer side_timer;
+    /* The shared recognizers (pc.recognizer_shared), and the fallback to reading in the
+     * workers when they cannot run. */
+    recognizer rec[OCP__MAX_RECOG];
+    int n_rec;
+    int rec_fallback;
+    long rec_fallbacks;
+    char rec_why[300];
 } master;
 
 /* Requests from the control socket, acted on like the signals (master.c). */
@@ -196,6 +234,24 @@ json_t *ocp__build_stats(master *m);
 /* Listens on the control socket (a warning when it cannot). */
 void ocp__control_start(master *m);
 void ocp__control_stop(master *m);
+
+/* recognizer.c */
+/* Plans pc's recognizers (one per device; one on the CPU), when pc asks for them. */
+void ocp__recog_init(master *m);
+/* After each turn: starts (or restarts, after its back-off) each recognizer that is down,
+ * from the current zygote. */
+void ocp__recog_tend(master *m);
+/* The zygote's message about a recognizer ("recog_spawned" or "exited" with its pid): 1 when
+ * it was about one (taken), 0 when not. */
+int ocp__recog_zygote_msg(master *m, zyg *z, json_t *msg);
+/* The recognizer address worker slot `slot` reads through ("" = none: it reads itself). */
+const char *ocp__recog_addr_for(const master *m, int slot);
+/* The recognizers' PSS, in bytes: the memory budget counts it as it counts a worker's. */
+double ocp__recog_bytes(const master *m);
+/* Their figures, for stats (monitor, /metrics, the dashboard). New reference. */
+json_t *ocp__recog_json(const master *m);
+/* Closes their sockets (they end, and their zygote reaps them). */
+void ocp__recog_stop(master *m);
 
 /* sidecar.c */
 /* Forks pc's sidecar, when it has one. */

@@ -11,6 +11,10 @@
  *     |  model pages are shared copy-on-write
  *     |  fork; the worker's socket goes back to the master (SCM_RIGHTS)
  *   workers 1..N: one page at a time: decode -> resize -> OCR -> result
+ *     |  with recognizer = shared (engine lstm): their prepared lines, through a memfd
+ *     v  arena and a unix socket each (src/recog/recog.h)
+ *   recognizer, one per device, also forked by the zygote: batches every worker's lines
+ *     through the network; restarted by the master when it dies
  *
  * The master opens no engine, image library or SQLite handle that crosses
  * a fork: the first zygote is forked before any of them exist, and one
@@ -60,6 +64,12 @@ typedef struct ocp_pool_conf {
      * = "" for every worker. Owned (ocp_pool_conf_fini). */
     char **visible;
     int n_visible;
+    /* Engine lstm's network in a shared recognizer per device (recog/recog.h) rather than in
+     * each worker; its batching and memory settings. */
+    bool recognizer_shared;
+    int recognizer_batch;
+    double recognizer_wait_s;
+    long recognizer_batch_mb, recognizer_arena_mb;
     /* The settings the strings above point into, when pc owns them (a reload's fresh
      * configuration, handed over by the reload hook): destroyed by ocp_pool_conf_fini.
      * NULL when they are borrowed. */

@@ -128,7 +128,8 @@ void ocp__spawn_missing(master *m)
         w->next = m->workers;
         m->workers = w;
         const char *vis = m->pc.n_visible ? m->pc.visible[slot % m->pc.n_visible] : "";
-        json_t *msg = json_pack("{s:s, s:i, s:s}", "t", "spawn", "slot", slot, "visible", vis);
+        json_t *msg = json_pack("{s:s, s:i, s:s, s:s}", "t", "spawn", "slot", slot, "visible", vis,
+                                "recog", ocp__recog_addr_for(m, slot));
         int rc = ocp_proto_send_timed(z->fd, msg, -1, OCP__SEND_DEADLINE);
         json_decref(msg);
         if (rc) {
@@ -422,6 +423,8 @@ static void zygote_readable(ocp_loop_io *io, short revents)
             const char *t = json_string_value(json_object_get(msg, "t"));
             if (z->loading) {
                 zygote_loaded(m, z, msg);
+            } else if (ocp__recog_zygote_msg(m, z, msg)) {
+                /* about a recognizer (recognizer.c) */
             } else if (t && strcmp(t, "spawned") == 0) {
                 worker_spawned(m, z, msg);
             } else if (t && strcmp(t, "exited") == 0) {

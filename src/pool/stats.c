@@ -134,6 +134,7 @@ static void pages_json(master *m, json_t *o, double now)
     double base = 0, in_flight = ocp__in_flight_bytes(m);
     for (worker *w = m->workers; w; w = w->next)
         base += (double)w->baseline_kb * 1024;
+    base += ocp__recog_bytes(m);
     in_flight -= base;
     json_object_set_new(o, "budget",
                         json_pack("{s:I, s:f, s:f}", "limit_mb", (json_int_t)m->pc.memory_budget_mb,
@@ -166,6 +167,7 @@ json_t *ocp__build_stats(master *m)
     json_object_set_new(o, "workers", workers_json(m, gl, now));
     free(gl);
     json_object_set_new(o, "recycles", recycles_json(m));
+    json_object_set_new(o, "recognizer", ocp__recog_json(m));
     pages_json(m, o, now);
     if (m->side_path)
         json_object_set_new(o, "sidecar",

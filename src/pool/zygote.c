@@ -8,6 +8,11 @@
  *   zygote -> {"t":"exited","pid":P,"status":S,"maxrss_kb":R} when a worker
  *             ends (the zygote is its parent and reaps it)
  *   zygote -> {"t":"ready","rss_kb":R} once, or {"t":"fatal","error":E}
+ *   master -> {"t":"recognizer","index":K,"addr":A,"visible":V,"batch":B,...}
+ *   zygote -> {"t":"recog_spawned","index":K,"pid":P} + the master's end of
+ *             the shared recognizer's socket (recog/recog.h); "exited" when it ends
+ * A worker's "spawn" may name a recognizer ("recog":A): its lstm engine then
+ * hands its lines to it (engine/lstm/remote.h).
  * Worker, one page (or one batch of pages, batch-pages) at a time:
  *   master -> {"t":"task","id":I,"payload":{...}} | {"t":"exit"}
  *           | {"t":"tasks","tasks":[{"id":I,"payload":{...}},...]}
@@ -30,6 +35,8 @@
 #include "pool/pool.h"
 #include "pool/proto.h"
 #include "pool/zygote.h"
+#include "engine/lstm/remote.h"
+#include "recog/recog.h"
 #include "core/error.h"
 #include "core/failure.h"
 #include "core/log.h"
@@ -373,7 +380,8 @@ static void join_cgroup(const ocp_pool_conf *pc)
     }
 }
 
-static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const char *visible)
+static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const char *visible,
+                        const char *recog_addr)
 {
     engine_slot slots[MAX_ENGINES] = {{0}};
     ocp_proto_reader rd;
@@ -399,6 +407,12 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
         setrlimit(RLIMIT_DATA, &rl);
     }
     join_cgroup(pc);
+    if (recog_addr && *recog_addr)
+        /* The network runs in the node's shared recognizer (connected on first use; a line
+         * it does not read is read here). Lives as long as the worker. */
+        ocp_lstm_set_remote(
+            ocp_recog_client_forward,
+            ocp_recog_client_create(recog_addr, (size_t)pc->recognizer_arena_mb << 20));
     slots[0].lang = ocp_xstrdup(pc->ep.lang);
     slots[0].eng = eng;
     ocp_proto_reader_init(&rd);
@@ -536,6 +550,7 @@ static void zygote_spawn(const ocp_pool_conf *pc, int fd, ocp_engine *eng, json_
 {
     int slot = (int)json_integer_value(json_object_get(m, "slot"));
     const char *vis = json_string_value(json_object_get(m, "visible"));
+    const char *raddr = json_string_value(json_object_get(m, "recog"));
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
         OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "socketpair");
@@ -545,12 +560,58 @@ static void zygote_spawn(const ocp_pool_conf *pc, int fd, ocp_engine *eng, json_
     if (pid == 0) {
         close(fd);
         close(sp[0]);
-        worker_main(pc, sp[1], eng, vis);
+        worker_main(pc, sp[1], eng, vis, raddr);
     }
     close(sp[1]);
     if (pid > 0) {
         kids_add(k, pid);
         json_t *r2 = json_pack("{s:s, s:i, s:i}", "t", "spawned", "slot", slot, "pid", (int)pid);
+        ocp_proto_send(fd, r2, sp[0]);
+        json_decref(r2);
+    } else {
+        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "fork");
+    }
+    close(sp[0]);
+}
+
+/* {"t":"recognizer","index":K,"addr":A,"visible":V,...}: forks the device's shared
+ * recognizer (recog/recog.h): our child, so that on the CPU it reads with our models
+ * (copy-on-write); the master gets its socket ("recog_spawned", SCM_RIGHTS). Nothing of a
+ * GPU is made here: a GPU backend starts in the child. */
+static void zygote_recognizer(const ocp_pool_conf *pc, int fd, json_t *m, kids *k)
+{
+    int index = (int)json_integer_value(json_object_get(m, "index"));
+    const char *addr = json_string_value(json_object_get(m, "addr"));
+    const char *vis = json_string_value(json_object_get(m, "visible"));
+    int sp[2];
+    if (!addr || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "recognizer: socketpair");
+        return;
+    }
+    ocp_recog_conf rc = {
+        .index = index,
+        .addr = addr,
+        .tessdata_dir = pc->ep.tessdata_dir,
+        .langs = pc->ep.lang,
+        .batch_lines = (int)json_integer_value(json_object_get(m, "batch")),
+        .wait_s = json_number_value(json_object_get(m, "wait_s")),
+        .batch_bytes = (double)json_integer_value(json_object_get(m, "batch_mb")) * 1048576.0,
+        .max_arena = (size_t)json_integer_value(json_object_get(m, "arena_mb")) << 20,
+    };
+    if (rc.batch_lines < 1)
+        rc.batch_lines = 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd);
+        close(sp[0]);
+        setenv("CUDA_VISIBLE_DEVICES", vis ? vis : "", 1);
+        ocp_recog_main(&rc, sp[1]);
+    }
+    close(sp[1]);
+    if (pid > 0) {
+        kids_add(k, pid);
+        json_t *r2 =
+            json_pack("{s:s, s:i, s:i}", "t", "recog_spawned", "index", index, "pid", (int)pid);
         ocp_proto_send(fd, r2, sp[0]);
         json_decref(r2);
     } else {
@@ -588,6 +649,8 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
             const char *t = json_string_value(json_object_get(m, "t"));
             if (t && strcmp(t, "spawn") == 0)
                 zygote_spawn(pc, fd, eng, m, &k);
+            else if (t && strcmp(t, "recognizer") == 0)
+                zygote_recognizer(pc, fd, m, &k);
             json_decref(m);
         }
     }

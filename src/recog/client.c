@@ -1,0 +1,250 @@
+/*
+ * client.c: the worker's side of the shared recognizer (recog.h, recog.c
+ * for the protocol). The engine's remote forward pass (engine/lstm/remote.h):
+ * the lines go into this worker's own arena (a sealed memfd), a request
+ * names them, the answer says where each line's per-step outputs are.
+ *
+ * Whatever happens to the recognizer, the page goes on: a line it does not
+ * read (it is not there, it died mid-request, it had no room) comes back as
+ * OCP_LSTM_REMOTE_HERE and the engine reads it in this process, with the
+ * same bits. A recognizer that cannot be reached is tried again after a
+ * second, not on every line.
+ */
+#include "recog/recog.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "engine/lstm/remote.h"
+#include "pool/proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define RETRY_S 1.0
+
+struct ocp_recog_client {
+    char addr[100];
+    size_t len;
+    unsigned char *arena;
+    int memfd, fd;
+    ocp_proto_reader rd;
+    long long next_id;
+    double retry_at;
+    long remote, local;
+};
+
+ocp_recog_client *ocp_recog_client_create(const char *addr, size_t arena_bytes)
+{
+    ocp_recog_client *c = ocp_xcalloc(1, sizeof *c);
+    snprintf(c->addr, sizeof c->addr, "%s", addr);
+    c->len = arena_bytes;
+    c->memfd = c->fd = -1;
+    ocp_proto_reader_init(&c->rd);
+    return c;
+}
+
+static void disconnect(ocp_recog_client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    ocp_proto_reader_fini(&c->rd);
+    ocp_proto_reader_init(&c->rd);
+}
+
+void ocp_recog_client_destroy(ocp_recog_client *c)
+{
+    if (!c)
+        return;
+    disconnect(c);
+    ocp_proto_reader_fini(&c->rd);
+    if (c->arena)
+        munmap(c->arena, c->len);
+    if (c->memfd >= 0)
+        close(c->memfd);
+    free(c);
+}
+
+void ocp_recog_client_counts(const ocp_recog_client *c, long *remote, long *local)
+{
+    *remote = c ? c->remote : 0;
+    *local = c ? c->local : 0;
+}
+
+/* The arena, made once: sealed so that its size cannot change under the recognizer. */
+static int make_arena(ocp_recog_client *c)
+{
+    if (c->arena)
+        return 0;
+    int fd = memfd_create("ocrpool-lines", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)c->len) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    void *p = mmap(NULL, c->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    c->arena = p;
+    c->memfd = fd;
+    return 0;
+}
+
+static int connect_once(ocp_recog_client *c)
+{
+    if (c->fd >= 0)
+        return 0;
+    if (ocp_now() < c->retry_at)
+        return -EAGAIN;
+    int rc = make_arena(c);
+    if (rc)
+        return rc;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(c->addr);
+    memcpy(sa.sun_path + 1, c->addr, n);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa,
+                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0) {
+        rc = -errno;
+        close(fd);
+        c->retry_at = ocp_now() + RETRY_S;
+        return rc;
+    }
+    c->fd = fd;
+    json_t *hello = json_pack("{s:s, s:I}", "t", "hello", "arena", (json_int_t)c->len);
+    rc = ocp_proto_send(fd, hello, c->memfd);
+    json_decref(hello);
+    if (rc) {
+        disconnect(c);
+        c->retry_at = ocp_now() + RETRY_S;
+    }
+    return rc;
+}
+
+/* Lines [a, b) packed into the arena from 0 (64-byte aligned), the outputs after them:
+ * returns b, the first line that did not fit with the room its outputs may take (steps <=
+ * columns + 8, bounded loosely: the recognizer says when it ran out), *out the outputs'
+ * start. */
+static int pack(ocp_recog_client *c, const ocp_lstm_model *m, int a, int n,
+                const int8_t *const *img, const int *w, size_t *off, size_t *out)
+{
+    size_t in = 0, need = 0;
+    int b = a;
+    for (; b < n && b - a < OCP_RECOG_MAX_LINES; b++) {
+        size_t px = (size_t)w[b] * (size_t)m->input_height;
+        size_t o = (in + 63) & ~(size_t)63;
+        size_t more = ((size_t)w[b] + 8) * (size_t)m->classes * sizeof(float) + 64;
+        if (w[b] > OCP_RECOG_MAX_WIDTH || o + px + 64 + need + more > c->len)
+            break;
+        off[b] = o;
+        in = o + px;
+        need += more;
+    }
+    for (int k = a; k < b; k++)
+        memcpy(c->arena + off[k], img[k], (size_t)w[k] * (size_t)m->input_height);
+    *out = (in + 63) & ~(size_t)63;
+    return b;
+}
+
+/* The answer to request id for lines [a, b): each line's outputs copied out, or left to
+ * this process. 0, or an error (the connection is then unusable). */
+static int take_answer(ocp_recog_client *c, const ocp_lstm_model *m, long long id, int a, int b,
+                       const int *w, float **probs, int *steps, double deadline)
+{
+    json_t *msg = NULL;
+    double left = deadline > 0 ? deadline - ocp_now() : -1;
+    int rc = ocp_proto_recv_timed(c->fd, &c->rd, &msg, deadline > 0 ? (left > 0 ? left : 0) : -1);
+    if (rc)
+        return rc;
+    json_t *ls = json_object_get(msg, "lines");
+    if (json_integer_value(json_object_get(msg, "id")) != id ||
+        json_array_size(ls) != (size_t)(b - a)) {
+        json_decref(msg);
+        return OCP_E_MESSAGE;
+    }
+    for (int k = a; k < b; k++) {
+        json_t *l = json_array_get(ls, (size_t)(k - a));
+        json_int_t st = json_integer_value(json_array_get(l, 0));
+        json_int_t off = json_integer_value(json_array_get(l, 1));
+        json_int_t ns = json_integer_value(json_array_get(l, 2));
+        size_t bytes = (size_t)ns * (size_t)m->classes * sizeof(float);
+        if (st == 0 && off >= 0 && ns > 0 && ns <= w[k] + 8 && (size_t)off <= c->len &&
+            bytes <= c->len - (size_t)off) {
+            probs[k] = ocp_xmalloc(bytes);
+            memcpy(probs[k], c->arena + off, bytes);
+            steps[k] = (int)ns;
+            c->remote++;
+        } else {
+            steps[k] = st == 2 ? OCP_LSTM_REMOTE_FAILED : OCP_LSTM_REMOTE_HERE;
+        }
+    }
+    json_decref(msg);
+    return 0;
+}
+
+int ocp_recog_client_forward(void *ctx, const char *name, const ocp_lstm_model *m, int n,
+                             const int8_t *const *img, const int *w, float **probs, int *steps,
+                             double deadline)
+{
+    ocp_recog_client *c = ctx;
+    int rc = 0;
+    size_t *off = ocp_xcalloc((size_t)n + 1, sizeof *off);
+    for (int k = 0; k < n; k++) {
+        probs[k] = NULL;
+        steps[k] = OCP_LSTM_REMOTE_HERE;
+    }
+    for (int a = 0; a < n && connect_once(c) == 0;) {
+        size_t out;
+        int b = pack(c, m, a, n, img, w, off, &out);
+        if (b == a) { /* one line wider than the arena: read here */
+            a++;
+            continue;
+        }
+        json_t *ls = json_array();
+        for (int k = a; k < b; k++)
+            json_array_append_new(ls, json_pack("[I, i]", (json_int_t)off[k], w[k]));
+        long long id = ++c->next_id;
+        json_t *req = json_pack("{s:s, s:I, s:s, s:I, s:o}", "t", "lines", "id", (json_int_t)id,
+                                "model", name, "out", (json_int_t)out, "lines", ls);
+        int e = ocp_proto_send(c->fd, req, -1);
+        json_decref(req);
+        if (!e)
+            e = take_answer(c, m, id, a, b, w, probs, steps, deadline);
+        if (e) {
+            /* The recognizer went (or timed out, or spoke nonsense): closing our socket
+             * drops whatever of ours it still queues. The rest is read here. */
+            if (e == -ETIMEDOUT && deadline > 0 && ocp_now() >= deadline)
+                rc = OCP_E_TIMEOUT;
+            else
+                OCP_LOG(OCP_LOG_WARN, "recognizer @%s: %s: lines read in this worker", c->addr,
+                        e == -EPIPE ? "gone" : ocp_strerror(e));
+            disconnect(c);
+            break;
+        }
+        a = b;
+    }
+    for (int k = 0; k < n; k++)
+        c->local += steps[k] == OCP_LSTM_REMOTE_HERE;
+    /* The arena's pages back to the system until the next lines: touched shared memory
+     * stays with the file (and counts in both processes' PSS) until it is punched out. */
+    if (c->memfd >= 0)
+        fallocate(c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)c->len);
+    free(off);
+    return rc;
+}

@@ -1,0 +1,665 @@
+/*
+ * recog.c: the shared recognizer process (recog.h; README "Shared
+ * recognizer"): one per device, a child of the zygote, single-threaded.
+ *
+ * Design. Workers lay pages out and prepare lines as before; each hands its
+ * normalised int8 lines to the recognizer through an arena of its own (a
+ * memfd, sealed against shrinking and passed once when it connects), so a
+ * worker that dies takes only its arena and its queued lines with it: its
+ * socket closes, its lines leave the queue, nothing of another worker's is
+ * touched. Lines of all workers wait in one queue; a batch runs when
+ * `batch_lines` lines wait or the oldest has waited `wait_s`. A batch is the
+ * oldest line's model, its lines sorted widest first, the window of similar
+ * widths that holds the oldest line (so that no line waits behind a stream
+ * of wider ones), capped by `batch_lines` and `batch_bytes`. Its per-step
+ * outputs go back into each worker's arena, after the worker's lines, and a
+ * request is answered once all its lines are read; a worker that does not
+ * take its (tiny) answer at once is let go, so a slow worker holds no one.
+ *
+ * Per-step outputs, not decoded text, go back: the beam search needs the
+ * worker's page state (its dictionaries' walk per line, the reading kept
+ * across models), it costs a tenth of the network on the CPU, and the
+ * outputs being the forward pass's own bits is what makes `shared` read
+ * exactly as `worker` does.
+ *
+ *   worker -> {"t":"hello","arena":BYTES} + the memfd (SCM_RIGHTS), once
+ *   worker -> {"t":"lines","id":I,"model":"eng","out":OFF,"lines":[[OFF,W],...]}
+ *             (line k: W x height int8 pixels at OFF; outputs may go from out on)
+ *   recog  -> {"t":"done","id":I,"lines":[[S,OFF,STEPS],...]}
+ *             S 0: STEPS x classes floats at OFF; 1: not read here (no room, no
+ *             model): read it yourself; 2: the line cannot be read (skipped)
+ *   recog  -> master: {"t":"ready","pid":P} | {"t":"fatal","error":E};
+ *             {"t":"stats",...} every second
+ */
+#include "recog/recog.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/memstat.h"
+#include "core/util.h"
+#include "engine/engine.h"
+#include "engine/lstm/forward.h"
+#include "engine/lstm/remote.h"
+#include "pool/pool.h"
+#include "pool/proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int ocp__tess_resolve(const ocp_engine_params *p, char dirbuf[4096], char **langs, char *err,
+                      size_t errlen);
+
+const int ocp_recog_hist_le[OCP_RECOG_HIST_NB] = {1, 2, 4, 8, 16, 32, 1 << 30};
+
+#define MAX_CLIENTS 256
+#define MAX_MODELS  16
+
+static int cpu_forward(void *ctx, const ocp_lstm_model *m, int n, const int8_t *const *img,
+                       const int *w, float **probs, int *steps, char *err, size_t errlen)
+{
+    (void)ctx;
+    return ocp_lstm_forward_batch(m, n, img, w, probs, steps, err, errlen);
+}
+
+const ocp_recog_backend ocp_recog_backend_cpu = {"cpu", NULL, cpu_forward};
+
+/* ---- requests -------------------------------------------------------------------------- */
+
+static int model_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    int slashes = 0;
+    if (n == 0 || n >= 64 || s[0] == '/' || s[n - 1] == '/')
+        return 0;
+    for (const char *p = s; *p; p++) {
+        if (*p == '/')
+            slashes++;
+        else if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+            return 0;
+    }
+    return slashes <= 1;
+}
+
+int ocp_recog_parse_request(const json_t *msg, size_t arena_len, int height, ocp_recog_req *req,
+                            char *err, size_t errlen)
+{
+    memset(req, 0, sizeof *req);
+    const char *t = json_string_value(json_object_get(msg, "t"));
+    const char *model = json_string_value(json_object_get(msg, "model"));
+    json_t *id = json_object_get(msg, "id"), *out = json_object_get(msg, "out");
+    json_t *lines = json_object_get(msg, "lines");
+    if (!t || strcmp(t, "lines") != 0 || !json_is_integer(id) || !json_is_integer(out) ||
+        !json_is_array(lines) || !model)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "recognizer: not a request of lines");
+    if (!model_name_ok(model))
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "recognizer: bad model name");
+    size_t n = json_array_size(lines);
+    if (n == 0 || n > OCP_RECOG_MAX_LINES)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "recognizer: %zu lines (1 to %d)", n,
+                        OCP_RECOG_MAX_LINES);
+    if (json_integer_value(out) < 0 || (unsigned long long)json_integer_value(out) > arena_len)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "recognizer: outputs outside the arena");
+    if (height < 1 || height > OCP_LSTM_MAX_HEIGHT)
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "recognizer: bad model height");
+    req->id = json_integer_value(id);
+    snprintf(req->model, sizeof req->model, "%s", model);
+    req->out = (size_t)json_integer_value(out);
+    req->line = ocp_xcalloc(n, sizeof *req->line);
+    for (size_t i = 0; i < n; i++) {
+        json_t *l = json_array_get(lines, i);
+        json_t *jo = json_array_get(l, 0), *jw = json_array_get(l, 1);
+        if (!json_is_array(l) || json_array_size(l) != 2 || !json_is_integer(jo) ||
+            !json_is_integer(jw))
+            goto bad;
+        json_int_t off = json_integer_value(jo), w = json_integer_value(jw);
+        /* Every line inside the arena and before the outputs: sizes checked against each
+         * other before any product of them is trusted. */
+        if (off < 0 || w < 1 || w > OCP_RECOG_MAX_WIDTH || (unsigned long long)off > req->out ||
+            (unsigned long long)w * (unsigned)height > req->out - (size_t)off)
+            goto bad;
+        req->line[i] = (ocp_recog_line){(size_t)off, (int)w};
+    }
+    req->n = (int)n;
+    return 0;
+bad:
+    free(req->line);
+    req->line = NULL;
+    return ocp_errf(OCP_E_MESSAGE, err, errlen, "recognizer: a line outside the arena");
+}
+
+/* ---- the process's state --------------------------------------------------------------- */
+
+typedef struct client {
+    int fd;
+    unsigned char *arena;
+    size_t len;
+    ocp_proto_reader rd;
+    /* The request being read (req.n == 0: none): each line's answer, the outputs' next
+     * place, the lines not answered yet. */
+    ocp_recog_req req;
+    const ocp_lstm_model *m;
+    int (*ans)[3];
+    size_t cursor;
+    int left;
+} client;
+
+typedef struct qline {
+    client *c;
+    int k;      /* the line of c's request */
+    double enq; /* when it was queued */
+} qline;
+
+typedef struct model_slot {
+    char name[64];
+    const ocp_lstm_model *m;
+    ocp_lstm_model *owned; /* loaded here (not the zygote's) */
+} model_slot;
+
+typedef struct recog {
+    const ocp_recog_conf *rc;
+    const ocp_recog_backend *be;
+    int master_fd, listen_fd;
+    client *cl[MAX_CLIENTS];
+    int ncl;
+    qline *q;
+    int nq, capq;
+    model_slot models[MAX_MODELS];
+    int nmodels;
+    /* The figures the master reads every second. */
+    long lines, batches, multi, hist[OCP_RECOG_HIST_NB], failed, clients_total;
+    double wait_sum, wait_max, busy_s;
+} recog;
+
+/* The model called name: one the zygote loaded (shared), else loaded here once after the
+ * same check as a task's languages. NULL with err when it cannot be had. */
+static const ocp_lstm_model *model_get(recog *r, const char *name, char *err, size_t errlen)
+{
+    for (int i = 0; i < r->nmodels; i++)
+        if (strcmp(r->models[i].name, name) == 0)
+            return r->models[i].m;
+    if (r->nmodels == MAX_MODELS) {
+        ocp_errf(OCP_E_LANG, err, errlen, "recognizer: %d models at most", MAX_MODELS);
+        return NULL;
+    }
+    model_slot *s = &r->models[r->nmodels];
+    s->m = ocp_lstm_find_loaded(name);
+    if (!s->m) {
+        ocp_engine_params ep = {.lang = name, .tessdata_dir = r->rc->tessdata_dir};
+        char dir[4096], *langs = NULL, path[4200];
+        if (ocp_engine_check_langs(r->rc->tessdata_dir, name, 1, err, errlen) ||
+            ocp__tess_resolve(&ep, dir, &langs, err, errlen))
+            return NULL;
+        free(langs);
+        snprintf(path, sizeof path, "%s/%s.traineddata", dir, name);
+        if (ocp_lstm_model_load(path, &s->owned, err, errlen))
+            return NULL;
+        s->m = s->owned;
+        OCP_LOG(OCP_LOG_INFO, "recognizer: model %s loaded", name);
+    }
+    snprintf(s->name, sizeof s->name, "%s", name);
+    r->nmodels++;
+    return s->m;
+}
+
+static void drop_client(recog *r, int i, const char *why)
+{
+    client *c = r->cl[i];
+    if (why)
+        OCP_LOG(OCP_LOG_WARN, "recognizer: a worker let go: %s", why);
+    /* Its queued lines go with it; no other worker's are touched. */
+    int k = 0;
+    for (int j = 0; j < r->nq; j++)
+        if (r->q[j].c != c)
+            r->q[k++] = r->q[j];
+    r->nq = k;
+    close(c->fd);
+    if (c->arena)
+        munmap(c->arena, c->len);
+    ocp_proto_reader_fini(&c->rd);
+    free(c->req.line);
+    free(c->ans);
+    free(c);
+    r->cl[i] = r->cl[--r->ncl];
+}
+
+static int client_index(const recog *r, const client *c)
+{
+    for (int i = 0; i < r->ncl; i++)
+        if (r->cl[i] == c)
+            return i;
+    return -1;
+}
+
+/* A request whose lines are all answered: the answer goes at once, or the worker goes. */
+static void answer(recog *r, client *c)
+{
+    json_t *ls = json_array();
+    for (int k = 0; k < c->req.n; k++)
+        json_array_append_new(
+            ls, json_pack("[i, I, i]", c->ans[k][0], (json_int_t)c->ans[k][1], c->ans[k][2]));
+    json_t *msg =
+        json_pack("{s:s, s:I, s:o}", "t", "done", "id", (json_int_t)c->req.id, "lines", ls);
+    int rc = ocp_proto_send_timed(c->fd, msg, -1, 0);
+    json_decref(msg);
+    free(c->req.line);
+    free(c->ans);
+    c->req = (ocp_recog_req){0};
+    c->ans = NULL;
+    if (rc)
+        drop_client(r, client_index(r, c), "it does not read its answers");
+}
+
+static void hello(recog *r, client *c, json_t *msg)
+{
+    json_t *ja = json_object_get(msg, "arena");
+    int fd = c->rd.passed_fd;
+    c->rd.passed_fd = -1;
+    struct stat st;
+    int seals = fd >= 0 ? fcntl(fd, F_GET_SEALS) : -1;
+    /* Sealed against shrinking: a worker cannot cut the mapping from under us (SIGBUS). */
+    if (fd < 0 || !json_is_integer(ja) || json_integer_value(ja) < 4096 ||
+        (size_t)json_integer_value(ja) > r->rc->max_arena || fstat(fd, &st) < 0 ||
+        st.st_size < json_integer_value(ja) || seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    c->len = (size_t)json_integer_value(ja);
+    void *p = mmap(NULL, c->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    c->arena = p == MAP_FAILED ? NULL : p;
+}
+
+/* A worker's request: checked, its lines queued (or answered at once when none can run). */
+static int request(recog *r, client *c, json_t *msg, double now)
+{
+    char err[300];
+    if (!c->arena || c->req.n)
+        return ocp_errf(OCP_E_MESSAGE, err, sizeof err, "a request before its arena, or two");
+    const char *name = json_string_value(json_object_get(msg, "model"));
+    const ocp_lstm_model *m =
+        name && model_name_ok(name) ? model_get(r, name, err, sizeof err) : NULL;
+    int height = m ? m->input_height : 1;
+    int rc = ocp_recog_parse_request(msg, c->len, height, &c->req, err, sizeof err);
+    if (rc) {
+        OCP_LOG(OCP_LOG_WARN, "recognizer: %s", err);
+        return rc;
+    }
+    c->m = m;
+    c->ans = ocp_xcalloc((size_t)c->req.n, sizeof *c->ans);
+    c->cursor = (c->req.out + 63) & ~(size_t)63;
+    c->left = 0;
+    for (int k = 0; k < c->req.n; k++) {
+        char why[300];
+        if (!m) {
+            c->ans[k][0] = 1; /* no model here: the worker has it */
+        } else if (ocp_lstm_line_fits(m, c->req.line[k].w, why, sizeof why)) {
+            c->ans[k][0] = 2;
+            r->failed++;
+        } else {
+            if (r->nq == r->capq) {
+                r->capq = r->capq ? r->capq * 2 : 256;
+                r->q = ocp_xrealloc(r->q, (size_t)r->capq * sizeof *r->q);
+            }
+            r->q[r->nq++] = (qline){c, k, now};
+            c->left++;
+        }
+    }
+    if (!m)
+        OCP_LOG(OCP_LOG_WARN, "recognizer: model %s: %s: its worker reads it", name ? name : "?",
+                err);
+    if (!c->left)
+        answer(r, c);
+    return 0;
+}
+
+static void client_readable(recog *r, int i, double now)
+{
+    client *c = r->cl[i];
+    int n = ocp_proto_fill(&c->rd, c->fd);
+    if (n == 0 || (n < 0 && n != -EAGAIN)) {
+        drop_client(r, i, c->req.n ? "it ended with lines queued" : NULL);
+        return;
+    }
+    json_t *msg;
+    int rc;
+    while ((rc = ocp_proto_next(&c->rd, &msg)) == 0 && msg) {
+        const char *t = json_string_value(json_object_get(msg, "t"));
+        int bad = 0;
+        if (t && strcmp(t, "hello") == 0 && !c->arena)
+            hello(r, c, msg);
+        else if (t && strcmp(t, "lines") == 0)
+            bad = request(r, c, msg, now) != 0;
+        else
+            bad = 1;
+        json_decref(msg);
+        if (bad) {
+            drop_client(r, i, "it sent a message that is not a request");
+            return;
+        }
+        if (client_index(r, c) < 0)
+            return; /* it was let go while answering */
+    }
+    if (rc)
+        drop_client(r, i, "it sent a frame that is not JSON");
+}
+
+static void accept_clients(recog *r)
+{
+    for (;;) {
+        int fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        /* An abstract name is open to the machine's other users: only ours are served. */
+        struct ucred cr;
+        socklen_t crl = sizeof cr;
+        if (r->ncl == MAX_CLIENTS || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 ||
+            cr.uid != getuid()) {
+            close(fd);
+            continue;
+        }
+        client *c = ocp_xcalloc(1, sizeof *c);
+        c->fd = fd;
+        ocp_proto_reader_init(&c->rd);
+        r->cl[r->ncl++] = c;
+        r->clients_total++;
+    }
+}
+
+/* ---- batches --------------------------------------------------------------------------- */
+
+static int cmp_width_desc(const void *a, const void *b, void *ctx)
+{
+    const qline *x = a, *y = b;
+    (void)ctx;
+    int wx = x->c->req.line[x->k].w, wy = y->c->req.line[y->k].w;
+    return wx < wy ? 1 : wx > wy ? -1 : (x->enq > y->enq) - (x->enq < y->enq);
+}
+
+static int batch_due(const recog *r, double now)
+{
+    if (!r->nq)
+        return 0;
+    if (r->nq >= r->rc->batch_lines)
+        return 1;
+    for (int i = 0; i < r->nq; i++)
+        if (now - r->q[i].enq >= r->rc->wait_s)
+            return 1;
+    return 0;
+}
+
+/* Writes line b of a batch back: its outputs into its worker's arena when they fit. */
+static void put_back(recog *r, qline *ql, float *probs, int steps)
+{
+    client *c = ql->c;
+    size_t bytes = (size_t)steps * (size_t)c->m->classes * sizeof(float);
+    int *a = c->ans[ql->k];
+    if (!probs) {
+        a[0] = 2;
+    } else if (c->cursor <= c->len && bytes <= c->len - c->cursor) {
+        memcpy(c->arena + c->cursor, probs, bytes);
+        a[0] = 0;
+        a[1] = (int)c->cursor;
+        a[2] = steps;
+        c->cursor = (c->cursor + bytes + 63) & ~(size_t)63;
+        r->lines++;
+    } else {
+        a[0] = 1; /* no room left: the worker reads it */
+    }
+    free(probs);
+    c->left--;
+}
+
+/* One batch: the oldest line's model, widest first, the window of similar widths around
+ * the oldest line; run, put back, the finished requests answered. */
+static void run_batch(recog *r, double now)
+{
+    int oldest = 0;
+    for (int i = 1; i < r->nq; i++)
+        if (r->q[i].enq < r->q[oldest].enq)
+            oldest = i;
+    const ocp_lstm_model *m = r->q[oldest].c->m;
+    qline *cand = ocp_xcalloc((size_t)r->nq, sizeof *cand);
+    int nc = 0, at = 0;
+    for (int i = 0; i < r->nq; i++)
+        if (r->q[i].c->m == m)
+            cand[nc++] = r->q[i];
+    qline old = r->q[oldest];
+    qsort_r(cand, (size_t)nc, sizeof *cand, cmp_width_desc, NULL);
+    for (int i = 0; i < nc; i++)
+        if (cand[i].c == old.c && cand[i].k == old.k)
+            at = i;
+    int lo = at - r->rc->batch_lines / 2;
+    if (lo + r->rc->batch_lines > nc)
+        lo = nc - r->rc->batch_lines;
+    if (lo < 0)
+        lo = 0;
+    int hi = lo;
+    double bytes = 0;
+    for (; hi < nc && hi - lo < r->rc->batch_lines; hi++) {
+        double b = ocp_lstm_line_bytes(m, cand[hi].c->req.line[cand[hi].k].w);
+        if (hi > lo && bytes + b > r->rc->batch_bytes)
+            break;
+        bytes += b;
+    }
+    if (at >= hi) { /* the window's cap cut it off: it starts the batch */
+        lo = at;
+        hi = at + 1;
+    }
+    int n = hi - lo;
+    const int8_t **img = ocp_xcalloc((size_t)n, sizeof *img);
+    int *w = ocp_xcalloc((size_t)n, sizeof *w), *steps = ocp_xcalloc((size_t)n, sizeof *steps);
+    float **probs = ocp_xcalloc((size_t)n, sizeof *probs);
+    int distinct = 0;
+    for (int j = 0; j < n; j++) {
+        qline *ql = &cand[lo + j];
+        const ocp_recog_line *l = &ql->c->req.line[ql->k];
+        size_t px = (size_t)l->w * (size_t)m->input_height;
+        /* A private copy: the worker may write its arena while we read (garbage in, garbage
+         * out, never a stray read), and the products read OCP_LSTM_PAD bytes past it. */
+        int8_t *copy = ocp_xmalloc(px + OCP_LSTM_PAD);
+        memcpy(copy, ql->c->arena + l->off, px);
+        memset(copy + px, 0, OCP_LSTM_PAD);
+        img[j] = copy;
+        w[j] = l->w;
+        double waited = now - ql->enq;
+        r->wait_sum += waited;
+        if (waited > r->wait_max)
+            r->wait_max = waited;
+        int seen = 0;
+        for (int i = lo; i < lo + j; i++)
+            seen |= cand[i].c == ql->c;
+        distinct += !seen;
+    }
+    double t0 = ocp_now();
+    char err[300];
+    if (r->be->forward_batch(r->be->ctx, m, n, img, w, probs, steps, err, sizeof err)) {
+        OCP_LOG(OCP_LOG_WARN, "recognizer: a batch of %d lines failed: %s", n, err);
+        memset(probs, 0, (size_t)n * sizeof *probs);
+        r->failed += n;
+    }
+    r->busy_s += ocp_now() - t0;
+    r->batches++;
+    r->multi += distinct > 1;
+    for (int b = 0; b < OCP_RECOG_HIST_NB; b++)
+        if (n <= ocp_recog_hist_le[b]) {
+            r->hist[b]++;
+            break;
+        }
+    /* Out of the queue, back to their workers. */
+    for (int j = 0; j < n; j++) {
+        put_back(r, &cand[lo + j], probs[j], steps[j]);
+        free((void *)img[j]);
+        for (int i = 0; i < r->nq; i++)
+            if (r->q[i].c == cand[lo + j].c && r->q[i].k == cand[lo + j].k) {
+                r->q[i] = r->q[--r->nq];
+                break;
+            }
+    }
+    for (int j = 0; j < n; j++) {
+        client *c = cand[lo + j].c;
+        if (client_index(r, c) >= 0 && c->req.n && c->left == 0)
+            answer(r, c);
+    }
+    free(img);
+    free(w);
+    free(steps);
+    free(probs);
+    free(cand);
+}
+
+/* ---- the process ----------------------------------------------------------------------- */
+
+static void send_stats(recog *r)
+{
+    json_t *h = json_array();
+    for (int b = 0; b < OCP_RECOG_HIST_NB; b++)
+        json_array_append_new(h, json_integer(r->hist[b]));
+    json_t *msg = json_pack(
+        "{s:s, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:f, s:i, s:i, s:i, s:I}", "t", "stats", "lines",
+        (json_int_t)r->lines, "batches", (json_int_t)r->batches, "multi_worker_batches",
+        (json_int_t)r->multi, "failed", (json_int_t)r->failed, "batch_hist", h, "wait_sum_s",
+        r->wait_sum, "wait_max_s", r->wait_max, "busy_s", r->busy_s, "clients", r->ncl, "queued",
+        r->nq, "models", r->nmodels, "clients_total", (json_int_t)r->clients_total);
+    if (ocp_proto_send_timed(r->master_fd, msg, -1, 1.0))
+        _exit(0); /* the master is gone */
+    json_decref(msg);
+}
+
+static void fatal(int fd, const char *why)
+{
+    OCP_LOG(OCP_LOG_ERROR, "recognizer cannot start: %s", why);
+    json_t *m = json_pack("{s:s, s:s}", "t", "fatal", "error", why);
+    ocp_proto_send(fd, m, -1);
+    json_decref(m);
+    _exit(OCP_EXIT_FATAL);
+}
+
+static int listen_on(const char *addr)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(addr);
+    if (n + 1 > sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path + 1, addr, n); /* abstract: no file, gone with the process */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) < 0 ||
+        listen(fd, 64) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+/* The pool's languages, ready before the first request: one that does not load is a
+ * recognizer that cannot start. */
+static void preload(recog *r)
+{
+    char *langs = ocp_xstrdup(r->rc->langs ? r->rc->langs : ""), *save = NULL, err[600];
+    const char *f = getenv("OCRPOOL_FAULT");
+    if (f && strcmp(f, "recognizer-bad-model") == 0)
+        fatal(r->master_fd, "fault injection: recognizer-bad-model");
+    for (char *l = strtok_r(langs, "+", &save); l; l = strtok_r(NULL, "+", &save))
+        if (!model_get(r, l, err, sizeof err))
+            fatal(r->master_fd, err);
+    free(langs);
+}
+
+void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
+{
+    recog rr = {.rc = rc, .be = &ocp_recog_backend_cpu, .master_fd = master_fd}, *r = &rr;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ocp_log_set_role('R');
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN); /* as the zygote: we end when the master closes our socket */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    preload(r);
+    r->listen_fd = listen_on(rc->addr);
+    if (r->listen_fd < 0) {
+        char why[300];
+        snprintf(why, sizeof why, "cannot listen on @%s: %s", rc->addr, strerror(-r->listen_fd));
+        fatal(master_fd, why);
+    }
+    json_t *ready =
+        json_pack("{s:s, s:i, s:s}", "t", "ready", "pid", (int)getpid(), "backend", r->be->name);
+    ocp_proto_send(master_fd, ready, -1);
+    json_decref(ready);
+    OCP_LOG(OCP_LOG_INFO, "recognizer %d ready on @%s (%s, batches of %d lines, %.0f ms)",
+            rc->index, rc->addr, r->be->name, rc->batch_lines, rc->wait_s * 1000);
+    const char *f = getenv("OCRPOOL_FAULT");
+    if (f && strcmp(f, "recognizer-crash") == 0) {
+        OCP_LOG(OCP_LOG_WARN, "fault injection: recognizer crashing");
+        raise(SIGSEGV);
+    }
+    fcntl(master_fd, F_SETFL, fcntl(master_fd, F_GETFL) | O_NONBLOCK);
+    ocp_proto_reader mrd;
+    ocp_proto_reader_init(&mrd);
+    double next_stats = ocp_now() + 1.0;
+    struct pollfd *p = ocp_xcalloc(MAX_CLIENTS + 2, sizeof *p);
+    for (;;) {
+        double now = ocp_now(), due = next_stats;
+        if (r->nq) {
+            double oldest = r->q[0].enq;
+            for (int i = 1; i < r->nq; i++)
+                oldest = r->q[i].enq < oldest ? r->q[i].enq : oldest;
+            due = oldest + rc->wait_s < due ? oldest + rc->wait_s : due;
+        }
+        int ms = batch_due(r, now) ? 0 : due > now ? (int)((due - now) * 1000) + 1 : 0;
+        int ncl = r->ncl;
+        p[0] = (struct pollfd){master_fd, POLLIN, 0};
+        p[1] = (struct pollfd){r->listen_fd, POLLIN, 0};
+        client *polled[MAX_CLIENTS];
+        for (int i = 0; i < ncl; i++) {
+            p[2 + i] = (struct pollfd){r->cl[i]->fd, POLLIN, 0};
+            polled[i] = r->cl[i];
+        }
+        poll(p, (nfds_t)ncl + 2, ms);
+        now = ocp_now();
+        if (p[0].revents) {
+            int n = ocp_proto_fill(&mrd, master_fd);
+            if (n == 0 || (n < 0 && n != -EAGAIN)) {
+                /* The master (or the node) is done: our last figures to it (it waits for
+                 * them when it stops the node: ocp__recog_stop), then we go. */
+                send_stats(r);
+                OCP_LOG(OCP_LOG_DEBUG,
+                        "recognizer %d ends: %ld lines in %ld batches (%ld of lines of more "
+                        "than one worker), %.1f s in the network",
+                        rc->index, r->lines, r->batches, r->multi, r->busy_s);
+                _exit(0);
+            }
+        }
+        for (int i = 0; i < ncl; i++)
+            if (p[2 + i].revents) {
+                int at = client_index(r, polled[i]);
+                if (at >= 0)
+                    client_readable(r, at, now);
+            }
+        if (p[1].revents)
+            accept_clients(r);
+        /* One batch a turn: the lines that came meanwhile (another worker's) join the queue
+         * before the next batch is chosen, so that no worker's long page holds the others'. */
+        if (batch_due(r, ocp_now()))
+            run_batch(r, ocp_now());
+        if (ocp_now() >= next_stats) {
+            send_stats(r);
+            next_stats = ocp_now() + 1.0;
+        }
+    }
+}
