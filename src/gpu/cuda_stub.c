@@ -26,6 +26,13 @@ int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx *
     return ocp_errf(OCP_E_ENGINE, err, errlen, "built without CUDA");
 }
 
+int ocp_cuda_open_emulated(size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out, char *err,
+                           size_t errlen)
+{
+    *out = NULL;
+    return ocp_errf(OCP_E_ENGINE, err, errlen, "built without CUDA");
+}
+
 void ocp_cuda_close(ocp_cuda_ctx *ctx)
 {
 }

@@ -20,7 +20,9 @@ extern "C" {
 #include <algorithm>
 
 #define ALIGN 256
-/* With allow_growth, memory is taken from CUDA in steps of at least this. */
+/* With allow_growth, memory is taken from CUDA in steps of this (or a quarter of the cap
+ * when that is less, so that the weights' step stays apart from the batches' and these
+ * can be given back), or of what one allocation needs, in 2 MB units (CUDA's). */
 #define GROWTH_STEP ((size_t)64 << 20)
 
 /* ---- errors ----------------------------------------------------------------------------- */
@@ -66,7 +68,10 @@ static size_t fit(const ocp_cuda_chunk &k, size_t bytes)
 static int new_chunk(ocp_cuda_ctx *c, size_t size)
 {
     void *p = nullptr;
-    if (cudaMalloc(&p, size) != cudaSuccess) {
+    if (c->emulate) {
+        if (!(p = calloc(1, size)))
+            return -1;
+    } else if (cudaMalloc(&p, size) != cudaSuccess) {
         cudaGetLastError(); /* the device is full: not fatal, the batch is split */
         return -1;
     }
@@ -98,7 +103,8 @@ void *ocp__cuda_alloc(ocp_cuda_ctx *c, size_t bytes)
         /* Nothing free: with allow_growth, one more step if the cap allows it. */
         if (pass || !c->allow_growth)
             return nullptr;
-        size_t step = std::max(GROWTH_STEP, (bytes + (2 << 20) - 1) / (2 << 20) * (2 << 20));
+        size_t mb2 = (size_t)2 << 20, small = std::min(GROWTH_STEP, c->cap / 4 / mb2 * mb2);
+        size_t step = std::max(small, (bytes + mb2 - 1) / mb2 * mb2);
         if (c->held + step > c->cap)
             step = (c->cap - c->held) / ALIGN * ALIGN;
         if (step < bytes || new_chunk(c, step))
@@ -133,11 +139,15 @@ void ocp_cuda_trim(ocp_cuda_ctx *c)
 {
     if (!c || !c->allow_growth)
         return;
-    cudaSetDevice(c->device);
+    if (!c->emulate)
+        cudaSetDevice(c->device);
     for (size_t i = c->chunks.size(); i-- > 0;) {
         if (!c->chunks[i].used.empty())
             continue;
-        cudaFree(c->chunks[i].base); /* synchronises: nothing in flight uses it */
+        if (c->emulate)
+            free(c->chunks[i].base);
+        else
+            cudaFree(c->chunks[i].base); /* synchronises: nothing in flight uses it */
         c->held -= c->chunks[i].size;
         c->chunks.erase(c->chunks.begin() + (long)i);
     }
@@ -148,17 +158,58 @@ void *ocp__cuda_pinned(ocp_cuda_ctx *c, size_t bytes)
     if (c->pinned_size >= bytes)
         return c->pinned;
     if (c->pinned)
-        cudaFreeHost(c->pinned);
+        c->emulate ? free(c->pinned) : (void)cudaFreeHost(c->pinned);
     c->pinned = nullptr;
     c->pinned_size = 0;
     size_t size = std::max(bytes, (size_t)1 << 20);
-    if (cudaMallocHost(&c->pinned, size) != cudaSuccess) {
+    if (c->emulate) {
+        if (!(c->pinned = malloc(size)))
+            return nullptr;
+    } else if (cudaMallocHost(&c->pinned, size) != cudaSuccess) {
         cudaGetLastError();
         c->pinned = nullptr;
         return nullptr;
     }
     c->pinned_size = size;
     return c->pinned;
+}
+
+/* ---- the stream's operations --------------------------------------------------------------
+ * Asynchronous on the context's stream. A copy from pageable host memory is staged by the
+ * driver before the call returns, so the caller may free its buffer at once. */
+
+int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
+                  size_t errlen)
+{
+    if (c->emulate) {
+        memcpy(dst, src, n);
+        return 0;
+    }
+    return OCP_CK(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->st), err, errlen);
+}
+
+int ocp__cuda_d2h(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
+                  size_t errlen)
+{
+    if (c->emulate) {
+        memcpy(dst, src, n);
+        return 0;
+    }
+    return OCP_CK(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->st), err, errlen);
+}
+
+int ocp__cuda_memset(ocp_cuda_ctx *c, void *dst, int v, size_t n, char *err, size_t errlen)
+{
+    if (c->emulate) {
+        memset(dst, v, n);
+        return 0;
+    }
+    return OCP_CK(c, cudaMemsetAsync(dst, v, n, c->st), err, errlen);
+}
+
+int ocp__cuda_sync(ocp_cuda_ctx *c, char *err, size_t errlen)
+{
+    return c->emulate ? 0 : OCP_CK(c, cudaStreamSynchronize(c->st), err, errlen);
 }
 
 /* ---- the context ------------------------------------------------------------------------ */
@@ -195,8 +246,7 @@ static int upload_tables(ocp_cuda_ctx *c, char *err, size_t errlen)
     if (!c->tables)
         return ocp_errf(OCP_E_RANGE, err, errlen, "the GPU memory cap (%zu bytes) is too small",
                         c->cap);
-    return OCP_CK(c, cudaMemcpy(c->tables, t.data(), t.size() * sizeof(float),
-                                cudaMemcpyHostToDevice), err, errlen);
+    return ocp__cuda_h2d(c, c->tables, t.data(), t.size() * sizeof(float), err, errlen);
 }
 
 extern "C" int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out,
@@ -252,6 +302,32 @@ extern "C" int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp
     return 0;
 }
 
+extern "C" int ocp_cuda_open_emulated(size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out,
+                                      char *err, size_t errlen)
+{
+    *out = nullptr;
+    if (cap_bytes < ((size_t)4 << 20))
+        return ocp_errf(OCP_E_RANGE, err, errlen, "a GPU memory cap of %zu bytes: 4 MB at least",
+                        cap_bytes);
+    ocp_cuda_ctx *c = new ocp_cuda_ctx;
+    c->emulate = 1;
+    snprintf(c->name, sizeof c->name, "emulated on the CPU");
+    c->sms = 2; /* few, so that small batches take every LSTM kernel (1, 2, 4 a block) */
+    c->cap = cap_bytes / ALIGN * ALIGN;
+    c->allow_growth = allow_growth != 0;
+    int rc = 0;
+    if (!c->allow_growth && new_chunk(c, c->cap))
+        rc = ocp_errf(OCP_E_RANGE, err, errlen, "cannot reserve %zu MB", c->cap >> 20);
+    if (!rc)
+        rc = upload_tables(c, err, errlen);
+    if (rc) {
+        ocp_cuda_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
 static void free_model(ocp_cuda_ctx *c, ocp_cuda_model *cm)
 {
     for (auto &kv : cm->mats)
@@ -264,9 +340,16 @@ extern "C" void ocp_cuda_close(ocp_cuda_ctx *c)
 {
     if (!c)
         return;
-    cudaSetDevice(c->device);
     for (auto &kv : c->models)
         free_model(c, kv.second);
+    if (c->emulate) {
+        for (auto &k : c->chunks)
+            free(k.base);
+        free(c->pinned);
+        delete c;
+        return;
+    }
+    cudaSetDevice(c->device);
     if (c->st)
         cudaStreamDestroy(c->st);
     for (auto &k : c->chunks)
@@ -346,7 +429,8 @@ static int upload_mat(ocp_cuda_ctx *c, const ocp_lstm_matrix *const *parts, int 
                         c->cap >> 20);
     out->bias = out->w4 + (size_t)G * R;
     out->scale = (float *)(out->bias + R);
-    return OCP_CK(c, cudaMemcpy(out->w4, w4.data(), bytes, cudaMemcpyHostToDevice), err, errlen);
+    int rc = ocp__cuda_h2d(c, out->w4, w4.data(), bytes, err, errlen);
+    return rc ? rc : ocp__cuda_sync(c, err, errlen); /* w4 is freed on return */
 }
 
 static int upload_node(ocp_cuda_ctx *c, const ocp_lstm_node *nd, ocp_cuda_model *cm, char *err,
@@ -406,7 +490,8 @@ extern "C" int ocp_cuda_upload_model(ocp_cuda_ctx *c, const ocp_lstm_model *m, c
 {
     if (c->lost)
         return ocp_errf(OCP_E_ENGINE, err, errlen, "GPU lost: %s", c->lost_why);
-    cudaSetDevice(c->device);
+    if (!c->emulate)
+        cudaSetDevice(c->device);
     ocp_cuda_model *cm;
     return ocp__cuda_model(c, m, &cm, err, errlen);
 }
@@ -418,8 +503,10 @@ extern "C" void ocp_cuda_forget_model(ocp_cuda_ctx *c, const ocp_lstm_model *m)
     auto it = c->models.find(m);
     if (it == c->models.end())
         return;
-    cudaSetDevice(c->device);
-    cudaStreamSynchronize(c->st);
+    if (!c->emulate) {
+        cudaSetDevice(c->device);
+        cudaStreamSynchronize(c->st);
+    }
     free_model(c, it->second);
     c->models.erase(it);
 }
@@ -452,6 +539,5 @@ int ocp__cuda_draws(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model *cm
     ocp__cuda_free(c, cm->draws);
     cm->draws = d;
     cm->draws_n = n;
-    return OCP_CK(c, cudaMemcpyAsync(d, cm->draws_host.data(), n, cudaMemcpyHostToDevice, c->st),
-                  err, errlen);
+    return ocp__cuda_h2d(c, d, cm->draws_host.data(), n, err, errlen);
 }

@@ -54,6 +54,13 @@ const char *ocp_cuda_runtime_version(void);
 int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out,
                   char *err, size_t errlen);
 
+/* For tests on machines without a GPU: a context whose "device" memory is host memory (the
+ * same allocator and cap) and whose kernels run on the CPU: the same kernel bodies, walk,
+ * border values and softmax as on a GPU, one thread. It checks the CUDA path's arithmetic
+ * and indexing against the CPU path's, not the GPU's execution (launches, shared memory). */
+int ocp_cuda_open_emulated(size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out, char *err,
+                           size_t errlen);
+
 /* Frees everything of the context, its device memory included. NULL does nothing. */
 void ocp_cuda_close(ocp_cuda_ctx *ctx);
 

@@ -33,50 +33,80 @@ extern "C" {
 
 #define THREADS 256
 
-/* ---- device arithmetic: the CPU's, operation by operation ------------------------------ */
+/* ---- the arithmetic: the CPU's, operation by operation ---------------------------------
+ * Every kernel's body is a __host__ __device__ function over (first, stride) of its
+ * elements: on the GPU each thread takes its own, and the emulation (ocp_cuda_open_emulated,
+ * for tests on machines without a GPU) runs the same bodies on the CPU with first 0 and
+ * stride 1. Its float operations are then the host compiler's, unfused (-ffp-contract=off;
+ * x86-64's baseline has no FMA), which is what __fmul_rn and __fadd_rn do on the device. */
+
+#ifdef __CUDA_ARCH__
+#define FMUL(a, b) __fmul_rn(a, b)
+#define FADD(a, b) __fadd_rn(a, b)
+#define FSUB(a, b) __fsub_rn(a, b)
+#define I2F(x) __int2float_rn(x)
+#define DP4A(a, b, c) __dp4a(a, b, c)
+#define SYNC() __syncthreads()
+#else
+#define FMUL(a, b) ((float)(a) * (float)(b))
+#define FADD(a, b) ((float)(a) + (float)(b))
+#define FSUB(a, b) ((float)(a) - (float)(b))
+#define I2F(x) ((float)(x))
+#define DP4A(a, b, c) dp4a_host(a, b, c)
+#define SYNC()                                                                                   \
+    do {                                                                                         \
+    } while (0)
+static inline int32_t dp4a_host(int32_t a, int32_t b, int32_t c)
+{
+    for (int k = 0; k < 4; k++)
+        c += (int32_t)(int8_t)(a >> (8 * k)) * (int32_t)(int8_t)(b >> (8 * k));
+    return c;
+}
+#endif
+#define HD __host__ __device__ __forceinline__
 
 /* engine/lstm/kernels.c lookup(): f(x) for x >= 0, index trunc(x * 256), linear between
  * entries, 1 from index 4095 on. */
-__device__ __forceinline__ float lookup(const float *t, float x)
+HD float lookup(const float *t, float x)
 {
-    float s = __fmul_rn(x, 256.0f);
+    float s = FMUL(x, 256.0f);
     int i = s < (float)(OCP_CUDA_TABLE - 1) ? (int)s : OCP_CUDA_TABLE - 1;
     int i0 = i < OCP_CUDA_TABLE - 1 ? i : OCP_CUDA_TABLE - 2;
     float a = t[i0], b = t[i0 + 1];
-    float v = __fadd_rn(a, __fmul_rn(__fsub_rn(b, a), __fsub_rn(s, (float)i0)));
+    float v = FADD(a, FMUL(FSUB(b, a), FSUB(s, (float)i0)));
     return i >= OCP_CUDA_TABLE - 1 ? 1.0f : v;
 }
 
-__device__ __forceinline__ float tanh_of(const float *tab, float x)
+HD float tanh_of(const float *tab, float x)
 {
     float v = lookup(tab, x < 0 ? -x : x);
     return x < 0 ? -v : v;
 }
 
-__device__ __forceinline__ float logistic_of(const float *tab, float x)
+HD float logistic_of(const float *tab, float x)
 {
     float v = lookup(tab + OCP_CUDA_TABLE, x < 0 ? -x : x);
-    return x < 0 ? __fsub_rn(1.0f, v) : v;
+    return x < 0 ? FSUB(1.0f, v) : v;
 }
 
 /* ocp__lstm_quantise: in float, the product rounded, then |v| + 0.5 rounded and truncated. */
-__device__ __forceinline__ int8_t q8(float x)
+HD int8_t q8(float x)
 {
-    float v = __fmul_rn(x, 127.0f);
-    float a = __fadd_rn(v < 0 ? -v : v, 0.5f);
+    float v = FMUL(x, 127.0f);
+    float a = FADD(v < 0 ? -v : v, 0.5f);
     int r = a < 127.0f ? (int)a : 127;
     return (int8_t)(v < 0 ? -r : r);
 }
 
 /* A row's finish (kernels.c finish_row): the bias times 127 added to the exact sum, the
  * int32 made a float, times the row's scale. */
-__device__ __forceinline__ float finish(int32_t s, int32_t bias, float scale)
+HD float finish(int32_t s, int32_t bias, float scale)
 {
-    return __fmul_rn(__int2float_rn(s + bias * 127), scale);
+    return FMUL(I2F(s + bias * 127), scale);
 }
 
 /* 4 bytes at any address, as the little-endian int32 of the packed weights. */
-__device__ __forceinline__ int32_t load4(const int8_t *p)
+HD int32_t load4(const int8_t *p)
 {
     return (int32_t)((uint32_t)(uint8_t)p[0] | (uint32_t)(uint8_t)p[1] << 8 |
                      (uint32_t)(uint8_t)p[2] << 16 | (uint32_t)(uint8_t)p[3] << 24);
@@ -92,22 +122,21 @@ struct lmeta {
     int h, w;               /* the input's shape */
 };
 
-#define LINE_LOOP(total)                                                                         \
-    for (long long e = (long long)blockIdx.y * blockDim.x + threadIdx.x; e < (total);            \
-         e += (long long)gridDim.y * blockDim.x)
+#define ELEMENTS(total) for (long long e = first; e < (total); e += stride)
+#define LINE_FIRST ((long long)blockIdx.y * blockDim.x + threadIdx.x)
+#define LINE_STRIDE ((long long)gridDim.y * blockDim.x)
 
 /* forward.c convolve(): each output stacks the kx x ky neighbourhood, index (dx + hx) x ky +
  * (dy + hy); a neighbour outside the image takes the next border value. The pixels with such
  * neighbours are the border pixels: numbered row by row (rows[y] is the number before row y;
  * a row is all border when y < hy, y >= h - hy or w <= 2 hx, else its hx first and hx last),
  * boff[k] is the index of border pixel k's first value in the line's sequence. */
-__global__ void conv_k(const lmeta *L, const int8_t *in, int8_t *out, const int *aux,
-                       const int8_t *draws, int d, int hx, int hy)
+HD void conv_body(lmeta m, long long first, long long stride, const int8_t *in, int8_t *out,
+                  const int *aux, const int8_t *draws, int d, int hx, int hy)
 {
-    lmeta m = L[blockIdx.x];
     int kx = 2 * hx + 1, ky = 2 * hy + 1, D = d * kx * ky;
     const int *rows = aux + m.aux, *boff = rows + m.h;
-    LINE_LOOP((long long)m.h * m.w)
+    ELEMENTS((long long)m.h * m.w)
     {
         int y = (int)(e / m.w), x = (int)(e % m.w);
         int8_t *dst = out + m.out + e * D;
@@ -131,12 +160,18 @@ __global__ void conv_k(const lmeta *L, const int8_t *in, int8_t *out, const int 
     }
 }
 
-/* forward.c maxpool(): int8 max over xs x ys; output h / ys x w / xs. */
-__global__ void maxpool_k(const lmeta *L, const int8_t *in, int8_t *out, int d, int xs, int ys)
+__global__ void conv_k(const lmeta *L, const int8_t *in, int8_t *out, const int *aux,
+                       const int8_t *draws, int d, int hx, int hy)
 {
-    lmeta m = L[blockIdx.x];
+    conv_body(L[blockIdx.x], LINE_FIRST, LINE_STRIDE, in, out, aux, draws, d, hx, hy);
+}
+
+/* forward.c maxpool(): int8 max over xs x ys; output h / ys x w / xs. */
+HD void maxpool_body(lmeta m, long long first, long long stride, const int8_t *in, int8_t *out,
+                     int d, int xs, int ys)
+{
     int oh = m.h / ys, ow = m.w / xs;
-    LINE_LOOP((long long)oh * ow * d)
+    ELEMENTS((long long)oh * ow * d)
     {
         int k = (int)(e % d);
         long long pos = e / d;
@@ -151,11 +186,16 @@ __global__ void maxpool_k(const lmeta *L, const int8_t *in, int8_t *out, int d, 
     }
 }
 
-/* forward.c transpose(), reverse_x(), reverse_y(): 0, 1, 2. */
-__global__ void transform_k(const lmeta *L, const int8_t *in, int8_t *out, int d, int kind)
+__global__ void maxpool_k(const lmeta *L, const int8_t *in, int8_t *out, int d, int xs, int ys)
 {
-    lmeta m = L[blockIdx.x];
-    LINE_LOOP((long long)m.h * m.w * d)
+    maxpool_body(L[blockIdx.x], LINE_FIRST, LINE_STRIDE, in, out, d, xs, ys);
+}
+
+/* forward.c transpose(), reverse_x(), reverse_y(): 0, 1, 2. */
+HD void transform_body(lmeta m, long long first, long long stride, const int8_t *in,
+                       int8_t *out, int d, int kind)
+{
+    ELEMENTS((long long)m.h * m.w * d)
     {
         int k = (int)(e % d);
         long long pos = e / d;
@@ -167,20 +207,25 @@ __global__ void transform_k(const lmeta *L, const int8_t *in, int8_t *out, int d
     }
 }
 
+__global__ void transform_k(const lmeta *L, const int8_t *in, int8_t *out, int d, int kind)
+{
+    transform_body(L[blockIdx.x], LINE_FIRST, LINE_STRIDE, in, out, d, kind);
+}
+
 /* forward.c fully_connected(): every position p of the batch (P of them, inputs d apart)
  * times the matrix; row r of position p to out[p * R + r]: q8(f(product)) with f 0
  * identity, 1 tanh, 2 logistic, 3 relu, or the float itself into logits (the softmax's). */
-__global__ void fc_k(ocp_cuda_mat w, const float *tab, const int8_t *x, int d, long long P,
-                     int act, int8_t *out, float *logits)
+HD void fc_body(const ocp_cuda_mat &w, long long first, long long stride, const float *tab,
+                const int8_t *x, int d, long long P, int act, int8_t *out, float *logits)
 {
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < P * w.R;
-         e += (long long)gridDim.x * blockDim.x) {
+    ELEMENTS(P * w.R)
+    {
         long long p = e / w.R;
         int r = (int)(e % w.R);
         const int8_t *xp = x + p * d;
         int32_t s = 0;
         for (int g = 0; g < w.G; g++)
-            s = __dp4a(w.w4[(size_t)g * w.R + r], load4(xp + 4 * g), s);
+            s = DP4A(w.w4[(size_t)g * w.R + r], load4(xp + 4 * g), s);
         float f = finish(s, w.bias[r], w.scale[r]);
         if (logits) {
             logits[e] = f;
@@ -196,20 +241,34 @@ __global__ void fc_k(ocp_cuda_mat w, const float *tab, const int8_t *x, int d, l
     }
 }
 
+__global__ void fc_k(ocp_cuda_mat w, const float *tab, const int8_t *x, int d, long long P,
+                     int act, int8_t *out, float *logits)
+{
+    fc_body(w, (long long)blockIdx.x * blockDim.x + threadIdx.x,
+            (long long)gridDim.x * blockDim.x, tab, x, d, P, act, out, logits);
+}
+
 /* One sequence of an LSTM: its inputs (len steps, ni apart), and where its outputs go. */
 struct seqd {
     long long in, out;
     int len;
 };
 
-/* forward.c lstm() and kernels.c lstm_cell_scalar(): S sequences a block, every step in
- * one launch. Shared memory: src[S][4G] bytes ([x_t, h_{t-1}], zero-padded to whole groups),
- * gates[S][R] floats (CI, GI, GF1, GO), cell[S][ns] floats. */
-template <int S>
-__global__ void lstm_k(ocp_cuda_mat w, const float *tab, const seqd *sq, int nseq, int ni,
-                       int ns, int summarise, const int8_t *in, int8_t *out)
+/* The shared memory of an LSTM block of S sequences, in bytes. */
+static size_t lstm_smem(int S, const ocp_cuda_mat &w, int ns)
 {
-    extern __shared__ int32_t sh[];
+    return (size_t)S * (4 * (size_t)w.G + 4 * (size_t)w.R + 4 * (size_t)ns);
+}
+
+/* forward.c lstm() and kernels.c lstm_cell_scalar(): S sequences a block (block `blk`,
+ * thread tid of bd), every step in one launch. Shared memory sh: src[S][4G] bytes ([x_t,
+ * h_{t-1}], zero-padded to whole groups), gates[S][R] floats (CI, GI, GF1, GO), cell[S][ns]
+ * floats. */
+template <int S>
+HD void lstm_block(const ocp_cuda_mat &w, const float *tab, const seqd *sq, int nseq, int ni,
+                   int ns, int summarise, const int8_t *in, int8_t *out, int blk, int tid, int bd,
+                   int32_t *sh)
+{
     const int G = w.G, R = w.R;
     int32_t *src = sh;
     float *gates = (float *)(src + S * G);
@@ -218,55 +277,67 @@ __global__ void lstm_k(ocp_cuda_mat w, const float *tab, const seqd *sq, int nse
     int len[S], maxlen = 0;
     seqd q[S];
     for (int s = 0; s < S; s++) {
-        int i = blockIdx.x * S + s;
+        int i = blk * S + s;
         q[s] = i < nseq ? sq[i] : seqd{0, 0, 0};
         len[s] = q[s].len;
-        maxlen = max(maxlen, len[s]);
+        maxlen = len[s] > maxlen ? len[s] : maxlen;
     }
-    for (int i = threadIdx.x; i < S * G; i += blockDim.x)
+    for (int i = tid; i < S * G; i += bd)
         src[i] = 0;
-    for (int i = threadIdx.x; i < S * ns; i += blockDim.x)
+    for (int i = tid; i < S * ns; i += bd)
         cell[i] = 0.0f;
-    __syncthreads();
+    SYNC();
     for (int t = 0; t < maxlen; t++) {
-        for (int i = threadIdx.x; i < S * ni; i += blockDim.x) {
+        for (int i = tid; i < S * ni; i += bd) {
             int s = i / ni, j = i % ni;
             if (t < len[s])
                 srcb[s * 4 * G + j] = in[q[s].in + (long long)t * ni + j];
         }
-        __syncthreads();
-        for (int r = threadIdx.x; r < R; r += blockDim.x) {
+        SYNC();
+        for (int r = tid; r < R; r += bd) {
             int32_t acc[S];
             for (int s = 0; s < S; s++)
                 acc[s] = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll 4
+#endif
             for (int g = 0; g < G; g++) {
                 int32_t wv = w.w4[(size_t)g * R + r];
                 for (int s = 0; s < S; s++)
-                    acc[s] = __dp4a(wv, src[s * G + g], acc[s]);
+                    acc[s] = DP4A(wv, src[s * G + g], acc[s]);
             }
             int32_t b = w.bias[r];
             float sc = w.scale[r];
             for (int s = 0; s < S; s++)
                 gates[s * R + r] = finish(acc[s], b, sc);
         }
-        __syncthreads();
-        for (int i = threadIdx.x; i < S * ns; i += blockDim.x) {
+        SYNC();
+        for (int i = tid; i < S * ns; i += bd) {
             int s = i / ns, j = i % ns;
             const float *g = gates + s * R;
             float ci = tanh_of(tab, g[j]), gi = logistic_of(tab, g[ns + j]);
             float gf = logistic_of(tab, g[2 * ns + j]), go = logistic_of(tab, g[3 * ns + j]);
-            float cv = __fmul_rn(cell[i], gf);
-            float add = __fmul_rn(ci, gi);
-            cv = __fadd_rn(cv, add);
+            float cv = FMUL(cell[i], gf);
+            float add = FMUL(ci, gi);
+            cv = FADD(cv, add);
             cv = cv > 100.0f ? 100.0f : cv < -100.0f ? -100.0f : cv;
             cell[i] = cv;
-            int8_t h = q8(__fmul_rn(tanh_of(tab, cv), go));
+            int8_t h = q8(FMUL(tanh_of(tab, cv), go));
             srcb[s * 4 * G + ni + j] = h;
             if (t < len[s] && (!summarise || t == len[s] - 1))
                 out[q[s].out + (summarise ? 0 : (long long)t * ns) + j] = h;
         }
-        __syncthreads();
+        SYNC();
     }
+}
+
+template <int S>
+__global__ void lstm_k(ocp_cuda_mat w, const float *tab, const seqd *sq, int nseq, int ni,
+                       int ns, int summarise, const int8_t *in, int8_t *out)
+{
+    extern __shared__ int32_t sh[];
+    lstm_block<S>(w, tab, sq, nseq, ni, ns, summarise, in, out, blockIdx.x, threadIdx.x,
+                  blockDim.x, sh);
 }
 
 /* ---- the walk ----------------------------------------------------------------------------
@@ -321,8 +392,7 @@ template <typename T> int upload(walk &k, const std::vector<T> &v, T **out)
     k.temp.push_back(*out);
     if (v.empty())
         return 0;
-    return OCP_CK(k.c, cudaMemcpyAsync(*out, v.data(), bytes, cudaMemcpyHostToDevice, k.c->st),
-                  k.err, k.errlen);
+    return ocp__cuda_h2d(k.c, *out, v.data(), bytes, k.err, k.errlen);
 }
 
 void end_node(walk &k)
@@ -363,7 +433,7 @@ void replace(walk &k, int8_t *buf, const std::vector<shape> &s, int d)
 
 int launched(walk &k, const char *what)
 {
-    return ocp__cuda_check(k.c, cudaGetLastError(), what, k.err, k.errlen);
+    return k.c->emulate ? 0 : ocp__cuda_check(k.c, cudaGetLastError(), what, k.err, k.errlen);
 }
 
 int transform(walk &k, int kind)
@@ -383,7 +453,11 @@ int transform(walk &k, int kind)
         ocp__cuda_free(k.c, o);
     if (rc)
         return rc;
-    transform_k<<<line_grid(k, most), THREADS, 0, k.c->st>>>(L, k.buf, o, k.d, kind);
+    if (k.c->emulate)
+        for (int i = 0; i < k.n; i++)
+            transform_body(L[i], 0, 1, k.buf, o, k.d, kind);
+    else
+        transform_k<<<line_grid(k, most), THREADS, 0, k.c->st>>>(L, k.buf, o, k.d, kind);
     replace(k, o, to, k.d);
     return launched(k, "transform kernel");
 }
@@ -433,7 +507,12 @@ int convolve(walk &k, const ocp_lstm_node *nd)
     std::vector<shape> to = k.s;
     if ((rc = new_buf(k, tensor_bytes(k, to, d * kx * ky), &o)))
         return rc;
-    conv_k<<<line_grid(k, most), THREADS, 0, k.c->st>>>(dl, k.buf, o, da, k.cm->draws, d, hx, hy);
+    if (k.c->emulate)
+        for (int i = 0; i < k.n; i++)
+            conv_body(dl[i], 0, 1, k.buf, o, da, k.cm->draws, d, hx, hy);
+    else
+        conv_k<<<line_grid(k, most), THREADS, 0, k.c->st>>>(dl, k.buf, o, da, k.cm->draws, d, hx,
+                                                            hy);
     replace(k, o, to, d * kx * ky);
     return launched(k, "convolution kernel");
 }
@@ -452,8 +531,12 @@ int maxpool(walk &k, const ocp_lstm_node *nd)
     int rc = upload(k, metas(k, to, k.d), &L);
     if (rc || (rc = new_buf(k, tensor_bytes(k, to, k.d), &o)))
         return rc;
-    maxpool_k<<<line_grid(k, most), THREADS, 0, k.c->st>>>(L, k.buf, o, k.d, nd->x_scale,
-                                                           nd->y_scale);
+    if (k.c->emulate)
+        for (int i = 0; i < k.n; i++)
+            maxpool_body(L[i], 0, 1, k.buf, o, k.d, nd->x_scale, nd->y_scale);
+    else
+        maxpool_k<<<line_grid(k, most), THREADS, 0, k.c->st>>>(L, k.buf, o, k.d, nd->x_scale,
+                                                               nd->y_scale);
     replace(k, o, to, k.d);
     return launched(k, "maxpool kernel");
 }
@@ -486,15 +569,16 @@ int softmax(walk &k, const ocp_lstm_node *nd, const ocp_cuda_mat &w)
     if (!host)
         return ocp_errf(OCP_E_ENGINE, k.err, k.errlen, "no pinned host memory for %zu bytes",
                         bytes);
-    fc_k<<<fc_blocks(k, P * no), THREADS, 0, k.c->st>>>(w, k.c->tables, k.buf, k.d, P, 0,
-                                                        nullptr, logits);
+    if (k.c->emulate)
+        fc_body(w, 0, 1, k.c->tables, k.buf, k.d, P, 0, nullptr, logits);
+    else
+        fc_k<<<fc_blocks(k, P * no), THREADS, 0, k.c->st>>>(w, k.c->tables, k.buf, k.d, P, 0,
+                                                            nullptr, logits);
     int rc = launched(k, "softmax products kernel");
     if (!rc)
-        rc = OCP_CK(k.c, cudaMemcpyAsync(host, logits, (size_t)P * no * sizeof(float),
-                                         cudaMemcpyDeviceToHost, k.c->st),
-                    k.err, k.errlen);
+        rc = ocp__cuda_d2h(k.c, host, logits, (size_t)P * no * sizeof(float), k.err, k.errlen);
     if (!rc)
-        rc = OCP_CK(k.c, cudaStreamSynchronize(k.c->st), k.err, k.errlen);
+        rc = ocp__cuda_sync(k.c, k.err, k.errlen);
     if (rc)
         return rc;
     bool more = nd != k.last; /* a layer after the softmax takes its quantised outputs */
@@ -527,15 +611,14 @@ int softmax(walk &k, const ocp_lstm_node *nd, const ocp_cuda_mat &w)
         }
         at += (long long)np;
     }
+    if (!more) /* nothing reads the softmax's int8 outputs */
+        return 0;
     std::vector<shape> to = k.s;
     int8_t *o;
     if ((rc = new_buf(k, tensor_bytes(k, to, no), &o)))
         return rc;
     replace(k, o, to, no);
-    if (more)
-        rc = OCP_CK(k.c, cudaMemcpyAsync(o, q.data(), q.size(), cudaMemcpyHostToDevice, k.c->st),
-                    k.err, k.errlen);
-    return rc;
+    return ocp__cuda_h2d(k.c, o, q.data(), q.size(), k.err, k.errlen);
 }
 
 int fully_connected(walk &k, const ocp_lstm_node *nd)
@@ -557,8 +640,11 @@ int fully_connected(walk &k, const ocp_lstm_node *nd)
     int rc = new_buf(k, (size_t)P * nd->no, &o);
     if (rc)
         return rc;
-    fc_k<<<fc_blocks(k, P * nd->no), THREADS, 0, k.c->st>>>(w, k.c->tables, k.buf, k.d, P, act,
-                                                            o, nullptr);
+    if (k.c->emulate)
+        fc_body(w, 0, 1, k.c->tables, k.buf, k.d, P, act, o, nullptr);
+    else
+        fc_k<<<fc_blocks(k, P * nd->no), THREADS, 0, k.c->st>>>(w, k.c->tables, k.buf, k.d, P,
+                                                                act, o, nullptr);
     replace(k, o, k.s, nd->no);
     return launched(k, "fully connected kernel");
 }
@@ -566,11 +652,18 @@ int fully_connected(walk &k, const ocp_lstm_node *nd)
 template <int S> int launch_lstm(walk &k, const ocp_lstm_node *nd, const ocp_cuda_mat &w,
                                  const seqd *sq, int nseq, int8_t *o)
 {
-    size_t smem = (size_t)S * (4 * (size_t)w.G + 4 * (size_t)w.R + 4 * (size_t)nd->no);
+    size_t smem = lstm_smem(S, w, nd->no);
     if (smem > k.c->smem_max)
         return ocp_errf(OCP_E_ENGINE, k.err, k.errlen,
                         "%s: %zu bytes of shared memory a block, more than the GPU's %zu",
                         nd->name, smem, k.c->smem_max);
+    if (k.c->emulate) {
+        std::vector<int32_t> sh(smem / 4 + 1);
+        for (int b = 0; b < (nseq + S - 1) / S; b++)
+            lstm_block<S>(w, k.c->tables, sq, nseq, nd->ni, nd->no, nd->summarise, k.buf, o, b, 0,
+                          1, sh.data());
+        return 0;
+    }
     if (smem > (48 << 10)) {
         int rc = OCP_CK(k.c,
                         cudaFuncSetAttribute(lstm_k<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -619,13 +712,13 @@ int lstm(walk &k, const ocp_lstm_node *nd)
     if (rc || (rc = new_buf(k, bytes, &o)))
         return rc;
     /* A summarising LSTM over rows of no columns leaves its outputs 0, as the CPU's. */
-    rc = OCP_CK(k.c, cudaMemsetAsync(o, 0, bytes, k.c->st), k.err, k.errlen);
+    rc = ocp__cuda_memset(k.c, o, 0, bytes, k.err, k.errlen);
     int nseq = (int)q.size();
-    /* Several sequences a block share each weight load, once there are enough blocks to
-     * fill the GPU anyway. */
+    /* Several sequences a block share each weight load (the steps are bound by reading the
+     * weights from L2), as long as there are still a block or more for each SM. */
     if (!rc && nseq > 0)
-        rc = nseq >= 8 * k.c->sms   ? launch_lstm<4>(k, nd, w, dq, nseq, o)
-             : nseq >= 4 * k.c->sms ? launch_lstm<2>(k, nd, w, dq, nseq, o)
+        rc = nseq >= 4 * k.c->sms   ? launch_lstm<4>(k, nd, w, dq, nseq, o)
+             : nseq >= 2 * k.c->sms ? launch_lstm<2>(k, nd, w, dq, nseq, o)
                                     : launch_lstm<1>(k, nd, w, dq, nseq, o);
     if (rc) {
         ocp__cuda_free(k.c, o);
@@ -715,13 +808,11 @@ int run_part(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model *cm, int n
     }
     int rc = new_buf(k, host.size(), &k.buf);
     if (!rc)
-        rc = OCP_CK(c, cudaMemcpyAsync(k.buf, host.data(), host.size(), cudaMemcpyHostToDevice,
-                                       c->st),
-                    err, errlen);
+        rc = ocp__cuda_h2d(c, k.buf, host.data(), host.size(), err, errlen);
     if (!rc)
         rc = run(k, &m->net);
     if (!rc)
-        rc = OCP_CK(c, cudaStreamSynchronize(c->st), err, errlen);
+        rc = ocp__cuda_sync(c, err, errlen);
     end_node(k);
     ocp__cuda_free(c, k.buf);
     for (int i = 0; i < n && !rc; i++)
@@ -789,7 +880,7 @@ extern "C" int ocp_cuda_forward_batch(ocp_cuda_ctx *c, const ocp_lstm_model *m, 
         return ocp_errf(OCP_E_RANGE, err, errlen,
                         "%d lines together would take %.1f MB, more than %d MB: fewer at a time", n,
                         bytes / (1 << 20), OCP_LSTM_LINE_BYTES >> 20);
-    int rc = OCP_CK(c, cudaSetDevice(c->device), err, errlen);
+    int rc = c->emulate ? 0 : OCP_CK(c, cudaSetDevice(c->device), err, errlen);
     ocp_cuda_model *cm = nullptr;
     if (!rc)
         rc = ocp__cuda_model(c, m, &cm, err, errlen);

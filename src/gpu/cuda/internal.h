@@ -60,6 +60,7 @@ struct ocp_cuda_ctx {
     size_t cap = 0;
     int allow_growth = 0;
     int lost = 0;
+    int emulate = 0; /* ocp_cuda_open_emulated: host memory, the kernels run on the CPU */
     char lost_why[256] = "";
     cudaStream_t st = nullptr;
     std::vector<ocp_cuda_chunk> chunks;
@@ -86,6 +87,14 @@ void ocp__cuda_free(ocp_cuda_ctx *c, void *p);
 int ocp__cuda_check(ocp_cuda_ctx *c, cudaError_t e, const char *what, char *err,
                     size_t errlen);
 #define OCP_CK(c, call, err, errlen) ocp__cuda_check((c), (call), #call, (err), (errlen))
+
+/* The context's stream operations (host copies when emulated): 0 or an error. */
+int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
+                  size_t errlen);
+int ocp__cuda_d2h(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
+                  size_t errlen);
+int ocp__cuda_memset(ocp_cuda_ctx *c, void *dst, int v, size_t n, char *err, size_t errlen);
+int ocp__cuda_sync(ocp_cuda_ctx *c, char *err, size_t errlen);
 
 /* The model's device weights, uploaded if not yet (ctx.cu). */
 int ocp__cuda_model(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model **out,
