@@ -12,7 +12,8 @@
  *            allow growth (the allocator's figures, and NVML's for this process): never above
  *            the cap; exits 1 when it is
  * Without a CUDA device (or built without CUDA) it prints "skipped: no CUDA device (reason)"
- * and exits 77.
+ * and exits 77. LSTM_CUDA_EMULATE=1 runs it on the emulated context instead (the kernels on
+ * the CPU: to check this tool and the lines where there is no GPU; its speed means nothing).
  */
 #include "core/error.h"
 #include "engine/lstm/forward.h"
@@ -33,6 +34,15 @@ typedef struct lines {
     int8_t **img;
     int *w;
 } lines;
+
+/* A context on device 0, or the emulated one (LSTM_CUDA_EMULATE). */
+static int open_ctx(size_t cap, int growth, ocp_cuda_ctx **ctx, char *err, size_t errlen)
+{
+    const char *e = getenv("LSTM_CUDA_EMULATE");
+    if (e && *e && strcmp(e, "0") != 0)
+        return ocp_cuda_open_emulated(cap, growth, ctx, err, errlen);
+    return ocp_cuda_open(0, cap, growth, ctx, err, errlen);
+}
 
 static double now(void)
 {
@@ -151,7 +161,7 @@ static int parity(const ocp_lstm_model *m, const char *name, const lines *L, siz
         steps += cs[i];
     }
     ocp_cuda_ctx *ctx;
-    if (ocp_cuda_open(0, cap, 0, &ctx, err, sizeof err)) {
+    if (open_ctx(cap, 0, &ctx, err, sizeof err)) {
         printf("cuda: %s\n", err);
         return 1;
     }
@@ -166,7 +176,7 @@ static int parity(const ocp_lstm_model *m, const char *name, const lines *L, siz
     }
     ocp_cuda_close(ctx);
     /* Under an 8 MB cap, batches of 64 split (the widest lines' tensors alone take more). */
-    if (ocp_cuda_open(0, (size_t)8 << 20, 0, &ctx, err, sizeof err)) {
+    if (open_ctx((size_t)8 << 20, 0, &ctx, err, sizeof err)) {
         printf("cuda (8 MB): %s\n", err);
         return 1;
     }
@@ -242,7 +252,7 @@ static int speed(const ocp_lstm_model *m, const char *name, const lines *L)
            ocp_lstm_kernel_name(), cpu1, cpu16);
     ocp_cuda_ctx *ctx;
     char err[400];
-    if (ocp_cuda_open(0, (size_t)4 << 30, 0, &ctx, err, sizeof err)) {
+    if (open_ctx((size_t)4 << 30, 0, &ctx, err, sizeof err)) {
         printf("cuda: %s\n", err);
         return 1;
     }
@@ -265,7 +275,7 @@ static int memory(const ocp_lstm_model *m, const char *name, const lines *L)
         for (int c = 0; c < 4; c++) {
             ocp_cuda_ctx *ctx;
             char err[400];
-            if (ocp_cuda_open(0, mb[c] << 20, g, &ctx, err, sizeof err)) {
+            if (open_ctx(mb[c] << 20, g, &ctx, err, sizeof err)) {
                 printf("memory %s: cap %zu MB: %s\n", name, mb[c], err);
                 fail = 1;
                 continue;
@@ -303,7 +313,7 @@ int main(int argc, char **argv)
     }
     char err[400];
     ocp_cuda_ctx *probe;
-    if (ocp_cuda_open(0, (size_t)16 << 20, 1, &probe, err, sizeof err)) {
+    if (open_ctx((size_t)16 << 20, 1, &probe, err, sizeof err)) {
         printf("skipped: no CUDA device (%s)\n", err);
         return SKIP;
     }

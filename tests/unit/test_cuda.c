@@ -284,7 +284,9 @@ static void test_emulated_cap(void **state)
     ocp_lstm_model_free(m);
 }
 
-/* The CPU path's refusals, in its words: a line of width 0, a batch over OCP_LSTM_LINE_BYTES. */
+/* The CPU path's refusals of a line, in its words: a line of width 0, one over 100000
+ * columns. A batch over OCP_LSTM_LINE_BYTES, which the CPU refuses, runs (its tensors are in
+ * device memory, under the cap): lines of 1500 columns, one more than the CPU takes. */
 static void test_emulated_refusals(void **state)
 {
     (void)state;
@@ -294,23 +296,46 @@ static void test_emulated_refusals(void **state)
     ocp_cuda_ctx *ctx = NULL;
     char err[400], cpu_err[400];
     assert_int_equal(ocp_cuda_open_emulated((size_t)64 << 20, 1, &ctx, err, sizeof err), 0);
-    int8_t *img = line_image(m->input_height, 100000, 1, 1);
-    const int8_t *two[3] = {img, img, img};
-    int w0[1] = {0}, wide[3] = {100000, 100000, 100000}, st[3];
-    float *pr[3];
-    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, two, w0, pr, st, err, sizeof err),
+    int8_t *img = line_image(m->input_height, 1500, 0, 1);
+    int N = (int)(OCP_LSTM_LINE_BYTES / ocp_lstm_line_bytes(m, 1500)) + 1;
+    const int8_t **imgs = ocp_xcalloc((size_t)N, sizeof *imgs);
+    int w0[1] = {0}, wide[1] = {100001}, *ws = ocp_xcalloc((size_t)N, sizeof *ws);
+    int *st = ocp_xcalloc((size_t)N, sizeof *st);
+    float **pr = ocp_xcalloc((size_t)N, sizeof *pr);
+    for (int i = 0; i < N; i++) {
+        imgs[i] = img;
+        ws[i] = 1500;
+    }
+    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, imgs, w0, pr, st, err, sizeof err),
                      OCP_E_RANGE);
-    assert_int_equal(ocp_lstm_forward_batch(m, 1, two, w0, pr, st, cpu_err, sizeof cpu_err),
+    assert_int_equal(ocp_lstm_forward_batch(m, 1, imgs, w0, pr, st, cpu_err, sizeof cpu_err),
                      OCP_E_RANGE);
     assert_string_equal(err, cpu_err);
-    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 3, two, wide, pr, st, err, sizeof err),
+    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, imgs, wide, pr, st, err, sizeof err),
                      OCP_E_RANGE);
-    assert_int_equal(ocp_lstm_forward_batch(m, 3, two, wide, pr, st, cpu_err, sizeof cpu_err),
+    assert_int_equal(ocp_lstm_forward_batch(m, 1, imgs, wide, pr, st, cpu_err, sizeof cpu_err),
                      OCP_E_RANGE);
     assert_string_equal(err, cpu_err);
     assert_null(pr[0]);
-    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 0, two, wide, pr, st, err, sizeof err), 0);
+    assert_int_equal(ocp_lstm_forward_batch(m, N, imgs, ws, pr, st, cpu_err, sizeof cpu_err),
+                     OCP_E_RANGE);
+    assert_int_equal(ocp_cuda_forward_batch(ctx, m, N, imgs, ws, pr, st, err, sizeof err), 0);
+    float *one;
+    int os;
+    assert_int_equal(ocp_lstm_forward(m, img, 1500, &one, &os, err, sizeof err), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(st[i], os);
+        assert_memory_equal(pr[i], one, sizeof(float) * (size_t)os * m->classes);
+        free(pr[i]);
+    }
+    free(one);
+    print_message("%d lines of 1500 columns: refused by the CPU, run by the CUDA path\n", N);
+    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 0, imgs, ws, pr, st, err, sizeof err), 0);
     free(img);
+    free(imgs);
+    free(ws);
+    free(st);
+    free(pr);
     ocp_cuda_close(ctx);
     ocp_lstm_model_free(m);
 }

@@ -102,8 +102,11 @@ void ocp_cuda_forget_model(ocp_cuda_ctx *ctx, const ocp_lstm_model *m);
  * ocp_lstm_forward_batch on the GPU, with its contract: n line images (img[i]: width w[i],
  * height m->input_height, int8) through the network; probs[i] (free()) receives steps[i] x
  * m->classes softmax outputs of line i, bit for bit the CPU path's. The same lines are
- * refused (ocp_lstm_line_fits, OCP_LSTM_LINE_BYTES for the batch). Returns 0 or an error
- * code with the reason (then no probs).
+ * refused, in the same words (ocp_lstm_line_fits). A batch over OCP_LSTM_LINE_BYTES, which
+ * the CPU refuses, runs here: its tensors are in device memory under the cap, and it goes
+ * through in parts of at most 128 MB of host memory (images and outputs), each split again
+ * when it does not fit under the cap. Returns 0 or an error code with the reason (then no
+ * probs).
  */
 int ocp_cuda_forward_batch(ocp_cuda_ctx *ctx, const ocp_lstm_model *m, int n,
                            const int8_t *const *img, const int *w, float **probs, int *steps,

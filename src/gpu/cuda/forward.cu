@@ -32,6 +32,9 @@ extern "C" {
 #include <vector>
 
 #define THREADS 256
+/* A batch goes through in parts that hold at most this in host memory (images, products,
+ * probabilities); each part splits again when it does not fit under the GPU memory cap. */
+#define PART_BYTES ((double)(128 << 20))
 
 /* ---- the arithmetic: the CPU's, operation by operation ---------------------------------
  * Every kernel's body is a __host__ __device__ function over (first, stride) of its
@@ -827,6 +830,35 @@ int run_part(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model *cm, int n
     return rc;
 }
 
+/* The shape (h, w) a line of h x w leaves node nd with: at the softmax, w is its steps. */
+void out_shape(const ocp_lstm_node *nd, int h, int w, int *oh, int *ow)
+{
+    switch (nd->kind) {
+    case OCP_LSTM_SERIES:
+        for (int i = 0; i < nd->n_children; i++)
+            out_shape(&nd->children[i], h, w, &h, &w);
+        break;
+    case OCP_LSTM_WRAP:
+        if (strcmp(nd->type, "XYTranspose") == 0) {
+            out_shape(&nd->children[0], w, h, &w, &h);
+        } else if (nd->n_children > 0)
+            out_shape(&nd->children[0], h, w, &h, &w);
+        break;
+    case OCP_LSTM_MAXPOOL:
+        h /= nd->y_scale > 0 ? nd->y_scale : 1;
+        w /= nd->x_scale > 0 ? nd->x_scale : 1;
+        break;
+    case OCP_LSTM_LSTM:
+        if (nd->summarise)
+            w = 1;
+        break;
+    default:
+        break;
+    }
+    *oh = h;
+    *ow = w;
+}
+
 /* Splits a batch that does not fit in halves, down to one line. */
 int run_split(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model *cm, int first, int n,
               const int8_t *const *img, const int *w, float **probs, int *steps, char *err,
@@ -864,7 +896,10 @@ extern "C" int ocp_cuda_forward_batch(ocp_cuda_ctx *c, const ocp_lstm_model *m, 
         return 0;
     if (c->lost)
         return ocp_errf(OCP_E_ENGINE, err, errlen, "GPU lost: %s", c->lost_why);
-    /* The CPU path's refusals, in its words (forward.c ocp_lstm_forward_batch). */
+    /* The CPU path's refusals of a line, in its words (forward.c ocp_lstm_forward_batch).
+     * A batch whose lines together would hold more than OCP_LSTM_LINE_BYTES on the CPU is not
+     * refused: its tensors are in device memory, under the cap (split to fit), and what it
+     * holds in host memory is bounded below. */
     for (int i = 0; i < n; i++) {
         if (w[i] < 1)
             return ocp_errf(OCP_E_RANGE, err, errlen, "line %d: width %d", i, w[i]);
@@ -873,19 +908,27 @@ extern "C" int ocp_cuda_forward_batch(ocp_cuda_ctx *c, const ocp_lstm_model *m, 
         if (rc)
             return ocp_errf(rc, err, errlen, "line %d: %s", i, why);
     }
-    double bytes = 0;
-    for (int i = 0; i < n; i++)
-        bytes += ocp_lstm_line_bytes(m, w[i]);
-    if (bytes > OCP_LSTM_LINE_BYTES)
-        return ocp_errf(OCP_E_RANGE, err, errlen,
-                        "%d lines together would take %.1f MB, more than %d MB: fewer at a time", n,
-                        bytes / (1 << 20), OCP_LSTM_LINE_BYTES >> 20);
     int rc = c->emulate ? 0 : OCP_CK(c, cudaSetDevice(c->device), err, errlen);
     ocp_cuda_model *cm = nullptr;
     if (!rc)
         rc = ocp__cuda_model(c, m, &cm, err, errlen);
-    if (!rc)
-        rc = run_split(c, m, cm, 0, n, img, w, probs, steps, err, errlen);
+    /* In parts of at most PART_BYTES of host memory: the images going, the products and
+     * probabilities coming back. */
+    for (int a = 0; a < n && !rc;) {
+        int k = 0;
+        double bytes = 0;
+        while (a + k < n) {
+            int sh = 0, sw = 0;
+            out_shape(&m->net, m->input_height, w[a + k], &sh, &sw);
+            double b = (double)m->input_height * w[a + k] + 2.0 * sw * m->classes * sizeof(float);
+            if (k > 0 && bytes + b > PART_BYTES)
+                break;
+            bytes += b;
+            k++;
+        }
+        rc = run_split(c, m, cm, a, k, img + a, w + a, probs + a, steps + a, err, errlen);
+        a += k;
+    }
     if (rc)
         for (int i = 0; i < n; i++) {
             free(probs[i]);
