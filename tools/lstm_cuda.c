@@ -311,6 +311,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: lstm_cuda parity|speed|memory MODEL IMAGE...\n");
         return 2;
     }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* each line as it comes, through a pipe too */
     char err[400];
     ocp_cuda_ctx *probe;
     if (open_ctx((size_t)16 << 20, 1, &probe, err, sizeof err)) {

@@ -200,8 +200,10 @@ static void test_emulated_parity(void **state)
 static void test_emulated_activations(void **state)
 {
     (void)state;
-    if (!ocp_cuda_built())
+    if (!ocp_cuda_built()) {
+        print_message("skipped: built without CUDA\n");
         skip();
+    }
     static const char *types[] = {"Tanh", "Logistic", "Relu", "Linear"};
     ocp_cuda_ctx *ctx = NULL;
     char err[400];
@@ -237,8 +239,10 @@ static void test_emulated_activations(void **state)
 static void test_emulated_cap(void **state)
 {
     (void)state;
-    if (!ocp_cuda_built())
+    if (!ocp_cuda_built()) {
+        print_message("skipped: built without CUDA\n");
         skip();
+    }
     ocp_lstm_model *m = model("eng");
     enum { N = 10 };
     int8_t *img[N];
@@ -290,8 +294,10 @@ static void test_emulated_cap(void **state)
 static void test_emulated_refusals(void **state)
 {
     (void)state;
-    if (!ocp_cuda_built())
+    if (!ocp_cuda_built()) {
+        print_message("skipped: built without CUDA\n");
         skip();
+    }
     ocp_lstm_model *m = model("eng");
     ocp_cuda_ctx *ctx = NULL;
     char err[400], cpu_err[400];

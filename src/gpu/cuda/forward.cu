@@ -29,6 +29,8 @@ extern "C" {
 #include <string.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #define THREADS 256
@@ -550,6 +552,42 @@ unsigned fc_blocks(const walk &k, long long work)
     return (unsigned)std::min(std::max(b, 1LL), (long long)k.c->sms * 64);
 }
 
+/* forward.c's softmax over the np steps of one line: logits in, probabilities out (and
+ * their int8 values into q, unless NULL). */
+void softmax_line(const float *logits, float *probs, int np, int no, int8_t *q)
+{
+    memcpy(probs, logits, (size_t)np * no * sizeof(float));
+    for (int t = 0; t < np; t++) {
+        float *p = probs + (size_t)t * no;
+        float mx = p[0], sum = 0;
+        for (int j = 1; j < no; j++)
+            if (p[j] > mx)
+                mx = p[j];
+        for (int j = 0; j < no; j++) {
+            float dd = p[j] - mx;
+            p[j] = expf(dd < -86.0f ? -86.0f : dd);
+            sum += p[j];
+        }
+        for (int j = 0; j < no; j++) {
+            p[j] /= sum;
+            if (q)
+                q[(size_t)t * no + j] = ocp__lstm_quantise(p[j]);
+        }
+    }
+}
+
+/* Threads for the softmax: OCRPOOL_CUDA_SOFTMAX_THREADS, else half the CPUs, 1 to 8. */
+int softmax_threads()
+{
+    static int n = 0;
+    if (!n) {
+        const char *e = getenv("OCRPOOL_CUDA_SOFTMAX_THREADS");
+        long v = e && *e ? strtol(e, nullptr, 10) : (long)std::thread::hardware_concurrency() / 2;
+        n = (int)std::max(1L, std::min(8L, v));
+    }
+    return n;
+}
+
 /* The softmax: the products on the GPU, then forward.c's loop on the CPU with glibc's expf
  * (CUDA's differs in the last bit), into each line's probabilities. */
 int softmax(walk &k, const ocp_lstm_node *nd, const ocp_cuda_mat &w)
@@ -586,34 +624,31 @@ int softmax(walk &k, const ocp_lstm_node *nd, const ocp_cuda_mat &w)
         return rc;
     bool more = nd != k.last; /* a layer after the softmax takes its quantised outputs */
     std::vector<int8_t> q(more ? (size_t)P * no : 0);
-    long long at = 0;
+    std::vector<long long> at(k.n + 1, 0);
     for (int i = 0; i < k.n; i++) {
+        at[i + 1] = at[i] + k.s[i].w;
         size_t np = (size_t)k.s[i].w;
         free(k.probs[i]);
         k.probs[i] = (float *)malloc((np ? np : 1) * no * sizeof(float));
         if (!k.probs[i])
             return ocp_errf(OCP_E_ENGINE, k.err, k.errlen, "out of memory");
         k.steps[i] = (int)np;
-        memcpy(k.probs[i], host + at * no, np * no * sizeof(float));
-        for (size_t t = 0; t < np; t++) {
-            float *p = k.probs[i] + t * no;
-            float mx = p[0], sum = 0;
-            for (int j = 1; j < no; j++)
-                if (p[j] > mx)
-                    mx = p[j];
-            for (int j = 0; j < no; j++) {
-                float dd = p[j] - mx;
-                p[j] = expf(dd < -86.0f ? -86.0f : dd);
-                sum += p[j];
-            }
-            for (int j = 0; j < no; j++) {
-                p[j] /= sum;
-                if (more)
-                    q[(at + t) * no + j] = ocp__lstm_quantise(p[j]);
-            }
-        }
-        at += (long long)np;
     }
+    /* glibc's expf over every output is most of the batch's time on a fast GPU: the lines are
+     * shared among a few threads (each line's arithmetic stays the CPU's). */
+    std::atomic<int> next(0);
+    auto work = [&]() {
+        for (int i; (i = next++) < k.n;)
+            softmax_line(host + at[i] * no, k.probs[i], k.s[i].w, no,
+                         more ? q.data() + at[i] * no : nullptr);
+    };
+    int nt = (int)std::min<long long>(softmax_threads(), P * no / (1 << 18) + 1);
+    std::vector<std::thread> th;
+    for (int t = 1; t < nt; t++)
+        th.emplace_back(work);
+    work();
+    for (auto &t : th)
+        t.join();
     if (!more) /* nothing reads the softmax's int8 outputs */
         return 0;
     std::vector<shape> to = k.s;
