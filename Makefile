@@ -48,6 +48,11 @@ CUOBJ     := $(CUSRC:%.cu=$(BUILD)/%.o)
 LIBOBJ    := $(filter-out $(BUILD)/src/gpu/cuda_stub.o,$(LIBOBJ)) $(CUOBJ)
 NVCCFLAGS := -std=c++17 -O3 -g -fmad=false $(CUDA_ARCH) -Isrc \
              -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter,-ffp-contract=off,-D_GNU_SOURCE
+# Under `make asan` the host side (the emulated kernels included) is instrumented too.
+CUDA_SAN  := $(filter-out -fsanitize=fuzzer%,$(filter -fsanitize=% -fno-sanitize-recover=% \
+             -fno-omit-frame-pointer,$(OPT)))
+cuda_comma := ,
+NVCCFLAGS += $(foreach f,$(subst $(cuda_comma), -fsanitize=,$(CUDA_SAN)),-Xcompiler $(f))
 LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -lpthread
 
 $(BUILD)/%.o: %.cu

@@ -187,8 +187,7 @@ static int parity(const ocp_lstm_model *m, const char *name, const lines *L, siz
            name, L->n, bad < 0 ? 0 : L->n - bad, mem.splits, mem.peak_held);
     fail |= bad != 0 || mem.peak_held > mem.cap;
     ocp_cuda_close(ctx);
-    printf("parity %s: %s (%d lines, %ld time steps)\n", name, fail ? "FAIL" : "PASS", L->n,
-           steps);
+    printf("parity %s: %s (%d lines, %ld time steps)\n", name, fail ? "FAIL" : "PASS", L->n, steps);
     for (int i = 0; i < L->n; i++)
         free(cpu[i]);
     free(cpu);
@@ -306,8 +305,8 @@ static int memory(const ocp_lstm_model *m, const char *name, const lines *L)
 
 int main(int argc, char **argv)
 {
-    if (argc < 4 || (strcmp(argv[1], "parity") && strcmp(argv[1], "speed") &&
-                     strcmp(argv[1], "memory"))) {
+    if (argc < 4 ||
+        (strcmp(argv[1], "parity") && strcmp(argv[1], "speed") && strcmp(argv[1], "memory"))) {
         fprintf(stderr, "usage: lstm_cuda parity|speed|memory MODEL IMAGE...\n");
         return 2;
     }

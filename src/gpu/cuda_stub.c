@@ -19,8 +19,8 @@ const char *ocp_cuda_runtime_version(void)
     return "none";
 }
 
-int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out,
-                  char *err, size_t errlen)
+int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out, char *err,
+                  size_t errlen)
 {
     *out = NULL;
     return ocp_errf(OCP_E_ENGINE, err, errlen, "built without CUDA");
@@ -61,8 +61,7 @@ int ocp_cuda_lost(const ocp_cuda_ctx *ctx)
     return 0;
 }
 
-int ocp_cuda_upload_model(ocp_cuda_ctx *ctx, const ocp_lstm_model *m, char *err,
-                          size_t errlen)
+int ocp_cuda_upload_model(ocp_cuda_ctx *ctx, const ocp_lstm_model *m, char *err, size_t errlen)
 {
     return ocp_errf(OCP_E_ENGINE, err, errlen, "built without CUDA");
 }

@@ -290,7 +290,8 @@ static void test_emulated_cap(void **state)
 
 /* The CPU path's refusals of a line, in its words: a line of width 0, one over 100000
  * columns. A batch over OCP_LSTM_LINE_BYTES, which the CPU refuses, runs (its tensors are in
- * device memory, under the cap): lines of 1500 columns, one more than the CPU takes. */
+ * device memory, under the cap, split): lines of 3000 columns of a model with 16000 values a
+ * column, one line more than the CPU takes. */
 static void test_emulated_refusals(void **state)
 {
     (void)state;
@@ -302,48 +303,68 @@ static void test_emulated_refusals(void **state)
     ocp_cuda_ctx *ctx = NULL;
     char err[400], cpu_err[400];
     assert_int_equal(ocp_cuda_open_emulated((size_t)64 << 20, 1, &ctx, err, sizeof err), 0);
-    int8_t *img = line_image(m->input_height, 1500, 0, 1);
-    int N = (int)(OCP_LSTM_LINE_BYTES / ocp_lstm_line_bytes(m, 1500)) + 1;
-    const int8_t **imgs = ocp_xcalloc((size_t)N, sizeof *imgs);
-    int w0[1] = {0}, wide[1] = {100001}, *ws = ocp_xcalloc((size_t)N, sizeof *ws);
-    int *st = ocp_xcalloc((size_t)N, sizeof *st);
-    float **pr = ocp_xcalloc((size_t)N, sizeof *pr);
-    for (int i = 0; i < N; i++) {
-        imgs[i] = img;
-        ws[i] = 1500;
-    }
-    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, imgs, w0, pr, st, err, sizeof err),
+    int8_t *img = line_image(m->input_height, 3000, 0, 1);
+    const int8_t *one[1] = {img};
+    int w0[1] = {0}, wide[1] = {100001}, st[1];
+    float *pr[1];
+    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, one, w0, pr, st, err, sizeof err),
                      OCP_E_RANGE);
-    assert_int_equal(ocp_lstm_forward_batch(m, 1, imgs, w0, pr, st, cpu_err, sizeof cpu_err),
+    assert_int_equal(ocp_lstm_forward_batch(m, 1, one, w0, pr, st, cpu_err, sizeof cpu_err),
                      OCP_E_RANGE);
     assert_string_equal(err, cpu_err);
-    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, imgs, wide, pr, st, err, sizeof err),
+    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, one, wide, pr, st, err, sizeof err),
                      OCP_E_RANGE);
-    assert_int_equal(ocp_lstm_forward_batch(m, 1, imgs, wide, pr, st, cpu_err, sizeof cpu_err),
+    assert_int_equal(ocp_lstm_forward_batch(m, 1, one, wide, pr, st, cpu_err, sizeof cpu_err),
                      OCP_E_RANGE);
     assert_string_equal(err, cpu_err);
     assert_null(pr[0]);
-    assert_int_equal(ocp_lstm_forward_batch(m, N, imgs, ws, pr, st, cpu_err, sizeof cpu_err),
-                     OCP_E_RANGE);
-    assert_int_equal(ocp_cuda_forward_batch(ctx, m, N, imgs, ws, pr, st, err, sizeof err), 0);
-    float *one;
-    int os;
-    assert_int_equal(ocp_lstm_forward(m, img, 1500, &one, &os, err, sizeof err), 0);
-    for (int i = 0; i < N; i++) {
-        assert_int_equal(st[i], os);
-        assert_memory_equal(pr[i], one, sizeof(float) * (size_t)os * m->classes);
-        free(pr[i]);
+    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 0, one, wide, pr, st, err, sizeof err), 0);
+    ocp_lstm_model_free(m);
+
+    ocp_lstm_model *t = toy_model(16000, 3);
+    unsigned seed = 9;
+    for (int c = 1; c <= 2; c++) {
+        ocp_lstm_matrix *x = &t->net.children[c].fc;
+        for (int i = 0; i < x->rows * x->cols; i++) {
+            seed = seed * 1103515245u + 12345u;
+            x->w[i] = (int8_t)((int)(seed >> 16) % 255 - 127);
+        }
+        for (int i = 0; i < x->rows; i++)
+            x->scales[i] = c == 1 ? 0.0001f : 0.00001f;
+        ocp_lstm_matrix_layout(x);
     }
-    free(one);
-    print_message("%d lines of 1500 columns: refused by the CPU, run by the CUDA path\n", N);
-    assert_int_equal(ocp_cuda_forward_batch(ctx, m, 0, imgs, ws, pr, st, err, sizeof err), 0);
+    int N = (int)(OCP_LSTM_LINE_BYTES / ocp_lstm_line_bytes(t, 3000)) + 1;
+    const int8_t **imgs = ocp_xcalloc((size_t)N, sizeof *imgs);
+    int *ws = ocp_xcalloc((size_t)N, sizeof *ws), *sts = ocp_xcalloc((size_t)N, sizeof *sts);
+    float **prs = ocp_xcalloc((size_t)N, sizeof *prs);
+    for (int i = 0; i < N; i++) {
+        imgs[i] = img; /* one row of it */
+        ws[i] = 3000;
+    }
+    assert_int_equal(ocp_lstm_forward_batch(t, N, imgs, ws, prs, sts, cpu_err, sizeof cpu_err),
+                     OCP_E_RANGE);
+    assert_int_equal(ocp_cuda_forward_batch(ctx, t, N, imgs, ws, prs, sts, err, sizeof err), 0);
+    float *cpu;
+    int cs;
+    assert_int_equal(ocp_lstm_forward(t, img, 3000, &cpu, &cs, err, sizeof err), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sts[i], cs);
+        assert_memory_equal(prs[i], cpu, sizeof(float) * (size_t)cs * t->classes);
+        free(prs[i]);
+    }
+    ocp_cuda_mem mem;
+    ocp_cuda_mem_stats(ctx, &mem);
+    print_message("%d lines of 3000 columns: refused by the CPU, run by the CUDA path in %ld "
+                  "splits\n",
+                  N, mem.splits);
+    free(cpu);
     free(img);
     free(imgs);
     free(ws);
-    free(st);
-    free(pr);
+    free(sts);
+    free(prs);
     ocp_cuda_close(ctx);
-    ocp_lstm_model_free(m);
+    ocp_lstm_model_free(t);
 }
 
 /* On the GPU: every installed model's lines equal the CPU's, one at a time and together. */

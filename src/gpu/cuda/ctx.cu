@@ -20,6 +20,25 @@ extern "C" {
 #include <algorithm>
 
 #define ALIGN 256
+
+/* Under AddressSanitizer (make asan), the emulated context's memory is poisoned except what
+ * is handed out, to the byte asked for: the kernels' indexing is checked there too. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(c, p, n)                                                                            \
+    do {                                                                                           \
+        if ((c)->emulate)                                                                          \
+            ASAN_POISON_MEMORY_REGION((p), (n));                                                   \
+    } while (0)
+#define UNPOISON(c, p, n)                                                                          \
+    do {                                                                                           \
+        if ((c)->emulate)                                                                          \
+            ASAN_UNPOISON_MEMORY_REGION((p), (n));                                                 \
+    } while (0)
+#else
+#define POISON(c, p, n)   ((void)0)
+#define UNPOISON(c, p, n) ((void)0)
+#endif
 /* With allow_growth, memory is taken from CUDA in steps of this (or a quarter of the cap
  * when that is less, so that the weights' step stays apart from the batches' and these
  * can be given back), or of what one allocation needs, in 2 MB units (CUDA's). */
@@ -75,6 +94,7 @@ static int new_chunk(ocp_cuda_ctx *c, size_t size)
         cudaGetLastError(); /* the device is full: not fatal, the batch is split */
         return -1;
     }
+    POISON(c, p, size);
     ocp_cuda_chunk k;
     k.base = (char *)p;
     k.size = size;
@@ -86,18 +106,20 @@ static int new_chunk(ocp_cuda_ctx *c, size_t size)
 
 void *ocp__cuda_alloc(ocp_cuda_ctx *c, size_t bytes)
 {
+    [[maybe_unused]] size_t asked = bytes; /* (AddressSanitizer: the bytes asked for) */
     bytes = (std::max(bytes, (size_t)1) + ALIGN - 1) / ALIGN * ALIGN;
     for (int pass = 0; pass < 2; pass++) {
         for (auto &k : c->chunks) {
             size_t at = fit(k, bytes);
             if (at == SIZE_MAX)
                 continue;
-            auto pos = std::lower_bound(k.used.begin(), k.used.end(),
-                                        std::make_pair(at, (size_t)0));
+            auto pos =
+                std::lower_bound(k.used.begin(), k.used.end(), std::make_pair(at, (size_t)0));
             k.used.insert(pos, std::make_pair(at, bytes));
             c->sizes[k.base + at] = bytes;
             c->in_use += bytes;
             count(c);
+            UNPOISON(c, k.base + at, asked);
             return k.base + at;
         }
         /* Nothing free: with allow_growth, one more step if the cap allows it. */
@@ -131,6 +153,7 @@ void ocp__cuda_free(ocp_cuda_ctx *c, void *p)
             }
         break;
     }
+    POISON(c, p, it->second);
     c->in_use -= it->second;
     c->sizes.erase(it);
 }
@@ -144,9 +167,10 @@ void ocp_cuda_trim(ocp_cuda_ctx *c)
     for (size_t i = c->chunks.size(); i-- > 0;) {
         if (!c->chunks[i].used.empty())
             continue;
-        if (c->emulate)
+        if (c->emulate) {
+            UNPOISON(c, c->chunks[i].base, c->chunks[i].size);
             free(c->chunks[i].base);
-        else
+        } else
             cudaFree(c->chunks[i].base); /* synchronises: nothing in flight uses it */
         c->held -= c->chunks[i].size;
         c->chunks.erase(c->chunks.begin() + (long)i);
@@ -178,8 +202,7 @@ void *ocp__cuda_pinned(ocp_cuda_ctx *c, size_t bytes)
  * Asynchronous on the context's stream. A copy from pageable host memory is staged by the
  * driver before the call returns, so the caller may free its buffer at once. */
 
-int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
-                  size_t errlen)
+int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err, size_t errlen)
 {
     if (c->emulate) {
         memcpy(dst, src, n);
@@ -188,8 +211,7 @@ int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *e
     return OCP_CK(c, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->st), err, errlen);
 }
 
-int ocp__cuda_d2h(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
-                  size_t errlen)
+int ocp__cuda_d2h(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err, size_t errlen)
 {
     if (c->emulate) {
         memcpy(dst, src, n);
@@ -343,8 +365,10 @@ extern "C" void ocp_cuda_close(ocp_cuda_ctx *c)
     for (auto &kv : c->models)
         free_model(c, kv.second);
     if (c->emulate) {
-        for (auto &k : c->chunks)
+        for (auto &k : c->chunks) {
+            UNPOISON(c, k.base, k.size);
             free(k.base);
+        }
         free(c->pinned);
         delete c;
         return;

@@ -51,8 +51,8 @@ const char *ocp_cuda_runtime_version(void);
  * context allocates (weights, batches). *out receives a new context (ocp_cuda_close). Fails
  * soft where there is no driver ("no CUDA driver"), no such device, or, with allow_growth
  * 0, when the cap cannot be reserved. */
-int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out,
-                  char *err, size_t errlen);
+int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out, char *err,
+                  size_t errlen);
 
 /* For tests on machines without a GPU: a context whose "device" memory is host memory (the
  * same allocator and cap) and whose kernels run on the CPU: the same kernel bodies, walk,
@@ -92,8 +92,7 @@ int ocp_cuda_lost(const ocp_cuda_ctx *ctx);
  * first) once; a second call for the same model does nothing. Forward passes upload a model
  * they have not seen. Fails when the weights do not fit under the cap, or the model has a
  * layer the CUDA path does not run (2-D LSTMs, Parallel). */
-int ocp_cuda_upload_model(ocp_cuda_ctx *ctx, const ocp_lstm_model *m, char *err,
-                          size_t errlen);
+int ocp_cuda_upload_model(ocp_cuda_ctx *ctx, const ocp_lstm_model *m, char *err, size_t errlen);
 
 /* Frees model m's weights on the device (before the model is freed). */
 void ocp_cuda_forget_model(ocp_cuda_ctx *ctx, const ocp_lstm_model *m);

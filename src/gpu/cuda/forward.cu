@@ -46,20 +46,20 @@ extern "C" {
  * x86-64's baseline has no FMA), which is what __fmul_rn and __fadd_rn do on the device. */
 
 #ifdef __CUDA_ARCH__
-#define FMUL(a, b) __fmul_rn(a, b)
-#define FADD(a, b) __fadd_rn(a, b)
-#define FSUB(a, b) __fsub_rn(a, b)
-#define I2F(x) __int2float_rn(x)
+#define FMUL(a, b)    __fmul_rn(a, b)
+#define FADD(a, b)    __fadd_rn(a, b)
+#define FSUB(a, b)    __fsub_rn(a, b)
+#define I2F(x)        __int2float_rn(x)
 #define DP4A(a, b, c) __dp4a(a, b, c)
-#define SYNC() __syncthreads()
+#define SYNC()        __syncthreads()
 #else
-#define FMUL(a, b) ((float)(a) * (float)(b))
-#define FADD(a, b) ((float)(a) + (float)(b))
-#define FSUB(a, b) ((float)(a) - (float)(b))
-#define I2F(x) ((float)(x))
+#define FMUL(a, b)    ((float)(a) * (float)(b))
+#define FADD(a, b)    ((float)(a) + (float)(b))
+#define FSUB(a, b)    ((float)(a) - (float)(b))
+#define I2F(x)        ((float)(x))
 #define DP4A(a, b, c) dp4a_host(a, b, c)
-#define SYNC()                                                                                   \
-    do {                                                                                         \
+#define SYNC()                                                                                     \
+    do {                                                                                           \
     } while (0)
 static inline int32_t dp4a_host(int32_t a, int32_t b, int32_t c)
 {
@@ -128,8 +128,8 @@ struct lmeta {
 };
 
 #define ELEMENTS(total) for (long long e = first; e < (total); e += stride)
-#define LINE_FIRST ((long long)blockIdx.y * blockDim.x + threadIdx.x)
-#define LINE_STRIDE ((long long)gridDim.y * blockDim.x)
+#define LINE_FIRST      ((long long)blockIdx.y * blockDim.x + threadIdx.x)
+#define LINE_STRIDE     ((long long)gridDim.y * blockDim.x)
 
 /* forward.c convolve(): each output stacks the kx x ky neighbourhood, index (dx + hx) x ky +
  * (dy + hy); a neighbour outside the image takes the next border value. The pixels with such
@@ -197,8 +197,8 @@ __global__ void maxpool_k(const lmeta *L, const int8_t *in, int8_t *out, int d, 
 }
 
 /* forward.c transpose(), reverse_x(), reverse_y(): 0, 1, 2. */
-HD void transform_body(lmeta m, long long first, long long stride, const int8_t *in,
-                       int8_t *out, int d, int kind)
+HD void transform_body(lmeta m, long long first, long long stride, const int8_t *in, int8_t *out,
+                       int d, int kind)
 {
     ELEMENTS((long long)m.h * m.w * d)
     {
@@ -246,11 +246,11 @@ HD void fc_body(const ocp_cuda_mat &w, long long first, long long stride, const 
     }
 }
 
-__global__ void fc_k(ocp_cuda_mat w, const float *tab, const int8_t *x, int d, long long P,
-                     int act, int8_t *out, float *logits)
+__global__ void fc_k(ocp_cuda_mat w, const float *tab, const int8_t *x, int d, long long P, int act,
+                     int8_t *out, float *logits)
 {
-    fc_body(w, (long long)blockIdx.x * blockDim.x + threadIdx.x,
-            (long long)gridDim.x * blockDim.x, tab, x, d, P, act, out, logits);
+    fc_body(w, (long long)blockIdx.x * blockDim.x + threadIdx.x, (long long)gridDim.x * blockDim.x,
+            tab, x, d, P, act, out, logits);
 }
 
 /* One sequence of an LSTM: its inputs (len steps, ni apart), and where its outputs go. */
@@ -337,19 +337,20 @@ HD void lstm_block(const ocp_cuda_mat &w, const float *tab, const seqd *sq, int 
 }
 
 template <int S>
-__global__ void lstm_k(ocp_cuda_mat w, const float *tab, const seqd *sq, int nseq, int ni,
-                       int ns, int summarise, const int8_t *in, int8_t *out)
+__global__ void lstm_k(ocp_cuda_mat w, const float *tab, const seqd *sq, int nseq, int ni, int ns,
+                       int summarise, const int8_t *in, int8_t *out)
 {
     extern __shared__ int32_t sh[];
-    lstm_block<S>(w, tab, sq, nseq, ni, ns, summarise, in, out, blockIdx.x, threadIdx.x,
-                  blockDim.x, sh);
+    lstm_block<S>(w, tab, sq, nseq, ni, ns, summarise, in, out, blockIdx.x, threadIdx.x, blockDim.x,
+                  sh);
 }
 
 /* ---- the walk ----------------------------------------------------------------------------
  * As forward.c's run(), over lines [a, b) of the batch: the tensors of every line at each
  * node, one device buffer a layer. */
 
-namespace {
+namespace
+{
 
 struct shape {
     int h, w;
@@ -359,10 +360,10 @@ struct walk {
     ocp_cuda_ctx *c;
     const ocp_lstm_model *m;
     ocp_cuda_model *cm;
-    int n;                  /* lines */
-    std::vector<shape> s;   /* each line's tensor */
-    int d;                  /* their depth (the same for every line) */
-    int8_t *buf = nullptr;  /* the lines' tensors, one after the other */
+    int n;                     /* lines */
+    std::vector<shape> s;      /* each line's tensor */
+    int d;                     /* their depth (the same for every line) */
+    int8_t *buf = nullptr;     /* the lines' tensors, one after the other */
     const ocp_lstm_node *last; /* the network's last layer */
     float **probs;
     int *steps;
@@ -681,20 +682,21 @@ int fully_connected(walk &k, const ocp_lstm_node *nd)
     if (k.c->emulate)
         fc_body(w, 0, 1, k.c->tables, k.buf, k.d, P, act, o, nullptr);
     else
-        fc_k<<<fc_blocks(k, P * nd->no), THREADS, 0, k.c->st>>>(w, k.c->tables, k.buf, k.d, P,
-                                                                act, o, nullptr);
+        fc_k<<<fc_blocks(k, P * nd->no), THREADS, 0, k.c->st>>>(w, k.c->tables, k.buf, k.d, P, act,
+                                                                o, nullptr);
     replace(k, o, k.s, nd->no);
     return launched(k, "fully connected kernel");
 }
 
-template <int S> int launch_lstm(walk &k, const ocp_lstm_node *nd, const ocp_cuda_mat &w,
-                                 const seqd *sq, int nseq, int8_t *o)
+template <int S>
+int launch_lstm(walk &k, const ocp_lstm_node *nd, const ocp_cuda_mat &w, const seqd *sq, int nseq,
+                int8_t *o)
 {
     size_t smem = lstm_smem(S, w, nd->no);
     if (smem > k.c->smem_max)
         return ocp_errf(OCP_E_ENGINE, k.err, k.errlen,
-                        "%s: %zu bytes of shared memory a block, more than the GPU's %zu",
-                        nd->name, smem, k.c->smem_max);
+                        "%s: %zu bytes of shared memory a block, more than the GPU's %zu", nd->name,
+                        smem, k.c->smem_max);
     if (k.c->emulate) {
         std::vector<int32_t> sh(smem / 4 + 1);
         for (int b = 0; b < (nseq + S - 1) / S; b++)
@@ -703,16 +705,16 @@ template <int S> int launch_lstm(walk &k, const ocp_lstm_node *nd, const ocp_cud
         return 0;
     }
     if (smem > (48 << 10)) {
-        int rc = OCP_CK(k.c,
-                        cudaFuncSetAttribute(lstm_k<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int)smem),
-                        k.err, k.errlen);
+        int rc = OCP_CK(
+            k.c,
+            cudaFuncSetAttribute(lstm_k<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+            k.err, k.errlen);
         if (rc)
             return rc;
     }
     int threads = std::min(1024, (w.R + 31) / 32 * 32);
-    lstm_k<S><<<(nseq + S - 1) / S, threads, smem, k.c->st>>>(
-        w, k.c->tables, sq, nseq, nd->ni, nd->no, nd->summarise, k.buf, o);
+    lstm_k<S><<<(nseq + S - 1) / S, threads, smem, k.c->st>>>(w, k.c->tables, sq, nseq, nd->ni,
+                                                              nd->no, nd->summarise, k.buf, o);
     return launched(k, "LSTM kernel");
 }
 
@@ -742,7 +744,8 @@ int lstm(walk &k, const ocp_lstm_node *nd)
         in += (long long)k.s[i].h * k.s[i].w * k.d;
         out += (long long)to[i].h * to[i].w * ns;
     }
-    std::stable_sort(q.begin(), q.end(), [](const seqd &a, const seqd &b) { return a.len > b.len; });
+    std::stable_sort(q.begin(), q.end(),
+                     [](const seqd &a, const seqd &b) { return a.len > b.len; });
     int8_t *o;
     seqd *dq;
     size_t bytes = tensor_bytes(k, to, ns);

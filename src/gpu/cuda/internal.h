@@ -84,21 +84,18 @@ void ocp__cuda_free(ocp_cuda_ctx *c, void *p);
 
 /* Turns a CUDA error into our error value: OCP_E_ENGINE with "what: CUDA's text"; an error
  * that leaves the device unusable marks the context lost. Returns 0 for cudaSuccess. */
-int ocp__cuda_check(ocp_cuda_ctx *c, cudaError_t e, const char *what, char *err,
-                    size_t errlen);
+int ocp__cuda_check(ocp_cuda_ctx *c, cudaError_t e, const char *what, char *err, size_t errlen);
 #define OCP_CK(c, call, err, errlen) ocp__cuda_check((c), (call), #call, (err), (errlen))
 
 /* The context's stream operations (host copies when emulated): 0 or an error. */
-int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
-                  size_t errlen);
-int ocp__cuda_d2h(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err,
-                  size_t errlen);
+int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err, size_t errlen);
+int ocp__cuda_d2h(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err, size_t errlen);
 int ocp__cuda_memset(ocp_cuda_ctx *c, void *dst, int v, size_t n, char *err, size_t errlen);
 int ocp__cuda_sync(ocp_cuda_ctx *c, char *err, size_t errlen);
 
 /* The model's device weights, uploaded if not yet (ctx.cu). */
-int ocp__cuda_model(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model **out,
-                    char *err, size_t errlen);
+int ocp__cuda_model(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model **out, char *err,
+                    size_t errlen);
 
 /* Makes the first n border values of the model's sequence present on the device. */
 int ocp__cuda_draws(ocp_cuda_ctx *c, const ocp_lstm_model *m, ocp_cuda_model *cm, size_t n,
