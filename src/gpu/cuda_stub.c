@@ -33,6 +33,10 @@ int ocp_cuda_open_emulated(size_t cap_bytes, int allow_growth, ocp_cuda_ctx **ou
     return ocp_errf(OCP_E_ENGINE, err, errlen, "built without CUDA");
 }
 
+void ocp_cuda_inject_fault(ocp_cuda_ctx *ctx, int after)
+{
+}
+
 void ocp_cuda_close(ocp_cuda_ctx *ctx)
 {
 }

@@ -367,6 +367,54 @@ static void test_emulated_refusals(void **state)
     ocp_lstm_model_free(t);
 }
 
+/* A device that fails mid-batch (an Xid, a lost device: injected here) fails that batch
+ * with "GPU lost: ..." and no outputs, marks the context lost, and every later call fails at
+ * once with the same reason; the context still closes cleanly. */
+static void test_emulated_lost(void **state)
+{
+    (void)state;
+    if (!ocp_cuda_built()) {
+        print_message("skipped: built without CUDA\n");
+        skip();
+    }
+    ocp_lstm_model *m = model("eng");
+    int8_t **img;
+    int *w, n = lines_for(m, &img, &w), failed = 0;
+    for (int after = 0; after < 40; after += 3) {
+        ocp_cuda_ctx *ctx = NULL;
+        char err[400];
+        assert_int_equal(ocp_cuda_open_emulated((size_t)64 << 20, after % 2, &ctx, err, sizeof err),
+                         0);
+        ocp_cuda_inject_fault(ctx, after);
+        float *pr[16];
+        int st[16];
+        int rc = ocp_cuda_forward_batch(ctx, m, n, (const int8_t *const *)img, w, pr, st, err,
+                                        sizeof err);
+        if (rc == 0) { /* the batch needed fewer operations than `after` */
+            for (int i = 0; i < n; i++)
+                free(pr[i]);
+            ocp_cuda_close(ctx);
+            continue;
+        }
+        failed++;
+        assert_int_equal(rc, OCP_E_ENGINE);
+        assert_non_null(strstr(err, "GPU lost: injected fault"));
+        for (int i = 0; i < n; i++)
+            assert_null(pr[i]);
+        assert_true(ocp_cuda_lost(ctx));
+        assert_int_equal(ocp_cuda_forward_batch(ctx, m, 1, (const int8_t *const *)img, w, pr, st,
+                                                err, sizeof err),
+                         OCP_E_ENGINE);
+        assert_non_null(strstr(err, "GPU lost"));
+        assert_int_equal(ocp_cuda_upload_model(ctx, m, err, sizeof err), OCP_E_ENGINE);
+        ocp_cuda_close(ctx);
+    }
+    print_message("a fault at %d points of a batch: each failed it with the reason\n", failed);
+    assert_true(failed >= 5);
+    free_lines(n, img, w);
+    ocp_lstm_model_free(m);
+}
+
 /* On the GPU: every installed model's lines equal the CPU's, one at a time and together. */
 static void test_device_parity(void **state)
 {
@@ -421,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_emulated_activations),
         cmocka_unit_test(test_emulated_cap),
         cmocka_unit_test(test_emulated_refusals),
+        cmocka_unit_test(test_emulated_lost),
         cmocka_unit_test(test_device_parity),
         cmocka_unit_test(test_device_cap),
     };

@@ -202,8 +202,24 @@ void *ocp__cuda_pinned(ocp_cuda_ctx *c, size_t bytes)
  * Asynchronous on the context's stream. A copy from pageable host memory is staged by the
  * driver before the call returns, so the caller may free its buffer at once. */
 
+/* The injected fault (ocp_cuda_inject_fault), as the device would report one: 0 until it
+ * is due. */
+static int injected(ocp_cuda_ctx *c, char *err, size_t errlen)
+{
+    if (c->fault_in < 0 || c->fault_in-- > 0)
+        return 0;
+    return ocp__cuda_check(c, cudaErrorLaunchFailure, "injected fault", err, errlen);
+}
+
+extern "C" void ocp_cuda_inject_fault(ocp_cuda_ctx *c, int after)
+{
+    c->fault_in = after;
+}
+
 int ocp__cuda_h2d(ocp_cuda_ctx *c, void *dst, const void *src, size_t n, char *err, size_t errlen)
 {
+    if (injected(c, err, errlen))
+        return OCP_E_ENGINE;
     if (c->emulate) {
         memcpy(dst, src, n);
         return 0;
@@ -231,6 +247,8 @@ int ocp__cuda_memset(ocp_cuda_ctx *c, void *dst, int v, size_t n, char *err, siz
 
 int ocp__cuda_sync(ocp_cuda_ctx *c, char *err, size_t errlen)
 {
+    if (injected(c, err, errlen))
+        return OCP_E_ENGINE;
     return c->emulate ? 0 : OCP_CK(c, cudaStreamSynchronize(c->st), err, errlen);
 }
 

@@ -61,6 +61,10 @@ int ocp_cuda_open(int device, size_t cap_bytes, int allow_growth, ocp_cuda_ctx *
 int ocp_cuda_open_emulated(size_t cap_bytes, int allow_growth, ocp_cuda_ctx **out, char *err,
                            size_t errlen);
 
+/* For tests: the context's stream operations (copies, synchronisations) fail as a lost
+ * device would after `after` more of them succeed (-1: never). */
+void ocp_cuda_inject_fault(ocp_cuda_ctx *ctx, int after);
+
 /* Frees everything of the context, its device memory included. NULL does nothing. */
 void ocp_cuda_close(ocp_cuda_ctx *ctx);
 

@@ -60,7 +60,8 @@ struct ocp_cuda_ctx {
     size_t cap = 0;
     int allow_growth = 0;
     int lost = 0;
-    int emulate = 0; /* ocp_cuda_open_emulated: host memory, the kernels run on the CPU */
+    int emulate = 0;   /* ocp_cuda_open_emulated: host memory, the kernels run on the CPU */
+    int fault_in = -1; /* ocp_cuda_inject_fault: the stream operations before a fault */
     char lost_why[256] = "";
     cudaStream_t st = nullptr;
     std::vector<ocp_cuda_chunk> chunks;
