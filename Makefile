@@ -31,11 +31,42 @@ CLISRC   := $(filter src/cli/%,$(SRC))
 CXXSRC   := $(sort $(shell find src -name '*.cpp'))
 LIBOBJ   := $(LIBSRC:%.c=$(BUILD)/%.o) $(CXXSRC:%.cpp=$(BUILD)/%.o)
 CLIOBJ   := $(CLISRC:%.c=$(BUILD)/%.o)
+
+# ---- CUDA (src/gpu/cuda/, issue 17) ---------------------------------------------------------
+# Built when nvcc is found (/usr/local/cuda/bin/nvcc, or on PATH); `make CUDA=0` leaves it out,
+# and src/gpu/cuda_stub.c stands in ("built without CUDA"). The runtime is linked statically:
+# it loads the driver (libcuda.so.1) only when a context is opened, so the binary starts where
+# there is no NVIDIA driver. -fmad=false and -ffp-contract=off: no fused multiply-add where
+# the CPU path has none (bit parity). SASS for sm_90 (H100/H200), PTX for 7.5 and later.
+NVCC      ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+CUDA      ?= $(if $(NVCC),1,0)
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_75,code=compute_75
+ifeq ($(CUDA),1)
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+CUSRC     := $(sort $(wildcard src/gpu/cuda/*.cu))
+CUOBJ     := $(CUSRC:%.cu=$(BUILD)/%.o)
+LIBOBJ    := $(filter-out $(BUILD)/src/gpu/cuda_stub.o,$(LIBOBJ)) $(CUOBJ)
+NVCCFLAGS := -std=c++17 -O3 -g -fmad=false $(CUDA_ARCH) -Isrc \
+             -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter,-ffp-contract=off,-D_GNU_SOURCE
+# Under `make asan` the host side (the emulated kernels included) is instrumented too.
+CUDA_SAN  := $(filter-out -fsanitize=fuzzer%,$(filter -fsanitize=% -fno-sanitize-recover=% \
+             -fno-omit-frame-pointer,$(OPT)))
+cuda_comma := ,
+NVCCFLAGS += $(foreach f,$(subst $(cuda_comma), -fsanitize=,$(CUDA_SAN)),-Xcompiler $(f))
+LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -lpthread
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo "  NVCC $<"
+	@$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c -o $@ $<
+
+endif
 UNITSRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 # Helpers the integration tests and the benchmarks share (tools/): ours in C, and the
 # libtesseract side of the lstm parity.
-TOOLBIN  := $(BUILD)/tools/lstm_line $(BUILD)/tools/lstm_dict $(BUILD)/tools/tess_timesteps
+TOOLBIN  := $(BUILD)/tools/lstm_line $(BUILD)/tools/lstm_dict $(BUILD)/tools/tess_timesteps \
+            $(BUILD)/tools/lstm_cuda
 # The libFuzzer harnesses (fuzz/fuzz_NAME.c; see "Fuzzing" below).
 FUZZ_S     ?= 60
 FUZZ_JOBS  ?= 1

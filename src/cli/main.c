@@ -3,6 +3,7 @@
  */
 #include "cli/cli.h"
 #include "core/log.h"
+#include "gpu/cuda/cuda_forward.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +67,10 @@ int main(int argc, char **argv)
         return OCP_EXIT_OK;
     }
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
-        printf("ocrpool %s\n", OCP_VERSION);
+        if (ocp_cuda_built())
+            printf("ocrpool %s (CUDA %s support built)\n", OCP_VERSION, ocp_cuda_runtime_version());
+        else
+            printf("ocrpool %s (built without CUDA)\n", OCP_VERSION);
         return OCP_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
