@@ -206,7 +206,13 @@ int ocp__rd_fail(void *st, const char *owner, const char *id, ocp_failure kind, 
         return 0;
     const char *type, *module;
     ocp_celery_exc_of(kind, &type, &module);
-    return finish_held(s, m, ocp__rd_fail_meta(id, m->group, kind, type, module, reason), "fail");
+    /* A revoked page (Celery's revoke, with terminate or before it started) reads as Celery
+     * stores one: REVOKED with TaskRevokedError, so AsyncResult.get raises that. */
+    char *meta = kind == OCP_FAIL_REVOKED
+                     ? ocp_celery_meta(id, "REVOKED", ocp_celery_exc(type, module, reason),
+                                       m->group, kind, false)
+                     : ocp__rd_fail_meta(id, m->group, kind, type, module, reason);
+    return finish_held(s, m, meta, "fail");
 }
 
 /* Buries held page m after d deliveries: a FAILURE with WorkerLostError, as Celery reports a

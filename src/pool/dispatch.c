@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "image/image.h"
 #include "pool/master_int.h"
+#include "pool/remote.h"
 
 #include <errno.h>
 #include <math.h>
@@ -24,8 +25,10 @@
 int ocp__capacity(const master *m)
 {
     int batch = m->pc.batch_pages > 1 ? m->pc.batch_pages : 1;
-    return m->pc.prefetch_multiplier > 0 ? m->pc.concurrency * m->pc.prefetch_multiplier * batch
-                                         : 100000;
+    /* Autoscaling prefetches for its most workers, as Celery's: pages that wait are what
+     * makes it grow. */
+    int conc = m->pc.autoscale_max > m->pc.concurrency ? m->pc.autoscale_max : m->pc.concurrency;
+    return m->pc.prefetch_multiplier > 0 ? conc * m->pc.prefetch_multiplier * batch : 100000;
 }
 
 static int is_solo(const master *m, const char *id)
@@ -203,6 +206,7 @@ static void page_done(master *m, worker *w, json_t *msg)
     }
     if (!ok && ocp_failure_retried(kind)) {
         /* Not the page's content: deliver it again (or bury it after max deliveries). */
+        ocp__remote_retried(m, h, why);
         ocp__release_task(m, h, kind, why ? why : "failed", 0);
         w->exit_after = 1; /* a worker that hit its memory limit starts afresh */
         if (!w->task)
@@ -219,6 +223,7 @@ static void page_done(master *m, worker *w, json_t *msg)
         OCP_LOG(OCP_LOG_ERROR, "page %s: cannot store its result: %s", id, ocp_broker_errmsg(m->b));
     } else {
         count_page(m, ok, finished - started, peak);
+        ocp__remote_done(m, h, ok, why, finished - started, res);
         OCP_LOG(OCP_LOG_INFO, "page %s %s by worker %d in %.2f s, peak RSS %ld KiB, %ld KiB after",
                 id, ok ? "done" : "failed", w->pid, finished - started, peak, after);
     }
@@ -285,7 +290,14 @@ static int refuse(master *m, held *h, double budget, double base)
 {
     char why[300];
     ocp_failure kind;
-    if (!json_is_object(h->payload)) {
+    if (ocp__remote_is_revoked(m, h->t.id)) {
+        /* Celery's revoke: checked as the page would start (it may have been leased
+         * before it was revoked). */
+        OCP_LOG(OCP_LOG_INFO, "page %s was revoked: not started", h->t.id);
+        ocp__remote_revoked(m, h);
+        kind = OCP_FAIL_REVOKED;
+        snprintf(why, sizeof why, "revoked");
+    } else if (!json_is_object(h->payload)) {
         kind = OCP_FAIL_MALFORMED;
         snprintf(why, sizeof why, "malformed task payload: not a JSON object");
     } else if (budget > 0 && base + h->est_bytes > budget) {
@@ -356,6 +368,7 @@ static void give(master *m, worker *w, held **pick, int np)
         pick[i]->started_wall = wall;
         pick[i]->bnext = i + 1 < np ? pick[i + 1] : NULL;
         ocp_broker_started(m->b, pick[i]->t.id, w->pid);
+        ocp__remote_started(m, pick[i], w->pid);
         if (!m->pc.acks_late && !pick[i]->acked_early) {
             /* acks-late off: acknowledged as it is given to its worker (not at lease: a
              * page never started goes back at a shutdown); a lost page is not delivered
@@ -403,6 +416,7 @@ static void hold(master *m, ocp_task *got, int n)
         h->state = H_WAITING;
         h->est_bytes = estimate(&m->pc, h->t.payload, h);
         h->solo = m->pc.batch_pages > 1 && is_solo(m, h->t.id);
+        ocp__remote_received(m, h);
         /* Appended: pages start in the order they were leased (priority, then age). */
         *tail = h;
         tail = &h->next;
