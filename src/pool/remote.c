@@ -394,6 +394,7 @@ static void set_concurrency(master *m, int n, const char *why)
         return;
     OCP_LOG(OCP_LOG_INFO, "%s: concurrency %d -> %d", why, m->pc.concurrency, n);
     m->pc.concurrency = n;
+    R.last_busy = ocp_now(); /* the autoscaler leaves a change alone while it is fresh */
     int live = ocp__live_workers(m, m->gen);
     for (worker *w = m->workers; w && live > n; w = w->next)
         if (w->gen == m->gen && w->state == W_IDLE) {
