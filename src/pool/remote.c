@@ -841,7 +841,7 @@ void ocp__remote_start(master *m, const char *url)
     ocp_loop_timer_init(&R.tick);
     ocp_loop_timer_init(&R.heartbeat);
     sync_io();
-    ocp_celery_event(R.pb, "worker-online", NULL);
+    heartbeat_event(m, "worker-online"); /* Celery's carries the heartbeat's fields */
     heartbeat_event(m, "worker-heartbeat");
     ocp_loop_timer_start(m->loop, &R.tick, 0.2, tick, m);
     ocp_loop_timer_start(m->loop, &R.heartbeat, OCP__HEARTBEAT, heartbeat_tick, m);
