@@ -11,6 +11,7 @@
 # (a Chromium screenshot is kept in $OCP_TEST_OUT). Each process is started
 # once and reused.
 source "$(dirname "$0")/lib.sh"
+T0=$SECONDS
 F=$FIXTURES
 PY52=/usr/bin/python3 # Debian's, with python3-celery
 ROOT=$(cd "$here/../.." && pwd)
@@ -43,7 +44,7 @@ cp "$F/eng.png" "$TMP/slow3.png"
 # pages whose name has "slow" take 4 s more (fault injection), for terminate and autoscale.
 start_node() {
     OCRPOOL_FAULT=sleep:4:slow "$OCRPOOL" worker --broker "$TOOLS_BROKER" --allow-root / \
-        -Q ocr,celery -E --hostname 'ocr1@%h' --statedb "$TMP/state.json" --autoscale 3,1 \
+        -Q ocr,celery -E --hostname 'ocr1@%h' --statedb "$TMP/state.json" --autoscale 3,1 "$@" \
         >>"$TMP/node.log" 2>&1 &
     NPID=$!
     PIDS+=("$NPID")
@@ -83,8 +84,10 @@ check "the ocrpool node starts and listens on the pidbox channel" start_node
 check "a Python Celery 5.2 worker starts beside it" start_py "$PY52"
 
 # --- each Celery version: the same checks ---
+
 run_version() { # run_version PY LABEL
     local py=$1 v=$2
+    echo "# $v from $((SECONDS - T0)) s"
     check "$v: send_task, group, chain and chord (Python body)" tools "$py" "canvas-$v" canvas "$NODE" "$F/eng.png"
     check "$v: revoke before a page starts and with terminate" tools "$py" "revoke-$v" revoke "$NODE" "$F/eng.png" "$TMP/slow1.png"
     check "$v: celery inspect: each command's reply" tools "$py" "inspect-$v" inspect "$NODE"
@@ -172,12 +175,16 @@ check "celery control shutdown: the ocrpool node stops" gone "$NPID" 30
 check "celery control shutdown: the Python worker stops" gone "$PYPID" 30
 check "the node said it stops warm" grep -q "remote control: shutdown (warm)" "$TMP/node.log"
 
-# --- --statedb: the revoked ids outlive the node ---
+# --- --statedb: the revoked ids outlive the node; the memory budget bounds pool_grow ---
 check "statedb: written at the stop" grep -q "revoked-before" "$TMP/state.json"
 : >"$TMP/node.log"
-start_node
+start_node --memory-budget 1
 (cd "$here" && $PY52 -m celery -A celery_tools inspect revoked -d "$NODE" -t 5 --json) >"$TMP/revoked.json" 2>/dev/null
 check "statedb: a restarted node still lists the revoked ids" grep -q "revoked-before" "$TMP/revoked.json"
+wait_log "$TMP/node.log" "worker .* ready" 30
+(cd "$here" && $PY52 -m celery -A celery_tools control pool_grow 1 -d "$NODE" -t 5 --json) >"$TMP/grow.json" 2>/dev/null
+check "pool_grow is refused beyond --memory-budget ($(cat "$TMP/grow.json"))" grep -q "memory-budget 1 MB holds no more workers" "$TMP/grow.json"
 kill -TERM "$NPID"
 check "the restarted node stops on SIGTERM" gone "$NPID" 30
+echo "# done in $((SECONDS - T0)) s"
 finish
