@@ -141,6 +141,19 @@ def inspect(node):
         r = cli("inspect", what, *d)
         expect(isinstance(r, dict) and isinstance(r.get(node), list),
                "celery inspect %s: a list (%r)" % (what, r))
+    later = app.send_task(TASK, args=["/later.png", "eng"], queue="ocr", countdown=120)
+    sch = []
+    for _ in range(50):
+        sch = (app.control.inspect(destination=[node], timeout=1).scheduled() or {}).get(node, [])
+        if any(x.get("request", {}).get("id") == later.id for x in sch):
+            break
+        time.sleep(0.2)
+    r = cli("inspect", "scheduled", *d) or {}
+    mine = [x for x in r.get(node, []) if x.get("request", {}).get("id") == later.id]
+    expect(mine and mine[0].get("eta") and mine[0]["request"].get("args") == ["/later.png", "eng"],
+           "celery inspect scheduled: the page with a countdown, its eta and args (%s)"
+           % (mine[0].get("eta") if mine else None))
+    app.control.revoke(later.id)
     r = cli("inspect", "registered", *d)
     expect(r == {node: [TASK]}, "celery inspect registered: %r" % r)
     r = cli("inspect", "stats", *d) or {}
