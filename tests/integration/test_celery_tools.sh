@@ -54,7 +54,7 @@ start_node() {
 # task of ocrpool's name) on the queues py and celery, with the interpreter $1.
 start_py() {
     (cd "$here" && exec "$1" -m celery -A celery_tools worker -Q py,celery -n 'py1@%h' -c 1 \
-        --without-mingle --without-gossip --loglevel=warning >>"$TMP/py.log" 2>&1) &
+        --without-gossip --loglevel=warning >>"$TMP/py.log" 2>&1) &
     PYPID=$!
     PIDS+=("$PYPID")
     for _ in $(seq 150); do
@@ -126,6 +126,9 @@ if [ -n "$VPY" ]; then
     kill -TERM "$PYPID" 2>/dev/null
     check "the Celery 5.2 worker stops" gone "$PYPID" 30
     check "a Python Celery $CV worker starts beside the node" start_py "$VPY"
+    # Its mingle asked the node for the revoked ids (hello): it knows those of the 5.2 run.
+    (cd "$here" && "$VPY" -m celery -A celery_tools inspect revoked -d "$PYNODE" -t 5 --json) >"$TMP/py-revoked.json" 2>/dev/null
+    check "mingle: the Python worker took the node's revoked ids at its start (hello)" grep -q "revoked-before" "$TMP/py-revoked.json"
     run_version "$VPY" "celery-$CV"
 
     FPORT=$(freeport)
