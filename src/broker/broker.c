@@ -211,8 +211,7 @@ int ocp_broker_reclaim_dead(ocp_broker *b, long *n)
     return b->ops->reclaim_dead(b->st, n);
 }
 
-int ocp_broker_queues(ocp_broker *b, int op, const char *queue, const char **names, int max,
-                      int *n)
+int ocp_broker_queues(ocp_broker *b, int op, const char *queue, const char **names, int max, int *n)
 {
     *n = 0;
     return b->ops->queues ? b->ops->queues(b->st, op, queue, names, max, n) : OCP_E_UNSUPPORTED;

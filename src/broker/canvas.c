@@ -39,12 +39,13 @@ static json_t *apply_body(json_t *sig, json_t *retval, json_t *chain)
         json_array_extend(a, args);
     json_t *link = json_object_get(opts, "link"), *err = json_object_get(opts, "link_error");
     json_t *chord = json_object_get(opts, "chord");
-    json_t *embed = json_pack(
-        "{s:O, s:O, s:O, s:O}", "callbacks", json_is_array(link) ? link : json_null(), "errbacks",
-        json_is_array(err) ? err : json_null(), "chain",
-        json_is_array(chain) && json_array_size(chain) ? chain : json_null(), "chord",
-        json_is_object(chord) ? chord : json_null());
-    return json_pack("[o, O, o]", a, json_is_object(kwargs) ? kwargs : json_object(), embed);
+    json_t *embed =
+        json_pack("{s:O, s:O, s:O, s:O}", "callbacks", json_is_array(link) ? link : json_null(),
+                  "errbacks", json_is_array(err) ? err : json_null(), "chain",
+                  json_is_array(chain) && json_array_size(chain) ? chain : json_null(), "chord",
+                  json_is_object(chord) ? chord : json_null());
+    return json_pack("[o, o, o]", a, json_is_object(kwargs) ? json_incref(kwargs) : json_object(),
+                     embed);
 }
 
 int ocp_celery_apply(json_t *sig, json_t *retval, const char *parent_id, const char *root_id,
@@ -54,8 +55,7 @@ int ocp_celery_apply(json_t *sig, json_t *retval, const char *parent_id, const c
     *msg = NULL;
     json_t *st = json_object_get(sig, "subtask_type");
     const char *task = json_string_value(json_object_get(sig, "task"));
-    if (!json_is_object(sig) || (st && !json_is_null(st)) || !task || !*task ||
-        strlen(task) > 255)
+    if (!json_is_object(sig) || (st && !json_is_null(st)) || !task || !*task || strlen(task) > 255)
         return ocp_errf(OCP_E_MESSAGE, err, errlen,
                         "ocrpool applies plain task signatures only (not a group, chain or "
                         "chord as a callback)");
@@ -88,13 +88,13 @@ int ocp_celery_apply(json_t *sig, json_t *retval, const char *parent_id, const c
         "lang", "py", "task", task, "id", id, "shadow", "eta", "expires", "group",
         group ? json_string(group) : json_null(), "group_index",
         json_is_integer(gi) ? json_incref(gi) : json_null(), "retries", 0, "timelimit", "root_id",
-        root_id ? root_id : id, "parent_id", parent_id, "argsrepr", argsrepr, "kwargsrepr",
-        kwrepr, "origin", origin, "ignore_result", 0);
+        root_id ? root_id : id, "parent_id", parent_id, "argsrepr", argsrepr, "kwargsrepr", kwrepr,
+        "origin", origin, "ignore_result", 0);
     const char *rk = q ? q : "celery";
-    json_t *props = json_pack("{s:s, s:i, s:{s:s, s:s}, s:i, s:s, s:s}", "correlation_id", id,
-                              "delivery_mode", 2, "delivery_info", "exchange", "",
-                              "routing_key", rk, "priority", priority < 0 ? 0 : priority,
-                              "body_encoding", "base64", "delivery_tag", tag);
+    json_t *props =
+        json_pack("{s:s, s:i, s:{s:s, s:s}, s:i, s:s, s:s}", "correlation_id", id, "delivery_mode",
+                  2, "delivery_info", "exchange", "", "routing_key", rk, "priority",
+                  priority < 0 ? 0 : priority, "body_encoding", "base64", "delivery_tag", tag);
     json_t *m =
         json_pack("{s:s, s:s, s:s, s:o, s:o}", "body", b64, "content-encoding", "utf-8",
                   "content-type", "application/json", "headers", headers, "properties", props);

@@ -108,9 +108,8 @@ int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, 
     m->group = json_string_value(json_object_get(hd, "group"));
     m->root_id = json_string_value(json_object_get(hd, "root_id"));
     json_t *gi = json_object_get(hd, "group_index");
-    m->group_index = json_is_integer(gi) && json_integer_value(gi) >= 0
-                         ? (double)json_integer_value(gi)
-                         : -1;
+    m->group_index =
+        json_is_integer(gi) && json_integer_value(gi) >= 0 ? (double)json_integer_value(gi) : -1;
     if ((m->eta = header_time(hd, "eta")) < 0)
         return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.eta: not an ISO 8601 time");
     if ((m->expires = header_time(hd, "expires")) < 0)

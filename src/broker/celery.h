@@ -31,10 +31,10 @@ typedef struct ocp_celery_msg {
     double time_limit;      /* hard, from headers.timelimit[0]; 0 = none */
     double soft_time_limit; /* headers.timelimit[1]; 0 = none */
     int priority;
-    json_t *embed;          /* the body's third member, {callbacks, errbacks, chain, chord}
-                             * (owned; NULL when it is not an object) */
-    const char *root_id;    /* borrowed from root; NULL when none */
-    double group_index;     /* headers.group_index; -1 = none */
+    json_t *embed;       /* the body's third member, {callbacks, errbacks, chain, chord}
+                          * (owned; NULL when it is not an object) */
+    const char *root_id; /* borrowed from root; NULL when none */
+    double group_index;  /* headers.group_index; -1 = none */
 } ocp_celery_msg;
 
 /*

@@ -26,10 +26,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define MAX_FIELD     256        /* method, ticket, reply_to's names, a destination */
-#define MAX_PATTERN   128        /* a pattern matched against the node's name */
-#define MAX_INBOX     64         /* requests read and not yet taken by ocp_pidbox_next */
-#define MAX_OBUF      (8 << 20)  /* bytes a connection may hold unsent */
+#define MAX_FIELD   256       /* method, ticket, reply_to's names, a destination */
+#define MAX_PATTERN 128       /* a pattern matched against the node's name */
+#define MAX_INBOX   64        /* requests read and not yet taken by ocp_pidbox_next */
+#define MAX_OBUF    (8 << 20) /* bytes a connection may hold unsent */
 
 /* ---- the parser ------------------------------------------------------------------------- */
 
@@ -186,8 +186,8 @@ static int read_request(json_t *body, ocp_pidbox_req *req, char *err, size_t err
     return 0;
 }
 
-int ocp_pidbox_parse(const char *raw, size_t len, const char *node, double now,
-                     ocp_pidbox_req *req, int *for_us, char *err, size_t errlen)
+int ocp_pidbox_parse(const char *raw, size_t len, const char *node, double now, ocp_pidbox_req *req,
+                     int *for_us, char *err, size_t errlen)
 {
     memset(req, 0, sizeof *req);
     *for_us = 0;
@@ -238,12 +238,12 @@ char *ocp_pidbox_envelope(json_t *body, json_t *headers, const char *exchange,
     char *b64 = ocp_b64_encode(text, strlen(text));
     char tag[37];
     ocp_uuid4(tag);
-    json_t *env = json_pack(
-        "{s:s, s:s, s:s, s:o, s:{s:i, s:{s:s, s:s}, s:i, s:s, s:s}}", "body", b64,
-        "content-encoding", "utf-8", "content-type", "application/json", "headers",
-        headers ? json_incref(headers) : json_object(), "properties", "delivery_mode",
-        delivery_mode, "delivery_info", "exchange", exchange, "routing_key", routing_key,
-        "priority", 0, "body_encoding", "base64", "delivery_tag", tag);
+    json_t *env =
+        json_pack("{s:s, s:s, s:s, s:o, s:{s:i, s:{s:s, s:s}, s:i, s:s, s:s}}", "body", b64,
+                  "content-encoding", "utf-8", "content-type", "application/json", "headers",
+                  headers ? json_incref(headers) : json_object(), "properties", "delivery_mode",
+                  delivery_mode, "delivery_info", "exchange", exchange, "routing_key", routing_key,
+                  "priority", 0, "body_encoding", "base64", "delivery_tag", tag);
     char *out = json_dumps(env, JSON_COMPACT);
     json_decref(env);
     free(b64);
@@ -292,8 +292,8 @@ static void conn_drop(ocp_pidbox *p, pconn *k, const char *why)
 {
     if (k->c) {
         if (!p->said_down)
-            OCP_LOG(OCP_LOG_WARN, "remote control: redis %s:%d: %s; reconnecting", p->host,
-                    p->port, why);
+            OCP_LOG(OCP_LOG_WARN, "remote control: redis %s:%d: %s; reconnecting", p->host, p->port,
+                    why);
         p->said_down = true;
         redisFree(k->c);
     }
@@ -343,8 +343,7 @@ static void conn_open(ocp_pidbox *p, pconn *k, int subscriber)
     }
 }
 
-int ocp_pidbox_open(const char *url, const char *node, ocp_pidbox **out, char *err,
-                    size_t errlen)
+int ocp_pidbox_open(const char *url, const char *node, ocp_pidbox **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (strncmp(url, "redis://", 8) != 0)
@@ -420,8 +419,7 @@ static int sub_reply(ocp_pidbox *p, redisReply *r)
     if (strcmp(kind, "psubscribe") == 0) {
         p->sub.ready = 1;
         if (p->said_down)
-            OCP_LOG(OCP_LOG_WARN, "remote control: redis %s:%d: connected again", p->host,
-                    p->port);
+            OCP_LOG(OCP_LOG_WARN, "remote control: redis %s:%d: connected again", p->host, p->port);
         p->said_down = false;
         OCP_LOG(OCP_LOG_INFO, "remote control: %s listens on %s", p->node, p->channel);
         return 0;
@@ -522,8 +520,8 @@ int ocp_pidbox_next(ocp_pidbox *p, ocp_pidbox_req *req)
         redisReply *data = r->element[3];
         char err[300];
         int for_us = 0;
-        int rc = ocp_pidbox_parse(data->str, data->len, p->node, ocp_wall_now(), req, &for_us,
-                                  err, sizeof err);
+        int rc = ocp_pidbox_parse(data->str, data->len, p->node, ocp_wall_now(), req, &for_us, err,
+                                  sizeof err);
         freeReplyObject(r);
         if (rc) {
             OCP_LOG(OCP_LOG_WARN, "remote control: a malformed message ignored: %s", err);
@@ -561,8 +559,8 @@ void ocp_pidbox_reply(ocp_pidbox *p, const ocp_pidbox_req *req, json_t *value)
     }
     json_t *body = json_object();
     json_object_set_new(body, p->node, value ? value : json_null());
-    json_t *h = json_pack("{s:s, s:I}", "ticket", req->ticket, "clock",
-                          (json_int_t)ocp_pidbox_clock(p));
+    json_t *h =
+        json_pack("{s:s, s:I}", "ticket", req->ticket, "clock", (json_int_t)ocp_pidbox_clock(p));
     char *msg = ocp_pidbox_envelope(body, h, req->reply_exchange, req->reply_key, 1);
     char key[MAX_FIELD + 40];
     snprintf(key, sizeof key, "_kombu.binding.%s", req->reply_exchange);

@@ -42,12 +42,12 @@
 
 /* A control request for this node. Open type; owned fields freed by ocp_pidbox_req_fini. */
 typedef struct ocp_pidbox_req {
-    char *method;       /* "ping", "stats", "revoke", ... */
-    json_t *arguments;  /* an object (empty when the message had none) */
-    char *ticket;       /* NULL: no reply wanted (a cast) */
+    char *method;      /* "ping", "stats", "revoke", ... */
+    json_t *arguments; /* an object (empty when the message had none) */
+    char *ticket;      /* NULL: no reply wanted (a cast) */
     char *reply_exchange, *reply_key;
-    double expires;     /* seconds since the epoch, 0 = none */
-    long long clock;    /* the sender's Lamport clock, 0 = none */
+    double expires;  /* seconds since the epoch, 0 = none */
+    long long clock; /* the sender's Lamport clock, 0 = none */
 } ocp_pidbox_req;
 
 void ocp_pidbox_req_fini(ocp_pidbox_req *r);
@@ -62,8 +62,8 @@ void ocp_pidbox_req_fini(ocp_pidbox_req *r);
  * with the reason in err (req empty). now: a message whose headers' expires
  * is past is not for us.
  */
-int ocp_pidbox_parse(const char *raw, size_t len, const char *node, double now,
-                     ocp_pidbox_req *req, int *for_us, char *err, size_t errlen);
+int ocp_pidbox_parse(const char *raw, size_t len, const char *node, double now, ocp_pidbox_req *req,
+                     int *for_us, char *err, size_t errlen);
 
 /*
  * kombu's envelope of a JSON body (borrowed) for exchange and routing_key,
@@ -81,8 +81,7 @@ typedef struct ocp_pidbox ocp_pidbox;
  * nothing here waits on Redis. *out is new (ocp_pidbox_close); err says why
  * on a bad URL.
  */
-int ocp_pidbox_open(const char *url, const char *node, ocp_pidbox **out, char *err,
-                    size_t errlen);
+int ocp_pidbox_open(const char *url, const char *node, ocp_pidbox **out, char *err, size_t errlen);
 /* Flushes what waits to be sent for at most linger_s seconds (worker-offline at a stop), then
  * closes. NULL does nothing. */
 void ocp_pidbox_close(ocp_pidbox *p, double linger_s);
@@ -114,8 +113,7 @@ long ocp_pidbox_dropped(const ocp_pidbox *p);
  */
 void ocp_celery_event(ocp_pidbox *p, const char *type, json_t *fields);
 /* An event's body (new reference): fields (stolen) and the common ones. For tests. */
-json_t *ocp_celery_event_body(const char *node, long long clock, const char *type,
-                              json_t *fields);
+json_t *ocp_celery_event_body(const char *node, long long clock, const char *type, json_t *fields);
 
 /* For events.c: publishes text (an envelope) on the fanout channel of exchange with
  * routing_key ("/<db>.celeryev/worker.heartbeat"); the node's name (borrowed). */

@@ -87,8 +87,8 @@ static void fire_chord(rs *s, const ocp_celery_msg *msg, redisReply *parts)
     }
     char err[600], queue[300], id[64], *text = NULL;
     json_t *resl = ocp_celery_chord_results(texts, lens, n, err, sizeof err);
-    int rc = resl ? ocp_celery_apply(body, resl, msg->id, msg->root_id, NULL, &text, queue, id,
-                                     err, sizeof err)
+    int rc = resl ? ocp_celery_apply(body, resl, msg->id, msg->root_id, NULL, &text, queue, id, err,
+                                     sizeof err)
                   : OCP_E_MESSAGE;
     if (rc == 0) {
         const char *a[] = {"LPUSH", queue, text};
@@ -97,8 +97,8 @@ static void fire_chord(rs *s, const ocp_celery_msg *msg, redisReply *parts)
                 n, id, queue);
     } else {
         /* Celery's chord_error_from_stack: the body fails with ChordError. */
-        const char *cid = json_string_value(json_object_get(json_object_get(body, "options"),
-                                                            "task_id"));
+        const char *cid =
+            json_string_value(json_object_get(json_object_get(body, "options"), "task_id"));
         OCP_LOG(OCP_LOG_WARN, "chord %s: its body fails: %s", msg->group, err);
         if (cid && strlen(cid) < 200) {
             char *meta = ocp__rd_fail_meta(cid, NULL, OCP_FAIL_ENGINE, "ChordError",
@@ -144,8 +144,8 @@ static int follow_ups(const ocp_celery_msg *msg, json_t *value, char *queues[MAX
         if (n == MAX_FOLLOW)
             break;
         queues[n] = ocp_xmalloc(300);
-        if (ocp_celery_apply(sig, value, msg->id, msg->root_id, NULL, &texts[n], queues[n], id,
-                             err, sizeof err) == 0)
+        if (ocp_celery_apply(sig, value, msg->id, msg->root_id, NULL, &texts[n], queues[n], id, err,
+                             sizeof err) == 0)
             n++;
         else {
             free(queues[n]);
@@ -161,8 +161,7 @@ int ocp__rd_canvas_finish(rs *s, const rmsg *m, const char *meta, const char *ta
 {
     ocp_celery_msg msg;
     char err[300];
-    if (!m->raw || ocp_celery_parse(m->raw, strlen(m->raw), &msg, err, sizeof err) ||
-        !msg.embed) {
+    if (!m->raw || ocp_celery_parse(m->raw, strlen(m->raw), &msg, err, sizeof err) || !msg.embed) {
         ocp_celery_msg_fini(&msg);
         return 0;
     }
@@ -179,8 +178,7 @@ int ocp__rd_canvas_finish(rs *s, const rmsg *m, const char *meta, const char *ta
         ocp_celery_msg_fini(&msg);
         return 0;
     }
-    char metakey[300], delkey[300], ex[32], label[700], j[300], t[300], sk[300], score[32],
-        nfs[16];
+    char metakey[300], delkey[300], ex[32], label[700], j[300], t[300], sk[300], score[32], nfs[16];
     snprintf(metakey, sizeof metakey, META_PREFIX "%s", m->id);
     snprintf(delkey, sizeof delkey, "ocrpool.deliveries.%s", m->id);
     snprintf(ex, sizeof ex, "%.0f", s->expires);

@@ -217,8 +217,7 @@ int ocp__rd_fail(void *st, const char *owner, const char *id, ocp_failure kind, 
                                        m->group, kind, false)
                      : ocp__rd_fail_meta(id, m->group, kind, type, module, reason);
     json_t *exc = ocp_celery_exc(type, module, reason);
-    int rc = finish_held(s, m, meta, "fail", kind == OCP_FAIL_REVOKED ? "REVOKED" : "FAILURE",
-                         exc);
+    int rc = finish_held(s, m, meta, "fail", kind == OCP_FAIL_REVOKED ? "REVOKED" : "FAILURE", exc);
     json_decref(exc);
     return rc;
 }

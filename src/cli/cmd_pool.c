@@ -192,8 +192,8 @@ int ocp_cmd_worker(int argc, char **argv)
     if (npos) {
         fprintf(stderr, "ocrpool: worker takes no files (submit them with ocrpool submit)\n");
         rc = OCP_EXIT_USAGE;
-    } else if (ocp_pool_autoscale_parse(ocp_config_str(cfg, OCP_S_AUTOSCALE), &as_max, &as_min,
-                                        err, sizeof err)) {
+    } else if (ocp_pool_autoscale_parse(ocp_config_str(cfg, OCP_S_AUTOSCALE), &as_max, &as_min, err,
+                                        sizeof err)) {
         fprintf(stderr, "ocrpool: worker: %s\n", err);
         rc = OCP_EXIT_USAGE;
     } else if ((rc = ocp_cli_check_device(cfg)) == 0) {

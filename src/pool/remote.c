@@ -51,8 +51,8 @@ static struct remote {
     char node[256];
     int task_events;
     long processed;
-    json_t *revoked; /* id -> the time it was revoked, oldest first */
-    int dirty;       /* revoked changed since the statedb was written */
+    json_t *revoked;  /* id -> the time it was revoked, oldest first */
+    int dirty;        /* revoked changed since the statedb was written */
     double last_busy; /* monotonic: the last tick a page waited or every worker was busy */
 } R;
 
@@ -189,16 +189,15 @@ static json_t *request_json(master *m, const held *h, int pid)
         args = json_array();
         kwargs = json_object();
     }
-    return json_pack("{s:s, s:s, s:o, s:o, s:s, s:s, s:o?, s:b, s:{s:s, s:s, s:i, s:b}, s:o?}",
-                     "id", h->t.id, "name", m->pc.broker.task_name ? m->pc.broker.task_name
-                                                                   : "ocrpool.ocr_page",
-                     "args", args, "kwargs", kwargs, "type",
-                     m->pc.broker.task_name ? m->pc.broker.task_name : "ocrpool.ocr_page",
-                     "hostname", R.node, "time_start",
-                     h->state == H_RUNNING ? json_real(h->started_wall) : NULL, "acknowledged",
-                     h->acked_early, "delivery_info", "exchange", "", "routing_key", "",
-                     "priority", h->t.priority, "redelivered", h->t.deliveries > 1, "worker_pid",
-                     pid > 0 ? json_integer(pid) : NULL);
+    return json_pack(
+        "{s:s, s:s, s:o, s:o, s:s, s:s, s:o?, s:b, s:{s:s, s:s, s:i, s:b}, s:o?}", "id", h->t.id,
+        "name", m->pc.broker.task_name ? m->pc.broker.task_name : "ocrpool.ocr_page", "args", args,
+        "kwargs", kwargs, "type",
+        m->pc.broker.task_name ? m->pc.broker.task_name : "ocrpool.ocr_page", "hostname", R.node,
+        "time_start", h->state == H_RUNNING ? json_real(h->started_wall) : NULL, "acknowledged",
+        h->acked_early, "delivery_info", "exchange", "", "routing_key", "", "priority",
+        h->t.priority, "redelivered", h->t.deliveries > 1, "worker_pid",
+        pid > 0 ? json_integer(pid) : NULL);
 }
 
 static int running_pid(master *m, const held *h)
@@ -219,8 +218,7 @@ static json_t *list_held(master *m, int state)
     return a;
 }
 
-static int one_scheduled(void *ctx, const char *id, double eta, int priority,
-                         const char *payload)
+static int one_scheduled(void *ctx, const char *id, double eta, int priority, const char *payload)
 {
     master *m = ((void **)ctx)[0];
     json_t *a = ((void **)ctx)[1];
@@ -272,12 +270,11 @@ static json_t *stats(master *m)
         (json_int_t)(ocp_wall_now() - m->started_wall), "pool", "max-concurrency",
         m->pc.concurrency, "processes", procs, "max-tasks-per-child",
         m->pc.max_tasks_per_child > 0 ? "" : "N/A", "put-guarded-by-semaphore", 0, "timeouts",
-        m->pc.soft_timeout_s, m->pc.time_limit_s, "memory-budget-mb",
-        (int)m->pc.memory_budget_mb, "autoscale-max",
-        m->pc.autoscale_max > 0 ? json_integer(m->pc.autoscale_max) : NULL, "autoscale-min",
-        m->pc.autoscale_max > 0 ? json_integer(m->pc.autoscale_min) : NULL, "broker",
-        "transport", "redis", "hostname", "", "prefetch_count", ocp__capacity(m), "rusage",
-        "utime", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, "stime",
+        m->pc.soft_timeout_s, m->pc.time_limit_s, "memory-budget-mb", (int)m->pc.memory_budget_mb,
+        "autoscale-max", m->pc.autoscale_max > 0 ? json_integer(m->pc.autoscale_max) : NULL,
+        "autoscale-min", m->pc.autoscale_max > 0 ? json_integer(m->pc.autoscale_min) : NULL,
+        "broker", "transport", "redis", "hostname", "", "prefetch_count", ocp__capacity(m),
+        "rusage", "utime", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, "stime",
         ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, "maxrss", (json_int_t)ru.ru_maxrss,
         "minflt", (json_int_t)ru.ru_minflt, "majflt", (json_int_t)ru.ru_majflt, "nvcsw",
         (json_int_t)ru.ru_nvcsw, "nivcsw", (json_int_t)ru.ru_nivcsw, "nsignals",
@@ -304,15 +301,15 @@ static json_t *active_queues(master *m)
     ocp_broker_queues(m->b, 0, NULL, names, 32, &n);
     for (int i = 0; i < n; i++)
         json_array_append_new(
-            a, json_pack("{s:s, s:{s:s, s:s, s:n, s:b, s:b, s:b, s:n, s:b}, s:s, s:n, s:n, s:n,"
-                         " s:b, s:b, s:b, s:b, s:n, s:[], s:n, s:n, s:n, s:n, s:n, s:n}",
-                         "name", names[i], "exchange", "name", names[i], "type", "direct",
-                         "arguments", "durable", 1, "passive", 0, "auto_delete", 0,
-                         "delivery_mode", "no_declare", 0, "routing_key", names[i],
-                         "queue_arguments", "binding_arguments", "consumer_arguments",
-                         "durable", 1, "exclusive", 0, "auto_delete", 0, "no_ack", 0, "alias",
-                         "bindings", "no_declare", "expires", "message_ttl", "max_length",
-                         "max_length_bytes", "max_priority"));
+            a,
+            json_pack("{s:s, s:{s:s, s:s, s:n, s:b, s:b, s:b, s:n, s:b}, s:s, s:n, s:n, s:n,"
+                      " s:b, s:b, s:b, s:b, s:n, s:[], s:n, s:n, s:n, s:n, s:n, s:n}",
+                      "name", names[i], "exchange", "name", names[i], "type", "direct", "arguments",
+                      "durable", 1, "passive", 0, "auto_delete", 0, "delivery_mode", "no_declare",
+                      0, "routing_key", names[i], "queue_arguments", "binding_arguments",
+                      "consumer_arguments", "durable", 1, "exclusive", 0, "auto_delete", 0,
+                      "no_ack", 0, "alias", "bindings", "no_declare", "expires", "message_ttl",
+                      "max_length", "max_length_bytes", "max_priority"));
     return a;
 }
 
@@ -324,13 +321,12 @@ static json_t *conf(master *m)
                      "worker_concurrency", pc->concurrency, "worker_prefetch_multiplier",
                      pc->prefetch_multiplier, "task_acks_late", pc->acks_late,
                      "worker_max_memory_per_child", (json_int_t)pc->max_memory_per_child,
-                     "worker_max_tasks_per_child", pc->max_tasks_per_child,
-                     "task_soft_time_limit", pc->soft_timeout_s, "task_time_limit",
-                     pc->time_limit_s, "task_track_started", pc->broker.track_started,
-                     "task_default_queue", pc->broker.queues ? pc->broker.queues : "celery",
-                     "broker_transport_options.visibility_timeout",
-                     pc->broker.visibility_timeout_s, "ocrpool_engine",
-                     pc->engine ? pc->engine : "", "ocrpool_memory_budget_mb",
+                     "worker_max_tasks_per_child", pc->max_tasks_per_child, "task_soft_time_limit",
+                     pc->soft_timeout_s, "task_time_limit", pc->time_limit_s, "task_track_started",
+                     pc->broker.track_started, "task_default_queue",
+                     pc->broker.queues ? pc->broker.queues : "celery",
+                     "broker_transport_options.visibility_timeout", pc->broker.visibility_timeout_s,
+                     "ocrpool_engine", pc->engine ? pc->engine : "", "ocrpool_memory_budget_mb",
                      (json_int_t)pc->memory_budget_mb);
 }
 
@@ -461,8 +457,8 @@ static json_t *consumer(master *m, json_t *args, int add)
         return error("%s: no queue named", add ? "add_consumer" : "cancel_consumer");
     if (ocp_broker_queues(m->b, add ? 1 : -1, q, names, 32, &n))
         return error("%s", ocp_broker_errmsg(m->b));
-    OCP_LOG(OCP_LOG_INFO, "%s %s: consuming from %d queues", add ? "add_consumer" : "cancel_consumer",
-            q, n);
+    OCP_LOG(OCP_LOG_INFO, "%s %s: consuming from %d queues",
+            add ? "add_consumer" : "cancel_consumer", q, n);
     if (add)
         ocp__lease_soon(m);
     return add ? ok("add consumer %s", q) : ok("no longer consuming from %s", q);
@@ -480,10 +476,8 @@ static int terminate(master *m, const char *id)
             *pp = h->bnext;
             h->bnext = NULL;
             double now = ocp_wall_now();
-            OCP_LOG(OCP_LOG_WARN, "page %s revoked with terminate: stopping worker %d", id,
-                    w->pid);
-            ocp_broker_fail(m->b, id, OCP_FAIL_REVOKED, "terminated", h->started_wall, now,
-                            w->pid);
+            OCP_LOG(OCP_LOG_WARN, "page %s revoked with terminate: stopping worker %d", id, w->pid);
+            ocp_broker_fail(m->b, id, OCP_FAIL_REVOKED, "terminated", h->started_wall, now, w->pid);
             if (R.task_events)
                 ocp_celery_event(R.pb, "task-revoked",
                                  json_pack("{s:s, s:b, s:i, s:b}", "uuid", id, "terminated", 1,
@@ -580,8 +574,8 @@ static json_t *answer(master *m, const ocp_pidbox_req *req, int *no_reply)
     if (!strcmp(c, "scheduled"))
         return scheduled(m);
     if (!strcmp(c, "registered"))
-        return json_pack("[s]", m->pc.broker.task_name ? m->pc.broker.task_name
-                                                       : "ocrpool.ocr_page");
+        return json_pack("[s]",
+                         m->pc.broker.task_name ? m->pc.broker.task_name : "ocrpool.ocr_page");
     if (!strcmp(c, "active_queues"))
         return active_queues(m);
     if (!strcmp(c, "conf"))
@@ -700,9 +694,9 @@ void ocp__remote_done(master *m, const held *h, int ok_, const char *why, double
         const char *text = json_string_value(json_object_get(result, "text"));
         char repr[1100];
         snprintf(repr, sizeof repr, "{'text': '%.1000s'}", text ? text : "");
-        ocp_celery_event(R.pb, "task-succeeded",
-                         json_pack("{s:s, s:s, s:f}", "uuid", h->t.id, "result", repr, "runtime",
-                                   runtime));
+        ocp_celery_event(
+            R.pb, "task-succeeded",
+            json_pack("{s:s, s:s, s:f}", "uuid", h->t.id, "result", repr, "runtime", runtime));
     } else {
         char exc[700];
         snprintf(exc, sizeof exc, "OCRError('%.600s')", why ? why : "failed");
