@@ -8,11 +8,13 @@
  *     applied to the result, are pushed on their queues;
  *   - SUCCESS or FAILURE of a chord's header part: [1, id, state, result]
  *     goes in "celery-taskset-meta-<group>.j" (a sorted set by group_index,
- *     Celery's result_chord_ordered default), the three keys of the group
- *     get the results' expiry, and when the set holds the chord's size
- *     (".s" plus ".t") the parts are read and the keys deleted in that same
- *     script; the node then pushes the body applied to the list of results,
- *     or stores the body's FAILURE (ChordError) when a part failed.
+ *     Celery's result_chord_ordered default), the group's keys get the
+ *     results' expiry, and when the set holds the chord's size (".s" plus
+ *     ".t") and the claim ".c" is free, the parts are read, the keys deleted
+ *     and ".c" set "done" in that same script (canvas_lua: Celery 5.2's keys
+ *     and 5.5+'s ".d" and ".c"); the node then pushes the body applied to
+ *     the list of results, or stores the body's FAILURE (ChordError) when a
+ *     part failed.
  * Errbacks (link_error) are not applied: said in the log.
  */
 #include "broker/celery.h"
@@ -29,10 +31,15 @@
 #define MAX_FOLLOW 16 /* messages one result may set off (its chain's next and its links) */
 
 /*
- * KEYS: unacked, unacked_index, owners, meta, deliveries, j, t, s, then a list per follow-up
+ * KEYS: unacked, unacked_index, owners, meta, deliveries, the group's j, t, s, d and c, then a
+ *       list per follow-up
  * ARGV: tag ("" = none), meta, expires, claim ("" = no check), label, part ("" = none), score,
- *       follow-ups' count, then their messages
+ *       follow-ups' count, the task id, then the follow-ups' messages
  * Returns {stored, 0} or, when the chord is complete, {stored, 1, parts}, or STALE.
+ * The chord part follows both Celery 5.2 (".j" sorted set, ".s" size, ".t" diff) and 5.5+
+ * (".d" the parts seen as "id:score", so a part is counted once; ".c" the claim of the
+ * worker that sends the body, then "done" so a late part sets nothing off), so a chord whose
+ * parts run on ocrpool and on Python workers of either version completes once.
  */
 /* clang-format off */
 static const char canvas_lua[] =
@@ -59,16 +66,22 @@ static const char canvas_lua[] =
     "end\n"
     "redis.call('DEL', KEYS[5])\n"
     "if stored == 0 then return {0, 0} end\n"
-    "for i = 1, tonumber(ARGV[8]) do redis.call('LPUSH', KEYS[8 + i], ARGV[8 + i]) end\n"
-    "if ARGV[6] == '' then return {1, 0} end\n"
-    "redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])\n"
+    "for i = 1, tonumber(ARGV[8]) do redis.call('LPUSH', KEYS[10 + i], ARGV[9 + i]) end\n"
+    "if ARGV[6] == '' or redis.call('GET', KEYS[10]) == 'done' then return {1, 0} end\n"
+    "local member = ARGV[9] .. ':' .. ARGV[7]\n"
+    "if redis.call('SISMEMBER', KEYS[9], member) == 0 then\n"
+    "  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[6])\n"
+    "  redis.call('SADD', KEYS[9], member)\n"
+    "end\n"
     "local ready = redis.call('ZCOUNT', KEYS[6], '-inf', '+inf')\n"
     "local tdiff = tonumber(redis.call('GET', KEYS[7]) or '0') or 0\n"
     "local size = tonumber(redis.call('GET', KEYS[8]) or '')\n"
-    "if ex > 0 then for k = 6, 8 do redis.call('EXPIRE', KEYS[k], ex) end end\n"
-    "if size and ready == size + tdiff then\n"
+    "if ex > 0 then for k = 6, 9 do redis.call('EXPIRE', KEYS[k], ex) end end\n"
+    "if size and ready == size + tdiff and redis.call('SET', KEYS[10], 'ocrpool', 'NX', 'EX', 10) "
+    "then\n"
     "  local parts = redis.call('ZRANGE', KEYS[6], 0, -1)\n"
-    "  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8])\n"
+    "  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])\n"
+    "  redis.call('SET', KEYS[10], 'done', 'EX', 300)\n"
     "  return {1, 1, parts}\n"
     "end\n"
     "return {1, 0}\n";
@@ -178,7 +191,8 @@ int ocp__rd_canvas_finish(rs *s, const rmsg *m, const char *meta, const char *ta
         ocp_celery_msg_fini(&msg);
         return 0;
     }
-    char metakey[300], delkey[300], ex[32], label[700], j[300], t[300], sk[300], score[32], nfs[16];
+    char metakey[300], delkey[300], ex[32], label[700], j[300], t[300], sk[300], dk[300], ck[300],
+        score[32], nfs[16];
     snprintf(metakey, sizeof metakey, META_PREFIX "%s", m->id);
     snprintf(delkey, sizeof delkey, "ocrpool.deliveries.%s", m->id);
     snprintf(ex, sizeof ex, "%.0f", s->expires);
@@ -186,14 +200,16 @@ int ocp__rd_canvas_finish(rs *s, const rmsg *m, const char *meta, const char *ta
     snprintf(j, sizeof j, "celery-taskset-meta-%s.j", has_chord ? msg.group : "");
     snprintf(t, sizeof t, "celery-taskset-meta-%s.t", has_chord ? msg.group : "");
     snprintf(sk, sizeof sk, "celery-taskset-meta-%s.s", has_chord ? msg.group : "");
+    snprintf(dk, sizeof dk, "celery-taskset-meta-%s.d", has_chord ? msg.group : "");
+    snprintf(ck, sizeof ck, "celery-taskset-meta-%s.c", has_chord ? msg.group : "");
     if (msg.group_index >= 0)
         snprintf(score, sizeof score, "%.0f", msg.group_index);
     else
         snprintf(score, sizeof score, "+inf");
     snprintf(nfs, sizeof nfs, "%d", nf);
     char *part = has_chord ? ocp_celery_chord_part(m->id, state, value) : ocp_xstrdup("");
-    const char *a[8 + 8 + 2 * MAX_FOLLOW + 3];
-    int k = 0, nkeys = 8 + nf;
+    const char *a[3 + 10 + 9 + 2 * MAX_FOLLOW];
+    int k = 0, nkeys = 10 + nf;
     char nk[16];
     snprintf(nk, sizeof nk, "%d", nkeys);
     a[k++] = "EVAL";
@@ -207,6 +223,8 @@ int ocp__rd_canvas_finish(rs *s, const rmsg *m, const char *meta, const char *ta
     a[k++] = j;
     a[k++] = t;
     a[k++] = sk;
+    a[k++] = dk;
+    a[k++] = ck;
     for (int i = 0; i < nf; i++)
         a[k++] = queues[i];
     a[k++] = tag ? tag : "";
@@ -217,6 +235,7 @@ int ocp__rd_canvas_finish(rs *s, const rmsg *m, const char *meta, const char *ta
     a[k++] = part;
     a[k++] = score;
     a[k++] = nfs;
+    a[k++] = m->id;
     for (int i = 0; i < nf; i++)
         a[k++] = texts[i];
     *rc = 0;

@@ -441,6 +441,7 @@ static json_t *autoscale(master *m, json_t *args)
                      OCP_MAX_WORKERS);
     m->pc.autoscale_max = (int)json_integer_value(jmax);
     m->pc.autoscale_min = (int)json_integer_value(jmin);
+    R.last_busy = ocp_now(); /* as after any change: left alone while it is fresh */
     if (m->pc.concurrency > m->pc.autoscale_max)
         set_concurrency(m, m->pc.autoscale_max, "autoscale");
     else if (m->pc.concurrency < m->pc.autoscale_min)

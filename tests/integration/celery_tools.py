@@ -52,6 +52,12 @@ def words(result):
     return len(result.get("text", "").split())
 
 
+@app.task(name="tools.note")
+def note(text):
+    """A chord part of the Python worker's, beside ocrpool's pages."""
+    return {"text": text}
+
+
 @app.task(name=TASK)
 def ocr_page(source, lang, page=1, **kwargs):
     """The Python worker's answer when it takes a page from the shared queue."""
@@ -85,6 +91,14 @@ def canvas(node, png):
     expect(body.get("n") == 3 and all("fox" in t for t in body.get("texts", [])),
            "chord: 3 pages on ocrpool, the Python body got the 3 results (%r)"
            % {k: (v if k == "n" else len(v)) for k, v in body.items()})
+    # A chord whose parts run on both: its Redis keys are written by ocrpool and by this
+    # Celery's Python worker, and its body runs once.
+    ch = chord([page(png), app.signature("tools.note", args=["from python"], queue="py"),
+                page(png)], app.signature("tools.collect", queue="py"))()
+    body = ch.get(timeout=120)
+    texts = body.get("texts", [])
+    expect(body.get("n") == 3 and texts[1] == "from python" and "fox" in texts[0] + texts[2],
+           "chord over ocrpool and a Python worker: the body got the 3 results in order")
 
 
 def revoke(node, png, slow):
@@ -176,11 +190,18 @@ def inspect(node):
 
 def control(node):
     d = ["-d", node, "-t", "5"]
+
+    def conc():
+        st = app.control.inspect(destination=[node], timeout=1).stats() or {}
+        return st.get(node, {}).get("pool", {}).get("max-concurrency")
+
+    # Room to grow, and 10 s before the autoscaler touches the pool again.
+    r = cli("control", "autoscale", "4", "1", *d)
+    before = conc()
     grow = cli("control", "pool_grow", "1", *d)
     expect(grow == [{node: {"ok": "pool will grow"}}], "celery control pool_grow: %r" % grow)
-    st = app.control.inspect(destination=[node], timeout=1).stats() or {}
-    expect(st.get(node, {}).get("pool", {}).get("max-concurrency") == 2,
-           "after pool_grow: 2 workers")
+    after = conc()
+    expect(before and after == before + 1, "pool_grow: %s -> %s workers" % (before, after))
     r = cli("control", "pool_shrink", "1", *d)
     expect(r == [{node: {"ok": "pool will shrink"}}], "celery control pool_shrink: %r" % r)
     r = cli("control", "autoscale", "3", "1", *d)

@@ -72,6 +72,7 @@ tools() {
     local rc=$?
     grep '^#' "$TMP/$name.out"
     [ $rc -eq 0 ] || tail -5 "$TMP/$name.out"
+    echo "# $name: until $((SECONDS - T0)) s"
     return $rc
 }
 # gone PID SECONDS: the process ended within SECONDS.
@@ -172,6 +173,9 @@ else
     SPY=$PY52
 fi
 
+# An idle node lets its extra workers go, one per 10 s idle, down to the minimum.
+check "autoscale: idle, the pool shrinks" wait_log "$TMP/node.log" "autoscale down: concurrency" 25
+
 # --- control shutdown stops both nodes of the mixed cluster (warm) ---
 (cd "$here" && "$SPY" -m celery -A celery_tools control shutdown -t 1 >/dev/null 2>&1)
 check "celery control shutdown: the ocrpool node stops" gone "$NPID" 30
@@ -187,6 +191,17 @@ check "statedb: a restarted node still lists the revoked ids" grep -q "revoked-b
 wait_log "$TMP/node.log" "worker .* ready" 30
 (cd "$here" && $PY52 -m celery -A celery_tools control pool_grow 1 -d "$NODE" -t 5 --json) >"$TMP/grow.json" 2>/dev/null
 check "pool_grow is refused beyond --memory-budget ($(cat "$TMP/grow.json"))" grep -q "memory-budget 1 MB holds no more workers" "$TMP/grow.json"
+# Redis goes away and comes back: the node goes on and answers again (its mailbox's
+# connections come back by themselves).
+kill -TERM "${PIDS[0]}"
+sleep 2
+check "Redis away: the node goes on" kill -0 "$NPID"
+redis-server --port "$PORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --daemonize no \
+    >>"$TMP/redis.log" 2>&1 &
+PIDS+=($!)
+wait_log "$TMP/node.log" "remote control: .*connected again" 30
+(cd "$here" && $PY52 -m celery -A celery_tools inspect ping -d "$NODE" -t 5 --json) >"$TMP/ping2.json" 2>/dev/null
+check "Redis back: inspect ping answers again" grep -q pong "$TMP/ping2.json"
 kill -TERM "$NPID"
 check "the restarted node stops on SIGTERM" gone "$NPID" 30
 echo "# done in $((SECONDS - T0)) s"

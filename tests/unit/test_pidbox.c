@@ -28,18 +28,17 @@
 static char *envelope_of(const char *body, double expires)
 {
     char *b64 = ocp_b64_encode(body, strlen(body));
-    json_t *e = json_pack("{s:s, s:s, s:s, s:{s:i, s:f}, s:{s:i, s:s}}", "body", b64,
-                          "content-encoding", "utf-8", "content-type", "application/json",
-                          "headers", "clock", 7, "expires", expires, "properties",
-                          "delivery_mode", 2, "body_encoding", "base64");
+    json_t *e =
+        json_pack("{s:s, s:s, s:s, s:{s:i, s:f}, s:{s:i, s:s}}", "body", b64, "content-encoding",
+                  "utf-8", "content-type", "application/json", "headers", "clock", 7, "expires",
+                  expires, "properties", "delivery_mode", 2, "body_encoding", "base64");
     char *out = json_dumps(e, JSON_COMPACT);
     json_decref(e);
     free(b64);
     return out;
 }
 
-static int parse(const char *body, const char *node, double expires, ocp_pidbox_req *req,
-                 char *err)
+static int parse(const char *body, const char *node, double expires, ocp_pidbox_req *req, char *err)
 {
     char *raw = envelope_of(body, expires);
     int for_us = -1;
@@ -135,8 +134,8 @@ static void test_envelope(void **state)
     unsigned char *dec = ocp_b64_decode(b64, strlen(b64), &n);
     json_t *back = json_loadb((const char *)dec, n, 0, NULL);
     assert_true(json_equal(back, body));
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(e, "headers"), "ticket")), "t1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(e, "headers"), "ticket")),
+                        "t1");
     json_t *di = json_object_get(json_object_get(e, "properties"), "delivery_info");
     assert_string_equal(json_string_value(json_object_get(di, "routing_key")), "k1");
     json_decref(back);
@@ -145,8 +144,8 @@ static void test_envelope(void **state)
     free(text);
     json_decref(h);
     json_decref(body);
-    json_t *ev = ocp_celery_event_body("ocr1@vm", 9, "task-succeeded",
-                                       json_pack("{s:s}", "uuid", "u1"));
+    json_t *ev =
+        ocp_celery_event_body("ocr1@vm", 9, "task-succeeded", json_pack("{s:s}", "uuid", "u1"));
     assert_string_equal(json_string_value(json_object_get(ev, "type")), "task-succeeded");
     assert_string_equal(json_string_value(json_object_get(ev, "hostname")), "ocr1@vm");
     assert_int_equal(json_integer_value(json_object_get(ev, "clock")), 9);
@@ -172,15 +171,14 @@ static void test_canvas_chain(void **state)
     json_t *words = json_pack("{s:s, s:[], s:{}, s:{s:s, s:s}, s:n, s:b}", "task", "tools.words",
                               "args", "kwargs", "options", "task_id", "id-2", "queue", "py",
                               "subtask_type", "immutable", 0);
-    json_t *collect = json_pack("{s:s, s:[i], s:{}, s:{s:s}, s:n, s:b}", "task", "tools.collect",
-                                "args", 5, "kwargs", "options", "task_id", "id-3",
-                                "subtask_type", "immutable", 0);
+    json_t *collect =
+        json_pack("{s:s, s:[i], s:{}, s:{s:s}, s:n, s:b}", "task", "tools.collect", "args", 5,
+                  "kwargs", "options", "task_id", "id-3", "subtask_type", "immutable", 0);
     json_t *rest = json_pack("[O]", collect);
     json_t *result = json_pack("{s:s}", "text", "quick brown fox");
     char *msg, queue[300], id[64], err[300];
-    assert_int_equal(ocp_celery_apply(words, result, "id-1", "id-1", rest, &msg, queue, id, err,
-                                      sizeof err),
-                     0);
+    assert_int_equal(
+        ocp_celery_apply(words, result, "id-1", "id-1", rest, &msg, queue, id, err, sizeof err), 0);
     assert_string_equal(queue, "py");
     assert_string_equal(id, "id-2"); /* frozen by the producer: the client waits on it */
     json_t *body, *h;
