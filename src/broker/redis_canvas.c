@@ -12,7 +12,7 @@
  *     results' expiry, and when the set holds the chord's size (".s" plus
  *     ".t") and the claim ".c" is free, the parts are read, the keys deleted
  *     and ".c" set "done" in that same script (canvas_lua: Celery 5.2's keys
- *     and 5.5+'s ".d" and ".c"); the node then pushes the body applied to
+ *     and 5.7's ".d" and ".c"); the node then pushes the body applied to
  *     the list of results, or stores the body's FAILURE (ChordError) when a
  *     part failed.
  * Errbacks (link_error) are not applied: said in the log.
@@ -36,7 +36,7 @@
  * ARGV: tag ("" = none), meta, expires, claim ("" = no check), label, part ("" = none), score,
  *       follow-ups' count, the task id, then the follow-ups' messages
  * Returns {stored, 0} or, when the chord is complete, {stored, 1, parts}, or STALE.
- * The chord part follows both Celery 5.2 (".j" sorted set, ".s" size, ".t" diff) and 5.5+
+ * The chord part follows both Celery 5.2 (".j" sorted set, ".s" size, ".t" diff) and 5.7
  * (".d" the parts seen as "id:score", so a part is counted once; ".c" the claim of the
  * worker that sends the body, then "done" so a late part sets nothing off), so a chord whose
  * parts run on ocrpool and on Python workers of either version completes once.
