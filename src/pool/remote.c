@@ -794,11 +794,13 @@ static void autoscale_tick(master *m)
 static void tick(ocp_loop_timer *t)
 {
     master *m = t->data;
-    ocp_pidbox_tick(R.pb);
-    serve_requests(m);
-    sync_io();
+    if (R.on) {
+        ocp_pidbox_tick(R.pb);
+        serve_requests(m);
+        sync_io();
+        statedb_save(m->pc.statedb);
+    }
     autoscale_tick(m);
-    statedb_save(m->pc.statedb);
     ocp_loop_timer_start(m->loop, t, 1.0, tick, m);
 }
 
@@ -814,9 +816,16 @@ void ocp__remote_start(master *m, const char *url)
 {
     char err[600];
     memset(&R, 0, sizeof R);
+    R.m = m;
+    R.last_busy = ocp_now();
+    ocp_loop_io_init(&R.io[0]);
+    ocp_loop_io_init(&R.io[1]);
+    ocp_loop_timer_init(&R.tick);
+    ocp_loop_timer_init(&R.heartbeat);
+    /* The tick runs on any broker: autoscaling is not Redis's. */
+    ocp_loop_timer_start(m->loop, &R.tick, 0.2, tick, m);
     if (strncmp(url, "redis://", 8) != 0)
         return;
-    R.m = m;
     R.revoked = json_object();
     expand_name(m->pc.node_name && *m->pc.node_name ? m->pc.node_name : "celery@%h", R.node,
                 sizeof R.node);
@@ -824,21 +833,16 @@ void ocp__remote_start(master *m, const char *url)
         OCP_LOG(OCP_LOG_WARN, "remote control: %s (celery inspect/control will not see this node)",
                 err);
         json_decref(R.revoked);
+        R.revoked = NULL;
         return;
     }
     R.on = 1;
     R.task_events = m->pc.events;
-    R.last_busy = ocp_now();
     if (m->pc.statedb && *m->pc.statedb)
         statedb_load(m->pc.statedb);
-    ocp_loop_io_init(&R.io[0]);
-    ocp_loop_io_init(&R.io[1]);
-    ocp_loop_timer_init(&R.tick);
-    ocp_loop_timer_init(&R.heartbeat);
     sync_io();
     heartbeat_event(m, "worker-online"); /* Celery's carries the heartbeat's fields */
     heartbeat_event(m, "worker-heartbeat");
-    ocp_loop_timer_start(m->loop, &R.tick, 0.2, tick, m);
     ocp_loop_timer_start(m->loop, &R.heartbeat, OCP__HEARTBEAT, heartbeat_tick, m);
     OCP_LOG(OCP_LOG_INFO, "celery node %s: remote control on, task events %s%s", R.node,
             R.task_events ? "on" : "off (-E or enable_events)",
@@ -847,9 +851,12 @@ void ocp__remote_start(master *m, const char *url)
 
 void ocp__remote_stop(master *m)
 {
-    if (!R.on)
+    if (R.m != m) /* not started (the node stopped before it was up) */
         return;
     ocp_loop_timer_stop(m->loop, &R.tick);
+    R.m = NULL;
+    if (!R.on)
+        return;
     ocp_loop_timer_stop(m->loop, &R.heartbeat);
     ocp_loop_io_stop(m->loop, &R.io[0]);
     ocp_loop_io_stop(m->loop, &R.io[1]);

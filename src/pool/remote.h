@@ -4,18 +4,19 @@
  * broker the node is a Celery worker named pc.node_name: it answers
  * `celery inspect` and `celery control` (broker/pidbox.h), sends worker
  * events always and task events with -E or enable_events, keeps the
- * revoked task ids (bounded, expiring, optionally in --statedb), and
- * scales its workers with --autoscale. One node per process: the state is
+ * revoked task ids (bounded, expiring, optionally in --statedb); on any
+ * broker it scales its workers with --autoscale. One node per process: the state is
  * this file's, as master.c's signal flags are.
  *
- * Every function does nothing when the broker is not Redis.
+ * On any other broker only autoscaling runs; the other functions do nothing.
  */
 #ifndef OCP_POOL_REMOTE_H
 #define OCP_POOL_REMOTE_H
 
 #include "pool/master_int.h"
 
-/* Opens the mailbox on the master's loop when url is redis:// (a warning when it cannot). */
+/* Starts the autoscaler's tick, and opens the mailbox on the master's loop when url is
+ * redis:// (a warning when it cannot). */
 void ocp__remote_start(master *m, const char *url);
 /* worker-offline, the statedb written, the mailbox closed. */
 void ocp__remote_stop(master *m);
