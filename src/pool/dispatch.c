@@ -116,6 +116,13 @@ void ocp__release_task(master *m, held *h, ocp_failure kind, const char *reason,
     else if (!uncount)
         OCP_LOG(OCP_LOG_WARN, "page %s goes back to the queue (delivery %d of %d): %s", h->t.id,
                 h->t.deliveries, m->pc.max_deliveries, reason);
+    /* Celery's events: a page lost with its worker is retried, or failed once buried. */
+    if (!rc && kind != OCP_FAIL_SHUTDOWN) {
+        if (buried)
+            ocp__remote_done(m, h, 0, reason, 0, NULL);
+        else
+            ocp__remote_retried(m, h, reason);
+    }
     ocp__drop_held(m, h);
 }
 
@@ -206,7 +213,6 @@ static void page_done(master *m, worker *w, json_t *msg)
     }
     if (!ok && ocp_failure_retried(kind)) {
         /* Not the page's content: deliver it again (or bury it after max deliveries). */
-        ocp__remote_retried(m, h, why);
         ocp__release_task(m, h, kind, why ? why : "failed", 0);
         w->exit_after = 1; /* a worker that hit its memory limit starts afresh */
         if (!w->task)

@@ -16,14 +16,16 @@ As a script:
     celery_tools.py control NODE          each `celery control` command
     celery_tools.py mixed NODE PYNODE PNG `inspect ping` answers both
                                           nodes; pages on the shared queue
-    celery_tools.py events NODE PNG       worker and task events seen by
-                                          an event receiver
+    celery_tools.py events NODE PNG SLOW  worker and task events seen by
+                                          an event receiver (a worker killed
+                                          during SLOW: task-retried)
 
 The broker URL is in TOOLS_BROKER. Exit status 0 when every assertion
 held; each is printed with '#'.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -236,14 +238,14 @@ def mixed(node, pynode, png):
     expect(len(out) == 4, "4 pages on the shared queue 'celery' all done (by %s)" % by)
 
 
-def events(node, png):
+def events(node, png, slow):
     seen = []
 
     def listen():
         with app.connection() as conn:
             recv = app.events.Receiver(conn, handlers={"*": seen.append})
             try:
-                recv.capture(limit=None, timeout=12, wakeup=False)
+                recv.capture(limit=None, timeout=40, wakeup=False)
             except Exception:
                 pass
 
@@ -257,6 +259,20 @@ def events(node, png):
         bad.get(timeout=60)
     except Exception:
         pass
+    # A worker killed during a page: the page goes back (task-retried) and is done again.
+    lost = app.send_task(TASK, args=[slow, "eng"], queue="ocr")
+    pid = None
+    for _ in range(100):
+        act = (app.control.inspect(destination=[node], timeout=1).active() or {}).get(node, [])
+        pid = next((t.get("worker_pid") for t in act if t.get("id") == lost.id), None)
+        if pid:
+            break
+        time.sleep(0.1)
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+    res = lost.get(timeout=60)
+    expect(pid and "fox" in res.get("text", ""),
+           "a page whose worker (%s) was killed is done again" % pid)
     time.sleep(3)
     mine = [e for e in seen if e.get("hostname") == node]
     types = set(e["type"] for e in mine)
@@ -268,6 +284,9 @@ def events(node, png):
     fl = [e for e in mine if e["type"] == "task-failed" and e.get("uuid") == bad.id]
     expect(fl and fl[0].get("exception"), "task-failed has its reason: %s"
            % (fl[0].get("exception", "")[:80] if fl else None))
+    rt = [e for e in mine if e["type"] == "task-retried" and e.get("uuid") == lost.id]
+    expect(rt and "killed" in rt[0].get("exception", ""),
+           "task-retried for it: %s" % (rt[0].get("exception", "")[:90] if rt else None))
     hb = [e for e in mine if e["type"] == "worker-heartbeat"]
     expect(hb and all(k in hb[-1] for k in ("active", "processed", "loadavg", "freq",
                                             "clock", "pid", "utcoffset", "timestamp")),
@@ -281,5 +300,5 @@ if __name__ == "__main__":
      "inspect": lambda: inspect(node),
      "control": lambda: control(node),
      "mixed": lambda: mixed(node, sys.argv[3], sys.argv[4]),
-     "events": lambda: events(node, sys.argv[3])}[cmd]()
+     "events": lambda: events(node, sys.argv[3], sys.argv[4])}[cmd]()
     sys.exit(1 if failed else 0)

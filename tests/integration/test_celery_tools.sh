@@ -93,7 +93,7 @@ run_version() { # run_version PY LABEL
     check "$v: revoke before a page starts and with terminate" tools "$py" "revoke-$v" revoke "$NODE" "$F/eng.png" "$TMP/slow1.png"
     check "$v: celery inspect: each command's reply" tools "$py" "inspect-$v" inspect "$NODE"
     check "$v: celery control: each command's reply" tools "$py" "control-$v" control "$NODE"
-    check "$v: worker and task events" tools "$py" "events-$v" events "$NODE" "$F/eng.png"
+    check "$v: worker and task events" tools "$py" "events-$v" events "$NODE" "$F/eng.png" "$TMP/slow2.png"
     check "$v: mixed cluster: inspect ping answers both, the shared queue is served" tools "$py" "mixed-$v" mixed "$NODE" "$PYNODE" "$F/eng.png"
 }
 run_version "$PY52" "celery-5.2"
