@@ -103,6 +103,7 @@ for s in slow2 slow3 slow1; do
     (cd "$here" && $PY52 -c "from celery_tools import app; app.send_task('ocrpool.ocr_page', args=['$TMP/$s.png', 'eng'], queue='ocr')")
 done
 check "autoscale: pages waiting grow the pool to its maximum" wait_log "$TMP/node.log" "autoscale up: concurrency [12] -> 3" 20
+echo "# autoscale: until $((SECONDS - T0)) s"
 
 # --- the current Celery and Flower, from PyPI, in a virtualenv made here ---
 VPY=""
@@ -126,6 +127,7 @@ if [ -n "$VPY" ]; then
     # The Python worker becomes the current Celery's.
     kill -TERM "$PYPID" 2>/dev/null
     check "the Celery 5.2 worker stops" gone "$PYPID" 30
+    echo "# the 5.2 worker stopped: until $((SECONDS - T0)) s"
     check "a Python Celery $CV worker starts beside the node" start_py "$VPY"
     # Its mingle asked the node for the revoked ids (hello): it knows those of the 5.2 run.
     (cd "$here" && "$VPY" -m celery -A celery_tools inspect revoked -d "$PYNODE" -t 5 --json) >"$TMP/py-revoked.json" 2>/dev/null
