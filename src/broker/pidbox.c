@@ -496,6 +496,13 @@ void ocp_pidbox_tick(ocp_pidbox *p)
     conn_open(p, &p->pub, 0);
 }
 
+void ocp_pidbox_broker(const ocp_pidbox *p, const char **host, int *port, int *db)
+{
+    *host = p->host;
+    *port = p->port;
+    *db = p->db;
+}
+
 bool ocp_pidbox_up(const ocp_pidbox *p)
 {
     return p->sub.ready && p->pub.ready;

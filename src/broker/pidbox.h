@@ -100,6 +100,8 @@ int ocp_pidbox_next(ocp_pidbox *p, ocp_pidbox_req *req);
 void ocp_pidbox_reply(ocp_pidbox *p, const ocp_pidbox_req *req, json_t *value);
 /* The node's Lamport clock, advanced (events and replies carry it). */
 long long ocp_pidbox_clock(ocp_pidbox *p);
+/* The Redis the mailbox talks to (borrowed host), for Celery's stats "broker". */
+void ocp_pidbox_broker(const ocp_pidbox *p, const char **host, int *port, int *db);
 /* Whether both connections are up. */
 bool ocp_pidbox_up(const ocp_pidbox *p);
 /* Counts of what could not be sent (Redis away, or the send buffer full). */

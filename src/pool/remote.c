@@ -279,9 +279,16 @@ static json_t *stats(master *m)
         "minflt", (json_int_t)ru.ru_minflt, "majflt", (json_int_t)ru.ru_majflt, "nvcsw",
         (json_int_t)ru.ru_nvcsw, "nivcsw", (json_int_t)ru.ru_nivcsw, "nsignals",
         (json_int_t)ru.ru_nsignals);
-    char clk[32];
+    char clk[32], vhost[16];
     snprintf(clk, sizeof clk, "%lld", ocp_pidbox_clock(R.pb));
     json_object_set_new(o, "clock", json_string(clk));
+    const char *host;
+    int port, db;
+    ocp_pidbox_broker(R.pb, &host, &port, &db);
+    snprintf(vhost, sizeof vhost, "%d", db);
+    json_object_set_new(o, "broker",
+                        json_pack("{s:s, s:i, s:s, s:s, s:b}", "hostname", host, "port", port,
+                                  "virtual_host", vhost, "transport", "redis", "ssl", 0));
     if (m->pc.max_tasks_per_child > 0)
         json_object_set_new(json_object_get(o, "pool"), "max-tasks-per-child",
                             json_integer(m->pc.max_tasks_per_child));
@@ -317,17 +324,16 @@ static json_t *active_queues(master *m)
 static json_t *conf(master *m)
 {
     const ocp_pool_conf *pc = &m->pc;
-    return json_pack("{s:i, s:i, s:b, s:I, s:i, s:f, s:f, s:b, s:s, s:f, s:s, s:I}",
-                     "worker_concurrency", pc->concurrency, "worker_prefetch_multiplier",
-                     pc->prefetch_multiplier, "task_acks_late", pc->acks_late,
-                     "worker_max_memory_per_child", (json_int_t)pc->max_memory_per_child,
-                     "worker_max_tasks_per_child", pc->max_tasks_per_child, "task_soft_time_limit",
-                     pc->soft_timeout_s, "task_time_limit", pc->time_limit_s, "task_track_started",
-                     pc->broker.track_started, "task_default_queue",
-                     pc->broker.queues ? pc->broker.queues : "celery",
-                     "broker_transport_options.visibility_timeout", pc->broker.visibility_timeout_s,
-                     "ocrpool_engine", pc->engine ? pc->engine : "", "ocrpool_memory_budget_mb",
-                     (json_int_t)pc->memory_budget_mb);
+    return json_pack(
+        "{s:i, s:i, s:b, s:I, s:i, s:f, s:f, s:b, s:s, s:{s:f}, s:s, s:I}", "worker_concurrency",
+        pc->concurrency, "worker_prefetch_multiplier", pc->prefetch_multiplier, "task_acks_late",
+        pc->acks_late, "worker_max_memory_per_child", (json_int_t)pc->max_memory_per_child,
+        "worker_max_tasks_per_child", pc->max_tasks_per_child, "task_soft_time_limit",
+        pc->soft_timeout_s, "task_time_limit", pc->time_limit_s, "task_track_started",
+        pc->broker.track_started, "task_default_queue",
+        pc->broker.queues ? pc->broker.queues : "celery", "broker_transport_options",
+        "visibility_timeout", pc->broker.visibility_timeout_s, "ocrpool_engine",
+        pc->engine ? pc->engine : "", "ocrpool_memory_budget_mb", (json_int_t)pc->memory_budget_mb);
 }
 
 static json_t *report(master *m)
