@@ -330,7 +330,7 @@ static json_t *conf(master *m)
         pc->acks_late, "worker_max_memory_per_child", (json_int_t)pc->max_memory_per_child,
         "worker_max_tasks_per_child", pc->max_tasks_per_child, "task_soft_time_limit",
         pc->soft_timeout_s, "task_time_limit", pc->time_limit_s, "task_track_started",
-        pc->broker.track_started, "task_default_queue",
+        pc->broker.track_started, "ocrpool_queues",
         pc->broker.queues ? pc->broker.queues : "celery", "broker_transport_options",
         "visibility_timeout", pc->broker.visibility_timeout_s, "ocrpool_engine",
         pc->engine ? pc->engine : "", "ocrpool_memory_budget_mb", (json_int_t)pc->memory_budget_mb);
