@@ -18,6 +18,8 @@ pkgs=(
     chromium
     # several machines: a real Redis and the Python Celery client, for the tests and make bench
     redis-server redis-tools python3-celery python3-redis python3-tesserocr python3-pil
+    # test_celery_tools: the virtualenv of the current Celery and Flower (from PyPI)
+    python3-venv
     # make bench's parity run: real Hindi, Tamil and Marathi text from message catalogues
     gettext iso-codes
     # make fuzz: libFuzzer harnesses (fuzz/) under clang's sanitizers

@@ -211,6 +211,20 @@ int ocp_broker_reclaim_dead(ocp_broker *b, long *n)
     return b->ops->reclaim_dead(b->st, n);
 }
 
+int ocp_broker_queues(ocp_broker *b, int op, const char *queue, const char **names, int max, int *n)
+{
+    *n = 0;
+    return b->ops->queues ? b->ops->queues(b->st, op, queue, names, max, n) : OCP_E_UNSUPPORTED;
+}
+
+int ocp_broker_scheduled(ocp_broker *b,
+                         int (*fn)(void *ctx, const char *id, double eta, int priority,
+                                   const char *payload),
+                         void *ctx)
+{
+    return b->ops->scheduled ? b->ops->scheduled(b->st, fn, ctx) : OCP_E_UNSUPPORTED;
+}
+
 /* The start time of pid in clock ticks since boot (field 22 of /proc/PID/stat), or 0. */
 static unsigned long long start_ticks(pid_t pid)
 {

@@ -181,6 +181,22 @@ int ocp_broker_expire(ocp_broker *b, double older_than, long *n);
  * exists READY again at once (instead of waiting for the lease to expire). */
 int ocp_broker_reclaim_dead(ocp_broker *b, long *n);
 
+/*
+ * Celery's add_consumer / cancel_consumer (Redis): op 1 adds queue to those consumed (after
+ * the others), op -1 stops consuming it, op 0 changes nothing; then names (room for max)
+ * receives the queues consumed now, borrowed until the next call, and *n their count.
+ * OCP_E_UNSUPPORTED on SQLite; OCP_E_CONFIG when the queue cannot be added (too many, a bad
+ * name) or is the last one left.
+ */
+int ocp_broker_queues(ocp_broker *b, int op, const char *queue, const char **names, int max,
+                      int *n);
+/* Calls fn for each message this node holds until its eta (Celery's "scheduled"): its id,
+ * eta (seconds since the epoch), priority and payload. OCP_E_UNSUPPORTED on SQLite. */
+int ocp_broker_scheduled(ocp_broker *b,
+                         int (*fn)(void *ctx, const char *id, double eta, int priority,
+                                   const char *payload),
+                         void *ctx);
+
 /* This process's lease owner name: "host:pid:starttime". */
 void ocp_broker_owner_name(char *buf, size_t len);
 
@@ -215,6 +231,12 @@ typedef struct ocp_broker_ops {
     int (*requeue)(void *st, const char *group, unsigned states_mask, long *n);
     int (*expire)(void *st, double older_than, long *n);
     int (*reclaim_dead)(void *st, long *n);
+    /* NULL: OCP_E_UNSUPPORTED (SQLite). */
+    int (*queues)(void *st, int op, const char *queue, const char **names, int max, int *n);
+    int (*scheduled)(void *st,
+                     int (*fn)(void *ctx, const char *id, double eta, int priority,
+                               const char *payload),
+                     void *ctx);
 } ocp_broker_ops;
 
 extern const ocp_broker_ops ocp_broker_sqlite;

@@ -329,6 +329,55 @@ static int rd_reclaim_dead(void *st, long *n)
     return 0;
 }
 
+/* Celery's add_consumer and cancel_consumer: the queues the lease script pops from. */
+static int rd_queues(void *st, int op, const char *queue, const char **names, int max, int *n)
+{
+    rs *s = st;
+    int at = -1;
+    for (int i = 0; queue && i < s->nq; i++)
+        if (strcmp(s->queues[i], queue) == 0)
+            at = i;
+    if (op > 0 && at < 0) {
+        /* A name is a Redis key of ours and goes in a Lua script's keys: printable, short. */
+        size_t len = strlen(queue);
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)queue[i] <= ' ' || queue[i] == ',' || queue[i] == 0x7f)
+                len = 0;
+        if (len == 0 || len > 200) {
+            ocp__rd_set_err(s, "queue name: 1 to 200 printable characters, no spaces or commas");
+            return OCP_E_CONFIG;
+        }
+        if (s->nq == MAX_QUEUES) {
+            ocp__rd_set_err(s, "queues: at most %d", MAX_QUEUES);
+            return OCP_E_CONFIG;
+        }
+        s->queues[s->nq++] = ocp_xstrdup(queue);
+    } else if (op < 0 && at >= 0) {
+        if (s->nq == 1) {
+            ocp__rd_set_err(s, "%s is the only queue consumed: it stays", queue);
+            return OCP_E_CONFIG;
+        }
+        free(s->queues[at]);
+        memmove(&s->queues[at], &s->queues[at + 1], (size_t)(s->nq - at - 1) * sizeof s->queues[0]);
+        s->nq--;
+    }
+    for (int i = 0; i < s->nq && i < max; i++)
+        names[(*n)++] = s->queues[i];
+    return 0;
+}
+
+static int rd_scheduled(void *st,
+                        int (*fn)(void *ctx, const char *id, double eta, int priority,
+                                  const char *payload),
+                        void *ctx)
+{
+    rs *s = st;
+    for (rmsg *m = s->held; m; m = m->next)
+        if (m->eta > 0 && fn(ctx, m->id, m->eta, m->priority, m->wait.payload))
+            break;
+    return 0;
+}
+
 const ocp_broker_ops ocp_broker_redis = {
     .scheme = "redis",
     .open = rd_open,
@@ -348,4 +397,6 @@ const ocp_broker_ops ocp_broker_redis = {
     .requeue = rd_requeue,
     .expire = rd_expire,
     .reclaim_dead = rd_reclaim_dead,
+    .queues = rd_queues,
+    .scheduled = rd_scheduled,
 };

@@ -19,6 +19,7 @@ void ocp_celery_msg_fini(ocp_celery_msg *m)
     json_decref(m->root);
     json_decref(m->args);
     json_decref(m->kwargs);
+    json_decref(m->embed);
     memset(m, 0, sizeof *m);
 }
 
@@ -105,6 +106,10 @@ int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, 
         return ocp_errf(OCP_E_MESSAGE, err, errlen,
                         "headers.task missing: not a Celery protocol 2 message");
     m->group = json_string_value(json_object_get(hd, "group"));
+    m->root_id = json_string_value(json_object_get(hd, "root_id"));
+    json_t *gi = json_object_get(hd, "group_index");
+    m->group_index =
+        json_is_integer(gi) && json_integer_value(gi) >= 0 ? (double)json_integer_value(gi) : -1;
     if ((m->eta = header_time(hd, "eta")) < 0)
         return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.eta: not an ISO 8601 time");
     if ((m->expires = header_time(hd, "expires")) < 0)
@@ -148,6 +153,8 @@ int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, 
     }
     m->args = json_incref(a);
     m->kwargs = json_incref(k);
+    json_t *e = json_array_get(b, 2);
+    m->embed = json_is_object(e) ? json_incref(e) : NULL;
     json_decref(b);
     return 0;
 }

@@ -31,6 +31,10 @@ typedef struct ocp_celery_msg {
     double time_limit;      /* hard, from headers.timelimit[0]; 0 = none */
     double soft_time_limit; /* headers.timelimit[1]; 0 = none */
     int priority;
+    json_t *embed;       /* the body's third member, {callbacks, errbacks, chain, chord}
+                          * (owned; NULL when it is not an object) */
+    const char *root_id; /* borrowed from root; NULL when none */
+    double group_index;  /* headers.group_index; -1 = none */
 } ocp_celery_msg;
 
 /*
@@ -119,5 +123,30 @@ void ocp_celery_meta_info_fini(ocp_celery_meta_info *i);
 double ocp_iso8601_parse(const char *s);
 /* Seconds since the epoch as Celery writes date_done: "2026-11-27T01:44:29.123456" (UTC). */
 void ocp_iso8601_format(double t, char out[40]);
+
+/* ---- canvas.c: what a finished task sets off (Celery's chain, link and chord) ---- */
+
+/*
+ * The message that applies sig, a plain task signature ({task, args, kwargs, options,
+ * immutable}, as Celery serialises one), to retval (borrowed; prepended to its args unless
+ * the signature is immutable; NULL: its args as they are), as the child of parent_id in the
+ * tree of root_id, with chain (borrowed; NULL or [] = none) still to run after it. *msg is a
+ * new string; queue receives the list it goes to (options.queue, else routing_key, else
+ * "celery", at options.priority) and id its task id (options.task_id, frozen by the
+ * producer, or a new one). OCP_E_MESSAGE with err when sig is not a plain task signature.
+ */
+int ocp_celery_apply(json_t *sig, json_t *retval, const char *parent_id, const char *root_id,
+                     json_t *chain, char **msg, char queue[300], char id[64], char *err,
+                     size_t errlen);
+/* A chord part as Celery's Redis backend keeps it in the group's ".j" set: [1, id, state,
+ * result] (result borrowed). New string. */
+char *ocp_celery_chord_part(const char *id, const char *state, json_t *result);
+/*
+ * The chord body's argument from the parts' texts (n of them, in order): the list of their
+ * results (new reference), or NULL with err naming the first part that failed (Celery's
+ * ChordError "Dependency ID raised ...") or could not be read.
+ */
+json_t *ocp_celery_chord_results(char *const *parts, const size_t *lens, size_t n, char *err,
+                                 size_t errlen);
 
 #endif

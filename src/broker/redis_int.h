@@ -219,6 +219,15 @@ int ocp__rd_fail(void *st, const char *owner, const char *id, ocp_failure kind, 
 int ocp__rd_release(void *st, const char *owner, const char *id, ocp_failure kind,
                     const char *reason, int uncount, int max_deliveries, int *buried);
 
+/* ---- redis_canvas.c ---- */
+/* Stores meta for held m as ocp__rd_finish does and, only when this stored it, sets off what
+ * m's message asks for after it ends in state with value (borrowed): its chain's next task,
+ * its links, its chord part (and the chord's body once complete). Returns 1 with *rc when
+ * it did (m's message has a canvas), 0 when the caller stores the meta itself. */
+int ocp__rd_canvas_finish(rs *s, const rmsg *m, const char *meta, const char *tag,
+                          const char *claim, const char *what, const char *state, json_t *value,
+                          int *rc);
+
 /* ---- broker_redis.c ---- */
 /* How long a group's list of ids lives: as long as its results. */
 double ocp__rd_group_ttl(const rs *s);

@@ -157,15 +157,19 @@ int ocp__rd_started(void *st, const char *owner, const char *id, int worker_pid)
 
 /* Stores the final meta (taken) of held page m, if it is still m's owner's, and forgets the
  * page. what: "ack", "fail" or "release". */
-static int finish_held(rs *s, rmsg *m, char *meta, const char *what)
+static int finish_held(rs *s, rmsg *m, char *meta, const char *what, const char *state,
+                       json_t *value)
 {
     int rc = 0;
     if (m->lost)
         lost_word(m, what);
     else {
         char claim[400];
-        rc = ocp__rd_finish(s, m->id, meta, m->early_acked ? NULL : m->tag,
-                            ocp__rd_claim(m, claim, sizeof claim), what);
+        const char *tag = m->early_acked ? NULL : m->tag;
+        ocp__rd_claim(m, claim, sizeof claim);
+        /* A message with a chain, links or a chord sets them off with the store. */
+        if (!ocp__rd_canvas_finish(s, m, meta, tag, claim, what, state, value, &rc))
+            rc = ocp__rd_finish(s, m->id, meta, tag, claim, what);
     }
     free(meta);
     ocp__rd_drop_held(s, m);
@@ -193,7 +197,7 @@ int ocp__rd_ack(void *st, const char *owner, const char *id, json_t *result, dou
         return 0;
     return finish_held(
         s, m, ocp_celery_meta(id, "SUCCESS", json_incref(result), m->group, OCP_FAIL_NONE, false),
-        "ack");
+        "ack", "SUCCESS", result);
 }
 
 int ocp__rd_fail(void *st, const char *owner, const char *id, ocp_failure kind, const char *reason,
@@ -206,7 +210,16 @@ int ocp__rd_fail(void *st, const char *owner, const char *id, ocp_failure kind, 
         return 0;
     const char *type, *module;
     ocp_celery_exc_of(kind, &type, &module);
-    return finish_held(s, m, ocp__rd_fail_meta(id, m->group, kind, type, module, reason), "fail");
+    /* A revoked page (Celery's revoke, with terminate or before it started) reads as Celery
+     * stores one: REVOKED with TaskRevokedError, so AsyncResult.get raises that. */
+    char *meta = kind == OCP_FAIL_REVOKED
+                     ? ocp_celery_meta(id, "REVOKED", ocp_celery_exc(type, module, reason),
+                                       m->group, kind, false)
+                     : ocp__rd_fail_meta(id, m->group, kind, type, module, reason);
+    json_t *exc = ocp_celery_exc(type, module, reason);
+    int rc = finish_held(s, m, meta, "fail", kind == OCP_FAIL_REVOKED ? "REVOKED" : "FAILURE", exc);
+    json_decref(exc);
+    return rc;
 }
 
 /* Buries held page m after d deliveries: a FAILURE with WorkerLostError, as Celery reports a
@@ -218,11 +231,13 @@ static int bury(rs *s, rmsg *m, long d, ocp_failure kind, const char *reason)
     snprintf(why, sizeof why, "buried after %ld deliveries: %s", d,
              reason ? reason : "worker lost");
     ocp_celery_exc_of(OCP_FAIL_CRASHED, &type, &module);
-    return finish_held(s, m,
-                       ocp_celery_meta(m->id, "FAILURE", ocp_celery_exc(type, module, why),
-                                       m->group, kind != OCP_FAIL_NONE ? kind : OCP_FAIL_CRASHED,
-                                       true),
-                       "release");
+    json_t *exc = ocp_celery_exc(type, module, why);
+    int rc = finish_held(s, m,
+                         ocp_celery_meta(m->id, "FAILURE", json_incref(exc), m->group,
+                                         kind != OCP_FAIL_NONE ? kind : OCP_FAIL_CRASHED, true),
+                         "release", "FAILURE", exc);
+    json_decref(exc);
+    return rc;
 }
 
 int ocp__rd_release(void *st, const char *owner, const char *id, ocp_failure kind,

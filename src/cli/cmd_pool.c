@@ -87,6 +87,9 @@ static void worker_help(void)
            "A task's file must resolve under an --allow-root folder (repeatable); on Redis\n"
            "one is required (--allow-root / accepts any path). A broker URL with a password\n"
            "is best given as OCRPOOL_BROKER or in a --config file: ps shows the command line.\n"
+           "\nOn Redis the node is a Celery worker named by --hostname (celery@%%h): it\n"
+           "answers celery inspect / celery control, sends events with -E (Flower), and\n"
+           "scales with --autoscale MAX,MIN; --statedb FILE keeps revoked ids.\n"
            "\nSettings:\n");
     ocp_config_print_help(stdout);
 }
@@ -203,8 +206,13 @@ int ocp_cmd_worker(int argc, char **argv)
     int rc = setup(argc, argv, worker_help, &c, &cfg, &pos, &npos, buf, sizeof buf, &url);
     if (rc)
         return rc < 0 ? OCP_EXIT_OK : rc;
+    int as_max, as_min;
     if (npos) {
         fprintf(stderr, "ocrpool: worker takes no files (submit them with ocrpool submit)\n");
+        rc = OCP_EXIT_USAGE;
+    } else if (ocp_pool_autoscale_parse(ocp_config_str(cfg, OCP_S_AUTOSCALE), &as_max, &as_min, err,
+                                        sizeof err)) {
+        fprintf(stderr, "ocrpool: worker: %s\n", err);
         rc = OCP_EXIT_USAGE;
     } else if ((rc = ocp_cli_check_device(cfg)) == 0) {
         if (ocp_log_level < OCP_LOG_INFO &&

@@ -4,6 +4,7 @@
  * device plan that gives each worker slot its CUDA_VISIBLE_DEVICES.
  */
 #include "config/config.h"
+#include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "engine/engine.h"
@@ -121,8 +122,38 @@ void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
     pc->result_expires_s = ocp_config_double(cfg, OCP_S_RESULT_EXPIRES);
     pc->cgroup_root = ocp_config_str(cfg, OCP_S_CGROUP_ROOT);
     ocp_pool_broker_opts(&pc->broker, cfg);
+    pc->node_name = ocp_config_str(cfg, OCP_S_HOSTNAME);
+    pc->events = ocp_config_bool(cfg, OCP_S_EVENTS);
+    pc->statedb = ocp_config_str(cfg, OCP_S_STATEDB);
+    char err[200]; /* the worker command checked it and said why */
+    if (ocp_pool_autoscale_parse(ocp_config_str(cfg, OCP_S_AUTOSCALE), &pc->autoscale_max,
+                                 &pc->autoscale_min, err, sizeof err) == 0 &&
+        pc->autoscale_max > 0)
+        pc->concurrency = pc->autoscale_min; /* Celery's autoscaler starts at its minimum */
     plan_devices(pc, cfg);
     recognizer_mode(pc, cfg);
+}
+
+int ocp_pool_autoscale_parse(const char *s, int *max, int *min, char *err, size_t errlen)
+{
+    *max = *min = 0;
+    if (!s || !*s)
+        return 0;
+    char *end;
+    long hi = strtol(s, &end, 10), lo = 1;
+    if (end != s && *end == ',') {
+        const char *p = end + 1;
+        lo = strtol(p, &end, 10);
+        if (end == p)
+            lo = -1;
+    }
+    if (end == s || *end || hi < 1 || hi > OCP_MAX_WORKERS || lo < 1 || lo > hi)
+        return ocp_errf(OCP_E_CONFIG, err, errlen,
+                        "autoscale: '%s' is not MAX,MIN with 1 <= MIN <= MAX <= %d", s,
+                        OCP_MAX_WORKERS);
+    *max = (int)hi;
+    *min = (int)lo;
+    return 0;
 }
 
 void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg)

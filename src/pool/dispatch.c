@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "image/image.h"
 #include "pool/master_int.h"
+#include "pool/remote.h"
 
 #include <errno.h>
 #include <math.h>
@@ -24,8 +25,10 @@
 int ocp__capacity(const master *m)
 {
     int batch = m->pc.batch_pages > 1 ? m->pc.batch_pages : 1;
-    return m->pc.prefetch_multiplier > 0 ? m->pc.concurrency * m->pc.prefetch_multiplier * batch
-                                         : 100000;
+    /* Autoscaling prefetches for its most workers, as Celery's: pages that wait are what
+     * makes it grow. */
+    int conc = m->pc.autoscale_max > m->pc.concurrency ? m->pc.autoscale_max : m->pc.concurrency;
+    return m->pc.prefetch_multiplier > 0 ? conc * m->pc.prefetch_multiplier * batch : 100000;
 }
 
 static int is_solo(const master *m, const char *id)
@@ -113,6 +116,13 @@ void ocp__release_task(master *m, held *h, ocp_failure kind, const char *reason,
     else if (!uncount)
         OCP_LOG(OCP_LOG_WARN, "page %s goes back to the queue (delivery %d of %d): %s", h->t.id,
                 h->t.deliveries, m->pc.max_deliveries, reason);
+    /* Celery's events: a page lost with its worker is retried, or failed once buried. */
+    if (!rc && kind != OCP_FAIL_SHUTDOWN) {
+        if (buried)
+            ocp__remote_done(m, h, 0, reason, 0, NULL);
+        else
+            ocp__remote_retried(m, h, reason);
+    }
     ocp__drop_held(m, h);
 }
 
@@ -221,6 +231,7 @@ static void page_done(master *m, worker *w, json_t *msg)
         if (ok && m->hooks && m->hooks->page_stored)
             m->hooks->page_stored(m->hooks->ctx, &m->pc, h->t.group, h->payload);
         count_page(m, ok, finished - started, peak);
+        ocp__remote_done(m, h, ok, why, finished - started, res);
         OCP_LOG(OCP_LOG_INFO, "page %s %s by worker %d in %.2f s, peak RSS %ld KiB, %ld KiB after",
                 id, ok ? "done" : "failed", w->pid, finished - started, peak, after);
     }
@@ -287,7 +298,14 @@ static int refuse(master *m, held *h, double budget, double base)
 {
     char why[300];
     ocp_failure kind;
-    if (!json_is_object(h->payload)) {
+    if (ocp__remote_is_revoked(m, h->t.id)) {
+        /* Celery's revoke: checked as the page would start (it may have been leased
+         * before it was revoked). */
+        OCP_LOG(OCP_LOG_INFO, "page %s was revoked: not started", h->t.id);
+        ocp__remote_revoked(m, h);
+        kind = OCP_FAIL_REVOKED;
+        snprintf(why, sizeof why, "revoked");
+    } else if (!json_is_object(h->payload)) {
         kind = OCP_FAIL_MALFORMED;
         snprintf(why, sizeof why, "malformed task payload: not a JSON object");
     } else if (budget > 0 && base + h->est_bytes > budget) {
@@ -358,6 +376,7 @@ static void give(master *m, worker *w, held **pick, int np)
         pick[i]->started_wall = wall;
         pick[i]->bnext = i + 1 < np ? pick[i + 1] : NULL;
         ocp_broker_started(m->b, pick[i]->t.id, w->pid);
+        ocp__remote_started(m, pick[i], w->pid);
         if (!m->pc.acks_late && !pick[i]->acked_early) {
             /* acks-late off: acknowledged as it is given to its worker (not at lease: a
              * page never started goes back at a shutdown); a lost page is not delivered
@@ -405,6 +424,7 @@ static void hold(master *m, ocp_task *got, int n)
         h->state = H_WAITING;
         h->est_bytes = estimate(&m->pc, h->t.payload, h);
         h->solo = m->pc.batch_pages > 1 && is_solo(m, h->t.id);
+        ocp__remote_received(m, h);
         /* Appended: pages start in the order they were leased (priority, then age). */
         *tail = h;
         tail = &h->next;

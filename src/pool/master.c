@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "pool/master_int.h"
+#include "pool/remote.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -215,6 +216,7 @@ static void start(master *m, const char *url)
                 "%ld pages leased by nodes of this host that are gone: back in the queue", n);
     ocp__dispatch_start(m);
     ocp__watchdog_start(m);
+    ocp__remote_start(m, url); /* Celery's inspect, control and events (redis) */
     OCP_LOG(OCP_LOG_INFO, "node %s: %d workers, prefetch %d, broker %s", m->owner,
             m->pc.concurrency, m->pc.prefetch_multiplier, url);
 }
@@ -259,6 +261,7 @@ static void shutdown_node(master *m)
         ocp_proto_reader_fini(&m->z[i].rd);
         waitpid(m->z[i].pid, NULL, 0);
     }
+    ocp__remote_stop(m);
     ocp_broker_close(m->b);
     for (int i = 0; i < OCP__SOLO; i++)
         free(m->solo[i]);

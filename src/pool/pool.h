@@ -85,6 +85,12 @@ typedef struct ocp_pool_conf {
     const char *sidecar_path;
     char *const *sidecar_argv; /* NULL-terminated */
     const char *sidecar_name;  /* for the log and the figures */
+    /* Celery's remote control, events, autoscaling and revocation (redis; remote.c).
+     * Strings borrowed. */
+    const char *node_name;            /* hostname setting, before %h/%n/%d are expanded */
+    bool events;                      /* task events from the start */
+    int autoscale_max, autoscale_min; /* 0, 0 = off */
+    const char *statedb;              /* "" = revoked ids in memory only */
 } ocp_pool_conf;
 
 /*
@@ -104,6 +110,9 @@ void ocp_pool_conf_fini(ocp_pool_conf *pc);
 int ocp_pool_conf_devices(ocp_pool_conf *pc, const char *device, bool uses_gpu,
                           const ocp_gpu_list *gpus, double fraction, long long max_mb, char *err,
                           size_t errlen);
+/* Parses an autoscale value "MAX,MIN" (or "MAX": MIN 1) into *max and *min (empty: 0, 0);
+ * OCP_E_CONFIG with the reason in err. */
+int ocp_pool_autoscale_parse(const char *s, int *max, int *min, char *err, size_t errlen);
 /* The broker's options from cfg; strings borrowed from cfg. */
 void ocp_pool_broker_opts(ocp_broker_opts *o, const ocp_config *cfg);
 
