@@ -189,14 +189,17 @@ static int orphan(const char *path, json_t *used, double expires, time_t now)
     return !(used && realpath(path, real) && json_object_get(used, real));
 }
 
+static json_t *pdf_job_uploads(const char *dir);
+
 /* Uploads without an ids file (their process died before it noted them, or an older
- * version spooled them). */
+ * version spooled them), and without a PDF job (whose upload has none). */
 static long sweep_orphans(ocp_broker *b, const char *dir, double expires)
 {
-    json_t *used = json_object();
+    json_t *used = json_object(), *pending = pdf_job_uploads(dir);
     int rc = ocp_broker_list(b, NULL, 0, note_source, used);
     if (rc && rc != OCP_E_UNSUPPORTED) {
         json_decref(used);
+        json_decref(pending);
         return 0;
     }
     DIR *d = opendir(dir);
@@ -206,13 +209,14 @@ static long sweep_orphans(ocp_broker *b, const char *dir, double expires)
     while (d && (e = readdir(d))) {
         char path[PATH_MAX];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (e->d_name[0] != '.' && orphan(path, rc ? NULL : used, expires, now) &&
-            unlink(path) == 0)
+        if (e->d_name[0] != '.' && !json_object_get(pending, e->d_name) &&
+            orphan(path, rc ? NULL : used, expires, now) && unlink(path) == 0)
             n++;
     }
     if (d)
         closedir(d);
     json_decref(used);
+    json_decref(pending);
     return n;
 }
 
@@ -247,6 +251,32 @@ static int plain_name(const char *s)
 static void pdf_path(char out[PDF_PATH], const char *dir, const char *group, const char *ext)
 {
     snprintf(out, PDF_PATH, "%s/" PDF_DIR "/%s%s", dir, group, ext);
+}
+
+/* The names of the uploads that pending PDF jobs name (a set: a JSON object; new). */
+static json_t *pdf_job_uploads(const char *dir)
+{
+    json_t *set = json_object();
+    char pdir[PATH_MAX];
+    snprintf(pdir, sizeof pdir, "%s/" PDF_DIR, dir);
+    DIR *d = opendir(pdir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[PDF_PATH];
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || l <= 4 || strcmp(e->d_name + l - 4, ".job") != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", pdir, e->d_name);
+        char *text = read_small(path), *nl = text ? strchr(text, '\n') : NULL;
+        if (nl) {
+            *nl = '\0';
+            json_object_set_new(set, text, json_true());
+        }
+        free(text);
+    }
+    if (d)
+        closedir(d);
+    return set;
 }
 
 int ocp__spool_keep_pdf(const char *dir, const char *group, const char *path, json_t *ids)
@@ -390,24 +420,27 @@ void ocp__spool_pdf_fetched(const char *dir, const char *group)
         close(fd);
 }
 
-/* The sweep's look at one pending job (name: "<group>.job"). Returns 1 when it made the
- * group's PDF or kept its reason. */
+/* The sweep's look at one pending job (name: "<group>.job"). Returns 1 when the job is
+ * over (its PDF or its reason kept, here or by a GET meanwhile). */
 static int sweep_job(ocp_broker *b, const char *dir, const char *name, int forgets,
                      double expires, double age, ocp__spool_build_fn build, void *ctx)
 {
-    char group[256], path[PDF_PATH], err[700];
+    char group[256], path[PDF_PATH], err[700] = "";
     snprintf(group, sizeof group, "%.*s", (int)(strlen(name) - 4), name);
     pdf_path(path, dir, group, ".job");
     char *text = read_small(path), *ids = text ? strchr(text, '\n') : NULL;
-    int done = ids && ids_finished(b, ids + 1, forgets, expires, age), fd = -1, rc = 1;
+    int done = ids && ids_finished(b, ids + 1, forgets, expires, age), fd = -1;
     free(text);
-    if (done && (rc = ocp__spool_pdf(b, dir, group, 1, build, ctx, &fd, err, sizeof err)) > 0)
-        rc = 0; /* made by a GET meanwhile, and gone already */
+    if (!done)
+        return 0;
+    ocp__spool_pdf(b, dir, group, 1, build, ctx, &fd, err, sizeof err);
     if (fd >= 0)
         close(fd);
-    if (done && rc < 0)
+    if (access(path, F_OK) == 0) {
         OCP_LOG(OCP_LOG_WARN, "group %s: its PDF is not made yet: %s", group, err);
-    return done && rc == 0;
+        return 0;
+    }
+    return 1;
 }
 
 /* A PDF fetched OCP__SPOOL_FETCHED_S ago (name: "<group>.fetched") goes; its reason says

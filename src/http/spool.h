@@ -31,9 +31,9 @@ int ocp__spool_note(const char *path, json_t *ids);
  * finished pages until they expire (forgets 0: SQLite); on a broker that cannot tell a
  * page not started from one whose result expired (forgets 1: Redis), only once its ids
  * file is older than twice expires (expires > 0). With orphans (a slower cadence: it lists
- * the queue), uploads without an ids file go too, when older than expires (expires > 0)
- * and, where b can list its pages, no page names them. Returns how many uploads were
- * deleted.
+ * the queue), uploads without an ids file (nor a pending PDF job) go too, when older
+ * than expires (expires > 0) and, where b can list its pages, no page names them. Returns
+ * how many uploads were deleted.
  */
 long ocp__spool_sweep(ocp_broker *b, const char *dir, int forgets, double expires, int orphans);
 
@@ -72,7 +72,7 @@ void ocp__spool_pdf_fetched(const char *dir, const char *group);
  * One sweep of dir/pdf (see the top): the PDFs of jobs whose pages have all finished are
  * made (forgets and expires as for ocp__spool_sweep), PDFs fetched OCP__SPOOL_FETCHED_S
  * ago deleted, and what is older than the result lifetime (expires; a day when 0)
- * deleted. Returns how many PDFs were made.
+ * deleted. Returns how many jobs ended (their PDF, or why there is none, kept).
  */
 long ocp__spool_sweep_pdf(ocp_broker *b, const char *dir, int forgets, double expires,
                           ocp__spool_build_fn build, void *ctx);
