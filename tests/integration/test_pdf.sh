@@ -339,7 +339,7 @@ pdf = tmp + "/spool2/pdf/" + g + ".pdf"
 t0 = time.time()
 while time.time() - t0 < 10 and not os.path.exists(pdf):
     time.sleep(0.1)
-made = time.time()
+made = os.path.getmtime(pdf) if os.path.exists(pdf) else time.time()
 check("result-expires 8: its PDF made, its upload deleted",
       os.path.exists(pdf) and os.listdir(tmp + "/spool2") == ["pdf"], os.listdir(tmp + "/spool2"))
 while time.time() - made < 20 and os.path.exists(pdf):
