@@ -559,8 +559,7 @@ static enum MHD_Result post_jobs(struct MHD_Connection *c, req *r, const char *a
     /* A PDF is of one document (ocp_app_group_pdf); a path's is made from the path, when
      * asked for, with nothing to keep. */
     if (pdf && r->nfiles > 1)
-        return reply_error(c, 400,
-                           "pdf=1 keeps the PDF of one document: send one file a job");
+        return reply_error(c, 400, "pdf=1 keeps the PDF of one document: send one file a job");
     if (!r->pp && r->len && !(paths = body_paths(r)))
         return reply_error(c, 400, "expected multipart files or JSON {\"paths\": [...]}");
     unsigned st = queue_request(c, r, paths, "", 5, pdf, group, &tasks, err, sizeof err);
@@ -753,13 +752,12 @@ static enum MHD_Result get_group(struct MHD_Connection *c, req *r, const char *g
 
 /* Builds group's searchable PDF (app/output.h; an ocp__spool_build_fn): its file is read
  * where a worker could read it, under --allow-root or in the spool. */
-static int build_pdf(void *ctx, ocp_broker *b, const char *g, ocp_sb *out, char *err,
-                     size_t errlen)
+static int build_pdf(void *ctx, ocp_broker *b, const char *g, ocp_sb *out, char *err, size_t errlen)
 {
     (void)ctx;
-    char *roots = ocp_xasprintf("%s%s%s", g_hc->spool_dir,
-                                g_hc->allow_root && *g_hc->allow_root ? ":" : "",
-                                g_hc->allow_root ? g_hc->allow_root : "");
+    char *roots =
+        ocp_xasprintf("%s%s%s", g_hc->spool_dir, g_hc->allow_root && *g_hc->allow_root ? ":" : "",
+                      g_hc->allow_root ? g_hc->allow_root : "");
     ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
     lim.allow_roots = roots;
     size_t max = (size_t)ocp_config_int(g_hc->cfg, OCP_S_MAX_INPUT_SIZE) << 20;

@@ -45,8 +45,8 @@ int ocp__http_lang_ok(const char *l)
 
 int ocp__http_flag(const char *s)
 {
-    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"", "0", "false",
-                                                                               "no", "off"};
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"", "0", "false", "no", "off"};
     for (size_t i = 0; s && i < sizeof yes / sizeof *yes; i++)
         if (strcmp(s, yes[i]) == 0)
             return 1;

@@ -232,9 +232,9 @@ long ocp__spool_sweep(ocp_broker *b, const char *dir, int forgets, double expire
 
 /* ---- Searchable PDFs of uploads (spool.h: pdf/<group>.job, .pdf, .err, .fetched) ---- */
 
-#define PDF_DIR "pdf"
-#define PDF_LIFE_NEVER 86400.0 /* how long a PDF is kept when results never expire */
-#define PDF_PATH (PATH_MAX + 300) /* room for dir/pdf/<a file name> */
+#define PDF_DIR        "pdf"
+#define PDF_LIFE_NEVER 86400.0          /* how long a PDF is kept when results never expire */
+#define PDF_PATH       (PATH_MAX + 300) /* room for dir/pdf/<a file name> */
 
 /* Whether s may name a file in the spool: a group made by POST /v1/jobs (a uuid) or an
  * upload's name (a uuid and a short extension) is; a path, a hidden name or a long one is
@@ -330,8 +330,7 @@ static int assemble(ocp_broker *b, const char *dir, const char *group, int jfd, 
     char *text = read_fd(jfd), *nl = text ? strchr(text, '\n') : NULL;
     if (!nl) {
         free(text);
-        return ocp_errf(OCP_E_DECODE, err, errlen, "the PDF job of group %s does not read",
-                        group);
+        return ocp_errf(OCP_E_DECODE, err, errlen, "the PDF job of group %s does not read", group);
     }
     *nl = '\0';
     char up[PDF_PATH], job[PDF_PATH];
@@ -422,8 +421,8 @@ void ocp__spool_pdf_fetched(const char *dir, const char *group)
 
 /* The sweep's look at one pending job (name: "<group>.job"). Returns 1 when the job is
  * over (its PDF or its reason kept, here or by a GET meanwhile). */
-static int sweep_job(ocp_broker *b, const char *dir, const char *name, int forgets,
-                     double expires, double age, ocp__spool_build_fn build, void *ctx)
+static int sweep_job(ocp_broker *b, const char *dir, const char *name, int forgets, double expires,
+                     double age, ocp__spool_build_fn build, void *ctx)
 {
     char group[256], path[PDF_PATH], err[700] = "";
     snprintf(group, sizeof group, "%.*s", (int)(strlen(name) - 4), name);
@@ -481,8 +480,7 @@ long ocp__spool_sweep_pdf(ocp_broker *b, const char *dir, int forgets, double ex
         double age = difftime(now, st.st_mtime);
         if (l > 4 && strcmp(e->d_name + l - 4, ".job") == 0)
             n += sweep_job(b, dir, e->d_name, forgets, expires, age, build, ctx);
-        else if (l > 8 && strcmp(e->d_name + l - 8, ".fetched") == 0 &&
-                 age >= OCP__SPOOL_FETCHED_S)
+        else if (l > 8 && strcmp(e->d_name + l - 8, ".fetched") == 0 && age >= OCP__SPOOL_FETCHED_S)
             sweep_fetched(dir, e->d_name);
         else if (age >= life) /* a PDF, a reason, a list or PDF cut short by a crash */
             unlink(path);

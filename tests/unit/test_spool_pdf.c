@@ -40,8 +40,7 @@ typedef struct fake {
 
 #define BYTES "%PDF-1.7 not really"
 
-static int build(void *ctx, ocp_broker *b, const char *group, ocp_sb *out, char *err,
-                 size_t errlen)
+static int build(void *ctx, ocp_broker *b, const char *group, ocp_sb *out, char *err, size_t errlen)
 {
     (void)b;
     fake *f = ctx;
@@ -210,8 +209,7 @@ static void test_sweep_makes_once(void **state)
     ocp__spool_sweep_pdf(e.b, e.spool, 0, 3600, build, &f);
     assert_false(exists_pdf(&e, g, ".pdf"));
     assert_false(exists_pdf(&e, g, ".fetched"));
-    assert_int_equal(ocp__spool_pdf(e.b, e.spool, g, 0, build, &f, &fd, err, sizeof err),
-                     -ENOENT);
+    assert_int_equal(ocp__spool_pdf(e.b, e.spool, g, 0, build, &f, &fd, err, sizeof err), -ENOENT);
     assert_non_null(strstr(err, "after its first download"));
 
     /* The reason goes after the result lifetime; then the spool holds nothing for g. */
@@ -271,9 +269,8 @@ static void test_failed_and_broker_down(void **state)
     assert_int_equal(ocp__spool_sweep_pdf(e.b, e.spool, 0, 3600, build, &f), 1);
     assert_int_equal(access(up, F_OK), -1);
     int fd = -1;
-    assert_int_equal(
-        ocp__spool_pdf(e.b, e.spool, "g-failed", 0, build, &f, &fd, err, sizeof err),
-        OCP_E_EMPTY);
+    assert_int_equal(ocp__spool_pdf(e.b, e.spool, "g-failed", 0, build, &f, &fd, err, sizeof err),
+                     OCP_E_EMPTY);
     assert_non_null(strstr(err, "page 2 is failed"));
     assert_int_equal(f.calls, 1);
 
