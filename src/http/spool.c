@@ -334,7 +334,11 @@ static int assemble(ocp_broker *b, const char *dir, const char *group, int jfd, 
     }
     *nl = '\0';
     char up[PDF_PATH], job[PDF_PATH];
-    snprintf(up, sizeof up, "%s/%s", dir, plain_name(text) ? text : "-");
+    /* Written by ocp__spool_keep_pdf, but read as any file: a name that is not plain
+     * deletes nothing. */
+    up[0] = '\0';
+    if (plain_name(text))
+        snprintf(up, sizeof up, "%s/%s", dir, text);
     pdf_path(job, dir, group, ".job");
     free(text);
     ocp_sb sb;
@@ -362,7 +366,8 @@ static int assemble(ocp_broker *b, const char *dir, const char *group, int jfd, 
     else
         OCP_LOG(OCP_LOG_INFO, "group %s: no PDF (%s), its upload deleted", group, err);
     ocp_sb_fini(&sb);
-    unlink(up);
+    if (up[0])
+        unlink(up);
     unlink(job);
     return 0;
 }
