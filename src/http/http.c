@@ -72,7 +72,7 @@ typedef struct req {
     struct MHD_PostProcessor *pp;
     upload files[64];
     int nfiles;
-    char pdf[8]; /* the multipart field pdf, when sent (pdf_len > 0 or pdf_sent) */
+    char pdf[8]; /* the value of the multipart field pdf, when pdf_sent */
     size_t pdf_len;
     int pdf_sent;
     const ocp_http_conf *hc;
@@ -874,7 +874,7 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
     const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "lang");
     const char *p = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "pdf");
     if (rt && (!ocp__http_text_ok(arg, ARG_MAX) || (f && !ocp__http_text_ok(f, 64)) ||
-               (l && !ocp__http_text_ok(l, 100)) || (p && !ocp__http_text_ok(p, 8))))
+               (l && !ocp__http_text_ok(l, 100)) || (p && !ocp__http_text_ok(p, 64))))
         return reply_error(c, 400, "the path or a query value is not UTF-8 text");
     if (rt) {
         enum MHD_Result ret = rt->fn(c, r, arg);
@@ -1003,10 +1003,9 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
     act.sa_handler = on_stop;
     sigaction(SIGTERM, &act, NULL);
     sigaction(SIGINT, &act, NULL);
-    /* Uploads whose pages have all finished are deleted (or their PDF made, for a job sent
-     * with pdf=1) every SWEEP_S; uploads no page
-     * names any more (their process died before it noted them) every half result
-     * lifetime (at most 5 minutes). */
+    /* Uploads whose pages have all finished are deleted (their PDF made first, for a job
+     * sent with pdf=1) every SWEEP_S; uploads no page names any more (their process died
+     * before it noted them) every half result lifetime (at most 5 minutes). */
     double expires = ocp_config_double(hc->cfg, OCP_S_RESULT_EXPIRES);
     double every =
         expires > 0 ? (expires / 2 < 300 ? (expires / 2 < 1 ? 1 : expires / 2) : 300) : 300;
