@@ -5,9 +5,9 @@
 # trips through poppler's pdftotext compared with our own text; a page with /Rotate 90;
 # a four-page book interrupted, then resumed, still assembled; `ocrpool result GROUP
 # --format pdf`; GET /v1/groups/ID/result?format=pdf, of a path job and of uploads sent
-# with pdf=1 (a Sanskrit PDF, a JPEG: their PDF made once their pages are done, the
-# uploads deleted then, the PDF deleted 30 s after its first download, or unfetched after
-# the result lifetime). `qpdf --check` on every output.
+# with pdf=1 (a Sanskrit PDF, a JPEG, and a Tamil PDF on Redis: their PDF made once their
+# pages are done, the uploads deleted then, the PDF deleted 30 s after its first download,
+# or unfetched after the result lifetime). `qpdf --check` on every output.
 source "$(dirname "$0")/lib.sh"
 F=$FIXTURES
 for tool in qpdf pdftotext pdfimages pdfinfo; do
@@ -419,5 +419,33 @@ check("Celery output_pdf: a folder outside --allow-root: nothing written", not o
 PY
 check "Celery output_pdf outside --allow-root: said in the node's log" \
     wait_log "$TMP/worker.log" "output_pdf /var/tmp/.*not under --allow-root" 30
+
+# ---- pdf=1 on Redis: the API without workers, the node above reads its spool ----------
+# (under that node's --allow-root). The sweep tells a finished page from one not started
+# by what Redis keeps: the PDF is made, the upload deleted, as on SQLite.
+port3=$(freeport)
+"$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port3" --broker "$RURL" \
+    --spool-dir "$TMP/celery/spool" >"$TMP/serve3.log" 2>&1 &
+PIDS+=("$!")
+python3 - "http://127.0.0.1:$port3" "$F" "$TMP" <<'PY' || _failed=1
+import sys; exec(open(sys.argv[3] + "/httplib.py").read())
+s, _, b = upload("/v1/jobs?lang=tam", [fix + "/tam-scan.pdf"], [("pdf", "1")])
+ok = check("Redis: POST /v1/jobs pdf=1, a Tamil PDF: 202", s == 202, (s, b[:200]))
+g = json.loads(b)["group"] if ok else "none"
+wait_group(g)
+spool = tmp + "/celery/spool"
+t0 = time.time()
+while time.time() - t0 < 10 and (os.listdir(spool) != ["pdf"] or not os.path.exists(spool + "/pdf/" + g + ".pdf")):
+    time.sleep(0.1)
+check("Redis: its PDF made, its upload deleted (within a sweep)",
+      os.listdir(spool) == ["pdf"] and os.path.exists(spool + "/pdf/" + g + ".pdf"), os.listdir(spool))
+s, ct, pdf = call("GET", "/v1/groups/%s/result?format=pdf" % g)
+check("Redis: GET ?format=pdf: 200 application/pdf", s == 200 and ct == "application/pdf", (s, ct, pdf[:200]))
+open(tmp + "/redis-up.pdf", "wb").write(pdf)
+check("Redis: qpdf --check clean", *qpdf_clean(tmp + "/redis-up.pdf"))
+ours = group_text(g)
+got = subprocess.run(["pdftotext", "-enc", "UTF-8", tmp + "/redis-up.pdf", "-"], capture_output=True, text=True).stdout
+check("Redis: pdftotext gives back the job's Tamil text", ours.split() == got.split() and len(ours.split()) > 5, (ours[:100], got[:100]))
+PY
 
 finish
