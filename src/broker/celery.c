@@ -110,8 +110,7 @@ int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, 
     m->group = json_string_value(json_object_get(hd, "group"));
     if (m->group && (!*m->group || strlen(m->group) > 255)) {
         m->group = NULL;
-        return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.group: not a group id (1 to 255 "
-                                                    "bytes)");
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.group: not 1 to 255 bytes");
     }
     m->root_id = json_string_value(json_object_get(hd, "root_id"));
     json_t *gi = json_object_get(hd, "group_index");

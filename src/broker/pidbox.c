@@ -18,10 +18,10 @@
 #include "core/log.h"
 #include "core/util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <hiredis.h>
-#include <arpa/inet.h>
 #include <math.h>
 #include <netdb.h>
 #include <poll.h>

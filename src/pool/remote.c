@@ -733,8 +733,7 @@ static int utf8_prefix(const char *s, size_t max)
     return (int)n;
 }
 
-json_t *ocp__remote_task_fields(const char *type, const char *id, const char *text,
-                                double runtime)
+json_t *ocp__remote_task_fields(const char *type, const char *id, const char *text, double runtime)
 {
     if (!text)
         text = "";

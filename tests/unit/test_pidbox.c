@@ -328,8 +328,8 @@ static void test_event_text_utf8(void **state)
     json_decref(f);
     f = ocp__remote_task_fields("task-retried", "id-tam", tam, 0);
     assert_non_null(f);
-    assert_non_null(strstr(json_string_value(json_object_get(f, "exception")),
-                           "WorkerLostError('x"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(f, "exception")), "WorkerLostError('x"));
     json_decref(f);
     /* Short texts whole; a text that is not UTF-8 gives no fields (the event is not sent). */
     f = ocp__remote_task_fields("task-succeeded", "id-s", "fox", 0);
@@ -346,8 +346,7 @@ static int name_lookups, addr_lookups;
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res)
 {
-    static int (*real)(const char *, const char *, const struct addrinfo *,
-                       struct addrinfo **);
+    static int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
     if (!real)
         *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
     unsigned char buf[sizeof(struct in6_addr)];
@@ -387,7 +386,7 @@ static void test_reconnect_without_dns(void **state)
         usleep(20000);
     }
     assert_false(ocp_pidbox_up(p));
-    assert_true(addr_lookups >= 4); /* it did reconnect... */
+    assert_true(addr_lookups >= 4);    /* it did reconnect... */
     assert_int_equal(name_lookups, 1); /* ...to the address found at the open */
     ocp_pidbox_close(p, 0);
     close(s);
