@@ -105,7 +105,13 @@ int ocp_celery_parse(const char *raw, size_t len, ocp_celery_msg *m, char *err, 
     if (!m->task)
         return ocp_errf(OCP_E_MESSAGE, err, errlen,
                         "headers.task missing: not a Celery protocol 2 message");
+    /* Bounded as the id is: the chord's Redis keys are the group id plus a few bytes, built in
+     * fixed buffers (redis_canvas.c); a longer one would cut them all to one key. */
     m->group = json_string_value(json_object_get(hd, "group"));
+    if (m->group && (!*m->group || strlen(m->group) > 255)) {
+        m->group = NULL;
+        return ocp_errf(OCP_E_MESSAGE, err, errlen, "headers.group: not 1 to 255 bytes");
+    }
     m->root_id = json_string_value(json_object_get(hd, "root_id"));
     json_t *gi = json_object_get(hd, "group_index");
     m->group_index =

@@ -6,7 +6,10 @@
  * replies and events (events.c builds those). Nothing here waits on
  * Redis: a connection that cannot take a write now keeps it in hiredis's
  * buffer (bounded), one that is down drops it and comes back with a
- * back-off of 0.5 s doubling to 10 s.
+ * back-off of 0.5 s doubling to 10 s. Not on DNS either: hiredis resolves
+ * with a blocking getaddrinfo even when it connects without blocking, so
+ * the host is resolved once, at the open (as the broker's first connection
+ * just did), and every reconnect goes to that address.
  */
 #include "broker/pidbox.h"
 #include "broker/celery.h"
@@ -15,10 +18,12 @@
 #include "core/log.h"
 #include "core/util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <hiredis.h>
 #include <math.h>
+#include <netdb.h>
 #include <poll.h>
 #include <regex.h>
 #include <stdio.h>
@@ -262,6 +267,7 @@ typedef struct pconn {
 
 struct ocp_pidbox {
     char host[256], *user, *password;
+    char addr[256]; /* host's address, resolved at the open: what conn_open uses */
     int port, db;
     char node[256];
     char channel[300]; /* "/<db>.celery.pidbox" */
@@ -316,7 +322,7 @@ static void conn_open(ocp_pidbox *p, pconn *k, int subscriber)
 {
     if (k->c || ocp_now() < k->next_try)
         return;
-    redisContext *c = redisConnectNonBlock(p->host, p->port);
+    redisContext *c = redisConnectNonBlock(p->addr, p->port);
     if (!c || c->err) {
         char why[300];
         snprintf(why, sizeof why, "cannot connect: %s", c ? c->errstr : "out of memory");
@@ -343,6 +349,36 @@ static void conn_open(ocp_pidbox *p, pconn *k, int subscriber)
     }
 }
 
+/* Resolves host once into addr (IPv4 first, as hiredis prefers it). When that fails, addr
+ * keeps the name: reconnects then resolve it each time, as hiredis would, and it is said. */
+static void resolve(const char *host, char *addr, size_t len)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    snprintf(addr, len, "%s", host);
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc) {
+        OCP_LOG(OCP_LOG_WARN,
+                "remote control: redis host %s: %s; each reconnect looks it up again "
+                "(and may wait for DNS)",
+                host, gai_strerror(rc));
+        return;
+    }
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    const void *in = pick->ai_family == AF_INET
+                         ? (const void *)&((const struct sockaddr_in *)pick->ai_addr)->sin_addr
+                         : (const void *)&((const struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
+    char buf[INET6_ADDRSTRLEN];
+    if ((pick->ai_family == AF_INET || pick->ai_family == AF_INET6) &&
+        inet_ntop(pick->ai_family, in, buf, sizeof buf))
+        snprintf(addr, len, "%s", buf);
+    freeaddrinfo(res);
+}
+
 int ocp_pidbox_open(const char *url, const char *node, ocp_pidbox **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -358,6 +394,7 @@ int ocp_pidbox_open(const char *url, const char *node, ocp_pidbox **out, char *e
     }
     ocp_pidbox *p = ocp_xcalloc(1, sizeof *p);
     snprintf(p->host, sizeof p->host, "%s", tmp.host);
+    resolve(p->host, p->addr, sizeof p->addr);
     p->port = tmp.port;
     p->db = tmp.db;
     p->user = tmp.user;

@@ -9,8 +9,10 @@
  * Celery's LimitedSet: at most OCP__REVOKES_MAX, each forgotten
  * OCP__REVOKE_EXPIRES seconds after it was revoked (Celery's defaults,
  * 50000 and 3 hours), kept in insertion order (a jansson object keeps
- * it), written to --statedb (a JSON file, written to a temporary name and
- * renamed) a second after a change and at the stop.
+ * it), written to --statedb (a JSON file, written to a temporary name,
+ * synced and renamed) at most every OCP__STATEDB_PERIOD seconds while it
+ * changes, and at the stop: 50000 ids are some 15 MB, and a client that
+ * keeps revoking must not make the master write them every second.
  *
  * Autoscaling (Celery's --autoscale MAX,MIN): every second, while pages
  * wait and fewer than MAX workers run, concurrency grows by the pages
@@ -41,6 +43,7 @@
 #define OCP__AUTOSCALE_IDLE  10.0 /* seconds idle before a worker is let go */
 #define OCP__STATEDB_VERSION 1
 #define OCP__STATEDB_MAX     (64 << 20)
+#define OCP__STATEDB_PERIOD  20.0 /* seconds between two writes of a changing statedb */
 
 static struct remote {
     int on;
@@ -53,6 +56,7 @@ static struct remote {
     long processed;
     json_t *revoked;  /* id -> the time it was revoked, oldest first */
     int dirty;        /* revoked changed since the statedb was written */
+    double saved;     /* monotonic: when the statedb was last written (or loaded) */
     double last_busy; /* monotonic: the last tick a page waited or every worker was busy */
 } R;
 
@@ -162,20 +166,41 @@ static void statedb_load(const char *path)
     }
     json_decref(o);
     R.dirty = 0;
+    R.saved = ocp_now();
     OCP_LOG(OCP_LOG_INFO, "statedb %s: %zu revoked ids", path, json_object_size(R.revoked));
 }
 
-static void statedb_save(const char *path)
+/* Writes the revoked ids when they changed: at once when force (the stop), else at most every
+ * OCP__STATEDB_PERIOD seconds. The temporary file is synced before the rename, so a crash
+ * leaves the old statedb or the new one, never an empty one. */
+static void statedb_save(const char *path, int force)
 {
     if (!path || !*path || !R.dirty)
         return;
+    if (!force && ocp_now() - R.saved < OCP__STATEDB_PERIOD)
+        return;
+    R.saved = ocp_now();
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     json_t *o = json_pack("{s:i, s:O}", "version", OCP__STATEDB_VERSION, "revoked", R.revoked);
-    if (json_dump_file(o, tmp, JSON_COMPACT) || rename(tmp, path))
-        OCP_LOG_ERR(OCP_LOG_WARN, -errno, "statedb %s: cannot write", path);
-    else
+    FILE *f = fopen(tmp, "we");
+    int bad = !f || json_dumpf(o, f, JSON_COMPACT) || fflush(f) || fsync(fileno(f));
+    int e = errno;
+    if (f && fclose(f) && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (!bad && rename(tmp, path)) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
+        OCP_LOG_ERR(OCP_LOG_WARN, -e, "statedb %s: cannot write", path);
+        if (f)
+            unlink(tmp);
+    } else {
         R.dirty = 0;
+    }
     json_decref(o);
 }
 
@@ -406,15 +431,25 @@ static void set_concurrency(master *m, int n, const char *why)
     ocp__lease_soon(m);
 }
 
+/* The argument n of pool_grow/pool_shrink: 1 when absent or null, -1 when it is not a whole
+ * number (a string or 2.5 is refused, not taken for 1). */
+static json_int_t pool_n(json_t *args)
+{
+    json_t *v = json_object_get(args, "n");
+    if (!v || json_is_null(v))
+        return 1;
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
 static json_t *pool_grow(master *m, json_t *args)
 {
-    json_int_t n = json_is_integer(json_object_get(args, "n"))
-                       ? json_integer_value(json_object_get(args, "n"))
-                       : 1;
+    json_int_t n = pool_n(args);
     int most = m->pc.autoscale_max > 0 ? m->pc.autoscale_max : OCP_MAX_WORKERS;
-    if (n < 1 || m->pc.concurrency + n > most)
-        return error("pool_grow: the pool may hold 1 to %d workers (now %d)", most,
-                     m->pc.concurrency);
+    /* Compared as most - concurrency: concurrency + n overflows for a huge n. */
+    if (n < 1 || n > most - m->pc.concurrency)
+        return error("pool_grow: n must be a whole number, and the pool may hold 1 to %d "
+                     "workers (now %d)",
+                     most, m->pc.concurrency);
     if (!budget_allows_one(m))
         return error("pool_grow: memory-budget %ld MB holds no more workers",
                      m->pc.memory_budget_mb);
@@ -424,13 +459,12 @@ static json_t *pool_grow(master *m, json_t *args)
 
 static json_t *pool_shrink(master *m, json_t *args)
 {
-    json_int_t n = json_is_integer(json_object_get(args, "n"))
-                       ? json_integer_value(json_object_get(args, "n"))
-                       : 1;
+    json_int_t n = pool_n(args);
     int least = m->pc.autoscale_max > 0 ? m->pc.autoscale_min : 1;
-    if (n < 1 || m->pc.concurrency - n < least)
-        return error("pool_shrink: the pool keeps at least %d workers (now %d)", least,
-                     m->pc.concurrency);
+    if (n < 1 || n > m->pc.concurrency - least)
+        return error("pool_shrink: n must be a whole number, and the pool keeps at least %d "
+                     "workers (now %d)",
+                     least, m->pc.concurrency);
     set_concurrency(m, m->pc.concurrency - (int)n, "pool_shrink");
     return ok("pool will shrink");
 }
@@ -686,6 +720,47 @@ void ocp__remote_started(master *m, const held *h, int pid)
                          json_pack("{s:s, s:i}", "uuid", h->t.id, "pid", pid));
 }
 
+/* The length of s's longest prefix of at most max bytes that does not end inside a UTF-8
+ * character: a cut mid-character would make the text invalid, and jansson refuses it. */
+static int utf8_prefix(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max + 1);
+    if (n > max) {
+        n = max;
+        for (int back = 0; back < 3 && n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80; back++)
+            n--;
+    }
+    return (int)n;
+}
+
+json_t *ocp__remote_task_fields(const char *type, const char *id, const char *text, double runtime)
+{
+    if (!text)
+        text = "";
+    char buf[1100];
+    if (strcmp(type, "task-succeeded") == 0) {
+        /* The result's repr, as Celery's (saferepr, bounded): its text, its first 1000 bytes. */
+        snprintf(buf, sizeof buf, "{'text': '%.*s'}", utf8_prefix(text, 1000), text);
+        return json_pack("{s:s, s:s, s:f}", "uuid", id, "result", buf, "runtime", runtime);
+    }
+    snprintf(buf, sizeof buf, "%s('%.*s')",
+             strcmp(type, "task-retried") == 0 ? "WorkerLostError" : "OCRError",
+             utf8_prefix(text, 600), text);
+    return json_pack("{s:s, s:s, s:s}", "uuid", id, "exception", buf, "traceback", text);
+}
+
+/* Sends a task event, or says why not: an event without its uuid would be worse than none. */
+static void task_event(const char *type, const char *id, const char *text, double runtime)
+{
+    json_t *f = ocp__remote_task_fields(type, id, text, runtime);
+    if (!f) {
+        OCP_LOG(OCP_LOG_WARN, "task %s: its %s event is not sent (a field is not UTF-8 text)", id,
+                type);
+        return;
+    }
+    ocp_celery_event(R.pb, type, f);
+}
+
 void ocp__remote_done(master *m, const held *h, int ok_, const char *why, double runtime,
                       json_t *result)
 {
@@ -696,33 +771,18 @@ void ocp__remote_done(master *m, const held *h, int ok_, const char *why, double
         R.processed++;
     if (!R.task_events)
         return;
-    if (ok_) {
-        /* The result's repr, as Celery's (saferepr, bounded): its text, its first 1 KiB. */
-        const char *text = json_string_value(json_object_get(result, "text"));
-        char repr[1100];
-        snprintf(repr, sizeof repr, "{'text': '%.1000s'}", text ? text : "");
-        ocp_celery_event(
-            R.pb, "task-succeeded",
-            json_pack("{s:s, s:s, s:f}", "uuid", h->t.id, "result", repr, "runtime", runtime));
-    } else {
-        char exc[700];
-        snprintf(exc, sizeof exc, "OCRError('%.600s')", why ? why : "failed");
-        ocp_celery_event(R.pb, "task-failed",
-                         json_pack("{s:s, s:s, s:s}", "uuid", h->t.id, "exception", exc,
-                                   "traceback", why ? why : ""));
-    }
+    if (ok_)
+        task_event("task-succeeded", h->t.id, json_string_value(json_object_get(result, "text")),
+                   runtime);
+    else
+        task_event("task-failed", h->t.id, why ? why : "failed", 0);
 }
 
 void ocp__remote_retried(master *m, const held *h, const char *why)
 {
     (void)m;
-    if (!R.on || !R.task_events)
-        return;
-    char exc[700];
-    snprintf(exc, sizeof exc, "WorkerLostError('%.600s')", why ? why : "");
-    ocp_celery_event(R.pb, "task-retried",
-                     json_pack("{s:s, s:s, s:s}", "uuid", h->t.id, "exception", exc, "traceback",
-                               why ? why : ""));
+    if (R.on && R.task_events)
+        task_event("task-retried", h->t.id, why, 0);
 }
 
 void ocp__remote_revoked(master *m, const held *h)
@@ -804,7 +864,7 @@ static void tick(ocp_loop_timer *t)
         ocp_pidbox_tick(R.pb);
         serve_requests(m);
         sync_io();
-        statedb_save(m->pc.statedb);
+        statedb_save(m->pc.statedb, 0);
     }
     autoscale_tick(m);
     ocp_loop_timer_start(m->loop, t, 1.0, tick, m);
@@ -869,7 +929,7 @@ void ocp__remote_stop(master *m)
     heartbeat_event(m, "worker-offline");
     ocp_pidbox_close(R.pb, 1.0); /* worker-offline gets a second to leave */
     R.pb = NULL;
-    statedb_save(m->pc.statedb);
+    statedb_save(m->pc.statedb, 1);
     json_decref(R.revoked);
     R.revoked = NULL;
     R.on = 0;

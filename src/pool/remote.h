@@ -29,6 +29,10 @@ void ocp__remote_done(master *m, const held *h, int ok, const char *why, double 
                       json_t *result);
 /* A page goes back to its queue to be delivered again: task-retried. */
 void ocp__remote_retried(master *m, const held *h, const char *why);
+/* The fields of a task event of type task-succeeded (text: the result's text), task-failed or
+ * task-retried (text: the reason), each text cut at a UTF-8 character's end; new, or NULL when
+ * they cannot be built (text not UTF-8). Internal: for the unit test. */
+json_t *ocp__remote_task_fields(const char *type, const char *id, const char *text, double runtime);
 
 /* Whether id was revoked (and has not expired): then its page must not start. */
 int ocp__remote_is_revoked(master *m, const char *id);

@@ -104,6 +104,19 @@ for s in slow2 slow3 slow1; do
 done
 check "autoscale: pages waiting grow the pool to its maximum" wait_log "$TMP/node.log" "autoscale up: concurrency [12] -> 3" 20
 echo "# autoscale: until $((SECONDS - T0)) s"
+# pool_grow and pool_shrink refuse an n that is huge (its sum with the concurrency overflowed
+# and left a pool of 0 workers), negative, or not a whole number (it was taken for 1).
+LOGN=$(wc -l <"$TMP/node.log")
+(cd "$here" && $PY52 -c "
+import json; from celery_tools import app
+ns = [2**63 - 1, 2**63 - 2, 2**63 - 3, -1, 'x', 2.5]
+print(json.dumps([app.control.broadcast(c, arguments={'n': n}, reply=True, destination=['$NODE'],
+                                        timeout=5) for c in ('pool_grow', 'pool_shrink') for n in ns]))"
+) >"$TMP/pool-n.json" 2>&1
+check "pool_grow/pool_shrink: a huge, negative or fractional n is refused" "$PY52" -c "
+import json,sys; r=json.load(open('$TMP/pool-n.json'))
+sys.exit(0 if len(r) == 12 and all(x and 'error' in x[0].get('$NODE', {}) for x in r) else 1)"
+check "pool_grow/pool_shrink: the concurrency did not change" bash -c "! tail -n +$((LOGN + 1)) '$TMP/node.log' | grep -q 'pool_grow: concurrency\|pool_shrink: concurrency'"
 
 # --- the current Celery and Flower, from PyPI, in a virtualenv made here ---
 VPY=""
@@ -190,6 +203,16 @@ check "statedb: written at the stop" grep -q "revoked-before" "$TMP/state.json"
 start_node --memory-budget 1
 (cd "$here" && $PY52 -m celery -A celery_tools inspect revoked -d "$NODE" -t 5 --json) >"$TMP/revoked.json" 2>/dev/null
 check "statedb: a restarted node still lists the revoked ids" grep -q "revoked-before" "$TMP/revoked.json"
+# While revokes come, the statedb is written at most every 20 s (it was every second: 50000
+# ids are some 15 MB), and at the stop.
+revoke_id() { (cd "$here" && $PY52 -c "from celery_tools import app; app.control.revoke('$1')"); }
+in_state() { for _ in $(seq $(($2 * 5))); do grep -q "$1" "$TMP/state.json" && return 0; sleep 0.2; done; return 1; }
+revoke_id throttle-1
+check "statedb: a revoke is written within 25 s" in_state throttle-1 25
+revoke_id throttle-2
+check "statedb: the next revoke is not written at once (3 s later)" bash -c "sleep 3; ! grep -q throttle-2 '$TMP/state.json'"
+check "statedb: ...but within 20 s" in_state throttle-2 22
+echo "# statedb: until $((SECONDS - T0)) s"
 wait_log "$TMP/node.log" "worker .* ready" 30
 (cd "$here" && $PY52 -m celery -A celery_tools control pool_grow 1 -d "$NODE" -t 5 --json) >"$TMP/grow.json" 2>/dev/null
 check "pool_grow is refused beyond --memory-budget ($(cat "$TMP/grow.json"))" grep -q "memory-budget 1 MB holds no more workers" "$TMP/grow.json"

@@ -6,7 +6,10 @@
  * reason; the reply's envelope decodes to {node: value}; a chain's next
  * task gets the result first in its args, keeps the rest of the chain and
  * the producer's frozen id; a chord's parts give the body's list, or the
- * failed part's ChordError reason.
+ * failed part's ChordError reason. A group id longer than the chord's keys
+ * allow is refused; a task event's text is cut at a UTF-8 character's end
+ * (Devanagari, Tamil); the mailbox looks its Redis host up once, not at
+ * each reconnect (getaddrinfo is counted here: hiredis's blocks).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,15 +17,23 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <dlfcn.h>
 #include <jansson.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "broker/celery.h"
 #include "broker/pidbox.h"
 #include "core/error.h"
 #include "core/util.h"
+#include "pool/remote.h"
 
 /* A control message as kombu publishes it: body (JSON text) base64 in the envelope. */
 static char *envelope_of(const char *body, double expires)
@@ -245,12 +256,149 @@ static void test_canvas_chord(void **state)
     json_decref(r2);
 }
 
+/* A task message whose headers.group is group (b64 body [[], {}, {}]). New text. */
+static char *message_in_group(const char *group)
+{
+    const char *body = "[[], {}, {}]";
+    char *b64 = ocp_b64_encode(body, strlen(body));
+    json_t *e = json_pack("{s:s, s:s, s:{s:s, s:s, s:s}, s:{s:s}}", "body", b64, "content-type",
+                          "application/json", "headers", "id", "t1", "task", "ocrpool.ocr_page",
+                          "group", group, "properties", "body_encoding", "base64");
+    char *out = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    free(b64);
+    return out;
+}
+
+static void test_group_id_bound(void **state)
+{
+    (void)state;
+    char g[300], err[300];
+    ocp_celery_msg m;
+    memset(g, 'g', 255);
+    g[255] = '\0';
+    char *raw = message_in_group(g);
+    assert_int_equal(ocp_celery_parse(raw, strlen(raw), &m, err, sizeof err), 0);
+    assert_int_equal(strlen(m.group), 255);
+    ocp_celery_msg_fini(&m);
+    free(raw);
+    /* 278 bytes and more made the chord's five keys one: refused, saying why. */
+    memset(g, 'g', 290);
+    g[290] = '\0';
+    raw = message_in_group(g);
+    assert_int_equal(ocp_celery_parse(raw, strlen(raw), &m, err, sizeof err), OCP_E_MESSAGE);
+    assert_non_null(strstr(err, "headers.group"));
+    assert_null(m.group);
+    ocp_celery_msg_fini(&m);
+    free(raw);
+}
+
+/* text: n copies of piece after prefix. New. */
+static char *repeat(const char *prefix, const char *piece, int n)
+{
+    size_t pl = strlen(prefix), l = strlen(piece);
+    char *s = malloc(pl + l * (size_t)n + 1);
+    memcpy(s, prefix, pl);
+    for (int i = 0; i < n; i++)
+        memcpy(s + pl + l * (size_t)i, piece, l);
+    s[pl + l * (size_t)n] = '\0';
+    return s;
+}
+
+static void test_event_text_utf8(void **state)
+{
+    (void)state;
+    /* Devanagari: 3 bytes a letter, so byte 1000 is inside one. */
+    char *hin = repeat("", "\xe0\xa4\x95", 400); /* "क" x 400: 1200 bytes */
+    json_t *f = ocp__remote_task_fields("task-succeeded", "id-hin", hin, 1.5);
+    assert_non_null(f);
+    assert_string_equal(json_string_value(json_object_get(f, "uuid")), "id-hin");
+    const char *r = json_string_value(json_object_get(f, "result"));
+    assert_int_equal(strlen(r), strlen("{'text': '") + 999 + 2); /* 333 whole letters */
+    assert_memory_equal(r + strlen("{'text': '"), hin, 999);
+    json_decref(f);
+    /* Tamil, after one ASCII byte: byte 600 is inside a letter. */
+    char *tam = repeat("x", "\xe0\xae\xa4", 300); /* "த" */
+    f = ocp__remote_task_fields("task-failed", "id-tam", tam, 0);
+    assert_non_null(f);
+    assert_string_equal(json_string_value(json_object_get(f, "uuid")), "id-tam");
+    const char *exc = json_string_value(json_object_get(f, "exception"));
+    assert_int_equal(strlen(exc), strlen("OCRError('") + 598 + 2);
+    assert_string_equal(json_string_value(json_object_get(f, "traceback")), tam);
+    json_decref(f);
+    f = ocp__remote_task_fields("task-retried", "id-tam", tam, 0);
+    assert_non_null(f);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(f, "exception")), "WorkerLostError('x"));
+    json_decref(f);
+    /* Short texts whole; a text that is not UTF-8 gives no fields (the event is not sent). */
+    f = ocp__remote_task_fields("task-succeeded", "id-s", "fox", 0);
+    assert_string_equal(json_string_value(json_object_get(f, "result")), "{'text': 'fox'}");
+    json_decref(f);
+    assert_null(ocp__remote_task_fields("task-failed", "id-bad", "bad \xff byte", 0));
+    free(hin);
+    free(tam);
+}
+
+/* getaddrinfo, counted: lookups of a name (not a numeric address) and of an address. */
+static int name_lookups, addr_lookups;
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res)
+{
+    static int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (node && (inet_pton(AF_INET, node, buf) == 1 || inet_pton(AF_INET6, node, buf) == 1))
+        addr_lookups++;
+    else if (node)
+        name_lookups++;
+    return real(node, service, hints, res);
+}
+
+static void test_reconnect_without_dns(void **state)
+{
+    (void)state;
+    /* A port bound and not listening: each connect is refused, so the mailbox reconnects. */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &al), 0);
+    char url[64], err[300];
+    snprintf(url, sizeof url, "redis://localhost:%d/0", ntohs(a.sin_port));
+    name_lookups = addr_lookups = 0;
+    ocp_pidbox *p;
+    assert_int_equal(ocp_pidbox_open(url, "ocr1@vm", &p, err, sizeof err), 0);
+    assert_int_equal(name_lookups, 1);
+    /* 0.5 s, then 1 s of back-off: three connects of each connection within 2 s. */
+    double until = ocp_now() + 2.0;
+    while (ocp_now() < until) {
+        ocp_pidbox_tick(p);
+        for (int i = 0; i < 2; i++) {
+            short ev;
+            int fd = ocp_pidbox_fd(p, i, &ev);
+            struct pollfd pf = {fd, ev, 0};
+            if (fd >= 0 && poll(&pf, 1, 10) > 0)
+                ocp_pidbox_io(p, fd, pf.revents);
+        }
+        usleep(20000);
+    }
+    assert_false(ocp_pidbox_up(p));
+    assert_true(addr_lookups >= 4);    /* it did reconnect... */
+    assert_int_equal(name_lookups, 1); /* ...to the address found at the open */
+    ocp_pidbox_close(p, 0);
+    close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_addressing), cmocka_unit_test(test_parse_refused),
         cmocka_unit_test(test_envelope),         cmocka_unit_test(test_canvas_chain),
-        cmocka_unit_test(test_canvas_chord),
+        cmocka_unit_test(test_canvas_chord),     cmocka_unit_test(test_group_id_bound),
+        cmocka_unit_test(test_event_text_utf8),  cmocka_unit_test(test_reconnect_without_dns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
