@@ -57,11 +57,16 @@ start_py() {
         --without-gossip --loglevel=warning >>"$TMP/py.log" 2>&1) &
     PYPID=$!
     PIDS+=("$PYPID")
-    for _ in $(seq 150); do
-        (cd "$here" && "$1" -m celery -A celery_tools inspect ping -d "$PYNODE" -t 1 2>/dev/null) |
+    local t0=$SECONDS
+    # Each ping waits 3 s for the answer (a loaded machine answers late), for 180 s at most.
+    while [ $((SECONDS - t0)) -lt 180 ]; do
+        (cd "$here" && "$1" -m celery -A celery_tools inspect ping -d "$PYNODE" -t 3 2>/dev/null) |
             grep -q pong && return 0
+        kill -0 "$PYPID" 2>/dev/null || break
         sleep 0.2
     done
+    echo "# the Python worker did not answer a ping ($( kill -0 "$PYPID" 2>/dev/null && echo alive || echo ended)); its log:"
+    tail -15 "$TMP/py.log" | sed 's/^/#   /'
     return 1
 }
 # tools PY NAME ARGS...: one of celery_tools.py's checks with interpreter PY.
@@ -128,7 +133,7 @@ else
         timeout 600 "$VENV/bin/pip" install -q "celery[redis]" packaging flower >>"$TMP/venv.log" 2>&1; then
         VPY=$VENV/bin/python
     else
-        echo "ok - current Celery and Flower # SKIP PyPI cannot be reached (pip: $(tail -1 "$TMP/venv.log"))"
+        skip "current Celery and Flower: PyPI cannot be reached (pip: $(tail -1 "$TMP/venv.log"))"
         rm -rf "$VENV"
     fi
 fi
