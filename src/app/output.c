@@ -410,8 +410,8 @@ static int open_out_dir(const char *out, const char *out_roots, const char **bas
     ssize_t n = readlink(link, real, sizeof real - 1);
     if (n < 0 || (real[n] = '\0', !under_roots(real, out_roots))) {
         close(fd);
-        return ocp_errf(-EACCES, err, errlen, "output_pdf %s: its folder is not under --output-root",
-                        out);
+        return ocp_errf(-EACCES, err, errlen,
+                        "output_pdf %s: its folder is not under --output-root", out);
     }
     struct stat st;
     int there = fstatat(fd, *base, &st, AT_SYMLINK_NOFOLLOW) == 0;

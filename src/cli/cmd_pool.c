@@ -34,8 +34,8 @@ typedef struct pool_ctx {
     int json, buried, failed, tasks;
     int argc;
     char **argv;
-    const char *url; /* worker: the broker's (a document's PDF is made from it) */
-    char *out_roots; /* worker: where output_pdf may write (output-root) */
+    const char *url;        /* worker: the broker's (a document's PDF is made from it) */
+    char *out_roots;        /* worker: where output_pdf may write (output-root) */
     struct pdf_group *pdfs; /* worker: groups whose PDF job runs or waits, oldest first */
     int npdfs;
     char *refused; /* the last group whose output_pdf was refused (said once) */
@@ -51,7 +51,7 @@ typedef struct pdf_group {
     int again;
 } pdf_group;
 
-#define PDF_JOBS 2
+#define PDF_JOBS   2
 #define PDF_GROUPS 4096 /* groups waiting at most; more are dropped, said in the log */
 
 static int pool_handler(void *vctx, int key, const char *arg)
@@ -203,7 +203,8 @@ static void pdf_start_waiting(pool_ctx *c, const ocp_pool_conf *pc)
             i++;
             continue;
         }
-        pid_t pid = ocp_app_pdf_start(c->url, &pc->broker, &pc->lim, c->out_roots, g->group, g->out);
+        pid_t pid =
+            ocp_app_pdf_start(c->url, &pc->broker, &pc->lim, c->out_roots, g->group, g->out);
         if (pid < 0) {
             OCP_LOG_ERR(OCP_LOG_ERROR, pid, "group %s: cannot start its PDF", g->group);
             pdf_drop(c, i);
