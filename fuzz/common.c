@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,17 +55,26 @@ int fz_write(const char *name, const uint8_t *data, size_t size, char *path, siz
     return 0;
 }
 
-void fz_clear(void)
+/* Empties folder path, and the folders in it (the HTTP spool's pdf/). */
+static void clear_dir(const char *path, int depth)
 {
-    DIR *d = opendir(fz_dir());
+    DIR *d = opendir(path);
     struct dirent *e;
     while (d && (e = readdir(d))) {
         char p[8192];
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        if (unlink(p) < 0 && errno == EISDIR && depth < 4) {
+            clear_dir(p, depth + 1);
+            rmdir(p);
+        }
     }
     if (d)
         closedir(d);
+}
+
+void fz_clear(void)
+{
+    clear_dir(fz_dir(), 0);
 }

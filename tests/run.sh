@@ -2,7 +2,8 @@
 # Runs ocrpool's tests: the cmocka unit binaries, the fuzz harnesses' replay
 # of their crash regressions and seed corpora (fuzz/), then the integration
 # scripts against the real binary. Each runs under a timeout. Prints one
-# closing line, "N passed, N failed".
+# closing line, "N passed, N failed, N skipped". A skipped check (a script's
+# "skip - REASON" line, cmocka's SKIPPED) is counted apart: never as passed.
 #   tests/run.sh [unit|integration]     (BUILD=build by default)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ export FIXTURES="$PWD/$BUILD/fixtures"
 what=${1:-all}
 passed=0
 failed=0
+skipped=0
 failures=()
 
 if [ -n "${OCP_ASAN:-}" ]; then
@@ -23,15 +25,18 @@ if [ -n "${OCP_ASAN:-}" ]; then
 fi
 
 count() { # count NAME LOG RC: adds the ok/not ok lines of a TAP-ish log
-    local name=$1 log=$2 rc=$3 ok nok
+    local name=$1 log=$2 rc=$3 ok nok sk
     ok=$(grep -c '^ok ' "$log")
     nok=$(grep -c '^not ok ' "$log")
+    sk=$(grep -c '^skip ' "$log")
     # cmocka: "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)"
     if grep -q '^\[==========\]' "$log"; then
         ok=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
         nok=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+        sk=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
         ok=${ok:-0}
         nok=${nok:-0}
+        sk=${sk:-0}
     fi
     if [ "$rc" -ne 0 ] && [ "$nok" -eq 0 ]; then
         nok=1 # crashed, timed out or failed outside a check
@@ -39,11 +44,15 @@ count() { # count NAME LOG RC: adds the ok/not ok lines of a TAP-ish log
     fi
     passed=$((passed + ok))
     failed=$((failed + nok))
+    skipped=$((skipped + sk))
     if [ "$nok" -gt 0 ]; then
         failures+=("$name")
         grep -E '^not ok|^\[  (FAILED|ERROR)|ERROR|runtime error|Sanitizer' "$log" | head -20 | sed 's/^/    /'
     fi
-    printf '%-40s %3d passed, %d failed\n' "$name" "$ok" "$nok"
+    printf '%-40s %3d passed, %d failed%s\n' "$name" "$ok" "$nok" \
+        "$([ "$sk" -gt 0 ] && echo ", $sk skipped")"
+    [ "$sk" -gt 0 ] && grep -E '^skip |^\[  SKIPPED \]' "$log" | head -5 | sed 's/^/    /'
+    return 0
 }
 
 logdir="$BUILD/test-logs"
@@ -89,5 +98,5 @@ fi
 
 echo
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]} (logs in $logdir)"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -6,7 +6,8 @@
  *   GET  /                              the dashboard (from the binary)
  *   GET  /v1/stats, /v1/failures        what the dashboard polls
  *   POST /v1/ocr                        one page now (raw body or multipart)
- *   POST /v1/jobs                       multipart files, or JSON {"paths": [...]}
+ *   POST /v1/jobs[?pdf=1]               multipart files (and a field pdf=1), or JSON
+ *                                       {"paths": [...]}
  *   GET  /v1/jobs/ID, /v1/jobs/ID/result?format=F, /v1/groups/ID
  *   GET  /v1/groups/ID/result?format=pdf  the group's document as a searchable PDF
  *
@@ -21,7 +22,10 @@
  * Bearer TOKEN" when a token is set; every string taken from a request is
  * checked as UTF-8 text before it is used (input.h); bodies are capped;
  * paths outside --allow-root are refused; nothing runs a shell. Uploads wait
- * in the spool until their pages have finished (spool.c).
+ * in the spool until their pages have finished (spool.c); one sent with
+ * pdf=1 leaves its searchable PDF there in its stead, made once, served by
+ * GET /v1/groups/ID/result?format=pdf, deleted after its first download or
+ * the result lifetime (spool.h).
  */
 #include "http/http.h"
 #include "app/output.h"
@@ -48,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct upload {
@@ -67,6 +72,9 @@ typedef struct req {
     struct MHD_PostProcessor *pp;
     upload files[64];
     int nfiles;
+    char pdf[8]; /* the value of the multipart field pdf, when pdf_sent */
+    size_t pdf_len;
+    int pdf_sent;
     const ocp_http_conf *hc;
 } req;
 
@@ -82,17 +90,38 @@ static void on_stop(int s)
     g_stop = 1;
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
-                             const char *body, size_t len)
+/* Queues response r (its headers added here) and lets it go. */
+static enum MHD_Result queue_reply(struct MHD_Connection *c, unsigned status, const char *type,
+                                   struct MHD_Response *r)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
+                             const char *body, size_t len)
+{
+    return queue_reply(c, status, type,
+                       MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY));
+}
+
+/* Replies with the file open on fd (taken: libmicrohttpd closes it once sent), read from
+ * the descriptor as it is sent: a deletion meanwhile does not cut it short. */
+static enum MHD_Result reply_file(struct MHD_Connection *c, unsigned status, const char *type,
+                                  int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return MHD_NO;
+    }
+    return queue_reply(c, status, type, MHD_create_response_from_fd((uint64_t)st.st_size, fd));
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, json_t *o)
@@ -176,8 +205,19 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
         r->bad = "a multipart field name or filename is not UTF-8 text (or is over 255 bytes)";
         return MHD_NO;
     }
+    if (!filename && key && strcmp(key, "pdf") == 0) {
+        /* The one form field read: whether the document's PDF is kept (post_jobs). */
+        if (r->pdf_len + size >= sizeof r->pdf) {
+            r->bad = "the field pdf is 1 or 0";
+            return MHD_NO;
+        }
+        memcpy(r->pdf + r->pdf_len, data, size);
+        r->pdf_len += size;
+        r->pdf_sent = 1;
+        return MHD_YES;
+    }
     if (!filename)
-        return MHD_YES; /* ordinary form fields are ignored */
+        return MHD_YES; /* other form fields are ignored */
     upload *u = r->nfiles ? &r->files[r->nfiles - 1] : NULL;
     if (off == 0 || !u || strcmp(u->name, filename) != 0 || u->fd < 0) {
         if (r->nfiles == 64)
@@ -254,7 +294,9 @@ typedef struct queued {
     json_t *tasks;
     json_t *ids; /* of the file being queued */
     const char *name;
-    int broken; /* a task could not be noted: the request fails */
+    const char *group; /* the request's */
+    int pdf;           /* keep an upload's PDF (pdf=1): spool.h */
+    int broken;        /* a task could not be noted: the request fails */
 } queued;
 
 /* Notes a queued page; stops the queueing (non-zero) when it cannot (its strings are
@@ -280,9 +322,14 @@ static unsigned submit_one(ocp_broker *b, const char *real, const char *name, up
     q->ids = json_array();
     int rc = ocp_app_submit_file(b, real, lim, so, note_task, q, err, errlen);
     if (u && json_array_size(q->ids)) {
-        /* Pages of it are queued: it stays until they have all finished. */
+        /* Pages of it are queued: it stays until they have all finished (and its PDF is
+         * made then, when asked for). */
         u->kept = 1;
-        int nrc = ocp__spool_note(u->path, q->ids);
+        int nrc = q->pdf ? ocp__spool_keep_pdf(g_hc->spool_dir, q->group, u->path, q->ids) : 0;
+        if (nrc)
+            OCP_LOG_ERR(OCP_LOG_WARN, nrc, "cannot keep the PDF job of upload %s", u->path);
+        if (!q->pdf || nrc) /* then it goes as any upload: a GET makes its PDF until then */
+            nrc = ocp__spool_note(u->path, q->ids);
         if (nrc)
             OCP_LOG_ERR(OCP_LOG_WARN, nrc, "cannot note the pages of upload %s", u->path);
     }
@@ -309,7 +356,8 @@ static ocp_submit_opts submit_opts(struct MHD_Connection *c, const char *group, 
 
 /* Queues the uploads (or paths) of r; fills tasks; returns an HTTP status. */
 static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, const char *group,
-                           int priority, json_t *paths, json_t *tasks, char *err, size_t errlen)
+                           int priority, int pdf, json_t *paths, json_t *tasks, char *err,
+                           size_t errlen)
 {
     ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
     ocp_submit_opts so = submit_opts(c, group, priority);
@@ -322,7 +370,7 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
                                (int)ocp_config_int(g_hc->cfg, OCP_S_MAX_LANGUAGES), err,
                                errlen) != 0)
         return 400;
-    queued q = {tasks, NULL, NULL, 0};
+    queued q = {.tasks = tasks, .group = group, .pdf = pdf};
     unsigned st;
     for (int i = 0; i < r->nfiles; i++) {
         close(r->files[i].fd);
@@ -466,10 +514,10 @@ static json_t *body_paths(req *r)
     return paths;
 }
 
-/* Queues what r holds as a new group (prefix + uuid) at priority; *tasks is new. Returns
- * 202 or an HTTP status with the reason in err. */
+/* Queues what r holds as a new group (prefix + uuid) at priority (an upload's PDF kept when
+ * pdf); *tasks is new. Returns 202 or an HTTP status with the reason in err. */
 static unsigned queue_request(struct MHD_Connection *c, req *r, json_t *paths, const char *prefix,
-                              int priority, char group[48], json_t **tasks, char *err,
+                              int priority, int pdf, char group[48], json_t **tasks, char *err,
                               size_t errlen)
 {
     if (r->nfiles == 0 && json_array_size(paths) == 0) {
@@ -483,18 +531,38 @@ static unsigned queue_request(struct MHD_Connection *c, req *r, json_t *paths, c
     ocp_uuid4(uuid);
     snprintf(group, 48, "%s%s", prefix, uuid);
     *tasks = json_array();
-    unsigned st = submit_all(c, r, b, group, priority, paths, *tasks, err, errlen);
+    unsigned st = submit_all(c, r, b, group, priority, pdf, paths, *tasks, err, errlen);
     ocp_broker_close(b);
     return st;
+}
+
+/* Whether r asks for its upload's PDF to be kept (pdf=1, in the query or a form field): 1,
+ * 0, or -1 when the value is neither. */
+static int wants_pdf(struct MHD_Connection *c, req *r)
+{
+    const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "pdf");
+    int fq = q ? ocp__http_flag(q) : 0, ff = 0;
+    if (r->pdf_sent) {
+        r->pdf[r->pdf_len] = '\0';
+        ff = ocp__http_flag(r->pdf);
+    }
+    return fq < 0 || ff < 0 ? -1 : fq || ff;
 }
 
 static enum MHD_Result post_jobs(struct MHD_Connection *c, req *r, const char *arg)
 {
     char err[700], group[48];
     json_t *paths = NULL, *tasks = NULL;
+    int pdf = wants_pdf(c, r);
+    if (pdf < 0)
+        return reply_error(c, 400, "pdf: 1 (keep the document's searchable PDF) or 0");
+    /* A PDF is of one document (ocp_app_group_pdf); a path's is made from the path, when
+     * asked for, with nothing to keep. */
+    if (pdf && r->nfiles > 1)
+        return reply_error(c, 400, "pdf=1 keeps the PDF of one document: send one file a job");
     if (!r->pp && r->len && !(paths = body_paths(r)))
         return reply_error(c, 400, "expected multipart files or JSON {\"paths\": [...]}");
-    unsigned st = queue_request(c, r, paths, "", 5, group, &tasks, err, sizeof err);
+    unsigned st = queue_request(c, r, paths, "", 5, pdf, group, &tasks, err, sizeof err);
     json_decref(paths);
     if (st != 202) {
         json_decref(tasks);
@@ -581,7 +649,7 @@ static enum MHD_Result post_ocr(struct MHD_Connection *c, req *r, const char *ar
                  pages);
         return reply_error(c, 422, err);
     }
-    unsigned st = queue_request(c, r, NULL, "now-", 9, group, &tasks, err, sizeof err);
+    unsigned st = queue_request(c, r, NULL, "now-", 9, 0, group, &tasks, err, sizeof err);
     if (st != 202) {
         json_decref(tasks);
         return reply_error(c, st, err);
@@ -682,9 +750,28 @@ static enum MHD_Result get_group(struct MHD_Connection *c, req *r, const char *g
                                 "pages", pages));
 }
 
-/* The searchable PDF of a group's document (app/output.h), once every page is done. Its
- * file is read where a worker could read it: under --allow-root or in the spool (an
- * upload is deleted once its pages have finished: its PDF is asked for before that). */
+/* Builds group's searchable PDF (app/output.h; an ocp__spool_build_fn): its file is read
+ * where a worker could read it, under --allow-root or in the spool. */
+static int build_pdf(void *ctx, ocp_broker *b, const char *g, ocp_sb *out, char *err, size_t errlen)
+{
+    (void)ctx;
+    char *roots =
+        ocp_xasprintf("%s%s%s", g_hc->spool_dir, g_hc->allow_root && *g_hc->allow_root ? ":" : "",
+                      g_hc->allow_root ? g_hc->allow_root : "");
+    ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
+    lim.allow_roots = roots;
+    size_t max = (size_t)ocp_config_int(g_hc->cfg, OCP_S_MAX_INPUT_SIZE) << 20;
+    int rc = ocp_app_group_pdf(b, g, &lim, max, out, err, errlen);
+    free(roots);
+    return rc;
+}
+
+/*
+ * The searchable PDF of a group's document, once every page is done: the one the spool
+ * keeps for an upload sent with pdf=1 (made now if the sweep has not made it yet), else
+ * made from the document's file (a path job; an upload sent without pdf=1 is deleted once
+ * its pages have finished, and then has none).
+ */
 static enum MHD_Result get_group_result(struct MHD_Connection *c, req *r, const char *g)
 {
     const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
@@ -694,21 +781,20 @@ static enum MHD_Result get_group_result(struct MHD_Connection *c, req *r, const 
     ocp_broker *b = broker(err, sizeof err);
     if (!b)
         return reply_error(c, 503, err);
-    char *roots = ocp_xasprintf("%s%s%s", g_hc->spool_dir,
-                                g_hc->allow_root && *g_hc->allow_root ? ":" : "",
-                                g_hc->allow_root ? g_hc->allow_root : "");
-    ocp_image_limits lim = ocp_image_limits_from_config(g_hc->cfg);
-    lim.allow_roots = roots;
-    size_t max = (size_t)ocp_config_int(g_hc->cfg, OCP_S_MAX_INPUT_SIZE) << 20;
+    int fd = -1;
     ocp_sb sb;
     ocp_sb_init(&sb);
-    int rc = ocp_app_group_pdf(b, g, &lim, max, &sb, err, sizeof err);
+    int rc = ocp__spool_pdf(b, g_hc->spool_dir, g, 0, build_pdf, NULL, &fd, err, sizeof err);
+    if (rc == 1)
+        rc = build_pdf(NULL, b, g, &sb, err, sizeof err);
     ocp_broker_close(b);
-    free(roots);
     enum MHD_Result ret;
-    if (rc == 0)
+    if (rc == 0 && fd >= 0) {
+        ocp__spool_pdf_fetched(g_hc->spool_dir, g);
+        ret = reply_file(c, 200, "application/pdf", fd);
+    } else if (rc == 0) {
         ret = reply(c, 200, "application/pdf", sb.buf, sb.len);
-    else
+    } else {
         ret = reply_error(c,
                           rc == OCP_E_NOPAGE  ? 404
                           : rc == OCP_E_EMPTY ? 409
@@ -716,6 +802,7 @@ static enum MHD_Result get_group_result(struct MHD_Connection *c, req *r, const 
                           : rc == OCP_E_BROKER ? 503
                                                : 422,
                           err);
+    }
     ocp_sb_fini(&sb);
     return ret;
 }
@@ -785,8 +872,9 @@ static enum MHD_Result route(struct MHD_Connection *c, const char *url, const ch
     const struct route *rt = find_route(method, url, arg);
     const char *f = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
     const char *l = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "lang");
+    const char *p = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "pdf");
     if (rt && (!ocp__http_text_ok(arg, ARG_MAX) || (f && !ocp__http_text_ok(f, 64)) ||
-               (l && !ocp__http_text_ok(l, 100))))
+               (l && !ocp__http_text_ok(l, 100)) || (p && !ocp__http_text_ok(p, 64))))
         return reply_error(c, 400, "the path or a query value is not UTF-8 text");
     if (rt) {
         enum MHD_Result ret = rt->fn(c, r, arg);
@@ -866,6 +954,7 @@ static void sweep_spool(double expires, int orphans)
     const char *u = g_hc->broker_url;
     int forgets = strstr(u, "://") && strncmp(u, "sqlite://", 9) != 0;
     ocp__spool_sweep(b, g_hc->spool_dir, forgets, expires, orphans);
+    ocp__spool_sweep_pdf(b, g_hc->spool_dir, forgets, expires, build_pdf, NULL);
     ocp_broker_close(b);
 }
 
@@ -914,9 +1003,9 @@ int ocp_http_serve(const ocp_http_conf *hc, char *err, size_t errlen)
     act.sa_handler = on_stop;
     sigaction(SIGTERM, &act, NULL);
     sigaction(SIGINT, &act, NULL);
-    /* Uploads whose pages have all finished are deleted every SWEEP_S; uploads no page
-     * names any more (their process died before it noted them) every half result
-     * lifetime (at most 5 minutes). */
+    /* Uploads whose pages have all finished are deleted (their PDF made first, for a job
+     * sent with pdf=1) every SWEEP_S; uploads no page names any more (their process died
+     * before it noted them) every half result lifetime (at most 5 minutes). */
     double expires = ocp_config_double(hc->cfg, OCP_S_RESULT_EXPIRES);
     double every =
         expires > 0 ? (expires / 2 < 300 ? (expires / 2 < 1 ? 1 : expires / 2) : 300) : 300;

@@ -42,3 +42,16 @@ int ocp__http_lang_ok(const char *l)
            strspn(l, "abcdefghijklmnopqrstuvwxyz"
                      "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+/") == strlen(l);
 }
+
+int ocp__http_flag(const char *s)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"", "0", "false", "no", "off"};
+    for (size_t i = 0; s && i < sizeof yes / sizeof *yes; i++)
+        if (strcmp(s, yes[i]) == 0)
+            return 1;
+    for (size_t i = 0; s && i < sizeof no / sizeof *no; i++)
+        if (strcmp(s, no[i]) == 0)
+            return 0;
+    return -1;
+}

@@ -18,4 +18,8 @@ int ocp__http_text_ok(const char *s, size_t max);
  * for tessdata's script/ models), '+'-joined; at most 100 bytes. */
 int ocp__http_lang_ok(const char *l);
 
+/* A yes/no parameter (pdf=1): 1 for "1", "true", "yes", "on"; 0 for "", "0", "false",
+ * "no", "off"; -1 for anything else (NULL included). */
+int ocp__http_flag(const char *s);
+
 #endif

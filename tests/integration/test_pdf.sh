@@ -4,7 +4,10 @@
 # through byte for byte, a PNG losslessly, a two-page TIFF); Sanskrit and Tamil round
 # trips through poppler's pdftotext compared with our own text; a page with /Rotate 90;
 # a four-page book interrupted, then resumed, still assembled; `ocrpool result GROUP
-# --format pdf`; GET /v1/groups/ID/result?format=pdf. `qpdf --check` on every output.
+# --format pdf`; GET /v1/groups/ID/result?format=pdf, of a path job and of uploads sent
+# with pdf=1 (a Sanskrit PDF, a JPEG, and a Tamil PDF on Redis: their PDF made once their
+# pages are done, the uploads deleted then, the PDF deleted 30 s after its first download,
+# or unfetched after the result lifetime). `qpdf --check` on every output.
 source "$(dirname "$0")/lib.sh"
 F=$FIXTURES
 for tool in qpdf pdftotext pdfimages pdfinfo; do
@@ -183,15 +186,16 @@ export XDG_RUNTIME_DIR=$TMP/run
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 port=$(freeport)
 "$OCRPOOL" serve --listen "127.0.0.1:$port" --broker "sqlite://$TMP/http.db" -c 2 \
-    --allow-root "$F" >"$TMP/serve.log" 2>&1 &
+    --allow-root "$F" --spool-dir "$TMP/spool" >"$TMP/serve.log" 2>&1 &
 PIDS+=("$!")
-python3 - "http://127.0.0.1:$port" "$F" "$TMP" <<'PY' || _failed=1
-import json, subprocess, sys, time, urllib.error, urllib.request
+cat >"$TMP/httplib.py" <<'PY'
+import json, os, subprocess, sys, time, urllib.error, urllib.request
 base, fix, tmp = sys.argv[1:4]
 
-def call(method, path, body=None):
+def call(method, path, body=None, ctype=None):
+    ctype = ctype or ("application/json" if body else None)
     r = urllib.request.Request(base + path, data=body, method=method,
-                               headers={"Content-Type": "application/json"} if body else {})
+                               headers={"Content-Type": ctype} if ctype else {})
     try:
         with urllib.request.urlopen(r, timeout=60) as resp:
             return resp.status, resp.headers.get("Content-Type"), resp.read()
@@ -202,6 +206,36 @@ def check(name, ok, detail=""):
     print(("ok - " if ok else "not ok - ") + name + ("" if ok else "  # %r" % (detail,)))
     return ok
 
+def upload(path, files, fields=()):
+    """POST path, multipart: files (paths) and form fields (name, value)."""
+    b = b"----pdftest"
+    body = b""
+    for name, value in fields:
+        body += b"--" + b + b'\r\nContent-Disposition: form-data; name="' + name.encode() + \
+            b'"\r\n\r\n' + value.encode() + b"\r\n"
+    for f in files:
+        body += b"--" + b + b'\r\nContent-Disposition: form-data; name="file"; filename="' + \
+            os.path.basename(f).encode() + b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + \
+            open(f, "rb").read() + b"\r\n"
+    return call("POST", path, body + b"--" + b + b"--\r\n", "multipart/form-data; boundary=" + b.decode())
+
+def wait_group(g, seconds=120):
+    for _ in range(seconds * 10):
+        st = json.loads(call("GET", "/v1/groups/" + g)[2])
+        if st.get("done", 0) + st.get("failed", 0) >= st.get("total", 1):
+            return st
+        time.sleep(0.1)
+    return st
+
+def qpdf_clean(path):
+    chk = subprocess.run(["qpdf", "--check", path], capture_output=True, text=True)
+    return chk.returncode == 0 and "warning" not in chk.stdout.lower(), chk.stdout[-300:]
+
+def group_text(g):
+    """The group's pages' text (txt renderings, in page order)."""
+    pages = sorted(json.loads(call("GET", "/v1/groups/" + g)[2])["pages"], key=lambda p: p["page"])
+    return " ".join(call("GET", "/v1/jobs/%s/result?format=txt" % p["id"])[2].decode() for p in pages)
+
 for _ in range(100):
     try:
         if call("GET", "/healthz")[0] == 200:
@@ -209,6 +243,9 @@ for _ in range(100):
     except OSError:
         pass
     time.sleep(0.1)
+PY
+python3 - "http://127.0.0.1:$port" "$F" "$TMP" <<'PY' || _failed=1
+import sys; exec(open(sys.argv[3] + "/httplib.py").read())
 s, _, b = call("POST", "/v1/jobs?lang=tam", json.dumps({"paths": [fix + "/tam-scan.pdf"]}).encode())
 ok = check("POST /v1/jobs (a path): 202", s == 202, (s, b[:200]))
 g = json.loads(b)["group"] if ok else "none"
@@ -230,6 +267,100 @@ s, _, b = call("GET", "/v1/groups/no-such-group/result?format=pdf")
 check("GET ...?format=pdf of no group: 404", s == 404, (s, b[:200]))
 s, _, b = call("GET", "/v1/groups/%s/result?format=hocr" % g)
 check("GET /v1/groups/ID/result?format=hocr: 400", s == 400, (s, b[:200]))
+
+# Uploads sent with pdf=1: a Sanskrit PDF (the form field), a JPEG (the query); and one
+# sent without it, whose upload goes once its page is done, PDF or not.
+spool = tmp + "/spool"
+s, _, b = upload("/v1/jobs?lang=san", [fix + "/san-scan.pdf"], [("pdf", "1")])
+ok = check("POST /v1/jobs, a Sanskrit PDF, form field pdf=1: 202", s == 202, (s, b[:200]))
+gs = json.loads(b)["group"] if ok else "none"
+s, _, b = upload("/v1/jobs?lang=eng&pdf=1", [fix + "/eng.jpg"])
+ok = check("POST /v1/jobs?pdf=1, a JPEG: 202", s == 202, (s, b[:200]))
+gj = json.loads(b)["group"] if ok else "none"
+s, _, b = upload("/v1/jobs?lang=eng", [fix + "/eng.jpg"])
+ok = check("POST /v1/jobs, a JPEG without pdf=1: 202", s == 202, (s, b[:200]))
+gn = json.loads(b)["group"] if ok else "none"
+s, _, b = upload("/v1/jobs?lang=eng", [fix + "/eng.jpg", fix + "/eng.png"], [("pdf", "1")])
+check("POST /v1/jobs, two files with pdf=1: 400, said", s == 400 and b"one file" in b, (s, b[:200]))
+s, _, b = upload("/v1/jobs?lang=eng", [fix + "/eng.jpg"], [("pdf", "maybe")])
+check("POST /v1/jobs, pdf=maybe: 400", s == 400, (s, b[:200]))
+spooled = sorted(os.listdir(spool))
+check("pdf=1 jobs noted in the spool's pdf/ (a job each)",
+      len([n for n in os.listdir(spool + "/pdf") if n.endswith(".job")]) == 2, spooled)
+for g in (gs, gj, gn):
+    wait_group(g)
+# The sweep looks every 2 s: each PDF is made, and the uploads deleted, within a look of
+# their last page.
+t0 = time.time()
+while time.time() - t0 < 10:
+    left = [n for n in os.listdir(spool) if n != "pdf"]
+    pdfs = sorted(n for n in os.listdir(spool + "/pdf"))
+    if not left and pdfs == sorted([gs + ".pdf", gj + ".pdf"]):
+        break
+    time.sleep(0.1)
+print("# spool %.1f s after the pages were done: %s, pdf/: %s" % (time.time() - t0, left, pdfs))
+check("uploads deleted once their pages are done (pdf=1 or not)", not left, left)
+check("pdf=1: each PDF made once its pages are done, kept in pdf/ (no job left)",
+      pdfs == sorted([gs + ".pdf", gj + ".pdf"]), pdfs)
+for g, name, lang in ((gs, "san-scan.pdf", "Sanskrit"), (gj, "eng.jpg", "English")):
+    s, ct, pdf = call("GET", "/v1/groups/%s/result?format=pdf" % g)
+    check("upload %s: GET ?format=pdf: 200 application/pdf" % name, s == 200 and ct == "application/pdf", (s, ct, pdf[:200]))
+    out = "%s/up-%s.pdf" % (tmp, name)
+    open(out, "wb").write(pdf)
+    print("# upload %s: %d bytes, its searchable PDF %d bytes" % (name, os.path.getsize(fix + "/" + name), len(pdf)))
+    check("upload %s: qpdf --check clean" % name, *qpdf_clean(out))
+    ours = group_text(g)
+    got = subprocess.run(["pdftotext", "-enc", "UTF-8", out, "-"], capture_output=True, text=True).stdout
+    check("upload %s: pdftotext gives back the job's %s text" % (name, lang),
+          ours.split() == got.split() and len(ours.split()) > 5, (ours[:100], got[:100]))
+    s, _, again = call("GET", "/v1/groups/%s/result?format=pdf" % g)
+    check("upload %s: a second GET (within 30 s): the same PDF" % name, s == 200 and again == pdf, s)
+subprocess.run(["pdfimages", "-all", tmp + "/up-eng.jpg.pdf", tmp + "/up-jpg"])
+check("upload eng.jpg: the JPEG passed through byte for byte",
+      open(tmp + "/up-jpg-000.jpg", "rb").read() == open(fix + "/eng.jpg", "rb").read())
+s, _, b = call("GET", "/v1/groups/%s/result?format=pdf" % gn)
+check("upload without pdf=1: GET ?format=pdf: 410 (its upload is gone)", s == 410, (s, b[:200]))
+open(tmp + "/fetched", "w").write("%s %s %f" % (gs, gj, time.time()))
+PY
+
+# ---- Uploads' PDFs go: unfetched, after the result lifetime (a node with
+# --result-expires 8); fetched, 30 s after the first download (the node above) -----------
+port2=$(freeport)
+"$OCRPOOL" serve --listen "127.0.0.1:$port2" --broker "sqlite://$TMP/http2.db" -c 1 \
+    --spool-dir "$TMP/spool2" --result-expires 8 >"$TMP/serve2.log" 2>&1 &
+PIDS+=("$!")
+python3 - "http://127.0.0.1:$port2" "$F" "$TMP" "http://127.0.0.1:$port" <<'PY' || _failed=1
+import sys; exec(open(sys.argv[3] + "/httplib.py").read())
+s, _, b = upload("/v1/jobs?lang=eng", [fix + "/eng.png"], [("pdf", "true")])
+ok = check("result-expires 8: POST /v1/jobs pdf=true, a PNG: 202", s == 202, (s, b[:200]))
+g = json.loads(b)["group"] if ok else "none"
+wait_group(g)
+pdf = tmp + "/spool2/pdf/" + g + ".pdf"
+t0 = time.time()
+while time.time() - t0 < 10 and not os.path.exists(pdf):
+    time.sleep(0.1)
+made = os.path.getmtime(pdf) if os.path.exists(pdf) else time.time()
+check("result-expires 8: its PDF made, its upload deleted",
+      os.path.exists(pdf) and os.listdir(tmp + "/spool2") == ["pdf"], os.listdir(tmp + "/spool2"))
+while time.time() - made < 20 and os.path.exists(pdf):
+    time.sleep(0.2)
+print("# result-expires 8: the unfetched PDF went %.1f s after it was made" % (time.time() - made))
+check("result-expires 8: the unfetched PDF deleted after the result lifetime (and a sweep)",
+      not os.path.exists(pdf) and 6 <= time.time() - made <= 12, time.time() - made)
+check("result-expires 8: pdf/ is empty then", os.listdir(tmp + "/spool2/pdf") == [], os.listdir(tmp + "/spool2/pdf"))
+
+# The node above: its two PDFs, fetched, go 30 s after their first download.
+base = sys.argv[4]
+gs, gj, t = open(tmp + "/fetched").read().split()
+spool = tmp + "/spool/pdf/"
+while time.time() - float(t) < 45 and (os.path.exists(spool + gs + ".pdf") or os.path.exists(spool + gj + ".pdf")):
+    time.sleep(0.2)
+print("# fetched PDFs went %.1f s after their download" % (time.time() - float(t)))
+check("fetched PDFs deleted 30 s after their first download (within a sweep)",
+      not os.path.exists(spool + gs + ".pdf") and not os.path.exists(spool + gj + ".pdf") and
+      time.time() - float(t) >= 28, os.listdir(spool))
+s, _, b = call("GET", "/v1/groups/%s/result?format=pdf" % gs)
+check("GET ?format=pdf after that: 410, said why", s == 410 and b"after its first download" in b, (s, b[:200]))
 PY
 
 # ---- Celery: output_pdf, the document's PDF written by the node -------------------------
@@ -337,4 +468,33 @@ check "Celery output_pdf: the book's PDF made once" \
 # Jobs are the node's children, reaped in its loop: none is left a zombie.
 check "Celery output_pdf: no PDF job left unreaped" \
     test -z "$(ps --ppid "$WPID" -o stat= | grep Z)"
+
+# ---- pdf=1 on Redis: the API without workers, the node above reads its spool ----------
+# (under that node's --allow-root). The sweep tells a finished page from one not started
+# by what Redis keeps: the PDF is made, the upload deleted, as on SQLite.
+port3=$(freeport)
+"$OCRPOOL" serve --no-workers --listen "127.0.0.1:$port3" --broker "$RURL" \
+    --spool-dir "$TMP/celery/spool" >"$TMP/serve3.log" 2>&1 &
+PIDS+=("$!")
+python3 - "http://127.0.0.1:$port3" "$F" "$TMP" <<'PY' || _failed=1
+import sys; exec(open(sys.argv[3] + "/httplib.py").read())
+s, _, b = upload("/v1/jobs?lang=tam", [fix + "/tam-scan.pdf"], [("pdf", "1")])
+ok = check("Redis: POST /v1/jobs pdf=1, a Tamil PDF: 202", s == 202, (s, b[:200]))
+g = json.loads(b)["group"] if ok else "none"
+wait_group(g)
+spool = tmp + "/celery/spool"
+t0 = time.time()
+while time.time() - t0 < 10 and (os.listdir(spool) != ["pdf"] or not os.path.exists(spool + "/pdf/" + g + ".pdf")):
+    time.sleep(0.1)
+check("Redis: its PDF made, its upload deleted (within a sweep)",
+      os.listdir(spool) == ["pdf"] and os.path.exists(spool + "/pdf/" + g + ".pdf"), os.listdir(spool))
+s, ct, pdf = call("GET", "/v1/groups/%s/result?format=pdf" % g)
+check("Redis: GET ?format=pdf: 200 application/pdf", s == 200 and ct == "application/pdf", (s, ct, pdf[:200]))
+open(tmp + "/redis-up.pdf", "wb").write(pdf)
+check("Redis: qpdf --check clean", *qpdf_clean(tmp + "/redis-up.pdf"))
+ours = group_text(g)
+got = subprocess.run(["pdftotext", "-enc", "UTF-8", tmp + "/redis-up.pdf", "-"], capture_output=True, text=True).stdout
+check("Redis: pdftotext gives back the job's Tamil text", ours.split() == got.split() and len(ours.split()) > 5, (ours[:100], got[:100]))
+PY
+
 finish
