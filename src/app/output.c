@@ -10,14 +10,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 int ocp_app_page_get(ocp_broker *b, const char *id, int parse, ocp_app_page *pg)
@@ -369,15 +368,11 @@ int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *
     return group_pdf(b, group, lim, max_bytes, out, err, errlen);
 }
 
-/* Whether path's folder resolves under one of roots (':'-joined; none = any folder). */
-static int dir_allowed(const char *path, const char *roots)
+/* Whether the real path dir lies under one of roots (':'-joined; "/" = any folder). */
+static int under_roots(const char *dir, const char *roots)
 {
-    char *copy = ocp_xstrdup(path), dir[PATH_MAX], root[PATH_MAX];
-    int ok = realpath(dirname(copy), dir) != NULL;
-    free(copy);
-    if (!ok || !roots || !*roots)
-        return ok;
-    ok = 0;
+    char root[PATH_MAX];
+    int ok = 0;
     char *list = ocp_xstrdup(roots), *save = NULL;
     for (char *r = strtok_r(list, ":", &save); r && !ok; r = strtok_r(NULL, ":", &save)) {
         if (!realpath(r, root))
@@ -390,27 +385,114 @@ static int dir_allowed(const char *path, const char *roots)
     return ok;
 }
 
-/* The grandchild's work: the PDF of group at out, when the document is complete. Returns
- * its exit status. */
+/* out's folder, opened (O_PATH), when it is under out_roots and nothing is at out yet; its
+ * last component in *base. The opened folder's own path is what is checked, so a folder
+ * swapped for a symlink after the check cannot move the write elsewhere. A descriptor, or
+ * a negative code with the reason in err. */
+static int open_out_dir(const char *out, const char *out_roots, const char **base, char *err,
+                        size_t errlen)
+{
+    if (!out_roots || !*out_roots)
+        return ocp_errf(-EACCES, err, errlen,
+                        "output_pdf %s: this node writes no PDFs (it has no --output-root)", out);
+    const char *slash = strrchr(out, '/');
+    *base = slash ? slash + 1 : out;
+    if (!slash || !**base || strcmp(*base, ".") == 0 || strcmp(*base, "..") == 0)
+        return ocp_errf(-EINVAL, err, errlen, "output_pdf %s: not a file's path", out);
+    char *dir = slash == out ? ocp_xstrdup("/") : ocp_xstrndup(out, (size_t)(slash - out));
+    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC), e = errno;
+    free(dir);
+    if (fd < 0)
+        return ocp_errf(-e, err, errlen, "output_pdf %s: its folder cannot be opened: %s", out,
+                        strerror(e));
+    char link[64], real[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, real, sizeof real - 1);
+    if (n < 0 || (real[n] = '\0', !under_roots(real, out_roots))) {
+        close(fd);
+        return ocp_errf(-EACCES, err, errlen,
+                        "output_pdf %s: its folder is not under --output-root", out);
+    }
+    struct stat st;
+    int there = fstatat(fd, *base, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (there || errno != ENOENT) {
+        e = errno;
+        close(fd);
+        return there ? ocp_errf(-EEXIST, err, errlen,
+                                "output_pdf %s: something is there already (ocrpool never "
+                                "replaces a file)",
+                                out)
+                     : ocp_errf(-e, err, errlen, "output_pdf %s: %s", out, strerror(e));
+    }
+    return fd;
+}
+
+int ocp_app_pdf_check(const char *out, const char *out_roots, char *err, size_t errlen)
+{
+    const char *base;
+    int fd = open_out_dir(out, out_roots, &base, err, errlen);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
+}
+
+/* buf as a new file base of folder dirfd: written under a fresh name there (O_EXCL, so
+ * no planted name or symlink is written through), then linked to base, which fails with
+ * -EEXIST when anything is there: never replaced, and whole when there. 0 or -errno. */
+static int write_new(int dirfd, const char *base, const char *buf, size_t len)
+{
+    char tmp[80], id[37];
+    int fd = -1;
+    for (int k = 0; k < 8 && fd < 0; k++) {
+        ocp_uuid4(id);
+        snprintf(tmp, sizeof tmp, ".ocrpool-%s.tmp", id);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST)
+            return -errno;
+    }
+    if (fd < 0)
+        return -EEXIST;
+    int rc = 0;
+    while (len > 0 && !rc) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0 && errno != EINTR)
+            rc = -errno;
+        else if (w > 0)
+            buf += w, len -= (size_t)w;
+    }
+    if (!rc && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && !rc)
+        rc = -errno;
+    if (!rc && linkat(dirfd, tmp, dirfd, base, 0) < 0)
+        rc = -errno;
+    unlinkat(dirfd, tmp, 0);
+    return rc;
+}
+
+/* The child's work: the PDF of group at out, when the document is complete. Returns its
+ * exit status. */
 static int pdf_job(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
-                   const char *group, const char *out)
+                   const char *out_roots, const char *group, const char *out)
 {
     char err[700];
     ocp_broker *b = NULL;
+    const char *base;
     ocp_sb sb;
-    ocp_sb_init(&sb);
-    int rc = 0;
-    if (!dir_allowed(out, lim->allow_roots)) {
-        OCP_LOG(OCP_LOG_ERROR,
-                "group %s: output_pdf %s: its folder is not under --allow-root "
-                "(or does not exist)",
-                group, out);
+    int dirfd = open_out_dir(out, out_roots, &base, err, sizeof err), rc = 0;
+    if (dirfd < 0) {
+        /* A later job of a group whose PDF is written already finds it there. */
+        OCP_LOG(dirfd == -EEXIST ? OCP_LOG_WARN : OCP_LOG_ERROR, "group %s: no PDF: %s", group,
+                err);
         return 1;
     }
     if (ocp_image_global_init("ocrpool") || ocp_broker_open(url, opts, &b, err, sizeof err)) {
         OCP_LOG(OCP_LOG_ERROR, "group %s: no PDF: %s", group, b ? err : "cannot start libvips");
+        close(dirfd);
         return 1;
     }
+    ocp_sb_init(&sb);
     /* The source is read whole, as a worker would read it (1 GiB at most). */
     rc = ocp_app_group_pdf(b, group, lim, (size_t)1 << 30, &sb, err, sizeof err);
     if (rc == OCP_E_EMPTY) {
@@ -418,34 +500,30 @@ static int pdf_job(const char *url, const ocp_broker_opts *opts, const ocp_image
         rc = 0;
     } else if (rc) {
         OCP_LOG(OCP_LOG_ERROR, "group %s: no PDF: %s", group, err);
-    } else if ((rc = ocp_write_file(out, sb.buf, sb.len)) != 0) {
+    } else if ((rc = write_new(dirfd, base, sb.buf, sb.len)) == -EEXIST) {
+        OCP_LOG(OCP_LOG_WARN, "group %s: output_pdf %s appeared meanwhile: not replaced", group,
+                out);
+    } else if (rc) {
         OCP_LOG_ERR(OCP_LOG_ERROR, rc, "group %s: cannot write %s", group, out);
     } else {
         OCP_LOG(OCP_LOG_INFO, "group %s: searchable PDF %s (%zu bytes)", group, out, sb.len);
     }
+    close(dirfd);
     ocp_sb_fini(&sb);
     ocp_broker_close(b);
     return rc ? 1 : 0;
 }
 
-void ocp_app_pdf_spawn(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
-                       const char *group, const char *out)
+pid_t ocp_app_pdf_start(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
+                        const char *out_roots, const char *group, const char *out)
 {
     pid_t pid = fork();
-    if (pid < 0) {
-        OCP_LOG_ERR(OCP_LOG_ERROR, -errno, "group %s: cannot start its PDF", group);
-        return;
-    }
-    if (pid > 0) {
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-        }
-        return;
-    }
-    /* The first child: forks the job and ends, so the caller has nothing to reap later. The
-     * job is its own process: the caller's descriptors closed (its queue connection is not
-     * used here: the job opens its own), signals at their defaults. */
-    if (fork() != 0)
-        _exit(0);
+    if (pid < 0)
+        return -errno;
+    if (pid > 0)
+        return pid;
+    /* The job is its own process: the caller's descriptors closed (its queue connection is
+     * not used here: the job opens its own), signals at their defaults. */
     syscall(SYS_close_range, 3U, ~0U, 0U);
     sigset_t all;
     sigfillset(&all);
@@ -453,5 +531,5 @@ void ocp_app_pdf_spawn(const char *url, const ocp_broker_opts *opts, const ocp_i
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
             signal(s, SIG_DFL);
-    _exit(pdf_job(url, opts, lim, group, out));
+    _exit(pdf_job(url, opts, lim, out_roots, group, out));
 }

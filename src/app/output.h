@@ -16,6 +16,7 @@
 #include "image/image.h"
 
 #include <stdio.h>
+#include <sys/types.h>
 
 /* A task and its result. Open type: filled by ocp_app_page_get, freed by ocp_app_page_fini. */
 typedef struct ocp_app_page {
@@ -84,14 +85,24 @@ int ocp_app_group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *
 
 /*
  * For a worker node, after a page whose task names an output path (Celery's output_pdf)
- * was stored: makes group's PDF at out in a process of its own (forked twice: the caller
- * waits only for the first fork, which exits at once), which opens broker url (opts) anew
- * and writes out (atomically) only when the group holds a done page for every page of the
- * source document; a group not complete yet writes nothing (its last page's call does).
- * out's folder must resolve under lim->allow_roots when they are set. Logs what it did.
+ * was stored. out comes from another machine, so it is checked before anything starts:
+ * 0 when out names a file in a folder that resolves under one of out_roots (':'-joined;
+ * empty = this node writes no PDFs) and nothing is at out yet (ocrpool never replaces a
+ * file, not even its own: a symlink, the source, any file); else the reason in err.
  */
-void ocp_app_pdf_spawn(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
-                       const char *group, const char *out);
+int ocp_app_pdf_check(const char *out, const char *out_roots, char *err, size_t errlen);
+
+/*
+ * Starts the job that makes group's PDF at out: a child process of the caller (who reaps
+ * it, waitpid, and may kill it), which opens broker url (opts) anew and writes out only
+ * when the group holds a done page for every page of the source document (a group not
+ * complete yet writes nothing). out is checked again (ocp_app_pdf_check) in the job and
+ * made as a new file: written to a fresh name in its folder, then linked to out, which
+ * fails if anything is there meanwhile (so two jobs write it once). Logs what it did.
+ * Returns the child's pid, or -errno when it cannot fork.
+ */
+pid_t ocp_app_pdf_start(const char *url, const ocp_broker_opts *opts, const ocp_image_limits *lim,
+                        const char *out_roots, const char *group, const char *out);
 
 /* Writes a document's text to f: pages in order, separated by form feeds; a NULL text is
  * an empty page (a page that failed). Returns 0 or -errno (f's error). */

@@ -16,11 +16,14 @@
 #include "image/image.h"
 #include "pool/pool.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 enum { K_GROUP = 1, K_PRIORITY, K_JSON, K_BURIED, K_FAILED, K_TASKS };
@@ -31,8 +34,25 @@ typedef struct pool_ctx {
     int json, buried, failed, tasks;
     int argc;
     char **argv;
-    const char *url; /* worker: the broker's (a document's PDF is made from it) */
+    const char *url;        /* worker: the broker's (a document's PDF is made from it) */
+    char *out_roots;        /* worker: where output_pdf may write (output-root) */
+    struct pdf_group *pdfs; /* worker: groups whose PDF job runs or waits, oldest first */
+    int npdfs;
+    char *refused; /* the last group whose output_pdf was refused (said once) */
 } pool_ctx;
+
+/* A document's PDF job (app/output.h ocp_app_pdf_start) of a group: running (pid > 0) or
+ * waiting to start (pid 0). Each reads every result of its group, so one runs per group
+ * at a time, PDF_JOBS on the node; pages stored meanwhile ask for one more run (again),
+ * which the last page of the group needs when it comes during the run. */
+typedef struct pdf_group {
+    char *group, *out;
+    pid_t pid;
+    int again;
+} pdf_group;
+
+#define PDF_JOBS   2
+#define PDF_GROUPS 4096 /* groups waiting at most; more are dropped, said in the log */
 
 static int pool_handler(void *vctx, int key, const char *arg)
 {
@@ -163,18 +183,124 @@ static int worker_roots(ocp_pool_conf *pc, const ocp_config *cfg, const char *ur
     return rc;
 }
 
-/* SIGHUP for `worker`: the same command line, over a fresh file and environment. */
+static void pdf_drop(pool_ctx *c, int i)
+{
+    free(c->pdfs[i].group);
+    free(c->pdfs[i].out);
+    memmove(c->pdfs + i, c->pdfs + i + 1, (size_t)(c->npdfs - i - 1) * sizeof *c->pdfs);
+    c->npdfs--;
+}
+
+/* Starts waiting jobs, oldest first, while fewer than PDF_JOBS run. */
+static void pdf_start_waiting(pool_ctx *c, const ocp_pool_conf *pc)
+{
+    int running = 0;
+    for (int i = 0; i < c->npdfs; i++)
+        running += c->pdfs[i].pid > 0;
+    for (int i = 0; i < c->npdfs && running < PDF_JOBS;) {
+        pdf_group *g = &c->pdfs[i];
+        if (g->pid > 0) {
+            i++;
+            continue;
+        }
+        pid_t pid =
+            ocp_app_pdf_start(c->url, &pc->broker, &pc->lim, c->out_roots, g->group, g->out);
+        if (pid < 0) {
+            OCP_LOG_ERR(OCP_LOG_ERROR, pid, "group %s: cannot start its PDF", g->group);
+            pdf_drop(c, i);
+            continue;
+        }
+        g->pid = pid;
+        running++;
+        i++;
+    }
+}
+
 /* A page stored: when its task names an output_pdf (Celery's keyword argument), the
- * document's PDF is made there once its group is complete, in a process of its own. */
+ * document's PDF is made there once its group is complete, by a job of its own. */
 static void worker_page(void *vctx, const ocp_pool_conf *pc, const char *group,
                         const json_t *payload)
 {
     pool_ctx *c = vctx;
     const char *out = json_string_value(json_object_get(payload, "output_pdf"));
-    if (out && group)
-        ocp_app_pdf_spawn(c->url, &pc->broker, &pc->lim, group, out);
+    char err[700];
+    if (!out || !group)
+        return;
+    if (ocp_app_pdf_check(out, c->out_roots, err, sizeof err) != 0) {
+        /* Said once per group, not once per page. */
+        if (!c->refused || strcmp(c->refused, group) != 0)
+            OCP_LOG(OCP_LOG_ERROR, "group %s: no PDF: %s", group, err);
+        free(c->refused);
+        c->refused = ocp_xstrdup(group);
+        return;
+    }
+    for (int i = 0; i < c->npdfs; i++) {
+        pdf_group *g = &c->pdfs[i];
+        if (strcmp(g->group, group) == 0) {
+            g->again |= g->pid > 0;
+            if (strcmp(g->out, out) != 0) {
+                free(g->out);
+                g->out = ocp_xstrdup(out);
+            }
+            return;
+        }
+    }
+    if (c->npdfs >= PDF_GROUPS) {
+        OCP_LOG(OCP_LOG_ERROR, "group %s: no PDF: %d groups wait for theirs already", group,
+                c->npdfs);
+        return;
+    }
+    c->pdfs = ocp_xrealloc(c->pdfs, (size_t)(c->npdfs + 1) * sizeof *c->pdfs);
+    c->pdfs[c->npdfs++] = (pdf_group){ocp_xstrdup(group), ocp_xstrdup(out), 0, 0};
+    pdf_start_waiting(c, pc);
 }
 
+/* After each turn of the master's loop: reaps ended jobs (a group asked again waits for
+ * one more run) and starts waiting ones. */
+static void worker_tick(void *vctx, const ocp_pool_conf *pc)
+{
+    pool_ctx *c = vctx;
+    int ended = 0;
+    for (int i = 0; i < c->npdfs;) {
+        pdf_group *g = &c->pdfs[i];
+        if (g->pid <= 0 || waitpid(g->pid, NULL, WNOHANG) <= 0) {
+            i++;
+            continue;
+        }
+        ended = 1;
+        if (g->again) {
+            g->pid = 0;
+            g->again = 0;
+            i++;
+        } else {
+            pdf_drop(c, i);
+        }
+    }
+    if (ended)
+        pdf_start_waiting(c, pc);
+}
+
+/* The node stops: running jobs are ended (a job killed leaves at most its temporary file,
+ * never a part of out). */
+static void worker_stop(void *vctx)
+{
+    pool_ctx *c = vctx;
+    for (int i = 0; i < c->npdfs; i++) {
+        if (c->pdfs[i].pid > 0) {
+            kill(c->pdfs[i].pid, SIGKILL);
+            while (waitpid(c->pdfs[i].pid, NULL, 0) < 0 && errno == EINTR) {
+            }
+        }
+    }
+    while (c->npdfs)
+        pdf_drop(c, c->npdfs - 1);
+    free(c->pdfs);
+    c->pdfs = NULL;
+    free(c->refused);
+    c->refused = NULL;
+}
+
+/* SIGHUP for `worker`: the same command line, over a fresh file and environment. */
 static int worker_reload(void *vctx, ocp_pool_conf *pc)
 {
     pool_ctx *c = vctx, tmp;
@@ -193,6 +319,8 @@ static int worker_reload(void *vctx, ocp_pool_conf *pc)
         ocp_pool_conf_fini(pc);
         return -1;
     }
+    free(c->out_roots);
+    c->out_roots = ocp_xstrdup(ocp_config_str(cfg, OCP_S_OUTPUT_ROOT));
     return 0;
 }
 
@@ -221,13 +349,20 @@ int ocp_cmd_worker(int argc, char **argv)
         ocp_pool_conf pc;
         ocp_pool_conf_from_config(&pc, cfg);
         c.url = url;
-        ocp_pool_hooks hooks = {.ctx = &c, .reload = worker_reload, .page_stored = worker_page};
+        c.out_roots = ocp_xstrdup(ocp_config_str(cfg, OCP_S_OUTPUT_ROOT));
+        ocp_pool_hooks hooks = {.ctx = &c,
+                                .reload = worker_reload,
+                                .page_stored = worker_page,
+                                .tick = worker_tick,
+                                .stop = worker_stop};
         rc = worker_roots(&pc, cfg, url); /* said on stderr when not 0 */
         if (rc == 0 && ocp_pool_run(&pc, url, &hooks, err, sizeof err)) {
             fprintf(stderr, "ocrpool: worker: %s\n", err);
             rc = OCP_EXIT_FAILED;
         }
         ocp_pool_conf_fini(&pc);
+        worker_stop(&c); /* an error before the loop ran */
+        free(c.out_roots);
     }
     ocp_config_destroy(cfg);
     free(pos);

@@ -226,9 +226,18 @@ int ocp_read_fd(int fd, size_t max, char **out, size_t *outlen)
 
 int ocp_write_file(const char *path, const void *buf, size_t len)
 {
-    char *tmp = ocp_xasprintf("%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int err = 0;
+    /* The temporary file beside path gets a fresh, unguessable name and is made new
+     * (O_EXCL, O_NOFOLLOW): a name or symlink planted there is never written through. */
+    char *tmp = NULL, id[37];
+    int fd = -1, err = 0;
+    for (int k = 0; k < 8 && fd < 0; k++) {
+        free(tmp);
+        ocp_uuid4(id);
+        tmp = ocp_xasprintf("%s.tmp.%s", path, id);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd < 0) {
         err = -errno;
         goto out;

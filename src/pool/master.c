@@ -232,6 +232,8 @@ static int run(master *m, char *err, size_t errlen)
             break;
         ocp__sidecar_tend(m);
         ocp__recog_tend(m);
+        if (m->hooks && m->hooks->tick)
+            m->hooks->tick(m->hooks->ctx, &m->pc);
         ocp__spawn_missing(m);
         ocp__dispatch(m);
         if (ended(m))
@@ -248,6 +250,8 @@ static int run(master *m, char *err, size_t errlen)
 static void shutdown_node(master *m)
 {
     ocp__sidecar_stop(m);
+    if (m->hooks && m->hooks->stop)
+        m->hooks->stop(m->hooks->ctx);
     ocp__recog_stop(m); /* they end as their sockets close; their zygote reaps them */
     for (worker *w = m->workers, *next; w; w = next) {
         next = w->next;

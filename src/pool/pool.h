@@ -126,9 +126,13 @@ typedef struct ocp_pool_hooks {
     int (*reload)(void *ctx, ocp_pool_conf *pc);
     /* A page's result was stored (DONE): its group (NULL = none), its payload as leased
      * (borrowed) and the pool's settings. Runs in the master's loop: it must not block
-     * (worker: a document's searchable PDF, app/output.h ocp_app_pdf_spawn). */
+     * (worker: a document's searchable PDF, app/output.h ocp_app_pdf_start). */
     void (*page_stored)(void *ctx, const ocp_pool_conf *pc, const char *group,
                         const json_t *payload);
+    /* After each turn of the master's loop (reaping what page_stored started), and once
+     * when the node stops (ending it). */
+    void (*tick)(void *ctx, const ocp_pool_conf *pc);
+    void (*stop)(void *ctx);
 } ocp_pool_hooks;
 
 /*

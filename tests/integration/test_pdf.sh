@@ -376,20 +376,30 @@ redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --app
     --daemonize no >"$TMP/redis.log" 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+# Reads under $F and $TMP/celery; writes PDFs under $TMP/celery/out only.
+mkdir -p "$TMP/celery/out"
 OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "$RURL" -c 2 --allow-root "$F:$TMP/celery" \
-    >"$TMP/worker.log" 2>&1 &
-PIDS+=("$!")
+    --output-root "$TMP/celery/out" >"$TMP/worker.log" 2>&1 &
+WPID=$!
+PIDS+=("$WPID")
 wait_log "$TMP/worker.log" "node .*workers" 30
-$PY - "$RURL" "$F/book-scan.pdf" "$TMP/celery" <<'PY' || _failed=1
-import os, subprocess, sys, time
+$PY - "$RURL" "$F/book-scan.pdf" "$TMP/celery" "$F" <<'PY' || _failed=1
+import filecmp, os, shutil, subprocess, sys, time
 from celery import Celery, group
-url, book, out = sys.argv[1:4]
+url, book, tmp, fix = sys.argv[1:5]
+out = tmp + "/out"
 app = Celery("client", broker=url, backend=url)
 TASK = "ocrpool.ocr_page"
 
 def check(name, ok, detail=""):
     print(("ok - " if ok else "not ok - ") + name + ("" if ok else "  # %r" % (detail,)))
     return ok
+
+def send_book(gid, pdf, src=book):
+    """All 4 pages of src as group gid, each naming pdf; waits until they are done."""
+    rs = [app.send_task(TASK, args=[src, "eng"], kwargs={"page": i, "output_pdf": pdf},
+                        group_id=gid) for i in range(1, 5)]
+    return [r.get(timeout=300) for r in rs]
 
 pdf = out + "/book.pdf"
 g = group(app.signature(TASK, args=[book, "eng+san"], kwargs={"page": i, "output_pdf": pdf})
@@ -405,20 +415,59 @@ check("Celery output_pdf: qpdf --check clean", chk.returncode == 0 and "warning"
 for n in range(1, 5):
     got = subprocess.run(["pdftotext", "-f", str(n), "-l", str(n), pdf, "-"], capture_output=True, text=True).stdout
     check("Celery output_pdf: page %d's layer is page %d's text" % (n, n), got.split() == texts[n - 1].split(), (got[:80], texts[n - 1][:80]))
-# Outside --allow-root: nothing written, said in the node's log.
+check("Celery output_pdf: nothing else left in the folder (no temporary file)",
+      sorted(os.listdir(out)) == ["book.pdf"], os.listdir(out))
+
+# Each case below sends all 4 pages, so that only the output check can stop the write.
 bad = "/var/tmp/ocrpool-test-%d.pdf" % os.getpid()
-app.send_task(TASK, args=[book, "eng"], kwargs={"page": 1, "output_pdf": bad}, group_id="g-outside")
+send_book("g-outside", bad)
+# Under --allow-root (a folder tasks read from), not under --output-root.
+readable = fix + "/ocrpool-test-%d.pdf" % os.getpid()
+send_book("g-readroot", readable)
+# The last component a symlink to a file outside the roots.
+victim = tmp + "/victim.txt"
+open(victim, "w").write("keep")
+link = out + "/link.pdf"
+os.symlink(victim, link)
+send_book("g-symlink", link)
+# A file there already (not made by this group), and the task's own source.
+there = out + "/there.pdf"
+open(there, "w").write("keep")
+send_book("g-there", there)
+src = out + "/source.pdf"
+shutil.copyfile(book, src)
+send_book("g-source", src, src)
 r = app.send_task(TASK, args=[book, "eng"], kwargs={"page": 1, "output_pdf": "book.pdf"})
 try:
     r.get(timeout=120)
     check("Celery output_pdf: a relative path is refused (ValueError)", False)
 except Exception as e:
     check("Celery output_pdf: a relative path is refused (ValueError)", type(e).__name__ == "ValueError" and "absolute path" in str(e), repr(e))
-time.sleep(1)
-check("Celery output_pdf: a folder outside --allow-root: nothing written", not os.path.exists(bad))
+time.sleep(3)  # a job that would write has had its time
+check("Celery output_pdf: a folder outside --output-root: nothing written", not os.path.exists(bad))
+check("Celery output_pdf: a folder under --allow-root only: nothing written", not os.path.exists(readable))
+if os.path.exists(readable):
+    os.unlink(readable)
+check("Celery output_pdf: a symlink at the path: left as it is, its target untouched",
+      os.path.islink(link) and open(victim, "rb").read() == b"keep", (os.path.islink(link), open(victim, "rb").read()[:20]))
+check("Celery output_pdf: a file at the path: not replaced", open(there, "rb").read() == b"keep")
+check("Celery output_pdf: the source at the path: not replaced", filecmp.cmp(src, book, shallow=False))
+check("Celery output_pdf: no temporary file left",
+      sorted(os.listdir(out)) == ["book.pdf", "link.pdf", "source.pdf", "there.pdf"], os.listdir(out))
 PY
-check "Celery output_pdf outside --allow-root: said in the node's log" \
-    wait_log "$TMP/worker.log" "output_pdf /var/tmp/.*not under --allow-root" 30
+check "Celery output_pdf outside --output-root: said in the node's log" \
+    wait_log "$TMP/worker.log" "group g-outside: no PDF: output_pdf /var/tmp/.*not under --output-root" 30
+check "Celery output_pdf under --allow-root only: said in the node's log" \
+    wait_log "$TMP/worker.log" "group g-readroot: no PDF: .*not under --output-root" 30
+check "Celery output_pdf over a symlink: said in the node's log" \
+    wait_log "$TMP/worker.log" "group g-symlink: no PDF: .*never replaces a file" 30
+check "Celery output_pdf: a refused group is said once, not once per page" \
+    test "$(grep -c 'group g-there: no PDF' "$TMP/worker.log")" = 1
+check "Celery output_pdf: the book's PDF made once" \
+    test "$(grep -c 'searchable PDF .*/out/book.pdf' "$TMP/worker.log")" = 1
+# Jobs are the node's children, reaped in its loop: none is left a zombie.
+check "Celery output_pdf: no PDF job left unreaped" \
+    test -z "$(ps --ppid "$WPID" -o stat= | grep Z)"
 
 # ---- pdf=1 on Redis: the API without workers, the node above reads its spool ----------
 # (under that node's --allow-root). The sweep tells a finished page from one not started
