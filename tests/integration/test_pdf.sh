@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 F=$FIXTURES
 for tool in qpdf pdftotext pdfimages pdfinfo; do
     if ! command -v $tool >/dev/null; then
-        echo "ok - skipped: $tool is not installed (scripts/install-deps.sh)"
+        skip "$tool is not installed (scripts/install-deps.sh)"
         exit 0
     fi
 done
@@ -366,7 +366,7 @@ PY
 # ---- Celery: output_pdf, the document's PDF written by the node -------------------------
 PY=/usr/bin/python3 # Debian's, with python3-celery
 if ! command -v redis-server >/dev/null || ! $PY -c 'import celery, redis' 2>/dev/null; then
-    echo "ok - skipped: Celery output_pdf: redis-server and python3-celery are not installed"
+    skip "Celery output_pdf: redis-server and python3-celery are not installed"
     finish
 fi
 RPORT=$(freeport)
