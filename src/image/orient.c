@@ -461,27 +461,43 @@ int ocp_orient_deskew(ocp_page_image *img, double skew, ocp_orient_xform *x)
         return -ENOMEM;
     const unsigned char *src = img->pixels;
     double cx1 = w1 / 2.0, cy1 = h1 / 2.0, cx2 = w2 / 2.0, cy2 = h2 / 2.0;
+    /* The inverse rotation gives each pixel's source point, stepping by (c, -s) along a
+     * row; in 16.16 fixed point, the pixel-centre grid offset by half a pixel. Bilinear,
+     * white outside the page. */
+    const int64_t one = 1 << 16, dxs = llround(c * one), dys = llround(-s * one);
     for (int j = 0; j < h2; j++) {
-        double dy = j + 0.5 - cy2;
-        for (int i = 0; i < w2; i++) {
-            double dx = i + 0.5 - cx2;
-            /* The inverse rotation gives the source point; its pixel-centre grid is offset by
-             * half a pixel. */
-            double sx = cx1 + dx * c + dy * s - 0.5, sy = cy1 - dx * s + dy * c - 0.5;
-            int x0 = (int)floor(sx), y0 = (int)floor(sy);
-            double fx = sx - x0, fy = sy - y0;
-            unsigned char *o = dst + ((size_t)j * w2 + i) * b;
-            for (int ch = 0; ch < b; ch++) {
-                double v = 0;
-                for (int q = 0; q < 4; q++) {
-                    int xi = x0 + (q & 1), yi = y0 + (q >> 1);
-                    double wgt = ((q & 1) ? fx : 1 - fx) * ((q >> 1) ? fy : 1 - fy);
-                    int p = (xi < 0 || yi < 0 || xi >= w1 || yi >= h1)
-                                ? 255
-                                : src[((size_t)yi * w1 + xi) * b + ch];
-                    v += wgt * p;
+        double dy = j + 0.5 - cy2, dx = 0.5 - cx2;
+        int64_t sx = llround((cx1 + dx * c + dy * s - 0.5) * one);
+        int64_t sy = llround((cy1 - dx * s + dy * c - 0.5) * one);
+        unsigned char *o = dst + (size_t)j * w2 * b;
+        for (int i = 0; i < w2; i++, sx += dxs, sy += dys, o += b) {
+            int64_t x0 = sx >> 16, y0 = sy >> 16, fx = sx & (one - 1), fy = sy & (one - 1);
+            if (x0 >= 0 && y0 >= 0 && x0 + 1 < w1 && y0 + 1 < h1) {
+                const unsigned char *p = src + ((size_t)y0 * w1 + (size_t)x0) * b;
+                const unsigned char *q = p + (size_t)w1 * b;
+                for (int ch = 0; ch < b; ch++) {
+                    int64_t top = p[ch] * (one - fx) + p[ch + b] * fx;
+                    int64_t bot = q[ch] * (one - fx) + q[ch + b] * fx;
+                    o[ch] = (unsigned char)((top * (one - fy) + bot * fy + (one << 15)) >> 32);
                 }
-                o[ch] = (unsigned char)lround(v < 0 ? 0 : v > 255 ? 255 : v);
+                continue;
+            }
+            if (x0 < -1 || y0 < -1 || x0 >= w1 || y0 >= h1) {
+                memset(o, 255, (size_t)b);
+                continue;
+            }
+            /* The page's edge: the taps outside it are white. */
+            for (int ch = 0; ch < b; ch++) {
+                int64_t v = 0;
+                for (int k = 0; k < 4; k++) {
+                    int64_t xi = x0 + (k & 1), yi = y0 + (k >> 1);
+                    int64_t wx = (k & 1) ? fx : one - fx, wy = (k >> 1) ? fy : one - fy;
+                    int px = (xi < 0 || yi < 0 || xi >= w1 || yi >= h1)
+                                 ? 255
+                                 : src[((size_t)yi * w1 + (size_t)xi) * b + ch];
+                    v += px * wx * wy;
+                }
+                o[ch] = (unsigned char)((v + (one << 31)) >> 32);
             }
         }
     }
