@@ -385,9 +385,9 @@ static void render_alto(const ocp_result *r, ocp_sb *out)
     ocp_sb_puts(out, "</fileName>\n  </sourceImageInformation>\n  <OCRProcessing ID=\"OCR_0\">\n"
                      "   <ocrProcessingStep>\n");
     if (r->rotation || r->skew != 0)
-        ocp_sb_printf(out,
-                      "    <processingStepSettings>rotation %d; skew %.2f</processingStepSettings>\n",
-                      r->rotation, r->skew);
+        ocp_sb_printf(
+            out, "    <processingStepSettings>rotation %d; skew %.2f</processingStepSettings>\n",
+            r->rotation, r->skew);
     ocp_sb_puts(out, "    <processingSoftware>\n"
                      "     <softwareName>ocrpool ");
     ocp_sb_put_xml(out, r->engine ? r->engine : "");

@@ -42,10 +42,17 @@ static void turn_fwd(int deg, int w0, int h0, double *px, double *py)
 {
     double x = *px, y = *py;
     switch (deg) {
-    case 90: *px = h0 - y, *py = x; break;
-    case 180: *px = w0 - x, *py = h0 - y; break;
-    case 270: *px = y, *py = w0 - x; break;
-    default: break;
+    case 90:
+        *px = h0 - y, *py = x;
+        break;
+    case 180:
+        *px = w0 - x, *py = h0 - y;
+        break;
+    case 270:
+        *px = y, *py = w0 - x;
+        break;
+    default:
+        break;
     }
 }
 
@@ -53,10 +60,17 @@ static void turn_back(int deg, int w0, int h0, double *px, double *py)
 {
     double x = *px, y = *py;
     switch (deg) {
-    case 90: *px = y, *py = h0 - x; break;
-    case 180: *px = w0 - x, *py = h0 - y; break;
-    case 270: *px = w0 - y, *py = x; break;
-    default: break;
+    case 90:
+        *px = y, *py = h0 - x;
+        break;
+    case 180:
+        *px = w0 - x, *py = h0 - y;
+        break;
+    case 270:
+        *px = w0 - y, *py = x;
+        break;
+    default:
+        break;
     }
 }
 
@@ -65,7 +79,8 @@ static void turn_back(int deg, int w0, int h0, double *px, double *py)
 static void skew_map(const ocp_orient_xform *x, int dir, double *px, double *py)
 {
     double a = x->skew * M_PI / 180.0, c = cos(a), s = sin(a) * dir;
-    double cx_from = dir > 0 ? x->w1 / 2.0 : x->w2 / 2.0, cy_from = dir > 0 ? x->h1 / 2.0 : x->h2 / 2.0;
+    double cx_from = dir > 0 ? x->w1 / 2.0 : x->w2 / 2.0,
+           cy_from = dir > 0 ? x->h1 / 2.0 : x->h2 / 2.0;
     double cx_to = dir > 0 ? x->w2 / 2.0 : x->w1 / 2.0, cy_to = dir > 0 ? x->h2 / 2.0 : x->h1 / 2.0;
     double dx = *px - cx_from, dy = *py - cy_from;
     *px = cx_to + dx * c - dy * s;
@@ -452,7 +467,8 @@ int ocp_orient_deskew(ocp_page_image *img, double skew, ocp_orient_xform *x)
         return 0;
     double a = skew * M_PI / 180.0, c = cos(a), s = sin(a);
     int w1 = img->width, h1 = img->height, b = img->bands;
-    double fw = ceil(w1 * fabs(c) + h1 * fabs(s) - 1e-6), fh = ceil(w1 * fabs(s) + h1 * fabs(c) - 1e-6);
+    double fw = ceil(w1 * fabs(c) + h1 * fabs(s) - 1e-6),
+           fh = ceil(w1 * fabs(s) + h1 * fabs(c) - 1e-6);
     if (fw > 65535 * 2.0 || fh > 65535 * 2.0)
         return OCP_E_TOOBIG;
     int w2 = (int)fw, h2 = (int)fh;

@@ -136,6 +136,6 @@ void ocp_orient_point_fwd(const ocp_orient_xform *x, double *px, double *py);
 /* Lines of the band the recognizer reads to tell up from down, and the mean confidence on
  * them (0..100) above which the page as it stands needs no second reading. */
 #define OCP_ORIENT_BAND_LINES 2
-#define OCP_ORIENT_SURE_CONF 80.0
+#define OCP_ORIENT_SURE_CONF  80.0
 
 #endif

@@ -77,12 +77,12 @@ int ocp_page_orient(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img
     if (rc == 0 && t->orient->rotate_pages && ln.found && eng)
         rc = up_or_down(eng, t, img, x);
     t2 = ocp_now();
+    const char *axis = !ln.found ? "not found" : ln.vertical ? "vertical" : "horizontal";
     OCP_LOG(OCP_LOG_DEBUG,
             "orientation: lines %s (sharper by %.2f), skew %.2f; band read at %.1f as it "
             "stood, %.1f turned; turned %d, straightened %.2f; %.0f + %.0f ms",
-            !ln.found ? "not found" : ln.vertical ? "vertical" : "horizontal", ln.ratio, ln.skew,
-            x->conf_as_is, x->conf_turned, x->rotation, x->skew, (t1 - t0) * 1000.0,
-            (t2 - t1) * 1000.0);
+            axis, ln.ratio, ln.skew, x->conf_as_is, x->conf_turned, x->rotation, x->skew,
+            (t1 - t0) * 1000.0, (t2 - t1) * 1000.0);
     if (rc)
         return ocp_errf(rc, err, errlen, "not enough memory to turn the page upright");
     return 0;
