@@ -471,6 +471,11 @@ int ocp_orient_deskew(ocp_page_image *img, double skew, ocp_orient_xform *x)
            fh = ceil(w1 * fabs(s) + h1 * fabs(c) - 1e-6);
     if (fw > 65535 * 2.0 || fh > 65535 * 2.0)
         return OCP_E_TOOBIG;
+    /* A long thin page tilted would need a canvas many times its size: such a page is
+     * read as it is rather than given memory its estimate never counted (a square page's
+     * canvas at 15 degrees is 1.5 times the page). */
+    if (fw * fh > 2.0 * w1 * h1 + 4096.0)
+        return OCP_E_TOOBIG;
     int w2 = (int)fw, h2 = (int)fh;
     unsigned char *dst = g_try_malloc((size_t)w2 * h2 * b);
     if (!dst)

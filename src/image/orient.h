@@ -98,7 +98,8 @@ double ocp_orient_find_skew(const ocp_page_image *img, double max_deg);
  * Rotates img's pixels clockwise by skew degrees (undoing an anticlockwise
  * tilt) onto a canvas that holds the whole page, white where the page was
  * not; the old buffer is freed at once. Records it in x. Returns 0, or
- * -ENOMEM / OCP_E_TOOBIG (a canvas past the pixel types) with img unchanged.
+ * -ENOMEM, or OCP_E_TOOBIG (a canvas over twice the page's pixels: a long thin
+ * page), with img and x unchanged.
  */
 int ocp_orient_deskew(ocp_page_image *img, double skew, ocp_orient_xform *x);
 

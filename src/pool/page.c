@@ -71,8 +71,14 @@ int ocp_page_orient(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img
         ln.skew = ocp_orient_find_skew(img, OCP_ORIENT_MAX_SKEW);
     if (ln.vertical)
         rc = ocp_orient_turn(img, 90, x);
-    if (rc == 0 && t->orient->deskew && fabs(ln.skew) >= OCP_ORIENT_MIN_SKEW)
+    if (rc == 0 && t->orient->deskew && fabs(ln.skew) >= OCP_ORIENT_MIN_SKEW) {
         rc = ocp_orient_deskew(img, ln.skew, x);
+        if (rc == OCP_E_TOOBIG) { /* a long thin page: read tilted */
+            OCP_LOG(OCP_LOG_INFO, "page %dx%d not straightened (%.2f degrees): its canvas "
+                    "would be over twice its size", img->width, img->height, ln.skew);
+            rc = 0;
+        }
+    }
     t1 = ocp_now();
     if (rc == 0 && t->orient->rotate_pages && ln.found && eng)
         rc = up_or_down(eng, t, img, x);

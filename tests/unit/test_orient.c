@@ -16,6 +16,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/error.h"
 #include "engine/result.h"
 #include "image/orient.h"
 
@@ -171,6 +172,13 @@ static void test_box_back_clips(void **state)
     assert_int_equal(y1, 0);
     assert_int_equal(x2, 100);
     assert_int_equal(y2, 50);
+    /* A long thin page is not given a canvas many times its size. */
+    ocp_page_image thin = page(2000, 20);
+    ocp_orient_xform tx;
+    ocp_orient_xform_init(&tx, 2000, 20);
+    assert_int_equal(ocp_orient_deskew(&thin, 10, &tx), OCP_E_TOOBIG);
+    assert_true(thin.width == 2000 && tx.skew == 0 && tx.w2 == 2000);
+    ocp_page_image_fini(&thin);
     /* 90 or 270 after a deskew does not compose. */
     assert_int_equal(ocp_orient_turn(&img, 90, &x), -EINVAL);
     ocp_page_image_fini(&img);
