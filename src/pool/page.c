@@ -74,8 +74,10 @@ int ocp_page_orient(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img
     if (rc == 0 && t->orient->deskew && fabs(ln.skew) >= OCP_ORIENT_MIN_SKEW) {
         rc = ocp_orient_deskew(img, ln.skew, x);
         if (rc == OCP_E_TOOBIG) { /* a long thin page: read tilted */
-            OCP_LOG(OCP_LOG_INFO, "page %dx%d not straightened (%.2f degrees): its canvas "
-                    "would be over twice its size", img->width, img->height, ln.skew);
+            OCP_LOG(OCP_LOG_INFO,
+                    "page %dx%d not straightened (%.2f degrees): its canvas would be over "
+                    "twice its size",
+                    img->width, img->height, ln.skew);
             rc = 0;
         }
     }
