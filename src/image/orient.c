@@ -280,11 +280,11 @@ static int ink_points(const ocp_page_image *img, int f, int max_points, ink *out
 /* How sharp the rows of ink are when the page is tilted deg anticlockwise: the ink of a
  * line rising to the right lies on y + x tan(deg) = const; the sum of squared differences
  * of neighbouring rows' counts (Leptonica's measure) peaks when the rows follow the lines. */
-static double sharpness(const ink *k, double deg, long *bins, int nbins, int off)
+static double sharpness(const ink *k, double deg, long *bins, int nbins, int off, int stride)
 {
     double t = tan(deg * M_PI / 180.0);
     memset(bins, 0, sizeof *bins * (size_t)nbins);
-    for (int i = 0; i < k->n; i++) {
+    for (int i = 0; i < k->n; i += stride) {
         int b = (int)lround(k->y[i] + k->x[i] * t) + off;
         if (b >= 0 && b < nbins)
             bins[b]++;
@@ -315,24 +315,28 @@ static double sweep(const ink *k, double max_deg, double *best_s, int *stands_ou
     *stands_out = 0;
     if (!bins)
         return 0;
+    /* The coarse sweep looks at every fourth point: the rows of a page's lines stand out
+     * from a quarter of its ink as well, in a quarter of the time. */
     for (double a = -max_deg; a <= max_deg + 1e-9 && nc < 128; a += 0.5) {
-        double s = sharpness(k, a, bins, nbins, off);
+        double s = sharpness(k, a, bins, nbins, off, 4);
         coarse[nc++] = s;
         if (s > *best_s)
             *best_s = s, best = a;
     }
     double centre = best;
+    qsort(coarse, (size_t)nc, sizeof *coarse, cmp_double);
+    *stands_out = *best_s >= 1.5 * coarse[nc / 2];
+    /* The fine sweep on every point; its best sharpness is what the axes compare. */
+    *best_s = -1;
     for (double a = centre - 0.5; a <= centre + 0.5 + 1e-9; a += 0.05) {
         if (fabs(a) > max_deg + 1e-9)
             continue;
-        double s = sharpness(k, a, bins, nbins, off);
+        double s = sharpness(k, a, bins, nbins, off, 1);
         if (s > *best_s)
             *best_s = s, best = a;
     }
-    qsort(coarse, (size_t)nc, sizeof *coarse, cmp_double);
-    *stands_out = *best_s >= 1.5 * coarse[nc / 2];
     free(bins);
-    return round(best * 100.0) / 100.0;
+    return round(best * 100.0) / 100.0 + 0.0; /* never -0 */
 }
 
 /* k turned 90 degrees clockwise, in place: the columns become rows. */

@@ -17,7 +17,7 @@
  * Only what the recognizer sees is turned: every output image and every box
  * stays in the original page's pixels. Which way is up is not told here (the
  * ink's geometry shows the lines' axis, not their top): the page's
- * recognizer reads a band of lines both ways (pool/page.c).
+ * recognizer reads a line of the page both ways (pool/page.c).
  */
 #ifndef OCP_IMAGE_ORIENT_H
 #define OCP_IMAGE_ORIENT_H
@@ -136,7 +136,7 @@ void ocp_orient_point_fwd(const ocp_orient_xform *x, double *px, double *py);
 #define OCP_ORIENT_AXIS_RATIO 1.3
 /* Lines of the band the recognizer reads to tell up from down, and the mean confidence on
  * them (0..100) above which the page as it stands needs no second reading. */
-#define OCP_ORIENT_BAND_LINES 2
-#define OCP_ORIENT_SURE_CONF  80.0
+#define OCP_ORIENT_BAND_LINES 1
+#define OCP_ORIENT_SURE_CONF  70.0
 
 #endif

@@ -47,7 +47,7 @@ void ocp_page_finish(ocp_result *res, ocp_page_image *img, const ocp_orient_xfor
 /*
  * Turns img upright and straight as t->orient says, recording what was done in x (set to
  * "nothing done" first): rotate-pages finds the axis of its lines from the ink
- * (image/orient.h) and up from down by eng's confidence on a band of lines read both ways
+ * (image/orient.h) and up from down by eng's confidence on a line of it read both ways
  * (a half turn taken when it wins by rotate-pages-threshold points); deskew straightens
  * the lines' tilt. Each step replaces img's pixels and frees the old ones at once.
  * Returns 0, or a negative code with the reason in err (memory).
