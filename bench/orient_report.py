@@ -64,8 +64,9 @@ def variant(name):
 
 rows = {}
 orient = {"ours": [0, 0], "osd": [0, 0]}
+osd_lang = {}
 wrong = []
-times = {"off": [], "on": [], "lines": [], "band": []}
+times = {}  # (lang, kind) -> lists
 for f in sorted(glob.glob(os.path.join(work, "in", "*.png"))):
     name = os.path.basename(f)[:-4]
     lang, page, render, kind, want = variant(name)
@@ -75,6 +76,7 @@ for f in sorted(glob.glob(os.path.join(work, "in", "*.png"))):
         txt = norm(open(os.path.join(work, mode, name + ".txt"), encoding="utf-8").read())
         r.setdefault((kind, mode), []).append(1 - min(1.0, cer(ref, txt)))
     j = json.load(open(os.path.join(work, "on", name + ".json"), encoding="utf-8"))
+    off = json.load(open(os.path.join(work, "off", name + ".json"), encoding="utf-8"))
     orient["ours"][1] += 1
     if j["rotation"] == want:
         orient["ours"][0] += 1
@@ -83,15 +85,18 @@ for f in sorted(glob.glob(os.path.join(work, "in", "*.png"))):
     if kind != "tilted":
         osd = os.path.join(work, "osd", name + ".rot")
         got = open(osd).read().strip() if os.path.exists(osd) else ""
+        right = got != "" and int(got) == want
         orient["osd"][1] += 1
-        orient["osd"][0] += got != "" and int(got) == want
-    if kind == "upright":
-        off = json.load(open(os.path.join(work, "off", name + ".json"), encoding="utf-8"))
-        times["off"].append(off["elapsed_ms"])
-        times["on"].append(j["elapsed_ms"])
-        if j["id"] in steps:
-            times["lines"].append(steps[j["id"]][0])
-            times["band"].append(steps[j["id"]][1])
+        orient["osd"][0] += right
+        ol = osd_lang.setdefault(lang, [0, 0])
+        ol[0] += right
+        ol[1] += 1
+    t = times.setdefault((lang, kind), {"off": [], "on": [], "lines": [], "band": []})
+    t["off"].append(off["elapsed_ms"])
+    t["on"].append(j["elapsed_ms"])
+    if j["id"] in steps:
+        t["lines"].append(steps[j["id"]][0])
+        t["band"].append(steps[j["id"]][1])
 
 print("1 - CER (mean over pages), rotate-pages and deskew off -> on")
 print("%-4s %-9s %-17s %-17s %-17s" % ("lang", "render", "upright", "turned 90/180/270", "tilted -5..+10"))
@@ -100,15 +105,20 @@ for (lang, render), r in sorted(rows.items()):
     for kind in ("upright", "turned", "tilted"):
         cells.append("%.3f -> %.3f" % (statistics.mean(r[(kind, "off")]), statistics.mean(r[(kind, "on")])))
     print("%-4s %-9s %-17s %-17s %-17s" % (lang, render, *cells))
-print("orientation right: ours %d/%d (%.1f %%), the osd model %d/%d (%.1f %%) of the upright and turned"
+print("orientation right: ours %d/%d (%.1f %%); the osd model %d/%d (%.1f %%) of the upright and "
+      "turned (%s)"
       % (orient["ours"][0], orient["ours"][1], 100.0 * orient["ours"][0] / orient["ours"][1],
-         orient["osd"][0], orient["osd"][1], 100.0 * orient["osd"][0] / max(1, orient["osd"][1])))
+         orient["osd"][0], orient["osd"][1], 100.0 * orient["osd"][0] / max(1, orient["osd"][1]),
+         ", ".join("%s %d/%d" % (l, *osd_lang[l]) for l in sorted(osd_lang))))
 for w in wrong:
     print("  wrong: " + w)
-if times["off"]:
-    base = statistics.mean(times["off"])
-    print("upright page: %.0f ms with both off, %.0f ms on (+%.1f %%); steps: lines, skew and deskew "
-          "%.0f ms (%.1f %%), up or down %.0f ms (%.1f %%)"
-          % (base, statistics.mean(times["on"]), 100 * (statistics.mean(times["on"]) / base - 1),
-             statistics.mean(times["lines"] or [0]), 100 * statistics.mean(times["lines"] or [0]) / base,
-             statistics.mean(times["band"] or [0]), 100 * statistics.mean(times["band"] or [0]) / base))
+print("time per page (mean): both off, on; the steps from the worker's log, share of the page "
+      "with both off (an upright page's off and on read the same text; a turned or tilted "
+      "page's off reading is of another, wrong text)")
+for (lang, kind), t in sorted(times.items()):
+    base = statistics.mean(t["off"])
+    lines, band = statistics.mean(t["lines"] or [0]), statistics.mean(t["band"] or [0])
+    print("%-4s %-8s %5.0f ms, %5.0f ms; lines, skew, deskew %3.0f ms (%4.1f %%), up or down "
+          "%3.0f ms (%4.1f %%): steps %4.1f %%"
+          % (lang, kind, base, statistics.mean(t["on"]), lines, 100 * lines / base, band,
+             100 * band / base, 100 * (lines + band) / base))
