@@ -160,6 +160,7 @@ bench: deps
 	@BUILD=$(BUILD) bench/celery.sh
 	@BUILD=$(BUILD) bench/lstm.sh
 	@BUILD=$(BUILD) bench/recognizer.sh
+	@BUILD=$(BUILD) bench/orient.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

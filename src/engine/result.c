@@ -101,6 +101,24 @@ void ocp_result_rescale(ocp_result *r, double sx, double sy, int w, int h)
     r->height = h;
 }
 
+static ocp_box box_back(const ocp_orient_xform *x, ocp_box b)
+{
+    ocp_orient_box_back(x, &b.x1, &b.y1, &b.x2, &b.y2);
+    return b;
+}
+
+void ocp_result_turn_back(ocp_result *r, const ocp_orient_xform *x)
+{
+    r->rotation = x->rotation;
+    r->skew = x->skew;
+    if (x->rotation == 0 && x->skew == 0)
+        return;
+    for (size_t i = 0; i < r->n_lines; i++)
+        r->lines[i].bbox = box_back(x, r->lines[i].bbox);
+    for (size_t i = 0; i < r->n_words; i++)
+        r->words[i].bbox = box_back(x, r->words[i].bbox);
+}
+
 static const struct {
     int fmt;
     const char *name, *ext;
@@ -172,6 +190,8 @@ json_t *ocp_result_json(const ocp_result *r)
     json_object_set_new(o, "page", json_integer(r->page));
     json_object_set_new(o, "width", json_integer(r->width));
     json_object_set_new(o, "height", json_integer(r->height));
+    json_object_set_new(o, "rotation", json_integer(r->rotation));
+    json_object_set_new(o, "skew", json_real(round(r->skew * 100.0) / 100.0));
     json_object_set_new(o, "lang", str_or_null(r->lang));
     json_object_set_new(o, "engine", str_or_null(r->engine));
     json_object_set_new(o, "text", json_string(r->text ? r->text : ""));
@@ -297,7 +317,14 @@ static void render_hocr(const ocp_result *r, ocp_sb *out)
                      "ocr_par ocr_line ocrx_word ocrp_wconf\"/>\n </head>\n <body>\n");
     ocp_sb_printf(out, "  <div class=\"ocr_page\" id=\"page_%d\" title=\"image &quot;", p);
     ocp_sb_put_xml(out, r->source ? r->source : "");
-    ocp_sb_printf(out, "&quot;; bbox 0 0 %d %d; ppageno %d\">\n", r->width, r->height, p - 1);
+    ocp_sb_printf(out, "&quot;; bbox 0 0 %d %d; ppageno %d", r->width, r->height, p - 1);
+    /* The page was read turned: its text stands at textangle (anticlockwise, hOCR's sense)
+     * on the page, and x_skew says how far its lines were tilted (ocrpool's own property). */
+    if (r->rotation)
+        ocp_sb_printf(out, "; textangle %d", r->rotation);
+    if (r->skew != 0)
+        ocp_sb_printf(out, "; x_skew %.2f", r->skew);
+    ocp_sb_puts(out, "\">\n");
     size_t i = 0;
     int wn = 0, ln = 0;
     while (i < r->n_lines) {
@@ -356,7 +383,12 @@ static void render_alto(const ocp_result *r, ocp_sb *out)
                      "  <sourceImageInformation>\n   <fileName>");
     ocp_sb_put_xml(out, r->source ? r->source : "");
     ocp_sb_puts(out, "</fileName>\n  </sourceImageInformation>\n  <OCRProcessing ID=\"OCR_0\">\n"
-                     "   <ocrProcessingStep>\n    <processingSoftware>\n"
+                     "   <ocrProcessingStep>\n");
+    if (r->rotation || r->skew != 0)
+        ocp_sb_printf(
+            out, "    <processingStepSettings>rotation %d; skew %.2f</processingStepSettings>\n",
+            r->rotation, r->skew);
+    ocp_sb_puts(out, "    <processingSoftware>\n"
                      "     <softwareName>ocrpool ");
     ocp_sb_put_xml(out, r->engine ? r->engine : "");
     ocp_sb_puts(out, "</softwareName>\n    </processingSoftware>\n   </ocrProcessingStep>\n"
@@ -371,6 +403,9 @@ static void render_alto(const ocp_result *r, ocp_sb *out)
         size_t bend = run_end(r, i, 0);
         ocp_sb_printf(out, "    <TextBlock ID=\"block_%d_%d\" ", p, r->lines[i].block + 1);
         alto_pos(out, union_box(r, i, bend));
+        /* ALTO's ROTATION: the block's text turned anticlockwise, in degrees. */
+        if (r->rotation)
+            ocp_sb_printf(out, " ROTATION=\"%d\"", r->rotation);
         ocp_sb_puts(out, ">\n");
         for (; i < bend; i++) {
             const ocp_line *l = &r->lines[i];
@@ -452,6 +487,8 @@ int ocp_result_from_json(ocp_result *r, const char *text)
     r->page = (int)json_integer_value(json_object_get(o, "page"));
     r->width = (int)json_integer_value(json_object_get(o, "width"));
     r->height = (int)json_integer_value(json_object_get(o, "height"));
+    r->rotation = (int)json_integer_value(json_object_get(o, "rotation"));
+    r->skew = json_number_value(json_object_get(o, "skew"));
     r->mean_conf = (float)json_number_value(json_object_get(o, "mean_confidence"));
     r->elapsed_ms = json_number_value(json_object_get(o, "elapsed_ms"));
     r->peak_rss_kb = (long)json_integer_value(json_object_get(o, "peak_rss_kb"));

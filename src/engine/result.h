@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "core/util.h"
+#include "image/orient.h"
 
 typedef struct ocp_box {
     int x1, y1, x2, y2;
@@ -39,6 +40,9 @@ typedef struct ocp_result {
     char *source;      /* file name or "-" */
     int page;          /* 1-based */
     int width, height; /* of the original page */
+    int rotation;      /* 0/90/180/270: degrees clockwise the page was turned to be read
+                          (its text is turned that many degrees anticlockwise on the page) */
+    double skew;       /* degrees the lines were tilted (anticlockwise +) and straightened */
     char *lang;
     char *engine;
     char *text; /* the engine's full text of the page */
@@ -78,6 +82,13 @@ void ocp_result_add_word(ocp_result *r, ocp_box bbox, const char *text, float co
 ocp_box ocp_box_rescale(ocp_box b, double sx, double sy, int w, int h);
 /* Rescales every box of r and sets r->width/height to w/h. */
 void ocp_result_rescale(ocp_result *r, double sx, double sy, int w, int h);
+
+/*
+ * Maps every box of r from the pixels the recognizer read (turned and deskewed as x says)
+ * back to the pixels before the turn (the box around each box's mapped corners), and
+ * records x's rotation and skew in r. Call it before ocp_result_rescale.
+ */
+void ocp_result_turn_back(ocp_result *r, const ocp_orient_xform *x);
 
 /* Parses "txt,json,..." into a format mask; -1 on an unknown name. */
 int ocp_format_parse(const char *list);

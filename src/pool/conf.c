@@ -106,6 +106,7 @@ void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
     pc->ep.psm = (int)ocp_config_int(cfg, OCP_S_PSM);
     pc->ep.max_languages = (int)ocp_config_int(cfg, OCP_S_MAX_LANGUAGES);
     pc->lim = ocp_image_limits_from_config(cfg);
+    pc->orient = ocp_orient_conf_from_config(cfg);
     pc->soft_timeout_s = ocp_config_double(cfg, OCP_S_PAGE_TIMEOUT);
     pc->concurrency = (int)ocp_config_int(cfg, OCP_S_CONCURRENCY);
     pc->prefetch_multiplier = (int)ocp_config_int(cfg, OCP_S_PREFETCH_MULTIPLIER);

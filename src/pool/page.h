@@ -10,6 +10,7 @@
 
 #include "engine/engine.h"
 #include "image/image.h"
+#include "image/orient.h"
 
 /* One page to do. Open type; strings are borrowed. */
 typedef struct ocp_page_task {
@@ -19,6 +20,8 @@ typedef struct ocp_page_task {
     const char *lang;
     double timeout_s;
     int keep_peak; /* the caller reset the peak RSS already (do not reset it again) */
+    /* rotate-pages and deskew (NULL = neither). Borrowed. */
+    const ocp_orient_conf *orient;
 } ocp_page_task;
 
 /*
@@ -32,12 +35,25 @@ int ocp_page_run(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_resu
 
 /* The two halves of ocp_page_run, for a worker that reads several pages together: load
  * fills res with what t says and decodes the page into img (left empty for an engine that
- * needs no pixels); finish takes res's boxes back to the original pixels (when rc is 0),
- * frees img and sets res's time (since t0) and peak; the caller gives the freed memory back
- * (malloc_trim) once for all its pages. */
+ * needs no pixels), turned upright and deskewed as t->orient says (what was done in *x);
+ * finish takes res's boxes back to the original pixels through x and the resize (when rc is
+ * 0), frees img and sets res's time (since t0) and peak; the caller gives the freed memory
+ * back (malloc_trim) once for all its pages. */
 int ocp_page_load(ocp_engine *eng, ocp_doc *doc, const ocp_page_task *t, ocp_result *res,
-                  ocp_page_image *img, char *err, size_t errlen);
-void ocp_page_finish(ocp_result *res, ocp_page_image *img, int rc, double t0);
+                  ocp_page_image *img, ocp_orient_xform *x, char *err, size_t errlen);
+void ocp_page_finish(ocp_result *res, ocp_page_image *img, const ocp_orient_xform *x, int rc,
+                     double t0);
+
+/*
+ * Turns img upright and straight as t->orient says, recording what was done in x (set to
+ * "nothing done" first): rotate-pages finds the axis of its lines from the ink
+ * (image/orient.h) and up from down by eng's confidence on a line of it read both ways
+ * (a half turn taken when it wins by rotate-pages-threshold points); deskew straightens
+ * the lines' tilt. Each step replaces img's pixels and frees the old ones at once.
+ * Returns 0, or a negative code with the reason in err (memory).
+ */
+int ocp_page_orient(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img,
+                    ocp_orient_xform *x, char *err, size_t errlen);
 
 /*
  * A page whose task declared its size (width, height: what the master's memory estimate

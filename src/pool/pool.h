@@ -37,12 +37,14 @@
 #include "engine/engine.h"
 #include "gpu/gpu.h"
 #include "image/image.h"
+#include "image/orient.h"
 
 /* Everything the pool needs, resolved from the settings. Open type. */
 typedef struct ocp_pool_conf {
     const char *engine;
     ocp_engine_params ep;
     ocp_image_limits lim;
+    ocp_orient_conf orient; /* rotate-pages, its threshold, deskew */
     double soft_timeout_s;
     int concurrency;
     int prefetch_multiplier; /* 0 = no limit */

@@ -131,6 +131,7 @@ typedef struct wtask {
     unsigned char *inline_bytes;
     ocp_page_task t;
     ocp_page_image img;
+    ocp_orient_xform xf; /* how img was turned for the engine */
     ocp_result res;
     int rc;
     char err[600];
@@ -204,9 +205,11 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
                             .page = page,
                             .lang = wt->lang,
                             .timeout_s = soft,
-                            .keep_peak = 1};
+                            .keep_peak = 1,
+                            .orient = &pc->orient};
     ocp_log_set_task(wt->id);
-    wt->rc = ocp_page_load(wt->eng, wt->doc, &wt->t, &wt->res, &wt->img, wt->err, sizeof wt->err);
+    wt->rc = ocp_page_load(wt->eng, wt->doc, &wt->t, &wt->res, &wt->img, &wt->xf, wt->err,
+                           sizeof wt->err);
     ocp_log_set_task(NULL);
 }
 
@@ -336,7 +339,7 @@ static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t
             }
         }
         for (int i = a; i < b; i++)
-            ocp_page_finish(&wt[i].res, &wt[i].img, wt[i].rc, t0);
+            ocp_page_finish(&wt[i].res, &wt[i].img, &wt[i].xf, wt[i].rc, t0);
         /* The pages' buffers back to the system before the answers say the size after. */
         malloc_trim(0);
         for (int i = a; i < b && !rc; i++) {

@@ -83,6 +83,23 @@ vips copy "$out/_acc.v" "$out/lines.png"
 # Tesseract's peak RSS on it is about 170 MB: it crosses small memory limits for real.
 vips embed "$out/eng.png" "$out/big.png" 200 200 6000 6000 --extend white
 
+# rotate-pages and deskew (test_orient.sh): pages turned clockwise by vips rot (d90 = 90
+# degrees clockwise: read upright after a turn of 270), pages tilted by vips rotate
+# (positive = clockwise, lines falling to the right), and a blank page.
+for l in eng san tam lines; do
+    for d in 90 180 270; do
+        vips rot "$out/$l.png" "$out/$l-rot$d.png" d$d
+    done
+done
+vips rotate "$out/eng.png" "$out/eng-skew5.png" 5 --background 255
+vips rotate --background 255 -- "$out/eng.png" "$out/eng-skewm4.png" -4
+vips rotate "$out/san.png" "$out/san-skew3.png" 3 --background 255
+vips rotate "$out/lines.png" "$out/lines-skew3.png" 3 --background 255
+vips rotate "$out/eng.png" "$out/_skew.v" 4 --background 255
+vips rot "$out/_skew.v" "$out/eng-rot90-skew4.png" d90
+vips black "$out/_blank.v" 1200 900 --bands 1
+vips linear "$out/_blank.v" "$out/blank.png" 1 255 --uchar
+
 python3 "$here/mkbad.py" all "$out"
 
 # Searchable PDFs (test_pdf.sh): scans as PDFs with no text of their own, each page an
