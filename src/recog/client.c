@@ -51,6 +51,11 @@ ocp_recog_client *ocp_recog_client_create(const char *addr, size_t arena_bytes)
     return c;
 }
 
+/* The connection and its arena go together: the recognizer may still be in a forward pass
+ * of this connection's lines (we gave up on it after a time limit or a bad answer) and writes
+ * their outputs into the arena it mapped when it is done. Those writes must land in memory
+ * that no later request uses, so the next connection gets a fresh memfd; the old one is
+ * freed when the recognizer lets go of it too. */
 static void disconnect(ocp_recog_client *c)
 {
     if (c->fd >= 0)
@@ -58,6 +63,12 @@ static void disconnect(ocp_recog_client *c)
     c->fd = -1;
     ocp_proto_reader_fini(&c->rd);
     ocp_proto_reader_init(&c->rd);
+    if (c->arena)
+        munmap(c->arena, c->len);
+    c->arena = NULL;
+    if (c->memfd >= 0)
+        close(c->memfd);
+    c->memfd = -1;
 }
 
 void ocp_recog_client_destroy(ocp_recog_client *c)
@@ -66,10 +77,6 @@ void ocp_recog_client_destroy(ocp_recog_client *c)
         return;
     disconnect(c);
     ocp_proto_reader_fini(&c->rd);
-    if (c->arena)
-        munmap(c->arena, c->len);
-    if (c->memfd >= 0)
-        close(c->memfd);
     free(c);
 }
 
@@ -79,7 +86,8 @@ void ocp_recog_client_counts(const ocp_recog_client *c, long *remote, long *loca
     *local = c ? c->local : 0;
 }
 
-/* The arena, made once: sealed so that its size cannot change under the recognizer. */
+/* The arena, made once per connection (disconnect): sealed so that its size cannot change
+ * under the recognizer. */
 static int make_arena(ocp_recog_client *c)
 {
     if (c->arena)
