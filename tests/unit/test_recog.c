@@ -383,7 +383,7 @@ static void test_reconnect_fresh_arena(void **state)
     double t0 = ocp_now();
     int frc = ocp_recog_client_forward(c, "eng", f->m, 16, (const int8_t *const *)img, w, probs,
                                        steps, ocp_now() + 0.03);
-    print_message("gave up after %.3f s (steps[0] %d)\n", ocp_now() - t0, steps[0]);
+    print_message("gave up after %.3f s\n", ocp_now() - t0);
     assert_int_equal(frc, OCP_E_TIMEOUT);
     for (int i = 0; i < 16; i++) {
         free(probs[i]);
@@ -458,9 +458,9 @@ static void test_fair_share(void **state)
     fixture *f = *state;
     if (!f)
         skip();
-    /* Worker A asks for FLOOD narrow lines (60 columns); while they wait in the recognizer,
-     * worker B asks for 8 (40 columns): B's come back long before A's (batches in turn, a
-     * fair share of each), not after all of them. */
+    /* Worker A asks for FLOOD narrow lines (60 columns); while 1000 or more of them wait in
+     * the recognizer, worker B asks for 8 (40 columns): B's come back long before A's
+     * (batches in turn, a fair share of each), not after all of them. */
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
     fflush(NULL);
@@ -483,8 +483,8 @@ static void test_fair_share(void **state)
         _exit(0);
     }
     close(pfd[1]);
-    json_t *s = figures_until(f, "queued", 100, 60);
-    assert_true(json_integer_value(json_object_get(s, "queued")) >= 100);
+    json_t *s = figures_until(f, "queued", 1000, 60);
+    assert_true(json_integer_value(json_object_get(s, "queued")) >= 1000);
     json_decref(s);
     ocp_recog_client *c = ocp_recog_client_create(f->addr, 8u << 20);
     double t0 = ocp_now();
@@ -500,7 +500,9 @@ static void test_fair_share(void **state)
                   "error %g, left to A %g\n",
                   tb - t0, FLOOD, ta[1], ta[0] - tb, ta[2] > 0 ? 1.0 : 0.0, ta[2]);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    assert_true(tb < ta[0]);
+    /* After B's lines A still had more to wait than B waited (before: B's came back in the
+     * last batches of A's, after nearly all of them). */
+    assert_true(ta[0] - tb > tb - t0);
 }
 
 /* Batches of 1000 lines or after an hour: nothing is answered in time. */
