@@ -174,10 +174,12 @@ copies 5
 "$OCRPOOL" submit --broker "$Q" -l "$ML" "$TMP"/p5/*.png >/dev/null
 total=$((total + $(ls "$TMP"/p5/*.png | wc -l)))
 before=$(rec lines)
-wait_rec lines "v > $before" 30
+check "the recognizer reads lines of the second run" wait_rec lines "v > $before" 30
 rpid=$(rec pid)
 kill -9 "$rpid"
-echo "# killed recognizer $rpid after $(($(rec lines) - before)) lines of the second run"
+finished=$("$OCRPOOL" status --broker "$Q" --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['done']+d['failed']+d['buried'])")
+echo "# killed recognizer $rpid after $(($(rec lines) - before)) lines of the second run, $finished of $total pages finished"
+check "... killed mid-run (pages still to do)" test "$finished" -lt "$total"
 wait_finished "$total"
 check "recognizer killed mid-run: no page lost, none done twice, every text right" texts_right 1
 check "the master restarted it (a new pid, ready)" wait_rec state "v == 'ready'" 10
@@ -253,8 +255,12 @@ fresh
 WPID=$!
 PIDS+=("$WPID")
 wait_log "$TMP/serve.log" "recognizer 0 ready" 30
-sleep 1.5 # its first figures
-curl -s -H "Authorization: Bearer t0k" "http://127.0.0.1:$port/metrics" >"$TMP/metrics.txt"
+# Its first figures (every second; a busy machine may take longer): /metrics polled.
+for _ in $(seq 1 300); do
+    curl -s -H "Authorization: Bearer t0k" "http://127.0.0.1:$port/metrics" >"$TMP/metrics.txt"
+    grep -Eq '^ocrpool_recognizer_pss_bytes\{index="0",device="cpu"\} [1-9]' "$TMP/metrics.txt" && break
+    sleep 0.1
+done
 check "/metrics: the recognizer's PSS, lines, batch-size histogram and fallbacks" bash -c \
     "grep -Eq '^ocrpool_recognizer_pss_bytes\{index=\"0\",device=\"cpu\"\} [1-9]' '$TMP/metrics.txt' &&
      grep -q '^ocrpool_recognizer_lines_total{index=\"0\",device=\"cpu\"} ' '$TMP/metrics.txt' &&
