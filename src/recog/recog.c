@@ -457,32 +457,46 @@ static int taken_by(const qline *pick, int n, const client *c)
  * a stream of wider ones), each worker's lines capped at a fair share (the batch size over
  * the workers with lines of the model; what one does not use the others fill), at most
  * batch_lines and batch_bytes; widest first. Run, put back, the finished requests answered. */
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (const client *const *)a, y = (uintptr_t) * (const client *const *)b;
+    return (x > y) - (x < y);
+}
+
 static void run_batch(recog *r, double now)
 {
     static int turn; /* the next worker's place in r->cl (one recognizer a process) */
+    /* The workers with queued lines, sorted (a search each, not a pass over the queue). */
+    const client **owner = ocp_xcalloc((size_t)r->nq, sizeof *owner);
+    for (int i = 0; i < r->nq; i++)
+        owner[i] = r->q[i].c;
+    qsort(owner, (size_t)r->nq, sizeof *owner, cmp_ptr);
     const client *who = NULL;
     for (int j = 0; j < r->ncl && !who; j++) {
         int at = (turn + j) % r->ncl;
-        for (int i = 0; i < r->nq && !who; i++)
-            if (r->q[i].c == r->cl[at]) {
-                who = r->cl[at];
-                turn = at + 1;
-            }
+        if (bsearch(&r->cl[at], owner, (size_t)r->nq, sizeof *owner, cmp_ptr)) {
+            who = r->cl[at];
+            turn = at + 1;
+        }
     }
-    if (!who)
+    if (!who) {
+        free(owner);
         return;
+    }
+    const ocp_lstm_model *m = who->m;
+    int workers = 0; /* with lines of m */
+    for (int i = 0; i < r->nq; i++)
+        workers += (i == 0 || owner[i] != owner[i - 1]) && owner[i]->m == m;
+    free(owner);
     int oldest = -1;
     for (int i = 0; i < r->nq; i++)
         if (r->q[i].c == who && (oldest < 0 || r->q[i].enq < r->q[oldest].enq))
             oldest = i;
-    const ocp_lstm_model *m = who->m;
     qline *cand = ocp_xcalloc((size_t)r->nq, sizeof *cand);
-    int nc = 0, at = 0, workers = 0;
+    int nc = 0, at = 0;
     for (int i = 0; i < r->nq; i++)
-        if (r->q[i].c->m == m) {
-            workers += taken_by(cand, nc, r->q[i].c) == 0;
+        if (r->q[i].c->m == m)
             cand[nc++] = r->q[i];
-        }
     qline old = r->q[oldest];
     qsort_r(cand, (size_t)nc, sizeof *cand, cmp_width_desc, NULL);
     for (int i = 0; i < nc; i++)
