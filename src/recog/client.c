@@ -33,8 +33,8 @@
  * columns of the request (a fifth of what one CPU core reads, so that a fair share among a
  * few workers fits). Past it the recognizer is stuck or swamped (a model it loads, another
  * worker's flood): the lines are read here rather than when the page's deadline ends it. */
-#define ANSWER_WAIT_S      5.0
-#define ANSWER_COLS_PER_S  20000.0
+#define ANSWER_WAIT_S     5.0
+#define ANSWER_COLS_PER_S 20000.0
 
 struct ocp_recog_client {
     char addr[100];

@@ -337,8 +337,8 @@ static int frame_too_big(const ocp_proto_reader *rd)
 {
     if (rd->len < 4)
         return 0;
-    size_t n = ((size_t)rd->buf[0] << 24) | ((size_t)rd->buf[1] << 16) |
-               ((size_t)rd->buf[2] << 8) | rd->buf[3];
+    size_t n = ((size_t)rd->buf[0] << 24) | ((size_t)rd->buf[1] << 16) | ((size_t)rd->buf[2] << 8) |
+               rd->buf[3];
     return n > RECOG_FRAME_MAX;
 }
 
@@ -450,6 +450,14 @@ static int taken_by(const qline *pick, int n, const client *c)
     return k;
 }
 
+/* Client pointers in address order (qsort, bsearch). */
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (const client *const *)a,
+              y = (uintptr_t) * (const client *const *)b;
+    return (x > y) - (x < y);
+}
+
 /* One batch. The workers with queued lines take turns, each turn starting at that worker's
  * oldest line, so that one worker's long request (up to OCP_RECOG_MAX_LINES narrow lines)
  * does not hold the lines others queued after it (until their pages' deadlines). The batch:
@@ -457,12 +465,6 @@ static int taken_by(const qline *pick, int n, const client *c)
  * a stream of wider ones), each worker's lines capped at a fair share (the batch size over
  * the workers with lines of the model; what one does not use the others fill), at most
  * batch_lines and batch_bytes; widest first. Run, put back, the finished requests answered. */
-static int cmp_ptr(const void *a, const void *b)
-{
-    uintptr_t x = (uintptr_t) * (const client *const *)a, y = (uintptr_t) * (const client *const *)b;
-    return (x > y) - (x < y);
-}
-
 static void run_batch(recog *r, double now)
 {
     static int turn; /* the next worker's place in r->cl (one recognizer a process) */

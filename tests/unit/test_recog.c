@@ -408,9 +408,9 @@ static void test_frame_cap(void **state)
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     size_t an = strlen(f->addr);
     memcpy(sa.sun_path + 1, f->addr, an);
-    assert_int_equal(
-        connect(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + an)),
-        0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa,
+                             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + an)),
+                     0);
     static char body[4 + 65536];
     body[0] = 3; /* 3 << 24 bytes */
     for (size_t i = 4; i + 6 <= sizeof body; i += 6)
@@ -585,8 +585,7 @@ int main(void)
                                                  (void *)&RECONNECT),
         cmocka_unit_test_setup_teardown(test_frame_cap, start, stop),
         cmocka_unit_test_setup_teardown(test_fair_share, start, stop),
-        cmocka_unit_test_prestate_setup_teardown(test_bounded_wait, start, stop,
-                                                 (void *)&STUCK),
+        cmocka_unit_test_prestate_setup_teardown(test_bounded_wait, start, stop, (void *)&STUCK),
         cmocka_unit_test_setup_teardown(test_recognizer_gone, start, stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
