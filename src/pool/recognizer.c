@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,9 +108,21 @@ static void died(master *m, recognizer *r, const char *why)
     if (r->state == R_DOWN)
         return;
     int was_ready = r->state == R_READY;
+    if (r->pid > 0 && r->state != R_ASKED && r->fd >= 0) {
+        /* Our end of its socket failed: it may still run. We are not its parent: the zygote
+         * reaps it, after which its pid may be another process's, so a plain kill(pid) may
+         * hit a stranger. A pidfd names the process it was opened on; it is ours to signal if
+         * the recognizer was alive when it was opened, which its end of the socket still open
+         * afterwards proves (it alone holds that end, until it exits). An end that closed: it
+         * has exited or is exiting, nothing to signal. Its zygote reaps it either way. */
+        int pfd = (int)pidfd_open(r->pid, 0);
+        struct pollfd p = {r->fd, POLLIN | POLLRDHUP, 0};
+        if (pfd >= 0 && poll(&p, 1, 0) >= 0 && !(p.revents & (POLLHUP | POLLRDHUP | POLLERR)))
+            pidfd_send_signal(pfd, SIGKILL, NULL, 0);
+        if (pfd >= 0)
+            close(pfd);
+    }
     closed(m, r);
-    if (r->pid > 0 && r->state != R_ASKED)
-        kill(r->pid, SIGKILL); /* its zygote reaps it */
     r->state = R_DOWN;
     double lived = ocp_now() - r->started;
     if (r->zgen != m->gen) {

@@ -29,6 +29,12 @@
 #include <unistd.h>
 
 #define RETRY_S 1.0
+/* The longest wait for an answer: this much, plus a second for every ANSWER_COLS_PER_S
+ * columns of the request (a fifth of what one CPU core reads, so that a fair share among a
+ * few workers fits). Past it the recognizer is stuck or swamped (a model it loads, another
+ * worker's flood): the lines are read here rather than when the page's deadline ends it. */
+#define ANSWER_WAIT_S     5.0
+#define ANSWER_COLS_PER_S 20000.0
 
 struct ocp_recog_client {
     char addr[100];
@@ -51,6 +57,11 @@ ocp_recog_client *ocp_recog_client_create(const char *addr, size_t arena_bytes)
     return c;
 }
 
+/* The connection and its arena go together: the recognizer may still be in a forward pass
+ * of this connection's lines (we gave up on it after a time limit or a bad answer) and writes
+ * their outputs into the arena it mapped when it is done. Those writes must land in memory
+ * that no later request uses, so the next connection gets a fresh memfd; the old one is
+ * freed when the recognizer lets go of it too. */
 static void disconnect(ocp_recog_client *c)
 {
     if (c->fd >= 0)
@@ -58,6 +69,12 @@ static void disconnect(ocp_recog_client *c)
     c->fd = -1;
     ocp_proto_reader_fini(&c->rd);
     ocp_proto_reader_init(&c->rd);
+    if (c->arena)
+        munmap(c->arena, c->len);
+    c->arena = NULL;
+    if (c->memfd >= 0)
+        close(c->memfd);
+    c->memfd = -1;
 }
 
 void ocp_recog_client_destroy(ocp_recog_client *c)
@@ -66,10 +83,6 @@ void ocp_recog_client_destroy(ocp_recog_client *c)
         return;
     disconnect(c);
     ocp_proto_reader_fini(&c->rd);
-    if (c->arena)
-        munmap(c->arena, c->len);
-    if (c->memfd >= 0)
-        close(c->memfd);
     free(c);
 }
 
@@ -79,7 +92,8 @@ void ocp_recog_client_counts(const ocp_recog_client *c, long *remote, long *loca
     *local = c ? c->local : 0;
 }
 
-/* The arena, made once: sealed so that its size cannot change under the recognizer. */
+/* The arena, made once per connection (disconnect): sealed so that its size cannot change
+ * under the recognizer. */
 static int make_arena(ocp_recog_client *c)
 {
     if (c->arena)
@@ -126,6 +140,9 @@ static int connect_once(ocp_recog_client *c)
         c->retry_at = ocp_now() + RETRY_S;
         return rc;
     }
+    /* Non-blocking: a wait for an answer ends at its deadline (ocp_proto_recv_timed polls;
+     * a blocking read would wait for the recognizer however long it takes). */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd;
     json_t *hello = json_pack("{s:s, s:I}", "t", "hello", "arena", (json_int_t)c->len);
     rc = ocp_proto_send(fd, hello, c->memfd);
@@ -219,21 +236,33 @@ int ocp_recog_client_forward(void *ctx, const char *name, const ocp_lstm_model *
         json_t *ls = json_array();
         for (int k = a; k < b; k++)
             json_array_append_new(ls, json_pack("[I, i]", (json_int_t)off[k], w[k]));
+        double cols = 0;
+        for (int k = a; k < b; k++)
+            cols += w[k];
+        double bound = ocp_now() + ANSWER_WAIT_S + cols / ANSWER_COLS_PER_S;
+        int bounded = deadline <= 0 || bound < deadline;
         long long id = ++c->next_id;
         json_t *req = json_pack("{s:s, s:I, s:s, s:I, s:o}", "t", "lines", "id", (json_int_t)id,
                                 "model", name, "out", (json_int_t)out, "lines", ls);
         int e = ocp_proto_send(c->fd, req, -1);
         json_decref(req);
         if (!e)
-            e = take_answer(c, m, id, a, b, w, probs, steps, deadline);
+            e = take_answer(c, m, id, a, b, w, probs, steps, bounded ? bound : deadline);
         if (e) {
             /* The recognizer went (or timed out, or spoke nonsense): closing our socket
              * drops whatever of ours it still queues. The rest is read here. */
-            if (e == -ETIMEDOUT && deadline > 0 && ocp_now() >= deadline)
+            if (e == -ETIMEDOUT && !bounded) {
                 rc = OCP_E_TIMEOUT;
-            else
+            } else if (e == -ETIMEDOUT) {
+                OCP_LOG(OCP_LOG_WARN,
+                        "recognizer @%s: no answer to %d lines in %.1f s: lines read in this "
+                        "worker",
+                        c->addr, b - a, ANSWER_WAIT_S + cols / ANSWER_COLS_PER_S);
+                c->retry_at = ocp_now() + RETRY_S;
+            } else {
                 OCP_LOG(OCP_LOG_WARN, "recognizer @%s: %s: lines read in this worker", c->addr,
                         e == -EPIPE ? "gone" : ocp_strerror(e));
+            }
             disconnect(c);
             break;
         }

@@ -324,6 +324,24 @@ static int request(recog *r, client *c, json_t *msg, double now)
     return 0;
 }
 
+/* The largest frame a worker may send us. proto.h's cap (64 MiB, for page results) would let
+ * one worker make us buffer 64 MiB and have jansson build a tree of millions of tiny arrays
+ * (1-2 GB) before the line count is checked. A request's largest honest frame: at most
+ * OCP_RECOG_MAX_LINES lines of "[OFF,W]," (30 bytes with a 20-digit offset and a 6-digit
+ * width) plus the rest (model, id, out: under 300 bytes) is 123 KB; hello is tiny. */
+#define RECOG_FRAME_MAX (256u << 10)
+
+/* Whether the frame at the head of rd claims more than RECOG_FRAME_MAX: read on its 4-byte
+ * header, before the reader's buffer grows for it (each fill reads at most 128 KiB more). */
+static int frame_too_big(const ocp_proto_reader *rd)
+{
+    if (rd->len < 4)
+        return 0;
+    size_t n = ((size_t)rd->buf[0] << 24) | ((size_t)rd->buf[1] << 16) | ((size_t)rd->buf[2] << 8) |
+               rd->buf[3];
+    return n > RECOG_FRAME_MAX;
+}
+
 static void client_readable(recog *r, int i, double now)
 {
     client *c = r->cl[i];
@@ -333,8 +351,8 @@ static void client_readable(recog *r, int i, double now)
         return;
     }
     json_t *msg;
-    int rc;
-    while ((rc = ocp_proto_next(&c->rd, &msg)) == 0 && msg) {
+    int rc = 0;
+    while (!frame_too_big(&c->rd) && (rc = ocp_proto_next(&c->rd, &msg)) == 0 && msg) {
         const char *t = json_string_value(json_object_get(msg, "t"));
         int bad = 0;
         if (t && strcmp(t, "hello") == 0 && !c->arena)
@@ -351,7 +369,9 @@ static void client_readable(recog *r, int i, double now)
         if (client_index(r, c) < 0)
             return; /* it was let go while answering */
     }
-    if (rc)
+    if (frame_too_big(&c->rd))
+        drop_client(r, i, "it sent a frame larger than any request");
+    else if (rc)
         drop_client(r, i, "it sent a frame that is not JSON");
 }
 
@@ -421,15 +441,59 @@ static void put_back(recog *r, qline *ql, float *probs, int steps)
     c->left--;
 }
 
-/* One batch: the oldest line's model, widest first, the window of similar widths around
- * the oldest line; run, put back, the finished requests answered. */
+/* The lines of c among the first n of pick. */
+static int taken_by(const qline *pick, int n, const client *c)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += pick[i].c == c;
+    return k;
+}
+
+/* Client pointers in address order (qsort, bsearch). */
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (const client *const *)a,
+              y = (uintptr_t) * (const client *const *)b;
+    return (x > y) - (x < y);
+}
+
+/* One batch. The workers with queued lines take turns, each turn starting at that worker's
+ * oldest line, so that one worker's long request (up to OCP_RECOG_MAX_LINES narrow lines)
+ * does not hold the lines others queued after it (until their pages' deadlines). The batch:
+ * that line's model, the lines of the nearest widths around it (so that no line waits behind
+ * a stream of wider ones), each worker's lines capped at a fair share (the batch size over
+ * the workers with lines of the model; what one does not use the others fill), at most
+ * batch_lines and batch_bytes; widest first. Run, put back, the finished requests answered. */
 static void run_batch(recog *r, double now)
 {
-    int oldest = 0;
-    for (int i = 1; i < r->nq; i++)
-        if (r->q[i].enq < r->q[oldest].enq)
+    static int turn; /* the next worker's place in r->cl (one recognizer a process) */
+    /* The workers with queued lines, sorted (a search each, not a pass over the queue). */
+    const client **owner = ocp_xcalloc((size_t)r->nq, sizeof *owner);
+    for (int i = 0; i < r->nq; i++)
+        owner[i] = r->q[i].c;
+    qsort(owner, (size_t)r->nq, sizeof *owner, cmp_ptr);
+    const client *who = NULL;
+    for (int j = 0; j < r->ncl && !who; j++) {
+        int at = (turn + j) % r->ncl;
+        if (bsearch(&r->cl[at], owner, (size_t)r->nq, sizeof *owner, cmp_ptr)) {
+            who = r->cl[at];
+            turn = at + 1;
+        }
+    }
+    if (!who) {
+        free(owner);
+        return;
+    }
+    const ocp_lstm_model *m = who->m;
+    int workers = 0; /* with lines of m */
+    for (int i = 0; i < r->nq; i++)
+        workers += (i == 0 || owner[i] != owner[i - 1]) && owner[i]->m == m;
+    free(owner);
+    int oldest = -1;
+    for (int i = 0; i < r->nq; i++)
+        if (r->q[i].c == who && (oldest < 0 || r->q[i].enq < r->q[oldest].enq))
             oldest = i;
-    const ocp_lstm_model *m = r->q[oldest].c->m;
     qline *cand = ocp_xcalloc((size_t)r->nq, sizeof *cand);
     int nc = 0, at = 0;
     for (int i = 0; i < r->nq; i++)
@@ -440,30 +504,39 @@ static void run_batch(recog *r, double now)
     for (int i = 0; i < nc; i++)
         if (cand[i].c == old.c && cand[i].k == old.k)
             at = i;
-    int lo = at - r->rc->batch_lines / 2;
-    if (lo + r->rc->batch_lines > nc)
-        lo = nc - r->rc->batch_lines;
-    if (lo < 0)
-        lo = 0;
-    int hi = lo;
-    double bytes = 0;
-    for (; hi < nc && hi - lo < r->rc->batch_lines; hi++) {
-        double b = ocp_lstm_line_bytes(m, cand[hi].c->req.line[cand[hi].k].w);
-        if (hi > lo && bytes + b > r->rc->batch_bytes)
-            break;
-        bytes += b;
-    }
-    if (at >= hi) { /* the window's cap cut it off: it starts the batch */
-        lo = at;
-        hi = at + 1;
-    }
-    int n = hi - lo;
+    int share = (r->rc->batch_lines + workers - 1) / workers;
+    qline *pick = ocp_xcalloc((size_t)r->rc->batch_lines, sizeof *pick);
+    int n = 0, pos[2] = {at - 1, at + 1}, open[2] = {1, 1};
+    double bytes = ocp_lstm_line_bytes(m, old.c->req.line[old.k].w);
+    pick[n++] = cand[at];
+    /* Outwards from that line: the next wider line and the next narrower one in turn. */
+    while (n < r->rc->batch_lines && (open[0] || open[1]))
+        for (int d = 0; d < 2 && n < r->rc->batch_lines; d++)
+            while (open[d]) {
+                if (pos[d] < 0 || pos[d] >= nc) {
+                    open[d] = 0;
+                    break;
+                }
+                const qline *ql = &cand[pos[d]];
+                pos[d] += d ? 1 : -1;
+                if (taken_by(pick, n, ql->c) >= share)
+                    continue;
+                double b = ocp_lstm_line_bytes(m, ql->c->req.line[ql->k].w);
+                if (bytes + b > r->rc->batch_bytes) {
+                    open[d] = 0;
+                    break;
+                }
+                bytes += b;
+                pick[n++] = *ql;
+                break;
+            }
+    qsort_r(pick, (size_t)n, sizeof *pick, cmp_width_desc, NULL);
     const int8_t **img = ocp_xcalloc((size_t)n, sizeof *img);
     int *w = ocp_xcalloc((size_t)n, sizeof *w), *steps = ocp_xcalloc((size_t)n, sizeof *steps);
     float **probs = ocp_xcalloc((size_t)n, sizeof *probs);
     int distinct = 0;
     for (int j = 0; j < n; j++) {
-        qline *ql = &cand[lo + j];
+        qline *ql = &pick[j];
         const ocp_recog_line *l = &ql->c->req.line[ql->k];
         size_t px = (size_t)l->w * (size_t)m->input_height;
         /* A private copy: the worker may write its arena while we read (garbage in, garbage
@@ -478,8 +551,8 @@ static void run_batch(recog *r, double now)
         if (waited > r->wait_max)
             r->wait_max = waited;
         int seen = 0;
-        for (int i = lo; i < lo + j; i++)
-            seen |= cand[i].c == ql->c;
+        for (int i = 0; i < j; i++)
+            seen |= pick[i].c == ql->c;
         distinct += !seen;
     }
     double t0 = ocp_now();
@@ -499,16 +572,16 @@ static void run_batch(recog *r, double now)
         }
     /* Out of the queue, back to their workers. */
     for (int j = 0; j < n; j++) {
-        put_back(r, &cand[lo + j], probs[j], steps[j]);
+        put_back(r, &pick[j], probs[j], steps[j]);
         free((void *)img[j]);
         for (int i = 0; i < r->nq; i++)
-            if (r->q[i].c == cand[lo + j].c && r->q[i].k == cand[lo + j].k) {
+            if (r->q[i].c == pick[j].c && r->q[i].k == pick[j].k) {
                 r->q[i] = r->q[--r->nq];
                 break;
             }
     }
     for (int j = 0; j < n; j++) {
-        client *c = cand[lo + j].c;
+        client *c = pick[j].c;
         if (client_index(r, c) >= 0 && c->req.n && c->left == 0)
             answer(r, c);
     }
@@ -516,6 +589,7 @@ static void run_batch(recog *r, double now)
     free(w);
     free(steps);
     free(probs);
+    free(pick);
     free(cand);
 }
 
