@@ -12,8 +12,10 @@
  *     |  (recognizer-batch lines, or recognizer-wait-ms after the oldest;
  *     |  longest first), runs them through its backend
  *     v
- *   backend (ocp_recog_backend: forward_batch): the CPU's forward pass now;
- *     the CUDA kernels (issue 17) fill the same table
+ *   backend (ocp_recog_backend: forward_batch): the CPU's forward pass, or on
+ *     a GPU (CUDA_VISIBLE_DEVICES names one) the CUDA kernels
+ *     (gpu/cuda/cuda_forward.h), whose context this process alone opens; a GPU
+ *     that cannot be opened, or fails, leaves the CPU's backend reading
  *
  * The recognizer is a child of the zygote (forked from it on the master's
  * request, so on the CPU the models' pages are the zygote's, shared
@@ -24,6 +26,7 @@
 #define OCP_RECOG_RECOG_H
 
 #include "engine/lstm/model.h"
+#include "gpu/cuda/cuda_forward.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -59,7 +62,25 @@ typedef struct ocp_recog_conf {
     double wait_s;      /* ... or the oldest has waited this long */
     double batch_bytes; /* the forward pass's buffers of one batch, at most */
     size_t max_arena;   /* the largest arena a worker may hand over */
+    /* On a GPU: the cap on its memory = min(gpu_fraction x the device's total, gpu_max_mb
+     * MiB when > 0); gpu_growth: take it in steps (else all at start). */
+    double gpu_fraction;
+    long long gpu_max_mb;
+    int gpu_growth;
 } ocp_recog_conf;
+
+/* The GPU memory cap for a device of total bytes under these settings. */
+size_t ocp_recog_gpu_cap(unsigned long long total, double fraction, long long max_mb);
+
+/*
+ * Opens the GPU that CUDA_VISIBLE_DEVICES names (a UUID; an OCP_GPU_EMULATED_UUID one opens
+ * an emulated context, for tests), capped as ocp_recog_gpu_cap says. *total receives the
+ * device's memory, *name its name (borrowed from the process). 0, or an error with the
+ * reason (no device named, not found, CUDA not usable: the caller reads on the CPU).
+ * OCRPOOL_CUDA_FAULT=N injects a lost device after N stream operations (tests).
+ */
+int ocp_recog_gpu_open(double fraction, long long max_mb, int growth, ocp_cuda_ctx **out,
+                       unsigned long long *total, char *err, size_t errlen);
 
 /*
  * The recognizer process's body (never returns): listens on rc->addr, tells the master on
