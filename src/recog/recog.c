@@ -231,6 +231,15 @@ static const ocp_lstm_model *model_get(recog *r, const char *name, char *err, si
     return s->m;
 }
 
+/* The queue's length into the head of every worker's arena (recog.h: OCP_RECOG_HEAD): a
+ * worker with several recognizers (one per device) sends its lines to the shortest queue. */
+static void publish_queue(const recog *r)
+{
+    for (int i = 0; i < r->ncl; i++)
+        if (r->cl[i]->arena)
+            __atomic_store_n((uint32_t *)r->cl[i]->arena, (uint32_t)r->nq, __ATOMIC_RELAXED);
+}
+
 static void drop_client(recog *r, int i, const char *why)
 {
     client *c = r->cl[i];
@@ -250,6 +259,7 @@ static void drop_client(recog *r, int i, const char *why)
     free(c->ans);
     free(c);
     r->cl[i] = r->cl[--r->ncl];
+    publish_queue(r);
 }
 
 static int client_index(const recog *r, const client *c)
@@ -338,6 +348,7 @@ static int request(recog *r, client *c, json_t *msg, double now)
     if (!m)
         OCP_LOG(OCP_LOG_WARN, "recognizer: model %s: %s: its worker reads it", name ? name : "?",
                 err);
+    publish_queue(r);
     if (!c->left)
         answer(r, c);
     return 0;
@@ -528,6 +539,7 @@ static void run_batch(recog *r, double now)
                 break;
             }
     }
+    publish_queue(r);
     for (int j = 0; j < n; j++) {
         client *c = cand[lo + j].c;
         if (client_index(r, c) >= 0 && c->req.n && c->left == 0)

@@ -115,12 +115,20 @@ typedef struct ocp_recog_req {
 int ocp_recog_parse_request(const json_t *msg, size_t arena_len, int height, ocp_recog_req *req,
                             char *err, size_t errlen);
 
-/* The worker's side: a connection to a recognizer with its arena. */
+/* An arena's head: its first OCP_RECOG_HEAD bytes are the recognizer's (a uint32 at 0: the
+ * lines waiting in its queue, written as it changes), the worker's lines come after. */
+#define OCP_RECOG_HEAD 64
+
+/* The most recognizers a worker is given (one per device). */
+#define OCP_RECOG_MAX_PEERS 16
+
+/* The worker's side: a connection to each recognizer of the node, with an arena each. */
 typedef struct ocp_recog_client ocp_recog_client;
 
-/* A client of the recognizer at addr (connected on first use, again after it is lost) with
- * an arena of arena_bytes. New (ocp_recog_client_destroy). */
-ocp_recog_client *ocp_recog_client_create(const char *addr, size_t arena_bytes);
+/* A client of the recognizers at addrs ("A[,B...]": one per device; each connected on first
+ * use, again after it is lost), with an arena of arena_bytes for each. Each request goes to
+ * the recognizer with the shortest queue now. New (ocp_recog_client_destroy). */
+ocp_recog_client *ocp_recog_client_create(const char *addrs, size_t arena_bytes);
 void ocp_recog_client_destroy(ocp_recog_client *c);
 /* An ocp_lstm_remote_fn (engine/lstm/remote.h) with ctx = the client. */
 int ocp_recog_client_forward(void *ctx, const char *name, const ocp_lstm_model *m, int n,
