@@ -586,16 +586,15 @@ int ocp_recog_gpu_open(double fraction, long long max_mb, int growth, ocp_cuda_c
     }
     *total = d->mem_total;
     size_t cap = ocp_recog_gpu_cap(d->mem_total, fraction, max_mb);
-    int emulated = strncmp(d->uuid, OCP_GPU_EMULATED_UUID, strlen(OCP_GPU_EMULATED_UUID)) == 0;
+    /* OCRPOOL_CUDA_REAL_CONTEXT (tests): an emulated device listed, a real context asked for,
+     * as on a machine whose NVML lists a GPU that CUDA cannot open (no driver here). */
+    const char *real = getenv("OCRPOOL_CUDA_REAL_CONTEXT");
+    int emulated = strncmp(d->uuid, OCP_GPU_EMULATED_UUID, strlen(OCP_GPU_EMULATED_UUID)) == 0 &&
+                   !(real && *real && strcmp(real, "0") != 0);
     free(gl);
     int rc = emulated ? ocp_cuda_open_emulated(cap, growth, out, err, errlen)
                       : ocp_cuda_open(0, cap, growth, out, err, errlen);
-    if (rc)
-        return rc;
-    const char *f = getenv("OCRPOOL_CUDA_FAULT");
-    if (f && *f)
-        ocp_cuda_inject_fault(*out, atoi(f));
-    return 0;
+    return rc;
 }
 
 static void gpu_snapshot(recog *r)
@@ -608,6 +607,7 @@ static void gpu_snapshot(recog *r)
 static void gpu_give_up(recog *r, const char *why)
 {
     gpu_snapshot(r);
+    r->gpu.lost |= r->gpu.ctx && ocp_cuda_lost(r->gpu.ctx);
     ocp_cuda_close(r->gpu.ctx);
     r->gpu.ctx = NULL;
     r->be = &ocp_recog_backend_cpu;
@@ -630,7 +630,6 @@ static int gpu_forward(void *ctx, const ocp_lstm_model *m, int n, const int8_t *
     if (ocp_cuda_lost(r->gpu.ctx)) {
         char why[400];
         snprintf(why, sizeof why, "a batch of %d lines failed: %s", n, err);
-        r->gpu.lost = 1;
         gpu_give_up(r, why);
     } else {
         OCP_LOG(OCP_LOG_WARN, "recognizer %d: a GPU batch of %d lines failed: %s: read on the CPU",
@@ -666,6 +665,9 @@ static void gpu_start(recog *r)
             gpu_give_up(r, why);
             return;
         }
+    const char *f = getenv("OCRPOOL_CUDA_FAULT"); /* tests: the device lost mid-run */
+    if (f && *f)
+        ocp_cuda_inject_fault(r->gpu.ctx, atoi(f));
     r->gpu_be = (ocp_recog_backend){"cuda", r, gpu_forward};
     r->be = &r->gpu_be;
     gpu_snapshot(r);

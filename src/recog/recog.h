@@ -69,6 +69,9 @@ typedef struct ocp_recog_conf {
     int gpu_growth;
 } ocp_recog_conf;
 
+/* Tests: OCRPOOL_CUDA_FAULT=N makes a recognizer's GPU lost after N stream operations once
+ * its models are uploaded (ocp_cuda_inject_fault). */
+
 /* The GPU memory cap for a device of total bytes under these settings. */
 size_t ocp_recog_gpu_cap(unsigned long long total, double fraction, long long max_mb);
 
@@ -77,7 +80,8 @@ size_t ocp_recog_gpu_cap(unsigned long long total, double fraction, long long ma
  * an emulated context, for tests), capped as ocp_recog_gpu_cap says. *total receives the
  * device's memory, *name its name (borrowed from the process). 0, or an error with the
  * reason (no device named, not found, CUDA not usable: the caller reads on the CPU).
- * OCRPOOL_CUDA_FAULT=N injects a lost device after N stream operations (tests).
+ * OCRPOOL_CUDA_REAL_CONTEXT=1 opens a real context on an emulated device (tests: CUDA not
+ * usable, as where there is no driver).
  */
 int ocp_recog_gpu_open(double fraction, long long max_mb, int growth, ocp_cuda_ctx **out,
                        unsigned long long *total, char *err, size_t errlen);
