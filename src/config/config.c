@@ -114,7 +114,7 @@ static void allowed_text(const setting_def *d, char *buf, size_t len)
         snprintf(buf, len, "language names joined with '+' (letters, digits, _ - / only)");
         break;
     case OCP_T_DEVICE:
-        snprintf(buf, len, "auto, cpu, cuda:N or cuda:N,M,... with N a GPU index");
+        snprintf(buf, len, "auto, cpu, cuda:N or cuda:N,M,... (or cuda:N,cuda:M,...) with N a GPU index");
         break;
     case OCP_T_STRING:
         snprintf(buf, len, "any text");
@@ -193,6 +193,8 @@ static bool valid_device(const char *s)
         if (*p != ',')
             return false;
         p++;
+        if (strncmp(p, "cuda:", 5) == 0) /* cuda:0,cuda:1 as well as cuda:0,1 */
+            p += 5;
     }
 }
 
