@@ -140,4 +140,45 @@ for dev in cuda:0,cuda:1 auto; do
 done
 export OCRPOOL_CUDA_EMULATE=1024
 
+# --- 7. Monitoring: status, /metrics, monitor, the dashboard ----------------------------------
+port=$(freeport)
+Q="sqlite://$TMP/q.db"
+"$OCRPOOL" serve --listen 127.0.0.1:$port --broker "$Q" --token t0k --engine lstm -l "$l" -c 2 \
+    --device cuda:0 --gpu-max-memory-mb 64 >"$TMP/serve.log" 2>&1 &
+WPID=$!
+PIDS+=("$WPID")
+if wait_log "$TMP/serve.log" "recognizer 0 ready" 30; then
+    "$OCRPOOL" submit --broker "$Q" -l "$l" "${pages[@]}" >/dev/null
+    t=0
+    until "$OCRPOOL" status --broker "$Q" --json 2>/dev/null |
+        python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if d['done']+d['failed'] >= ${#pages[@]} else 1)"; do
+        sleep 0.2
+        t=$((t + 1))
+        [ $t -lt 600 ] || break
+    done
+    sleep 1.5 # the recognizer's next figures
+    curl -s -H "Authorization: Bearer t0k" "http://127.0.0.1:$port/metrics" >"$TMP/metrics.txt"
+    check "/metrics: the GPU's memory held and cap (64 MiB), in use, utilisation n/a (NaN), active" bash -c \
+        "grep -Eq '^ocrpool_recognizer_gpu_memory_bytes\{index=\"0\",device=\"EMU-0\"\} [1-9]' '$TMP/metrics.txt' &&
+         grep -q '^ocrpool_recognizer_gpu_memory_cap_bytes{index=\"0\",device=\"EMU-0\"} 67108864' '$TMP/metrics.txt' &&
+         grep -q '^ocrpool_recognizer_gpu_utilization_ratio{index=\"0\",device=\"EMU-0\"} NaN' '$TMP/metrics.txt' &&
+         grep -q '^ocrpool_recognizer_gpu_active{index=\"0\",device=\"EMU-0\"} 1' '$TMP/metrics.txt' &&
+         grep -Eq '^ocrpool_recognizer_lines_total\{index=\"0\",device=\"EMU-0\"\} [1-9]' '$TMP/metrics.txt'"
+    "$OCRPOOL" monitor --node "$WPID" >"$TMP/monitor.txt" 2>&1
+    check "monitor: the recognizer's GPU line (held of its 64 MiB cap, utilisation n/a, lines/s)" \
+        grep -Eq '^    GPU EMU-0 \(emulated CUDA device\): [0-9]+ MiB held of a 64 MiB cap .*utilisation n/a, [0-9.]+ lines/s' "$TMP/monitor.txt"
+    if command -v chromium >/dev/null; then
+        timeout 60 chromium --headless --no-sandbox --disable-gpu --virtual-time-budget=6000 \
+            --dump-dom "http://127.0.0.1:$port/#token=t0k" >"$TMP/dash.html" 2>/dev/null
+        check "dashboard: the recognizer's GPU memory of its cap and utilisation n/a" \
+            grep -Eq '<td>EMU-0</td><td>ready</td>.*<td>[0-9]+ / 64</td><td>n/a</td>' "$TMP/dash.html"
+    else
+        echo "ok - skipped: dashboard (no chromium)"
+    fi
+else
+    not_ok "serve on cuda:0: its recognizer never said ready"
+fi
+kill -TERM "$WPID" 2>/dev/null
+wait "$WPID"
+
 finish
