@@ -365,12 +365,16 @@ static void print_figures(json_t *n, long trss, long tpss)
                (long long)json_integer_value(json_object_get(q, "buried")));
     json_array_foreach(json_object_get(n, "gpus"), k, w)
     {
-        printf("  gpu cuda:%lld %s: %.0f of %.0f MiB used, %lld%% busy\n",
+        long long u = json_integer_value(json_object_get(w, "utilization_gpu_percent"));
+        char busy[40] = "utilisation n/a"; /* NVML could not say (or an emulated device) */
+        if (u >= 0)
+            snprintf(busy, sizeof busy, "%lld%% busy", u);
+        printf("  gpu cuda:%lld %s: %.0f of %.0f MiB used, %s\n",
                (long long)json_integer_value(json_object_get(w, "index")),
                json_string_value(json_object_get(w, "name")),
                (double)json_integer_value(json_object_get(w, "memory_used_bytes")) / 1048576.0,
                (double)json_integer_value(json_object_get(w, "memory_total_bytes")) / 1048576.0,
-               (long long)json_integer_value(json_object_get(w, "utilization_gpu_percent")));
+               busy);
     }
     json_t *b = json_object_get(n, "budget");
     if (json_integer_value(json_object_get(b, "limit_mb")) > 0)

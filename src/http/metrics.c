@@ -113,8 +113,11 @@ static void gpu_series(ocp_sb *sb, json_t *st)
                       ival(g, "memory_used_bytes"));
         ocp_sb_printf(sb, "ocrpool_gpu_memory_total_bytes{gpu=\"%lld\"} %lld\n", idx,
                       ival(g, "memory_total_bytes"));
-        ocp_sb_printf(sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} %lld\n", idx,
-                      ival(g, "utilization_gpu_percent"));
+        long long u = ival(g, "utilization_gpu_percent");
+        if (u >= 0)
+            ocp_sb_printf(sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} %lld\n", idx, u);
+        else /* NVML could not say (or an emulated device): not a 0 */
+            ocp_sb_printf(sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} NaN\n", idx);
     }
     json_t *bg = json_object_get(st, "budget");
     ocp_sb_printf(sb,

@@ -143,15 +143,18 @@ export OCRPOOL_CUDA_EMULATE=1024
 # --- 7. Monitoring: status, /metrics, monitor, the dashboard ----------------------------------
 port=$(freeport)
 Q="sqlite://$TMP/q.db"
+mkdir -p "$TMP/in"
+for i in 1 2 3; do for f in "$F/$l.png" "$F/$l.pdf"; do cp "$f" "$TMP/in/$i-$(basename "$f")"; done; done
 "$OCRPOOL" serve --listen 127.0.0.1:$port --broker "$Q" --token t0k --engine lstm -l "$l" -c 2 \
+    --allow-root "$TMP/in" \
     --device cuda:0 --gpu-max-memory-mb 64 >"$TMP/serve.log" 2>&1 &
 WPID=$!
 PIDS+=("$WPID")
 if wait_log "$TMP/serve.log" "recognizer 0 ready" 30; then
-    "$OCRPOOL" submit --broker "$Q" -l "$l" "${pages[@]}" >/dev/null
+    "$OCRPOOL" submit --broker "$Q" -l "$l" "$TMP"/in/* >/dev/null
     t=0
     until "$OCRPOOL" status --broker "$Q" --json 2>/dev/null |
-        python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if d['done']+d['failed'] >= ${#pages[@]} else 1)"; do
+        python3 -c "import json,sys; d=json.load(sys.stdin); sys.exit(0 if d['done']+d['failed'] >= 6 else 1)"; do
         sleep 0.2
         t=$((t + 1))
         [ $t -lt 600 ] || break
@@ -165,8 +168,11 @@ if wait_log "$TMP/serve.log" "recognizer 0 ready" 30; then
          grep -q '^ocrpool_recognizer_gpu_active{index=\"0\",device=\"EMU-0\"} 1' '$TMP/metrics.txt' &&
          grep -Eq '^ocrpool_recognizer_lines_total\{index=\"0\",device=\"EMU-0\"\} [1-9]' '$TMP/metrics.txt'"
     "$OCRPOOL" monitor --node "$WPID" >"$TMP/monitor.txt" 2>&1
+    check "monitor and /metrics: the device's utilisation n/a, not a number NVML did not give" \
+        bash -c "grep -q '^  gpu cuda:0 emulated CUDA device: .*, utilisation n/a' '$TMP/monitor.txt' &&
+                 grep -q '^ocrpool_gpu_utilization_percent{gpu=\"0\"} NaN' '$TMP/metrics.txt'"
     check "monitor: the recognizer's GPU line (held of its 64 MiB cap, utilisation n/a, lines/s)" \
-        grep -Eq '^    GPU EMU-0 \(emulated CUDA device\): [0-9]+ MiB held of a 64 MiB cap .*utilisation n/a, [0-9.]+ lines/s' "$TMP/monitor.txt"
+        grep -Eq '^    GPU EMU-0 \(emulated on the CPU\): [0-9]+ MiB held of a 64 MiB cap .*utilisation n/a, [0-9.]+ lines/s' "$TMP/monitor.txt"
     if command -v chromium >/dev/null; then
         timeout 60 chromium --headless --no-sandbox --disable-gpu --virtual-time-budget=6000 \
             --dump-dom "http://127.0.0.1:$port/#token=t0k" >"$TMP/dash.html" 2>/dev/null
