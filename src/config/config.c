@@ -69,6 +69,14 @@ static const preset_value presets[] = {
     {"cpu", OCP_S_DEVICE, "cpu"},
 };
 
+const char *ocp_config_preset_value(const char *preset, ocp_setting_id id)
+{
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(presets[i].preset, preset) == 0 && presets[i].id == id)
+            return presets[i].value;
+    return NULL;
+}
+
 static bool in_list(const char *list, const char *s, size_t n)
 {
     const char *p = list;

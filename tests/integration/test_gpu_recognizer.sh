@@ -140,6 +140,18 @@ for dev in cuda:0,cuda:1 auto; do
 done
 export OCRPOOL_CUDA_EMULATE=1024
 
+# --- 8. gpu-test: each preset through the recognizer's GPU backend ---------------------------
+"$OCRPOOL" gpu-test --engine lstm -l "$l" -c 1 --image "$F/$l.pdf" >"$TMP/gt.txt" 2>&1
+rc=$?
+check "gpu-test (emulated device): exit 0 (got $rc), each preset's lines/s, pages/s and peak GPU memory within its cap" \
+    bash -c "[ $rc = 0 ] && [ \$(grep -c '^\[PASS\] preset [a-z]*: [0-9]* pages, [1-9][0-9]* lines on the GPU in .* lines/s, .* pages/s' '$TMP/gt.txt') = 3 ] &&
+             grep -q '^\[PASS\] preset conservative: peak GPU memory 512.0 MiB within its cap of 512.0 MiB' '$TMP/gt.txt' &&
+             [ \$(grep -c '^\[PASS\] preset [a-z]*: peak GPU memory' '$TMP/gt.txt') = 3 ]"
+OCRPOOL_CUDA_EMULATE= "$OCRPOOL" gpu-test --engine lstm -l "$l" -c 1 >"$TMP/gt0.txt" 2>&1
+rc=$?
+check "gpu-test with no GPU: says so and exits 3 (got $rc)" \
+    bash -c "[ $rc = 3 ] && grep -q '^\[ -- \] presets: no GPU to measure them on' '$TMP/gt0.txt'"
+
 # --- 7. Monitoring: status, /metrics, monitor, the dashboard ----------------------------------
 port=$(freeport)
 Q="sqlite://$TMP/q.db"
