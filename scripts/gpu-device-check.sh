@@ -14,8 +14,9 @@
 #   3. discovery and monitoring (gpus, gpu-test, monitor) as before.
 # Where the device tool runs it (carry build/devkit):
 #   OUT=$OUT scripts/gpu-device-check.sh
-# SECTIONS="1 3" runs only those; CARRIED=1 uses the carried libraries even where the
-# machine's would do (to try the kit here).
+# SECTIONS="1 3" runs only those; NPAGES=N copies of each page in section 2 (24); CARRIED=1
+# uses the carried libraries even where the machine's would do (to try the kit here; with
+# OCRPOOL_CUDA_EMULATE=1024, section 2 runs on an emulated device).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-check-out}
@@ -82,7 +83,7 @@ if want 2; then
     section "2. pages/s through the recognizer"
     pages=$det/pages
     mkdir -p "$pages"
-    for i in $(seq -w 1 24); do
+    for i in $(seq -w 1 "${NPAGES:-24}"); do
         cp "$kit/eng.png" "$pages/eng-$i.png"
         cp "$kit/san.png" "$pages/san-$i.png"
     done
