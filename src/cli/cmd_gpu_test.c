@@ -364,8 +364,8 @@ static void preset_child(int fd, const ocp_config *cfg, const char *preset, cons
         snprintf(rep.err, sizeof rep.err, "cannot start libvips");
         goto out;
     }
-    rep.rc = ocp_recog_gpu_open(fraction, max_mb, growth, &d.ctx, &rep.total, rep.err,
-                                sizeof rep.err);
+    rep.rc =
+        ocp_recog_gpu_open(fraction, max_mb, growth, &d.ctx, &rep.total, rep.err, sizeof rep.err);
     if (rep.rc)
         goto out;
     rep.rc = ocp_engine_open("lstm", &ep, &eng, rep.err, sizeof rep.err);

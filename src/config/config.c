@@ -122,7 +122,8 @@ static void allowed_text(const setting_def *d, char *buf, size_t len)
         snprintf(buf, len, "language names joined with '+' (letters, digits, _ - / only)");
         break;
     case OCP_T_DEVICE:
-        snprintf(buf, len, "auto, cpu, cuda:N or cuda:N,M,... (or cuda:N,cuda:M,...) with N a GPU index");
+        snprintf(buf, len,
+                 "auto, cpu, cuda:N or cuda:N,M,... (or cuda:N,cuda:M,...) with N a GPU index");
         break;
     case OCP_T_STRING:
         snprintf(buf, len, "any text");

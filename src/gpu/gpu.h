@@ -56,8 +56,8 @@ typedef struct ocp_gpu_list {
 } ocp_gpu_list;
 
 /*
- * Fills out with this machine's GPUs (or OCRPOOL_CUDA_EMULATE's emulated ones). Never fails: without a driver the
- * list is empty and out->why says why. Returns the number of devices.
+ * Fills out with this machine's GPUs (or OCRPOOL_CUDA_EMULATE's emulated ones). Never fails:
+ * without a driver the list is empty and out->why says why. Returns the number of devices.
  */
 int ocp_gpu_discover(ocp_gpu_list *out);
 

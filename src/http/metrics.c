@@ -274,7 +274,8 @@ static void recognizer_gpu_series(ocp_sb *sb, json_t *st)
         char v[32] = "NaN";
         if (json_is_integer(u))
             snprintf(v, sizeof v, "%.2f", (double)json_integer_value(u) / 100.0);
-        ocp_sb_printf(sb, "ocrpool_recognizer_gpu_utilization_ratio{index=\"%lld\",device=\"%s\"} %s\n",
+        ocp_sb_printf(sb,
+                      "ocrpool_recognizer_gpu_utilization_ratio{index=\"%lld\",device=\"%s\"} %s\n",
                       ival(r, "index"), json_string_value(json_object_get(gp, "device")), v);
     }
     ocp_sb_puts(sb, "# HELP ocrpool_recognizer_gpu_active 1 while the GPU reads, 0 once it was "

@@ -289,9 +289,11 @@ static json_t *one_json(const recognizer *r)
     else
         json_object_set_new(o, "memory", json_null());
     if (r->stats) {
-        static const char *const keep[] = {
-            "lines",  "batches", "multi_worker_batches", "failed", "batch_hist", "wait_sum_s",
-            "wait_max_s", "busy_s", "clients", "queued", "models", "backend", "gpu"};
+        static const char *const keep[] = {"lines",      "batches",    "multi_worker_batches",
+                                           "failed",     "batch_hist", "wait_sum_s",
+                                           "wait_max_s", "busy_s",     "clients",
+                                           "queued",     "models",     "backend",
+                                           "gpu"};
         for (size_t i = 0; i < sizeof keep / sizeof *keep; i++) {
             json_t *v = json_object_get(r->stats, keep[i]);
             if (v)

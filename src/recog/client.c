@@ -164,8 +164,8 @@ static int connect_once(conn *c)
  * returns b, the first line that did not fit with the room its outputs may take (steps <=
  * columns + 8, bounded loosely: the recognizer says when it ran out), *out the outputs'
  * start. */
-static int pack(conn *c, const ocp_lstm_model *m, int a, int n,
-                const int8_t *const *img, const int *w, size_t *off, size_t *out)
+static int pack(conn *c, const ocp_lstm_model *m, int a, int n, const int8_t *const *img,
+                const int *w, size_t *off, size_t *out)
 {
     size_t in = OCP_RECOG_HEAD, need = 0;
     int b = a;
@@ -187,8 +187,8 @@ static int pack(conn *c, const ocp_lstm_model *m, int a, int n,
 
 /* The answer to request id for lines [a, b): each line's outputs copied out, or left to
  * this process. 0, or an error (the connection is then unusable). */
-static int take_answer(conn *c, const ocp_lstm_model *m, long long id, int a, int b,
-                       const int *w, float **probs, int *steps, double deadline)
+static int take_answer(conn *c, const ocp_lstm_model *m, long long id, int a, int b, const int *w,
+                       float **probs, int *steps, double deadline)
 {
     json_t *msg = NULL;
     double left = deadline > 0 ? deadline - ocp_now() : -1;
@@ -301,8 +301,7 @@ static int forward_on(conn *c, const char *name, const ocp_lstm_model *m, int n,
      * stays with the file (and counts in both processes' PSS) until it is punched out. The
      * head (the recognizer's queue) stays. */
     if (c->memfd >= 0 && c->len > 4096)
-        fallocate(c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096,
-                  (off_t)c->len - 4096);
+        fallocate(c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, (off_t)c->len - 4096);
     free(off);
     return rc;
 }

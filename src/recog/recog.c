@@ -693,8 +693,8 @@ static void gpu_idle(recog *r, double now)
 static void gpu_util(recog *r)
 {
     r->gpu.util = -1;
-    if (!r->gpu.ctx || strncmp(r->gpu.device, OCP_GPU_EMULATED_UUID,
-                               strlen(OCP_GPU_EMULATED_UUID)) == 0)
+    if (!r->gpu.ctx ||
+        strncmp(r->gpu.device, OCP_GPU_EMULATED_UUID, strlen(OCP_GPU_EMULATED_UUID)) == 0)
         return;
     ocp_gpu_list *gl = ocp_xcalloc(1, sizeof *gl);
     ocp_gpu_discover(gl);
@@ -710,16 +710,16 @@ static json_t *gpu_json(recog *r)
         return json_null();
     gpu_util(r);
     const ocp_cuda_mem *g = &r->gpu.mem;
-    json_t *o = json_pack(
-        "{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:b, s:s}", "device",
-        r->gpu.device, "name", r->gpu.name, "active", r->gpu.ctx != NULL, "total_bytes",
-        (json_int_t)r->gpu.total, "cap_bytes", (json_int_t)g->cap, "held_bytes",
-        (json_int_t)g->held, "in_use_bytes", (json_int_t)g->in_use, "peak_held_bytes",
-        (json_int_t)g->peak_held, "peak_in_use_bytes", (json_int_t)g->peak_in_use, "splits",
-        (json_int_t)g->splits, "growth", r->rc->gpu_growth != 0, "failures",
-        (json_int_t)r->gpu.failures, "lost", r->gpu.lost != 0, "why", r->gpu.why);
-    json_object_set_new(o, "util_percent", r->gpu.util >= 0 ? json_integer(r->gpu.util)
-                                                            : json_null());
+    json_t *o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:b, s:s}",
+                          "device", r->gpu.device, "name", r->gpu.name, "active",
+                          r->gpu.ctx != NULL, "total_bytes", (json_int_t)r->gpu.total, "cap_bytes",
+                          (json_int_t)g->cap, "held_bytes", (json_int_t)g->held, "in_use_bytes",
+                          (json_int_t)g->in_use, "peak_held_bytes", (json_int_t)g->peak_held,
+                          "peak_in_use_bytes", (json_int_t)g->peak_in_use, "splits",
+                          (json_int_t)g->splits, "growth", r->rc->gpu_growth != 0, "failures",
+                          (json_int_t)r->gpu.failures, "lost", r->gpu.lost != 0, "why", r->gpu.why);
+    json_object_set_new(o, "util_percent",
+                        r->gpu.util >= 0 ? json_integer(r->gpu.util) : json_null());
     return o;
 }
 
