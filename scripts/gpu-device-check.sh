@@ -3,18 +3,20 @@
 # device machine), from the kit scripts/make-devkit.sh made here: nothing is
 # built there. Its whole output goes to $OUT/log.txt (default
 # ./gpu-check-out) and the detail files into $OUT/gpu-check.tar.gz (the
-# device tool brings back at most 8 files). About 4 minutes:
+# device tool brings back at most 8 files). About 8 minutes:
 #   1. the CUDA forward pass (issue 17): test_cuda on the GPU, then parity
 #      with the CPU on the bench lines of eng, san, tam and hin, then lines/s
 #      CPU vs GPU at batch sizes 1 to 256, then the GPU memory held under
 #      each cap, with and without allow growth;
-#   2. pages/s through the recognizer (issues 16 and 17): runs once
-#      `ocrpool worker --help` lists --recognizer (until then it says so);
+#   2. pages/s through the recognizer (issues 16 and 17): san+eng pages at
+#      -c 1, 8, 16 with the GPU and with the CPU only, and the recognizer's GPU
+#      memory at -c 2 and -c 16 under each preset (about 3 to 5 minutes);
 #   3. discovery and monitoring (gpus, gpu-test, monitor) as before.
 # Where the device tool runs it (carry build/devkit):
 #   OUT=$OUT scripts/gpu-device-check.sh
-# SECTIONS="1 3" runs only those; CARRIED=1 uses the carried libraries even where the
-# machine's would do (to try the kit here).
+# SECTIONS="1 3" runs only those; NPAGES=N copies of each page in section 2 (24); CARRIED=1
+# uses the carried libraries even where the machine's would do (to try the kit here; with
+# OCRPOOL_CUDA_EMULATE=1024, section 2 runs on an emulated device).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-check-out}
@@ -69,54 +71,62 @@ if want 1; then
 fi
 
 # ---- 2. pages/s through the recognizer (issues 16 and 17) --------------------------------
-# RECOGNIZER: the pages/s runs need the shared recognizer (issue 16) with its CUDA backend
-# (this issue): `--recognizer shared --device cuda:0`. They run once the binary has the
-# setting. The pages: eng.png and san.png, 32 copies each (each a distinct file, so no
-# result is reused), read as san+eng; -c 1, 8, 16 on the GPU and on the CPU only; the text
-# must be the same; then the recognizer's GPU memory (NVML, per process) at -c 2 and -c 16
-# under each preset.
+# The pages: eng.png and san.png, 24 copies each (each a distinct file, so no result is
+# reused), read as san+eng. pages/s at -c 1, 8 and 16 with the GPU (`--device cuda:0`:
+# recognizer auto = shared, on the GPU) and with the CPU only (`--device cpu`, recognizer
+# worker: the CPU's own best), on the same box; the texts must be the same. Then at -c 16
+# with recognizer-batch 64 (is a larger default worth it on a GPU?). Then the recognizer's
+# GPU memory at -c 2 and -c 16 under each preset: its allocator's cap and peak (the master
+# logs them when it ends) and NVML's per-process figure (context included), sampled every
+# 0.5 s. About 3 to 5 minutes on 16 cores.
 if want 2; then
     section "2. pages/s through the recognizer"
-    if run worker --help 2>&1 | grep -q -- '--recognizer'; then
-        pages=$det/pages
-        mkdir -p "$pages"
-        for i in $(seq -w 1 32); do
-            cp "$kit/eng.png" "$pages/eng-$i.png"
-            cp "$kit/san.png" "$pages/san-$i.png"
-        done
-        pps() { # pps DEVICE C: pages/s of one run, its text into $det/text-DEVICE-C.txt
-            local dev=$1 c=$2 t0 t1
-            t0=$(date +%s.%N)
-            run ocr -c "$c" --engine lstm --recognizer shared --device "$dev" \
-                --tessdata-dir "$kit/tessdata" -l san+eng --sidecar "$det/text-$dev-$c.txt" \
-                "$pages"/*.png >/dev/null 2>"$det/ocr-$dev-$c.err"
-            t1=$(date +%s.%N)
-            awk -v n="$(ls "$pages" | wc -l)" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", n / (b - a) }'
-        }
-        for c in 1 8 16; do
-            g=$(pps cuda:0 "$c")
-            p=$(pps cpu "$c")
-            same=$(cmp -s "$det/text-cuda:0-$c.txt" "$det/text-cpu-$c.txt" && echo same || echo DIFFERENT)
-            echo "pages/s at -c $c: GPU $g, CPU only $p, text $same"
-        done
-        for preset in conservative balanced performance; do
-            for c in 2 16; do
-                export XDG_RUNTIME_DIR=$det/run-$preset-$c
-                mkdir -p -m 700 "$XDG_RUNTIME_DIR"
-                run ocr -c "$c" --engine lstm --recognizer shared --device cuda:0 --preset "$preset" \
-                    --tessdata-dir "$kit/tessdata" -l san+eng -o "$det/out-$preset-$c" \
-                    "$pages"/*.png >/dev/null 2>&1 &
-                job=$!
-                sleep 8
-                run gpus --json >"$det/gpus-$preset-$c.json"
-                wait "$job"
-                echo "recognizer GPU memory, $preset, -c $c: $(grep -o '"used_bytes": *[0-9]*' "$det/gpus-$preset-$c.json" | tr '\n' ' ')"
+    pages=$det/pages
+    mkdir -p "$pages"
+    for i in $(seq -w 1 "${NPAGES:-24}"); do
+        cp "$kit/eng.png" "$pages/eng-$i.png"
+        cp "$kit/san.png" "$pages/san-$i.png"
+    done
+    np=$(ls "$pages" | wc -l)
+    # ocr_run NAME ARGS...: one run over the pages, its text in $det/text-NAME.txt, its log
+    # in $det/ocr-NAME.log; prints its pages/s.
+    ocr_run() {
+        local name=$1 t0 t1
+        shift
+        t0=$(date +%s.%N)
+        timeout 240 "${LD[@]}" "$kit/ocrpool" ocr --engine lstm --tessdata-dir "$kit/tessdata" -l san+eng \
+            --log-level info --sidecar "$det/text-$name.txt" "$@" "$pages"/*.png >/dev/null 2>"$det/ocr-$name.log"
+        t1=$(date +%s.%N)
+        awk -v n="$np" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", n / (b - a) }'
+    }
+    for c in 1 8 16; do
+        g=$(ocr_run "gpu-$c" -c "$c" --device cuda:0)
+        p=$(ocr_run "cpu-$c" -c "$c" --device cpu --recognizer worker)
+        same=$(cmp -s "$det/text-gpu-$c.txt" "$det/text-cpu-$c.txt" && echo same || echo DIFFERENT)
+        onthegpu=$(grep -c 'recognizer 0 on GPU' "$det/ocr-gpu-$c.log")
+        echo "pages/s at -c $c ($np pages, san+eng): GPU $g, CPU only $p; text $same; recognizer on the GPU: $onthegpu"
+        grep -h 'recognizer 0 ends\|recognizer 0 GPU\|read on the CPU' "$det/ocr-gpu-$c.log" | sed 's/^[^ ]* [0-9]* M /    /'
+    done
+    g=$(ocr_run gpu-16-b64 -c 16 --device cuda:0 --recognizer-batch 64)
+    echo "pages/s at -c 16, recognizer-batch 64: GPU $g"
+    grep -h 'recognizer 0 ends' "$det/ocr-gpu-16-b64.log" | sed 's/^[^ ]* [0-9]* M /    /'
+    for preset in conservative balanced performance; do
+        for c in 2 16; do
+            name=mem-$preset-$c
+            ocr_run "$name" -c "$c" --device cuda:0 --preset "$preset" >"$det/$name.pps" &
+            job=$!
+            peak=0
+            while kill -0 "$job" 2>/dev/null; do
+                run gpus --json >"$det/$name.gpus.json" 2>/dev/null
+                b=$(grep -o '"used_bytes": *[0-9]*' "$det/$name.gpus.json" | grep -o '[0-9]*$' | sort -n | tail -1)
+                [ -n "$b" ] && [ "$b" -gt "$peak" ] && peak=$b
+                sleep 0.5
             done
+            wait "$job"
+            fig=$(grep -o 'recognizer 0 GPU .*' "$det/ocr-$name.log" | head -1)
+            echo "recognizer GPU memory, preset $preset, -c $c: NVML peak $((peak >> 20)) MiB (context included); $fig; $(cat "$det/$name.pps") pages/s"
         done
-        unset XDG_RUNTIME_DIR
-    else
-        echo "skipped: this ocrpool has no shared recognizer yet (no --recognizer)"
-    fi
+    done
 fi
 
 # ---- 3. discovery and monitoring --------------------------------------------------------

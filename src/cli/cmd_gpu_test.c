@@ -8,7 +8,15 @@
  * and OCRing the test page (the built-in sample, or --image FILE). It
  * reports seconds per page, peak RSS and peak GPU memory per worker (from
  * NVML's process list, sampled while they run), with a pass or fail mark
- * for each check. Exit status 0 when every check passed, 1 otherwise.
+ * for each check.
+ *
+ * With engine lstm (whose network runs on a GPU in the shared recognizer) it then runs each
+ * preset (conservative, balanced, performance) through the recognizer's GPU backend: a
+ * process per preset opens the first device of the plan with the preset's cap and growth,
+ * as a recognizer does, reads every page of the test input through it, and reports lines/s,
+ * pages/s and the peak GPU memory its allocator held (checked against the cap). With no GPU
+ * it says so and exits with status 3 (OCRPOOL_CUDA_EMULATE=MIB runs it on an emulated
+ * device). Exit status 0 when every check passed, 1 otherwise.
  *
  * The parent loads neither libvips nor an engine: the workers do, after
  * fork, as pool workers will.
@@ -20,6 +28,8 @@
 #include "gpu/gpu.h"
 #include "image/image.h"
 #include "pool/page.h"
+#include "engine/lstm/remote.h"
+#include "recog/recog.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -59,7 +69,10 @@ static void gt_help(void)
            "Validates the device settings against the GPUs present, prints what they\n"
            "resolve to, OCRs a test page in each worker (the built-in sample, or FILE)\n"
            "and reports seconds per page, peak RSS and peak GPU memory per worker, with\n"
-           "PASS or FAIL for each check. Exit status 0 when all pass.\n");
+           "PASS or FAIL for each check. With engine lstm it then runs each preset\n"
+           "through the recognizer's GPU backend and reports lines/s, pages/s and peak\n"
+           "GPU memory. Exit status 0 when all pass, 1 when one failed, 3 when the\n"
+           "engine has a GPU path but there is no GPU to test.\n");
 }
 
 static int gt_handler(void *vctx, int key, const char *arg)
@@ -289,6 +302,160 @@ static void read_reports(gt_run *r, const ocp_config *cfg, const ocp_gpu_assignm
         printf("  seconds per page: %.2f (mean of %d workers)\n", total_s / done, done);
 }
 
+/* ---- the presets through the recognizer's GPU backend --------------------------------- */
+
+enum { GT_EXIT_NO_GPU = 3 };
+
+typedef struct gt_preset_report {
+    int rc;
+    long lines, pages, failures;
+    double seconds;
+    unsigned long long cap, peak_held, total;
+    char err[300];
+} gt_preset_report;
+
+typedef struct gt_direct {
+    ocp_cuda_ctx *ctx;
+    long lines, failures;
+} gt_direct;
+
+/* The engine's remote forward pass straight into the context (no socket: one process). A
+ * batch the GPU fails is read by the engine on the CPU (and counted). */
+static int gt_forward(void *vctx, const char *name, const ocp_lstm_model *m, int n,
+                      const int8_t *const *img, const int *w, float **probs, int *steps,
+                      double deadline)
+{
+    gt_direct *d = vctx;
+    char err[300];
+    (void)name;
+    (void)deadline;
+    if (ocp_cuda_forward_batch(d->ctx, m, n, img, w, probs, steps, err, sizeof err)) {
+        d->failures++;
+        for (int i = 0; i < n; i++) {
+            probs[i] = NULL;
+            steps[i] = OCP_LSTM_REMOTE_HERE;
+        }
+        return 0;
+    }
+    d->lines += n;
+    return 0;
+}
+
+/* One preset in this (forked) process: the device opened as a recognizer opens it, every
+ * page of the test input read through it. */
+static void preset_child(int fd, const ocp_config *cfg, const char *preset, const char *visible,
+                         const char *image)
+{
+    gt_preset_report rep = {0};
+    ocp_engine *eng = NULL;
+    ocp_doc *doc = NULL;
+    gt_direct d = {0};
+    double fraction = atof(ocp_config_preset_value(preset, OCP_S_GPU_MEMORY_FRACTION));
+    long long max_mb = atoll(ocp_config_preset_value(preset, OCP_S_GPU_MAX_MEMORY_MB));
+    int growth = strcmp(ocp_config_preset_value(preset, OCP_S_GPU_ALLOW_GROWTH), "true") == 0;
+    setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+    ocp_image_limits lim = ocp_image_limits_from_config(cfg);
+    ocp_engine_params ep = {
+        .lang = ocp_config_str(cfg, OCP_S_LANG),
+        .tessdata_dir = ocp_config_str(cfg, OCP_S_TESSDATA_DIR),
+        .psm = (int)ocp_config_int(cfg, OCP_S_PSM),
+    };
+    if ((rep.rc = ocp_image_global_init("ocrpool")) != 0) {
+        snprintf(rep.err, sizeof rep.err, "cannot start libvips");
+        goto out;
+    }
+    rep.rc =
+        ocp_recog_gpu_open(fraction, max_mb, growth, &d.ctx, &rep.total, rep.err, sizeof rep.err);
+    if (rep.rc)
+        goto out;
+    rep.rc = ocp_engine_open("lstm", &ep, &eng, rep.err, sizeof rep.err);
+    if (rep.rc)
+        goto out;
+    if (image)
+        rep.rc = ocp_doc_open_file(image, &lim, &doc, rep.err, sizeof rep.err);
+    else
+        rep.rc = ocp_doc_open_buffer(
+            _binary_samples_sample_pdf_start,
+            (size_t)(_binary_samples_sample_pdf_end - _binary_samples_sample_pdf_start), &lim, &doc,
+            rep.err, sizeof rep.err);
+    if (rep.rc)
+        goto out;
+    ocp_lstm_set_remote(gt_forward, &d);
+    double t0 = ocp_now();
+    for (int pg = 0; pg < ocp_doc_pages(doc) && !rep.rc; pg++) {
+        ocp_result res;
+        ocp_result_init(&res);
+        ocp_page_task t = {.source = image ? image : "sample.pdf",
+                           .page = pg,
+                           .lang = ep.lang,
+                           .timeout_s = ocp_config_double(cfg, OCP_S_PAGE_TIMEOUT)};
+        rep.rc = ocp_page_run(eng, doc, &t, &res, rep.err, sizeof rep.err);
+        rep.pages += rep.rc == 0;
+        ocp_result_fini(&res);
+    }
+    rep.seconds = ocp_now() - t0;
+    ocp_lstm_set_remote(NULL, NULL);
+    ocp_cuda_mem mem;
+    ocp_cuda_mem_stats(d.ctx, &mem);
+    rep.cap = mem.cap;
+    rep.peak_held = mem.peak_held;
+    rep.lines = d.lines;
+    rep.failures = d.failures;
+out:
+    ocp_doc_destroy(doc);
+    ocp_engine_close(eng);
+    ocp_cuda_close(d.ctx);
+    ssize_t w = write(fd, &rep, sizeof rep);
+    _exit(w == (ssize_t)sizeof rep ? 0 : 3);
+}
+
+/* Each preset in a process of its own (a CUDA context per process, after fork, as in the
+ * pool), one after the other on the plan's first device. */
+static void run_presets(const ocp_config *cfg, const ocp_gpu_list *gpus, const ocp_gpu_plan *plan,
+                        const char *image)
+{
+    static const char *const names[] = {"conservative", "balanced", "performance"};
+    char visible[128];
+    ocp_gpu_visible_devices(gpus, plan->idx[0], visible, sizeof visible);
+    printf("  presets     through the recognizer's GPU backend on cuda:%d (%s)\n", plan->idx[0],
+           visible);
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        int p[2];
+        gt_preset_report rep = {0};
+        if (pipe(p) < 0) {
+            mark(0, "preset %s: cannot create a pipe: %s", names[i], strerror(errno));
+            continue;
+        }
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(p[0]);
+            preset_child(p[1], cfg, names[i], visible, image);
+        }
+        close(p[1]);
+        ssize_t n = pid > 0 ? read(p[0], &rep, sizeof rep) : -1;
+        close(p[0]);
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        if (n != (ssize_t)sizeof rep) {
+            mark(0, "preset %s: the test process died without a report", names[i]);
+            continue;
+        }
+        if (rep.rc) {
+            mark(0, "preset %s: %s", names[i], rep.err);
+            continue;
+        }
+        double s = rep.seconds > 0 ? rep.seconds : 1e-9;
+        mark(rep.lines > 0 && rep.failures == 0,
+             "preset %s: %ld pages, %ld lines on the GPU in %.2f s: %.1f lines/s, %.2f pages/s%s",
+             names[i], rep.pages, rep.lines, rep.seconds, rep.lines / s, rep.pages / s,
+             rep.failures ? " (some batches failed: read on the CPU)" : "");
+        mark(rep.peak_held <= rep.cap,
+             "preset %s: peak GPU memory %.1f MiB within its cap of %.1f MiB (of %.0f MiB)",
+             names[i], rep.peak_held / 1048576.0, rep.cap / 1048576.0, rep.total / 1048576.0);
+    }
+}
+
 int ocp_cmd_gpu_test(int argc, char **argv)
 {
     gt_ctx c = {0};
@@ -327,10 +494,17 @@ int ocp_cmd_gpu_test(int argc, char **argv)
         free(r.gpu_peak);
         free(as);
     }
-    printf("result: %s (%d of %d checks passed)\n", checks_failed ? "FAIL" : "PASS",
-           checks_run - checks_failed, checks_run);
+    int no_gpu = 0;
+    if (!rc && uses_gpu && plan.n > 0) {
+        run_presets(cfg, gpus, &plan, c.image);
+    } else if (!rc && uses_gpu) {
+        printf("[ -- ] presets: no GPU to measure them on (%s)\n", plan.why);
+        no_gpu = 1;
+    }
+    printf("result: %s (%d of %d checks passed)%s\n", checks_failed ? "FAIL" : "PASS",
+           checks_run - checks_failed, checks_run, no_gpu ? "; no GPU: exit status 3" : "");
     free(gpus);
     ocp_config_destroy(cfg);
     free(pos);
-    return checks_failed ? OCP_EXIT_FAILED : OCP_EXIT_OK;
+    return checks_failed ? OCP_EXIT_FAILED : no_gpu ? GT_EXIT_NO_GPU : OCP_EXIT_OK;
 }

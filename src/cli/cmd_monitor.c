@@ -264,6 +264,34 @@ static void print_processes(json_t *n, long *trss, long *tpss)
     }
 }
 
+/* A recognizer's GPU: memory held of its cap, in use, peak, utilisation (NVML; n/a
+ * without it), lines/s, and whether it was given up for the CPU. */
+static void print_recognizer_gpu(json_t *w)
+{
+    json_t *g = json_object_get(w, "gpu");
+    if (!json_is_object(g))
+        return;
+    char util[16] = "n/a";
+    if (json_is_integer(json_object_get(g, "util_percent")))
+        snprintf(util, sizeof util, "%lld%%",
+                 (long long)json_integer_value(json_object_get(g, "util_percent")));
+    const char *why = json_string_value(json_object_get(g, "why"));
+    printf("    GPU %s (%s): %.0f MiB held of a %.0f MiB cap (%.0f in use, peak %.0f), "
+           "utilisation %s, %.1f lines/s, %lld batches split, %lld failed%s%s\n",
+           json_string_value(json_object_get(g, "device")),
+           json_string_value(json_object_get(g, "name")),
+           (double)json_integer_value(json_object_get(g, "held_bytes")) / 1048576.0,
+           (double)json_integer_value(json_object_get(g, "cap_bytes")) / 1048576.0,
+           (double)json_integer_value(json_object_get(g, "in_use_bytes")) / 1048576.0,
+           (double)json_integer_value(json_object_get(g, "peak_held_bytes")) / 1048576.0, util,
+           json_is_true(json_object_get(g, "active"))
+               ? json_number_value(json_object_get(w, "lines_per_second"))
+               : 0.0,
+           (long long)json_integer_value(json_object_get(g, "splits")),
+           (long long)json_integer_value(json_object_get(g, "failures")),
+           why && *why ? "; on the CPU: " : "", why ? why : "");
+}
+
 /* The shared recognizers' figures: lines, lines/s, batch sizes, queue wait; the fallback. */
 static void print_recognizers(json_t *rec)
 {
@@ -299,6 +327,7 @@ static void print_recognizers(json_t *rec)
                 printf(" more:%lld", (long long)json_integer_value(v));
         }
         printf("\n");
+        print_recognizer_gpu(w);
     }
 }
 
@@ -336,12 +365,16 @@ static void print_figures(json_t *n, long trss, long tpss)
                (long long)json_integer_value(json_object_get(q, "buried")));
     json_array_foreach(json_object_get(n, "gpus"), k, w)
     {
-        printf("  gpu cuda:%lld %s: %.0f of %.0f MiB used, %lld%% busy\n",
+        long long u = json_integer_value(json_object_get(w, "utilization_gpu_percent"));
+        char busy[40] = "utilisation n/a"; /* NVML could not say (or an emulated device) */
+        if (u >= 0)
+            snprintf(busy, sizeof busy, "%lld%% busy", u);
+        printf("  gpu cuda:%lld %s: %.0f of %.0f MiB used, %s\n",
                (long long)json_integer_value(json_object_get(w, "index")),
                json_string_value(json_object_get(w, "name")),
                (double)json_integer_value(json_object_get(w, "memory_used_bytes")) / 1048576.0,
                (double)json_integer_value(json_object_get(w, "memory_total_bytes")) / 1048576.0,
-               (long long)json_integer_value(json_object_get(w, "utilization_gpu_percent")));
+               busy);
     }
     json_t *b = json_object_get(n, "budget");
     if (json_integer_value(json_object_get(b, "limit_mb")) > 0)

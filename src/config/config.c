@@ -69,6 +69,14 @@ static const preset_value presets[] = {
     {"cpu", OCP_S_DEVICE, "cpu"},
 };
 
+const char *ocp_config_preset_value(const char *preset, ocp_setting_id id)
+{
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(presets[i].preset, preset) == 0 && presets[i].id == id)
+            return presets[i].value;
+    return NULL;
+}
+
 static bool in_list(const char *list, const char *s, size_t n)
 {
     const char *p = list;
@@ -114,7 +122,8 @@ static void allowed_text(const setting_def *d, char *buf, size_t len)
         snprintf(buf, len, "language names joined with '+' (letters, digits, _ - / only)");
         break;
     case OCP_T_DEVICE:
-        snprintf(buf, len, "auto, cpu, cuda:N or cuda:N,M,... with N a GPU index");
+        snprintf(buf, len,
+                 "auto, cpu, cuda:N or cuda:N,M,... (or cuda:N,cuda:M,...) with N a GPU index");
         break;
     case OCP_T_STRING:
         snprintf(buf, len, "any text");
@@ -193,6 +202,8 @@ static bool valid_device(const char *s)
         if (*p != ',')
             return false;
         p++;
+        if (strncmp(p, "cuda:", 5) == 0) /* cuda:0,cuda:1 as well as cuda:0,1 */
+            p += 5;
     }
 }
 

@@ -101,4 +101,7 @@ void ocp_config_show(const ocp_config *c, FILE *out, bool json, const char *engi
 /* One line per setting for --help: flag, unit, default, help. */
 void ocp_config_print_help(FILE *out);
 
+/* The value preset (conservative, balanced, performance, cpu) gives setting id, or NULL. */
+const char *ocp_config_preset_value(const char *preset, ocp_setting_id id);
+
 #endif

@@ -8,6 +8,7 @@
  * surest reading is kept.
  */
 #include "engine/engine.h"
+#include "config/config.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -681,7 +682,7 @@ static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params
 
 const ocp_engine_ops ocp_engine_lstm = {
     .name = "lstm",
-    .features = 0,
+    .features = OCP_FEAT_GPU, /* its network runs on a GPU in the shared recognizer */
     .open = lstm_open,
     .ocr = lstm_ocr,
     .ocr_batch = lstm_ocr_batch,

@@ -22,6 +22,11 @@
 #define OCP_GPU_MAX_DEVICES 64
 #define OCP_GPU_MAX_PROCS   64
 
+/* The UUID prefix of the devices OCRPOOL_CUDA_EMULATE=MIB[,MIB...] makes (tests without a
+ * GPU: ocp_gpu_discover lists them instead of NVML's, and a recognizer given one opens an
+ * emulated CUDA context of that size). */
+#define OCP_GPU_EMULATED_UUID "EMU-"
+
 /* A process using a GPU, from NVML's compute process list. Open type. */
 typedef struct ocp_gpu_proc {
     unsigned pid;
@@ -51,8 +56,8 @@ typedef struct ocp_gpu_list {
 } ocp_gpu_list;
 
 /*
- * Fills out with this machine's GPUs. Never fails: without a driver the
- * list is empty and out->why says why. Returns the number of devices.
+ * Fills out with this machine's GPUs (or OCRPOOL_CUDA_EMULATE's emulated ones). Never fails:
+ * without a driver the list is empty and out->why says why. Returns the number of devices.
  */
 int ocp_gpu_discover(ocp_gpu_list *out);
 

@@ -10,6 +10,7 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef int nvmlReturn_t; /* 0 = NVML_SUCCESS */
@@ -107,10 +108,44 @@ static int load(char *why, size_t len)
     return 0;
 }
 
+/* OCRPOOL_CUDA_EMULATE=MIB[,MIB...] (tests on machines without a GPU): one emulated device
+ * per entry, with that much memory, in place of NVML's. Their UUIDs start with
+ * OCP_GPU_EMULATED_UUID, which tells the recognizer to open an emulated CUDA context
+ * (gpu/cuda/cuda_forward.h: the same kernel bodies and allocator, on the CPU). Returns the
+ * number of devices, or -1 when the variable is not set. */
+static int discover_emulated(ocp_gpu_list *out)
+{
+    const char *e = getenv("OCRPOOL_CUDA_EMULATE");
+    if (!e || !*e)
+        return -1;
+    snprintf(out->driver, sizeof out->driver, "emulated");
+    for (const char *p = e; *p && out->n < OCP_GPU_MAX_DEVICES;) {
+        char *end;
+        long long mib = strtoll(p, &end, 10);
+        if (end == p || mib <= 0 || mib > (1LL << 24) || (*end && *end != ','))
+            break;
+        ocp_gpu_device *d = &out->dev[out->n];
+        memset(d, 0, sizeof *d);
+        d->index = out->n;
+        d->util_gpu = d->util_mem = d->temp_c = d->power_mw = -1; /* n/a: nothing to read */
+        snprintf(d->name, sizeof d->name, "emulated CUDA device");
+        snprintf(d->uuid, sizeof d->uuid, "%s%d", OCP_GPU_EMULATED_UUID, out->n);
+        d->mem_total = d->mem_free = (unsigned long long)mib << 20;
+        out->n++;
+        p = *end ? end + 1 : end;
+    }
+    if (out->n == 0)
+        snprintf(out->why, sizeof out->why, "OCRPOOL_CUDA_EMULATE='%.60s' is not MIB[,MIB...]", e);
+    return out->n;
+}
+
 int ocp_gpu_discover(ocp_gpu_list *out)
 {
     unsigned int n = 0;
     memset(out, 0, sizeof *out);
+    int emulated = discover_emulated(out);
+    if (emulated >= 0)
+        return emulated;
     if (load(out->why, sizeof out->why) != 0)
         return 0;
     if (nv.driver)

@@ -83,6 +83,8 @@ int ocp_gpu_resolve(const char *device, const char *engine, bool uses_gpu, const
         }
         idx[n++] = (int)v;
         p = *end ? end + 1 : end;
+        if (strncmp(p, "cuda:", 5) == 0) /* cuda:0,cuda:1 as well as cuda:0,1 */
+            p += 5;
     }
     if (!uses_gpu) {
         snprintf(plan->why, sizeof plan->why,

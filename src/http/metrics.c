@@ -113,8 +113,11 @@ static void gpu_series(ocp_sb *sb, json_t *st)
                       ival(g, "memory_used_bytes"));
         ocp_sb_printf(sb, "ocrpool_gpu_memory_total_bytes{gpu=\"%lld\"} %lld\n", idx,
                       ival(g, "memory_total_bytes"));
-        ocp_sb_printf(sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} %lld\n", idx,
-                      ival(g, "utilization_gpu_percent"));
+        long long u = ival(g, "utilization_gpu_percent");
+        if (u >= 0)
+            ocp_sb_printf(sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} %lld\n", idx, u);
+        else /* NVML could not say (or an emulated device): not a 0 */
+            ocp_sb_printf(sb, "ocrpool_gpu_utilization_percent{gpu=\"%lld\"} NaN\n", idx);
     }
     json_t *bg = json_object_get(st, "budget");
     ocp_sb_printf(sb,
@@ -220,6 +223,73 @@ static void recognizer_series(ocp_sb *sb, json_t *st)
     }
 }
 
+/* Each shared recognizer's GPU (when it was given one): memory held, its cap, in use, the
+ * peak, utilisation (NVML; NaN where there is none, as on an emulated device), lines/s on
+ * the GPU, failed batches, and whether the GPU still reads (0: given up for the CPU). */
+static void recognizer_gpu_series(ocp_sb *sb, json_t *st)
+{
+    json_t *rs = json_object_get(json_object_get(st, "recognizer"), "recognizers"), *r;
+    size_t i;
+    int any = 0;
+    json_array_foreach(rs, i, r) any |= json_is_object(json_object_get(r, "gpu"));
+    if (!any)
+        return;
+    static const struct {
+        const char *name, *type, *help, *key;
+    } g[] = {
+        {"ocrpool_recognizer_gpu_memory_bytes", "gauge",
+         "GPU memory each recognizer's allocator holds (never above its cap).", "held_bytes"},
+        {"ocrpool_recognizer_gpu_memory_cap_bytes", "gauge",
+         "Each recognizer's GPU memory cap: min(gpu-memory-fraction x total, gpu-max-memory-mb).",
+         "cap_bytes"},
+        {"ocrpool_recognizer_gpu_memory_in_use_bytes", "gauge",
+         "Of the GPU memory held, what weights and batches use now.", "in_use_bytes"},
+        {"ocrpool_recognizer_gpu_memory_peak_bytes", "gauge",
+         "The most GPU memory each recognizer has held.", "peak_held_bytes"},
+        {"ocrpool_recognizer_gpu_failures_total", "counter",
+         "Batches the GPU failed (read again on the CPU).", "failures"},
+        {"ocrpool_recognizer_gpu_split_batches_total", "counter",
+         "Batches split to fit under the GPU memory cap.", "splits"},
+    };
+    for (size_t k = 0; k < sizeof g / sizeof *g; k++) {
+        ocp_sb_printf(sb, "# HELP %s %s\n# TYPE %s %s\n", g[k].name, g[k].help, g[k].name,
+                      g[k].type);
+        json_array_foreach(rs, i, r)
+        {
+            json_t *gp = json_object_get(r, "gpu");
+            if (json_is_object(gp))
+                ocp_sb_printf(sb, "%s{index=\"%lld\",device=\"%s\"} %lld\n", g[k].name,
+                              ival(r, "index"), json_string_value(json_object_get(gp, "device")),
+                              ival(gp, g[k].key));
+        }
+    }
+    ocp_sb_puts(sb, "# HELP ocrpool_recognizer_gpu_utilization_ratio The GPU's utilisation "
+                    "(NVML; NaN: not available).\n"
+                    "# TYPE ocrpool_recognizer_gpu_utilization_ratio gauge\n");
+    json_array_foreach(rs, i, r)
+    {
+        json_t *gp = json_object_get(r, "gpu"), *u = json_object_get(gp, "util_percent");
+        if (!json_is_object(gp))
+            continue;
+        char v[32] = "NaN";
+        if (json_is_integer(u))
+            snprintf(v, sizeof v, "%.2f", (double)json_integer_value(u) / 100.0);
+        ocp_sb_printf(sb,
+                      "ocrpool_recognizer_gpu_utilization_ratio{index=\"%lld\",device=\"%s\"} %s\n",
+                      ival(r, "index"), json_string_value(json_object_get(gp, "device")), v);
+    }
+    ocp_sb_puts(sb, "# HELP ocrpool_recognizer_gpu_active 1 while the GPU reads, 0 once it was "
+                    "given up for the CPU.\n# TYPE ocrpool_recognizer_gpu_active gauge\n");
+    json_array_foreach(rs, i, r)
+    {
+        json_t *gp = json_object_get(r, "gpu");
+        if (json_is_object(gp))
+            ocp_sb_printf(sb, "ocrpool_recognizer_gpu_active{index=\"%lld\",device=\"%s\"} %d\n",
+                          ival(r, "index"), json_string_value(json_object_get(gp, "device")),
+                          json_is_true(json_object_get(gp, "active")));
+    }
+}
+
 void ocp__http_metrics(ocp_sb *sb, const ocp_counts *n, json_t *stats)
 {
     queue_series(sb, n);
@@ -229,5 +299,6 @@ void ocp__http_metrics(ocp_sb *sb, const ocp_counts *n, json_t *stats)
     worker_series(sb, stats);
     gpu_series(sb, stats);
     recognizer_series(sb, stats);
+    recognizer_gpu_series(sb, stats);
     api_series(sb, stats);
 }

@@ -95,6 +95,9 @@ static void recognizer_mode(ocp_pool_conf *pc, const ocp_config *cfg)
     pc->recognizer_wait_s = ocp_config_double(cfg, OCP_S_RECOGNIZER_WAIT) / 1000.0;
     pc->recognizer_batch_mb = (long)ocp_config_int(cfg, OCP_S_RECOGNIZER_BATCH_MB);
     pc->recognizer_arena_mb = (long)ocp_config_int(cfg, OCP_S_RECOGNIZER_ARENA_MB);
+    pc->gpu_fraction = ocp_config_double(cfg, OCP_S_GPU_MEMORY_FRACTION);
+    pc->gpu_max_mb = (long long)ocp_config_int(cfg, OCP_S_GPU_MAX_MEMORY_MB);
+    pc->gpu_growth = ocp_config_bool(cfg, OCP_S_GPU_ALLOW_GROWTH);
 }
 
 void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)

@@ -72,6 +72,10 @@ typedef struct ocp_pool_conf {
     int recognizer_batch;
     double recognizer_wait_s;
     long recognizer_batch_mb, recognizer_arena_mb;
+    /* A recognizer on a GPU: its memory cap's settings (recog/recog.h). */
+    double gpu_fraction;
+    long long gpu_max_mb;
+    bool gpu_growth;
     /* The settings the strings above point into, when pc owns them (a reload's fresh
      * configuration, handed over by the reload hook): destroyed by ocp_pool_conf_fini.
      * NULL when they are borrowed. */

@@ -67,15 +67,20 @@ void ocp__recog_init(master *m)
             m->n_rec, m->pc.recognizer_batch, m->pc.recognizer_wait_s * 1000);
 }
 
+/* Every worker is given every recognizer ("A,B,..."): each of its requests goes to the one
+ * with the shortest queue (recog/client.c), not to a fixed one, so that a device whose
+ * queue grows (a slower GPU, one reading on the CPU after a failure) gets fewer lines. */
 const char *ocp__recog_addr_for(const master *m, int slot)
 {
+    static char list[OCP__MAX_RECOG * 66];
+    (void)slot;
     if (!m->n_rec || m->rec_fallback)
         return "";
-    const char *vis = m->pc.n_visible ? m->pc.visible[slot % m->pc.n_visible] : "";
-    for (int k = 0; k < m->n_rec; k++)
-        if (strcmp(m->rec[k].visible, vis) == 0)
-            return m->rec[k].addr;
-    return m->rec[0].addr;
+    size_t n = 0;
+    list[0] = '\0';
+    for (int k = 0; k < m->n_rec && n < sizeof list; k++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", k ? "," : "", m->rec[k].addr);
+    return list;
 }
 
 /* The node gives up its recognizers: workers read their own lines from now on (those
@@ -300,7 +305,8 @@ static json_t *one_json(const recognizer *r)
         static const char *const keep[] = {"lines",      "batches",    "multi_worker_batches",
                                            "failed",     "batch_hist", "wait_sum_s",
                                            "wait_max_s", "busy_s",     "clients",
-                                           "queued",     "models"};
+                                           "queued",     "models",     "backend",
+                                           "gpu"};
         for (size_t i = 0; i < sizeof keep / sizeof *keep; i++) {
             json_t *v = json_object_get(r->stats, keep[i]);
             if (v)
@@ -351,6 +357,20 @@ void ocp__recog_stop(master *m)
                 json_decref(msg);
             }
         }
+        json_t *g = r->stats ? json_object_get(r->stats, "gpu") : NULL;
+        if (json_is_object(g))
+            OCP_LOG(OCP_LOG_INFO,
+                    "recognizer %d GPU %s: %s, cap %lld bytes, peak held %lld bytes, peak in "
+                    "use %lld bytes, %lld batches split, %lld failed%s%s",
+                    r->index, json_string_value(json_object_get(g, "device")),
+                    json_is_true(json_object_get(g, "active")) ? "in use" : "given up",
+                    (long long)json_integer_value(json_object_get(g, "cap_bytes")),
+                    (long long)json_integer_value(json_object_get(g, "peak_held_bytes")),
+                    (long long)json_integer_value(json_object_get(g, "peak_in_use_bytes")),
+                    (long long)json_integer_value(json_object_get(g, "splits")),
+                    (long long)json_integer_value(json_object_get(g, "failures")),
+                    *json_string_value(json_object_get(g, "why")) ? ": " : "",
+                    json_string_value(json_object_get(g, "why")));
         if (r->stats)
             OCP_LOG(
                 OCP_LOG_INFO,

@@ -600,6 +600,9 @@ static void zygote_recognizer(const ocp_pool_conf *pc, int fd, json_t *m, kids *
         .wait_s = json_number_value(json_object_get(m, "wait_s")),
         .batch_bytes = (double)json_integer_value(json_object_get(m, "batch_mb")) * 1048576.0,
         .max_arena = (size_t)json_integer_value(json_object_get(m, "arena_mb")) << 20,
+        .gpu_fraction = pc->gpu_fraction,
+        .gpu_max_mb = pc->gpu_max_mb,
+        .gpu_growth = pc->gpu_growth,
     };
     if (rc.batch_lines < 1)
         rc.batch_lines = 1;

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,8 @@
 #define ANSWER_WAIT_S     5.0
 #define ANSWER_COLS_PER_S 20000.0
 
-struct ocp_recog_client {
+/* One recognizer's connection and this worker's arena for it. */
+typedef struct conn {
     char addr[100];
     size_t len;
     unsigned char *arena;
@@ -45,16 +47,31 @@ struct ocp_recog_client {
     long long next_id;
     double retry_at;
     long remote, local;
+} conn;
+
+/* Every recognizer of the node (one per device): each request goes to the one whose queue
+ * is the shortest now, which each publishes in the head of the arenas it maps. */
+struct ocp_recog_client {
+    conn c[OCP_RECOG_MAX_PEERS];
+    int n;
+    unsigned turn; /* ties go round, from a place of this process's own */
 };
 
-ocp_recog_client *ocp_recog_client_create(const char *addr, size_t arena_bytes)
+ocp_recog_client *ocp_recog_client_create(const char *addrs, size_t arena_bytes)
 {
-    ocp_recog_client *c = ocp_xcalloc(1, sizeof *c);
-    snprintf(c->addr, sizeof c->addr, "%s", addr);
-    c->len = arena_bytes;
-    c->memfd = c->fd = -1;
-    ocp_proto_reader_init(&c->rd);
-    return c;
+    ocp_recog_client *cl = ocp_xcalloc(1, sizeof *cl);
+    char *list = ocp_xstrdup(addrs), *save = NULL;
+    for (char *a = strtok_r(list, ",", &save); a && cl->n < OCP_RECOG_MAX_PEERS;
+         a = strtok_r(NULL, ",", &save)) {
+        conn *c = &cl->c[cl->n++];
+        snprintf(c->addr, sizeof c->addr, "%s", a);
+        c->len = arena_bytes;
+        c->memfd = c->fd = -1;
+        ocp_proto_reader_init(&c->rd);
+    }
+    free(list);
+    cl->turn = (unsigned)getpid();
+    return cl;
 }
 
 /* The connection and its arena go together: the recognizer may still be in a forward pass
@@ -62,7 +79,7 @@ ocp_recog_client *ocp_recog_client_create(const char *addr, size_t arena_bytes)
  * their outputs into the arena it mapped when it is done. Those writes must land in memory
  * that no later request uses, so the next connection gets a fresh memfd; the old one is
  * freed when the recognizer lets go of it too. */
-static void disconnect(ocp_recog_client *c)
+static void disconnect(conn *c)
 {
     if (c->fd >= 0)
         close(c->fd);
@@ -77,24 +94,29 @@ static void disconnect(ocp_recog_client *c)
     c->memfd = -1;
 }
 
-void ocp_recog_client_destroy(ocp_recog_client *c)
+void ocp_recog_client_destroy(ocp_recog_client *cl)
 {
-    if (!c)
+    if (!cl)
         return;
-    disconnect(c);
-    ocp_proto_reader_fini(&c->rd);
-    free(c);
+    for (int i = 0; i < cl->n; i++) {
+        disconnect(&cl->c[i]);
+        ocp_proto_reader_fini(&cl->c[i].rd);
+    }
+    free(cl);
 }
 
-void ocp_recog_client_counts(const ocp_recog_client *c, long *remote, long *local)
+void ocp_recog_client_counts(const ocp_recog_client *cl, long *remote, long *local)
 {
-    *remote = c ? c->remote : 0;
-    *local = c ? c->local : 0;
+    *remote = *local = 0;
+    for (int i = 0; cl && i < cl->n; i++) {
+        *remote += cl->c[i].remote;
+        *local += cl->c[i].local;
+    }
 }
 
 /* The arena, made once per connection (disconnect): sealed so that its size cannot change
  * under the recognizer. */
-static int make_arena(ocp_recog_client *c)
+static int make_arena(conn *c)
 {
     if (c->arena)
         return 0;
@@ -118,7 +140,7 @@ static int make_arena(ocp_recog_client *c)
     return 0;
 }
 
-static int connect_once(ocp_recog_client *c)
+static int connect_once(conn *c)
 {
     if (c->fd >= 0)
         return 0;
@@ -158,10 +180,10 @@ static int connect_once(ocp_recog_client *c)
  * returns b, the first line that did not fit with the room its outputs may take (steps <=
  * columns + 8, bounded loosely: the recognizer says when it ran out), *out the outputs'
  * start. */
-static int pack(ocp_recog_client *c, const ocp_lstm_model *m, int a, int n,
-                const int8_t *const *img, const int *w, size_t *off, size_t *out)
+static int pack(conn *c, const ocp_lstm_model *m, int a, int n, const int8_t *const *img,
+                const int *w, size_t *off, size_t *out)
 {
-    size_t in = 0, need = 0;
+    size_t in = OCP_RECOG_HEAD, need = 0;
     int b = a;
     for (; b < n && b - a < OCP_RECOG_MAX_LINES; b++) {
         size_t px = (size_t)w[b] * (size_t)m->input_height;
@@ -181,8 +203,8 @@ static int pack(ocp_recog_client *c, const ocp_lstm_model *m, int a, int n,
 
 /* The answer to request id for lines [a, b): each line's outputs copied out, or left to
  * this process. 0, or an error (the connection is then unusable). */
-static int take_answer(ocp_recog_client *c, const ocp_lstm_model *m, long long id, int a, int b,
-                       const int *w, float **probs, int *steps, double deadline)
+static int take_answer(conn *c, const ocp_lstm_model *m, long long id, int a, int b, const int *w,
+                       float **probs, int *steps, double deadline)
 {
     json_t *msg = NULL;
     double left = deadline > 0 ? deadline - ocp_now() : -1;
@@ -215,11 +237,44 @@ static int take_answer(ocp_recog_client *c, const ocp_lstm_model *m, long long i
     return 0;
 }
 
+/* The queue recognizer c published last (lines waiting); an unknown one counts as empty, one
+ * that cannot be reached now as full. */
+static unsigned queue_of(const conn *c)
+{
+    if (c->fd < 0 && ocp_now() < c->retry_at)
+        return UINT32_MAX;
+    if (!c->arena || c->fd < 0)
+        return 0;
+    return __atomic_load_n((const uint32_t *)c->arena, __ATOMIC_RELAXED);
+}
+
+static int forward_on(conn *c, const char *name, const ocp_lstm_model *m, int n,
+                      const int8_t *const *img, const int *w, float **probs, int *steps,
+                      double deadline);
+
 int ocp_recog_client_forward(void *ctx, const char *name, const ocp_lstm_model *m, int n,
                              const int8_t *const *img, const int *w, float **probs, int *steps,
                              double deadline)
 {
-    ocp_recog_client *c = ctx;
+    ocp_recog_client *cl = ctx;
+    int best = 0;
+    unsigned bq = UINT32_MAX;
+    cl->turn++;
+    for (int k = 0; k < cl->n; k++) {
+        int i = (int)((cl->turn + (unsigned)k) % (unsigned)cl->n);
+        unsigned q = queue_of(&cl->c[i]);
+        if (q < bq) {
+            bq = q;
+            best = i;
+        }
+    }
+    return forward_on(&cl->c[best], name, m, n, img, w, probs, steps, deadline);
+}
+
+static int forward_on(conn *c, const char *name, const ocp_lstm_model *m, int n,
+                      const int8_t *const *img, const int *w, float **probs, int *steps,
+                      double deadline)
+{
     int rc = 0;
     size_t *off = ocp_xcalloc((size_t)n + 1, sizeof *off);
     for (int k = 0; k < n; k++) {
@@ -271,9 +326,10 @@ int ocp_recog_client_forward(void *ctx, const char *name, const ocp_lstm_model *
     for (int k = 0; k < n; k++)
         c->local += steps[k] == OCP_LSTM_REMOTE_HERE;
     /* The arena's pages back to the system until the next lines: touched shared memory
-     * stays with the file (and counts in both processes' PSS) until it is punched out. */
-    if (c->memfd >= 0)
-        fallocate(c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)c->len);
+     * stays with the file (and counts in both processes' PSS) until it is punched out. The
+     * head (the recognizer's queue) stays. */
+    if (c->memfd >= 0 && c->len > 4096)
+        fallocate(c->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, (off_t)c->len - 4096);
     free(off);
     return rc;
 }

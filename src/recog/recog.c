@@ -39,6 +39,7 @@
 #include "engine/engine.h"
 #include "engine/lstm/forward.h"
 #include "engine/lstm/remote.h"
+#include "gpu/gpu.h"
 #include "pool/pool.h"
 #include "pool/proto.h"
 
@@ -166,9 +167,27 @@ typedef struct model_slot {
     ocp_lstm_model *owned; /* loaded here (not the zygote's) */
 } model_slot;
 
+/* The GPU this recognizer reads on (CUDA_VISIBLE_DEVICES names one), or why it does not. */
+typedef struct gpu_state {
+    ocp_cuda_ctx *ctx; /* NULL: none (the CPU), or closed after it failed */
+    int asked;         /* a GPU was named */
+    char device[128];  /* CUDA_VISIBLE_DEVICES */
+    char name[96];
+    unsigned long long total;
+    ocp_cuda_mem mem; /* the last figures (kept when the context is closed) */
+    long failures;    /* batches the GPU failed (read again on the CPU) */
+    int lost;         /* it was lost: the CPU reads from then on */
+    char why[400];    /* why the CPU reads ("" while the GPU does) */
+    int util;         /* NVML's utilisation, percent; -1: n/a */
+    double last_batch;
+    int trimmed;
+} gpu_state;
+
 typedef struct recog {
     const ocp_recog_conf *rc;
     const ocp_recog_backend *be;
+    ocp_recog_backend gpu_be;
+    gpu_state gpu;
     int master_fd, listen_fd;
     client *cl[MAX_CLIENTS];
     int ncl;
@@ -212,6 +231,15 @@ static const ocp_lstm_model *model_get(recog *r, const char *name, char *err, si
     return s->m;
 }
 
+/* The queue's length into the head of every worker's arena (recog.h: OCP_RECOG_HEAD): a
+ * worker with several recognizers (one per device) sends its lines to the shortest queue. */
+static void publish_queue(const recog *r)
+{
+    for (int i = 0; i < r->ncl; i++)
+        if (r->cl[i]->arena)
+            __atomic_store_n((uint32_t *)r->cl[i]->arena, (uint32_t)r->nq, __ATOMIC_RELAXED);
+}
+
 static void drop_client(recog *r, int i, const char *why)
 {
     client *c = r->cl[i];
@@ -231,6 +259,7 @@ static void drop_client(recog *r, int i, const char *why)
     free(c->ans);
     free(c);
     r->cl[i] = r->cl[--r->ncl];
+    publish_queue(r);
 }
 
 static int client_index(const recog *r, const client *c)
@@ -319,6 +348,7 @@ static int request(recog *r, client *c, json_t *msg, double now)
     if (!m)
         OCP_LOG(OCP_LOG_WARN, "recognizer: model %s: %s: its worker reads it", name ? name : "?",
                 err);
+    publish_queue(r);
     if (!c->left)
         answer(r, c);
     return 0;
@@ -563,6 +593,8 @@ static void run_batch(recog *r, double now)
         r->failed += n;
     }
     r->busy_s += ocp_now() - t0;
+    r->gpu.last_batch = ocp_now();
+    r->gpu.trimmed = 0;
     r->batches++;
     r->multi += distinct > 1;
     for (int b = 0; b < OCP_RECOG_HIST_NB; b++)
@@ -580,6 +612,7 @@ static void run_batch(recog *r, double now)
                 break;
             }
     }
+    publish_queue(r);
     for (int j = 0; j < n; j++) {
         client *c = pick[j].c;
         if (client_index(r, c) >= 0 && c->req.n && c->left == 0)
@@ -591,6 +624,177 @@ static void run_batch(recog *r, double now)
     free(probs);
     free(pick);
     free(cand);
+}
+
+/* ---- the GPU ------------------------------------------------------------------------------ */
+
+size_t ocp_recog_gpu_cap(unsigned long long total, double fraction, long long max_mb)
+{
+    unsigned long long cap = (unsigned long long)((double)total * fraction);
+    if (max_mb > 0 && (unsigned long long)max_mb << 20 < cap)
+        cap = (unsigned long long)max_mb << 20;
+    return (size_t)cap;
+}
+
+int ocp_recog_gpu_open(double fraction, long long max_mb, int growth, ocp_cuda_ctx **out,
+                       unsigned long long *total, char *err, size_t errlen)
+{
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    *out = NULL;
+    *total = 0;
+    if (!vis || !*vis)
+        return ocp_errf(OCP_E_CONFIG, err, errlen, "no GPU named (CUDA_VISIBLE_DEVICES empty)");
+    /* The device's total memory from NVML (which ignores CUDA_VISIBLE_DEVICES and names each
+     * device by its UUID), as the plan that gave us this device saw it. */
+    ocp_gpu_list *gl = ocp_xcalloc(1, sizeof *gl);
+    ocp_gpu_discover(gl);
+    const ocp_gpu_device *d = NULL;
+    for (int i = 0; i < gl->n && !d; i++)
+        if (strcmp(gl->dev[i].uuid, vis) == 0)
+            d = &gl->dev[i];
+    if (!d) {
+        ocp_errf(OCP_E_ENGINE, err, errlen, "GPU %s not found (%s)", vis,
+                 gl->n ? "not among the devices NVML lists" : gl->why);
+        free(gl);
+        return OCP_E_ENGINE;
+    }
+    *total = d->mem_total;
+    size_t cap = ocp_recog_gpu_cap(d->mem_total, fraction, max_mb);
+    /* OCRPOOL_CUDA_REAL_CONTEXT (tests): an emulated device listed, a real context asked for,
+     * as on a machine whose NVML lists a GPU that CUDA cannot open (no driver here). */
+    const char *real = getenv("OCRPOOL_CUDA_REAL_CONTEXT");
+    int emulated = strncmp(d->uuid, OCP_GPU_EMULATED_UUID, strlen(OCP_GPU_EMULATED_UUID)) == 0 &&
+                   !(real && *real && strcmp(real, "0") != 0);
+    free(gl);
+    int rc = emulated ? ocp_cuda_open_emulated(cap, growth, out, err, errlen)
+                      : ocp_cuda_open(0, cap, growth, out, err, errlen);
+    return rc;
+}
+
+static void gpu_snapshot(recog *r)
+{
+    if (r->gpu.ctx)
+        ocp_cuda_mem_stats(r->gpu.ctx, &r->gpu.mem);
+}
+
+/* The GPU is given up: the CPU's backend reads from now on (logged; the figures say why). */
+static void gpu_give_up(recog *r, const char *why)
+{
+    gpu_snapshot(r);
+    r->gpu.lost |= r->gpu.ctx && ocp_cuda_lost(r->gpu.ctx);
+    ocp_cuda_close(r->gpu.ctx);
+    r->gpu.ctx = NULL;
+    r->be = &ocp_recog_backend_cpu;
+    snprintf(r->gpu.why, sizeof r->gpu.why, "%s", why);
+    OCP_LOG(OCP_LOG_ERROR, "recognizer %d: GPU %s: %s: its lines are read on the CPU from now on",
+            r->rc->index, r->gpu.device, why);
+}
+
+/* The GPU's backend: a batch it fails (a lost device, a line over the cap) is read again on
+ * the CPU, with the same bits, so that the pages are still right; a lost device is given up. */
+static int gpu_forward(void *ctx, const ocp_lstm_model *m, int n, const int8_t *const *img,
+                       const int *w, float **probs, int *steps, char *err, size_t errlen)
+{
+    recog *r = ctx;
+    int rc = ocp_cuda_forward_batch(r->gpu.ctx, m, n, img, w, probs, steps, err, errlen);
+    gpu_snapshot(r);
+    if (!rc)
+        return 0;
+    r->gpu.failures++;
+    if (ocp_cuda_lost(r->gpu.ctx)) {
+        char why[400];
+        snprintf(why, sizeof why, "a batch of %d lines failed: %s", n, err);
+        gpu_give_up(r, why);
+    } else {
+        OCP_LOG(OCP_LOG_WARN, "recognizer %d: a GPU batch of %d lines failed: %s: read on the CPU",
+                r->rc->index, n, err);
+    }
+    return ocp_lstm_forward_batch(m, n, img, w, probs, steps, err, errlen);
+}
+
+/* A GPU named in CUDA_VISIBLE_DEVICES: its context opened here (never in the master or the
+ * zygote: a CUDA context does not survive a fork), the preloaded models uploaded once. One
+ * that cannot be used leaves the CPU's backend reading, logged. */
+static void gpu_start(recog *r)
+{
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    r->gpu.util = -1;
+    if (!vis || !*vis)
+        return;
+    r->gpu.asked = 1;
+    snprintf(r->gpu.device, sizeof r->gpu.device, "%s", vis);
+    char err[400];
+    if (ocp_recog_gpu_open(r->rc->gpu_fraction, r->rc->gpu_max_mb, r->rc->gpu_growth, &r->gpu.ctx,
+                           &r->gpu.total, err, sizeof err)) {
+        char why[500];
+        snprintf(why, sizeof why, "CUDA not usable: %s", err);
+        gpu_give_up(r, why);
+        return;
+    }
+    snprintf(r->gpu.name, sizeof r->gpu.name, "%s", ocp_cuda_device_name(r->gpu.ctx));
+    for (int i = 0; i < r->nmodels; i++)
+        if (ocp_cuda_upload_model(r->gpu.ctx, r->models[i].m, err, sizeof err)) {
+            char why[500];
+            snprintf(why, sizeof why, "model %s: %s", r->models[i].name, err);
+            gpu_give_up(r, why);
+            return;
+        }
+    const char *f = getenv("OCRPOOL_CUDA_FAULT"); /* tests: the device lost mid-run */
+    if (f && *f)
+        ocp_cuda_inject_fault(r->gpu.ctx, atoi(f));
+    r->gpu_be = (ocp_recog_backend){"cuda", r, gpu_forward};
+    r->be = &r->gpu_be;
+    gpu_snapshot(r);
+    OCP_LOG(OCP_LOG_INFO,
+            "recognizer %d on GPU %s (%s): cap %zu MiB (fraction %.2f of %llu MiB%s), growth %s, "
+            "%zu MiB held",
+            r->rc->index, r->gpu.device, r->gpu.name, r->gpu.mem.cap >> 20, r->rc->gpu_fraction,
+            r->gpu.total >> 20, r->rc->gpu_max_mb > 0 ? ", max-memory-mb applies" : "",
+            r->rc->gpu_growth ? "on" : "off", r->gpu.mem.held >> 20);
+}
+
+/* Idle for a second: the memory of growth steps that hold nothing goes back to CUDA. */
+static void gpu_idle(recog *r, double now)
+{
+    if (!r->gpu.ctx || r->nq || r->gpu.trimmed || now - r->gpu.last_batch < 1.0)
+        return;
+    ocp_cuda_trim(r->gpu.ctx);
+    gpu_snapshot(r);
+    r->gpu.trimmed = 1;
+}
+
+/* NVML's utilisation of our device (n/a for an emulated one, or without NVML). */
+static void gpu_util(recog *r)
+{
+    r->gpu.util = -1;
+    if (!r->gpu.ctx ||
+        strncmp(r->gpu.device, OCP_GPU_EMULATED_UUID, strlen(OCP_GPU_EMULATED_UUID)) == 0)
+        return;
+    ocp_gpu_list *gl = ocp_xcalloc(1, sizeof *gl);
+    ocp_gpu_discover(gl);
+    for (int i = 0; i < gl->n; i++)
+        if (strcmp(gl->dev[i].uuid, r->gpu.device) == 0)
+            r->gpu.util = gl->dev[i].util_gpu;
+    free(gl);
+}
+
+static json_t *gpu_json(recog *r)
+{
+    if (!r->gpu.asked)
+        return json_null();
+    gpu_util(r);
+    const ocp_cuda_mem *g = &r->gpu.mem;
+    json_t *o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:b, s:s}",
+                          "device", r->gpu.device, "name", r->gpu.name, "active",
+                          r->gpu.ctx != NULL, "total_bytes", (json_int_t)r->gpu.total, "cap_bytes",
+                          (json_int_t)g->cap, "held_bytes", (json_int_t)g->held, "in_use_bytes",
+                          (json_int_t)g->in_use, "peak_held_bytes", (json_int_t)g->peak_held,
+                          "peak_in_use_bytes", (json_int_t)g->peak_in_use, "splits",
+                          (json_int_t)g->splits, "growth", r->rc->gpu_growth != 0, "failures",
+                          (json_int_t)r->gpu.failures, "lost", r->gpu.lost != 0, "why", r->gpu.why);
+    json_object_set_new(o, "util_percent",
+                        r->gpu.util >= 0 ? json_integer(r->gpu.util) : json_null());
+    return o;
 }
 
 /* ---- the process ----------------------------------------------------------------------- */
@@ -606,6 +810,8 @@ static void send_stats(recog *r)
         (json_int_t)r->multi, "failed", (json_int_t)r->failed, "batch_hist", h, "wait_sum_s",
         r->wait_sum, "wait_max_s", r->wait_max, "busy_s", r->busy_s, "clients", r->ncl, "queued",
         r->nq, "models", r->nmodels, "clients_total", (json_int_t)r->clients_total);
+    json_object_set_new(msg, "backend", json_string(r->be->name));
+    json_object_set_new(msg, "gpu", gpu_json(r));
     if (ocp_proto_send_timed(r->master_fd, msg, -1, 1.0))
         _exit(0); /* the master is gone */
     json_decref(msg);
@@ -665,6 +871,7 @@ void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
     preload(r);
+    gpu_start(r);
     r->listen_fd = listen_on(rc->addr);
     if (r->listen_fd < 0) {
         char why[300];
@@ -731,6 +938,7 @@ void ocp_recog_main(const ocp_recog_conf *rc, int master_fd)
          * before the next batch is chosen, so that no worker's long page holds the others'. */
         if (batch_due(r, ocp_now()))
             run_batch(r, ocp_now());
+        gpu_idle(r, ocp_now());
         if (ocp_now() >= next_stats) {
             send_stats(r);
             next_stats = ocp_now() + 1.0;

@@ -12,8 +12,10 @@
  *     |  (recognizer-batch lines, or recognizer-wait-ms after the oldest;
  *     |  longest first), runs them through its backend
  *     v
- *   backend (ocp_recog_backend: forward_batch): the CPU's forward pass now;
- *     the CUDA kernels (issue 17) fill the same table
+ *   backend (ocp_recog_backend: forward_batch): the CPU's forward pass, or on
+ *     a GPU (CUDA_VISIBLE_DEVICES names one) the CUDA kernels
+ *     (gpu/cuda/cuda_forward.h), whose context this process alone opens; a GPU
+ *     that cannot be opened, or fails, leaves the CPU's backend reading
  *
  * The recognizer is a child of the zygote (forked from it on the master's
  * request, so on the CPU the models' pages are the zygote's, shared
@@ -24,6 +26,7 @@
 #define OCP_RECOG_RECOG_H
 
 #include "engine/lstm/model.h"
+#include "gpu/cuda/cuda_forward.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -59,7 +62,29 @@ typedef struct ocp_recog_conf {
     double wait_s;      /* ... or the oldest has waited this long */
     double batch_bytes; /* the forward pass's buffers of one batch, at most */
     size_t max_arena;   /* the largest arena a worker may hand over */
+    /* On a GPU: the cap on its memory = min(gpu_fraction x the device's total, gpu_max_mb
+     * MiB when > 0); gpu_growth: take it in steps (else all at start). */
+    double gpu_fraction;
+    long long gpu_max_mb;
+    int gpu_growth;
 } ocp_recog_conf;
+
+/* Tests: OCRPOOL_CUDA_FAULT=N makes a recognizer's GPU lost after N stream operations once
+ * its models are uploaded (ocp_cuda_inject_fault). */
+
+/* The GPU memory cap for a device of total bytes under these settings. */
+size_t ocp_recog_gpu_cap(unsigned long long total, double fraction, long long max_mb);
+
+/*
+ * Opens the GPU that CUDA_VISIBLE_DEVICES names (a UUID; an OCP_GPU_EMULATED_UUID one opens
+ * an emulated context, for tests), capped as ocp_recog_gpu_cap says. *total receives the
+ * device's memory, *name its name (borrowed from the process). 0, or an error with the
+ * reason (no device named, not found, CUDA not usable: the caller reads on the CPU).
+ * OCRPOOL_CUDA_REAL_CONTEXT=1 opens a real context on an emulated device (tests: CUDA not
+ * usable, as where there is no driver).
+ */
+int ocp_recog_gpu_open(double fraction, long long max_mb, int growth, ocp_cuda_ctx **out,
+                       unsigned long long *total, char *err, size_t errlen);
 
 /*
  * The recognizer process's body (never returns): listens on rc->addr, tells the master on
@@ -94,12 +119,20 @@ typedef struct ocp_recog_req {
 int ocp_recog_parse_request(const json_t *msg, size_t arena_len, int height, ocp_recog_req *req,
                             char *err, size_t errlen);
 
-/* The worker's side: a connection to a recognizer with its arena. */
+/* An arena's head: its first OCP_RECOG_HEAD bytes are the recognizer's (a uint32 at 0: the
+ * lines waiting in its queue, written as it changes), the worker's lines come after. */
+#define OCP_RECOG_HEAD 64
+
+/* The most recognizers a worker is given (one per device). */
+#define OCP_RECOG_MAX_PEERS 16
+
+/* The worker's side: a connection to each recognizer of the node, with an arena each. */
 typedef struct ocp_recog_client ocp_recog_client;
 
-/* A client of the recognizer at addr (connected on first use, again after it is lost) with
- * an arena of arena_bytes. New (ocp_recog_client_destroy). */
-ocp_recog_client *ocp_recog_client_create(const char *addr, size_t arena_bytes);
+/* A client of the recognizers at addrs ("A[,B...]": one per device; each connected on first
+ * use, again after it is lost), with an arena of arena_bytes for each. Each request goes to
+ * the recognizer with the shortest queue now. New (ocp_recog_client_destroy). */
+ocp_recog_client *ocp_recog_client_create(const char *addrs, size_t arena_bytes);
 void ocp_recog_client_destroy(ocp_recog_client *c);
 /* An ocp_lstm_remote_fn (engine/lstm/remote.h) with ctx = the client. */
 int ocp_recog_client_forward(void *ctx, const char *name, const ocp_lstm_model *m, int n,
