@@ -128,6 +128,7 @@ bench: deps
 	@BUILD=$(BUILD) bench/pool.sh
 	@BUILD=$(BUILD) bench/celery.sh
 	@BUILD=$(BUILD) bench/lstm.sh
+	@BUILD=$(BUILD) bench/queue.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -31,6 +31,7 @@ struct ocp_doc {
     VipsSource *src;
     const char *format;
     int pages;
+    int w0, h0; /* page 0's size, read by doc_open: not read again for it */
     ocp_image_limits lim;
 };
 
@@ -189,6 +190,8 @@ static int doc_open(VipsSource *src, const ocp_image_limits *lim, ocp_doc **out,
     }
     if (ln->paged)
         doc->pages = vips_image_get_n_pages(img);
+    doc->w0 = vips_image_get_width(img);
+    doc->h0 = vips_image_get_height(img);
     g_object_unref(img);
     if (doc->pages < 1)
         doc->pages = 1;
@@ -350,6 +353,11 @@ int ocp_doc_page_size(ocp_doc *doc, int page, int *w, int *h, char *err, size_t 
     if (page < 0 || page >= doc->pages)
         return ocp_errf(OCP_E_NOPAGE, err, errlen, "no page %d (document has %d)", page + 1,
                         doc->pages);
+    if (page == 0) {
+        *w = doc->w0;
+        *h = doc->h0;
+        return 0;
+    }
     VipsImage *img = open_page(doc, page, err, errlen, &rc);
     if (!img)
         return rc;
