@@ -129,6 +129,7 @@ bench: deps
 	@BUILD=$(BUILD) bench/celery.sh
 	@BUILD=$(BUILD) bench/lstm.sh
 	@BUILD=$(BUILD) bench/queue.sh
+	@BUILD=$(BUILD) bench/page_memory.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
