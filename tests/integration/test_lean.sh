@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Leaner (issue 18): defaults that bound memory, a page decoded at the size it is used at
+# (a PDF page rendered at the resolution of max-image-size, a JPEG shrunk while decoded)
+# with its boxes still in the original page's pixels, and the queue's batched writes.
+source "$(dirname "$0")/lib.sh"
+root=$(cd "$here/../.." && pwd)
+
+# ---- defaults that bound: derived from this machine, shown, overridable, 0 = off ----------
+"$OCRPOOL" config show --json >"$TMP/cfg.json"
+check "defaults: hard-memory-limit and memory-budget derived from this machine's memory" \
+    python3 - "$TMP/cfg.json" <<'PY'
+import json, re, sys
+cfg = {o["name"]: o for o in json.load(open(sys.argv[1]))}
+mb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) // 1024
+try:  # a cgroup v2 limit lower than the machine's counts instead
+    path = [l[3:].strip() for l in open("/proc/self/cgroup") if l.startswith("0::")][0]
+    lim = open("/sys/fs/cgroup%s/memory.max" % path).read().strip()
+    if lim != "max":
+        mb = min(mb, int(lim) // 1048576)
+except (IndexError, OSError):
+    pass
+hard, budget = cfg["hard-memory-limit"], cfg["memory-budget"]
+assert budget["value"] == mb // 2 and budget["source"] == "default", (budget, mb)
+assert hard["value"] == min(2048, max(256, mb // 4)) and hard["source"] == "default", (hard, mb)
+assert "this machine's %d MB" % mb in budget["origin"], budget
+print("# %d MB here: budget %d MB, hard limit %d MB" % (mb, budget["value"], hard["value"]))
+PY
+check "defaults: config show says where the default comes from" \
+    sh -c "'$OCRPOOL' config show | grep -q '^memory-budget .*default (half of this machine'"
+check "defaults: an explicit 0 still turns them off" \
+    sh -c "OCRPOOL_MEMORY_BUDGET=0 '$OCRPOOL' config show --hard-memory-limit 0 |
+        grep -q '^hard-memory-limit *0 MB *flag' &&
+        OCRPOOL_MEMORY_BUDGET=0 '$OCRPOOL' config show | grep -q '^memory-budget *0 MB *environment'"
+
+# ---- a 30 x 30 inch PDF page (6000 x 6000 at 200 dpi) rendered at 2048, not at 6000 -------
+python3 "$root/bench/bigpdf.py" "$TMP/big.pdf" 30
+if "$OCRPOOL" ocr -v -j 1 --format json,txt -o "$TMP/pdf" "$TMP/big.pdf" 2>"$TMP/pdf.log"; then
+    peak=$(sed -n 's/.* page 1: .*peak RSS \([0-9]*\) KiB.*/\1/p' "$TMP/pdf.log")
+    echo "# 30 x 30 inch PDF page: peak RSS ${peak:-?} KiB (313 MB when rendered at full size)"
+    check "big PDF page: peak RSS under 160 MB" test "${peak:-999999}" -lt 163840
+    check "big PDF page: its text read" grep -q "quick brown fox jumps over the lazy dog 29" "$TMP/pdf/big.txt"
+    # The boxes in the page's pixels at 200 dpi: line i's baseline lies (160 + 50 i) pt from
+    # the top, 100 pt from the left (bench/bigpdf.py), Helvetica 40 pt rises 29 pt above it
+    # and falls 8.5 below; at 6000 / 2048 a pixel of the engine's is ~3 of the page's.
+    check "big PDF page: line boxes in the full page's pixels (within 9 px of the drawn lines)" \
+        python3 - "$TMP/pdf/big.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert (j["width"], j["height"]) == (6000, 6000), (j["width"], j["height"])
+assert len(j["lines"]) == 30, len(j["lines"])
+px = 200 / 72
+worst = 0
+for i, l in enumerate(j["lines"]):
+    want = (100 * px, (160 + 50 * i - 29) * px, (160 + 50 * i + 8.5) * px)
+    got = (l["bbox"][0], l["bbox"][1], l["bbox"][3])
+    worst = max([worst] + [abs(a - b) for a, b in zip(want, got)])
+print("# worst line box error: %.1f px" % worst)
+assert worst <= 9, worst
+PY
+else
+    not_ok "big PDF page: ocrpool failed: $(tail -2 "$TMP/pdf.log")"
+fi
+
+# ---- a JPEG shrunk while decoded: the boxes still in the original's pixels -----------------
+vips copy "$FIXTURES/lines.png" "$TMP/lines.jpg[Q=95]"
+# decoded at 1/2 and 1/4 of 2480 x 1754; the tolerance is the PNG's own error at that size
+# (test_boxes: 6 px at 1000; 12 px at 600, the same before JPEGs were shrunk) and 2 more.
+for size in 1000 600; do
+    tol=$([ $size = 600 ] && echo 14 || echo 8)
+    if "$OCRPOOL" ocr -l eng --format json --max-image-size $size -o "$TMP/j$size" "$TMP/lines.jpg"; then
+        check "JPEG at max-image-size $size: line boxes within $tol px of the truth" \
+            python3 - "$FIXTURES/lines.tsv" "$TMP/j$size/lines.json" $tol <<'PY'
+import json, sys
+truth = [l.split("\t") for l in open(sys.argv[1], encoding="utf-8").read().splitlines()]
+j = json.load(open(sys.argv[2], encoding="utf-8"))
+assert (j["width"], j["height"]) == (2480, 1754), (j["width"], j["height"])
+assert len(j["lines"]) == len(truth), (len(j["lines"]), len(truth))
+worst = max(abs(int(a) - b) for t, l in zip(truth, j["lines"]) for a, b in zip(t[:4], l["bbox"]))
+print("# worst line box error: %d px" % worst)
+assert worst <= int(sys.argv[3]), worst
+PY
+    else
+        not_ok "JPEG at max-image-size $size: ocrpool failed"
+    fi
+done
+
+# ---- the queue: submit writes in batches; every id printed is a task, each done once --------
+Q="sqlite://$TMP/q.db"
+for i in $(seq 1 2500); do echo "$FIXTURES/eng.png"; done >"$TMP/files"
+if xargs -a "$TMP/files" -s 2000000 "$OCRPOOL" submit --broker "$Q" --group g >"$TMP/ids"; then
+    check "submit: 2500 ids printed, all different" \
+        sh -c "[ \$(sort -u '$TMP/ids' | wc -l) -eq 2500 ] && [ \$(wc -l <'$TMP/ids') -eq 2500 ]"
+    "$OCRPOOL" worker --broker "$Q" --engine null -c 2 --log-level warn 2>"$TMP/w.log" &
+    wp=$!
+    PIDS+=($wp)
+    for _ in $(seq 1 300); do
+        "$OCRPOOL" status --broker "$Q" g | grep -q "2500 done" && break
+        sleep 0.2
+    done
+    kill -TERM $wp
+    wait $wp
+    check "the queue: the 2500 tasks done, each once, by the ids submit printed" python3 - "$TMP/q.db" "$TMP/ids" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = dict(db.execute("select id, state from tasks where grp = 'g'").fetchall())
+ids = open(sys.argv[2]).read().split()
+assert sorted(rows) == sorted(ids), (len(rows), len(ids))
+assert set(rows.values()) == {2}, set(rows.values())
+assert db.execute("select max(deliveries) from tasks").fetchone()[0] == 1
+a, b = db.execute("select min(started), max(finished) from tasks").fetchone()
+print("# 2500 empty tasks in %.2f s at -c 2 (%.0f tasks/s)" % (b - a, 2500 / (b - a)))
+PY
+else
+    not_ok "submit of 2500 pages failed"
+fi
+finish
