@@ -205,6 +205,13 @@ static void page_done(master *m, worker *w, json_t *msg)
         w->batch_peak_kb = peak;
         snprintf(w->peak_page, sizeof w->peak_page, "%s", id);
     }
+    if (json_is_true(json_object_get(msg, "recycle")) && !w->exit_after) {
+        /* It loaded a model of its own, which its zygote now shares (zygote.c). */
+        OCP_LOG(OCP_LOG_INFO, "replacing worker %d once idle: its own copy of a model the "
+                              "zygote now shares",
+                w->pid);
+        w->exit_after = 1;
+    }
     if (!ok && ocp_failure_retried(kind)) {
         /* Not the page's content: deliver it again (or bury it after max deliveries). */
         ocp__release_task(m, h, kind, why ? why : "failed", 0);

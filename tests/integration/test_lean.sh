@@ -84,6 +84,44 @@ PY
     fi
 done
 
+# ---- every model shared: a language a worker needs is loaded by the zygote -----------------
+# Three pages each in san, tam and eng at -c 2, lang eng: each worker forked before the
+# zygote had san or tam loads it itself, asks the zygote for it and is replaced once idle;
+# the workers forked after share the zygote's.
+ZQ="sqlite://$TMP/z.db"
+for _ in 1 2 3; do
+    for l in san tam eng; do "$OCRPOOL" submit --broker "$ZQ" -l $l "$FIXTURES/$l.png" >/dev/null; done
+done
+"$OCRPOOL" worker --broker "$ZQ" -c 2 --log-level info 2>"$TMP/z.log" &
+zp=$!
+PIDS+=($zp)
+for _ in $(seq 1 300); do
+    "$OCRPOOL" status --broker "$ZQ" | grep -q "9 done" && break
+    sleep 0.2
+done
+kill -TERM $zp
+wait $zp
+check "shared models: the 9 pages done" sh -c "'$OCRPOOL' status --broker '$ZQ' | grep -q '9 done'"
+check "shared models: the zygote loaded san and tam when the workers asked" \
+    sh -c "grep -q 'zygote: loaded san ' '$TMP/z.log' && grep -q 'zygote: loaded tam ' '$TMP/z.log'"
+n=$(grep -c "replacing worker .* its own copy of a model the zygote now shares" "$TMP/z.log")
+echo "# workers replaced for a model of their own: $n"
+check "shared models: workers with a copy of their own replaced, at most one per language and worker" \
+    test "$n" -ge 1 -a "$n" -le 4
+"$OCRPOOL" worker --broker "sqlite://$TMP/z2.db" -c 2 --log-level info --preload-languages san,tam \
+    2>"$TMP/z2.log" &
+zp=$!
+PIDS+=($zp)
+wait_log "$TMP/z2.log" "worker .* ready" 60
+kill -TERM $zp
+wait $zp
+check "preload-languages: the zygote loads them at start" \
+    grep -q "zygote ready: engine tesseract, eng, preloaded san,tam" "$TMP/z2.log"
+"$OCRPOOL" worker --broker "sqlite://$TMP/z3.db" --preload-languages san,xyz >"$TMP/z3.out" 2>&1
+rc=$?
+check "preload-languages: a language not installed stops the node with the reason" \
+    sh -c "[ $rc -ne 0 ] && grep -q 'preload-languages xyz: invalid language' '$TMP/z3.out'"
+
 # ---- the queue: submit writes in batches; every id printed is a task, each done once --------
 Q="sqlite://$TMP/q.db"
 for i in $(seq 1 2500); do echo "$FIXTURES/eng.png"; done >"$TMP/files"
