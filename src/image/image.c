@@ -561,6 +561,29 @@ static void *decode(const ocp_doc *doc, VipsImage *img, double t0, size_t *size,
     return mem;
 }
 
+/*
+ * A colour page whose every pixel is grey (R = G = B: a PDF page rendered in RGB, a scan
+ * saved in colour) made one band, in place: a third of the bytes, and the engines' own
+ * copies shrink with it (Tesseract keeps 4 bytes a pixel of a colour page, 1 of a grey
+ * one). Every value is kept, so what the engines read is the same.
+ */
+static void grey_if_grey(ocp_page_image *img)
+{
+    size_t n = (size_t)img->width * img->height;
+    unsigned char *p = img->pixels;
+    if (img->bands != 3)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (p[3 * i] != p[3 * i + 1] || p[3 * i] != p[3 * i + 2])
+            return;
+    for (size_t i = 1; i < n; i++)
+        p[i] = p[3 * i];
+    img->bands = 1;
+    unsigned char *smaller = g_try_realloc(p, n);
+    if (smaller)
+        img->pixels = smaller;
+}
+
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, size_t errlen)
 {
     VipsImage *img, *t = NULL;
@@ -593,6 +616,7 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     out->width = vips_image_get_width(img);
     out->height = vips_image_get_height(img);
     out->bands = vips_image_get_bands(img);
+    grey_if_grey(out);
     out->scale_x = (double)out->orig_width / out->width;
     out->scale_y = (double)out->orig_height / out->height;
     out->dpi = dpi ? (int)lround(dpi / out->scale_y) : 0;

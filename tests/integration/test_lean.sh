@@ -84,6 +84,17 @@ PY
     fi
 done
 
+# ---- a colour page whose pixels are all grey goes to the engine as one band, same text ------
+"$OCRPOOL" ocr --log-level debug -j 1 --format txt,tsv -o "$TMP/rgb" "$FIXTURES/eng.rgb.png" 2>"$TMP/rgb.log"
+"$OCRPOOL" ocr -j 1 --format txt,tsv -o "$TMP/grey" "$FIXTURES/eng.png"
+check "grey RGB page: given to the engine as one band" grep -q "1592x645 -> 1592x645, 1 bands" "$TMP/rgb.log"
+check "grey RGB page: the same text and boxes as the grey file" \
+    sh -c "cmp -s '$TMP/rgb/eng.rgb.txt' '$TMP/grey/eng.txt' && cmp -s '$TMP/rgb/eng.rgb.tsv' '$TMP/grey/eng.tsv'"
+vips linear "$FIXTURES/eng.rgb.png" "$TMP/col.v" "1 0.6 0.3" "0 0 0"
+vips cast "$TMP/col.v" "$TMP/col.png" uchar
+"$OCRPOOL" ocr --log-level debug -j 1 -o "$TMP/col" "$TMP/col.png" 2>"$TMP/col.log"
+check "colour page: keeps its three bands" grep -q "1592x645 -> 1592x645, 3 bands" "$TMP/col.log"
+
 # ---- every model shared: a language a worker needs is loaded by the zygote -----------------
 # Three pages each in san, tam and eng at -c 2, lang eng: each worker forked before the
 # zygote had san or tam loads it itself, asks the zygote for it and is replaced once idle;
