@@ -8,9 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-OCRPOOL=${OCRPOOL:-$PWD/$BUILD/ocrpool}
-work=$PWD/$BUILD/bench/pagemem
-fx=$PWD/$BUILD/fixtures
+case $BUILD in /*) ;; *) BUILD=$BUILD ;; esac
+OCRPOOL=${OCRPOOL:-$BUILD/ocrpool}
+work=$BUILD/bench/pagemem
+fx=$BUILD/fixtures
 mkdir -p "$work"
 tests/data/make-fixtures.sh "$fx" >/dev/null
 [ -f "$work/a4.png" ] || vips embed "$fx/eng.png" "$work/a4.png" 300 300 2480 3508 --extend white

@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-OCRPOOL=$PWD/$BUILD/ocrpool
-work=$PWD/$BUILD/bench/queue
+case $BUILD in /*) ;; *) BUILD=$BUILD ;; esac
+OCRPOOL=$BUILD/ocrpool
+work=$BUILD/bench/queue
 m=${QUEUE_M:-20000}
 rm -rf "$work"
 mkdir -p "$work"
