@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-case $BUILD in /*) ;; *) BUILD=$BUILD ;; esac
+case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 OCRPOOL=${OCRPOOL:-$BUILD/ocrpool}
 work=$BUILD/bench/pagemem
 fx=$BUILD/fixtures

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-case $BUILD in /*) ;; *) BUILD=$BUILD ;; esac
+case $BUILD in /*) ;; *) BUILD=$PWD/$BUILD ;; esac
 OCRPOOL=$BUILD/ocrpool
 work=$BUILD/bench/queue
 m=${QUEUE_M:-20000}
