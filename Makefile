@@ -161,6 +161,8 @@ bench: deps
 	@BUILD=$(BUILD) bench/lstm.sh
 	@BUILD=$(BUILD) bench/recognizer.sh
 	@BUILD=$(BUILD) bench/orient.sh
+	@BUILD=$(BUILD) bench/queue.sh
+	@BUILD=$(BUILD) bench/page_memory.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

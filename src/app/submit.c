@@ -42,13 +42,15 @@ static char *page_payload(ocp_doc *doc, const char *abs, int p, const ocp_submit
 {
     int w = 0, h = 0;
     char perr[300] = "";
-    /* A page whose header cannot be read still becomes a task: the worker fails it with
-     * the reason, where its status can be seen. */
-    ocp_doc_page_size(doc, p, &w, &h, perr, sizeof perr);
-    json_t *pl = json_pack("{s:s, s:i, s:s}", "source", abs, "page", p, "lang", o->lang);
     /* A PDF page's size depends on the pdf-dpi of the node that renders it: none declared
-     * (the node estimates it at the largest page its limits allow). */
-    if (w > 0 && h > 0 && strcmp(ocp_doc_format(doc), "pdf") != 0) {
+     * (the node estimates it at the largest page its limits allow), and none read here
+     * (each page's header read would cost more than queueing it). A page whose header cannot
+     * be read still becomes a task: the worker fails it with the reason, where its status can
+     * be seen. */
+    if (strcmp(ocp_doc_format(doc), "pdf") != 0)
+        ocp_doc_page_size(doc, p, &w, &h, perr, sizeof perr);
+    json_t *pl = json_pack("{s:s, s:i, s:s}", "source", abs, "page", p, "lang", o->lang);
+    if (w > 0 && h > 0) {
         json_object_set_new(pl, "width", json_integer(w));
         json_object_set_new(pl, "height", json_integer(h));
     }

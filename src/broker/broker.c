@@ -121,6 +121,16 @@ int ocp_broker_submit(ocp_broker *b, const ocp_task_spec *spec, char id_out[64],
     return b->ops->submit(b->st, spec, id, inserted);
 }
 
+int ocp_broker_batch_begin(ocp_broker *b)
+{
+    return b->ops->batch ? b->ops->batch(b->st, 1) : 0;
+}
+
+int ocp_broker_batch_end(ocp_broker *b)
+{
+    return b->ops->batch ? b->ops->batch(b->st, 0) : 0;
+}
+
 /* Remembers owner as the one this handle acts for (a node has one name all its life). */
 static void set_owner(ocp_broker *b, const char *owner)
 {

@@ -119,6 +119,16 @@ const char *ocp_broker_errmsg(const ocp_broker *b);
 /* Producer. id_out (37 bytes) receives the task id; *inserted is 0 when
  * a task with that id existed already (then nothing changes). */
 int ocp_broker_submit(ocp_broker *b, const ocp_task_spec *spec, char id_out[64], int *inserted);
+/*
+ * Submit batches. ocp_broker_batch_begin groups the submits that follow into one write
+ * (SQLite: one transaction, one commit, instead of one per task); ocp_broker_batch_end
+ * writes them. Until then consumers do not see them, and the batch holds the queue's write
+ * lock: keep a batch short (a few hundred tasks, a fraction of a second). A failed submit
+ * inside leaves the others; when end fails, none of the batch's tasks is queued. Backends
+ * without batches (Redis) submit each task at once and these do nothing.
+ */
+int ocp_broker_batch_begin(ocp_broker *b);
+int ocp_broker_batch_end(ocp_broker *b);
 
 /*
  * Consumer. Leases up to max tasks for owner (READY ones whose time has
@@ -208,6 +218,7 @@ typedef struct ocp_broker_ops {
     void (*close)(void *st);
     const char *(*errmsg)(void *st);
     int (*submit)(void *st, const ocp_task_spec *spec, const char *id, int *inserted);
+    int (*batch)(void *st, int begin); /* NULL: no batches */
     int (*lease)(void *st, const char *owner, const char *group, int max, double lease_s,
                  int max_deliveries, ocp_task *out, int *n);
     int (*renew)(void *st, const char *owner, char *const *ids, int n, double lease_s);

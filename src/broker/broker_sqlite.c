@@ -14,6 +14,14 @@
  *   3  index tasks_finished on (grp, finished): a group's tasks finished
  *      since a time (list_finished); finished rows without a finished time
  *      get their start (or creation) time
+ *   4  partial indexes, each holding the rows of one state, so that a task
+ *      changing state touches fewer index pages (a write of the queue costs
+ *      its pages): tasks_ready (priority DESC) of the READY rows replaces
+ *      tasks_queue, its entries in lease order (an index ends with the
+ *      rowid: a lease reads the first ones instead of sorting the whole
+ *      queue, whose cost grew with it); tasks_leased (lease_expires) of the
+ *      LEASED rows replaces tasks_lease; tasks_finished keeps only finished
+ *      rows (its use: list_finished)
  *
  * All writes that must be atomic (lease, ack) run in BEGIN IMMEDIATE
  * transactions or in one statement; readers and writers wait up to
@@ -37,9 +45,23 @@
 #include <string.h>
 #include <unistd.h>
 
-#define OCP_SQLITE_SCHEMA 3
+#define OCP_SQLITE_SCHEMA 4
+
+/* The statements run per task, prepared once per handle (SQLITE_PREPARE_PERSISTENT) instead of
+ * once per call: preparing cost as much as running them. */
+typedef enum stmt_id {
+    ST_SUBMIT,
+    ST_LEASE_SELECT,
+    ST_LEASE_UPDATE,
+    ST_LEASE_BURY,
+    ST_FINISH,
+    ST_COUNT
+} stmt_id;
+
 typedef struct sq {
     sqlite3 *db;
+    sqlite3_stmt *stmts[ST_COUNT];
+    int batch; /* a submit batch's transaction is open (sq_batch) */
     char errmsg[512];
 } sq;
 
@@ -73,7 +95,44 @@ static const char schema_v3[] =
     "CREATE INDEX tasks_finished ON tasks(grp, finished);"
     "UPDATE tasks SET finished = coalesce(started, created) WHERE state >= 2 AND finished IS NULL;";
 
-static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2, schema_v3};
+static const char schema_v4[] =
+    "DROP INDEX tasks_queue;"
+    "DROP INDEX tasks_lease;"
+    "DROP INDEX tasks_finished;"
+    "CREATE INDEX tasks_ready ON tasks(priority DESC) WHERE state = 0;"
+    "CREATE INDEX tasks_leased ON tasks(lease_expires) WHERE state = 1;"
+    "CREATE INDEX tasks_finished ON tasks(grp, finished) WHERE state >= 2;";
+
+static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2, schema_v3,
+                                                     schema_v4};
+
+/*
+ * The lease's candidates, best first: the READY tasks whose time has come (tasks_ready, read
+ * in order: no sort of the whole queue) and the LEASED ones whose lease expired
+ * (tasks_leased), each side at most ?2 rows, merged by priority, then age (rowid).
+ */
+static const char lease_select_sql[] =
+    "SELECT id, grp, priority, deliveries, payload, state, error FROM ("
+    " SELECT * FROM (SELECT rowid AS r, * FROM tasks INDEXED BY tasks_ready"
+    "  WHERE state = 0 AND not_before <= ?1 AND (?3 IS NULL OR grp = ?3)"
+    "  ORDER BY priority DESC, rowid LIMIT ?2)"
+    " UNION ALL"
+    " SELECT * FROM (SELECT rowid AS r, * FROM tasks INDEXED BY tasks_leased"
+    "  WHERE state = 1 AND lease_expires < ?1 AND (?3 IS NULL OR grp = ?3) LIMIT ?2))"
+    " ORDER BY priority DESC, r LIMIT ?2";
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_SUBMIT] = "INSERT OR IGNORE INTO tasks(id, grp, priority, payload, created) "
+                  "VALUES (?, ?, ?, ?, ?)",
+    [ST_LEASE_SELECT] = lease_select_sql,
+    [ST_LEASE_UPDATE] = "UPDATE tasks SET state = 1, lease_owner = ?, lease_expires = ?, "
+                        "deliveries = deliveries + 1 WHERE id = ?",
+    [ST_LEASE_BURY] = "UPDATE tasks SET state = 4, lease_owner = NULL, finished = ?, "
+                      "error = ?, failure = coalesce(failure, 'crashed') WHERE id = ?",
+    [ST_FINISH] = "UPDATE tasks SET state = ?, result = ?, error = ?, started = ?, "
+                  "finished = ?, peak_rss_kb = ?, worker_pid = ?, lease_owner = NULL, "
+                  "failure = ? WHERE id = ? AND state = 1 AND lease_owner = ?",
+};
 
 static int fail_db(sq *s, const char *what)
 {
@@ -88,6 +147,23 @@ static int fail_db(sq *s, const char *what)
     return -EIO;
 }
 
+/* Statement which of s, prepared on first use, reset and unbound; NULL (the reason in errmsg,
+ * what the caller's step) when it cannot be prepared. The caller resets it after use: a
+ * statement left mid-way would keep its read open. */
+static sqlite3_stmt *stmt(sq *s, stmt_id which, const char *what)
+{
+    sqlite3_stmt **q = &s->stmts[which];
+    if (!*q && sqlite3_prepare_v3(s->db, stmt_sql[which], -1, SQLITE_PREPARE_PERSISTENT, q,
+                                  NULL) != SQLITE_OK) {
+        fail_db(s, what);
+        *q = NULL;
+        return NULL;
+    }
+    sqlite3_reset(*q);
+    sqlite3_clear_bindings(*q);
+    return *q;
+}
+
 static int exec(sq *s, const char *sql)
 {
     char *msg = NULL;
@@ -97,6 +173,21 @@ static int exec(sq *s, const char *sql)
         return sqlite3_errcode(s->db) == SQLITE_FULL ? -ENOSPC : -EIO;
     }
     return 0;
+}
+
+/*
+ * The transaction of one change (lease, renew, release, reclaim). Inside a batch (sq_batch)
+ * it is a savepoint of the batch's transaction: its changes are written with the batch's,
+ * and a failure undoes its own changes only.
+ */
+typedef enum txn_step { TXN_BEGIN, TXN_COMMIT, TXN_ROLLBACK } txn_step;
+
+static int txn(sq *s, txn_step step)
+{
+    static const char *const plain[] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
+    static const char *const nested[] = {"SAVEPOINT change", "RELEASE change",
+                                         "ROLLBACK TO change; RELEASE change"};
+    return exec(s, (s->batch ? nested : plain)[step]);
 }
 
 static int read_version(sq *s, int *version)
@@ -193,6 +284,10 @@ static void sq_close(void *st)
     sq *s = st;
     if (!s)
         return;
+    if (s->batch)
+        exec(s, "COMMIT");
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->stmts[i]);
     sqlite3_close(s->db);
     free(s);
 }
@@ -205,13 +300,10 @@ static const char *sq_errmsg(void *st)
 static int sq_submit(void *st, const ocp_task_spec *spec, const char *id, int *inserted)
 {
     sq *s = st;
-    sqlite3_stmt *q;
+    sqlite3_stmt *q = stmt(s, ST_SUBMIT, "submit");
     int rc = 0;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT OR IGNORE INTO tasks(id, grp, priority, payload, created) "
-                           "VALUES (?, ?, ?, ?, ?)",
-                           -1, &q, NULL) != SQLITE_OK)
-        return fail_db(s, "submit");
+    if (!q)
+        return -EIO;
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, spec->group ? spec->group : "", -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 3, spec->priority);
@@ -221,8 +313,41 @@ static int sq_submit(void *st, const ocp_task_spec *spec, const char *id, int *i
         rc = fail_db(s, "submit");
     else if (inserted)
         *inserted = sqlite3_changes(s->db) > 0;
-    sqlite3_finalize(q);
+    sqlite3_reset(q);
     return rc;
+}
+
+/*
+ * A submit batch: begin opens one transaction for the submits that follow, end commits it
+ * (one commit, not one per task: WAL frames and the write lock once). A failed submit inside
+ * leaves the batch's other tasks in place; end after any failure still commits them. When the
+ * commit fails, the batch's tasks are not queued (rolled back) and end says so.
+ */
+static int sq_batch(void *st, int begin)
+{
+    sq *s = st;
+    int rc;
+    if (begin) {
+        if (s->batch)
+            return 0;
+        if ((rc = exec(s, "BEGIN IMMEDIATE")))
+            return rc;
+        s->batch = 1;
+        return 0;
+    }
+    if (!s->batch)
+        return 0;
+    s->batch = 0;
+    if (sqlite3_get_autocommit(s->db)) { /* SQLite rolled it back itself (a full disk) */
+        snprintf(s->errmsg, sizeof s->errmsg, "the batch's transaction was rolled back: %s",
+                 sqlite3_errmsg(s->db));
+        return -EIO;
+    }
+    if ((rc = exec(s, "COMMIT"))) {
+        exec(s, "ROLLBACK");
+        return rc;
+    }
+    return 0;
 }
 
 static char *col_text(sqlite3_stmt *q, int i)
@@ -263,24 +388,11 @@ static int sq_lease(void *st, const char *owner, const char *group, int max, dou
     *n = 0;
     if (max <= 0)
         return 0;
-    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+    if ((rc = txn(s, TXN_BEGIN)))
         return rc;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT id, grp, priority, deliveries, payload, state, error FROM tasks "
-                           "WHERE ((state = 0 AND not_before <= ?1) "
-                           "   OR (state = 1 AND lease_expires < ?1)) "
-                           "  AND (?3 IS NULL OR grp = ?3) "
-                           "ORDER BY priority DESC, rowid LIMIT ?2",
-                           -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db,
-                           "UPDATE tasks SET state = 1, lease_owner = ?, lease_expires = ?, "
-                           "deliveries = deliveries + 1 WHERE id = ?",
-                           -1, &upd, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(s->db,
-                           "UPDATE tasks SET state = 4, lease_owner = NULL, finished = ?, "
-                           "error = ?, failure = coalesce(failure, 'crashed') WHERE id = ?",
-                           -1, &bury, NULL) != SQLITE_OK) {
-        rc = fail_db(s, "lease");
+    if (!(sel = stmt(s, ST_LEASE_SELECT, "lease")) || !(upd = stmt(s, ST_LEASE_UPDATE, "lease")) ||
+        !(bury = stmt(s, ST_LEASE_BURY, "lease"))) {
+        rc = -EIO;
         goto out;
     }
     sqlite3_bind_double(sel, 1, now);
@@ -321,19 +433,20 @@ static int sq_lease(void *st, const char *owner, const char *group, int max, dou
         got++;
     }
 out:
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
-    sqlite3_finalize(bury);
+    if (sel)
+        sqlite3_reset(sel);
+    if (upd)
+        sqlite3_reset(upd);
     if (rc) {
         for (int i = 0; i < got; i++)
             ocp_task_fini(&out[i]);
-        exec(s, "ROLLBACK");
+        txn(s, TXN_ROLLBACK);
         return rc;
     }
-    if ((rc = exec(s, "COMMIT"))) {
+    if ((rc = txn(s, TXN_COMMIT))) {
         for (int i = 0; i < got; i++)
             ocp_task_fini(&out[i]);
-        exec(s, "ROLLBACK");
+        txn(s, TXN_ROLLBACK);
         return rc;
     }
     *n = got;
@@ -345,14 +458,14 @@ static int sq_renew(void *st, const char *owner, char *const *ids, int n, double
     sq *s = st;
     sqlite3_stmt *q;
     int rc;
-    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+    if ((rc = txn(s, TXN_BEGIN)))
         return rc;
     if (sqlite3_prepare_v2(s->db,
                            "UPDATE tasks SET lease_expires = ? WHERE id = ? AND state = 1 AND "
                            "lease_owner = ?",
                            -1, &q, NULL) != SQLITE_OK) {
         rc = fail_db(s, "renew");
-        exec(s, "ROLLBACK");
+        txn(s, TXN_ROLLBACK);
         return rc;
     }
     double until = ocp_wall_now() + lease_s;
@@ -366,10 +479,10 @@ static int sq_renew(void *st, const char *owner, char *const *ids, int n, double
     }
     sqlite3_finalize(q);
     if (rc) {
-        exec(s, "ROLLBACK");
+        txn(s, TXN_ROLLBACK);
         return rc;
     }
-    return exec(s, "COMMIT");
+    return txn(s, TXN_COMMIT);
 }
 
 /* Binds kind's name at i, or NULL for OCP_FAIL_NONE. */
@@ -414,14 +527,10 @@ static int finish(sq *s, const char *owner, const char *id, int state, const cha
                   ocp_failure kind, const char *error, double started, double finished, long peak,
                   int pid)
 {
-    sqlite3_stmt *q;
+    sqlite3_stmt *q = stmt(s, ST_FINISH, "store result");
     int rc = 0;
-    if (sqlite3_prepare_v2(s->db,
-                           "UPDATE tasks SET state = ?, result = ?, error = ?, started = ?, "
-                           "finished = ?, peak_rss_kb = ?, worker_pid = ?, lease_owner = NULL, "
-                           "failure = ? WHERE id = ? AND state = 1 AND lease_owner = ?",
-                           -1, &q, NULL) != SQLITE_OK)
-        return fail_db(s, "store result");
+    if (!q)
+        return -EIO;
     sqlite3_bind_int(q, 1, state);
     if (result)
         sqlite3_bind_text(q, 2, result, -1, SQLITE_STATIC);
@@ -446,7 +555,7 @@ static int finish(sq *s, const char *owner, const char *id, int state, const cha
         rc = fail_db(s, "store result");
     else if (sqlite3_changes(s->db) == 0)
         ignored(s, owner, id, state == OCP_TASK_DONE ? "ack" : "fail");
-    sqlite3_finalize(q);
+    sqlite3_reset(q);
     return rc;
 }
 
@@ -481,7 +590,7 @@ static int sq_release(void *st, const char *owner, const char *id, ocp_failure k
     int rc;
     double now = ocp_wall_now();
     *buried = 0;
-    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+    if ((rc = txn(s, TXN_BEGIN)))
         return rc;
     /* Under the write lock: the task stays owner's until the update below. */
     if (sqlite3_prepare_v2(s->db,
@@ -489,7 +598,7 @@ static int sq_release(void *st, const char *owner, const char *id, ocp_failure k
                            "lease_owner = ?",
                            -1, &q, NULL) != SQLITE_OK) {
         rc = fail_db(s, "release");
-        exec(s, "ROLLBACK");
+        txn(s, TXN_ROLLBACK);
         return rc;
     }
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
@@ -503,7 +612,7 @@ static int sq_release(void *st, const char *owner, const char *id, ocp_failure k
     sqlite3_finalize(q);
     if (deliveries < 0) { /* not owner's any more (finished, or taken over): nothing to do */
         ignored(s, owner, id, "release");
-        return exec(s, "COMMIT");
+        return txn(s, TXN_COMMIT);
     }
     if (uncount && deliveries > 0)
         deliveries--;
@@ -543,11 +652,11 @@ static int sq_release(void *st, const char *owner, const char *id, ocp_failure k
         rc = fail_db(s, "release");
         if (q)
             sqlite3_finalize(q);
-        exec(s, "ROLLBACK");
+        txn(s, TXN_ROLLBACK);
         return rc;
     }
     sqlite3_finalize(q);
-    return exec(s, "COMMIT");
+    return txn(s, TXN_COMMIT);
 }
 
 static int sq_counts(void *st, const char *group, ocp_counts *c)
@@ -729,7 +838,7 @@ static int sq_reclaim_dead(void *st, long *n)
     sqlite3_stmt *q, *u;
     int rc;
     *n = 0;
-    if ((rc = exec(s, "BEGIN IMMEDIATE")))
+    if ((rc = txn(s, TXN_BEGIN)))
         return rc;
     if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT lease_owner FROM tasks WHERE state = 1", -1, &q,
                            NULL) != SQLITE_OK ||
@@ -737,7 +846,7 @@ static int sq_reclaim_dead(void *st, long *n)
                            "UPDATE tasks SET lease_expires = 0 WHERE state = 1 AND lease_owner = ?",
                            -1, &u, NULL) != SQLITE_OK) {
         rc = fail_db(s, "reclaim");
-        exec(s, "ROLLBACK");
+        txn(s, TXN_ROLLBACK);
         return rc;
     }
     while (sqlite3_step(q) == SQLITE_ROW) {
@@ -752,7 +861,7 @@ static int sq_reclaim_dead(void *st, long *n)
     }
     sqlite3_finalize(q);
     sqlite3_finalize(u);
-    return exec(s, "COMMIT");
+    return txn(s, TXN_COMMIT);
 }
 
 const ocp_broker_ops ocp_broker_sqlite = {
@@ -761,6 +870,7 @@ const ocp_broker_ops ocp_broker_sqlite = {
     .close = sq_close,
     .errmsg = sq_errmsg,
     .submit = sq_submit,
+    .batch = sq_batch,
     .lease = sq_lease,
     .renew = sq_renew,
     .ack_early = sq_ack_early,

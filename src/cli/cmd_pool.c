@@ -383,14 +383,70 @@ static ocp_broker *open_or_say(const char *url, const ocp_config *cfg)
     return b;
 }
 
-static int print_id(void *ctx, const char *id, int page, int pages, int inserted)
+/*
+ * submit's tasks go in batches (one transaction each: ocp_broker_batch_begin) of at most
+ * SUBMIT_BATCH tasks or SUBMIT_BATCH_S seconds, so a long list is queued at the speed of its
+ * header reads and the workers see the first pages soon. An id is printed once its batch is
+ * written: a printed id is a queued task.
+ */
+#define SUBMIT_BATCH   1000
+#define SUBMIT_BATCH_S 0.1
+
+typedef struct submit_batch {
+    ocp_broker *b;
+    char (*ids)[64]; /* printed when the batch is written */
+    int n, cap;
+    double since; /* the batch's start */
+    int open;
+    long failed; /* tasks whose batch could not be written */
+} submit_batch;
+
+static int batch_id(void *ctx, const char *id, int page, int pages, int inserted)
 {
-    (void)ctx;
+    submit_batch *sb = ctx;
     (void)page;
     (void)pages;
     (void)inserted;
-    printf("%s\n", id);
+    if (sb->n == sb->cap) { /* a document's pages all go in the batch its first page is in */
+        sb->cap = sb->cap ? sb->cap * 2 : SUBMIT_BATCH;
+        sb->ids = ocp_xrealloc(sb->ids, (size_t)sb->cap * sizeof *sb->ids);
+    }
+    snprintf(sb->ids[sb->n++], 64, "%s", id);
     return 0;
+}
+
+/* Ends the open batch: prints its ids, or says they are not queued. */
+static void batch_end(submit_batch *sb)
+{
+    if (!sb->open)
+        return;
+    sb->open = 0;
+    if (ocp_broker_batch_end(sb->b)) {
+        fprintf(stderr, "ocrpool: cannot queue %d pages: %s\n", sb->n,
+                ocp_broker_errmsg(sb->b));
+        sb->failed += sb->n;
+    } else {
+        for (int i = 0; i < sb->n; i++)
+            printf("%s\n", sb->ids[i]);
+        fflush(stdout);
+    }
+    sb->n = 0;
+}
+
+/* Queues path's pages in the open batch (one is begun when none is), ending it when full. */
+static int batch_file(submit_batch *sb, const char *path, const ocp_image_limits *lim,
+                      const ocp_submit_opts *so, char *err, size_t errlen)
+{
+    if (!sb->open) {
+        if (ocp_broker_batch_begin(sb->b))
+            return ocp_errf(-EIO, err, errlen, "cannot queue: %s", ocp_broker_errmsg(sb->b));
+        sb->open = 1;
+        sb->since = ocp_now();
+    }
+    int rc = ocp_app_submit_file(sb->b, path, lim, so, batch_id, sb, err, errlen);
+    if (sb->n >= SUBMIT_BATCH || ocp_now() - sb->since >= SUBMIT_BATCH_S)
+        batch_end(sb);
+    return rc;
 }
 
 int ocp_cmd_submit(int argc, char **argv)
@@ -430,12 +486,17 @@ int ocp_cmd_submit(int argc, char **argv)
                               ? -1
                               : (int)ocp_config_int(cfg, OCP_S_MAX_IMAGE_SIZE),
     };
+    submit_batch sb = {.b = b};
     for (int i = 0; i < npos; i++) {
-        if (ocp_app_submit_file(b, pos[i], &lim, &so, print_id, NULL, err, sizeof err)) {
+        if (batch_file(&sb, pos[i], &lim, &so, err, sizeof err)) {
             fprintf(stderr, "ocrpool: %s: %s\n", pos[i], err);
             failed++;
         }
     }
+    batch_end(&sb);
+    free(sb.ids);
+    if (sb.failed)
+        failed++;
     rc = failed ? OCP_EXIT_FAILED : OCP_EXIT_OK;
 out:
     ocp_broker_close(b);

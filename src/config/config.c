@@ -4,11 +4,13 @@
  */
 #include "config/config.h"
 #include "core/error.h"
+#include "core/memstat.h"
 #include "core/util.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -298,11 +300,72 @@ static int set_value(ocp_config *c, ocp_setting_id id, const char *text, ocp_sou
     return 0;
 }
 
+/*
+ * The memory this process may use, in MB: the machine's (/proc/meminfo), or its cgroup's
+ * memory.max (v2) when that is lower (a container's limit). 0 when neither can be read.
+ */
+static long machine_mb(void)
+{
+    ocp_sysmem sm;
+    long mb = ocp_memstat_system(&sm) == 0 && sm.total_kb > 0 ? sm.total_kb / 1024 : 0;
+    char line[512], path[600];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    path[0] = '\0';
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "0::", 3) == 0) { /* the v2 hierarchy's line */
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
+        }
+    }
+    if (f)
+        fclose(f);
+    long long max = 0;
+    if (path[0] && (f = fopen(path, "r"))) {
+        if (fscanf(f, "%lld", &max) == 1 && max > 0 && (mb == 0 || max / 1048576 < mb))
+            mb = (long)(max / 1048576);
+        fclose(f);
+    }
+    return mb;
+}
+
+/*
+ * The default of a setting whose default is "machine" into buf, and why into origin: a
+ * memory-bounded system is bounded out of the box. The node's budget is half the machine's
+ * memory; a worker's hard limit a quarter, from 256 to 2048 MB (the largest page the
+ * default limits let through, 80 megapixels not resized, peaks near 1 GB at about 11
+ * bytes/pixel: README). A machine whose memory cannot be read gets 0 (none), said so.
+ */
+static void machine_default(ocp_setting_id id, char *buf, size_t len, char *origin, size_t olen)
+{
+    long mb = machine_mb(), v;
+    if (mb <= 0) {
+        snprintf(buf, len, "0");
+        snprintf(origin, olen, "default (none: this machine's memory is unknown)");
+        return;
+    }
+    if (id == OCP_S_MEMORY_BUDGET) {
+        v = mb / 2;
+        snprintf(origin, olen, "default (half of this machine's %ld MB)", mb);
+    } else {
+        v = mb / 4 < 256 ? 256 : mb / 4 > 2048 ? 2048 : mb / 4;
+        snprintf(origin, olen, "default (a quarter of this machine's %ld MB, 256 to 2048)", mb);
+    }
+    if (v > (long)defs[id].max)
+        v = (long)defs[id].max;
+    snprintf(buf, len, "%ld", v);
+}
+
 ocp_config *ocp_config_create(void)
 {
     ocp_config *c = ocp_xcalloc(1, sizeof *c);
     for (int i = 0; i < OCP_S__COUNT; i++) {
-        int err = set_value(c, (ocp_setting_id)i, defs[i].def, OCP_SRC_DEFAULT, "default");
+        char def[32], origin[160] = "default";
+        const char *d = defs[i].def;
+        if (strcmp(d, "machine") == 0) {
+            machine_default((ocp_setting_id)i, def, sizeof def, origin, sizeof origin);
+            d = def;
+        }
+        int err = set_value(c, (ocp_setting_id)i, d, OCP_SRC_DEFAULT, origin);
         /* The defaults are ours: a default that fails its own validation is a bug. */
         if (err) {
             fprintf(stderr, "ocrpool: internal error: %s\n", c->errmsg);
@@ -615,7 +678,10 @@ void ocp_config_print_help(FILE *out)
             snprintf(flag, sizeof flag, "-%c, --%s", d->shortflag, d->name);
         else
             snprintf(flag, sizeof flag, "    --%s", d->name);
-        fprintf(out, "  %-28s %s (default %s%s%s)\n", flag, d->help, d->def[0] ? d->def : "\"\"",
-                d->unit ? " " : "", d->unit ? d->unit : "");
+        if (strcmp(d->def, "machine") == 0) /* its help says how it is derived */
+            fprintf(out, "  %-28s %s\n", flag, d->help);
+        else
+            fprintf(out, "  %-28s %s (default %s%s%s)\n", flag, d->help,
+                    d->def[0] ? d->def : "\"\"", d->unit ? " " : "", d->unit ? d->unit : "");
     }
 }

@@ -31,6 +31,7 @@ struct ocp_doc {
     VipsSource *src;
     const char *format;
     int pages;
+    int w0, h0; /* page 0's size, read by doc_open: not read again for it */
     ocp_image_limits lim;
 };
 
@@ -135,14 +136,14 @@ static const loader_name *find_loader(const char *nick)
     return NULL;
 }
 
-/* Opens page of the doc lazily: only the header is read. */
-static VipsImage *open_page(ocp_doc *doc, int page, char *err, size_t errlen, int *rc)
+/* Opens page of the doc lazily at resolution dpi (PDF only): only the header is read. */
+static VipsImage *open_page_at(ocp_doc *doc, int page, double dpi, char *err, size_t errlen,
+                               int *rc)
 {
     VipsImage *img;
     if (strcmp(doc->format, "pdf") == 0)
-        img = vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "dpi",
-                                         (double)doc->lim.pdf_dpi, "fail_on", VIPS_FAIL_ON_ERROR,
-                                         "memory", TRUE, NULL);
+        img = vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "dpi", dpi,
+                                         "fail_on", VIPS_FAIL_ON_ERROR, "memory", TRUE, NULL);
     else if (strcmp(doc->format, "tiff") == 0)
         img = vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "fail_on",
                                          VIPS_FAIL_ON_ERROR, "memory", TRUE, NULL);
@@ -152,6 +153,12 @@ static VipsImage *open_page(ocp_doc *doc, int page, char *err, size_t errlen, in
     if (!img)
         *rc = vips_reason(OCP_E_DECODE, "cannot read the header", err, errlen);
     return img;
+}
+
+/* Opens page of the doc lazily (a PDF page at pdf-dpi): only the header is read. */
+static VipsImage *open_page(ocp_doc *doc, int page, char *err, size_t errlen, int *rc)
+{
+    return open_page_at(doc, page, (double)doc->lim.pdf_dpi, err, errlen, rc);
 }
 
 static int doc_open(VipsSource *src, const ocp_image_limits *lim, ocp_doc **out, char *err,
@@ -189,6 +196,8 @@ static int doc_open(VipsSource *src, const ocp_image_limits *lim, ocp_doc **out,
     }
     if (ln->paged)
         doc->pages = vips_image_get_n_pages(img);
+    doc->w0 = vips_image_get_width(img);
+    doc->h0 = vips_image_get_height(img);
     g_object_unref(img);
     if (doc->pages < 1)
         doc->pages = 1;
@@ -350,6 +359,11 @@ int ocp_doc_page_size(ocp_doc *doc, int page, int *w, int *h, char *err, size_t 
     if (page < 0 || page >= doc->pages)
         return ocp_errf(OCP_E_NOPAGE, err, errlen, "no page %d (document has %d)", page + 1,
                         doc->pages);
+    if (page == 0) {
+        *w = doc->w0;
+        *h = doc->h0;
+        return 0;
+    }
     VipsImage *img = open_page(doc, page, err, errlen, &rc);
     if (!img)
         return rc;
@@ -373,22 +387,66 @@ static int check_size(const ocp_doc *doc, VipsImage *img, char *err, size_t errl
     return 0;
 }
 
-/* An image not to be rotated is opened again to be decoded top to bottom through the resize,
- * a few lines at a time, instead of the whole page at full size first (6 to 9 MB less for
- * an A4 page at 300 dpi). Keeps *img as it is where that cannot be done. */
-static void open_sequential(ocp_doc *doc, int page, VipsImage **img)
+/*
+ * The factor a JPEG page of w x h is shrunk by while it is decoded (libjpeg's DCT scaling:
+ * 1, 2, 4 or 8): the largest that leaves it at least its target size (max-image-size), so
+ * the Lanczos resize still makes the last step. A page of 4000 x 6000 going to 2048 is
+ * decoded at 2000 x 3000: a quarter of the pixels, and a quarter of the time.
+ */
+static int jpeg_shrink(const ocp_doc *doc, int w, int h)
 {
-    if (strcmp(doc->format, "pdf") == 0 || vips_image_get_orientation(*img) > 1)
+    int nw, nh, f = 8;
+    if (strcmp(doc->format, "jpeg") != 0)
+        return 1;
+    ocp_image_fit(w, h, doc->lim.max_image_size, &nw, &nh);
+    while (f > 1 && (w / f < nw || h / f < nh))
+        f /= 2;
+    return f;
+}
+
+/*
+ * The page opened again to be decoded at the size it is needed at, and a few lines at a
+ * time where it can be:
+ *  - a PDF page is rendered at the resolution at which its longest side is max-image-size
+ *    (at most pdf-dpi), not at pdf-dpi and then shrunk: a 30 x 30 inch page at 200 dpi
+ *    would be 6000 x 6000 RGBA (144 MB) before its resize to 2048;
+ *  - a JPEG page is shrunk while decoded (jpeg_shrink);
+ *  - an image not to be rotated is decoded top to bottom through the resize, instead of
+ *    the whole page at full size first (6 to 9 MB less for an A4 page at 300 dpi).
+ * w x h is the page's size at full size (its header). Keeps *img as it is where none of
+ * that applies or it cannot be done.
+ */
+static void open_reduced(ocp_doc *doc, int page, int w, int h, VipsImage **img)
+{
+    VipsImage *again = NULL;
+    int rotated = vips_image_get_orientation(*img) > 1;
+    VipsAccess access = rotated ? VIPS_ACCESS_RANDOM : VIPS_ACCESS_SEQUENTIAL;
+    if (strcmp(doc->format, "pdf") == 0) {
+        int nw, nh, rc = 0;
+        ocp_image_fit(w, h, doc->lim.max_image_size, &nw, &nh);
+        if (nw == w && nh == h)
+            return;
+        double f = fmax((double)nw / w, (double)nh / h);
+        char ignored[8];
+        again = open_page_at(doc, page, doc->lim.pdf_dpi * f, ignored, sizeof ignored, &rc);
+    } else if (strcmp(doc->format, "jpeg") == 0) {
+        int shrink = jpeg_shrink(doc, w, h);
+        if (shrink == 1 && rotated)
+            return;
+        again = vips_image_new_from_source(doc->src, "", "fail_on", VIPS_FAIL_ON_ERROR, "access",
+                                           access, "shrink", shrink, "memory", TRUE, NULL);
+    } else if (rotated) {
         return;
-    VipsImage *seq =
-        strcmp(doc->format, "tiff") == 0
-            ? vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "fail_on",
-                                         VIPS_FAIL_ON_ERROR, "access", VIPS_ACCESS_SEQUENTIAL, NULL)
-            : vips_image_new_from_source(doc->src, "", "fail_on", VIPS_FAIL_ON_ERROR, "access",
-                                         VIPS_ACCESS_SEQUENTIAL, NULL);
-    if (seq) {
+    } else if (strcmp(doc->format, "tiff") == 0) {
+        again = vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "fail_on",
+                                           VIPS_FAIL_ON_ERROR, "access", access, NULL);
+    } else {
+        again = vips_image_new_from_source(doc->src, "", "fail_on", VIPS_FAIL_ON_ERROR, "access",
+                                           access, NULL);
+    }
+    if (again) {
         g_object_unref(*img);
-        *img = seq;
+        *img = again;
     } else {
         vips_error_clear();
     }
@@ -430,17 +488,31 @@ static int to_rgb_or_grey(VipsImage **img, char *err, size_t errlen)
     return 0;
 }
 
-/* *img resized (Lanczos3) to fit max-image-size, its size before in out->orig_*. */
-static int fit(const ocp_doc *doc, VipsImage **img, ocp_page_image *out, char *err, size_t errlen)
+/*
+ * *img resized (Lanczos3) so that the page of uw x uh (upright, at full size: *img may be
+ * smaller, reduced on load) fits max-image-size; uw x uh in out->orig_*. An image reduced
+ * on load to within a pixel of its target (a PDF page rendered at the resolution of the
+ * target, rounded) is cut or padded with white to it instead: no resampling at a scale of 1.
+ */
+static int fit(const ocp_doc *doc, VipsImage **img, int uw, int uh, ocp_page_image *out,
+               char *err, size_t errlen)
 {
     VipsImage *t = NULL;
     int nw, nh;
-    out->orig_width = vips_image_get_width(*img);
-    out->orig_height = vips_image_get_height(*img);
-    ocp_image_fit(out->orig_width, out->orig_height, doc->lim.max_image_size, &nw, &nh);
-    if (nw == out->orig_width && nh == out->orig_height)
+    int cw = vips_image_get_width(*img), ch = vips_image_get_height(*img);
+    out->orig_width = uw;
+    out->orig_height = uh;
+    ocp_image_fit(uw, uh, doc->lim.max_image_size, &nw, &nh);
+    if (nw == cw && nh == ch)
         return 0;
-    double hs = (double)nw / out->orig_width, vs = (double)nh / out->orig_height;
+    if (abs(nw - cw) <= 1 && abs(nh - ch) <= 1 && (cw != uw || ch != uh)) {
+        VipsArrayDouble *white = vips_array_double_newv(1, 255.0);
+        int ok = vips_gravity(*img, &t, VIPS_COMPASS_DIRECTION_NORTH_WEST, nw, nh, "extend",
+                              VIPS_EXTEND_BACKGROUND, "background", white, NULL);
+        vips_area_unref(VIPS_AREA(white));
+        return step(img, &t, ok, "cannot resize", err, errlen);
+    }
+    double hs = (double)nw / cw, vs = (double)nh / ch;
     return step(img, &t,
                 vips_resize(*img, &t, hs, "vscale", vs, "kernel", VIPS_KERNEL_LANCZOS3, NULL),
                 "cannot resize", err, errlen);
@@ -489,6 +561,29 @@ static void *decode(const ocp_doc *doc, VipsImage *img, double t0, size_t *size,
     return mem;
 }
 
+/*
+ * A colour page whose every pixel is grey (R = G = B: a PDF page rendered in RGB, a scan
+ * saved in colour) made one band, in place: a third of the bytes, and the engines' own
+ * copies shrink with it (Tesseract keeps 4 bytes a pixel of a colour page, 1 of a grey
+ * one). Every value is kept, so what the engines read is the same.
+ */
+static void grey_if_grey(ocp_page_image *img)
+{
+    size_t n = (size_t)img->width * img->height;
+    unsigned char *p = img->pixels;
+    if (img->bands != 3)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (p[3 * i] != p[3 * i + 1] || p[3 * i] != p[3 * i + 2])
+            return;
+    for (size_t i = 1; i < n; i++)
+        p[i] = p[3 * i];
+    img->bands = 1;
+    unsigned char *smaller = g_try_realloc(p, n);
+    if (smaller)
+        img->pixels = smaller;
+}
+
 int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, size_t errlen)
 {
     VipsImage *img, *t = NULL;
@@ -507,9 +602,13 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     if ((rc = check_size(doc, img, err, errlen)))
         goto fail;
     dpi = strcmp(doc->format, "pdf") == 0 ? doc->lim.pdf_dpi : dpi_of(img);
-    open_sequential(doc, page, &img);
+    /* The page's size upright and at full size: boxes are reported in its coordinates. */
+    int w = vips_image_get_width(img), h = vips_image_get_height(img);
+    int turned = vips_image_get_orientation(img) >= 5; /* EXIF 5..8: a quarter turn */
+    open_reduced(doc, page, w, h, &img);
     if ((rc = step(&img, &t, vips_autorot(img, &t, NULL), "cannot decode", err, errlen)) ||
-        (rc = to_rgb_or_grey(&img, err, errlen)) || (rc = fit(doc, &img, out, err, errlen)))
+        (rc = to_rgb_or_grey(&img, err, errlen)) ||
+        (rc = fit(doc, &img, turned ? h : w, turned ? w : h, out, err, errlen)))
         goto fail;
     if (!(mem = decode(doc, img, t0, &size, &rc, err, errlen)))
         goto fail;
@@ -517,6 +616,7 @@ int ocp_doc_load_page(ocp_doc *doc, int page, ocp_page_image *out, char *err, si
     out->width = vips_image_get_width(img);
     out->height = vips_image_get_height(img);
     out->bands = vips_image_get_bands(img);
+    grey_if_grey(out);
     out->scale_x = (double)out->orig_width / out->width;
     out->scale_y = (double)out->orig_height / out->height;
     out->dpi = dpi ? (int)lround(dpi / out->scale_y) : 0;

@@ -105,6 +105,7 @@ void ocp_pool_conf_from_config(ocp_pool_conf *pc, const ocp_config *cfg)
     memset(pc, 0, sizeof *pc);
     pc->engine = ocp_config_str(cfg, OCP_S_ENGINE);
     pc->ep.lang = ocp_config_str(cfg, OCP_S_LANG);
+    pc->preload_langs = ocp_config_str(cfg, OCP_S_PRELOAD_LANGUAGES);
     pc->ep.tessdata_dir = ocp_config_str(cfg, OCP_S_TESSDATA_DIR);
     pc->ep.psm = (int)ocp_config_int(cfg, OCP_S_PSM);
     pc->ep.max_languages = (int)ocp_config_int(cfg, OCP_S_MAX_LANGUAGES);

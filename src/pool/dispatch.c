@@ -5,6 +5,10 @@
  * a batch of batch-pages), their results stored and acknowledged or their
  * failures recorded by kind, and their leases renewed every
  * lease_timeout/3 while they are held; finished pages expire by timer.
+ * The answers of one turn of the loop (every worker's) and the lease of
+ * the room they leave are written to the queue together (one broker batch:
+ * one SQLite commit per turn, not two per page), before the turn's pages
+ * are given out.
  */
 #include "core/error.h"
 #include "core/log.h"
@@ -211,6 +215,13 @@ static void page_done(master *m, worker *w, json_t *msg)
         w->batch_peak_kb = peak;
         snprintf(w->peak_page, sizeof w->peak_page, "%s", id);
     }
+    if (json_is_true(json_object_get(msg, "recycle")) && !w->exit_after) {
+        /* It loaded a model of its own, which its zygote now shares (zygote.c). */
+        OCP_LOG(OCP_LOG_INFO, "replacing worker %d once idle: its own copy of a model the "
+                              "zygote now shares",
+                w->pid);
+        w->exit_after = 1;
+    }
     if (!ok && ocp_failure_retried(kind)) {
         /* Not the page's content: deliver it again (or bury it after max deliveries). */
         ocp__release_task(m, h, kind, why ? why : "failed", 0);
@@ -254,12 +265,53 @@ static void worker_ready(master *m, worker *w, json_t *msg)
             (long long)json_integer_value(json_object_get(msg, "pss_kb")));
 }
 
+static int lease_more(master *m);
+static void lease_tick(ocp_loop_timer *t);
+
+/* Drops the last n held pages if they are still waiting: leased in a batch that was not
+ * written, so they are not this node's (their results would be ignored). */
+static void drop_unwritten(master *m, int n)
+{
+    int skip = m->n_held - n;
+    held *h = m->held;
+    while (h && skip-- > 0)
+        h = h->next;
+    while (h) {
+        held *next = h->next;
+        if (h->state == H_WAITING)
+            ocp__drop_held(m, h);
+        h = next;
+    }
+}
+
+/* Ends the batch begun for this turn's answers: the room they left is leased first, in the
+ * same write (then the lease timer goes on from there). */
+static void answers_written(master *m)
+{
+    int leased = 0;
+    if (!m->answers_batch)
+        return;
+    m->answers_batch = 0;
+    if (!m->draining && m->lease_interval == 0) {
+        leased = lease_more(m);
+        ocp_loop_timer_start(m->loop, &m->lease_timer, m->lease_interval, lease_tick, m);
+    }
+    if (ocp_broker_batch_end(m->b)) {
+        /* Nothing of the batch is stored: the pages answered run again when their leases
+         * run out, and the pages just leased are not ours. */
+        OCP_LOG(OCP_LOG_ERROR, "cannot store the pages' results: %s", ocp_broker_errmsg(m->b));
+        drop_unwritten(m, leased);
+    }
+}
+
 void ocp__worker_readable(ocp_loop_io *io, short revents)
 {
     (void)revents;
     master *m = io->data;
     worker *w = (worker *)((char *)io - offsetof(worker, io));
     int r, rc;
+    if (!m->answers_batch)
+        m->answers_batch = ocp_broker_batch_begin(m->b) == 0;
     while ((r = ocp_proto_fill(&w->rd, w->fd)) > 0) {
     }
     if (r == 0 || (r < 0 && r != -EAGAIN)) {
@@ -397,6 +449,7 @@ static void give(master *m, worker *w, held **pick, int np)
 /* Gives idle workers waiting pages: each up to batch-pages of them, within the budget. */
 void ocp__dispatch(master *m)
 {
+    answers_written(m);
     if (m->draining)
         return;
     int most = m->pc.batch_pages > 1 ? m->pc.batch_pages : 1;
@@ -432,13 +485,14 @@ static void hold(master *m, ocp_task *got, int n)
     }
 }
 
-static void lease_more(master *m)
+/* Leases what there is room for; returns how many were leased. */
+static int lease_more(master *m)
 {
     int want = ocp__capacity(m) - m->n_held;
     if (want <= 0) {
         /* Full (or scaled down): a page that finishes asks again at once (batch_done). */
         m->lease_interval = OCP__LEASE_IDLE;
-        return;
+        return 0;
     }
     if (want > 256)
         want = 256;
@@ -452,7 +506,7 @@ static void lease_more(master *m)
         m->lease_failing = 1;
         m->lease_interval = fmin(2.0, m->lease_interval * 2 + 0.1);
         free(got);
-        return;
+        return 0;
     }
     if (m->lease_failing)
         OCP_LOG(OCP_LOG_WARN, "lease: the broker answers again");
@@ -464,6 +518,7 @@ static void lease_more(master *m)
     /* An empty queue is asked less often (each ask takes the write lock). */
     m->lease_interval = n ? 0.02 : fmin(OCP__LEASE_IDLE, m->lease_interval * 2 + 0.02);
     free(got);
+    return n;
 }
 
 static void lease_tick(ocp_loop_timer *t)

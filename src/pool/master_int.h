@@ -143,6 +143,7 @@ typedef struct master {
     ocp_loop_timer lease_timer, renew_timer, watch_timer, expire_timer;
     double lease_interval; /* grows while the queue is empty, up to OCP__LEASE_IDLE */
     int lease_failing;     /* the last lease failed (said once, until it works again) */
+    int answers_batch;     /* a broker batch holds this turn's answers (dispatch.c) */
     /* The control socket and the figures it reports. */
     int ctl_fd;
     ocp_loop_io ctl_io;

@@ -43,6 +43,7 @@
 typedef struct ocp_pool_conf {
     const char *engine;
     ocp_engine_params ep;
+    const char *preload_langs; /* loaded by the zygote beside ep.lang, comma separated */
     ocp_image_limits lim;
     ocp_orient_conf orient; /* rotate-pages, its threshold, deskew */
     double soft_timeout_s;

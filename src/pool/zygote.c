@@ -25,6 +25,17 @@
  *             (KIND: ocp_failure_name, failure.h; the master retries the
  *             kinds ocp_failure_retried says)
  *
+ * Every model shared: the zygote holds an engine per language it has loaded
+ * (lang, preload-languages, and each language a worker asked for), and a
+ * worker uses those (shared copy-on-write). A language a worker needs and
+ * its zygote lacked when it was forked, the worker loads privately, and
+ * asks the zygote for it on the wish pipe (one "LANG\n" write, atomic);
+ * the zygote loads it between spawns (up to ZYG_MAX_LANGS languages), so
+ * workers forked after share it. The worker's answer then carries
+ * "recycle":true and the master replaces it once idle: the node converges
+ * to one copy of each model.
+ *   worker -> zygote (wish pipe): LANG\n
+ *
  * Test seam: OCRPOOL_FAULT=crash:TEXT | sleep:SECONDS:TEXT | alloc:MB:TEXT
  * makes a worker crash (SIGSEGV), sleep, or allocate and touch memory on
  * a page whose source contains TEXT; the tests use it to make poison
@@ -58,13 +69,26 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Engines a worker has open: the zygote's (shared) and any it opened for other languages. */
-#define MAX_ENGINES 3
+/* An engine open for one language (a '+' joined list, as a task names it). */
 typedef struct engine_slot {
     char *lang;
     ocp_engine *eng;
 } engine_slot;
 
+/*
+ * The zygote's engines, one per language, shared by the workers forked after each was
+ * loaded (a worker's copy of this table is the zygote's at its fork). Beyond ZYG_MAX_LANGS
+ * a worker keeps loading what it needs privately (and is not recycled for it).
+ */
+#define ZYG_MAX_LANGS 8
+static engine_slot zlangs_[ZYG_MAX_LANGS];
+static int n_zlangs_;
+/* The wish pipe's write end, in a worker (non-blocking: a full pipe drops the wish). */
+static int wish_fd_ = -1;
+
+/* Engines a worker opened for itself: the first language it needed beyond its zygote's
+ * stays, later ones take turns in the second slot. */
+#define MAX_PRIVATE 2
 static void fault(const char *source)
 {
     const char *f = getenv("OCRPOOL_FAULT");
@@ -94,19 +118,43 @@ static void fault(const char *source)
     }
 }
 
-static ocp_engine *engine_for(const ocp_pool_conf *pc, engine_slot *slots, const char *lang,
-                              char *err, size_t errlen)
+/* The zygote's engine for lang, or NULL. */
+static ocp_engine *shared_engine(const char *lang)
 {
-    for (int i = 0; i < MAX_ENGINES; i++)
+    for (int i = 0; i < n_zlangs_; i++)
+        if (strcmp(zlangs_[i].lang, lang) == 0)
+            return zlangs_[i].eng;
+    return NULL;
+}
+
+/* Asks the zygote to load lang for the workers it forks from now on. */
+static void wish(const char *lang)
+{
+    char line[300];
+    int n = snprintf(line, sizeof line, "%s\n", lang);
+    if (wish_fd_ < 0 || n <= 0 || (size_t)n >= sizeof line)
+        return;
+    if (write(wish_fd_, line, (size_t)n) != n)
+        OCP_LOG(OCP_LOG_DEBUG, "zygote's wish pipe full: %s not asked for", lang);
+}
+
+/* The engine for lang: the zygote's (shared), else one of this worker's own (*own set),
+ * opened here when it has none, and then asked of the zygote. */
+static ocp_engine *engine_for(const ocp_pool_conf *pc, engine_slot *slots, const char *lang,
+                              int *own, char *err, size_t errlen)
+{
+    ocp_engine *shared = shared_engine(lang);
+    if (shared)
+        return shared;
+    *own = 1;
+    for (int i = 0; i < MAX_PRIVATE; i++)
         if (slots[i].lang && strcmp(slots[i].lang, lang) == 0)
             return slots[i].eng;
     /* A task's own languages: checked before anything is loaded for them. */
     if (ocp_engine_check_langs(pc->ep.tessdata_dir, lang, pc->ep.max_languages, err, errlen))
         return NULL;
     /* Another language: open it here (private memory), evicting the last extra one. */
-    int k = 1;
-    while (k < MAX_ENGINES - 1 && slots[k].lang)
-        k++;
+    int k = slots[0].lang ? MAX_PRIVATE - 1 : 0;
     if (slots[k].lang) {
         ocp_engine_close(slots[k].eng);
         free(slots[k].lang);
@@ -117,6 +165,7 @@ static ocp_engine *engine_for(const ocp_pool_conf *pc, engine_slot *slots, const
     if (ocp_engine_open(pc->engine, &ep, &slots[k].eng, err, errlen))
         return NULL;
     slots[k].lang = ocp_xstrdup(lang);
+    wish(lang);
     return slots[k].eng;
 }
 
@@ -141,7 +190,8 @@ typedef struct wtask {
 /* Parses wt's payload and opens its document; on failure wt->rc and wt->err say why. The
  * pages' peak RSS counts from the first page's engine on (*peak_reset), the fault seam's
  * allocations included. */
-static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, int *peak_reset)
+static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, int *peak_reset,
+                      int *own)
 {
     json_t *payload = wt->payload;
     const char *source = json_string_value(json_object_get(payload, "source"));
@@ -158,7 +208,7 @@ static void task_open(const ocp_pool_conf *pc, engine_slot *slots, wtask *wt, in
                           "malformed task: no source or bad page");
         return;
     }
-    wt->eng = engine_for(pc, slots, wt->lang, wt->err, sizeof wt->err);
+    wt->eng = engine_for(pc, slots, wt->lang, own, wt->err, sizeof wt->err);
     if (!wt->eng) {
         wt->rc = OCP_E_LANG;
         return;
@@ -295,7 +345,7 @@ static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t
 {
     wtask *wt = ocp_xcalloc((size_t)n, sizeof *wt);
     double started = ocp_wall_now();
-    int rc = 0, peak_reset = 0;
+    int rc = 0, peak_reset = 0, own = 0;
     for (int i = 0; i < n; i++) {
         const char *id = json_string_value(ids[i]);
         const char *lang = json_string_value(json_object_get(payloads[i], "lang"));
@@ -314,7 +364,7 @@ static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t
         ocp_batch_page *bp = ocp_xcalloc((size_t)(b - a), sizeof *bp);
         int *who = ocp_xcalloc((size_t)(b - a), sizeof *who), nb = 0;
         for (int i = a; i < b; i++) {
-            task_open(pc, slots, &wt[i], &peak_reset);
+            task_open(pc, slots, &wt[i], &peak_reset, &own);
             if (!wt[i].rc) {
                 bp[nb] = (ocp_batch_page){.img = &wt[i].img, .res = &wt[i].res};
                 who[nb++] = i;
@@ -344,6 +394,10 @@ static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t
         malloc_trim(0);
         for (int i = a; i < b && !rc; i++) {
             json_t *reply = task_reply(pc, &wt[i]);
+            /* A model of its own that its zygote had room to take (asked for by wish):
+             * replaced once idle by a worker that shares the zygote's. */
+            if (i == n - 1 && own && n_zlangs_ < ZYG_MAX_LANGS)
+                json_object_set_new(reply, "recycle", json_true());
             rc = ocp_proto_send(fd, reply, -1);
             json_decref(reply);
         }
@@ -383,10 +437,10 @@ static void join_cgroup(const ocp_pool_conf *pc)
     }
 }
 
-static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const char *visible,
+static void worker_main(const ocp_pool_conf *pc, int fd, const char *visible,
                         const char *recog_addr)
 {
-    engine_slot slots[MAX_ENGINES] = {{0}};
+    engine_slot slots[MAX_PRIVATE] = {{0}};
     ocp_proto_reader rd;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     ocp_log_set_role('W');
@@ -416,8 +470,6 @@ static void worker_main(const ocp_pool_conf *pc, int fd, ocp_engine *eng, const 
         ocp_lstm_set_remote(
             ocp_recog_client_forward,
             ocp_recog_client_create(recog_addr, (size_t)pc->recognizer_arena_mb << 20));
-    slots[0].lang = ocp_xstrdup(pc->ep.lang);
-    slots[0].eng = eng;
     ocp_proto_reader_init(&rd);
     malloc_trim(0);
     ocp_memstat ms;
@@ -481,12 +533,52 @@ static void kids_remove(kids *k, pid_t p)
             k->pid[i] = k->pid[--k->n];
 }
 
-/* Loads the engine (and libvips) once, with the heap set up for sharing; tells the master
- * "ready", or "fatal" and exits. */
-static ocp_engine *zygote_load(const ocp_pool_conf *pc, int fd)
+/* Opens an engine for lang into the zygote's table; 0, or a code with the reason in err. */
+static int zygote_add_lang(const ocp_pool_conf *pc, const char *lang, char *err, size_t errlen)
+{
+    ocp_engine_params ep = pc->ep;
+    ocp_engine *eng = NULL;
+    if (shared_engine(lang))
+        return 0;
+    if (n_zlangs_ == ZYG_MAX_LANGS)
+        return ocp_errf(OCP_E_LANG, err, errlen, "the zygote holds %d languages already",
+                        ZYG_MAX_LANGS);
+    ep.lang = lang;
+    int rc = ocp_engine_open(pc->engine, &ep, &eng, err, errlen);
+    if (rc)
+        return rc;
+    zlangs_[n_zlangs_++] = (engine_slot){.lang = ocp_xstrdup(lang), .eng = eng};
+    return 0;
+}
+
+/* Loads preload-languages (comma or space separated, each as --lang names one) beside lang;
+ * 0, or a code with the reason (naming the language) in err. */
+static int zygote_preload(const ocp_pool_conf *pc, char *err, size_t errlen)
+{
+    const char *p = pc->preload_langs ? pc->preload_langs : "";
+    while (*p) {
+        size_t n = strcspn(p, ", ");
+        if (n > 0) {
+            char lang[256], why[500];
+            snprintf(lang, sizeof lang, "%.*s", (int)(n < 255 ? n : 255), p);
+            int rc = ocp_engine_check_langs(pc->ep.tessdata_dir, lang, pc->ep.max_languages, why,
+                                            sizeof why);
+            if (!rc)
+                rc = zygote_add_lang(pc, lang, why, sizeof why);
+            if (rc)
+                return ocp_errf(rc, err, errlen, "preload-languages %s: %s", lang, why);
+        }
+        p += n;
+        p += strspn(p, ", ");
+    }
+    return 0;
+}
+
+/* Loads the engine (and libvips) once, with the heap set up for sharing, for lang and
+ * preload-languages; tells the master "ready", or "fatal" and exits. */
+static void zygote_load(const ocp_pool_conf *pc, int fd)
 {
     char err[600] = "cannot start libvips";
-    ocp_engine *eng = NULL;
     /* The heap, set before the model loads and inherited by every worker: one arena (libvips's
      * threads would otherwise each keep one), and blocks of 128 KiB and more in their own
      * mappings, given back when freed. The model's large arrays then sit apart from the
@@ -495,8 +587,8 @@ static ocp_engine *zygote_load(const ocp_pool_conf *pc, int fd)
     mallopt(M_ARENA_MAX, 1);
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-    if (ocp_image_global_init("ocrpool") ||
-        ocp_engine_open(pc->engine, &pc->ep, &eng, err, sizeof err)) {
+    if (ocp_image_global_init("ocrpool") || zygote_add_lang(pc, pc->ep.lang, err, sizeof err) ||
+        zygote_preload(pc, err, sizeof err)) {
         json_t *m = json_pack("{s:s, s:s}", "t", "fatal", "error", err);
         ocp_proto_send(fd, m, -1);
         json_decref(m);
@@ -506,9 +598,37 @@ static ocp_engine *zygote_load(const ocp_pool_conf *pc, int fd)
     json_t *ready = json_pack("{s:s, s:I}", "t", "ready", "rss_kb", (json_int_t)ocp_self_rss_kb());
     ocp_proto_send(fd, ready, -1);
     json_decref(ready);
-    OCP_LOG(OCP_LOG_INFO, "zygote ready: engine %s, %s, RSS %ld KiB", pc->engine, pc->ep.lang,
+    OCP_LOG(OCP_LOG_INFO, "zygote ready: engine %s, %s%s%s, RSS %ld KiB", pc->engine, pc->ep.lang,
+            n_zlangs_ > 1 ? ", preloaded " : "", n_zlangs_ > 1 ? pc->preload_langs : "",
             ocp_self_rss_kb());
-    return eng;
+}
+
+/* Reads the workers' wishes (wish(): "LANG\n" lines) and loads each language the zygote
+ * lacks, for the workers it forks from now on. A wish that cannot be granted (no room, or
+ * the language fails to load) is logged; the worker that asked keeps its own copy. */
+static void zygote_wishes(const ocp_pool_conf *pc, int rfd)
+{
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(rfd, buf, sizeof buf - 1)) > 0) {
+        buf[n] = '\0';
+        for (char *save = NULL, *lang = strtok_r(buf, "\n", &save); lang;
+             lang = strtok_r(NULL, "\n", &save)) {
+            char err[600];
+            if (shared_engine(lang))
+                continue;
+            double t0 = ocp_now();
+            if (zygote_add_lang(pc, lang, err, sizeof err)) {
+                OCP_LOG(OCP_LOG_WARN, "zygote: %s not loaded for the workers: %s", lang, err);
+                continue;
+            }
+            malloc_trim(0);
+            OCP_LOG(OCP_LOG_INFO,
+                    "zygote: loaded %s in %.2f s for the workers forked from now on (%d "
+                    "languages, RSS %ld KiB)",
+                    lang, ocp_now() - t0, n_zlangs_, ocp_self_rss_kb());
+        }
+    }
 }
 
 /* Reaps ended workers and tells the master how each ended. */
@@ -549,7 +669,7 @@ static void zygote_end(kids *k)
 }
 
 /* {"t":"spawn","slot":K,"visible":V}: forks a worker and hands the master its socket. */
-static void zygote_spawn(const ocp_pool_conf *pc, int fd, ocp_engine *eng, json_t *m, kids *k)
+static void zygote_spawn(const ocp_pool_conf *pc, int fd, const int wish[2], json_t *m, kids *k)
 {
     int slot = (int)json_integer_value(json_object_get(m, "slot"));
     const char *vis = json_string_value(json_object_get(m, "visible"));
@@ -563,7 +683,9 @@ static void zygote_spawn(const ocp_pool_conf *pc, int fd, ocp_engine *eng, json_
     if (pid == 0) {
         close(fd);
         close(sp[0]);
-        worker_main(pc, sp[1], eng, vis, raddr);
+        close(wish[0]);
+        wish_fd_ = wish[1];
+        worker_main(pc, sp[1], vis, raddr);
     }
     close(sp[1]);
     if (pid > 0) {
@@ -638,14 +760,21 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
     signal(SIGQUIT, SIG_DFL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
-    ocp_engine *eng = zygote_load(pc, fd);
+    zygote_load(pc, fd);
+    /* The wish pipe: workers write, we read (both ends non-blocking). */
+    int wishp[2] = {-1, -1};
+    if (pipe2(wishp, O_CLOEXEC | O_NONBLOCK) < 0)
+        OCP_LOG_ERR(OCP_LOG_WARN, -errno, "wish pipe (workers will keep their own models)");
     ocp_proto_reader_init(&rd);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     for (;;) {
-        struct pollfd p = {fd, POLLIN, 0};
-        poll(&p, 1, 100);
+        struct pollfd p[2] = {{fd, POLLIN, 0}, {wishp[0], POLLIN, 0}};
+        poll(p, wishp[0] >= 0 ? 2 : 1, 100);
         zygote_reap(fd, &k);
-        if (!(p.revents & (POLLIN | POLLHUP | POLLERR)))
+        /* Wishes first: a worker replaced for its own model is forked after its model. */
+        if (wishp[0] >= 0 && (p[1].revents & POLLIN))
+            zygote_wishes(pc, wishp[0]);
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         int r = ocp_proto_fill(&rd, fd);
         if (r == 0 || (r < 0 && r != -EAGAIN))
@@ -653,10 +782,13 @@ static void zygote_main(const ocp_pool_conf *pc, int fd)
         json_t *m;
         while (ocp_proto_next(&rd, &m) == 0 && m) {
             const char *t = json_string_value(json_object_get(m, "t"));
-            if (t && strcmp(t, "spawn") == 0)
-                zygote_spawn(pc, fd, eng, m, &k);
-            else if (t && strcmp(t, "recognizer") == 0)
+            if (t && strcmp(t, "spawn") == 0) {
+                if (wishp[0] >= 0)
+                    zygote_wishes(pc, wishp[0]);
+                zygote_spawn(pc, fd, wishp, m, &k);
+            } else if (t && strcmp(t, "recognizer") == 0) {
                 zygote_recognizer(pc, fd, m, &k);
+            }
             json_decref(m);
         }
     }
