@@ -5,7 +5,7 @@
 # build/tools/lstm_cuda parity: the CUDA path's outputs equal the CPU path's bit for bit, in
 # batches of 1, 7 and 64 and under an 8 MB cap (split). Here the kernels run emulated on the
 # CPU (LSTM_CUDA_EMULATE: the same bodies, walk and allocator); where there is a GPU, on it
-# too, else that part says "skipped: no CUDA device (reason)" and counts as nothing.
+# too, else that part is a skip with the reason (tests/run.sh counts it as skipped).
 # And `ocrpool --version` says whether CUDA is built.
 source "$(dirname "$0")/lib.sh"
 TOOL=$(dirname "$OCRPOOL")/tools/lstm_cuda
@@ -16,7 +16,7 @@ source "$here/../../tools/fonts.sh"
 check "--version says whether CUDA support is built" \
     grep -Eq '^ocrpool [0-9.]+ \((CUDA [0-9.]+ support built|built without CUDA)\)$' "$TMP/version.txt"
 if grep -q 'built without CUDA' "$TMP/version.txt"; then
-    echo "# skipped: built without CUDA (the parity runs need the CUDA build)"
+    skip "built without CUDA (the parity runs need the CUDA build)"
     finish
 fi
 
@@ -46,7 +46,7 @@ for l in eng san tam hin; do
     "$TOOL" parity "$TD/$l.traineddata" "$TMP/$l"/*.png >"$TMP/gpu-$l.txt" 2>&1
     rc=$?
     if [ $rc -eq 77 ]; then
-        echo "# $(cat "$TMP/gpu-$l.txt")"
+        skip "$l: the CUDA path on the GPU: $(head -1 "$TMP/gpu-$l.txt")"
     else
         sed 's/^/# /' "$TMP/gpu-$l.txt"
         check "$l: the CUDA path on the GPU equals the CPU's (exit $rc)" \

@@ -22,7 +22,7 @@ F=$FIXTURES
 TD=${TESSDATA_PREFIX:-/usr/share/tesseract-ocr/5/tessdata}
 export OMP_THREAD_LIMIT=1
 if ! "$OCRPOOL" --version | grep -q 'CUDA .* support built'; then
-    echo "ok - skipped: this ocrpool was built without CUDA (no nvcc, or make CUDA=0): no emulated context"
+    skip "this ocrpool was built without CUDA (no nvcc, or make CUDA=0): no emulated context"
     finish
 fi
 langs=()
@@ -30,7 +30,7 @@ for l in eng san; do
     [ -f "$TD/$l.traineddata" ] && langs+=("$l")
 done
 if [ ${#langs[@]} -eq 0 ]; then
-    echo "ok - skipped: no test language installed in $TD"
+    skip "no test language installed in $TD"
     finish
 fi
 echo "# languages: ${langs[*]}"
@@ -191,7 +191,7 @@ if wait_log "$TMP/serve.log" "recognizer 0 ready" 30; then
         check "dashboard: the recognizer's GPU memory of its cap and utilisation n/a" \
             grep -Eq '<td>EMU-0</td><td>ready</td>.*<td>[0-9]+ / 64</td><td>n/a</td>' "$TMP/dash.html"
     else
-        echo "ok - skipped: dashboard (no chromium)"
+        skip "dashboard (no chromium)"
     fi
 else
     not_ok "serve on cuda:0: its recognizer never said ready"

@@ -22,7 +22,7 @@ for l in eng san tam hin; do
     [ -f "$TD/$l.traineddata" ] && langs+=("$l")
 done
 if [ ${#langs[@]} -eq 0 ]; then
-    echo "ok - skipped: no test language installed in $TD"
+    skip "no test language installed in $TD"
     finish
 fi
 echo "# languages: ${langs[*]}"
@@ -50,7 +50,7 @@ multi=("san+eng" "hin+tam+eng")
 for ml in "${multi[@]}"; do
     ok_all=1
     for x in ${ml//+/ }; do [ -f "$TD/$x.traineddata" ] || ok_all=0; done
-    [ $ok_all = 1 ] || { echo "ok - skipped: $ml (not all installed)"; continue; }
+    [ $ok_all = 1 ] || { skip "$ml (not all installed)"; continue; }
     ocr -l "$ml" -j 2 -o "$TMP/wm-$ml" "${pngs[@]}" 2>/dev/null
     ocr -l "$ml" -j 2 --recognizer shared --log-level info -o "$TMP/sm-$ml" "${pngs[@]}" 2>"$TMP/sm.log"
     n=$(read_by_recognizer "$TMP/sm.log")
@@ -277,7 +277,7 @@ if command -v chromium >/dev/null; then
     check "dashboard: the recognizer's row (device cpu, ready)" \
         grep -q '<table id="recog"><tbody><tr><th>pid</th>.*<td>cpu</td><td>ready</td>' "$TMP/dash.html"
 else
-    echo "ok - skipped: dashboard (no chromium)"
+    skip "dashboard (no chromium)"
 fi
 stop_worker
 finish
