@@ -35,7 +35,10 @@
  * when standard input is read); task ids come from each file's path, size,
  * time, page and settings, so running the same command again after an
  * interruption resumes: finished pages are kept, the rest (and failed ones)
- * are done.
+ * are done. The group is named by the inputs: a run of other files on the same
+ * queue keeps the pages another run's group has done (read by id, take_resumed),
+ * makes its own tasks for the ones not done (app/submit.c), and leaves the other
+ * files' pages alone.
  */
 #include "app/node.h"
 #include "app/output.h"
