@@ -61,6 +61,36 @@ static char *page_payload(ocp_doc *doc, const char *abs, int p, const ocp_submit
     return payload;
 }
 
+/*
+ * The page's task existed already (stable ids: an earlier run on the same queue). Kept when
+ * it is done or in this run's group. Otherwise it belongs to another run's group (a run of
+ * another set of files in the same folder) that this run's node does not work: the page
+ * gets a task of its own in this group, with an id from the group too (the same one each
+ * time this set of files is run again). out_id receives the id to follow.
+ */
+static int regroup_unfinished(ocp_broker *b, long long size, const struct timespec *mtim,
+                              const char *abs, const char *payload, ocp_task_spec *spec,
+                              char out_id[64])
+{
+    ocp_task_info info;
+    memset(&info, 0, sizeof info);
+    int rc = ocp_broker_get(b, out_id, &info), inserted = 0;
+    int keep = rc != 0 || info.state == OCP_TASK_DONE ||
+               (info.group && strcmp(info.group, spec->group) == 0);
+    ocp_task_info_fini(&info);
+    if (rc)
+        return rc;
+    if (keep)
+        return 0;
+    char idbuf[64];
+    char *key = ocp_xasprintf("%s\n%lld\n%lld.%09ld\n%s\ngroup %s", abs, size,
+                              (long long)mtim->tv_sec, mtim->tv_nsec, payload, spec->group);
+    stable_id(key, idbuf);
+    free(key);
+    spec->id = idbuf;
+    return ocp_broker_submit(b, spec, out_id, &inserted);
+}
+
 int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits *lim,
                         const ocp_submit_opts *o, ocp_submit_fn fn, void *ctx, char *err,
                         size_t errlen)
@@ -91,6 +121,8 @@ int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits 
         char out_id[64];
         int inserted = 0;
         rc = ocp_broker_submit(b, &spec, out_id, &inserted);
+        if (!rc && o->stable_ids && !inserted && o->group)
+            rc = regroup_unfinished(b, st.st_size, &st.st_mtim, abs, payload, &spec, out_id);
         free(payload);
         if (rc)
             ocp_errf(rc, err, errlen, "cannot queue: %s", ocp_broker_errmsg(b));

@@ -19,7 +19,9 @@ typedef struct ocp_submit_opts {
     const char *group;
     int priority;
     int max_image_size; /* -1 = the worker's setting */
-    int stable_ids;     /* ids from file, size, time, page and settings (resumable runs) */
+    int stable_ids;     /* ids from file, size, time, page and settings (resumable runs);
+                         * a page whose task exists unfinished in another group gets one of
+                         * its own in group, its id from the group too */
 } ocp_submit_opts;
 
 /* Called for each page task made: id, page (0-based), pages of the file, newly inserted.

@@ -35,7 +35,10 @@
  * when standard input is read); task ids come from each file's path, size,
  * time, page and settings, so running the same command again after an
  * interruption resumes: finished pages are kept, the rest (and failed ones)
- * are done.
+ * are done. The group is named by the inputs: a run of other files on the same
+ * queue keeps the pages another run's group has done (read by id, take_resumed),
+ * makes its own tasks for the ones not done (app/submit.c), and leaves the other
+ * files' pages alone.
  */
 #include "app/node.h"
 #include "app/output.h"
@@ -87,6 +90,7 @@ typedef struct page_ref {
     char id[64];
     int input, page;
     int finished; /* 0 no, 1 done, 2 failed */
+    int foreign;  /* its task is another run's (other files on the same queue), done there */
     char *text;   /* the page's text once done, kept only for the sidecar or standard output */
 } page_ref;
 
@@ -689,8 +693,8 @@ static int poll_queue(ocr_ctx *c, double since)
  * ended is looked at. Stops queueing (non-zero) once a stop arrived or the node ended. */
 static int add_ref(void *vctx, const char *id, int page, int pages, int inserted)
 {
-    (void)inserted;
     ocr_ctx *c = vctx;
+    ocp_task_info info;
     if (c->npages == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 64;
         c->pages = ocp_xrealloc(c->pages, (size_t)c->cap * sizeof *c->pages);
@@ -700,6 +704,12 @@ static int add_ref(void *vctx, const char *id, int page, int pages, int inserted
     snprintf(r->id, sizeof r->id, "%s", id);
     r->page = page;
     r->input = -1; /* set by the caller */
+    /* A task made by a run of other files on this queue (submit.c keeps it only when it
+     * is done): not in this run's group, so neither the node nor the polls see it. */
+    memset(&info, 0, sizeof info);
+    if (!inserted && ocp_broker_get(c->b, id, &info) == 0 && info.group)
+        r->foreign = strcmp(info.group, c->so.group) != 0;
+    ocp_task_info_fini(&info);
     c->cur_pages = pages;
     if (c->npages % 16 == 0) {
         ocp_app_node_relay(c->node, 1, 0);
@@ -716,13 +726,29 @@ static void take_resumed(ocr_ctx *c)
     scan s = {c, 0, 0, 1};
     if (ocp_broker_list_finished(c->b, c->so.group, 0, note_finished, &s) < 0)
         s.n = 0, c->since = 0; /* the polls take them */
+    int own = s.n;
+    for (int k = 0; k < c->npages; k++)
+        if (c->pages[k].foreign)
+            c->idx[s.n++] = k;
     for (int k = 0; k < s.n; k++) {
         page_ref *pr = &c->pages[c->idx[k]];
         const input *in = &c->in[pr->input];
         ocp_app_page pg;
+        if (pr->finished)
+            continue; /* the same file named twice */
         if (ocp_app_page_get(c->b, pr->id, 1, &pg) != 0 || pg.info.state != OCP_TASK_DONE) {
-            c->since = 0; /* not readable now: a poll looks again */
             ocp_app_page_fini(&pg);
+            if (k < own) {
+                c->since = 0; /* not readable now: a poll looks again */
+                continue;
+            }
+            /* No poll ever sees another group's task: the page fails now rather than
+             * waiting for ever (the next run gives it a task of its own). */
+            pr->finished = 2;
+            c->finished++;
+            c->failed++;
+            report_failure(c, pr, "its result from an earlier run cannot be read: run again");
+            doc_page_finished(c, pr, 0, 0);
             continue;
         }
         pr->finished = 1;

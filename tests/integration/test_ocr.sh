@@ -267,4 +267,55 @@ check "plain run: one warning, said as the command says things, the rest counted
     >/dev/null 2>"$TMP/logv.err"
 check "-v: every warning, with its time and process" \
     test "$(grep -c '^20[0-9-]*T.* warn: replacing worker' "$TMP/logv.err")" -eq 3
+# `ocr -o DIR` again into the same folder with another set of files: one queue, whose
+# tasks each belong to the group of the run that made them. Each rerun finishes (within
+# 60 s: before the fix, pages done by a run of another set were never seen, and the run
+# waited for ever), keeps the pages done before, OCRs the new files, and neither works nor
+# counts the pages of files it does not name.
+mkdir -p "$TMP/set-in"
+for n in a b c d e f1 f2 g; do cp "$F/eng.png" "$TMP/set-in/$n.png"; done
+sets() { # sets NAME FILE...: ocr -o $TMP/sets of set-in/FILE.png, 60 s at most; $rc, NAME.err
+    local name=$1 n args=()
+    shift
+    for n in "$@"; do args+=("$TMP/set-in/$n.png"); done
+    timeout 60 "$OCRPOOL" ocr -v -j 2 -l eng -o "$TMP/sets" "${args[@]}" 2>"$TMP/set-$name.err"
+    rc=$?
+    grep -v ' lines, ' "$TMP/set-$name.err" | sed 's/^/# /'
+}
+set_ok() { # set_ok NAME WHAT RESUMED PAGES: exit 0, RESUMED pages resumed, PAGES pages all done
+    local name=$1 what=$2
+    shift 2
+    local why="exit $rc"
+    [ "$rc" -eq 0 ] || { [ "$rc" -eq 124 ] && why="hung: killed after 60 s"; }
+    check "other sets, $what: finishes ($why), $1 of $2 pages resumed, $2 done" \
+        bash -c "[ $rc -eq 0 ] && { [ $1 -eq 0 ] || grep -q '^ocrpool: resuming: $1 of $2 pages done already' '$TMP/set-$name.err'; } && grep -q '^ocrpool: $2 pages: $2 done, 0 failed;' '$TMP/set-$name.err'"
+}
+sets first a b
+set_ok first "a first set (a b)" 0 2
+sets other a c
+set_ok other "another set (a c after a b)" 1 2
+check "other sets: the new file's text" cer_below "$T/eng.txt" "$TMP/sets/c.txt" 0.02
+sets superset a b c d
+set_ok superset "a superset (a b c d)" 3 4
+check "other sets: the superset's new file's text" cer_below "$T/eng.txt" "$TMP/sets/d.txt" 0.02
+sets subset b
+set_ok subset "a subset (b)" 1 1
+sets same a b c d
+set_ok same "the same set again (a b c d)" 4 4
+# A run stopped with pages not done, then a run of another set naming one of them: that
+# page is done in the new run; the other run's pages are left in the queue, not worked.
+: >"$TMP/set-stop.err"
+OCRPOOL_FAULT=sleep:2:set-in setsid "$OCRPOOL" ocr -v -j 1 -l eng -o "$TMP/sets" \
+    "$TMP/set-in/f1.png" "$TMP/set-in/f2.png" "$TMP/set-in/e.png" 2>"$TMP/set-stop.err" &
+pid=$!
+wait_log "$TMP/set-stop.err" "fault injection: sleeping" 30
+kill -INT -- -$pid
+wait $pid
+rc=$?
+check "other sets: a stopped run (exit $rc) left f2 and e not done" \
+    bash -c "[ $rc -eq 1 ] && [ ! -e '$TMP/sets/f2.txt' ] && [ ! -e '$TMP/sets/e.txt' ]"
+sets after-stop e g
+set_ok after-stop "a page left by a stopped run of another set (e g after f1 f2 e)" 0 2
+check "other sets: e and g written, f2 (not named) left undone" \
+    bash -c "[ -s '$TMP/sets/e.txt' ] && [ -s '$TMP/sets/g.txt' ] && [ ! -e '$TMP/sets/f2.txt' ]"
 finish
