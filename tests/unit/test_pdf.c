@@ -223,8 +223,7 @@ static void test_turned_layer(void **state)
      * codes of 10 pt: Tz 333.33), baseline a fifth of the 20 pt line over its bottom. */
     const ocp_box line = {10, 20, 190, 40}, a = {10, 20, 90, 40}, c = {110, 20, 190, 40};
     static const char *mat[4] = {"1 0 0 1", "0.0000 1.0000 -1.0000 0.0000",
-                                 "-1.0000 0.0000 0.0000 -1.0000",
-                                 "0.0000 -1.0000 1.0000 0.0000"};
+                                 "-1.0000 0.0000 0.0000 -1.0000", "0.0000 -1.0000 1.0000 0.0000"};
     for (int q = 0; q < 4; q++) {
         int rot = 90 * q, pw = q % 2 ? H : W, ph = q % 2 ? W : H;
         ocp_result r;
@@ -238,8 +237,9 @@ static void test_turned_layer(void **state)
         int ox, oy;
         turn_point(rot, W, H, 10, 40 - 4, &ox, &oy);
         char want[200];
-        snprintf(want, sizeof want, "/OcpText0 20.00 Tf 333.33 Tz %s %.2f %.2f Tm <000100020003> Tj",
-                 mat[q], (double)ox, (double)(ph - oy));
+        snprintf(want, sizeof want,
+                 "/OcpText0 20.00 Tf 333.33 Tz %s %.2f %.2f Tm <000100020003> Tj", mat[q],
+                 (double)ox, (double)(ph - oy));
         char *t = layer_of(&r);
         if (!strstr(t, want))
             fail_msg("rotation %d: no \"%s\" in:\n%s", rot, want, t);
