@@ -364,6 +364,19 @@ typedef struct layer_geom {
     double m[6]; /* the layer's space -> the page's user space (cm) */
 } layer_geom;
 
+/* The reading direction in the layer's space: (c, s) the unit vector along the lines, an
+ * angle anticlockwise; upright: the page read as it is, with no tilt. */
+typedef struct reading_dir {
+    double c, s;
+    int upright;
+} reading_dir;
+
+/* A box of the OCR'd pixels as the turned rectangle it bounds, in the layer's space: its
+ * centre, its length along the reading direction and its thickness across it. */
+typedef struct span {
+    double cx, cy, len, thick;
+} span;
+
 static void num(ocp_sb *sb, double v)
 {
     if (fabs(v) < 0.005)
@@ -371,20 +384,88 @@ static void num(ocp_sb *sb, double v)
     ocp_sb_printf(sb, "%.2f ", v);
 }
 
-/* One word: font size from its line's height, baseline a fifth of it above the line's
- * bottom (the font's descent), Tz so the codes span the box (to the next word's start
- * when a space follows). */
-static void put_word(ocp_pdf *p, const layer_geom *g, const char *fname, const ocp_line *ln,
-                     const ocp_word *w, const ocp_word *next, ocp_sb *sb)
+/* A matrix entry of a turned text: two decimals would tilt a long line by a point. */
+static void num4(ocp_sb *sb, double v)
 {
-    double size = (ln->bbox.y2 - ln->bbox.y1) * g->sy;
-    double x = w->bbox.x1 * g->sx, y = g->h - ln->bbox.y2 * g->sy + size * 0.2;
-    int right = w->bbox.x2;
-    if (next && next->bbox.x1 > w->bbox.x1)
-        right = next->bbox.x1;
-    double width = (right - w->bbox.x1) * g->sx;
+    if (fabs(v) < 0.00005)
+        v = 0;
+    ocp_sb_printf(sb, "%.4f ", v);
+}
+
+/*
+ * The direction a result's text reads in on its page: turned anticlockwise by its rotation
+ * (the page was turned clockwise that much to be read), then tilted by its skew. Both come
+ * from a result that may have been read back from JSON: a rotation that is not a quarter
+ * turn counts as none, a skew that is not a number or past 45 degrees (the deskew measures
+ * up to 15) as none.
+ */
+static reading_dir reading_dir_of(const ocp_result *res)
+{
+    static const double qc[4] = {1, 0, -1, 0}, qs[4] = {0, 1, 0, -1};
+    int rot = res->rotation;
+    int q = rot == 90 ? 1 : rot == 180 ? 2 : rot == 270 ? 3 : 0;
+    double skew = isfinite(res->skew) && fabs(res->skew) <= 45 ? res->skew : 0;
+    double kc = cos(skew * M_PI / 180.0), ks = sin(skew * M_PI / 180.0);
+    reading_dir d = {qc[q] * kc - qs[q] * ks, qs[q] * kc + qc[q] * ks, q == 0 && skew == 0};
+    return d;
+}
+
+/*
+ * The result's boxes are the upright bounds (in the original page's pixels) of rectangles
+ * that lay along d: a box B x H around a rectangle of length L and thickness T at angle a
+ * has B = L|cos a| + T|sin a|, H = L|sin a| + T|cos a|, solved here for L and T. Near 45
+ * degrees (never: quarter turns and small tilts), or where rounding of a thin box gives a
+ * side of nothing, the box's own sides serve.
+ */
+static span span_of(const layer_geom *g, const reading_dir *d, ocp_box b)
+{
+    double bw = (b.x2 - b.x1) * g->sx, bh = (b.y2 - b.y1) * g->sy;
+    span r = {(b.x1 + b.x2) * 0.5 * g->sx, g->h - (b.y1 + b.y2) * 0.5 * g->sy, bw, bh};
+    double ac = fabs(d->c), as = fabs(d->s), den = ac * ac - as * as;
+    if (fabs(den) > 0.25) {
+        double len = (bw * ac - bh * as) / den, thick = (bh * ac - bw * as) / den;
+        if (len > 0 && thick > 0) {
+            r.len = len;
+            r.thick = thick;
+            return r;
+        }
+    }
+    if (as > ac) {
+        r.len = bh;
+        r.thick = bw;
+    }
+    return r;
+}
+
+/* Where a word starts along its line: its centre's distance from the line's along the
+ * reading direction, less half its length. */
+static double word_start(const span *line, const span *w, const reading_dir *d)
+{
+    return (w->cx - line->cx) * d->c + (w->cy - line->cy) * d->s - w->len * 0.5;
+}
+
+/* One word along its line (ls: the line's span): font size the line's thickness, baseline
+ * a fifth of it above the line's bottom edge (the font's descent), Tz so the codes span the
+ * word (to the next word's start when a space follows), the text matrix turned to the
+ * reading direction. */
+static void put_word(ocp_pdf *p, const layer_geom *g, const reading_dir *d, const char *fname,
+                     const span *ls, const ocp_word *w, const ocp_word *next, ocp_sb *sb)
+{
+    double size = ls->thick;
+    span ws = span_of(g, d, w->bbox);
+    double start = word_start(ls, &ws, d), width = ws.len;
+    if (next) {
+        span ns = span_of(g, d, next->bbox);
+        double ns0 = word_start(ls, &ns, d);
+        if (ns0 > start)
+            width = ns0 - start;
+    }
     if (size < 0.5 || width <= 0 || !w->text || !*w->text)
         return;
+    /* The baseline's start: from the line's centre, along the line to the word, then
+     * across it (normal (-s, c)) down to the bottom edge and up a fifth. */
+    double across = -size * 0.5 + size * 0.2;
+    double x = ls->cx + start * d->c - across * d->s, y = ls->cy + start * d->s + across * d->c;
     ocp_sb tmp;
     ocp_sb_init(&tmp);
     int n = put_codes(p, w->text, next != NULL, &tmp);
@@ -394,7 +475,15 @@ static void put_word(ocp_pdf *p, const layer_geom *g, const char *fname, const o
         num(sb, size);
         ocp_sb_puts(sb, "Tf ");
         num(sb, tz);
-        ocp_sb_puts(sb, "Tz 1 0 0 1 ");
+        if (d->upright) {
+            ocp_sb_puts(sb, "Tz 1 0 0 1 ");
+        } else {
+            ocp_sb_puts(sb, "Tz ");
+            num4(sb, d->c);
+            num4(sb, d->s);
+            num4(sb, -d->s);
+            num4(sb, d->c);
+        }
         num(sb, x);
         num(sb, y);
         ocp_sb_puts(sb, "Tm ");
@@ -404,10 +493,12 @@ static void put_word(ocp_pdf *p, const layer_geom *g, const char *fname, const o
     ocp_sb_fini(&tmp);
 }
 
-/* The layer's content: the words of res under the matrix g->m, drawn with font fname. */
+/* The layer's content: the words of res under the matrix g->m, drawn with font fname
+ * along the direction res reads in. */
 static void layer_stream(ocp_pdf *p, const layer_geom *g, const ocp_result *res, const char *fname,
                          ocp_sb *sb)
 {
+    reading_dir d = reading_dir_of(res);
     ocp_sb_puts(sb, "q ");
     for (int i = 0; i < 6; i++)
         num(sb, g->m[i]);
@@ -416,9 +507,10 @@ static void layer_stream(ocp_pdf *p, const layer_geom *g, const ocp_result *res,
         const ocp_line *ln = &res->lines[i];
         if (ln->first_word > res->n_words || ln->n_words > res->n_words - ln->first_word)
             continue; /* a line naming words the result does not have */
+        span ls = span_of(g, &d, ln->bbox);
         for (size_t k = 0; k < ln->n_words; k++) {
             const ocp_word *w = &res->words[ln->first_word + k];
-            put_word(p, g, fname, ln, w, k + 1 < ln->n_words ? w + 1 : NULL, sb);
+            put_word(p, g, &d, fname, &ls, w, k + 1 < ln->n_words ? w + 1 : NULL, sb);
         }
     }
     ocp_sb_puts(sb, "ET\nQ\n");

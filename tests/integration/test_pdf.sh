@@ -7,7 +7,9 @@
 # --format pdf`; GET /v1/groups/ID/result?format=pdf, of a path job and of uploads sent
 # with pdf=1 (a Sanskrit PDF, a JPEG, and a Tamil PDF on Redis: their PDF made once their
 # pages are done, the uploads deleted then, the PDF deleted 30 s after its first download,
-# or unfetched after the result lifetime). `qpdf --check` on every output.
+# or unfetched after the result lifetime); pages turned 90/180/270 and tilted, the layer
+# drawn along their reading direction (before the Celery section, which ends the script
+# where Celery is missing). `qpdf --check` on every output.
 source "$(dirname "$0")/lib.sh"
 F=$FIXTURES
 for tool in qpdf pdftotext pdfimages pdfinfo; do
@@ -362,6 +364,83 @@ check("fetched PDFs deleted 30 s after their first download (within a sweep)",
 s, _, b = call("GET", "/v1/groups/%s/result?format=pdf" % gs)
 check("GET ?format=pdf after that: 410, said why", s == 410 and b"after its first download" in b, (s, b[:200]))
 PY
+
+# ---- Turned and tilted pages: the layer along the reading direction ---------------------
+# Pages turned 90/180/270 (images, and one as a PDF page with no /Rotate) and tilted 5
+# degrees (and turned and tilted), read with rotate-pages and deskew (the defaults): each
+# word is drawn along the page's reading direction. pdftotext gives back our lines; poppler
+# 22 lists the lines of text reading upwards last first (compared as a set there), and
+# splits a tilted word where its baseline has drifted half a point: a tilted page is read
+# with -raw (content order), its characters compared spaces aside (a turned and tilted
+# page's words come out in pieces), and word for word when it was not turned. Every word
+# pdftotext finds lies in the box of one of our words holding its text (within 3 pt), and
+# almost all of our words are found.
+/usr/bin/python3 -c "
+from PIL import Image
+Image.open('$F/eng-rot90.png').save('$TMP/turned-in.pdf', resolution=300)"
+"$OCRPOOL" ocr -q -l eng --format pdf,txt,json -o "$TMP/turn" "$F/eng-rot90.png" "$F/eng-rot180.png" \
+    "$F/eng-rot270.png" "$F/eng-skew5.png" "$F/eng-rot90-skew4.png" "$TMP/turned-in.pdf" 2>"$TMP/turn.err"
+rc=$?
+check "turned and tilted pages: exit 0 (got $rc)" test $rc -eq 0
+# lines FILE: its non-empty lines, whitespace squeezed, sorted.
+lines() { tr -s ' \t\f' ' ' <"$1" | sed 's/^ //; s/ $//' | grep -v '^$' | sort; }
+same_lines() {
+    if [ "$(lines "$1")" = "$(lines "$2")" ]; then return 0; fi
+    diff <(lines "$1") <(lines "$2") | head -10 | sed 's/^/# /'
+    return 1
+}
+# same_chars A B: the same characters in the same order, whitespace aside.
+same_chars() {
+    if [ "$(tr -d ' \t\n\f' <"$1")" = "$(tr -d ' \t\n\f' <"$2")" ]; then return 0; fi
+    echo "# $(tr -d ' \t\n\f' <"$1" | cut -c1-80)"
+    echo "# $(tr -d ' \t\n\f' <"$2" | cut -c1-80)"
+    return 1
+}
+# boxes_ok JSON PDF: pdftotext -bbox's words against the result's word boxes.
+boxes_ok() {
+    python3 - "$1" "$2" <<'PY'
+import json, re, subprocess, sys
+r = json.load(open(sys.argv[1]))
+x = subprocess.run(["pdftotext", "-bbox", sys.argv[2], "-"], capture_output=True, text=True).stdout
+pw, ph = (float(v) for v in re.search(r'<page width="([0-9.]+)" height="([0-9.]+)"', x).groups())
+s = pw / r["width"]
+ours = [(w["text"], [v * s for v in w["bbox"]]) for ln in r["lines"] for w in ln["words"]]
+found, bad = set(), []
+for m in re.finditer(r'<word xMin="([0-9.]+)" yMin="([0-9.]+)" xMax="([0-9.]+)" yMax="([0-9.]+)">([^<]*)<', x):
+    x0, y0, x1, y1 = (float(v) for v in m.groups()[:4])
+    t, cx, cy = m.group(5), (x0 + x1) / 2, (y0 + y1) / 2
+    hit = [i for i, (text, b) in enumerate(ours) if t in text and b[0] - 3 <= cx <= b[2] + 3 and b[1] - 3 <= cy <= b[3] + 3]
+    if hit:
+        found.update(hit)
+    else:
+        bad.append((t, round(cx, 1), round(cy, 1)))
+print("# rotation %s skew %s: %d of our %d words found, %d pdftotext words off their box %s" % (
+    r["rotation"], r["skew"], len(found), len(ours), len(bad), bad[:5]))
+assert not bad and len(found) >= 0.95 * len(ours) and len(ours) > 20
+PY
+}
+declare -A want_rot=([eng-rot90]=270 [eng-rot180]=180 [eng-rot270]=90 [eng-skew5]=0 [eng-rot90-skew4]=270 [turned-in]=270)
+for n in eng-rot90 eng-rot180 eng-rot270 eng-skew5 eng-rot90-skew4 turned-in; do
+    j="$TMP/turn/$n.json" p="$TMP/turn/$n.pdf"
+    rot=$(python3 -c "import json; print(json.load(open('$j'))['rotation'])" 2>/dev/null)
+    skew=$(python3 -c "import json; print(json.load(open('$j'))['skew'])" 2>/dev/null)
+    check "$n: read turned by ${want_rot[$n]} (got $rot, skew $skew)" test "$rot" = "${want_rot[$n]}"
+    check "$n: qpdf --check clean" qpdf_ok "$p"
+    pdftotext "$p" "$TMP/turn/$n.pdftotext"
+    if python3 -c "import sys; sys.exit(0 if abs(float('$skew')) >= 0.5 else 1)"; then
+        pdftotext -raw "$p" "$TMP/turn/$n.raw"
+        check "$n: pdftotext -raw gives back our characters in order (spaces aside)" \
+            same_chars "$TMP/turn/$n.txt" "$TMP/turn/$n.raw"
+        if [ "$rot" = 0 ]; then
+            check "$n: pdftotext -raw gives back our text" same_text "$TMP/turn/$n.txt" "$TMP/turn/$n.raw"
+        fi
+    elif [ "$rot" = 90 ]; then
+        check "$n: pdftotext gives back our lines" same_lines "$TMP/turn/$n.txt" "$TMP/turn/$n.pdftotext"
+    else
+        check "$n: pdftotext gives back our text" same_text "$TMP/turn/$n.txt" "$TMP/turn/$n.pdftotext"
+    fi
+    check "$n: pdftotext's words at our boxes (within 3 pt)" boxes_ok "$j" "$p"
+done
 
 # ---- Celery: output_pdf, the document's PDF written by the node -------------------------
 PY=/usr/bin/python3 # Debian's, with python3-celery

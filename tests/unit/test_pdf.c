@@ -5,8 +5,10 @@
  * and a character past the BMP); a layer grafted onto a PDF whose page
  * inherits its resources and box and turns by /Rotate 90 (the old content
  * kept as the same object, the layer's matrix turning it back, a font name
- * that does not clash); a PDF qpdf cannot read; the JPEG header reader; and
- * ocp_app_format_parse.
+ * that does not clash); a PDF qpdf cannot read; the JPEG header reader;
+ * ocp_app_format_parse; and the layer of a page turned 90/180/270 (the text matrix
+ * turned by the result's rotation, each word from its baseline turned the same way)
+ * and of a tilted one (the matrix along the skew).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +16,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <qpdf/qpdf-c.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +173,133 @@ static void test_graft_rotated(void **state)
     ocp_result_fini(&r);
 }
 
+/* A point (x, y) of a w x h image (pixels, y down) in the image turned anticlockwise by
+ * r degrees (0/90/180/270). */
+static void turn_point(int r, int w, int h, int x, int y, int *ox, int *oy)
+{
+    *ox = r == 90 ? y : r == 180 ? w - x : r == 270 ? h - y : x;
+    *oy = r == 90 ? w - x : r == 180 ? h - y : r == 270 ? x : y;
+}
+
+static ocp_box turn_box(int r, int w, int h, ocp_box b)
+{
+    int x1, y1, x2, y2;
+    turn_point(r, w, h, b.x1, b.y1, &x1, &y1);
+    turn_point(r, w, h, b.x2, b.y2, &x2, &y2);
+    return (ocp_box){x1 < x2 ? x1 : x2, y1 < y2 ? y1 : y2, x1 < x2 ? x2 : x1, y1 < y2 ? y2 : y1};
+}
+
+/* The layer of one image page at 72 dpi (a pixel a point) showing r. */
+static char *layer_of(const ocp_result *r)
+{
+    static unsigned char px[200 * 200];
+    ocp_pdf *p;
+    char err[300];
+    assert_int_equal(ocp_pdf_create(&p, err, sizeof err), 0);
+    ocp_pdf_image img = {px, (size_t)r->width * (size_t)r->height, 0, r->width, r->height, 1, 72};
+    assert_int_equal(ocp_pdf_add_image(p, &img, r, err, sizeof err), 0);
+    ocp_sb sb;
+    ocp_sb_init(&sb);
+    assert_int_equal(ocp_pdf_write(p, &sb, err, sizeof err), 0);
+    ocp_pdf_destroy(p);
+    qpdf_data q = read_back(&sb);
+    char *t = stream_text(q, qpdf_oh_get_key(q, qpdf_get_page_n(q, 0), "/Contents"));
+    qpdf_cleanup(&q);
+    ocp_sb_fini(&sb);
+    return t;
+}
+
+/*
+ * A page of one line ("ab" and "c") turned by a quarter turn: the result says rotation r
+ * and its boxes are the upright ones turned anticlockwise by r, as the OCR maps them back.
+ * Each word is drawn along the reading direction (the text matrix turned by r), from the
+ * upright baseline's start turned the same way, at the same size and Tz as upright.
+ */
+static void test_turned_layer(void **state)
+{
+    (void)state;
+    const int W = 200, H = 100;
+    /* Upright, a pixel a point: "ab " from x 10 to the next word at 110 (100 pt for 3
+     * codes of 10 pt: Tz 333.33), baseline a fifth of the 20 pt line over its bottom. */
+    const ocp_box line = {10, 20, 190, 40}, a = {10, 20, 90, 40}, c = {110, 20, 190, 40};
+    static const char *mat[4] = {"1 0 0 1", "0.0000 1.0000 -1.0000 0.0000",
+                                 "-1.0000 0.0000 0.0000 -1.0000", "0.0000 -1.0000 1.0000 0.0000"};
+    for (int q = 0; q < 4; q++) {
+        int rot = 90 * q, pw = q % 2 ? H : W, ph = q % 2 ? W : H;
+        ocp_result r;
+        ocp_result_init(&r);
+        r.width = pw;
+        r.height = ph;
+        r.rotation = rot;
+        ocp_result_add_line(&r, turn_box(rot, W, H, line), "line", 90, 0, 0);
+        ocp_result_add_word(&r, turn_box(rot, W, H, a), "ab", 90);
+        ocp_result_add_word(&r, turn_box(rot, W, H, c), "c", 90);
+        int ox, oy;
+        turn_point(rot, W, H, 10, 40 - 4, &ox, &oy);
+        char want[200];
+        snprintf(want, sizeof want,
+                 "/OcpText0 20.00 Tf 333.33 Tz %s %.2f %.2f Tm <000100020003> Tj", mat[q],
+                 (double)ox, (double)(ph - oy));
+        char *t = layer_of(&r);
+        if (!strstr(t, want))
+            fail_msg("rotation %d: no \"%s\" in:\n%s", rot, want, t);
+        free(t);
+        ocp_result_fini(&r);
+    }
+}
+
+/*
+ * A line tilted 5 degrees anticlockwise (rising to the right): its boxes are the upright
+ * bounds of the tilted rectangles. The text matrix is turned 5 degrees, the words start
+ * where they start along the line (within a point), at the line's thickness as the size.
+ */
+static void test_tilted_layer(void **state)
+{
+    (void)state;
+    const double deg = 5, cs = cos(deg * M_PI / 180), sn = sin(deg * M_PI / 180);
+    /* The upright layout above, tilted about (100, 100) of a 200 x 200 page (y down: an
+     * anticlockwise tilt is y - ...). */
+    double ux[3][2] = {{10, 190}, {10, 90}, {110, 190}}, uy[2] = {20 + 50, 40 + 50};
+    ocp_box b[3];
+    for (int i = 0; i < 3; i++) {
+        double lx = 1e9, ly = 1e9, hx = -1e9, hy = -1e9;
+        for (int k = 0; k < 4; k++) {
+            double x = ux[i][k & 1] - 100, y = uy[k >> 1] - 100;
+            double tx = 100 + x * cs + y * sn, ty = 100 - x * sn + y * cs;
+            lx = fmin(lx, tx), ly = fmin(ly, ty), hx = fmax(hx, tx), hy = fmax(hy, ty);
+        }
+        b[i] = (ocp_box){(int)floor(lx), (int)floor(ly), (int)ceil(hx), (int)ceil(hy)};
+    }
+    ocp_result r;
+    ocp_result_init(&r);
+    r.width = r.height = 200;
+    r.skew = deg;
+    ocp_result_add_line(&r, b[0], "line", 90, 0, 0);
+    ocp_result_add_word(&r, b[1], "ab", 90);
+    ocp_result_add_word(&r, b[2], "c", 90);
+    char *t = layer_of(&r);
+    double size, tz, m[6];
+    const char *at = strstr(t, "Tf ");
+    assert_non_null(at);
+    while (at > t && at[-1] != '/')
+        at--;
+    assert_int_equal(sscanf(at, "OcpText0 %lf Tf %lf Tz %lf %lf %lf %lf %lf %lf Tm", &size, &tz,
+                            &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]),
+                     8);
+    print_message("# tilted: size %.2f Tz %.2f Tm %.4f %.4f %.4f %.4f %.2f %.2f\n", size, tz, m[0],
+                  m[1], m[2], m[3], m[4], m[5]);
+    assert_true(fabs(m[0] - cs) < 1e-4 && fabs(m[1] - sn) < 1e-4);
+    assert_true(fabs(m[2] + sn) < 1e-4 && fabs(m[3] - cs) < 1e-4);
+    /* The baseline's start: upright (10, 86) tilted, in y-up points (page 200 high). */
+    double x = 10 - 100, y = 86 - 100;
+    double want_x = 100 + x * cs + y * sn, want_y = 200 - (100 - x * sn + y * cs);
+    assert_true(fabs(m[4] - want_x) < 1.0 && fabs(m[5] - want_y) < 1.0);
+    assert_true(fabs(size - 20) < 1.0);
+    assert_true(fabs(tz - 333.33) < 333.33 * 0.02);
+    free(t);
+    ocp_result_fini(&r);
+}
+
 static void test_not_a_pdf(void **state)
 {
     (void)state;
@@ -222,7 +352,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_image_page),   cmocka_unit_test(test_graft_rotated),
         cmocka_unit_test(test_not_a_pdf),    cmocka_unit_test(test_jpeg_info),
-        cmocka_unit_test(test_format_parse),
+        cmocka_unit_test(test_format_parse), cmocka_unit_test(test_turned_layer),
+        cmocka_unit_test(test_tilted_layer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
