@@ -43,17 +43,7 @@
  */
 /* clang-format off */
 static const char canvas_lua[] =
-    "if ARGV[1] ~= '' then\n"
-    LUA_OWNED("1", "4", "5")
-    "end\n"
-    "local stored = 0\n"
-    "local old = redis.call('GET', KEYS[4])\n"
-    "local final = false\n"
-    "if old then\n"
-    "  local ok, v = pcall(cjson.decode, old)\n"
-    "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "
-    "v.status == 'REVOKED') then final = true end\n"
-    "end\n"
+    LUA_STORE_PRELUDE
     "local ex = tonumber(ARGV[3])\n"
     "if not final then\n"
     "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', KEYS[4], "

@@ -97,6 +97,21 @@
     "  local why = not_owned(ARGV[" T "], ARGV[" O "])\n"                                          \
     "  if why then return {ok = 'STALE ' .. ARGV[" L "] .. ' ignored: ' .. why} end\n"             \
     "end\n"
+/* The start of the scripts that store a result (finish_lua, canvas_lua): the owner check when
+ * a tag is given (KEYS[1], ARGV[4], ARGV[5]), then `final`: whether KEYS[4] already holds a
+ * final state (SUCCESS, FAILURE, REVOKED), which a late store must not overwrite. */
+#define LUA_STORE_PRELUDE                                                                          \
+    "if ARGV[1] ~= '' then\n"                                                                      \
+    LUA_OWNED("1", "4", "5")                                                                       \
+    "end\n"                                                                                        \
+    "local stored = 0\n"                                                                           \
+    "local old = redis.call('GET', KEYS[4])\n"                                                     \
+    "local final = false\n"                                                                        \
+    "if old then\n"                                                                                \
+    "  local ok, v = pcall(cjson.decode, old)\n"                                                   \
+    "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "       \
+    "v.status == 'REVOKED') then final = true end\n"                                               \
+    "end\n"
 /* clang-format on */
 
 /* A message this node took from a queue (strings owned). */
