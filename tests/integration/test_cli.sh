@@ -6,25 +6,28 @@ unset OCRPOOL_MAX_IMAGE_SIZE SURYA_MAX_IMAGE_SIZE SURYA_GPU_MEMORY_FRACTION OCRP
     OCRPOOL_MAX_MEMORY_PER_CHILD
 
 show() { "$OCRPOOL" config show "$@" 2>&1; }
+# The checks' `bash -c` read config show's text from the environment, never pasted into
+# their code (a quote in it would break the command).
+declare -x out
 row() { grep "^$1 " <<<"$2"; }
 
 out=$(show)
 check "config show: every setting listed" test "$(wc -l <<<"$out")" -ge 25
-check "config show: pool defaults" bash -c "grep -q '^concurrency  *2 workers  *default' <<<'$out' && grep -q '^max-memory-per-child  *200000 KiB' <<<'$out' && grep -q '^max-tasks-per-child  *50 ' <<<'$out' && grep -q '^acks-late  *true' <<<'$out' && grep -q '^prefetch-multiplier  *1 ' <<<'$out'"
-check "config show: unused by tesseract" bash -c "grep '^math-mode ' <<<'$out' | grep -q 'accepted, not used by engine tesseract' && grep '^compile-table-rec ' <<<'$out' | grep -q 'accepted, not used by engine tesseract'"
+check "config show: pool defaults" bash -c "grep -q '^concurrency  *2 workers  *default' <<<\"\$out\" && grep -q '^max-memory-per-child  *200000 KiB' <<<\"\$out\" && grep -q '^max-tasks-per-child  *50 ' <<<\"\$out\" && grep -q '^acks-late  *true' <<<\"\$out\" && grep -q '^prefetch-multiplier  *1 ' <<<\"\$out\""
+check "config show: unused by tesseract" bash -c "grep '^math-mode ' <<<\"\$out\" | grep -q 'accepted, not used by engine tesseract' && grep '^compile-table-rec ' <<<\"\$out\" | grep -q 'accepted, not used by engine tesseract'"
 
 printf 'max_image_size = 1500\nconcurrency = 3\n' >"$TMP/ocrpool.ini"
 out=$(SURYA_MAX_IMAGE_SIZE=1200 show --config "$TMP/ocrpool.ini" -c 4)
-check "precedence: env alias over file" bash -c "grep -q '^max-image-size  *1200 px  *environment SURYA_MAX_IMAGE_SIZE' <<<'$out'"
-check "precedence: flag over file" bash -c "grep -q '^concurrency  *4 workers  *flag -c' <<<'$out'"
+check "precedence: env alias over file" bash -c "grep -q '^max-image-size  *1200 px  *environment SURYA_MAX_IMAGE_SIZE' <<<\"\$out\""
+check "precedence: flag over file" bash -c "grep -q '^concurrency  *4 workers  *flag -c' <<<\"\$out\""
 out=$(SURYA_MAX_IMAGE_SIZE=1200 OCRPOOL_MAX_IMAGE_SIZE=1100 show --config "$TMP/ocrpool.ini" --max-image-size=1000)
-check "precedence: flag over env" bash -c "grep -q '^max-image-size  *1000 px  *flag --max-image-size' <<<'$out'"
+check "precedence: flag over env" bash -c "grep -q '^max-image-size  *1000 px  *flag --max-image-size' <<<\"\$out\""
 out=$(SURYA_MAX_IMAGE_SIZE=1200 OCRPOOL_MAX_IMAGE_SIZE=1100 show)
-check "precedence: OCRPOOL_ name over the SURYA_ alias" bash -c "grep -q '^max-image-size  *1100 px  *environment OCRPOOL_MAX_IMAGE_SIZE' <<<'$out'"
+check "precedence: OCRPOOL_ name over the SURYA_ alias" bash -c "grep -q '^max-image-size  *1100 px  *environment OCRPOOL_MAX_IMAGE_SIZE' <<<\"\$out\""
 out=$(show --config "$TMP/ocrpool.ini")
-check "precedence: file over default, with file and line" bash -c "grep -q '^max-image-size  *1500 px  *file .*ocrpool.ini:1' <<<'$out'"
+check "precedence: file over default, with file and line" bash -c "grep -q '^max-image-size  *1500 px  *file .*ocrpool.ini:1' <<<\"\$out\""
 out=$(show --preset conservative --no-gpu-allow-growth)
-check "preset conservative" bash -c "grep -q '^gpu-memory-fraction  *0.5  *preset conservative' <<<'$out' && grep -q '^gpu-max-memory-mb  *4096 MB' <<<'$out'"
+check "preset conservative" bash -c "grep -q '^gpu-memory-fraction  *0.5  *preset conservative' <<<\"\$out\" && grep -q '^gpu-max-memory-mb  *4096 MB' <<<\"\$out\""
 check "config show --json parses" bash -c "'$OCRPOOL' config show --json | python3 -c 'import json,sys; d=json.load(sys.stdin); m={s[\"name\"]: s for s in d}; assert m[\"concurrency\"][\"value\"] == 2; assert m[\"math-mode\"][\"used\"] is False; assert \"not used by engine tesseract\" in m[\"math-mode\"][\"note\"]; assert m[\"max-image-size\"][\"source\"] == \"default\"'"
 
 # Refused values: exit 2, one line naming setting, origin and what is allowed.
@@ -74,8 +77,8 @@ check "--format txt,json without -o: files in the current folder, nothing on std
 # A comment after a value; a '#' inside a word or between quotes is kept.
 printf 'max-pages = 5 # five\nlog-level = "info" # more\nbroker = sqlite://%s/a#b.db\ntask-name = "t # x" # c\n' "$TMP" >"$TMP/c.conf"
 out=$("$OCRPOOL" config show --config "$TMP/c.conf" 2>&1)
-check "config file: a # comment after a value" bash -c "grep -q '^max-pages  *5 pages  *file' <<<'$out' && grep -q '^log-level  *info  *file' <<<'$out'"
-check "config file: a # inside a word or quotes kept" bash -c "grep -q '^broker  *sqlite://.*/a#b.db  *file' <<<'$out' && grep -q '^task-name  *t # x  *file' <<<'$out'"
+check "config file: a # comment after a value" bash -c "grep -q '^max-pages  *5 pages  *file' <<<\"\$out\" && grep -q '^log-level  *info  *file' <<<\"\$out\""
+check "config file: a # inside a word or quotes kept" bash -c "grep -q '^broker  *sqlite://.*/a#b.db  *file' <<<\"\$out\" && grep -q '^task-name  *t # x  *file' <<<\"\$out\""
 # A named SQLite queue's folder is created; status --tasks lists tasks in text too.
 Q="sqlite://$TMP/new/folder/q.db"
 check "submit: a queue file's missing folder is created" bash -c "'$OCRPOOL' submit --broker '$Q' '$FIXTURES/eng.png' >'$TMP/id'"
