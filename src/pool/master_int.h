@@ -104,6 +104,7 @@ enum { R_DOWN, R_ASKED, R_LOADING, R_READY };
 
 typedef struct recognizer {
     int index, state, pid, fd, zgen;
+    int gone_pid; /* the last one's pid, asked again before its zygote said how it ended */
     char addr[64];
     char visible[128]; /* its device's CUDA_VISIBLE_DEVICES ("" on the CPU) */
     ocp_proto_reader rd;

@@ -226,7 +226,8 @@ int ocp__recog_zygote_msg(master *m, zyg *z, json_t *msg)
     if (t && strcmp(t, "exited") == 0) {
         for (int k = 0; k < m->n_rec; k++) {
             recognizer *r = &m->rec[k];
-            if (r->pid != pid || r->zgen != z->gen)
+            int gone = pid > 0 && r->gone_pid == pid;
+            if (!gone && (r->pid != pid || r->zgen != z->gen))
                 continue;
             int st = (int)json_integer_value(json_object_get(msg, "status"));
             char why[120];
@@ -235,6 +236,13 @@ int ocp__recog_zygote_msg(master *m, zyg *z, json_t *msg)
                          sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
             else
                 snprintf(why, sizeof why, "exited with status %d", WEXITSTATUS(st));
+            if (gone) {
+                /* Its socket's end told first and the next one is asked for already: only
+                 * how it ended is left to say. */
+                OCP_LOG(OCP_LOG_ERROR, "recognizer %d (pid %d) %s", r->index, pid, why);
+                r->gone_pid = -1;
+                return 1;
+            }
             /* What it said before it went is read first (a "fatal" says why). */
             if (r->fd >= 0)
                 drain(m, r);
@@ -274,6 +282,7 @@ void ocp__recog_tend(master *m)
         r->state = R_ASKED;
         r->zgen = z->gen;
         r->started = now;
+        r->gone_pid = r->pid;
         r->pid = -1;
     }
 }

@@ -488,14 +488,15 @@ static int cmp_ptr(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* One batch. The workers with queued lines take turns, each turn starting at that worker's
- * oldest line, so that one worker's long request (up to OCP_RECOG_MAX_LINES narrow lines)
- * does not hold the lines others queued after it (until their pages' deadlines). The batch:
+/* The next batch's lines into pick (room for batch_lines), widest first; returns how many
+ * (0: none) and their model in *mp. The workers with queued lines take turns, each turn starting at
+ * that worker's oldest line, so that one worker's long request (up to OCP_RECOG_MAX_LINES narrow
+ * lines) does not hold the lines others queued after it (until their pages' deadlines). The batch:
  * that line's model, the lines of the nearest widths around it (so that no line waits behind
  * a stream of wider ones), each worker's lines capped at a fair share (the batch size over
  * the workers with lines of the model; what one does not use the others fill), at most
- * batch_lines and batch_bytes; widest first. Run, put back, the finished requests answered. */
-static void run_batch(recog *r, double now)
+ * batch_lines and batch_bytes. */
+static int pick_batch(recog *r, qline *pick, const ocp_lstm_model **mp)
 {
     static int turn; /* the next worker's place in r->cl (one recognizer a process) */
     /* The workers with queued lines, sorted (a search each, not a pass over the queue). */
@@ -513,7 +514,7 @@ static void run_batch(recog *r, double now)
     }
     if (!who) {
         free(owner);
-        return;
+        return 0;
     }
     const ocp_lstm_model *m = who->m;
     int workers = 0; /* with lines of m */
@@ -535,7 +536,6 @@ static void run_batch(recog *r, double now)
         if (cand[i].c == old.c && cand[i].k == old.k)
             at = i;
     int share = (r->rc->batch_lines + workers - 1) / workers;
-    qline *pick = ocp_xcalloc((size_t)r->rc->batch_lines, sizeof *pick);
     int n = 0, pos[2] = {at - 1, at + 1}, open[2] = {1, 1};
     double bytes = ocp_lstm_line_bytes(m, old.c->req.line[old.k].w);
     pick[n++] = cand[at];
@@ -561,6 +561,21 @@ static void run_batch(recog *r, double now)
                 break;
             }
     qsort_r(pick, (size_t)n, sizeof *pick, cmp_width_desc, NULL);
+    free(cand);
+    *mp = m;
+    return n;
+}
+
+/* One batch (pick_batch): run, its lines put back, the finished requests answered. */
+static void run_batch(recog *r, double now)
+{
+    qline *pick = ocp_xcalloc((size_t)r->rc->batch_lines, sizeof *pick);
+    const ocp_lstm_model *m = NULL;
+    int n = pick_batch(r, pick, &m);
+    if (!n) {
+        free(pick);
+        return;
+    }
     const int8_t **img = ocp_xcalloc((size_t)n, sizeof *img);
     int *w = ocp_xcalloc((size_t)n, sizeof *w), *steps = ocp_xcalloc((size_t)n, sizeof *steps);
     float **probs = ocp_xcalloc((size_t)n, sizeof *probs);
@@ -623,7 +638,6 @@ static void run_batch(recog *r, double now)
     free(steps);
     free(probs);
     free(pick);
-    free(cand);
 }
 
 /* ---- the GPU ------------------------------------------------------------------------------ */
