@@ -43,18 +43,7 @@
  */
 /* clang-format off */
 static const char canvas_lua[] =
-    LUA_STORE_PRELUDE
-    "local ex = tonumber(ARGV[3])\n"
-    "if not final then\n"
-    "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', KEYS[4], "
-    "ARGV[2]) end\n"
-    "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"
-    "  stored = 1\n"
-    "end\n"
-    "if ARGV[1] ~= '' then\n"
-    LUA_FORGET
-    "end\n"
-    "redis.call('DEL', KEYS[5])\n"
+    LUA_STORE_META
     "if stored == 0 then return {0, 0} end\n"
     "for i = 1, tonumber(ARGV[8]) do redis.call('LPUSH', KEYS[10 + i], ARGV[9 + i]) end\n"
     "if ARGV[6] == '' or redis.call('GET', KEYS[10]) == 'done' then return {1, 0} end\n"

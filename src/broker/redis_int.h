@@ -112,6 +112,23 @@
     "  if ok and type(v) == 'table' and (v.status == 'SUCCESS' or v.status == 'FAILURE' or "       \
     "v.status == 'REVOKED') then final = true end\n"                                               \
     "end\n"
+/* The whole store (finish_lua, canvas_lua): LUA_STORE_PRELUDE, then the meta set (ARGV[2], for
+ * ARGV[3] s; <= 0 = no expiry) and published unless a final state is there (`stored` says
+ * whether it was), the tag forgotten, the deliveries' count (KEYS[5]) deleted. `ex` stays
+ * defined for what follows. */
+#define LUA_STORE_META                                                                             \
+    LUA_STORE_PRELUDE                                                                              \
+    "local ex = tonumber(ARGV[3])\n"                                                               \
+    "if not final then\n"                                                                          \
+    "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', KEYS[4], "  \
+    "ARGV[2]) end\n"                                                                               \
+    "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"                                                  \
+    "  stored = 1\n"                                                                               \
+    "end\n"                                                                                        \
+    "if ARGV[1] ~= '' then\n"                                                                      \
+    LUA_FORGET                                                                                     \
+    "end\n"                                                                                        \
+    "redis.call('DEL', KEYS[5])\n"
 /* clang-format on */
 
 /* A message this node took from a queue (strings owned). */

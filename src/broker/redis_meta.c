@@ -34,18 +34,7 @@
  */
 /* clang-format off */
 static const char finish_lua[] =
-    LUA_STORE_PRELUDE
-    "if not final then\n"
-    "  local ex = tonumber(ARGV[3])\n"
-    "  if ex > 0 then redis.call('SETEX', KEYS[4], ex, ARGV[2]) else redis.call('SET', KEYS[4], "
-    "ARGV[2]) end\n"
-    "  redis.call('PUBLISH', KEYS[4], ARGV[2])\n"
-    "  stored = 1\n"
-    "end\n"
-    "if ARGV[1] ~= '' then\n"
-    LUA_FORGET
-    "end\n"
-    "redis.call('DEL', KEYS[5])\n"
+    LUA_STORE_META
     "return stored\n";
 /* clang-format on */
 

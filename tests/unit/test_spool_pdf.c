@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "queue_state.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -52,23 +53,6 @@ static int build(void *ctx, ocp_broker *b, const char *group, ocp_sb *out, char 
     return ocp_errf(f->rc, err, errlen, "group %s: page 2 is failed", group);
 }
 
-static void set_state(const char *dir, const char *id, int state)
-{
-    char path[300];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
-    snprintf(path, sizeof path, "%s/q.db", dir);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "UPDATE tasks SET state = ? WHERE id = ?", -1, &q, NULL), SQLITE_OK);
-    sqlite3_bind_int(q, 1, state);
-    sqlite3_bind_text(q, 2, id, -1, SQLITE_STATIC);
-    assert_int_equal(sqlite3_step(q), SQLITE_DONE);
-    assert_int_equal(sqlite3_changes(db), 1);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-}
 
 typedef struct env {
     char dir[64], spool[300];
