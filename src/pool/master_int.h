@@ -233,6 +233,17 @@ void ocp__watchdog_busy(master *m);
 
 /* stats.c */
 json_t *ocp__build_stats(master *m);
+/* The answer to a control request (req borrowed: {"cmd": "stats" | "stop" | "stop-now" |
+ * "reload" | "scale", "n": N}): always an object with "ok"; new reference. Stop and reload
+ * only set the flags the loop reads (ocp__master_request_*); scale sets the concurrency and
+ * sends idle workers beyond it "exit". */
+json_t *ocp__control_answer(master *m, json_t *req);
+/* One turn of a control client's reading: reads what fd has into rd, drops a request over
+ * OCP__CTL_MAX, and answers a whole one (ocp__control_answer). 1: *out is the framed answer
+ * (new, free()), *out_len its size; 0: the rest later; -1: the client is to be dropped (it
+ * ended, sent too much or not our protocol, or the answer cannot be framed). */
+int ocp__control_read(master *m, ocp_proto_reader *rd, int fd, unsigned char **out,
+                      size_t *out_len);
 /* Listens on the control socket (a warning when it cannot). */
 void ocp__control_start(master *m);
 void ocp__control_stop(master *m);

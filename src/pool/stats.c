@@ -197,7 +197,7 @@ static json_t *scale(master *m, json_t *req)
     return json_pack("{s:b, s:i}", "ok", 1, "concurrency", (int)n);
 }
 
-static json_t *answer(master *m, json_t *req)
+json_t *ocp__control_answer(master *m, json_t *req)
 {
     const char *cmd = json_string_value(json_object_get(req, "cmd"));
     json_t *reply;
@@ -278,38 +278,43 @@ static int too_big(const ocp_proto_reader *rd)
     return n > OCP__CTL_MAX;
 }
 
+int ocp__control_read(master *m, ocp_proto_reader *rd, int fd, unsigned char **out, size_t *out_len)
+{
+    json_t *req = NULL;
+    int r = ocp_proto_fill(rd, fd);
+    if (too_big(rd)) {
+        OCP_LOG(OCP_LOG_DEBUG, "control: a request over %d bytes: client dropped", OCP__CTL_MAX);
+        return -1;
+    }
+    int rc = ocp_proto_next(rd, &req);
+    if (rc || (!req && (r == 0 || (r < 0 && r != -EAGAIN))))
+        return -1; /* gone, or not our protocol */
+    if (!req)
+        return 0; /* the rest of the request later */
+    json_t *reply = ocp__control_answer(m, req);
+    json_decref(req);
+    *out = ocp_proto_frame(reply, out_len);
+    json_decref(reply);
+    return *out ? 1 : -1;
+}
+
 static void client_io(ocp_loop_io *io, short revents)
 {
     ctl_client *c = (ctl_client *)((char *)io - offsetof(ctl_client, io));
+    (void)revents;
     if (c->out) {
         client_write(c);
         return;
     }
-    json_t *req = NULL;
-    int r = ocp_proto_fill(&c->rd, c->fd);
-    if (too_big(&c->rd)) {
-        OCP_LOG(OCP_LOG_DEBUG, "control: a request over %d bytes: client dropped", OCP__CTL_MAX);
+    int rc = ocp__control_read(c->m, &c->rd, c->fd, &c->out, &c->out_len);
+    if (rc < 0) {
         client_close(c);
         return;
     }
-    int rc = ocp_proto_next(&c->rd, &req);
-    if (rc || (!req && (r == 0 || (r < 0 && r != -EAGAIN)))) {
-        client_close(c); /* gone, or not our protocol */
+    if (rc == 0)
         return;
-    }
-    if (!req)
-        return; /* the rest of the request later */
-    json_t *reply = answer(c->m, req);
-    json_decref(req);
-    c->out = ocp_proto_frame(reply, &c->out_len);
-    json_decref(reply);
-    if (!c->out) {
-        client_close(c);
-        return;
-    }
     ocp_loop_io_set(&c->io, POLLOUT);
     client_write(c);
-    (void)revents;
 }
 
 static void control_accept(ocp_loop_io *io, short revents)
