@@ -33,8 +33,8 @@ static void seed_pdf(void)
         "<< /Type /Catalog /Pages 2 0 R >>",
         "<< /Type /Pages /Kids [3 0 R 4 0 R] /Count 2 /MediaBox [0 0 200 100] >>",
         "<< /Type /Page /Parent 2 0 R /Resources << >> /Contents 5 0 R >>",
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 200] /CropBox [10 20 290 180] "
-        "/Rotate 90 /Resources << /Font << /F1 6 0 R >> >> /Contents [5 0 R 7 0 R] >>",
+        ("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 200] /CropBox [10 20 290 180] "
+         "/Rotate 90 /Resources << /Font << /F1 6 0 R >> >> /Contents [5 0 R 7 0 R] >>"),
         "<< /Length 25 >>\nstream\n0 0 1 rg 20 20 60 30 re f\nendstream",
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         "<< /Length 34 >>\nstream\nBT /F1 12 Tf 30 50 Td (seed) Tj ET\nendstream",
