@@ -143,9 +143,40 @@ static void put(ocp_app_node *n, const char *s, size_t len)
     (void)w;
 }
 
+/* A size in KiB as a person reads it: KiB below 1 MiB, else MiB. */
+static void kib_text(char *buf, size_t len, long kb)
+{
+    if (kb < 1024)
+        snprintf(buf, len, "%ld KiB", kb);
+    else
+        snprintf(buf, len, "%.0f MiB", kb / 1024.0);
+}
+
+/* A warning of the pool as the command says it: the worker replaced for its memory (the
+ * pool's line names a pid and a task id, which mean nothing to the user) in words; any
+ * other as it is. New (free). */
+static char *warning_text(const char *msg)
+{
+    int pid;
+    long peak, max;
+    char page[100], a[32], b[32];
+    if (sscanf(msg,
+               "replacing worker %d: peak RSS %ld KiB during page %99s over "
+               "max-memory-per-child %ld KiB",
+               &pid, &peak, page, &max) == 4) {
+        kib_text(a, sizeof a, peak);
+        kib_text(b, sizeof b, max);
+        return ocp_xasprintf("ocrpool: note: a worker used %s on a page, more than "
+                             "max-memory-per-child (%s), and was replaced\n",
+                             a, b);
+    }
+    return ocp_xasprintf("ocrpool: %s\n", msg);
+}
+
 /* One line the node said (without its newline): as it is with -v or when it is not a log
- * line; otherwise an error as the command says things, the first warning so too, and the
- * rest of the log counted (warnings) or dropped. */
+ * line; otherwise an error as the command says things, the first warning so too (in words
+ * when it is a worker replaced for its memory), and the rest of the log counted (warnings)
+ * or dropped. */
 static void say_line(ocp_app_node *n, char *line, size_t len)
 {
     const char *msg;
@@ -159,7 +190,7 @@ static void say_line(ocp_app_node *n, char *line, size_t len)
     /* The node's warnings after a stop sent to it say what the command has said already. */
     if (lv > 1 || (lv == 1 && n->sent) || (lv == 1 && n->hidden++ > 0))
         return;
-    char *out = ocp_xasprintf("ocrpool: %s\n", msg);
+    char *out = lv == 1 ? warning_text(msg) : ocp_xasprintf("ocrpool: %s\n", msg);
     put(n, out, strlen(out));
     free(out);
 }

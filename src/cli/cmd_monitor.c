@@ -67,9 +67,12 @@ static void mon_help(void)
 {
     printf("usage:\n"
            "  ocrpool monitor [--watch SECS] [--json] [--node PID]\n"
-           "  ocrpool stop [--now] [--node PID] [--no-wait]\n"
+           "  ocrpool stop [--now] [--node PID] [--no-wait] [--json]\n"
            "  ocrpool control [--node PID] stats|stop|stop-now|reload|scale N\n\n"
-           "Every ocrpool node of this user on this machine, through its control socket.\n");
+           "Every ocrpool node of this user on this machine, through its control socket.\n"
+           "monitor --watch clears the screen between reports on a terminal only. stop says\n"
+           "what each node does (--json: each node's reply as it came); control prints the\n"
+           "replies as JSON.\n");
 }
 
 /* Calls fn for each live node's socket (only --node's when given). Returns how many
@@ -101,9 +104,31 @@ static int collect(void *ctx, long pid, const char *path)
     return 0;
 }
 
+/* A memory figure in KiB, -1 when unknown: no figures (a process gone or exiting, whose
+ * /proc files say nothing), or the node's own -1. */
+static long kb_of(json_t *mem, const char *k)
+{
+    json_t *v = json_object_get(mem, k);
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : -1;
+}
+
+/* The same for sums and comparisons: an unknown figure counts as nothing. */
 static long kb(json_t *mem, const char *k)
 {
-    return mem ? (long)json_integer_value(json_object_get(mem, k)) : 0;
+    long v = kb_of(mem, k);
+    return v > 0 ? v : 0;
+}
+
+/* A table cell: the figure in MB, or "-" when it is unknown (never a negative figure).
+ * Returns buf. */
+static const char *mb_cell(char *buf, size_t len, json_t *mem, const char *k)
+{
+    long v = kb_of(mem, k);
+    if (v < 0)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.1f", v / 1024.0);
+    return buf;
 }
 
 static void add(json_t *arr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -200,44 +225,54 @@ static void judge(json_t *nodes, json_t *flags, json_t *recs)
         add(recs, "none: every node is within its limits");
 }
 
+/* A process's RSS, PSS, swap and peak RSS as table cells. */
+static void mem_cells(json_t *m, char c[4][16])
+{
+    static const char *const keys[] = {"rss_kb", "pss_kb", "swap_kb", "peak_rss_kb"};
+    for (int i = 0; i < 4; i++)
+        mb_cell(c[i], sizeof c[i], m, keys[i]);
+}
+
 /* The process table of a node: its zygotes and workers with their memory; adds their RSS
  * and PSS to *trss and *tpss. */
 static void print_processes(json_t *n, long *trss, long *tpss)
 {
     size_t k;
     json_t *w;
+    char c[4][16];
     int gpus = json_array_size(json_object_get(n, "gpus")) > 0;
     printf("  %-7s %7s %-8s %-28s %7s %5s %8s %8s %6s %8s%s\n", "role", "pid", "state", "page",
            "age", "done", "RSS MB", "PSS MB", "swap", "peak MB", gpus ? "  GPU MiB" : "");
     json_array_foreach(json_object_get(n, "zygotes"), k, w)
     {
         json_t *m = json_object_get(w, "memory");
+        mem_cells(m, c);
         *trss += kb(m, "rss_kb");
         *tpss += kb(m, "pss_kb");
-        printf("  %-7s %7lld %-8s %-28s %7s %5s %8.1f %8.1f %6.1f %8.1f\n", "zygote",
+        printf("  %-7s %7lld %-8s %-28s %7s %5s %8s %8s %6s %8s\n", "zygote",
                (long long)json_integer_value(json_object_get(w, "pid")),
-               json_is_true(json_object_get(w, "current")) ? "ready" : "retiring", "", "", "",
-               kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
-               kb(m, "peak_rss_kb") / 1024.0);
+               json_is_true(json_object_get(w, "current")) ? "ready" : "retiring", "", "", "", c[0],
+               c[1], c[2], c[3]);
     }
     json_array_foreach(json_object_get(json_object_get(n, "recognizer"), "recognizers"), k, w)
     {
         json_t *m = json_object_get(w, "memory");
+        mem_cells(m, c);
         char what[64];
         snprintf(what, sizeof what, "recognizer %lld (%s)",
                  (long long)json_integer_value(json_object_get(w, "index")),
                  json_string_value(json_object_get(w, "device")));
         *trss += kb(m, "rss_kb");
         *tpss += kb(m, "pss_kb");
-        printf("  %-7s %7lld %-8s %-28s %7s %5s %8.1f %8.1f %6.1f %8.1f\n", "recog",
+        printf("  %-7s %7lld %-8s %-28s %7s %5s %8s %8s %6s %8s\n", "recog",
                (long long)json_integer_value(json_object_get(w, "pid")),
-               json_string_value(json_object_get(w, "state")), what, "", "",
-               kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
-               kb(m, "peak_rss_kb") / 1024.0);
+               json_string_value(json_object_get(w, "state")), what, "", "", c[0], c[1], c[2],
+               c[3]);
     }
     json_array_foreach(json_object_get(n, "workers"), k, w)
     {
         json_t *m = json_object_get(w, "memory"), *t = json_object_get(w, "task");
+        mem_cells(m, c);
         char page[64] = "", age[16] = "";
         if (t) {
             const char *src = json_string_value(json_object_get(t, "source"));
@@ -251,15 +286,16 @@ static void print_processes(json_t *n, long *trss, long *tpss)
         }
         *trss += kb(m, "rss_kb");
         *tpss += kb(m, "pss_kb");
-        printf("  %-7s %7lld %-8s %-28s %7s %5lld %8.1f %8.1f %6.1f %8.1f", "worker",
+        printf("  %-7s %7lld %-8s %-28s %7s %5lld %8s %8s %6s %8s", "worker",
                (long long)json_integer_value(json_object_get(w, "pid")),
                json_string_value(json_object_get(w, "state")), page, age,
-               (long long)json_integer_value(json_object_get(w, "pages_done")),
-               kb(m, "rss_kb") / 1024.0, kb(m, "pss_kb") / 1024.0, kb(m, "swap_kb") / 1024.0,
-               kb(m, "peak_rss_kb") / 1024.0);
-        if (gpus)
-            printf(" %8.0f",
-                   (double)json_integer_value(json_object_get(w, "gpu_memory_bytes")) / 1048576.0);
+               (long long)json_integer_value(json_object_get(w, "pages_done")), c[0], c[1], c[2],
+               c[3]);
+        json_int_t gb = json_integer_value(json_object_get(w, "gpu_memory_bytes"));
+        if (gpus && gb >= 0)
+            printf(" %8.0f", (double)gb / 1048576.0);
+        else if (gpus)
+            printf(" %8s", "-");
         printf("\n");
     }
 }
@@ -454,9 +490,15 @@ int ocp_cmd_monitor(int argc, char **argv)
     int rc = ocp_cli_parse(argc, argv, mon_opts, mon_handler, &c, mon_help, &cfg, &pos, &npos);
     if (rc)
         return rc < 0 ? OCP_EXIT_OK : rc;
+    /* The screen is cleared between reports on a terminal only; down a pipe or into a file
+     * the reports follow each other, a blank line between. */
+    int tty = isatty(STDOUT_FILENO), first = 1;
     do {
-        if (c.watch && !c.json)
+        if (c.watch && !c.json && tty)
             printf("\033[H\033[2J");
+        else if (c.watch && !first)
+            printf("\n");
+        first = 0;
         monitor_once(&c);
         if (c.watch)
             usleep((useconds_t)(c.watch * 1e6));
@@ -470,7 +512,20 @@ typedef struct send_ctx {
     json_t *req;
     long pids[OCP_MAX_WORKERS]; /* the nodes that answered */
     int n;
+    int say; /* say a stop's reply in words (stop without --json); else the reply as JSON */
 } send_ctx;
+
+/* A node's reply to a stop, in words. */
+static void say_stop(long pid, json_t *reply)
+{
+    const char *st = json_string_value(json_object_get(reply, "state"));
+    if (st && strcmp(st, "stopping-cold") == 0)
+        printf("node %ld: stopping now: running pages go back to the queue\n", pid);
+    else if (st && strcmp(st, "stopping") == 0)
+        printf("node %ld: stopping: running pages finish first\n", pid);
+    else
+        printf("node %ld: stop taken (%s)\n", pid, st ? st : "no state said");
+}
 
 static int send_one(void *vctx, long pid, const char *path)
 {
@@ -483,9 +538,13 @@ static int send_one(void *vctx, long pid, const char *path)
         json_decref(reply);
         return -1;
     }
-    char *txt = json_dumps(reply, JSON_COMPACT);
-    printf("node %ld: %s\n", pid, txt);
-    free(txt);
+    if (s->say) {
+        say_stop(pid, reply);
+    } else {
+        char *txt = json_dumps(reply, JSON_COMPACT);
+        printf("node %ld: %s\n", pid, txt);
+        free(txt);
+    }
     json_decref(reply);
     if (s->n < OCP_MAX_WORKERS)
         s->pids[s->n++] = pid;
@@ -501,7 +560,7 @@ int ocp_cmd_stop(int argc, char **argv)
     int rc = ocp_cli_parse(argc, argv, mon_opts, mon_handler, &c, mon_help, &cfg, &pos, &npos);
     if (rc)
         return rc < 0 ? OCP_EXIT_OK : rc;
-    send_ctx s = {.req = json_pack("{s:s}", "cmd", c.now ? "stop-now" : "stop")};
+    send_ctx s = {.req = json_pack("{s:s}", "cmd", c.now ? "stop-now" : "stop"), .say = !c.json};
     int n = each_node(&c, send_one, &s);
     json_decref(s.req);
     if (n == 0) {

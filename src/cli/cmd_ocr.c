@@ -115,6 +115,7 @@ typedef struct ocr_ctx {
     ocp_submit_opts so;
     char qdir[4096]; /* a temporary queue's folder, removed at the end; "" = none */
     int state_q;     /* the queue is this run's in the user's state folder */
+    int busy_q;      /* a temporary queue: the same command held the state folder's one */
     int lock_fd;     /* that queue's file, flock'ed while the run goes on; -1 = none */
     int complete;    /* every page done: a queue in the state folder is removed */
     int said_stop;   /* the stop level said to the user */
@@ -161,8 +162,10 @@ static void ocr_help(void)
            "format (txt included) in the current folder, and nothing on standard output.\n"
            "Running the same command again resumes where an interrupted run stopped (without\n"
            "-o or --queue the queue is kept under $XDG_STATE_HOME/ocrpool/runs until the run\n"
-           "completes; a run that reads standard input cannot be resumed). Without -v the\n"
-           "workers' log is summed up: errors and the first warning, then a count.\n"
+           "completes; a run that reads standard input, or that starts while the same command\n"
+           "runs, cannot be resumed); a run ended by an error resumes once its cause is fixed.\n"
+           "Without -v the workers' log is summed up: errors and the first warning (a worker\n"
+           "replaced for its memory said in words), then a count.\n"
            "Exit status: 0 all pages done, 1 some failed (listed on stderr), 2 usage error.\n\n"
            "Settings (also OCRPOOL_<NAME> in the environment, or name = value in --config):\n");
     ocp_config_print_help(stdout);
@@ -341,6 +344,7 @@ static int state_queue(ocr_ctx *c, char **pos, int npos)
         c->lock_fd = -1;
         fprintf(stderr, "ocrpool: the same command is running already: this run cannot be "
                         "resumed\n");
+        c->busy_q = 1;
         return -1;
     }
     c->state_q = 1;
@@ -877,23 +881,38 @@ static int conclude(ocr_ctx *c, FILE *sidecar)
         }
         free(texts);
     }
-    const char *again = c->qdir[0] ? "standard input cannot be resumed: OCR a file to resume"
-                                   : "run the same command again to resume";
+    /* Only what a rerun really does: a temporary queue is gone at the end; a run that ended
+     * by an error (said above: the node failed, or the queue could not be read) ends the
+     * same way again until its cause is fixed. */
+    int asked = stop_wanted(NULL) > 0;
+    const char *again = c->qdir[0] ? (c->busy_q ? "this run had a temporary queue (the same "
+                                                  "command was running already) and cannot be "
+                                                  "resumed"
+                                                : "standard input cannot be resumed: OCR a "
+                                                  "file to resume")
+                        : asked    ? "run the same command again to resume"
+                                   : "run the same command again to resume once the cause "
+                                     "above is fixed";
+    const char *how = asked ? "stopped" : "the run ended";
     if (c->stopped)
-        fprintf(stderr, "ocrpool: stopped before every page was queued: %s\n", again);
+        fprintf(stderr, "ocrpool: %s before every page was queued: %s\n", how, again);
     else if (unfinished)
-        fprintf(stderr, "ocrpool: stopped with %d pages not done: %s\n", unfinished, again);
+        fprintf(stderr, "ocrpool: %s with %d %s not done: %s\n", how, unfinished,
+                unfinished == 1 ? "page" : "pages", again);
     if (c->verbose || c->show_progress || unfinished || c->stopped) {
         double dt = ocp_now() - c->t0;
-        fprintf(stderr, "ocrpool: %d pages: %d done, %d failed", c->npages, c->done, c->failed);
+        /* Stopped while queueing: the count is of the pages queued, not of the inputs'. */
+        fprintf(stderr, "ocrpool: %d %s%s: %d done, %d failed", c->npages,
+                c->npages == 1 ? "page" : "pages", c->stopped ? " queued" : "", c->done, c->failed);
         if (unfinished)
             fprintf(stderr, ", %d not done", unfinished);
         fprintf(stderr, "; %.1f s (%.2f pages/s)\n", dt,
                 dt > 0 ? (c->done + c->failed - c->resumed) / dt : 0.0);
     }
-    if (ocp_app_node_hidden(c->node) > 0)
-        fprintf(stderr, "ocrpool: %ld more warnings of the workers not shown (-v shows them)\n",
-                ocp_app_node_hidden(c->node));
+    long hidden = ocp_app_node_hidden(c->node);
+    if (hidden > 0)
+        fprintf(stderr, "ocrpool: %ld more %s of the workers not shown (-v shows them)\n", hidden,
+                hidden == 1 ? "warning" : "warnings");
     c->complete = !unfinished && !c->stopped && !c->failed && !c->io_failed;
     for (int i = 0; i < c->nin; i++)
         if (c->in[i].err)

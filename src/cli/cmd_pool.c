@@ -776,7 +776,7 @@ int ocp_cmd_requeue(int argc, char **argv)
         rc = OCP_EXIT_FAILED;
         goto out;
     }
-    printf("%ld pages back in the queue\n", n);
+    printf("%ld %s back in the queue\n", n, n == 1 ? "page" : "pages");
 out:
     ocp_broker_close(b);
     ocp_config_destroy(cfg);

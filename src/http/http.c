@@ -393,6 +393,12 @@ static unsigned submit_all(struct MHD_Connection *c, req *r, ocp_broker *b, cons
             snprintf(err, errlen, "no --allow-root: paths are not accepted");
             return 403;
         }
+        /* A relative path would be the server's folder's: said as what it is, whatever
+         * the folder holds. */
+        if (path[0] != '/') {
+            snprintf(err, errlen, "relative path: %.200s: paths must be absolute", path);
+            return 400;
+        }
         /* Under a root (resolved), a readable regular file: else one reason whatever the
          * path is. The worker checks again when it opens it. */
         int fd = ocp_image_open_under(path, roots, err, errlen);

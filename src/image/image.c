@@ -287,8 +287,10 @@ int ocp_doc_open_file(const char *path, const ocp_image_limits *lim, ocp_doc **o
     VipsSource *src;
     if (lim->allow_roots && *lim->allow_roots)
         return open_under_roots(path, lim, out, err, errlen);
+    /* Without roots the path itself is said: a worker's task names it, and "No such file"
+     * alone hides which one (under roots every refusal has the one reason, above). */
     if (stat(path, &st) < 0)
-        return ocp_errf(-errno, err, errlen, "cannot open: %s", strerror(errno));
+        return ocp_errf(-errno, err, errlen, "cannot open %s: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode))
         return ocp_errf(OCP_E_FORMAT, err, errlen, "not a regular file");
     if (st.st_size == 0)

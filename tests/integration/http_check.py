@@ -123,6 +123,9 @@ s, _, b = call("POST", "/v1/jobs", b"{not json", {"Content-Type": "application/j
 check("bad JSON: 400", s == 400, (s, b))
 s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": ["/etc/passwd"]}).encode(), {"Content-Type": "application/json"})
 check("a path outside --allow-root: 403", s == 403 and b"path not allowed: /etc/passwd" in b, (s, b))
+s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": ["eng.png"]}).encode(), {"Content-Type": "application/json"})
+check("a relative path: 400, said as one (not 'path not allowed')",
+      s == 400 and b"relative path: eng.png" in b and b"not allowed" not in b, (s, b))
 s, _, b = call("POST", "/v1/jobs", json.dumps({"paths": [F + "/../../../etc/passwd"]}).encode(),
                {"Content-Type": "application/json"})
 check("a path escaping --allow-root with ..: 403", s == 403, (s, b))

@@ -84,6 +84,26 @@ Q="sqlite://$TMP/new/folder/q.db"
 check "submit: a queue file's missing folder is created" bash -c "'$OCRPOOL' submit --broker '$Q' '$FIXTURES/eng.png' >'$TMP/id'"
 check "status --tasks: a line per task in text" bash -c "'$OCRPOOL' status --broker '$Q' --tasks | grep -q \"^  ready \$(cat '$TMP/id') .*eng.png page 1\$\""
 check "status without --tasks: no task lines" bash -c "! '$OCRPOOL' status --broker '$Q' | grep -q '^  ready '"
+# A page whose file is gone before a worker (without --allow-root) reads it: the reason
+# names the file, as a Celery client or `status` shows it (issue 21).
+Q2="sqlite://$TMP/gone/q.db"
+cp "$FIXTURES/eng.png" "$TMP/gone.png"
+"$OCRPOOL" submit --broker "$Q2" -l eng "$TMP/gone.png" >/dev/null
+rm "$TMP/gone.png"
+"$OCRPOOL" worker --broker "$Q2" -c 1 >"$TMP/gone.log" 2>&1 &
+W=$!
+PIDS+=("$W")
+for _ in $(seq 150); do "$OCRPOOL" status --broker "$Q2" | grep -q ' 1 failed' && break; sleep 0.2; done
+kill -TERM "$W"
+wait "$W"
+"$OCRPOOL" status --broker "$Q2" >"$TMP/gone.status"
+sed 's/^/# /' "$TMP/gone.status"
+check "a missing file: the failure names it" \
+    grep -qF "page 1: cannot open $TMP/gone.png: No such file or directory" "$TMP/gone.status"
+check "requeue: '0 pages back in the queue'" \
+    bash -c "'$OCRPOOL' requeue --broker '$Q2' --buried | grep -qx '0 pages back in the queue'"
+check "requeue: '1 page back in the queue'" \
+    bash -c "'$OCRPOOL' requeue --broker '$Q2' --failed | grep -qx '1 page back in the queue'"
 check "version" bash -c "'$OCRPOOL' version | grep -q '^ocrpool '"
 # OpenMP limited to one thread unless the user chose otherwise.
 check "OMP_THREAD_LIMIT=1 in effect" bash -c "env -u OMP_THREAD_LIMIT '$OCRPOOL' ocr --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=1\$'"

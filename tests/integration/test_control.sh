@@ -193,4 +193,62 @@ rc=$?
 check "stop: all nodes stop (exit $rc)" bash -c "[ $rc -eq 0 ] && grep -q 'node $W: stopped' '$TMP/stopall.txt'"
 check "stop: the control socket is gone" test ! -e "$XDG_RUNTIME_DIR/ocrpool/$W.sock"
 check "stop with no node left: exit 1" bash -c "! '$OCRPOOL' stop 2>/dev/null"
+
+# What monitor and stop print, against a stand-in node on a folder of its own (issue 21):
+# a Python process answering on a socket named by its pid, whose workers' memory is
+# unknown (a worker exiting: its /proc figures gone, -1 or null), and whose answer to a
+# stop is the node's.
+FAKE_RUN=$TMP/fake-run
+mkdir -p "$FAKE_RUN/ocrpool"
+chmod -R 700 "$FAKE_RUN"
+python3 - "$FAKE_RUN/ocrpool" <<'PY' &
+import json, os, socket, struct, sys
+path = "%s/%d.sock" % (sys.argv[1], os.getpid())
+unknown = {"rss_kb": -1, "pss_kb": -1, "swap_kb": -1, "peak_rss_kb": -1, "shared_kb": -1}
+known = {"rss_kb": 20480, "pss_kb": 10240, "swap_kb": 0, "peak_rss_kb": 30720, "shared_kb": 0}
+stats = {"ok": True, "pid": os.getpid(), "owner": "worker", "state": "running",
+         "settings": {"engine": "tesseract", "lang": "eng", "concurrency": 3, "prefetch_multiplier": 1},
+         "zygotes": [{"pid": 11, "current": True, "memory": known}],
+         "workers": [{"pid": 12, "state": "exiting", "pages_done": 3, "memory": unknown},
+                     {"pid": 13, "state": "exiting", "pages_done": 1, "memory": None},
+                     {"pid": 14, "state": "idle", "pages_done": 2, "memory": known}],
+         "pages": {"done": 6, "failed": 0, "per_second": 1.0, "mean_seconds": 1.0},
+         "recycles": {}, "queue": {"ready": 0, "leased": 0, "done": 6, "failed": 0, "buried": 0}}
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    n = struct.unpack(">I", c.recv(4, socket.MSG_WAITALL))[0]
+    cmd = json.loads(c.recv(n, socket.MSG_WAITALL))["cmd"]
+    reply = stats if cmd == "stats" else {"ok": True, "state": "stopping-cold" if cmd == "stop-now" else "stopping"}
+    body = json.dumps(reply).encode()
+    c.sendall(struct.pack(">I", len(body)) + body)
+    c.close()
+PY
+FAKE=$!
+PIDS+=("$FAKE")
+for _ in $(seq 50); do [ -S "$FAKE_RUN/ocrpool/$FAKE.sock" ] && break; sleep 0.1; done
+fake() { XDG_RUNTIME_DIR=$FAKE_RUN "$OCRPOOL" "$@"; }
+fake monitor >"$TMP/fake.txt"
+sed 's/^/# /' "$TMP/fake.txt"
+check "monitor: an exiting worker's unknown memory is '-', never -0.0 or negative" \
+    bash -c "grep -Eq '^  worker  *12 exiting .* 3  *-  *-  *-  *-\$' '$TMP/fake.txt' && grep -Eq '^  worker  *13 exiting .* 1  *-  *-  *-  *-\$' '$TMP/fake.txt' && ! grep -Eq '(^| )-[0-9]' '$TMP/fake.txt'"
+check "monitor: known figures in MB, totals of the known ones" \
+    bash -c "grep -Eq '^  worker  *14 idle .* 2  *20.0  *10.0  *0.0  *30.0\$' '$TMP/fake.txt' && grep -q '^  total: RSS 40.0 MB, PSS 20.0 MB' '$TMP/fake.txt'"
+timeout 1 env XDG_RUNTIME_DIR="$FAKE_RUN" "$OCRPOOL" monitor --watch 0.2 | cat >"$TMP/watch.txt"
+check "monitor --watch down a pipe: reports, no terminal codes" \
+    bash -c "[ \$(grep -c '^node $FAKE ' '$TMP/watch.txt') -ge 2 ] && ! grep -q \$'\\033' '$TMP/watch.txt'"
+script -qec "timeout 1 env XDG_RUNTIME_DIR='$FAKE_RUN' '$OCRPOOL' monitor --watch 0.2" /dev/null </dev/null >"$TMP/watch-tty.txt" 2>&1
+check "monitor --watch on a terminal: the screen cleared between reports" grep -q $'\033\\[2J' "$TMP/watch-tty.txt"
+fake stop --no-wait >"$TMP/fake-stop.txt"
+fake stop --now --no-wait >>"$TMP/fake-stop.txt"
+fake stop --json --no-wait >"$TMP/fake-stop.json"
+sed 's/^/# /' "$TMP/fake-stop.txt" "$TMP/fake-stop.json"
+check "stop: says what the node does, in words (no JSON)" \
+    bash -c "grep -qx 'node $FAKE: stopping: running pages finish first' '$TMP/fake-stop.txt' && grep -qx 'node $FAKE: stopping now: running pages go back to the queue' '$TMP/fake-stop.txt' && ! grep -q '{' '$TMP/fake-stop.txt'"
+check "stop --json: the node's reply as JSON" \
+    python3 -c "import json; l=open('$TMP/fake-stop.json').read().split(': ', 1); assert l[0] == 'node $FAKE' and json.loads(l[1]) == {'ok': True, 'state': 'stopping'}, l"
+kill "$FAKE"
+wait "$FAKE" 2>/dev/null
 finish

@@ -130,6 +130,14 @@ check "a fresh run: nothing said of resuming" bash -c "! grep -q resuming '$TMP/
 check "a fresh run: a page that cannot be written fails it (exit $rc)" \
     bash -c "[ $rc -eq 1 ] && grep -q 'p1.png: cannot write' '$TMP/many.err'"
 check "a fresh run: the other pages written" test "$(ls "$TMP/manyout" | wc -l)" -eq 1500
+# A run that ends by an error while its pages are being queued (a language not installed):
+# said as an end, not as a stop; the count is of the pages queued; and the way to resume
+# says that the cause comes first (the same command alone would end the same way).
+"$OCRPOOL" ocr -l kat -o "$TMP/katout" "$TMP"/many/*.png 2>"$TMP/kat.err"
+rc=$?
+sed 's/^/# /' "$TMP/kat.err"
+check "an error while queueing: exit 1 (got $rc), an end, the queued pages counted" \
+    bash -c "[ $rc -eq 1 ] && grep -q '^ocrpool: the run ended before every page was queued: run the same command again to resume once the cause above is fixed\$' '$TMP/kat.err' && grep -Eq '^ocrpool: [0-9]+ pages queued: 0 done, 0 failed, [0-9]+ not done' '$TMP/kat.err' && ! grep -q stopped '$TMP/kat.err'"
 
 # ^C on a terminal reaches the command alone (its node has a process group of its own);
 # the command passes stops on: one ^C (or SIGTERM, SIGHUP) is a warm stop (running pages
@@ -254,6 +262,23 @@ check "the same command twice at once: the first one's queue is still there" \
 wait $pid
 check "the same command twice at once: the first completes (exit $?) and removes its queue" \
     bash -c "cmp -s '$TMP/whole.txt' '$TMP/dup1.txt' && [ -z \"\$(ls -A '$XDG_STATE_HOME/ocrpool/runs')\" ]"
+# The second one stopped: its queue was temporary, and it says so rather than promising
+# that the same command resumes it.
+OCRPOOL_FAULT=sleep:2:page "$OCRPOOL" ocr -j 1 -l eng "$TMP"/book/page[12].png >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 50); do [ -n "$(ls -A "$XDG_STATE_HOME/ocrpool/runs" 2>/dev/null)" ] && break; sleep 0.1; done
+: >"$TMP/busy.err"
+OCRPOOL_FAULT=sleep:2:page setsid "$OCRPOOL" ocr -v -j 1 -l eng "$TMP"/book/page[12].png \
+    >/dev/null 2>"$TMP/busy.err" &
+pid2=$!
+wait_log "$TMP/busy.err" "fault injection: sleeping" 30
+kill -INT -- -$pid2
+wait $pid2
+rc=$?
+sed 's/^/# /' "$TMP/busy.err" | grep -v ' lines, '
+check "the same command twice at once, the second stopped: exit 1 (got $rc), cannot be resumed, said so" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'this run had a temporary queue (the same command was running already) and cannot be resumed' '$TMP/busy.err' && ! grep -q 'run the same command again' '$TMP/busy.err'"
+wait $pid
 
 # The pool's log in a plain run: its first warning said as the command says things, the
 # rest counted; -v passes every log line on as it is. (max-memory-per-child 1 KiB: every
@@ -262,7 +287,7 @@ check "the same command twice at once: the first completes (exit $?) and removes
     >/dev/null 2>"$TMP/log.err"
 sed 's/^/# /' "$TMP/log.err"
 check "plain run: one warning, said as the command says things, the rest counted" \
-    bash -c "[ \$(grep -c 'replacing worker' '$TMP/log.err') -eq 1 ] && grep -q '^ocrpool: replacing worker' '$TMP/log.err' && grep -q '^ocrpool: 2 more warnings of the workers not shown' '$TMP/log.err' && ! grep -q '^20[0-9-]*T' '$TMP/log.err'"
+    bash -c "[ \$(grep -c 'replaced' '$TMP/log.err') -eq 1 ] && grep -q '^ocrpool: note: a worker used [0-9.]* [KM]iB on a page, more than max-memory-per-child (1 KiB), and was replaced\$' '$TMP/log.err' && grep -q '^ocrpool: 2 more warnings of the workers not shown' '$TMP/log.err' && ! grep -q '^20[0-9-]*T' '$TMP/log.err' && ! grep -q 'replacing worker' '$TMP/log.err'"
 "$OCRPOOL" ocr -v -j 1 -l eng --max-memory-per-child 1 "$TMP"/book/page[123].png \
     >/dev/null 2>"$TMP/logv.err"
 check "-v: every warning, with its time and process" \
@@ -285,10 +310,11 @@ sets() { # sets NAME FILE...: ocr -o $TMP/sets of set-in/FILE.png, 60 s at most;
 set_ok() { # set_ok NAME WHAT RESUMED PAGES: exit 0, RESUMED pages resumed, PAGES pages all done
     local name=$1 what=$2
     shift 2
-    local why="exit $rc"
+    local why="exit $rc" pages=pages
     [ "$rc" -eq 0 ] || { [ "$rc" -eq 124 ] && why="hung: killed after 60 s"; }
+    [ "$2" -eq 1 ] && pages=page
     check "other sets, $what: finishes ($why), $1 of $2 pages resumed, $2 done" \
-        bash -c "[ $rc -eq 0 ] && { [ $1 -eq 0 ] || grep -q '^ocrpool: resuming: $1 of $2 pages done already' '$TMP/set-$name.err'; } && grep -q '^ocrpool: $2 pages: $2 done, 0 failed;' '$TMP/set-$name.err'"
+        bash -c "[ $rc -eq 0 ] && { [ $1 -eq 0 ] || grep -q '^ocrpool: resuming: $1 of $2 pages done already' '$TMP/set-$name.err'; } && grep -q '^ocrpool: $2 $pages: $2 done, 0 failed;' '$TMP/set-$name.err'"
 }
 sets first a b
 set_ok first "a first set (a b)" 0 2

@@ -374,7 +374,7 @@ poison=$(submit -l eng --group book "$TMP/p/poison.png")
 OCRPOOL_FAULT=crash:poison start_worker "$TMP/rq.log" -c 1 --max-deliveries 1
 wait_finished 1 30
 stop_worker
-check "requeue --buried: puts it back" bash -c "'$OCRPOOL' requeue --broker '$Q' --buried book | grep -q '^1 pages back'"
+check "requeue --buried: puts it back" bash -c "'$OCRPOOL' requeue --broker '$Q' --buried book | grep -q '^1 page back in the queue$'"
 start_worker "$TMP/rq2.log" -c 1
 wait_finished 1 30
 stop_worker
