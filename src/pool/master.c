@@ -217,8 +217,10 @@ static void start(master *m, const char *url)
     ocp__dispatch_start(m);
     ocp__watchdog_start(m);
     ocp__remote_start(m, url); /* Celery's inspect, control and events (redis) */
+    char shown[512];
     OCP_LOG(OCP_LOG_INFO, "node %s: %d workers, prefetch %d, broker %s", m->owner,
-            m->pc.concurrency, m->pc.prefetch_multiplier, url);
+            m->pc.concurrency, m->pc.prefetch_multiplier,
+            ocp_broker_url_shown(url, shown, sizeof shown)); /* never its password */
 }
 
 /* The loop's turns until the end; 0, or an error with err. */

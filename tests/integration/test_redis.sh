@@ -295,4 +295,46 @@ check "a password and a database index from the URL: submit lands in db 2" bash 
      test \"\$(redis-cli -p $PORT -a 's3cret pass' --no-auth-warning -n 2 llen celery)\" -eq 1"
 check "a wrong password: a clear error" bash -c \
     "'$OCRPOOL' status --broker 'redis://:wrong@127.0.0.1:$PORT/2' 2>&1 | grep -q 'AUTH: WRONGPASS'"
+# --- The URL's password is never shown --------------------------------------------
+# The worker is told the URL only through OCRPOOL_BROKER: its command line, log (info),
+# `monitor --json`, `control stats` and Celery's inspect answers must not hold the
+# password, in either spelling (escaped as in the URL, or plain).
+PW_URL="redis://:s3cret%20pass@127.0.0.1:$PORT/3"
+no_pw() { ! grep -qE 's3cret|%20pass' "$@"; }
+OCRPOOL_BROKER=$PW_URL "$OCRPOOL" worker --allow-root / -c 1 >"$TMP/pw.log" 2>&1 &
+PWPID=$!
+PIDS+=("$PWPID")
+check "a password in OCRPOOL_BROKER: the node starts and logs its broker as redis://:***@" \
+    wait_log "$TMP/pw.log" "node .*broker redis://:\*\*\*@127.0.0.1:$PORT/3" 30
+pw_id=$(OCRPOOL_BROKER=$PW_URL "$OCRPOOL" submit "$F/eng.png")
+pw_done() {
+    for _ in $(seq 120); do
+        OCRPOOL_BROKER=$PW_URL "$OCRPOOL" result "$pw_id" >"$TMP/pw.txt" 2>/dev/null &&
+            grep -q '[A-Za-z]' "$TMP/pw.txt" && return 0
+        sleep 0.5
+    done
+    return 1
+}
+check "that node runs a page submitted with the password: its text is read back" pw_done
+tr '\0' ' ' <"/proc/$PWPID/cmdline" >"$TMP/pw.cmdline"
+check "the master's command line holds no password" no_pw "$TMP/pw.cmdline"
+"$OCRPOOL" monitor --json --node "$PWPID" >"$TMP/pw.monitor" 2>&1
+check "monitor --json answers, without the password" \
+    bash -c "grep -q '$PWPID' '$TMP/pw.monitor' && ! grep -qE 's3cret|%20pass' '$TMP/pw.monitor'"
+"$OCRPOOL" control --node "$PWPID" stats >"$TMP/pw.stats" 2>&1
+check "control stats answers, without the password" \
+    bash -c "grep -q '$PWPID' '$TMP/pw.stats' && ! grep -qE 's3cret|%20pass' '$TMP/pw.stats'"
+check "Celery's inspect stats, conf and report answer, without the password" \
+    $PY - "$PW_URL" <<'PYEOF'
+import json, sys
+from celery import Celery
+i = Celery(broker=sys.argv[1]).control.inspect(timeout=5)
+got = {"stats": i.stats(), "conf": i.conf(), "report": i.report()}
+text = json.dumps(got)
+print("#", text[:200])
+assert all(got.values()), got
+assert "s3cret" not in text and "%20pass" not in text, text
+PYEOF
+check "the password-URL node stops warm" stop_node "$PWPID"
+check "its log (level info) holds no password" no_pw "$TMP/pw.log"
 finish
