@@ -115,6 +115,9 @@ static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t
         }
         char path[4200];
         snprintf(path, sizeof path, "%s/%s.traineddata", dir, l);
+        /* Each file read is named, as the tesseract engine names its languages: a model
+         * read for a language that should have been refused shows in the log. */
+        OCP_LOG(OCP_LOG_INFO, "lstm engine: loading %s", path);
         rc = ocp_lstm_model_load(path, &st->model[st->n_models], err, errlen);
         if (!rc) {
             st->name[st->n_models] = ocp_xstrdup(l);
