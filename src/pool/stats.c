@@ -7,7 +7,12 @@
  * client are non-blocking and watched by the loop; a client has
  * OCP__CTL_DEADLINE seconds from its connection to send its request and
  * read the answer, or it is dropped; at most OCP__CTL_CLIENTS are served
- * at once (the others wait in the listen backlog).
+ * at once. When that many are connected, a new connection takes the place
+ * of the oldest client that has not sent a whole request (a request is
+ * answered as soon as it is whole; the others wait in the listen backlog
+ * while every client is being answered), and a request already sent is read
+ * as its client is accepted: silent clients cannot keep `ocrpool monitor`
+ * waiting behind them for their deadlines.
  */
 #include "core/log.h"
 #include "core/memstat.h"
@@ -317,11 +322,25 @@ static void client_io(ocp_loop_io *io, short revents)
     client_write(c);
 }
 
+/* The client connected longest ago that has not sent a whole request (it has no answer), or
+ * NULL (the list is newest first). */
+static ctl_client *oldest_silent(master *m)
+{
+    ctl_client *old = NULL;
+    for (ctl_client *c = m->clients; c; c = c->next)
+        if (!c->out)
+            old = c;
+    return old;
+}
+
 static void control_accept(ocp_loop_io *io, short revents)
 {
     (void)revents;
     master *m = io->data;
-    while (m->n_clients < OCP__CTL_CLIENTS) {
+    for (;;) {
+        ctl_client *victim = NULL;
+        if (m->n_clients >= OCP__CTL_CLIENTS && !(victim = oldest_silent(m)))
+            break;
         int fd = accept4(m->ctl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return;
@@ -331,6 +350,11 @@ static void control_accept(ocp_loop_io *io, short revents)
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 || cr.uid != geteuid()) {
             close(fd);
             continue;
+        }
+        if (victim) {
+            OCP_LOG(OCP_LOG_DEBUG, "control: %d clients: the oldest silent one dropped",
+                    OCP__CTL_CLIENTS);
+            client_close(victim);
         }
         ctl_client *c = ocp_xcalloc(1, sizeof *c);
         c->m = m;
@@ -343,8 +367,9 @@ static void control_accept(ocp_loop_io *io, short revents)
         c->next = m->clients;
         m->clients = c;
         m->n_clients++;
+        client_io(&c->io, POLLIN); /* its request, if it is there (it may be answered now) */
     }
-    ocp_loop_io_set(&m->ctl_io, 0); /* full: the next wait in the backlog */
+    ocp_loop_io_set(&m->ctl_io, 0); /* all being answered: the next wait in the backlog */
 }
 
 void ocp__control_start(master *m)

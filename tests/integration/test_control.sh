@@ -70,6 +70,19 @@ check "scale 3: three workers" test "$(workers_of "$TMP/m3.json")" -eq 3
 sleep 1
 "$OCRPOOL" monitor --json >"$TMP/m1.json"
 check "scale 1: one worker" test "$(workers_of "$TMP/m1.json")" -eq 1
+"$OCRPOOL" control scale 1025 >"$TMP/scale1025.out" 2>&1
+rc=$?
+sed 's/^/# /' "$TMP/scale1025.out"
+check "scale 1025 (over the 1024 workers a node may have): fails (exit $rc) with its reason" \
+    bash -c "[ $rc -ne 0 ] && grep -q 'scale: n must be 1 to 1024' '$TMP/scale1025.out'"
+sleep 0.5
+"$OCRPOOL" monitor --json >"$TMP/m1025.json"
+check "scale 1025: the node keeps its one worker and its concurrency 1" python3 - "$TMP/m1025.json" <<'PY'
+import json, sys
+n = json.load(open(sys.argv[1]))["nodes"][0]
+print("# workers %d, concurrency %d" % (len(n["workers"]), n["settings"]["concurrency"]))
+assert len(n["workers"]) == 1 and n["settings"]["concurrency"] == 1, n["settings"]
+PY
 "$OCRPOOL" control reload >/dev/null
 check "control reload: the node reloads" wait_log "$TMP/w.log" "reload: configuration re-read" 20
 
@@ -160,6 +173,41 @@ print("# %d pages done in %.1f s with silent clients held; %d dropped after %s s
 assert n == 4, n
 assert monitor_ok
 assert dropped and all(1.8 < d < 3 for d in dropped), dropped
+PY
+# More silent clients at once (30) than the node serves (8): a new connection takes the
+# place of the oldest silent one (the rest wait in the listen backlog, or are refused when
+# it is full); meanwhile pages still complete and `monitor` is answered within 5 s.
+check "30 silent control clients at once: pages complete, monitor answers within 5 s" \
+    python3 - "$XDG_RUNTIME_DIR/ocrpool/$W4.sock" "$OCRPOOL" "sqlite://$TMP/q4.db" "$TMP/p" "$W4" <<'PY'
+import json, socket, subprocess, sys, time
+path, ocrpool, q, pdir, node = sys.argv[1:6]
+def done():
+    out = subprocess.run([ocrpool, "status", "--broker", q, "--json"], capture_output=True, text=True)
+    return json.loads(out.stdout)["done"]
+before = done()
+socks, refused = [], 0
+for _ in range(30):
+    s = socket.socket(socket.AF_UNIX)
+    s.setblocking(False)  # a full backlog refuses (EAGAIN) instead of blocking this test
+    try:
+        s.connect(path)
+        socks.append(s)
+    except (BlockingIOError, ConnectionRefusedError):
+        refused += 1
+        s.close()
+subprocess.run([ocrpool, "submit", "--broker", q, "-l", "eng"] + ["%s/small%d.png" % (pdir, i) for i in (1, 2, 3, 4)],
+               check=True, stdout=subprocess.DEVNULL)
+t0 = time.time()
+m = subprocess.run([ocrpool, "monitor", "--json", "--node", node], capture_output=True, text=True, timeout=20)
+took = time.time() - t0
+ok = m.returncode == 0 and len(json.loads(m.stdout)["nodes"]) == 1
+while done() < before + 4 and time.time() - t0 < 20:
+    time.sleep(0.2)
+print("# %d silent clients connected (%d refused: backlog full); monitor answered (%s) in %.1f s;"
+      " %d of 4 pages done in %.1f s" % (len(socks), refused, ok, took, done() - before, time.time() - t0))
+assert len(socks) > 8, len(socks)  # more than the node serves at once
+assert ok and took < 5, (ok, took, m.stderr[-300:])
+assert done() == before + 4
 PY
 "$OCRPOOL" stop --node "$W4" >/dev/null
 wait "$W4"
