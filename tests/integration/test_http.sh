@@ -56,6 +56,28 @@ r = urllib.request.Request('http://127.0.0.1:$port/v1/ocr', data=open('$FIXTURES
                            method='POST', headers={'Authorization': 'Bearer s3cret'})
 assert 'quick brown fox' in json.load(urllib.request.urlopen(r, timeout=60))['text']"
 
+# A second death soon after (within the minute that resets it): the delay has doubled
+# (2 s), the restart waits it out, and /metrics counts 2.
+[ "${api2:-0}" -gt 0 ] && kill -9 "$api2"
+t0=$(date +%s.%N)
+sleep 0.2
+check "API killed again: it answers again within 10 s" up "http://127.0.0.1:$port/healthz"
+back=$(python3 -c "import time; print(round(time.time() - $t0, 1))")
+check "the second restart waited the doubled delay (back after $back s, 2 s due)" \
+    python3 -c "import sys; sys.exit(0 if $back >= 1.8 else 1)"
+check "the node logged the second restart: restarting it in 2 s" \
+    grep -q "HTTP API $api2 was killed by signal 9 (SIGKILL).*restarting it in 2 s" "$TMP/serve.log"
+restarts=""
+for _ in $(seq 1 50); do
+    restarts=$(get "http://127.0.0.1:$port/metrics" s3cret | sed -n 's/^ocrpool_http_restarts_total //p')
+    [ "$restarts" = 2 ] && break
+    sleep 0.1
+done
+check "/metrics: ocrpool_http_restarts_total 2 (${restarts:-none})" test "$restarts" = 2
+api3=$(get "http://127.0.0.1:$port/v1/stats" s3cret | python3 -c "import json, sys; print(json.load(sys.stdin)['sidecar']['pid'])")
+check "a third API process ($api3)" bash -c "[ '${api3:-0}' -gt 0 ] && [ '${api3:-0}' != '$api2' ]"
+api2=$api3 # the API process now, which must end with its node
+
 # A group name of any length (here 200 bytes) is a group, not a 404.
 long=$(printf 'g%.0s' $(seq 1 200))
 "$OCRPOOL" submit --broker "sqlite://$TMP/q.db" --group "$long" "$FIXTURES/eng.png" >/dev/null
