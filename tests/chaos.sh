@@ -12,9 +12,12 @@
 # the script kill -9s, at random, a worker, a zygote or a master of either
 # node (a master is started again at once with the same arguments, as a
 # supervisor would) and, on Redis, redis-server itself (appendonly yes,
-# appendfsync always; started again on the same AOF). It kills only what it
-# started, by pid: the masters and redis-server are its children, the
-# zygotes and workers are found below a master in /proc/PID/task/*/children.
+# appendfsync always; started again on the same AOF). The first kills of a
+# run (every 0.3 s) take each kind once, a master first (CHAOS_FIRST), so
+# that even a short run kills a master, restarts Redis, and so on. It kills
+# only what it started, by pid: the masters and redis-server are its
+# children, the zygotes and workers are found below a master in
+# /proc/PID/task/*/children.
 # One time in ten, instead of a kill, a master is frozen (SIGSTOP) for 3 s,
 # past its lease, then let go (SIGCONT): a live node that fell silent, whose
 # pages the other node takes meanwhile (CHAOS_FREEZE=0: kills only).
@@ -23,7 +26,9 @@
 #
 # CHAOS_BROKERS="redis sqlite" (the runs to make), CHAOS_SLEEP_MS=150 (a blank
 # page's time), CHAOS_LIMIT (seconds a run may take; 40 + 0.3 a page),
-# CHAOS_KEEP=1 (keep the scratch folder and its logs), CHAOS_READ_BACK=200.
+# CHAOS_KEEP=1 (keep the scratch folder and its logs), CHAOS_FIRST="master redis
+# zygote worker" (the kinds the first kills take, in order; those that a broker does not
+# have are left out: redis on SQLite; empty: every kill at random).
 #
 # Settings that make it converge fast: --lease-timeout 2 (SQLite) and
 # --visibility-timeout 2 (Redis), so a dead node's pages go back within
@@ -32,7 +37,8 @@
 # --prefetch-multiplier 1.
 #
 # The end is read as a user would: on Redis by Celery's AsyncResult, on
-# SQLite by `ocrpool status --json --tasks` and `ocrpool result`.
+# SQLite by `ocrpool status --json --tasks` and `ocrpool result` (every
+# page's stored result, read back by one call for the run's group).
 # tests/chaos_check.py says what "lost" and "duplicated" count (a page
 # re-run after its worker was killed is expected, and only reported).
 # One line per broker, then the last line:
@@ -51,6 +57,7 @@ SLEEP_MS=${CHAOS_SLEEP_MS:-150}
 LIMIT=${CHAOS_LIMIT:-$((40 + PAGES * 3 / 10))}
 BROKERS=${CHAOS_BROKERS:-redis sqlite} # the runs to make
 FREEZE=${CHAOS_FREEZE:-1}              # 0: no freezes, only kills
+FIRST=${CHAOS_FIRST-master redis zygote worker} # the first kills' kinds, in order
 
 if ! command -v redis-server >/dev/null || ! $PY -c 'import celery, redis' 2>/dev/null; then
     echo "chaos: redis-server and python3-celery are needed (scripts/install-deps.sh)" >&2
@@ -166,10 +173,15 @@ freeze_one() {
     FREEZES=$((FREEZES + 1))
 }
 
+# FORCE: the kinds still to kill before kills are picked at random (new_run sets it
+# from CHAOS_FIRST); a kind leaves it once a process of that kind was killed.
+FORCE=()
 kill_one() { # kill_one BROKER: kill -9 one process at random; counts it when it was there
     local node what victim r=$((RANDOM % 100))
     node=$(pick A B)
-    if [ "$1" = redis ] && [ $r -ge 90 ]; then
+    if [ ${#FORCE[@]} -gt 0 ]; then
+        what=${FORCE[0]}
+    elif [ "$1" = redis ] && [ $r -ge 90 ]; then
         what=redis
     elif [ $r -lt 55 ]; then
         what=worker
@@ -178,7 +190,7 @@ kill_one() { # kill_one BROKER: kill -9 one process at random; counts it when it
     else
         what=master
     fi
-    if [ "$FREEZE" = 1 ] && [ $((RANDOM % 10)) -eq 0 ]; then
+    if [ ${#FORCE[@]} -eq 0 ] && [ "$FREEZE" = 1 ] && [ $((RANDOM % 10)) -eq 0 ]; then
         freeze_one "$node"
         return 0
     fi
@@ -195,6 +207,7 @@ kill_one() { # kill_one BROKER: kill -9 one process at random; counts it when it
     kill -9 "$victim" 2>/dev/null || return 0
     KILLS=$((KILLS + 1))
     KILLED[$what]=$((${KILLED[$what]:-0} + 1))
+    [ ${#FORCE[@]} -gt 0 ] && [ "${FORCE[0]}" = "$what" ] && FORCE=("${FORCE[@]:1}")
     echo "$(date +%T.%N) kill -9 $what $victim${node:+ (node $node)}" >>"$RUN/kills.log"
     case $what in
     master)
@@ -212,12 +225,13 @@ kill_one() { # kill_one BROKER: kill -9 one process at random; counts it when it
 
 progress() { cat "$RUN/watch.json.progress" 2>/dev/null || echo 0; }
 
-# chaos BROKER: kills until every page has a result or 60% of LIMIT, then
-# waits for the rest until LIMIT.
+# chaos BROKER: kills until every page has a result (and each kind of FORCE was
+# killed) or 60% of LIMIT, then waits for the rest until LIMIT.
 chaos() {
     local t0=$SECONDS
-    while [ $((SECONDS - t0)) -lt $((LIMIT * 6 / 10)) ] && [ "$(progress)" -lt "$PAGES" ]; do
-        sleep "0.$((RANDOM % 8 + 2))"
+    while [ $((SECONDS - t0)) -lt $((LIMIT * 6 / 10)) ] &&
+        { [ "$(progress)" -lt "$PAGES" ] || [ ${#FORCE[@]} -gt 0 ]; }; do
+        if [ ${#FORCE[@]} -gt 0 ]; then sleep 0.3; else sleep "0.$((RANDOM % 8 + 2))"; fi
         alive_or_restart
         kill_one "$1"
     done
@@ -226,6 +240,7 @@ chaos() {
         alive_or_restart
     done
     say "$1: $(progress) of $PAGES pages finished after $((SECONDS - t0)) s"
+    [ ${#FORCE[@]} -eq 0 ] || say "$1: never killed (no such process found in time): ${FORCE[*]}"
 }
 
 # stop_nodes: warm stop (SIGTERM), then kill -9 what is still there after 20 s.
@@ -272,7 +287,10 @@ result_line() {
 }
 
 new_run() { # new_run NAME: a fresh folder and counters
+    local k
     RUN=$T/$1
+    FORCE=()
+    for k in $FIRST; do [ "$k" = redis ] && [ "$1" != redis ] || FORCE+=("$k"); done
     mkdir -p "$RUN/redis"
     : >"$RUN/null.log"
     KILLS=0
@@ -327,7 +345,8 @@ run_sqlite() {
             files+=("$T/blank.png") kinds+=(null)
         fi
     done
-    "$OCRPOOL" submit --broker "$URL" "${files[@]}" >"$RUN/ids.raw" 2>"$RUN/submit.err" ||
+    "$OCRPOOL" submit --broker "$URL" --group chaos "${files[@]}" >"$RUN/ids.raw" \
+        2>"$RUN/submit.err" ||
         say "sqlite: submit failed: $(head -c 300 "$RUN/submit.err")"
     paste -d' ' "$RUN/ids.raw" <(printf '%s\n' "${kinds[@]}") | awk 'NF == 2' >"$RUN/ids"
     $CHK watch-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" >"$RUN/watch.out" 2>&1 &
@@ -337,7 +356,7 @@ run_sqlite() {
     chaos sqlite
     stop_nodes
     watch_end
-    $CHK verdict-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" "$RUN/null.log" \
+    $CHK verdict-sqlite "$OCRPOOL" "$URL" "$RUN/ids" "$RUN/watch.json" "$RUN/null.log" chaos \
         >"$RUN/verdict.out" 2>&1
     result_line sqlite
 }

@@ -14,11 +14,12 @@ while nodes are killed under them, and judges the end.
         0.5 s; SQLite: `ocrpool status --json --tasks` every second (a done
         task's worker pid and finish time). Writes OUT (JSON) at the end.
     chaos_check.py verdict-redis URL IDS OUT NULLLOG
-    chaos_check.py verdict-sqlite OCRPOOL URL IDS OUT NULLLOG
+    chaos_check.py verdict-sqlite OCRPOOL URL IDS OUT NULLLOG GROUP
         The end, read as a user would: Redis by Celery's AsyncResult, SQLite
-        by `ocrpool status --json --tasks` (every page) and `ocrpool result`
-        (every real page and CHAOS_READ_BACK, 200, others at random). Prints
-        "# ..." lines, then "LOST L DUP D RERUN R".
+        by `ocrpool status --json --tasks` (every page) and every page's
+        stored result read back by one `ocrpool result --format json GROUP`
+        (the pages were submitted in GROUP). Prints "# ..." lines, then
+        "LOST L DUP D RERUN R".
     chaos_check.py selftest
         The counting on made-up observations: a page lost, a page published
         twice, a page overwritten, a page stored from no run, and a page
@@ -47,7 +48,6 @@ import threading
 import time
 
 TASK = "ocrpool.ocr_page"
-READ_BACK = int(os.environ.get("CHAOS_READ_BACK", "200"))
 
 
 def read_ids(path):
@@ -253,39 +253,45 @@ def verdict_redis(url, ids_path, out, null_log):
     return judge(kinds, finals, obs, null_runs(null_log), [])
 
 
-def verdict_sqlite(ocrpool, url, ids_path, out, null_log):
+def group_results(ocrpool, url, group):
+    """Every done page's stored result in GROUP, by task id, from one `ocrpool result`
+    call (a page not done is null in its array, and makes the call exit 1); and the
+    call's complaint, or None."""
+    p = subprocess.run([ocrpool, "result", "--broker", url, "--format", "json", group],
+                       capture_output=True, text=True, timeout=300)
+    try:
+        pages = json.loads(p.stdout)
+    except ValueError:
+        return {}, "ocrpool result %s: %s" % (group, p.stderr.strip()[:200])
+    return {r["id"]: r for r in pages if isinstance(r, dict) and "id" in r}, None
+
+
+def verdict_sqlite(ocrpool, url, ids_path, out, null_log, group):
     kinds = read_ids(ids_path)
     obs = json.load(open(out))
     tasks = {t["id"]: t for t in status_tasks(ocrpool, url)}
     finals, dup = {}, []
-    # `ocrpool result` starts in about 0.2 s: every real page and at most
-    # READ_BACK others (at random) are read back; the rest by their state.
-    import random
-    nulls = [i for i, k in kinds.items() if k == "null"]
-    read = set(random.sample(nulls, min(len(nulls), READ_BACK)))
-    read |= {i for i, k in kinds.items() if k == "real"}
+    # Every page is read back (one `ocrpool result` for the whole group: one call per
+    # page, at about 0.2 s each, would take minutes for 1000).
+    stored, why = group_results(ocrpool, url, group)
     for i in kinds:
         t = tasks.get(i)
         if not t or t["state"] != "done":
             finals[i] = (False, "state %s %s" % (t and t["state"], t and t.get("reason")))
             continue
-        if i not in read:
-            finals[i] = (True, None)
+        if i not in stored:
+            finals[i] = (False, why or "done, but ocrpool result has no result for it")
             continue
-        p = subprocess.run([ocrpool, "result", "--broker", url, "--format", "json", i],
-                           capture_output=True, text=True, timeout=60)
-        if p.returncode != 0:
-            finals[i] = (False, "ocrpool result: " + p.stderr.strip()[:200])
-            continue
-        text = json.loads(p.stdout).get("text", "")
+        text = stored[i].get("text", "")
         finals[i] = (True, text)
         # The stored result and the task's record must come from one run.
         if text.startswith("null ") and text.split()[1].split(".")[0] != str(t.get("worker_pid")):
             print("# %s: result of worker %s, record of worker %s"
                   % (i, text.split()[1], t.get("worker_pid")))
             dup.append(i)
-    print("# read back by ocrpool result: %d of %d done pages" %
-          (sum(1 for i in read if finals[i][0]), sum(1 for v in finals.values() if v[0])))
+    done = [i for i in kinds if tasks.get(i) and tasks[i]["state"] == "done"]
+    print("# read back by ocrpool result: %d of %d done pages"
+          % (sum(1 for i in done if i in stored), len(done)))
     extra = [t["id"] for t in tasks.values() if t["id"] not in kinds]
     print("# tasks in the queue that were not sent: %d" % len(extra))
     return judge(kinds, finals, obs, null_runs(null_log), dup + extra)

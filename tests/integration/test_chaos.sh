@@ -43,7 +43,14 @@ for b in redis sqlite; do
     check "$b: none duplicated" bash -c "echo '$(line $b)' | grep -q ' 0 duplicated'"
     check "$b: processes were killed during the run" \
         bash -c "echo '$(line $b)' | grep -Eq ', [1-9][0-9]* kills'"
+    # chaos.sh's first kills take each kind once (CHAOS_FIRST): a short run kills each.
+    for k in master zygote worker; do
+        check "$b: a $k was killed" bash -c "echo '$(line $b)' | grep -Eq ' [1-9][0-9]* $k '"
+    done
 done
+check "redis: redis-server was killed, and started again on its AOF" \
+    bash -c "echo '$(line redis)' | grep -Eq ' [1-9][0-9]* redis \)' &&
+             ! grep -q 'redis-server did not start again' '$TMP/chaos.out'"
 check "redis: nothing left unacknowledged or queued at the end" \
     bash -c "grep -q 'unacknowledged messages left: 0, queued: 0' '$TMP/chaos.out'"
 check "the last line, and chaos.sh exits 0" \
