@@ -159,6 +159,7 @@ bench: deps
 	@BUILD=$(BUILD) bench/pool.sh
 	@BUILD=$(BUILD) bench/celery.sh
 	@BUILD=$(BUILD) bench/lstm.sh
+	@BUILD=$(BUILD) bench/models.sh
 	@BUILD=$(BUILD) bench/recognizer.sh
 	@BUILD=$(BUILD) bench/orient.sh
 	@BUILD=$(BUILD) bench/queue.sh

@@ -5,7 +5,8 @@
  * runs the model's network on batches of lines (forward.h) and decodes them
  * with the model's dictionaries (beam.h). With several languages ("san+eng")
  * each line is read by the models in order until one is sure of it, else the
- * surest reading is kept.
+ * surest reading is kept; after a page's first lines, in the order of the
+ * models that won its last lines (read_all).
  */
 #include "engine/engine.h"
 #include "config/config.h"
@@ -37,6 +38,8 @@ typedef struct lstm_state {
     ocp_lstm_model *model[MAX_MODELS];
     char *name[MAX_MODELS]; /* each model's language, as a recognizer is asked for it */
     int n_models;
+    long passes[MAX_MODELS]; /* lines each model has read (its forward passes, a line each;
+                                inverted readings too), logged at debug per batch of pages */
 } lstm_state;
 
 /* The remote forward pass of this process (remote.h), when a shared recognizer reads the
@@ -172,6 +175,12 @@ typedef struct pline {
     int dark;        /* the crop is mostly dark: light text on a dark ground, read turned
                         over */
     int skip;        /* too small to read */
+    float ink_row;   /* the share of ink in the crop's inkiest row (read_all's routing) */
+    /* Each model's score of the line as it read it (the surer of its two readings when
+     * it read it inverted too), in the order they read it: read_all's bar. */
+    const ocp_lstm_model *sm[MAX_MODELS];
+    float sc[MAX_MODELS];
+    int n_sc;
     /* The best reading so far: its characters, the normalised width, the mean best
      * probability over its steps, the model. */
     ocp_lstm_char *chars;
@@ -190,6 +199,16 @@ typedef struct pline {
 static void take_reading(const ocp_lstm_model *m, pline *l, float *probs, int steps, int w)
 {
     double score = ocp_lstm_mean_best(m, probs, steps);
+    int k = 0;
+    while (k < l->n_sc && l->sm[k] != m)
+        k++;
+    if (k == l->n_sc && k < MAX_MODELS) {
+        l->sm[k] = m;
+        l->sc[k] = (float)score;
+        l->n_sc++;
+    } else if (k < l->n_sc && score > l->sc[k]) {
+        l->sc[k] = (float)score;
+    }
     if (!l->m || score > l->score) {
         free(l->chars);
         ocp_lstm_beam(m, probs, steps, 1, &l->chars, &l->n);
@@ -510,10 +529,20 @@ static void crop_line(const ocp_page_image *img, const ocp_tess_unit *u, pline *
         return;
     }
     uint64_t total = 0;
-    for (int y = p.y1; y < p.y2; y++)
-        for (int x = p.x1; x < p.x2; x++)
-            total += grey_at(img, x, y);
+    int max_below = 0, min_below = p.x2 - p.x1; /* a row's pixels darker than 128 */
+    for (int y = p.y1; y < p.y2; y++) {
+        int below = 0;
+        for (int x = p.x1; x < p.x2; x++) {
+            uint8_t g = grey_at(img, x, y);
+            total += g;
+            below += g < 128;
+        }
+        max_below = below > max_below ? below : max_below;
+        min_below = below < min_below ? below : min_below;
+    }
     l->dark = total < (uint64_t)(p.x2 - p.x1) * (uint64_t)(p.y2 - p.y1) * 128;
+    /* The ink is what is light on a dark crop. */
+    l->ink_row = (float)(l->dark ? p.x2 - p.x1 - min_below : max_below) / (float)(p.x2 - p.x1);
 }
 
 /* The page's combo words (Tesseract's words of a row merged where a line recognizer reads
@@ -568,32 +597,207 @@ static int layout_page(lstm_state *st, const ocp_page_image *img, pline **out, c
     return nl;
 }
 
-/* Reads lines[0..nl) (of every page of a batch together): each model, in batches, the lines
- * no model before it was sure of. */
-static int read_all(lstm_state *st, pline *lines, int nl, double deadline, char *err,
-                    size_t errlen)
+/* Fewer forward passes with several languages (issue 18). A line is read by the models in
+ * order until one is sure of it, the surest reading kept; but "sure" (a mean best
+ * probability of CONFIDENT) is rare: on clean 300 dpi pages no line of eng, san or a mix
+ * reached 0.94, so every line went through every model. Hence, per page:
+ *
+ * - Which model reads a line first. A page's first SAMPLE_LINES readable lines are the
+ *   sample: every model reads them in the user's order, as before. Each later line is read
+ *   first by the model that won (gave the kept reading of) most of the K_NEAREST lines of
+ *   its page already read that look most like it, then by the others in the order of their
+ *   votes, then of their wins on the page, then in the user's order. What "looks like"
+ *   means costs no forward pass: the share of ink in the inkiest row of the line's crop
+ *   (pline.ink_row), high where a headline joins the letters (Devanagari's: 0.76 to 0.93 on
+ *   bench/models.sh's pages) and low in Latin letters (0.49 to 0.60). No script is named
+ *   here: the page's read lines say which model goes with which value.
+ * - When the others are spared. The lines read by every model show how high a reading
+ *   that lost can score on this page (san reading English lines: up to 0.85; eng reading
+ *   Devanagari: up to 0.81; the winners 0.82 to 0.93). Once MIN_LOSING such readings are
+ *   known, the first model's reading of a line whose K_NEAREST lines it all won, none
+ *   further than NEAR in ink_row, is taken as sure when it scores BAR_MARGIN above the
+ *   highest of them: the models after it do not read the line. Otherwise (a line unlike
+ *   those its first model won, or below the bar) the line goes through the others as before
+ *   and the surest reading is kept. A reading above every losing one of the page, on a
+ *   line like those its model won, is the page's winner unless two models both read the
+ *   line well (a number, a short word), where the one taken is the one tried first.
+ *
+ * Lines are read a chunk at a time so that each chunk learns from the ones before; a chunk
+ * is read for every page of a batch at once, a model's lines of all pages sharing its
+ * batches (the sample is a batch, a later chunk two). A page of up to SAMPLE_LINES lines
+ * is read as before.
+ *
+ *   lines of a page:  | sample (user's order) | chunk 2 (by the sample) | chunk 3 (by both) ...
+ */
+#define SAMPLE_LINES 8
+#define CHUNK_LINES  16
+#define K_NEAREST    5
+#define MIN_LOSING   8
+#define BAR_MARGIN   0.02
+#define NEAR         0.05
+
+/* The index of model m in st, or -1. */
+static int model_index(const lstm_state *st, const ocp_lstm_model *m)
+{
+    for (int i = 0; i < st->n_models; i++)
+        if (st->model[i] == m)
+            return i;
+    return -1;
+}
+
+/* order[0..n_models): the models by votes, then by wins, then in the user's order (insertion
+ * sort over at most MAX_MODELS). */
+static void rank_models(const lstm_state *st, const int *votes, const int *won, int *order)
+{
+    for (int i = 0; i < st->n_models; i++)
+        order[i] = i;
+    for (int i = 1; i < st->n_models; i++)
+        for (int j = i; j > 0; j--) {
+            int a = order[j - 1], b = order[j];
+            if (votes[b] < votes[a] || (votes[b] == votes[a] && won[b] <= won[a]))
+                break;
+            order[j - 1] = b;
+            order[j] = a;
+        }
+}
+
+/* Line i's order of models (order[0..n_models)) from the lines of [first, end) already read
+ * (done[j], their winners win[j]): the K_NEAREST of them by ink_row vote; won: the page's
+ * wins. Returns 1 when those K_NEAREST lines are all the first model's and all within NEAR
+ * of the line (the bar may spare the others), else 0. */
+static int line_order(const lstm_state *st, const pline *lines, int i, int first, int end,
+                      const char *done, const int *win, const int *won, int *order)
+{
+    double best[K_NEAREST];
+    int who[K_NEAREST], k = 0, votes[MAX_MODELS] = {0};
+    for (int j = first; j < end; j++) {
+        if (!done[j] || win[j] < 0)
+            continue;
+        double d = fabs(lines[j].ink_row - lines[i].ink_row);
+        if (k == K_NEAREST && d >= best[k - 1])
+            continue;
+        int at = k < K_NEAREST ? k++ : k - 1;
+        for (; at > 0 && best[at - 1] > d; at--) {
+            best[at] = best[at - 1];
+            who[at] = who[at - 1];
+        }
+        best[at] = d;
+        who[at] = j;
+    }
+    for (int n = 0; n < k; n++)
+        votes[win[who[n]]]++;
+    rank_models(st, votes, won, order);
+    return k == K_NEAREST && votes[order[0]] == K_NEAREST && best[k - 1] <= NEAR;
+}
+
+/* Reads lines[0..nl) (np pages of a batch, page p the lines [first[p], first[p + 1])): chunk
+ * by chunk, each line with the models in its order (see SAMPLE_LINES); in each round, each
+ * model reads (in batches) the lines that have it at that place in their order and that no
+ * model before was sure of. Counts the lines each model read in st->passes. */
+static int read_all(lstm_state *st, pline *lines, int nl, const int *first, int np, double deadline,
+                    char *err, size_t errlen)
 {
     int rc = 0;
     int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx);
     int *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
-    for (int mi = 0; mi < st->n_models && !rc; mi++) {
-        int n = 0, nd = 0;
-        for (int i = 0; i < nl; i++)
-            if (!lines[i].skip && (!lines[i].m || lines[i].score < CONFIDENT))
-                idx[n++] = i;
-        if (!n)
+    int *win = ocp_xcalloc((size_t)nl + 1, sizeof *win);
+    int *order = ocp_xcalloc(((size_t)nl + 1) * MAX_MODELS, sizeof *order);
+    int *next = ocp_xcalloc((size_t)np + 1, sizeof *next);
+    int *won = ocp_xcalloc(((size_t)np + 1) * MAX_MODELS, sizeof *won);
+    char *in_chunk = ocp_xcalloc((size_t)nl + 1, 1), *done = ocp_xcalloc((size_t)nl + 1, 1);
+    int *page_of = ocp_xcalloc((size_t)nl + 1, sizeof *page_of);
+    char *agree = ocp_xcalloc((size_t)nl + 1, 1);             /* line_order's answer */
+    double *sure = ocp_xcalloc((size_t)np + 1, sizeof *sure); /* each page's bar */
+    for (int p = 0; p < np; p++) {
+        next[p] = first[p];
+        sure[p] = CONFIDENT;
+        for (int i = first[p]; i < first[p + 1]; i++)
+            page_of[i] = p;
+    }
+    while (!rc) {
+        /* The next chunk of every page, each line's order of models. */
+        int any = 0;
+        memset(in_chunk, 0, (size_t)nl + 1);
+        for (int p = 0; p < np; p++) {
+            int sample = next[p] == first[p];
+            int size = sample ? SAMPLE_LINES : CHUNK_LINES;
+            for (int k = 0; next[p] < first[p + 1] && k < size; next[p]++) {
+                int i = next[p];
+                if (lines[i].skip)
+                    continue;
+                in_chunk[i] = 1;
+                k++;
+                any = 1;
+                int *o = order + (size_t)i * MAX_MODELS;
+                if (sample)
+                    for (int m = 0; m < st->n_models; m++)
+                        o[m] = m;
+                else
+                    agree[i] = (char)line_order(st, lines, i, first[p], first[p + 1], done, win,
+                                                won + (size_t)p * MAX_MODELS, o);
+            }
+        }
+        if (!any)
             break;
-        rc = read_lines(st->model[mi], st->name[mi], lines, idx, n, 0, deadline, err, errlen);
-        /* Light text on a dark ground, perhaps: doubtful lines are read inverted too, the
-         * surer reading kept (as Tesseract does below the same mean probability). */
-        for (int k = 0; k < n && !rc; k++)
-            if (lines[idx[k]].m == st->model[mi] && lines[idx[k]].score < DOUBTFUL)
-                doubt[nd++] = idx[k];
-        if (nd && !rc)
-            rc = read_lines(st->model[mi], st->name[mi], lines, doubt, nd, 1, deadline, err, errlen);
+        for (int r = 0; r < st->n_models && !rc; r++)
+            for (int mi = 0; mi < st->n_models && !rc; mi++) {
+                int n = 0, nd = 0;
+                for (int i = 0; i < nl; i++)
+                    if (in_chunk[i] && order[(size_t)i * MAX_MODELS + r] == mi &&
+                        (!lines[i].m || lines[i].score < (agree[i] ? sure[page_of[i]] : CONFIDENT)))
+                        idx[n++] = i;
+                if (!n)
+                    continue;
+                st->passes[mi] += n;
+                rc = read_lines(st->model[mi], st->name[mi], lines, idx, n, 0, deadline, err,
+                                errlen);
+                /* Light text on a dark ground, perhaps: doubtful lines are read inverted too,
+                 * the surer reading kept (as Tesseract does below the same mean
+                 * probability). */
+                for (int k = 0; k < n && !rc; k++)
+                    if (lines[idx[k]].m == st->model[mi] && lines[idx[k]].score < DOUBTFUL)
+                        doubt[nd++] = idx[k];
+                if (nd && !rc) {
+                    st->passes[mi] += nd;
+                    rc = read_lines(st->model[mi], st->name[mi], lines, doubt, nd, 1, deadline, err,
+                                    errlen);
+                }
+            }
+        /* The chunk's winners, and the page's bar from the losing readings of the lines
+         * every model read, for the lines after it. */
+        for (int p = 0; p < np; p++) {
+            int losing = 0;
+            double ceiling = 0;
+            for (int i = first[p]; i < first[p + 1]; i++) {
+                if (in_chunk[i]) {
+                    done[i] = 1;
+                    win[i] = model_index(st, lines[i].m);
+                    if (win[i] >= 0)
+                        won[(size_t)p * MAX_MODELS + win[i]]++;
+                }
+                if (!done[i] || lines[i].n_sc < st->n_models)
+                    continue;
+                for (int k = 0; k < lines[i].n_sc; k++)
+                    if (lines[i].sm[k] != lines[i].m) {
+                        losing++;
+                        ceiling = lines[i].sc[k] > ceiling ? lines[i].sc[k] : ceiling;
+                    }
+            }
+            if (losing >= MIN_LOSING && ceiling + BAR_MARGIN < CONFIDENT)
+                sure[p] = ceiling + BAR_MARGIN;
+        }
     }
     free(idx);
     free(doubt);
+    free(win);
+    free(order);
+    free(next);
+    free(won);
+    free(in_chunk);
+    free(done);
+    free(page_of);
+    free(agree);
+    free(sure);
     return rc;
 }
 
@@ -654,7 +858,26 @@ static void lstm_ocr_batch(void *state, ocp_batch_page *pages, int n, const ocp_
     first[n] = nl;
     double deadline = op->timeout_s > 0 ? t0 + op->timeout_s * n : 0;
     char err[512] = "";
-    int rc = read_all(st, all, nl, deadline, err, sizeof err);
+    long before[MAX_MODELS];
+    memcpy(before, st->passes, sizeof before);
+    int rc = read_all(st, all, nl, first, n, deadline, err, sizeof err);
+    if (ocp_log_level >= OCP_LOG_DEBUG) {
+        /* What the model order saves is seen here: the lines each model read (the tests
+         * and bench/models.sh count them). */
+        ocp_sb sb;
+        ocp_sb_init(&sb);
+        int readable = 0;
+        for (int i = 0; i < nl; i++)
+            readable += !all[i].skip;
+        for (int i = 0; i < st->n_models; i++) {
+            char part[160];
+            snprintf(part, sizeof part, " %s %ld", st->name[i], st->passes[i] - before[i]);
+            ocp_sb_puts(&sb, part);
+        }
+        OCP_LOG(OCP_LOG_DEBUG, "lstm: %d line(s) on %d page(s), lines read per model:%s", readable,
+                n, sb.buf ? sb.buf : "");
+        ocp_sb_fini(&sb);
+    }
     if (rc == OCP_E_TIMEOUT)
         snprintf(err, sizeof err, "page timeout: OCR stopped after %.1f s (page-timeout %g s%s)",
                  ocp_now() - t0, op->timeout_s, n > 1 ? " a page, pages read together" : "");
