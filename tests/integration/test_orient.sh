@@ -152,6 +152,20 @@ else
     not_ok "ocrpool failed on a blank page"
 fi
 
+# --- the Tesseract engine goes the same way (the checks above ran on the default, lstm) -------
+if "$OCRPOOL" ocr -l eng --engine tesseract --format txt,json -o "$TMP/tess" \
+    "$F/eng.png" "$F/eng-rot90.png" "$F/eng-rot180.png" "$F/eng-skew5.png"; then
+    for f in eng-rot90:270 eng-rot180:180 eng-skew5:0; do
+        name=${f%%:*}
+        check "tesseract: $name turned ${f#*:}" test "$(field "$TMP/tess/$name.json" rotation)" = "${f#*:}"
+        check "tesseract: $name within 1 point of the upright page" \
+            within_point "$here/../data/text/eng.txt" "$TMP/tess/$name.txt" "$TMP/tess/eng.txt"
+    done
+    check "tesseract: the JSON names the engine" test "$(field "$TMP/tess/eng-rot90.json" engine)" = tesseract
+else
+    not_ok "ocrpool --engine tesseract failed on the turned pages"
+fi
+
 # --- the lstm engine and a batch of pages go the same way ------------------------------------
 if "$OCRPOOL" ocr -l eng --engine lstm --batch-pages 3 --format txt,json -o "$TMP/lstm" \
     "$F/eng.png" "$F/eng-rot90.png" "$F/eng-rot180.png" "$F/eng-skew5.png"; then
