@@ -107,14 +107,15 @@ check "the default engine is lstm: libtesseract's recognizer not loaded" \
     bash -c "! grep -q 'tesseract [0-9.]* loaded eng' '$TMP/default.log'"
 check "the default engine is lstm: the text read" cer_below "$T/eng.txt" "$TMP/default.txt" 0.02
 # A model without an LSTM network (osd: legacy only) cannot be read by the default engine:
-# the run fails at once with the reason, which names the engine that can read it.
-"$OCRPOOL" ocr -l osd "$F/eng.png" >"$TMP/osd.out" 2>"$TMP/osd.err"
+# the run fails at once with the reason, which names the engine that can read it. (A state
+# folder of its own: the failed run keeps its queue, which the checks below must not see.)
+XDG_STATE_HOME=$TMP/osd-state "$OCRPOOL" ocr -l osd "$F/eng.png" >"$TMP/osd.out" 2>"$TMP/osd.err"
 rc=$?
 sed 's/^/# /' "$TMP/osd.err"
 check "a legacy-only model: exit 1 (got $rc), the reason names --engine tesseract" \
     bash -c "[ $rc -eq 1 ] && grep -q '^ocrpool: .*osd.traineddata: no LSTM model .*--engine tesseract' '$TMP/osd.err' && [ ! -s '$TMP/osd.out' ]"
 check "a legacy-only model: --engine tesseract reads with it" \
-    bash -c "'$OCRPOOL' ocr --engine tesseract -l osd '$F/eng.png' 2>/dev/null | grep -q '[a-z]'"
+    bash -c "XDG_STATE_HOME='$TMP/osd-state' '$OCRPOOL' ocr --engine tesseract -l osd '$F/eng.png' 2>/dev/null | grep -q '[a-z]'"
 
 # --format beyond txt without -o: files in the current folder, nothing on stdout.
 mkdir -p "$TMP/cwd"
