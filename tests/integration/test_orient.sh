@@ -153,17 +153,30 @@ else
 fi
 
 # --- the Tesseract engine goes the same way (the checks above ran on the default, lstm) -------
-if "$OCRPOOL" ocr -l eng --engine tesseract --format txt,json -o "$TMP/tess" \
-    "$F/eng.png" "$F/eng-rot90.png" "$F/eng-rot180.png" "$F/eng-skew5.png"; then
-    for f in eng-rot90:270 eng-rot180:180 eng-skew5:0; do
-        name=${f%%:*}
-        check "tesseract: $name turned ${f#*:}" test "$(field "$TMP/tess/$name.json" rotation)" = "${f#*:}"
-        check "tesseract: $name within 1 point of the upright page" \
-            within_point "$here/../data/text/eng.txt" "$TMP/tess/$name.txt" "$TMP/tess/eng.txt"
-    done
-    check "tesseract: the JSON names the engine" test "$(field "$TMP/tess/eng-rot90.json" engine)" = tesseract
+for l in eng san tam; do
+    if ORIENT_ARGS="--engine tesseract" read_pages $l "$TMP/tess-$l" "$F/$l.png" "$F/$l-rot90.png" \
+        "$F/$l-rot180.png" "$F/$l-rot270.png"; then
+        check "tesseract: $l upright: rotation 0, the JSON names the engine" \
+            test "$(field "$TMP/tess-$l/$l.json" rotation) $(field "$TMP/tess-$l/$l.json" engine)" = "0 tesseract"
+        for d in 90 180 270; do
+            want=$(((360 - d) % 360))
+            check "tesseract: $l turned $d: rotation $want" \
+                test "$(field "$TMP/tess-$l/$l-rot$d.json" rotation)" = $want
+            check "tesseract: $l turned $d: within 1 point of the upright page" \
+                within_point "$here/../data/text/$l.txt" "$TMP/tess-$l/$l-rot$d.txt" "$TMP/tess-$l/$l.txt"
+        done
+    else
+        not_ok "tesseract: $l: ocrpool --engine tesseract failed on the turned pages"
+    fi
+done
+if ORIENT_ARGS="--engine tesseract" read_pages eng "$TMP/tess-skew" "$F/eng-skew5.png"; then
+    check "tesseract: eng-skew5: skew found as -5 degrees" python3 -c "
+import json, sys; s = json.load(open('$TMP/tess-skew/eng-skew5.json'))['skew']; print('# skew', s)
+sys.exit(0 if abs(s + 5) <= 0.3 else 1)"
+    check "tesseract: eng-skew5: within 1 point of the upright page" \
+        within_point "$here/../data/text/eng.txt" "$TMP/tess-skew/eng-skew5.txt" "$TMP/tess-eng/eng.txt"
 else
-    not_ok "ocrpool --engine tesseract failed on the turned pages"
+    not_ok "tesseract: ocrpool --engine tesseract failed on the tilted page"
 fi
 
 # --- the lstm engine and a batch of pages go the same way ------------------------------------
