@@ -441,12 +441,16 @@ static int middle_lines(const ocp_page_image *img, int nlines, int *a, int *b, i
     int rc = -1;
     if (nr > 0) {
         /* Marks above and below a line (dots, vowel signs) make runs of their own: a gap
-         * under a third of the tallest run's height joins them to it. */
+         * under a third of the tallest run's height joins them to it, when one of the two
+         * is under half that height (a mark, or a line with its marks so far). Two whole
+         * lines set close stay apart. */
         int tallest = 0, m = 0;
         for (int r = 0; r < nr; r++)
             tallest = run_b[r] - run_a[r] > tallest ? run_b[r] - run_a[r] : tallest;
         for (int r = 0; r < nr; r++) {
-            if (m > 0 && run_a[r] - run_b[m - 1] < tallest / 3)
+            int thin = m > 0 && (run_b[r] - run_a[r] < tallest / 2 ||
+                                 run_b[m - 1] - run_a[m - 1] < tallest / 2);
+            if (thin && run_a[r] - run_b[m - 1] < tallest / 3)
                 run_b[m - 1] = run_b[r];
             else
                 run_a[m] = run_a[r], run_b[m++] = run_b[r];

@@ -160,6 +160,6 @@ void ocp_orient_point_fwd(const ocp_orient_xform *x, double *px, double *py);
 /* A page turned a quarter whose lines read below OCP_ORIENT_SURE_CONF either way up is read
  * as it stood as well, when the band of its middle line is at most this share of its
  * height (pool/page.c). */
-#define OCP_ORIENT_LINE_SHARE 8
+#define OCP_ORIENT_LINE_SHARE 4
 
 #endif

@@ -90,8 +90,8 @@ static int read_both(ocp_engine *eng, const ocp_page_task *t, const ocp_page_ima
  * page is to be turned when the turned reading's mean is higher by the threshold
  * (turn_over()).
  *
- * The mean weights each word by its characters: our recognizer is sure of a lone mark or
- * digit read from text upside down (a danda, an "l") as of any letter, and a plain mean of
+ * The mean weights each word by its characters: our recognizer is sure of a lone mark read
+ * from text upside down (a danda at 86) as of any letter, and a plain mean of
  * words lets those few short words outweigh the long ones it doubts.
  */
 static int read_up_or_down(ocp_engine *eng, const ocp_page_task *t, const ocp_page_image *img,
@@ -148,6 +148,10 @@ static int recheck_quarter_turn(ocp_engine *eng, const ocp_page_task *t, ocp_pag
         (y1 - y0) * OCP_ORIENT_LINE_SHARE <= img->height) {
         if ((rc = read_up_or_down(eng, t, img, &a, &b, &lines)))
             return rc;
+        OCP_LOG(OCP_LOG_DEBUG,
+                "orientation: a quarter turn read at %.1f at best; as it stood, a band of %d "
+                "line(s) read at %.1f, %.1f turned",
+                vbest, lines, a.conf, b.conf);
         if (fmax(a.conf, b.conf) - vbest >= t->orient->threshold) {
             x->conf_as_is = a.conf;
             x->conf_turned = b.conf;
