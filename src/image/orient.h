@@ -157,9 +157,8 @@ void ocp_orient_point_fwd(const ocp_orient_xform *x, double *px, double *py);
 #define OCP_ORIENT_SURE_LOW   0.05
 #define OCP_ORIENT_LOW_CONF   50.0
 #define OCP_ORIENT_MORE_LINES 5
-/* A page turned a quarter whose lines read below OCP_ORIENT_SURE_CONF either way up is read
- * as it stood as well, when the band of its middle line is at most this share of its
- * height (pool/page.c). */
+/* Before a quarter turn the page's middle line is read as it stands as well, when its band
+ * is at most this share of the page's height (pool/page.c). */
 #define OCP_ORIENT_LINE_SHARE 4
 
 #endif

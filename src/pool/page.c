@@ -126,42 +126,28 @@ static int up_or_down(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *i
 }
 
 /*
- * A quarter turn whose lines the recognizer could not read well either way up. Lines that
- * all hold the same text (a form, a test page) line their letters up in columns as sharp
- * as their rows, and the ink's geometry takes them for vertical lines. So the page is
- * turned back and read as it stood, when its middle line looks like one (a band of at
- * most 1/OCP_ORIENT_LINE_SHARE of the page's height: across vertical lines the rows of
- * ink run into one block); the quarter turn stays unless that reading beats it by the
- * threshold. Costs two turns of the page and up to four band reads, only on such pages.
- * Returns 0 or -ENOMEM (x describes img either way).
+ * Lines that all hold the same text (a form, bench/bigpdf.py's test page) line their letters
+ * up in columns as sharp as their rows, and the ink alone takes them for vertical lines; the
+ * recognizer can even be sure of a column of such letters turned (a row of "3"s: an "m" on
+ * its side). So before a quarter turn the page's middle line is read as it stands into *h,
+ * when it looks like a line (a band of at most 1/OCP_ORIENT_LINE_SHARE of the page's height:
+ * across vertical lines the rows of ink run into one block); the page is turned back when
+ * that reading is sure and beats the quarter turn's (ocp_page_orient). h->conf -1: not read.
+ * Returns 0 or -ENOMEM.
  */
-static int recheck_quarter_turn(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img,
-                                ocp_orient_xform *x)
+static int read_as_it_stands(ocp_engine *eng, const ocp_page_task *t, const ocp_page_image *img,
+                             band_score *h)
 {
-    ocp_orient_xform vx = *x;
-    double vbest = fmax(fmax(x->conf_as_is, x->conf_turned), 0);
-    int back = 360 - x->rotation, y0, y1, lines, rc;
-    band_score a, b;
-    if ((rc = ocp_orient_turn(img, back, x)))
-        return rc;
-    if (ocp_orient_text_band(img, 1, &y0, &y1) == 0 &&
-        (y1 - y0) * OCP_ORIENT_LINE_SHARE <= img->height) {
-        if ((rc = read_up_or_down(eng, t, img, &a, &b, &lines)))
-            return rc;
-        OCP_LOG(OCP_LOG_DEBUG,
-                "orientation: a quarter turn read at %.1f at best; as it stood, a band of %d "
-                "line(s) read at %.1f, %.1f turned",
-                vbest, lines, a.conf, b.conf);
-        if (fmax(a.conf, b.conf) - vbest >= t->orient->threshold) {
-            x->conf_as_is = a.conf;
-            x->conf_turned = b.conf;
-            x->band_lines = lines;
-            return turn_over(t, &a, &b) ? ocp_orient_turn(img, 180, x) : 0;
-        }
-    }
-    if ((rc = ocp_orient_turn(img, 360 - back, x)) == 0)
-        *x = vx;
-    return rc;
+    int y0, y1, rc;
+    ocp_page_image band;
+    *h = (band_score){.conf = -1, .low = 1};
+    if (ocp_orient_text_band(img, 1, &y0, &y1) || (y1 - y0) * OCP_ORIENT_LINE_SHARE > img->height)
+        return 0;
+    if ((rc = ocp_orient_line_band(img, 1, &band)))
+        return rc == -ENOMEM ? rc : 0;
+    *h = band_read(eng, &band, t->timeout_s);
+    ocp_page_image_fini(&band);
+    return 0;
 }
 
 int ocp_page_orient(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img,
@@ -178,7 +164,13 @@ int ocp_page_orient(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img
         ocp_orient_find_lines(img, OCP_ORIENT_MAX_SKEW, &ln);
     else
         ln.skew = ocp_orient_find_skew(img, OCP_ORIENT_MAX_SKEW);
-    if (ln.vertical)
+    /* A page turned a quarter and then straightened cannot be turned back a quarter: such a
+     * page keeps its quarter turn unchecked. */
+    band_score h = {.conf = -1, .low = 1};
+    bool check = ln.vertical && eng && !(t->orient->deskew && fabs(ln.skew) >= OCP_ORIENT_MIN_SKEW);
+    if (check)
+        rc = read_as_it_stands(eng, t, img, &h);
+    if (rc == 0 && ln.vertical)
         rc = ocp_orient_turn(img, 90, x);
     if (rc == 0 && t->orient->deskew && fabs(ln.skew) >= OCP_ORIENT_MIN_SKEW) {
         rc = ocp_orient_deskew(img, ln.skew, x);
@@ -193,10 +185,18 @@ int ocp_page_orient(ocp_engine *eng, const ocp_page_task *t, ocp_page_image *img
     t1 = ocp_now();
     if (rc == 0 && t->orient->rotate_pages && ln.found && eng) {
         rc = up_or_down(eng, t, img, x);
-        /* After a deskew only a half turn composes: such a page keeps its quarter turn. */
-        if (rc == 0 && ln.vertical && x->skew == 0 &&
-            fmax(x->conf_as_is, x->conf_turned) < OCP_ORIENT_SURE_CONF)
-            rc = recheck_quarter_turn(eng, t, img, x);
+        if (rc == 0 && check && x->skew == 0 && sure(&h) &&
+            h.conf > fmax(x->conf_as_is, x->conf_turned)) {
+            OCP_LOG(OCP_LOG_DEBUG,
+                    "orientation: lines taken for vertical, read at %.1f turned a quarter, "
+                    "%.1f as they stood: not turned",
+                    fmax(x->conf_as_is, x->conf_turned), h.conf);
+            if ((rc = ocp_orient_turn(img, 360 - x->rotation, x)) == 0) {
+                x->conf_as_is = h.conf;
+                x->conf_turned = -1;
+                x->band_lines = 1;
+            }
+        }
     }
     t2 = ocp_now();
     const char *axis = !ln.found ? "not found" : ln.vertical ? "vertical" : "horizontal";
