@@ -10,7 +10,8 @@
 # each step adds to an upright page: the lines' axis, skew and deskew, and the band read
 # to tell up from down (from the worker's debug log), against the page's time with both
 # off. Concurrency 1, under the tests' lock, so that the times are one page's alone.
-#   bench/orient.sh        (BUILD=build by default; ORIENT_PAGES=N)
+# ocrpool reads with the engine named by ENGINE (lstm, the default engine, unless set).
+#   bench/orient.sh        (BUILD=build by default; ORIENT_PAGES=N; ENGINE=tesseract)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -52,7 +53,7 @@ read_both() {
     for mode in on off; do
         args=()
         [ $mode = off ] && args=(--no-rotate-pages --no-deskew)
-        "$OCRPOOL" ocr -q -c 1 -l "$l" --format txt,json --log-level debug "${args[@]}" \
+        "$OCRPOOL" ocr --engine "${ENGINE:-lstm}" -q -c 1 -l "$l" --format txt,json --log-level debug "${args[@]}" \
             -o "$work/$mode" "$work/in/$l"-p*.png 2>>"$work/$mode.log"
     done
 }

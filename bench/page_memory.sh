@@ -3,7 +3,8 @@
 # alone by `ocrpool ocr -j 1`, its worker's peak RSS during the page less the zygote's RSS
 # (the engine and models, which the worker shares), divided by the pixels the engine gets
 # (after max-image-size). The memory budget's estimate is pixels x page-memory-factor.
-#   bench/page_memory.sh [ocr options, e.g. --engine lstm]
+#   bench/page_memory.sh [ocr options, e.g. --engine tesseract]
+# The engine is lstm (the default engine) unless ENGINE or the options name another.
 # OCRPOOL=path runs another build (an older one, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +23,16 @@ if [ ! -f "$work/scan.jpg" ]; then # 4110 x 4621 grey, the largest scan of the i
     rm -f "$work/rep.v"
 fi
 [ -f "$work/big30.pdf" ] || python3 bench/bigpdf.py "$work/big30.pdf" 30
+# The options given (set -- below takes "$@" for each page's own).
+opts=("$@")
+echo "# engine ${ENGINE:-lstm} unless the options name another; options: ${opts[*]}"
 printf '%-28s %11s %11s %8s %8s %10s %8s\n' page "size" "to engine" "peak MB" "zyg MB" "bytes/px" "s"
 for spec in "a4.png" "a4.jpg" "scan.jpg" "big30.pdf" "big30.pdf --max-image-size 0"; do
     set -- $spec
     f=$work/$1
     shift
     rm -rf "$work/out"
-    "$OCRPOOL" ocr --log-level info -j 1 "$@" -o "$work/out" "$f" 2>"$work/log" >/dev/null ||
+    "$OCRPOOL" ocr --engine "${ENGINE:-lstm}" "${opts[@]}" --log-level info -j 1 "$@" -o "$work/out" "$f" 2>"$work/log" >/dev/null ||
         { echo "$f: ocr failed"; tail -3 "$work/log"; continue; }
     python3 - "$f" "$work/log" "$spec" "$@" <<'PY'
 import re, subprocess, sys

@@ -6,6 +6,8 @@
 #     sum of single-process page times / 2); with sampled total RSS and PSS.
 #  2. Empty-task throughput through the SQLite queue at -c 2 (the null engine).
 #  3. PSS of the first and the second worker once the model is loaded.
+# ocrpool reads with the engine named by ENGINE (lstm, the default engine, unless set).
+#   bench/pool.sh        (BUILD=build by default; ENGINE=tesseract for that engine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -16,6 +18,7 @@ export OMP_THREAD_LIMIT=1
 [ -f "$work/eng-a4.png" ] || { echo "run bench/run.sh first (it renders the pages)"; exit 1; }
 calc() { awk "BEGIN { print $1 }"; }
 lang=san+eng
+engine=${ENGINE:-lstm}
 rm -rf "$work/pages" "$work/out"
 mkdir -p "$work/pages"
 for i in $(seq -w 1 10); do
@@ -24,17 +27,17 @@ for i in $(seq -w 1 10); do
 done
 n=$(ls "$work/pages" | wc -l)
 
-echo "# 1. $n A4 300 dpi pages (English and Sanskrit), -l $lang, 2 at a time"
+echo "# 1. $n A4 300 dpi pages (English and Sanskrit), -l $lang, 2 at a time; ocrpool --engine $engine"
 read -r cw crss cpss cone _ < <(python3 bench/memsample.py -- sh -c \
     "ls $work/pages/*.png | xargs -P2 -I{} tesseract {} - -l $lang >/dev/null 2>&1")
-read -r ow orss opss oone _ < <(python3 bench/memsample.py -- "$OCRPOOL" ocr -q -j 2 -l $lang \
+read -r ow orss opss oone _ < <(python3 bench/memsample.py -- "$OCRPOOL" ocr --engine "$engine" -q -j 2 -l $lang \
     --max-image-size 0 -o "$work/out" "$work"/pages/*.png)
 rm -rf "$work/out"
-read -r rw rrss rpss rone _ < <(python3 bench/memsample.py -- "$OCRPOOL" ocr -q -j 2 -l $lang \
+read -r rw rrss rpss rone _ < <(python3 bench/memsample.py -- "$OCRPOOL" ocr --engine "$engine" -q -j 2 -l $lang \
     -o "$work/out" "$work"/pages/*.png)
 # The engine limit: each page alone in one process, model load excluded, halved.
 rm -rf "$work/out1"
-"$OCRPOOL" ocr -v -j 1 -l $lang --max-image-size 0 -o "$work/out1" "$work"/pages/*.png 2>"$work/v.log"
+"$OCRPOOL" ocr --engine "$engine" -v -j 1 -l $lang --max-image-size 0 -o "$work/out1" "$work"/pages/*.png 2>"$work/v.log"
 sum=$(sed -n 's/.* lines, \([0-9.]*\) s, .*/\1/p' "$work/v.log" | awk '{s += $1} END {print s}')
 limit=$(calc "$n / ($sum / 2)")
 printf '%-44s %8s %10s %10s %12s\n' case pages/s "RSS MB" "PSS MB" "1 proc MB"
@@ -65,10 +68,10 @@ printf 'submit: %d tasks in %.2f s (%.0f tasks/s, headers read)\n' $m "$(calc "$
 printf 'pool:   %d tasks in %.2f s (%.0f tasks/s, %.2f ms per task)\n' $m "$span" "$(calc "$m / $span")" "$(calc "$span * 1000 / $m")"
 
 echo
-echo "# 3. what sharing the model saves: -l $lang, two workers after loading"
+echo "# 3. what sharing the model saves: --engine $engine -l $lang, two workers after loading"
 q="sqlite://$PWD/$work/share.db"
 rm -f "$work"/share.db*
-"$OCRPOOL" worker --broker "$q" -c 2 -l $lang --log-level info 2>"$work/share.log" &
+"$OCRPOOL" worker --broker "$q" --engine "$engine" -c 2 -l $lang --log-level info 2>"$work/share.log" &
 wp=$!
 for _ in $(seq 1 100); do [ "$(grep -c ' ready: RSS' "$work/share.log")" -ge 2 ] && break; sleep 0.1; done
 sleep 0.5

@@ -3,12 +3,14 @@
 # instead), in the same run, on A4 pages at 300 dpi rendered with Noto
 # fonts: seconds per page and peak RSS for one page, then a sequential run
 # over several pages. Prints a table with ratios; not part of `make test`.
-#   bench/run.sh [repeats]        (BUILD=build by default)
+# ocrpool runs with the engine named by ENGINE (lstm, the default engine, unless set).
+#   bench/run.sh [repeats]        (BUILD=build by default; ENGINE=tesseract for that engine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 OCRPOOL=$PWD/$BUILD/ocrpool
 reps=${1:-3}
+engine=${ENGINE:-lstm}
 work=$BUILD/bench
 mkdir -p "$work"
 
@@ -49,14 +51,14 @@ measure() {
 }
 
 echo "# one A4 300 dpi page, median of $reps runs, one thread (OMP_THREAD_LIMIT=1)"
-echo "# (ocrpool: the whole run, one worker; peak KiB: the largest process, as /usr/bin/time reports)"
+echo "# (ocrpool --engine $engine: the whole run, one worker; peak KiB: the largest process, as /usr/bin/time reports)"
 printf '%-34s %8s %10s %8s %8s\n' case s/page "peak KiB" "s ratio" "RSS ratio"
 export OMP_THREAD_LIMIT=1
 for l in eng san; do
     read -r _ ct cr < <(measure cli tesseract "$work/$l-a4.png" - -l "$l")
     printf '%-34s %8s %10s %8s %8s\n' "tesseract CLI $l" "$ct" "$cr" 1.00 1.00
     for size in 0 2048; do
-        read -r _ ot orr < <(measure ours "$OCRPOOL" ocr -j 1 -l "$l" --max-image-size $size "$work/$l-a4.png")
+        read -r _ ot orr < <(measure ours "$OCRPOOL" ocr --engine "$engine" -j 1 -l "$l" --max-image-size $size "$work/$l-a4.png")
         printf '%-34s %8s %10s %8.2f %8.2f\n' "ocrpool $l max-image-size $size" "$ot" "$orr" \
             "$(calc "$ot / $ct")" "$(calc "$orr / $cr")"
     done
@@ -64,7 +66,7 @@ done
 
 n=8
 echo
-echo "# $n pages in a row (eng and san alternating), one ocrpool worker (-j 1) vs one CLI call per page"
+echo "# $n pages in a row (eng and san alternating), one ocrpool worker (-j 1, --engine $engine) vs one CLI call per page"
 files=()
 mkdir -p "$work/seq"
 for i in $(seq 1 $n); do
@@ -75,9 +77,9 @@ done
 s0=$(date +%s.%N)
 for f in "${files[@]}"; do tesseract "$f" - -l san+eng >/dev/null 2>&1; done
 s1=$(date +%s.%N)
-"$OCRPOOL" ocr -q -j 1 -l san+eng --max-image-size 0 "${files[@]}" >/dev/null
+"$OCRPOOL" ocr --engine "$engine" -q -j 1 -l san+eng --max-image-size 0 "${files[@]}" >/dev/null
 s2=$(date +%s.%N)
-"$OCRPOOL" ocr -q -j 1 -l san+eng "${files[@]}" >/dev/null
+"$OCRPOOL" ocr --engine "$engine" -q -j 1 -l san+eng "${files[@]}" >/dev/null
 s3=$(date +%s.%N)
 cli=$(calc "$n / ($s1 - $s0)")
 o0=$(calc "$n / ($s2 - $s1)")

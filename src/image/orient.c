@@ -404,12 +404,14 @@ void ocp_orient_find_lines(const ocp_page_image *img, double max_deg, ocp_orient
         out->vertical = 0, out->skew = 0;
 }
 
-int ocp_orient_text_band(const ocp_page_image *img, int nlines, int *y0, int *y1)
+/* The rows of nlines lines of text from the middle of img: [*a, *b) holds their ink, *pad
+ * is half a line's height (the margin a recognizer wants around a line). Returns 0, or -1
+ * when img shows no line of ink (or memory is short). */
+static int middle_lines(const ocp_page_image *img, int nlines, int *a, int *b, int *pad)
 {
     int w = img->width, h = img->height;
     long hist[256] = {0}, n = 0;
-    *y0 = *y1 = 0;
-    if (!img->pixels || w < 8 || h < 8)
+    if (!img->pixels || w < 8 || h < 8 || nlines < 1)
         return -1;
     for (int j = 0; j < h; j += 3)
         for (int i = 0; i < w; i += 3, n++)
@@ -439,12 +441,16 @@ int ocp_orient_text_band(const ocp_page_image *img, int nlines, int *y0, int *y1
     int rc = -1;
     if (nr > 0) {
         /* Marks above and below a line (dots, vowel signs) make runs of their own: a gap
-         * under a third of the tallest run's height joins them to it. */
+         * under a third of the tallest run's height joins them to it, when one of the two
+         * is under half that height (a mark, or a line with its marks so far). Two whole
+         * lines set close stay apart. */
         int tallest = 0, m = 0;
         for (int r = 0; r < nr; r++)
             tallest = run_b[r] - run_a[r] > tallest ? run_b[r] - run_a[r] : tallest;
         for (int r = 0; r < nr; r++) {
-            if (m > 0 && run_a[r] - run_b[m - 1] < tallest / 3)
+            int thin = m > 0 && (run_b[r] - run_a[r] < tallest / 2 ||
+                                 run_b[m - 1] - run_a[m - 1] < tallest / 2);
+            if (thin && run_a[r] - run_b[m - 1] < tallest / 3)
                 run_b[m - 1] = run_b[r];
             else
                 run_a[m] = run_a[r], run_b[m++] = run_b[r];
@@ -453,14 +459,47 @@ int ocp_orient_text_band(const ocp_page_image *img, int nlines, int *y0, int *y1
         int first = m > nlines ? (m - nlines) / 2 : 0, last = first + nlines - 1;
         if (last >= m)
             last = m - 1;
-        int pad = (run_b[first] - run_a[first]) / 2 + 2;
-        *y0 = run_a[first] - pad < 0 ? 0 : run_a[first] - pad;
-        *y1 = run_b[last] + pad > h ? h : run_b[last] + pad;
+        *pad = (run_b[first] - run_a[first]) / 2 + 2;
+        *a = run_a[first];
+        *b = run_b[last];
         rc = 0;
     }
     free(run_a);
     free(run_b);
     return rc;
+}
+
+int ocp_orient_text_band(const ocp_page_image *img, int nlines, int *y0, int *y1)
+{
+    int a, b, pad;
+    *y0 = *y1 = 0;
+    if (middle_lines(img, nlines, &a, &b, &pad))
+        return -1;
+    *y0 = a - pad < 0 ? 0 : a - pad;
+    *y1 = b + pad > img->height ? img->height : b + pad;
+    return 0;
+}
+
+int ocp_orient_line_band(const ocp_page_image *img, int nlines, ocp_page_image *out)
+{
+    int a, b, pad;
+    memset(out, 0, sizeof *out);
+    if (middle_lines(img, nlines, &a, &b, &pad))
+        return -1;
+    size_t row = (size_t)img->width * img->bands;
+    int h = b - a + 2 * pad;
+    unsigned char *p = g_try_malloc(row * (size_t)h);
+    if (!p)
+        return -ENOMEM;
+    memset(p, 255, row * (size_t)pad);
+    memcpy(p + row * (size_t)pad, img->pixels + row * (size_t)a, row * (size_t)(b - a));
+    memset(p + row * (size_t)(pad + b - a), 255, row * (size_t)pad);
+    *out = *img;
+    out->pixels = p;
+    out->height = out->orig_height = h;
+    out->orig_width = img->width;
+    out->scale_x = out->scale_y = 1.0;
+    return 0;
 }
 
 /* ---- deskew ----------------------------------------------------------------------------- */

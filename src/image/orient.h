@@ -51,9 +51,11 @@ ocp_orient_conf ocp_orient_conf_from_config(const struct ocp_config *cfg);
 typedef struct ocp_orient_xform {
     int rotation;
     double skew;
-    double conf_as_is, conf_turned; /* the recognizer's mean confidence on a band of the
-                                       page as it stood and turned by half a turn (-1 when
-                                       not read); for the log and the benchmarks */
+    double conf_as_is, conf_turned; /* the recognizer's mean confidence (each word weighted
+                                       by its characters) on a band of the page as it stood
+                                       and turned by half a turn (-1 when not read); for
+                                       the log and the benchmarks */
+    int band_lines;                 /* the lines of that band (0: none read) */
     int w0, h0, w1, h1, w2, h2;
 } ocp_orient_xform;
 
@@ -111,6 +113,15 @@ int ocp_orient_deskew(ocp_page_image *img, double skew, ocp_orient_xform *x);
  */
 int ocp_orient_text_band(const ocp_page_image *img, int nlines, int *y0, int *y1);
 
+/*
+ * A new image (ocp_page_image_fini frees it) of nlines lines of text from the middle of
+ * img (fewer when it has fewer), as ocp_orient_text_band finds them, between margins of
+ * half a line of white: the rows of the lines' neighbours, which a band cut from the page
+ * would show in part (halves of letters a recognizer reads as anything, sure of nothing),
+ * are left out. Returns 0, -1 when img shows no line of ink, or -ENOMEM.
+ */
+int ocp_orient_line_band(const ocp_page_image *img, int nlines, ocp_page_image *out);
+
 /* A copy of rows [y0, y1) of img into out (ocp_page_image_fini frees it). Returns 0,
  * -EINVAL (rows outside img) or -ENOMEM. */
 int ocp_orient_band(const ocp_page_image *img, int y0, int y1, ocp_page_image *out);
@@ -134,9 +145,20 @@ void ocp_orient_point_fwd(const ocp_orient_xform *x, double *px, double *py);
 #define OCP_ORIENT_MAX_SKEW 15.0
 /* How much sharper the rows of one axis must be than the other's to call it the lines'. */
 #define OCP_ORIENT_AXIS_RATIO 1.3
-/* Lines of the band the recognizer reads to tell up from down, and the mean confidence on
- * them (0..100) above which the page as it stands needs no second reading. */
-#define OCP_ORIENT_BAND_LINES 1
-#define OCP_ORIENT_SURE_CONF  70.0
+/* Up or down (pool/page.c): the recognizer reads one line from the middle of the page; the
+ * page as it stands needs no second reading when that line has OCP_ORIENT_SURE_CHARS
+ * characters or more, their mean confidence (0..100, each word weighted by its characters)
+ * is OCP_ORIENT_SURE_CONF or more, and at most the share OCP_ORIENT_SURE_LOW of them are in
+ * words read below OCP_ORIENT_LOW_CONF. When the line read both ways does not tell (the
+ * readings within rotate-pages-threshold of each other), a band of OCP_ORIENT_MORE_LINES
+ * lines does. */
+#define OCP_ORIENT_SURE_CHARS 10
+#define OCP_ORIENT_SURE_CONF  80.0
+#define OCP_ORIENT_SURE_LOW   0.05
+#define OCP_ORIENT_LOW_CONF   50.0
+#define OCP_ORIENT_MORE_LINES 5
+/* Before a quarter turn the page's middle line is read as it stands as well, when its band
+ * is at most this share of the page's height (pool/page.c). */
+#define OCP_ORIENT_LINE_SHARE 4
 
 #endif

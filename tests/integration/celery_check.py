@@ -1,7 +1,8 @@
 """The Python side of the Redis tests: Debian's Celery client (and redis-py)
 talking to ocrpool's worker exactly as a Python web app would.
 
-    celery_check.py URL one PATH                 send_task, AsyncResult.get
+    celery_check.py URL one PATH [ENGINE]        send_task, AsyncResult.get (read by
+                                                 ENGINE, when given)
     celery_check.py URL extras PNG PDF           inline bytes, formats, page, eta,
                                                  expires, bad arguments
     celery_check.py URL group N PATH...          a group of N; GroupResult progress
@@ -38,10 +39,12 @@ def expect(cond, what):
         failed.append(what)
 
 
-def one(path):
+def one(path, engine=None):
     r = app.send_task(TASK, args=[path, "eng"])
     res = r.get(timeout=90)
     expect(r.state == "SUCCESS", "state SUCCESS (got %s)" % r.state)
+    if engine:
+        expect(res.get("engine") == engine, "read by engine %s (got %s)" % (engine, res.get("engine")))
     expect("quick brown fox" in res.get("text", ""), "the page text came back")
     expect(res.get("page") == 1 and res.get("width", 0) > 0, "page number and size in the result")
     words = [w for ln in res.get("lines", []) for w in ln.get("words", [])]
@@ -199,7 +202,7 @@ def started(tid, seconds):
 def main():
     cmd, rest = sys.argv[2], sys.argv[3:]
     if cmd == "one":
-        one(rest[0])
+        one(*rest[:2])
     elif cmd == "extras":
         extras(rest[0], rest[1])
     elif cmd == "group":

@@ -14,6 +14,8 @@ row() { grep "^$1 " <<<"$2"; }
 out=$(show)
 check "config show: every setting listed" test "$(wc -l <<<"$out")" -ge 25
 check "config show: pool defaults" bash -c "grep -q '^concurrency  *2 workers  *default' <<<\"\$out\" && grep -q '^max-memory-per-child  *200000 KiB' <<<\"\$out\" && grep -q '^max-tasks-per-child  *50 ' <<<\"\$out\" && grep -q '^acks-late  *true' <<<\"\$out\" && grep -q '^prefetch-multiplier  *1 ' <<<\"\$out\""
+check "config show: engine lstm by default, its GPU path used" bash -c "grep -q '^engine  *lstm  *default\$' <<<\"\$out\" && grep '^math-mode ' <<<\"\$out\" | grep -q 'not used by engine lstm' && ! grep '^device ' <<<\"\$out\" | grep -q 'not used'"
+out=$(show --engine tesseract)
 check "config show: unused by tesseract" bash -c "grep '^math-mode ' <<<\"\$out\" | grep -q 'accepted, not used by engine tesseract' && grep '^compile-table-rec ' <<<\"\$out\" | grep -q 'accepted, not used by engine tesseract'"
 
 printf 'max_image_size = 1500\nconcurrency = 3\n' >"$TMP/ocrpool.ini"
@@ -28,7 +30,7 @@ out=$(show --config "$TMP/ocrpool.ini")
 check "precedence: file over default, with file and line" bash -c "grep -q '^max-image-size  *1500 px  *file .*ocrpool.ini:1' <<<\"\$out\""
 out=$(show --preset conservative --no-gpu-allow-growth)
 check "preset conservative" bash -c "grep -q '^gpu-memory-fraction  *0.5  *preset conservative' <<<\"\$out\" && grep -q '^gpu-max-memory-mb  *4096 MB' <<<\"\$out\""
-check "config show --json parses" bash -c "'$OCRPOOL' config show --json | python3 -c 'import json,sys; d=json.load(sys.stdin); m={s[\"name\"]: s for s in d}; assert m[\"concurrency\"][\"value\"] == 2; assert m[\"math-mode\"][\"used\"] is False; assert \"not used by engine tesseract\" in m[\"math-mode\"][\"note\"]; assert m[\"max-image-size\"][\"source\"] == \"default\"'"
+check "config show --json parses" bash -c "'$OCRPOOL' config show --json | python3 -c 'import json,sys; d=json.load(sys.stdin); m={s[\"name\"]: s for s in d}; assert m[\"concurrency\"][\"value\"] == 2; assert m[\"math-mode\"][\"used\"] is False; assert \"not used by engine lstm\" in m[\"math-mode\"][\"note\"]; assert (m[\"engine\"][\"value\"], m[\"engine\"][\"source\"]) == (\"lstm\", \"default\"); assert m[\"max-image-size\"][\"source\"] == \"default\"'"
 
 # Refused values: exit 2, one line naming setting, origin and what is allowed.
 refused() { # refused NAME EXPECTED-SUBSTRING CMD...
@@ -105,7 +107,7 @@ check "requeue: '0 pages back in the queue'" \
 check "requeue: '1 page back in the queue'" \
     bash -c "'$OCRPOOL' requeue --broker '$Q2' --failed | grep -qx '1 page back in the queue'"
 check "version" bash -c "'$OCRPOOL' version | grep -q '^ocrpool '"
-# OpenMP limited to one thread unless the user chose otherwise.
-check "OMP_THREAD_LIMIT=1 in effect" bash -c "env -u OMP_THREAD_LIMIT '$OCRPOOL' ocr --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=1\$'"
-check "OMP_THREAD_LIMIT of the user kept" bash -c "OMP_THREAD_LIMIT=2 '$OCRPOOL' ocr --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=2\$'"
+# OpenMP limited to one thread unless the user chose otherwise (the Tesseract engine says so).
+check "OMP_THREAD_LIMIT=1 in effect" bash -c "env -u OMP_THREAD_LIMIT '$OCRPOOL' ocr --engine tesseract --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=1\$'"
+check "OMP_THREAD_LIMIT of the user kept" bash -c "OMP_THREAD_LIMIT=2 '$OCRPOOL' ocr --engine tesseract --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=2\$'"
 finish

@@ -33,11 +33,12 @@ for line, g in zip(smi.strip().splitlines(), d['gpus']):
     fi
 fi
 
-# gpu-test with the defaults: tesseract resolves to the CPU, each worker OCRs the page.
+# gpu-test with the Tesseract engine (no GPU path; the default engine, lstm, has one and is
+# checked in test_gpu_recognizer.sh): it resolves to the CPU, each worker OCRs the page.
 # (AddressSanitizer's shadow memory puts any worker over 200000 KiB: no limit there.)
 rsslimit=()
 [ -z "${OCP_ASAN:-}" ] || rsslimit=(--max-memory-per-child 0)
-"$OCRPOOL" gpu-test -c 2 "${rsslimit[@]}" >"$TMP/gt.txt" 2>&1
+"$OCRPOOL" gpu-test --engine tesseract -c 2 "${rsslimit[@]}" >"$TMP/gt.txt" 2>&1
 rc=$?
 cat "$TMP/gt.txt" | sed 's/^/# /'
 check "gpu-test: exit 0 (got $rc)" test $rc -eq 0
@@ -47,7 +48,7 @@ check "gpu-test: peak RSS checked per worker" test "$(grep -c '^\[PASS\] worker 
 check "gpu-test: result line" grep -q '^result: PASS' "$TMP/gt.txt"
 
 # A given page instead of the sample; a preset and a fraction are shown as resolved.
-"$OCRPOOL" gpu-test -c 1 "${rsslimit[@]}" --preset conservative --image "$FIXTURES/tam.png" -l tam >"$TMP/gt2.txt" 2>&1
+"$OCRPOOL" gpu-test --engine tesseract -c 1 "${rsslimit[@]}" --preset conservative --image "$FIXTURES/tam.png" -l tam >"$TMP/gt2.txt" 2>&1
 rc=$?
 check "gpu-test --image: exit 0 (got $rc)" test $rc -eq 0
 check "gpu-test --preset conservative: shown" grep -q 'memory      fraction 0.5, max 4096 MB, allow growth false' "$TMP/gt2.txt"

@@ -131,7 +131,7 @@ wait_log "$TMP/z2.log" "worker .* ready" 60
 kill -TERM $zp
 wait $zp
 check "preload-languages: the zygote loads them at start" \
-    grep -q "zygote ready: engine tesseract, eng, preloaded san,tam" "$TMP/z2.log"
+    grep -q "zygote ready: engine lstm, eng, preloaded san,tam" "$TMP/z2.log"
 "$OCRPOOL" worker --broker "sqlite://$TMP/z3.db" --preload-languages san,xyz >"$TMP/z3.out" 2>&1
 rc=$?
 check "preload-languages: a language not installed stops the node with the reason" \

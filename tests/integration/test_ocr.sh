@@ -54,19 +54,24 @@ check "two.pdf: sidecar page 2 Sanskrit" cer_below "$T/san.txt" "$TMP/side-2.txt
 check "stdin: exit 0" bash -c "'$OCRPOOL' ocr -l eng - <'$F/eng.png' >'$TMP/stdin.txt'"
 check "stdin: text" cer_below "$T/eng.txt" "$TMP/stdin.txt" 0.02
 
-# Every rendering, each well-formed and consistent with the JSON.
+# Every rendering, each well-formed and consistent with the JSON: on the default engine (our
+# own recognizer, lstm: the JSON names the engine that read the page) and on the Tesseract
+# engine.
 check "all formats: exit 0" "$OCRPOOL" ocr -l eng --format txt,json,hocr,alto,tsv -o "$TMP/all" "$F/eng.png"
+check "all formats, --engine tesseract: exit 0" "$OCRPOOL" ocr --engine tesseract -l eng \
+    --format txt,json,hocr,alto,tsv -o "$TMP/all-tess" "$F/eng.png"
 for ext in txt json hocr xml tsv; do
-    check "all formats: eng.$ext written" test -s "$TMP/all/eng.$ext"
+    check "all formats: eng.$ext written" test -s "$TMP/all/eng.$ext" -a -s "$TMP/all-tess/eng.$ext"
 done
-check "renderings agree with the JSON" python3 - "$TMP/all" <<'PY'
+for d in all:lstm all-tess:tesseract; do
+    check "renderings agree with the JSON (engine ${d#*:})" python3 - "$TMP/${d%%:*}" "${d#*:}" <<'PY'
 import json, sys, xml.etree.ElementTree as ET
 d = sys.argv[1]
 j = json.load(open(d + "/eng.json", encoding="utf-8"))
 for k in ("id", "source", "page", "width", "height", "lang", "engine", "text",
           "mean_confidence", "lines", "elapsed_ms", "peak_rss_kb"):
     assert k in j, "json lacks " + k
-assert j["engine"] == "tesseract" and j["lang"] == "eng" and j["page"] == 1
+assert j["engine"] == sys.argv[2] and j["lang"] == "eng" and j["page"] == 1, j["engine"]
 words = [w for l in j["lines"] for w in l["words"]]
 assert len(j["lines"]) == 5, len(j["lines"])
 for l in j["lines"]:
@@ -91,6 +96,26 @@ assert rows[0][0] == "level" and all(len(r) == 12 for r in rows), "tsv columns"
 assert [r[11] for r in rows[1:] if r[0] == "5"] == [w["text"] for w in words]
 print("# %d lines, %d words agree in json, hocr, alto, tsv, txt" % (len(j["lines"]), len(words)))
 PY
+done
+check "all formats: the two engines' texts agree (CER at most 0.01)" \
+    cer_below "$TMP/all-tess/eng.txt" "$TMP/all/eng.txt" 0.01
+# A plain run reads with our recognizer: its engine says so when it opens.
+"$OCRPOOL" ocr --log-level info -j 1 -l eng "$F/eng.png" 2>"$TMP/default.log" >"$TMP/default.txt"
+check "the default engine is lstm: the zygote's engine, its model read by ocrpool" \
+    bash -c "grep -q 'zygote ready: engine lstm, eng' '$TMP/default.log' && grep -q 'lstm engine: 1 model(s) read by ocrpool' '$TMP/default.log'"
+check "the default engine is lstm: libtesseract's recognizer not loaded" \
+    bash -c "! grep -q 'tesseract [0-9.]* loaded eng' '$TMP/default.log'"
+check "the default engine is lstm: the text read" cer_below "$T/eng.txt" "$TMP/default.txt" 0.02
+# A model without an LSTM network (osd: legacy only) cannot be read by the default engine:
+# the run fails at once with the reason, which names the engine that can read it. (A state
+# folder of its own: the failed run keeps its queue, which the checks below must not see.)
+XDG_STATE_HOME=$TMP/osd-state "$OCRPOOL" ocr -l osd "$F/eng.png" >"$TMP/osd.out" 2>"$TMP/osd.err"
+rc=$?
+sed 's/^/# /' "$TMP/osd.err"
+check "a legacy-only model: exit 1 (got $rc), the reason names --engine tesseract" \
+    bash -c "[ $rc -eq 1 ] && grep -q '^ocrpool: .*osd.traineddata: no LSTM model .*--engine tesseract' '$TMP/osd.err' && [ ! -s '$TMP/osd.out' ]"
+check "a legacy-only model: --engine tesseract reads with it" \
+    bash -c "XDG_STATE_HOME='$TMP/osd-state' '$OCRPOOL' ocr --engine tesseract -l osd '$F/eng.png' 2>/dev/null | grep -q '[a-z]'"
 
 # --format beyond txt without -o: files in the current folder, nothing on stdout.
 mkdir -p "$TMP/cwd"

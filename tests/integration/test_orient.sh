@@ -42,6 +42,35 @@ for l in eng san tam; do
     fi
 done
 
+# --- an upright page costs one reading of one line, with either engine ----------------------
+# The worker's debug line says what was read: "band of 1 line(s) read at C as it stood, -1.0
+# turned" when the line as it stood was sure (no second reading).
+for e in lstm tesseract; do
+    for l in eng san tam hin; do
+        if "$OCRPOOL" ocr -l $l --engine $e --log-level debug --format txt -o "$TMP/one-$e" \
+            "$F/$l.png" 2>"$TMP/one-$e-$l.log"; then
+            line=$(grep -o 'band of .* turned; turned [0-9]*' "$TMP/one-$e-$l.log")
+            echo "# $e $l: $line"
+            check "$e: $l upright: one line read once, not turned" \
+                grep -q 'band of 1 line(s) read at [0-9.]* as it stood, -1.0 turned; turned 0$' <<<"$line"
+        else
+            not_ok "$e: $l upright: ocrpool failed"
+        fi
+    done
+done
+
+# --- lines that all hold the same text -------------------------------------------------------
+# bench/bigpdf.py's page (a 12 inch one: 15 lines, cut at the right edge): their letters line
+# up in columns as sharp as the rows, and the ink alone takes them for vertical lines. Our
+# recognizer reads the page turned a quarter as nothing sure, the page as it stood at once.
+python3 "$here/../../bench/bigpdf.py" "$TMP/same.pdf" 12
+if "$OCRPOOL" ocr -l eng --format txt,json -o "$TMP/same" "$TMP/same.pdf"; then
+    check "lines of the same text: read as they stand (rotation 0)" test "$(field "$TMP/same/same.json" rotation)" = 0
+    check "lines of the same text: their text read" grep -q "quick brown fox jumps over the lazy" "$TMP/same/same.txt"
+else
+    not_ok "ocrpool failed on a page of lines of the same text"
+fi
+
 # --- the rotation in the renderings, and the page's own size ------------------------------
 check "rotation in JSON, hOCR and ALTO; sizes of the page as given" python3 - "$TMP/eng" <<'PY'
 import json, sys, xml.etree.ElementTree as ET
@@ -150,6 +179,33 @@ import json, sys; j = json.load(open('$TMP/blank/blank.json'))
 sys.exit(0 if j['rotation'] == 0 and j['skew'] == 0 and j['lines'] == [] else 1)"
 else
     not_ok "ocrpool failed on a blank page"
+fi
+
+# --- the Tesseract engine goes the same way (the checks above ran on the default, lstm) -------
+for l in eng san tam; do
+    if ORIENT_ARGS="--engine tesseract" read_pages $l "$TMP/tess-$l" "$F/$l.png" "$F/$l-rot90.png" \
+        "$F/$l-rot180.png" "$F/$l-rot270.png"; then
+        check "tesseract: $l upright: rotation 0, the JSON names the engine" \
+            test "$(field "$TMP/tess-$l/$l.json" rotation) $(field "$TMP/tess-$l/$l.json" engine)" = "0 tesseract"
+        for d in 90 180 270; do
+            want=$(((360 - d) % 360))
+            check "tesseract: $l turned $d: rotation $want" \
+                test "$(field "$TMP/tess-$l/$l-rot$d.json" rotation)" = $want
+            check "tesseract: $l turned $d: within 1 point of the upright page" \
+                within_point "$here/../data/text/$l.txt" "$TMP/tess-$l/$l-rot$d.txt" "$TMP/tess-$l/$l.txt"
+        done
+    else
+        not_ok "tesseract: $l: ocrpool --engine tesseract failed on the turned pages"
+    fi
+done
+if ORIENT_ARGS="--engine tesseract" read_pages eng "$TMP/tess-skew" "$F/eng-skew5.png"; then
+    check "tesseract: eng-skew5: skew found as -5 degrees" python3 -c "
+import json, sys; s = json.load(open('$TMP/tess-skew/eng-skew5.json'))['skew']; print('# skew', s)
+sys.exit(0 if abs(s + 5) <= 0.3 else 1)"
+    check "tesseract: eng-skew5: within 1 point of the upright page" \
+        within_point "$here/../data/text/eng.txt" "$TMP/tess-skew/eng-skew5.txt" "$TMP/tess-eng/eng.txt"
+else
+    not_ok "tesseract: ocrpool --engine tesseract failed on the tilted page"
 fi
 
 # --- the lstm engine and a batch of pages go the same way ------------------------------------

@@ -235,9 +235,23 @@ static void test_text_band(void **state)
     assert_memory_equal(band.pixels, img.pixels + (size_t)y0 * 1000, (size_t)(y1 - y0) * 1000);
     assert_int_equal(ocp_orient_band(&img, 10, 5, &(ocp_page_image){0}), -EINVAL);
     ocp_page_image_fini(&band);
+    /* The same lines cut clean: the rows of their ink as they are on the page, half a line
+     * of white above and below, where the band above shows parts of the neighbours. */
+    assert_int_equal(ocp_orient_line_band(&img, 2, &band), 0);
+    int pad = 22 / 2 + 2, lines = band.height - 2 * pad;
+    assert_int_equal(lines, 60 + 22);
+    for (int j = 0; j < band.height; j++)
+        for (int i = 0; i < 1000; i++)
+            if (j < pad || j >= pad + lines)
+                assert_int_equal(band.pixels[(size_t)j * 1000 + i], 255);
+    int a = y0 + (y1 - y0 - lines) / 2; /* the band above is centred on the same lines */
+    assert_memory_equal(band.pixels + (size_t)pad * 1000, img.pixels + (size_t)a * 1000,
+                        (size_t)lines * 1000);
+    ocp_page_image_fini(&band);
     /* A blank page has no band. */
     memset(img.pixels, 255, 1000 * 900);
     assert_int_equal(ocp_orient_text_band(&img, 2, &y0, &y1), -1);
+    assert_int_equal(ocp_orient_line_band(&img, 2, &band), -1);
     ocp_page_image_fini(&img);
 }
 

@@ -625,7 +625,8 @@ static int load(const unsigned char *buf, size_t len, int borrow, ocp_lstm_model
         return rc;
     if (!size[OCP_TD_LSTM])
         return ocp_errf(OCP_E_FORMAT, err, errlen,
-                        "no LSTM model in this traineddata (a legacy-only file)");
+                        "no LSTM model in this traineddata (a legacy-only file, which "
+                        "only engine tesseract reads: --engine tesseract)");
     if (!size[OCP_TD_LSTM_UNICHARSET] || !size[OCP_TD_LSTM_RECODER])
         return ocp_errf(OCP_E_FORMAT, err, errlen,
                         "no lstm-unicharset or lstm-recoder component: a model with its "
