@@ -690,6 +690,72 @@ static int line_order(const lstm_state *st, const pline *lines, int i, int first
     return k == K_NEAREST && votes[order[0]] == K_NEAREST && best[k - 1] <= NEAR;
 }
 
+/* What read_all knows of a batch's lines as it goes: per line, whether it is in the chunk
+ * being read, read already, its winner (a model index, or -1), its order of models and
+ * line_order's answer; per page, its next line, its wins per model and its bar. */
+typedef struct chunk_state {
+    char *in_chunk, *done, *agree;
+    int *win, *order, *next, *won;
+    double *sure;
+} chunk_state;
+
+/* Marks the next chunk of every page (the sample first) and gives each of its lines its order
+ * of models. Returns 0 when no page has a readable line left. */
+static int next_chunk(const lstm_state *st, const pline *lines, const int *first, int np, int nl,
+                      chunk_state *c)
+{
+    int any = 0;
+    memset(c->in_chunk, 0, (size_t)nl + 1);
+    for (int p = 0; p < np; p++) {
+        int sample = c->next[p] == first[p];
+        int size = sample ? SAMPLE_LINES : CHUNK_LINES;
+        for (int k = 0; c->next[p] < first[p + 1] && k < size; c->next[p]++) {
+            int i = c->next[p];
+            if (lines[i].skip)
+                continue;
+            c->in_chunk[i] = 1;
+            k++;
+            any = 1;
+            int *o = c->order + (size_t)i * MAX_MODELS;
+            if (sample)
+                for (int m = 0; m < st->n_models; m++)
+                    o[m] = m;
+            else
+                c->agree[i] = (char)line_order(st, lines, i, first[p], first[p + 1], c->done,
+                                               c->win, c->won + (size_t)p * MAX_MODELS, o);
+        }
+    }
+    return any;
+}
+
+/* After a chunk: its lines' winners, and each page's bar from the losing readings of the
+ * lines every model read, for the lines after it. */
+static void learn_chunk(const lstm_state *st, const pline *lines, const int *first, int np,
+                        chunk_state *c)
+{
+    for (int p = 0; p < np; p++) {
+        int losing = 0;
+        double ceiling = 0;
+        for (int i = first[p]; i < first[p + 1]; i++) {
+            if (c->in_chunk[i]) {
+                c->done[i] = 1;
+                c->win[i] = model_index(st, lines[i].m);
+                if (c->win[i] >= 0)
+                    c->won[(size_t)p * MAX_MODELS + c->win[i]]++;
+            }
+            if (!c->done[i] || lines[i].n_sc < st->n_models)
+                continue;
+            for (int k = 0; k < lines[i].n_sc; k++)
+                if (lines[i].sm[k] != lines[i].m) {
+                    losing++;
+                    ceiling = lines[i].sc[k] > ceiling ? lines[i].sc[k] : ceiling;
+                }
+        }
+        if (losing >= MIN_LOSING && ceiling + BAR_MARGIN < CONFIDENT)
+            c->sure[p] = ceiling + BAR_MARGIN;
+    }
+}
+
 /* Reads lines[0..nl) (np pages of a batch, page p the lines [first[p], first[p + 1])): chunk
  * by chunk, each line with the models in its order (see SAMPLE_LINES); in each round, each
  * model reads (in batches) the lines that have it at that place in their order and that no
@@ -700,51 +766,31 @@ static int read_all(lstm_state *st, pline *lines, int nl, const int *first, int 
     int rc = 0;
     int *idx = ocp_xcalloc((size_t)nl + 1, sizeof *idx);
     int *doubt = ocp_xcalloc((size_t)nl + 1, sizeof *doubt);
-    int *win = ocp_xcalloc((size_t)nl + 1, sizeof *win);
-    int *order = ocp_xcalloc(((size_t)nl + 1) * MAX_MODELS, sizeof *order);
-    int *next = ocp_xcalloc((size_t)np + 1, sizeof *next);
-    int *won = ocp_xcalloc(((size_t)np + 1) * MAX_MODELS, sizeof *won);
-    char *in_chunk = ocp_xcalloc((size_t)nl + 1, 1), *done = ocp_xcalloc((size_t)nl + 1, 1);
     int *page_of = ocp_xcalloc((size_t)nl + 1, sizeof *page_of);
-    char *agree = ocp_xcalloc((size_t)nl + 1, 1);             /* line_order's answer */
-    double *sure = ocp_xcalloc((size_t)np + 1, sizeof *sure); /* each page's bar */
+    chunk_state c = {
+        .in_chunk = ocp_xcalloc((size_t)nl + 1, 1),
+        .done = ocp_xcalloc((size_t)nl + 1, 1),
+        .agree = ocp_xcalloc((size_t)nl + 1, 1),
+        .win = ocp_xcalloc((size_t)nl + 1, sizeof *c.win),
+        .order = ocp_xcalloc(((size_t)nl + 1) * MAX_MODELS, sizeof *c.order),
+        .next = ocp_xcalloc((size_t)np + 1, sizeof *c.next),
+        .won = ocp_xcalloc(((size_t)np + 1) * MAX_MODELS, sizeof *c.won),
+        .sure = ocp_xcalloc((size_t)np + 1, sizeof *c.sure),
+    };
     for (int p = 0; p < np; p++) {
-        next[p] = first[p];
-        sure[p] = CONFIDENT;
+        c.next[p] = first[p];
+        c.sure[p] = CONFIDENT;
         for (int i = first[p]; i < first[p + 1]; i++)
             page_of[i] = p;
     }
-    while (!rc) {
-        /* The next chunk of every page, each line's order of models. */
-        int any = 0;
-        memset(in_chunk, 0, (size_t)nl + 1);
-        for (int p = 0; p < np; p++) {
-            int sample = next[p] == first[p];
-            int size = sample ? SAMPLE_LINES : CHUNK_LINES;
-            for (int k = 0; next[p] < first[p + 1] && k < size; next[p]++) {
-                int i = next[p];
-                if (lines[i].skip)
-                    continue;
-                in_chunk[i] = 1;
-                k++;
-                any = 1;
-                int *o = order + (size_t)i * MAX_MODELS;
-                if (sample)
-                    for (int m = 0; m < st->n_models; m++)
-                        o[m] = m;
-                else
-                    agree[i] = (char)line_order(st, lines, i, first[p], first[p + 1], done, win,
-                                                won + (size_t)p * MAX_MODELS, o);
-            }
-        }
-        if (!any)
-            break;
+    while (!rc && next_chunk(st, lines, first, np, nl, &c)) {
         for (int r = 0; r < st->n_models && !rc; r++)
             for (int mi = 0; mi < st->n_models && !rc; mi++) {
                 int n = 0, nd = 0;
                 for (int i = 0; i < nl; i++)
-                    if (in_chunk[i] && order[(size_t)i * MAX_MODELS + r] == mi &&
-                        (!lines[i].m || lines[i].score < (agree[i] ? sure[page_of[i]] : CONFIDENT)))
+                    if (c.in_chunk[i] && c.order[(size_t)i * MAX_MODELS + r] == mi &&
+                        (!lines[i].m ||
+                         lines[i].score < (c.agree[i] ? c.sure[page_of[i]] : CONFIDENT)))
                         idx[n++] = i;
                 if (!n)
                     continue;
@@ -763,41 +809,19 @@ static int read_all(lstm_state *st, pline *lines, int nl, const int *first, int 
                                     errlen);
                 }
             }
-        /* The chunk's winners, and the page's bar from the losing readings of the lines
-         * every model read, for the lines after it. */
-        for (int p = 0; p < np; p++) {
-            int losing = 0;
-            double ceiling = 0;
-            for (int i = first[p]; i < first[p + 1]; i++) {
-                if (in_chunk[i]) {
-                    done[i] = 1;
-                    win[i] = model_index(st, lines[i].m);
-                    if (win[i] >= 0)
-                        won[(size_t)p * MAX_MODELS + win[i]]++;
-                }
-                if (!done[i] || lines[i].n_sc < st->n_models)
-                    continue;
-                for (int k = 0; k < lines[i].n_sc; k++)
-                    if (lines[i].sm[k] != lines[i].m) {
-                        losing++;
-                        ceiling = lines[i].sc[k] > ceiling ? lines[i].sc[k] : ceiling;
-                    }
-            }
-            if (losing >= MIN_LOSING && ceiling + BAR_MARGIN < CONFIDENT)
-                sure[p] = ceiling + BAR_MARGIN;
-        }
+        learn_chunk(st, lines, first, np, &c);
     }
     free(idx);
     free(doubt);
-    free(win);
-    free(order);
-    free(next);
-    free(won);
-    free(in_chunk);
-    free(done);
     free(page_of);
-    free(agree);
-    free(sure);
+    free(c.in_chunk);
+    free(c.done);
+    free(c.agree);
+    free(c.win);
+    free(c.order);
+    free(c.next);
+    free(c.won);
+    free(c.sure);
     return rc;
 }
 
