@@ -145,7 +145,7 @@ unit: all $(UNITBIN) $(REPLAYBIN)
 	@BUILD=$(BUILD) tests/run.sh unit
 
 integration: all
-	@BUILD=$(BUILD) tests/run.sh integration
+	@BUILD=$(BUILD) tests/run.sh integration $(T)
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan \

@@ -46,7 +46,7 @@ empty_run() { # empty_run BIN: seconds from the first page started to the last f
     done
     "$1" worker --broker "sqlite://$q" --engine null -c 2 --log-level error &
     wp=$!
-    while ! "$1" status --broker "sqlite://$q" | grep -q "^all groups: 0 queued, 0 running"; do sleep 0.2; done
+    while ! "$1" status --broker "sqlite://$q" | grep >/dev/null "^all groups: 0 queued, 0 running"; do sleep 0.2; done
     kill -TERM $wp
     wait $wp || true
     python3 -c "

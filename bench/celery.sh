@@ -22,7 +22,7 @@ redis-server --port "$port" --bind 127.0.0.1 --dir "$work/redis" --save "" --app
     --daemonize no >"$work/redis.log" 2>&1 &
 rpid=$!
 trap 'kill "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null' EXIT
-for _ in $(seq 50); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+for _ in $(seq 50); do redis-cli -p "$port" ping 2>/dev/null | grep >/dev/null PONG && break; sleep 0.1; done
 for engine in tesseract lstm; do
     BENCH_ENGINE=$engine OCRPOOL=$PWD/$BUILD/ocrpool WORK=$work /usr/bin/python3 bench/celery_bench.py \
         "redis://127.0.0.1:$port/0" "$n" san+eng "$work"/cpages/*.png

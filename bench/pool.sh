@@ -58,7 +58,7 @@ done
 t1=$(date +%s.%N)
 "$OCRPOOL" worker --broker "$q" --engine null -c 2 --log-level warn &
 wp=$!
-while ! "$OCRPOOL" status --broker "$q" | grep -q "^all groups: 0 queued, 0 running"; do sleep 0.2; done
+while ! "$OCRPOOL" status --broker "$q" | grep >/dev/null "^all groups: 0 queued, 0 running"; do sleep 0.2; done
 kill -TERM $wp
 wait $wp || true
 span=$(python3 -c "

@@ -36,7 +36,7 @@ got=$(wc -l <"$work/ids")
 [ "$got" -eq "$m" ] || { echo "submit queued $got tasks of $m"; exit 1; }
 "$OCRPOOL" worker --broker "$q" --engine null -c 2 --log-level warn &
 wp=$!
-until "$OCRPOOL" status --broker "$q" | grep -q "^all groups: 0 queued, 0 running"; do
+until "$OCRPOOL" status --broker "$q" | grep >/dev/null "^all groups: 0 queued, 0 running"; do
     sleep 0.2
 done
 kill -TERM $wp

@@ -150,7 +150,7 @@ start_redis() {
         --appendonly yes --appendfsync always --daemonize no >>"$RUN/redis.log" 2>&1 &
     RPID=$!
     for _ in $(seq 100); do
-        redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && return 0
+        redis-cli -p "$RPORT" ping 2>/dev/null | grep >/dev/null PONG && return 0
         sleep 0.1
     done
     return 1

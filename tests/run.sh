@@ -4,13 +4,16 @@
 # scripts against the real binary. Each runs under a timeout. Prints one
 # closing line, "N passed, N failed, N skipped". A skipped check (a script's
 # "skip - REASON" line, cmocka's SKIPPED) is counted apart: never as passed.
-#   tests/run.sh [unit|integration]     (BUILD=build by default)
+#   tests/run.sh [unit|integration [NAME...]]     (BUILD=build by default)
+# With NAMEs (test_pool or pool), only those integration scripts run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export BUILD=${BUILD:-build}
 export OCRPOOL="$PWD/$BUILD/ocrpool"
 export FIXTURES="$PWD/$BUILD/fixtures"
 what=${1:-all}
+[ $# -gt 0 ] && shift
+only=("$@")
 passed=0
 failed=0
 skipped=0
@@ -47,7 +50,9 @@ count() { # count NAME LOG RC: adds the ok/not ok lines of a TAP-ish log
     skipped=$((skipped + sk))
     if [ "$nok" -gt 0 ]; then
         failures+=("$name")
-        grep -E '^not ok|^\[  (FAILED|ERROR)|ERROR|runtime error|Sanitizer' "$log" | head -20 | sed 's/^/    /'
+        # Each failure with the comment lines that came before it (what the check saw).
+        grep -B6 -E '^not ok|^\[  (FAILED|ERROR)|ERROR|runtime error|Sanitizer' "$log" |
+            grep -E '^#|^not ok|^\[  (FAILED|ERROR)|ERROR|runtime error|Sanitizer' | head -30 | sed 's/^/    /'
     fi
     printf '%-40s %3d passed, %d failed%s\n' "$name" "$ok" "$nok" \
         "$([ "$sk" -gt 0 ] && echo ", $sk skipped")"
@@ -88,7 +93,17 @@ fi
 
 if [ "$what" = all ] || [ "$what" = integration ]; then
     tests/data/make-fixtures.sh "$FIXTURES" || { echo "fixtures could not be made"; exit 1; }
-    for t in tests/integration/test_*.sh; do
+    scripts=(tests/integration/test_*.sh)
+    if [ ${#only[@]} -gt 0 ]; then
+        scripts=()
+        for n in "${only[@]}"; do
+            n=${n%.sh}
+            n=test_${n#test_}
+            [ -f "tests/integration/$n.sh" ] || { echo "no integration test $n"; exit 2; }
+            scripts+=("tests/integration/$n.sh")
+        done
+    fi
+    for t in "${scripts[@]}"; do
         name=integration/$(basename "$t" .sh)
         log="$logdir/$(basename "$t" .sh).log"
         OCP_TEST_OUT="$PWD/$logdir" timeout 600 bash "$t" >"$log" 2>&1

@@ -58,23 +58,6 @@ const char *ocp_task_state_name(int state)
     return state >= 0 && state <= 4 ? names[state] : "unknown";
 }
 
-const char *ocp_broker_url_shown(const char *url, char *buf, size_t len)
-{
-    /* scheme://[user][:password]@host...: the user-info ends at the last '@', as the
-     * redis URL's parser reads it (a password may hold '/'). A password is what follows
-     * the user-info's first ':'; without one, redis reads it all as the password. A file
-     * queue's path is shown as it is, '@' or not. */
-    const char *sep = strstr(url, "://");
-    const char *ui = sep && strncmp(url, "sqlite://", 9) != 0 ? sep + 3 : NULL;
-    const char *at = ui ? strrchr(ui, '@') : NULL;
-    const char *colon = at ? memchr(ui, ':', (size_t)(at - ui)) : NULL;
-    if (!at || at == ui || colon + 1 == at)
-        snprintf(buf, len, "%s", url); /* no user-info, or no password in it */
-    else
-        snprintf(buf, len, "%.*s***%s", (int)((colon ? colon + 1 : ui) - url), url, at);
-    return buf;
-}
-
 int ocp_broker_open(const char *url, const ocp_broker_opts *opts, ocp_broker **out, char *err,
                     size_t errlen)
 {
@@ -85,7 +68,7 @@ int ocp_broker_open(const char *url, const ocp_broker_opts *opts, ocp_broker **o
         return ocp_errf(OCP_E_CONFIG, err, errlen,
                         "broker '%s': TLS (rediss://) is not supported: Debian 12's hiredis "
                         "(0.14) has no TLS; reach Redis over a private network or a tunnel",
-                        ocp_broker_url_shown(url, shown, sizeof shown));
+                        ocp_url_shown(url, shown, sizeof shown));
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         size_t n = strlen(backends[i]->scheme);
         if (strncmp(url, backends[i]->scheme, n) == 0 && strncmp(url + n, "://", 3) == 0) {
@@ -98,7 +81,7 @@ int ocp_broker_open(const char *url, const ocp_broker_opts *opts, ocp_broker **o
             return ocp_errf(OCP_E_CONFIG, err, errlen,
                             "broker '%s': unknown scheme (sqlite:///path/to/queue.db or "
                             "redis://host:6379/0)",
-                            ocp_broker_url_shown(url, shown, sizeof shown));
+                            ocp_url_shown(url, shown, sizeof shown));
         ops = &ocp_broker_sqlite; /* a plain path */
     }
     void *st = NULL;

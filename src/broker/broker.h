@@ -113,13 +113,6 @@ typedef struct ocp_broker_opts {
 int ocp_broker_open(const char *url, const ocp_broker_opts *opts, ocp_broker **out, char *err,
                     size_t errlen);
 void ocp_broker_close(ocp_broker *b);
-/*
- * url as it may be shown (a log line, an error message): a password in its
- * user-info is replaced by "***" ("redis://:***@host:6379/0",
- * "redis://user:***@host"); a URL without one is copied as it is. Writes at
- * most len bytes to buf (len > 0) and returns buf.
- */
-const char *ocp_broker_url_shown(const char *url, char *buf, size_t len);
 /* The reason of the last failure on b. Borrowed. */
 const char *ocp_broker_errmsg(const ocp_broker *b);
 

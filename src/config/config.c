@@ -616,8 +616,15 @@ static void unused_note(const setting_def *d, const char *engine, unsigned feats
                  d->feature == OCP_FEAT_GPU ? " (no GPU path: auto means cpu)" : "");
 }
 
+/* A value as config show prints it: the broker URL without its password. */
+static const char *shown_str(const setting_def *d, const value *v, char *buf, size_t len)
+{
+    return d == &defs[OCP_S_BROKER] ? ocp_url_shown(v->s, buf, len) : v->s;
+}
+
 static json_t *json_value(const setting_def *d, const value *v)
 {
+    char buf[1024];
     switch (d->type) {
     case OCP_T_INT:
         return json_integer(v->i);
@@ -626,7 +633,7 @@ static json_t *json_value(const setting_def *d, const value *v)
     case OCP_T_BOOL:
         return json_boolean(v->b);
     default:
-        return json_string(v->s);
+        return json_string(shown_str(d, v, buf, sizeof buf));
     }
 }
 
@@ -661,9 +668,10 @@ void ocp_config_show(const ocp_config *c, FILE *out, bool json, const char *engi
     for (int i = 0; i < OCP_S__COUNT; i++) {
         const setting_def *d = &defs[i];
         const value *v = &c->v[i];
-        char shown[128];
+        char shown[128], buf[1024];
+        const char *s = shown_str(d, v, buf, sizeof buf);
         unused_note(d, engine, feats, note, sizeof note);
-        snprintf(shown, sizeof shown, "%s%s%s", v->s[0] ? v->s : "\"\"", d->unit ? " " : "",
+        snprintf(shown, sizeof shown, "%s%s%s", s[0] ? s : "\"\"", d->unit ? " " : "",
                  d->unit ? d->unit : "");
         fprintf(out, "%-22s %-18s %s%s%s\n", d->name, shown, v->origin, note[0] ? "; " : "", note);
     }

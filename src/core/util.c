@@ -476,3 +476,20 @@ bad:
 }
 
 const double ocp_duration_le[OCP_DURATION_NB] = {0.25, 0.5, 1, 2, 5, 10, 30, 60};
+
+const char *ocp_url_shown(const char *url, char *buf, size_t len)
+{
+    /* scheme://[user][:password]@host...: the user-info ends at the last '@', as the
+     * redis URL's parser reads it (a password may hold '/'). A password is what follows
+     * the user-info's first ':'; without one, redis reads it all as the password. A file
+     * queue's path is shown as it is, '@' or not. */
+    const char *sep = strstr(url, "://");
+    const char *ui = sep && strncmp(url, "sqlite://", 9) != 0 ? sep + 3 : NULL;
+    const char *at = ui ? strrchr(ui, '@') : NULL;
+    const char *colon = at ? memchr(ui, ':', (size_t)(at - ui)) : NULL;
+    if (!at || at == ui || colon + 1 == at)
+        snprintf(buf, len, "%s", url); /* no user-info, or no password in it */
+    else
+        snprintf(buf, len, "%.*s***%s", (int)((colon ? colon + 1 : ui) - url), url, at);
+    return buf;
+}

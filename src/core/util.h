@@ -90,6 +90,13 @@ char *ocp_path_stem(const char *path);
 /* Parses a whole decimal integer / floating number; false on junk or overflow. */
 bool ocp_parse_i64(const char *s, int64_t *out);
 bool ocp_parse_double(const char *s, double *out);
+/*
+ * A URL as it may be shown (a log line, an error message): a password in its
+ * user-info is replaced by "***" ("redis://:***@host:6379/0",
+ * "redis://user:***@host"); a URL without one is copied as it is. Writes at
+ * most len bytes to buf (len > 0) and returns buf.
+ */
+const char *ocp_url_shown(const char *url, char *buf, size_t len);
 /* Parses 1/0, true/false, yes/no, on/off (any case). */
 bool ocp_parse_bool(const char *s, bool *out);
 

@@ -220,7 +220,7 @@ static void start(master *m, const char *url)
     char shown[512];
     OCP_LOG(OCP_LOG_INFO, "node %s: %d workers, prefetch %d, broker %s", m->owner,
             m->pc.concurrency, m->pc.prefetch_multiplier,
-            ocp_broker_url_shown(url, shown, sizeof shown)); /* never its password */
+            ocp_url_shown(url, shown, sizeof shown)); /* never its password */
 }
 
 /* The loop's turns until the end; 0, or an error with err. */

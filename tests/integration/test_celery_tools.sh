@@ -30,8 +30,8 @@ mkdir -p "$TMP/redis"
 redis-server --port "$PORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --daemonize no \
     >"$TMP/redis.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-check "redis-server starts on a loopback port" bash -c "redis-cli -p $PORT ping | grep -q PONG"
+for _ in $(seq 100); do redis-cli -p "$PORT" ping 2>/dev/null | grep >/dev/null PONG && break; sleep 0.1; done
+check "redis-server starts on a loopback port" bash -c "redis-cli -p $PORT ping | grep >/dev/null PONG"
 
 HOST=$($PY52 -c 'import socket; print(socket.gethostname())')
 NODE="ocr1@$HOST"
@@ -61,7 +61,7 @@ start_py() {
     # Each ping waits 3 s for the answer (a loaded machine answers late), for 180 s at most.
     while [ $((SECONDS - t0)) -lt 180 ]; do
         (cd "$here" && "$1" -m celery -A celery_tools inspect ping -d "$PYNODE" -t 3 2>/dev/null) |
-            grep -q pong && return 0
+            grep pong >/dev/null && return 0
         kill -0 "$PYPID" 2>/dev/null || break
         sleep 0.2
     done
@@ -121,7 +121,7 @@ print(json.dumps([app.control.broadcast(c, arguments={'n': n}, reply=True, desti
 check "pool_grow/pool_shrink: a huge, negative or fractional n is refused" "$PY52" -c "
 import json,sys; r=json.load(open('$TMP/pool-n.json'))
 sys.exit(0 if len(r) == 12 and all(x and 'error' in x[0].get('$NODE', {}) for x in r) else 1)"
-check "pool_grow/pool_shrink: the concurrency did not change" bash -c "! tail -n +$((LOGN + 1)) '$TMP/node.log' | grep -q 'pool_grow: concurrency\|pool_shrink: concurrency'"
+check "pool_grow/pool_shrink: the concurrency did not change" bash -c "! tail -n +$((LOGN + 1)) '$TMP/node.log' | grep >/dev/null 'pool_grow: concurrency\|pool_shrink: concurrency'"
 
 # --- the current Celery and Flower, from PyPI, in a virtualenv made here ---
 VPY=""
@@ -161,13 +161,13 @@ if [ -n "$VPY" ]; then
     (cd "$here" && "$VPY" -c "from celery_tools import app; print(app.send_task('ocrpool.ocr_page', args=['$F/eng.png', 'eng'], queue='ocr').get(timeout=60)['id'])") >"$TMP/flower-task" 2>&1
     FTASK=$(tail -1 "$TMP/flower-task")
     api() { "$PY52" -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$FPORT$1', timeout=20).read().decode())"; }
-    for _ in $(seq 40); do api /api/workers 2>/dev/null | grep -q "$NODE" && break; sleep 0.5; done
-    check "flower $FV: /api/workers lists $NODE" bash -c "$(declare -f api); FPORT=$FPORT PY52=$PY52 api /api/workers | grep -q '\"$NODE\"'"
+    for _ in $(seq 40); do api /api/workers 2>/dev/null | grep >/dev/null "$NODE" && break; sleep 0.5; done
+    check "flower $FV: /api/workers lists $NODE" bash -c "$(declare -f api); FPORT=$FPORT PY52=$PY52 api /api/workers | grep >/dev/null '\"$NODE\"'"
     api /api/workers >"$TMP/flower-workers.json" 2>/dev/null
     check "flower: the node's stats in /api/workers (its pool's processes)" "$PY52" -c "
 import json,sys; w=json.load(open('$TMP/flower-workers.json')).get('$NODE', {})
 sys.exit(0 if w.get('stats', {}).get('pool', {}).get('processes') and w.get('registered') == ['ocrpool.ocr_page'] else 1)"
-    for _ in $(seq 20); do api "/api/tasks" 2>/dev/null | grep -q "$FTASK" && break; sleep 0.5; done
+    for _ in $(seq 20); do api "/api/tasks" 2>/dev/null | grep >/dev/null "$FTASK" && break; sleep 0.5; done
     api "/api/task/info/$FTASK" >"$TMP/flower-task.json" 2>/dev/null
     check "flower: the finished page $FTASK is SUCCESS on $NODE" "$PY52" -c "
 import json,sys; t=json.load(open('$TMP/flower-task.json'))

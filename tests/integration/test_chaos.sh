@@ -17,7 +17,7 @@ OCRPOOL_NULL_SLEEP_MS=1500 OCRPOOL_LOG_LEVEL=info setsid "$OCRPOOL" worker --bro
     --engine null -c 2 >"$TMP/grp/w.log" 2>&1 &
 G=$!
 for _ in $(seq 300); do # until both pages are running
-    "$OCRPOOL" status --broker "$Q" | grep -q '0 queued, 2 running' && break
+    "$OCRPOOL" status --broker "$Q" | grep >/dev/null '0 queued, 2 running' && break
     sleep 0.1
 done
 sleep 0.2
@@ -26,7 +26,7 @@ kill -TERM -- "-$G"
 wait "$G"
 check "a SIGTERM to the node's process group: the node exits 0" test $? -eq 0
 check "... after both running pages finished" \
-    bash -c "'$OCRPOOL' status --broker '$Q' | grep -q '0 queued, 0 running, 2 done'"
+    bash -c "'$OCRPOOL' status --broker '$Q' | grep >/dev/null '0 queued, 0 running, 2 done'"
 check "... and the zygote was not killed by it" bash -c "! grep -q 'zygote .* is gone' '$TMP/grp/w.log'"
 grep -E 'warn|error' "$TMP/grp/w.log" | sed 's/^/# /'
 
@@ -39,8 +39,8 @@ rc=$?
 sed 's/^/# /' "$TMP/chaos.out"
 line() { grep "^chaos $1: " "$TMP/chaos.out"; }
 for b in redis sqlite; do
-    check "$b: 100 pages, none lost" bash -c "echo '$(line $b)' | grep -q ' 0 lost,'"
-    check "$b: none duplicated" bash -c "echo '$(line $b)' | grep -q ' 0 duplicated'"
+    check "$b: 100 pages, none lost" bash -c "echo '$(line $b)' | grep >/dev/null ' 0 lost,'"
+    check "$b: none duplicated" bash -c "echo '$(line $b)' | grep >/dev/null ' 0 duplicated'"
     check "$b: processes were killed during the run" \
         bash -c "echo '$(line $b)' | grep -Eq ', [1-9][0-9]* kills'"
     # chaos.sh's first kills take each kind once (CHAOS_FIRST): a short run kills each.

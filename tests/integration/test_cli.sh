@@ -14,9 +14,9 @@ row() { grep "^$1 " <<<"$2"; }
 out=$(show)
 check "config show: every setting listed" test "$(wc -l <<<"$out")" -ge 25
 check "config show: pool defaults" bash -c "grep -q '^concurrency  *2 workers  *default' <<<\"\$out\" && grep -q '^max-memory-per-child  *200000 KiB' <<<\"\$out\" && grep -q '^max-tasks-per-child  *50 ' <<<\"\$out\" && grep -q '^acks-late  *true' <<<\"\$out\" && grep -q '^prefetch-multiplier  *1 ' <<<\"\$out\""
-check "config show: engine lstm by default, its GPU path used" bash -c "grep -q '^engine  *lstm  *default\$' <<<\"\$out\" && grep '^math-mode ' <<<\"\$out\" | grep -q 'not used by engine lstm' && ! grep '^device ' <<<\"\$out\" | grep -q 'not used'"
+check "config show: engine lstm by default, its GPU path used" bash -c "grep -q '^engine  *lstm  *default\$' <<<\"\$out\" && grep '^math-mode ' <<<\"\$out\" | grep >/dev/null 'not used by engine lstm' && ! grep '^device ' <<<\"\$out\" | grep >/dev/null 'not used'"
 out=$(show --engine tesseract)
-check "config show: unused by tesseract" bash -c "grep '^math-mode ' <<<\"\$out\" | grep -q 'accepted, not used by engine tesseract' && grep '^compile-table-rec ' <<<\"\$out\" | grep -q 'accepted, not used by engine tesseract'"
+check "config show: unused by tesseract" bash -c "grep '^math-mode ' <<<\"\$out\" | grep >/dev/null 'accepted, not used by engine tesseract' && grep '^compile-table-rec ' <<<\"\$out\" | grep >/dev/null 'accepted, not used by engine tesseract'"
 
 printf 'max_image_size = 1500\nconcurrency = 3\n' >"$TMP/ocrpool.ini"
 out=$(SURYA_MAX_IMAGE_SIZE=1200 show --config "$TMP/ocrpool.ini" -c 4)
@@ -31,6 +31,12 @@ check "precedence: file over default, with file and line" bash -c "grep -q '^max
 out=$(show --preset conservative --no-gpu-allow-growth)
 check "preset conservative" bash -c "grep -q '^gpu-memory-fraction  *0.5  *preset conservative' <<<\"\$out\" && grep -q '^gpu-max-memory-mb  *4096 MB' <<<\"\$out\""
 check "config show --json parses" bash -c "'$OCRPOOL' config show --json | python3 -c 'import json,sys; d=json.load(sys.stdin); m={s[\"name\"]: s for s in d}; assert m[\"concurrency\"][\"value\"] == 2; assert m[\"math-mode\"][\"used\"] is False; assert \"not used by engine lstm\" in m[\"math-mode\"][\"note\"]; assert (m[\"engine\"][\"value\"], m[\"engine\"][\"source\"]) == (\"lstm\", \"default\"); assert m[\"max-image-size\"][\"source\"] == \"default\"'"
+
+# config show never prints the broker's password (text or JSON); the rest of the URL stays.
+out=$(OCRPOOL_BROKER='redis://u:s3cr3t@db.example:6379/2' "$OCRPOOL" config show 2>&1)
+check "config show: the broker's password is masked" bash -c "grep -q '^broker  *redis://u:\*\*\*@db.example:6379/2  *environment OCRPOOL_BROKER' <<<\"\$out\" && ! grep -q s3cr3t <<<\"\$out\""
+out=$(OCRPOOL_BROKER='redis://:s3cr3t@db.example:6379/2' "$OCRPOOL" config show --json 2>&1)
+check "config show --json: the broker's password is masked" bash -c "grep -q '\"redis://:\*\*\*@db.example:6379/2\"' <<<\"\$out\" && ! grep -q s3cr3t <<<\"\$out\""
 
 # Refused values: exit 2, one line naming setting, origin and what is allowed.
 refused() { # refused NAME EXPECTED-SUBSTRING CMD...
@@ -63,15 +69,15 @@ check "missing language: exit 1 (got $rc)" test $rc -eq 1
 check "missing language: names the package" grep -q "language 'kat' is not installed.*install the Debian package tesseract-ocr-kat" "$TMP/lang.err"
 "$OCRPOOL" ocr -l eng+script/Cyrillic "$FIXTURES/eng.png" 2>"$TMP/lang2.err"
 check "missing script: names the package" grep -q "tesseract-ocr-script-cyrl" "$TMP/lang2.err"
-check "script/Devanagari works" bash -c "'$OCRPOOL' ocr -l script/Devanagari '$FIXTURES/hin.png' | grep -q 'भारत'"
-check "Devanagari (Debian's file name) works" bash -c "'$OCRPOOL' ocr -l Devanagari '$FIXTURES/hin.png' | grep -q 'भारत'"
+check "script/Devanagari works" bash -c "'$OCRPOOL' ocr -l script/Devanagari '$FIXTURES/hin.png' | grep >/dev/null 'भारत'"
+check "Devanagari (Debian's file name) works" bash -c "'$OCRPOOL' ocr -l Devanagari '$FIXTURES/hin.png' | grep >/dev/null 'भारत'"
 
 check "--help exits 0" bash -c "'$OCRPOOL' ocr --help >/dev/null"
 # What --help says is what happens (issue 21).
 "$OCRPOOL" ocr --help >"$TMP/help.txt"
 check "ocr --help: one entry for --concurrency" test "$(grep -c -- '--concurrency ' "$TMP/help.txt")" -eq 1
 check "ocr --help: log-level's default for worker and serve" grep -q 'log-level .*worker and serve: info' "$TMP/help.txt"
-check "status --help: the default priorities" bash -c "'$OCRPOOL' status --help | grep -q 'default is 0 (POST /v1/jobs queues at 5'"
+check "status --help: the default priorities" bash -c "'$OCRPOOL' status --help | grep >/dev/null 'default is 0 (POST /v1/jobs queues at 5'"
 mkdir "$TMP/cwd"
 (cd "$TMP/cwd" && "$OCRPOOL" ocr -q --format txt,json -l eng "$FIXTURES/eng.png" >"$TMP/fmt.out")
 check "--format txt,json without -o: files in the current folder, nothing on stdout" \
@@ -84,8 +90,8 @@ check "config file: a # inside a word or quotes kept" bash -c "grep -q '^broker 
 # A named SQLite queue's folder is created; status --tasks lists tasks in text too.
 Q="sqlite://$TMP/new/folder/q.db"
 check "submit: a queue file's missing folder is created" bash -c "'$OCRPOOL' submit --broker '$Q' '$FIXTURES/eng.png' >'$TMP/id'"
-check "status --tasks: a line per task in text" bash -c "'$OCRPOOL' status --broker '$Q' --tasks | grep -q \"^  ready \$(cat '$TMP/id') .*eng.png page 1\$\""
-check "status without --tasks: no task lines" bash -c "! '$OCRPOOL' status --broker '$Q' | grep -q '^  ready '"
+check "status --tasks: a line per task in text" bash -c "'$OCRPOOL' status --broker '$Q' --tasks | grep >/dev/null \"^  ready \$(cat '$TMP/id') .*eng.png page 1\$\""
+check "status without --tasks: no task lines" bash -c "! '$OCRPOOL' status --broker '$Q' | grep >/dev/null '^  ready '"
 # A page whose file is gone before a worker (without --allow-root) reads it: the reason
 # names the file, as a Celery client or `status` shows it (issue 21).
 Q2="sqlite://$TMP/gone/q.db"
@@ -95,7 +101,7 @@ rm "$TMP/gone.png"
 "$OCRPOOL" worker --broker "$Q2" -c 1 >"$TMP/gone.log" 2>&1 &
 W=$!
 PIDS+=("$W")
-for _ in $(seq 150); do "$OCRPOOL" status --broker "$Q2" | grep -q ' 1 failed' && break; sleep 0.2; done
+for _ in $(seq 150); do "$OCRPOOL" status --broker "$Q2" | grep >/dev/null ' 1 failed' && break; sleep 0.2; done
 kill -TERM "$W"
 wait "$W"
 "$OCRPOOL" status --broker "$Q2" >"$TMP/gone.status"
@@ -103,11 +109,11 @@ sed 's/^/# /' "$TMP/gone.status"
 check "a missing file: the failure names it" \
     grep -qF "page 1: cannot open $TMP/gone.png: No such file or directory" "$TMP/gone.status"
 check "requeue: '0 pages back in the queue'" \
-    bash -c "'$OCRPOOL' requeue --broker '$Q2' --buried | grep -qx '0 pages back in the queue'"
+    bash -c "'$OCRPOOL' requeue --broker '$Q2' --buried | grep -x >/dev/null '0 pages back in the queue'"
 check "requeue: '1 page back in the queue'" \
-    bash -c "'$OCRPOOL' requeue --broker '$Q2' --failed | grep -qx '1 page back in the queue'"
-check "version" bash -c "'$OCRPOOL' version | grep -q '^ocrpool '"
+    bash -c "'$OCRPOOL' requeue --broker '$Q2' --failed | grep -x >/dev/null '1 page back in the queue'"
+check "version" bash -c "'$OCRPOOL' version | grep >/dev/null '^ocrpool '"
 # OpenMP limited to one thread unless the user chose otherwise (the Tesseract engine says so).
-check "OMP_THREAD_LIMIT=1 in effect" bash -c "env -u OMP_THREAD_LIMIT '$OCRPOOL' ocr --engine tesseract --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=1\$'"
-check "OMP_THREAD_LIMIT of the user kept" bash -c "OMP_THREAD_LIMIT=2 '$OCRPOOL' ocr --engine tesseract --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep -q 'OMP_THREAD_LIMIT=2\$'"
+check "OMP_THREAD_LIMIT=1 in effect" bash -c "env -u OMP_THREAD_LIMIT '$OCRPOOL' ocr --engine tesseract --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep >/dev/null 'OMP_THREAD_LIMIT=1\$'"
+check "OMP_THREAD_LIMIT of the user kept" bash -c "OMP_THREAD_LIMIT=2 '$OCRPOOL' ocr --engine tesseract --log-level info -l eng '$FIXTURES/eng.png' 2>&1 >/dev/null | grep >/dev/null 'OMP_THREAD_LIMIT=2\$'"
 finish

@@ -15,7 +15,7 @@ workers_of() { # workers_of JSON: the count of workers of the first node
     python3 -c "import json,sys; print(len(json.load(open('$1'))['nodes'][0]['workers']))"
 }
 
-check "monitor with no node: says so" bash -c "'$OCRPOOL' monitor | grep -q 'no ocrpool node is running'"
+check "monitor with no node: says so" bash -c "'$OCRPOOL' monitor | grep >/dev/null 'no ocrpool node is running'"
 
 OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "$Q" -c 2 --memory-budget 10 >"$TMP/w.log" 2>&1 &
 W=$!
@@ -113,7 +113,7 @@ wait_log "$TMP/w3.log" "fault injection: sleeping" 30
 "$OCRPOOL" stop --now --node "$W3" >/dev/null
 wait "$W3"
 check "stop --now: cold, the page is back in the queue" \
-    bash -c "'$OCRPOOL' status --broker sqlite://$TMP/q3.db | grep -q '1 queued, 0 running, 0 done'"
+    bash -c "'$OCRPOOL' status --broker sqlite://$TMP/q3.db | grep >/dev/null '1 queued, 0 running, 0 done'"
 
 # A warm stop on the control socket, then a SIGTERM (a service manager stopping the whole
 # group while `ocrpool ocr` passed its own stop on): one warm stop, not a cold one.
@@ -127,7 +127,7 @@ kill -TERM "$W5"
 wait "$W5"
 rc=$?
 check "control stop, then SIGTERM: warm, the page finished (exit $rc)" \
-    bash -c "[ $rc -eq 0 ] && ! grep -q 'cold shutdown' '$TMP/w5.log' && '$OCRPOOL' status --broker sqlite://$TMP/q5.db | grep -q '0 queued, 0 running, 1 done'"
+    bash -c "[ $rc -eq 0 ] && ! grep -q 'cold shutdown' '$TMP/w5.log' && '$OCRPOOL' status --broker sqlite://$TMP/q5.db | grep >/dev/null '0 queued, 0 running, 1 done'"
 
 # A client that connects and says nothing does not hold the node up: silent clients, a new
 # one every 0.4 s, each kept open 3 s, while pages keep completing and monitor answers; the

@@ -66,5 +66,5 @@ check "gpu-test --device cuda:63: FAIL with the devices found" \
 rc=$?
 check "ocr --device cuda:63: exit 2 (got $rc)" test $rc -eq 2
 check "ocr --device cuda:63: one line" grep -q "^ocrpool: setting device: 'cuda:63' from flag --device: device cuda:63 is not present" "$TMP/ocr.err"
-check "ocr --device cpu: runs" bash -c "'$OCRPOOL' ocr --device cpu -l eng '$FIXTURES/eng.png' | grep -q 'quick brown fox'"
+check "ocr --device cpu: runs" bash -c "'$OCRPOOL' ocr --device cpu -l eng '$FIXTURES/eng.png' | grep >/dev/null 'quick brown fox'"
 finish

@@ -30,7 +30,7 @@ S=$!
 PIDS+=("$S")
 up "http://127.0.0.1:$port/healthz"
 python3 "$here/http_check.py" "http://127.0.0.1:$port" s3cret "$FIXTURES" "$TMP/spool" || _failed=1
-check "OCRPOOL_TOKEN: the token is not in the command line" bash -c "! tr '\\0' ' ' </proc/$S/cmdline | grep -q s3cret"
+check "OCRPOOL_TOKEN: the token is not in the command line" bash -c "! tr '\\0' ' ' </proc/$S/cmdline | grep >/dev/null s3cret"
 
 # The node restarts its API process: kill -9 it, and the API answers again within a few
 # seconds, /metrics counts the restart, and the log says how it ended.
@@ -204,13 +204,13 @@ check "--token-file: the file's token: 200" python3 -c "
 import urllib.request
 r = urllib.request.Request('http://127.0.0.1:$port/readyz', headers={'Authorization': 'Bearer fil3tok'})
 assert urllib.request.urlopen(r, timeout=5).status == 200"
-check "--token-file: the token is not in the command line" bash -c "! tr '\\0' ' ' </proc/$T/cmdline | grep -q fil3tok"
+check "--token-file: the token is not in the command line" bash -c "! tr '\\0' ' ' </proc/$T/cmdline | grep >/dev/null fil3tok"
 kill -TERM "$T"
 wait "$T"
 check "--token-file of a file that is not there: a clear error" bash -c \
-    "'$OCRPOOL' serve --no-workers --token-file '$TMP/none' 2>&1 | grep -q -- '--token-file $TMP/none: No such file'"
+    "'$OCRPOOL' serve --no-workers --token-file '$TMP/none' 2>&1 | grep >/dev/null -- '--token-file $TMP/none: No such file'"
 check "--serve --help names --token-file and OCRPOOL_TOKEN" bash -c \
-    "'$OCRPOOL' serve --help | grep -q -- '--token-file FILE' && '$OCRPOOL' serve --help | grep -q OCRPOOL_TOKEN"
+    "'$OCRPOOL' serve --help | grep >/dev/null -- '--token-file FILE' && '$OCRPOOL' serve --help | grep >/dev/null OCRPOOL_TOKEN"
 
 # Uploads (SQLite): kept while their pages wait, deleted once they have finished; one
 # that queued nothing is deleted at once.
@@ -276,7 +276,7 @@ if command -v redis-server >/dev/null; then
         --daemonize no >"$TMP/redis.log" 2>&1 &
     R=$!
     PIDS+=("$R")
-    for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+    for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep >/dev/null PONG && break; sleep 0.1; done
     RSP=$TMP/rspool
     port=$(freeport)
     # No --allow-root: its workers read the uploads in the spool, nothing else.

@@ -26,11 +26,11 @@ assert "this machine's %d MB" % mb in budget["origin"], budget
 print("# %d MB here: budget %d MB, hard limit %d MB" % (mb, budget["value"], hard["value"]))
 PY
 check "defaults: config show says where the default comes from" \
-    sh -c "'$OCRPOOL' config show | grep -q '^memory-budget .*default (half of this machine'"
+    sh -c "'$OCRPOOL' config show | grep >/dev/null '^memory-budget .*default (half of this machine'"
 check "defaults: an explicit 0 still turns them off" \
     sh -c "OCRPOOL_MEMORY_BUDGET=0 '$OCRPOOL' config show --hard-memory-limit 0 |
-        grep -q '^hard-memory-limit *0 MB *flag' &&
-        OCRPOOL_MEMORY_BUDGET=0 '$OCRPOOL' config show | grep -q '^memory-budget *0 MB *environment'"
+        grep >/dev/null '^hard-memory-limit *0 MB *flag' &&
+        OCRPOOL_MEMORY_BUDGET=0 '$OCRPOOL' config show | grep >/dev/null '^memory-budget *0 MB *environment'"
 
 # ---- a 30 x 30 inch PDF page (6000 x 6000 at 200 dpi) rendered at 2048, not at 6000 -------
 python3 "$root/bench/bigpdf.py" "$TMP/big.pdf" 30
@@ -111,12 +111,12 @@ done
 zp=$!
 PIDS+=($zp)
 for _ in $(seq 1 300); do
-    "$OCRPOOL" status --broker "$ZQ" | grep -q "9 done" && break
+    "$OCRPOOL" status --broker "$ZQ" | grep >/dev/null "9 done" && break
     sleep 0.2
 done
 kill -TERM $zp
 wait $zp
-check "shared models: the 9 pages done" sh -c "'$OCRPOOL' status --broker '$ZQ' | grep -q '9 done'"
+check "shared models: the 9 pages done" sh -c "'$OCRPOOL' status --broker '$ZQ' | grep >/dev/null '9 done'"
 check "shared models: the zygote loaded san and tam when the workers asked" \
     sh -c "grep -q 'zygote: loaded san ' '$TMP/z.log' && grep -q 'zygote: loaded tam ' '$TMP/z.log'"
 n=$(grep -c "replacing worker .* its own copy of a model the zygote now shares" "$TMP/z.log")
@@ -147,7 +147,7 @@ if xargs -a "$TMP/files" -s 2000000 "$OCRPOOL" submit --broker "$Q" --group g >"
     wp=$!
     PIDS+=($wp)
     for _ in $(seq 1 300); do
-        "$OCRPOOL" status --broker "$Q" g | grep -q "2500 done" && break
+        "$OCRPOOL" status --broker "$Q" g | grep >/dev/null "2500 done" && break
         sleep 0.2
     done
     kill -TERM $wp

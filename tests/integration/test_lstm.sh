@@ -48,7 +48,7 @@ for l in eng san; do
 done
 
 check "model-info: eng's network and its dictionaries" bash -c \
-    "'$OCRPOOL' model-info eng | grep -q '^spec \[1,36,0,1Ct3,3,16Mp3,3Lfys48Lfx96Lrx96Lfx192O1c1\]' &&
+    "'$OCRPOOL' model-info eng | grep >/dev/null '^spec \[1,36,0,1Ct3,3,16Mp3,3Lfys48Lfx96Lrx96Lfx192O1c1\]' &&
      '$OCRPOOL' model-info eng | grep -Eq '^dictionaries: punctuation [0-9]+ edges, words [0-9]{6,}'"
 
 # Dictionary-free copies of the models, for test 2 (combine_tessdata, from tesseract-ocr).
@@ -58,7 +58,7 @@ for l in eng san tam hin; do
         rm -f "$l".lstm-*-dawg && combine_tessdata "$l." >/dev/null 2>&1 && rm -f "$l".lstm* "$l".version)
 done
 check "model-info of a copy without dictionaries says so" bash -c \
-    "'$OCRPOOL' model-info '$TMP/nodict/eng.traineddata' | grep -qx 'no dictionaries'"
+    "'$OCRPOOL' model-info '$TMP/nodict/eng.traineddata' | grep -x >/dev/null 'no dictionaries'"
 nd_same=0 nd_total=0 d_same=0
 for l in eng san tam hin; do
     h=36
@@ -184,13 +184,13 @@ print('# %d words the same, mean |confidence difference| %.2f' % (len(d), sum(d)
 assert len(d) >= 40 and sum(d) / len(d) < 3
 "
 check "san+eng: the lines read by the models in order, a sure reading kept" bash -c \
-    "'$OCRPOOL' ocr --engine lstm -l san+eng '$F/eng.png' 2>/dev/null | grep -q 'quick brown fox'"
+    "'$OCRPOOL' ocr --engine lstm -l san+eng '$F/eng.png' 2>/dev/null | grep >/dev/null 'quick brown fox'"
 pango-view --font="Noto Serif 12" --dpi=300 --margin=60 --background=black --foreground=white \
     -q -o "$TMP/inverted.png" --text "White letters on a black ground"
 check "light text on a dark ground is read (the line inverted first)" bash -c \
-    "'$OCRPOOL' ocr --engine lstm -l eng '$TMP/inverted.png' 2>/dev/null | grep -qx 'White letters on a black ground'"
+    "'$OCRPOOL' ocr --engine lstm -l eng '$TMP/inverted.png' 2>/dev/null | grep -x >/dev/null 'White letters on a black ground'"
 check "a model without an LSTM (osd) is refused with the reason" bash -c \
-    "'$OCRPOOL' ocr --engine lstm -l osd '$F/eng.png' 2>&1 | grep -q 'no LSTM model'"
+    "'$OCRPOOL' ocr --engine lstm -l osd '$F/eng.png' 2>&1 | grep >/dev/null 'no LSTM model'"
 
 # Fewer forward passes with several languages (issue 18): after a page's first lines, a line
 # goes first to the model that won the lines like it, and the others are spared when it reads

@@ -115,7 +115,7 @@ sed 's/^/# /' "$TMP/osd.err"
 check "a legacy-only model: exit 1 (got $rc), the reason names --engine tesseract" \
     bash -c "[ $rc -eq 1 ] && grep -q '^ocrpool: .*osd.traineddata: no LSTM model .*--engine tesseract' '$TMP/osd.err' && [ ! -s '$TMP/osd.out' ]"
 check "a legacy-only model: --engine tesseract reads with it" \
-    bash -c "XDG_STATE_HOME='$TMP/osd-state' '$OCRPOOL' ocr --engine tesseract -l osd '$F/eng.png' 2>/dev/null | grep -q '[a-z]'"
+    bash -c "XDG_STATE_HOME='$TMP/osd-state' '$OCRPOOL' ocr --engine tesseract -l osd '$F/eng.png' 2>/dev/null | grep >/dev/null '[a-z]'"
 
 # --format beyond txt without -o: files in the current folder, nothing on stdout.
 mkdir -p "$TMP/cwd"
@@ -339,7 +339,7 @@ set_ok() { # set_ok NAME WHAT RESUMED PAGES: exit 0, RESUMED pages resumed, PAGE
     [ "$rc" -eq 0 ] || { [ "$rc" -eq 124 ] && why="hung: killed after 60 s"; }
     [ "$2" -eq 1 ] && pages=page
     check "other sets, $what: finishes ($why), $1 of $2 pages resumed, $2 done" \
-        bash -c "[ $rc -eq 0 ] && { [ $1 -eq 0 ] || grep -q '^ocrpool: resuming: $1 of $2 pages done already' '$TMP/set-$name.err'; } && grep -q '^ocrpool: $2 $pages: $2 done, 0 failed;' '$TMP/set-$name.err'"
+        bash -c "[ $rc -eq 0 ] && { [ $1 -eq 0 ] || grep >/dev/null '^ocrpool: resuming: $1 of $2 pages done already' '$TMP/set-$name.err'; } && grep -q '^ocrpool: $2 $pages: $2 done, 0 failed;' '$TMP/set-$name.err'"
 }
 sets first a b
 set_ok first "a first set (a b)" 0 2

@@ -23,7 +23,7 @@ done
 qpdf_ok() {
     local out
     out=$(qpdf --check "$1" 2>&1) || { echo "$out" | sed 's/^/# /'; return 1; }
-    ! echo "$out" | grep -qi "warning\|error:" || { echo "$out" | sed 's/^/# /'; return 1; }
+    ! echo "$out" | grep -i >/dev/null "warning\|error:" || { echo "$out" | sed 's/^/# /'; return 1; }
 }
 # same_text A B: the same words in the same order (whitespace and form feeds aside).
 norm() { tr -s ' \n\f\t' '    ' <"$1" | sed 's/^ //; s/ $//'; }
@@ -60,7 +60,7 @@ check "--output-pdf: qpdf --check clean" qpdf_ok "$TMP/eng-own.pdf"
 check "a PDF with text: its own text kept, ours added (each line twice, in content order)" \
     test "$(pdftotext -raw "$TMP/eng-own.pdf" - | grep -c 'quick brown fox')" -eq 2
 check "a PDF with text: its fonts kept, ours added" \
-    bash -c "pdffonts '$F/eng.pdf' | tail -n +3 | awk '{print \$1}' | while read -r f; do pdffonts '$TMP/eng-own.pdf' | grep -q \"^\$f \" || exit 1; done && pdffonts '$TMP/eng-own.pdf' | grep -q GlyphLessFont"
+    bash -c "pdffonts '$F/eng.pdf' | tail -n +3 | awk '{print \$1}' | while read -r f; do pdffonts '$TMP/eng-own.pdf' | grep >/dev/null \"^\$f \" || exit 1; done && pdffonts '$TMP/eng-own.pdf' | grep >/dev/null GlyphLessFont"
 
 # An encrypted PDF (an owner password, no user password): its encryption is kept.
 qpdf --encrypt "" owner-pw 256 --print=none -- "$F/tam-scan.pdf" "$TMP/enc.pdf"
@@ -68,7 +68,7 @@ qpdf --encrypt "" owner-pw 256 --print=none -- "$F/tam-scan.pdf" "$TMP/enc.pdf"
 rc=$?
 check "encrypted PDF: exit 0 (got $rc), qpdf --check clean" bash -c "[ $rc -eq 0 ]" && qpdf_ok "$TMP/enc-ocr.pdf"
 check "encrypted PDF: still encrypted as it was (AES-256, R = 6, no printing)" \
-    bash -c "qpdf --check '$TMP/enc-ocr.pdf' | grep -q '^R = 6' && qpdf --check '$TMP/enc-ocr.pdf' | grep -qi 'print low resolution: not allowed'"
+    bash -c "qpdf --check '$TMP/enc-ocr.pdf' | grep >/dev/null '^R = 6' && qpdf --check '$TMP/enc-ocr.pdf' | grep -i >/dev/null 'print low resolution: not allowed'"
 pdftotext "$TMP/enc-ocr.pdf" "$TMP/enc.pdftotext"
 check "encrypted PDF: pdftotext gives back our text" same_text "$TMP/enc.txt" "$TMP/enc.pdftotext"
 
@@ -104,7 +104,7 @@ done
 pdfimages -all "$TMP/img/eng.pdf" "$TMP/jpg"
 check "JPEG: passed through byte for byte (DCTDecode)" cmp "$F/eng.jpg" "$TMP/jpg-000.jpg"
 check "JPEG: the page is the image's size at its dpi (1592x645 at 300: 382.08 x 154.8 pt)" \
-    bash -c "pdfinfo '$TMP/img/eng.pdf' | grep -q 'Page size: *382.08 x 154.8 pts'"
+    bash -c "pdfinfo '$TMP/img/eng.pdf' | grep >/dev/null 'Page size: *382.08 x 154.8 pts'"
 pdftotext "$TMP/img/eng.pdf" "$TMP/jpg.pdftotext"
 check "JPEG: pdftotext gives back our text" same_text "$TMP/img/eng.txt" "$TMP/jpg.pdftotext"
 pdfimages -png "$TMP/img/eng-2.pdf" "$TMP/png"
@@ -112,12 +112,12 @@ check "PNG: losslessly (Flate), the same pixels" /usr/bin/python3 -c "
 from PIL import Image, ImageChops
 a = Image.open('$F/eng.png').convert('L'); b = Image.open('$TMP/png-000.png').convert('L')
 assert a.size == b.size and ImageChops.difference(a, b).getbbox() is None"
-check "PNG: the image is Flate, not JPEG" bash -c "pdfimages -list '$TMP/img/eng-2.pdf' | tail -1 | grep -q ' image '"
-check "two-page TIFF: one PDF of 2 pages" bash -c "pdfinfo '$TMP/img/two.pdf' | grep -q '^Pages: *2$'"
+check "PNG: the image is Flate, not JPEG" bash -c "pdfimages -list '$TMP/img/eng-2.pdf' | tail -1 | grep >/dev/null ' image '"
+check "two-page TIFF: one PDF of 2 pages" bash -c "pdfinfo '$TMP/img/two.pdf' | grep >/dev/null '^Pages: *2$'"
 pdftotext -f 1 -l 1 "$TMP/img/two.pdf" "$TMP/two1.pdftotext"
 check "two-page TIFF: page 1's text is page 1's" same_text "$TMP/img/two-p1.txt" "$TMP/two1.pdftotext"
 check "EXIF-turned JPEG: re-encoded losslessly as shown upright, text read back" \
-    bash -c "pdfimages -list '$TMP/img/eng-exif6.pdf' | tail -1 | grep -q ' image ' && pdftotext '$TMP/img/eng-exif6.pdf' - | grep -q 'quick brown fox'"
+    bash -c "pdfimages -list '$TMP/img/eng-exif6.pdf' | tail -1 | grep >/dev/null ' image ' && pdftotext '$TMP/img/eng-exif6.pdf' - | grep >/dev/null 'quick brown fox'"
 
 # ---- A book: interrupted, resumed, assembled once its last page is done --------------
 : >"$TMP/book.err"
@@ -137,7 +137,7 @@ grep -v ' lines, ' "$TMP/book2.err" | sed 's/^/# /'
 check "book resumed: exit 0 (got $rc), resumed" \
     bash -c "[ $rc -eq 0 ] && grep -Eq 'resuming: [1-3] of 4 pages done already' '$TMP/book2.err'"
 check "book resumed: the PDF assembled, 4 pages, qpdf --check clean" \
-    bash -c "pdfinfo '$TMP/book.pdf' | grep -q '^Pages: *4$'" && qpdf_ok "$TMP/book.pdf"
+    bash -c "pdfinfo '$TMP/book.pdf' | grep >/dev/null '^Pages: *4$'" && qpdf_ok "$TMP/book.pdf"
 python3 -c "
 import sys
 for i, t in enumerate(open('$TMP/book.txt', encoding='utf-8').read().split('\f')):
@@ -454,7 +454,7 @@ mkdir -p "$TMP/redis" "$TMP/celery"
 redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --appendonly no \
     --daemonize no >"$TMP/redis.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping 2>/dev/null | grep >/dev/null PONG && break; sleep 0.1; done
 # Reads under $F and $TMP/celery; writes PDFs under $TMP/celery/out only.
 mkdir -p "$TMP/celery/out"
 OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "$RURL" -c 2 --allow-root "$F:$TMP/celery" \

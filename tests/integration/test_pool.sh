@@ -86,7 +86,7 @@ stop_worker
 status_json
 check "acks late: the killed worker's page is done again (2 deliveries)" $CHECK state "$TMP/status.json" "$id" done 2
 check "acks late: its result is stored once" test "$(grep -c "page $id done" "$TMP/ack.log")" -eq 1
-check "acks late: the result is there" bash -c "'$OCRPOOL' result --broker '$Q' $id | grep -q 'quick brown fox'"
+check "acks late: the result is there" bash -c "'$OCRPOOL' result --broker '$Q' $id | grep >/dev/null 'quick brown fox'"
 check "the log says why the page went back" grep -q "goes back to the queue (delivery 1 of 3): worker $wpid crashed: killed by signal 9 (SIGKILL)" "$TMP/ack.log"
 
 # --- Master loss: kill -9 the master; leases run out; nothing is lost --------
@@ -99,7 +99,7 @@ wpid=$(log_pid "$TMP/m1.log" "fault injection: sleeping")
 kill -9 "$WPID"
 wait "$WPID" 2>/dev/null
 sleep 0.5
-gone() { [ ! -e "/proc/$1" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+gone() { [ ! -e "/proc/$1" ] || grep >/dev/null '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 check "children die with the master (worker $wpid gone)" gone "$wpid"
 status_json
 check "the page stays leased to the dead node until its lease runs out" \
@@ -381,12 +381,12 @@ wait_finished 6
 stop_worker
 status_json
 check "priority 9 before priority 0" $CHECK order "$TMP/status.json" high low
-check "groups: counts per group" bash -c "'$OCRPOOL' status --broker '$Q' high | grep -q '^high: 0 queued, 0 running, 3 done, 0 failed, 0 buried'"
+check "groups: counts per group" bash -c "'$OCRPOOL' status --broker '$Q' high | grep >/dev/null '^high: 0 queued, 0 running, 3 done, 0 failed, 0 buried'"
 sleep 1.2
 start_worker "$TMP/ex.log" -c 1 --result-expires 1
 wait_log "$TMP/ex.log" "finished pages expired" 10
 stop_worker
-check "result-expires: finished pages are gone" bash -c "'$OCRPOOL' status --broker '$Q' | grep -q '0 done'"
+check "result-expires: finished pages are gone" bash -c "'$OCRPOOL' status --broker '$Q' | grep >/dev/null '0 done'"
 
 # --- Requeue buried pages ---------------------------------------------------------
 fresh
@@ -394,11 +394,11 @@ poison=$(submit -l eng --group book "$TMP/p/poison.png")
 OCRPOOL_FAULT=crash:poison start_worker "$TMP/rq.log" -c 1 --max-deliveries 1
 wait_finished 1 30
 stop_worker
-check "requeue --buried: puts it back" bash -c "'$OCRPOOL' requeue --broker '$Q' --buried book | grep -q '^1 page back in the queue$'"
+check "requeue --buried: puts it back" bash -c "'$OCRPOOL' requeue --broker '$Q' --buried book | grep >/dev/null '^1 page back in the queue$'"
 start_worker "$TMP/rq2.log" -c 1
 wait_finished 1 30
 stop_worker
-check "requeue: done on the next try" bash -c "'$OCRPOOL' status --broker '$Q' book | grep -q '1 done'"
+check "requeue: done on the next try" bash -c "'$OCRPOOL' status --broker '$Q' book | grep >/dev/null '1 done'"
 
 # --- Signals ---------------------------------------------------------------------
 fresh

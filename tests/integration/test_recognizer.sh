@@ -167,7 +167,7 @@ check "-c 4: batches of more than one line, and of lines of more than one worker
     "$(rec batch_hist)" "$(rec multi_worker_batches)"
 check "-c 4: every page right, each delivered once" texts_right 1
 check "monitor shows the recognizer's row and figures" bash -c \
-    "'$OCRPOOL' monitor --node $WPID | grep -q '^  recog ' && '$OCRPOOL' monitor --node $WPID | grep -q 'recognizer 0: [1-9][0-9]* lines'"
+    "'$OCRPOOL' monitor --node $WPID | grep >/dev/null '^  recog ' && '$OCRPOOL' monitor --node $WPID | grep >/dev/null 'recognizer 0: [1-9][0-9]* lines'"
 
 # --- 3. kill -9 of the recognizer mid-run -----------------------------------------------
 # Enough pages that the run outlasts the recognizer's figures (every second) by seconds.

@@ -27,7 +27,7 @@ start_redis() {
     RPID=$!
     PIDS+=("$RPID")
     for _ in $(seq 100); do
-        redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && return 0
+        redis-cli -p "$PORT" ping 2>/dev/null | grep >/dev/null PONG && return 0
         sleep 0.1
     done
     return 1
@@ -48,11 +48,11 @@ log_pid() { grep -m1 -- "$2" "$1" | awk '{print $2}'; }
 
 check "redis-server starts on a loopback port" start_redis
 check "rediss:// is refused: no TLS in Debian's hiredis" bash -c \
-    "'$OCRPOOL' status --broker rediss://127.0.0.1:$PORT/0 2>&1 | grep -q 'TLS (rediss://) is not supported'"
+    "'$OCRPOOL' status --broker rediss://127.0.0.1:$PORT/0 2>&1 | grep >/dev/null 'TLS (rediss://) is not supported'"
 check "a Redis that is not there: a clear error" bash -c \
-    "'$OCRPOOL' status --broker redis://127.0.0.1:1/0 2>&1 | grep -q 'redis 127.0.0.1:1: cannot connect: Connection refused'"
+    "'$OCRPOOL' status --broker redis://127.0.0.1:1/0 2>&1 | grep >/dev/null 'redis 127.0.0.1:1: cannot connect: Connection refused'"
 check "a bad database number: a clear error" bash -c \
-    "'$OCRPOOL' status --broker redis://127.0.0.1:$PORT/x 2>&1 | grep -q 'bad database number'"
+    "'$OCRPOOL' status --broker redis://127.0.0.1:$PORT/x 2>&1 | grep >/dev/null 'bad database number'"
 
 # --- failure kinds: stored with a failure or a burial, read back by ocrpool and by Celery ---
 # (database 5 and a queue of its own: nothing else in this test sees these pages)
@@ -221,9 +221,9 @@ check "5. eight malformed messages are in the dead-letter list" test "$(rcli lle
 rcli lrange ocrpool.deadletter 0 -1 | $PY -c 'import json,sys
 for l in sys.stdin:
     print("# dead letter:", json.loads(l)["reason"][:90])'
-check "5. each dead letter says why" bash -c "rcli() { redis-cli -p $PORT \"\$@\"; }; rcli lrange ocrpool.deadletter 0 -1 | grep -c '\"reason\"' | grep -qx 8"
+check "5. each dead letter says why" bash -c "rcli() { redis-cli -p $PORT \"\$@\"; }; rcli lrange ocrpool.deadletter 0 -1 | grep -c '\"reason\"' | grep -x >/dev/null 8"
 check "5. a malformed message with an id fails that id with the reason" bash -c \
-    "redis-cli -p $PORT get celery-task-meta-$badid | grep -q 'MalformedMessage.*bad base64'"
+    "redis-cli -p $PORT get celery-task-meta-$badid | grep >/dev/null 'MalformedMessage.*bad base64'"
 check "5. the worker logged them" test "$(grep -c 'dead-lettered' "$TMP/bad.log")" -eq 8
 check "5. nothing is left unacknowledged" test "$(rcli hlen unacked)" -eq 0
 check "5. warm stop exits 0" stop_node "$WPID"
@@ -290,7 +290,7 @@ check "a password and a database index from the URL: submit lands in db 2" bash 
     "'$OCRPOOL' submit --broker 'redis://:s3cret%20pass@127.0.0.1:$PORT/2' '$F/eng.png' >/dev/null &&
      test \"\$(redis-cli -p $PORT -a 's3cret pass' --no-auth-warning -n 2 llen celery)\" -eq 1"
 check "a wrong password: a clear error" bash -c \
-    "'$OCRPOOL' status --broker 'redis://:wrong@127.0.0.1:$PORT/2' 2>&1 | grep -q 'AUTH: WRONGPASS'"
+    "'$OCRPOOL' status --broker 'redis://:wrong@127.0.0.1:$PORT/2' 2>&1 | grep >/dev/null 'AUTH: WRONGPASS'"
 # --- The URL's password is never shown --------------------------------------------
 # The worker is told the URL only through OCRPOOL_BROKER: its command line, log (info),
 # `monitor --json`, `control stats` and Celery's inspect answers must not hold the

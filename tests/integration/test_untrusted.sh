@@ -23,7 +23,7 @@ mkdir -p "$TMP/redis"
 redis-server --port "$PORT" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --appendonly no \
     --daemonize no >"$TMP/redis.log" 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 100); do redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+for _ in $(seq 100); do redis-cli -p "$PORT" ping 2>/dev/null | grep >/dev/null PONG && break; sleep 0.1; done
 
 start_node() { # start_node LOG [flags]: a worker node on Redis, pid in $WPID
     local log=$1
