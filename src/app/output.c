@@ -331,10 +331,12 @@ static int group_pdf(ocp_broker *b, const char *group, const ocp_image_limits *l
         goto out;
     }
     if (g.not_done) {
-        rc = ocp_errf(OCP_E_EMPTY, err, errlen, "%d pages not done (page %d is %s)", g.not_done,
+        rc = ocp_errf(OCP_E_EMPTY, err, errlen, "%d page%s not done (page %d is %s)", g.not_done,
+                      g.not_done == 1 ? "" : "s",
                       g.first_not_done + 1, g.state);
         if (g.first_not_done < 0)
-            ocp_errf(OCP_E_EMPTY, err, errlen, "%d pages not done", g.not_done);
+            ocp_errf(OCP_E_EMPTY, err, errlen, "%d page%s not done", g.not_done,
+                     g.not_done == 1 ? "" : "s");
         goto out;
     }
     for (int i = 0; i < g.cap; i++)

@@ -191,7 +191,7 @@ static void judge(json_t *nodes, json_t *flags, json_t *recs)
         json_array_foreach(json_object_get(json_object_get(n, "recognizer"), "recognizers"), k, w)
             zyg_pss += kb(json_object_get(w, "memory"), "pss_kb");
         total_pss = zyg_pss + worker_pss;
-        if (budget > 0 && total_pss / 1024 > budget) {
+        if (budget > 0 && total_pss > budget * 1024) {
             add(flags, "node %ld: total PSS %.0f MB over its memory budget %ld MB", pid,
                 total_pss / 1024.0, budget);
             double per = nw ? worker_pss / 1024.0 / nw : 0;

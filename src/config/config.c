@@ -616,6 +616,14 @@ static void unused_note(const setting_def *d, const char *engine, unsigned feats
                  d->feature == OCP_FEAT_GPU ? " (no GPU path: auto means cpu)" : "");
 }
 
+/* How much of a setting's unit to print after value: "1 page", not "1 pages" (a plural
+ * word unit loses its 's' after exactly 1; "s", "ms", "KiB" stay as they are). */
+static int unit_len(const setting_def *d, const char *v)
+{
+    int n = d->unit ? (int)strlen(d->unit) : 0;
+    return n > 3 && d->unit[n - 1] == 's' && strcmp(v, "1") == 0 ? n - 1 : n;
+}
+
 /* A value as config show prints it: the broker URL without its password. */
 static const char *shown_str(const setting_def *d, const value *v, char *buf, size_t len)
 {
@@ -671,8 +679,8 @@ void ocp_config_show(const ocp_config *c, FILE *out, bool json, const char *engi
         char shown[128], buf[1024];
         const char *s = shown_str(d, v, buf, sizeof buf);
         unused_note(d, engine, feats, note, sizeof note);
-        snprintf(shown, sizeof shown, "%s%s%s", s[0] ? s : "\"\"", d->unit ? " " : "",
-                 d->unit ? d->unit : "");
+        snprintf(shown, sizeof shown, "%s%s%.*s", s[0] ? s : "\"\"", d->unit ? " " : "",
+                 unit_len(d, s), d->unit ? d->unit : "");
         fprintf(out, "%-22s %-18s %s%s%s\n", d->name, shown, v->origin, note[0] ? "; " : "", note);
     }
 }
@@ -689,7 +697,8 @@ void ocp_config_print_help(FILE *out)
         if (strcmp(d->def, "machine") == 0) /* its help says how it is derived */
             fprintf(out, "  %-28s %s\n", flag, d->help);
         else
-            fprintf(out, "  %-28s %s (default %s%s%s)\n", flag, d->help,
-                    d->def[0] ? d->def : "\"\"", d->unit ? " " : "", d->unit ? d->unit : "");
+            fprintf(out, "  %-28s %s (default %s%s%.*s)\n", flag, d->help,
+                    d->def[0] ? d->def : "\"\"", d->unit ? " " : "", unit_len(d, d->def),
+                    d->unit ? d->unit : "");
     }
 }

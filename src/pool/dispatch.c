@@ -148,8 +148,8 @@ void ocp__batch_done(master *m, worker *w)
         m->recycles_max_memory++;
         ocp__send_exit(m, w);
     } else if (m->pc.max_tasks_per_child > 0 && w->tasks_done >= m->pc.max_tasks_per_child) {
-        OCP_LOG(OCP_LOG_INFO, "replacing worker %d after %d pages (max-tasks-per-child)", w->pid,
-                w->tasks_done);
+        OCP_LOG(OCP_LOG_INFO, "replacing worker %d after %d page%s (max-tasks-per-child)", w->pid,
+                w->tasks_done, w->tasks_done == 1 ? "" : "s");
         m->recycles_max_tasks++;
         ocp__send_exit(m, w);
     } else if (w->gen != m->gen || m->draining ||

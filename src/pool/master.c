@@ -213,13 +213,14 @@ static void start(master *m, const char *url)
     ocp_broker_reclaim_dead(m->b, &n);
     if (n)
         OCP_LOG(OCP_LOG_WARN,
-                "%ld pages leased by nodes of this host that are gone: back in the queue", n);
+                "%ld page%s leased by nodes of this host that are gone: back in the queue", n,
+                n == 1 ? "" : "s");
     ocp__dispatch_start(m);
     ocp__watchdog_start(m);
     ocp__remote_start(m, url); /* Celery's inspect, control and events (redis) */
     char shown[512];
-    OCP_LOG(OCP_LOG_INFO, "node %s: %d workers, prefetch %d, broker %s", m->owner,
-            m->pc.concurrency, m->pc.prefetch_multiplier,
+    OCP_LOG(OCP_LOG_INFO, "node %s: %d worker%s, prefetch %d, broker %s", m->owner,
+            m->pc.concurrency, m->pc.concurrency == 1 ? "" : "s", m->pc.prefetch_multiplier,
             ocp_url_shown(url, shown, sizeof shown)); /* never its password */
 }
 

@@ -37,6 +37,11 @@ out=$(OCRPOOL_BROKER='redis://u:s3cr3t@db.example:6379/2' "$OCRPOOL" config show
 check "config show: the broker's password is masked" bash -c "grep -q '^broker  *redis://u:\*\*\*@db.example:6379/2  *environment OCRPOOL_BROKER' <<<\"\$out\" && ! grep -q s3cr3t <<<\"\$out\""
 out=$(OCRPOOL_BROKER='redis://:s3cr3t@db.example:6379/2' "$OCRPOOL" config show --json 2>&1)
 check "config show --json: the broker's password is masked" bash -c "grep -q '\"redis://:\*\*\*@db.example:6379/2\"' <<<\"\$out\" && ! grep -q s3cr3t <<<\"\$out\""
+# "1 page", never "1 pages": config show and --help.
+out=$(show --concurrency 1)
+check "config show: 1 page, 1 worker (singular)" bash -c "grep -q '^batch-pages  *1 page  *default' <<<\"\$out\" && grep -q '^concurrency  *1 worker  *flag' <<<\"\$out\" && ! grep -q ' 1 pages\| 1 workers' <<<\"\$out\""
+out=$("$OCRPOOL" worker --help 2>&1)
+check "worker --help: (default 1 page)" bash -c "grep -q '(default 1 page)' <<<\"\$out\" && ! grep -q '(default 1 pages)' <<<\"\$out\""
 
 # Refused values: exit 2, one line naming setting, origin and what is allowed.
 refused() { # refused NAME EXPECTED-SUBSTRING CMD...
