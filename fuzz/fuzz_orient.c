@@ -1,7 +1,7 @@
 /*
  * fuzz_orient.c: rotate-pages' and deskew's geometry (src/image/orient.h) on
  * pixels from outside, as a worker runs it on any decoded page: the lines'
- * axis and skew, the band of lines, quarter turns, the deskew, and boxes
+ * axis and skew, the band of lines and the middle lines' band, quarter turns, the deskew, and boxes
  * mapped back, which must stay on the page. Input: width and height (one
  * byte each, 1..256), bands (1 or 3), a turn (0..3 quarters), a skew in
  * tenths of a degree (signed byte), then the pixels (repeated to fill the
@@ -57,6 +57,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (y0 < 0 || y1 > img.height || y0 >= y1 || ocp_orient_band(&img, y0, y1, &band))
                 abort();
             ocp_page_image_fini(&band);
+        }
+        /* The middle lines between white margins: a new image, never wider than the page. */
+        ocp_page_image lb;
+        int nl = 1 + data[2] % 5;
+        if (ocp_orient_line_band(&img, nl, &lb) == 0) {
+            if (lb.width < 1 || lb.height < 1 || lb.width != img.width || !lb.pixels)
+                abort();
+            ocp_page_image_fini(&lb);
         }
         box_on_page(&x, 0, 0, img.width, img.height);
         box_on_page(&x, data[0] % (img.width + 1), data[1] % (img.height + 1), img.width,
