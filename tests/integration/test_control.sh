@@ -136,79 +136,12 @@ OCRPOOL_FAULT=sleep:0.3:small OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker 
 W4=$!
 wait_log "$TMP/w4.log" "worker [0-9]* ready" 30
 check "silent control clients: pages complete, monitor answers, each is dropped at its deadline" \
-    python3 - "$XDG_RUNTIME_DIR/ocrpool/$W4.sock" "$OCRPOOL" "sqlite://$TMP/q4.db" "$TMP/p" "$W4" <<'PY'
-import json, socket, subprocess, sys, time
-path, ocrpool, q, pdir, node = sys.argv[1:6]
-def done():
-    out = subprocess.run([ocrpool, "status", "--broker", q, "--json"], capture_output=True, text=True)
-    return json.loads(out.stdout)["done"]
-clients, dropped, t0 = [], [], time.time()
-def hold():
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    clients.append((time.time(), s))
-hold()
-subprocess.run([ocrpool, "submit", "--broker", q, "-l", "eng"] + ["%s/small%d.png" % (pdir, i) for i in (1, 2, 3, 4)],
-               check=True, stdout=subprocess.DEVNULL)
-monitor_ok = False
-while time.time() - t0 < 5:
-    time.sleep(0.4)
-    hold()
-    for opened, s in list(clients):
-        try:
-            gone = s.recv(1, socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            gone = False
-        if gone:
-            dropped.append(time.time() - opened)
-        if gone or time.time() - opened > 3:
-            s.close()
-            clients.remove((opened, s))
-    if not monitor_ok and time.time() - t0 > 1:
-        m = subprocess.run([ocrpool, "monitor", "--json", "--node", node], capture_output=True, text=True, timeout=10)
-        monitor_ok = m.returncode == 0 and len(json.loads(m.stdout)["nodes"]) == 1
-n = done()
-print("# %d pages done in %.1f s with silent clients held; %d dropped after %s s" %
-      (n, time.time() - t0, len(dropped), [round(d, 1) for d in dropped]))
-assert n == 4, n
-assert monitor_ok
-assert dropped and all(1.8 < d < 3 for d in dropped), dropped
-PY
+    python3 "$here/silent_clients.py" held "$XDG_RUNTIME_DIR/ocrpool/$W4.sock" "$OCRPOOL" "sqlite://$TMP/q4.db" "$TMP/p" "$W4"
 # More silent clients at once (30) than the node serves (8): a new connection takes the
 # place of the oldest silent one (the rest wait in the listen backlog, or are refused when
 # it is full); meanwhile pages still complete and `monitor` is answered within 5 s.
 check "30 silent control clients at once: pages complete, monitor answers within 5 s" \
-    python3 - "$XDG_RUNTIME_DIR/ocrpool/$W4.sock" "$OCRPOOL" "sqlite://$TMP/q4.db" "$TMP/p" "$W4" <<'PY'
-import json, socket, subprocess, sys, time
-path, ocrpool, q, pdir, node = sys.argv[1:6]
-def done():
-    out = subprocess.run([ocrpool, "status", "--broker", q, "--json"], capture_output=True, text=True)
-    return json.loads(out.stdout)["done"]
-before = done()
-socks, refused = [], 0
-for _ in range(30):
-    s = socket.socket(socket.AF_UNIX)
-    s.setblocking(False)  # a full backlog refuses (EAGAIN) instead of blocking this test
-    try:
-        s.connect(path)
-        socks.append(s)
-    except (BlockingIOError, ConnectionRefusedError):
-        refused += 1
-        s.close()
-subprocess.run([ocrpool, "submit", "--broker", q, "-l", "eng"] + ["%s/small%d.png" % (pdir, i) for i in (1, 2, 3, 4)],
-               check=True, stdout=subprocess.DEVNULL)
-t0 = time.time()
-m = subprocess.run([ocrpool, "monitor", "--json", "--node", node], capture_output=True, text=True, timeout=20)
-took = time.time() - t0
-ok = m.returncode == 0 and len(json.loads(m.stdout)["nodes"]) == 1
-while done() < before + 4 and time.time() - t0 < 20:
-    time.sleep(0.2)
-print("# %d silent clients connected (%d refused: backlog full); monitor answered (%s) in %.1f s;"
-      " %d of 4 pages done in %.1f s" % (len(socks), refused, ok, took, done() - before, time.time() - t0))
-assert len(socks) > 8, len(socks)  # more than the node serves at once
-assert ok and took < 5, (ok, took, m.stderr[-300:])
-assert done() == before + 4
-PY
+    python3 "$here/silent_clients.py" crowd "$XDG_RUNTIME_DIR/ocrpool/$W4.sock" "$OCRPOOL" "sqlite://$TMP/q4.db" "$TMP/p" "$W4"
 "$OCRPOOL" stop --node "$W4" >/dev/null
 wait "$W4"
 
