@@ -54,6 +54,7 @@ static int rd_open(const char *target, const ocp_broker_opts *o, void **out, cha
 {
     rs *s = ocp_xcalloc(1, sizeof *s);
     s->tail = &s->outbox;
+    s->sent_tail = &s->sent;
     int rc = ocp__rd_parse_url(s, target, err, errlen);
     if (rc)
         goto bad;
@@ -384,6 +385,7 @@ const ocp_broker_ops ocp_broker_redis = {
     .close = rd_close,
     .errmsg = rd_errmsg,
     .submit = rd_submit,
+    .batch = ocp__rd_batch,
     .lease = ocp__rd_lease,
     .renew = ocp__rd_renew,
     .ack_early = ocp__rd_ack_early,
