@@ -5,17 +5,21 @@
 # `ocrpool worker -c 2`. Printed per page:
 #   commands     every command Redis ran (INFO commandstats: those a script runs count
 #                too), by command
-#   requests     the commands the worker sent (MONITOR, a script's own lines left out)
-#   round trips  the waits for Redis's answers, as the worker counts them itself (its debug
-#                "redis: ... round trips" line at exit); a build that says nothing sends
-#                one command per wait, so its requests are shown there
+#   requests     the commands the worker sent (MONITOR, a script's own lines left out), and
+#                of them those on the broker's connection (the others are the node's events
+#                and remote control: non-blocking, never waited for)
+#   round trips  the waits for Redis's answers on the broker's connection, as the worker
+#                counts them itself (its debug "redis: ... round trips" line at exit); a
+#                build that says nothing sends one command per wait there, so its broker
+#                requests are shown (*)
 # The window runs from the worker's start (its first commands included) to the moment the
 # queue and unacked are empty; the tasks are queued before it, so the client's own
 # commands are not in it, and the poller's (LLEN, HLEN, INFO) are left out by name.
 #
 #   bench/redis_rtt.sh [M]                      this build (M=200)
 #   BEFORE=path/to/old/ocrpool bench/redis_rtt.sh [M]   that binary too, side by side
-# PORT (default 16399) is the redis-server's port.
+# PORT (default 16399) is the redis-server's port; WORKER_ARGS are added to the worker's
+# (WORKER_ARGS="--track-started -E": a STARTED meta and Celery's task events per page).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -68,12 +72,13 @@ PYEOF
     redis-cli -p "$port" monitor >"$work/$label.mon" &
     mpid=$!
     sleep 0.3
-    "$bin" worker --broker "$url" --allow-root / --engine null -c 2 --log-level debug \
+    # shellcheck disable=SC2086 # WORKER_ARGS: several words
+    "$bin" worker --broker "$url" --allow-root / --engine null -c 2 --log-level debug ${WORKER_ARGS:-} \
         >"$work/$label.log" 2>&1 &
     wpid=$!
-    local t0 i
+    local t0
     t0=$(date +%s.%N)
-    for i in $(seq 600); do
+    for _ in $(seq 600); do
         sleep 0.1
         [ "$(rc llen celery)" = 0 ] && [ "$(rc hlen unacked)" = 0 ] && break
     done
@@ -92,9 +97,12 @@ PYEOF
     [ "$done_n" -eq "$m" ] || { echo "$label: $done_n results of $m"; exit 1; }
     awk -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.2f\n", t1 - t0 }' >"$work/$label.secs"
     # Requests: MONITOR's lines from a client (not "[0 lua]"), the poller's commands left out.
+    # The broker's connection is the one that sends the scripts; the others are the node's
+    # events and remote control (non-blocking, never waited for).
     grep -v '^OK' "$work/$label.mon" | grep -v ' lua\] ' |
-        grep -v -i -E '\] "(llen|hlen|info|config|monitor|ping)"' | grep -c '^[0-9]' \
-        >"$work/$label.req" || true
+        grep -v -i -E '\] "(llen|hlen|info|config|monitor|ping)"' | grep '^[0-9]' |
+        awk '{ n[$3]++ } $4 == "\"EVAL\"" && !b { b = $3 }
+             END { t = 0; for (a in n) t += n[a]; print t, n[b] + 0 }' >"$work/$label.req"
     grep -o 'redis: [0-9]* requests in [0-9]* round trips' "$work/$label.log" |
         awk '{ r += $5 } END { print (NR ? r : "") }' >"$work/$label.rtt" || true
 }
@@ -120,21 +128,25 @@ row() { # row NAME VALUE-per-label...
     for v in "$@"; do printf ' %10s' "$v"; done
     printf '\n'
 }
-echo "redis_rtt: $m null-engine pages sent by a Celery client, worker -c 2 (per page)"
+echo "redis_rtt: $m null-engine pages sent by a Celery client, worker -c 2 ${WORKER_ARGS:-}(per page)"
 row "" "${labels[@]}"
 tot=()
 req=()
 rtt=()
 secs=()
+breq=()
 for l in "${labels[@]}"; do
     tot+=("$(per "$(stats "$l" | awk '{ s += $2 } END { print s + 0 }')")")
-    req+=("$(per "$(cat "$work/$l.req")")")
+    read -r all broker <"$work/$l.req"
+    req+=("$(per "$all")")
+    breq+=("$(per "$broker")")
     r=$(cat "$work/$l.rtt")
-    if [ -n "$r" ]; then rtt+=("$(per "$r")"); else rtt+=("$(per "$(cat "$work/$l.req")")*"); fi
+    if [ -n "$r" ]; then rtt+=("$(per "$r")"); else rtt+=("$(per "$broker")*"); fi
     secs+=("$(cat "$work/$l.secs")")
 done
 row "commands" "${tot[@]}"
 row "requests" "${req[@]}"
+row "  broker conn" "${breq[@]}"
 row "round trips" "${rtt[@]}"
 row "seconds (all)" "${secs[@]}"
 echo "by command:"
@@ -146,4 +158,4 @@ for c in $cmds; do
     done
     row "  $c" "${vals[@]}"
 done
-echo "(* round trips: the build does not count them; one command per wait, its requests)"
+echo "(* round trips: the build does not count them; one command per wait, its broker requests)"

@@ -335,20 +335,46 @@ static pending *pending_new(int argc, const char **argv, const size_t *lens)
     return p;
 }
 
+/* Appends a write to the pipeline (its answer read with the next command's): 0, or
+ * OCP_E_BROKER when hiredis could not (the connection is dropped then). */
+static int append_sent(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) {
+        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "out of memory");
+        return OCP_E_BROKER;
+    }
+    pending *p = pending_new(argc, argv, lens);
+    *s->sent_tail = p;
+    s->sent_tail = &p->next;
+    s->n_sent++;
+    s->n_req++;
+    return 0;
+}
+
+/* Writes what hiredis holds for the connection, without waiting for an answer. */
+static void write_out(rs *s)
+{
+    int done = 0;
+    while (s->c && !done) {
+        if (redisBufferWrite(s->c, &done) != REDIS_OK)
+            drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
+    }
+}
+
+int ocp__rd_send(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    if (s->outbox || ocp__rd_conn(s) || append_sent(s, argc, argv, lens))
+        return OCP_E_BROKER;
+    if (!s->batch)
+        write_out(s);
+    return 0;
+}
+
 int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens)
 {
-    if (s->batch && !s->outbox && ocp__rd_conn(s) == 0) {
-        /* Pipelined: goes out with the next command (its answer is read then). */
-        if (redisAppendCommandArgv(s->c, argc, argv, lens) == REDIS_OK) {
-            pending *p = pending_new(argc, argv, lens);
-            *s->sent_tail = p;
-            s->sent_tail = &p->next;
-            s->n_sent++;
-            s->n_req++;
-            return 0;
-        }
-        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "out of memory");
-    }
+    /* In a batch: pipelined, out with the next command (its answer is read then). */
+    if (s->batch && !s->outbox && ocp__rd_conn(s) == 0 && append_sent(s, argc, argv, lens) == 0)
+        return 0;
     if (!s->outbox && ocp__rd_conn(s) == 0) {
         redisReply *r = exchange(s, argc, argv, lens);
         if (r && transient(r)) {
@@ -441,16 +467,8 @@ int ocp__rd_batch(void *st, int begin)
 {
     rs *s = st;
     s->batch = begin != 0;
-    if (begin || !s->sent || !s->c)
-        return 0;
-    /* Sent now; their answers are read with the next command's (no wait here). */
-    int done = 0;
-    while (!done) {
-        if (redisBufferWrite(s->c, &done) != REDIS_OK) {
-            drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
-            break;
-        }
-    }
+    if (!begin && s->sent)
+        write_out(s); /* their answers are read with the next command's (no wait here) */
     return 0;
 }
 

@@ -215,6 +215,11 @@ int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens);
  * restores) go out with the next command, or at end, which sends them without waiting for
  * their answers (read with the next command's: errors and STALE answers are said then). */
 int ocp__rd_batch(void *st, int begin);
+/* A write whose answer is only said (STALE, an error), never waited for: sent now (inside a
+ * batch: with the next command), its answer read with the next command's. Dropped when
+ * there is no connection (OCP_E_BROKER); put in the outbox if the connection is lost before
+ * it is answered. */
+int ocp__rd_send(rs *s, int argc, const char **argv, const size_t *lens);
 /* Fills host, port, db, user and password from what follows "redis://". */
 int ocp__rd_parse_url(rs *s, const char *target, char *err, size_t errlen);
 /* Writes what still waits (once more), says what could not be, and disconnects. */
