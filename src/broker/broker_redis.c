@@ -54,6 +54,7 @@ static int rd_open(const char *target, const ocp_broker_opts *o, void **out, cha
 {
     rs *s = ocp_xcalloc(1, sizeof *s);
     s->tail = &s->outbox;
+    s->sent_tail = &s->sent;
     int rc = ocp__rd_parse_url(s, target, err, errlen);
     if (rc)
         goto bad;
@@ -121,6 +122,17 @@ double ocp__rd_group_ttl(const rs *s)
 
 /* ---- producer ------------------------------------------------------------------------ */
 
+/*
+ * Submit: files the id under its group (a failure there does not stop the page) and queues
+ * the message, in one round trip (three before: SADD, EXPIRE, LPUSH).
+ * KEYS: list, group set ("" = none).  ARGV: message, id, group ttl
+ */
+static const char submit_lua[] = "if KEYS[2] ~= '' then\n"
+                                 "  redis.pcall('SADD', KEYS[2], ARGV[2])\n"
+                                 "  redis.pcall('EXPIRE', KEYS[2], ARGV[3])\n"
+                                 "end\n"
+                                 "return redis.call('LPUSH', KEYS[1], ARGV[1])\n";
+
 static int rd_submit(void *st, const ocp_task_spec *spec, const char *id, int *inserted)
 {
     rs *s = st;
@@ -140,20 +152,16 @@ static int rd_submit(void *st, const ocp_task_spec *spec, const char *id, int *i
     char *msg = ocp_celery_message(&n);
     json_decref(args);
     json_decref(kwargs);
-    char list[600];
+    char list[600], gkey[600] = "", gttl[32];
     ocp_celery_queue_key(s->queues[0], spec->priority, list, sizeof list);
     int rc = 0;
-    if (spec->group) {
-        /* Filed now, so `status GROUP` shows pages still queued (a worker files them too,
-         * for groups of Celery producers). */
-        redisReply *r = ocp__rd_cmd(s, "SADD ocrpool.group.%s %s", spec->group, id);
-        if (r)
-            freeReplyObject(r);
-        r = ocp__rd_cmd(s, "EXPIRE ocrpool.group.%s %.0f", spec->group, ocp__rd_group_ttl(s));
-        if (r)
-            freeReplyObject(r);
-    }
-    redisReply *r = ocp__rd_cmd(s, "LPUSH %s %s", list, msg);
+    /* Filed now, so `status GROUP` shows pages still queued (a worker files them too, for
+     * groups of Celery producers). */
+    if (spec->group)
+        snprintf(gkey, sizeof gkey, "ocrpool.group.%s", spec->group);
+    snprintf(gttl, sizeof gttl, "%.0f", ocp__rd_group_ttl(s));
+    const char *a[] = {"EVAL", submit_lua, "2", list, gkey, msg, id, gttl};
+    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     if (!r || r->type == REDIS_REPLY_ERROR)
         rc = OCP_E_BROKER;
     else
@@ -384,6 +392,7 @@ const ocp_broker_ops ocp_broker_redis = {
     .close = rd_close,
     .errmsg = rd_errmsg,
     .submit = rd_submit,
+    .batch = ocp__rd_batch,
     .lease = ocp__rd_lease,
     .renew = ocp__rd_renew,
     .ack_early = ocp__rd_ack_early,

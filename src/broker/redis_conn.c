@@ -4,6 +4,13 @@
  * the reconnection backs off (0.1 s doubling to 5 s); results, failures and
  * restores that could not be written wait in an outbox, in order, and are
  * written first after reconnecting. Also the redis:// URL.
+ *
+ * Round trips: inside a batch (the master's turn of answers, ocp__rd_batch)
+ * those writes are pipelined: appended, sent with the next command (the
+ * lease that fills the room they left), whose answer is read after theirs,
+ * or sent at the batch's end and answered with whatever command comes next.
+ * Their answers are still read and said (errors, STALE); until then each is
+ * kept, and a connection lost first puts them back in the outbox.
  */
 #include "broker/redis_int.h"
 #include "core/error.h"
@@ -26,10 +33,30 @@ void ocp__rd_set_err(rs *s, const char *fmt, ...)
     va_end(ap);
 }
 
+static void pending_free(pending *p);
+
+/* Puts the sent writes whose answers were not read back at the head of the outbox (they are
+ * older than anything in it): whether Redis ran them is not known, and each may run again
+ * (a result is stored once; a tag forgotten already makes a STALE answer). */
+static void unsend(rs *s)
+{
+    if (!s->sent)
+        return;
+    *s->sent_tail = s->outbox;
+    if (!s->outbox)
+        s->tail = s->sent_tail;
+    s->outbox = s->sent;
+    s->n_outbox += s->n_sent;
+    s->sent = NULL;
+    s->sent_tail = &s->sent;
+    s->n_sent = 0;
+}
+
 static void drop_conn(rs *s, const char *reason)
 {
     char why[300];
     snprintf(why, sizeof why, "%s", reason); /* reason may live in s->c, freed below */
+    unsend(s);
     if (s->c) {
         redisFree(s->c);
         s->c = NULL;
@@ -44,6 +71,8 @@ static void drop_conn(rs *s, const char *reason)
 
 static redisReply *raw_cmd(rs *s, int argc, const char **argv, const size_t *lens)
 {
+    s->n_req++;
+    s->n_rtt++;
     redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
     if (!r) {
         drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
@@ -71,6 +100,90 @@ static bool transient(const redisReply *r)
         if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, now_now[i], strlen(now_now[i])) == 0)
             return true;
     return false;
+}
+
+/* Reads the answers of the sent writes, in order, as ocp__rd_must_write reads its own: an
+ * error is said (and the write dropped), a STALE answer said; a write answered "not now"
+ * goes back to the outbox and *again is set (the caller drops the connection once it has
+ * read what it waits for, so the backoff applies). 0, or OCP_E_BROKER when a write was
+ * answered with an error or the connection was lost (the unanswered ones are in the
+ * outbox then). */
+static int drain(rs *s, bool *again)
+{
+    int rc = 0;
+    pending *retry = NULL, **rtail = &retry;
+    int n_retry = 0;
+    while (s->sent && s->c) {
+        void *v = NULL;
+        if (redisGetReply(s->c, &v) != REDIS_OK || !v) {
+            drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
+            rc = OCP_E_BROKER;
+            break;
+        }
+        redisReply *r = v;
+        pending *p = s->sent;
+        s->sent = p->next;
+        if (!s->sent)
+            s->sent_tail = &s->sent;
+        s->n_sent--;
+        p->next = NULL;
+        if (transient(r)) {
+            ocp__rd_set_err(s, "redis: %s", r->str);
+            *rtail = p;
+            rtail = &p->next;
+            n_retry++;
+            *again = true;
+        } else {
+            if (r->type == REDIS_REPLY_ERROR) {
+                ocp__rd_set_err(s, "redis: %s", r->str);
+                OCP_LOG(OCP_LOG_ERROR, "redis: a pipelined write failed: %s", r->str);
+                rc = OCP_E_BROKER;
+            }
+            ocp__rd_stale(r);
+            pending_free(p);
+        }
+        freeReplyObject(r);
+    }
+    if (retry) { /* older than what waits in the outbox */
+        *rtail = s->outbox;
+        if (!s->outbox)
+            s->tail = rtail;
+        s->outbox = retry;
+        s->n_outbox += n_retry;
+    }
+    return rc;
+}
+
+/* The answer to the command just appended (after the sent writes' answers): one round
+ * trip for all of them. NULL when the connection was lost. */
+static redisReply *appended_reply(rs *s)
+{
+    bool again = false;
+    s->n_rtt++;
+    drain(s, &again);
+    if (!s->c)
+        return NULL;
+    void *v = NULL;
+    if (redisGetReply(s->c, &v) != REDIS_OK || !v) {
+        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
+        return NULL;
+    }
+    if (again)
+        drop_conn(s, "a pipelined write was answered \"not now\"; it is made again");
+    return v;
+}
+
+/* A command on the live connection, after the sent writes (one round trip for all). */
+static redisReply *exchange(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    if (!s->sent)
+        return raw_cmd(s, argc, argv, lens);
+    s->n_req++;
+    if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) {
+        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "out of memory");
+        return NULL;
+    }
+    return appended_reply(s);
 }
 
 int ocp__rd_conn(rs *s)
@@ -136,7 +249,7 @@ redisReply *ocp__rd_cmdv(rs *s, int argc, const char **argv, const size_t *lens)
 {
     if (ocp__rd_conn(s))
         return NULL;
-    redisReply *r = raw_cmd(s, argc, argv, lens);
+    redisReply *r = exchange(s, argc, argv, lens);
     if (r && r->type == REDIS_REPLY_ERROR) {
         ocp__rd_set_err(s, "redis: %s", r->str);
         OCP_LOG(OCP_LOG_ERROR, "redis %s: %s", argv[0], r->str);
@@ -150,11 +263,20 @@ redisReply *ocp__rd_cmd(rs *s, const char *fmt, ...)
         return NULL;
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(s->c, fmt, ap);
+    redisReply *r = NULL;
+    s->n_req++;
+    if (!s->sent) {
+        s->n_rtt++;
+        r = redisvCommand(s->c, fmt, ap);
+        if (!r)
+            drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
+    } else if (redisvAppendCommand(s->c, fmt, ap) != REDIS_OK) {
+        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "out of memory");
+    } else {
+        r = appended_reply(s);
+    }
     va_end(ap);
-    if (!r)
-        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
-    else if (r->type == REDIS_REPLY_ERROR)
+    if (r && r->type == REDIS_REPLY_ERROR)
         ocp__rd_set_err(s, "redis: %s", r->str);
     return r;
 }
@@ -197,10 +319,64 @@ static int flush_outbox(rs *s)
     return 0;
 }
 
+static pending *pending_new(int argc, const char **argv, const size_t *lens)
+{
+    pending *p = ocp_xcalloc(1, sizeof *p);
+    p->argc = argc;
+    p->argv = ocp_xcalloc((size_t)argc, sizeof *p->argv);
+    p->lens = ocp_xcalloc((size_t)argc, sizeof *p->lens);
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens[i] : strlen(argv[i]);
+        p->argv[i] = ocp_xmalloc(n + 1);
+        memcpy(p->argv[i], argv[i], n);
+        p->argv[i][n] = '\0';
+        p->lens[i] = n;
+    }
+    return p;
+}
+
+/* Appends a write to the pipeline (its answer read with the next command's): 0, or
+ * OCP_E_BROKER when hiredis could not (the connection is dropped then). */
+static int append_sent(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) {
+        drop_conn(s, s->c->errstr[0] ? s->c->errstr : "out of memory");
+        return OCP_E_BROKER;
+    }
+    pending *p = pending_new(argc, argv, lens);
+    *s->sent_tail = p;
+    s->sent_tail = &p->next;
+    s->n_sent++;
+    s->n_req++;
+    return 0;
+}
+
+/* Writes what hiredis holds for the connection, without waiting for an answer. */
+static void write_out(rs *s)
+{
+    int done = 0;
+    while (s->c && !done) {
+        if (redisBufferWrite(s->c, &done) != REDIS_OK)
+            drop_conn(s, s->c->errstr[0] ? s->c->errstr : "connection lost");
+    }
+}
+
+int ocp__rd_send(rs *s, int argc, const char **argv, const size_t *lens)
+{
+    if (s->outbox || ocp__rd_conn(s) || append_sent(s, argc, argv, lens))
+        return OCP_E_BROKER;
+    if (!s->batch)
+        write_out(s);
+    return 0;
+}
+
 int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens)
 {
+    /* In a batch: pipelined, out with the next command (its answer is read then). */
+    if (s->batch && !s->outbox && ocp__rd_conn(s) == 0 && append_sent(s, argc, argv, lens) == 0)
+        return 0;
     if (!s->outbox && ocp__rd_conn(s) == 0) {
-        redisReply *r = raw_cmd(s, argc, argv, lens);
+        redisReply *r = exchange(s, argc, argv, lens);
         if (r && transient(r)) {
             char why[300];
             snprintf(why, sizeof why, "%s", r->str);
@@ -217,17 +393,7 @@ int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens)
             return rc;
         }
     }
-    pending *p = ocp_xcalloc(1, sizeof *p);
-    p->argc = argc;
-    p->argv = ocp_xcalloc((size_t)argc, sizeof *p->argv);
-    p->lens = ocp_xcalloc((size_t)argc, sizeof *p->lens);
-    for (int i = 0; i < argc; i++) {
-        size_t n = lens ? lens[i] : strlen(argv[i]);
-        p->argv[i] = ocp_xmalloc(n + 1);
-        memcpy(p->argv[i], argv[i], n);
-        p->argv[i][n] = '\0';
-        p->lens[i] = n;
-    }
+    pending *p = pending_new(argc, argv, lens);
     *s->tail = p;
     s->tail = &p->next;
     s->n_outbox++;
@@ -297,8 +463,27 @@ int ocp__rd_parse_url(rs *s, const char *t, char *err, size_t errlen)
     return 0;
 }
 
+int ocp__rd_batch(void *st, int begin)
+{
+    rs *s = st;
+    s->batch = begin != 0;
+    if (!begin && s->sent)
+        write_out(s); /* their answers are read with the next command's (no wait here) */
+    return 0;
+}
+
 void ocp__rd_disconnect(rs *s)
 {
+    s->batch = false;
+    if (s->sent && s->c) {
+        bool again = false;
+        s->n_rtt++;
+        drain(s, &again);
+        if (again)
+            drop_conn(s, "the last writes are answered \"not now\"");
+    }
+    if (s->n_req)
+        OCP_LOG(OCP_LOG_DEBUG, "redis: %lu requests in %lu round trips", s->n_req, s->n_rtt);
     if (s->outbox) {
         s->next_try = 0;
         if (ocp__rd_conn(s) || s->outbox)

@@ -169,6 +169,16 @@ typedef struct rs {
     char err[700];
     pending *outbox, **tail;
     int n_outbox;
+    /* Writes sent (or in hiredis's output buffer) whose answers are not read yet: inside a
+     * batch (ocp__rd_batch) a must-write goes out with what follows it, and its answer is
+     * read with the next command's, one round trip for both. Kept (copies) until answered,
+     * so that a connection lost before then puts them back in the outbox. */
+    pending *sent, **sent_tail;
+    int n_sent;
+    bool batch;
+    /* What this connection cost: commands sent, and waits for answers (a pipelined run of
+     * commands is one), said at disconnect. */
+    unsigned long n_req, n_rtt;
     /* the settings (broker_redis.c) */
     char *queues[MAX_QUEUES];
     int nq;
@@ -201,6 +211,15 @@ redisReply *ocp__rd_cmd(rs *s, const char *fmt, ...);
  * later, in order, after reconnecting (argv copied). 0 either way, or OCP_E_BROKER when Redis
  * answered with an error. */
 int ocp__rd_must_write(rs *s, int argc, const char **argv, const size_t *lens);
+/* broker.h's batch: begin makes the must-writes that follow (results, acknowledgements,
+ * restores) go out with the next command, or at end, which sends them without waiting for
+ * their answers (read with the next command's: errors and STALE answers are said then). */
+int ocp__rd_batch(void *st, int begin);
+/* A write whose answer is only said (STALE, an error), never waited for: sent now (inside a
+ * batch: with the next command), its answer read with the next command's. Dropped when
+ * there is no connection (OCP_E_BROKER); put in the outbox if the connection is lost before
+ * it is answered. */
+int ocp__rd_send(rs *s, int argc, const char **argv, const size_t *lens);
 /* Fills host, port, db, user and password from what follows "redis://". */
 int ocp__rd_parse_url(rs *s, const char *target, char *err, size_t errlen);
 /* Writes what still waits (once more), says what could not be, and disconnects. */

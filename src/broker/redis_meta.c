@@ -126,10 +126,8 @@ int ocp__rd_started(void *st, const char *owner, const char *id, int worker_pid)
                        label,
                        meta,
                        ex};
-    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
-    ocp__rd_stale(r);
-    if (r)
-        freeReplyObject(r);
+    /* Not waited for: its answer (STALE, said) is read with the next command's. */
+    ocp__rd_send(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     free(meta);
     return 0;
 }

@@ -31,11 +31,18 @@
  * Lease: pops up to ARGV[1] messages, step 0 first, and records each in
  * unacked/unacked_index/owners in the same atomic step. Text that is not a
  * JSON object, or is over the size limit, goes to the dead-letter list
- * instead. Returns {{tag1, msg1, queue1, tag2, ...}, {reason1, queue1, reason2, ...}}:
- * the messages taken, and why any were dead-lettered. The owners hash holds "owner\tscore"
- * (LUA_NOT_OWNED).
+ * instead. A delivery tag already in unacked (or none) is replaced by a fresh one (HSETNX:
+ * one command for the check and the record). In the same step, a message whose headers.id is a
+ * string of 1 to 255 bytes (ocp_celery_parse's rule; without NUL) has its delivery counted
+ * (ocrpool.deliveries.<id>, for ARGV[n + 1] s) and, with a headers.group of the same kind, is filed
+ * under its group (ocrpool.group.<group>, for ARGV[n + 2] s), which took a round trip of its own
+ * per page before; take() checks that the id and group it parses are these, and undoes or redoes
+ * what they are not (counted). Returns {{tag1, msg1, queue1, id1, group1, count1, added1,
+ * tag2, ...}, {reason1, queue1, reason2, ...}}: the messages taken (id and group "" when
+ * not counted or filed; added 1 when the id was new in its group's set), and why any were
+ * dead-lettered. The owners hash holds "owner\tscore" (LUA_NOT_OWNED).
  * KEYS: unacked, unacked_index, owners, deadletter, list 1..n
- * ARGV: max, now, owner, max bytes, queue name of list 1..n
+ * ARGV: max, now, owner, max bytes, queue name of list 1..n, deliveries ttl, group ttl
  */
 static const char lease_lua[] =
     "local out = {}\n"
@@ -64,15 +71,37 @@ static const char lease_lua[] =
     "    else\n"
     "      local tag = nil\n"
     "      if type(d.properties) == 'table' then tag = d.properties.delivery_tag end\n"
-    "      if type(tag) ~= 'string' or tag == '' or redis.call('HEXISTS', KEYS[1], tag) == 1 then\n"
-    "        tag = 'ocrpool-' .. redis.call('INCR', 'ocrpool.tagseq')\n"
+    "      local rec = '[' .. m .. ', \"\", ' .. cjson.encode(q) .. ']'\n"
+    "      if type(tag) ~= 'string' or tag == '' or redis.call('HSETNX', KEYS[1], tag, rec) == 0 "
+    "then\n"
+    "        repeat tag = 'ocrpool-' .. redis.call('INCR', 'ocrpool.tagseq')\n"
+    "        until redis.call('HSETNX', KEYS[1], tag, rec) == 1\n"
     "      end\n"
-    "      redis.call('HSET', KEYS[1], tag, '[' .. m .. ', \"\", ' .. cjson.encode(q) .. ']')\n"
     "      redis.call('ZADD', KEYS[2], ARGV[2], tag)\n"
     "      redis.call('HSET', KEYS[3], tag, ARGV[3] .. '\\t' .. ARGV[2])\n"
+    "      local id, grp, cnt, added = '', '', 0, 0\n"
+    "      if type(d.headers) == 'table' then\n"
+    "        local hid, hg = d.headers.id, d.headers.group\n"
+    "        if type(hid) == 'string' and #hid > 0 and #hid <= 255 and not string.find(hid, "
+    "'\\0', 1, true) then\n"
+    "          id = hid\n"
+    "          cnt = redis.call('INCR', 'ocrpool.deliveries.' .. id)\n"
+    "          redis.call('EXPIRE', 'ocrpool.deliveries.' .. id, ARGV[#KEYS + 1])\n"
+    "          if type(hg) == 'string' and #hg > 0 and #hg <= 255 and not string.find(hg, "
+    "'\\0', 1, true) then\n"
+    "            grp = hg\n"
+    "            added = redis.call('SADD', 'ocrpool.group.' .. grp, id)\n"
+    "            redis.call('EXPIRE', 'ocrpool.group.' .. grp, ARGV[#KEYS + 2])\n"
+    "          end\n"
+    "        end\n"
+    "      end\n"
     "      out[#out + 1] = tag\n"
     "      out[#out + 1] = m\n"
     "      out[#out + 1] = q\n"
+    "      out[#out + 1] = id\n"
+    "      out[#out + 1] = grp\n"
+    "      out[#out + 1] = cnt\n"
+    "      out[#out + 1] = added\n"
     "      n = n + 1\n"
     "    end\n"
     "  end\n"
@@ -129,25 +158,62 @@ static const char renew_lua[] = LUA_NOT_OWNED
     "end\n"
     "return lost\n";
 
+/* Undoes the lease script's count of a delivery (KEYS[n], "" = none). */
+#define LUA_UNCOUNT(N)                                                                             \
+    "if KEYS[" N "] ~= '' and redis.call('DECR', KEYS[" N "]) <= 0 then redis.call('DEL', KEYS[" N \
+    "]) end\n"
+
 /*
- * Dead letter: records a delivered message with the reason and drops it from unacked.
- * KEYS: unacked, unacked_index, owners, deadletter.  ARGV: tag, record json
+ * Dead letter: records a delivered message with the reason and drops it from unacked; undoes
+ * what the lease script counted for an id that the message turned out not to have: its
+ * delivery (KEYS[5], "" = none) and its filing in a group (KEYS[6], "" = none: not added).
+ * KEYS: unacked, unacked_index, owners, deadletter, deliveries, group set
+ * ARGV: tag, record json, id
  */
-static const char dead_lua[] = "redis.call('LPUSH', KEYS[4], ARGV[2])\n" LUA_FORGET "return 1\n";
+static const char dead_lua[] = "redis.call('LPUSH', KEYS[4], ARGV[2])\n" LUA_FORGET LUA_UNCOUNT(
+    "5") "if KEYS[6] ~= '' then redis.call('SREM', KEYS[6], ARGV[3]) end\n"
+         "return 1\n";
+
+/*
+ * Park: a message left in unacked until its eta (park()) gets the score that gives it back
+ * then, and its delivery, counted by the lease script, is given back (KEYS[2], "" = none).
+ * KEYS: unacked_index, deliveries.  ARGV: score, tag
+ */
+static const char park_lua[] =
+    "redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2])\n" LUA_UNCOUNT("2") "return 1\n";
 
 /*
  * Deliver: counts a delivery of a task (poison pages are buried after max-deliveries) and
- * files it under its group (status and the HTTP API list groups), in one round trip.
- * KEYS: deliveries, group set ("" = none).  ARGV: id, deliveries ttl, group ttl
+ * files it under its group (status and the HTTP API list groups), in one round trip; only
+ * where the lease script could not (counted).
+ * KEYS: deliveries ("" = not counted here), group set ("" = none).
+ * ARGV: id, deliveries ttl, group ttl
  * Returns the count.
  */
-static const char deliver_lua[] = "local n = redis.call('INCR', KEYS[1])\n"
-                                  "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+static const char deliver_lua[] = "local n = 0\n"
+                                  "if KEYS[1] ~= '' then\n"
+                                  "  n = redis.call('INCR', KEYS[1])\n"
+                                  "  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+                                  "end\n"
                                   "if KEYS[2] ~= '' then\n"
                                   "  redis.call('SADD', KEYS[2], ARGV[1])\n"
                                   "  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
                                   "end\n"
                                   "return n\n";
+
+/*
+ * Restore scan: takes the restore mutex (ARGV[1], for 300 s, as kombu's restore_visible takes
+ * it with redis-py's Lock) and reads up to 100 tags whose score is at or below ARGV[2]; with
+ * none, the mutex is let go at once. One round trip for the common case (nothing to
+ * restore), which took three (lock, range, unlock). Returns nil when the mutex is another's,
+ * else the tags (a non-empty list: the mutex is held, unlock_lua lets it go).
+ * KEYS: unacked_mutex, unacked_index.  ARGV: token, ceiling
+ */
+static const char scan_lua[] =
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', 300000) then return false end\n"
+    "local tags = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 100)\n"
+    "if #tags == 0 then redis.call('DEL', KEYS[1]) end\n"
+    "return tags\n";
 
 /* Releases the restore mutex if it is still ours (redis-py's Lock.release). */
 static const char unlock_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -272,15 +338,38 @@ int ocp__rd_restore(rs *s, const rmsg *h, bool uncount)
     return rc;
 }
 
-/* Records a malformed message in the dead-letter list with the reason. */
+/* What the lease script counted for a message it took (borrowed from its answer): the id
+ * ("" = nothing counted) whose delivery it counted, the count, and the group ("" = none) it
+ * filed the id under (added: the id was new in that group's set). */
+typedef struct counted {
+    const char *id, *group;
+    long n;
+    bool added;
+} counted;
+
+/* Whether the lease script counted the delivery of id (as parsed here). */
+static bool counted_id(const counted *c, const char *id)
+{
+    return c->id[0] && id && strcmp(c->id, id) == 0;
+}
+
+/* Records a malformed message in the dead-letter list with the reason; undoes what the lease
+ * script counted for it when no id could be read here (none will be stored for it). */
 static void dead_letter(rs *s, const char *tag, const char *raw, const char *queue,
-                        const char *reason)
+                        const char *reason, const counted *c, bool has_id)
 {
     json_t *rec = json_pack("{s:s, s:s, s:f, s:s}", "reason", reason, "queue", queue, "time",
                             ocp_wall_now(), "message", raw);
     char *txt = json_dumps(rec, JSON_COMPACT);
     json_decref(rec);
-    const char *a[] = {"EVAL", dead_lua, "4", K_UNACKED, K_INDEX, K_OWNERS, K_DEAD, tag, txt};
+    char dkey[300] = "", gkey[600] = "";
+    if (!has_id && c->id[0]) {
+        snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", c->id);
+        if (c->group[0] && c->added)
+            snprintf(gkey, sizeof gkey, "ocrpool.group.%s", c->group);
+    }
+    const char *a[] = {"EVAL", dead_lua, "6",  K_UNACKED, K_INDEX, K_OWNERS,
+                       K_DEAD, dkey,     gkey, tag,       txt,     c->id};
     ocp__rd_must_write(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     free(txt);
     OCP_LOG(OCP_LOG_WARN, "message from queue %s dead-lettered (%s): %s", queue, K_DEAD, reason);
@@ -321,24 +410,22 @@ static void restore_visible(rs *s)
 {
     char token[37], ceil[64];
     ocp_uuid4(token);
-    redisReply *r = ocp__rd_cmd(s, "SET " K_MUTEX " %s NX PX 300000", token);
-    int got = r && r->type == REDIS_REPLY_STATUS;
-    if (r)
-        freeReplyObject(r);
-    if (!got)
-        return;
     snprintf(ceil, sizeof ceil, "%.6f", ocp_wall_now() - s->vis);
-    r = ocp__rd_cmd(s, "ZRANGEBYSCORE " K_INDEX " -inf %s LIMIT 0 100", ceil);
-    if (r && r->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i < r->elements; i++)
-            if (ocp__rd_restore_tag(s, r->element[i]->str, ceil, "") == 1)
-                OCP_LOG(OCP_LOG_WARN,
-                        "restored an unacknowledged message to its queue: the visibility "
-                        "timeout (%.0f s) ran out, or the eta it waited for in Redis came",
-                        s->vis);
+    const char *sa[] = {"EVAL", scan_lua, "2", K_MUTEX, K_INDEX, token, ceil};
+    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof sa / sizeof sa[0]), sa, NULL);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        if (r)
+            freeReplyObject(r);
+        return; /* another's mutex, nothing stale (let go already), or no answer */
     }
-    if (r)
-        freeReplyObject(r);
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            ocp__rd_restore_tag(s, r->element[i]->str, ceil, "") == 1)
+            OCP_LOG(OCP_LOG_WARN,
+                    "restored an unacknowledged message to its queue: the visibility timeout "
+                    "(%.0f s) ran out, or the eta it waited for in Redis came",
+                    s->vis);
+    freeReplyObject(r);
     const char *a[] = {"EVAL", unlock_lua, "1", K_MUTEX, token};
     r = ocp__rd_cmdv(s, 5, a, NULL);
     if (r)
@@ -355,15 +442,17 @@ static void settle(rs *s, const char *id, const char *tag, char *meta)
 /*
  * Parses a popped message into *m (the caller finis it) and settles it when it cannot run:
  * malformed (dead-lettered), not our task, expired, or with bad arguments. 1 when it was
- * settled so; 0 when it can run, with its page's payload in *payload (new string).
+ * settled so; 0 when it can run, with its page's payload in *payload (new string). What the
+ * lease script counted (c) goes with the settlement: its store deletes the delivery count.
  */
 static int refuse(rs *s, const char *tag, const char *raw, size_t len, const char *queue,
-                  ocp_celery_msg *m, char **payload)
+                  const counted *c, ocp_celery_msg *m, char **payload)
 {
     char err[600], exc[32] = "";
     *payload = NULL;
     if (ocp_celery_parse(raw, len, m, err, sizeof err)) {
-        dead_letter(s, tag, raw, queue, err);
+        /* With an id, the failure meta stored below deletes its count (LUA_STORE_META). */
+        dead_letter(s, tag, raw, queue, err, c, m->id != NULL);
         if (m->id) { /* the producer waits for this id: say why it will never run */
             char why[700];
             snprintf(why, sizeof why, "malformed message: %s", err);
@@ -399,13 +488,15 @@ static int refuse(rs *s, const char *tag, const char *raw, size_t len, const cha
     return 0;
 }
 
-/* Counts a delivery of id (poison pages are buried after max-deliveries) and files it under
- * its group (NULL: none), in one round trip. The count (1 when Redis did not answer). */
-static long count_delivery(rs *s, const char *id, const char *group)
+/* Counts a delivery of id (poison pages are buried after max-deliveries; count: false when
+ * the lease script did) and files it under its group (NULL: none), in one round trip. The
+ * count (1 when Redis did not answer). */
+static long count_delivery(rs *s, const char *id, const char *group, bool count)
 {
     long deliveries = 1;
-    char dkey[300], gkey[600] = "", dttl[32], gttl[32];
-    snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", id);
+    char dkey[300] = "", gkey[600] = "", dttl[32], gttl[32];
+    if (count)
+        snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", id);
     if (group)
         snprintf(gkey, sizeof gkey, "ocrpool.group.%s", group);
     snprintf(dttl, sizeof dttl, "%.0f", fmax(s->vis * 4, 86400));
@@ -424,15 +515,18 @@ static long count_delivery(rs *s, const char *id, const char *group)
  * than max_eta_n messages or max_eta_bytes bytes would wait); then it is parked: left in
  * unacked, not held, with the score eta - visibility timeout, so that the visibility restore
  * gives it back to its queue at its eta (kombu's rule: a score older than the timeout). Its
- * delivery is not counted. 1 when parked.
+ * delivery is not counted (the lease script's count is given back). 1 when parked.
  */
-static int park(rs *s, const char *tag, const ocp_celery_msg *m, size_t bytes)
+static int park(rs *s, const char *tag, const ocp_celery_msg *m, size_t bytes, const counted *c)
 {
     if (s->eta_n < s->max_eta_n && s->eta_bytes + bytes <= s->max_eta_bytes)
         return 0;
-    char score[64];
+    char score[64], dkey[300] = "";
     snprintf(score, sizeof score, "%.6f", m->eta - s->vis);
-    redisReply *r = ocp__rd_cmd(s, "ZADD " K_INDEX " XX %s %s", score, tag);
+    if (counted_id(c, m->id))
+        snprintf(dkey, sizeof dkey, "ocrpool.deliveries.%s", m->id);
+    const char *a[] = {"EVAL", park_lua, "2", K_INDEX, dkey, score, tag};
+    redisReply *r = ocp__rd_cmdv(s, (int)(sizeof a / sizeof a[0]), a, NULL);
     if (r)
         freeReplyObject(r);
     OCP_LOG(OCP_LOG_INFO,
@@ -484,18 +578,27 @@ static int hold(rs *s, const char *claim, const char *tag, const char *raw, size
 /* Takes one popped message for claim (hold()): returns 1 when it is a page to hand out (in
  * *t). */
 static int take(rs *s, const char *claim, const char *tag, const char *raw, size_t len,
-                const char *queue, int max_deliveries, ocp_task *t)
+                const char *queue, const counted *c, int max_deliveries, ocp_task *t)
 {
     ocp_celery_msg m;
     char *payload = NULL;
     int rc = 0;
-    if (refuse(s, tag, raw, len, queue, &m, &payload))
+    if (refuse(s, tag, raw, len, queue, c, &m, &payload))
         goto out;
-    if (m.eta > ocp_wall_now() && park(s, tag, &m, len + strlen(payload))) {
+    if (m.eta > ocp_wall_now() && park(s, tag, &m, len + strlen(payload), c)) {
         free(payload);
         goto out;
     }
-    long deliveries = count_delivery(s, m.id, m.group);
+    /* Counted and filed by the lease script, unless the id or group parsed here is not the
+     * one it read (a message only a crafted one could be: then counted here). */
+    long deliveries;
+    if (!counted_id(c, m.id))
+        deliveries = count_delivery(s, m.id, m.group, true);
+    else {
+        deliveries = c->n;
+        if (m.group && strcmp(m.group, c->group) != 0)
+            count_delivery(s, m.id, m.group, false);
+    }
     if (max_deliveries > 0 && deliveries > max_deliveries) {
         char why[300];
         snprintf(why, sizeof why,
@@ -638,13 +741,15 @@ static redisReply *pop(rs *s, const char *owner, int max, double now)
     /* KEYS: unacked, index, owners, deadletter, then each queue's lists, step 0 first. */
     static const int steps[4] = {0, 3, 6, 9};
     int nl = s->nq * 4, k = 0;
-    const char **a = ocp_xcalloc((size_t)(3 + 4 + nl + 4 + nl), sizeof *a);
+    const char **a = ocp_xcalloc((size_t)(3 + 4 + nl + 4 + nl + 2), sizeof *a);
     char(*lists)[600] = ocp_xcalloc((size_t)nl, sizeof *lists);
-    char nkeys[16], smax[16], snow[64], scap[32];
+    char nkeys[16], smax[16], snow[64], scap[32], dttl[32], gttl[32];
     snprintf(nkeys, sizeof nkeys, "%d", 4 + nl);
     snprintf(smax, sizeof smax, "%d", max);
     snprintf(snow, sizeof snow, "%.6f", now);
     snprintf(scap, sizeof scap, "%zu", s->max_msg);
+    snprintf(dttl, sizeof dttl, "%.0f", fmax(s->vis * 4, 86400));
+    snprintf(gttl, sizeof gttl, "%.0f", ocp__rd_group_ttl(s));
     a[k++] = "EVAL";
     a[k++] = lease_lua;
     a[k++] = nkeys;
@@ -665,6 +770,8 @@ static redisReply *pop(rs *s, const char *owner, int max, double now)
     for (int q = 0; q < s->nq; q++)
         for (int i = 0; i < 4; i++)
             a[k++] = s->queues[q];
+    a[k++] = dttl;
+    a[k++] = gttl;
     redisReply *r = ocp__rd_cmdv(s, k, a, NULL);
     free(a);
     free(lists);
@@ -722,9 +829,14 @@ int ocp__rd_lease(void *st, const char *owner, const char *group, int max, doubl
                 dead->element[i + 1]->str, dead->element[i]->str);
     redisReply *got = r->element[0];
     char *claim = ocp_xasprintf("%s\t%.6f", owner, now); /* the score pop() wrote */
-    for (size_t i = 0; i + 2 < got->elements; i += 3) {
-        redisReply *tag = got->element[i], *msg = got->element[i + 1], *q = got->element[i + 2];
-        if (take(s, claim, tag->str, msg->str, msg->len, q->str, max_deliveries, &out[*n]))
+    for (size_t i = 0; i + 6 < got->elements; i += 7) {
+        redisReply **e = got->element + i;
+        if (e[3]->type != REDIS_REPLY_STRING || e[4]->type != REDIS_REPLY_STRING ||
+            e[5]->type != REDIS_REPLY_INTEGER || e[6]->type != REDIS_REPLY_INTEGER)
+            continue; /* not this script's answer: cannot happen */
+        counted c = {e[3]->str, e[4]->str, (long)e[5]->integer, e[6]->integer == 1};
+        if (take(s, claim, e[0]->str, e[1]->str, e[1]->len, e[2]->str, &c, max_deliveries,
+                 &out[*n]))
             (*n)++;
     }
     free(claim);
