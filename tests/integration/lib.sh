@@ -5,13 +5,13 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TMP=$(mktemp -d)
 # Processes a test starts in the background go in PIDS: at exit they are killed, by pid
-# (only what the test started), and the scratch folder goes.
+# (only what the test started), and the scratch folder goes (OCP_KEEP_TMP=1 keeps it).
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     wait 2>/dev/null
     chmod -R u+rwx "$TMP" 2>/dev/null
-    rm -rf "$TMP"
+    if [ -n "${OCP_KEEP_TMP:-}" ]; then echo "# scratch folder kept: $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 # freeport: a loopback port free now.

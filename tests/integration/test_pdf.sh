@@ -461,7 +461,7 @@ OCRPOOL_LOG_LEVEL=info "$OCRPOOL" worker --broker "$RURL" -c 2 --allow-root "$F:
     --output-root "$TMP/celery/out" >"$TMP/worker.log" 2>&1 &
 WPID=$!
 PIDS+=("$WPID")
-wait_log "$TMP/worker.log" "node .*workers" 30
+wait_log "$TMP/worker.log" "node .*[0-9] workers\?, prefetch" 30
 $PY - "$RURL" "$F/book-scan.pdf" "$TMP/celery" "$F" <<'PY' || _failed=1
 import filecmp, os, shutil, subprocess, sys, time
 from celery import Celery, group

@@ -41,7 +41,7 @@ start_node() { # start_node LOG [flags]: a worker node on Redis, pid in $WPID
     "$OCRPOOL" worker --broker "$URL" --allow-root / "$@" >"$log" 2>&1 &
     WPID=$!
     PIDS+=("$WPID")
-    wait_log "$log" "node .*workers" 30
+    wait_log "$log" "node .*[0-9] workers\?, prefetch" 30
 }
 stop_node() { kill -TERM "$1" 2>/dev/null && wait "$1"; }
 log_pid() { grep -m1 -- "$2" "$1" | awk '{print $2}'; }

@@ -31,7 +31,7 @@ start_node() { # start_node LOG [flags]: a worker node on Redis, pid in $WPID
     "$OCRPOOL" worker --broker "$URL" "$@" >"$log" 2>&1 &
     WPID=$!
     PIDS+=("$WPID")
-    wait_log "$log" "node .*workers" 60
+    wait_log "$log" "node .*[0-9] workers\?, prefetch" 60
 }
 stop_node() { kill -TERM "$1" 2>/dev/null && wait "$1"; }
 
@@ -194,7 +194,7 @@ for roots in none root; do
         "${flags[@]}" >"$TMP/serve-$roots.log" 2>&1 &
     WPID=$!
     PIDS+=("$WPID")
-    wait_log "$TMP/serve-$roots.log" "node .*workers" 60
+    wait_log "$TMP/serve-$roots.log" "node .*[0-9] workers\?, prefetch" 60
     for _ in $(seq 50); do curl -s "http://127.0.0.1:$HP/healthz" >/dev/null && break; sleep 0.1; done
     {
         printf 'ok\t%s\teng\t{}\n' "$R/ok.png"
