@@ -91,6 +91,37 @@ static int regroup_unfinished(ocp_broker *b, long long size, const struct timesp
     return ocp_broker_submit(b, spec, out_id, &inserted);
 }
 
+/*
+ * realpath(path) into abs (PATH_MAX), with the last folder resolved remembered: a list of
+ * files in one folder resolves it once, not once per file (realpath reads every component's
+ * link). A name that is itself a link, or a "." or "..", is resolved in full. Per thread (the
+ * HTTP front end submits from several). Returns abs, or NULL with errno set.
+ */
+static char *resolve(const char *path, char *abs)
+{
+    static _Thread_local char dir[PATH_MAX], real_dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    struct stat lst;
+    if (!slash || dl == 0 || dl >= sizeof dir || !*name || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0)
+        return realpath(path, abs);
+    if (strlen(dir) != dl || memcmp(dir, path, dl) != 0) {
+        char d[PATH_MAX];
+        memcpy(d, path, dl);
+        d[dl] = '\0';
+        dir[0] = '\0';
+        if (!realpath(d, real_dir))
+            return realpath(path, abs); /* says why */
+        memcpy(dir, d, dl + 1);
+    }
+    int n = snprintf(abs, PATH_MAX, "%s/%s", strcmp(real_dir, "/") == 0 ? "" : real_dir, name);
+    if (n < 0 || n >= PATH_MAX || lstat(abs, &lst) < 0 || S_ISLNK(lst.st_mode))
+        return realpath(path, abs);
+    return abs;
+}
+
 int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits *lim,
                         const ocp_submit_opts *o, ocp_submit_fn fn, void *ctx, char *err,
                         size_t errlen)
@@ -99,7 +130,7 @@ int ocp_app_submit_file(ocp_broker *b, const char *path, const ocp_image_limits 
     struct stat st;
     ocp_doc *doc = NULL;
     int rc;
-    if (!realpath(path, abs) || stat(abs, &st) < 0)
+    if (!resolve(path, abs) || stat(abs, &st) < 0)
         return ocp_errf(OCP_E_FORMAT, err, errlen, "cannot open: %s", strerror(errno));
     rc = ocp_doc_open_file(abs, lim, &doc, err, errlen);
     if (rc)

@@ -55,6 +55,10 @@ typedef enum stmt_id {
     ST_LEASE_UPDATE,
     ST_LEASE_BURY,
     ST_FINISH,
+    ST_BEGIN, /* the transactions' own: run once or twice a change, parsed once */
+    ST_COMMIT,
+    ST_SAVEPOINT,
+    ST_RELEASE,
     ST_COUNT
 } stmt_id;
 
@@ -132,6 +136,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_FINISH] = "UPDATE tasks SET state = ?, result = ?, error = ?, started = ?, "
                   "finished = ?, peak_rss_kb = ?, worker_pid = ?, lease_owner = NULL, "
                   "failure = ? WHERE id = ? AND state = 1 AND lease_owner = ?",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_SAVEPOINT] = "SAVEPOINT change",
+    [ST_RELEASE] = "RELEASE change",
 };
 
 static int fail_db(sq *s, const char *what)
@@ -175,6 +183,20 @@ static int exec(sq *s, const char *sql)
     return 0;
 }
 
+/* Runs the statement which (one of the transactions' own, without rows), as exec would. */
+static int run(sq *s, stmt_id which)
+{
+    sqlite3_stmt *q = stmt(s, which, "transaction");
+    if (!q)
+        return -EIO;
+    int r = sqlite3_step(q);
+    sqlite3_reset(q);
+    if (r == SQLITE_DONE)
+        return 0;
+    snprintf(s->errmsg, sizeof s->errmsg, "%s", sqlite3_errmsg(s->db));
+    return sqlite3_errcode(s->db) == SQLITE_FULL ? -ENOSPC : -EIO;
+}
+
 /*
  * The transaction of one change (lease, renew, release, reclaim). Inside a batch (sq_batch)
  * it is a savepoint of the batch's transaction: its changes are written with the batch's,
@@ -184,10 +206,10 @@ typedef enum txn_step { TXN_BEGIN, TXN_COMMIT, TXN_ROLLBACK } txn_step;
 
 static int txn(sq *s, txn_step step)
 {
-    static const char *const plain[] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
-    static const char *const nested[] = {"SAVEPOINT change", "RELEASE change",
-                                         "ROLLBACK TO change; RELEASE change"};
-    return exec(s, (s->batch ? nested : plain)[step]);
+    static const stmt_id plain[] = {ST_BEGIN, ST_COMMIT}, nested[] = {ST_SAVEPOINT, ST_RELEASE};
+    if (step == TXN_ROLLBACK)
+        return exec(s, s->batch ? "ROLLBACK TO change; RELEASE change" : "ROLLBACK");
+    return run(s, (s->batch ? nested : plain)[step]);
 }
 
 static int read_version(sq *s, int *version)
@@ -330,7 +352,7 @@ static int sq_batch(void *st, int begin)
     if (begin) {
         if (s->batch)
             return 0;
-        if ((rc = exec(s, "BEGIN IMMEDIATE")))
+        if ((rc = run(s, ST_BEGIN)))
             return rc;
         s->batch = 1;
         return 0;
@@ -343,7 +365,7 @@ static int sq_batch(void *st, int begin)
                  sqlite3_errmsg(s->db));
         return -EIO;
     }
-    if ((rc = exec(s, "COMMIT"))) {
+    if ((rc = run(s, ST_COMMIT))) {
         exec(s, "ROLLBACK");
         return rc;
     }

@@ -14,25 +14,29 @@
 #define OCP_VERSION "0.1.0"
 #endif
 
+/* ocr_free: the command runs no engine, in this process or a child (main's re-exec for
+ * OpenMP is skipped: it doubled the start of a short command such as status). */
 static const struct {
     const char *name;
     int (*fn)(int, char **);
     const char *help;
+    int ocr_free;
 } commands[] = {
-    {"ocr", ocp_cmd_ocr, "OCR images and PDFs"},
-    {"worker", ocp_cmd_worker, "run a pool on a broker until stopped"},
-    {"submit", ocp_cmd_submit, "queue pages of images and PDFs; prints task ids"},
-    {"status", ocp_cmd_status, "counts of a group's pages by state, failures with reasons"},
-    {"result", ocp_cmd_result, "the result of a page in a format"},
-    {"requeue", ocp_cmd_requeue, "give buried or failed pages another chance"},
-    {"serve", ocp_cmd_serve, "the HTTP API, metrics and dashboard, with a pool"},
-    {"monitor", ocp_cmd_monitor, "every node's workers with their memory, flags, advice"},
-    {"stop", ocp_cmd_stop, "stop every node (warm; --now cold) through its control socket"},
-    {"control", ocp_cmd_control, "send stats, stop, stop-now, reload or scale N to nodes"},
-    {"config", ocp_cmd_config, "show every setting and where its value came from"},
-    {"gpus", ocp_cmd_gpus, "list the NVIDIA GPUs with memory, use and processes"},
-    {"gpu-test", ocp_cmd_gpu_test, "check a GPU configuration: resolve, assign, OCR a test page"},
-    {"model-info", ocp_cmd_model_info, "what our LSTM model reader sees in a traineddata file"},
+    {"ocr", ocp_cmd_ocr, "OCR images and PDFs", 0},
+    {"worker", ocp_cmd_worker, "run a pool on a broker until stopped", 0},
+    {"submit", ocp_cmd_submit, "queue pages of images and PDFs; prints task ids", 1},
+    {"status", ocp_cmd_status, "counts of a group's pages by state, failures with reasons", 1},
+    {"result", ocp_cmd_result, "the result of a page in a format", 1},
+    {"requeue", ocp_cmd_requeue, "give buried or failed pages another chance", 1},
+    {"serve", ocp_cmd_serve, "the HTTP API, metrics and dashboard, with a pool", 0},
+    {"monitor", ocp_cmd_monitor, "every node's workers with their memory, flags, advice", 0},
+    {"stop", ocp_cmd_stop, "stop every node (warm; --now cold) through its control socket", 0},
+    {"control", ocp_cmd_control, "send stats, stop, stop-now, reload or scale N to nodes", 0},
+    {"config", ocp_cmd_config, "show every setting and where its value came from", 0},
+    {"gpus", ocp_cmd_gpus, "list the NVIDIA GPUs with memory, use and processes", 0},
+    {"gpu-test", ocp_cmd_gpu_test, "check a GPU configuration: resolve, assign, OCR a test page",
+     0},
+    {"model-info", ocp_cmd_model_info, "what our LSTM model reader sees in a traineddata file", 0},
 };
 
 static void usage(FILE *f)
@@ -52,7 +56,11 @@ int main(int argc, char **argv)
      * parallelism by processes. So when the user has not chosen, set it and
      * start again with it in effect.
      */
-    if (!getenv("OMP_THREAD_LIMIT")) {
+    int ocr_free = 0;
+    for (size_t i = 0; argc >= 2 && i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            ocr_free = commands[i].ocr_free;
+    if (!ocr_free && !getenv("OMP_THREAD_LIMIT")) {
         setenv("OMP_THREAD_LIMIT", "1", 1);
         execv("/proc/self/exe", argv);
         /* No /proc: go on with OpenMP's default. */

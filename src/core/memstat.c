@@ -1,6 +1,7 @@
 /*
  * memstat.c: the one reader of /proc/PID/status, /proc/PID/smaps_rollup
- * and /proc/meminfo (memstat.h): each is "Key: value" lines, read by field().
+ * and /proc/meminfo (memstat.h): each is "Key: value" lines, read by field();
+ * and of /proc/PID/statm for the RSS alone.
  */
 #include "core/memstat.h"
 
@@ -37,13 +38,23 @@ static int slurp(const char *path, char *buf, size_t len)
     return 0;
 }
 
+/* From /proc/PID/statm ("size resident shared ..." in pages): the same figure as status's
+ * VmRSS, which the kernel takes longer to write (status has some 60 lines). */
 long ocp_memstat_rss(pid_t pid)
 {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
     if (slurp(path, buf, sizeof buf))
         return -1;
-    return field(buf, "VmRSS");
+    char *p = buf, *end;
+    strtol(p, &end, 10);
+    if (end == p)
+        return -1;
+    p = end;
+    long pages = strtol(p, &end, 10);
+    if (end == p || pages < 0)
+        return -1;
+    return pages * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m)

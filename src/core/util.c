@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -301,10 +302,13 @@ long ocp_self_rss_kb(void)
     return ocp_memstat_rss(getpid());
 }
 
+/* getrusage's ru_maxrss: the larger of the address space's high-water RSS (status's VmHWM,
+ * which clear_refs resets) and, in a process that exec'd, the peak of the image before the
+ * exec (a forked worker has none); read without writing status out as text. */
 long ocp_self_peak_rss_kb(void)
 {
-    ocp_memstat m;
-    return ocp_memstat_read(getpid(), 0, &m) ? -1 : m.peak_rss_kb;
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) ? -1 : ru.ru_maxrss;
 }
 
 int ocp_self_reset_peak_rss(void)

@@ -26,9 +26,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vips/vips.h>
+#include <zlib.h>
 
 struct ocp_doc {
-    VipsSource *src;
+    VipsSource *src; /* NULL until a page is opened when the header was read here (quick_header):
+                      * then made from fd or buf (doc_source) */
+    int fd;          /* the file read (owned), or -1 */
+    const void *buf; /* or the bytes (borrowed), or NULL */
+    size_t len;
     const char *format;
     int pages;
     int w0, h0; /* page 0's size, read by doc_open: not read again for it */
@@ -136,11 +141,26 @@ static const loader_name *find_loader(const char *nick)
     return NULL;
 }
 
+/* The doc's libvips source, made on first use when its header was read by quick_header;
+ * NULL (libvips's reason in its error buffer) when it cannot be made. Borrowed. */
+static VipsSource *doc_source(ocp_doc *doc)
+{
+    if (!doc->src && doc->fd >= 0)
+        doc->src = vips_source_new_from_descriptor(doc->fd); /* it reads a dup of fd */
+    else if (!doc->src && doc->buf)
+        doc->src = vips_source_new_from_memory(doc->buf, doc->len);
+    return doc->src;
+}
+
 /* Opens page of the doc lazily at resolution dpi (PDF only): only the header is read. */
 static VipsImage *open_page_at(ocp_doc *doc, int page, double dpi, char *err, size_t errlen,
                                int *rc)
 {
     VipsImage *img;
+    if (!doc_source(doc)) {
+        *rc = vips_reason(-EIO, "cannot open", err, errlen);
+        return NULL;
+    }
     if (strcmp(doc->format, "pdf") == 0)
         img = vips_image_new_from_source(doc->src, "", "page", page, "n", 1, "dpi", dpi,
                                          "fail_on", VIPS_FAIL_ON_ERROR, "memory", TRUE, NULL);
@@ -159,6 +179,163 @@ static VipsImage *open_page_at(ocp_doc *doc, int page, double dpi, char *err, si
 static VipsImage *open_page(ocp_doc *doc, int page, char *err, size_t errlen, int *rc)
 {
     return open_page_at(doc, page, (double)doc->lim.pdf_dpi, err, errlen, rc);
+}
+
+/*
+ * The quick header read: a PNG's or a baseline or progressive JPEG's size from its first
+ * bytes, without libvips (whose loader lookup and header read cost more than queueing the
+ * page: `ocrpool submit` reads every file's header). It answers only for a header that is
+ * whole and valid by the format's rules, with a size libvips gives too (the same fields);
+ * anything else (another format, a header it does not know or that is not whole in the
+ * bytes given, a size past 1000000 pixels a side) is left to libvips, whose answer and
+ * reasons stay what they were. A page opened this way is read by libvips as before when it
+ * is decoded, and its size checked against max-pixels from libvips's own header then.
+ * Returns 1 with *format, *w and *h set, or 0.
+ */
+#define QUICK_HEAD 4096  /* bytes read first */
+#define QUICK_JPEG 65536 /* at most, for a JPEG whose metadata comes before its frame */
+#define QUICK_SIDE 1000000
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int quick_png(const unsigned char *p, size_t n, int *w, int *h)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    /* The signature, then the IHDR chunk: length 13, type, 13 bytes of data, its CRC. */
+    if (n < 33 || memcmp(p, sig, 8) != 0 || be32(p + 8) != 13 || memcmp(p + 12, "IHDR", 4) != 0)
+        return 0;
+    if (crc32(crc32(0, NULL, 0), p + 12, 17) != be32(p + 29))
+        return 0;
+    uint32_t pw = be32(p + 16), ph = be32(p + 20);
+    int depth = p[24], type = p[25];
+    int ok_depth;
+    switch (type) {
+    case 0: /* grey */
+        ok_depth = depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
+        break;
+    case 3: /* palette */
+        ok_depth = depth == 1 || depth == 2 || depth == 4 || depth == 8;
+        break;
+    case 2: /* RGB, grey + alpha, RGBA */
+    case 4:
+    case 6:
+        ok_depth = depth == 8 || depth == 16;
+        break;
+    default:
+        ok_depth = 0;
+    }
+    if (!ok_depth || p[26] != 0 || p[27] != 0 || p[28] > 1 || pw < 1 || ph < 1 || pw > QUICK_SIDE ||
+        ph > QUICK_SIDE)
+        return 0;
+    *w = (int)pw;
+    *h = (int)ph;
+    return 1;
+}
+
+/*
+ * A JPEG's markers from SOI to SOS: the frame (SOF0, SOF1 or SOF2: 8-bit baseline, extended
+ * or progressive, 1, 3 or 4 components) must come before the scan, and every segment up to
+ * the scan's must be whole in the n bytes. Returns 1 (size set), 0 (not answered here).
+ */
+static int quick_jpeg(const unsigned char *p, size_t n, int *w, int *h)
+{
+    size_t i = 2;
+    int fw = 0, fh = 0;
+    if (n < 4 || p[0] != 0xff || p[1] != 0xd8)
+        return 0;
+    for (;;) {
+        if (i + 4 > n || p[i] != 0xff)
+            return 0;
+        while (i + 4 <= n && p[i + 1] == 0xff) /* fill bytes */
+            i++;
+        if (i + 4 > n)
+            return 0;
+        int m = p[i + 1];
+        size_t len = (size_t)p[i + 2] << 8 | p[i + 3];
+        /* A marker without a segment (TEM, RSTn, SOI, EOI) has no place here. */
+        if (m == 0x01 || (m >= 0xd0 && m <= 0xd9) || len < 2 || i + 2 + len > n)
+            return 0;
+        const unsigned char *seg = p + i + 4;
+        if (m == 0xc0 || m == 0xc1 || m == 0xc2) {
+            int nf = len >= 8 ? seg[5] : 0;
+            if (fw || seg[0] != 8 || (nf != 1 && nf != 3 && nf != 4) || len != 8 + 3 * (size_t)nf)
+                return 0;
+            fh = seg[1] << 8 | seg[2];
+            fw = seg[3] << 8 | seg[4];
+            /* libjpeg's own limits: a side of 65500, sampling factors 1 to 4. */
+            if (fw < 1 || fh < 1 || fw > 65500 || fh > 65500)
+                return 0;
+            for (int k = 0; k < nf; k++) {
+                int hs = seg[7 + 3 * k] >> 4, vs = seg[7 + 3 * k] & 15;
+                if (hs < 1 || hs > 4 || vs < 1 || vs > 4)
+                    return 0;
+            }
+        } else if ((m >= 0xc3 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc)) {
+            return 0; /* another kind of frame: libvips says what it makes of it */
+        } else if (m == 0xda) {
+            if (!fw)
+                return 0;
+            *w = fw;
+            *h = fh;
+            return 1;
+        }
+        i += 2 + len;
+    }
+}
+
+/* The quick header of the n bytes at p (quick_png, quick_jpeg). */
+static int quick_header(const unsigned char *p, size_t n, const char **format, int *w, int *h)
+{
+    if (quick_png(p, n, w, h)) {
+        *format = "png";
+        return 1;
+    }
+    if (quick_jpeg(p, n, w, h)) {
+        *format = "jpeg";
+        return 1;
+    }
+    return 0;
+}
+
+/* A doc of one page whose header quick_header read: its source is made when a page is
+ * opened. Takes fd (closed by ocp_doc_destroy) or borrows buf. */
+static ocp_doc *quick_doc(const char *format, int w, int h, int fd, const void *buf, size_t len,
+                          const ocp_image_limits *lim)
+{
+    ocp_doc *doc = ocp_xcalloc(1, sizeof *doc);
+    doc->fd = fd;
+    doc->buf = buf;
+    doc->len = len;
+    doc->format = format;
+    doc->lim = *lim;
+    doc->pages = 1;
+    doc->w0 = w;
+    doc->h0 = h;
+    return doc;
+}
+
+/* The quick header of the file open at fd (its first bytes, read where they are: the
+ * descriptor's offset is left alone). 1 (format and size set) or 0. */
+static int quick_file(int fd, const char **format, int *w, int *h)
+{
+    unsigned char head[QUICK_HEAD];
+    ssize_t n = pread(fd, head, sizeof head, 0);
+    if (n <= 0)
+        return 0;
+    if (quick_header(head, (size_t)n, format, w, h))
+        return 1;
+    if ((size_t)n < sizeof head || head[0] != 0xff || head[1] != 0xd8)
+        return 0;
+    /* A JPEG whose frame is further on (EXIF with a thumbnail, an ICC profile). */
+    unsigned char *more = malloc(QUICK_JPEG);
+    int ok = 0;
+    if (more && (n = pread(fd, more, QUICK_JPEG, 0)) > 0)
+        ok = quick_header(more, (size_t)n, format, w, h);
+    free(more);
+    return ok;
 }
 
 static int doc_open(VipsSource *src, const ocp_image_limits *lim, ocp_doc **out, char *err,
@@ -186,6 +363,7 @@ static int doc_open(VipsSource *src, const ocp_image_limits *lim, ocp_doc **out,
     }
     doc = ocp_xcalloc(1, sizeof *doc);
     doc->src = src;
+    doc->fd = -1;
     doc->format = ln->format;
     doc->lim = *lim;
     doc->pages = 1;
@@ -273,6 +451,12 @@ static int open_under_roots(const char *path, const ocp_image_limits *lim, ocp_d
         close(fd);
         return ocp_errf(OCP_E_EMPTY, err, errlen, "empty file");
     }
+    const char *format;
+    int w, h;
+    if (quick_file(fd, &format, &w, &h)) {
+        *out = quick_doc(format, w, h, fd, NULL, 0, lim);
+        return 0;
+    }
     VipsSource *src = vips_source_new_from_descriptor(fd); /* it reads a dup of fd */
     close(fd);
     if (!src)
@@ -295,6 +479,16 @@ int ocp_doc_open_file(const char *path, const ocp_image_limits *lim, ocp_doc **o
         return ocp_errf(OCP_E_FORMAT, err, errlen, "not a regular file");
     if (st.st_size == 0)
         return ocp_errf(OCP_E_EMPTY, err, errlen, "empty file");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        const char *format;
+        int w, h;
+        if (quick_file(fd, &format, &w, &h)) {
+            *out = quick_doc(format, w, h, fd, NULL, 0, lim);
+            return 0;
+        }
+        close(fd);
+    }
     src = vips_source_new_from_file(path);
     if (!src)
         return vips_reason(-EIO, "cannot open", err, errlen);
@@ -307,6 +501,12 @@ int ocp_doc_open_buffer(const void *buf, size_t len, const ocp_image_limits *lim
     VipsSource *src;
     if (len == 0)
         return ocp_errf(OCP_E_EMPTY, err, errlen, "empty input");
+    const char *format;
+    int w, h;
+    if (quick_header(buf, len, &format, &w, &h)) {
+        *out = quick_doc(format, w, h, -1, buf, len, lim);
+        return 0;
+    }
     src = vips_source_new_from_memory(buf, len);
     if (!src)
         return vips_reason(-ENOMEM, "cannot open", err, errlen);
@@ -319,6 +519,8 @@ void ocp_doc_destroy(ocp_doc *doc)
         return;
     if (doc->src)
         g_object_unref(doc->src);
+    if (doc->fd >= 0)
+        close(doc->fd);
     free(doc);
 }
 

@@ -4,7 +4,9 @@
  *
  *   ocp_image_global_init()        once per process, before anything else here
  *   ocp_doc_open_file/_buffer()    sniff the format from the content (not the
- *                                  name) and read the header: page count
+ *                                  name) and read the header: page count (a PNG's
+ *                                  or JPEG's size from its first bytes, without
+ *                                  libvips: image.c's quick_header)
  *   ocp_doc_load_page()            check the page's dimensions against the
  *                                  pixel limit from its header, then decode,
  *                                  apply EXIF orientation, flatten alpha,

@@ -14,9 +14,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vips/vips.h>
 
@@ -270,6 +272,59 @@ static void test_submit_stop(void **state)
     free(d);
 }
 
+static int last_source(void *ctx, const ocp_task_info *i)
+{
+    json_t *p = json_loads(i->payload, 0, NULL);
+    snprintf(ctx, PATH_MAX, "%s", json_string_value(json_object_get(p, "source")));
+    json_decref(p);
+    return 0;
+}
+
+/* A page's source is its file's real path, whichever way it was named: through a linked
+ * folder, as a link, in a folder named before (its resolution remembered) or not. */
+static void test_submit_paths(void **state)
+{
+    (void)state;
+    char *d = tmpdir(), err[600] = "", real[PATH_MAX], got[PATH_MAX];
+    assert_non_null(realpath(d, real));
+    char *sub = ocp_xasprintf("%s/real", d), *png = ocp_xasprintf("%s/real/a.png", d);
+    char *url = ocp_xasprintf("sqlite://%s/q.db", d), *want = ocp_xasprintf("%s/real/a.png", real);
+    char *dirlink = ocp_xasprintf("%s/link", d), *filelink = ocp_xasprintf("%s/real/l.png", d);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    VipsImage *im = NULL;
+    assert_int_equal(ocp_image_global_init("test_app"), 0);
+    assert_int_equal(vips_black(&im, 16, 16, NULL), 0);
+    assert_int_equal(vips_pngsave(im, png, NULL), 0);
+    g_object_unref(im);
+    assert_int_equal(symlink("real", dirlink), 0);
+    assert_int_equal(symlink("a.png", filelink), 0);
+    ocp_broker *b = NULL;
+    assert_int_equal(ocp_broker_open(url, NULL, &b, err, sizeof err), 0);
+    ocp_config *cfg = ocp_config_create();
+    assert_int_equal(ocp_config_finish(cfg), 0);
+    ocp_image_limits lim = ocp_image_limits_from_config(cfg);
+    const char *names[] = {"/link/a.png",   "/real/l.png", "/real/a.png",
+                           "/real/./a.png", "/link/a.png", "/real/../link/l.png"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *path = ocp_xasprintf("%s%s", d, names[i]);
+        ocp_submit_opts o = {.lang = "eng", .group = "g", .max_image_size = -1};
+        assert_int_equal(ocp_app_submit_file(b, path, &lim, &o, NULL, NULL, err, sizeof err), 0);
+        assert_int_equal(ocp_broker_list(b, "g", 0, last_source, got), 0);
+        assert_string_equal(got, want);
+        free(path);
+    }
+    ocp_broker_close(b);
+    ocp_config_destroy(cfg);
+    free(sub);
+    free(png);
+    free(url);
+    free(want);
+    free(dirlink);
+    free(filelink);
+    rmtree(d);
+    free(d);
+}
+
 /* Runs fn with standard error in a file; returns what was written there (new). */
 static char *capture_stderr(void (*fn)(void *), void *arg)
 {
@@ -366,10 +421,11 @@ static void test_node_stop(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_page_get),   cmocka_unit_test(test_render),
-        cmocka_unit_test(test_write_page), cmocka_unit_test(test_write_text),
-        cmocka_unit_test(test_places),     cmocka_unit_test(test_submit_stop),
-        cmocka_unit_test(test_node_fails), cmocka_unit_test(test_node_stop),
+        cmocka_unit_test(test_page_get),     cmocka_unit_test(test_render),
+        cmocka_unit_test(test_write_page),   cmocka_unit_test(test_write_text),
+        cmocka_unit_test(test_places),       cmocka_unit_test(test_submit_stop),
+        cmocka_unit_test(test_submit_paths), cmocka_unit_test(test_node_fails),
+        cmocka_unit_test(test_node_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -181,7 +181,9 @@ static void test_peak_rss(void **state)
     if (ocp_self_reset_peak_rss() == 0) {
         long now = ocp_self_rss_kb();
         long peak = ocp_self_peak_rss_kb();
-        assert_true(peak >= now && peak <= now + 2048);
+        /* Within 2 MiB either way: the peak (getrusage) and the size (statm) are read apart,
+         * and the kernel's RSS counters are summed per CPU in batches. */
+        assert_true(peak >= now - 2048 && peak <= now + 2048);
     }
 }
 

@@ -214,6 +214,102 @@ static void test_refusals(void **state)
     assert_int_equal(ocp_doc_open_file("/nonexistent/x.png", &lim, &doc, err, sizeof err), -ENOENT);
 }
 
+/* Whether the doc opened from buf says what libvips says of the same bytes: both refuse, or
+ * both read the one page at the same size. */
+static void same_as_libvips(const void *buf, size_t len)
+{
+    ocp_doc *doc = NULL;
+    char err[256];
+    int w = 0, h = 0;
+    VipsImage *ref = vips_image_new_from_buffer(buf, len, "", "fail_on", VIPS_FAIL_ON_ERROR, NULL);
+    vips_error_clear();
+    int rc = ocp_doc_open_buffer(buf, len, &lim, &doc, err, sizeof err);
+    if (!ref) {
+        assert_int_not_equal(rc, 0);
+        return;
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(ocp_doc_pages(doc), 1);
+    assert_int_equal(ocp_doc_page_size(doc, 0, &w, &h, err, sizeof err), 0);
+    assert_int_equal(w, vips_image_get_width(ref));
+    assert_int_equal(h, vips_image_get_height(ref));
+    g_object_unref(ref);
+    ocp_doc_destroy(doc);
+}
+
+/* A JPEG of w x h with bands (1 or 3), progressive or not. New (g_free). */
+static void *make_jpeg(int w, int h, int bands, int progressive, size_t *len)
+{
+    VipsImage *img, *t;
+    void *buf = NULL;
+    assert_int_equal(vips_black(&img, w, h, "bands", bands, NULL), 0);
+    assert_int_equal(vips_cast(img, &t, VIPS_FORMAT_UCHAR, NULL), 0);
+    g_object_unref(img);
+    assert_int_equal(vips_jpegsave_buffer(t, &buf, len, "interlace", progressive, NULL), 0);
+    g_object_unref(t);
+    return buf;
+}
+
+/* The quick header read (PNG, JPEG: their size from the first bytes, without libvips) says
+ * the size libvips says, and leaves to libvips what it does not know: a bad IHDR CRC, a
+ * truncated JPEG, a frame kind it does not read. A page opened that way decodes as any. */
+static void test_quick_header(void **state)
+{
+    (void)state;
+    size_t len;
+    unsigned char *b;
+    int kinds[][3] = {{1, 8}, {3, 8}, {4, 8}, {1, 16}, {3, 16}, {2, 8}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        b = make_png(37 + (int)i, 1001, kinds[i][0], kinds[i][1], 100, 255, 300, &len);
+        same_as_libvips(b, len);
+        g_free(b);
+    }
+    for (int prog = 0; prog < 2; prog++) {
+        b = make_jpeg(1234, 567, prog ? 3 : 1, prog, &len);
+        same_as_libvips(b, len);
+        /* Cut before its scan: libvips decides, as before. */
+        for (size_t cut = 2; cut < len && cut < 700; cut += 97)
+            same_as_libvips(b, cut);
+        /* SOF0 made SOF3 (lossless): left to libvips. */
+        for (size_t k = 2; k + 1 < len; k++)
+            if (b[k] == 0xff && (b[k + 1] == 0xc0 || b[k + 1] == 0xc2)) {
+                b[k + 1] = 0xc3;
+                break;
+            }
+        same_as_libvips(b, len);
+        g_free(b);
+    }
+    /* A bad IHDR CRC: not read quickly; libvips says what it says. */
+    b = make_png(50, 60, 1, 8, 100, 255, 0, &len);
+    b[30] ^= 0x55;
+    same_as_libvips(b, len);
+    /* Truncated in IHDR. */
+    same_as_libvips(b, 20);
+    g_free(b);
+    /* A page whose header was read quickly decodes, from memory and from a file. */
+    b = make_png(300, 200, 1, 8, 100, 255, 0, &len);
+    ocp_doc *doc = NULL;
+    ocp_page_image img;
+    char err[256], path[] = "/tmp/ocp-test-quick-XXXXXX";
+    assert_int_equal(ocp_doc_open_buffer(b, len, &lim, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), 0);
+    assert_int_equal(img.width, 300);
+    assert_int_equal(img.height, 200);
+    ocp_page_image_fini(&img);
+    ocp_doc_destroy(doc);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b, len), (ssize_t)len);
+    close(fd);
+    assert_int_equal(ocp_doc_open_file(path, &lim, &doc, err, sizeof err), 0);
+    assert_int_equal(ocp_doc_load_page(doc, 0, &img, err, sizeof err), 0);
+    assert_int_equal(img.width, 300);
+    ocp_page_image_fini(&img);
+    ocp_doc_destroy(doc);
+    unlink(path);
+    g_free(b);
+}
+
 /* The limits come from their four settings, each from its own (distinct values, so a
  * setting read for another shows). */
 static void test_limits_from_config(void **state)
@@ -399,11 +495,16 @@ static int setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fit),           cmocka_unit_test(test_check_pixels),
-        cmocka_unit_test(test_decode_resize), cmocka_unit_test(test_decode_kinds),
-        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_limits_from_config),
-        cmocka_unit_test(test_allow_roots),   cmocka_unit_test(test_declared_size),
+        cmocka_unit_test(test_fit),
+        cmocka_unit_test(test_check_pixels),
+        cmocka_unit_test(test_decode_resize),
+        cmocka_unit_test(test_decode_kinds),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_limits_from_config),
+        cmocka_unit_test(test_allow_roots),
+        cmocka_unit_test(test_declared_size),
         cmocka_unit_test(test_decode_deadline),
+        cmocka_unit_test(test_quick_header),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
