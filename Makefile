@@ -164,6 +164,7 @@ bench: deps
 	@BUILD=$(BUILD) bench/orient.sh
 	@BUILD=$(BUILD) bench/queue.sh
 	@BUILD=$(BUILD) bench/page_memory.sh
+	@BUILD=$(BUILD) bench/mix.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
