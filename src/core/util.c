@@ -491,7 +491,7 @@ const char *ocp_url_shown(const char *url, char *buf, size_t len)
     const char *ui = sep && strncmp(url, "sqlite://", 9) != 0 ? sep + 3 : NULL;
     const char *at = ui ? strrchr(ui, '@') : NULL;
     const char *colon = at ? memchr(ui, ':', (size_t)(at - ui)) : NULL;
-    if (!at || at == ui || colon + 1 == at)
+    if (!at || at == ui || (colon && colon + 1 == at))
         snprintf(buf, len, "%s", url); /* no user-info, or no password in it */
     else
         snprintf(buf, len, "%.*s***%s", (int)((colon ? colon + 1 : ui) - url), url, at);

@@ -20,6 +20,7 @@
 #include "engine/tess_layout.h"
 
 #include <leptonica/allheaders.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -708,7 +709,8 @@ static int next_chunk(const lstm_state *st, const pline *lines, const int *first
     memset(c->in_chunk, 0, (size_t)nl + 1);
     for (int p = 0; p < np; p++) {
         int sample = c->next[p] == first[p];
-        int size = sample ? SAMPLE_LINES : CHUNK_LINES;
+        /* One model has no order to learn: all the page's lines in one chunk (one batch). */
+        int size = st->n_models == 1 ? INT_MAX : sample ? SAMPLE_LINES : CHUNK_LINES;
         for (int k = 0; c->next[p] < first[p + 1] && k < size; c->next[p]++) {
             int i = c->next[p];
             if (lines[i].skip)
