@@ -165,6 +165,27 @@ static void test_mkdir_p(void **state)
     free(a);
 }
 
+/* A URL as logs and config show print it: the password in its user-info masked. */
+static void test_url_shown(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"redis://:pw@h:6379/0", "redis://:***@h:6379/0"},
+        {"redis://u:p/w@h", "redis://u:***@h"},
+        {"redis://pw@h:1/2", "redis://***@h:1/2"},
+        {"redis://u:@h", "redis://u:@h"},
+        {"redis://h:6379/0", "redis://h:6379/0"},
+        {"sqlite:///srv/a@b/queue.db", "sqlite:///srv/a@b/queue.db"},
+        {"", ""},
+    };
+    char buf[64];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(ocp_url_shown(cases[i][0], buf, sizeof buf), cases[i][1]);
+    char small[12];
+    assert_string_equal(ocp_url_shown("redis://:secret@host:6379/0", small, sizeof small),
+                        "redis://:**");
+}
+
 static void test_peak_rss(void **state)
 {
     (void)state;
@@ -194,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_read_fd),       cmocka_unit_test(test_parse),
         cmocka_unit_test(test_uuid_and_stem), cmocka_unit_test(test_write_file),
         cmocka_unit_test(test_mkdir_p),       cmocka_unit_test(test_peak_rss),
+        cmocka_unit_test(test_url_shown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
