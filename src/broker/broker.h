@@ -124,8 +124,11 @@ int ocp_broker_submit(ocp_broker *b, const ocp_task_spec *spec, char id_out[64],
  * (SQLite: one transaction, one commit, instead of one per task); ocp_broker_batch_end
  * writes them. Until then consumers do not see them, and the batch holds the queue's write
  * lock: keep a batch short (a few hundred tasks, a fraction of a second). A failed submit
- * inside leaves the others; when end fails, none of the batch's tasks is queued. Backends
- * without batches (Redis) submit each task at once and these do nothing.
+ * inside leaves the others; when end fails, none of the batch's tasks is queued. On Redis
+ * a batch pipelines instead: the writes inside it (submits, and the master's results, fails
+ * and acks of one turn) go with the next command or at the batch's end, one round trip
+ * (redis_conn.c); an ack inside returns 0 before Redis answers, and a write Redis then
+ * refuses is logged, its page run again after the visibility timeout.
  */
 int ocp_broker_batch_begin(ocp_broker *b);
 int ocp_broker_batch_end(ocp_broker *b);
