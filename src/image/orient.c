@@ -491,9 +491,22 @@ int ocp_orient_line_band(const ocp_page_image *img, int nlines, ocp_page_image *
     unsigned char *p = g_try_malloc(row * (size_t)h);
     if (!p)
         return -ENOMEM;
-    memset(p, 255, row * (size_t)pad);
-    memcpy(p + row * (size_t)pad, img->pixels + row * (size_t)a, row * (size_t)(b - a));
-    memset(p + row * (size_t)(pad + b - a), 255, row * (size_t)pad);
+    /* The margins take the lines' own ground (their median level), not white: on a grey,
+     * grainy scan, white margins beside a ground of 190 made the layout's threshold fall
+     * between the two, and the whole band one block of "ink" with no line in it. */
+    const unsigned char *src = img->pixels + row * (size_t)a;
+    size_t n = row * (size_t)(b - a), hist[256] = {0}, acc = 0;
+    for (size_t i = 0; i < n; i++)
+        hist[src[i]]++;
+    int ground = 255;
+    for (int v = 0; v < 256; v++)
+        if ((acc += hist[v]) * 2 >= n) {
+            ground = v;
+            break;
+        }
+    memset(p, ground, row * (size_t)pad);
+    memcpy(p + row * (size_t)pad, src, n);
+    memset(p + row * (size_t)(pad + b - a), ground, row * (size_t)pad);
     *out = *img;
     out->pixels = p;
     out->height = out->orig_height = h;

@@ -59,6 +59,30 @@ for e in lstm tesseract; do
     done
 done
 
+# --- a grey, grainy scan: up and down told from one line ----------------------------------
+# Ground at about 190 with grain (tools/degrade.sh, then darkened): the band of the middle line
+# once had white margins, the layout's threshold fell between them and the grey ground, and the
+# line read as nothing; then a doubtful reading turned made upright pages upside down.
+source "$here/../../tools/degrade.sh"
+for l in eng san; do
+    degrade_page "$F/$l.png" "$TMP/grain-$l.png"
+    vips linear "$TMP/grain-$l.png" "$TMP/grey-$l.v" 0.75 0
+    vips cast "$TMP/grey-$l.v" "$TMP/grey-$l.png" uchar
+    vips rot "$TMP/grey-$l.png" "$TMP/grey-$l-rot180.png" d180
+    if "$OCRPOOL" ocr -l $l --log-level debug --format txt,json -o "$TMP/grey-$l" \
+        "$TMP/grey-$l.png" "$TMP/grey-$l-rot180.png" 2>"$TMP/grey-$l.log"; then
+        grep -o 'band of .* turned; turned [0-9]*' "$TMP/grey-$l.log" | sed 's/^/# grey scan: /'
+        check "grey scan $l upright: read on one line, sure, not turned" \
+            test "$(grep -c 'band of 1 line(s) read at [89][0-9.]* as it stood, -1.0 turned; turned 0,' "$TMP/grey-$l.log")" -ge 1
+        check "grey scan $l upright: rotation 0" test "$(field "$TMP/grey-$l/grey-$l.json" rotation)" = 0
+        check "grey scan $l upside down: rotation 180" test "$(field "$TMP/grey-$l/grey-$l-rot180.json" rotation)" = 180
+        check "grey scan $l upside down: within 1 point of the upright page" \
+            within_point "$here/../data/text/$l.txt" "$TMP/grey-$l/grey-$l-rot180.txt" "$TMP/grey-$l/grey-$l.txt"
+    else
+        not_ok "grey scan $l: ocrpool failed"
+    fi
+done
+
 # --- lines that all hold the same text -------------------------------------------------------
 # bench/bigpdf.py's page (a 12 inch one: 15 lines, cut at the right edge): their letters line
 # up in columns as sharp as the rows, and the ink alone takes them for vertical lines. Our
