@@ -17,9 +17,10 @@ mkdir -p "$work"
 page() { # page LANG FONT OUT: an A4 300 dpi page of LANG's text, repeated to fill it
     local lang=$1 font=$2 out=$3
     [ -f "$out" ] && return
-    # Paragraphs of the test text, wrapped to the text width, as on a book page.
+    # Paragraphs of the test text, wrapped to the text width (2080 px: pango-view takes points,
+    # 499 pt at 300 dpi), as on a book page.
     for _ in $(seq 1 14); do tr "\n" " " <"tests/data/text/$lang.txt"; printf "\n\n"; done >"$work/$lang.fill.txt"
-    pango-view --font="$font" --dpi=300 --margin=0 --width=2080 --wrap=word --background=white \
+    pango-view --font="$font" --dpi=300 --margin=0 --width=499 --wrap=word --background=white \
         --foreground=black -q -o "$work/$lang.body.png" "$work/$lang.fill.txt"
     vips colourspace "$work/$lang.body.png" "$work/$lang.grey.v" b-w
     vips crop "$work/$lang.grey.v" "$work/$lang.crop.v" 0 0 2080 \
