@@ -114,15 +114,17 @@ static void convolve(const ocp_lstm_node *n, tens *t, line_ctx *c)
     int kx = 2 * n->half_x + 1, ky = 2 * n->half_y + 1;
     tens o;
     tens_new(&o, t->h, t->w, t->d * kx * ky);
-    int hx = n->half_x, hy = n->half_y;
-    for (int y = 0; y < t->h; y++) {
-        for (int x = 0; x < t->w; x++) {
+    /* In locals: a store through an int8_t pointer may alias any field. */
+    const int hx = n->half_x, hy = n->half_y, th = t->h, tw = t->w;
+    const int8_t *tv = t->v;
+    for (int y = 0; y < th; y++) {
+        for (int x = 0; x < tw; x++) {
             int8_t *dst = at(&o, y, x);
-            if (t->d == 1 && y >= hy && y < t->h - hy && x >= hx && x < t->w - hx) {
+            if (t->d == 1 && y >= hy && y < th - hy && x >= hx && x < tw - hx) {
                 /* Inside the image (most pixels): no border value to draw. */
                 for (int dx = -hx; dx <= hx; dx++)
                     for (int dy = -hy; dy <= hy; dy++)
-                        dst[(dx + hx) * ky + dy + hy] = t->v[(size_t)(y + dy) * t->w + x + dx];
+                        dst[(dx + hx) * ky + dy + hy] = tv[(size_t)(y + dy) * tw + x + dx];
                 continue;
             }
             for (int dx = -n->half_x; dx <= n->half_x; dx++) {
@@ -141,20 +143,23 @@ static void convolve(const ocp_lstm_node *n, tens *t, line_ctx *c)
     tens_replace(t, &o);
 }
 
-static void maxpool(const ocp_lstm_node *n, tens *t)
+/* The max over each cell's values: written as a select so that the compiler vectorizes it
+ * (a conditional store it would not; the max is exact, the bits the same). */
+__attribute__((target_clones("avx2", "default"), optimize("O3"))) static void maxpool(const ocp_lstm_node *n, tens *t)
 {
     tens o;
     tens_new(&o, t->h / n->y_scale, t->w / n->x_scale, t->d);
-    for (int y = 0; y < o.h; y++) {
-        for (int x = 0; x < o.w; x++) {
-            int8_t *dst = at(&o, y, x);
-            memcpy(dst, at(t, y * n->y_scale, x * n->x_scale), (size_t)t->d);
-            for (int j = 0; j < n->y_scale; j++)
-                for (int i = 0; i < n->x_scale; i++) {
-                    const int8_t *v = at(t, y * n->y_scale + j, x * n->x_scale + i);
-                    for (int k = 0; k < t->d; k++)
-                        if (v[k] > dst[k])
-                            dst[k] = v[k];
+    /* Bounds in locals: a store through an int8_t pointer may alias any field. */
+    const int d = t->d, oh = o.h, ow = o.w, ys = n->y_scale, xs = n->x_scale;
+    for (int y = 0; y < oh; y++) {
+        for (int x = 0; x < ow; x++) {
+            int8_t *restrict dst = at(&o, y, x);
+            memcpy(dst, at(t, y * ys, x * xs), (size_t)d);
+            for (int j = 0; j < ys; j++)
+                for (int i = 0; i < xs; i++) {
+                    const int8_t *restrict v = at(t, y * ys + j, x * xs + i);
+                    for (int k = 0; k < d; k++)
+                        dst[k] = v[k] > dst[k] ? v[k] : dst[k];
                 }
         }
     }
