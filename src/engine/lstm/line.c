@@ -40,16 +40,17 @@ static PIX *line_pix(const uint8_t *px, int w, int h, int stride, int bands)
     PIX *pix = pixCreate(w, h, colour ? 32 : 8);
     if (!pix)
         return NULL;
+    l_uint32 *data = pixGetData(pix);
+    int wpl = pixGetWpl(pix);
     for (int y = 0; y < h; y++) {
         const uint8_t *row = px + (size_t)y * stride;
+        l_uint32 *line = data + (size_t)y * wpl;
         for (int x = 0; x < w; x++) {
             const uint8_t *q = row + (size_t)x * bands;
-            l_uint32 v;
             if (colour)
-                composeRGBPixel(q[0], q[1], q[2], &v);
+                composeRGBPixel(q[0], q[1], q[2], &line[x]);
             else
-                v = q[0];
-            pixSetPixel(pix, x, y, v);
+                SET_DATA_BYTE(line, x, q[0]);
         }
     }
     return pix;
@@ -63,15 +64,10 @@ static void black_and_white(PIX *g8, float *black, float *white)
     int W = pixGetWidth(g8), H = pixGetHeight(g8);
     long hmin[256] = {0}, hmax[256] = {0}, nmin = 0, nmax = 0;
     if (W >= 3) {
-        l_uint32 v;
-        int prev, cur, next;
-        pixGetPixel(g8, 0, H / 2, &v);
-        prev = (int)v;
-        pixGetPixel(g8, 1, H / 2, &v);
-        cur = (int)v;
+        const l_uint32 *mid = pixGetData(g8) + (size_t)(H / 2) * pixGetWpl(g8);
+        int prev = GET_DATA_BYTE(mid, 0), cur = GET_DATA_BYTE(mid, 1), next;
         for (int x = 1; x + 1 < W; x++) {
-            pixGetPixel(g8, x + 1, H / 2, &v);
-            next = (int)v;
+            next = GET_DATA_BYTE(mid, x + 1);
             if (cur < prev && cur <= next) {
                 hmin[cur]++;
                 nmin++;
@@ -141,10 +137,12 @@ int ocp_lstm_prepare_line(const ocp_lstm_model *m, const uint8_t *px, int w, int
     if (contrast <= 0)
         contrast = 1;
     int8_t *img = ocp_xmalloc((size_t)W * H);
+    const l_uint32 *data = pixGetData(g8);
+    int wpl = pixGetWpl(g8);
     for (int y = 0; y < H; y++) {
+        const l_uint32 *line = data + (size_t)y * wpl;
         for (int x = 0; x < W; x++) {
-            l_uint32 v;
-            pixGetPixel(g8, x, y, &v);
+            l_uint32 v = GET_DATA_BYTE(line, x);
             /* Into [-1, 1], then x 128 (as the reference says), rounded half away from
              * zero in float as ocp__lstm_quantise (kernels.h) does, and clipped to +-127: on grey
              * lines only this, with the percentiles above interpolated at the exact fraction of the
