@@ -145,7 +145,8 @@ static void convolve(const ocp_lstm_node *n, tens *t, line_ctx *c)
 
 /* The max over each cell's values: written as a select so that the compiler vectorizes it
  * (a conditional store it would not; the max is exact, the bits the same). */
-__attribute__((target_clones("avx2", "default"), optimize("O3"))) static void maxpool(const ocp_lstm_node *n, tens *t)
+__attribute__((target_clones("avx2", "default"), optimize("O3"))) static void
+maxpool(const ocp_lstm_node *n, tens *t)
 {
     tens o;
     tens_new(&o, t->h / n->y_scale, t->w / n->x_scale, t->d);
