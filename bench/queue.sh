@@ -16,17 +16,7 @@ m=${QUEUE_M:-20000}
 rm -rf "$work"
 mkdir -p "$work"
 calc() { awk "BEGIN { print $1 }"; }
-# A 64 x 64 grey PNG, written without any imaging library.
-python3 - "$work/tiny.png" <<'PY'
-import struct, sys, zlib
-w = h = 64
-raw = b"".join(b"\0" + bytes([255]) * w for _ in range(h))
-def chunk(t, d):
-    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-open(sys.argv[1], "wb").write(png)
-PY
+python3 bench/tiny_png.py "$work/tiny.png"
 q="sqlite://$work/empty.db"
 awk -v n="$m" -v f="$work/tiny.png" 'BEGIN { for (i = 0; i < n; i++) print f }' >"$work/files"
 t0=$(date +%s.%N)

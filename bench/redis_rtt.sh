@@ -40,16 +40,7 @@ cleanup() {
 trap 'cleanup 2>/dev/null' EXIT
 rc() { redis-cli -p "$port" "$@"; }
 
-$PY - "$work/tiny.png" <<'PYEOF'
-import struct, sys, zlib
-w = h = 64
-raw = b"".join(b"\0" + bytes([255]) * w for _ in range(h))
-def chunk(t, d):
-    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-open(sys.argv[1], "wb").write(png)
-PYEOF
+$PY bench/tiny_png.py "$work/tiny.png"
 
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
     >"$work/redis.log" 2>&1 &
