@@ -97,9 +97,17 @@ static int regroup_unfinished(ocp_broker *b, long long size, const struct timesp
  * link). A name that is itself a link, or a "." or "..", is resolved in full. Per thread (the
  * HTTP front end submits from several). Returns abs, or NULL with errno set.
  */
+/* path names the same folder as the inode *at does (stat follows every link in it). */
+static int same_dir(const char *path, const struct stat *at)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_dev == at->st_dev && st.st_ino == at->st_ino;
+}
+
 static char *resolve(const char *path, char *abs)
 {
     static _Thread_local char dir[PATH_MAX], real_dir[PATH_MAX];
+    static _Thread_local struct stat dir_st;
     const char *slash = strrchr(path, '/');
     const char *name = slash ? slash + 1 : path;
     size_t dl = slash ? (size_t)(slash - path) : 0;
@@ -107,12 +115,14 @@ static char *resolve(const char *path, char *abs)
     if (!slash || dl == 0 || dl >= sizeof dir || !*name || strcmp(name, ".") == 0 ||
         strcmp(name, "..") == 0)
         return realpath(path, abs);
-    if (strlen(dir) != dl || memcmp(dir, path, dl) != 0) {
-        char d[PATH_MAX];
-        memcpy(d, path, dl);
-        d[dl] = '\0';
+    char d[PATH_MAX];
+    memcpy(d, path, dl);
+    d[dl] = '\0';
+    /* The remembered folder still stands: its name and its resolved path both lead to the
+     * folder resolved then (a long-running serve outlives renames and relinked folders). */
+    if (strcmp(dir, d) != 0 || !same_dir(d, &dir_st) || !same_dir(real_dir, &dir_st)) {
         dir[0] = '\0';
-        if (!realpath(d, real_dir))
+        if (!realpath(d, real_dir) || stat(real_dir, &dir_st) < 0)
             return realpath(path, abs); /* says why */
         memcpy(dir, d, dl + 1);
     }

@@ -313,6 +313,24 @@ static void test_submit_paths(void **state)
         assert_string_equal(got, want);
         free(path);
     }
+    /* The linked folder now leads elsewhere: the remembered resolution is not used. */
+    char *other = ocp_xasprintf("%s/other", d), *opng = ocp_xasprintf("%s/other/a.png", d);
+    char *owant = ocp_xasprintf("%s/other/a.png", real), *lpath = ocp_xasprintf("%s/link/a.png", d);
+    assert_int_equal(mkdir(other, 0755), 0);
+    assert_int_equal(vips_black(&im, 8, 8, NULL), 0);
+    assert_int_equal(vips_pngsave(im, opng, NULL), 0);
+    g_object_unref(im);
+    ocp_submit_opts o = {.lang = "eng", .group = "g", .max_image_size = -1};
+    assert_int_equal(ocp_app_submit_file(b, lpath, &lim, &o, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(unlink(dirlink), 0);
+    assert_int_equal(symlink("other", dirlink), 0);
+    assert_int_equal(ocp_app_submit_file(b, lpath, &lim, &o, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(ocp_broker_list(b, "g", 0, last_source, got), 0);
+    assert_string_equal(got, owant);
+    free(other);
+    free(opng);
+    free(owant);
+    free(lpath);
     ocp_broker_close(b);
     ocp_config_destroy(cfg);
     free(sub);
