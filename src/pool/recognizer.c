@@ -107,8 +107,8 @@ static void closed(master *m, recognizer *r)
 }
 
 /* It ended (its socket closed, or its zygote reaped it): restart after the back-off, or give
- * up after too many quick deaths. */
-static void died(master *m, recognizer *r, const char *why)
+ * up after too many quick deaths. pid names it in the log (r->pid is -1 once it is reaped). */
+static void died(master *m, recognizer *r, int pid, const char *why)
 {
     if (r->state == R_DOWN)
         return;
@@ -134,7 +134,7 @@ static void died(master *m, recognizer *r, const char *why)
         /* Its zygote was retired after a reload (it died with it): not a failure; the
          * current zygote starts the next one at once. */
         OCP_LOG(OCP_LOG_INFO, "recognizer %d (pid %d) of the previous configuration %s", r->index,
-                r->pid, why);
+                pid, why);
         r->restart_at = 0;
         return;
     }
@@ -144,7 +144,7 @@ static void died(master *m, recognizer *r, const char *why)
     if (m->draining)
         return;
     OCP_LOG(OCP_LOG_ERROR, "recognizer %d (pid %d) %s after %.1f s%s; the workers read its lines",
-            r->index, r->pid, why, lived, was_ready ? "" : " (not ready)");
+            r->index, pid, why, lived, was_ready ? "" : " (not ready)");
     if (r->quick_deaths >= OCP__RECOG_DEATHS) {
         char msg[200];
         snprintf(msg, sizeof msg, "recognizer %d died %d times in a row, each within %.0f s",
@@ -197,7 +197,7 @@ static void rec_readable(ocp_loop_io *io, short revents)
     recognizer *r = (recognizer *)((char *)io - offsetof(recognizer, io));
     int n = drain(m, r);
     if (r->fd >= 0 && (n == 0 || (n < 0 && n != -EAGAIN)))
-        died(m, r, "ended");
+        died(m, r, r->pid, "ended");
 }
 
 int ocp__recog_zygote_msg(master *m, zyg *z, json_t *msg)
@@ -249,7 +249,7 @@ int ocp__recog_zygote_msg(master *m, zyg *z, json_t *msg)
             if (r->state == R_DOWN) /* its socket's end told first: now how it ended */
                 OCP_LOG(OCP_LOG_ERROR, "recognizer %d (pid %d) %s", r->index, pid, why);
             r->pid = -1; /* reaped: the pid is no longer ours to signal */
-            died(m, r, why);
+            died(m, r, pid, why);
             return 1;
         }
     }
