@@ -84,9 +84,10 @@ static int other_kernels(int levels[2])
     return n;
 }
 
-/* AVX2 (8 rows at a time) and AVX-512 VNNI (16 rows, inputs as x + 128) give the portable
- * path's floats, bit for bit, on matrices of awkward sizes with extreme values, one vector
- * at a time and several (the batch product, 1 to 6 vectors with a stride). The portable
+/* AVX2 (8 rows at a time) and AVX-512 VNNI (tiles of 16 to 48 rows by 1, 4 or 8 vectors,
+ * inputs as x + 128) give the portable path's floats, bit for bit, on matrices of awkward
+ * sizes with extreme values, one vector at a time and several (the batch product, 1 to 21
+ * vectors with a stride: every tile and the tails after them). The portable
  * path is the reference, so a CPU without the others has nothing to compare: skipped. */
 static void test_matvec_paths(void **state)
 {
@@ -95,10 +96,13 @@ static void test_matvec_paths(void **state)
     if (nk == 0)
         skip();
     unsigned seed = 7;
-    static const int sizes[][2] = {{1, 2},     {7, 10},   {8, 5},    {9, 66}, {16, 10},
-                                   {111, 193}, {96, 145}, {13, 289}, {17, 3}};
-    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
-        int rows = sizes[t][0], cols = sizes[t][1], nv = 1 + (int)(t % 6);
+    static const int sizes[][2] = {{1, 2},    {7, 10},    {8, 5},    {9, 66},  {16, 10},
+                                   {111, 193}, {96, 145}, {13, 289}, {17, 3},  {40, 20},
+                                   {48, 65},   {192, 289}, {33, 7},  {80, 41}, {64, 9}};
+    static const int nvs[] = {1, 2, 3, 4, 5, 6, 8, 9, 12, 13, 17, 21};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0] * 2; t++) {
+        int rows = sizes[t / 2][0], cols = sizes[t / 2][1];
+        int nv = nvs[(t * 5) % (sizeof nvs / sizeof nvs[0])];
         size_t stride = (size_t)cols + 3;
         ocp_lstm_matrix m = {.rows = rows, .cols = cols};
         m.w = malloc((size_t)rows * cols);
@@ -116,7 +120,7 @@ static void test_matvec_paths(void **state)
                 x[(size_t)v * stride + j] =
                     (int8_t)(j % 5 == 0 ? (j % 2 ? 127 : -127) : (int)(seed >> 16) % 255 - 127);
             }
-        float a[6 * 400], b[6 * 400];
+        static float a[21 * 400], b[21 * 400];
         for (int v = 0; v < nv; v++) /* no w8 yet: the row-by-row path, a vector at a time */
             ocp_lstm_matvec(&m, x + (size_t)v * stride, a + (size_t)v * rows);
         ocp_lstm_matrix_layout(&m);
@@ -130,7 +134,7 @@ static void test_matvec_paths(void **state)
         free(m.w);
         free(m.scales);
         free(m.w8);
-        free(m.rowsum);
+        free(m.fix);
         free(x);
     }
 }

@@ -230,12 +230,12 @@ static int32_t four_at(const int8_t *x, int g)
         const ocp_lstm_matrix *m, int b, const int8_t *x, size_t stride, float *out)               \
     {                                                                                              \
         const __m256i ones = _mm256_set1_epi16(1);                                                 \
-        const int8_t *w = m->w8 + (size_t)b * m->groups * 32;                                      \
+        const int8_t *w = m->w8 + (size_t)(b / 2) * m->groups * 64 + (b % 2) * 32;                 \
         __m256i acc[NV];                                                                           \
         for (int k = 0; k < NV; k++)                                                               \
             acc[k] = _mm256_setzero_si256();                                                       \
         for (int g = 0; g < m->groups; g++) {                                                      \
-            __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)g * 32));                \
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)g * 64));                \
             for (int k = 0; k < NV; k++) {                                                         \
                 __m256i xb = _mm256_set1_epi32(four_at(x + (size_t)k * stride, g));                \
                 __m256i p =                                                                        \
@@ -265,49 +265,77 @@ __attribute__((target("avx2"))) static void matmul_avx2(const ocp_lstm_matrix *m
             avx2_block1(m, b, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
 }
 
-/* AVX-512 VNNI, 16 rows (two w8 blocks) at once: vpdpbusd multiplies unsigned by signed
- * bytes and sums fours into 32 bits with no intermediate saturation, so the inputs go in as
- * x + 128 (unsigned) and 128 x the row's weight sum comes off after. */
-#define VNNI_PAIR(NV)                                                                              \
-    __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void vnni_pair##NV(              \
+/* AVX-512 VNNI: a tile of P pairs of w8 blocks (16 P rows) by V vectors, its P x V sums in
+ * registers (at most 24 of the 32). vpdpbusd multiplies unsigned by signed bytes and sums
+ * fours into 32 bits with no intermediate saturation, so the inputs go in as x + 128
+ * (unsigned) and m->fix (127 x bias - 128 x the row's weight sum) is added after; then
+ * (float)s x scale, 16 rows an instruction, the same bits as finish_row. Each group of 4
+ * inputs: P weight loads, V broadcasts, P x V products. */
+#define VNNI_TILE(P, V)                                                                            \
+    __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void vnni_tile##P##V(            \
         const ocp_lstm_matrix *m, int pb, const int8_t *x, size_t stride, float *out)              \
     {                                                                                              \
-        const int8_t *w0 = m->w8 + (size_t)(2 * pb) * m->groups * 32;                              \
-        const int8_t *w1 = w0 + (size_t)m->groups * 32;                                            \
-        __m512i acc[NV];                                                                           \
-        for (int k = 0; k < NV; k++)                                                               \
-            acc[k] = _mm512_setzero_si512();                                                       \
+        const int8_t *w = m->w8 + (size_t)pb * m->groups * 64;                                     \
+        const size_t pstep = (size_t)m->groups * 64;                                               \
+        const __m512i flip = _mm512_set1_epi32((int32_t)0x80808080u);                              \
+        __m512i acc[P][V];                                                                         \
+        _Pragma("GCC unroll 24") for (int p = 0; p < P; p++)                                       \
+            _Pragma("GCC unroll 8") for (int k = 0; k < V; k++) acc[p][k] = _mm512_setzero_si512(); \
         for (int g = 0; g < m->groups; g++) {                                                      \
-            __m512i wv = _mm512_inserti64x4(                                                       \
-                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + g * 32))),        \
-                _mm256_loadu_si256((const __m256i *)(w1 + g * 32)), 1);                            \
-            for (int k = 0; k < NV; k++) {                                                         \
-                __m512i xb =                                                                       \
-                    _mm512_set1_epi32(four_at(x + (size_t)k * stride, g) ^ (int32_t)0x80808080u);  \
-                acc[k] = _mm512_dpbusd_epi32(acc[k], xb, wv);                                      \
+            __m512i wv[P];                                                                         \
+            _Pragma("GCC unroll 3") for (int p = 0; p < P; p++) wv[p] =                            \
+                _mm512_loadu_si512(w + p * pstep + (size_t)g * 64);                                \
+            _Pragma("GCC unroll 8") for (int k = 0; k < V; k++)                                    \
+            {                                                                                      \
+                __m512i xb = _mm512_xor_si512(                                                     \
+                    _mm512_set1_epi32(four_at(x + (size_t)k * stride, g)), flip);                  \
+                _Pragma("GCC unroll 3") for (int p = 0; p < P; p++) acc[p][k] =                    \
+                    _mm512_dpbusd_epi32(acc[p][k], xb, wv[p]);                                     \
             }                                                                                      \
         }                                                                                          \
-        for (int k = 0; k < NV; k++) {                                                             \
-            int32_t s[16];                                                                         \
-            _mm512_storeu_si512(s, acc[k]);                                                        \
-            for (int r = 0; r < 16 && pb * 16 + r < m->rows; r++)                                  \
-                finish_row(m, pb * 16 + r, s[r] - 128 * m->rowsum[pb * 16 + r],                    \
-                           out + (size_t)k * m->rows);                                             \
+        _Pragma("GCC unroll 3") for (int p = 0; p < P; p++)                                        \
+        {                                                                                          \
+            int r0 = (pb + p) * 16, left = m->rows - r0;                                           \
+            __mmask16 keep = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);       \
+            __m512i fix = _mm512_loadu_si512(m->fix + r0);                                         \
+            __m512 scale = _mm512_maskz_loadu_ps(keep, m->scales + r0);                            \
+            _Pragma("GCC unroll 8") for (int k = 0; k < V; k++) _mm512_mask_storeu_ps(             \
+                out + (size_t)k * m->rows + r0, keep,                                              \
+                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[p][k], fix)), scale));       \
         }                                                                                          \
     }
-VNNI_PAIR(1)
-VNNI_PAIR(4)
+VNNI_TILE(3, 8)
+VNNI_TILE(3, 4)
+VNNI_TILE(3, 1)
+VNNI_TILE(2, 8)
+VNNI_TILE(2, 4)
+VNNI_TILE(2, 1)
+VNNI_TILE(1, 8)
+VNNI_TILE(1, 4)
+VNNI_TILE(1, 1)
 
+typedef void vnni_tile_fn(const ocp_lstm_matrix *, int, const int8_t *, size_t, float *);
+
+/* The pairs in tiles of 3 (and one of 1 or 2 for the rest), the vectors in 8s, then a 4,
+ * then one at a time. */
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void
 matmul_vnni(const ocp_lstm_matrix *m, const int8_t *x, int nv, size_t stride, float *out)
 {
-    int pairs = (m->blocks + 1) / 2, v = 0;
-    for (; v + 4 <= nv; v += 4)
-        for (int pb = 0; pb < pairs; pb++)
-            vnni_pair4(m, pb, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
-    for (; v < nv; v++)
-        for (int pb = 0; pb < pairs; pb++)
-            vnni_pair1(m, pb, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
+    static vnni_tile_fn *const tiles[3][3] = {
+        {vnni_tile11, vnni_tile14, vnni_tile18},
+        {vnni_tile21, vnni_tile24, vnni_tile28},
+        {vnni_tile31, vnni_tile34, vnni_tile38},
+    };
+    int pairs = (m->blocks + 1) / 2;
+    for (int v = 0; v < nv;) {
+        int col = nv - v >= 8 ? 2 : nv - v >= 4 ? 1 : 0, step = col == 2 ? 8 : col == 1 ? 4 : 1;
+        for (int pb = 0; pb < pairs;) {
+            int p = pairs - pb >= 3 ? 3 : pairs - pb;
+            tiles[p - 1][col](m, pb, x + (size_t)v * stride, stride, out + (size_t)v * m->rows);
+            pb += p;
+        }
+        v += step;
+    }
 }
 #endif
 

@@ -173,7 +173,7 @@ static void matrix_free(ocp_lstm_matrix *m)
     free(m->w);
     free(m->scales);
     free(m->w8);
-    free(m->rowsum);
+    free(m->fix);
     memset(m, 0, sizeof *m);
 }
 
@@ -223,19 +223,23 @@ void ocp_lstm_matrix_layout(ocp_lstm_matrix *m)
 {
     int n = m->cols - 1;
     free(m->w8);
-    free(m->rowsum);
+    free(m->fix);
     m->blocks = (m->rows + 7) / 8;
     m->groups = (n + 3) / 4;
     /* An even number of blocks (zero rows after the last), for kernels taking two at once. */
-    m->w8 = ocp_xcalloc((size_t)(m->blocks + 1) / 2 * 2 * m->groups * 32 + 1, 1);
-    m->rowsum = ocp_xcalloc((size_t)m->rows + 1, sizeof *m->rowsum);
-    for (int i = 0; i < m->rows; i++)
+    size_t pairs = (size_t)(m->blocks + 1) / 2;
+    m->w8 = ocp_xcalloc(pairs * m->groups * 64 + 1, 1);
+    m->fix = ocp_xcalloc(pairs * 16, sizeof *m->fix);
+    for (int i = 0; i < m->rows; i++) {
+        const int8_t *row = m->w + (size_t)i * m->cols;
+        int32_t sum = 0;
         for (int j = 0; j < n; j++)
-            m->rowsum[i] += m->w[(size_t)i * m->cols + j];
-    for (int i = 0; i < m->rows; i++)
+            sum += row[j];
+        m->fix[i] = 127 * (int32_t)row[n] - 128 * sum;
+        int8_t *pair = m->w8 + (size_t)(i / 16) * m->groups * 64 + (i % 16) / 8 * 32 + (i % 8) * 4;
         for (int j = 0; j < n; j++)
-            m->w8[((size_t)(i / 8) * m->groups + j / 4) * 32 + (i % 8) * 4 + j % 4] =
-                m->w[(size_t)i * m->cols + j];
+            pair[(size_t)(j / 4) * 64 + j % 4] = row[j];
+    }
 }
 
 static void node_free(ocp_lstm_node *n)

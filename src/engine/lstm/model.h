@@ -38,15 +38,19 @@ typedef struct ocp_lstm_matrix {
     int8_t *w;     /* rows * cols, row-major */
     float *scales; /* rows */
     /* The same weights without the bias column, laid out for 8 rows at a time: for each
-     * block of 8 rows and each group of 4 inputs, 32 bytes (row 0's 4, row 1's 4, ...),
-     * zero-padded to whole blocks and groups. Built at load, so workers share it. */
+     * block of 8 rows and each group of 4 inputs, 32 bytes (row 0's 4, row 1's 4, ...);
+     * blocks go in pairs, a pair's two blocks of one group side by side (64 bytes: one
+     * 512-bit load), zero-padded to whole pairs and groups. Built at load, so workers share
+     * it. */
     int8_t *w8;
     int blocks, groups;
-    int32_t *rowsum; /* per row, the sum of its weights without the bias (for kernels that
-                        take the inputs as unsigned x + 128) */
+    /* Per row, padded with zeros to whole pairs of blocks: 127 x the bias minus 128 x the
+     * sum of the row's other weights, what a kernel that takes the inputs as unsigned
+     * x + 128 adds to its sums. */
+    int32_t *fix;
 } ocp_lstm_matrix;
 
-/* Builds m->w8 and m->rowsum from m->w (the model reader does it for every matrix). */
+/* Builds m->w8 and m->fix from m->w (the model reader does it for every matrix). */
 void ocp_lstm_matrix_layout(ocp_lstm_matrix *m);
 
 /* The tallest input a model may take (Debian's take 36 or 48 rows). */
