@@ -16,6 +16,9 @@
 
 #define TABLE 4096
 static float tanh_t[TABLE], logistic_t[TABLE];
+/* The same tables as pairs (t[i], t[i + 1]), 8 bytes an entry: one 64-bit gather fetches
+ * both ends of a lane's interval (the AVX-512 loops: half the gathered elements). */
+static float tanh_p[2 * TABLE], logistic_p[2 * TABLE];
 
 __attribute__((constructor)) static void build_tables(void)
 {
@@ -23,6 +26,12 @@ __attribute__((constructor)) static void build_tables(void)
         double x = i / 256.0;
         tanh_t[i] = (float)tanh(x);
         logistic_t[i] = (float)(1.0 / (1.0 + exp(-x)));
+    }
+    for (int i = 0; i < TABLE; i++) {
+        tanh_p[2 * i] = tanh_t[i];
+        tanh_p[2 * i + 1] = i + 1 < TABLE ? tanh_t[i + 1] : 1.0f;
+        logistic_p[2 * i] = logistic_t[i];
+        logistic_p[2 * i + 1] = i + 1 < TABLE ? logistic_t[i + 1] : 1.0f;
     }
 }
 
@@ -108,13 +117,19 @@ static void lstm_cell_scalar(int ns, const float *g0, const float *g1, const flo
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
 
-AVX512 static inline __m512 lookup16(const float *t, __m512 x) /* x >= 0 */
+/* From a pair table (tanh_p, logistic_p): two gathers of 8 pairs, split into the lanes' t[i]
+ * and t[i + 1]. */
+AVX512 static inline __m512 lookup16(const float *pairs, __m512 x) /* x >= 0 */
 {
     __m512 s = _mm512_mul_ps(x, _mm512_set1_ps(256.0f));
     __mmask16 past = _mm512_cmp_ps_mask(s, _mm512_set1_ps((float)(TABLE - 1)), _CMP_NLT_UQ);
     __m512i i = _mm512_cvttps_epi32(_mm512_mask_blend_ps(past, s, _mm512_setzero_ps()));
-    __m512 t0 = _mm512_i32gather_ps(i, t, 4);
-    __m512 t1 = _mm512_i32gather_ps(_mm512_add_epi32(i, _mm512_set1_epi32(1)), t, 4);
+    __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(i), pairs, 8));
+    __m512 hi = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(i, 1), pairs, 8));
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    __m512 t0 = _mm512_permutex2var_ps(lo, even, hi);
+    __m512 t1 = _mm512_permutex2var_ps(lo, _mm512_add_epi32(even, _mm512_set1_epi32(1)), hi);
     __m512 v = _mm512_add_ps(
         t0, _mm512_mul_ps(_mm512_sub_ps(t1, t0), _mm512_sub_ps(s, _mm512_cvtepi32_ps(i))));
     return _mm512_mask_blend_ps(past, v, _mm512_set1_ps(1.0f));
@@ -129,14 +144,14 @@ AVX512 static inline __m512 abs16(__m512 x, __mmask16 *neg)
 AVX512 static inline __m512 tanh16(__m512 x)
 {
     __mmask16 neg;
-    __m512 v = lookup16(tanh_t, abs16(x, &neg));
+    __m512 v = lookup16(tanh_p, abs16(x, &neg));
     return _mm512_mask_sub_ps(v, neg, _mm512_setzero_ps(), v);
 }
 
 AVX512 static inline __m512 logistic16(__m512 x)
 {
     __mmask16 neg;
-    __m512 v = lookup16(logistic_t, abs16(x, &neg));
+    __m512 v = lookup16(logistic_p, abs16(x, &neg));
     return _mm512_mask_sub_ps(v, neg, _mm512_set1_ps(1.0f), v);
 }
 
