@@ -141,6 +141,13 @@ static int lstm_open(const ocp_engine_params *p, void **state, char *err, size_t
     for (int i = 0; i < first->n_params; i++)
         if (!TessBaseAPISetVariable(st->layout, first->params[i].name, first->params[i].value))
             OCP_LOG(OCP_LOG_DEBUG, "lstm: layout parameter %s not set", first->params[i].name);
+    /* Every row is taken as proportional: Tesseract's fixed-pitch test (tune_row_pitch, a
+     * dynamic programme over each row's cuts) is about a sixth of its layout's time, and its
+     * verdict only decides how a row is cut into words. Rows it would not call fixed come
+     * out the same; a row it would (a monospaced page) goes to the proportional word maker
+     * instead of being chopped at pitch cells, which had left a line's trailing comma or
+     * full stop out of its box. */
+    TessBaseAPISetVariable(st->layout, "textord_all_prop", "1");
     OCP_LOG(OCP_LOG_INFO, "lstm engine: %d model(s) read by ocrpool, layout by tesseract",
             st->n_models);
     *state = st;
