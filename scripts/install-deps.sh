@@ -12,8 +12,8 @@ pkgs=(
     # OCR engine and language data: English, Sanskrit, Tamil, Hindi, scripts, orientation
     tesseract-ocr tesseract-ocr-eng tesseract-ocr-san tesseract-ocr-tam tesseract-ocr-hin
     tesseract-ocr-script-deva tesseract-ocr-script-taml tesseract-ocr-osd
-    # test fixtures and tools: Noto fonts, pango-view, vips CLI, pdfunite, qpdf --check, /usr/bin/time
-    fonts-noto-core pango1.0-tools libvips-tools poppler-utils qpdf time python3
+    # test fixtures and tools: Noto and URW (Nimbus Mono) fonts, pango-view, vips CLI, pdfunite, qpdf --check, /usr/bin/time
+    fonts-noto-core fonts-urw-base35 pango1.0-tools libvips-tools poppler-utils qpdf time python3
     # the dashboard test: a real browser
     chromium
     # several machines: a real Redis and the Python Celery client, for the tests and make bench

@@ -228,6 +228,18 @@ for langs in san+eng eng+san; do
         cer_below "$TMP/mix.txt" "$TMP/mix-$langs.txt" 0.02
 done
 
+# A monospaced page (Nimbus Mono PS 11, tests/data/text/eng-mono.txt): Tesseract's layout
+# would call some of its rows fixed-pitch and cut them at pitch cells, which left two lines'
+# last character (, and .) out of every word box: the layout now takes every row as
+# proportional (textord_all_prop). Both lines read whole; failed before.
+pango-view --font="Nimbus Mono PS 11" --dpi=300 --margin=40 --width=504 --wrap=word \
+    --background=white --foreground=black -q -o "$TMP/mono.png" tests/data/text/eng-mono.txt 2>/dev/null
+"$OCRPOOL" ocr -q -j 1 --engine lstm -l eng "$TMP/mono.png" >"$TMP/mono.txt" 2>/dev/null
+grep -E 'PROVE DEFECTIVE|for details' "$TMP/mono.txt" | sed 's/^/# /'
+check "a monospaced page: a line's last comma is read (rows taken as proportional)" \
+    grep -q 'SHOULD THE PROGRAM PROVE DEFECTIVE,$' "$TMP/mono.txt"
+check "a monospaced page: a line's last full stop is read" grep -q 'for details\.$' "$TMP/mono.txt"
+
 # --- The worker pool with --engine lstm -------------------------------------------------------
 Q="sqlite://$TMP/q.db"
 id=$("$OCRPOOL" submit --broker "$Q" -l tam "$F/tam.png")
