@@ -1,7 +1,8 @@
 /*
  * memstat.c: the one reader of /proc/PID/status, /proc/PID/smaps_rollup
  * and /proc/meminfo (memstat.h): each is "Key: value" lines, read by field();
- * and of /proc/PID/statm for the RSS alone.
+ * and of /proc/PID/statm for the RSS alone; /proc/self/smaps, mapping by
+ * mapping, for ocp_memstat_drop_file_pages.
  */
 #include "core/memstat.h"
 
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static long field(const char *buf, const char *name)
@@ -97,4 +99,70 @@ int ocp_memstat_system(ocp_sysmem *s)
     s->swap_total_kb = field(buf, "SwapTotal");
     s->swap_free_kb = field(buf, "SwapFree");
     return 0;
+}
+
+/* One mapping of /proc/self/smaps that ocp_memstat_drop_file_pages may drop. */
+typedef struct drop_range {
+    unsigned long lo, hi;
+    long rss_kb;
+} drop_range;
+
+long ocp_memstat_drop_file_pages(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "re");
+    if (!f)
+        return -errno;
+    drop_range *r = NULL, cur = {0};
+    size_t n = 0, cap = 0;
+    int candidate = 0, anon = 0;
+    long rc = 0;
+    char *line = NULL;
+    size_t len = 0;
+    for (;;) {
+        ssize_t got = getline(&line, &len, f);
+        unsigned long lo, hi, ino;
+        char perms[8];
+        int path = 0;
+        int header = got > 0 &&
+                     sscanf(line, "%lx-%lx %7s %*s %*s %lu %n", &lo, &hi, perms, &ino, &path) == 4;
+        if (got <= 0 || header) {
+            /* The previous mapping is complete: keep it if it qualified. */
+            if (candidate && !anon && cur.rss_kb > 0) {
+                if (n == cap) {
+                    size_t c = cap ? 2 * cap : 256;
+                    drop_range *t = realloc(r, c * sizeof *t);
+                    if (!t) {
+                        rc = -ENOMEM;
+                        break;
+                    }
+                    r = t;
+                    cap = c;
+                }
+                r[n++] = cur;
+            }
+            if (got <= 0)
+                break;
+            /* A private read-only mapping of a regular file (not a device, not a deleted or
+             * memfd file): its pages are the file's, to be read again. */
+            const char *name = line + path;
+            candidate = perms[0] == 'r' && perms[1] == '-' && perms[3] == 'p' && ino != 0 &&
+                        name[0] == '/' && strncmp(name, "/dev/", 5) != 0 &&
+                        !strstr(name, "(deleted)");
+            anon = 0;
+            cur = (drop_range){lo, hi, 0};
+        } else if (strncmp(line, "Rss:", 4) == 0) {
+            cur.rss_kb = strtol(line + 4, NULL, 10);
+        } else if (strncmp(line, "Anonymous:", 10) == 0) {
+            anon = strtol(line + 10, NULL, 10) != 0;
+        } else if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " lo")) {
+            candidate = 0; /* locked: keep it in memory as asked */
+        }
+    }
+    free(line);
+    fclose(f);
+    for (size_t i = 0; i < n && rc >= 0; i++)
+        if (madvise((void *)r[i].lo, r[i].hi - r[i].lo, MADV_DONTNEED) == 0)
+            rc += r[i].rss_kb;
+    free(r);
+    return rc;
 }

@@ -22,6 +22,18 @@ int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m);
 /* Just VmRSS in KiB, or -1 (cheap: for the watchdog). */
 long ocp_memstat_rss(pid_t pid);
 
+/*
+ * Drops this process's page-table entries for its read-only private file mappings that hold
+ * no private copy of a page (no "Anonymous" page in smaps: never written, not relocated):
+ * their pages stay in the page cache and come back on the next touch, as a minor fault.
+ * A process that touched many such pages once (the dynamic linker's pass over the symbol
+ * tables and relocations of a hundred libraries, a model file read while loading) keeps
+ * them mapped, alone, for its whole life; fork does not copy them, so no child shares them
+ * and each counts whole in the process's PSS. Call it with no other thread mapping or
+ * unmapping (after start-up, after a load). Returns the KiB of RSS dropped, or -errno.
+ */
+long ocp_memstat_drop_file_pages(void);
+
 /* The machine's memory (/proc/meminfo). Open type; KiB, -1 when unknown. */
 typedef struct ocp_sysmem {
     long total_kb, available_kb, swap_total_kb, swap_free_kb;

@@ -595,6 +595,10 @@ static void zygote_load(const ocp_pool_conf *pc, int fd)
         _exit(OCP_EXIT_FATAL);
     }
     malloc_trim(0);
+    /* The pages that loading touched once (libvips's modules linked, model files read) go
+     * back to the page cache: a worker faults in what it uses, and fork gives it none. */
+    long dropped = ocp_memstat_drop_file_pages();
+    OCP_LOG(OCP_LOG_DEBUG, "zygote: %ld KiB of file pages unmapped after loading", dropped);
     json_t *ready = json_pack("{s:s, s:I}", "t", "ready", "rss_kb", (json_int_t)ocp_self_rss_kb());
     ocp_proto_send(fd, ready, -1);
     json_decref(ready);
@@ -623,6 +627,7 @@ static void zygote_wishes(const ocp_pool_conf *pc, int rfd)
                 continue;
             }
             malloc_trim(0);
+            ocp_memstat_drop_file_pages();
             OCP_LOG(OCP_LOG_INFO,
                     "zygote: loaded %s in %.2f s for the workers forked from now on (%d "
                     "languages, RSS %ld KiB)",
@@ -818,6 +823,10 @@ int ocp__zygote_start(const ocp_pool_conf *pc, int *fd, int *pid, char *err, siz
         _exit(0);
     }
     close(sp[1]);
+    /* The master's own start-up pages of the libraries (the dynamic linker's pass over a
+     * hundred libraries' symbols and relocations, the engine's and libvips's for the
+     * zygote) are mapped here alone for good: back to the page cache with them. */
+    ocp_memstat_drop_file_pages();
     *fd = sp[0];
     *pid = (int)p;
     return 0;
