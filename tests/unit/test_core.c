@@ -1,6 +1,7 @@
 /*
  * test_core.c: the error table, string buffers and XML escaping, capped
- * reads, number parsing, UUIDs, path stems, atomic writes.
+ * reads, number parsing, UUIDs, path stems, atomic writes, peak RSS, and
+ * the unmapping of a process's read-only file pages.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,10 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/memstat.h"
 #include "core/util.h"
 
 static void test_errors(void **state)
@@ -208,6 +211,42 @@ static void test_peak_rss(void **state)
     }
 }
 
+/* The read-only file pages come back from the file; a page copied (written before the
+ * mapping was made read-only, as the dynamic linker's RELRO) keeps its copy. */
+static void test_drop_file_pages(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ocp-test-drop-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    size_t n = 1u << 20;
+    unsigned char *buf = malloc(n);
+    assert_non_null(buf);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)(i * 7 + i / 4096);
+    assert_int_equal(write(fd, buf, n), (ssize_t)n);
+    unsigned char *ro = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    unsigned char *cow = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    assert_true(ro != MAP_FAILED && cow != MAP_FAILED);
+    volatile unsigned sum = 0; /* the reads fault the pages in */
+    for (size_t i = 0; i < n; i += 4096)
+        sum += ro[i];
+    for (size_t i = 0; i < n; i += 4096)
+        cow[i] = (unsigned char)~buf[i];
+    assert_int_equal(mprotect(cow, n, PROT_READ), 0);
+    /* At least the whole read-only mapping went (and the library pages of this test). */
+    long dropped = ocp_memstat_drop_file_pages();
+    assert_true(dropped >= (long)(n >> 10));
+    assert_memory_equal(ro, buf, n);
+    for (size_t i = 0; i < n; i += 4096)
+        assert_int_equal(cow[i], (unsigned char)~buf[i]);
+    munmap(ro, n);
+    munmap(cow, n);
+    close(fd);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,7 +254,7 @@ int main(void)
         cmocka_unit_test(test_read_fd),       cmocka_unit_test(test_parse),
         cmocka_unit_test(test_uuid_and_stem), cmocka_unit_test(test_write_file),
         cmocka_unit_test(test_mkdir_p),       cmocka_unit_test(test_peak_rss),
-        cmocka_unit_test(test_url_shown),
+        cmocka_unit_test(test_url_shown),     cmocka_unit_test(test_drop_file_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
