@@ -392,6 +392,10 @@ static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t
             ocp_page_finish(&wt[i].res, &wt[i].img, &wt[i].xf, wt[i].rc, t0);
         /* The pages' buffers back to the system before the answers say the size after. */
         malloc_trim(0);
+        /* And the file pages they mapped: a model's word lists (12 MB for san, looked up
+         * all over; each fault maps 64 KiB around the byte read) would otherwise stay
+         * mapped, growing with every page until the worker ends. */
+        ocp_memstat_drop_file_pages();
         for (int i = a; i < b && !rc; i++) {
             json_t *reply = task_reply(pc, &wt[i]);
             /* A model of its own that its zygote had room to take (asked for by wish):
