@@ -22,8 +22,11 @@ page() { # page LANG FONT OUT: an A4 300 dpi page of LANG's text (as bench/run.s
     pango-view --font="$font" --dpi=300 --margin=0 --width=499 --wrap=word --background=white \
         --foreground=black -q -o "$work/$lang.body.png" "$work/$lang.fill.txt"
     vips colourspace "$work/$lang.body.png" "$work/$lang.grey.v" b-w
-    vips crop "$work/$lang.grey.v" "$work/$lang.crop.v" 0 0 2080 \
-        "$(( $(vipsheader -f height "$work/$lang.grey.v") < 3100 ? $(vipsheader -f height "$work/$lang.grey.v") : 3100 ))"
+    # (pango's 499 pt come out a pixel or two under 2080 px: the crop takes what there is)
+    local w h
+    w=$(vipsheader -f width "$work/$lang.grey.v")
+    h=$(vipsheader -f height "$work/$lang.grey.v")
+    vips crop "$work/$lang.grey.v" "$work/$lang.crop.v" 0 0 $((w < 2080 ? w : 2080)) $((h < 3100 ? h : 3100))
     vips embed "$work/$lang.crop.v" "$out" 200 200 2480 3508 --extend white
     rm -f "$work/$lang".*.v "$work/$lang.body.png"
 }
