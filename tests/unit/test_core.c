@@ -211,6 +211,27 @@ static void test_peak_rss(void **state)
     }
 }
 
+/* Rss of this process's mapping that starts at addr (smaps), in KiB, or -1. */
+static long mapping_rss_kb(const void *addr)
+{
+    char want[32], line[512];
+    snprintf(want, sizeof want, "%lx-", (unsigned long)addr);
+    FILE *f = fopen("/proc/self/smaps", "r");
+    long rss = -1;
+    int in = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, want, strlen(want)) == 0)
+            in = 1;
+        else if (in && strncmp(line, "Rss:", 4) == 0) {
+            rss = strtol(line + 4, NULL, 10);
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+    return rss;
+}
+
 /* The read-only file pages come back from the file; a page copied (written before the
  * mapping was made read-only, as the dynamic linker's RELRO) keeps its copy. */
 static void test_drop_file_pages(void **state)
@@ -219,7 +240,6 @@ static void test_drop_file_pages(void **state)
     char path[] = "/tmp/ocp-test-drop-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    unlink(path);
     size_t n = 1u << 20;
     unsigned char *buf = malloc(n);
     assert_non_null(buf);
@@ -235,15 +255,20 @@ static void test_drop_file_pages(void **state)
     for (size_t i = 0; i < n; i += 4096)
         cow[i] = (unsigned char)~buf[i];
     assert_int_equal(mprotect(cow, n, PROT_READ), 0);
-    /* At least the whole read-only mapping went (and the library pages of this test). */
+    assert_int_equal(mapping_rss_kb(ro), (long)(n >> 10));
+    /* The whole read-only mapping went (and the library pages of this test); the copied
+     * one stayed. */
     long dropped = ocp_memstat_drop_file_pages();
     assert_true(dropped >= (long)(n >> 10));
+    assert_int_equal(mapping_rss_kb(ro), 0);
+    assert_int_equal(mapping_rss_kb(cow), (long)(n >> 10));
     assert_memory_equal(ro, buf, n);
     for (size_t i = 0; i < n; i += 4096)
         assert_int_equal(cow[i], (unsigned char)~buf[i]);
     munmap(ro, n);
     munmap(cow, n);
     close(fd);
+    unlink(path);
     free(buf);
 }
 
