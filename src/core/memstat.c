@@ -65,11 +65,6 @@ long ocp_memstat_rss(pid_t pid)
     return statm_kb(pid, 1);
 }
 
-long ocp_memstat_file_rss(pid_t pid)
-{
-    return statm_kb(pid, 2);
-}
-
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m)
 {
     char path[64], buf[4096];

@@ -21,9 +21,6 @@ typedef struct ocp_memstat {
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m);
 /* Just VmRSS in KiB, or -1 (cheap: for the watchdog). */
 long ocp_memstat_rss(pid_t pid);
-/* statm's "shared": the RSS of file (and shared memory) pages, in KiB, or -1 (cheap: a
- * worker asks after each page whether to drop them, below). */
-long ocp_memstat_file_rss(pid_t pid);
 
 /*
  * Drops this process's page-table entries for its read-only private file mappings that hold

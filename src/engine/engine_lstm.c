@@ -927,6 +927,8 @@ static void lstm_ocr_batch(void *state, ocp_batch_page *pages, int n, const ocp_
         free(all[i].chars);
     free(all);
     free(first);
+    for (int i = 0; i < st->n_models; i++)
+        ocp_lstm_model_drop_pages(st->model[i]);
 }
 
 static int lstm_ocr(void *state, const ocp_page_image *img, const ocp_ocr_params *op,

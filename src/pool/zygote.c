@@ -86,11 +86,6 @@ static int n_zlangs_;
 /* The wish pipe's write end, in a worker (non-blocking: a full pipe drops the wish). */
 static int wish_fd_ = -1;
 
-/* A worker's file RSS after its last drop of file pages (ocp_memstat_drop_file_pages), and
- * the growth past which it drops them again after a page. */
-static long file_kb_dropped_;
-#define DROP_FILE_KB 2048
-
 /* Engines a worker opened for itself: the first language it needed beyond its zygote's
  * stays, later ones take turns in the second slot. */
 #define MAX_PRIVATE 2
@@ -397,16 +392,6 @@ static int run_tasks(const ocp_pool_conf *pc, engine_slot *slots, int fd, json_t
             ocp_page_finish(&wt[i].res, &wt[i].img, &wt[i].xf, wt[i].rc, t0);
         /* The pages' buffers back to the system before the answers say the size after. */
         malloc_trim(0);
-        /* And the file pages they mapped: a model's word lists (12 MB for san, looked up
-         * all over; each fault maps 64 KiB around the byte read) would otherwise stay
-         * mapped, growing with every page until the worker ends. Only once they have grown
-         * by DROP_FILE_KB since the last drop: reading smaps takes ~3 ms, as long as a
-         * hundred empty tasks (the null engine's pages map nothing). */
-        long file_kb = ocp_memstat_file_rss(getpid());
-        if (file_kb < 0 || file_kb - file_kb_dropped_ > DROP_FILE_KB) {
-            ocp_memstat_drop_file_pages();
-            file_kb_dropped_ = ocp_memstat_file_rss(getpid());
-        }
         for (int i = a; i < b && !rc; i++) {
             json_t *reply = task_reply(pc, &wt[i]);
             /* A model of its own that its zygote had room to take (asked for by wish):
@@ -466,7 +451,6 @@ static void worker_main(const ocp_pool_conf *pc, int fd, const char *visible,
     signal(SIGQUIT, SIG_DFL);
     signal(SIGHUP, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
-    file_kb_dropped_ = ocp_memstat_file_rss(getpid()); /* the growth counts from here */
     setenv("CUDA_VISIBLE_DEVICES", visible ? visible : "", 1);
     if (pc->hard_memory_limit_mb > 0) {
         /* A backstop under the master's RSS watchdog: the data segment may grow by the

@@ -750,6 +750,12 @@ int ocp_lstm_model_load(const char *path, ocp_lstm_model **out, char *err, size_
     return 0;
 }
 
+void ocp_lstm_model_drop_pages(const ocp_lstm_model *m)
+{
+    if (m && m->map)
+        madvise(m->map, m->map_len, MADV_DONTNEED);
+}
+
 static long describe(const ocp_lstm_node *n, int depth, ocp_sb *out)
 {
     long cost = 0;

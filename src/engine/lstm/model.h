@@ -151,6 +151,13 @@ typedef struct ocp_lstm_model {
     size_t map_len;
 } ocp_lstm_model;
 
+/* Lets go of the pages of m's file that the dictionaries' walks mapped (m->map, read-only:
+ * they come back from the page cache at the next lookup, as a minor fault). A decoder that
+ * looks words up all over a 12 MB word list (san) maps 64 KiB around each byte it reads, and
+ * a worker would keep them, growing page after page: the engine drops them after each batch
+ * of pages. Safe beside other readers of m (nothing is ever written there). */
+void ocp_lstm_model_drop_pages(const ocp_lstm_model *m);
+
 /*
  * Reads a traineddata file's component table. *parts receives OCP_TD_COUNT
  * (offset, size) pairs of the file's bytes (size 0 = absent). buf is the
