@@ -22,6 +22,11 @@
  *      queue, whose cost grew with it); tasks_leased (lease_expires) of the
  *      LEASED rows replaces tasks_lease; tasks_finished keeps only finished
  *      rows (its use: list_finished)
+ *   5  tasks_group on (grp) alone: with the state in it, every lease and every
+ *      ack moved the row's entry between parts of that index (three more
+ *      pages a task written to the WAL, a sixth of the pool's empty tasks/s,
+ *      measured); a group's counts read its rows instead (34 ms for 100,000
+ *      rows, against 6)
  *
  * All writes that must be atomic (lease, ack) run in BEGIN IMMEDIATE
  * transactions or in one statement; readers and writers wait up to
@@ -45,7 +50,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define OCP_SQLITE_SCHEMA 4
+#define OCP_SQLITE_SCHEMA 5
 
 /* The statements run per task, prepared once per handle (SQLITE_PREPARE_PERSISTENT) instead of
  * once per call: preparing cost as much as running them. */
@@ -107,8 +112,11 @@ static const char schema_v4[] =
     "CREATE INDEX tasks_leased ON tasks(lease_expires) WHERE state = 1;"
     "CREATE INDEX tasks_finished ON tasks(grp, finished) WHERE state >= 2;";
 
+static const char schema_v5[] = "DROP INDEX tasks_group;"
+                                "CREATE INDEX tasks_group ON tasks(grp);";
+
 static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2, schema_v3,
-                                                     schema_v4};
+                                                     schema_v4, schema_v5};
 
 /*
  * The lease's candidates, best first: the READY tasks whose time has come (tasks_ready, read

@@ -318,10 +318,10 @@ static int user_version(void)
     return v;
 }
 
-/* A version 1 file (as ocrpool 0.1 wrote it) is brought up to version 4: its failed and
+/* A version 1 file (as ocrpool 0.1 wrote it) is brought up to version 5: its failed and
  * buried tasks get the kinds they stand for (2), an index on group and finished time and
  * finished rows without a finished time their start or creation time (3), the indexes of
- * one state each (4); a newer file is refused. */
+ * one state each (4), the group's index without the state (5); a newer file is refused. */
 static void test_sqlite_migration(void **state)
 {
     (void)state;
@@ -342,7 +342,7 @@ static void test_sqlite_migration(void **state)
                  "PRAGMA user_version = 1;");
     sqlite3_close(db);
     ocp_broker *b = open_broker();
-    assert_int_equal(user_version(), 4);
+    assert_int_equal(user_version(), 5);
     expect(b, "old-failed", OCP_TASK_FAILED, OCP_FAIL_ENGINE, "bad page");
     expect(b, "old-buried", OCP_TASK_BURIED, OCP_FAIL_CRASHED, "lost");
     expect(b, "old-done", OCP_TASK_DONE, OCP_FAIL_NONE, NULL);
@@ -352,7 +352,7 @@ static void test_sqlite_migration(void **state)
     ocp_broker_close(b);
     b = open_broker(); /* opened again: nothing to do */
     ocp_broker_close(b);
-    assert_int_equal(user_version(), 4);
+    assert_int_equal(user_version(), 5);
 
     assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
     sqlite3_stmt *q;
@@ -365,12 +365,20 @@ static void test_sqlite_migration(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(q, 0), 3);
     sqlite3_finalize(q);
-    exec_sql(db, "PRAGMA user_version = 5;");
+    /* tasks_group holds the group alone: a change of state does not touch it */
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(name) FROM "
+                                            "pragma_index_info('tasks_group')",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(q, 0), "grp");
+    sqlite3_finalize(q);
+    exec_sql(db, "PRAGMA user_version = 6;");
     sqlite3_close(db);
     char url[512], err[512] = "";
     snprintf(url, sizeof url, "sqlite://%s", db_path);
     assert_int_equal(ocp_broker_open(url, NULL, &b, err, sizeof err), OCP_E_CONFIG);
-    if (!strstr(err, "schema version 5 is newer than this ocrpool's (4)"))
+    if (!strstr(err, "schema version 6 is newer than this ocrpool's (5)"))
         fail_msg("refusal: %s", err);
 }
 
