@@ -333,4 +333,5 @@ def main():
     print("# per page: %s" % os.path.relpath(os.path.join(DIR, "results.tsv"), ROOT))
 
 
-main()
+if __name__ == "__main__":
+    main()
