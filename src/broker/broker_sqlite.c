@@ -115,8 +115,8 @@ static const char schema_v4[] =
 static const char schema_v5[] = "DROP INDEX tasks_group;"
                                 "CREATE INDEX tasks_group ON tasks(grp);";
 
-static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2, schema_v3,
-                                                     schema_v4, schema_v5};
+static const char *const steps[OCP_SQLITE_SCHEMA] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                                     schema_v5};
 
 /*
  * The lease's candidates, best first: the READY tasks whose time has come (tasks_ready, read

@@ -366,8 +366,9 @@ static void test_sqlite_migration(void **state)
     assert_int_equal(sqlite3_column_int(q, 0), 3);
     sqlite3_finalize(q);
     /* tasks_group holds the group alone: a change of state does not touch it */
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT group_concat(name) FROM "
-                                            "pragma_index_info('tasks_group')",
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT group_concat(name) FROM "
+                                        "pragma_index_info('tasks_group')",
                                         -1, &q, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
