@@ -40,29 +40,23 @@ static int slurp(const char *path, char *buf, size_t len)
     return 0;
 }
 
-/* Field k (0: size, 1: resident, 2: shared) of /proc/PID/statm ("size resident shared ..."
- * in pages), in KiB, or -1. */
-static long statm_kb(pid_t pid, int k)
+/* From /proc/PID/statm ("size resident shared ..." in pages): the same figure as status's
+ * VmRSS, which the kernel takes longer to write (status has some 60 lines). */
+long ocp_memstat_rss(pid_t pid)
 {
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
     if (slurp(path, buf, sizeof buf))
         return -1;
     char *p = buf, *end;
-    long pages = -1;
-    for (int i = 0; i <= k; i++, p = end) {
-        pages = strtol(p, &end, 10);
-        if (end == p || pages < 0)
-            return -1;
-    }
+    strtol(p, &end, 10);
+    if (end == p)
+        return -1;
+    p = end;
+    long pages = strtol(p, &end, 10);
+    if (end == p || pages < 0)
+        return -1;
     return pages * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-/* statm's resident: the same figure as status's VmRSS, which the kernel takes longer to
- * write (status has some 60 lines). */
-long ocp_memstat_rss(pid_t pid)
-{
-    return statm_kb(pid, 1);
 }
 
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m)
