@@ -175,7 +175,10 @@ def inspect(node):
     r = cli("inspect", "stats", *d) or {}
     st = r.get(node, {})
     pool = st.get("pool", {})
-    mem = [w.get("memory", {}).get("rss_kb", 0) for w in st.get("ocrpool", {}).get("workers", [])]
+    # A worker on its way out (the one revoke-terminate killed just before: a zombie until its
+    # zygote reaps it) has no memory to read (-1 or null, as monitor shows it): the others must.
+    mem = [(w.get("memory") or {}).get("rss_kb", 0)
+           for w in st.get("ocrpool", {}).get("workers", []) if w.get("state") != "exiting"]
     expect(pool.get("max-concurrency", 0) >= 1 and len(pool.get("processes", [])) >= 1
            and st.get("prefetch_count", 0) >= 1 and mem and all(m > 0 for m in mem),
            "celery inspect stats: concurrency %s, processes %s, prefetch %s, workers' RSS %s KiB"
