@@ -452,13 +452,17 @@ static void test_frame_cap(void **state)
 }
 
 #define FLOOD 4000
+/* A's lines' width: wide enough that the recognizer needs well over a second for them
+ * (about 2 s here), so that a second's figures see 1000 or more of them waiting (with 60
+ * columns they took 1.2 s, and one run in three saw no figures in that window). */
+#define FLOOD_W 100
 
 static void test_fair_share(void **state)
 {
     fixture *f = *state;
     if (!f)
         skip();
-    /* Worker A asks for FLOOD narrow lines (60 columns); while 1000 or more of them wait in
+    /* Worker A asks for FLOOD narrow lines (FLOOD_W columns); while 1000 or more of them wait in
      * the recognizer, worker B asks for 8 (40 columns): B's come back long before A's
      * (batches in turn, a fair share of each), not after all of them. */
     int pfd[2];
@@ -467,11 +471,11 @@ static void test_fair_share(void **state)
     pid_t kid = fork();
     if (kid == 0) {
         close(pfd[0]);
-        ocp_recog_client *c = ocp_recog_client_create(f->addr, 192u << 20);
+        ocp_recog_client *c = ocp_recog_client_create(f->addr, 256u << 20);
         int8_t **img = ocp_xcalloc(FLOOD, sizeof *img);
         int *w = ocp_xcalloc(FLOOD, sizeof *w), *steps = ocp_xcalloc(FLOOD, sizeof *steps);
         float **probs = ocp_xcalloc(FLOOD, sizeof *probs);
-        make_lines_of(f->m, 21, FLOOD, 60, img, w);
+        make_lines_of(f->m, 21, FLOOD, FLOOD_W, img, w);
         double t0 = ocp_now();
         int rc = ocp_recog_client_forward(c, "eng", f->m, FLOOD, (const int8_t *const *)img, w,
                                           probs, steps, 0);
