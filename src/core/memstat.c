@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,15 +41,11 @@ static int slurp(const char *path, char *buf, size_t len)
     return 0;
 }
 
-/* From /proc/PID/statm ("size resident shared ..." in pages): the same figure as status's
- * VmRSS, which the kernel takes longer to write (status has some 60 lines). */
-long ocp_memstat_rss(pid_t pid)
+/* statm's text ("size resident shared ..." in pages): the resident size in KiB, or -1. */
+static long statm_rss(const char *buf)
 {
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
-    if (slurp(path, buf, sizeof buf))
-        return -1;
-    char *p = buf, *end;
+    const char *p = buf;
+    char *end;
     strtol(p, &end, 10);
     if (end == p)
         return -1;
@@ -57,6 +54,62 @@ long ocp_memstat_rss(pid_t pid)
     if (end == p || pages < 0)
         return -1;
     return pages * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* From /proc/PID/statm: the same figure as status's VmRSS, which the kernel takes longer to
+ * write (status has some 60 lines). */
+long ocp_memstat_rss(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    return slurp(path, buf, sizeof buf) ? -1 : statm_rss(buf);
+}
+
+/* The two /proc/self files a worker reads and writes for each page, kept open: their opens
+ * and closes were four of a null page's ten system calls in a worker. Opened on first use;
+ * a forked child closes the copies it inherits (they name its parent) and opens its own. */
+enum { SELF_STATM, SELF_CLEAR_REFS, SELF_FILES };
+static int self_fd[SELF_FILES] = {-1, -1};
+
+static void self_forget(void)
+{
+    for (int i = 0; i < SELF_FILES; i++)
+        if (self_fd[i] >= 0) {
+            close(self_fd[i]);
+            self_fd[i] = -1;
+        }
+}
+
+static int self_open(int which)
+{
+    static int registered;
+    if (!registered) {
+        pthread_atfork(NULL, NULL, self_forget);
+        registered = 1;
+    }
+    if (self_fd[which] < 0)
+        self_fd[which] = which == SELF_STATM ? open("/proc/self/statm", O_RDONLY | O_CLOEXEC)
+                                             : open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    return self_fd[which];
+}
+
+long ocp_memstat_self_rss(void)
+{
+    char buf[256];
+    int fd = self_open(SELF_STATM);
+    ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1; /* from 0: written afresh */
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return statm_rss(buf);
+}
+
+int ocp_memstat_self_reset_peak(void)
+{
+    int fd = self_open(SELF_CLEAR_REFS);
+    if (fd < 0)
+        return -errno;
+    return write(fd, "5", 1) == 1 ? 0 : -errno;
 }
 
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m)

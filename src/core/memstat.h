@@ -21,6 +21,10 @@ typedef struct ocp_memstat {
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m);
 /* Just VmRSS in KiB, or -1 (cheap: for the watchdog). */
 long ocp_memstat_rss(pid_t pid);
+/* This process's VmRSS in KiB, or -1; and its VmHWM reset to its RSS (clear_refs "5"), 0 or
+ * -errno: each through a descriptor kept open (a worker asks once a page). */
+long ocp_memstat_self_rss(void);
+int ocp_memstat_self_reset_peak(void);
 
 /*
  * Drops this process's page-table entries for its read-only private file mappings that hold

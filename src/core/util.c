@@ -299,7 +299,7 @@ double ocp_now(void)
 
 long ocp_self_rss_kb(void)
 {
-    return ocp_memstat_rss(getpid());
+    return ocp_memstat_self_rss();
 }
 
 /* getrusage's ru_maxrss: the larger of the address space's high-water RSS (status's VmHWM,
@@ -313,12 +313,7 @@ long ocp_self_peak_rss_kb(void)
 
 int ocp_self_reset_peak_rss(void)
 {
-    int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int err = write(fd, "5", 1) == 1 ? 0 : -errno;
-    close(fd);
-    return err;
+    return ocp_memstat_self_reset_peak();
 }
 
 void ocp_uuid4(char out[37])

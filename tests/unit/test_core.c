@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -211,6 +212,49 @@ static void test_peak_rss(void **state)
     }
 }
 
+/* The size and the peak are read and reset through descriptors kept open: a second read sees
+ * a new size, and a forked child reads and resets its own, not its parent's. */
+static void test_self_rss_kept_open(void **state)
+{
+    (void)state;
+    long before = ocp_self_rss_kb();
+    assert_true(before > 0);
+    size_t n = 64u << 20;
+    char *p = malloc(n);
+    assert_non_null(p);
+    memset(p, 1, n);
+    long grown = ocp_self_rss_kb();
+    assert_true(grown >= before + 60000);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t kid = fork();
+    if (kid == 0) {
+        /* The child frees the parent's 64 MiB (its copy) and touches 128 MiB of its own. */
+        free(p);
+        char *q = malloc(2 * n);
+        memset(q, 2, 2 * n);
+        long got[3] = {ocp_self_rss_kb(), ocp_self_reset_peak_rss(), 0};
+        free(q);
+        got[2] = ocp_self_rss_kb();
+        _exit(write(pfd[1], got, sizeof got) == (ssize_t)sizeof got ? 0 : 1);
+    }
+    long got[3];
+    assert_int_equal(read(pfd[0], got, sizeof got), (ssize_t)sizeof got);
+    int st = 0;
+    waitpid(kid, &st, 0);
+    close(pfd[0]);
+    close(pfd[1]);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    print_message("parent %ld KiB; child %ld KiB with 128 MiB, %ld after freeing it\n", grown,
+                  got[0], got[2]);
+    assert_true(got[0] >= grown + 60000); /* the child's own statm, not the parent's */
+    assert_int_equal(got[1], 0);
+    assert_true(got[2] <= got[0] - 120000);
+    assert_true(labs(ocp_self_rss_kb() - grown) < 8192); /* ours did not change meanwhile */
+    free(p);
+}
+
 /* Rss of this process's mapping that starts at addr (smaps), in KiB, or -1. */
 static long mapping_rss_kb(const void *addr)
 {
@@ -275,11 +319,17 @@ static void test_drop_file_pages(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),        cmocka_unit_test(test_sb),
-        cmocka_unit_test(test_read_fd),       cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_uuid_and_stem), cmocka_unit_test(test_write_file),
-        cmocka_unit_test(test_mkdir_p),       cmocka_unit_test(test_peak_rss),
-        cmocka_unit_test(test_url_shown),     cmocka_unit_test(test_drop_file_pages),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_sb),
+        cmocka_unit_test(test_read_fd),
+        cmocka_unit_test(test_parse),
+        cmocka_unit_test(test_uuid_and_stem),
+        cmocka_unit_test(test_write_file),
+        cmocka_unit_test(test_mkdir_p),
+        cmocka_unit_test(test_peak_rss),
+        cmocka_unit_test(test_self_rss_kept_open),
+        cmocka_unit_test(test_url_shown),
+        cmocka_unit_test(test_drop_file_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
