@@ -312,7 +312,10 @@ void ocp__worker_readable(ocp_loop_io *io, short revents)
     int r, rc;
     if (!m->answers_batch)
         m->answers_batch = ocp_broker_batch_begin(m->b) == 0;
-    while ((r = ocp_proto_fill(&w->rd, w->fd)) > 0) {
+    /* Read until a read leaves room in the buffer: the socket had no more then (the loop's
+     * poll is level-triggered: what comes after is the next turn's), which saves each
+     * message a second read answering EAGAIN. */
+    while ((r = ocp_proto_fill(&w->rd, w->fd)) > 0 && w->rd.len == w->rd.cap) {
     }
     if (r == 0 || (r < 0 && r != -EAGAIN)) {
         w->eof = 1; /* the zygote's "exited" tells the rest */
