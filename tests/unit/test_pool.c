@@ -215,10 +215,15 @@ static void test_proto_send_deadline(void **state)
     assert_string_equal(json_string_value(json_object_get(got, "t")), "ping");
     json_decref(got);
     ocp_proto_reader_fini(&rd);
-    /* Larger than the socket's buffers, never read. */
-    char *big = malloc(8 << 20);
-    memset(big, 'x', 8 << 20);
-    big[(8 << 20) - 1] = '\0';
+    /* Larger than the socket's buffers, never read: 1 MiB against a send buffer of 64 KiB
+     * (set here, whatever the system's default). The time measured includes encoding the
+     * message; 8 MiB took 4.9 s to give up, not 0.3, where the test had a few percent of
+     * a CPU (nice 19 beside two busy loops). */
+    int sndbuf = 64 << 10;
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf), 0);
+    char *big = malloc(1 << 20);
+    memset(big, 'x', 1 << 20);
+    big[(1 << 20) - 1] = '\0';
     json_t *msg = json_pack("{s:s}", "t", big);
     double t0 = ocp_now();
     assert_int_equal(ocp_proto_send_timed(fd, msg, -1, 0.3), -ETIMEDOUT);
