@@ -2,7 +2,8 @@
  * memstat.c: the one reader of /proc/PID/status, /proc/PID/smaps_rollup
  * and /proc/meminfo (memstat.h): each is "Key: value" lines, read by field();
  * and of /proc/PID/statm for the RSS alone; /proc/self/smaps, mapping by
- * mapping, for ocp_memstat_drop_file_pages.
+ * mapping, for ocp_memstat_drop_file_pages; and the writer of
+ * /proc/self/clear_refs (the peak's reset).
  */
 #include "core/memstat.h"
 
