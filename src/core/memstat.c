@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static long field(const char *buf, const char *name)
@@ -94,7 +95,7 @@ static int self_open(int which)
     return self_fd[which];
 }
 
-long ocp_memstat_self_rss(void)
+long ocp_self_rss_kb(void)
 {
     char buf[256];
     int fd = self_open(SELF_STATM);
@@ -105,7 +106,16 @@ long ocp_memstat_self_rss(void)
     return statm_rss(buf);
 }
 
-int ocp_memstat_self_reset_peak(void)
+/* getrusage's ru_maxrss: the larger of the address space's high-water RSS (status's VmHWM,
+ * which clear_refs resets) and, in a process that exec'd, the peak of the image before the
+ * exec (a forked worker has none); read without writing status out as text. */
+long ocp_self_peak_rss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) ? -1 : ru.ru_maxrss;
+}
+
+int ocp_self_reset_peak_rss(void)
 {
     int fd = self_open(SELF_CLEAR_REFS);
     if (fd < 0)

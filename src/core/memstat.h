@@ -21,10 +21,14 @@ typedef struct ocp_memstat {
 int ocp_memstat_read(pid_t pid, int with_pss, ocp_memstat *m);
 /* Just VmRSS in KiB, or -1 (cheap: for the watchdog). */
 long ocp_memstat_rss(pid_t pid);
-/* This process's VmRSS in KiB, or -1; and its VmHWM reset to its RSS (clear_refs "5"), 0 or
- * -errno: each through a descriptor kept open (a worker asks once a page). */
-long ocp_memstat_self_rss(void);
-int ocp_memstat_self_reset_peak(void);
+/* This process's resident set: current and peak (VmRSS from statm; VmHWM as getrusage's
+ * ru_maxrss, which a process that exec'd starts at its former image's peak) in KiB, or -1.
+ * statm is read through a descriptor kept open (a worker asks once a page). */
+long ocp_self_rss_kb(void);
+long ocp_self_peak_rss_kb(void);
+/* Resets VmHWM to the current RSS (writes 5 to /proc/self/clear_refs, kept open).
+ * Returns 0, or -errno where the kernel does not allow it. */
+int ocp_self_reset_peak_rss(void);
 
 /*
  * Drops this process's page-table entries for its read-only private file mappings that hold

@@ -4,7 +4,6 @@
 #include "core/util.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/memstat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +14,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -295,25 +293,6 @@ double ocp_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-long ocp_self_rss_kb(void)
-{
-    return ocp_memstat_self_rss();
-}
-
-/* getrusage's ru_maxrss: the larger of the address space's high-water RSS (status's VmHWM,
- * which clear_refs resets) and, in a process that exec'd, the peak of the image before the
- * exec (a forked worker has none); read without writing status out as text. */
-long ocp_self_peak_rss_kb(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) ? -1 : ru.ru_maxrss;
-}
-
-int ocp_self_reset_peak_rss(void)
-{
-    return ocp_memstat_self_reset_peak();
 }
 
 void ocp_uuid4(char out[37])

@@ -68,14 +68,6 @@ int ocp_mkdir_p(const char *dir, unsigned mode);
 /* Monotonic clock in seconds. */
 double ocp_now(void);
 
-/* This process's resident set: current and peak (VmRSS from statm; VmHWM as getrusage's
- * ru_maxrss, which a process that exec'd starts at its former image's peak) in KiB, or -1. */
-long ocp_self_rss_kb(void);
-long ocp_self_peak_rss_kb(void);
-/* Resets VmHWM to the current RSS (writes 5 to /proc/self/clear_refs).
- * Returns 0, or -errno where the kernel does not allow it. */
-int ocp_self_reset_peak_rss(void);
-
 /* A random RFC 4122 version-4 UUID in out (37 bytes with the NUL). */
 void ocp_uuid4(char out[37]);
 

@@ -4,6 +4,7 @@
 #include "pool/page.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/memstat.h"
 #include "core/util.h"
 #include "config/config.h"
 
